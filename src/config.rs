@@ -1,0 +1,96 @@
+//! `kfleet.toml`: found in the working directory, then `$XDG_CONFIG_HOME/kfleet/`; `--config`
+//! names one explicitly. Flags and `KFLEET_*` environment variables override it.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Module name used in asset names.
+    pub module: Option<String>,
+    /// Asset naming template.
+    pub asset_template: Option<String>,
+    /// Share of nodes the head holds, 0 < x <= 1.
+    pub head_share: Option<f64>,
+    /// Node coverage the batch plan aims for, in percent.
+    pub target: Option<f64>,
+}
+
+pub const DEFAULT_MODULE: &str = "kdriver";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Where the config is looked for when `--config` is not given.
+pub fn default_locations() -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::from("kfleet.toml")];
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    if let Some(dir) = xdg {
+        out.push(dir.join("kfleet").join("kfleet.toml"));
+    }
+    out
+}
+
+impl Config {
+    /// Loads `explicit` (which must exist), else the first default location that exists, else
+    /// the defaults. Returns the config and the file it came from.
+    pub fn load(explicit: Option<&Path>) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => default_locations().into_iter().find(|p| p.is_file()),
+        };
+        let Some(path) = path else {
+            return Ok((Self::default(), None));
+        };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: shown,
+            message,
+        })?;
+        Ok((config, Some(path)))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(h) = config.head_share
+            && !(h > 0.0 && h <= 1.0)
+        {
+            return Err(format!("head_share = {h}: must be above 0 and at most 1 (0.90 means 90%)"));
+        }
+        if let Some(t) = config.target
+            && !(t > 0.0 && t <= 100.0)
+        {
+            return Err(format!("target = {t}: must be a percentage above 0 and at most 100"));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_explained() {
+        assert!(Config::parse("modul = \"x\"").unwrap_err().contains("unknown field `modul`"));
+        assert!(Config::parse("head_share = 90").unwrap_err().contains("at most 1"));
+        assert!(Config::parse("target = 0").unwrap_err().contains("percentage"));
+        let c = Config::parse("module = \"falco\"\nhead_share = 0.8\ntarget = 95\n").unwrap();
+        assert_eq!(c.module.as_deref(), Some("falco"));
+    }
+}

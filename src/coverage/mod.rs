@@ -1,0 +1,437 @@
+//! The coverage engine: per identity, its nodes and one status; the fleet summary; the batch
+//! plan that lifts node coverage to a target.
+
+use crate::forge::{AssetIndex, MatchedAsset, UnrecognisedAsset};
+use crate::identity::{RawIdentity, Verdict, check_with_os_image};
+use crate::inventory::{BadRow, FleetGroups};
+use polars::prelude::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+
+/// The one status each identity has for the selected driver version.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum CoverageStatus {
+    Covered,
+    Missing,
+    LongTail,
+    Unsupported,
+    Invalid,
+}
+
+impl CoverageStatus {
+    pub const ALL: [CoverageStatus; 5] = [
+        Self::Covered,
+        Self::Missing,
+        Self::LongTail,
+        Self::Unsupported,
+        Self::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Covered => "covered",
+            Self::Missing => "missing",
+            Self::LongTail => "long-tail",
+            Self::Unsupported => "unsupported",
+            Self::Invalid => "invalid",
+        }
+    }
+
+    fn from_str(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for CoverageStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct CoverageOptions {
+    /// Share of nodes the head holds (0..=1).
+    pub head_share: f64,
+    /// Node coverage the batch plan aims for (0..=1).
+    pub target: f64,
+}
+
+impl Default for CoverageOptions {
+    fn default() -> Self {
+        Self {
+            head_share: 0.90,
+            target: 0.99,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IdentityRow {
+    pub key: String,
+    pub distribution: String,
+    pub distro_version: String,
+    pub architecture: String,
+    pub kernel_version: String,
+    pub nodes: u64,
+    pub status: CoverageStatus,
+    pub reason: Option<String>,
+    pub asset: Option<String>,
+    /// In the head: the most-run valid identities that hold `head_share` of the nodes.
+    pub in_head: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatusCount {
+    pub identities: u64,
+    pub nodes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Breakdown {
+    pub distribution: String,
+    pub architecture: String,
+    pub nodes: u64,
+    pub identities: u64,
+    pub covered_nodes: u64,
+    pub node_coverage_pct: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BatchPlan {
+    pub target_pct: f64,
+    /// Builds needed: the identities below, most nodes first.
+    pub builds: usize,
+    pub nodes_gained: u64,
+    pub node_coverage_after_pct: f64,
+    /// False when building every missing and long-tail identity still falls short.
+    pub reachable: bool,
+    pub identities: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    pub driver_version: String,
+    pub nodes: u64,
+    pub identities: u64,
+    pub covered_nodes: u64,
+    pub node_coverage_pct: f64,
+    pub identity_coverage_pct: f64,
+    pub head_share: f64,
+    pub head_identities: u64,
+    pub statuses: BTreeMap<CoverageStatus, StatusCount>,
+    pub artifacts: u64,
+    pub unused_artifacts: u64,
+    pub unrecognised_assets: u64,
+    pub bad_rows: u64,
+    pub breakdown: Vec<Breakdown>,
+    pub batch_plan: BatchPlan,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CoverageReport {
+    pub summary: Summary,
+    /// Sorted by nodes descending, then key.
+    pub identities: Vec<IdentityRow>,
+    pub unused: Vec<MatchedAsset>,
+    pub unrecognised: Vec<UnrecognisedAsset>,
+    pub bad_rows: Vec<BadRow>,
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 * 10000.0 / whole as f64).round() / 100.0
+    }
+}
+
+/// One checked identity before the asset join.
+struct Parsed {
+    distribution: String,
+    distro_version: String,
+    architecture: String,
+    kernel_version: String,
+    base: &'static str,
+    reason: Option<String>,
+    nodes: u64,
+}
+
+/// Checks each distinct raw identity once and merges those that normalise to the same key.
+fn parse_groups(fleet: &FleetGroups) -> BTreeMap<String, Parsed> {
+    let mut by_key: BTreeMap<String, Parsed> = BTreeMap::new();
+    for g in &fleet.groups {
+        let checked = check_with_os_image(
+            &RawIdentity {
+                distribution: &g.distribution,
+                distro_version: &g.distro_version,
+                architecture: &g.architecture,
+                kernel_version: &g.kernel_version,
+            },
+            g.os_image.as_deref(),
+        );
+        let key = checked.key();
+        if let Some(p) = by_key.get_mut(&key) {
+            p.nodes += g.nodes;
+            continue;
+        }
+        let (base, reason) = match checked.verdict {
+            Verdict::Valid => ("valid", None),
+            Verdict::Unsupported(r) => ("unsupported", Some(r)),
+            Verdict::Invalid(r) => ("invalid", Some(r)),
+        };
+        by_key.insert(
+            key,
+            Parsed {
+                distribution: checked.distribution,
+                distro_version: checked.distro_version,
+                architecture: checked.architecture,
+                kernel_version: checked.kernel_version,
+                base,
+                reason,
+                nodes: g.nodes,
+            },
+        );
+    }
+    by_key
+}
+
+/// Joins identities with assets, ranks them and assigns statuses (polars, identity level).
+fn rank(
+    parsed: BTreeMap<String, Parsed>,
+    assets: &AssetIndex,
+    head_share: f64,
+) -> PolarsResult<DataFrame> {
+    let n = parsed.len();
+    let mut cols: [Vec<String>; 5] = Default::default();
+    let mut base = Vec::with_capacity(n);
+    let mut reason = Vec::with_capacity(n);
+    let mut nodes = Vec::with_capacity(n);
+    for (key, p) in parsed {
+        cols[0].push(key);
+        cols[1].push(p.distribution);
+        cols[2].push(p.distro_version);
+        cols[3].push(p.architecture);
+        cols[4].push(p.kernel_version);
+        base.push(p.base);
+        reason.push(p.reason);
+        nodes.push(p.nodes);
+    }
+    let [key, dist, ver, arch, kver] = cols;
+    let identities = DataFrame::new_infer_height(vec![
+        Column::new("key".into(), key),
+        Column::new("distribution".into(), dist),
+        Column::new("distro_version".into(), ver),
+        Column::new("architecture".into(), arch),
+        Column::new("kernel_version".into(), kver),
+        Column::new("nodes".into(), nodes),
+        Column::new("base".into(), base),
+        Column::new("reason".into(), reason),
+    ])?;
+    let artifacts = DataFrame::new_infer_height(vec![
+        Column::new(
+            "key".into(),
+            assets.matched.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "asset".into(),
+            assets.matched.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        ),
+    ])?;
+    let is_valid = col("base").eq(lit("valid"));
+    let valid_nodes = when(is_valid.clone())
+        .then(col("nodes"))
+        .otherwise(lit(0u64));
+    let total_valid = valid_nodes.clone().sum();
+    let nodes_before = valid_nodes.clone().cum_sum(false) - valid_nodes;
+    let in_head = is_valid.and(
+        nodes_before
+            .cast(DataType::Float64)
+            .lt(total_valid.cast(DataType::Float64) * lit(head_share)),
+    );
+    identities
+        .lazy()
+        .join(
+            artifacts.lazy(),
+            [col("key")],
+            [col("key")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .sort_by_exprs(
+            [col("nodes"), col("key")],
+            SortMultipleOptions::default().with_order_descending_multi([true, false]),
+        )
+        .with_column(in_head.alias("in_head"))
+        .with_column(
+            when(col("base").eq(lit("invalid")))
+                .then(lit("invalid"))
+                .when(col("base").eq(lit("unsupported")))
+                .then(lit("unsupported"))
+                .when(col("asset").is_not_null())
+                .then(lit("covered"))
+                .when(col("in_head"))
+                .then(lit("missing"))
+                .otherwise(lit("long-tail"))
+                .alias("status"),
+        )
+        .collect()
+}
+
+fn rows_from_frame(df: &DataFrame) -> PolarsResult<Vec<IdentityRow>> {
+    let s = |name: &str| df.column(name).and_then(|c| c.str().cloned());
+    let (key, dist, ver, arch, kver, status, reason, asset) = (
+        s("key")?,
+        s("distribution")?,
+        s("distro_version")?,
+        s("architecture")?,
+        s("kernel_version")?,
+        s("status")?,
+        s("reason")?,
+        s("asset")?,
+    );
+    let nodes = df.column("nodes")?.u64()?.clone();
+    let in_head = df.column("in_head")?.bool()?.clone();
+    let text = |ca: &StringChunked, i: usize| ca.get(i).unwrap_or_default().to_string();
+    (0..df.height())
+        .map(|i| {
+            let status_text = status.get(i).unwrap_or_default();
+            let status = CoverageStatus::from_str(status_text).ok_or_else(|| {
+                polars_err!(ComputeError: "unexpected status '{}'", status_text)
+            })?;
+            Ok(IdentityRow {
+                key: text(&key, i),
+                distribution: text(&dist, i),
+                distro_version: text(&ver, i),
+                architecture: text(&arch, i),
+                kernel_version: text(&kver, i),
+                nodes: nodes.get(i).unwrap_or(0),
+                status,
+                reason: reason.get(i).map(str::to_string),
+                asset: asset.get(i).map(str::to_string),
+                in_head: in_head.get(i).unwrap_or(false),
+            })
+        })
+        .collect()
+}
+
+fn batch_plan(rows: &[IdentityRow], total: u64, covered: u64, target: f64) -> BatchPlan {
+    let reached = |c: u64| total == 0 || c as f64 / total as f64 >= target - 1e-12;
+    let mut now = covered;
+    let mut picked = Vec::new();
+    for row in rows
+        .iter()
+        .filter(|r| matches!(r.status, CoverageStatus::Missing | CoverageStatus::LongTail))
+    {
+        if reached(now) {
+            break;
+        }
+        now += row.nodes;
+        picked.push(row.key.clone());
+    }
+    BatchPlan {
+        target_pct: (target * 10000.0).round() / 100.0,
+        builds: picked.len(),
+        nodes_gained: now - covered,
+        node_coverage_after_pct: pct(now, total),
+        reachable: reached(now),
+        identities: picked,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoverageError {
+    #[error("the coverage pipeline failed: {0}")]
+    Polars(#[from] PolarsError),
+}
+
+/// Computes coverage of `fleet` by the matched `assets` of release `driver_version`.
+pub fn compute(
+    fleet: &FleetGroups,
+    assets: &AssetIndex,
+    driver_version: &str,
+    options: CoverageOptions,
+) -> Result<CoverageReport, CoverageError> {
+    let parsed = parse_groups(fleet);
+    let frame = rank(parsed, assets, options.head_share)?;
+    let identities = rows_from_frame(&frame)?;
+
+    let nodes: u64 = identities.iter().map(|r| r.nodes).sum();
+    let mut statuses: BTreeMap<CoverageStatus, StatusCount> = CoverageStatus::ALL
+        .into_iter()
+        .map(|s| {
+            (
+                s,
+                StatusCount {
+                    identities: 0,
+                    nodes: 0,
+                },
+            )
+        })
+        .collect();
+    let mut breakdown: BTreeMap<(String, String), Breakdown> = BTreeMap::new();
+    for r in &identities {
+        let c = statuses.get_mut(&r.status).expect("every status is counted");
+        c.identities += 1;
+        c.nodes += r.nodes;
+        let b = breakdown
+            .entry((r.distribution.clone(), r.architecture.clone()))
+            .or_insert_with(|| Breakdown {
+                distribution: r.distribution.clone(),
+                architecture: r.architecture.clone(),
+                nodes: 0,
+                identities: 0,
+                covered_nodes: 0,
+                node_coverage_pct: 0.0,
+            });
+        b.nodes += r.nodes;
+        b.identities += 1;
+        if r.status == CoverageStatus::Covered {
+            b.covered_nodes += r.nodes;
+        }
+    }
+    let mut breakdown: Vec<Breakdown> = breakdown
+        .into_values()
+        .map(|mut b| {
+            b.node_coverage_pct = pct(b.covered_nodes, b.nodes);
+            b
+        })
+        .collect();
+    breakdown.sort_by(|a, b| b.nodes.cmp(&a.nodes).then_with(|| a.distribution.cmp(&b.distribution)));
+
+    let covered = &statuses[&CoverageStatus::Covered];
+    let (covered_nodes, covered_ids) = (covered.nodes, covered.identities);
+    let in_fleet: HashSet<&str> = identities.iter().map(|r| r.key.as_str()).collect();
+    let unused: Vec<MatchedAsset> = assets
+        .matched
+        .iter()
+        .filter(|a| !in_fleet.contains(a.key.as_str()))
+        .cloned()
+        .collect();
+    let head_identities = identities.iter().filter(|r| r.in_head).count() as u64;
+    let summary = Summary {
+        driver_version: driver_version.to_string(),
+        nodes,
+        identities: identities.len() as u64,
+        covered_nodes,
+        node_coverage_pct: pct(covered_nodes, nodes),
+        identity_coverage_pct: pct(covered_ids, identities.len() as u64),
+        head_share: options.head_share,
+        head_identities,
+        statuses,
+        artifacts: assets.matched.len() as u64,
+        unused_artifacts: unused.len() as u64,
+        unrecognised_assets: assets.unrecognised.len() as u64,
+        bad_rows: fleet.bad_row_count,
+        breakdown,
+        batch_plan: batch_plan(&identities, nodes, covered_nodes, options.target),
+    };
+    Ok(CoverageReport {
+        summary,
+        identities,
+        unused,
+        unrecognised: assets.unrecognised.clone(),
+        bad_rows: fleet.bad_rows.clone(),
+    })
+}

@@ -1,0 +1,202 @@
+//! GitHub "list releases" documents (one array, or several concatenated arrays as
+//! `gh api --paginate` prints them), release selection, and asset-to-identity matching.
+
+use crate::identity::{AssetTemplate, Verdict};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Release {
+    #[serde(default)]
+    pub id: Option<u64>,
+    pub tag_name: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub draft: bool,
+    #[serde(default)]
+    pub prerelease: bool,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub published_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub html_url: Option<String>,
+    #[serde(default)]
+    pub assets: Vec<ReleaseAsset>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct ReleaseAsset {
+    #[serde(default)]
+    pub id: Option<u64>,
+    pub name: String,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub browser_download_url: Option<String>,
+    /// `sha256:<hex>` as GitHub reports it (null for assets uploaded before digests existed).
+    #[serde(default)]
+    pub digest: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("cannot read release listing {file}: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{file}:{line}:{column}: not a GitHub release listing: {message}. Expected the JSON of `gh api repos/OWNER/REPO/releases --paginate`"
+    )]
+    Parse {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("no release tagged '{wanted}'; releases here: {available}")]
+    NoSuchTag { wanted: String, available: String },
+    #[error(
+        "no published release that is neither draft nor prerelease (of {count}); pass --driver-version TAG to pick one"
+    )]
+    NoPublished { count: usize },
+}
+
+/// Reads a release listing file.
+pub fn read_release_file(path: &Path) -> Result<Vec<Release>, ReleaseError> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| ReleaseError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    parse_release_listing(&file, &bytes)
+}
+
+pub(crate) fn parse_release_listing(file: &str, bytes: &[u8]) -> Result<Vec<Release>, ReleaseError> {
+    let mut out = Vec::new();
+    for page in serde_json::Deserializer::from_slice(bytes).into_iter::<Vec<Release>>() {
+        let page = page.map_err(|e| ReleaseError::Parse {
+            file: file.to_string(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        out.extend(page);
+    }
+    Ok(out)
+}
+
+fn strip_v(tag: &str) -> &str {
+    tag.strip_prefix('v').unwrap_or(tag)
+}
+
+/// Picks the release for `driver_version` (its tag), or the newest published release that is
+/// neither draft nor prerelease.
+pub fn select_release<'a>(
+    releases: &'a [Release],
+    driver_version: Option<&str>,
+) -> Result<&'a Release, ReleaseError> {
+    if let Some(wanted) = driver_version {
+        return releases
+            .iter()
+            .find(|r| r.tag_name == wanted)
+            .or_else(|| releases.iter().find(|r| strip_v(&r.tag_name) == strip_v(wanted)))
+            .ok_or_else(|| ReleaseError::NoSuchTag {
+                wanted: wanted.to_string(),
+                available: releases
+                    .iter()
+                    .map(|r| r.tag_name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+    }
+    releases
+        .iter()
+        .filter(|r| !r.draft && !r.prerelease && r.published_at.is_some())
+        .max_by_key(|r| (r.published_at, r.id))
+        .ok_or(ReleaseError::NoPublished {
+            count: releases.len(),
+        })
+}
+
+/// An asset recognised as the artifact for one identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MatchedAsset {
+    pub key: String,
+    pub name: String,
+    pub url: Option<String>,
+    pub digest: Option<String>,
+}
+
+/// An asset of the release that is not an artifact for any valid identity, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnrecognisedAsset {
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AssetIndex {
+    pub matched: Vec<MatchedAsset>,
+    pub unrecognised: Vec<UnrecognisedAsset>,
+}
+
+/// Matches a release's assets to identities through the naming template.
+pub fn index_assets(release: &Release, template: &AssetTemplate) -> AssetIndex {
+    let mut index = AssetIndex::default();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for asset in &release.assets {
+        let reject = |reason: String| UnrecognisedAsset {
+            name: asset.name.clone(),
+            reason,
+        };
+        let Some(parsed) = template.parse(&asset.name) else {
+            index.unrecognised.push(reject(format!(
+                "does not follow the naming template {}",
+                template.template()
+            )));
+            continue;
+        };
+        if let Some(dv) = &parsed.driver_version
+            && strip_v(dv) != strip_v(&release.tag_name)
+        {
+            index.unrecognised.push(reject(format!(
+                "names driver version {dv} but belongs to release {}",
+                release.tag_name
+            )));
+            continue;
+        }
+        match &parsed.checked.verdict {
+            Verdict::Valid => {}
+            Verdict::Invalid(r) => {
+                index.unrecognised.push(reject(format!("invalid identity: {r}")));
+                continue;
+            }
+            Verdict::Unsupported(r) => {
+                index.unrecognised.push(reject(format!("unsupported identity: {r}")));
+                continue;
+            }
+        }
+        let key = parsed.checked.key();
+        if let Some(first) = seen.get(&key) {
+            index
+                .unrecognised
+                .push(reject(format!("a second artifact for {key} (first: {first})")));
+            continue;
+        }
+        seen.insert(key.clone(), asset.name.clone());
+        index.matched.push(MatchedAsset {
+            key,
+            name: asset.name.clone(),
+            url: asset.browser_download_url.clone(),
+            digest: asset.digest.clone(),
+        });
+    }
+    index
+}

@@ -1,0 +1,78 @@
+//! This machine's identity, from `/etc/os-release` and the running kernel.
+
+use super::{Checked, RawIdentity, check};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Parses os-release `KEY=value` lines (values optionally quoted, `#` comments).
+pub fn parse_os_release(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let unquoted = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            (k.trim().to_string(), unquoted.replace("\\\"", "\""))
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot read {path}: {source}; is this a Linux machine with os-release?")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} has no ID= line; cannot tell the distribution")]
+    NoId { path: String },
+}
+
+fn read_trimmed(path: &str) -> Result<String, LocalError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|source| LocalError::Read {
+            path: path.to_string(),
+            source,
+        })
+}
+
+/// Reads the identity of the machine kfleet runs on. `os_release` defaults to `/etc/os-release`
+/// (then `/usr/lib/os-release`); the kernel comes from `/proc/sys/kernel/osrelease` (`uname -r`).
+pub fn local_identity(os_release: Option<&Path>) -> Result<Checked, LocalError> {
+    let candidates: Vec<String> = match os_release {
+        Some(p) => vec![p.display().to_string()],
+        None => vec!["/etc/os-release".into(), "/usr/lib/os-release".into()],
+    };
+    let mut last_err = None;
+    let mut text = None;
+    for path in &candidates {
+        match read_trimmed(path) {
+            Ok(t) => {
+                text = Some((path.clone(), t));
+                break;
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let Some((path, text)) = text else {
+        return Err(last_err.expect("at least one os-release candidate was tried"));
+    };
+    let fields = parse_os_release(&text);
+    let id = fields.get("ID").cloned().ok_or(LocalError::NoId { path })?;
+    let version = fields.get("VERSION_ID").cloned().unwrap_or_default();
+    let kernel = read_trimmed("/proc/sys/kernel/osrelease")?;
+    let arch = read_trimmed("/proc/sys/kernel/arch")
+        .unwrap_or_else(|_| std::env::consts::ARCH.to_string());
+    Ok(check(&RawIdentity {
+        distribution: &id,
+        distro_version: &version,
+        architecture: &arch,
+        kernel_version: &kernel,
+    }))
+}

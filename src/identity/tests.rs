@@ -1,0 +1,249 @@
+use super::*;
+use proptest::prelude::*;
+
+fn verdict(d: &str, v: &str, a: &str, k: &str) -> Checked {
+    check(&RawIdentity {
+        distribution: d,
+        distro_version: v,
+        architecture: a,
+        kernel_version: k,
+    })
+}
+
+fn key(d: &str, v: &str, a: &str, k: &str) -> String {
+    let c = verdict(d, v, a, k);
+    assert_eq!(c.verdict, Verdict::Valid, "{d}/{v}/{a}/{k}");
+    c.key()
+}
+
+fn invalid_reason(d: &str, v: &str, a: &str, k: &str) -> String {
+    match verdict(d, v, a, k).verdict {
+        Verdict::Invalid(r) => r,
+        other => panic!("{d}/{v}/{a}/{k} should be invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_real_kernel_in_the_shared_data_is_valid() {
+    let text = include_str!("../../tests/fixtures/real-kernels.csv");
+    let mut n = 0;
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let c = verdict(f[0], f[1], f[2], f[3]);
+        assert_eq!(c.verdict, Verdict::Valid, "{line}");
+        assert_eq!(c.key(), format!("{}/{}/{}/{}", f[0], f[1], f[2], f[3]));
+        n += 1;
+    }
+    assert_eq!(n, 435);
+}
+
+#[test]
+fn ubuntu_flavours_old_and_new() {
+    for (v, a, k) in [
+        ("14.04", "x86_64", "3.19.0-22-generic"),
+        ("16.04", "x86_64", "4.4.0-1128-aws"),
+        ("18.04", "x86_64", "5.4.0-1031-gkeop"),
+        ("20.04", "x86_64", "5.4.0-104-lowlatency"),
+        ("22.04", "aarch64", "5.15.0-1034-raspi"),
+        ("22.04", "x86_64", "5.19.0-1025-aws"),
+        ("24.04", "aarch64", "6.8.0-1012-aws"),
+        ("24.04", "x86_64", "6.8.0-1008-nvidia"),
+    ] {
+        key("ubuntu", v, a, k);
+    }
+    assert!(invalid_reason("ubuntu", "22.04", "x86_64", "5.15.0-91-banana").contains("flavour 'banana'"));
+    assert!(invalid_reason("ubuntu", "22.04", "x86_64", "5.15.0-1034-raspi").contains("arm64 only"));
+    assert!(invalid_reason("ubuntu", "22.05", "x86_64", "5.15.0-91-generic").contains("22.05"));
+}
+
+#[test]
+fn same_uname_in_two_ubuntu_releases_is_two_identities() {
+    assert_ne!(
+        key("ubuntu", "18.04", "x86_64", "5.4.0-1045-aws"),
+        key("ubuntu", "20.04", "x86_64", "5.4.0-1045-aws")
+    );
+}
+
+#[test]
+fn debian_forms_and_cross_checks() {
+    for (v, a, k) in [
+        ("12", "x86_64", "6.1.0-18-amd64"),
+        ("12", "aarch64", "6.1.0-26-cloud-arm64"),
+        ("10", "x86_64", "5.10.0-0.deb10.30-amd64"),
+        ("10", "aarch64", "4.19.0-17-rt-arm64"),
+        ("13", "aarch64", "6.12.57+deb13-cloud-arm64"),
+        ("13", "x86_64", "6.12.74+deb13+1-amd64"),
+        ("9", "x86_64", "4.19.0-0.bpo.6-amd64"),
+        ("12", "x86_64", "6.12.12+bpo-amd64"),
+    ] {
+        key("debian", v, a, k);
+    }
+    assert_eq!(
+        invalid_reason("debian", "12", "aarch64", "6.1.0-18-amd64"),
+        "6.1.0-18-amd64 is a Debian amd64 kernel but architecture is aarch64"
+    );
+    assert_eq!(
+        invalid_reason("debian", "12", "x86_64", "6.12.57+deb13-amd64"),
+        "deb13 in kernel_version but distro_version is 12"
+    );
+    assert!(invalid_reason("debian", "11", "x86_64", "6.1.0-18-amd64").contains("Debian 12's series"));
+    assert_eq!(key("debian", "bookworm", "amd64", "6.1.0-18-amd64"), "debian/12/x86_64/6.1.0-18-amd64");
+}
+
+#[test]
+fn fedora_cross_checks() {
+    key("fedora", "39", "x86_64", "6.5.6-300.fc39.x86_64");
+    key("fedora", "40", "arm64", "6.8.9-300.fc40.aarch64");
+    assert_eq!(
+        invalid_reason("fedora", "39", "x86_64", "6.2.9-300.fc38.x86_64"),
+        "fc38 in kernel_version but distro_version is 39"
+    );
+    assert!(invalid_reason("fedora", "40", "x86_64", "6.8.9-300.fc40.aarch64").contains("built for aarch64"));
+}
+
+#[test]
+fn el_families() {
+    key("centos", "9", "x86_64", "5.14.0-362.el9.x86_64");
+    key("centos", "10", "aarch64", "6.12.0-55.el10.aarch64");
+    key("centos", "8", "aarch64", "4.18.0-305.19.1.el8_4.aarch64");
+    key("centos-stream", "9", "x86_64", "5.14.0-362.el9.x86_64");
+    assert_eq!(
+        key("almalinux", "9.4", "x86_64", "5.14.0-427.13.1.el9_4.x86_64"),
+        "almalinux/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64"
+    );
+    assert_eq!(
+        key("rocky", "9", "x86_64", "5.14.0-427.13.1.el9_4.x86_64"),
+        "rocky/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64",
+        "major-only version is refined from the kernel"
+    );
+    assert_eq!(
+        invalid_reason("almalinux", "9.3", "x86_64", "5.14.0-427.13.1.el9_4.x86_64"),
+        "el9_4 in kernel_version but distro_version is 9.3"
+    );
+    assert_eq!(
+        invalid_reason("centos", "8", "x86_64", "5.14.0-362.el9.x86_64"),
+        "el9 in kernel_version but distro_version is 8"
+    );
+    let rhel = verdict("rhel", "9.4", "x86_64", "5.14.0-427.13.1.el9_4.x86_64");
+    assert!(matches!(rhel.verdict, Verdict::Unsupported(_)), "{rhel:?}");
+    assert_eq!(rhel.key(), "rhel/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64");
+}
+
+#[test]
+fn amazon_linux_generations_and_aliases() {
+    for (v, k) in [
+        ("2", "4.14.104-95.84.amzn2.x86_64"),
+        ("2", "5.4.217-126.408.amzn2.x86_64"),
+        ("2", "5.10.205-195.807.amzn2.x86_64"),
+        ("2", "5.15.148-97.158.amzn2.x86_64"),
+        ("2023", "6.1.66-91.160.amzn2023.x86_64"),
+    ] {
+        key("amazonlinux", v, "x86_64", k);
+    }
+    assert_eq!(
+        key("al2023", "", "amd64", "6.1.66-91.160.amzn2023.x86_64"),
+        "amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64"
+    );
+    assert_eq!(
+        key("amzn", "2023.4.20240416", "x86_64", "6.1.66-91.160.amzn2023.x86_64"),
+        "amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64"
+    );
+    assert_eq!(
+        invalid_reason("amazonlinux", "2", "x86_64", "6.1.66-91.160.amzn2023.x86_64"),
+        "amzn2023 in kernel_version but distro_version is 2"
+    );
+    assert!(invalid_reason("al2", "2023", "x86_64", "6.1.66-91.160.amzn2023.x86_64").contains("means version 2"));
+    let al1 = verdict("amzn", "2018.03", "x86_64", "4.14.355-196.647.amzn1.x86_64");
+    assert!(matches!(al1.verdict, Verdict::Unsupported(_)));
+}
+
+#[test]
+fn unsupported_os_and_arch_are_not_invalid() {
+    assert!(matches!(
+        verdict("bottlerocket", "1.26.1", "x86_64", "6.1.112").verdict,
+        Verdict::Unsupported(_)
+    ));
+    assert!(matches!(
+        verdict("ubuntu", "22.04", "ppc64le", "5.15.0-91-generic").verdict,
+        Verdict::Unsupported(_)
+    ));
+    assert!(invalid_reason("ubunut", "22.04", "x86_64", "5.15.0-91-generic").contains("unknown distribution 'ubunut'"));
+    assert!(invalid_reason("ubuntu", "22.04", "sparc", "5.15.0-91-generic").contains("unknown architecture"));
+}
+
+#[test]
+fn metacharacters_are_always_invalid() {
+    for bad in [
+        "5.15.0-91-generic;rm -rf /",
+        "5.15.0-91-generic$(id)",
+        "5.15.0-91-generic`id`",
+        "5.15.0-91 generic",
+        "5.15.0-91-generic\"",
+        "5.15.0-91-generic'",
+        "5.15.0-91-generic\nx",
+        "../../etc/passwd",
+        "5.15.0/91-generic",
+        "${{ github.token }}",
+    ] {
+        let reason = invalid_reason("ubuntu", "22.04", "x86_64", bad);
+        assert!(
+            reason.contains("inject") || reason.contains("'..'"),
+            "{bad:?}: {reason}"
+        );
+    }
+    assert!(invalid_reason("ubuntu;id", "22.04", "x86_64", "5.15.0-91-generic").contains("distribution contains ';'"));
+}
+
+#[test]
+fn keys_round_trip() {
+    let id = KernelIdentity::from_key("debian/13/x86_64/6.12.74+deb13+1-amd64").unwrap();
+    assert_eq!(id.key(), "debian/13/x86_64/6.12.74+deb13+1-amd64");
+    assert!(KernelIdentity::from_key("debian/13/x86_64").is_err());
+    assert!(matches!(
+        KernelIdentity::from_key("rhel/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64"),
+        Err(Rejection::Unsupported(_))
+    ));
+}
+
+#[test]
+fn os_release_parsing() {
+    let f = parse_os_release(
+        "NAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\nID=ubuntu\n# comment\nPRETTY_NAME='Ubuntu 22.04.4 LTS'\n",
+    );
+    assert_eq!(f["ID"], "ubuntu");
+    assert_eq!(f["VERSION_ID"], "22.04");
+    assert_eq!(f["PRETTY_NAME"], "Ubuntu 22.04.4 LTS");
+}
+
+proptest! {
+    #[test]
+    fn no_input_makes_the_parser_panic(d in ".{0,20}", v in ".{0,20}", a in ".{0,12}", k in ".{0,80}") {
+        let c = verdict(&d, &v, &a, &k);
+        if c.verdict == Verdict::Valid {
+            prop_assert!(c.identity.is_some());
+        }
+    }
+
+    #[test]
+    fn kernel_shaped_noise_never_panics(
+        d in "(ubuntu|debian|fedora|centos|amazonlinux|almalinux|rocky|rhel|al2)",
+        v in "[0-9.]{0,8}",
+        a in "(x86_64|aarch64|amd64|arm64)",
+        k in "[0-9a-z._+~-]{0,60}",
+    ) {
+        let c = verdict(&d, &v, &a, &k);
+        if let Some(id) = &c.identity {
+            prop_assert_eq!(KernelIdentity::from_key(&id.key()).as_ref(), Ok(id));
+        }
+    }
+
+    #[test]
+    fn any_metacharacter_makes_an_identity_invalid(
+        prefix in "[0-9.]{1,8}",
+        meta in prop::sample::select(vec![";", "$", "`", " ", "\"", "'", "\n", "..", "/", "|", "&", "\\"]),
+    ) {
+        let k = format!("{prefix}{meta}-91-generic");
+        let is_invalid = matches!(verdict("ubuntu", "22.04", "x86_64", &k).verdict, Verdict::Invalid(_));
+        prop_assert!(is_invalid);
+    }
+}

@@ -1,0 +1,137 @@
+//! JSON inventories: `kubectl get nodes -o json` NodeLists and JSON Lines with the CSV field names.
+
+use super::{BadRow, FleetGroups, InventoryError, absorb, frame_from_rows, group};
+use crate::identity::distribution_from_os_image;
+use serde_json::Value;
+
+const FIELD_ALIASES: [&[&str]; 4] = [
+    &["distribution", "distro", "os", "ID", "id"],
+    &["distro_version", "version", "VERSION_ID", "version_id"],
+    &["architecture", "arch", "uname_m"],
+    &["kernel_version", "kernel", "kernel_release", "uname_r"],
+];
+
+type Rows = [Vec<Option<String>>; 5];
+
+pub(super) fn read(file: &str, bytes: &[u8], fleet: &mut FleetGroups) -> Result<(), InventoryError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| InventoryError::Format {
+        file: file.to_string(),
+        message: format!("not UTF-8 JSON: {e}"),
+    })?;
+    let text = text.trim_start_matches('\u{feff}');
+    let first_line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let mut rows: Rows = Default::default();
+    match serde_json::from_str::<Value>(first_line) {
+        Ok(Value::Object(obj)) if !obj.contains_key("items") => jsonl(file, text, &mut rows, fleet),
+        _ => {
+            let doc: Value = serde_json::from_str(text).map_err(|e| InventoryError::Format {
+                file: file.to_string(),
+                message: format!(
+                    "not a Kubernetes NodeList nor JSON Lines: {e} (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            })?;
+            node_list(file, &doc, &mut rows, fleet)?;
+        }
+    }
+    let groups = group(file, frame_from_rows(file, rows)?)?;
+    absorb(file, &groups, fleet)?;
+    Ok(())
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn jsonl(file: &str, text: &str, rows: &mut Rows, fleet: &mut FleetGroups) {
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i as u64 + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |reason: String| BadRow {
+            file: file.to_string(),
+            line: Some(line_no),
+            reason,
+        };
+        let obj = match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(obj)) => obj,
+            Ok(_) => {
+                fleet.add_bad(bad("not a JSON object".into()));
+                continue;
+            }
+            Err(e) => {
+                fleet.add_bad(bad(format!("not valid JSON: {e}")));
+                continue;
+            }
+        };
+        let mut fields: [Option<String>; 4] = Default::default();
+        let mut missing = None;
+        for (k, aliases) in FIELD_ALIASES.iter().enumerate() {
+            fields[k] = aliases.iter().find_map(|a| obj.get(*a).and_then(as_text));
+            if fields[k].is_none() && missing.is_none() {
+                missing = Some(aliases[0]);
+            }
+        }
+        if let Some(name) = missing {
+            fleet.add_bad(bad(format!("{name} is missing or empty")));
+            continue;
+        }
+        for (k, f) in fields.into_iter().enumerate() {
+            rows[k].push(f);
+        }
+        rows[4].push(None);
+    }
+}
+
+fn node_list(
+    file: &str,
+    doc: &Value,
+    rows: &mut Rows,
+    fleet: &mut FleetGroups,
+) -> Result<(), InventoryError> {
+    let items = doc
+        .get("items")
+        .and_then(Value::as_array)
+        .ok_or_else(|| InventoryError::Format {
+            file: file.to_string(),
+            message: "a JSON document without an 'items' array; expected `kubectl get nodes -o json` output or JSON Lines".into(),
+        })?;
+    for (i, item) in items.iter().enumerate() {
+        let name = item
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        let info = item.pointer("/status/nodeInfo");
+        let get = |k: &str| info.and_then(|i| i.get(k)).and_then(as_text);
+        let (kernel, image, arch) = (get("kernelVersion"), get("osImage"), get("architecture"));
+        let missing = [
+            ("kernelVersion", &kernel),
+            ("osImage", &image),
+            ("architecture", &arch),
+        ]
+        .into_iter()
+        .find(|(_, v)| v.is_none());
+        if let Some((field, _)) = missing {
+            fleet.add_bad(BadRow {
+                file: file.to_string(),
+                line: None,
+                reason: format!("items[{i}] (node {name}): status.nodeInfo.{field} is missing"),
+            });
+            continue;
+        }
+        let image = image.unwrap_or_default();
+        let (distribution, version) = distribution_from_os_image(&image);
+        rows[0].push(Some(distribution));
+        rows[1].push((!version.is_empty()).then_some(version));
+        rows[2].push(arch);
+        rows[3].push(kernel);
+        rows[4].push(Some(image));
+    }
+    Ok(())
+}

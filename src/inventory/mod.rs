@@ -1,0 +1,273 @@
+//! Fleet inventory readers (CSV, Kubernetes NodeList, JSON Lines; optionally gzipped), reduced
+//! by polars to one row per distinct raw identity with its node count.
+
+mod csv;
+mod json;
+
+use polars::prelude::*;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Canonical column names of the inventory frame.
+pub const COLUMNS: [&str; 4] = [
+    "distribution",
+    "distro_version",
+    "architecture",
+    "kernel_version",
+];
+/// The Kubernetes osImage a row was derived from (null for CSV and JSON Lines).
+pub const OS_IMAGE: &str = "os_image";
+/// Bad rows listed individually; the rest are only counted.
+pub const MAX_LISTED_BAD_ROWS: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("cannot read inventory {file}: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{file}: no {column} column (looked for {aliases}); the header has: {found}. Rename the column or add it"
+    )]
+    MissingColumn {
+        file: String,
+        column: &'static str,
+        aliases: String,
+        found: String,
+    },
+    #[error("{file}: {message}")]
+    Format { file: String, message: String },
+    #[error("{file}: the polars pipeline failed: {source}")]
+    Polars { file: String, source: PolarsError },
+    #[error("{count} bad inventory row(s) and --strict is set; first: {first}")]
+    Strict { count: u64, first: String },
+}
+
+/// A row that could not be read, with where it is and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BadRow {
+    pub file: String,
+    /// 1-based line; `None` for documents addressed by item (NodeList `items[i]`).
+    pub line: Option<u64>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.reason),
+            None => write!(f, "{}: {}", self.file, self.reason),
+        }
+    }
+}
+
+/// One distinct raw identity in the fleet and how many nodes run it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawGroup {
+    pub distribution: String,
+    pub distro_version: String,
+    pub architecture: String,
+    pub kernel_version: String,
+    pub os_image: Option<String>,
+    pub nodes: u64,
+}
+
+/// The fleet reduced to distinct raw identities.
+#[derive(Clone, Debug, Default)]
+pub struct FleetGroups {
+    pub files: Vec<String>,
+    pub groups: Vec<RawGroup>,
+    pub bad_rows: Vec<BadRow>,
+    pub bad_row_count: u64,
+}
+
+impl FleetGroups {
+    pub fn nodes(&self) -> u64 {
+        self.groups.iter().map(|g| g.nodes).sum()
+    }
+
+    fn add_bad(&mut self, row: BadRow) {
+        self.bad_row_count += 1;
+        if self.bad_rows.len() < MAX_LISTED_BAD_ROWS {
+            self.bad_rows.push(row);
+        }
+    }
+}
+
+/// Where an inventory's bytes are: a file polars can scan in place, or decompressed memory.
+pub(crate) enum Data {
+    Path(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+fn io_err(file: &str) -> impl FnOnce(std::io::Error) -> InventoryError + '_ {
+    move |source| InventoryError::Io {
+        file: file.to_string(),
+        source,
+    }
+}
+
+/// Reads every inventory file and reduces the fleet to distinct raw identities.
+/// With `strict`, any bad row is an error.
+pub fn read_inventory(paths: &[PathBuf], strict: bool) -> Result<FleetGroups, InventoryError> {
+    let mut fleet = FleetGroups::default();
+    for path in paths {
+        read_one(path, &mut fleet)?;
+    }
+    if strict && fleet.bad_row_count > 0 {
+        return Err(InventoryError::Strict {
+            count: fleet.bad_row_count,
+            first: fleet
+                .bad_rows
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        });
+    }
+    Ok(fleet)
+}
+
+fn read_one(path: &Path, fleet: &mut FleetGroups) -> Result<(), InventoryError> {
+    let file = path.display().to_string();
+    fleet.files.push(file.clone());
+    let mut head = [0u8; 2];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(io_err(&file))?;
+    let data = if n == 2 && head == [0x1f, 0x8b] {
+        let raw = std::fs::read(path).map_err(io_err(&file))?;
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| InventoryError::Format {
+                file: file.clone(),
+                message: format!("looks gzipped but does not decompress: {e}"),
+            })?;
+        Data::Bytes(out)
+    } else {
+        Data::Path(path.to_path_buf())
+    };
+    match sniff(&data).map_err(io_err(&file))? {
+        Sniffed::Json => {
+            let bytes = match data {
+                Data::Bytes(b) => b,
+                Data::Path(p) => std::fs::read(&p).map_err(io_err(&file))?,
+            };
+            json::read(&file, &bytes, fleet)
+        }
+        Sniffed::Csv => csv::read(&file, data, fleet),
+    }
+}
+
+enum Sniffed {
+    Csv,
+    Json,
+}
+
+fn sniff(data: &Data) -> std::io::Result<Sniffed> {
+    let mut head = vec![0u8; 512];
+    let n = match data {
+        Data::Bytes(b) => {
+            let n = b.len().min(head.len());
+            head[..n].copy_from_slice(&b[..n]);
+            n
+        }
+        Data::Path(p) => std::fs::File::open(p)?.read(&mut head)?,
+    };
+    let first = head[..n]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace() && **b != 0xEF && **b != 0xBB && **b != 0xBF);
+    Ok(match first {
+        Some(b'{') | Some(b'[') => Sniffed::Json,
+        _ => Sniffed::Csv,
+    })
+}
+
+/// Reduces one source's rows (already in a frame with the canonical columns) to groups.
+pub(crate) fn group(file: &str, frame: LazyFrame) -> Result<DataFrame, InventoryError> {
+    let keys: Vec<Expr> = COLUMNS
+        .iter()
+        .chain(std::iter::once(&OS_IMAGE))
+        .map(|c| col(*c))
+        .collect();
+    frame
+        .group_by(keys)
+        .agg([len().alias("nodes")])
+        .collect_with_engine(Engine::Streaming)
+        .map(|r| r.unwrap_single())
+        .map_err(|source| InventoryError::Polars {
+            file: file.to_string(),
+            source,
+        })
+}
+
+/// Moves grouped rows into `fleet`. Groups with a missing field are bad rows: their count is
+/// returned so the caller can list them.
+pub(crate) fn absorb(
+    file: &str,
+    groups: &DataFrame,
+    fleet: &mut FleetGroups,
+) -> Result<u64, InventoryError> {
+    let polars_err = |source| InventoryError::Polars {
+        file: file.to_string(),
+        source,
+    };
+    let strs: Vec<&StringChunked> = COLUMNS
+        .iter()
+        .chain(std::iter::once(&OS_IMAGE))
+        .map(|c| groups.column(c).and_then(|s| s.str()))
+        .collect::<PolarsResult<_>>()
+        .map_err(polars_err)?;
+    let nodes = groups
+        .column("nodes")
+        .and_then(|c| c.cast(&DataType::UInt64))
+        .map_err(polars_err)?;
+    let nodes = nodes.u64().map_err(polars_err)?;
+    let mut bad = 0;
+    for i in 0..groups.height() {
+        let n = nodes.get(i).unwrap_or(0);
+        let field = |k: usize| strs[k].get(i);
+        let fields = [field(0), field(1), field(2), field(3)];
+        let os_image = field(4);
+        // A NodeList row may lack a distro version (the OS has none); only CSV/JSONL rows need all four.
+        let required_missing = fields
+            .iter()
+            .enumerate()
+            .any(|(k, f)| f.is_none() && !(k == 1 && os_image.is_some()));
+        if required_missing {
+            bad += n;
+            continue;
+        }
+        fleet.groups.push(RawGroup {
+            distribution: fields[0].unwrap_or("").to_string(),
+            distro_version: fields[1].unwrap_or("").to_string(),
+            architecture: fields[2].unwrap_or("").to_string(),
+            kernel_version: fields[3].unwrap_or("").to_string(),
+            os_image: os_image.map(str::to_string),
+            nodes: n,
+        });
+    }
+    Ok(bad)
+}
+
+/// Builds a frame with the canonical columns from row vectors (JSON sources, CSV fallback).
+pub(crate) fn frame_from_rows(
+    file: &str,
+    rows: [Vec<Option<String>>; 5],
+) -> Result<LazyFrame, InventoryError> {
+    let [d, v, a, k, o] = rows;
+    let columns = vec![
+        Column::new(COLUMNS[0].into(), d),
+        Column::new(COLUMNS[1].into(), v),
+        Column::new(COLUMNS[2].into(), a),
+        Column::new(COLUMNS[3].into(), k),
+        Column::new(OS_IMAGE.into(), o),
+    ];
+    DataFrame::new_infer_height(columns)
+        .map(IntoLazy::lazy)
+        .map_err(|source| InventoryError::Polars {
+            file: file.to_string(),
+            source,
+        })
+}

@@ -1,0 +1,10 @@
+//! kfleet: which kernels in a fleet have a prebuilt driver, which are missing, and what to build.
+
+pub mod cli;
+pub mod config;
+pub mod coverage;
+pub mod forge;
+pub mod identity;
+pub mod inventory;
+pub mod report;
+pub mod sample;

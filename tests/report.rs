@@ -1,0 +1,392 @@
+//! `kfleet report` end to end: the counts, shapes and exit codes a user sees.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data").join(name)
+}
+
+fn kfleet() -> Command {
+    let mut cmd = Command::cargo_bin("kfleet").expect("binary is built");
+    // Keep a developer's own config out of the tests.
+    cmd.env("XDG_CONFIG_HOME", "/nonexistent").env_remove("KFLEET_MODULE");
+    cmd
+}
+
+fn small_report(extra: &[&str]) -> Value {
+    let out = kfleet()
+        .arg("report")
+        .arg("--inventory")
+        .arg(fixture("small-fleet.csv"))
+        .arg("--releases")
+        .arg(fixture("small-releases.json"))
+        .args(["--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn small_fleet_counts_statuses_head_and_plan() {
+    let r = small_report(&[]);
+    let s = &r["summary"];
+    assert_eq!(s["driver_version"], "v1.1.0", "newest published, not draft or prerelease");
+    assert_eq!(s["nodes"], 100);
+    assert_eq!(s["identities"], 8);
+    assert_eq!(s["covered_nodes"], 65);
+    assert_eq!(s["node_coverage_pct"], 65.0);
+    assert_eq!(s["identity_coverage_pct"], 25.0);
+    assert_eq!(s["head_identities"], 4);
+    assert_eq!(s["bad_rows"], 2);
+    assert_eq!(s["artifacts"], 3);
+    assert_eq!(s["unused_artifacts"], 1);
+    assert_eq!(s["unrecognised_assets"], 2);
+    let st = &s["statuses"];
+    for (status, ids, nodes) in [
+        ("covered", 2, 65),
+        ("missing", 2, 26),
+        ("long-tail", 2, 6),
+        ("unsupported", 1, 2),
+        ("invalid", 1, 1),
+    ] {
+        assert_eq!(st[status]["identities"], ids, "{status}");
+        assert_eq!(st[status]["nodes"], nodes, "{status}");
+    }
+    let plan = &s["batch_plan"];
+    assert_eq!(plan["builds"], 4);
+    assert_eq!(plan["reachable"], false, "3 nodes are unsupported or invalid");
+    assert_eq!(plan["node_coverage_after_pct"], 97.0);
+
+    let ids = r["identities"].as_array().unwrap();
+    let keyed: Vec<(&str, u64, &str)> = ids
+        .iter()
+        .map(|i| {
+            (
+                i["key"].as_str().unwrap(),
+                i["nodes"].as_u64().unwrap(),
+                i["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keyed[..6],
+        [
+            ("ubuntu/22.04/x86_64/5.15.0-91-generic", 50, "covered"),
+            ("amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64", 20, "missing"),
+            ("debian/12/x86_64/6.1.0-18-amd64", 15, "covered"),
+            ("fedora/40/aarch64/6.8.9-300.fc40.aarch64", 6, "missing"),
+            ("centos/9/x86_64/5.14.0-362.el9.x86_64", 4, "long-tail"),
+            ("almalinux/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64", 2, "long-tail"),
+        ],
+        "aliases (os, arch=amd64) merge into one identity; sorted by nodes then key"
+    );
+    let invalid = ids.iter().find(|i| i["status"] == "invalid").unwrap();
+    assert_eq!(invalid["reason"], "fc38 in kernel_version but distro_version is 39");
+}
+
+#[test]
+fn lower_target_needs_fewer_builds() {
+    let r = small_report(&["--target", "90"]);
+    let plan = &r["summary"]["batch_plan"];
+    assert_eq!(plan["builds"], 2);
+    assert_eq!(plan["reachable"], true);
+    assert_eq!(
+        plan["identities"],
+        serde_json::json!([
+            "amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64",
+            "fedora/40/aarch64/6.8.9-300.fc40.aarch64"
+        ])
+    );
+}
+
+#[test]
+fn head_share_moves_the_long_tail_boundary() {
+    let r = small_report(&["--head-share", "0.5"]);
+    let st = &r["summary"]["statuses"];
+    assert_eq!(r["summary"]["head_identities"], 1);
+    assert_eq!(st["missing"]["identities"], 0);
+    assert_eq!(st["long-tail"]["identities"], 4);
+}
+
+#[test]
+fn older_release_by_tag_and_unknown_tag() {
+    let r = small_report(&["--driver-version", "v1.0.0"]);
+    assert_eq!(r["summary"]["covered_nodes"], 50);
+    kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(fixture("small-fleet.csv"))
+        .arg("-r")
+        .arg(fixture("small-releases.json"))
+        .args(["--driver-version", "v9"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no release tagged 'v9'"))
+        .stderr(predicate::str::contains("v1.1.0, v1.0.0"));
+}
+
+#[test]
+fn csv_shape_and_status_filter() {
+    let out = kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(fixture("small-fleet.csv"))
+        .arg("-r")
+        .arg(fixture("small-releases.json"))
+        .args(["--format", "csv", "--status", "missing,long-tail"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "distribution,distro_version,architecture,kernel_version,nodes,status,reason,asset"
+    );
+    assert_eq!(lines[1], "amazonlinux,2023,x86_64,6.1.66-91.160.amzn2023.x86_64,20,missing,,");
+    assert_eq!(lines.len(), 5);
+    assert!(lines[1..].iter().all(|l| l.contains(",missing,") || l.contains(",long-tail,")));
+}
+
+#[test]
+fn fail_under_exit_codes() {
+    let base = |pct: &str| {
+        let mut c = kfleet();
+        c.arg("report")
+            .arg("-i")
+            .arg(fixture("small-fleet.csv"))
+            .arg("-r")
+            .arg(fixture("small-releases.json"))
+            .args(["--fail-under", pct]);
+        c
+    };
+    base("70")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("node coverage 65% is below --fail-under 70%"));
+    base("65").assert().code(0);
+}
+
+#[test]
+fn bad_rows_are_reported_with_file_and_line_and_strict_fails() {
+    let file = fixture("small-fleet.csv");
+    kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(&file)
+        .arg("-r")
+        .arg(fixture("small-releases.json"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "{}:12: kernel_version is empty",
+            file.display()
+        )))
+        .stderr(predicate::str::contains(format!(
+            "{}:43: architecture is empty",
+            file.display()
+        )));
+    kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(&file)
+        .arg("-r")
+        .arg(fixture("small-releases.json"))
+        .arg("--strict")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("2 bad inventory row(s) and --strict is set"));
+}
+
+#[test]
+fn ragged_and_non_utf8_rows_fall_back_to_exact_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ragged.csv");
+    let mut bytes = b"node,distribution,distro_version,architecture,kernel_version\n\
+a,ubuntu,22.04,x86_64,5.15.0-91-generic\n\
+b,ubuntu,22.04,x86_64,5.15.0-91-generic,extra\n\
+c,ubuntu,22.04,x86_64,5.15.0-91-generic\n"
+        .to_vec();
+    bytes.extend_from_slice(b"d,ubuntu,22.04,x86_64,5.15.0-\xff-generic\n");
+    std::fs::write(&path, bytes).unwrap();
+    let out = kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(&path)
+        .arg("-r")
+        .arg(fixture("small-releases.json"))
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ragged.csv:3: has 6 fields but the header has 5"), "{stderr}");
+    assert!(stderr.contains("ragged.csv:5: kernel_version is not valid UTF-8"), "{stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["summary"]["nodes"], 2);
+    assert_eq!(r["summary"]["bad_rows"], 2);
+}
+
+#[test]
+fn missing_column_names_the_aliases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nokernel.csv");
+    std::fs::write(&path, "node,os,version,arch\na,ubuntu,22.04,x86_64\n").unwrap();
+    kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(&path)
+        .arg("-r")
+        .arg(fixture("small-releases.json"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "no kernel_version column (looked for kernel_version|kernel|kernel_release|uname_r)",
+        ));
+}
+
+#[test]
+fn node_list_gzip_and_jsonl_inputs_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("fleet.csv.gz");
+    {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::default(),
+        );
+        enc.write_all(&std::fs::read(fixture("small-fleet.csv")).unwrap())
+            .unwrap();
+        enc.finish().unwrap();
+    }
+    let jsonl = dir.path().join("extra.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"node\":\"x1\",\"distribution\":\"fedora\",\"distro_version\":\"40\",\"architecture\":\"arm64\",\"kernel_version\":\"6.8.9-300.fc40.aarch64\"}\n\
+         not json\n\
+         {\"ID\":\"ubuntu\",\"VERSION_ID\":\"22.04\",\"uname_m\":\"x86_64\"}\n",
+    )
+    .unwrap();
+    let out = kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(&gz)
+        .arg("-i")
+        .arg(sample("nodes.json"))
+        .arg("-i")
+        .arg(&jsonl)
+        .arg("-r")
+        .arg(fixture("small-releases.json"))
+        .args(["--format", "json", "--verbose"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("extra.jsonl:2: not valid JSON"), "{stderr}");
+    assert!(stderr.contains("extra.jsonl:3: kernel_version is missing or empty"), "{stderr}");
+    assert!(
+        stderr.contains("nodes.json: items[38] (node ip-10-0-9-99.ec2.internal): status.nodeInfo.kernelVersion is missing"),
+        "{stderr}"
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["summary"]["nodes"], 100 + 38 + 1);
+    assert_eq!(r["summary"]["bad_rows"], 2 + 1 + 2);
+    let ids = r["identities"].as_array().unwrap();
+    let find = |key: &str| ids.iter().find(|i| i["key"] == key).unwrap_or_else(|| panic!("{key}"));
+    assert_eq!(find("fedora/40/aarch64/6.8.9-300.fc40.aarch64")["nodes"], 6 + 1);
+    assert_eq!(find("ubuntu/22.04/aarch64/5.15.0-1034-aws")["nodes"], 4);
+    assert_eq!(find("amazonlinux/2/x86_64/5.10.205-195.807.amzn2.x86_64")["nodes"], 6);
+    let bottlerocket = find("bottlerocket/1.26.1/x86_64/6.1.112");
+    assert_eq!(bottlerocket["status"], "unsupported");
+    assert_eq!(bottlerocket["nodes"], 3);
+    assert!(
+        bottlerocket["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bottlerocket OS 1.26.1 (aws-k8s-1.31): "),
+        "{bottlerocket}"
+    );
+}
+
+#[test]
+fn unused_artifacts_and_atomic_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("unused.csv");
+    kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(fixture("small-fleet.csv"))
+        .arg("-r")
+        .arg(fixture("small-releases.json"))
+        .args(["--unused", "--format", "csv", "-o"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout("");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        text,
+        "asset,key,url,digest\n\
+kdriver-v1.1.0-ubuntu-22.04-x86_64-5.15.0-92-generic.tar.xz,ubuntu/22.04/x86_64/5.15.0-92-generic,\
+https://github.com/acme/kdriver/releases/download/v1.1.0/kdriver-v1.1.0-ubuntu-22.04-x86_64-5.15.0-92-generic.tar.xz,\
+sha256:00000000000000000000000000000000000000000000000000000000000000ca\n"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "no temp files left: {leftovers:?}");
+}
+
+#[test]
+fn table_and_markdown_read_like_a_report() {
+    let run = |format: &str| {
+        let out = kfleet()
+            .arg("report")
+            .arg("-i")
+            .arg(fixture("small-fleet.csv"))
+            .arg("-r")
+            .arg(fixture("small-releases.json"))
+            .args(["--format", format, "--verbose"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = run("table");
+    assert!(table.contains("node coverage 65%"), "{table}");
+    assert!(table.contains("head: 4 identities hold 90% of the nodes"), "{table}");
+    assert!(table.contains("batch plan to 99%: 4 build(s) lift node coverage to 97%"), "{table}");
+    assert!(table.contains("SHA256SUMS: does not follow the naming template"), "{table}");
+    assert!(table.contains("names driver version v1.0.0 but belongs to release v1.1.0"), "{table}");
+    let md = run("markdown");
+    assert!(md.starts_with("## kfleet coverage: driver `v1.1.0`"), "{md}");
+    assert!(md.contains("| 100 | 8 | **65%** | 25% | 1 | 2 |"), "{md}");
+    assert!(md.contains("| `amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64` | 20 | missing |"), "{md}");
+}
+
+#[test]
+fn malformed_release_listing_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("releases.json");
+    std::fs::write(&path, "[{\"tag_name\": \"v1\", \"assets\": [}]").unwrap();
+    kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(fixture("small-fleet.csv"))
+        .arg("-r")
+        .arg(&path)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("releases.json:1:"))
+        .stderr(predicate::str::contains("not a GitHub release listing"));
+}
