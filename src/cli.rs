@@ -3,7 +3,9 @@
 use crate::config::{Config, DEFAULT_MODULE};
 use crate::coverage::{self, CoverageOptions, CoverageStatus};
 use crate::forge::{index_assets, read_release_file, select_release};
-use crate::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE, RawIdentity, Verdict, check, local_identity};
+use crate::identity::{
+    AssetTemplate, DEFAULT_ASSET_TEMPLATE, RawIdentity, Verdict, check, local_identity,
+};
 use crate::inventory::read_inventory;
 use crate::report::{self, Format, View, write_atomic};
 use crate::sample::{FleetSpec, generate};
@@ -182,7 +184,11 @@ fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
     let release = select_release(&releases, args.driver_version.as_deref())?;
     let assets = index_assets(release, &template);
     let fleet = read_inventory(&args.inventory, args.strict)?;
-    for bad in fleet.bad_rows.iter().take(if args.verbose { usize::MAX } else { 10 }) {
+    for bad in fleet
+        .bad_rows
+        .iter()
+        .take(if args.verbose { usize::MAX } else { 10 })
+    {
         eprintln!("warning: skipped bad row {bad}");
     }
     if fleet.bad_row_count > 10 && !args.verbose {

@@ -70,12 +70,16 @@ impl Config {
         if let Some(h) = config.head_share
             && !(h > 0.0 && h <= 1.0)
         {
-            return Err(format!("head_share = {h}: must be above 0 and at most 1 (0.90 means 90%)"));
+            return Err(format!(
+                "head_share = {h}: must be above 0 and at most 1 (0.90 means 90%)"
+            ));
         }
         if let Some(t) = config.target
             && !(t > 0.0 && t <= 100.0)
         {
-            return Err(format!("target = {t}: must be a percentage above 0 and at most 100"));
+            return Err(format!(
+                "target = {t}: must be a percentage above 0 and at most 100"
+            ));
         }
         Ok(config)
     }
@@ -87,9 +91,21 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_explained() {
-        assert!(Config::parse("modul = \"x\"").unwrap_err().contains("unknown field `modul`"));
-        assert!(Config::parse("head_share = 90").unwrap_err().contains("at most 1"));
-        assert!(Config::parse("target = 0").unwrap_err().contains("percentage"));
+        assert!(
+            Config::parse("modul = \"x\"")
+                .unwrap_err()
+                .contains("unknown field `modul`")
+        );
+        assert!(
+            Config::parse("head_share = 90")
+                .unwrap_err()
+                .contains("at most 1")
+        );
+        assert!(
+            Config::parse("target = 0")
+                .unwrap_err()
+                .contains("percentage")
+        );
         let c = Config::parse("module = \"falco\"\nhead_share = 0.8\ntarget = 95\n").unwrap();
         assert_eq!(c.module.as_deref(), Some("falco"));
     }

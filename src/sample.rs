@@ -61,8 +61,14 @@ fn mutate(kernel: &str, n: u32) -> String {
                         let k = after + 2 + j;
                         // `0.deb10.30` and `0.bpo.6`: skip the release marker's digits too.
                         let rest = &kernel[k..];
-                        let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-                        if rest[end..].starts_with('.') { k + end + 1 } else { k }
+                        let end = rest
+                            .find(|c: char| !c.is_ascii_digit())
+                            .unwrap_or(rest.len());
+                        if rest[end..].starts_with('.') {
+                            k + end + 1
+                        } else {
+                            k
+                        }
                     })
                     .unwrap_or(after)
             } else {
@@ -115,7 +121,12 @@ const UNSUPPORTED: [[&str; 4]; 3] = [
 const INVALID: [[&str; 4]; 3] = [
     ["fedora", "39", "x86_64", "6.2.9-300.fc38.x86_64"],
     ["debian", "12", "aarch64", "6.1.0-18-amd64"],
-    ["amazonlinux", "2", "x86_64", "6.1.66-91.160.amzn2023.x86_64"],
+    [
+        "amazonlinux",
+        "2",
+        "x86_64",
+        "6.1.66-91.160.amzn2023.x86_64",
+    ],
 ];
 
 fn zipf_cdf(n: usize) -> Vec<f64> {
@@ -143,7 +154,9 @@ fn asset(repo: &str, tag: &str, name: String, id: u64, at: DateTime<Utc>) -> Rel
     ReleaseAsset {
         id: Some(id),
         size: Some(40_000 + id % 9_000),
-        browser_download_url: Some(format!("https://github.com/{repo}/releases/download/{tag}/{name}")),
+        browser_download_url: Some(format!(
+            "https://github.com/{repo}/releases/download/{tag}/{name}"
+        )),
         digest: Some(format!("sha256:{}", sha256_hex(&name))),
         updated_at: Some(at),
         name,
@@ -167,14 +180,21 @@ pub fn generate(spec: &FleetSpec, out: &Path) -> Result<GeneratedFleet, ReportEr
     let mut bad_rows = 0u64;
     let mut line_rng = fastrand::Rng::with_seed(spec.seed ^ 0x5eed);
     write_atomic_with(&out.join("fleet.csv"), |w| {
-        writeln!(w, "node,distribution,distro_version,architecture,kernel_version")?;
+        writeln!(
+            w,
+            "node,distribution,distro_version,architecture,kernel_version"
+        )?;
         for i in 0..spec.nodes {
             let node = format!("node-{i:07}");
             if i % bad_every == bad_every / 2 {
                 bad_rows += 1;
                 // A node whose inventory agent failed to report its kernel.
                 let id = &ids[line_rng.usize(..ids.len())];
-                writeln!(w, "{node},{},{},{},", id.distribution, id.distro_version, id.architecture)?;
+                writeln!(
+                    w,
+                    "{node},{},{},{},",
+                    id.distribution, id.distro_version, id.architecture
+                )?;
                 continue;
             }
             let roll = line_rng.f64();
@@ -207,7 +227,8 @@ pub fn generate(spec: &FleetSpec, out: &Path) -> Result<GeneratedFleet, ReportEr
     })?;
 
     let releases = releases(spec, &ids, &mut rng);
-    let json = serde_json::to_vec_pretty(&releases).map_err(|e| ReportError::Encode(e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(&releases).map_err(|e| ReportError::Encode(e.to_string()))?;
     write_atomic(&out.join("releases.json"), &json)?;
     Ok(GeneratedFleet {
         nodes: spec.nodes,
@@ -237,10 +258,22 @@ fn releases(spec: &FleetSpec, ids: &[KernelIdentity], rng: &mut fastrand::Rng) -
         let mut assets = Vec::new();
         for (rank, id) in ids.iter().enumerate() {
             let share = rank as f64 / ids.len() as f64;
-            let p = if share < 0.3 { 0.92 } else if share < 0.6 { 0.5 } else { 0.15 };
+            let p = if share < 0.3 {
+                0.92
+            } else if share < 0.6 {
+                0.5
+            } else {
+                0.15
+            };
             if rng.f64() < p * scale {
                 next_id += 1;
-                assets.push(asset(&spec.repo, tag, spec.template.render(id, tag), next_id, at));
+                assets.push(asset(
+                    &spec.repo,
+                    tag,
+                    spec.template.render(id, tag),
+                    next_id,
+                    at,
+                ));
             }
         }
         // Speculative builds for kernels no node runs: the unused artifacts.
@@ -255,10 +288,19 @@ fn releases(spec: &FleetSpec, ids: &[KernelIdentity], rng: &mut fastrand::Rng) -
                 &kernel,
             ) {
                 next_id += 1;
-                assets.push(asset(&spec.repo, tag, spec.template.render(&id, tag), next_id, at));
+                assets.push(asset(
+                    &spec.repo,
+                    tag,
+                    spec.template.render(&id, tag),
+                    next_id,
+                    at,
+                ));
             }
         }
-        for name in ["SHA256SUMS".to_string(), format!("{module}-{tag}-source.tar.gz")] {
+        for name in [
+            "SHA256SUMS".to_string(),
+            format!("{module}-{tag}-source.tar.gz"),
+        ] {
             next_id += 1;
             assets.push(asset(&spec.repo, tag, name, next_id, at));
         }
@@ -270,7 +312,10 @@ fn releases(spec: &FleetSpec, ids: &[KernelIdentity], rng: &mut fastrand::Rng) -
             prerelease,
             created_at: Some(at - Duration::hours(2)),
             published_at: Some(at),
-            html_url: Some(format!("https://github.com/{}/releases/tag/{tag}", spec.repo)),
+            html_url: Some(format!(
+                "https://github.com/{}/releases/tag/{tag}",
+                spec.repo
+            )),
             assets,
         });
     }
@@ -284,9 +329,15 @@ mod tests {
     #[test]
     fn mutations_keep_the_family_shape() {
         assert_eq!(mutate("5.15.0-91-generic", 7), "5.15.0-7-generic");
-        assert_eq!(mutate("5.10.0-0.deb10.30-amd64", 7), "5.10.0-0.deb10.7-amd64");
+        assert_eq!(
+            mutate("5.10.0-0.deb10.30-amd64", 7),
+            "5.10.0-0.deb10.7-amd64"
+        );
         assert_eq!(mutate("4.19.0-0.bpo.6-amd64", 7), "4.19.0-0.bpo.7-amd64");
         assert_eq!(mutate("6.12.74+deb13+1-amd64", 7), "6.12.7+deb13+1-amd64");
-        assert_eq!(mutate("5.14.0-427.13.1.el9_4.x86_64", 7), "5.14.0-7.13.1.el9_4.x86_64");
+        assert_eq!(
+            mutate("5.14.0-427.13.1.el9_4.x86_64", 7),
+            "5.14.0-7.13.1.el9_4.x86_64"
+        );
     }
 }

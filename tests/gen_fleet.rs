@@ -6,11 +6,12 @@ use std::path::Path;
 
 fn kfleet() -> Command {
     let mut cmd = Command::cargo_bin("kfleet").expect("binary is built");
-    cmd.env("XDG_CONFIG_HOME", "/nonexistent").env_remove("KFLEET_MODULE");
+    cmd.env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("KFLEET_MODULE");
     cmd
 }
 
-fn gen(dir: &Path, nodes: &str, seed: &str) {
+fn generate(dir: &Path, nodes: &str, seed: &str) {
     kfleet()
         .args(["gen-fleet", "--nodes", nodes, "--seed", seed, "--out"])
         .arg(dir)
@@ -23,9 +24,9 @@ fn same_seed_same_files_other_seed_other_files() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let c = tempfile::tempdir().unwrap();
-    gen(a.path(), "5000", "7");
-    gen(b.path(), "5000", "7");
-    gen(c.path(), "5000", "8");
+    generate(a.path(), "5000", "7");
+    generate(b.path(), "5000", "7");
+    generate(c.path(), "5000", "8");
     for f in ["fleet.csv", "releases.json"] {
         let fa = std::fs::read(a.path().join(f)).unwrap();
         assert_eq!(fa, std::fs::read(b.path().join(f)).unwrap(), "{f}");
@@ -36,7 +37,7 @@ fn same_seed_same_files_other_seed_other_files() {
 #[test]
 fn committed_sample_data_is_what_gen_fleet_writes() {
     let dir = tempfile::tempdir().unwrap();
-    gen(dir.path(), "3000", "1");
+    generate(dir.path(), "3000", "1");
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data");
     for f in ["fleet.csv", "releases.json"] {
         assert!(
@@ -49,7 +50,7 @@ fn committed_sample_data_is_what_gen_fleet_writes() {
 #[test]
 fn report_on_a_generated_fleet_adds_up() {
     let dir = tempfile::tempdir().unwrap();
-    gen(dir.path(), "20000", "3");
+    generate(dir.path(), "20000", "3");
     let csv = std::fs::read_to_string(dir.path().join("fleet.csv")).unwrap();
     let rows = csv.lines().count() as u64 - 1;
     let empty_kernel = csv.lines().filter(|l| l.ends_with(',')).count() as u64;
@@ -62,15 +63,29 @@ fn report_on_a_generated_fleet_adds_up() {
         .args(["--format", "json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let s = &r["summary"];
     assert_eq!(s["bad_rows"].as_u64().unwrap(), empty_kernel);
     assert_eq!(s["nodes"].as_u64().unwrap(), rows - empty_kernel);
-    assert_eq!(s["driver_version"], "v0.5.16", "the newer prerelease is skipped");
+    assert_eq!(
+        s["driver_version"], "v0.5.16",
+        "the newer prerelease is skipped"
+    );
     let statuses = s["statuses"].as_object().unwrap();
-    let sum: u64 = statuses.values().map(|c| c["nodes"].as_u64().unwrap()).sum();
-    assert_eq!(sum, s["nodes"].as_u64().unwrap(), "every node has exactly one status");
+    let sum: u64 = statuses
+        .values()
+        .map(|c| c["nodes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        sum,
+        s["nodes"].as_u64().unwrap(),
+        "every node has exactly one status"
+    );
     for status in ["covered", "missing", "long-tail", "unsupported", "invalid"] {
         assert!(statuses[status]["nodes"].as_u64().unwrap() > 0, "{status}");
     }
@@ -81,7 +96,13 @@ fn report_on_a_generated_fleet_adds_up() {
     assert!(plan["builds"].as_u64().unwrap() > 0);
     assert!(plan["node_coverage_after_pct"].as_f64().unwrap() >= 99.0);
     assert!(s["unused_artifacts"].as_u64().unwrap() > 0);
-    assert_eq!(s["unrecognised_assets"], 2, "SHA256SUMS and the source tarball");
+    assert_eq!(
+        s["unrecognised_assets"], 2,
+        "SHA256SUMS and the source tarball"
+    );
     let ids = r["identities"].as_array().unwrap();
-    assert!(ids.windows(2).all(|w| w[0]["nodes"].as_u64() >= w[1]["nodes"].as_u64()));
+    assert!(
+        ids.windows(2)
+            .all(|w| w[0]["nodes"].as_u64() >= w[1]["nodes"].as_u64())
+    );
 }

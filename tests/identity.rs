@@ -6,7 +6,14 @@ use predicates::prelude::*;
 fn check(d: &str, v: &str, a: &str, k: &str) -> assert_cmd::assert::Assert {
     Command::cargo_bin("kfleet")
         .unwrap()
-        .args(["identity", "check", "--distribution", d, "--distro-version", v])
+        .args([
+            "identity",
+            "check",
+            "--distribution",
+            d,
+            "--distro-version",
+            v,
+        ])
         .args(["--architecture", a, "--kernel-version", k])
         .assert()
 }
@@ -26,7 +33,9 @@ fn invalid_identity_prints_the_reason_and_exits_1() {
         .stderr("invalid: fc38 in kernel_version but distro_version is 39\n");
     check("ubuntu", "22.04", "x86_64", "5.15.0-91-generic;reboot")
         .code(1)
-        .stderr(predicate::str::contains("could inject into a shell or workflow"));
+        .stderr(predicate::str::contains(
+            "could inject into a shell or workflow",
+        ));
 }
 
 #[test]
@@ -34,7 +43,9 @@ fn rhel_is_recognised_but_unsupported() {
     check("rhel", "9.4", "x86_64", "5.14.0-427.13.1.el9_4.x86_64")
         .code(1)
         .stdout("rhel/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64\n")
-        .stderr(predicate::str::starts_with("unsupported: RHEL is recognised but not built"));
+        .stderr(predicate::str::starts_with(
+            "unsupported: RHEL is recognised but not built",
+        ));
 }
 
 #[test]
@@ -48,11 +59,20 @@ fn local_identity_reads_os_release() {
         .arg(&path)
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("unsupported: windows: this OS is not a build target"));
+        .stderr(predicate::str::contains(
+            "unsupported: windows: this OS is not a build target",
+        ));
     Command::cargo_bin("kfleet")
         .unwrap()
-        .args(["identity", "local", "--os-release", "/nonexistent/os-release"])
+        .args([
+            "identity",
+            "local",
+            "--os-release",
+            "/nonexistent/os-release",
+        ])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("cannot read /nonexistent/os-release"));
+        .stderr(predicate::str::contains(
+            "cannot read /nonexistent/os-release",
+        ));
 }

@@ -6,17 +6,22 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sample-data")
+        .join(name)
 }
 
 fn kfleet() -> Command {
     let mut cmd = Command::cargo_bin("kfleet").expect("binary is built");
     // Keep a developer's own config out of the tests.
-    cmd.env("XDG_CONFIG_HOME", "/nonexistent").env_remove("KFLEET_MODULE");
+    cmd.env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("KFLEET_MODULE");
     cmd
 }
 
@@ -31,7 +36,11 @@ fn small_report(extra: &[&str]) -> Value {
         .args(extra)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -39,7 +48,10 @@ fn small_report(extra: &[&str]) -> Value {
 fn small_fleet_counts_statuses_head_and_plan() {
     let r = small_report(&[]);
     let s = &r["summary"];
-    assert_eq!(s["driver_version"], "v1.1.0", "newest published, not draft or prerelease");
+    assert_eq!(
+        s["driver_version"], "v1.1.0",
+        "newest published, not draft or prerelease"
+    );
     assert_eq!(s["nodes"], 100);
     assert_eq!(s["identities"], 8);
     assert_eq!(s["covered_nodes"], 65);
@@ -63,7 +75,10 @@ fn small_fleet_counts_statuses_head_and_plan() {
     }
     let plan = &s["batch_plan"];
     assert_eq!(plan["builds"], 4);
-    assert_eq!(plan["reachable"], false, "3 nodes are unsupported or invalid");
+    assert_eq!(
+        plan["reachable"], false,
+        "3 nodes are unsupported or invalid"
+    );
     assert_eq!(plan["node_coverage_after_pct"], 97.0);
 
     let ids = r["identities"].as_array().unwrap();
@@ -81,16 +96,27 @@ fn small_fleet_counts_statuses_head_and_plan() {
         keyed[..6],
         [
             ("ubuntu/22.04/x86_64/5.15.0-91-generic", 50, "covered"),
-            ("amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64", 20, "missing"),
+            (
+                "amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64",
+                20,
+                "missing"
+            ),
             ("debian/12/x86_64/6.1.0-18-amd64", 15, "covered"),
             ("fedora/40/aarch64/6.8.9-300.fc40.aarch64", 6, "missing"),
             ("centos/9/x86_64/5.14.0-362.el9.x86_64", 4, "long-tail"),
-            ("almalinux/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64", 2, "long-tail"),
+            (
+                "almalinux/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64",
+                2,
+                "long-tail"
+            ),
         ],
         "aliases (os, arch=amd64) merge into one identity; sorted by nodes then key"
     );
     let invalid = ids.iter().find(|i| i["status"] == "invalid").unwrap();
-    assert_eq!(invalid["reason"], "fc38 in kernel_version but distro_version is 39");
+    assert_eq!(
+        invalid["reason"],
+        "fc38 in kernel_version but distro_version is 39"
+    );
 }
 
 #[test]
@@ -152,9 +178,16 @@ fn csv_shape_and_status_filter() {
         lines[0],
         "distribution,distro_version,architecture,kernel_version,nodes,status,reason,asset"
     );
-    assert_eq!(lines[1], "amazonlinux,2023,x86_64,6.1.66-91.160.amzn2023.x86_64,20,missing,,");
+    assert_eq!(
+        lines[1],
+        "amazonlinux,2023,x86_64,6.1.66-91.160.amzn2023.x86_64,20,missing,,"
+    );
     assert_eq!(lines.len(), 5);
-    assert!(lines[1..].iter().all(|l| l.contains(",missing,") || l.contains(",long-tail,")));
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.contains(",missing,") || l.contains(",long-tail,"))
+    );
 }
 
 #[test]
@@ -169,10 +202,9 @@ fn fail_under_exit_codes() {
             .args(["--fail-under", pct]);
         c
     };
-    base("70")
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("node coverage 65% is below --fail-under 70%"));
+    base("70").assert().code(2).stderr(predicate::str::contains(
+        "node coverage 65% is below --fail-under 70%",
+    ));
     base("65").assert().code(0);
 }
 
@@ -204,7 +236,9 @@ fn bad_rows_are_reported_with_file_and_line_and_strict_fails() {
         .arg("--strict")
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("2 bad inventory row(s) and --strict is set"));
+        .stderr(predicate::str::contains(
+            "2 bad inventory row(s) and --strict is set",
+        ));
 }
 
 #[test]
@@ -229,8 +263,14 @@ c,ubuntu,22.04,x86_64,5.15.0-91-generic\n"
         .unwrap();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("ragged.csv:3: has 6 fields but the header has 5"), "{stderr}");
-    assert!(stderr.contains("ragged.csv:5: kernel_version is not valid UTF-8"), "{stderr}");
+    assert!(
+        stderr.contains("ragged.csv:3: has 6 fields but the header has 5"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ragged.csv:5: kernel_version is not valid UTF-8"),
+        "{stderr}"
+    );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["summary"]["nodes"], 2);
     assert_eq!(r["summary"]["bad_rows"], 2);
@@ -289,10 +329,17 @@ fn node_list_gzip_and_jsonl_inputs_merge() {
         .args(["--format", "json", "--verbose"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("extra.jsonl:2: not valid JSON"), "{stderr}");
-    assert!(stderr.contains("extra.jsonl:3: kernel_version is missing or empty"), "{stderr}");
+    assert!(
+        stderr.contains("extra.jsonl:3: kernel_version is missing or empty"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("nodes.json: items[38] (node ip-10-0-9-99.ec2.internal): status.nodeInfo.kernelVersion is missing"),
         "{stderr}"
@@ -301,10 +348,20 @@ fn node_list_gzip_and_jsonl_inputs_merge() {
     assert_eq!(r["summary"]["nodes"], 100 + 38 + 1);
     assert_eq!(r["summary"]["bad_rows"], 2 + 1 + 2);
     let ids = r["identities"].as_array().unwrap();
-    let find = |key: &str| ids.iter().find(|i| i["key"] == key).unwrap_or_else(|| panic!("{key}"));
-    assert_eq!(find("fedora/40/aarch64/6.8.9-300.fc40.aarch64")["nodes"], 6 + 1);
+    let find = |key: &str| {
+        ids.iter()
+            .find(|i| i["key"] == key)
+            .unwrap_or_else(|| panic!("{key}"))
+    };
+    assert_eq!(
+        find("fedora/40/aarch64/6.8.9-300.fc40.aarch64")["nodes"],
+        6 + 1
+    );
     assert_eq!(find("ubuntu/22.04/aarch64/5.15.0-1034-aws")["nodes"], 4);
-    assert_eq!(find("amazonlinux/2/x86_64/5.10.205-195.807.amzn2.x86_64")["nodes"], 6);
+    assert_eq!(
+        find("amazonlinux/2/x86_64/5.10.205-195.807.amzn2.x86_64")["nodes"],
+        6
+    );
     let bottlerocket = find("bottlerocket/1.26.1/x86_64/6.1.112");
     assert_eq!(bottlerocket["status"], "unsupported");
     assert_eq!(bottlerocket["nodes"], 3);
@@ -364,14 +421,32 @@ fn table_and_markdown_read_like_a_report() {
     };
     let table = run("table");
     assert!(table.contains("node coverage 65%"), "{table}");
-    assert!(table.contains("head: 4 identities hold 90% of the nodes"), "{table}");
-    assert!(table.contains("batch plan to 99%: 4 build(s) lift node coverage to 97%"), "{table}");
-    assert!(table.contains("SHA256SUMS: does not follow the naming template"), "{table}");
-    assert!(table.contains("names driver version v1.0.0 but belongs to release v1.1.0"), "{table}");
+    assert!(
+        table.contains("head: 4 identities hold 90% of the nodes"),
+        "{table}"
+    );
+    assert!(
+        table.contains("batch plan to 99%: 4 build(s) lift node coverage to 97%"),
+        "{table}"
+    );
+    assert!(
+        table.contains("SHA256SUMS: does not follow the naming template"),
+        "{table}"
+    );
+    assert!(
+        table.contains("names driver version v1.0.0 but belongs to release v1.1.0"),
+        "{table}"
+    );
     let md = run("markdown");
-    assert!(md.starts_with("## kfleet coverage: driver `v1.1.0`"), "{md}");
+    assert!(
+        md.starts_with("## kfleet coverage: driver `v1.1.0`"),
+        "{md}"
+    );
     assert!(md.contains("| 100 | 8 | **65%** | 25% | 1 | 2 |"), "{md}");
-    assert!(md.contains("| `amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64` | 20 | missing |"), "{md}");
+    assert!(
+        md.contains("| `amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64` | 20 | missing |"),
+        "{md}"
+    );
 }
 
 #[test]

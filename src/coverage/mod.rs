@@ -9,9 +9,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 
 /// The one status each identity has for the selected driver version.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum CoverageStatus {
     Covered,
@@ -233,11 +231,19 @@ fn rank(
     let artifacts = DataFrame::new_infer_height(vec![
         Column::new(
             "key".into(),
-            assets.matched.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+            assets
+                .matched
+                .iter()
+                .map(|a| a.key.as_str())
+                .collect::<Vec<_>>(),
         ),
         Column::new(
             "asset".into(),
-            assets.matched.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            assets
+                .matched
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>(),
         ),
     ])?;
     let is_valid = col("base").eq(lit("valid"));
@@ -297,9 +303,8 @@ fn rows_from_frame(df: &DataFrame) -> PolarsResult<Vec<IdentityRow>> {
     (0..df.height())
         .map(|i| {
             let status_text = status.get(i).unwrap_or_default();
-            let status = CoverageStatus::from_str(status_text).ok_or_else(|| {
-                polars_err!(ComputeError: "unexpected status '{}'", status_text)
-            })?;
+            let status = CoverageStatus::from_str(status_text)
+                .ok_or_else(|| polars_err!(ComputeError: "unexpected status '{}'", status_text))?;
             Ok(IdentityRow {
                 key: text(&key, i),
                 distribution: text(&dist, i),
@@ -372,7 +377,9 @@ pub fn compute(
         .collect();
     let mut breakdown: BTreeMap<(String, String), Breakdown> = BTreeMap::new();
     for r in &identities {
-        let c = statuses.get_mut(&r.status).expect("every status is counted");
+        let c = statuses
+            .get_mut(&r.status)
+            .expect("every status is counted");
         c.identities += 1;
         c.nodes += r.nodes;
         let b = breakdown
@@ -398,7 +405,11 @@ pub fn compute(
             b
         })
         .collect();
-    breakdown.sort_by(|a, b| b.nodes.cmp(&a.nodes).then_with(|| a.distribution.cmp(&b.distribution)));
+    breakdown.sort_by(|a, b| {
+        b.nodes
+            .cmp(&a.nodes)
+            .then_with(|| a.distribution.cmp(&b.distribution))
+    });
 
     let covered = &statuses[&CoverageStatus::Covered];
     let (covered_nodes, covered_ids) = (covered.nodes, covered.identities);

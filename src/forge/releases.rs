@@ -78,7 +78,10 @@ pub fn read_release_file(path: &Path) -> Result<Vec<Release>, ReleaseError> {
     parse_release_listing(&file, &bytes)
 }
 
-pub(crate) fn parse_release_listing(file: &str, bytes: &[u8]) -> Result<Vec<Release>, ReleaseError> {
+pub(crate) fn parse_release_listing(
+    file: &str,
+    bytes: &[u8],
+) -> Result<Vec<Release>, ReleaseError> {
     let mut out = Vec::new();
     for page in serde_json::Deserializer::from_slice(bytes).into_iter::<Vec<Release>>() {
         let page = page.map_err(|e| ReleaseError::Parse {
@@ -106,7 +109,11 @@ pub fn select_release<'a>(
         return releases
             .iter()
             .find(|r| r.tag_name == wanted)
-            .or_else(|| releases.iter().find(|r| strip_v(&r.tag_name) == strip_v(wanted)))
+            .or_else(|| {
+                releases
+                    .iter()
+                    .find(|r| strip_v(&r.tag_name) == strip_v(wanted))
+            })
             .ok_or_else(|| ReleaseError::NoSuchTag {
                 wanted: wanted.to_string(),
                 available: releases
@@ -175,19 +182,23 @@ pub fn index_assets(release: &Release, template: &AssetTemplate) -> AssetIndex {
         match &parsed.checked.verdict {
             Verdict::Valid => {}
             Verdict::Invalid(r) => {
-                index.unrecognised.push(reject(format!("invalid identity: {r}")));
+                index
+                    .unrecognised
+                    .push(reject(format!("invalid identity: {r}")));
                 continue;
             }
             Verdict::Unsupported(r) => {
-                index.unrecognised.push(reject(format!("unsupported identity: {r}")));
+                index
+                    .unrecognised
+                    .push(reject(format!("unsupported identity: {r}")));
                 continue;
             }
         }
         let key = parsed.checked.key();
         if let Some(first) = seen.get(&key) {
-            index
-                .unrecognised
-                .push(reject(format!("a second artifact for {key} (first: {first})")));
+            index.unrecognised.push(reject(format!(
+                "a second artifact for {key} (first: {first})"
+            )));
             continue;
         }
         seen.insert(key.clone(), asset.name.clone());

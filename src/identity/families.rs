@@ -27,7 +27,9 @@ pub(super) fn normalise_version(dist: Distribution, text: &str) -> Result<String
     };
     match dist {
         Distribution::Ubuntu => {
-            let caps = UBUNTU_VERSION.captures(&lower).ok_or_else(|| bad("YY.MM such as 22.04"))?;
+            let caps = UBUNTU_VERSION
+                .captures(&lower)
+                .ok_or_else(|| bad("YY.MM such as 22.04"))?;
             let year: u32 = caps[1].parse().map_err(|_| bad("YY.MM such as 22.04"))?;
             let month = &caps[2];
             if !(month == "04" || month == "10") || !(6..=40).contains(&year) {
@@ -83,7 +85,9 @@ pub(super) fn normalise_version(dist: Distribution, text: &str) -> Result<String
             let caps = NUMERIC_VERSION
                 .captures(&lower)
                 .ok_or_else(|| bad("MAJOR.MINOR such as 9.4"))?;
-            let major: u32 = caps[1].parse().map_err(|_| bad("MAJOR.MINOR such as 9.4"))?;
+            let major: u32 = caps[1]
+                .parse()
+                .map_err(|_| bad("MAJOR.MINOR such as 9.4"))?;
             if !(7..=12).contains(&major) {
                 return Err(bad("a major release between 7 and 12"));
             }
@@ -207,9 +211,15 @@ pub(super) fn validate_kernel(
 ) -> Result<String, String> {
     match dist {
         Distribution::Ubuntu => ubuntu(arch, kver).map(|()| distro_version.to_string()),
-        Distribution::Debian => debian(distro_version, arch, kver).map(|()| distro_version.to_string()),
-        Distribution::Fedora => fedora(distro_version, arch, kver).map(|()| distro_version.to_string()),
-        Distribution::Amazonlinux => amazon(distro_version, arch, kver).map(|()| distro_version.to_string()),
+        Distribution::Debian => {
+            debian(distro_version, arch, kver).map(|()| distro_version.to_string())
+        }
+        Distribution::Fedora => {
+            fedora(distro_version, arch, kver).map(|()| distro_version.to_string())
+        }
+        Distribution::Amazonlinux => {
+            amazon(distro_version, arch, kver).map(|()| distro_version.to_string())
+        }
         Distribution::Centos => el(dist, distro_version, arch, kver, false),
         Distribution::Almalinux | Distribution::Rocky | Distribution::Rhel => {
             el(dist, distro_version, arch, kver, true)
@@ -240,7 +250,11 @@ fn ubuntu(arch: Architecture, kver: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_debian_flavour_arch(arch: Architecture, flavour_arch: &str, kver: &str) -> Result<(), String> {
+fn check_debian_flavour_arch(
+    arch: Architecture,
+    flavour_arch: &str,
+    kver: &str,
+) -> Result<(), String> {
     if flavour_arch != arch.debian_name() {
         return Err(format!(
             "{kver} is a Debian {flavour_arch} kernel but architecture is {arch}"

@@ -91,7 +91,9 @@ impl fmt::Display for Distribution {
 fn known_unsupported_os(name: &str) -> Option<&'static str> {
     let lower = name.trim().to_ascii_lowercase();
     let reason = match lower.as_str() {
-        "bottlerocket" => "Bottlerocket is an immutable OS; it loads drivers through its own images",
+        "bottlerocket" => {
+            "Bottlerocket is an immutable OS; it loads drivers through its own images"
+        }
         "flatcar" | "coreos" | "fedora-coreos" | "rhcos" => {
             "container OSes (Flatcar, CoreOS) are not a build target"
         }
@@ -288,9 +290,9 @@ fn unsafe_char(field: &str, value: &str) -> Option<String> {
             "{field} contains '..', which could escape a path; identities never contain it"
         ));
     }
-    let bad = value.chars().find(|c| {
-        !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '~'))
-    })?;
+    let bad = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '~')))?;
     let shown = match bad {
         '\n' => "a newline".to_string(),
         '\r' => "a carriage return".to_string(),
@@ -404,7 +406,9 @@ pub fn check_with_os_image(raw: &RawIdentity<'_>, os_image: Option<&str>) -> Che
     {
         return invalid(
             out,
-            format!("distribution '{dist_in}' means version {implied} but distro_version is {ver_in}"),
+            format!(
+                "distribution '{dist_in}' means version {implied} but distro_version is {ver_in}"
+            ),
         );
     }
     out.distro_version = distro_version.clone();

@@ -56,11 +56,19 @@ mod tests {
         for (image, dist, ver) in [
             ("Ubuntu 22.04.4 LTS", "ubuntu", "22.04.4"),
             ("Amazon Linux 2", "amazonlinux", "2"),
-            ("Amazon Linux 2023.4.20240416", "amazonlinux", "2023.4.20240416"),
+            (
+                "Amazon Linux 2023.4.20240416",
+                "amazonlinux",
+                "2023.4.20240416",
+            ),
             ("Debian GNU/Linux 12 (bookworm)", "debian", "12"),
             ("CentOS Stream 9", "centos", "9"),
             ("Fedora Linux 40 (Cloud Edition)", "fedora", "40"),
-            ("Bottlerocket OS 1.26.1 (aws-k8s-1.31)", "bottlerocket", "1.26.1"),
+            (
+                "Bottlerocket OS 1.26.1 (aws-k8s-1.31)",
+                "bottlerocket",
+                "1.26.1",
+            ),
             ("Rocky Linux 9.3 (Blue Onyx)", "rocky", "9.3"),
             ("Container-Optimized OS from Google", "cos", ""),
         ] {

@@ -4,8 +4,7 @@
 use super::{Checked, KernelIdentity, RawIdentity, check};
 use regex::Regex;
 
-pub const DEFAULT_ASSET_TEMPLATE: &str =
-    "{module}-{driver_version}-{distribution}-{distro_version}-{architecture}-{kernel_version}.tar.xz";
+pub const DEFAULT_ASSET_TEMPLATE: &str = "{module}-{driver_version}-{distribution}-{distro_version}-{architecture}-{kernel_version}.tar.xz";
 
 const REQUIRED: [&str; 4] = [
     "distribution",
@@ -16,10 +15,17 @@ const REQUIRED: [&str; 4] = [
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TemplateError {
-    #[error("asset template '{template}' uses unknown placeholder {{{name}}}; known: {{module}} {{driver_version}} {{distribution}} {{distro_version}} {{architecture}} {{kernel_version}}")]
+    #[error(
+        "asset template '{template}' uses unknown placeholder {{{name}}}; known: {{module}} {{driver_version}} {{distribution}} {{distro_version}} {{architecture}} {{kernel_version}}"
+    )]
     UnknownPlaceholder { template: String, name: String },
-    #[error("asset template '{template}' lacks {{{name}}}; every identity field must be in the name")]
-    MissingPlaceholder { template: String, name: &'static str },
+    #[error(
+        "asset template '{template}' lacks {{{name}}}; every identity field must be in the name"
+    )]
+    MissingPlaceholder {
+        template: String,
+        name: &'static str,
+    },
     #[error("asset template '{template}' has an unclosed '{{'")]
     Unclosed { template: String },
     #[error("module name '{0}' may only hold letters, digits, '_' and '-'")]
@@ -180,15 +186,24 @@ mod tests {
     #[test]
     fn other_module_or_suffix_does_not_match() {
         let t = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap();
-        assert!(t.parse("other-v1-ubuntu-22.04-x86_64-5.15.0-91-generic.tar.xz").is_none());
-        assert!(t.parse("kdriver-v1-ubuntu-22.04-x86_64-5.15.0-91-generic.tar.gz").is_none());
+        assert!(
+            t.parse("other-v1-ubuntu-22.04-x86_64-5.15.0-91-generic.tar.xz")
+                .is_none()
+        );
+        assert!(
+            t.parse("kdriver-v1-ubuntu-22.04-x86_64-5.15.0-91-generic.tar.gz")
+                .is_none()
+        );
         assert!(t.parse("SHA256SUMS").is_none());
     }
 
     #[test]
     fn bad_templates_are_explained() {
         let err = AssetTemplate::compile("{module}-{kernel}.ko", "m").unwrap_err();
-        assert!(err.to_string().contains("unknown placeholder {kernel}"), "{err}");
+        assert!(
+            err.to_string().contains("unknown placeholder {kernel}"),
+            "{err}"
+        );
         let err = AssetTemplate::compile("{module}-{kernel_version}.ko", "m").unwrap_err();
         assert!(err.to_string().contains("lacks {distribution}"), "{err}");
         assert!(AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "a/b").is_err());

@@ -29,7 +29,10 @@ fn csv_reader<R: Read>(r: R) -> ::csv::Reader<R> {
 }
 
 /// Index of each canonical column in the header.
-fn header_positions(file: &str, header: &::csv::StringRecord) -> Result<[usize; 4], InventoryError> {
+fn header_positions(
+    file: &str,
+    header: &::csv::StringRecord,
+) -> Result<[usize; 4], InventoryError> {
     let names: Vec<String> = header
         .iter()
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
@@ -113,8 +116,8 @@ fn row_problem(
     let mut out: [String; 4] = Default::default();
     for (k, &i) in positions.iter().enumerate() {
         let raw = record.get(i).unwrap_or_default();
-        let text = std::str::from_utf8(raw)
-            .map_err(|_| format!("{} is not valid UTF-8", COLUMNS[k]))?;
+        let text =
+            std::str::from_utf8(raw).map_err(|_| format!("{} is not valid UTF-8", COLUMNS[k]))?;
         if text.is_empty() {
             return Err(format!("{} is empty", COLUMNS[k]));
         }

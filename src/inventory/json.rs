@@ -13,7 +13,11 @@ const FIELD_ALIASES: [&[&str]; 4] = [
 
 type Rows = [Vec<Option<String>>; 5];
 
-pub(super) fn read(file: &str, bytes: &[u8], fleet: &mut FleetGroups) -> Result<(), InventoryError> {
+pub(super) fn read(
+    file: &str,
+    bytes: &[u8],
+    fleet: &mut FleetGroups,
+) -> Result<(), InventoryError> {
     let text = std::str::from_utf8(bytes).map_err(|e| InventoryError::Format {
         file: file.to_string(),
         message: format!("not UTF-8 JSON: {e}"),

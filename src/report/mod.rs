@@ -75,6 +75,15 @@ pub fn write_atomic_with(
         fill(&mut w).map_err(err)?;
         w.flush().map_err(err)?;
     }
+    // Temp files are created 0600; a report is an ordinary file, or keeps the mode it had.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let permissions = std::fs::metadata(path)
+            .map(|m| m.permissions())
+            .unwrap_or_else(|_| std::fs::Permissions::from_mode(0o644));
+        tmp.as_file().set_permissions(permissions).map_err(err)?;
+    }
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
@@ -99,7 +108,8 @@ pub fn render_unused(unused: &[MatchedAsset], format: Format) -> Result<String, 
         Format::Csv => {
             let mut w = ::csv::Writer::from_writer(Vec::new());
             let enc = |e: ::csv::Error| ReportError::Encode(e.to_string());
-            w.write_record(["asset", "key", "url", "digest"]).map_err(enc)?;
+            w.write_record(["asset", "key", "url", "digest"])
+                .map_err(enc)?;
             for a in unused {
                 w.write_record([
                     a.name.as_str(),
@@ -124,7 +134,10 @@ pub fn render_unused(unused: &[MatchedAsset], format: Format) -> Result<String, 
                 .iter()
                 .map(|a| vec![a.key.clone(), a.name.clone()])
                 .collect();
-            let mut out = format!("{} unused artifact(s): built, but no node runs the kernel\n", unused.len());
+            let mut out = format!(
+                "{} unused artifact(s): built, but no node runs the kernel\n",
+                unused.len()
+            );
             out.push_str(&grid(&["IDENTITY", "ASSET"], &rows, &[]));
             Ok(out)
         }
@@ -186,7 +199,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -232,13 +245,7 @@ fn status_lines(report: &CoverageReport) -> Vec<Vec<String>> {
         .summary
         .statuses
         .iter()
-        .map(|(s, c)| {
-            vec![
-                s.to_string(),
-                thousands(c.identities),
-                thousands(c.nodes),
-            ]
-        })
+        .map(|(s, c)| vec![s.to_string(), thousands(c.identities), thousands(c.nodes)])
         .collect()
 }
 
@@ -250,7 +257,10 @@ fn plan_sentence(report: &CoverageReport) -> String {
     let verdict = if p.reachable {
         String::new()
     } else {
-        format!(" (short of {}%: the rest is unsupported or invalid)", p.target_pct)
+        format!(
+            " (short of {}%: the rest is unsupported or invalid)",
+            p.target_pct
+        )
     };
     format!(
         "{} build(s) lift node coverage to {}% (+{} nodes){verdict}",
@@ -283,8 +293,17 @@ fn table(report: &CoverageReport, view: &View) -> String {
         "artifacts {}  unused {}  unrecognised assets {}  bad rows {}",
         s.artifacts, s.unused_artifacts, s.unrecognised_assets, s.bad_rows
     );
-    let _ = writeln!(out, "batch plan to {}%: {}\n", s.batch_plan.target_pct, plan_sentence(report));
-    out.push_str(&grid(&["STATUS", "IDENTITIES", "NODES"], &status_lines(report), &[1, 2]));
+    let _ = writeln!(
+        out,
+        "batch plan to {}%: {}\n",
+        s.batch_plan.target_pct,
+        plan_sentence(report)
+    );
+    out.push_str(&grid(
+        &["STATUS", "IDENTITIES", "NODES"],
+        &status_lines(report),
+        &[1, 2],
+    ));
     out.push('\n');
     let breakdown: Vec<Vec<String>> = s
         .breakdown
@@ -306,7 +325,11 @@ fn table(report: &CoverageReport, view: &View) -> String {
     ));
     out.push('\n');
     let rows = view.rows(report);
-    let shown = if view.limit == 0 { rows.len() } else { view.limit.min(rows.len()) };
+    let shown = if view.limit == 0 {
+        rows.len()
+    } else {
+        view.limit.min(rows.len())
+    };
     let cells: Vec<Vec<String>> = rows[..shown]
         .iter()
         .map(|r| {
@@ -322,7 +345,15 @@ fn table(report: &CoverageReport, view: &View) -> String {
         })
         .collect();
     out.push_str(&grid(
-        &["DISTRIBUTION", "VERSION", "ARCH", "KERNEL", "NODES", "STATUS", "REASON"],
+        &[
+            "DISTRIBUTION",
+            "VERSION",
+            "ARCH",
+            "KERNEL",
+            "NODES",
+            "STATUS",
+            "REASON",
+        ],
         &cells,
         &[4],
     ));
@@ -354,7 +385,10 @@ fn markdown(report: &CoverageReport, view: &View) -> String {
     let s = &report.summary;
     let mut out = String::new();
     let _ = writeln!(out, "## kfleet coverage: driver `{}`\n", s.driver_version);
-    let _ = writeln!(out, "| nodes | identities | node coverage | identity coverage | unused artifacts | bad rows |");
+    let _ = writeln!(
+        out,
+        "| nodes | identities | node coverage | identity coverage | unused artifacts | bad rows |"
+    );
     let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|");
     let _ = writeln!(
         out,
@@ -366,7 +400,12 @@ fn markdown(report: &CoverageReport, view: &View) -> String {
         s.unused_artifacts,
         s.bad_rows
     );
-    let _ = writeln!(out, "**Batch plan to {}%:** {}\n", s.batch_plan.target_pct, plan_sentence(report));
+    let _ = writeln!(
+        out,
+        "**Batch plan to {}%:** {}\n",
+        s.batch_plan.target_pct,
+        plan_sentence(report)
+    );
     let _ = writeln!(out, "| status | identities | nodes |\n|---|---:|---:|");
     for row in status_lines(report) {
         let _ = writeln!(out, "| {} | {} | {} |", row[0], row[1], row[2]);
@@ -377,11 +416,25 @@ fn markdown(report: &CoverageReport, view: &View) -> String {
         .filter(|r| r.status != CoverageStatus::Covered)
         .collect();
     if !gaps.is_empty() {
-        let _ = writeln!(out, "\n<details><summary>{} identities without an artifact</summary>\n", gaps.len());
-        let _ = writeln!(out, "| identity | nodes | status | reason |\n|---|---:|---|---|");
+        let _ = writeln!(
+            out,
+            "\n<details><summary>{} identities without an artifact</summary>\n",
+            gaps.len()
+        );
+        let _ = writeln!(
+            out,
+            "| identity | nodes | status | reason |\n|---|---:|---|---|"
+        );
         for r in gaps {
             let reason = r.reason.as_deref().unwrap_or("").replace('|', "\\|");
-            let _ = writeln!(out, "| `{}` | {} | {} | {} |", r.key, thousands(r.nodes), r.status, reason);
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} |",
+                r.key,
+                thousands(r.nodes),
+                r.status,
+                reason
+            );
         }
         let _ = writeln!(out, "\n</details>");
     }
