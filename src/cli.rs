@@ -2,7 +2,11 @@
 
 use crate::config::{Config, DEFAULT_MODULE};
 use crate::coverage::{self, CoverageOptions, CoverageStatus};
-use crate::forge::{index_assets, read_release_file, select_release};
+use crate::forge::{
+    Faults, GITHUB_API, GithubClient, Release, RepoRef, RetryPolicy, Sandbox, SandboxOptions,
+    Simulation,
+    index_assets, load_releases, read_release_file, select_release, token_from_environment,
+};
 use crate::identity::{
     AssetTemplate, DEFAULT_ASSET_TEMPLATE, RawIdentity, Verdict, check, local_identity,
 };
@@ -34,6 +38,42 @@ pub enum Command {
     Identity(IdentityCommand),
     /// Write a deterministic synthetic fleet (fleet.csv) and matching releases.json.
     GenFleet(GenFleetArgs),
+    /// Serve a GitHub-compatible sandbox forge on loopback (releases from DIR/releases.json).
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ForgeArgs {
+    /// Repository holding the driver's releases, OWNER/NAME [config: repo].
+    #[arg(long, env = "KFLEET_REPO", value_name = "OWNER/NAME")]
+    pub repo: Option<String>,
+    /// GitHub API base URL [config: api_url; default https://api.github.com].
+    #[arg(long, env = "KFLEET_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+}
+
+impl ForgeArgs {
+    /// The GitHub client for the configured repository, if one is configured.
+    fn client(&self, config: &Config) -> Result<Option<GithubClient>> {
+        let Some(repo) = self.repo.clone().or_else(|| config.repo.clone()) else {
+            return Ok(None);
+        };
+        let repo: RepoRef = repo.parse()?;
+        let api = self
+            .api_url
+            .clone()
+            .or_else(|| config.api_url.clone())
+            .unwrap_or_else(|| GITHUB_API.to_string());
+        let token = token_from_environment().ok_or(crate::forge::ForgeError::NoToken)?;
+        let notify = Box::new(|msg: &str| eprintln!("waiting: {msg}"));
+        Ok(Some(GithubClient::new(
+            &api,
+            repo,
+            token,
+            RetryPolicy::default(),
+            Some(notify),
+        )?))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -67,9 +107,11 @@ pub struct ReportArgs {
     /// Fleet inventory: CSV, `kubectl get nodes -o json`, or JSON Lines; gzip accepted. Repeatable.
     #[arg(long, short = 'i', required = true, value_name = "FILE")]
     pub inventory: Vec<PathBuf>,
-    /// GitHub release listing (`gh api repos/OWNER/REPO/releases --paginate > FILE`).
-    #[arg(long, short = 'r', value_name = "FILE")]
-    pub releases: PathBuf,
+    /// GitHub release listing (`gh api repos/OWNER/REPO/releases --paginate > FILE`); instead of --repo.
+    #[arg(long, short = 'r', value_name = "FILE", conflicts_with = "repo")]
+    pub releases: Option<PathBuf>,
+    #[command(flatten)]
+    pub forge: ForgeArgs,
     /// Release tag to report on (default: newest published, not draft, not prerelease).
     #[arg(long, value_name = "TAG")]
     pub driver_version: Option<String>,
@@ -105,6 +147,54 @@ pub struct ReportArgs {
     /// Also list unrecognised asset names and every bad row.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Loopback address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8765")]
+    pub listen: std::net::SocketAddr,
+    /// Directory holding releases.json.
+    #[arg(long, value_name = "DIR", default_value = "sample-data")]
+    pub data: PathBuf,
+    /// Repository served, OWNER/NAME.
+    #[arg(long, default_value = "example/kdriver")]
+    pub repo: String,
+    /// Bearer token clients must present (env KFLEET_SANDBOX_TOKEN); none: any client.
+    #[arg(long, env = "KFLEET_SANDBOX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Share of requests answered 503 at random (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Answer the first N requests with 502.
+    #[arg(long, default_value_t = 0)]
+    pub server_errors: u32,
+    /// After N requests, answer one 429 with retry-after.
+    #[arg(long, value_name = "N")]
+    pub rate_limit_after: Option<u64>,
+    /// Seconds in the retry-after header of that 429.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after: u64,
+    /// Delay added to every response, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Send a truncated JSON body for the first N successful responses.
+    #[arg(long, default_value_t = 0)]
+    pub malformed: u32,
+    /// Seconds a simulated run stays queued.
+    #[arg(long, default_value_t = 2.0)]
+    pub queue_secs: f64,
+    /// Seconds a simulated run stays in progress.
+    #[arg(long, default_value_t = 8.0)]
+    pub run_secs: f64,
+    /// Share of simulated builds that fail (0..1); identities listed in DIR/unresolvable.txt always fail.
+    #[arg(long, default_value_t = 0.05)]
+    pub build_fail_rate: f64,
+    /// Reject `return_run_details` in dispatches with 422, like servers that lack it.
+    #[arg(long)]
+    pub reject_run_details: bool,
+    #[command(flatten)]
+    pub naming: NamingArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,7 +246,83 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Report(args) => report_cmd(args, &config),
         Command::Identity(cmd) => identity_cmd(cmd),
         Command::GenFleet(args) => gen_fleet_cmd(args, &config),
+        Command::Sandbox(args) => sandbox_cmd(args, &config),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Reads the release listing from the file or the forge named on the command line.
+fn load_listing(releases: Option<&PathBuf>, forge: &ForgeArgs, config: &Config) -> Result<Vec<Release>> {
+    if let Some(path) = releases {
+        return Ok(read_release_file(path)?);
+    }
+    let Some(client) = forge.client(config)? else {
+        bail!("no release listing: pass --releases FILE, or --repo OWNER/NAME (or set repo in kfleet.toml)");
+    };
+    let listing = runtime()?.block_on(client.list_releases())?;
+    Ok(listing.releases)
+}
+
+fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode> {
+    let releases = load_releases(&args.data)?;
+    let count = releases.len();
+    let unresolvable_file = args.data.join("unresolvable.txt");
+    let unresolvable = match std::fs::read_to_string(&unresolvable_file) {
+        Ok(text) => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => bail!("cannot read {}: {e}", unresolvable_file.display()),
+    };
+    let seconds = |name: &str, v: f64| {
+        std::time::Duration::try_from_secs_f64(v)
+            .map_err(|_| anyhow::anyhow!("--{name} {v}: must be a non-negative number of seconds"))
+    };
+    let simulation = Simulation {
+        queue_time: seconds("queue-secs", args.queue_secs)?,
+        run_time: seconds("run-secs", args.run_secs)?,
+        fail_rate: args.build_fail_rate,
+        unresolvable,
+        reject_run_details: args.reject_run_details,
+        template: args.naming.template(config)?,
+        ..Simulation::default()
+    };
+    let options = SandboxOptions {
+        token: args.token,
+        repo: args.repo.clone(),
+        faults: Faults {
+            server_errors: args.server_errors,
+            error_rate: args.fail_rate,
+            rate_limit_after: args.rate_limit_after,
+            retry_after_secs: args.retry_after,
+            latency: std::time::Duration::from_millis(args.latency_ms),
+            malformed: args.malformed,
+        },
+        simulation,
+    };
+    runtime()?.block_on(async move {
+        let sandbox = Sandbox::start(args.listen, releases, options).await?;
+        println!("{}", sandbox.base_url());
+        eprintln!(
+            "sandbox forge serving {count} releases of {} at {} (Ctrl-C stops it); use --api-url {} --repo {}",
+            args.repo,
+            sandbox.base_url(),
+            sandbox.base_url(),
+            args.repo
+        );
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        sandbox.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn emit(output: Option<&PathBuf>, text: &str) -> Result<()> {
@@ -180,7 +346,7 @@ fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
         bail!("--target {target}: must be a percentage above 0 and at most 100");
     }
     let template = args.naming.template(config)?;
-    let releases = read_release_file(&args.releases)?;
+    let releases = load_listing(args.releases.as_ref(), &args.forge, config)?;
     let release = select_release(&releases, args.driver_version.as_deref())?;
     let assets = index_assets(release, &template);
     let fleet = read_inventory(&args.inventory, args.strict)?;

@@ -15,6 +15,10 @@ pub struct Config {
     pub head_share: Option<f64>,
     /// Node coverage the batch plan aims for, in percent.
     pub target: Option<f64>,
+    /// Repository holding the driver's releases, `OWNER/NAME`.
+    pub repo: Option<String>,
+    /// GitHub API base URL (GitHub Enterprise: `https://HOST/api/v3`; the sandbox's URL).
+    pub api_url: Option<String>,
 }
 
 pub const DEFAULT_MODULE: &str = "kdriver";

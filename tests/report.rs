@@ -465,3 +465,32 @@ fn malformed_release_listing_says_where() {
         .stderr(predicate::str::contains("releases.json:1:"))
         .stderr(predicate::str::contains("not a GitHub release listing"));
 }
+
+#[test]
+fn bad_row_lines_stay_exact_with_blank_lines_and_quoted_newlines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quoted.csv");
+    std::fs::write(
+        &path,
+        "node,distribution,distro_version,architecture,kernel_version\n\
+\"a\nb\",ubuntu,22.04,x86_64,5.15.0-91-generic\n\
+\n\
+c,ubuntu,22.04,x86_64,5.15.0-91-generic\n\
+d,ubuntu,22.04,,5.15.0-91-generic\n",
+    )
+    .unwrap();
+    let out = kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(&path)
+        .arg("-r")
+        .arg(fixture("small-releases.json"))
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("quoted.csv:6: architecture is empty"), "{stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["summary"]["nodes"], 2);
+}

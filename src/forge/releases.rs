@@ -78,7 +78,7 @@ pub fn read_release_file(path: &Path) -> Result<Vec<Release>, ReleaseError> {
     parse_release_listing(&file, &bytes)
 }
 
-pub(crate) fn parse_release_listing(
+pub fn parse_release_listing(
     file: &str,
     bytes: &[u8],
 ) -> Result<Vec<Release>, ReleaseError> {

@@ -2,7 +2,8 @@
 //! `csv`-crate pass for file:line reports of bad rows (or for files polars cannot parse).
 
 use super::{
-    BadRow, COLUMNS, Data, FleetGroups, InventoryError, OS_IMAGE, absorb, frame_from_rows, group,
+    BAD_ROW, BadRow, COLUMNS, Data, FleetGroups, InventoryError, OS_IMAGE, absorb, frame_from_rows,
+    group,
 };
 use polars::prelude::*;
 use std::io::Read;
@@ -65,17 +66,54 @@ pub(super) fn read(file: &str, data: Data, fleet: &mut FleetGroups) -> Result<()
             message: format!("cannot read the CSV header: {e}"),
         })?;
     let positions = header_positions(file, &header)?;
-    let groups = scan(&data, &header, positions).and_then(|lf| group(file, lf).ok());
-    match groups {
-        Some(groups) => {
-            let bad = absorb(file, &groups, fleet)?;
-            if bad > 0 {
-                list_bad_rows(file, &data, positions, fleet)?;
-            }
-            Ok(())
-        }
+    let keys = [COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], BAD_ROW];
+    let groups = scan(&data, &header, positions).and_then(|lf| group(file, lf, &keys).ok());
+    let Some(groups) = groups else {
         // polars rejects ragged or non-UTF-8 files; the csv crate reads them row by row instead.
-        None => read_exactly(file, &data, positions, header.len(), fleet),
+        return read_exactly(file, &data, positions, header.len(), fleet);
+    };
+    let found = absorb(file, &groups, fleet)?;
+    if found.bad == 0 {
+        return Ok(());
+    }
+    if lines_are_records(&data).map_err(io)? {
+        let mut located = found.located;
+        located.sort();
+        for (row, reason) in located {
+            fleet.add_bad(BadRow {
+                file: file.to_string(),
+                line: Some(row + 2),
+                reason,
+            });
+        }
+        Ok(())
+    } else {
+        list_bad_rows(file, &data, positions, fleet)
+    }
+}
+
+/// Whether data row `i` is on line `i + 2`: no quotes (so no quoted newlines) and no blank lines.
+fn lines_are_records(data: &Data) -> std::io::Result<bool> {
+    let clean = |bytes: &[u8]| {
+        memchr::memchr(b'"', bytes).is_none()
+            && memchr::memmem::find(bytes, b"\n\n").is_none()
+            && memchr::memmem::find(bytes, b"\n\r\n").is_none()
+    };
+    let mut r = reader(data)?;
+    // Streamed in chunks, each starting with the previous chunk's last two bytes.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut carry = 0;
+    loop {
+        let n = r.read(&mut buf[carry..])?;
+        if n == 0 {
+            return Ok(true);
+        }
+        let end = carry + n;
+        if !clean(&buf[..end]) {
+            return Ok(false);
+        }
+        carry = end.min(2);
+        buf.copy_within(end - carry..end, 0);
     }
 }
 
@@ -89,6 +127,10 @@ fn scan(data: &Data, header: &::csv::StringRecord, positions: [usize; 4]) -> Opt
     let lf = reader
         .with_has_header(true)
         .with_infer_schema_length(Some(0))
+        .with_row_index(Some(RowIndex {
+            name: "row".into(),
+            offset: 0,
+        }))
         .finish()
         .ok()?;
     let mut select: Vec<Expr> = positions
@@ -96,8 +138,24 @@ fn scan(data: &Data, header: &::csv::StringRecord, positions: [usize; 4]) -> Opt
         .zip(COLUMNS)
         .map(|(&i, name)| col(header.get(i).unwrap_or_default()).alias(name))
         .collect();
-    select.push(lit(NULL).cast(DataType::String).alias(OS_IMAGE));
-    Some(lf.select(select))
+    let any_missing = COLUMNS
+        .iter()
+        .map(|c| col(*c).is_null())
+        .reduce(Expr::or)?;
+    select.push(col("row"));
+    Some(
+        lf.select(select)
+            .with_column(
+                when(any_missing)
+                    .then(col("row"))
+                    .otherwise(lit(NULL).cast(IDX_DTYPE))
+                    .alias(BAD_ROW),
+            )
+            .drop(Selector::ByName {
+                names: ["row".into()].into(),
+                strict: true,
+            }),
+    )
 }
 
 fn row_problem(
@@ -126,7 +184,8 @@ fn row_problem(
     Ok(out)
 }
 
-/// Second pass, only when the scan found rows with missing fields: names each bad row.
+/// Second pass, only when the scan found rows with missing fields in a file whose lines are not
+/// one record each: names each bad row by its real line.
 fn list_bad_rows(
     file: &str,
     data: &Data,
@@ -203,7 +262,8 @@ fn read_exactly(
             }
         }
     }
-    let groups = group(file, frame_from_rows(file, rows)?)?;
+    let keys = [COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], OS_IMAGE];
+    let groups = group(file, frame_from_rows(file, rows)?, &keys)?;
     absorb(file, &groups, fleet)?;
     Ok(())
 }

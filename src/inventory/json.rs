@@ -1,6 +1,8 @@
 //! JSON inventories: `kubectl get nodes -o json` NodeLists and JSON Lines with the CSV field names.
 
-use super::{BadRow, FleetGroups, InventoryError, absorb, frame_from_rows, group};
+use super::{
+    BadRow, COLUMNS, FleetGroups, InventoryError, OS_IMAGE, absorb, frame_from_rows, group,
+};
 use crate::identity::distribution_from_os_image;
 use serde_json::Value;
 
@@ -39,7 +41,8 @@ pub(super) fn read(
             node_list(file, &doc, &mut rows, fleet)?;
         }
     }
-    let groups = group(file, frame_from_rows(file, rows)?)?;
+    let keys = [COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], OS_IMAGE];
+    let groups = group(file, frame_from_rows(file, rows)?, &keys)?;
     absorb(file, &groups, fleet)?;
     Ok(())
 }

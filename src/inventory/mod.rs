@@ -184,15 +184,15 @@ fn sniff(data: &Data) -> std::io::Result<Sniffed> {
     })
 }
 
-/// Reduces one source's rows (already in a frame with the canonical columns) to groups.
-pub(crate) fn group(file: &str, frame: LazyFrame) -> Result<DataFrame, InventoryError> {
-    let keys: Vec<Expr> = COLUMNS
-        .iter()
-        .chain(std::iter::once(&OS_IMAGE))
-        .map(|c| col(*c))
-        .collect();
+/// Row index of a bad CSV row (null for good rows); part of the group key so every bad row
+/// stays its own group and keeps its position through the one scan.
+pub(crate) const BAD_ROW: &str = "bad_row";
+
+/// Reduces one source's rows (a frame with the canonical columns, `os_image` and optionally
+/// `bad_row`) to one row per distinct key with its node count.
+pub(crate) fn group(file: &str, frame: LazyFrame, keys: &[&str]) -> Result<DataFrame, InventoryError> {
     frame
-        .group_by(keys)
+        .group_by(keys.iter().map(|c| col(*c)).collect::<Vec<_>>())
         .agg([len().alias("nodes")])
         .collect_with_engine(Engine::Streaming)
         .map(|r| r.unwrap_single())
@@ -202,41 +202,61 @@ pub(crate) fn group(file: &str, frame: LazyFrame) -> Result<DataFrame, Inventory
         })
 }
 
-/// Moves grouped rows into `fleet`. Groups with a missing field are bad rows: their count is
-/// returned so the caller can list them.
+/// What [`absorb`] found besides the good groups.
+pub(crate) struct Absorbed {
+    /// Rows with a missing field.
+    pub bad: u64,
+    /// Their 0-based data-row indices and reasons, when the frame carried `bad_row`.
+    pub located: Vec<(u64, String)>,
+}
+
+/// Moves grouped rows into `fleet`. Groups with a missing required field are bad rows.
 pub(crate) fn absorb(
     file: &str,
     groups: &DataFrame,
     fleet: &mut FleetGroups,
-) -> Result<u64, InventoryError> {
+) -> Result<Absorbed, InventoryError> {
     let polars_err = |source| InventoryError::Polars {
         file: file.to_string(),
         source,
     };
-    let strs: Vec<&StringChunked> = COLUMNS
+    let strs: Vec<Option<&StringChunked>> = COLUMNS
         .iter()
         .chain(std::iter::once(&OS_IMAGE))
-        .map(|c| groups.column(c).and_then(|s| s.str()))
+        .map(|c| groups.column(c).ok().map(|s| s.str()).transpose())
         .collect::<PolarsResult<_>>()
         .map_err(polars_err)?;
-    let nodes = groups
-        .column("nodes")
-        .and_then(|c| c.cast(&DataType::UInt64))
-        .map_err(polars_err)?;
-    let nodes = nodes.u64().map_err(polars_err)?;
-    let mut bad = 0;
+    let u64_column = |name: &str| -> Result<Option<UInt64Chunked>, InventoryError> {
+        match groups.column(name) {
+            Ok(c) => Ok(Some(
+                c.cast(&DataType::UInt64)
+                    .and_then(|c| c.u64().cloned())
+                    .map_err(polars_err)?,
+            )),
+            Err(_) => Ok(None),
+        }
+    };
+    let nodes = u64_column("nodes")?.unwrap_or_default();
+    let bad_row = u64_column(BAD_ROW)?;
+    let mut out = Absorbed {
+        bad: 0,
+        located: Vec::new(),
+    };
     for i in 0..groups.height() {
         let n = nodes.get(i).unwrap_or(0);
-        let field = |k: usize| strs[k].get(i);
+        let field = |k: usize| strs[k].and_then(|ca| ca.get(i));
         let fields = [field(0), field(1), field(2), field(3)];
         let os_image = field(4);
-        // A NodeList row may lack a distro version (the OS has none); only CSV/JSONL rows need all four.
-        let required_missing = fields
+        // A NodeList row may lack a distro version (the OS has none); every other field is required.
+        let missing = fields
             .iter()
             .enumerate()
-            .any(|(k, f)| f.is_none() && !(k == 1 && os_image.is_some()));
-        if required_missing {
-            bad += n;
+            .find(|(k, f)| f.is_none() && !(*k == 1 && os_image.is_some()));
+        if let Some((k, _)) = missing {
+            out.bad += n;
+            if let Some(row) = bad_row.as_ref().and_then(|b| b.get(i)) {
+                out.located.push((row, format!("{} is empty", COLUMNS[k])));
+            }
             continue;
         }
         fleet.groups.push(RawGroup {
@@ -248,7 +268,7 @@ pub(crate) fn absorb(
             nodes: n,
         });
     }
-    Ok(bad)
+    Ok(out)
 }
 
 /// Builds a frame with the canonical columns from row vectors (JSON sources, CSV fallback).

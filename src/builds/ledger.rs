@@ -1,0 +1,213 @@
+//! The dispatch ledger: append-only JSON Lines in the state directory, one fsynced record per
+//! dispatch and per state change, so a crash or restart loses no dispatch and repeats none.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LedgerEvent {
+    Dispatched,
+    Finished,
+    TimedOut,
+    Cancelled,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerRecord {
+    pub at: DateTime<Utc>,
+    pub event: LedgerEvent,
+    pub key: String,
+    pub request_id: String,
+    pub run_id: Option<u64>,
+    #[serde(default)]
+    pub conclusion: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// What the ledger says about one identity: its latest dispatch and whether that ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LedgerEntry {
+    pub dispatched_at: DateTime<Utc>,
+    pub request_id: String,
+    pub run_id: Option<u64>,
+    pub url: Option<String>,
+    /// The last state change after the dispatch, if any.
+    pub last_event: LedgerEvent,
+    pub conclusion: Option<String>,
+}
+
+impl LedgerEntry {
+    pub fn is_open(&self) -> bool {
+        self.last_event == LedgerEvent::Dispatched
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "ledger {path}:{line}: not a ledger record ({message}); the file is damaged before its last line, fix or move it"
+    )]
+    Corrupt {
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+pub struct Ledger {
+    path: PathBuf,
+}
+
+/// A ledger read back: the state per identity, and a warning when the last line was torn.
+#[derive(Debug, Default)]
+pub struct LedgerState {
+    pub entries: HashMap<String, LedgerEntry>,
+    pub records: usize,
+    pub torn_tail: Option<String>,
+}
+
+impl Ledger {
+    /// The ledger in `state_dir` (created if needed).
+    pub fn open(state_dir: &Path) -> Result<Self, LedgerError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| LedgerError::Io {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
+        Ok(Self {
+            path: state_dir.join("ledger.jsonl"),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
+        |source| LedgerError::Io {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Appends one record and fsyncs it before returning.
+    pub fn append(&self, record: &LedgerRecord) -> Result<(), LedgerError> {
+        let mut line = serde_json::to_vec(record).expect("ledger records serialise");
+        line.push(b'\n');
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(self.io())?;
+        file.write_all(&line).map_err(self.io())?;
+        file.sync_data().map_err(self.io())
+    }
+
+    /// Reads every record. A torn last line (a crash mid-write) is tolerated and reported; a bad
+    /// line before the end is an error, since guessing could dispatch twice.
+    pub fn load(&self) -> Result<LedgerState, LedgerError> {
+        let text = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LedgerState::default()),
+            Err(e) => return Err(self.io()(e)),
+        };
+        let mut state = LedgerState::default();
+        let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        let last_index = lines.len().saturating_sub(1);
+        for (i, line) in lines.iter().enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let record: LedgerRecord = match serde_json::from_slice(line) {
+                Ok(r) => r,
+                Err(e) if i == last_index => {
+                    state.torn_tail = Some(format!(
+                        "{}:{}: ignoring a torn last record ({e}); it was never completed",
+                        self.path.display(),
+                        i + 1
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    return Err(LedgerError::Corrupt {
+                        path: self.path.display().to_string(),
+                        line: i + 1,
+                        message: e.to_string(),
+                    });
+                }
+            };
+            state.records += 1;
+            match record.event {
+                LedgerEvent::Dispatched => {
+                    state.entries.insert(
+                        record.key.clone(),
+                        LedgerEntry {
+                            dispatched_at: record.at,
+                            request_id: record.request_id,
+                            run_id: record.run_id,
+                            url: record.url,
+                            last_event: LedgerEvent::Dispatched,
+                            conclusion: None,
+                        },
+                    );
+                }
+                event => {
+                    if let Some(entry) = state.entries.get_mut(&record.key)
+                        && entry.request_id == record.request_id
+                    {
+                        entry.last_event = event;
+                        entry.conclusion = record.conclusion;
+                    }
+                }
+            }
+        }
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(event: LedgerEvent, key: &str, rid: &str) -> LedgerRecord {
+        LedgerRecord {
+            at: Utc::now(),
+            event,
+            key: key.into(),
+            request_id: rid.into(),
+            run_id: Some(1),
+            conclusion: None,
+            url: None,
+        }
+    }
+
+    #[test]
+    fn torn_tail_is_tolerated_but_damage_before_it_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        ledger.append(&record(LedgerEvent::Dispatched, "a", "r1")).unwrap();
+        ledger.append(&record(LedgerEvent::Dispatched, "b", "r2")).unwrap();
+        ledger.append(&record(LedgerEvent::Finished, "b", "r2")).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(ledger.path()).unwrap();
+        f.write_all(b"{\"at\":\"2026-").unwrap();
+        let state = ledger.load().unwrap();
+        assert_eq!(state.records, 3);
+        assert!(state.entries["a"].is_open());
+        assert!(!state.entries["b"].is_open());
+        assert!(state.torn_tail.unwrap().contains("ledger.jsonl:4: ignoring a torn last record"));
+
+        f.write_all(b"\n").unwrap();
+        ledger.append(&record(LedgerEvent::Dispatched, "c", "r3")).unwrap();
+        let err = ledger.load().unwrap_err();
+        assert!(err.to_string().contains("ledger.jsonl:4: not a ledger record"), "{err}");
+    }
+}

@@ -1,0 +1,404 @@
+//! Builds: one planner for every dispatch path (validate, asset exists?, run under way?, ledger
+//! says dispatched?, then dispatch), single-flight within a process and a lock across processes.
+
+pub mod ledger;
+
+use crate::forge::{
+    ForgeError, GithubClient, WorkflowRun, index_assets, select_release,
+};
+use crate::identity::{AssetTemplate, KernelIdentity, Rejection};
+use chrono::Utc;
+use ledger::{Ledger, LedgerError, LedgerEvent, LedgerRecord};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct PlannerConfig {
+    /// Workflow file that builds one identity.
+    pub workflow: String,
+    pub git_ref: String,
+    /// Release tag the build uploads to.
+    pub driver_version: String,
+    /// A run not finished this long after dispatch is timed out.
+    pub deadline: Duration,
+    /// Cancel runs found past the deadline.
+    pub cancel_on_timeout: bool,
+    /// Holds the ledger and the dispatch lock.
+    pub state_dir: PathBuf,
+}
+
+/// What the planner did (or, in a dry run, would do) for one identity.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Decision {
+    Invalid {
+        reason: String,
+    },
+    Unsupported {
+        reason: String,
+    },
+    /// The release already has the artifact.
+    Available {
+        asset: String,
+        url: Option<String>,
+        digest: Option<String>,
+    },
+    /// A run for the identity is queued or in progress.
+    Building {
+        run_id: Option<u64>,
+        status: String,
+        url: Option<String>,
+    },
+    /// Its run is still unfinished past the deadline.
+    TimedOut {
+        run_id: Option<u64>,
+        url: Option<String>,
+        cancelled: bool,
+    },
+    /// Dry run: nothing stops a dispatch.
+    WouldDispatch,
+    Dispatched {
+        run_id: u64,
+        url: Option<String>,
+        request_id: String,
+    },
+}
+
+impl Decision {
+    /// One line for the operator.
+    pub fn describe(&self) -> String {
+        let url = |u: &Option<String>| u.as_deref().map(|u| format!(" {u}")).unwrap_or_default();
+        match self {
+            Self::Invalid { reason } => format!("invalid: {reason}"),
+            Self::Unsupported { reason } => format!("unsupported: {reason}"),
+            Self::Available { asset, .. } => format!("available: {asset}"),
+            Self::Building {
+                run_id,
+                status,
+                url: u,
+            } => match run_id {
+                Some(id) => format!("already building: run {id} is {status}{}", url(u)),
+                None => format!("already building: {status}"),
+            },
+            Self::TimedOut {
+                run_id,
+                url: u,
+                cancelled,
+            } => format!(
+                "timed out: run {} passed the deadline{}{}",
+                run_id.map(|i| i.to_string()).unwrap_or_else(|| "?".into()),
+                if *cancelled { " and was cancelled" } else { "" },
+                url(u)
+            ),
+            Self::WouldDispatch => "would dispatch (dry run)".to_string(),
+            Self::Dispatched {
+                run_id, url: u, ..
+            } => format!("dispatched run {run_id}{}", url(u)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("release {0}: {1}")]
+    Release(String, String),
+    #[error("cannot take the dispatch lock {path}: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Planner {
+    client: Arc<GithubClient>,
+    template: AssetTemplate,
+    config: PlannerConfig,
+    ledger: Ledger,
+    /// Single-flight within the process: one check-and-dispatch at a time.
+    inflight: tokio::sync::Mutex<()>,
+}
+
+fn active(run: &WorkflowRun) -> bool {
+    !run.is_finished()
+}
+
+fn request_id() -> String {
+    format!(
+        "{}-{:08x}",
+        Utc::now().format("%Y%m%dT%H%M%S"),
+        fastrand::u32(..)
+    )
+}
+
+impl Planner {
+    pub fn new(
+        client: Arc<GithubClient>,
+        template: AssetTemplate,
+        config: PlannerConfig,
+    ) -> Result<Self, BuildError> {
+        let ledger = Ledger::open(&config.state_dir)?;
+        Ok(Self {
+            client,
+            template,
+            config,
+            ledger,
+            inflight: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn config(&self) -> &PlannerConfig {
+        &self.config
+    }
+
+    async fn lock_across_processes(&self) -> Result<std::fs::File, BuildError> {
+        let path = self.config.state_dir.join("dispatch.lock");
+        let shown = path.display().to_string();
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| BuildError::Lock {
+            path: shown.clone(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| BuildError::Lock {
+            path: shown,
+            source,
+        })
+    }
+
+    /// Plans (and unless `dry_run`, dispatches) each identity key, in order.
+    pub async fn plan_many(
+        &self,
+        keys: &[String],
+        dry_run: bool,
+    ) -> Result<Vec<(String, Decision)>, BuildError> {
+        let _single = self.inflight.lock().await;
+        let _lock = self.lock_across_processes().await?;
+        let listing = self.client.list_releases().await?;
+        let release = select_release(&listing.releases, Some(&self.config.driver_version))
+            .map_err(|e| BuildError::Release(self.config.driver_version.clone(), e.to_string()))?;
+        let assets = index_assets(release, &self.template);
+        let available: HashMap<&str, _> = assets.matched.iter().map(|a| (a.key.as_str(), a)).collect();
+        let mut running: HashMap<String, WorkflowRun> = HashMap::new();
+        for status in ["queued", "in_progress"] {
+            for run in self.client.list_runs(&self.config.workflow, Some(status)).await? {
+                if active(&run)
+                    && let Some((key, _)) = run.identity()
+                {
+                    running.entry(key.to_string()).or_insert(run);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        let mut dispatched_now: HashMap<String, (u64, Option<String>)> = HashMap::new();
+        for key in keys {
+            let identity = match KernelIdentity::from_key(key) {
+                Ok(id) => id,
+                Err(Rejection::Invalid(reason)) => {
+                    out.push((key.clone(), Decision::Invalid { reason }));
+                    continue;
+                }
+                Err(Rejection::Unsupported(reason)) => {
+                    out.push((key.clone(), Decision::Unsupported { reason }));
+                    continue;
+                }
+            };
+            let key = identity.key();
+            if let Some(a) = available.get(key.as_str()) {
+                out.push((
+                    key,
+                    Decision::Available {
+                        asset: a.name.clone(),
+                        url: a.url.clone(),
+                        digest: a.digest.clone(),
+                    },
+                ));
+                continue;
+            }
+            if let Some((run_id, url)) = dispatched_now.get(&key) {
+                out.push((
+                    key,
+                    Decision::Building {
+                        run_id: Some(*run_id),
+                        status: "queued".into(),
+                        url: url.clone(),
+                    },
+                ));
+                continue;
+            }
+            let decision = self.decide(&identity, running.get(&key), dry_run).await?;
+            if let Decision::Dispatched { run_id, url, .. } = &decision {
+                dispatched_now.insert(key.clone(), (*run_id, url.clone()));
+            }
+            out.push((key, decision));
+        }
+        Ok(out)
+    }
+
+    async fn decide(
+        &self,
+        identity: &KernelIdentity,
+        running: Option<&WorkflowRun>,
+        dry_run: bool,
+    ) -> Result<Decision, BuildError> {
+        let key = identity.key();
+        let state = self.ledger.load()?;
+        if let Some(tail) = &state.torn_tail {
+            eprintln!("warning: {tail}");
+        }
+        if let Some(entry) = state.entries.get(&key).filter(|e| e.is_open()) {
+            let run = match entry.run_id {
+                Some(id) => Some(self.client.get_run(id).await?),
+                None => None,
+            };
+            match run {
+                Some(run) if run.is_finished() => {
+                    self.record(LedgerEvent::Finished, &key, &entry.request_id, Some(&run))?;
+                    if run.conclusion.as_deref() == Some("success") {
+                        return Ok(Decision::Available {
+                            asset: self.template.render(identity, &self.config.driver_version),
+                            url: run.html_url,
+                            digest: None,
+                        });
+                    }
+                }
+                run => {
+                    let overdue = Utc::now()
+                        .signed_duration_since(entry.dispatched_at)
+                        .to_std()
+                        .is_ok_and(|age| age > self.config.deadline);
+                    let url = run.as_ref().and_then(|r| r.html_url.clone()).or(entry.url.clone());
+                    if !overdue {
+                        return Ok(Decision::Building {
+                            run_id: entry.run_id,
+                            status: run
+                                .and_then(|r| r.status)
+                                .unwrap_or_else(|| "dispatched".into()),
+                            url,
+                        });
+                    }
+                    return self.time_out(&key, &entry.request_id, entry.run_id, url).await;
+                }
+            }
+        }
+        if let Some(run) = running {
+            let url = run.html_url.clone();
+            let overdue = run
+                .created_at
+                .and_then(|c| Utc::now().signed_duration_since(c).to_std().ok())
+                .is_some_and(|age| age > self.config.deadline);
+            if overdue {
+                let rid = run.identity().map(|(_, r)| r.to_string()).unwrap_or_default();
+                return self.time_out(&key, &rid, Some(run.id), url).await;
+            }
+            return Ok(Decision::Building {
+                run_id: Some(run.id),
+                status: run.status.clone().unwrap_or_default(),
+                url,
+            });
+        }
+        if dry_run {
+            return Ok(Decision::WouldDispatch);
+        }
+        let rid = request_id();
+        let inputs = serde_json::json!({
+            "kernel_version": identity.kernel_version,
+            "architecture": identity.architecture.as_str(),
+            "distribution": identity.distribution.as_str(),
+            "distro_version": identity.distro_version,
+            "driver_version": self.config.driver_version,
+            "request_id": rid,
+        });
+        let inputs = inputs.as_object().expect("inputs are an object").clone();
+        let run = self
+            .client
+            .dispatch(&self.config.workflow, &self.config.git_ref, &inputs, &rid)
+            .await?;
+        self.record(LedgerEvent::Dispatched, &key, &rid, Some(&run))?;
+        Ok(Decision::Dispatched {
+            run_id: run.id,
+            url: run.html_url,
+            request_id: rid,
+        })
+    }
+
+    async fn time_out(
+        &self,
+        key: &str,
+        request_id: &str,
+        run_id: Option<u64>,
+        url: Option<String>,
+    ) -> Result<Decision, BuildError> {
+        self.record_id(LedgerEvent::TimedOut, key, request_id, run_id, None)?;
+        let mut cancelled = false;
+        if self.config.cancel_on_timeout
+            && let Some(id) = run_id
+        {
+            self.client.cancel_run(id).await?;
+            self.record_id(LedgerEvent::Cancelled, key, request_id, run_id, None)?;
+            cancelled = true;
+        }
+        Ok(Decision::TimedOut {
+            run_id,
+            url,
+            cancelled,
+        })
+    }
+
+    fn record(
+        &self,
+        event: LedgerEvent,
+        key: &str,
+        request_id: &str,
+        run: Option<&WorkflowRun>,
+    ) -> Result<(), BuildError> {
+        self.ledger.append(&LedgerRecord {
+            at: Utc::now(),
+            event,
+            key: key.to_string(),
+            request_id: request_id.to_string(),
+            run_id: run.map(|r| r.id),
+            conclusion: run.and_then(|r| r.conclusion.clone()),
+            url: run.and_then(|r| r.html_url.clone()),
+        })?;
+        Ok(())
+    }
+
+    fn record_id(
+        &self,
+        event: LedgerEvent,
+        key: &str,
+        request_id: &str,
+        run_id: Option<u64>,
+        conclusion: Option<String>,
+    ) -> Result<(), BuildError> {
+        self.ledger.append(&LedgerRecord {
+            at: Utc::now(),
+            event,
+            key: key.to_string(),
+            request_id: request_id.to_string(),
+            run_id,
+            conclusion,
+            url: None,
+        })?;
+        Ok(())
+    }
+}

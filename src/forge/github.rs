@@ -1,0 +1,676 @@
+//! The GitHub REST client (octocrab for auth, base URI, timeouts and transport; own models and
+//! retry policy): release listings with `Link` pagination and `If-None-Match`, rate-limit waits,
+//! capped exponential backoff with jitter on 5xx and dropped connections.
+
+use super::releases::{Release, parse_release_listing};
+use super::runs::{RunList, WorkflowRun};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub const GITHUB_API: &str = "https://api.github.com";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    #[error(
+        "no GitHub token: set GITHUB_TOKEN or GH_TOKEN (a token with read access to the repository; actions:write to dispatch), or log in with `gh auth login`"
+    )]
+    NoToken,
+    #[error(
+        "GitHub rejected the token (401) for {url}: check that GITHUB_TOKEN/GH_TOKEN is current and can read the repository"
+    )]
+    Unauthorized { url: String },
+    #[error("not found (404): {url}; check --repo and --api-url, and that the token can see the repository")]
+    NotFound { url: String },
+    #[error("{url} answered {status}: {message}")]
+    Http {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{url}: the response is not the JSON GitHub sends: {message}")]
+    Malformed { url: String, message: String },
+    #[error("{url}: gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        url: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("rate limited on {url} until {wait_secs}s from now, longer than the {max_secs}s kfleet may wait")]
+    RateLimitTooLong {
+        url: String,
+        wait_secs: u64,
+        max_secs: u64,
+    },
+    #[error("bad --repo '{0}': expected OWNER/NAME")]
+    BadRepo(String),
+    #[error("cannot set up the GitHub client: {0}")]
+    Setup(String),
+}
+
+/// `OWNER/NAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoRef {
+    pub owner: String,
+    pub name: String,
+}
+
+impl std::str::FromStr for RepoRef {
+    type Err = ForgeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && p != "."
+                && p != ".."
+        };
+        match s.split_once('/') {
+            Some((o, n)) if ok(o) && ok(n) => Ok(Self {
+                owner: o.to_string(),
+                name: n.to_string(),
+            }),
+            _ => Err(ForgeError::BadRepo(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for RepoRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.owner, self.name)
+    }
+}
+
+/// How the client retries and waits.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt for 5xx and transport errors.
+    pub max_retries: u32,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Longest rate-limit wait accepted; longer is an error.
+    pub max_rate_limit_wait: Duration,
+    /// Per-request timeout (connect and read).
+    pub timeout: Duration,
+    /// Looking up a dispatched run by its request id: attempts and the pause between them.
+    pub run_lookup_attempts: u32,
+    pub run_lookup_interval: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 4,
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(20),
+            max_rate_limit_wait: Duration::from_secs(15 * 60),
+            timeout: Duration::from_secs(30),
+            run_lookup_attempts: 15,
+            run_lookup_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Counters a caller can show or assert on.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub rate_limit_waits: AtomicU64,
+    pub not_modified: AtomicU64,
+}
+
+/// A release listing and whether every page came back unchanged (304).
+#[derive(Clone, Debug)]
+pub struct Listing {
+    pub releases: Vec<Release>,
+    pub pages: usize,
+    pub not_modified: bool,
+}
+
+type Notify = Box<dyn Fn(&str) + Send + Sync>;
+
+pub struct GithubClient {
+    octo: octocrab::Octocrab,
+    api: String,
+    repo: RepoRef,
+    policy: RetryPolicy,
+    etags: Mutex<HashMap<String, (HeaderValue, bytes::Bytes)>>,
+    stats: ClientStats,
+    notify: Notify,
+}
+
+/// Finds a token: `GITHUB_TOKEN`, `GH_TOKEN`, then `gh auth token` when `gh` is installed.
+pub fn token_from_environment() -> Option<String> {
+    for var in ["GITHUB_TOKEN", "GH_TOKEN"] {
+        if let Ok(t) = std::env::var(var)
+            && !t.trim().is_empty()
+        {
+            return Some(t.trim().to_string());
+        }
+    }
+    let out = std::process::Command::new("gh")
+        .args(["auth", "token"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let token = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !token.is_empty()).then_some(token)
+}
+
+struct Call<'a> {
+    url: &'a str,
+    headers: HeaderMap,
+    /// A JSON body makes the call a POST.
+    body: Option<&'a serde_json::Value>,
+}
+
+struct Response {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn github_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
+}
+
+/// The `rel="next"` URL of a `Link` header.
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get(http::header::LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim() == "rel=\"next\"")
+            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    })
+}
+
+impl GithubClient {
+    /// A client for `repo` at `api` (GitHub, GitHub Enterprise `https://HOST/api/v3`, or the
+    /// sandbox). `notify` is told what the client is waiting for.
+    pub fn new(
+        api: &str,
+        repo: RepoRef,
+        token: String,
+        policy: RetryPolicy,
+        notify: Option<Notify>,
+    ) -> Result<Self, ForgeError> {
+        let api = api.trim_end_matches('/').to_string();
+        let octo = octocrab::Octocrab::builder()
+            .base_uri(api.as_str())
+            .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
+            .personal_token(token)
+            .set_connect_timeout(Some(policy.timeout))
+            .set_read_timeout(Some(policy.timeout))
+            .set_write_timeout(Some(policy.timeout))
+            .build()
+            .map_err(|e| ForgeError::Setup(e.to_string()))?;
+        Ok(Self {
+            octo,
+            api,
+            repo,
+            policy,
+            etags: Mutex::new(HashMap::new()),
+            stats: ClientStats::default(),
+            notify: notify.unwrap_or_else(|| Box::new(|_| {})),
+        })
+    }
+
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+
+    pub fn repo(&self) -> &RepoRef {
+        &self.repo
+    }
+
+    fn repo_url(&self, path: &str) -> String {
+        format!("{}/repos/{}/{}{path}", self.api, self.repo.owner, self.repo.name)
+    }
+
+    async fn attempt(&self, call: &Call<'_>) -> Result<Response, String> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let send = async {
+            let res = match call.body {
+                None => self.octo._get_with_headers(call.url, Some(call.headers.clone())).await,
+                Some(body) => self.octo._post(call.url, Some(body)).await,
+            }
+            .map_err(|e| transport_message(&e))?;
+            let (parts, body) = res.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("the connection dropped while reading the body: {}", transport_message(&e)))?
+                .to_bytes();
+            Ok(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(self.policy.timeout, send).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?}", self.policy.timeout)),
+        }
+    }
+
+    /// Sends with the retry policy; returns the final non-retryable response. Only for calls that
+    /// are safe to repeat (GETs, cancel); dispatch decides itself whether to resend.
+    async fn send(&self, call: &Call<'_>) -> Result<Response, ForgeError> {
+        let url = call.url;
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(self.policy.min_delay)
+            .with_max_delay(self.policy.max_delay)
+            .with_max_times(self.policy.max_retries as usize)
+            .with_jitter()
+            .build();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let outcome = self.attempt(call).await;
+            let (retryable, wait_hint) = match &outcome {
+                Err(e) => (Some(e.clone()), None),
+                Ok(r) if r.status.is_server_error() => {
+                    (Some(format!("{} {}", r.status, github_message(&r.body))), None)
+                }
+                Ok(r) if is_rate_limited(r) => {
+                    let wait = rate_limit_wait(&r.headers);
+                    if wait > self.policy.max_rate_limit_wait {
+                        return Err(ForgeError::RateLimitTooLong {
+                            url: url.to_string(),
+                            wait_secs: wait.as_secs(),
+                            max_secs: self.policy.max_rate_limit_wait.as_secs(),
+                        });
+                    }
+                    self.stats.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+                    (notify_wait(&self.notify, url, r, wait), Some(wait))
+                }
+                Ok(_) => (None, None),
+            };
+            let Some(last) = retryable else {
+                return outcome.map_err(|last| ForgeError::GaveUp {
+                    url: url.to_string(),
+                    attempts,
+                    last,
+                });
+            };
+            let delay = match wait_hint {
+                // Rate-limit waits do not use up the retry budget: GitHub said when to come back.
+                Some(wait) => wait,
+                None => match backoff.next() {
+                    Some(d) => {
+                        (self.notify)(&format!("{url}: {last}; retrying in {:.1}s", d.as_secs_f64()));
+                        d
+                    }
+                    None => {
+                        return Err(ForgeError::GaveUp {
+                            url: url.to_string(),
+                            attempts,
+                            last,
+                        });
+                    }
+                },
+            };
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn check_status(url: &str, r: &Response) -> Result<(), ForgeError> {
+        match r.status {
+            s if s.is_success() || s == StatusCode::NOT_MODIFIED => Ok(()),
+            StatusCode::UNAUTHORIZED => Err(ForgeError::Unauthorized {
+                url: url.to_string(),
+            }),
+            StatusCode::NOT_FOUND => Err(ForgeError::NotFound {
+                url: url.to_string(),
+            }),
+            s => Err(ForgeError::Http {
+                url: url.to_string(),
+                status: s.as_u16(),
+                message: github_message(&r.body),
+            }),
+        }
+    }
+
+    /// GET one page, conditional on the ETag seen last time; a 304 returns the cached body.
+    async fn get_cached(&self, url: &str) -> Result<(bytes::Bytes, HeaderMap, bool), ForgeError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/vnd.github+json"),
+        );
+        headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
+        let cached = self
+            .etags
+            .lock()
+            .expect("etag cache lock is never poisoned")
+            .get(url)
+            .cloned();
+        if let Some((etag, _)) = &cached {
+            headers.insert(http::header::IF_NONE_MATCH, etag.clone());
+        }
+        let r = self
+            .send(&Call {
+                url,
+                headers,
+                body: None,
+            })
+            .await?;
+        Self::check_status(url, &r)?;
+        if r.status == StatusCode::NOT_MODIFIED
+            && let Some((_, body)) = cached
+        {
+            self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
+            return Ok((body, r.headers, true));
+        }
+        if let Some(etag) = r.headers.get(http::header::ETAG) {
+            self.etags
+                .lock()
+                .expect("etag cache lock is never poisoned")
+                .insert(url.to_string(), (etag.clone(), r.body.clone()));
+        }
+        Ok((r.body, r.headers, false))
+    }
+
+    /// Every release, following `Link: rel="next"` across pages of 100.
+    pub async fn list_releases(&self) -> Result<Listing, ForgeError> {
+        let mut url = Some(self.repo_url("/releases?per_page=100"));
+        let mut releases = Vec::new();
+        let mut pages = 0;
+        let mut all_cached = true;
+        while let Some(page_url) = url.take() {
+            let (body, headers, cached) = self.get_cached(&page_url).await?;
+            all_cached &= cached;
+            pages += 1;
+            let page = parse_release_listing(&page_url, &body).map_err(|e| ForgeError::Malformed {
+                url: page_url.clone(),
+                message: e.to_string(),
+            })?;
+            releases.extend(page);
+            url = next_link(&headers);
+            if pages > 1000 {
+                return Err(ForgeError::Malformed {
+                    url: page_url,
+                    message: "more than 1000 pages; the Link headers loop".into(),
+                });
+            }
+        }
+        Ok(Listing {
+            releases,
+            pages,
+            not_modified: all_cached,
+        })
+    }
+
+    /// One release by tag.
+    pub async fn release_by_tag(&self, tag: &str) -> Result<Release, ForgeError> {
+        let url = self.repo_url(&format!("/releases/tags/{tag}"));
+        let (body, _, _) = self.get_cached(&url).await?;
+        serde_json::from_slice(&body).map_err(|e| ForgeError::Malformed {
+            url,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// What a cancel request did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Requested,
+    /// GitHub answered 409: the run had already finished.
+    AlreadyFinished,
+}
+
+impl GithubClient {
+    fn workflow_url(&self, workflow: &str, tail: &str) -> String {
+        self.repo_url(&format!("/actions/workflows/{workflow}{tail}"))
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, ForgeError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/vnd.github+json"),
+        );
+        let r = self
+            .send(&Call {
+                url,
+                headers,
+                body: None,
+            })
+            .await?;
+        Self::check_status(url, &r)?;
+        serde_json::from_slice(&r.body).map_err(|e| ForgeError::Malformed {
+            url: url.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Runs of `workflow` started by `workflow_dispatch`, newest first, optionally by status.
+    pub async fn list_runs(
+        &self,
+        workflow: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<WorkflowRun>, ForgeError> {
+        let mut url = self.workflow_url(workflow, "/runs?event=workflow_dispatch&per_page=100");
+        if let Some(status) = status {
+            url.push_str(&format!("&status={status}"));
+        }
+        Ok(self.get_json::<RunList>(&url).await?.workflow_runs)
+    }
+
+    pub async fn get_run(&self, run_id: u64) -> Result<WorkflowRun, ForgeError> {
+        self.get_json(&self.repo_url(&format!("/actions/runs/{run_id}")))
+            .await
+    }
+
+    /// Cancels a run; a run that already finished is reported, not an error.
+    pub async fn cancel_run(&self, run_id: u64) -> Result<CancelOutcome, ForgeError> {
+        let url = self.repo_url(&format!("/actions/runs/{run_id}/cancel"));
+        let body = serde_json::json!({});
+        let r = self
+            .send(&Call {
+                url: &url,
+                headers: HeaderMap::new(),
+                body: Some(&body),
+            })
+            .await?;
+        if r.status == StatusCode::CONFLICT {
+            return Ok(CancelOutcome::AlreadyFinished);
+        }
+        Self::check_status(&url, &r)?;
+        Ok(CancelOutcome::Requested)
+    }
+
+    /// The run whose title carries `request_id`, looked for a few times (a run appears in the
+    /// listing a moment after the dispatch is accepted).
+    pub async fn find_run_by_request(
+        &self,
+        workflow: &str,
+        request_id: &str,
+        attempts: u32,
+    ) -> Result<Option<WorkflowRun>, ForgeError> {
+        for attempt in 0..attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(self.policy.run_lookup_interval).await;
+            }
+            let runs = self.list_runs(workflow, None).await?;
+            if let Some(run) = runs
+                .into_iter()
+                .find(|r| r.identity().is_some_and(|(_, rid)| rid == request_id))
+            {
+                return Ok(Some(run));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Dispatches `workflow` at `git_ref` and returns the run it started. Asks for the run id
+    /// (`return_run_details`); a server that rejects the field gets the plain dispatch and the run
+    /// is found by its `request_id`. An ambiguous failure (5xx, dropped connection) is resent only
+    /// after the run listing shows the request did not start a run, so a dispatch never doubles.
+    pub async fn dispatch(
+        &self,
+        workflow: &str,
+        git_ref: &str,
+        inputs: &serde_json::Map<String, serde_json::Value>,
+        request_id: &str,
+    ) -> Result<WorkflowRun, ForgeError> {
+        let url = self.workflow_url(workflow, "/dispatches");
+        let mut with_details = true;
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(self.policy.min_delay)
+            .with_max_delay(self.policy.max_delay)
+            .with_max_times(self.policy.max_retries as usize)
+            .with_jitter()
+            .build();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut body = serde_json::json!({"ref": git_ref, "inputs": inputs});
+            if with_details {
+                body["return_run_details"] = serde_json::Value::Bool(true);
+            }
+            let call = Call {
+                url: &url,
+                headers: HeaderMap::new(),
+                body: Some(&body),
+            };
+            let last = match self.attempt(&call).await {
+                Ok(r) if r.status == StatusCode::OK => {
+                    let id = serde_json::from_slice::<serde_json::Value>(&r.body)
+                        .ok()
+                        .and_then(|v| v.get("workflow_run_id").and_then(|i| i.as_u64()));
+                    return match id {
+                        Some(id) => self.get_run(id).await,
+                        None => self.expect_run(workflow, request_id, &url).await,
+                    };
+                }
+                Ok(r) if r.status == StatusCode::NO_CONTENT => {
+                    return self.expect_run(workflow, request_id, &url).await;
+                }
+                Ok(r)
+                    if with_details
+                        && matches!(r.status.as_u16(), 400 | 422)
+                        && github_message(&r.body).contains("return_run_details") =>
+                {
+                    (self.notify)(&format!(
+                        "{url}: the server does not return run details; dispatching without and finding the run by request id {request_id}"
+                    ));
+                    with_details = false;
+                    continue;
+                }
+                Ok(r) if is_rate_limited(&r) => {
+                    let wait = rate_limit_wait(&r.headers);
+                    if wait > self.policy.max_rate_limit_wait {
+                        return Err(ForgeError::RateLimitTooLong {
+                            url,
+                            wait_secs: wait.as_secs(),
+                            max_secs: self.policy.max_rate_limit_wait.as_secs(),
+                        });
+                    }
+                    self.stats.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+                    notify_wait(&self.notify, &url, &r, wait);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Ok(r) if r.status.is_server_error() => {
+                    format!("{} {}", r.status, github_message(&r.body))
+                }
+                Ok(r) => {
+                    Self::check_status(&url, &r)?;
+                    return Err(ForgeError::Http {
+                        url,
+                        status: r.status.as_u16(),
+                        message: github_message(&r.body),
+                    });
+                }
+                Err(transport) => transport,
+            };
+            // The request may have started a run before failing: look before resending.
+            if let Some(run) = self.find_run_by_request(workflow, request_id, 1).await? {
+                return Ok(run);
+            }
+            let Some(delay) = backoff.next() else {
+                return Err(ForgeError::GaveUp {
+                    url,
+                    attempts,
+                    last,
+                });
+            };
+            (self.notify)(&format!("{url}: {last}; no run started, dispatching again in {:.1}s", delay.as_secs_f64()));
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn expect_run(
+        &self,
+        workflow: &str,
+        request_id: &str,
+        url: &str,
+    ) -> Result<WorkflowRun, ForgeError> {
+        self.find_run_by_request(workflow, request_id, self.policy.run_lookup_attempts)
+            .await?
+            .ok_or_else(|| ForgeError::Malformed {
+                url: url.to_string(),
+                message: format!(
+                    "the dispatch was accepted but no run titled with request id {request_id} appeared; does the workflow set run-name from its request_id input?"
+                ),
+            })
+    }
+}
+
+fn transport_message(e: &octocrab::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}
+
+fn is_rate_limited(r: &Response) -> bool {
+    let exhausted = header_u64(&r.headers, "x-ratelimit-remaining") == Some(0);
+    let has_retry_after = r.headers.contains_key(http::header::RETRY_AFTER);
+    r.status == StatusCode::TOO_MANY_REQUESTS
+        || (r.status == StatusCode::FORBIDDEN && (exhausted || has_retry_after))
+}
+
+/// How long GitHub asked us to wait: `retry-after` seconds, else until `x-ratelimit-reset`,
+/// else a minute (GitHub's advice for secondary limits without headers).
+fn rate_limit_wait(headers: &HeaderMap) -> Duration {
+    if let Some(secs) = header_u64(headers, "retry-after") {
+        return Duration::from_secs(secs);
+    }
+    if let Some(reset) = header_u64(headers, "x-ratelimit-reset") {
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        return Duration::from_secs(reset.saturating_sub(now) + 1);
+    }
+    Duration::from_secs(60)
+}
+
+fn notify_wait(notify: &Notify, url: &str, r: &Response, wait: Duration) -> Option<String> {
+    let msg = format!(
+        "rate limited ({}) on {url}: waiting {}s as GitHub asks",
+        r.status.as_u16(),
+        wait.as_secs()
+    );
+    notify(&msg);
+    Some(msg)
+}

@@ -1,0 +1,735 @@
+//! The sandbox forge: a GitHub-compatible HTTP server on loopback that serves release listings
+//! (paginated with absolute `Link` URLs and ETags) and injects faults, so demos and tests
+//! exercise the real GitHub client over real HTTP.
+
+use super::releases::{Release, ReleaseAsset, parse_release_listing};
+use super::runs::{RunList, WorkflowRun, run_title};
+use crate::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE, KernelIdentity};
+use axum::extract::{Json, Path, Query, Request, State};
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Faults the sandbox injects, for tests and demos of the client's resilience.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// The next N requests answer 502.
+    pub server_errors: u32,
+    /// Share of requests (0..1) that answer 503 at random.
+    pub error_rate: f64,
+    /// After this many requests, answer one 429 with `retry-after`.
+    pub rate_limit_after: Option<u64>,
+    pub retry_after_secs: u64,
+    /// Added to every response.
+    pub latency: Duration,
+    /// The next N successful responses carry a truncated JSON body.
+    pub malformed: u32,
+}
+
+/// How simulated workflow runs behave.
+#[derive(Clone, Debug)]
+pub struct Simulation {
+    /// Time a run stays `queued`.
+    pub queue_time: Duration,
+    /// Time a run stays `in_progress` before it completes.
+    pub run_time: Duration,
+    /// Share of runs (0..1) that fail at random.
+    pub fail_rate: f64,
+    /// Identity keys whose header chain cannot resolve: their runs always fail.
+    pub unresolvable: HashSet<String>,
+    /// Answer 422 to dispatches carrying `return_run_details`, as servers without it do.
+    pub reject_run_details: bool,
+    /// Workflow files that exist.
+    pub workflows: Vec<String>,
+    /// Refs that exist.
+    pub refs: Vec<String>,
+    /// How a successful run names the asset it uploads.
+    pub template: AssetTemplate,
+}
+
+impl Default for Simulation {
+    fn default() -> Self {
+        Self {
+            queue_time: Duration::from_secs(2),
+            run_time: Duration::from_secs(8),
+            fail_rate: 0.0,
+            unresolvable: HashSet::new(),
+            reject_run_details: false,
+            workflows: vec!["build-driver.yml".into(), "build-batch.yml".into()],
+            refs: vec!["main".into()],
+            template: AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver")
+                .expect("the default template compiles"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SandboxOptions {
+    /// Required bearer token; `None` accepts any request.
+    pub token: Option<String>,
+    /// Repository served, `OWNER/NAME`; other repositories are 404.
+    pub repo: String,
+    pub faults: Faults,
+    pub simulation: Simulation,
+}
+
+/// A simulated run: its public face plus what decides how it ends.
+struct SimRun {
+    run: WorkflowRun,
+    workflow: String,
+    identity: Option<KernelIdentity>,
+    driver_version: String,
+    started: Instant,
+    fails: Option<String>,
+    cancelled: bool,
+    finished: bool,
+}
+
+struct SandboxState {
+    repo: String,
+    token: Option<String>,
+    base_url: String,
+    releases: Mutex<Vec<Release>>,
+    faults: Mutex<Faults>,
+    requests: AtomicU64,
+    rng: Mutex<fastrand::Rng>,
+    simulation: Simulation,
+    runs: Mutex<BTreeMap<u64, SimRun>>,
+    dispatches: AtomicU64,
+}
+
+/// A running sandbox; dropping it stops the server.
+pub struct Sandbox {
+    state: Arc<SandboxState>,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "refusing to listen on {0}: the sandbox binds loopback addresses only (127.0.0.1 or ::1)"
+    )]
+    NotLoopback(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot load sandbox data: {0}")]
+    Data(String),
+}
+
+/// Loads `DIR/releases.json` (a release listing) for the sandbox.
+pub fn load_releases(dir: &std::path::Path) -> Result<Vec<Release>, SandboxError> {
+    let path = dir.join("releases.json");
+    let bytes = std::fs::read(&path)
+        .map_err(|e| SandboxError::Data(format!("{}: {e}", path.display())))?;
+    parse_release_listing(&path.display().to_string(), &bytes)
+        .map_err(|e| SandboxError::Data(e.to_string()))
+}
+
+impl Sandbox {
+    /// Starts serving `releases` on `listen` (port 0 picks a free port).
+    pub async fn start(
+        listen: SocketAddr,
+        mut releases: Vec<Release>,
+        options: SandboxOptions,
+    ) -> Result<Self, SandboxError> {
+        if !listen.ip().is_loopback() {
+            return Err(SandboxError::NotLoopback(listen));
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| SandboxError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SandboxError::Bind {
+            addr: listen,
+            source,
+        })?;
+        // GitHub lists the newest release first.
+        releases.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        let state = Arc::new(SandboxState {
+            repo: options.repo,
+            token: options.token,
+            base_url: format!("http://{addr}"),
+            releases: Mutex::new(releases),
+            faults: Mutex::new(options.faults),
+            requests: AtomicU64::new(0),
+            rng: Mutex::new(fastrand::Rng::with_seed(addr.port() as u64)),
+            simulation: options.simulation,
+            runs: Mutex::new(BTreeMap::new()),
+            dispatches: AtomicU64::new(0),
+        });
+        let app = Router::new()
+            .route("/repos/{owner}/{repo}/releases", get(list_releases))
+            .route("/repos/{owner}/{repo}/releases/tags/{tag}", get(release_by_tag))
+            .route(
+                "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches",
+                post(dispatch),
+            )
+            .route(
+                "/repos/{owner}/{repo}/actions/workflows/{workflow}/runs",
+                get(list_runs),
+            )
+            .route("/repos/{owner}/{repo}/actions/runs/{id}", get(get_run))
+            .route("/repos/{owner}/{repo}/actions/runs/{id}/cancel", post(cancel_run))
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(state.clone(), gatekeeper))
+            .with_state(state.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            state,
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`: pass it as `--api-url`.
+    pub fn base_url(&self) -> String {
+        self.state.base_url.clone()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Requests received so far, faults included.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Dispatches accepted so far.
+    pub fn dispatches(&self) -> u64 {
+        self.state.dispatches.load(Ordering::SeqCst)
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *self.state.faults.lock().expect("faults lock") = faults;
+    }
+
+    /// Replaces the served releases (as a publish would).
+    pub fn set_releases(&self, mut releases: Vec<Release>) {
+        releases.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        *self.state.releases.lock().expect("releases lock") = releases;
+    }
+
+    /// Stops accepting requests and waits for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn github_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        serde_json::json!({
+            "message": message,
+            "documentation_url": "https://docs.github.com/rest",
+            "status": status.as_u16().to_string(),
+        })
+        .to_string(),
+    )
+        .into_response()
+}
+
+fn authorised(state: &SandboxState, headers: &HeaderMap) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let presented = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("token "))
+        .unwrap_or("");
+    // Constant-time comparison: the sandbox stands in for a server that must not leak tokens.
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Counts, authenticates and applies faults before any handler runs.
+async fn gatekeeper(State(state): State<Arc<SandboxState>>, request: Request, next: Next) -> Response {
+    let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let (latency, fault) = {
+        let mut faults = state.faults.lock().expect("faults lock");
+        let latency = faults.latency;
+        let fault = if faults.server_errors > 0 {
+            faults.server_errors -= 1;
+            Some(github_error(StatusCode::BAD_GATEWAY, "Server Error"))
+        } else if faults.rate_limit_after.is_some_and(|after| n > after) {
+            faults.rate_limit_after = None;
+            let mut r = github_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+            );
+            let headers = r.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(faults.retry_after_secs));
+            headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+            Some(r)
+        } else if faults.error_rate > 0.0
+            && state.rng.lock().expect("rng lock").f64() < faults.error_rate
+        {
+            Some(github_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"))
+        } else {
+            None
+        };
+        (latency, fault)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Some(response) = fault {
+        return response;
+    }
+    if !authorised(&state, request.headers()) {
+        return github_error(StatusCode::UNAUTHORIZED, "Bad credentials");
+    }
+    let response = next.run(request).await;
+    let malformed = {
+        let mut faults = state.faults.lock().expect("faults lock");
+        let hit = response.status().is_success() && faults.malformed > 0;
+        if hit {
+            faults.malformed -= 1;
+        }
+        hit
+    };
+    if malformed {
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            "[{\"tag_name\": \"v1\", \"assets\": [",
+        )
+            .into_response();
+    }
+    response
+}
+
+async fn not_found() -> Response {
+    github_error(StatusCode::NOT_FOUND, "Not Found")
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    per_page: Option<usize>,
+    page: Option<usize>,
+}
+
+fn same_repo(state: &SandboxState, owner: &str, repo: &str) -> bool {
+    state.repo.is_empty() || state.repo == format!("{owner}/{repo}")
+}
+
+fn etag_of(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// A JSON body with an ETag, or 304 when the client already holds it.
+fn conditional_json(request_headers: &HeaderMap, body: String, link: Option<String>) -> Response {
+    let etag = etag_of(body.as_bytes());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex etag is a valid header"),
+    );
+    if let Some(link) = link {
+        headers.insert(
+            header::LINK,
+            HeaderValue::from_str(&link).expect("link header is ASCII"),
+        );
+    }
+    let matches = request_headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag));
+    if matches {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    (StatusCode::OK, headers, body).into_response()
+}
+
+async fn list_releases(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if !same_repo(&state, &owner, &repo) {
+        return not_found().await;
+    }
+    let per_page = q.per_page.unwrap_or(30).clamp(1, 100);
+    let page = q.page.unwrap_or(1).max(1);
+    state.advance();
+    let (body, total) = {
+        let releases = state.releases.lock().expect("releases lock");
+        let slice: Vec<&Release> = releases.iter().skip((page - 1) * per_page).take(per_page).collect();
+        (
+            serde_json::to_string(&slice).expect("releases serialise"),
+            releases.len(),
+        )
+    };
+    let last = total.div_ceil(per_page).max(1);
+    let url = |p: usize| {
+        format!(
+            "<{}/repos/{owner}/{repo}/releases?per_page={per_page}&page={p}>",
+            state.base_url
+        )
+    };
+    let mut links = Vec::new();
+    if page < last {
+        links.push(format!("{}; rel=\"next\"", url(page + 1)));
+        links.push(format!("{}; rel=\"last\"", url(last)));
+    }
+    if page > 1 {
+        links.push(format!("{}; rel=\"first\"", url(1)));
+        links.push(format!("{}; rel=\"prev\"", url(page - 1)));
+    }
+    conditional_json(&headers, body, (!links.is_empty()).then(|| links.join(", ")))
+}
+
+async fn release_by_tag(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo, tag)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !same_repo(&state, &owner, &repo) {
+        return not_found().await;
+    }
+    state.advance();
+    let body = {
+        let releases = state.releases.lock().expect("releases lock");
+        releases
+            .iter()
+            .find(|r| r.tag_name == tag)
+            .map(|r| serde_json::to_string(r).expect("release serialises"))
+    };
+    match body {
+        Some(body) => conditional_json(&headers, body, None),
+        None => not_found().await,
+    }
+}
+
+/// Inputs of the shipped workflows, as their `on.workflow_dispatch.inputs` declare them.
+fn workflow_inputs(workflow: &str) -> &'static [&'static str] {
+    match workflow {
+        "build-batch.yml" => &["identities", "driver_version", "request_id"],
+        _ => &[
+            "kernel_version",
+            "architecture",
+            "distribution",
+            "distro_version",
+            "driver_version",
+            "request_id",
+        ],
+    }
+}
+
+impl SandboxState {
+    /// Moves simulated runs along the clock; a successful build attaches its asset.
+    fn advance(&self) {
+        let now = Instant::now();
+        let mut runs = self.runs.lock().expect("runs lock");
+        for sim in runs.values_mut().filter(|r| !r.finished) {
+            let elapsed = now.duration_since(sim.started);
+            let (status, conclusion) = if sim.cancelled {
+                ("completed", Some("cancelled"))
+            } else if elapsed < self.simulation.queue_time {
+                ("queued", None)
+            } else if elapsed < self.simulation.queue_time + self.simulation.run_time {
+                ("in_progress", None)
+            } else if sim.fails.is_some() {
+                ("completed", Some("failure"))
+            } else {
+                ("completed", Some("success"))
+            };
+            if sim.run.status.as_deref() != Some(status) {
+                sim.run.updated_at = Some(chrono::Utc::now());
+            }
+            sim.run.status = Some(status.into());
+            sim.run.conclusion = conclusion.map(str::to_string);
+            if status != "completed" {
+                continue;
+            }
+            sim.finished = true;
+            if conclusion == Some("success")
+                && let Some(identity) = &sim.identity
+                && !self.attach(identity, &sim.driver_version)
+            {
+                sim.run.conclusion = Some("failure".into());
+            }
+        }
+    }
+
+    /// Uploads the built artifact to the release of `driver_version`; false when there is none.
+    fn attach(&self, identity: &KernelIdentity, driver_version: &str) -> bool {
+        let name = self.simulation.template.render(identity, driver_version);
+        let mut releases = self.releases.lock().expect("releases lock");
+        let Some(release) = releases.iter_mut().find(|r| r.tag_name == driver_version) else {
+            return false;
+        };
+        if !release.assets.iter().any(|a| a.name == name) {
+            let id = 900_000 + release.assets.len() as u64;
+            release.assets.push(ReleaseAsset {
+                id: Some(id),
+                size: Some(48_000),
+                browser_download_url: Some(format!(
+                    "{}/{}/releases/download/{driver_version}/{name}",
+                    self.base_url, self.repo
+                )),
+                digest: Some(format!("sha256:{}", hex_sha256(name.as_bytes()))),
+                updated_at: Some(chrono::Utc::now()),
+                name,
+            });
+        }
+        true
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unprocessable(message: &str) -> Response {
+    github_error(StatusCode::UNPROCESSABLE_ENTITY, message)
+}
+
+#[derive(Deserialize)]
+struct DispatchBody {
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    #[serde(default)]
+    inputs: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    return_run_details: Option<bool>,
+}
+
+async fn dispatch(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo, workflow)): Path<(String, String, String)>,
+    body: Result<Json<DispatchBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !same_repo(&state, &owner, &repo) || !state.simulation.workflows.contains(&workflow) {
+        return not_found().await;
+    }
+    let Ok(Json(body)) = body else {
+        return github_error(StatusCode::BAD_REQUEST, "Problems parsing JSON");
+    };
+    if body.return_run_details.is_some() && state.simulation.reject_run_details {
+        return unprocessable("Invalid request.\n\n\"return_run_details\" is not a permitted key.");
+    }
+    let Some(git_ref) = body.git_ref else {
+        return unprocessable("Invalid request.\n\n\"ref\" wasn't supplied.");
+    };
+    if !state.simulation.refs.contains(&git_ref) {
+        return unprocessable(&format!("No ref found for: {git_ref}"));
+    }
+    if body.inputs.len() > 25 {
+        return unprocessable("you may only define up to 25 `inputs` for a `workflow_dispatch` event");
+    }
+    let declared = workflow_inputs(&workflow);
+    let unexpected: Vec<&String> = body
+        .inputs
+        .keys()
+        .filter(|k| !declared.contains(&k.as_str()))
+        .collect();
+    if !unexpected.is_empty() {
+        return unprocessable(&format!("Unexpected inputs provided: {unexpected:?}"));
+    }
+    let input = |k: &str| body.inputs.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    if let Some(missing) = declared.iter().find(|k| input(k).is_empty()) {
+        return unprocessable(&format!("Required input '{missing}' not provided"));
+    }
+    let (title, identity) = if workflow == "build-batch.yml" {
+        let count = serde_json::from_str::<Vec<serde_json::Value>>(input("identities"))
+            .map(|v| v.len())
+            .unwrap_or(0);
+        (format!("kfleet batch of {count} [{}]", input("request_id")), None)
+    } else {
+        let identity = KernelIdentity::parse(
+            input("distribution"),
+            input("distro_version"),
+            input("architecture"),
+            input("kernel_version"),
+        );
+        let key = format!(
+            "{}/{}/{}/{}",
+            input("distribution"),
+            input("distro_version"),
+            input("architecture"),
+            input("kernel_version")
+        );
+        (run_title(&key, input("request_id")), identity.ok())
+    };
+    let fails = match &identity {
+        None if workflow != "build-batch.yml" => Some("the identity does not validate".to_string()),
+        Some(id) if state.simulation.unresolvable.contains(&id.key()) => {
+            Some("kernel headers unresolvable".to_string())
+        }
+        _ if state.rng.lock().expect("rng lock").f64() < state.simulation.fail_rate => {
+            Some("build failed".to_string())
+        }
+        _ => None,
+    };
+    let id = {
+        let mut runs = state.runs.lock().expect("runs lock");
+        let id = 7_000_000_000 + runs.len() as u64 + 1;
+        let now = chrono::Utc::now();
+        runs.insert(
+            id,
+            SimRun {
+                run: WorkflowRun {
+                    id,
+                    name: Some("Build driver".into()),
+                    display_title: title,
+                    status: Some("queued".into()),
+                    conclusion: None,
+                    event: Some("workflow_dispatch".into()),
+                    head_branch: Some(git_ref),
+                    path: Some(format!(".github/workflows/{workflow}")),
+                    html_url: Some(format!("{}/{}/actions/runs/{id}", state.base_url, state.repo)),
+                    created_at: Some(now),
+                    updated_at: Some(now),
+                },
+                workflow,
+                identity,
+                driver_version: input("driver_version").to_string(),
+                started: Instant::now(),
+                fails,
+                cancelled: false,
+                finished: false,
+            },
+        );
+        id
+    };
+    state.dispatches.fetch_add(1, Ordering::SeqCst);
+    if body.return_run_details == Some(true) {
+        let api = format!("{}/repos/{}/actions/runs/{id}", state.base_url, state.repo);
+        let html = format!("{}/{}/actions/runs/{id}", state.base_url, state.repo);
+        return (
+            StatusCode::OK,
+            Json(serde_json::json!({"workflow_run_id": id, "run_url": api, "html_url": html})),
+        )
+            .into_response();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+struct RunQuery {
+    status: Option<String>,
+    event: Option<String>,
+    per_page: Option<usize>,
+}
+
+async fn list_runs(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo, workflow)): Path<(String, String, String)>,
+    Query(q): Query<RunQuery>,
+) -> Response {
+    if !same_repo(&state, &owner, &repo) || !state.simulation.workflows.contains(&workflow) {
+        return not_found().await;
+    }
+    state.advance();
+    let runs = state.runs.lock().expect("runs lock");
+    let matching: Vec<WorkflowRun> = runs
+        .values()
+        .rev()
+        .filter(|r| r.workflow == workflow)
+        .filter(|r| q.status.as_deref().is_none_or(|s| r.run.status.as_deref() == Some(s)))
+        .filter(|r| q.event.as_deref().is_none_or(|e| r.run.event.as_deref() == Some(e)))
+        .map(|r| r.run.clone())
+        .collect();
+    let total = matching.len() as u64;
+    let workflow_runs = matching.into_iter().take(q.per_page.unwrap_or(30).clamp(1, 100)).collect();
+    Json(RunList {
+        total_count: total,
+        workflow_runs,
+    })
+    .into_response()
+}
+
+async fn get_run(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo, id)): Path<(String, String, u64)>,
+) -> Response {
+    if !same_repo(&state, &owner, &repo) {
+        return not_found().await;
+    }
+    state.advance();
+    let run = state.runs.lock().expect("runs lock").get(&id).map(|r| r.run.clone());
+    match run {
+        Some(run) => Json(run).into_response(),
+        None => not_found().await,
+    }
+}
+
+async fn cancel_run(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo, id)): Path<(String, String, u64)>,
+) -> Response {
+    if !same_repo(&state, &owner, &repo) {
+        return not_found().await;
+    }
+    state.advance();
+    let outcome = {
+        let mut runs = state.runs.lock().expect("runs lock");
+        match runs.get_mut(&id) {
+            None => None,
+            Some(sim) if sim.finished => Some(false),
+            Some(sim) => {
+                sim.cancelled = true;
+                Some(true)
+            }
+        }
+    };
+    state.advance();
+    match outcome {
+        None => not_found().await,
+        Some(false) => github_error(StatusCode::CONFLICT, "Cannot cancel a workflow run that is completed."),
+        Some(true) => (StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response(),
+    }
+}

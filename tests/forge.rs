@@ -1,0 +1,262 @@
+//! The GitHub client against the sandbox forge over real HTTP on 127.0.0.1: pagination, ETags,
+//! rate limits, retries, malformed bodies, bad tokens, and `kfleet report --repo`.
+
+use assert_cmd::Command;
+use chrono::{Duration, TimeZone, Utc};
+use kfleet::forge::{
+    Faults, ForgeError, GithubClient, Release, ReleaseAsset, RetryPolicy, Sandbox, SandboxOptions,
+    read_release_file,
+};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+const TOKEN: &str = "ghp_sandboxSECRETtoken0123456789";
+const REPO: &str = "acme/kdriver";
+
+fn releases(n: usize) -> Vec<Release> {
+    let base = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    (0..n)
+        .map(|i| Release {
+            id: Some(i as u64 + 1),
+            tag_name: format!("v0.{i}.0"),
+            name: None,
+            draft: false,
+            prerelease: false,
+            created_at: Some(base + Duration::hours(i as i64)),
+            published_at: Some(base + Duration::hours(i as i64)),
+            html_url: None,
+            assets: vec![ReleaseAsset {
+                id: Some(10_000 + i as u64),
+                name: format!("kdriver-v0.{i}.0-ubuntu-22.04-x86_64-5.15.0-91-generic.tar.xz"),
+                size: Some(1),
+                browser_download_url: None,
+                digest: Some(format!("sha256:{i:064x}")),
+                updated_at: None,
+            }],
+        })
+        .collect()
+}
+
+async fn sandbox(n: usize) -> Sandbox {
+    Sandbox::start(
+        "127.0.0.1:0".parse().unwrap(),
+        releases(n),
+        SandboxOptions {
+            token: Some(TOKEN.into()),
+            repo: REPO.into(),
+            ..SandboxOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn fast_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 3,
+        min_delay: std::time::Duration::from_millis(10),
+        max_delay: std::time::Duration::from_millis(50),
+        max_rate_limit_wait: std::time::Duration::from_secs(5),
+        timeout: std::time::Duration::from_secs(5),
+        run_lookup_attempts: 20,
+        run_lookup_interval: std::time::Duration::from_millis(50),
+    }
+}
+
+fn client(sandbox: &Sandbox, token: &str) -> GithubClient {
+    GithubClient::new(
+        &sandbox.base_url(),
+        REPO.parse().unwrap(),
+        token.to_string(),
+        fast_policy(),
+        None,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn three_pages_then_an_unchanged_listing_is_all_304() {
+    let sb = sandbox(250).await;
+    let gh = client(&sb, TOKEN);
+    let first = gh.list_releases().await.unwrap();
+    assert_eq!(first.pages, 3);
+    assert_eq!(first.releases.len(), 250);
+    assert_eq!(first.releases[0].tag_name, "v0.249.0", "newest first");
+    assert!(!first.not_modified);
+    assert_eq!(sb.requests(), 3);
+    assert!(first.releases.iter().all(|r| r.assets[0].digest.is_some()));
+
+    let second = gh.list_releases().await.unwrap();
+    assert!(second.not_modified, "every page answered 304");
+    assert_eq!(second.releases, first.releases);
+    assert_eq!(sb.requests(), 6);
+    assert_eq!(gh.stats().not_modified.load(Ordering::Relaxed), 3);
+
+    let mut changed = releases(251);
+    changed.truncate(251);
+    sb.set_releases(changed);
+    let third = gh.list_releases().await.unwrap();
+    assert!(!third.not_modified);
+    assert_eq!(third.releases.len(), 251);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_and_counted() {
+    let sb = sandbox(5).await;
+    sb.set_faults(Faults {
+        server_errors: 2,
+        ..Faults::default()
+    });
+    let gh = client(&sb, TOKEN);
+    let listing = gh.list_releases().await.unwrap();
+    assert_eq!(listing.releases.len(), 5);
+    assert_eq!(sb.requests(), 3, "two 502s, then the page");
+    assert_eq!(gh.stats().retries.load(Ordering::Relaxed), 2);
+
+    sb.set_faults(Faults {
+        server_errors: 10,
+        ..Faults::default()
+    });
+    let err = gh.list_releases().await.unwrap_err();
+    assert!(matches!(err, ForgeError::GaveUp { attempts: 4, .. }), "{err}");
+    assert!(err.to_string().contains("502"), "{err}");
+}
+
+#[tokio::test]
+async fn rate_limit_with_retry_after_is_waited_out() {
+    let sb = sandbox(5).await;
+    sb.set_faults(Faults {
+        rate_limit_after: Some(0),
+        retry_after_secs: 1,
+        ..Faults::default()
+    });
+    let gh = client(&sb, TOKEN);
+    let started = Instant::now();
+    let listing = gh.list_releases().await.unwrap();
+    assert_eq!(listing.releases.len(), 5);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "waited as told");
+    assert_eq!(sb.requests(), 2);
+    assert_eq!(gh.stats().rate_limit_waits.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn rate_limit_longer_than_allowed_is_an_error() {
+    let sb = sandbox(5).await;
+    sb.set_faults(Faults {
+        rate_limit_after: Some(0),
+        retry_after_secs: 3600,
+        ..Faults::default()
+    });
+    let err = client(&sb, TOKEN).list_releases().await.unwrap_err();
+    assert!(matches!(err, ForgeError::RateLimitTooLong { wait_secs: 3600, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn malformed_json_and_bad_token_are_clear_errors_without_the_token() {
+    let sb = sandbox(5).await;
+    sb.set_faults(Faults {
+        malformed: 1,
+        ..Faults::default()
+    });
+    let err = client(&sb, TOKEN).list_releases().await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ForgeError::Malformed { .. }), "{text}");
+    assert!(text.contains("/repos/acme/kdriver/releases?per_page=100"), "{text}");
+    assert!(!text.contains(TOKEN));
+
+    let wrong = "ghp_wrongTOKEN";
+    let err = client(&sb, wrong).list_releases().await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ForgeError::Unauthorized { .. }), "{text}");
+    assert!(text.contains("GITHUB_TOKEN"), "{text}");
+    assert!(!text.contains(wrong));
+
+    let err = GithubClient::new(
+        &sb.base_url(),
+        "acme/other".parse().unwrap(),
+        TOKEN.into(),
+        fast_policy(),
+        None,
+    )
+    .unwrap()
+    .list_releases()
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ForgeError::NotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn release_by_tag() {
+    let sb = sandbox(3).await;
+    let gh = client(&sb, TOKEN);
+    assert_eq!(gh.release_by_tag("v0.1.0").await.unwrap().id, Some(2));
+    assert!(matches!(
+        gh.release_by_tag("v9").await.unwrap_err(),
+        ForgeError::NotFound { .. }
+    ));
+}
+
+/// `kfleet report --repo` reads the same listing over HTTP as `--releases` reads from the file.
+#[test]
+fn report_from_the_sandbox_matches_report_from_the_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture = root.join("tests/fixtures");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listing = read_release_file(&fixture.join("small-releases.json")).unwrap();
+    let sb = rt.block_on(async {
+        Sandbox::start(
+            "127.0.0.1:0".parse().unwrap(),
+            listing,
+            SandboxOptions {
+                token: Some(TOKEN.into()),
+                repo: REPO.into(),
+                faults: Faults {
+                    server_errors: 1,
+                    ..Faults::default()
+                },
+                ..SandboxOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+    });
+    let run = |source: &[&str]| {
+        let out = Command::cargo_bin("kfleet")
+            .unwrap()
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("GITHUB_TOKEN", TOKEN)
+            .arg("report")
+            .arg("-i")
+            .arg(fixture.join("small-fleet.csv"))
+            .args(source)
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(!stderr.contains(TOKEN), "the token never appears: {stderr}");
+        (serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), stderr)
+    };
+    let (from_file, _) = run(&["--releases", fixture.join("small-releases.json").to_str().unwrap()]);
+    let (from_forge, stderr) = run(&["--repo", REPO, "--api-url", &sb.base_url()]);
+    assert_eq!(from_forge["summary"], from_file["summary"]);
+    assert!(stderr.contains("waiting: "), "the retry is shown: {stderr}");
+    assert!(stderr.contains("502"), "{stderr}");
+
+    let out = Command::cargo_bin("kfleet")
+        .unwrap()
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("GITHUB_TOKEN")
+        .env_remove("GH_TOKEN")
+        .env("PATH", "/nonexistent")
+        .arg("report")
+        .arg("-i")
+        .arg(fixture.join("small-fleet.csv"))
+        .args(["--repo", REPO, "--api-url", &sb.base_url()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no GitHub token: set GITHUB_TOKEN or GH_TOKEN"));
+    drop(sb);
+}
