@@ -1,22 +1,25 @@
 //! Command-line interface: clap definitions and the commands behind them.
 
-use crate::config::{Config, DEFAULT_MODULE};
-use crate::coverage::{self, CoverageOptions, CoverageStatus};
+use crate::builds::ledger::Ledger;
+use crate::builds::{Decision, Planner, PlannerConfig, build_states};
+use crate::config::{Config, DEFAULT_MODULE, default_state_dir};
+use crate::coverage::{self, BuildStates, CoverageOptions, CoverageStatus};
 use crate::forge::{
-    Faults, GITHUB_API, GithubClient, Release, RepoRef, RetryPolicy, Sandbox, SandboxOptions,
-    Simulation,
-    index_assets, load_releases, read_release_file, select_release, token_from_environment,
+    CancelOutcome, Faults, ForgeError, GITHUB_API, GithubClient, Release, RepoRef, RetryPolicy,
+    Sandbox, SandboxOptions, Simulation, WorkflowRun, index_assets, load_releases,
+    read_release_file, select_release, token_from_environment,
 };
 use crate::identity::{
     AssetTemplate, DEFAULT_ASSET_TEMPLATE, RawIdentity, Verdict, check, local_identity,
 };
-use crate::inventory::read_inventory;
+use crate::inventory::{FleetGroups, read_inventory};
 use crate::report::{self, Format, View, write_atomic};
 use crate::sample::{FleetSpec, generate};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Which kernels in your fleet have a prebuilt driver, which are missing, and what to build.
 #[derive(Debug, Parser)]
@@ -40,6 +43,149 @@ pub enum Command {
     GenFleet(GenFleetArgs),
     /// Serve a GitHub-compatible sandbox forge on loopback (releases from DIR/releases.json).
     Sandbox(SandboxArgs),
+    /// Dispatch builds for identities without an artifact, after checking the release, the
+    /// running builds and the ledger; prints what it did for each and why.
+    Dispatch(DispatchArgs),
+    /// Show build runs: identity, status, conclusion, elapsed against the deadline, URL.
+    Runs(RunsArgs),
+    /// Cancel a build run.
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub forge: ForgeArgs,
+    /// Workflow file that builds one identity [config: workflow; default build-driver.yml].
+    #[arg(long, value_name = "FILE")]
+    pub workflow: Option<String>,
+    /// Git ref the workflow runs on [config: ref; default main].
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// Directory for the dispatch ledger and lock [config: state_dir; default $XDG_STATE_HOME/kfleet].
+    #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// A build unfinished this long after dispatch is timed out [config: deadline; default 15m].
+    #[arg(long, value_name = "DURATION")]
+    pub deadline: Option<String>,
+    /// Cancel runs found past the deadline.
+    #[arg(long)]
+    pub cancel_on_timeout: bool,
+    /// Pause between dispatches (GitHub allows about 80 content-creating requests a minute).
+    #[arg(long, value_name = "DURATION", default_value = "750ms")]
+    pub dispatch_interval: String,
+}
+
+impl BuildArgs {
+    fn workflow(&self, config: &Config) -> String {
+        self.workflow
+            .clone()
+            .or_else(|| config.workflow.clone())
+            .unwrap_or_else(|| "build-driver.yml".into())
+    }
+
+    fn deadline(&self, config: &Config) -> Result<std::time::Duration> {
+        let text = self
+            .deadline
+            .clone()
+            .or_else(|| config.deadline.clone())
+            .unwrap_or_else(|| "15m".into());
+        humantime::parse_duration(&text)
+            .with_context(|| format!("--deadline {text}: write it like 15m or 90s"))
+    }
+
+    fn client(&self, config: &Config) -> Result<GithubClient> {
+        self.forge.client(config)?.ok_or_else(|| {
+            anyhow::anyhow!("no repository: pass --repo OWNER/NAME (or set repo in kfleet.toml)")
+        })
+    }
+
+    fn planner_config(&self, config: &Config, driver_version: String) -> Result<PlannerConfig> {
+        Ok(PlannerConfig {
+            workflow: self.workflow(config),
+            git_ref: self
+                .git_ref
+                .clone()
+                .or_else(|| config.git_ref.clone())
+                .unwrap_or_else(|| "main".into()),
+            driver_version,
+            deadline: self.deadline(config)?,
+            cancel_on_timeout: self.cancel_on_timeout,
+            dispatch_interval: humantime::parse_duration(&self.dispatch_interval).with_context(
+                || {
+                    format!(
+                        "--dispatch-interval {}: write it like 750ms",
+                        self.dispatch_interval
+                    )
+                },
+            )?,
+            state_dir: self
+                .state_dir
+                .clone()
+                .or_else(|| config.state_dir.clone())
+                .unwrap_or_else(default_state_dir),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["identity", "missing", "long_tail", "from"])))]
+pub struct DispatchArgs {
+    /// Identity key DISTRIBUTION/VERSION/ARCH/KERNEL; repeatable.
+    #[arg(long, value_name = "KEY")]
+    pub identity: Vec<String>,
+    /// Every `missing` identity of the inventory (the head without artifacts).
+    #[arg(long, requires = "inventory")]
+    pub missing: bool,
+    /// Every `long-tail` identity of the inventory.
+    #[arg(long, requires = "inventory")]
+    pub long_tail: bool,
+    /// Identities from a CSV with distribution,distro_version,architecture,kernel_version columns
+    /// (such as `kfleet report --format csv`).
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// Fleet inventory for --missing / --long-tail; repeatable.
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub inventory: Vec<PathBuf>,
+    /// Release the builds upload to (default: newest published release).
+    #[arg(long, value_name = "TAG")]
+    pub driver_version: Option<String>,
+    /// Share of nodes the head holds, for --missing / --long-tail.
+    #[arg(long, value_name = "SHARE")]
+    pub head_share: Option<f64>,
+    /// Show what would happen without dispatching.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(flatten)]
+    pub build: BuildArgs,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Redraw until every run has finished.
+    #[arg(long)]
+    pub watch: bool,
+    /// Only unfinished runs.
+    #[arg(long)]
+    pub active: bool,
+    /// Output format (table or json).
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Run id.
+    pub run_id: u64,
+    #[command(flatten)]
+    pub build: BuildArgs,
 }
 
 #[derive(Debug, Args)]
@@ -111,7 +257,7 @@ pub struct ReportArgs {
     #[arg(long, short = 'r', value_name = "FILE", conflicts_with = "repo")]
     pub releases: Option<PathBuf>,
     #[command(flatten)]
-    pub forge: ForgeArgs,
+    pub build: BuildArgs,
     /// Release tag to report on (default: newest published, not draft, not prerelease).
     #[arg(long, value_name = "TAG")]
     pub driver_version: Option<String>,
@@ -241,32 +387,66 @@ pub struct GenFleetArgs {
 
 /// Runs the parsed command line; the exit code says how it went.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    let _runtime = runtime()?.enter();
     let (config, _) = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Report(args) => report_cmd(args, &config),
         Command::Identity(cmd) => identity_cmd(cmd),
         Command::GenFleet(args) => gen_fleet_cmd(args, &config),
         Command::Sandbox(args) => sandbox_cmd(args, &config),
+        Command::Dispatch(args) => dispatch_cmd(args, &config),
+        Command::Runs(args) => runs_cmd(args, &config),
+        Command::Cancel(args) => cancel_cmd(args, &config),
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The one async runtime of the process; `run` enters it so clients can be built anywhere.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")
+        .context("cannot start the async runtime")?;
+    Ok(RUNTIME.get_or_init(|| rt))
 }
 
-/// Reads the release listing from the file or the forge named on the command line.
-fn load_listing(releases: Option<&PathBuf>, forge: &ForgeArgs, config: &Config) -> Result<Vec<Release>> {
+/// The release listing and build states, from the file or from the forge named on the command
+/// line (whose runs and ledger then give `building`, `failed` and `timed-out`).
+fn load_listing(
+    releases: Option<&PathBuf>,
+    build: &BuildArgs,
+    config: &Config,
+) -> Result<(Vec<Release>, BuildStates)> {
     if let Some(path) = releases {
-        return Ok(read_release_file(path)?);
+        return Ok((read_release_file(path)?, BuildStates::new()));
     }
-    let Some(client) = forge.client(config)? else {
-        bail!("no release listing: pass --releases FILE, or --repo OWNER/NAME (or set repo in kfleet.toml)");
+    let Some(client) = build.forge.client(config)? else {
+        bail!(
+            "no release listing: pass --releases FILE, or --repo OWNER/NAME (or set repo in kfleet.toml)"
+        );
     };
-    let listing = runtime()?.block_on(client.list_releases())?;
-    Ok(listing.releases)
+    let workflow = build.workflow(config);
+    let deadline = build.deadline(config)?;
+    let state_dir = build.planner_config(config, String::new())?.state_dir;
+    runtime()?.block_on(async {
+        let listing = client.list_releases().await?;
+        let runs = match client.list_runs(&workflow, None).await {
+            Ok(runs) => runs,
+            Err(ForgeError::NotFound { .. }) => {
+                eprintln!("warning: workflow {workflow} not found; build states are not shown");
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let ledger = Ledger::open(&state_dir)?.load()?;
+        Ok((
+            listing.releases,
+            build_states(&runs, Some(&ledger), deadline),
+        ))
+    })
 }
 
 fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode> {
@@ -306,6 +486,7 @@ fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode> {
             retry_after_secs: args.retry_after,
             latency: std::time::Duration::from_millis(args.latency_ms),
             malformed: args.malformed,
+            ..Faults::default()
         },
         simulation,
     };
@@ -346,7 +527,7 @@ fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
         bail!("--target {target}: must be a percentage above 0 and at most 100");
     }
     let template = args.naming.template(config)?;
-    let releases = load_listing(args.releases.as_ref(), &args.forge, config)?;
+    let (releases, builds) = load_listing(args.releases.as_ref(), &args.build, config)?;
     let release = select_release(&releases, args.driver_version.as_deref())?;
     let assets = index_assets(release, &template);
     let fleet = read_inventory(&args.inventory, args.strict)?;
@@ -371,6 +552,7 @@ fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
             head_share,
             target: target / 100.0,
         },
+        &builds,
     )?;
     let text = if args.unused {
         report::render_unused(&report.unused, args.format)?
@@ -391,6 +573,242 @@ fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
             report.summary.node_coverage_pct
         );
         return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the inventories and warns about bad rows on stderr.
+fn read_fleet(paths: &[PathBuf], strict: bool, verbose: bool) -> Result<FleetGroups> {
+    let fleet = read_inventory(paths, strict)?;
+    for bad in fleet
+        .bad_rows
+        .iter()
+        .take(if verbose { usize::MAX } else { 10 })
+    {
+        eprintln!("warning: skipped bad row {bad}");
+    }
+    if fleet.bad_row_count > 10 && !verbose {
+        eprintln!(
+            "warning: {} bad rows in all; --verbose lists them (--strict fails on them)",
+            fleet.bad_row_count
+        );
+    }
+    Ok(fleet)
+}
+
+/// Identity keys from a CSV with the four identity columns (a `report --format csv` file).
+fn read_keys_csv(path: &PathBuf) -> Result<Vec<String>> {
+    let mut rdr = ::csv::Reader::from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let header = rdr.headers()?.clone();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim() == name)
+            .with_context(|| format!("{}: no {name} column", path.display()))
+    };
+    let idx = [
+        col("distribution")?,
+        col("distro_version")?,
+        col("architecture")?,
+        col("kernel_version")?,
+    ];
+    let mut keys = Vec::new();
+    for record in rdr.records() {
+        let record = record.with_context(|| format!("{}: unreadable row", path.display()))?;
+        let field = |i: usize| record.get(idx[i]).unwrap_or("");
+        let checked = check(&RawIdentity {
+            distribution: field(0),
+            distro_version: field(1),
+            architecture: field(2),
+            kernel_version: field(3),
+        });
+        keys.push(checked.key());
+    }
+    Ok(keys)
+}
+
+fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCode> {
+    let client = Arc::new(args.build.client(config)?);
+    let template = args.naming.template(config)?;
+    let mut keys = args.identity.clone();
+    if let Some(path) = &args.from {
+        keys.extend(read_keys_csv(path)?);
+    }
+    let fleet = if args.missing || args.long_tail {
+        Some(read_fleet(&args.inventory, false, false)?)
+    } else {
+        None
+    };
+    let head_share = args.head_share.or(config.head_share).unwrap_or(0.90);
+    let decisions = runtime()?.block_on(async {
+        let listing = client.list_releases().await?;
+        let release = select_release(&listing.releases, args.driver_version.as_deref())?;
+        if let Some(fleet) = &fleet {
+            let assets = index_assets(release, &template);
+            let options = CoverageOptions {
+                head_share,
+                ..CoverageOptions::default()
+            };
+            let report = coverage::compute(
+                fleet,
+                &assets,
+                &release.tag_name,
+                options,
+                &BuildStates::new(),
+            )?;
+            keys.extend(
+                report
+                    .identities
+                    .iter()
+                    .filter(|r| {
+                        (args.missing && r.status == CoverageStatus::Missing)
+                            || (args.long_tail && r.status == CoverageStatus::LongTail)
+                    })
+                    .map(|r| r.key.clone()),
+            );
+        }
+        let planner = Planner::new(
+            client.clone(),
+            template,
+            args.build
+                .planner_config(config, release.tag_name.clone())?,
+        )?;
+        anyhow::Ok(planner.plan_many(&keys, args.dry_run).await?)
+    })?;
+    let rejected = decisions
+        .iter()
+        .filter(|(_, d)| matches!(d, Decision::Invalid { .. } | Decision::Unsupported { .. }))
+        .count();
+    match args.format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = decisions
+                .iter()
+                .map(|(key, d)| {
+                    let mut v = serde_json::to_value(d).expect("decisions serialise");
+                    v["key"] = serde_json::Value::String(key.clone());
+                    v
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        _ => {
+            for (key, d) in &decisions {
+                println!("{key}: {}", d.describe());
+            }
+        }
+    }
+    Ok(if rejected > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn elapsed_text(run: &WorkflowRun) -> (String, bool, std::time::Duration) {
+    let end = if run.is_finished() {
+        run.updated_at.unwrap_or_else(chrono::Utc::now)
+    } else {
+        chrono::Utc::now()
+    };
+    let elapsed = run
+        .created_at
+        .and_then(|c| end.signed_duration_since(c).to_std().ok())
+        .unwrap_or_default();
+    let secs = elapsed.as_secs();
+    (
+        format!("{}m{:02}s", secs / 60, secs % 60),
+        !run.is_finished(),
+        elapsed,
+    )
+}
+
+fn runs_cmd(args: RunsArgs, config: &Config) -> Result<ExitCode> {
+    let client = args.build.client(config)?;
+    let workflow = args.build.workflow(config);
+    let deadline = args.build.deadline(config)?;
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    runtime()?.block_on(async {
+        loop {
+            let mut runs = client.list_runs(&workflow, None).await?;
+            if args.active {
+                runs.retain(|r| !r.is_finished());
+            }
+            let mut rows = Vec::new();
+            let mut json = Vec::new();
+            for run in &runs {
+                let (elapsed, active, took) = elapsed_text(run);
+                let overdue = active && took > deadline;
+                let mut status = run.status.clone().unwrap_or_default();
+                if overdue {
+                    status = "timed-out".into();
+                    if args.build.cancel_on_timeout {
+                        client.cancel_run(run.id).await?;
+                        status = "timed-out, cancel requested".into();
+                    }
+                }
+                let identity = run
+                    .identity()
+                    .map(|(k, _)| k.to_string())
+                    .unwrap_or_else(|| run.display_title.clone());
+                json.push(serde_json::json!({
+                    "id": run.id, "identity": identity, "status": status,
+                    "conclusion": run.conclusion, "elapsed_secs": took.as_secs(),
+                    "deadline_secs": deadline.as_secs(), "url": run.html_url,
+                }));
+                rows.push(vec![
+                    run.id.to_string(),
+                    identity,
+                    status,
+                    run.conclusion.clone().unwrap_or_default(),
+                    format!("{elapsed} / {}m", deadline.as_secs() / 60),
+                    run.html_url.clone().unwrap_or_default(),
+                ]);
+            }
+            let active = runs.iter().any(|r| !r.is_finished());
+            if args.format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            } else {
+                if args.watch && interactive {
+                    print!("\x1b[H\x1b[2J");
+                }
+                print!(
+                    "{}",
+                    report::grid(
+                        &[
+                            "RUN",
+                            "IDENTITY",
+                            "STATUS",
+                            "CONCLUSION",
+                            "ELAPSED / DEADLINE",
+                            "URL"
+                        ],
+                        &rows,
+                        &[]
+                    )
+                );
+                if rows.is_empty() {
+                    println!("no runs of {workflow}");
+                }
+            }
+            if !args.watch || !active {
+                return Ok(ExitCode::SUCCESS);
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    })
+}
+
+fn cancel_cmd(args: CancelArgs, config: &Config) -> Result<ExitCode> {
+    let client = args.build.client(config)?;
+    match runtime()?.block_on(client.cancel_run(args.run_id))? {
+        CancelOutcome::Requested => println!("cancel requested for run {}", args.run_id),
+        CancelOutcome::AlreadyFinished => {
+            println!(
+                "run {} had already finished; nothing to cancel",
+                args.run_id
+            )
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

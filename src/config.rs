@@ -19,6 +19,15 @@ pub struct Config {
     pub repo: Option<String>,
     /// GitHub API base URL (GitHub Enterprise: `https://HOST/api/v3`; the sandbox's URL).
     pub api_url: Option<String>,
+    /// Workflow file that builds one identity.
+    pub workflow: Option<String>,
+    /// Git ref the workflow runs on.
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    /// Holds the dispatch ledger and lock.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// How long a build may take before it is timed out, e.g. "15m".
+    pub deadline: Option<String>,
 }
 
 pub const DEFAULT_MODULE: &str = "kdriver";
@@ -85,8 +94,24 @@ impl Config {
                 "target = {t}: must be a percentage above 0 and at most 100"
             ));
         }
+        if let Some(d) = &config.deadline {
+            humantime::parse_duration(d).map_err(|e| {
+                format!("deadline = \"{d}\": {e}; write it like \"15m\" or \"90s\"")
+            })?;
+        }
         Ok(config)
     }
+}
+
+/// `$XDG_STATE_HOME/kfleet`, else `~/.local/state/kfleet`.
+pub fn default_state_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+        .join("kfleet")
 }
 
 #[cfg(test)]

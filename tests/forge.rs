@@ -119,7 +119,10 @@ async fn server_errors_are_retried_and_counted() {
         ..Faults::default()
     });
     let err = gh.list_releases().await.unwrap_err();
-    assert!(matches!(err, ForgeError::GaveUp { attempts: 4, .. }), "{err}");
+    assert!(
+        matches!(err, ForgeError::GaveUp { attempts: 4, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("502"), "{err}");
 }
 
@@ -135,7 +138,10 @@ async fn rate_limit_with_retry_after_is_waited_out() {
     let started = Instant::now();
     let listing = gh.list_releases().await.unwrap();
     assert_eq!(listing.releases.len(), 5);
-    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "waited as told");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "waited as told"
+    );
     assert_eq!(sb.requests(), 2);
     assert_eq!(gh.stats().rate_limit_waits.load(Ordering::Relaxed), 1);
 }
@@ -149,7 +155,16 @@ async fn rate_limit_longer_than_allowed_is_an_error() {
         ..Faults::default()
     });
     let err = client(&sb, TOKEN).list_releases().await.unwrap_err();
-    assert!(matches!(err, ForgeError::RateLimitTooLong { wait_secs: 3600, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ForgeError::RateLimitTooLong {
+                wait_secs: 3600,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -162,7 +177,10 @@ async fn malformed_json_and_bad_token_are_clear_errors_without_the_token() {
     let err = client(&sb, TOKEN).list_releases().await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, ForgeError::Malformed { .. }), "{text}");
-    assert!(text.contains("/repos/acme/kdriver/releases?per_page=100"), "{text}");
+    assert!(
+        text.contains("/repos/acme/kdriver/releases?per_page=100"),
+        "{text}"
+    );
     assert!(!text.contains(TOKEN));
 
     let wrong = "ghp_wrongTOKEN";
@@ -233,12 +251,22 @@ fn report_from_the_sandbox_matches_report_from_the_file() {
             .args(["--format", "json"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert!(!stderr.contains(TOKEN), "the token never appears: {stderr}");
-        (serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), stderr)
+        (
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+            stderr,
+        )
     };
-    let (from_file, _) = run(&["--releases", fixture.join("small-releases.json").to_str().unwrap()]);
+    let (from_file, _) = run(&[
+        "--releases",
+        fixture.join("small-releases.json").to_str().unwrap(),
+    ]);
     let (from_forge, stderr) = run(&["--repo", REPO, "--api-url", &sb.base_url()]);
     assert_eq!(from_forge["summary"], from_file["summary"]);
     assert!(stderr.contains("waiting: "), "the retry is shown: {stderr}");
@@ -257,6 +285,9 @@ fn report_from_the_sandbox_matches_report_from_the_file() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no GitHub token: set GITHUB_TOKEN or GH_TOKEN"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no GitHub token: set GITHUB_TOKEN or GH_TOKEN")
+    );
     drop(sb);
 }

@@ -488,9 +488,16 @@ d,ubuntu,22.04,,5.15.0-91-generic\n",
         .args(["--format", "json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("quoted.csv:6: architecture is empty"), "{stderr}");
+    assert!(
+        stderr.contains("quoted.csv:6: architecture is empty"),
+        "{stderr}"
+    );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["summary"]["nodes"], 2);
 }

@@ -194,20 +194,40 @@ mod tests {
     fn torn_tail_is_tolerated_but_damage_before_it_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(dir.path()).unwrap();
-        ledger.append(&record(LedgerEvent::Dispatched, "a", "r1")).unwrap();
-        ledger.append(&record(LedgerEvent::Dispatched, "b", "r2")).unwrap();
-        ledger.append(&record(LedgerEvent::Finished, "b", "r2")).unwrap();
-        let mut f = std::fs::OpenOptions::new().append(true).open(ledger.path()).unwrap();
+        ledger
+            .append(&record(LedgerEvent::Dispatched, "a", "r1"))
+            .unwrap();
+        ledger
+            .append(&record(LedgerEvent::Dispatched, "b", "r2"))
+            .unwrap();
+        ledger
+            .append(&record(LedgerEvent::Finished, "b", "r2"))
+            .unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(ledger.path())
+            .unwrap();
         f.write_all(b"{\"at\":\"2026-").unwrap();
         let state = ledger.load().unwrap();
         assert_eq!(state.records, 3);
         assert!(state.entries["a"].is_open());
         assert!(!state.entries["b"].is_open());
-        assert!(state.torn_tail.unwrap().contains("ledger.jsonl:4: ignoring a torn last record"));
+        assert!(
+            state
+                .torn_tail
+                .unwrap()
+                .contains("ledger.jsonl:4: ignoring a torn last record")
+        );
 
         f.write_all(b"\n").unwrap();
-        ledger.append(&record(LedgerEvent::Dispatched, "c", "r3")).unwrap();
+        ledger
+            .append(&record(LedgerEvent::Dispatched, "c", "r3"))
+            .unwrap();
         let err = ledger.load().unwrap_err();
-        assert!(err.to_string().contains("ledger.jsonl:4: not a ledger record"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("ledger.jsonl:4: not a ledger record"),
+            "{err}"
+        );
     }
 }

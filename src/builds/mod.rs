@@ -3,9 +3,7 @@
 
 pub mod ledger;
 
-use crate::forge::{
-    ForgeError, GithubClient, WorkflowRun, index_assets, select_release,
-};
+use crate::forge::{ForgeError, GithubClient, WorkflowRun, index_assets, select_release};
 use crate::identity::{AssetTemplate, KernelIdentity, Rejection};
 use chrono::Utc;
 use ledger::{Ledger, LedgerError, LedgerEvent, LedgerRecord};
@@ -28,6 +26,8 @@ pub struct PlannerConfig {
     pub cancel_on_timeout: bool,
     /// Holds the ledger and the dispatch lock.
     pub state_dir: PathBuf,
+    /// Pause between dispatches, to stay under GitHub's ~80 content-creating requests a minute.
+    pub dispatch_interval: Duration,
 }
 
 /// What the planner did (or, in a dry run, would do) for one identity.
@@ -94,9 +94,7 @@ impl Decision {
                 url(u)
             ),
             Self::WouldDispatch => "would dispatch (dry run)".to_string(),
-            Self::Dispatched {
-                run_id, url: u, ..
-            } => format!("dispatched run {run_id}{}", url(u)),
+            Self::Dispatched { run_id, url: u, .. } => format!("dispatched run {run_id}{}", url(u)),
         }
     }
 }
@@ -121,8 +119,9 @@ pub struct Planner {
     template: AssetTemplate,
     config: PlannerConfig,
     ledger: Ledger,
-    /// Single-flight within the process: one check-and-dispatch at a time.
-    inflight: tokio::sync::Mutex<()>,
+    /// Single-flight within the process: one check-and-dispatch at a time; holds when the last
+    /// dispatch went out, for pacing.
+    inflight: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 fn active(run: &WorkflowRun) -> bool {
@@ -149,7 +148,7 @@ impl Planner {
             template,
             config,
             ledger,
-            inflight: tokio::sync::Mutex::new(()),
+            inflight: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -190,22 +189,32 @@ impl Planner {
         keys: &[String],
         dry_run: bool,
     ) -> Result<Vec<(String, Decision)>, BuildError> {
-        let _single = self.inflight.lock().await;
+        let mut last_dispatch = self.inflight.lock().await;
         let _lock = self.lock_across_processes().await?;
         let listing = self.client.list_releases().await?;
         let release = select_release(&listing.releases, Some(&self.config.driver_version))
             .map_err(|e| BuildError::Release(self.config.driver_version.clone(), e.to_string()))?;
         let assets = index_assets(release, &self.template);
-        let available: HashMap<&str, _> = assets.matched.iter().map(|a| (a.key.as_str(), a)).collect();
+        let available: HashMap<&str, _> =
+            assets.matched.iter().map(|a| (a.key.as_str(), a)).collect();
         let mut running: HashMap<String, WorkflowRun> = HashMap::new();
         for status in ["queued", "in_progress"] {
-            for run in self.client.list_runs(&self.config.workflow, Some(status)).await? {
+            for run in self
+                .client
+                .list_runs(&self.config.workflow, Some(status))
+                .await?
+            {
                 if active(&run)
                     && let Some((key, _)) = run.identity()
                 {
                     running.entry(key.to_string()).or_insert(run);
                 }
             }
+        }
+        // Read under the lock: another process may have just dispatched.
+        let ledger = self.ledger.load()?;
+        if let Some(tail) = &ledger.torn_tail {
+            eprintln!("warning: {tail}");
         }
         let mut out = Vec::with_capacity(keys.len());
         let mut dispatched_now: HashMap<String, (u64, Option<String>)> = HashMap::new();
@@ -244,7 +253,15 @@ impl Planner {
                 ));
                 continue;
             }
-            let decision = self.decide(&identity, running.get(&key), dry_run).await?;
+            let decision = self
+                .decide(
+                    &identity,
+                    ledger.entries.get(&key),
+                    running.get(&key),
+                    dry_run,
+                    &mut last_dispatch,
+                )
+                .await?;
             if let Decision::Dispatched { run_id, url, .. } = &decision {
                 dispatched_now.insert(key.clone(), (*run_id, url.clone()));
             }
@@ -256,15 +273,13 @@ impl Planner {
     async fn decide(
         &self,
         identity: &KernelIdentity,
+        entry: Option<&ledger::LedgerEntry>,
         running: Option<&WorkflowRun>,
         dry_run: bool,
+        last_dispatch: &mut Option<tokio::time::Instant>,
     ) -> Result<Decision, BuildError> {
         let key = identity.key();
-        let state = self.ledger.load()?;
-        if let Some(tail) = &state.torn_tail {
-            eprintln!("warning: {tail}");
-        }
-        if let Some(entry) = state.entries.get(&key).filter(|e| e.is_open()) {
+        if let Some(entry) = entry.filter(|e| e.is_open()) {
             let run = match entry.run_id {
                 Some(id) => Some(self.client.get_run(id).await?),
                 None => None,
@@ -285,7 +300,10 @@ impl Planner {
                         .signed_duration_since(entry.dispatched_at)
                         .to_std()
                         .is_ok_and(|age| age > self.config.deadline);
-                    let url = run.as_ref().and_then(|r| r.html_url.clone()).or(entry.url.clone());
+                    let url = run
+                        .as_ref()
+                        .and_then(|r| r.html_url.clone())
+                        .or(entry.url.clone());
                     if !overdue {
                         return Ok(Decision::Building {
                             run_id: entry.run_id,
@@ -295,7 +313,9 @@ impl Planner {
                             url,
                         });
                     }
-                    return self.time_out(&key, &entry.request_id, entry.run_id, url).await;
+                    return self
+                        .time_out(&key, &entry.request_id, entry.run_id, url)
+                        .await;
                 }
             }
         }
@@ -306,7 +326,10 @@ impl Planner {
                 .and_then(|c| Utc::now().signed_duration_since(c).to_std().ok())
                 .is_some_and(|age| age > self.config.deadline);
             if overdue {
-                let rid = run.identity().map(|(_, r)| r.to_string()).unwrap_or_default();
+                let rid = run
+                    .identity()
+                    .map(|(_, r)| r.to_string())
+                    .unwrap_or_default();
                 return self.time_out(&key, &rid, Some(run.id), url).await;
             }
             return Ok(Decision::Building {
@@ -328,6 +351,10 @@ impl Planner {
             "request_id": rid,
         });
         let inputs = inputs.as_object().expect("inputs are an object").clone();
+        if let Some(last) = *last_dispatch {
+            tokio::time::sleep_until(last + self.config.dispatch_interval).await;
+        }
+        *last_dispatch = Some(tokio::time::Instant::now());
         let run = self
             .client
             .dispatch(&self.config.workflow, &self.config.git_ref, &inputs, &rid)
@@ -401,4 +428,54 @@ impl Planner {
         })?;
         Ok(())
     }
+}
+
+/// Coverage build states from a run listing (newest first) and the ledger: an unfinished run is
+/// `building` (or `timed-out` past the deadline); a failed or cancelled latest run is `failed`; a
+/// dispatch in the ledger whose run is not listed yet is `building`.
+pub fn build_states(
+    runs: &[WorkflowRun],
+    ledger: Option<&ledger::LedgerState>,
+    deadline: Duration,
+) -> crate::coverage::BuildStates {
+    use crate::coverage::CoverageStatus;
+    let now = Utc::now();
+    let age = |at: Option<chrono::DateTime<Utc>>| {
+        at.and_then(|t| now.signed_duration_since(t).to_std().ok())
+    };
+    let mut out = crate::coverage::BuildStates::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut newest = runs.to_vec();
+    newest.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    for run in &newest {
+        let Some((key, _)) = run.identity() else {
+            continue;
+        };
+        if !seen.insert(key.to_string()) {
+            continue;
+        }
+        let state = if !run.is_finished() {
+            if age(run.created_at).is_some_and(|a| a > deadline) {
+                CoverageStatus::TimedOut
+            } else {
+                CoverageStatus::Building
+            }
+        } else if run.conclusion.as_deref() == Some("success") {
+            continue;
+        } else {
+            CoverageStatus::Failed
+        };
+        out.insert(key.to_string(), state);
+    }
+    if let Some(ledger) = ledger {
+        for (key, entry) in &ledger.entries {
+            if entry.is_open()
+                && !seen.contains(key)
+                && age(Some(entry.dispatched_at)).is_none_or(|a| a <= deadline)
+            {
+                out.insert(key.clone(), CoverageStatus::Building);
+            }
+        }
+    }
+    out
 }

@@ -13,6 +13,12 @@ use std::collections::{BTreeMap, HashSet};
 #[serde(rename_all = "kebab-case")]
 pub enum CoverageStatus {
     Covered,
+    /// A run for it is queued or in progress.
+    Building,
+    /// Its latest run failed.
+    Failed,
+    /// Its run passed the deadline unfinished.
+    TimedOut,
     Missing,
     LongTail,
     Unsupported,
@@ -20,8 +26,11 @@ pub enum CoverageStatus {
 }
 
 impl CoverageStatus {
-    pub const ALL: [CoverageStatus; 5] = [
+    pub const ALL: [CoverageStatus; 8] = [
         Self::Covered,
+        Self::Building,
+        Self::Failed,
+        Self::TimedOut,
         Self::Missing,
         Self::LongTail,
         Self::Unsupported,
@@ -31,6 +40,9 @@ impl CoverageStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Covered => "covered",
+            Self::Building => "building",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed-out",
             Self::Missing => "missing",
             Self::LongTail => "long-tail",
             Self::Unsupported => "unsupported",
@@ -351,16 +363,30 @@ pub enum CoverageError {
     Polars(#[from] PolarsError),
 }
 
+/// Build states per identity key (`building`, `failed`, `timed-out`) from the forge's runs; they
+/// replace `missing` and `long-tail` for identities without an artifact.
+pub type BuildStates = std::collections::HashMap<String, CoverageStatus>;
+
 /// Computes coverage of `fleet` by the matched `assets` of release `driver_version`.
 pub fn compute(
     fleet: &FleetGroups,
     assets: &AssetIndex,
     driver_version: &str,
     options: CoverageOptions,
+    builds: &BuildStates,
 ) -> Result<CoverageReport, CoverageError> {
     let parsed = parse_groups(fleet);
     let frame = rank(parsed, assets, options.head_share)?;
-    let identities = rows_from_frame(&frame)?;
+    let mut identities = rows_from_frame(&frame)?;
+    for row in &mut identities {
+        if matches!(
+            row.status,
+            CoverageStatus::Missing | CoverageStatus::LongTail
+        ) && let Some(state) = builds.get(&row.key)
+        {
+            row.status = *state;
+        }
+    }
 
     let nodes: u64 = identities.iter().map(|r| r.nodes).sum();
     let mut statuses: BTreeMap<CoverageStatus, StatusCount> = CoverageStatus::ALL

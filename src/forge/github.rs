@@ -24,7 +24,9 @@ pub enum ForgeError {
         "GitHub rejected the token (401) for {url}: check that GITHUB_TOKEN/GH_TOKEN is current and can read the repository"
     )]
     Unauthorized { url: String },
-    #[error("not found (404): {url}; check --repo and --api-url, and that the token can see the repository")]
+    #[error(
+        "not found (404): {url}; check --repo and --api-url, and that the token can see the repository"
+    )]
     NotFound { url: String },
     #[error("{url} answered {status}: {message}")]
     Http {
@@ -40,7 +42,9 @@ pub enum ForgeError {
         attempts: u32,
         last: String,
     },
-    #[error("rate limited on {url} until {wait_secs}s from now, longer than the {max_secs}s kfleet may wait")]
+    #[error(
+        "rate limited on {url} until {wait_secs}s from now, longer than the {max_secs}s kfleet may wait"
+    )]
     RateLimitTooLong {
         url: String,
         wait_secs: u64,
@@ -182,7 +186,11 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
 fn github_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
 }
 
@@ -194,7 +202,12 @@ pub fn next_link(headers: &HeaderMap) -> Option<String> {
         params
             .split(';')
             .any(|p| p.trim() == "rel=\"next\"")
-            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+            .then(|| {
+                url.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
     })
 }
 
@@ -238,14 +251,21 @@ impl GithubClient {
     }
 
     fn repo_url(&self, path: &str) -> String {
-        format!("{}/repos/{}/{}{path}", self.api, self.repo.owner, self.repo.name)
+        format!(
+            "{}/repos/{}/{}{path}",
+            self.api, self.repo.owner, self.repo.name
+        )
     }
 
     async fn attempt(&self, call: &Call<'_>) -> Result<Response, String> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let send = async {
             let res = match call.body {
-                None => self.octo._get_with_headers(call.url, Some(call.headers.clone())).await,
+                None => {
+                    self.octo
+                        ._get_with_headers(call.url, Some(call.headers.clone()))
+                        .await
+                }
                 Some(body) => self.octo._post(call.url, Some(body)).await,
             }
             .map_err(|e| transport_message(&e))?;
@@ -253,7 +273,12 @@ impl GithubClient {
             let body = body
                 .collect()
                 .await
-                .map_err(|e| format!("the connection dropped while reading the body: {}", transport_message(&e)))?
+                .map_err(|e| {
+                    format!(
+                        "the connection dropped while reading the body: {}",
+                        transport_message(&e)
+                    )
+                })?
                 .to_bytes();
             Ok(Response {
                 status: parts.status,
@@ -283,9 +308,10 @@ impl GithubClient {
             let outcome = self.attempt(call).await;
             let (retryable, wait_hint) = match &outcome {
                 Err(e) => (Some(e.clone()), None),
-                Ok(r) if r.status.is_server_error() => {
-                    (Some(format!("{} {}", r.status, github_message(&r.body))), None)
-                }
+                Ok(r) if r.status.is_server_error() => (
+                    Some(format!("{} {}", r.status, github_message(&r.body))),
+                    None,
+                ),
                 Ok(r) if is_rate_limited(r) => {
                     let wait = rate_limit_wait(&r.headers);
                     if wait > self.policy.max_rate_limit_wait {
@@ -312,7 +338,10 @@ impl GithubClient {
                 Some(wait) => wait,
                 None => match backoff.next() {
                     Some(d) => {
-                        (self.notify)(&format!("{url}: {last}; retrying in {:.1}s", d.as_secs_f64()));
+                        (self.notify)(&format!(
+                            "{url}: {last}; retrying in {:.1}s",
+                            d.as_secs_f64()
+                        ));
                         d
                     }
                     None => {
@@ -353,7 +382,10 @@ impl GithubClient {
             http::header::ACCEPT,
             HeaderValue::from_static("application/vnd.github+json"),
         );
-        headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
+        headers.insert(
+            "x-github-api-version",
+            HeaderValue::from_static("2022-11-28"),
+        );
         let cached = self
             .etags
             .lock()
@@ -396,10 +428,11 @@ impl GithubClient {
             let (body, headers, cached) = self.get_cached(&page_url).await?;
             all_cached &= cached;
             pages += 1;
-            let page = parse_release_listing(&page_url, &body).map_err(|e| ForgeError::Malformed {
-                url: page_url.clone(),
-                message: e.to_string(),
-            })?;
+            let page =
+                parse_release_listing(&page_url, &body).map_err(|e| ForgeError::Malformed {
+                    url: page_url.clone(),
+                    message: e.to_string(),
+                })?;
             releases.extend(page);
             url = next_link(&headers);
             if pages > 1000 {
@@ -601,8 +634,12 @@ impl GithubClient {
                 }
                 Err(transport) => transport,
             };
-            // The request may have started a run before failing: look before resending.
-            if let Some(run) = self.find_run_by_request(workflow, request_id, 1).await? {
+            // The request may have started a run before failing: look (as long as a run takes to
+            // appear) before resending.
+            if let Some(run) = self
+                .find_run_by_request(workflow, request_id, self.policy.run_lookup_attempts)
+                .await?
+            {
                 return Ok(run);
             }
             let Some(delay) = backoff.next() else {
@@ -612,7 +649,10 @@ impl GithubClient {
                     last,
                 });
             };
-            (self.notify)(&format!("{url}: {last}; no run started, dispatching again in {:.1}s", delay.as_secs_f64()));
+            (self.notify)(&format!(
+                "{url}: {last}; no run started, dispatching again in {:.1}s",
+                delay.as_secs_f64()
+            ));
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(delay).await;
         }

@@ -7,9 +7,8 @@ mod runs;
 mod sandbox;
 
 pub use github::{
-    CancelOutcome, ClientStats, ForgeError, GITHUB_API, GithubClient, Listing, RepoRef, RetryPolicy,
-    next_link,
-    token_from_environment,
+    CancelOutcome, ClientStats, ForgeError, GITHUB_API, GithubClient, Listing, RepoRef,
+    RetryPolicy, next_link, token_from_environment,
 };
 pub use releases::{
     AssetIndex, MatchedAsset, Release, ReleaseAsset, ReleaseError, UnrecognisedAsset, index_assets,

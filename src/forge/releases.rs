@@ -78,10 +78,7 @@ pub fn read_release_file(path: &Path) -> Result<Vec<Release>, ReleaseError> {
     parse_release_listing(&file, &bytes)
 }
 
-pub fn parse_release_listing(
-    file: &str,
-    bytes: &[u8],
-) -> Result<Vec<Release>, ReleaseError> {
+pub fn parse_release_listing(file: &str, bytes: &[u8]) -> Result<Vec<Release>, ReleaseError> {
     let mut out = Vec::new();
     for page in serde_json::Deserializer::from_slice(bytes).into_iter::<Vec<Release>>() {
         let page = page.map_err(|e| ReleaseError::Parse {

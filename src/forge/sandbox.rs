@@ -5,18 +5,18 @@
 use super::releases::{Release, ReleaseAsset, parse_release_listing};
 use super::runs::{RunList, WorkflowRun, run_title};
 use crate::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE, KernelIdentity};
-use axum::extract::{Json, Path, Query, Request, State};
 use axum::Router;
+use axum::extract::{Json, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Faults the sandbox injects, for tests and demos of the client's resilience.
@@ -33,6 +33,10 @@ pub struct Faults {
     pub latency: Duration,
     /// The next N successful responses carry a truncated JSON body.
     pub malformed: u32,
+    /// The next N dispatches answer 502 without starting a run.
+    pub dispatch_errors: u32,
+    /// The next N dispatches start their run, then answer 502 (the ambiguous failure).
+    pub dispatch_errors_after_start: u32,
 }
 
 /// How simulated workflow runs behave.
@@ -48,6 +52,8 @@ pub struct Simulation {
     pub unresolvable: HashSet<String>,
     /// Answer 422 to dispatches carrying `return_run_details`, as servers without it do.
     pub reject_run_details: bool,
+    /// How long a new run stays out of run listings (GitHub's listing lags a dispatch).
+    pub listing_delay: Duration,
     /// Workflow files that exist.
     pub workflows: Vec<String>,
     /// Refs that exist.
@@ -64,6 +70,7 @@ impl Default for Simulation {
             fail_rate: 0.0,
             unresolvable: HashSet::new(),
             reject_run_details: false,
+            listing_delay: Duration::ZERO,
             workflows: vec!["build-driver.yml".into(), "build-batch.yml".into()],
             refs: vec!["main".into()],
             template: AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver")
@@ -133,8 +140,8 @@ pub enum SandboxError {
 /// Loads `DIR/releases.json` (a release listing) for the sandbox.
 pub fn load_releases(dir: &std::path::Path) -> Result<Vec<Release>, SandboxError> {
     let path = dir.join("releases.json");
-    let bytes = std::fs::read(&path)
-        .map_err(|e| SandboxError::Data(format!("{}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(&path).map_err(|e| SandboxError::Data(format!("{}: {e}", path.display())))?;
     parse_release_listing(&path.display().to_string(), &bytes)
         .map_err(|e| SandboxError::Data(e.to_string()))
 }
@@ -175,7 +182,10 @@ impl Sandbox {
         });
         let app = Router::new()
             .route("/repos/{owner}/{repo}/releases", get(list_releases))
-            .route("/repos/{owner}/{repo}/releases/tags/{tag}", get(release_by_tag))
+            .route(
+                "/repos/{owner}/{repo}/releases/tags/{tag}",
+                get(release_by_tag),
+            )
             .route(
                 "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches",
                 post(dispatch),
@@ -185,7 +195,10 @@ impl Sandbox {
                 get(list_runs),
             )
             .route("/repos/{owner}/{repo}/actions/runs/{id}", get(get_run))
-            .route("/repos/{owner}/{repo}/actions/runs/{id}/cancel", post(cancel_run))
+            .route(
+                "/repos/{owner}/{repo}/actions/runs/{id}/cancel",
+                post(cancel_run),
+            )
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(state.clone(), gatekeeper))
             .with_state(state.clone());
@@ -271,7 +284,10 @@ fn authorised(state: &SandboxState, headers: &HeaderMap) -> bool {
     let Some(token) = &state.token else {
         return true;
     };
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let presented = value
@@ -288,7 +304,11 @@ fn authorised(state: &SandboxState, headers: &HeaderMap) -> bool {
 }
 
 /// Counts, authenticates and applies faults before any handler runs.
-async fn gatekeeper(State(state): State<Arc<SandboxState>>, request: Request, next: Next) -> Response {
+async fn gatekeeper(
+    State(state): State<Arc<SandboxState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let (latency, fault) = {
         let mut faults = state.faults.lock().expect("faults lock");
@@ -303,13 +323,19 @@ async fn gatekeeper(State(state): State<Arc<SandboxState>>, request: Request, ne
                 "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
             );
             let headers = r.headers_mut();
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(faults.retry_after_secs));
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(faults.retry_after_secs),
+            );
             headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
             Some(r)
         } else if faults.error_rate > 0.0
             && state.rng.lock().expect("rng lock").f64() < faults.error_rate
         {
-            Some(github_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"))
+            Some(github_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+            ))
         } else {
             None
         };
@@ -381,7 +407,10 @@ fn conditional_json(request_headers: &HeaderMap, body: String, link: Option<Stri
     let matches = request_headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag)
+        });
     if matches {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
@@ -406,7 +435,11 @@ async fn list_releases(
     state.advance();
     let (body, total) = {
         let releases = state.releases.lock().expect("releases lock");
-        let slice: Vec<&Release> = releases.iter().skip((page - 1) * per_page).take(per_page).collect();
+        let slice: Vec<&Release> = releases
+            .iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .collect();
         (
             serde_json::to_string(&slice).expect("releases serialise"),
             releases.len(),
@@ -428,7 +461,11 @@ async fn list_releases(
         links.push(format!("{}; rel=\"first\"", url(1)));
         links.push(format!("{}; rel=\"prev\"", url(page - 1)));
     }
-    conditional_json(&headers, body, (!links.is_empty()).then(|| links.join(", ")))
+    conditional_json(
+        &headers,
+        body,
+        (!links.is_empty()).then(|| links.join(", ")),
+    )
 }
 
 async fn release_by_tag(
@@ -530,7 +567,10 @@ impl SandboxState {
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn unprocessable(message: &str) -> Response {
@@ -555,6 +595,21 @@ async fn dispatch(
     if !same_repo(&state, &owner, &repo) || !state.simulation.workflows.contains(&workflow) {
         return not_found().await;
     }
+    let (fail_before, fail_after) = {
+        let mut faults = state.faults.lock().expect("faults lock");
+        let before = faults.dispatch_errors > 0;
+        if before {
+            faults.dispatch_errors -= 1;
+        }
+        let after = !before && faults.dispatch_errors_after_start > 0;
+        if after {
+            faults.dispatch_errors_after_start -= 1;
+        }
+        (before, after)
+    };
+    if fail_before {
+        return github_error(StatusCode::BAD_GATEWAY, "Server Error");
+    }
     let Ok(Json(body)) = body else {
         return github_error(StatusCode::BAD_REQUEST, "Problems parsing JSON");
     };
@@ -568,7 +623,9 @@ async fn dispatch(
         return unprocessable(&format!("No ref found for: {git_ref}"));
     }
     if body.inputs.len() > 25 {
-        return unprocessable("you may only define up to 25 `inputs` for a `workflow_dispatch` event");
+        return unprocessable(
+            "you may only define up to 25 `inputs` for a `workflow_dispatch` event",
+        );
     }
     let declared = workflow_inputs(&workflow);
     let unexpected: Vec<&String> = body
@@ -587,7 +644,10 @@ async fn dispatch(
         let count = serde_json::from_str::<Vec<serde_json::Value>>(input("identities"))
             .map(|v| v.len())
             .unwrap_or(0);
-        (format!("kfleet batch of {count} [{}]", input("request_id")), None)
+        (
+            format!("kfleet batch of {count} [{}]", input("request_id")),
+            None,
+        )
     } else {
         let identity = KernelIdentity::parse(
             input("distribution"),
@@ -630,7 +690,10 @@ async fn dispatch(
                     event: Some("workflow_dispatch".into()),
                     head_branch: Some(git_ref),
                     path: Some(format!(".github/workflows/{workflow}")),
-                    html_url: Some(format!("{}/{}/actions/runs/{id}", state.base_url, state.repo)),
+                    html_url: Some(format!(
+                        "{}/{}/actions/runs/{id}",
+                        state.base_url, state.repo
+                    )),
                     created_at: Some(now),
                     updated_at: Some(now),
                 },
@@ -646,6 +709,9 @@ async fn dispatch(
         id
     };
     state.dispatches.fetch_add(1, Ordering::SeqCst);
+    if fail_after {
+        return github_error(StatusCode::BAD_GATEWAY, "Server Error");
+    }
     if body.return_run_details == Some(true) {
         let api = format!("{}/repos/{}/actions/runs/{id}", state.base_url, state.repo);
         let html = format!("{}/{}/actions/runs/{id}", state.base_url, state.repo);
@@ -679,12 +745,24 @@ async fn list_runs(
         .values()
         .rev()
         .filter(|r| r.workflow == workflow)
-        .filter(|r| q.status.as_deref().is_none_or(|s| r.run.status.as_deref() == Some(s)))
-        .filter(|r| q.event.as_deref().is_none_or(|e| r.run.event.as_deref() == Some(e)))
+        .filter(|r| r.started.elapsed() >= state.simulation.listing_delay)
+        .filter(|r| {
+            q.status
+                .as_deref()
+                .is_none_or(|s| r.run.status.as_deref() == Some(s))
+        })
+        .filter(|r| {
+            q.event
+                .as_deref()
+                .is_none_or(|e| r.run.event.as_deref() == Some(e))
+        })
         .map(|r| r.run.clone())
         .collect();
     let total = matching.len() as u64;
-    let workflow_runs = matching.into_iter().take(q.per_page.unwrap_or(30).clamp(1, 100)).collect();
+    let workflow_runs = matching
+        .into_iter()
+        .take(q.per_page.unwrap_or(30).clamp(1, 100))
+        .collect();
     Json(RunList {
         total_count: total,
         workflow_runs,
@@ -700,7 +778,12 @@ async fn get_run(
         return not_found().await;
     }
     state.advance();
-    let run = state.runs.lock().expect("runs lock").get(&id).map(|r| r.run.clone());
+    let run = state
+        .runs
+        .lock()
+        .expect("runs lock")
+        .get(&id)
+        .map(|r| r.run.clone());
     match run {
         Some(run) => Json(run).into_response(),
         None => not_found().await,
@@ -729,7 +812,10 @@ async fn cancel_run(
     state.advance();
     match outcome {
         None => not_found().await,
-        Some(false) => github_error(StatusCode::CONFLICT, "Cannot cancel a workflow run that is completed."),
+        Some(false) => github_error(
+            StatusCode::CONFLICT,
+            "Cannot cancel a workflow run that is completed.",
+        ),
         Some(true) => (StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response(),
     }
 }

@@ -138,10 +138,7 @@ fn scan(data: &Data, header: &::csv::StringRecord, positions: [usize; 4]) -> Opt
         .zip(COLUMNS)
         .map(|(&i, name)| col(header.get(i).unwrap_or_default()).alias(name))
         .collect();
-    let any_missing = COLUMNS
-        .iter()
-        .map(|c| col(*c).is_null())
-        .reduce(Expr::or)?;
+    let any_missing = COLUMNS.iter().map(|c| col(*c).is_null()).reduce(Expr::or)?;
     select.push(col("row"));
     Some(
         lf.select(select)

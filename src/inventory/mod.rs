@@ -190,7 +190,11 @@ pub(crate) const BAD_ROW: &str = "bad_row";
 
 /// Reduces one source's rows (a frame with the canonical columns, `os_image` and optionally
 /// `bad_row`) to one row per distinct key with its node count.
-pub(crate) fn group(file: &str, frame: LazyFrame, keys: &[&str]) -> Result<DataFrame, InventoryError> {
+pub(crate) fn group(
+    file: &str,
+    frame: LazyFrame,
+    keys: &[&str],
+) -> Result<DataFrame, InventoryError> {
     frame
         .group_by(keys.iter().map(|c| col(*c)).collect::<Vec<_>>())
         .agg([len().alias("nodes")])

@@ -208,7 +208,7 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// A plain text grid; columns listed in `right` are right-aligned.
-fn grid(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
+pub fn grid(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

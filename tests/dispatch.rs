@@ -1,0 +1,348 @@
+//! Dispatch through the planner against the sandbox forge over real HTTP on 127.0.0.1: one run per
+//! identity however many ask, the ledger across restarts, the run-details fallback, deadlines, and
+//! the coverage flip to `covered` end to end.
+
+use assert_cmd::Command;
+use kfleet::builds::{Decision, Planner, PlannerConfig};
+use kfleet::forge::{
+    Faults, GithubClient, RetryPolicy, Sandbox, SandboxOptions, Simulation, read_release_file,
+};
+use kfleet::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const TOKEN: &str = "ghp_dispatchSECRET987654321";
+const REPO: &str = "acme/kdriver";
+const MISSING: &str = "amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+async fn sandbox(simulation: Simulation) -> Sandbox {
+    let releases = read_release_file(&fixtures().join("small-releases.json")).unwrap();
+    Sandbox::start(
+        "127.0.0.1:0".parse().unwrap(),
+        releases,
+        SandboxOptions {
+            token: Some(TOKEN.into()),
+            repo: REPO.into(),
+            faults: Faults::default(),
+            simulation,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn quick(queue_ms: u64, run_ms: u64) -> Simulation {
+    Simulation {
+        queue_time: Duration::from_millis(queue_ms),
+        run_time: Duration::from_millis(run_ms),
+        fail_rate: 0.0,
+        ..Simulation::default()
+    }
+}
+
+fn planner(sb: &Sandbox, state_dir: &Path, deadline: Duration, cancel: bool) -> Planner {
+    let client = GithubClient::new(
+        &sb.base_url(),
+        REPO.parse().unwrap(),
+        TOKEN.into(),
+        RetryPolicy {
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            run_lookup_attempts: 40,
+            run_lookup_interval: Duration::from_millis(50),
+            ..RetryPolicy::default()
+        },
+        None,
+    )
+    .unwrap();
+    Planner::new(
+        Arc::new(client),
+        AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap(),
+        PlannerConfig {
+            workflow: "build-driver.yml".into(),
+            git_ref: "main".into(),
+            driver_version: "v1.1.0".into(),
+            deadline,
+            cancel_on_timeout: cancel,
+            state_dir: state_dir.to_path_buf(),
+            dispatch_interval: Duration::ZERO,
+        },
+    )
+    .unwrap()
+}
+
+async fn one(p: &Planner, key: &str) -> Decision {
+    p.plan_many(&[key.to_string()], false)
+        .await
+        .unwrap()
+        .remove(0)
+        .1
+}
+
+#[tokio::test]
+async fn ten_concurrent_requests_in_one_process_make_one_run() {
+    let sb = sandbox(quick(60_000, 1000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = Arc::new(planner(&sb, dir.path(), Duration::from_secs(900), false));
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { one(&p, MISSING).await })
+        })
+        .collect();
+    let mut dispatched = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Decision::Dispatched { .. } => dispatched += 1,
+            Decision::Building { status, .. } => assert_eq!(status, "queued"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(dispatched, 1);
+    assert_eq!(sb.dispatches(), 1);
+}
+
+#[tokio::test]
+async fn the_ledger_keeps_a_restart_from_dispatching_again() {
+    // The run stays out of listings, as GitHub's listing lags: only the ledger knows of it.
+    let sb = sandbox(Simulation {
+        listing_delay: Duration::from_secs(60),
+        ..quick(60_000, 1000)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    let Decision::Dispatched { run_id, .. } = one(&first, MISSING).await else {
+        panic!("first request dispatches");
+    };
+    drop(first);
+    let restarted = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    assert_eq!(
+        one(&restarted, MISSING).await,
+        Decision::Building {
+            run_id: Some(run_id),
+            status: "queued".into(),
+            url: Some(format!("{}/{REPO}/actions/runs/{run_id}", sb.base_url())),
+        }
+    );
+    assert_eq!(sb.dispatches(), 1);
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let amnesiac = planner(&sb, elsewhere.path(), Duration::from_secs(900), false);
+    assert!(matches!(
+        one(&amnesiac, MISSING).await,
+        Decision::Dispatched { .. }
+    ));
+    assert_eq!(
+        sb.dispatches(),
+        2,
+        "without the ledger the lagging listing lets a second run through"
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_run_details_gets_the_plain_dispatch() {
+    let sb = sandbox(Simulation {
+        reject_run_details: true,
+        ..quick(60_000, 1000)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    let Decision::Dispatched {
+        run_id, request_id, ..
+    } = one(&p, MISSING).await
+    else {
+        panic!("dispatches");
+    };
+    assert!(run_id > 0);
+    assert_eq!(sb.dispatches(), 1, "the rejected request started nothing");
+    let ledger = std::fs::read_to_string(dir.path().join("ledger.jsonl")).unwrap();
+    assert!(ledger.contains(&request_id) && ledger.contains(&run_id.to_string()));
+}
+
+#[tokio::test]
+async fn a_502_on_dispatch_is_resent_only_when_no_run_started() {
+    let sb = sandbox(quick(60_000, 1000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    sb.set_faults(Faults {
+        dispatch_errors: 1,
+        ..Faults::default()
+    });
+    assert!(matches!(
+        one(&p, MISSING).await,
+        Decision::Dispatched { .. }
+    ));
+    assert_eq!(
+        sb.dispatches(),
+        1,
+        "the 502 started nothing, so the dispatch was sent again"
+    );
+
+    sb.set_faults(Faults {
+        dispatch_errors_after_start: 1,
+        ..Faults::default()
+    });
+    let other = "fedora/40/aarch64/6.8.9-300.fc40.aarch64";
+    let Decision::Dispatched { run_id, .. } = one(&p, other).await else {
+        panic!("dispatches");
+    };
+    assert_eq!(
+        sb.dispatches(),
+        2,
+        "the run the 502 hid was found, not dispatched again"
+    );
+    assert!(run_id > 0);
+}
+
+#[tokio::test]
+async fn invalid_and_available_identities_never_dispatch() {
+    let sb = sandbox(quick(60_000, 1000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    let out = p
+        .plan_many(
+            &[
+                "fedora/39/x86_64/6.2.9-300.fc38.x86_64".to_string(),
+                "ubuntu/22.04/x86_64/5.15.0-91-generic;reboot".to_string(),
+                "ubuntu/22.04/x86_64/5.15.0-91-generic".to_string(),
+                "rhel/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64".to_string(),
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out[0].1, Decision::Invalid { reason } if reason == "fc38 in kernel_version but distro_version is 39")
+    );
+    assert!(matches!(&out[1].1, Decision::Invalid { reason } if reason.contains("inject")));
+    assert!(
+        matches!(&out[2].1, Decision::Available { asset, .. } if asset == "kdriver-v1.1.0-ubuntu-22.04-x86_64-5.15.0-91-generic.tar.xz")
+    );
+    assert!(matches!(&out[3].1, Decision::Unsupported { .. }));
+    assert_eq!(sb.dispatches(), 0);
+}
+
+#[tokio::test]
+async fn a_run_past_the_deadline_is_timed_out_and_cancelled() {
+    let sb = sandbox(quick(0, 60_000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = planner(&sb, dir.path(), Duration::from_millis(300), true);
+    let Decision::Dispatched { run_id, .. } = one(&p, MISSING).await else {
+        panic!("dispatches");
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let d = one(&p, MISSING).await;
+    assert!(
+        matches!(d, Decision::TimedOut { run_id: Some(id), cancelled: true, .. } if id == run_id),
+        "{d:?}"
+    );
+    let client = GithubClient::new(
+        &sb.base_url(),
+        REPO.parse().unwrap(),
+        TOKEN.into(),
+        RetryPolicy::default(),
+        None,
+    )
+    .unwrap();
+    let run = client.get_run(run_id).await.unwrap();
+    assert_eq!(run.conclusion.as_deref(), Some("cancelled"));
+    assert_eq!(
+        client.cancel_run(run_id).await.unwrap(),
+        kfleet::forge::CancelOutcome::AlreadyFinished,
+        "409 on a finished run is reported, not an error"
+    );
+}
+
+fn kfleet(sb_url: &str, state: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("kfleet").unwrap();
+    cmd.env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("KFLEET_REPO", REPO)
+        .env("KFLEET_API_URL", sb_url)
+        .env("KFLEET_STATE_DIR", state);
+    cmd
+}
+
+/// Separate processes share one dispatch through the lock and the ledger, then the run completes
+/// and the report shows the identity covered.
+#[test]
+fn processes_share_one_dispatch_and_coverage_flips_to_covered() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sb = rt.block_on(sandbox(Simulation {
+        listing_delay: Duration::from_secs(60),
+        ..quick(200, 2500)
+    }));
+    let url = sb.base_url();
+    let state = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..5)
+        .map(|_| {
+            kfleet(&url, state.path())
+                .args(["dispatch", "--identity", MISSING])
+                .output()
+        })
+        .collect();
+    let mut lines = Vec::new();
+    for out in children {
+        let out = out.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(TOKEN));
+        lines.push(String::from_utf8(out.stdout).unwrap());
+    }
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("dispatched run"))
+            .count(),
+        1,
+        "{lines:?}"
+    );
+    assert_eq!(sb.dispatches(), 1);
+
+    let report = |sb_url: &str| {
+        let out = kfleet(sb_url, state.path())
+            .arg("report")
+            .arg("-i")
+            .arg(fixtures().join("small-fleet.csv"))
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["key"] == MISSING)
+            .unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(report(&url), "building");
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(report(&url), "covered");
+    let out = kfleet(&url, state.path())
+        .args(["dispatch", "--identity", MISSING])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(
+        "available: kdriver-v1.1.0-amazonlinux-2023-x86_64-6.1.66-91.160.amzn2023.x86_64.tar.xz"
+    ));
+    assert_eq!(sb.dispatches(), 1);
+    drop(sb);
+}
