@@ -71,6 +71,9 @@ pub struct BuildArgs {
     /// Cancel runs found past the deadline.
     #[arg(long)]
     pub cancel_on_timeout: bool,
+    /// Workflow that builds a JSON list of identities as a matrix [default build-batch.yml].
+    #[arg(long, value_name = "FILE", default_value = "build-batch.yml")]
+    pub batch_workflow: String,
     /// Pause between dispatches (GitHub allows about 80 content-creating requests a minute).
     #[arg(long, value_name = "DURATION", default_value = "750ms")]
     pub dispatch_interval: String,
@@ -111,6 +114,7 @@ impl BuildArgs {
             driver_version,
             deadline: self.deadline(config)?,
             cancel_on_timeout: self.cancel_on_timeout,
+            batch_workflow: self.batch_workflow.clone(),
             dispatch_interval: humantime::parse_duration(&self.dispatch_interval).with_context(
                 || {
                     format!(
@@ -156,6 +160,9 @@ pub struct DispatchArgs {
     /// Show what would happen without dispatching.
     #[arg(long)]
     pub dry_run: bool,
+    /// Send the builds as matrix batches of at most 256 through the batch workflow.
+    #[arg(long)]
+    pub matrix: bool,
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -327,6 +334,9 @@ pub struct SandboxArgs {
     /// Send a truncated JSON body for the first N successful responses.
     #[arg(long, default_value_t = 0)]
     pub malformed: u32,
+    /// Drop the connection halfway through the body of the first N successful responses.
+    #[arg(long, default_value_t = 0)]
+    pub drop_connections: u32,
     /// Seconds a simulated run stays queued.
     #[arg(long, default_value_t = 2.0)]
     pub queue_secs: f64,
@@ -486,6 +496,7 @@ fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode> {
             retry_after_secs: args.retry_after,
             latency: std::time::Duration::from_millis(args.latency_ms),
             malformed: args.malformed,
+            drop_connections: args.drop_connections,
             ..Faults::default()
         },
         simulation,
@@ -674,7 +685,11 @@ fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCode> {
             args.build
                 .planner_config(config, release.tag_name.clone())?,
         )?;
-        anyhow::Ok(planner.plan_many(&keys, args.dry_run).await?)
+        anyhow::Ok(if args.matrix {
+            planner.plan_matrix(&keys, args.dry_run).await?
+        } else {
+            planner.plan_many(&keys, args.dry_run).await?
+        })
     })?;
     let rejected = decisions
         .iter()

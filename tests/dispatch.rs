@@ -71,6 +71,7 @@ fn planner(sb: &Sandbox, state_dir: &Path, deadline: Duration, cancel: bool) -> 
             cancel_on_timeout: cancel,
             state_dir: state_dir.to_path_buf(),
             dispatch_interval: Duration::ZERO,
+            batch_workflow: "build-batch.yml".into(),
         },
     )
     .unwrap()
@@ -345,4 +346,41 @@ fn processes_share_one_dispatch_and_coverage_flips_to_covered() {
     ));
     assert_eq!(sb.dispatches(), 1);
     drop(sb);
+}
+
+#[tokio::test]
+async fn matrix_dispatch_chunks_at_256_and_uploads_every_artifact() {
+    let sb = sandbox(quick(0, 200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    let keys: Vec<String> = (1..=600)
+        .map(|n| format!("ubuntu/22.04/x86_64/5.15.0-{}-generic", 1000 + n))
+        .chain(std::iter::once(
+            "ubuntu/22.04/x86_64/5.15.0-91-generic".to_string(),
+        ))
+        .collect();
+    let out = p.plan_matrix(&keys, false).await.unwrap();
+    assert_eq!(sb.dispatches(), 3, "600 identities: 256 + 256 + 88");
+    let mut per_run: std::collections::BTreeMap<u64, usize> = Default::default();
+    for (_, d) in &out[..600] {
+        let Decision::Dispatched { run_id, .. } = d else {
+            panic!("{d:?}");
+        };
+        *per_run.entry(*run_id).or_default() += 1;
+    }
+    assert_eq!(
+        per_run.values().copied().collect::<Vec<_>>(),
+        vec![256, 256, 88]
+    );
+    assert!(matches!(out[600].1, Decision::Available { .. }));
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = p.plan_matrix(&keys, false).await.unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|(_, d)| matches!(d, Decision::Available { .. })),
+        "every batch uploaded"
+    );
+    assert_eq!(sb.dispatches(), 3);
 }

@@ -127,6 +127,47 @@ async fn server_errors_are_retried_and_counted() {
 }
 
 #[tokio::test]
+async fn a_connection_dropped_mid_body_is_retried() {
+    let sb = sandbox(5).await;
+    sb.set_faults(Faults {
+        drop_connections: 1,
+        ..Faults::default()
+    });
+    let gh = client(&sb, TOKEN);
+    let listing = gh.list_releases().await.unwrap();
+    assert_eq!(listing.releases.len(), 5);
+    assert_eq!(sb.requests(), 2, "the dropped response, then the page");
+    assert_eq!(gh.stats().retries.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_slow_server_times_out_and_is_retried_then_given_up() {
+    let sb = sandbox(5).await;
+    sb.set_faults(Faults {
+        latency: std::time::Duration::from_millis(400),
+        ..Faults::default()
+    });
+    let gh = GithubClient::new(
+        &sb.base_url(),
+        REPO.parse().unwrap(),
+        TOKEN.into(),
+        RetryPolicy {
+            max_retries: 1,
+            timeout: std::time::Duration::from_millis(100),
+            ..fast_policy()
+        },
+        None,
+    )
+    .unwrap();
+    let err = gh.list_releases().await.unwrap_err();
+    assert!(
+        matches!(err, ForgeError::GaveUp { attempts: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no answer within"), "{err}");
+}
+
+#[tokio::test]
 async fn rate_limit_with_retry_after_is_waited_out() {
     let sb = sandbox(5).await;
     sb.set_faults(Faults {

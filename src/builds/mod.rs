@@ -28,6 +28,42 @@ pub struct PlannerConfig {
     pub state_dir: PathBuf,
     /// Pause between dispatches, to stay under GitHub's ~80 content-creating requests a minute.
     pub dispatch_interval: Duration,
+    /// Workflow that builds a JSON list of identities as a matrix (`--matrix`).
+    pub batch_workflow: String,
+}
+
+/// GitHub's limits for one batch dispatch: jobs per matrix, characters of inputs.
+pub const MAX_MATRIX_JOBS: usize = 256;
+pub const MAX_INPUT_CHARS: usize = 65_535;
+/// Room left in the inputs for `driver_version` and `request_id`.
+const BATCH_INPUT_BUDGET: usize = MAX_INPUT_CHARS - 512;
+
+/// Splits identities into batches of at most `max_jobs` whose JSON list stays within
+/// `max_chars` (GitHub: 256 and the inputs' 65,535 characters).
+pub fn chunk_batch(
+    identities: &[KernelIdentity],
+    max_jobs: usize,
+    max_chars: usize,
+) -> Vec<Vec<KernelIdentity>> {
+    let mut out: Vec<Vec<KernelIdentity>> = Vec::new();
+    let mut current: Vec<KernelIdentity> = Vec::new();
+    let mut chars = 2;
+    for id in identities {
+        let item = serde_json::to_string(id)
+            .expect("identities serialise")
+            .len()
+            + 1;
+        if !current.is_empty() && (current.len() == max_jobs || chars + item > max_chars) {
+            out.push(std::mem::take(&mut current));
+            chars = 2;
+        }
+        chars += item;
+        current.push(id.clone());
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
 }
 
 /// What the planner did (or, in a dry run, would do) for one identity.
@@ -183,11 +219,30 @@ impl Planner {
         })
     }
 
-    /// Plans (and unless `dry_run`, dispatches) each identity key, in order.
+    /// Plans (and unless `dry_run`, dispatches) each identity key, in order, one run each.
     pub async fn plan_many(
         &self,
         keys: &[String],
         dry_run: bool,
+    ) -> Result<Vec<(String, Decision)>, BuildError> {
+        self.plan(keys, dry_run, false).await
+    }
+
+    /// Like [`Planner::plan_many`], but the identities that need a build go out in batches of at
+    /// most 256 through the batch workflow, one matrix run each.
+    pub async fn plan_matrix(
+        &self,
+        keys: &[String],
+        dry_run: bool,
+    ) -> Result<Vec<(String, Decision)>, BuildError> {
+        self.plan(keys, dry_run, true).await
+    }
+
+    async fn plan(
+        &self,
+        keys: &[String],
+        dry_run: bool,
+        matrix: bool,
     ) -> Result<Vec<(String, Decision)>, BuildError> {
         let mut last_dispatch = self.inflight.lock().await;
         let _lock = self.lock_across_processes().await?;
@@ -258,7 +313,7 @@ impl Planner {
                     &identity,
                     ledger.entries.get(&key),
                     running.get(&key),
-                    dry_run,
+                    dry_run || matrix,
                     &mut last_dispatch,
                 )
                 .await?;
@@ -267,7 +322,57 @@ impl Planner {
             }
             out.push((key, decision));
         }
+        if matrix && !dry_run {
+            self.dispatch_batches(&mut out, &mut last_dispatch).await?;
+        }
         Ok(out)
+    }
+
+    /// Turns every `WouldDispatch` into a batch dispatch of at most 256 identities.
+    async fn dispatch_batches(
+        &self,
+        decisions: &mut [(String, Decision)],
+        last_dispatch: &mut Option<tokio::time::Instant>,
+    ) -> Result<(), BuildError> {
+        let wanted: Vec<KernelIdentity> = decisions
+            .iter()
+            .filter(|(_, d)| *d == Decision::WouldDispatch)
+            .filter_map(|(k, _)| KernelIdentity::from_key(k).ok())
+            .collect();
+        for chunk in chunk_batch(&wanted, MAX_MATRIX_JOBS, BATCH_INPUT_BUDGET) {
+            let rid = request_id();
+            let inputs = serde_json::json!({
+                "identities": serde_json::to_string(&chunk).expect("identities serialise"),
+                "driver_version": self.config.driver_version,
+                "request_id": rid,
+            });
+            let inputs = inputs.as_object().expect("inputs are an object").clone();
+            if let Some(last) = *last_dispatch {
+                tokio::time::sleep_until(last + self.config.dispatch_interval).await;
+            }
+            *last_dispatch = Some(tokio::time::Instant::now());
+            let run = self
+                .client
+                .dispatch(
+                    &self.config.batch_workflow,
+                    &self.config.git_ref,
+                    &inputs,
+                    &rid,
+                )
+                .await?;
+            for id in &chunk {
+                let key = id.key();
+                self.record(LedgerEvent::Dispatched, &key, &rid, Some(&run))?;
+                if let Some((_, d)) = decisions.iter_mut().find(|(k, _)| *k == key) {
+                    *d = Decision::Dispatched {
+                        run_id: run.id,
+                        url: run.html_url.clone(),
+                        request_id: rid.clone(),
+                    };
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn decide(
@@ -478,4 +583,31 @@ pub fn build_states(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_the_job_and_character_limits() {
+        let ids: Vec<KernelIdentity> = (0..600)
+            .map(|i| {
+                KernelIdentity::parse("ubuntu", "22.04", "x86_64", &format!("5.15.0-{i}-generic"))
+                    .unwrap()
+            })
+            .collect();
+        let sizes =
+            |chunks: &[Vec<KernelIdentity>]| chunks.iter().map(Vec::len).collect::<Vec<_>>();
+        let by_jobs = chunk_batch(&ids, MAX_MATRIX_JOBS, BATCH_INPUT_BUDGET);
+        assert_eq!(sizes(&by_jobs), vec![256, 256, 88]);
+        assert!(chunk_batch(&[], MAX_MATRIX_JOBS, BATCH_INPUT_BUDGET).is_empty());
+        // A tighter character budget splits before the job limit, and every chunk fits it.
+        let by_chars = chunk_batch(&ids, MAX_MATRIX_JOBS, 10_000);
+        assert!(by_chars.len() > 3);
+        assert_eq!(sizes(&by_chars).iter().sum::<usize>(), 600);
+        for chunk in &by_chars {
+            assert!(serde_json::to_string(chunk).unwrap().len() <= 10_000);
+        }
+    }
 }

@@ -544,7 +544,7 @@ impl GithubClient {
             let runs = self.list_runs(workflow, None).await?;
             if let Some(run) = runs
                 .into_iter()
-                .find(|r| r.identity().is_some_and(|(_, rid)| rid == request_id))
+                .find(|r| r.request_id() == Some(request_id))
             {
                 return Ok(Some(run));
             }

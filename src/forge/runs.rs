@@ -36,9 +36,15 @@ impl WorkflowRun {
         self.status.as_deref() == Some("completed")
     }
 
-    /// The identity key and request id named by the run's title, if it is a kfleet run.
+    /// The identity key and request id named by the run's title, if it is a kfleet run for one
+    /// identity.
     pub fn identity(&self) -> Option<(&str, &str)> {
-        parse_run_title(&self.display_title)
+        parse_run_title(&self.display_title).filter(|(key, _)| !key.contains(' '))
+    }
+
+    /// The request id in the run's title (single or batch kfleet runs).
+    pub fn request_id(&self) -> Option<&str> {
+        parse_run_title(&self.display_title).map(|(_, rid)| rid)
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Faults {
     pub dispatch_errors: u32,
     /// The next N dispatches start their run, then answer 502 (the ambiguous failure).
     pub dispatch_errors_after_start: u32,
+    /// The next N successful responses drop the connection halfway through the body.
+    pub drop_connections: u32,
 }
 
 /// How simulated workflow runs behave.
@@ -93,7 +95,8 @@ pub struct SandboxOptions {
 struct SimRun {
     run: WorkflowRun,
     workflow: String,
-    identity: Option<KernelIdentity>,
+    /// What a successful run uploads: one identity, or a batch's.
+    identities: Vec<KernelIdentity>,
     driver_version: String,
     started: Instant,
     fails: Option<String>,
@@ -351,14 +354,35 @@ async fn gatekeeper(
         return github_error(StatusCode::UNAUTHORIZED, "Bad credentials");
     }
     let response = next.run(request).await;
-    let malformed = {
+    let (malformed, dropped) = {
         let mut faults = state.faults.lock().expect("faults lock");
-        let hit = response.status().is_success() && faults.malformed > 0;
-        if hit {
+        let ok = response.status().is_success();
+        let malformed = ok && faults.malformed > 0;
+        if malformed {
             faults.malformed -= 1;
         }
-        hit
+        let dropped = ok && !malformed && faults.drop_connections > 0;
+        if dropped {
+            faults.drop_connections -= 1;
+        }
+        (malformed, dropped)
     };
+    if dropped {
+        // Headers and half a body, then the stream fails: hyper aborts the connection.
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+            Ok(bytes::Bytes::from_static(b"[{\"tag_name\": ")),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "sandbox drops the connection",
+            )),
+        ];
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+        )
+            .into_response();
+    }
     if malformed {
         return (
             StatusCode::OK,
@@ -533,8 +557,10 @@ impl SandboxState {
             }
             sim.finished = true;
             if conclusion == Some("success")
-                && let Some(identity) = &sim.identity
-                && !self.attach(identity, &sim.driver_version)
+                && !sim
+                    .identities
+                    .iter()
+                    .all(|identity| self.attach(identity, &sim.driver_version))
             {
                 sim.run.conclusion = Some("failure".into());
             }
@@ -640,21 +666,34 @@ async fn dispatch(
     if let Some(missing) = declared.iter().find(|k| input(k).is_empty()) {
         return unprocessable(&format!("Required input '{missing}' not provided"));
     }
-    let (title, identity) = if workflow == "build-batch.yml" {
-        let count = serde_json::from_str::<Vec<serde_json::Value>>(input("identities"))
-            .map(|v| v.len())
-            .unwrap_or(0);
+    let parse = |d: &str, v: &str, a: &str, k: &str| KernelIdentity::parse(d, v, a, k).ok();
+    let (title, identities, all_valid) = if workflow == "build-batch.yml" {
+        let listed: Vec<serde_json::Value> =
+            serde_json::from_str(input("identities")).unwrap_or_default();
+        if listed.is_empty() || listed.len() > 256 {
+            return unprocessable("identities must be a JSON list of 1 to 256 identities");
+        }
+        let field = |v: &serde_json::Value, k: &str| {
+            v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
+        };
+        let identities: Vec<KernelIdentity> = listed
+            .iter()
+            .filter_map(|v| {
+                parse(
+                    &field(v, "distribution"),
+                    &field(v, "distro_version"),
+                    &field(v, "architecture"),
+                    &field(v, "kernel_version"),
+                )
+            })
+            .collect();
+        let all_valid = identities.len() == listed.len();
         (
-            format!("kfleet batch of {count} [{}]", input("request_id")),
-            None,
+            format!("kfleet batch of {} [{}]", listed.len(), input("request_id")),
+            identities,
+            all_valid,
         )
     } else {
-        let identity = KernelIdentity::parse(
-            input("distribution"),
-            input("distro_version"),
-            input("architecture"),
-            input("kernel_version"),
-        );
         let key = format!(
             "{}/{}/{}/{}",
             input("distribution"),
@@ -662,17 +701,30 @@ async fn dispatch(
             input("architecture"),
             input("kernel_version")
         );
-        (run_title(&key, input("request_id")), identity.ok())
+        let identity = parse(
+            input("distribution"),
+            input("distro_version"),
+            input("architecture"),
+            input("kernel_version"),
+        );
+        let valid = identity.is_some();
+        (
+            run_title(&key, input("request_id")),
+            identity.into_iter().collect(),
+            valid,
+        )
     };
-    let fails = match &identity {
-        None if workflow != "build-batch.yml" => Some("the identity does not validate".to_string()),
-        Some(id) if state.simulation.unresolvable.contains(&id.key()) => {
-            Some("kernel headers unresolvable".to_string())
-        }
-        _ if state.rng.lock().expect("rng lock").f64() < state.simulation.fail_rate => {
-            Some("build failed".to_string())
-        }
-        _ => None,
+    let fails = if !all_valid {
+        Some("an identity does not validate".to_string())
+    } else if identities
+        .iter()
+        .any(|id| state.simulation.unresolvable.contains(&id.key()))
+    {
+        Some("kernel headers unresolvable".to_string())
+    } else if state.rng.lock().expect("rng lock").f64() < state.simulation.fail_rate {
+        Some("build failed".to_string())
+    } else {
+        None
     };
     let id = {
         let mut runs = state.runs.lock().expect("runs lock");
@@ -698,7 +750,7 @@ async fn dispatch(
                     updated_at: Some(now),
                 },
                 workflow,
-                identity,
+                identities,
                 driver_version: input("driver_version").to_string(),
                 started: Instant::now(),
                 fails,
