@@ -384,3 +384,79 @@ async fn matrix_dispatch_chunks_at_256_and_uploads_every_artifact() {
     );
     assert_eq!(sb.dispatches(), 3);
 }
+
+#[tokio::test]
+async fn unknown_workflow_ref_or_inputs_are_rejected_like_github() {
+    let sb = sandbox(quick(60_000, 1000)).await;
+    let client = GithubClient::new(
+        &sb.base_url(),
+        REPO.parse().unwrap(),
+        TOKEN.into(),
+        RetryPolicy::default(),
+        None,
+    )
+    .unwrap();
+    let inputs = |extra: Option<(&str, &str)>| {
+        let mut m = serde_json::json!({
+            "kernel_version": "6.1.66-91.160.amzn2023.x86_64", "architecture": "x86_64",
+            "distribution": "amazonlinux", "distro_version": "2023",
+            "driver_version": "v1.1.0", "request_id": "r-1",
+        });
+        if let Some((k, v)) = extra {
+            m[k] = serde_json::Value::String(v.into());
+        }
+        m.as_object().unwrap().clone()
+    };
+    let err = client.dispatch("nope.yml", "main", &inputs(None), "r-1").await.unwrap_err();
+    assert!(matches!(err, kfleet::forge::ForgeError::NotFound { .. }), "{err}");
+    let err = client.dispatch("build-driver.yml", "nope", &inputs(None), "r-1").await.unwrap_err();
+    assert!(err.to_string().contains("422: No ref found for: nope"), "{err}");
+    let err = client
+        .dispatch("build-driver.yml", "main", &inputs(Some(("extra", "x"))), "r-1")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Unexpected inputs provided"), "{err}");
+    assert_eq!(sb.dispatches(), 0);
+}
+
+#[test]
+fn runs_and_cancel_commands_show_what_happened() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sb = rt.block_on(sandbox(quick(0, 60_000)));
+    let url = sb.base_url();
+    let state = tempfile::tempdir().unwrap();
+    let out = kfleet(&url, state.path())
+        .args(["dispatch", "--identity", MISSING, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let decisions: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(decisions[0]["outcome"], "dispatched");
+    assert_eq!(decisions[0]["key"], MISSING);
+    let run_id = decisions[0]["run_id"].as_u64().unwrap();
+
+    let out = kfleet(&url, state.path())
+        .args(["runs", "--format", "json"])
+        .output()
+        .unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["id"], run_id);
+    assert_eq!(runs[0]["identity"], MISSING);
+    assert_eq!(runs[0]["status"], "in_progress");
+    assert_eq!(runs[0]["deadline_secs"], 900);
+
+    let out = kfleet(&url, state.path())
+        .args(["runs", "--deadline", "0s", "--cancel-on-timeout"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("RUN"), "{table}");
+    assert!(table.contains("timed-out, cancel requested"), "{table}");
+
+    kfleet(&url, state.path())
+        .args(["cancel", &run_id.to_string()])
+        .assert()
+        .success()
+        .stdout(format!("run {run_id} had already finished; nothing to cancel\n"));
+    drop(sb);
+}
