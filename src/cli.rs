@@ -5,9 +5,9 @@ use crate::builds::{Decision, Planner, PlannerConfig, build_states};
 use crate::config::{Config, DEFAULT_MODULE, default_state_dir};
 use crate::coverage::{self, BuildStates, CoverageOptions, CoverageStatus};
 use crate::forge::{
-    CancelOutcome, Faults, ForgeError, GITHUB_API, GithubClient, Release, RepoRef, RetryPolicy,
-    Sandbox, SandboxOptions, Simulation, WorkflowRun, index_assets, load_releases,
-    read_release_file, select_release, token_from_environment,
+    CancelOutcome, Faults, Forge, ForgeError, GITHUB_API, GithubClient, Release, RepoRef,
+    RetryPolicy, Sandbox, SandboxForge, SandboxOptions, Simulation, WorkflowRun, index_assets,
+    load_releases, read_release_file, select_release, token_from_environment,
 };
 use crate::identity::{
     AssetTemplate, DEFAULT_ASSET_TEMPLATE, RawIdentity, Verdict, check, local_identity,
@@ -97,7 +97,7 @@ impl BuildArgs {
             .with_context(|| format!("--deadline {text}: write it like 15m or 90s"))
     }
 
-    fn client(&self, config: &Config) -> Result<GithubClient> {
+    fn client(&self, config: &Config) -> Result<Arc<dyn Forge>> {
         self.forge.client(config)?.ok_or_else(|| {
             anyhow::anyhow!("no repository: pass --repo OWNER/NAME (or set repo in kfleet.toml)")
         })
@@ -123,11 +123,19 @@ impl BuildArgs {
                     )
                 },
             )?,
-            state_dir: self
-                .state_dir
-                .clone()
-                .or_else(|| config.state_dir.clone())
-                .unwrap_or_else(default_state_dir),
+            state_dir: {
+                let dir = self
+                    .state_dir
+                    .clone()
+                    .or_else(|| config.state_dir.clone())
+                    .unwrap_or_else(default_state_dir);
+                // Sandbox runs are make-believe: keep them out of the real ledger.
+                if self.forge.sandbox.is_some() {
+                    dir.join("sandbox")
+                } else {
+                    dir
+                }
+            },
         })
     }
 }
@@ -203,11 +211,25 @@ pub struct ForgeArgs {
     /// GitHub API base URL [config: api_url; default https://api.github.com].
     #[arg(long, env = "KFLEET_API_URL", value_name = "URL")]
     pub api_url: Option<String>,
+    /// Use an in-process sandbox forge serving DIR/releases.json instead of GitHub (a demo: its
+    /// runs live as long as the command).
+    #[arg(long, value_name = "DIR", conflicts_with = "repo")]
+    pub sandbox: Option<PathBuf>,
 }
 
 impl ForgeArgs {
-    /// The GitHub client for the configured repository, if one is configured.
-    fn client(&self, config: &Config) -> Result<Option<GithubClient>> {
+    /// The forge named by the flags or config: the sandbox, or GitHub for a repository.
+    fn client(&self, config: &Config) -> Result<Option<Arc<dyn Forge>>> {
+        if let Some(dir) = &self.sandbox {
+            let releases = load_releases(dir)?;
+            let forge = runtime()?.block_on(SandboxForge::start(
+                releases,
+                SandboxOptions::default(),
+                RetryPolicy::default(),
+            ))?;
+            eprintln!("{}", Forge::label(&forge));
+            return Ok(Some(Arc::new(forge)));
+        }
         let Some(repo) = self.repo.clone().or_else(|| config.repo.clone()) else {
             return Ok(None);
         };
@@ -219,13 +241,13 @@ impl ForgeArgs {
             .unwrap_or_else(|| GITHUB_API.to_string());
         let token = token_from_environment().ok_or(crate::forge::ForgeError::NoToken)?;
         let notify = Box::new(|msg: &str| eprintln!("waiting: {msg}"));
-        Ok(Some(GithubClient::new(
+        Ok(Some(Arc::new(GithubClient::new(
             &api,
             repo,
             token,
             RetryPolicy::default(),
             Some(notify),
-        )?))
+        )?)))
     }
 }
 
@@ -640,7 +662,7 @@ fn read_keys_csv(path: &PathBuf) -> Result<Vec<String>> {
 }
 
 fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCode> {
-    let client = Arc::new(args.build.client(config)?);
+    let client = args.build.client(config)?;
     let template = args.naming.template(config)?;
     let mut keys = args.identity.clone();
     if let Some(path) = &args.from {

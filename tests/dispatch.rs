@@ -407,15 +407,35 @@ async fn unknown_workflow_ref_or_inputs_are_rejected_like_github() {
         }
         m.as_object().unwrap().clone()
     };
-    let err = client.dispatch("nope.yml", "main", &inputs(None), "r-1").await.unwrap_err();
-    assert!(matches!(err, kfleet::forge::ForgeError::NotFound { .. }), "{err}");
-    let err = client.dispatch("build-driver.yml", "nope", &inputs(None), "r-1").await.unwrap_err();
-    assert!(err.to_string().contains("422: No ref found for: nope"), "{err}");
     let err = client
-        .dispatch("build-driver.yml", "main", &inputs(Some(("extra", "x"))), "r-1")
+        .dispatch("nope.yml", "main", &inputs(None), "r-1")
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("Unexpected inputs provided"), "{err}");
+    assert!(
+        matches!(err, kfleet::forge::ForgeError::NotFound { .. }),
+        "{err}"
+    );
+    let err = client
+        .dispatch("build-driver.yml", "nope", &inputs(None), "r-1")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("422: No ref found for: nope"),
+        "{err}"
+    );
+    let err = client
+        .dispatch(
+            "build-driver.yml",
+            "main",
+            &inputs(Some(("extra", "x"))),
+            "r-1",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Unexpected inputs provided"),
+        "{err}"
+    );
     assert_eq!(sb.dispatches(), 0);
 }
 
@@ -429,7 +449,11 @@ fn runs_and_cancel_commands_show_what_happened() {
         .args(["dispatch", "--identity", MISSING, "--format", "json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let decisions: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(decisions[0]["outcome"], "dispatched");
     assert_eq!(decisions[0]["key"], MISSING);
@@ -457,6 +481,8 @@ fn runs_and_cancel_commands_show_what_happened() {
         .args(["cancel", &run_id.to_string()])
         .assert()
         .success()
-        .stdout(format!("run {run_id} had already finished; nothing to cancel\n"));
+        .stdout(format!(
+            "run {run_id} had already finished; nothing to cancel\n"
+        ));
     drop(sb);
 }

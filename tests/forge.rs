@@ -332,3 +332,37 @@ fn report_from_the_sandbox_matches_report_from_the_file() {
     );
     drop(sb);
 }
+
+/// `--sandbox DIR` starts the sandbox forge in-process and reads it over loopback HTTP.
+#[test]
+fn the_in_process_sandbox_forge_serves_the_sample_data() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let state = tempfile::tempdir().unwrap();
+    let run = |source: &[&str]| {
+        let out = Command::cargo_bin("kfleet")
+            .unwrap()
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("KFLEET_STATE_DIR", state.path())
+            .arg("report")
+            .arg("-i")
+            .arg(root.join("sample-data/fleet.csv"))
+            .args(source)
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v, String::from_utf8(out.stderr).unwrap())
+    };
+    let (from_file, _) = run(&[
+        "--releases",
+        root.join("sample-data/releases.json").to_str().unwrap(),
+    ]);
+    let (from_sandbox, stderr) = run(&["--sandbox", root.join("sample-data").to_str().unwrap()]);
+    assert!(stderr.starts_with("SANDBOX http://127.0.0.1:"), "{stderr}");
+    assert_eq!(from_sandbox["summary"], from_file["summary"]);
+}

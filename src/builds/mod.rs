@@ -3,7 +3,7 @@
 
 pub mod ledger;
 
-use crate::forge::{ForgeError, GithubClient, WorkflowRun, index_assets, select_release};
+use crate::forge::{Forge, ForgeError, WorkflowRun, index_assets, select_release};
 use crate::identity::{AssetTemplate, KernelIdentity, Rejection};
 use chrono::Utc;
 use ledger::{Ledger, LedgerError, LedgerEvent, LedgerRecord};
@@ -151,7 +151,7 @@ pub enum BuildError {
 }
 
 pub struct Planner {
-    client: Arc<GithubClient>,
+    client: Arc<dyn Forge>,
     template: AssetTemplate,
     config: PlannerConfig,
     ledger: Ledger,
@@ -174,7 +174,7 @@ fn request_id() -> String {
 
 impl Planner {
     pub fn new(
-        client: Arc<GithubClient>,
+        client: Arc<dyn Forge>,
         template: AssetTemplate,
         config: PlannerConfig,
     ) -> Result<Self, BuildError> {
@@ -385,12 +385,27 @@ impl Planner {
     ) -> Result<Decision, BuildError> {
         let key = identity.key();
         if let Some(entry) = entry.filter(|e| e.is_open()) {
-            let run = match entry.run_id {
-                Some(id) => Some(self.client.get_run(id).await?),
-                None => None,
+            // `None`: the run is gone (retention, or a sandbox that restarted): the entry is over.
+            let known: Option<Option<WorkflowRun>> = match entry.run_id {
+                Some(id) => match self.client.get_run(id).await {
+                    Ok(run) => Some(Some(run)),
+                    Err(ForgeError::NotFound { .. }) => {
+                        self.record_id(
+                            LedgerEvent::Finished,
+                            &key,
+                            &entry.request_id,
+                            entry.run_id,
+                            Some("run-not-found".into()),
+                        )?;
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                None => Some(None),
             };
-            match run {
-                Some(run) if run.is_finished() => {
+            match known {
+                None => {}
+                Some(Some(run)) if run.is_finished() => {
                     self.record(LedgerEvent::Finished, &key, &entry.request_id, Some(&run))?;
                     if run.conclusion.as_deref() == Some("success") {
                         return Ok(Decision::Available {
@@ -400,7 +415,7 @@ impl Planner {
                         });
                     }
                 }
-                run => {
+                Some(run) => {
                     let overdue = Utc::now()
                         .signed_duration_since(entry.dispatched_at)
                         .to_std()

@@ -1,5 +1,6 @@
-//! Where releases live: GitHub release listings from files or over HTTP (GitHub, GitHub
-//! Enterprise, or the loopback sandbox forge), and matching their assets to identities.
+//! Where releases and builds live: the `Forge` trait with its two implementations (GitHub, and
+//! the in-process sandbox reached over HTTP through the same GitHub client), release listing
+//! files, and matching assets to identities.
 
 mod github;
 mod releases;
@@ -16,3 +17,128 @@ pub use releases::{
 };
 pub use runs::{RunList, WorkflowRun, parse_run_title, run_title};
 pub use sandbox::{Faults, Sandbox, SandboxError, SandboxOptions, Simulation, load_releases};
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type Inputs = serde_json::Map<String, serde_json::Value>;
+
+/// Releases and builds of one repository.
+pub trait Forge: Send + Sync {
+    /// What this forge is, for status lines: `github acme/kdriver`, `SANDBOX http://127.0.0.1:PORT`.
+    fn label(&self) -> String;
+    fn list_releases(&self) -> BoxFuture<'_, Result<Listing, ForgeError>>;
+    fn list_runs<'a>(
+        &'a self,
+        workflow: &'a str,
+        status: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<WorkflowRun>, ForgeError>>;
+    fn get_run(&self, run_id: u64) -> BoxFuture<'_, Result<WorkflowRun, ForgeError>>;
+    fn cancel_run(&self, run_id: u64) -> BoxFuture<'_, Result<CancelOutcome, ForgeError>>;
+    fn dispatch<'a>(
+        &'a self,
+        workflow: &'a str,
+        git_ref: &'a str,
+        inputs: &'a Inputs,
+        request_id: &'a str,
+    ) -> BoxFuture<'a, Result<WorkflowRun, ForgeError>>;
+}
+
+impl Forge for GithubClient {
+    fn label(&self) -> String {
+        format!("github {}", self.repo())
+    }
+    fn list_releases(&self) -> BoxFuture<'_, Result<Listing, ForgeError>> {
+        Box::pin(GithubClient::list_releases(self))
+    }
+    fn list_runs<'a>(
+        &'a self,
+        workflow: &'a str,
+        status: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<WorkflowRun>, ForgeError>> {
+        Box::pin(GithubClient::list_runs(self, workflow, status))
+    }
+    fn get_run(&self, run_id: u64) -> BoxFuture<'_, Result<WorkflowRun, ForgeError>> {
+        Box::pin(GithubClient::get_run(self, run_id))
+    }
+    fn cancel_run(&self, run_id: u64) -> BoxFuture<'_, Result<CancelOutcome, ForgeError>> {
+        Box::pin(GithubClient::cancel_run(self, run_id))
+    }
+    fn dispatch<'a>(
+        &'a self,
+        workflow: &'a str,
+        git_ref: &'a str,
+        inputs: &'a Inputs,
+        request_id: &'a str,
+    ) -> BoxFuture<'a, Result<WorkflowRun, ForgeError>> {
+        Box::pin(GithubClient::dispatch(
+            self, workflow, git_ref, inputs, request_id,
+        ))
+    }
+}
+
+/// The sandbox forge: an in-process sandbox server, reached over HTTP on loopback through the
+/// GitHub client, so the demo exercises the real path.
+pub struct SandboxForge {
+    sandbox: Sandbox,
+    client: GithubClient,
+}
+
+impl SandboxForge {
+    /// Starts a sandbox on a free loopback port serving `releases` and a client for it.
+    pub async fn start(
+        releases: Vec<Release>,
+        mut options: SandboxOptions,
+        policy: RetryPolicy,
+    ) -> Result<Self, SandboxError> {
+        let token = format!("sandbox-{:016x}", fastrand::u64(..));
+        options.token = Some(token.clone());
+        if options.repo.is_empty() {
+            options.repo = "example/kdriver".into();
+        }
+        let repo: RepoRef = options
+            .repo
+            .parse()
+            .map_err(|e: ForgeError| SandboxError::Data(e.to_string()))?;
+        let sandbox = Sandbox::start(([127, 0, 0, 1], 0).into(), releases, options).await?;
+        let client = GithubClient::new(&sandbox.base_url(), repo, token, policy, None)
+            .map_err(|e| SandboxError::Data(e.to_string()))?;
+        Ok(Self { sandbox, client })
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
+impl Forge for SandboxForge {
+    fn label(&self) -> String {
+        format!("SANDBOX {}", self.sandbox.base_url())
+    }
+    fn list_releases(&self) -> BoxFuture<'_, Result<Listing, ForgeError>> {
+        Forge::list_releases(&self.client)
+    }
+    fn list_runs<'a>(
+        &'a self,
+        workflow: &'a str,
+        status: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<WorkflowRun>, ForgeError>> {
+        Forge::list_runs(&self.client, workflow, status)
+    }
+    fn get_run(&self, run_id: u64) -> BoxFuture<'_, Result<WorkflowRun, ForgeError>> {
+        Forge::get_run(&self.client, run_id)
+    }
+    fn cancel_run(&self, run_id: u64) -> BoxFuture<'_, Result<CancelOutcome, ForgeError>> {
+        Forge::cancel_run(&self.client, run_id)
+    }
+    fn dispatch<'a>(
+        &'a self,
+        workflow: &'a str,
+        git_ref: &'a str,
+        inputs: &'a Inputs,
+        request_id: &'a str,
+    ) -> BoxFuture<'a, Result<WorkflowRun, ForgeError>> {
+        Forge::dispatch(&self.client, workflow, git_ref, inputs, request_id)
+    }
+}

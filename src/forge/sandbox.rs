@@ -115,6 +115,8 @@ struct SandboxState {
     simulation: Simulation,
     runs: Mutex<BTreeMap<u64, SimRun>>,
     dispatches: AtomicU64,
+    /// Run ids start at a random base, so a restarted sandbox never reuses an id it gave out.
+    run_id_base: u64,
 }
 
 /// A running sandbox; dropping it stops the server.
@@ -182,6 +184,7 @@ impl Sandbox {
             simulation: options.simulation,
             runs: Mutex::new(BTreeMap::new()),
             dispatches: AtomicU64::new(0),
+            run_id_base: 7_000_000_000 + fastrand::u64(..1_000_000) * 1000,
         });
         let app = Router::new()
             .route("/repos/{owner}/{repo}/releases", get(list_releases))
@@ -728,7 +731,7 @@ async fn dispatch(
     };
     let id = {
         let mut runs = state.runs.lock().expect("runs lock");
-        let id = 7_000_000_000 + runs.len() as u64 + 1;
+        let id = state.run_id_base + runs.len() as u64 + 1;
         let now = chrono::Utc::now();
         runs.insert(
             id,
