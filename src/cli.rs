@@ -701,12 +701,27 @@ fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCode> {
                     .map(|r| r.key.clone()),
             );
         }
-        let planner = Planner::new(
+        let mut planner = Planner::new(
             client.clone(),
             template,
             args.build
                 .planner_config(config, release.tag_name.clone())?,
         )?;
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) && keys.len() > 1 {
+            let bar = indicatif::ProgressBar::new(keys.len() as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} identities checked, {elapsed} {msg}",
+                )
+                .expect("the progress template is valid"),
+            );
+            planner = planner.on_decided(move |key, _| {
+                bar.inc(1);
+                bar.set_message(key.to_string());
+                if bar.position() == bar.length().unwrap_or(0) {
+                    bar.finish_and_clear();
+                }
+            });
+        }
         anyhow::Ok(if args.matrix {
             planner.plan_matrix(&keys, args.dry_run).await?
         } else {

@@ -206,7 +206,10 @@ async fn a_502_on_dispatch_is_resent_only_when_no_run_started() {
 async fn invalid_and_available_identities_never_dispatch() {
     let sb = sandbox(quick(60_000, 1000)).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false)
+        .on_decided(move |key, d| log.lock().unwrap().push(format!("{key}: {}", d.describe())));
     let out = p
         .plan_many(
             &[
@@ -228,6 +231,12 @@ async fn invalid_and_available_identities_never_dispatch() {
     );
     assert!(matches!(&out[3].1, Decision::Unsupported { .. }));
     assert_eq!(sb.dispatches(), 0);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 4, "progress hears of every identity");
+    assert_eq!(
+        seen[0],
+        "fedora/39/x86_64/6.2.9-300.fc38.x86_64: invalid: fc38 in kernel_version but distro_version is 39"
+    );
 }
 
 #[tokio::test]

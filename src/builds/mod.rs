@@ -150,6 +150,9 @@ pub enum BuildError {
     },
 }
 
+/// Hears each identity key and its decision as the planner reaches it.
+pub type DecisionHook = Box<dyn Fn(&str, &Decision) + Send + Sync>;
+
 pub struct Planner {
     client: Arc<dyn Forge>,
     template: AssetTemplate,
@@ -158,6 +161,8 @@ pub struct Planner {
     /// Single-flight within the process: one check-and-dispatch at a time; holds when the last
     /// dispatch went out, for pacing.
     inflight: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Told about each identity as it is decided (a progress bar, a log).
+    on_decided: Option<DecisionHook>,
 }
 
 fn active(run: &WorkflowRun) -> bool {
@@ -185,7 +190,14 @@ impl Planner {
             config,
             ledger,
             inflight: tokio::sync::Mutex::new(None),
+            on_decided: None,
         })
+    }
+
+    /// Calls `f` with each identity key and its decision as the planner reaches it.
+    pub fn on_decided(mut self, f: impl Fn(&str, &Decision) + Send + Sync + 'static) -> Self {
+        self.on_decided = Some(Box::new(f));
+        self
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -274,51 +286,49 @@ impl Planner {
         let mut out = Vec::with_capacity(keys.len());
         let mut dispatched_now: HashMap<String, (u64, Option<String>)> = HashMap::new();
         for key in keys {
-            let identity = match KernelIdentity::from_key(key) {
-                Ok(id) => id,
-                Err(Rejection::Invalid(reason)) => {
-                    out.push((key.clone(), Decision::Invalid { reason }));
-                    continue;
-                }
-                Err(Rejection::Unsupported(reason)) => {
-                    out.push((key.clone(), Decision::Unsupported { reason }));
-                    continue;
-                }
-            };
-            let key = identity.key();
-            if let Some(a) = available.get(key.as_str()) {
-                out.push((
-                    key,
-                    Decision::Available {
+            let (key, decision) = 'decided: {
+                let identity = match KernelIdentity::from_key(key) {
+                    Ok(id) => id,
+                    Err(Rejection::Invalid(reason)) => {
+                        break 'decided (key.clone(), Decision::Invalid { reason });
+                    }
+                    Err(Rejection::Unsupported(reason)) => {
+                        break 'decided (key.clone(), Decision::Unsupported { reason });
+                    }
+                };
+                let key = identity.key();
+                if let Some(a) = available.get(key.as_str()) {
+                    let decision = Decision::Available {
                         asset: a.name.clone(),
                         url: a.url.clone(),
                         digest: a.digest.clone(),
-                    },
-                ));
-                continue;
-            }
-            if let Some((run_id, url)) = dispatched_now.get(&key) {
-                out.push((
-                    key,
-                    Decision::Building {
+                    };
+                    break 'decided (key, decision);
+                }
+                if let Some((run_id, url)) = dispatched_now.get(&key) {
+                    let decision = Decision::Building {
                         run_id: Some(*run_id),
                         status: "queued".into(),
                         url: url.clone(),
-                    },
-                ));
-                continue;
-            }
-            let decision = self
-                .decide(
-                    &identity,
-                    ledger.entries.get(&key),
-                    running.get(&key),
-                    dry_run || matrix,
-                    &mut last_dispatch,
-                )
-                .await?;
-            if let Decision::Dispatched { run_id, url, .. } = &decision {
-                dispatched_now.insert(key.clone(), (*run_id, url.clone()));
+                    };
+                    break 'decided (key, decision);
+                }
+                let decision = self
+                    .decide(
+                        &identity,
+                        ledger.entries.get(&key),
+                        running.get(&key),
+                        dry_run || matrix,
+                        &mut last_dispatch,
+                    )
+                    .await?;
+                if let Decision::Dispatched { run_id, url, .. } = &decision {
+                    dispatched_now.insert(key.clone(), (*run_id, url.clone()));
+                }
+                (key, decision)
+            };
+            if let Some(f) = &self.on_decided {
+                f(&key, &decision);
             }
             out.push((key, decision));
         }
