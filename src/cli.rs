@@ -9,6 +9,7 @@ use crate::forge::{
     RetryPolicy, Sandbox, SandboxForge, SandboxOptions, Simulation, WorkflowRun, index_assets,
     load_releases, read_release_file, select_release, token_from_environment,
 };
+use crate::headers::{Chain, Resolver, ResolverOptions, plan};
 use crate::identity::{
     AssetTemplate, DEFAULT_ASSET_TEMPLATE, RawIdentity, Verdict, check, local_identity,
 };
@@ -50,6 +51,115 @@ pub enum Command {
     Runs(RunsArgs),
     /// Cancel a build run.
     Cancel(CancelArgs),
+    /// Kernel headers through the fallback chain.
+    #[command(subcommand)]
+    Headers(HeadersCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// Identity key DISTRIBUTION/VERSION/ARCH/KERNEL (or the four flags below).
+    #[arg(value_name = "IDENTITY", required_unless_present = "kernel_version")]
+    pub key: Option<String>,
+    #[arg(long, requires_all = ["distro_version", "architecture", "kernel_version"], conflicts_with = "key")]
+    pub distribution: Option<String>,
+    #[arg(long)]
+    pub distro_version: Option<String>,
+    #[arg(long)]
+    pub architecture: Option<String>,
+    #[arg(long)]
+    pub kernel_version: Option<String>,
+}
+
+impl IdentityArgs {
+    fn identity(&self) -> Result<crate::identity::KernelIdentity> {
+        let parsed = match &self.key {
+            Some(key) => crate::identity::KernelIdentity::from_key(key),
+            None => crate::identity::KernelIdentity::parse(
+                self.distribution.as_deref().unwrap_or(""),
+                self.distro_version.as_deref().unwrap_or(""),
+                self.architecture.as_deref().unwrap_or(""),
+                self.kernel_version.as_deref().unwrap_or(""),
+            ),
+        };
+        Ok(parsed?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct HeaderChainArgs {
+    /// Header sources file replacing the built-in chain (assets/header-sources.toml).
+    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    pub sources: Option<PathBuf>,
+    /// Longest time one source may take.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub source_timeout: String,
+    /// How long a resolution stays cached in the state directory (0s: no cache).
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub cache_ttl: String,
+    /// State directory holding the cache [default $XDG_STATE_HOME/kfleet].
+    #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl HeaderChainArgs {
+    fn chain(&self) -> Result<Chain> {
+        Ok(match &self.sources {
+            Some(path) => Chain::load(path)?,
+            None => Chain::builtin(),
+        })
+    }
+
+    fn resolver(&self, config: &Config) -> Result<Resolver> {
+        let timeout = humantime::parse_duration(&self.source_timeout).with_context(|| {
+            format!(
+                "--source-timeout {}: write it like 60s",
+                self.source_timeout
+            )
+        })?;
+        let ttl = humantime::parse_duration(&self.cache_ttl)
+            .with_context(|| format!("--cache-ttl {}: write it like 24h", self.cache_ttl))?;
+        let dir = self
+            .state_dir
+            .clone()
+            .or_else(|| config.state_dir.clone())
+            .unwrap_or_else(default_state_dir)
+            .join("headers");
+        Ok(Resolver::new(
+            self.chain()?,
+            ResolverOptions {
+                source_timeout: timeout,
+                cache: (!ttl.is_zero()).then_some((dir, ttl)),
+            },
+        )?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HeadersCommand {
+    /// Show the chain for an identity and which source holds its headers (exit 1: none).
+    Resolve {
+        #[command(flatten)]
+        identity: IdentityArgs,
+        /// Only show the plan: each source with the URLs it would try; no network.
+        #[arg(long)]
+        offline: bool,
+        /// Output format (table or json).
+        #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        chain: HeaderChainArgs,
+    },
+    /// Download the header packages into DIR, verifying their checksums (what the build job runs).
+    Fetch {
+        #[command(flatten)]
+        identity: IdentityArgs,
+        /// Directory to write the packages into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        chain: HeaderChainArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -429,6 +539,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dispatch(args) => dispatch_cmd(args, &config),
         Command::Runs(args) => runs_cmd(args, &config),
         Command::Cancel(args) => cancel_cmd(args, &config),
+        Command::Headers(cmd) => headers_cmd(cmd, &config),
     }
 }
 
@@ -863,6 +974,97 @@ fn cancel_cmd(args: CancelArgs, config: &Config) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCode> {
+    match cmd {
+        HeadersCommand::Resolve {
+            identity,
+            offline,
+            format,
+            chain,
+        } => {
+            let id = identity.identity()?;
+            if offline {
+                let planned = plan(&chain.chain()?, &id);
+                if planned.is_empty() {
+                    bail!("no header sources for {}", id.key());
+                }
+                if format == Format::Json {
+                    println!("{}", serde_json::to_string_pretty(&planned)?);
+                } else {
+                    println!("plan for {} (offline: nothing was fetched)", id.key());
+                    for (i, s) in planned.iter().enumerate() {
+                        println!("{}. {} ({})", i + 1, s.name, s.kind.as_str());
+                        for url in &s.urls {
+                            println!("   {url}");
+                        }
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let resolver = chain.resolver(config)?;
+            let resolution = runtime()?.block_on(resolver.resolve(&id))?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&resolution)?);
+            } else {
+                let rows: Vec<Vec<String>> = resolution
+                    .attempts
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.source.clone(),
+                            a.kind.as_str().to_string(),
+                            format!("{} ms", a.millis),
+                            a.outcome.clone(),
+                            a.url.clone(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    report::grid(&["SOURCE", "KIND", "TIME", "OUTCOME", "URL"], &rows, &[2])
+                );
+                match &resolution.resolved_by {
+                    Some(by) => {
+                        println!("\nresolved by {by}:");
+                        for p in &resolution.packages {
+                            let sum = p
+                                .checksum
+                                .as_ref()
+                                .map(|c| format!(" {}:{}", c.algorithm, c.hex))
+                                .unwrap_or_default();
+                            println!("  {}{sum}", p.url);
+                        }
+                    }
+                    None => println!("\nunresolvable: every source was tried"),
+                }
+            }
+            Ok(if resolution.resolved_by.is_some() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        HeadersCommand::Fetch {
+            identity,
+            out,
+            chain,
+        } => {
+            let id = identity.identity()?;
+            let resolver = chain.resolver(config)?;
+            let (resolution, files) = runtime()?.block_on(resolver.fetch(&id, &out))?;
+            eprintln!(
+                "headers for {} from {}",
+                id.key(),
+                resolution.resolved_by.as_deref().unwrap_or("?")
+            );
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn identity_cmd(cmd: IdentityCommand) -> Result<ExitCode> {

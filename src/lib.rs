@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod coverage;
 pub mod forge;
+pub mod headers;
 pub mod identity;
 pub mod inventory;
 pub mod report;

@@ -291,7 +291,7 @@ fn processes_share_one_dispatch_and_coverage_flips_to_covered() {
     }));
     let url = sb.base_url();
     let state = tempfile::tempdir().unwrap();
-    let children: Vec<_> = (0..5)
+    let children: Vec<_> = (0..10)
         .map(|_| {
             kfleet(&url, state.path())
                 .args(["dispatch", "--identity", MISSING])

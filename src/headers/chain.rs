@@ -1,0 +1,418 @@
+//! The fallback chain definition (`assets/header-sources.toml`) and its expansion for one identity.
+
+use crate::identity::{Distribution, KernelIdentity};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const BUILTIN_SOURCES: &str = include_str!("../../assets/header-sources.toml");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    RpmRepo,
+    AptRepo,
+    Url,
+    Koji,
+    Snapshot,
+    Launchpad,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RpmRepo => "rpm-repo",
+            Self::AptRepo => "apt-repo",
+            Self::Url => "url",
+            Self::Koji => "koji",
+            Self::Snapshot => "snapshot",
+            Self::Launchpad => "launchpad",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub family: String,
+    pub name: String,
+    pub kind: SourceKind,
+    pub urls: Vec<String>,
+    /// rpm-repo: each URL is a mirror.list naming the repository.
+    #[serde(default)]
+    pub mirrorlist: bool,
+    /// koji: where the hub's files are served (`topurl`).
+    #[serde(default)]
+    pub files: Option<String>,
+    /// apt-repo: suites and components to read.
+    #[serde(default)]
+    pub suites: Vec<String>,
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// Only for this distro version / architecture.
+    #[serde(default)]
+    pub when_distro_version: Option<String>,
+    #[serde(default)]
+    pub when_arch: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainFile {
+    sources: Vec<SourceSpec>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("cannot read header sources {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("header sources {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The ordered sources, per family.
+#[derive(Clone, Debug)]
+pub struct Chain {
+    pub sources: Vec<SourceSpec>,
+}
+
+const PLACEHOLDERS: &[&str] = &[
+    "kernel",
+    "version",
+    "release",
+    "arch",
+    "deb_arch",
+    "distro_version",
+    "major",
+    "minor",
+    "codename",
+    "flavour",
+    "abi",
+];
+
+impl Chain {
+    pub fn builtin() -> Self {
+        Self::parse("(built-in header-sources.toml)", BUILTIN_SOURCES)
+            .expect("the built-in header sources are valid")
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ChainError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ChainError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&shown, &text)
+    }
+
+    pub fn parse(path: &str, text: &str) -> Result<Self, ChainError> {
+        let invalid = |message: String| ChainError::Invalid {
+            path: path.to_string(),
+            message,
+        };
+        let file: ChainFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        for s in &file.sources {
+            if Distribution::from_alias(&s.family).is_none() {
+                return Err(invalid(format!(
+                    "source {}: unknown family '{}'",
+                    s.name, s.family
+                )));
+            }
+            if s.urls.is_empty() {
+                return Err(invalid(format!("source {}: no urls", s.name)));
+            }
+            for template in s.urls.iter().chain(&s.suites).chain(&s.files) {
+                check_placeholders(template).map_err(|p| {
+                    invalid(format!(
+                        "source {}: unknown placeholder {{{p}}} in {template}; known: {}",
+                        s.name,
+                        PLACEHOLDERS.join(" ")
+                    ))
+                })?;
+            }
+            if s.kind == SourceKind::AptRepo && (s.suites.is_empty() || s.components.is_empty()) {
+                return Err(invalid(format!(
+                    "source {}: apt-repo needs suites and components",
+                    s.name
+                )));
+            }
+            if s.kind == SourceKind::Koji && s.files.is_none() {
+                return Err(invalid(format!(
+                    "source {}: koji needs files (the hub's topurl)",
+                    s.name
+                )));
+            }
+        }
+        Ok(Self {
+            sources: file.sources,
+        })
+    }
+
+    /// The sources that apply to `id`, in order.
+    pub fn for_identity<'a>(&'a self, id: &KernelIdentity) -> Vec<&'a SourceSpec> {
+        self.sources
+            .iter()
+            .filter(|s| {
+                Distribution::from_alias(&s.family).map(|(d, _)| d) == Some(id.distribution)
+            })
+            .filter(|s| {
+                s.when_distro_version
+                    .as_deref()
+                    .is_none_or(|v| v == id.distro_version)
+            })
+            .filter(|s| {
+                s.when_arch
+                    .as_deref()
+                    .is_none_or(|a| a == id.architecture.as_str())
+            })
+            .collect()
+    }
+}
+
+fn check_placeholders(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| "(unclosed)".to_string())?;
+        let name = &rest[open + 1..open + close];
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(name.to_string());
+        }
+        rest = &rest[open + close + 1..];
+    }
+    Ok(())
+}
+
+/// The pieces of a kernel identity that URL templates and package names use.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KernelParts {
+    pub kernel: String,
+    /// RPM version (`5.14.0`) or upstream version for Debian/Ubuntu (`6.1.0`).
+    pub version: String,
+    /// RPM release without the arch (`427.13.1.el9_4`); Debian/Ubuntu ABI (`18`, `91`).
+    pub release: String,
+    pub arch: String,
+    pub deb_arch: String,
+    pub distro_version: String,
+    pub major: String,
+    pub minor: String,
+    /// Debian/Ubuntu suite codename.
+    pub codename: String,
+    /// Debian/Ubuntu flavour (`amd64`, `cloud-arm64`, `generic`, `aws`).
+    pub flavour: String,
+    /// Debian/Ubuntu kernel without the flavour (`6.1.0-18`, `5.15.0-91`, `6.12.57+deb13`).
+    pub abi: String,
+}
+
+fn codename(dist: Distribution, version: &str) -> &'static str {
+    match (dist, version) {
+        (Distribution::Debian, "8") => "jessie",
+        (Distribution::Debian, "9") => "stretch",
+        (Distribution::Debian, "10") => "buster",
+        (Distribution::Debian, "11") => "bullseye",
+        (Distribution::Debian, "12") => "bookworm",
+        (Distribution::Debian, "13") => "trixie",
+        (Distribution::Debian, "14") => "forky",
+        (Distribution::Ubuntu, "14.04") => "trusty",
+        (Distribution::Ubuntu, "16.04") => "xenial",
+        (Distribution::Ubuntu, "18.04") => "bionic",
+        (Distribution::Ubuntu, "20.04") => "focal",
+        (Distribution::Ubuntu, "22.04") => "jammy",
+        (Distribution::Ubuntu, "24.04") => "noble",
+        (Distribution::Ubuntu, "24.10") => "oracular",
+        (Distribution::Ubuntu, "25.04") => "plucky",
+        _ => "",
+    }
+}
+
+impl KernelParts {
+    pub fn of(id: &KernelIdentity) -> Self {
+        let kernel = id.kernel_version.clone();
+        let arch = id.architecture.as_str().to_string();
+        let (major, minor) = match id.distro_version.split_once('.') {
+            Some((a, b)) => (a.to_string(), b.to_string()),
+            None => (id.distro_version.clone(), String::new()),
+        };
+        let (version, release, flavour, abi) = match id.distribution {
+            Distribution::Ubuntu | Distribution::Debian => {
+                // 5.15.0-91-generic, 6.1.0-18-cloud-amd64, 5.10.0-0.deb10.30-amd64, 6.12.57+deb13-amd64
+                let (head, rest) = kernel.split_once('-').unwrap_or((&kernel, ""));
+                let (version, after_plus) = match head.split_once('+') {
+                    Some((v, _)) => (v.to_string(), true),
+                    None => (head.to_string(), false),
+                };
+                let (abi, flavour) = if after_plus {
+                    (head.to_string(), rest.to_string())
+                } else {
+                    let (abi_tail, flavour) = rest.split_once('-').unwrap_or((rest, ""));
+                    (format!("{head}-{abi_tail}"), flavour.to_string())
+                };
+                let release = abi
+                    .split_once('-')
+                    .map(|(_, r)| r.to_string())
+                    .unwrap_or_default();
+                (version, release, flavour, abi)
+            }
+            _ => {
+                // VERSION-RELEASE.ARCH[+variant]
+                let base = kernel.split('+').next().unwrap_or(&kernel);
+                let no_arch = base.strip_suffix(&format!(".{arch}")).unwrap_or(base);
+                let (v, r) = no_arch.split_once('-').unwrap_or((no_arch, ""));
+                (v.to_string(), r.to_string(), String::new(), String::new())
+            }
+        };
+        Self {
+            version,
+            release,
+            deb_arch: id.architecture.debian_name().to_string(),
+            distro_version: id.distro_version.clone(),
+            codename: codename(id.distribution, &id.distro_version).to_string(),
+            kernel,
+            arch,
+            major,
+            minor,
+            flavour,
+            abi,
+        }
+    }
+
+    pub fn expand(&self, template: &str) -> String {
+        template
+            .replace("{kernel}", &self.kernel)
+            .replace("{version}", &self.version)
+            .replace("{release}", &self.release)
+            .replace("{deb_arch}", &self.deb_arch)
+            .replace("{arch}", &self.arch)
+            .replace("{distro_version}", &self.distro_version)
+            .replace("{major}", &self.major)
+            .replace("{minor}", &self.minor)
+            .replace("{codename}", &self.codename)
+            .replace("{flavour}", &self.flavour)
+            .replace("{abi}", &self.abi)
+    }
+}
+
+/// One source as it would be tried for an identity: the exact URLs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedSource {
+    pub name: String,
+    pub kind: SourceKind,
+    pub urls: Vec<String>,
+}
+
+/// The chain for `id` without touching the network: each source with the URLs it would try.
+pub fn plan(chain: &Chain, id: &KernelIdentity) -> Vec<PlannedSource> {
+    let parts = KernelParts::of(id);
+    chain
+        .for_identity(id)
+        .into_iter()
+        .map(|s| {
+            let urls = match s.kind {
+                SourceKind::AptRepo => s
+                    .urls
+                    .iter()
+                    .flat_map(|base| {
+                        s.suites.iter().flat_map(move |suite| {
+                            s.components.iter().map(move |c| (base, suite, c))
+                        })
+                    })
+                    .map(|(base, suite, c)| {
+                        format!(
+                            "{}dists/{}/{c}/binary-{}/Packages.xz",
+                            parts.expand(base),
+                            parts.expand(suite),
+                            parts.deb_arch
+                        )
+                    })
+                    .collect(),
+                SourceKind::RpmRepo if !s.mirrorlist => s
+                    .urls
+                    .iter()
+                    .map(|u| format!("{}repodata/repomd.xml", parts.expand(u)))
+                    .collect(),
+                SourceKind::Koji => s
+                    .urls
+                    .iter()
+                    .map(|u| format!("{} getBuild(kernel-{}-{})", parts.expand(u), parts.version, parts.release))
+                    .collect(),
+                SourceKind::Snapshot => s
+                    .urls
+                    .iter()
+                    .map(|u| format!("{}/mr/binary/linux-headers-{}/", parts.expand(u), parts.kernel))
+                    .collect(),
+                SourceKind::Launchpad => s
+                    .urls
+                    .iter()
+                    .map(|u| {
+                        format!(
+                            "{}/ubuntu/+archive/primary?ws.op=getPublishedBinaries&binary_name=linux-headers-{}&exact_match=true",
+                            parts.expand(u),
+                            parts.kernel
+                        )
+                    })
+                    .collect(),
+                _ => s.urls.iter().map(|u| parts.expand(u)).collect(),
+            };
+            PlannedSource {
+                name: s.name.clone(),
+                kind: s.kind,
+                urls,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_of_each_family() {
+        let p = |k: &str| KernelParts::of(&KernelIdentity::from_key(k).unwrap());
+        let f = p("fedora/40/x86_64/6.8.9-300.fc40.x86_64");
+        assert_eq!(
+            (f.version.as_str(), f.release.as_str()),
+            ("6.8.9", "300.fc40")
+        );
+        let a = p("almalinux/9.4/aarch64/5.14.0-427.13.1.el9_4.aarch64");
+        assert_eq!(
+            (a.release.as_str(), a.major.as_str(), a.minor.as_str()),
+            ("427.13.1.el9_4", "9", "4")
+        );
+        let d = p("debian/12/aarch64/6.1.0-26-cloud-arm64");
+        assert_eq!(
+            (d.abi.as_str(), d.flavour.as_str(), d.codename.as_str()),
+            ("6.1.0-26", "cloud-arm64", "bookworm")
+        );
+        let d13 = p("debian/13/x86_64/6.12.57+deb13-amd64");
+        assert_eq!(
+            (d13.abi.as_str(), d13.flavour.as_str(), d13.version.as_str()),
+            ("6.12.57+deb13", "amd64", "6.12.57")
+        );
+        let u = p("ubuntu/22.04/x86_64/5.15.0-1034-aws");
+        assert_eq!(
+            (u.abi.as_str(), u.flavour.as_str(), u.codename.as_str()),
+            ("5.15.0-1034", "aws", "jammy")
+        );
+    }
+
+    #[test]
+    fn bad_chain_files_are_explained() {
+        let err = Chain::parse("x.toml", "[[sources]]\nfamily = \"fedora\"\nname = \"a\"\nkind = \"url\"\nurls = [\"https://h/{kernal}\"]\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown placeholder {kernal}"),
+            "{err}"
+        );
+        let err = Chain::parse(
+            "x.toml",
+            "[[sources]]\nfamily = \"gentoo\"\nname = \"a\"\nkind = \"url\"\nurls = [\"u\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown family 'gentoo'"), "{err}");
+        assert_eq!(Chain::builtin().sources.len(), 21);
+    }
+}

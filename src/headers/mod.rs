@@ -1,0 +1,308 @@
+//! Kernel headers through one fallback chain: the sources of `assets/header-sources.toml` tried in
+//! order with a timeout each, every attempt recorded, the first hit wins; results cached with a
+//! TTL; `fetch` downloads and verifies the packages. The build workflow runs the same code.
+
+pub mod chain;
+mod sources;
+
+pub use chain::{Chain, ChainError, KernelParts, PlannedSource, SourceKind, SourceSpec, plan};
+
+use crate::identity::KernelIdentity;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksum {
+    /// `sha256`, `sha1` or `sha512`.
+    pub algorithm: String,
+    pub hex: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderPackage {
+    /// File name to save it as.
+    pub name: String,
+    pub url: String,
+    pub checksum: Option<Checksum>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub source: String,
+    pub kind: SourceKind,
+    pub url: String,
+    pub outcome: String,
+    pub millis: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub key: String,
+    /// The source that held the packages; `None`: the chain is exhausted.
+    pub resolved_by: Option<String>,
+    pub packages: Vec<HeaderPackage>,
+    pub attempts: Vec<Attempt>,
+    pub resolved_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("no header sources for {0}: the chain has none for this distribution")]
+    NoSources(String),
+    #[error("kernel headers for {key} are unresolvable; tried:\n{attempts}")]
+    Unresolvable { key: String, attempts: String },
+    #[error("{url}: {message}")]
+    Download { url: String, message: String },
+    #[error("{name}: {algorithm} is {actual} but the source says {expected}; nothing was kept")]
+    ChecksumMismatch {
+        name: String,
+        algorithm: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot set up HTTP: {0}")]
+    Setup(String),
+}
+
+/// How the resolver talks to sources.
+#[derive(Clone, Debug)]
+pub struct ResolverOptions {
+    /// Longest time one source may take, all its requests together.
+    pub source_timeout: Duration,
+    /// Cache directory and how long a result stays fresh; `None`: no cache.
+    pub cache: Option<(PathBuf, Duration)>,
+}
+
+impl Default for ResolverOptions {
+    fn default() -> Self {
+        Self {
+            source_timeout: Duration::from_secs(60),
+            cache: None,
+        }
+    }
+}
+
+pub struct Resolver {
+    chain: Chain,
+    http: reqwest::Client,
+    options: ResolverOptions,
+}
+
+fn format_attempts(attempts: &[Attempt]) -> String {
+    attempts
+        .iter()
+        .map(|a| {
+            format!(
+                "  {} ({}): {} -> {} [{} ms]",
+                a.source,
+                a.kind.as_str(),
+                a.url,
+                a.outcome,
+                a.millis
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Resolver {
+    pub fn new(chain: Chain, options: ResolverOptions) -> Result<Self, HeaderError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kfleet/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(options.source_timeout)
+            .build()
+            .map_err(|e| HeaderError::Setup(e.to_string()))?;
+        Ok(Self {
+            chain,
+            http,
+            options,
+        })
+    }
+
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    fn cache_path(&self, id: &KernelIdentity) -> Option<(PathBuf, Duration)> {
+        let (dir, ttl) = self.options.cache.as_ref()?;
+        let name: String = id
+            .key()
+            .chars()
+            .map(|c| if c == '/' { '_' } else { c })
+            .collect();
+        Some((dir.join(format!("{name}.json")), *ttl))
+    }
+
+    /// Tries the chain for `id` until a source holds its headers. An exhausted chain is a
+    /// resolution without packages, with every attempt.
+    pub async fn resolve(&self, id: &KernelIdentity) -> Result<Resolution, HeaderError> {
+        if let Some((path, ttl)) = self.cache_path(id)
+            && let Ok(text) = std::fs::read(&path)
+            && let Ok(cached) = serde_json::from_slice::<Resolution>(&text)
+            && cached.resolved_by.is_some()
+            && chrono::Utc::now()
+                .signed_duration_since(cached.resolved_at)
+                .to_std()
+                .is_ok_and(|age| age < ttl)
+        {
+            return Ok(cached);
+        }
+        let specs = self.chain.for_identity(id);
+        if specs.is_empty() {
+            return Err(HeaderError::NoSources(id.key()));
+        }
+        let parts = KernelParts::of(id);
+        let mut attempts = Vec::new();
+        let mut found = None;
+        for spec in specs {
+            let started = Instant::now();
+            let before = attempts.len();
+            let mut ctx = sources::Ctx {
+                http: &self.http,
+                parts: &parts,
+                source: spec,
+                attempts: &mut attempts,
+            };
+            let outcome =
+                tokio::time::timeout(self.options.source_timeout, sources::try_source(&mut ctx))
+                    .await;
+            match outcome {
+                Ok(Some(packages)) => {
+                    found = Some((spec.name.clone(), packages));
+                    break;
+                }
+                Ok(None) => {
+                    if attempts.len() == before {
+                        attempts.push(Attempt {
+                            source: spec.name.clone(),
+                            kind: spec.kind,
+                            url: String::new(),
+                            outcome: "no URL to try".into(),
+                            millis: started.elapsed().as_millis() as u64,
+                        });
+                    }
+                }
+                Err(_) => attempts.push(Attempt {
+                    source: spec.name.clone(),
+                    kind: spec.kind,
+                    url: String::new(),
+                    outcome: format!(
+                        "timed out after {:?}; moving on",
+                        self.options.source_timeout
+                    ),
+                    millis: started.elapsed().as_millis() as u64,
+                }),
+            }
+        }
+        let (resolved_by, packages) = match found {
+            Some((name, packages)) => (Some(name), packages),
+            None => (None, Vec::new()),
+        };
+        let resolution = Resolution {
+            key: id.key(),
+            resolved_by,
+            packages,
+            attempts,
+            resolved_at: chrono::Utc::now(),
+        };
+        if resolution.resolved_by.is_some()
+            && let Some((path, _)) = self.cache_path(id)
+        {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let json = serde_json::to_vec_pretty(&resolution).expect("resolutions serialise");
+            // A cache that cannot be written only costs a lookup next time.
+            let _ = crate::report::write_atomic(&path, &json);
+        }
+        Ok(resolution)
+    }
+
+    /// Resolves and downloads every package into `out`, verifying checksums. Each file is written
+    /// through a temporary file and renamed only after its checksum matched.
+    pub async fn fetch(
+        &self,
+        id: &KernelIdentity,
+        out: &Path,
+    ) -> Result<(Resolution, Vec<PathBuf>), HeaderError> {
+        let resolution = self.resolve(id).await?;
+        if resolution.resolved_by.is_none() {
+            return Err(HeaderError::Unresolvable {
+                key: resolution.key.clone(),
+                attempts: format_attempts(&resolution.attempts),
+            });
+        }
+        std::fs::create_dir_all(out).map_err(|source| HeaderError::Write {
+            path: out.display().to_string(),
+            source,
+        })?;
+        let mut written = Vec::new();
+        for package in &resolution.packages {
+            written.push(self.download(package, out).await?);
+        }
+        Ok((resolution, written))
+    }
+
+    async fn download(&self, package: &HeaderPackage, out: &Path) -> Result<PathBuf, HeaderError> {
+        let err = |message: String| HeaderError::Download {
+            url: package.url.clone(),
+            message,
+        };
+        if package.name.contains('/') || package.name.contains("..") || package.name.is_empty() {
+            return Err(err(format!(
+                "refusing to save under the name '{}'",
+                package.name
+            )));
+        }
+        let response = self
+            .http
+            .get(&package.url)
+            .send()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(err(format!("HTTP {}", response.status().as_u16())));
+        }
+        let body = response.bytes().await.map_err(|e| err(e.to_string()))?;
+        if let Some(expected) = &package.checksum {
+            let actual = match expected.algorithm.as_str() {
+                "sha256" => hex(&sha2::Sha256::digest(&body)),
+                "sha512" => hex(&sha2::Sha512::digest(&body)),
+                "sha1" => hex(&sha1_digest(&body)),
+                other => return Err(err(format!("unknown checksum algorithm {other}"))),
+            };
+            if actual != expected.hex {
+                return Err(HeaderError::ChecksumMismatch {
+                    name: package.name.clone(),
+                    algorithm: expected.algorithm.clone(),
+                    expected: expected.hex.clone(),
+                    actual,
+                });
+            }
+        }
+        let path = out.join(&package.name);
+        crate::report::write_atomic(&path, &body).map_err(|e| HeaderError::Write {
+            path: path.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(path)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-1, for snapshot.debian.org's content addresses (and old repositories' checksums).
+fn sha1_digest(data: &[u8]) -> [u8; 20] {
+    use sha1::Digest as _;
+    sha1::Sha1::digest(data).into()
+}

@@ -1,0 +1,974 @@
+//! One client per source kind, each speaking the real protocol: DNF repository metadata, APT
+//! indexes, plain package URLs, Koji XML-RPC, snapshot.debian.org and Launchpad.
+
+use super::chain::{KernelParts, SourceKind, SourceSpec};
+use super::{Attempt, Checksum, HeaderPackage};
+use quick_xml::events::Event;
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::Instant;
+
+/// Why one request of a source did not give what was wanted.
+pub(super) type Outcome<T> = Result<T, String>;
+
+pub(super) struct Ctx<'a> {
+    pub http: &'a reqwest::Client,
+    pub parts: &'a KernelParts,
+    pub source: &'a SourceSpec,
+    pub attempts: &'a mut Vec<Attempt>,
+}
+
+impl Ctx<'_> {
+    fn record(&mut self, url: &str, started: Instant, outcome: &str) {
+        self.attempts.push(Attempt {
+            source: self.source.name.clone(),
+            kind: self.source.kind,
+            url: url.to_string(),
+            outcome: outcome.to_string(),
+            millis: started.elapsed().as_millis() as u64,
+        });
+    }
+
+    /// GET a body; a non-2xx answer is recorded and returned as `Err`.
+    async fn get(&mut self, url: &str) -> Outcome<bytes::Bytes> {
+        let started = Instant::now();
+        let result = async {
+            let r = self.http.get(url).send().await.map_err(|e| describe(&e))?;
+            let status = r.status();
+            if !status.is_success() {
+                return Err(format!("HTTP {}", status.as_u16()));
+            }
+            r.bytes().await.map_err(|e| describe(&e))
+        }
+        .await;
+        match &result {
+            Ok(_) => self.record(url, started, "ok"),
+            Err(e) => self.record(url, started, e),
+        }
+        result
+    }
+
+    /// Whether a package URL exists: HEAD, or a one-byte ranged GET where HEAD is refused.
+    async fn probe(&mut self, url: &str) -> Outcome<()> {
+        let started = Instant::now();
+        let result = async {
+            let head = self.http.head(url).send().await.map_err(|e| describe(&e))?;
+            let status = head.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            if matches!(status.as_u16(), 403 | 405 | 501) {
+                let ranged = self
+                    .http
+                    .get(url)
+                    .header(reqwest::header::RANGE, "bytes=0-0")
+                    .send()
+                    .await
+                    .map_err(|e| describe(&e))?;
+                if ranged.status().is_success() {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "HTTP {} (ranged GET after HEAD {})",
+                    ranged.status().as_u16(),
+                    status.as_u16()
+                ));
+            }
+            Err(format!("HTTP {}", status.as_u16()))
+        }
+        .await;
+        match &result {
+            Ok(()) => self.record(url, started, "found"),
+            Err(e) => self.record(url, started, e),
+        }
+        result
+    }
+
+    async fn json(&mut self, url: &str) -> Outcome<serde_json::Value> {
+        let body = self.get(url).await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            let msg = format!("not JSON: {e}");
+            if let Some(last) = self.attempts.last_mut() {
+                last.outcome = msg.clone();
+            }
+            msg
+        })
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}
+
+/// Decompresses by file name: `.gz`, `.xz`, `.zst`, or plain.
+fn decompress(name: &str, body: &[u8]) -> Outcome<Vec<u8>> {
+    let mut out = Vec::new();
+    if name.ends_with(".gz") {
+        flate2::read::MultiGzDecoder::new(body)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("bad gzip: {e}"))?;
+    } else if name.ends_with(".xz") {
+        lzma_rs::xz_decompress(&mut std::io::BufReader::new(body), &mut out)
+            .map_err(|e| format!("bad xz: {e}"))?;
+    } else if name.ends_with(".zst") {
+        out = zstd::decode_all(body).map_err(|e| format!("bad zstd: {e}"))?;
+    } else {
+        out = body.to_vec();
+    }
+    Ok(out)
+}
+
+/// Tries one source; `Ok(None)` when it answered but does not hold the kernel.
+pub(super) async fn try_source(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
+    match ctx.source.kind {
+        SourceKind::RpmRepo => rpm_repo(ctx).await,
+        SourceKind::AptRepo => apt_repo(ctx).await,
+        SourceKind::Url => url_source(ctx).await,
+        SourceKind::Koji => koji(ctx).await,
+        SourceKind::Snapshot => snapshot(ctx).await,
+        SourceKind::Launchpad => launchpad(ctx).await,
+    }
+}
+
+fn join(base: &str, path: &str) -> String {
+    if base.ends_with('/') {
+        format!("{base}{path}")
+    } else {
+        format!("{base}/{path}")
+    }
+}
+
+// ---- rpm-repo ------------------------------------------------------------------------------
+
+async fn rpm_repo(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
+    let urls: Vec<String> = ctx
+        .source
+        .urls
+        .iter()
+        .map(|u| ctx.parts.expand(u))
+        .collect();
+    for url in urls {
+        let base = if ctx.source.mirrorlist {
+            let Ok(list) = ctx.get(&url).await else {
+                continue;
+            };
+            match String::from_utf8_lossy(&list)
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                Some(mirror) => mirror.to_string(),
+                None => continue,
+            }
+        } else {
+            url
+        };
+        if let Some(found) = rpm_repo_base(ctx, &base).await {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// The `location href` of the `primary` metadata in a repomd.xml.
+pub(super) fn primary_location(repomd: &[u8]) -> Option<String> {
+    let mut reader = quick_xml::Reader::from_reader(repomd);
+    let mut in_primary = false;
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf).ok()? {
+            Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
+                b"data" => {
+                    in_primary = e
+                        .try_get_attribute("type")
+                        .ok()
+                        .flatten()
+                        .is_some_and(|a| a.value.as_ref() == b"primary");
+                }
+                b"location" if in_primary => {
+                    let href = e.try_get_attribute("href").ok().flatten()?;
+                    return Some(String::from_utf8_lossy(&href.value).into_owned());
+                }
+                _ => {}
+            },
+            Event::End(e) if e.local_name().as_ref() == b"data" => in_primary = false,
+            Event::Eof => return None,
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+/// Finds `name` at exactly version-release.arch in primary.xml: its location and checksum.
+pub(super) fn find_in_primary(
+    primary: &[u8],
+    name: &str,
+    version: &str,
+    release: &str,
+    arch: &str,
+) -> Option<(String, Option<Checksum>)> {
+    let mut reader = quick_xml::Reader::from_reader(primary);
+    let mut buf = Vec::new();
+    #[derive(Default)]
+    struct Pkg {
+        name: String,
+        arch: String,
+        ver: String,
+        rel: String,
+        checksum: Option<Checksum>,
+        location: String,
+    }
+    let mut pkg: Option<Pkg> = None;
+    let mut field: Option<Vec<u8>> = None;
+    let mut checksum_type = String::new();
+    loop {
+        match reader.read_event_into(&mut buf).ok()? {
+            Event::Start(e) => {
+                let local = e.local_name().as_ref().to_vec();
+                match local.as_slice() {
+                    b"package" => pkg = Some(Pkg::default()),
+                    b"name" | b"arch" => field = Some(local.clone()),
+                    b"checksum" => {
+                        checksum_type = e
+                            .try_get_attribute("type")
+                            .ok()
+                            .flatten()
+                            .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+                            .unwrap_or_default();
+                        field = Some(local.clone());
+                    }
+                    _ => field = None,
+                }
+                if local.as_slice() == b"version" {
+                    read_version(&e, pkg.as_mut().map(|p| (&mut p.ver, &mut p.rel)));
+                }
+            }
+            Event::Empty(e) => match e.local_name().as_ref() {
+                b"version" => read_version(&e, pkg.as_mut().map(|p| (&mut p.ver, &mut p.rel))),
+                b"location" => {
+                    if let (Some(p), Some(href)) =
+                        (pkg.as_mut(), e.try_get_attribute("href").ok().flatten())
+                    {
+                        p.location = String::from_utf8_lossy(&href.value).into_owned();
+                    }
+                }
+                _ => {}
+            },
+            Event::Text(t) => {
+                if let (Some(p), Some(f)) = (pkg.as_mut(), field.as_deref()) {
+                    let text = String::from_utf8_lossy(t.as_ref()).trim().to_string();
+                    match f {
+                        b"name" => p.name = text,
+                        b"arch" => p.arch = text,
+                        b"checksum" => {
+                            p.checksum = Some(Checksum {
+                                algorithm: if checksum_type == "sha" {
+                                    "sha1".into()
+                                } else {
+                                    checksum_type.clone()
+                                },
+                                hex: text.to_ascii_lowercase(),
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Event::End(e) => {
+                field = None;
+                if e.local_name().as_ref() == b"package"
+                    && let Some(p) = pkg.take()
+                    && p.name == name
+                    && p.arch == arch
+                    && p.ver == version
+                    && p.rel == release
+                {
+                    return Some((p.location, p.checksum));
+                }
+            }
+            Event::Eof => return None,
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+fn read_version(e: &quick_xml::events::BytesStart<'_>, target: Option<(&mut String, &mut String)>) {
+    let Some((ver, rel)) = target else {
+        return;
+    };
+    let attr = |n: &str| {
+        e.try_get_attribute(n)
+            .ok()
+            .flatten()
+            .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+            .unwrap_or_default()
+    };
+    *ver = attr("ver");
+    *rel = attr("rel");
+}
+
+async fn rpm_repo_base(ctx: &mut Ctx<'_>, base: &str) -> Option<Vec<HeaderPackage>> {
+    let repomd_url = join(base, "repodata/repomd.xml");
+    let repomd = ctx.get(&repomd_url).await.ok()?;
+    let Some(primary_href) = primary_location(&repomd) else {
+        if let Some(a) = ctx.attempts.last_mut() {
+            a.outcome = "repomd.xml names no primary metadata".into();
+        }
+        return None;
+    };
+    let primary_url = join(base, &primary_href);
+    let body = ctx.get(&primary_url).await.ok()?;
+    let primary = match decompress(&primary_href, &body) {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(a) = ctx.attempts.last_mut() {
+                a.outcome = e;
+            }
+            return None;
+        }
+    };
+    let p = ctx.parts;
+    let found = find_in_primary(&primary, "kernel-devel", &p.version, &p.release, &p.arch);
+    let outcome = match &found {
+        Some(_) => "found kernel-devel".to_string(),
+        None => format!(
+            "no kernel-devel-{}-{}.{} in the metadata",
+            p.version, p.release, p.arch
+        ),
+    };
+    if let Some(a) = ctx.attempts.last_mut() {
+        a.outcome = outcome;
+    }
+    let (location, checksum) = found?;
+    Some(vec![HeaderPackage {
+        name: format!("kernel-devel-{}-{}.{}.rpm", p.version, p.release, p.arch),
+        url: join(base, &location),
+        checksum,
+    }])
+}
+
+// ---- apt-repo ------------------------------------------------------------------------------
+
+/// One stanza of an APT `Packages` index.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Stanza {
+    pub package: String,
+    pub filename: String,
+    pub sha256: Option<String>,
+    pub depends: Vec<String>,
+}
+
+pub(super) fn parse_packages(text: &str) -> HashMap<String, Stanza> {
+    let mut out = HashMap::new();
+    for block in text.split("\n\n") {
+        let mut s = Stanza::default();
+        for line in block.lines() {
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let v = v.trim();
+            match k {
+                "Package" => s.package = v.to_string(),
+                "Filename" => s.filename = v.to_string(),
+                "SHA256" => s.sha256 = Some(v.to_ascii_lowercase()),
+                "Depends" => {
+                    s.depends = v
+                        .split(',')
+                        .flat_map(|alt| alt.split('|'))
+                        .filter_map(|d| d.split_whitespace().next())
+                        .map(str::to_string)
+                        .collect()
+                }
+                _ => {}
+            }
+        }
+        if !s.package.is_empty() {
+            out.insert(s.package.clone(), s);
+        }
+    }
+    out
+}
+
+/// Dependencies of a headers package that carry headers or build tools.
+fn header_dependency(name: &str) -> bool {
+    (name.starts_with("linux-") && name.contains("-headers-")) || name.starts_with("linux-kbuild-")
+}
+
+/// The headers package and the header/kbuild packages it depends on, all from `index`.
+pub(super) fn resolve_in_index(
+    index: &HashMap<String, Stanza>,
+    root: &str,
+    base: &str,
+) -> Option<Vec<HeaderPackage>> {
+    let mut out = Vec::new();
+    let mut queue = vec![root.to_string()];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(name) = queue.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let Some(s) = index.get(&name) else {
+            if name == root {
+                return None;
+            }
+            continue;
+        };
+        out.push(HeaderPackage {
+            name: s
+                .filename
+                .rsplit('/')
+                .next()
+                .unwrap_or(&s.filename)
+                .to_string(),
+            url: join(base, &s.filename),
+            checksum: s.sha256.clone().map(|hex| Checksum {
+                algorithm: "sha256".into(),
+                hex,
+            }),
+        });
+        queue.extend(s.depends.iter().filter(|d| header_dependency(d)).cloned());
+    }
+    Some(out)
+}
+
+async fn apt_repo(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
+    let root = format!("linux-headers-{}", ctx.parts.kernel);
+    let bases: Vec<String> = ctx
+        .source
+        .urls
+        .iter()
+        .map(|u| ctx.parts.expand(u))
+        .collect();
+    let suites: Vec<String> = ctx
+        .source
+        .suites
+        .iter()
+        .map(|s| ctx.parts.expand(s))
+        .collect();
+    let components = ctx.source.components.clone();
+    for base in &bases {
+        for suite in &suites {
+            // Dependencies may live in another component of the same suite.
+            let mut index = HashMap::new();
+            for component in &components {
+                let dir = format!("dists/{suite}/{component}/binary-{}/", ctx.parts.deb_arch);
+                for file in ["Packages.xz", "Packages.gz"] {
+                    let url = join(base, &format!("{dir}{file}"));
+                    let Ok(body) = ctx.get(&url).await else {
+                        continue;
+                    };
+                    match decompress(file, &body) {
+                        Ok(text) => {
+                            index.extend(parse_packages(&String::from_utf8_lossy(&text)));
+                            break;
+                        }
+                        Err(e) => {
+                            if let Some(a) = ctx.attempts.last_mut() {
+                                a.outcome = e;
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(found) = resolve_in_index(&index, &root, base) {
+                if let Some(a) = ctx.attempts.last_mut() {
+                    a.outcome = format!("found {root} in {suite}");
+                }
+                return Some(found);
+            }
+            if let Some(a) = ctx.attempts.last_mut()
+                && a.outcome == "ok"
+            {
+                a.outcome = format!("no {root} in {suite}");
+            }
+        }
+    }
+    None
+}
+
+// ---- url -----------------------------------------------------------------------------------
+
+async fn url_source(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
+    let urls: Vec<String> = ctx
+        .source
+        .urls
+        .iter()
+        .map(|u| ctx.parts.expand(u))
+        .collect();
+    for url in urls {
+        if ctx.probe(&url).await.is_ok() {
+            return Some(vec![HeaderPackage {
+                name: url.rsplit('/').next().unwrap_or(&url).to_string(),
+                url,
+                checksum: None,
+            }]);
+        }
+    }
+    None
+}
+
+// ---- koji ----------------------------------------------------------------------------------
+
+/// An XML-RPC value, as much of it as Koji answers with.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum XmlRpc {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+    Nil,
+    Array(Vec<XmlRpc>),
+    Struct(HashMap<String, XmlRpc>),
+}
+
+impl XmlRpc {
+    fn get(&self, key: &str) -> Option<&XmlRpc> {
+        match self {
+            Self::Struct(m) => m.get(key),
+            _ => None,
+        }
+    }
+    fn str(&self) -> Option<&str> {
+        match self {
+            Self::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn xmlrpc_call(method: &str, params: &[XmlRpc]) -> String {
+    fn value(v: &XmlRpc) -> String {
+        match v {
+            XmlRpc::Str(s) => format!(
+                "<value><string>{}</string></value>",
+                quick_xml::escape::escape(s.as_str())
+            ),
+            XmlRpc::Int(i) => format!("<value><int>{i}</int></value>"),
+            XmlRpc::Bool(b) => format!("<value><boolean>{}</boolean></value>", u8::from(*b)),
+            XmlRpc::Nil => "<value><nil/></value>".into(),
+            XmlRpc::Array(a) => format!(
+                "<value><array><data>{}</data></array></value>",
+                a.iter().map(value).collect::<String>()
+            ),
+            XmlRpc::Struct(m) => format!(
+                "<value><struct>{}</struct></value>",
+                m.iter()
+                    .map(|(k, v)| format!("<member><name>{k}</name>{}</member>", value(v)))
+                    .collect::<String>()
+            ),
+        }
+    }
+    format!(
+        "<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName><params>{}</params></methodCall>",
+        params
+            .iter()
+            .map(|p| format!("<param>{}</param>", value(p)))
+            .collect::<String>()
+    )
+}
+
+/// Parses a methodResponse: the value, or the fault string.
+pub(super) fn xmlrpc_response(body: &[u8]) -> Outcome<XmlRpc> {
+    let mut reader = quick_xml::Reader::from_reader(body);
+    reader.config_mut().trim_text(true);
+    let mut buf = Vec::new();
+    // A stack of open containers; names of struct members wait on `names`.
+    enum Frame {
+        Array(Vec<XmlRpc>),
+        Struct(HashMap<String, XmlRpc>),
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut scalar: Option<String> = None;
+    let mut text = String::new();
+    let mut result: Option<XmlRpc> = None;
+    let mut fault = false;
+    let mut in_value = false;
+    let mut value_had_type = false;
+    let place = |v: XmlRpc,
+                 stack: &mut Vec<Frame>,
+                 names: &mut Vec<String>,
+                 result: &mut Option<XmlRpc>| {
+        match stack.last_mut() {
+            Some(Frame::Array(a)) => a.push(v),
+            Some(Frame::Struct(m)) => {
+                let k = names.pop().unwrap_or_default();
+                m.insert(k, v);
+            }
+            None => *result = Some(v),
+        }
+    };
+    loop {
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| format!("bad XML-RPC: {e}"))?;
+        match event {
+            Event::Start(e) => match e.local_name().as_ref() {
+                b"fault" => fault = true,
+                b"value" => {
+                    in_value = true;
+                    value_had_type = false;
+                    text.clear();
+                }
+                b"array" => {
+                    value_had_type = true;
+                    stack.push(Frame::Array(Vec::new()))
+                }
+                b"struct" => {
+                    value_had_type = true;
+                    stack.push(Frame::Struct(HashMap::new()))
+                }
+                b"name" => scalar = Some("name".into()),
+                t @ (b"string" | b"int" | b"i4" | b"i8" | b"boolean" | b"double"
+                | b"dateTime.iso8601" | b"base64") => {
+                    value_had_type = true;
+                    scalar = Some(String::from_utf8_lossy(t).into_owned());
+                    text.clear();
+                }
+                _ => {}
+            },
+            Event::Empty(e) => match e.local_name().as_ref() {
+                b"nil" => {
+                    value_had_type = true;
+                    place(XmlRpc::Nil, &mut stack, &mut names, &mut result)
+                }
+                b"string" => {
+                    value_had_type = true;
+                    place(
+                        XmlRpc::Str(String::new()),
+                        &mut stack,
+                        &mut names,
+                        &mut result,
+                    )
+                }
+                b"value" => place(
+                    XmlRpc::Str(String::new()),
+                    &mut stack,
+                    &mut names,
+                    &mut result,
+                ),
+                _ => {}
+            },
+            Event::Text(t) => {
+                let decoded = t.decode().map_err(|e| format!("bad XML-RPC text: {e}"))?;
+                text.push_str(
+                    &quick_xml::escape::unescape(&decoded)
+                        .map_err(|e| format!("bad XML-RPC text: {e}"))?,
+                );
+            }
+            Event::End(e) => match e.local_name().as_ref() {
+                b"name" => {
+                    names.push(std::mem::take(&mut text));
+                    scalar = None;
+                }
+                b"array" | b"struct" => {
+                    let v = match stack.pop() {
+                        Some(Frame::Array(a)) => XmlRpc::Array(a),
+                        Some(Frame::Struct(m)) => XmlRpc::Struct(m),
+                        None => return Err("bad XML-RPC: unbalanced containers".into()),
+                    };
+                    place(v, &mut stack, &mut names, &mut result);
+                }
+                b"value" => {
+                    if in_value && !value_had_type {
+                        place(
+                            XmlRpc::Str(std::mem::take(&mut text)),
+                            &mut stack,
+                            &mut names,
+                            &mut result,
+                        );
+                    }
+                    in_value = false;
+                    value_had_type = true;
+                }
+                _ => {
+                    if let Some(kind) = scalar.take() {
+                        let raw = std::mem::take(&mut text);
+                        let v = match kind.as_str() {
+                            "int" | "i4" | "i8" => XmlRpc::Int(
+                                raw.trim()
+                                    .parse()
+                                    .map_err(|_| format!("bad XML-RPC int {raw}"))?,
+                            ),
+                            "boolean" => XmlRpc::Bool(raw.trim() == "1"),
+                            _ => XmlRpc::Str(raw),
+                        };
+                        place(v, &mut stack, &mut names, &mut result);
+                    }
+                }
+            },
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    let value = result.ok_or("XML-RPC response without a value")?;
+    if fault {
+        let msg = value
+            .get("faultString")
+            .and_then(XmlRpc::str)
+            .unwrap_or("unknown fault");
+        return Err(format!("Koji fault: {msg}"));
+    }
+    Ok(value)
+}
+
+async fn koji_call(
+    ctx: &mut Ctx<'_>,
+    hub: &str,
+    method: &str,
+    params: &[XmlRpc],
+) -> Outcome<XmlRpc> {
+    let started = Instant::now();
+    let label = format!(
+        "{hub} {method}({})",
+        params
+            .iter()
+            .map(|p| match p {
+                XmlRpc::Str(s) => s.clone(),
+                XmlRpc::Int(i) => i.to_string(),
+                _ => "…".into(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let result = async {
+        let r = ctx
+            .http
+            .post(hub)
+            .header(reqwest::header::CONTENT_TYPE, "text/xml")
+            .body(xmlrpc_call(method, params))
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        if !r.status().is_success() {
+            return Err(format!("HTTP {}", r.status().as_u16()));
+        }
+        let body = r.bytes().await.map_err(|e| describe(&e))?;
+        xmlrpc_response(&body)
+    }
+    .await;
+    let outcome = match &result {
+        Ok(XmlRpc::Nil) => "no such build".to_string(),
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.clone(),
+    };
+    ctx.record(&label, started, &outcome);
+    result
+}
+
+async fn koji(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
+    let files = ctx.parts.expand(ctx.source.files.as_deref()?);
+    let p = ctx.parts.clone();
+    let nvr = format!("kernel-{}-{}", p.version, p.release);
+    let hubs: Vec<String> = ctx.source.urls.iter().map(|u| p.expand(u)).collect();
+    for hub in hubs {
+        let Ok(build) = koji_call(ctx, &hub, "getBuild", &[XmlRpc::Str(nvr.clone())]).await else {
+            continue;
+        };
+        let Some(XmlRpc::Int(build_id)) = build.get("id").cloned() else {
+            continue;
+        };
+        let package = build
+            .get("name")
+            .and_then(XmlRpc::str)
+            .unwrap_or("kernel")
+            .to_string();
+        let Ok(XmlRpc::Array(rpms)) =
+            koji_call(ctx, &hub, "listRPMs", &[XmlRpc::Int(build_id)]).await
+        else {
+            continue;
+        };
+        let hit = rpms.iter().find(|r| {
+            r.get("name").and_then(XmlRpc::str) == Some("kernel-devel")
+                && r.get("arch").and_then(XmlRpc::str) == Some(p.arch.as_str())
+        });
+        let outcome = if hit.is_some() {
+            "found kernel-devel".to_string()
+        } else {
+            format!("build {nvr} has no kernel-devel for {}", p.arch)
+        };
+        if let Some(a) = ctx.attempts.last_mut() {
+            a.outcome = outcome;
+        }
+        if hit.is_some() {
+            let file = format!("kernel-devel-{}-{}.{}.rpm", p.version, p.release, p.arch);
+            return Some(vec![HeaderPackage {
+                url: format!(
+                    "{}/packages/{package}/{}/{}/{}/{file}",
+                    files.trim_end_matches('/'),
+                    p.version,
+                    p.release,
+                    p.arch
+                ),
+                name: file,
+                checksum: None,
+            }]);
+        }
+    }
+    None
+}
+
+// ---- snapshot.debian.org -------------------------------------------------------------------
+
+async fn snapshot_binary(ctx: &mut Ctx<'_>, base: &str, package: &str) -> Option<HeaderPackage> {
+    let versions = ctx
+        .json(&format!("{base}/mr/binary/{package}/"))
+        .await
+        .ok()?;
+    let version = versions["result"]
+        .as_array()?
+        .first()?
+        .get("binary_version")?
+        .as_str()?
+        .to_string();
+    let files = ctx
+        .json(&format!(
+            "{base}/mr/binary/{package}/{version}/binfiles?fileinfo=1"
+        ))
+        .await
+        .ok()?;
+    let arch = &ctx.parts.deb_arch;
+    let entry = files["result"].as_array()?.iter().find(|f| {
+        let a = f["architecture"].as_str().unwrap_or("");
+        a == arch || a == "all"
+    })?;
+    let hash = entry["hash"].as_str()?.to_string();
+    let name = files["fileinfo"][&hash]
+        .as_array()
+        .and_then(|i| i.first())
+        .and_then(|i| i["name"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{package}_{version}_{arch}.deb"));
+    Some(HeaderPackage {
+        name,
+        url: format!("{base}/file/{hash}"),
+        checksum: Some(Checksum {
+            algorithm: "sha1".into(),
+            hex: hash,
+        }),
+    })
+}
+
+async fn snapshot(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
+    let p = ctx.parts.clone();
+    let bases: Vec<String> = ctx
+        .source
+        .urls
+        .iter()
+        .map(|u| p.expand(u).trim_end_matches('/').to_string())
+        .collect();
+    for base in bases {
+        let Some(main) = snapshot_binary(ctx, &base, &format!("linux-headers-{}", p.kernel)).await
+        else {
+            continue;
+        };
+        let Some(common) =
+            snapshot_binary(ctx, &base, &format!("linux-headers-{}-common", p.abi)).await
+        else {
+            continue;
+        };
+        let mut out = vec![main, common];
+        let series = p
+            .version
+            .rsplit_once('.')
+            .map_or(p.version.as_str(), |(s, _)| s)
+            .to_string();
+        for kbuild in [
+            format!("linux-kbuild-{}", p.abi),
+            format!("linux-kbuild-{series}"),
+        ] {
+            if let Some(k) = snapshot_binary(ctx, &base, &kbuild).await {
+                out.push(k);
+                break;
+            }
+        }
+        return Some(out);
+    }
+    None
+}
+
+// ---- Launchpad -----------------------------------------------------------------------------
+
+async fn launchpad_binary(
+    ctx: &mut Ctx<'_>,
+    api: &str,
+    name: &str,
+) -> Option<(HeaderPackage, String)> {
+    let p = ctx.parts.clone();
+    let query = format!(
+        "{api}/ubuntu/+archive/primary?ws.op=getPublishedBinaries&binary_name={name}&exact_match=true&distro_arch_series={api}/ubuntu/{}/{}",
+        p.codename, p.deb_arch
+    );
+    let listing = ctx.json(&query).await.ok()?;
+    let entry = listing["entries"].as_array()?.first()?.clone();
+    let source = entry["source_package_name"]
+        .as_str()
+        .unwrap_or("linux")
+        .to_string();
+    let self_link = entry["self_link"].as_str()?;
+    let urls = ctx
+        .json(&format!(
+            "{self_link}?ws.op=binaryFileUrls&include_meta=true"
+        ))
+        .await
+        .ok()?;
+    let first = urls.as_array()?.first()?;
+    // include_meta gives {url, sha256, size}; without it the list holds plain URLs.
+    let (url, sha256) = match first {
+        serde_json::Value::String(u) => (u.clone(), None),
+        other => (
+            other["url"].as_str()?.to_string(),
+            other["sha256"].as_str().map(str::to_string),
+        ),
+    };
+    Some((
+        HeaderPackage {
+            name: url.rsplit('/').next().unwrap_or(&url).to_string(),
+            url,
+            checksum: sha256.map(|hex| Checksum {
+                algorithm: "sha256".into(),
+                hex,
+            }),
+        },
+        source,
+    ))
+}
+
+async fn launchpad(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
+    let p = ctx.parts.clone();
+    let apis: Vec<String> = ctx
+        .source
+        .urls
+        .iter()
+        .map(|u| p.expand(u).trim_end_matches('/').to_string())
+        .collect();
+    for api in apis {
+        let Some((main, source)) =
+            launchpad_binary(ctx, &api, &format!("linux-headers-{}", p.kernel)).await
+        else {
+            continue;
+        };
+        // The architecture-independent half: linux-headers-ABI, or SOURCE-headers-ABI for
+        // derived kernels (linux-aws-headers-5.15.0-1034, linux-gkeop-5.4-headers-5.4.0-1031).
+        let common = if source == "linux" {
+            format!("linux-headers-{}", p.abi)
+        } else {
+            format!("{source}-headers-{}", p.abi)
+        };
+        let Some((common, _)) = launchpad_binary(ctx, &api, &common).await else {
+            continue;
+        };
+        return Some(vec![main, common]);
+    }
+    None
+}

@@ -1,0 +1,744 @@
+//! The header fallback chain against fixture servers on 127.0.0.1 that speak each protocol with
+//! documents generated here: DNF metadata (gzip and zstd primaries, an Amazon Linux mirror.list),
+//! APT indexes (xz), explicit URLs, Koji XML-RPC, snapshot.debian.org and Launchpad JSON.
+
+use assert_cmd::Command;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kfleet::headers::{Chain, Resolver, ResolverOptions};
+use kfleet::identity::KernelIdentity;
+use sha2::Digest;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Files {
+    files: HashMap<String, Vec<u8>>,
+    /// Paths that never answer.
+    hang: Vec<String>,
+    /// Koji hub: NVR -> (build id, RPMs as (name, arch)).
+    koji: HashMap<String, (i64, Vec<(String, String)>)>,
+}
+
+type Shared = Arc<Mutex<Files>>;
+
+async fn serve(State(files): State<Shared>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let query = request
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let method = request.method().clone();
+    if files
+        .lock()
+        .unwrap()
+        .hang
+        .iter()
+        .any(|h| path.starts_with(h))
+    {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    if method == Method::POST {
+        let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        return koji(&files, &body);
+    }
+    let key = format!("{path}{query}");
+    let found = {
+        let f = files.lock().unwrap();
+        f.files.get(&key).or_else(|| f.files.get(&path)).cloned()
+    };
+    match found {
+        Some(body) if method == Method::HEAD => {
+            (StatusCode::OK, [("content-length", body.len().to_string())]).into_response()
+        }
+        Some(body) => (StatusCode::OK, body).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn koji(files: &Shared, body: &Bytes) -> Response {
+    let text = String::from_utf8_lossy(body);
+    let f = files.lock().unwrap();
+    let value = if text.contains("<methodName>getBuild</methodName>") {
+        let nvr = text
+            .split("<string>")
+            .nth(1)
+            .and_then(|s| s.split("</string>").next())
+            .unwrap_or("");
+        match f.koji.get(nvr) {
+            Some((id, _)) => format!(
+                "<struct><member><name>id</name><value><int>{id}</int></value></member><member><name>name</name><value><string>kernel</string></value></member><member><name>nvr</name><value><string>{nvr}</string></value></member><member><name>state</name><value><int>1</int></value></member></struct>"
+            ),
+            None => "<nil/>".to_string(),
+        }
+    } else {
+        let id: i64 = text
+            .split("<int>")
+            .nth(1)
+            .and_then(|s| s.split("</int>").next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-1);
+        let rpms = f
+            .koji
+            .values()
+            .find(|(b, _)| *b == id)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default();
+        format!(
+            "<array><data>{}</data></array>",
+            rpms.iter()
+                .map(|(n, a)| format!("<value><struct><member><name>name</name><value><string>{n}</string></value></member><member><name>arch</name><value><string>{a}</string></value></member></struct></value>"))
+                .collect::<String>()
+        )
+    };
+    (
+        StatusCode::OK,
+        [("content-type", "text/xml")],
+        format!("<?xml version='1.0'?><methodResponse><params><param><value>{value}</value></param></params></methodResponse>"),
+    )
+        .into_response()
+}
+
+struct Fixture {
+    base: String,
+    files: Shared,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn fixture() -> Fixture {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let files: Shared = Arc::default();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().fallback(serve).with_state(files.clone());
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Fixture {
+        base,
+        files,
+        _rt: rt,
+    }
+}
+
+impl Fixture {
+    fn put(&self, path: &str, body: impl Into<Vec<u8>>) {
+        self.files
+            .lock()
+            .unwrap()
+            .files
+            .insert(path.to_string(), body.into());
+    }
+}
+
+fn sha256(b: &[u8]) -> String {
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn xz(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    lzma_rs::xz_compress(&mut std::io::Cursor::new(b), &mut out).unwrap();
+    out
+}
+
+/// A DNF repository at `dir` whose primary lists `packages` (name, ver, rel, arch, body).
+fn rpm_repo(
+    fx: &Fixture,
+    dir: &str,
+    packages: &[(&str, &str, &str, &str, &[u8])],
+    zstd: bool,
+    wrong_checksum: bool,
+) {
+    let mut primary = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata xmlns=\"http://linux.duke.edu/metadata/common\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\" packages=\"2\">\n",
+    );
+    // A package that must not match: same name, another release.
+    primary.push_str("<package type=\"rpm\"><name>kernel-devel</name><arch>x86_64</arch><version epoch=\"0\" ver=\"1.0.0\" rel=\"1.fc1\"/><checksum type=\"sha256\" pkgid=\"YES\">00</checksum><location href=\"Packages/k/other.rpm\"/></package>\n");
+    for (name, ver, rel, arch, body) in packages {
+        let file = format!("Packages/k/{name}-{ver}-{rel}.{arch}.rpm");
+        let sum = if wrong_checksum {
+            "ab".repeat(32)
+        } else {
+            sha256(body)
+        };
+        primary.push_str(&format!(
+            "<package type=\"rpm\">\n  <name>{name}</name>\n  <arch>{arch}</arch>\n  <version epoch=\"0\" ver=\"{ver}\" rel=\"{rel}\"/>\n  <checksum type=\"sha256\" pkgid=\"YES\">{sum}</checksum>\n  <summary>Development package for building kernel modules</summary>\n  <location href=\"{file}\"/>\n  <format><rpm:license>GPLv2</rpm:license></format>\n</package>\n"
+        ));
+        fx.put(&format!("{dir}{file}"), body.to_vec());
+    }
+    primary.push_str("</metadata>\n");
+    let (href, bytes) = if zstd {
+        (
+            "repodata/abc123-primary.xml.zst",
+            zstd::encode_all(primary.as_bytes(), 3).unwrap(),
+        )
+    } else {
+        ("repodata/abc123-primary.xml.gz", gzip(primary.as_bytes()))
+    };
+    fx.put(&format!("{dir}{href}"), bytes);
+    fx.put(
+        &format!("{dir}repodata/repomd.xml"),
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n  <revision>1700000000</revision>\n  <data type=\"filelists\"><location href=\"repodata/x-filelists.xml.gz\"/></data>\n  <data type=\"primary\">\n    <checksum type=\"sha256\">ff</checksum>\n    <location href=\"{href}\"/>\n  </data>\n</repomd>\n"
+        ),
+    );
+}
+
+fn chain(fx: &Fixture, extra: &str) -> Chain {
+    let b = &fx.base;
+    let text = format!(
+        r#"
+[[sources]]
+family = "fedora"
+name = "fedora-updates"
+kind = "rpm-repo"
+urls = ["{b}/updates/{{distro_version}}/{{arch}}/"]
+
+[[sources]]
+family = "fedora"
+name = "fedora-releases"
+kind = "rpm-repo"
+urls = ["{b}/releases/{{distro_version}}/{{arch}}/os/"]
+
+[[sources]]
+family = "fedora"
+name = "fedora-kojipkgs"
+kind = "url"
+urls = ["{b}/packages/kernel/{{version}}/{{release}}/{{arch}}/kernel-devel-{{version}}-{{release}}.{{arch}}.rpm"]
+
+[[sources]]
+family = "fedora"
+name = "fedora-koji"
+kind = "koji"
+urls = ["{b}/kojihub"]
+files = "{b}/kojifiles"
+
+[[sources]]
+family = "amazonlinux"
+name = "al2023-core"
+kind = "rpm-repo"
+mirrorlist = true
+urls = ["{b}/al2023/core/mirrors/latest/{{arch}}/mirror.list"]
+
+[[sources]]
+family = "debian"
+name = "debian-mirror"
+kind = "apt-repo"
+urls = ["{b}/debian/"]
+suites = ["{{codename}}", "{{codename}}-updates"]
+components = ["main"]
+
+[[sources]]
+family = "debian"
+name = "debian-snapshot"
+kind = "snapshot"
+urls = ["{b}/snapshot"]
+
+[[sources]]
+family = "ubuntu"
+name = "ubuntu-archive"
+kind = "apt-repo"
+urls = ["{b}/ubuntu/"]
+suites = ["{{codename}}-updates"]
+components = ["main"]
+
+[[sources]]
+family = "ubuntu"
+name = "ubuntu-launchpad"
+kind = "launchpad"
+urls = ["{b}/lp/1.0"]
+{extra}
+"#
+    );
+    Chain::parse("test-sources.toml", &text).unwrap()
+}
+
+fn resolver(chain: Chain, timeout_ms: u64) -> Resolver {
+    Resolver::new(
+        chain,
+        ResolverOptions {
+            source_timeout: Duration::from_millis(timeout_ms),
+            cache: None,
+        },
+    )
+    .unwrap()
+}
+
+fn id(key: &str) -> KernelIdentity {
+    KernelIdentity::from_key(key).unwrap()
+}
+
+const FEDORA: &str = "fedora/40/x86_64/6.8.9-300.fc40.x86_64";
+
+#[test]
+fn found_in_the_first_source() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/updates/40/x86_64/",
+        &[("kernel-devel", "6.8.9", "300.fc40", "x86_64", b"RPM-A")],
+        false,
+        false,
+    );
+    let r = fx
+        ._rt
+        .block_on(resolver(chain(&fx, ""), 2000).resolve(&id(FEDORA)))
+        .unwrap();
+    assert_eq!(r.resolved_by.as_deref(), Some("fedora-updates"));
+    assert_eq!(r.packages.len(), 1);
+    assert_eq!(
+        r.packages[0].url,
+        format!(
+            "{}/updates/40/x86_64/Packages/k/kernel-devel-6.8.9-300.fc40.x86_64.rpm",
+            fx.base
+        )
+    );
+    assert_eq!(
+        r.packages[0].checksum.as_ref().unwrap().hex,
+        sha256(b"RPM-A")
+    );
+    assert_eq!(
+        r.attempts.len(),
+        2,
+        "repomd.xml, then primary: {:?}",
+        r.attempts
+    );
+    assert_eq!(r.attempts[1].outcome, "found kernel-devel");
+}
+
+#[test]
+fn rolled_off_the_first_repo_found_in_the_second_then_fetched_and_verified() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/updates/40/x86_64/",
+        &[("kernel-devel", "6.8.10", "300.fc40", "x86_64", b"newer")],
+        false,
+        false,
+    );
+    rpm_repo(
+        &fx,
+        "/releases/40/x86_64/os/",
+        &[("kernel-devel", "6.8.9", "300.fc40", "x86_64", b"RPM-B")],
+        true,
+        false,
+    );
+    let r = resolver(chain(&fx, ""), 2000);
+    let out = tempfile::tempdir().unwrap();
+    let (res, files) = fx._rt.block_on(r.fetch(&id(FEDORA), out.path())).unwrap();
+    assert_eq!(res.resolved_by.as_deref(), Some("fedora-releases"));
+    assert_eq!(
+        res.attempts[1].outcome,
+        "no kernel-devel-6.8.9-300.fc40.x86_64 in the metadata"
+    );
+    assert_eq!(files.len(), 1);
+    assert_eq!(std::fs::read(&files[0]).unwrap(), b"RPM-B");
+}
+
+#[test]
+fn only_on_kojipkgs_the_third_source() {
+    let fx = fixture();
+    rpm_repo(&fx, "/updates/40/x86_64/", &[], false, false);
+    rpm_repo(&fx, "/releases/40/x86_64/os/", &[], false, false);
+    fx.put(
+        "/packages/kernel/6.8.9/300.fc40/x86_64/kernel-devel-6.8.9-300.fc40.x86_64.rpm",
+        b"RPM-C".to_vec(),
+    );
+    let r = fx
+        ._rt
+        .block_on(resolver(chain(&fx, ""), 2000).resolve(&id(FEDORA)))
+        .unwrap();
+    assert_eq!(r.resolved_by.as_deref(), Some("fedora-kojipkgs"));
+    assert_eq!(r.attempts.last().unwrap().outcome, "found");
+}
+
+#[test]
+fn koji_xmlrpc_finds_the_build_when_everything_else_rolled_off() {
+    let fx = fixture();
+    fx.files.lock().unwrap().koji.insert(
+        "kernel-6.8.9-300.fc40".into(),
+        (
+            2451234,
+            vec![
+                ("kernel".into(), "x86_64".into()),
+                ("kernel-devel".into(), "x86_64".into()),
+                ("kernel-devel".into(), "aarch64".into()),
+            ],
+        ),
+    );
+    let r = fx
+        ._rt
+        .block_on(resolver(chain(&fx, ""), 2000).resolve(&id(FEDORA)))
+        .unwrap();
+    assert_eq!(r.resolved_by.as_deref(), Some("fedora-koji"));
+    assert_eq!(
+        r.packages[0].url,
+        format!(
+            "{}/kojifiles/packages/kernel/6.8.9/300.fc40/x86_64/kernel-devel-6.8.9-300.fc40.x86_64.rpm",
+            fx.base
+        )
+    );
+}
+
+#[test]
+fn nowhere_lists_every_attempt_and_fetch_fails_with_them() {
+    let fx = fixture();
+    let r = resolver(chain(&fx, ""), 2000);
+    let res = fx._rt.block_on(r.resolve(&id(FEDORA))).unwrap();
+    assert_eq!(res.resolved_by, None);
+    let sources: Vec<&str> = res.attempts.iter().map(|a| a.source.as_str()).collect();
+    assert_eq!(
+        sources,
+        [
+            "fedora-updates",
+            "fedora-releases",
+            "fedora-kojipkgs",
+            "fedora-koji"
+        ]
+    );
+    assert!(
+        res.attempts.iter().take(3).all(|a| a.outcome == "HTTP 404"),
+        "{:?}",
+        res.attempts
+    );
+    assert_eq!(res.attempts[3].outcome, "no such build");
+    let out = tempfile::tempdir().unwrap();
+    let err = fx
+        ._rt
+        .block_on(r.fetch(&id(FEDORA), out.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unresolvable"), "{err}");
+    assert!(err.contains("fedora-kojipkgs (url)"), "{err}");
+}
+
+#[test]
+fn a_checksum_mismatch_leaves_no_file_behind() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/updates/40/x86_64/",
+        &[("kernel-devel", "6.8.9", "300.fc40", "x86_64", b"TAMPERED")],
+        false,
+        true,
+    );
+    let out = tempfile::tempdir().unwrap();
+    let err = fx
+        ._rt
+        .block_on(resolver(chain(&fx, ""), 2000).fetch(&id(FEDORA), out.path()))
+        .unwrap_err();
+    assert!(err.to_string().contains("sha256 is"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "nothing kept, no temp file"
+    );
+}
+
+#[test]
+fn a_hanging_source_times_out_and_the_chain_moves_on() {
+    let fx = fixture();
+    fx.files.lock().unwrap().hang.push("/updates/".into());
+    rpm_repo(
+        &fx,
+        "/releases/40/x86_64/os/",
+        &[("kernel-devel", "6.8.9", "300.fc40", "x86_64", b"RPM")],
+        false,
+        false,
+    );
+    let started = std::time::Instant::now();
+    let r = fx
+        ._rt
+        .block_on(resolver(chain(&fx, ""), 500).resolve(&id(FEDORA)))
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(r.resolved_by.as_deref(), Some("fedora-releases"));
+    assert!(
+        r.attempts[0].outcome.contains("timed out"),
+        "{:?}",
+        r.attempts[0]
+    );
+}
+
+#[test]
+fn amazon_linux_through_its_mirror_list() {
+    let fx = fixture();
+    fx.put(
+        "/al2023/core/mirrors/latest/x86_64/mirror.list",
+        format!("{}/al2023/core/guids/d5db1113b620ab2b/x86_64/\n", fx.base),
+    );
+    rpm_repo(
+        &fx,
+        "/al2023/core/guids/d5db1113b620ab2b/x86_64/",
+        &[("kernel-devel", "6.1.66", "91.160.amzn2023", "x86_64", b"AL")],
+        false,
+        false,
+    );
+    let r = fx
+        ._rt
+        .block_on(
+            resolver(chain(&fx, ""), 2000)
+                .resolve(&id("amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64")),
+        )
+        .unwrap();
+    assert_eq!(r.resolved_by.as_deref(), Some("al2023-core"));
+    assert_eq!(
+        r.attempts[0].url,
+        format!("{}/al2023/core/mirrors/latest/x86_64/mirror.list", fx.base)
+    );
+}
+
+fn stanza(pkg: &str, file: &str, body: &[u8], depends: &str) -> String {
+    format!(
+        "Package: {pkg}\nSource: linux\nVersion: 6.1.76-1\nInstalled-Size: 100\nMaintainer: Debian Kernel Team\nArchitecture: amd64\nDepends: {depends}\nFilename: {file}\nSize: {}\nSHA256: {}\nDescription: headers\n",
+        body.len(),
+        sha256(body)
+    )
+}
+
+#[test]
+fn debian_headers_with_common_and_kbuild_from_packages_xz() {
+    let fx = fixture();
+    let (h, c, k) = (
+        b"HDR".as_slice(),
+        b"COMMON".as_slice(),
+        b"KBUILD".as_slice(),
+    );
+    let index = [
+        stanza("linux-headers-6.1.0-18-amd64", "pool/main/l/linux/linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb", h, "linux-headers-6.1.0-18-common (= 6.1.76-1), linux-kbuild-6.1 (>= 6.1.76-1), linux-compiler-gcc-12-x86 (>= 6.1.76-1)"),
+        stanza("linux-headers-6.1.0-18-common", "pool/main/l/linux/linux-headers-6.1.0-18-common_6.1.76-1_all.deb", c, ""),
+        stanza("linux-kbuild-6.1", "pool/main/l/linux/linux-kbuild-6.1_6.1.76-1_amd64.deb", k, "libc6 (>= 2.34)"),
+        stanza("linux-compiler-gcc-12-x86", "pool/main/l/linux/linux-compiler-gcc-12-x86_6.1.76-1_amd64.deb", b"GCC", ""),
+    ]
+    .join("\n");
+    fx.put(
+        "/debian/dists/bookworm-updates/main/binary-amd64/Packages.xz",
+        xz(index.as_bytes()),
+    );
+    for (file, body) in [
+        ("linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb", h),
+        ("linux-headers-6.1.0-18-common_6.1.76-1_all.deb", c),
+        ("linux-kbuild-6.1_6.1.76-1_amd64.deb", k),
+    ] {
+        fx.put(&format!("/debian/pool/main/l/linux/{file}"), body.to_vec());
+    }
+    let out = tempfile::tempdir().unwrap();
+    let (res, files) = fx
+        ._rt
+        .block_on(
+            resolver(chain(&fx, ""), 2000)
+                .fetch(&id("debian/12/x86_64/6.1.0-18-amd64"), out.path()),
+        )
+        .unwrap();
+    assert_eq!(res.resolved_by.as_deref(), Some("debian-mirror"));
+    let mut names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb",
+            "linux-headers-6.1.0-18-common_6.1.76-1_all.deb",
+            "linux-kbuild-6.1_6.1.76-1_amd64.deb"
+        ]
+    );
+    assert_eq!(
+        res.attempts[0].outcome, "HTTP 404",
+        "bookworm has no index here; the chain reads on"
+    );
+}
+
+#[test]
+fn debian_rolled_off_everything_found_on_snapshot() {
+    let fx = fixture();
+    let hash = |b: &[u8]| -> String {
+        use sha1::Digest as _;
+        sha1::Sha1::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    for (pkg, body, arch) in [
+        (
+            "linux-headers-5.10.0-0.deb10.30-amd64",
+            b"H".as_slice(),
+            "amd64",
+        ),
+        (
+            "linux-headers-5.10.0-0.deb10.30-common",
+            b"C".as_slice(),
+            "all",
+        ),
+        ("linux-kbuild-5.10", b"K".as_slice(), "amd64"),
+    ] {
+        let h = hash(body);
+        fx.put(&format!("/snapshot/mr/binary/{pkg}/"), format!(r#"{{"_comment":"foo","binary":"{pkg}","result":[{{"binary_version":"5.10.218-1~deb10u1","name":"{pkg}","source":"linux-5.10","version":"5.10.218-1~deb10u1"}}]}}"#));
+        fx.put(
+            &format!("/snapshot/mr/binary/{pkg}/5.10.218-1~deb10u1/binfiles?fileinfo=1"),
+            format!(r#"{{"binary":"{pkg}","binary_version":"5.10.218-1~deb10u1","fileinfo":{{"{h}":[{{"archive_name":"debian-security","first_seen":"20240620T000000Z","name":"{pkg}_5.10.218-1~deb10u1_{arch}.deb","path":"/pool/updates/main/l/linux-5.10","size":1}}]}},"result":[{{"architecture":"{arch}","hash":"{h}"}}]}}"#),
+        );
+        fx.put(&format!("/snapshot/file/{h}"), body.to_vec());
+    }
+    let out = tempfile::tempdir().unwrap();
+    let (res, files) = fx
+        ._rt
+        .block_on(
+            resolver(chain(&fx, ""), 2000)
+                .fetch(&id("debian/10/x86_64/5.10.0-0.deb10.30-amd64"), out.path()),
+        )
+        .unwrap();
+    assert_eq!(res.resolved_by.as_deref(), Some("debian-snapshot"));
+    assert_eq!(files.len(), 3);
+    assert!(
+        res.packages
+            .iter()
+            .all(|p| p.checksum.as_ref().unwrap().algorithm == "sha1")
+    );
+}
+
+#[test]
+fn ubuntu_from_launchpad_with_the_derived_kernel_common_package() {
+    let fx = fixture();
+    let lp = format!("{}/lp/1.0", fx.base);
+    for (name, source, file) in [
+        (
+            "linux-headers-5.4.0-1031-gkeop",
+            "linux-gkeop-5.4",
+            "linux-headers-5.4.0-1031-gkeop_5.4.0-1031.32~18.04.1_amd64.deb",
+        ),
+        (
+            "linux-gkeop-5.4-headers-5.4.0-1031",
+            "linux-gkeop-5.4",
+            "linux-gkeop-5.4-headers-5.4.0-1031_5.4.0-1031.32~18.04.1_all.deb",
+        ),
+    ] {
+        fx.put(
+            &format!("/lp/1.0/ubuntu/+archive/primary?ws.op=getPublishedBinaries&binary_name={name}&exact_match=true&distro_arch_series={lp}/ubuntu/bionic/amd64"),
+            format!(r#"{{"total_size":1,"start":0,"entries":[{{"self_link":"{lp}/ubuntu/+archive/primary/+binarypub/{name}","binary_package_name":"{name}","binary_package_version":"5.4.0-1031.32~18.04.1","source_package_name":"{source}","status":"Superseded"}}]}}"#),
+        );
+        fx.put(
+            &format!("/lp/1.0/ubuntu/+archive/primary/+binarypub/{name}?ws.op=binaryFileUrls&include_meta=true"),
+            format!(r#"[{{"url":"https://launchpad.net/ubuntu/+archive/primary/+files/{file}","size":1,"sha1":"x","sha256":"{}"}}]"#, "c".repeat(64)),
+        );
+    }
+    let r = fx
+        ._rt
+        .block_on(
+            resolver(chain(&fx, ""), 2000).resolve(&id("ubuntu/18.04/x86_64/5.4.0-1031-gkeop")),
+        )
+        .unwrap();
+    assert_eq!(r.resolved_by.as_deref(), Some("ubuntu-launchpad"));
+    let urls: Vec<&str> = r.packages.iter().map(|p| p.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://launchpad.net/ubuntu/+archive/primary/+files/linux-headers-5.4.0-1031-gkeop_5.4.0-1031.32~18.04.1_amd64.deb",
+            "https://launchpad.net/ubuntu/+archive/primary/+files/linux-gkeop-5.4-headers-5.4.0-1031_5.4.0-1031.32~18.04.1_all.deb",
+        ],
+        "the real header URLs kernel-crawler lists for this kernel"
+    );
+}
+
+/// `--offline` names the exact kojipkgs URL for real Fedora kernels, with no network.
+#[test]
+fn offline_plans_for_real_fedora_kernels_name_the_kojipkgs_url() {
+    let text = include_str!("fixtures/real-kernels.csv");
+    let mut checked = 0;
+    for line in text.lines().skip(1).filter(|l| l.starts_with("fedora,")) {
+        let f: Vec<&str> = line.split(',').collect();
+        let key = format!("{}/{}/{}/{}", f[0], f[1], f[2], f[3]);
+        let out = Command::cargo_bin("kfleet")
+            .unwrap()
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .args(["headers", "resolve", &key, "--offline", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let koji = plan
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "fedora-kojipkgs")
+            .unwrap();
+        let k = f[3];
+        let arch = k.rsplit('.').next().unwrap();
+        let (ver, rel) = k
+            .trim_end_matches(&format!(".{arch}"))
+            .split_once('-')
+            .unwrap();
+        assert_eq!(
+            koji["urls"][0],
+            format!(
+                "https://kojipkgs.fedoraproject.org/packages/kernel/{ver}/{rel}/{arch}/kernel-devel-{ver}-{rel}.{arch}.rpm"
+            )
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 19);
+}
+
+#[test]
+fn resolutions_are_cached_with_a_ttl() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/updates/40/x86_64/",
+        &[("kernel-devel", "6.8.9", "300.fc40", "x86_64", b"RPM")],
+        false,
+        false,
+    );
+    let state = tempfile::tempdir().unwrap();
+    let cached = |ttl: Duration| {
+        Resolver::new(
+            chain(&fx, ""),
+            ResolverOptions {
+                source_timeout: Duration::from_secs(2),
+                cache: Some((state.path().to_path_buf(), ttl)),
+            },
+        )
+        .unwrap()
+    };
+    let first = fx
+        ._rt
+        .block_on(cached(Duration::from_secs(3600)).resolve(&id(FEDORA)))
+        .unwrap();
+    assert_eq!(first.resolved_by.as_deref(), Some("fedora-updates"));
+    fx.files.lock().unwrap().files.clear();
+    let again = fx
+        ._rt
+        .block_on(cached(Duration::from_secs(3600)).resolve(&id(FEDORA)))
+        .unwrap();
+    assert_eq!(again, first, "served from the cache while fresh");
+    let stale = fx
+        ._rt
+        .block_on(cached(Duration::ZERO).resolve(&id(FEDORA)))
+        .unwrap();
+    assert_eq!(
+        stale.resolved_by, None,
+        "an expired entry is resolved again"
+    );
+}
