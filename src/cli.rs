@@ -54,6 +54,23 @@ pub enum Command {
     /// Kernel headers through the fallback chain.
     #[command(subcommand)]
     Headers(HeadersCommand),
+    /// The GitHub Actions workflows that build the driver.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Write build-driver.yml and build-batch.yml into a repository, and the build script they
+    /// run into .github/kfleet/.
+    Init {
+        /// Where the workflows go.
+        #[arg(long, value_name = "DIR", default_value = ".github/workflows")]
+        dir: PathBuf,
+        /// Replace files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -498,6 +515,16 @@ pub enum IdentityCommand {
         #[arg(long)]
         kernel_version: String,
     },
+    /// The asset name of an identity's driver artifact under the naming template.
+    AssetName {
+        #[command(flatten)]
+        identity: IdentityArgs,
+        /// Release tag (driver version) in the name.
+        #[arg(long)]
+        driver_version: String,
+        #[command(flatten)]
+        naming: NamingArgs,
+    },
     /// This machine's identity from /etc/os-release and the running kernel.
     Local {
         /// Read this os-release file instead.
@@ -533,13 +560,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let (config, _) = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Report(args) => report_cmd(args, &config),
-        Command::Identity(cmd) => identity_cmd(cmd),
+        Command::Identity(cmd) => identity_cmd(cmd, &config),
         Command::GenFleet(args) => gen_fleet_cmd(args, &config),
         Command::Sandbox(args) => sandbox_cmd(args, &config),
         Command::Dispatch(args) => dispatch_cmd(args, &config),
         Command::Runs(args) => runs_cmd(args, &config),
         Command::Cancel(args) => cancel_cmd(args, &config),
         Command::Headers(cmd) => headers_cmd(cmd, &config),
+        Command::Workflow(WorkflowCommand::Init { dir, force }) => workflow_init(&dir, force),
     }
 }
 
@@ -1067,8 +1095,83 @@ fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCode> {
     }
 }
 
-fn identity_cmd(cmd: IdentityCommand) -> Result<ExitCode> {
+/// The files `workflow init` writes: the workflows, then the build script they run, which goes
+/// to `.github/kfleet/` beside the workflows directory.
+const WORKFLOWS: [(&str, &str); 2] = [
+    (
+        "build-driver.yml",
+        include_str!("../assets/workflows/build-driver.yml"),
+    ),
+    (
+        "build-batch.yml",
+        include_str!("../assets/workflows/build-batch.yml"),
+    ),
+];
+const BUILD_SCRIPT: &str = include_str!("../assets/build-module.sh");
+
+fn workflow_init(dir: &std::path::Path, force: bool) -> Result<ExitCode> {
+    let github = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut targets: Vec<(PathBuf, &str)> = WORKFLOWS
+        .iter()
+        .map(|(name, text)| (dir.join(name), *text))
+        .collect();
+    targets.push((github.join("kfleet").join("build-module.sh"), BUILD_SCRIPT));
+    if !force {
+        let existing: Vec<String> = targets
+            .iter()
+            .filter(|(p, _)| p.exists())
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        if !existing.is_empty() {
+            bail!(
+                "{} already exist(s); pass --force to replace",
+                existing.join(", ")
+            );
+        }
+    }
+    for (path, text) in &targets {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        write_atomic(path, text.as_bytes())?;
+        #[cfg(unix)]
+        if path.extension().is_some_and(|e| e == "sh") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+        }
+        println!("wrote {}", path.display());
+    }
+    eprintln!(
+        "set repository variables KFLEET_MODULE (module name), KFLEET_MODULE_DIR (where its Kbuild is) and, if needed, KFLEET_RUNNER_X86_64 / KFLEET_RUNNER_AARCH64"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn identity_cmd(cmd: IdentityCommand, config: &Config) -> Result<ExitCode> {
     let checked = match &cmd {
+        IdentityCommand::AssetName {
+            identity,
+            driver_version,
+            naming,
+        } => {
+            let id = identity.identity()?;
+            if driver_version.is_empty()
+                || !driver_version
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
+            {
+                bail!(
+                    "--driver-version '{driver_version}' may only hold letters, digits and . _ + -"
+                );
+            }
+            println!("{}", naming.template(config)?.render(&id, driver_version));
+            return Ok(ExitCode::SUCCESS);
+        }
         IdentityCommand::Check {
             distribution,
             distro_version,

@@ -39,7 +39,7 @@ impl WorkflowRun {
     /// The identity key and request id named by the run's title, if it is a kfleet run for one
     /// identity.
     pub fn identity(&self) -> Option<(&str, &str)> {
-        parse_run_title(&self.display_title).filter(|(key, _)| !key.contains(' '))
+        parse_run_title(&self.display_title).filter(|(key, _)| key.matches('/').count() == 3)
     }
 
     /// The request id in the run's title (single or batch kfleet runs).

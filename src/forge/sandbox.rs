@@ -692,7 +692,7 @@ async fn dispatch(
             .collect();
         let all_valid = identities.len() == listed.len();
         (
-            format!("kfleet batch of {} [{}]", listed.len(), input("request_id")),
+            format!("kfleet batch [{}]", input("request_id")),
             identities,
             all_valid,
         )

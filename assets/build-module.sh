@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Builds an out-of-tree kernel module against fetched kernel headers, inside a container of the
+# distribution, and packages it under kfleet's asset naming template with its sha256.
+#
+#   build-module.sh --headers DIR --module DIR --out DIR
+#
+# Environment: DISTRIBUTION DISTRO_VERSION ARCHITECTURE KERNEL_VERSION DRIVER_VERSION MODULE,
+# optionally ASSET_TEMPLATE (kfleet's default) and IMAGE (container image; default by distribution).
+# Prints the asset path on the last line of stdout.
+set -euo pipefail
+
+die() {
+  echo "build-module.sh: $*" >&2
+  exit 1
+}
+
+headers='' module='' out=''
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --headers) headers=$2; shift 2 ;;
+    --module) module=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) die "unknown argument $1; usage: --headers DIR --module DIR --out DIR" ;;
+  esac
+done
+[ -n "$headers" ] && [ -n "$module" ] && [ -n "$out" ] || die "usage: --headers DIR --module DIR --out DIR"
+
+fields=(DISTRIBUTION DISTRO_VERSION ARCHITECTURE KERNEL_VERSION DRIVER_VERSION MODULE)
+for v in "${fields[@]}"; do
+  [ -n "${!v:-}" ] || die "$v is not set"
+  # kfleet validated the identity; still, nothing but plain tokens reaches a command line.
+  case "${!v}" in
+    *[!A-Za-z0-9._+~-]* | *..*) die "$v='${!v}' has characters outside [A-Za-z0-9._+~-]" ;;
+  esac
+done
+template=${ASSET_TEMPLATE:-'{module}-{driver_version}-{distribution}-{distro_version}-{architecture}-{kernel_version}.tar.xz'}
+
+image_for() {
+  case "$DISTRIBUTION" in
+    ubuntu) echo "docker.io/library/ubuntu:$DISTRO_VERSION" ;;
+    debian) echo "docker.io/library/debian:$DISTRO_VERSION" ;;
+    fedora) echo "docker.io/library/fedora:$DISTRO_VERSION" ;;
+    centos) echo "quay.io/centos/centos:stream${DISTRO_VERSION%%.*}" ;;
+    amazonlinux) echo "docker.io/library/amazonlinux:$DISTRO_VERSION" ;;
+    almalinux) echo "docker.io/library/almalinux:$DISTRO_VERSION" ;;
+    rocky) echo "docker.io/rockylinux/rockylinux:$DISTRO_VERSION" ;;
+    *) die "no container image for $DISTRIBUTION" ;;
+  esac
+}
+
+if [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; then
+  here=$(cd "$(dirname "$0")" && pwd)
+  mkdir -p "$out"
+  exec docker run --rm -e KFLEET_IN_CONTAINER=1 \
+    -e DISTRIBUTION -e DISTRO_VERSION -e ARCHITECTURE -e KERNEL_VERSION -e DRIVER_VERSION -e MODULE \
+    -e ASSET_TEMPLATE="$template" \
+    -v "$here/build-module.sh:/kfleet/build-module.sh:ro" \
+    -v "$(realpath "$headers"):/headers:ro" \
+    -v "$(realpath "$module"):/module:ro" \
+    -v "$(realpath "$out"):/out" \
+    "${IMAGE:-$(image_for)}" bash /kfleet/build-module.sh --headers /headers --module /module --out /out
+fi
+
+shopt -s nullglob
+case "$DISTRIBUTION" in
+  ubuntu | debian)
+    packages=("$headers"/*.deb)
+    [ ${#packages[@]} -gt 0 ] || die "no .deb packages in $headers"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends build-essential kmod xz-utils "${packages[@]}" >&2
+    kdir=/usr/src/linux-headers-$KERNEL_VERSION
+    ;;
+  *)
+    packages=("$headers"/*.rpm)
+    [ ${#packages[@]} -gt 0 ] || die "no .rpm packages in $headers"
+    pm=dnf
+    command -v dnf >/dev/null || pm=yum
+    "$pm" install -y -q gcc make elfutils-libelf-devel tar xz kmod "${packages[@]}" >&2
+    kdir=/usr/src/kernels/$KERNEL_VERSION
+    ;;
+esac
+[ -d "$kdir" ] || die "the headers installed, but $kdir is missing"
+
+build=$(mktemp -d)
+cp -R "$module"/. "$build"/
+make -C "$kdir" M="$build" modules >&2
+mapfile -t modules < <(cd "$build" && find . -name '*.ko' -printf '%P\n' | sort)
+[ ${#modules[@]} -gt 0 ] || die "the build produced no .ko file"
+
+name=$template
+name=${name//\{module\}/$MODULE}
+name=${name//\{driver_version\}/$DRIVER_VERSION}
+name=${name//\{distribution\}/$DISTRIBUTION}
+name=${name//\{distro_version\}/$DISTRO_VERSION}
+name=${name//\{architecture\}/$ARCHITECTURE}
+name=${name//\{kernel_version\}/$KERNEL_VERSION}
+
+{
+  echo "module=$MODULE"
+  echo "driver_version=$DRIVER_VERSION"
+  echo "identity=$DISTRIBUTION/$DISTRO_VERSION/$ARCHITECTURE/$KERNEL_VERSION"
+  for ko in "${modules[@]}"; do echo "vermagic[$ko]=$(modinfo -F vermagic "$build/$ko" 2>/dev/null || true)"; done
+} > "$build/MANIFEST"
+
+tmp="$out/.$name.partial"
+tar -C "$build" -cJf "$tmp" MANIFEST "${modules[@]}"
+mv "$tmp" "$out/$name"
+(cd "$out" && sha256sum "$name" > "$name.sha256")
+echo "$out/$name"
