@@ -103,6 +103,7 @@ name=${name//\{kernel_version\}/$KERNEL_VERSION}
   for ko in "${modules[@]}"; do echo "vermagic[$ko]=$(modinfo -F vermagic "$build/$ko" 2>/dev/null || true)"; done
 } > "$build/MANIFEST"
 
+mkdir -p "$out"
 tmp="$out/.$name.partial"
 tar -C "$build" -cJf "$tmp" MANIFEST "${modules[@]}"
 mv "$tmp" "$out/$name"
