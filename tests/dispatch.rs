@@ -118,7 +118,10 @@ async fn the_ledger_keeps_a_restart_from_dispatching_again() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let first = planner(&sb, dir.path(), Duration::from_secs(900), false);
-    let Decision::Dispatched { run_id, .. } = one(&first, MISSING).await else {
+    let Decision::Dispatched {
+        run_id, request_id, ..
+    } = one(&first, MISSING).await
+    else {
         panic!("first request dispatches");
     };
     drop(first);
@@ -129,6 +132,7 @@ async fn the_ledger_keeps_a_restart_from_dispatching_again() {
             run_id: Some(run_id),
             status: "queued".into(),
             url: Some(format!("{}/{REPO}/actions/runs/{run_id}", sb.base_url())),
+            request_id: Some(request_id),
         }
     );
     assert_eq!(sb.dispatches(), 1);

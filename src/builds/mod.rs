@@ -87,6 +87,8 @@ pub enum Decision {
         run_id: Option<u64>,
         status: String,
         url: Option<String>,
+        /// The request id of the dispatch that started it, when known.
+        request_id: Option<String>,
     },
     /// Its run is still unfinished past the deadline.
     TimedOut {
@@ -115,6 +117,7 @@ impl Decision {
                 run_id,
                 status,
                 url: u,
+                ..
             } => match run_id {
                 Some(id) => format!("already building: run {id} is {status}{}", url(u)),
                 None => format!("already building: {status}"),
@@ -284,7 +287,7 @@ impl Planner {
             eprintln!("warning: {tail}");
         }
         let mut out = Vec::with_capacity(keys.len());
-        let mut dispatched_now: HashMap<String, (u64, Option<String>)> = HashMap::new();
+        let mut dispatched_now: HashMap<String, (u64, Option<String>, String)> = HashMap::new();
         for key in keys {
             let (key, decision) = 'decided: {
                 let identity = match KernelIdentity::from_key(key) {
@@ -305,11 +308,12 @@ impl Planner {
                     };
                     break 'decided (key, decision);
                 }
-                if let Some((run_id, url)) = dispatched_now.get(&key) {
+                if let Some((run_id, url, rid)) = dispatched_now.get(&key) {
                     let decision = Decision::Building {
                         run_id: Some(*run_id),
                         status: "queued".into(),
                         url: url.clone(),
+                        request_id: Some(rid.clone()),
                     };
                     break 'decided (key, decision);
                 }
@@ -322,8 +326,13 @@ impl Planner {
                         &mut last_dispatch,
                     )
                     .await?;
-                if let Decision::Dispatched { run_id, url, .. } = &decision {
-                    dispatched_now.insert(key.clone(), (*run_id, url.clone()));
+                if let Decision::Dispatched {
+                    run_id,
+                    url,
+                    request_id,
+                } = &decision
+                {
+                    dispatched_now.insert(key.clone(), (*run_id, url.clone(), request_id.clone()));
                 }
                 (key, decision)
             };
@@ -441,6 +450,7 @@ impl Planner {
                                 .and_then(|r| r.status)
                                 .unwrap_or_else(|| "dispatched".into()),
                             url,
+                            request_id: Some(entry.request_id.clone()),
                         });
                     }
                     return self
@@ -466,6 +476,7 @@ impl Planner {
                 run_id: Some(run.id),
                 status: run.status.clone().unwrap_or_default(),
                 url,
+                request_id: run.request_id().map(str::to_string),
             });
         }
         if dry_run {

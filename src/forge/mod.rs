@@ -28,6 +28,8 @@ pub type Inputs = serde_json::Map<String, serde_json::Value>;
 pub trait Forge: Send + Sync {
     /// What this forge is, for status lines: `github acme/kdriver`, `SANDBOX http://127.0.0.1:PORT`.
     fn label(&self) -> String;
+    /// Request counters of the client behind the forge.
+    fn stats(&self) -> &ClientStats;
     fn list_releases(&self) -> BoxFuture<'_, Result<Listing, ForgeError>>;
     fn list_runs<'a>(
         &'a self,
@@ -48,6 +50,9 @@ pub trait Forge: Send + Sync {
 impl Forge for GithubClient {
     fn label(&self) -> String {
         format!("github {}", self.repo())
+    }
+    fn stats(&self) -> &ClientStats {
+        GithubClient::stats(self)
     }
     fn list_releases(&self) -> BoxFuture<'_, Result<Listing, ForgeError>> {
         Box::pin(GithubClient::list_releases(self))
@@ -115,6 +120,9 @@ impl SandboxForge {
 impl Forge for SandboxForge {
     fn label(&self) -> String {
         format!("SANDBOX {}", self.sandbox.base_url())
+    }
+    fn stats(&self) -> &ClientStats {
+        self.client.stats()
     }
     fn list_releases(&self) -> BoxFuture<'_, Result<Listing, ForgeError>> {
         Forge::list_releases(&self.client)

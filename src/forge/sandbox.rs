@@ -173,6 +173,15 @@ impl Sandbox {
         })?;
         // GitHub lists the newest release first.
         releases.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        // Downloads come from the sandbox itself, so a demo works without the internet.
+        for release in &mut releases {
+            for asset in &mut release.assets {
+                asset.browser_download_url = Some(format!(
+                    "http://{addr}/{}/releases/download/{}/{}",
+                    options.repo, release.tag_name, asset.name
+                ));
+            }
+        }
         let state = Arc::new(SandboxState {
             repo: options.repo,
             token: options.token,
@@ -204,6 +213,10 @@ impl Sandbox {
             .route(
                 "/repos/{owner}/{repo}/actions/runs/{id}/cancel",
                 post(cancel_run),
+            )
+            .route(
+                "/{owner}/{repo}/releases/download/{tag}/{name}",
+                get(download),
             )
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(state.clone(), gatekeeper))
@@ -353,7 +366,9 @@ async fn gatekeeper(
     if let Some(response) = fault {
         return response;
     }
-    if !authorised(&state, request.headers()) {
+    // Release downloads are public on GitHub; everything else needs the token.
+    let public = request.uri().path().contains("/releases/download/");
+    if !public && !authorised(&state, request.headers()) {
         return github_error(StatusCode::UNAUTHORIZED, "Bad credentials");
     }
     let response = next.run(request).await;
@@ -873,4 +888,31 @@ async fn cancel_run(
         ),
         Some(true) => (StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response(),
     }
+}
+
+/// A release asset's bytes. The sandbox's artifacts are their own names, which is what their
+/// `sha256:` digests were computed from.
+async fn download(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo, tag, name)): Path<(String, String, String, String)>,
+) -> Response {
+    if !same_repo(&state, &owner, &repo) {
+        return not_found().await;
+    }
+    state.advance();
+    let exists = state
+        .releases
+        .lock()
+        .expect("releases lock")
+        .iter()
+        .any(|r| r.tag_name == tag && r.assets.iter().any(|a| a.name == name));
+    if !exists {
+        return not_found().await;
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        name.into_bytes(),
+    )
+        .into_response()
 }
