@@ -57,6 +57,58 @@ pub enum Command {
     /// The GitHub Actions workflows that build the driver.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// Run the build service nodes ask for their driver (POST /build, GET /status/{id}).
+    Serve(ServeArgs),
+    /// On a node: get the driver for this kernel from the build service, verified.
+    Ensure(EnsureArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// File of client bearer tokens, one per line (env KFLEET_CLIENT_TOKENS: comma-separated).
+    #[arg(long, value_name = "FILE")]
+    pub client_tokens: Option<PathBuf>,
+    /// Seconds the release listing is trusted before a conditional refresh.
+    #[arg(long, default_value_t = 30)]
+    pub listing_ttl: u64,
+    /// Requests per second each client may make (burst: ten times that).
+    #[arg(long, default_value_t = 50.0)]
+    pub client_rate: f64,
+    #[command(flatten)]
+    pub build: BuildArgs,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnsureArgs {
+    /// Base URL of the build service (env KFLEET_SERVICE).
+    #[arg(long, env = "KFLEET_SERVICE", value_name = "URL")]
+    pub service: String,
+    /// File holding the service's bearer token (else env KFLEET_SERVICE_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Driver release to fetch.
+    #[arg(long, env = "KFLEET_DRIVER_VERSION")]
+    pub driver_version: String,
+    /// Directory for the verified artifact.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Longest wait for a build.
+    #[arg(long, default_value = "15m")]
+    pub deadline: String,
+    /// This identity instead of the machine's own (/etc/os-release and the running kernel).
+    #[arg(long, requires_all = ["distro_version", "architecture", "kernel_version"])]
+    pub distribution: Option<String>,
+    #[arg(long)]
+    pub distro_version: Option<String>,
+    #[arg(long)]
+    pub architecture: Option<String>,
+    #[arg(long)]
+    pub kernel_version: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -568,6 +620,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cancel(args) => cancel_cmd(args, &config),
         Command::Headers(cmd) => headers_cmd(cmd, &config),
         Command::Workflow(WorkflowCommand::Init { dir, force }) => workflow_init(&dir, force),
+        Command::Serve(args) => serve_cmd(args, &config),
+        Command::Ensure(args) => ensure_cmd(args),
     }
 }
 
@@ -1093,6 +1147,143 @@ fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn client_tokens(file: Option<&PathBuf>) -> Result<Vec<String>> {
+    let mut tokens: Vec<String> = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read client tokens {}", path.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
+    if let Ok(env) = std::env::var("KFLEET_CLIENT_TOKENS") {
+        tokens.extend(
+            env.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+        );
+    }
+    if tokens.is_empty() {
+        bail!(
+            "no client tokens: pass --client-tokens FILE (one token per line) or set KFLEET_CLIENT_TOKENS"
+        );
+    }
+    if let Some(short) = tokens.iter().find(|t| t.len() < 16) {
+        bail!(
+            "a client token of {} characters is too short to be a secret; use at least 16",
+            short.len()
+        );
+    }
+    Ok(tokens)
+}
+
+fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
+    let tokens = client_tokens(args.client_tokens.as_ref())?;
+    let forge = args.build.client(config)?;
+    let template = args.naming.template(config)?;
+    let planner = Planner::new(
+        forge.clone(),
+        template.clone(),
+        args.build.planner_config(config, String::new())?,
+    )?;
+    let options = crate::service::ServiceOptions {
+        client_tokens: tokens,
+        listing_ttl: std::time::Duration::from_secs(args.listing_ttl),
+        deadline: args.build.deadline(config)?,
+        rate_per_client: args.client_rate,
+        ..crate::service::ServiceOptions::default()
+    };
+    let state = crate::service::ServiceState::new(forge.clone(), planner, template, options)?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        eprintln!(
+            "kfleet build service on http://{} for {}",
+            listener.local_addr()?,
+            forge.label()
+        );
+        axum::serve(listener, crate::service::router(state))
+            .with_graceful_shutdown(async {
+                let ctrl_c = tokio::signal::ctrl_c();
+                #[cfg(unix)]
+                {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(mut term) => {
+                            tokio::select! {
+                                _ = ctrl_c => {}
+                                _ = term.recv() => {}
+                            }
+                        }
+                        Err(_) => {
+                            let _ = ctrl_c.await;
+                        }
+                    }
+                }
+                #[cfg(not(unix))]
+                let _ = ctrl_c.await;
+                eprintln!("shutting down: finishing requests in flight");
+            })
+            .await
+            .context("the build service stopped")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn ensure_cmd(args: EnsureArgs) -> Result<ExitCode> {
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the service token {}", path.display()))?
+            .trim()
+            .to_string(),
+        None => std::env::var("KFLEET_SERVICE_TOKEN").unwrap_or_default(),
+    };
+    if token.is_empty() {
+        bail!("no service token: pass --token-file FILE or set KFLEET_SERVICE_TOKEN");
+    }
+    let identity = match &args.distribution {
+        Some(d) => crate::identity::KernelIdentity::parse(
+            d,
+            args.distro_version.as_deref().unwrap_or(""),
+            args.architecture.as_deref().unwrap_or(""),
+            args.kernel_version.as_deref().unwrap_or(""),
+        )?,
+        None => {
+            let local = local_identity(None).context("cannot determine this machine's identity")?;
+            match (&local.verdict, local.identity.clone()) {
+                (_, Some(id)) => id,
+                (Verdict::Unsupported(r) | Verdict::Invalid(r), None) => {
+                    eprintln!("this machine ({}) cannot get a driver: {r}", local.key());
+                    return Ok(ExitCode::from(5));
+                }
+                (Verdict::Valid, None) => bail!("this machine's identity did not parse"),
+            }
+        }
+    };
+    let options = crate::service::ensure::EnsureOptions {
+        service: args.service.clone(),
+        token,
+        driver_version: args.driver_version.clone(),
+        out: args.out.clone(),
+        deadline: humantime::parse_duration(&args.deadline)
+            .with_context(|| format!("--deadline {}: write it like 15m", args.deadline))?,
+        poll_min: std::time::Duration::from_secs(1),
+        poll_max: std::time::Duration::from_secs(15),
+    };
+    let outcome = runtime()?.block_on(crate::service::ensure::ensure(&identity, &options))?;
+    match &outcome {
+        crate::service::ensure::EnsureOutcome::Available(path) => println!("{}", path.display()),
+        crate::service::ensure::EnsureOutcome::TimedOut(why)
+        | crate::service::ensure::EnsureOutcome::Failed(why) => eprintln!("{why}"),
+        crate::service::ensure::EnsureOutcome::Rejected(why) => eprintln!("rejected: {why}"),
+    }
+    Ok(ExitCode::from(outcome.exit_code()))
 }
 
 /// The files `workflow init` writes: the workflows, then the build script they run, which goes

@@ -10,3 +10,4 @@ pub mod identity;
 pub mod inventory;
 pub mod report;
 pub mod sample;
+pub mod service;

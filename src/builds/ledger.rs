@@ -27,6 +27,9 @@ pub struct LedgerRecord {
     pub conclusion: Option<String>,
     #[serde(default)]
     pub url: Option<String>,
+    /// Release the build uploads to.
+    #[serde(default)]
+    pub driver_version: Option<String>,
 }
 
 /// What the ledger says about one identity: its latest dispatch and whether that ended.
@@ -36,6 +39,7 @@ pub struct LedgerEntry {
     pub request_id: String,
     pub run_id: Option<u64>,
     pub url: Option<String>,
+    pub driver_version: Option<String>,
     /// The last state change after the dispatch, if any.
     pub last_event: LedgerEvent,
     pub conclusion: Option<String>,
@@ -155,6 +159,7 @@ impl Ledger {
                             request_id: record.request_id,
                             run_id: record.run_id,
                             url: record.url,
+                            driver_version: record.driver_version,
                             last_event: LedgerEvent::Dispatched,
                             conclusion: None,
                         },
@@ -187,6 +192,7 @@ mod tests {
             run_id: Some(1),
             conclusion: None,
             url: None,
+            driver_version: None,
         }
     }
 

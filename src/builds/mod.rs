@@ -240,7 +240,18 @@ impl Planner {
         keys: &[String],
         dry_run: bool,
     ) -> Result<Vec<(String, Decision)>, BuildError> {
-        self.plan(keys, dry_run, false).await
+        self.plan(keys, &self.config.driver_version, dry_run, false)
+            .await
+    }
+
+    /// Like [`Planner::plan_many`] for another release than the configured one (the build
+    /// service takes the driver version from each request).
+    pub async fn plan_for_version(
+        &self,
+        keys: &[String],
+        driver_version: &str,
+    ) -> Result<Vec<(String, Decision)>, BuildError> {
+        self.plan(keys, driver_version, false, false).await
     }
 
     /// Like [`Planner::plan_many`], but the identities that need a build go out in batches of at
@@ -250,20 +261,22 @@ impl Planner {
         keys: &[String],
         dry_run: bool,
     ) -> Result<Vec<(String, Decision)>, BuildError> {
-        self.plan(keys, dry_run, true).await
+        self.plan(keys, &self.config.driver_version, dry_run, true)
+            .await
     }
 
     async fn plan(
         &self,
         keys: &[String],
+        driver_version: &str,
         dry_run: bool,
         matrix: bool,
     ) -> Result<Vec<(String, Decision)>, BuildError> {
         let mut last_dispatch = self.inflight.lock().await;
         let _lock = self.lock_across_processes().await?;
         let listing = self.client.list_releases().await?;
-        let release = select_release(&listing.releases, Some(&self.config.driver_version))
-            .map_err(|e| BuildError::Release(self.config.driver_version.clone(), e.to_string()))?;
+        let release = select_release(&listing.releases, Some(driver_version))
+            .map_err(|e| BuildError::Release(driver_version.to_string(), e.to_string()))?;
         let assets = index_assets(release, &self.template);
         let available: HashMap<&str, _> =
             assets.matched.iter().map(|a| (a.key.as_str(), a)).collect();
@@ -320,7 +333,12 @@ impl Planner {
                 let decision = self
                     .decide(
                         &identity,
-                        ledger.entries.get(&key),
+                        driver_version,
+                        ledger.entries.get(&key).filter(|e| {
+                            e.driver_version
+                                .as_deref()
+                                .is_none_or(|v| v == driver_version)
+                        }),
                         running.get(&key),
                         dry_run || matrix,
                         &mut last_dispatch,
@@ -342,7 +360,8 @@ impl Planner {
             out.push((key, decision));
         }
         if matrix && !dry_run {
-            self.dispatch_batches(&mut out, &mut last_dispatch).await?;
+            self.dispatch_batches(&mut out, driver_version, &mut last_dispatch)
+                .await?;
         }
         Ok(out)
     }
@@ -351,6 +370,7 @@ impl Planner {
     async fn dispatch_batches(
         &self,
         decisions: &mut [(String, Decision)],
+        driver_version: &str,
         last_dispatch: &mut Option<tokio::time::Instant>,
     ) -> Result<(), BuildError> {
         let wanted: Vec<KernelIdentity> = decisions
@@ -362,7 +382,7 @@ impl Planner {
             let rid = request_id();
             let inputs = serde_json::json!({
                 "identities": serde_json::to_string(&chunk).expect("identities serialise"),
-                "driver_version": self.config.driver_version,
+                "driver_version": driver_version,
                 "request_id": rid,
             });
             let inputs = inputs.as_object().expect("inputs are an object").clone();
@@ -381,7 +401,13 @@ impl Planner {
                 .await?;
             for id in &chunk {
                 let key = id.key();
-                self.record(LedgerEvent::Dispatched, &key, &rid, Some(&run))?;
+                self.record(
+                    LedgerEvent::Dispatched,
+                    &key,
+                    &rid,
+                    driver_version,
+                    Some(&run),
+                )?;
                 if let Some((_, d)) = decisions.iter_mut().find(|(k, _)| *k == key) {
                     *d = Decision::Dispatched {
                         run_id: run.id,
@@ -394,9 +420,11 @@ impl Planner {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn decide(
         &self,
         identity: &KernelIdentity,
+        driver_version: &str,
         entry: Option<&ledger::LedgerEntry>,
         running: Option<&WorkflowRun>,
         dry_run: bool,
@@ -425,10 +453,16 @@ impl Planner {
             match known {
                 None => {}
                 Some(Some(run)) if run.is_finished() => {
-                    self.record(LedgerEvent::Finished, &key, &entry.request_id, Some(&run))?;
+                    self.record(
+                        LedgerEvent::Finished,
+                        &key,
+                        &entry.request_id,
+                        driver_version,
+                        Some(&run),
+                    )?;
                     if run.conclusion.as_deref() == Some("success") {
                         return Ok(Decision::Available {
-                            asset: self.template.render(identity, &self.config.driver_version),
+                            asset: self.template.render(identity, driver_version),
                             url: run.html_url,
                             digest: None,
                         });
@@ -488,7 +522,7 @@ impl Planner {
             "architecture": identity.architecture.as_str(),
             "distribution": identity.distribution.as_str(),
             "distro_version": identity.distro_version,
-            "driver_version": self.config.driver_version,
+            "driver_version": driver_version,
             "request_id": rid,
         });
         let inputs = inputs.as_object().expect("inputs are an object").clone();
@@ -500,7 +534,13 @@ impl Planner {
             .client
             .dispatch(&self.config.workflow, &self.config.git_ref, &inputs, &rid)
             .await?;
-        self.record(LedgerEvent::Dispatched, &key, &rid, Some(&run))?;
+        self.record(
+            LedgerEvent::Dispatched,
+            &key,
+            &rid,
+            driver_version,
+            Some(&run),
+        )?;
         Ok(Decision::Dispatched {
             run_id: run.id,
             url: run.html_url,
@@ -536,6 +576,7 @@ impl Planner {
         event: LedgerEvent,
         key: &str,
         request_id: &str,
+        driver_version: &str,
         run: Option<&WorkflowRun>,
     ) -> Result<(), BuildError> {
         self.ledger.append(&LedgerRecord {
@@ -546,6 +587,7 @@ impl Planner {
             run_id: run.map(|r| r.id),
             conclusion: run.and_then(|r| r.conclusion.clone()),
             url: run.and_then(|r| r.html_url.clone()),
+            driver_version: Some(driver_version.to_string()),
         })?;
         Ok(())
     }
@@ -566,6 +608,7 @@ impl Planner {
             run_id,
             conclusion,
             url: None,
+            driver_version: None,
         })?;
         Ok(())
     }

@@ -1,0 +1,418 @@
+//! The build service over real HTTP, with the sandbox forge behind it: one dispatch however many
+//! nodes ask, answers from the release listing, ids that survive a restart, the error codes, the
+//! deadline, metrics, and `kfleet ensure` end to end.
+
+use assert_cmd::Command;
+use kfleet::builds::{Planner, PlannerConfig};
+use kfleet::forge::{
+    Forge, RetryPolicy, SandboxForge, SandboxOptions, Simulation, read_release_file,
+};
+use kfleet::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
+use kfleet::service::{ServiceOptions, ServiceState, router};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const CLIENT: &str = "node-token-0123456789abcdef";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn missing_body() -> Value {
+    json!({"kernel_version": "6.1.66-91.160.amzn2023.x86_64", "architecture": "x86_64",
+           "distribution": "amazonlinux", "distro_version": "2023", "driver_version": "v1.1.0"})
+}
+
+async fn forge(queue_ms: u64, run_ms: u64) -> Arc<SandboxForge> {
+    let releases = read_release_file(&fixtures().join("small-releases.json")).unwrap();
+    Arc::new(
+        SandboxForge::start(
+            releases,
+            SandboxOptions {
+                repo: "acme/kdriver".into(),
+                simulation: Simulation {
+                    queue_time: Duration::from_millis(queue_ms),
+                    run_time: Duration::from_millis(run_ms),
+                    fail_rate: 0.0,
+                    ..Simulation::default()
+                },
+                ..SandboxOptions::default()
+            },
+            RetryPolicy {
+                run_lookup_interval: Duration::from_millis(50),
+                ..RetryPolicy::default()
+            },
+        )
+        .await
+        .unwrap(),
+    )
+}
+
+struct Service {
+    url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    async fn stop(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.task.await.unwrap();
+    }
+}
+
+async fn service(forge: Arc<SandboxForge>, state_dir: &Path, deadline: Duration) -> Service {
+    service_with_rate(forge, state_dir, deadline, 1000.0).await
+}
+
+async fn service_with_rate(
+    forge: Arc<SandboxForge>,
+    state_dir: &Path,
+    deadline: Duration,
+    rate: f64,
+) -> Service {
+    let forge: Arc<dyn Forge> = forge;
+    let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap();
+    let planner = Planner::new(
+        forge.clone(),
+        template.clone(),
+        PlannerConfig {
+            workflow: "build-driver.yml".into(),
+            git_ref: "main".into(),
+            driver_version: String::new(),
+            deadline,
+            cancel_on_timeout: false,
+            state_dir: state_dir.to_path_buf(),
+            dispatch_interval: Duration::ZERO,
+            batch_workflow: "build-batch.yml".into(),
+        },
+    )
+    .unwrap();
+    let state = ServiceState::new(
+        forge,
+        planner,
+        template,
+        ServiceOptions {
+            client_tokens: vec![CLIENT.into()],
+            listing_ttl: Duration::from_millis(200),
+            status_ttl: Duration::from_millis(50),
+            deadline,
+            rate_per_client: rate,
+        },
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Service {
+        url,
+        shutdown: Some(tx),
+        task,
+    }
+}
+
+async fn post(url: &str, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/build"))
+        .bearer_auth(CLIENT)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn status(url: &str, id: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(format!("{url}/status/{id}"))
+        .bearer_auth(CLIENT)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_requests_for_one_missing_kernel_make_one_dispatch() {
+    let f = forge(60_000, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let url = svc.url.clone();
+            tokio::spawn(async move { post(&url, &missing_body()).await })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let (code, body) = t.await.unwrap();
+        assert_eq!(code, 202, "{body}");
+        assert_eq!(body["status"], "queued");
+        ids.insert(body["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 1, "every request joined the one build");
+    assert_eq!(f.sandbox().dispatches(), 1);
+
+    let metrics = reqwest::get(format!("{}/metrics", svc.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("kfleet_dispatches_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("kfleet_dedup_hits_total 99\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kfleet_requests_total{outcome=\"accepted\"} 1\n"),
+        "{metrics}"
+    );
+    let gh: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kfleet_github_requests_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(gh < 20, "GitHub calls do not grow with requests: {gh}");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn an_existing_artifact_is_answered_from_the_listing_without_a_dispatch() {
+    let f = forge(60_000, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let body = json!({"kernel_version": "5.15.0-91-generic", "architecture": "amd64",
+                      "distribution": "ubuntu", "distro_version": "22.04", "driver_version": "v1.1.0"});
+    let (code, answer) = post(&svc.url, &body).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["status"], "available");
+    assert_eq!(answer["sha256"], format!("{:064x}", 200));
+    assert!(
+        answer["download_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/kdriver-v1.1.0-ubuntu-22.04-x86_64-5.15.0-91-generic.tar.xz")
+    );
+    assert_eq!(f.sandbox().dispatches(), 0);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_mid_build_keeps_the_id_and_its_status() {
+    let f = forge(0, 60_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let (_, body) = post(&first.url, &missing_body()).await;
+    let id = body["id"].as_str().unwrap().to_string();
+    first.stop().await;
+
+    let second = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let (code, st) = status(&second.url, &id).await;
+    assert_eq!(code, 200, "{st}");
+    assert_eq!(st["status"], "in_progress");
+    assert_eq!(st["id"], id.as_str());
+    let (code, again) = post(&second.url, &missing_body()).await;
+    assert_eq!(
+        (code, again["id"].as_str()),
+        (202, Some(id.as_str())),
+        "a new request joins it"
+    );
+    assert_eq!(f.sandbox().dispatches(), 1);
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_codes() {
+    let f = forge(60_000, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let http = reqwest::Client::new();
+    let build = format!("{}/build", svc.url);
+
+    let mut invalid = missing_body();
+    invalid["kernel_version"] = json!("6.1.66-91.160.amzn2.x86_64");
+    let (code, body) = post(&svc.url, &invalid).await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        body["reason"],
+        "amzn2 in kernel_version but distro_version is 2023"
+    );
+
+    let mut injected = missing_body();
+    injected["kernel_version"] = json!("6.1.66;reboot");
+    assert_eq!(post(&svc.url, &injected).await.0, 400);
+
+    let big = json!({"kernel_version": "x".repeat(10_000)});
+    let r = http
+        .post(&build)
+        .bearer_auth(CLIENT)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+
+    let r = http
+        .post(&build)
+        .bearer_auth(CLIENT)
+        .body("kernel=1")
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+
+    let r = http
+        .post(&build)
+        .json(&missing_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = http
+        .post(&build)
+        .bearer_auth("wrong-token-0123456789")
+        .json(&missing_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = http
+        .get(format!("{}/status/nope", svc.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(status(&svc.url, "nope").await.0, 404);
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", svc.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok\n"
+    );
+    assert_eq!(f.sandbox().dispatches(), 0);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_stuck_build_turns_timed_out_at_the_deadline() {
+    let f = forge(0, 60_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(f.clone(), dir.path(), Duration::from_millis(400)).await;
+    let (_, body) = post(&svc.url, &missing_body()).await;
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(status(&svc.url, &id).await.1["status"], "in_progress");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(status(&svc.url, &id).await.1["status"], "timed_out");
+    svc.stop().await;
+}
+
+#[test]
+fn ensure_end_to_end_returns_a_verified_file() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let f = rt.block_on(forge(100, 300));
+    let dir = tempfile::tempdir().unwrap();
+    let svc = rt.block_on(service(f.clone(), dir.path(), Duration::from_secs(900)));
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::cargo_bin("kfleet")
+        .unwrap()
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("KFLEET_SERVICE_TOKEN", CLIENT)
+        .args([
+            "ensure",
+            "--service",
+            &svc.url,
+            "--driver-version",
+            "v1.1.0",
+            "--deadline",
+            "60s",
+        ])
+        .args([
+            "--distribution",
+            "amazonlinux",
+            "--distro-version",
+            "2023",
+            "--architecture",
+            "x86_64",
+        ])
+        .args(["--kernel-version", "6.1.66-91.160.amzn2023.x86_64", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let name = "kdriver-v1.1.0-amazonlinux-2023-x86_64-6.1.66-91.160.amzn2023.x86_64.tar.xz";
+    let path = String::from_utf8(run.stdout).unwrap();
+    assert_eq!(path.trim(), out.path().join(name).display().to_string());
+    assert_eq!(
+        std::fs::read(out.path().join(name)).unwrap(),
+        name.as_bytes(),
+        "the sandbox's artifact bytes"
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stderr)
+            .contains("building amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64")
+    );
+
+    let rejected = Command::cargo_bin("kfleet")
+        .unwrap()
+        .env("KFLEET_SERVICE_TOKEN", CLIENT)
+        .args([
+            "ensure",
+            "--service",
+            &svc.url,
+            "--driver-version",
+            "v1.1.0",
+        ])
+        .args([
+            "--distribution",
+            "fedora",
+            "--distro-version",
+            "39",
+            "--architecture",
+            "x86_64",
+        ])
+        .args(["--kernel-version", "6.2.9-300.fc38.x86_64"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        rejected.status.code(),
+        Some(1),
+        "the CLI itself refuses an invalid identity"
+    );
+    rt.block_on(svc.stop());
+}
+
+#[tokio::test]
+async fn each_client_is_rate_limited() {
+    let f = forge(60_000, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service_with_rate(f, dir.path(), Duration::from_secs(900), 1.0).await;
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        codes.push(status(&svc.url, "nope").await.0);
+    }
+    assert_eq!(codes[..10], [404; 10], "a burst of ten is allowed");
+    assert_eq!(codes[11], 429);
+    svc.stop().await;
+}
