@@ -163,6 +163,14 @@ async fn a_hundred_concurrent_requests_for_one_missing_kernel_make_one_dispatch(
         ids.insert(body["id"].as_str().unwrap().to_string());
     }
     assert_eq!(ids.len(), 1, "every request joined the one build");
+    let id = ids.into_iter().next().unwrap();
+    // The id is handed out at once; the dispatch follows in the background.
+    for _ in 0..100 {
+        if status(&svc.url, &id).await.1["run_url"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(f.sandbox().dispatches(), 1);
 
     let metrics = reqwest::get(format!("{}/metrics", svc.url))
@@ -218,6 +226,15 @@ async fn a_restart_mid_build_keeps_the_id_and_its_status() {
     let first = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
     let (_, body) = post(&first.url, &missing_body()).await;
     let id = body["id"].as_str().unwrap().to_string();
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = status(&first.url, &id).await.1;
+        if seen["status"] == "in_progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen["status"], "in_progress", "{seen}");
     first.stop().await;
 
     let second = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
@@ -318,8 +335,9 @@ async fn a_stuck_build_turns_timed_out_at_the_deadline() {
     let svc = service(f.clone(), dir.path(), Duration::from_millis(400)).await;
     let (_, body) = post(&svc.url, &missing_body()).await;
     let id = body["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(status(&svc.url, &id).await.1["status"], "in_progress");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(status(&svc.url, &id).await.1["status"], "timed_out");
     svc.stop().await;
 }

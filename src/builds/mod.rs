@@ -172,7 +172,8 @@ fn active(run: &WorkflowRun) -> bool {
     !run.is_finished()
 }
 
-fn request_id() -> String {
+/// A fresh request id: time and randomness, safe in a run title.
+pub fn new_request_id() -> String {
     format!(
         "{}-{:08x}",
         Utc::now().format("%Y%m%dT%H%M%S"),
@@ -240,7 +241,7 @@ impl Planner {
         keys: &[String],
         dry_run: bool,
     ) -> Result<Vec<(String, Decision)>, BuildError> {
-        self.plan(keys, &self.config.driver_version, dry_run, false)
+        self.plan(keys, &self.config.driver_version, dry_run, false, None)
             .await
     }
 
@@ -251,7 +252,27 @@ impl Planner {
         keys: &[String],
         driver_version: &str,
     ) -> Result<Vec<(String, Decision)>, BuildError> {
-        self.plan(keys, driver_version, false, false).await
+        self.plan(keys, driver_version, false, false, None).await
+    }
+
+    /// Plans one identity for `driver_version`; a dispatch carries `request_id` (the build
+    /// service hands out the id before the paced dispatch happens).
+    pub async fn plan_with_request_id(
+        &self,
+        key: &str,
+        driver_version: &str,
+        request_id: &str,
+    ) -> Result<Decision, BuildError> {
+        let mut out = self
+            .plan(
+                &[key.to_string()],
+                driver_version,
+                false,
+                false,
+                Some(request_id),
+            )
+            .await?;
+        Ok(out.remove(0).1)
     }
 
     /// Like [`Planner::plan_many`], but the identities that need a build go out in batches of at
@@ -261,7 +282,7 @@ impl Planner {
         keys: &[String],
         dry_run: bool,
     ) -> Result<Vec<(String, Decision)>, BuildError> {
-        self.plan(keys, &self.config.driver_version, dry_run, true)
+        self.plan(keys, &self.config.driver_version, dry_run, true, None)
             .await
     }
 
@@ -271,6 +292,7 @@ impl Planner {
         driver_version: &str,
         dry_run: bool,
         matrix: bool,
+        request_id: Option<&str>,
     ) -> Result<Vec<(String, Decision)>, BuildError> {
         let mut last_dispatch = self.inflight.lock().await;
         let _lock = self.lock_across_processes().await?;
@@ -341,6 +363,7 @@ impl Planner {
                         }),
                         running.get(&key),
                         dry_run || matrix,
+                        request_id,
                         &mut last_dispatch,
                     )
                     .await?;
@@ -379,7 +402,7 @@ impl Planner {
             .filter_map(|(k, _)| KernelIdentity::from_key(k).ok())
             .collect();
         for chunk in chunk_batch(&wanted, MAX_MATRIX_JOBS, BATCH_INPUT_BUDGET) {
-            let rid = request_id();
+            let rid = new_request_id();
             let inputs = serde_json::json!({
                 "identities": serde_json::to_string(&chunk).expect("identities serialise"),
                 "driver_version": driver_version,
@@ -428,6 +451,7 @@ impl Planner {
         entry: Option<&ledger::LedgerEntry>,
         running: Option<&WorkflowRun>,
         dry_run: bool,
+        request_id: Option<&str>,
         last_dispatch: &mut Option<tokio::time::Instant>,
     ) -> Result<Decision, BuildError> {
         let key = identity.key();
@@ -516,7 +540,9 @@ impl Planner {
         if dry_run {
             return Ok(Decision::WouldDispatch);
         }
-        let rid = request_id();
+        let rid = request_id
+            .map(str::to_string)
+            .unwrap_or_else(new_request_id);
         let inputs = serde_json::json!({
             "kernel_version": identity.kernel_version,
             "architecture": identity.architecture.as_str(),

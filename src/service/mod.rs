@@ -5,8 +5,8 @@
 pub mod ensure;
 
 use crate::builds::ledger::LedgerState;
-use crate::builds::{Decision, Planner};
-use crate::forge::{Forge, Release, index_assets, select_release};
+use crate::builds::{Decision, Planner, new_request_id};
+use crate::forge::{Forge, MatchedAsset, Release, index_assets, select_release};
 use crate::identity::{AssetTemplate, KernelIdentity, Rejection};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -88,6 +88,15 @@ struct Tracked {
     dispatched_at: chrono::DateTime<chrono::Utc>,
     /// Last status seen, and when.
     status: Option<(String, Instant)>,
+    /// How a build ended without a run to follow (the planner found the artifact, or failed).
+    settled: Option<Settled>,
+}
+
+#[derive(Clone, Debug)]
+enum Settled {
+    Available,
+    TimedOut,
+    Failed(String),
 }
 
 /// Builds by request id, and the request id of the build under way per (key, driver version).
@@ -95,6 +104,8 @@ type Builds = (HashMap<String, Tracked>, HashMap<(String, String), String>);
 
 struct Listing {
     releases: Vec<Release>,
+    /// Per release tag: identity key -> artifact.
+    indexes: HashMap<String, HashMap<String, MatchedAsset>>,
     fetched: Option<Instant>,
 }
 
@@ -151,6 +162,7 @@ impl ServiceState {
             options,
             listing: tokio::sync::Mutex::new(Listing {
                 releases: Vec::new(),
+                indexes: HashMap::new(),
                 fetched: None,
             }),
             builds: tokio::sync::Mutex::new(resume(&ledger)),
@@ -175,6 +187,7 @@ fn resume(ledger: &LedgerState) -> (HashMap<String, Tracked>, HashMap<(String, S
                 run_url: entry.url.clone(),
                 dispatched_at: entry.dispatched_at,
                 status: None,
+                settled: None,
             },
         );
         if entry.is_open() {
@@ -255,9 +268,14 @@ impl ServiceState {
         Ok(())
     }
 
-    /// The release listing, refreshed (conditionally) when older than the TTL. A failed refresh
-    /// keeps the last good listing.
-    async fn releases(&self) -> Result<Vec<Release>, String> {
+    /// The artifact of `key` in release `driver_version`, from the listing, refreshed
+    /// (conditionally) when older than the TTL. Each release's assets are matched to identities
+    /// once per refresh, so a request is a hash lookup. A failed refresh keeps the last listing.
+    async fn lookup(
+        &self,
+        key: &str,
+        driver_version: &str,
+    ) -> Result<Option<MatchedAsset>, String> {
         let mut listing = self.listing.lock().await;
         let stale = listing
             .fetched
@@ -266,6 +284,7 @@ impl ServiceState {
             match self.forge.list_releases().await {
                 Ok(fresh) => {
                     listing.releases = fresh.releases;
+                    listing.indexes.clear();
                     listing.fetched = Some(Instant::now());
                 }
                 Err(e) if listing.fetched.is_some() => {
@@ -274,7 +293,23 @@ impl ServiceState {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        Ok(listing.releases.clone())
+        if !listing.indexes.contains_key(driver_version) {
+            let index: HashMap<String, MatchedAsset> =
+                match select_release(&listing.releases, Some(driver_version)) {
+                    Ok(release) => index_assets(release, &self.template)
+                        .matched
+                        .into_iter()
+                        .map(|a| (a.key.clone(), a))
+                        .collect(),
+                    Err(_) => HashMap::new(),
+                };
+            listing.indexes.insert(driver_version.to_string(), index);
+        }
+        Ok(listing
+            .indexes
+            .get(driver_version)
+            .and_then(|index| index.get(key))
+            .cloned())
     }
 
     async fn available(
@@ -282,16 +317,10 @@ impl ServiceState {
         id: &KernelIdentity,
         driver_version: &str,
     ) -> Result<Option<BuildStatus>, String> {
-        let releases = self.releases().await?;
-        let Ok(release) = select_release(&releases, Some(driver_version)) else {
-            return Ok(None);
-        };
         let key = id.key();
-        let assets = index_assets(release, &self.template);
-        Ok(assets
-            .matched
-            .into_iter()
-            .find(|a| a.key == key)
+        Ok(self
+            .lookup(&key, driver_version)
+            .await?
             .map(|a| BuildStatus {
                 id: None,
                 status: "available".into(),
@@ -382,109 +411,93 @@ async fn build(
         }
     }
     let key = id.key();
-    // Single flight: the builds lock is held from the check to the recorded dispatch.
-    let mut builds = state.builds.lock().await;
-    if let Some(existing) = builds.1.get(&(key.clone(), dv.clone())).cloned() {
-        state.metrics.dedup_hits.fetch_add(1, Ordering::Relaxed);
-        state.metrics.count("joined");
-        return (
-            StatusCode::ACCEPTED,
-            axum::Json(BuildStatus {
-                id: Some(existing),
-                status: "queued".into(),
-                identity: Some(key),
-                ..BuildStatus::default()
-            }),
-        )
-            .into_response();
-    }
-    let decision = match state
-        .planner
-        .plan_for_version(std::slice::from_ref(&key), &dv)
-        .await
-    {
-        Ok(mut d) => d.remove(0).1,
-        Err(e) => {
-            state.metrics.count("forge_error");
-            return json_error(StatusCode::BAD_GATEWAY, e.to_string());
-        }
-    };
-    let (rid, run_id, run_url, status) = match decision {
-        Decision::Dispatched {
-            run_id,
-            url,
-            request_id,
-        } => {
-            state.metrics.dispatches.fetch_add(1, Ordering::Relaxed);
-            (request_id, Some(run_id), url, "queued".to_string())
-        }
-        Decision::Building {
-            run_id,
-            status,
-            url,
-            request_id: Some(rid),
-        } => {
+    // Single flight: one id per kernel and driver version, handed out at once; the (paced)
+    // dispatch happens in the background and every later request joins it.
+    let rid = {
+        let mut builds = state.builds.lock().await;
+        if let Some(existing) = builds.1.get(&(key.clone(), dv.clone())).cloned() {
             state.metrics.dedup_hits.fetch_add(1, Ordering::Relaxed);
-            (rid, run_id, url, status)
+            state.metrics.count("joined");
+            return accepted(existing, key);
         }
-        Decision::Available { asset, url, digest } => {
-            state.metrics.count("available");
-            return (
-                StatusCode::OK,
-                axum::Json(BuildStatus {
-                    status: "available".into(),
-                    identity: Some(key),
-                    download_url: url,
-                    sha256: digest.map(|d| d.trim_start_matches("sha256:").to_string()),
-                    reason: Some(format!("built as {asset}")),
-                    ..BuildStatus::default()
-                }),
-            )
-                .into_response();
-        }
-        Decision::TimedOut { run_id, url, .. } => {
-            state.metrics.count("timed_out");
-            return (
-                StatusCode::OK,
-                axum::Json(BuildStatus {
-                    status: "timed_out".into(),
-                    identity: Some(key),
-                    run_url: url,
-                    reason: Some(format!("run {run_id:?} passed the deadline")),
-                    ..BuildStatus::default()
-                }),
-            )
-                .into_response();
-        }
-        other => {
-            state.metrics.count("bad_request");
-            return json_error(StatusCode::BAD_REQUEST, other.describe());
-        }
+        let rid = new_request_id();
+        builds.0.insert(
+            rid.clone(),
+            Tracked {
+                key: key.clone(),
+                driver_version: dv.clone(),
+                run_id: None,
+                run_url: None,
+                dispatched_at: chrono::Utc::now(),
+                status: None,
+                settled: None,
+            },
+        );
+        builds.1.insert((key.clone(), dv.clone()), rid.clone());
+        rid
     };
-    builds.0.insert(
-        rid.clone(),
-        Tracked {
-            key: key.clone(),
-            driver_version: dv.clone(),
-            run_id,
-            run_url: run_url.clone(),
-            dispatched_at: chrono::Utc::now(),
-            status: None,
-        },
-    );
-    builds.1.insert((key.clone(), dv), rid.clone());
     state.metrics.count("accepted");
+    let worker = state.clone();
+    let (job_key, job_rid) = (key.clone(), rid.clone());
+    tokio::spawn(async move { worker.dispatch(job_key, dv, job_rid).await });
+    accepted(rid, key)
+}
+
+fn accepted(id: String, key: String) -> Response {
     (
         StatusCode::ACCEPTED,
         axum::Json(BuildStatus {
-            id: Some(rid),
-            status,
+            id: Some(id),
+            status: "queued".into(),
             identity: Some(key),
-            run_url,
             ..BuildStatus::default()
         }),
     )
         .into_response()
+}
+
+impl ServiceState {
+    /// Runs the planner for a build the service accepted and records what happened to it.
+    async fn dispatch(&self, key: String, driver_version: String, rid: String) {
+        let decision = self
+            .planner
+            .plan_with_request_id(&key, &driver_version, &rid)
+            .await;
+        let mut builds = self.builds.lock().await;
+        let settled = match decision {
+            Ok(Decision::Dispatched { run_id, url, .. }) => {
+                self.metrics.dispatches.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = builds.0.get_mut(&rid) {
+                    t.run_id = Some(run_id);
+                    t.run_url = url;
+                }
+                None
+            }
+            // Another dispatcher (a replica, the CLI) started it: follow that run.
+            Ok(Decision::Building { run_id, url, .. }) => {
+                self.metrics.dedup_hits.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = builds.0.get_mut(&rid) {
+                    t.run_id = run_id;
+                    t.run_url = url;
+                }
+                None
+            }
+            Ok(Decision::Available { .. }) => Some(Settled::Available),
+            Ok(Decision::TimedOut { .. }) => Some(Settled::TimedOut),
+            Ok(other) => Some(Settled::Failed(other.describe())),
+            Err(e) => {
+                eprintln!("warning: dispatch for {key} failed: {e}");
+                Some(Settled::Failed(format!("dispatch failed: {e}")))
+            }
+        };
+        if let Some(settled) = settled {
+            if let Some(t) = builds.0.get_mut(&rid) {
+                t.settled = Some(settled);
+            }
+            // Settled without a run: a later request starts afresh.
+            builds.1.remove(&(key, driver_version));
+        }
+    }
 }
 
 async fn status(
@@ -511,8 +524,15 @@ async fn status(
         Ok(i) => i,
         Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let run_status = match &tracked.status {
-        Some((s, at)) if at.elapsed() < state.options.status_ttl => s.clone(),
+    let run_status = match (&tracked.settled, &tracked.status) {
+        (Some(Settled::Available), _) => "success".to_string(),
+        (Some(Settled::TimedOut), _) => "timed_out".to_string(),
+        (Some(Settled::Failed(reason)), _) => {
+            let mut failed = answer("failed");
+            failed.reason = Some(reason.clone());
+            return (StatusCode::OK, axum::Json(failed)).into_response();
+        }
+        (None, Some((s, at))) if at.elapsed() < state.options.status_ttl => s.clone(),
         _ => match tracked.run_id {
             Some(run_id) => match state.forge.get_run(run_id).await {
                 Ok(run) if run.is_finished() => match run.conclusion.as_deref() {
@@ -565,6 +585,7 @@ async fn status(
             }
         }
         "failed" => answer("failed"),
+        "timed_out" => answer("timed_out"),
         _ if state.overdue(&tracked) => answer("timed_out"),
         "in_progress" => answer("in_progress"),
         _ => answer("queued"),
