@@ -5,9 +5,9 @@ use crate::builds::{Decision, Planner, PlannerConfig, build_states};
 use crate::config::{Config, DEFAULT_MODULE, default_state_dir};
 use crate::coverage::{self, BuildStates, CoverageOptions, CoverageStatus};
 use crate::forge::{
-    CancelOutcome, Faults, Forge, ForgeError, GITHUB_API, GithubClient, Release, RepoRef,
-    RetryPolicy, Sandbox, SandboxForge, SandboxOptions, Simulation, WorkflowRun, index_assets,
-    load_releases, read_release_file, select_release, token_from_environment,
+    CancelOutcome, Faults, Forge, GITHUB_API, GithubClient, Release, RepoRef, RetryPolicy, Sandbox,
+    SandboxForge, SandboxOptions, Simulation, WorkflowRun, index_assets, load_releases,
+    read_release_file, select_release, token_from_environment,
 };
 use crate::headers::{Chain, Resolver, ResolverOptions, plan};
 use crate::identity::{
@@ -660,11 +660,11 @@ fn load_listing(
         let listing = client.list_releases().await?;
         let runs = match client.list_runs(&workflow, None).await {
             Ok(runs) => runs,
-            Err(ForgeError::NotFound { .. }) => {
-                eprintln!("warning: workflow {workflow} not found; build states are not shown");
+            // Coverage still stands without build states (no such workflow, no actions:read).
+            Err(e) => {
+                eprintln!("warning: cannot list runs of {workflow} ({e}); building, failed and timed-out are not shown");
                 Vec::new()
             }
-            Err(e) => return Err(e.into()),
         };
         let ledger = Ledger::open(&state_dir)?.load()?;
         Ok((

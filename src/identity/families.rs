@@ -269,25 +269,18 @@ fn parse_u32(text: &str) -> u32 {
 
 fn debian(distro_version: &str, arch: Architecture, kver: &str) -> Result<(), String> {
     let release = parse_u32(distro_version);
-    if let Some(caps) = DEBIAN_PLUS_DEB.captures(kver) {
-        check_debian_flavour_arch(arch, &caps[7], kver)?;
-        let marker = parse_u32(&caps[4]);
-        if marker != release {
-            return Err(format!(
-                "deb{marker} in kernel_version but distro_version is {distro_version}"
-            ));
+    // 6.12.57+deb13-amd64 and 5.10.0-0.deb10.30-amd64 both name their release.
+    for pattern in [&*DEBIAN_PLUS_DEB, &*DEBIAN_BACKPORT_DEB] {
+        if let Some(caps) = pattern.captures(kver) {
+            check_debian_flavour_arch(arch, &caps[7], kver)?;
+            let marker = parse_u32(&caps[4]);
+            if marker != release {
+                return Err(format!(
+                    "deb{marker} in kernel_version but distro_version is {distro_version}"
+                ));
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    if let Some(caps) = DEBIAN_BACKPORT_DEB.captures(kver) {
-        check_debian_flavour_arch(arch, &caps[7], kver)?;
-        let marker = parse_u32(&caps[4]);
-        if marker != release {
-            return Err(format!(
-                "deb{marker} in kernel_version but distro_version is {distro_version}"
-            ));
-        }
-        return Ok(());
     }
     if let Some(caps) = DEBIAN_BACKPORT_BPO.captures(kver) {
         check_debian_flavour_arch(arch, &caps[6], kver)?;
@@ -324,32 +317,48 @@ fn check_rpm_arch(arch: Architecture, suffix: &str, kver: &str) -> Result<(), St
     Ok(())
 }
 
-fn fedora(distro_version: &str, arch: Architecture, kver: &str) -> Result<(), String> {
-    let caps = FEDORA_KERNEL.captures(kver).ok_or_else(|| {
-        format!("'{kver}' is not a Fedora kernel; expected VERSION-RELEASE.fcN.ARCH such as 6.8.9-300.fc40.x86_64")
-    })?;
+/// Fedora and Amazon Linux: `VERSION-RELEASE.{prefix}N.ARCH`, where N must be the distro version.
+fn rpm_with_marker(
+    pattern: &Regex,
+    prefix: &str,
+    expected: &str,
+    distro_version: &str,
+    arch: Architecture,
+    kver: &str,
+) -> Result<(), String> {
+    let caps = pattern
+        .captures(kver)
+        .ok_or_else(|| format!("'{kver}' is not {expected}"))?;
     check_rpm_arch(arch, &caps[6], kver)?;
     let marker = &caps[5];
     if marker != distro_version {
         return Err(format!(
-            "fc{marker} in kernel_version but distro_version is {distro_version}"
+            "{prefix}{marker} in kernel_version but distro_version is {distro_version}"
         ));
     }
     Ok(())
 }
 
+fn fedora(distro_version: &str, arch: Architecture, kver: &str) -> Result<(), String> {
+    rpm_with_marker(
+        &FEDORA_KERNEL,
+        "fc",
+        "a Fedora kernel; expected VERSION-RELEASE.fcN.ARCH such as 6.8.9-300.fc40.x86_64",
+        distro_version,
+        arch,
+        kver,
+    )
+}
+
 fn amazon(distro_version: &str, arch: Architecture, kver: &str) -> Result<(), String> {
-    let caps = AMAZON_KERNEL.captures(kver).ok_or_else(|| {
-        format!("'{kver}' is not an Amazon Linux kernel; expected forms such as 5.10.205-195.807.amzn2.x86_64 or 6.1.66-91.160.amzn2023.x86_64")
-    })?;
-    check_rpm_arch(arch, &caps[6], kver)?;
-    let marker = &caps[5];
-    if marker != distro_version {
-        return Err(format!(
-            "amzn{marker} in kernel_version but distro_version is {distro_version}"
-        ));
-    }
-    Ok(())
+    rpm_with_marker(
+        &AMAZON_KERNEL,
+        "amzn",
+        "an Amazon Linux kernel; expected forms such as 5.10.205-195.807.amzn2.x86_64 or 6.1.66-91.160.amzn2023.x86_64",
+        distro_version,
+        arch,
+        kver,
+    )
 }
 
 fn el(

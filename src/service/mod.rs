@@ -559,26 +559,29 @@ async fn status(
     state.metrics.count("status");
     let response = match run_status.as_str() {
         "success" => {
-            // The asset appears in the listing once the run uploads it; refresh now.
-            state.listing.lock().await.fetched = None;
+            let first_seen = tracked.status.as_ref().is_none_or(|(s, _)| s != "success");
+            if first_seen {
+                // The asset appears in the listing once the run uploads it: refresh once now.
+                state.listing.lock().await.fetched = None;
+                let took = chrono::Utc::now()
+                    .signed_duration_since(tracked.dispatched_at)
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1000.0;
+                *state
+                    .metrics
+                    .build_seconds_sum
+                    .lock()
+                    .expect("metrics lock") += took;
+                state
+                    .metrics
+                    .build_seconds_count
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             match state.available(&identity, &tracked.driver_version).await {
                 Ok(Some(mut found)) => {
                     found.id = Some(id.clone());
                     found.run_url = tracked.run_url.clone();
-                    let took = chrono::Utc::now()
-                        .signed_duration_since(tracked.dispatched_at)
-                        .num_milliseconds()
-                        .max(0) as f64
-                        / 1000.0;
-                    *state
-                        .metrics
-                        .build_seconds_sum
-                        .lock()
-                        .expect("metrics lock") += took;
-                    state
-                        .metrics
-                        .build_seconds_count
-                        .fetch_add(1, Ordering::Relaxed);
                     found
                 }
                 _ => answer("in_progress"),
