@@ -24,17 +24,20 @@ use std::sync::Arc;
 
 /// Which kernels in your fleet have a prebuilt driver, which are missing, and what to build.
 #[derive(Debug, Parser)]
-#[command(name = "kfleet", version, arg_required_else_help = true)]
+#[command(name = "kfleet", version)]
 pub struct Cli {
     /// Config file (default: ./kfleet.toml, then $XDG_CONFIG_HOME/kfleet/kfleet.toml).
     #[arg(long, global = true, value_name = "FILE", env = "KFLEET_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Without a command: the dashboard on the built-in sample fleet and sandbox forge.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The terminal dashboard: coverage, dispatch, live runs, header chains.
+    Tui(TuiArgs),
     /// Coverage of the fleet by a release's artifacts: statuses, summary, batch plan.
     Report(ReportArgs),
     /// Check or show kernel identities.
@@ -61,6 +64,30 @@ pub enum Command {
     Serve(ServeArgs),
     /// On a node: get the driver for this kernel from the build service, verified.
     Ensure(EnsureArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct TuiArgs {
+    /// Fleet inventory (repeatable); default: the built-in sample fleet.
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub inventory: Vec<PathBuf>,
+    /// Release listing file, served by an in-process sandbox forge.
+    #[arg(long, short = 'r', value_name = "FILE", conflicts_with_all = ["repo", "sandbox"])]
+    pub releases: Option<PathBuf>,
+    /// Repository on GitHub (or --api-url) to work against.
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repo: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// Sandbox forge serving DIR/releases.json.
+    #[arg(long, value_name = "DIR", conflicts_with = "repo")]
+    pub sandbox: Option<PathBuf>,
+    /// Release to report on (default: newest published).
+    #[arg(long, value_name = "TAG")]
+    pub driver_version: Option<String>,
+    /// Directory for the ledger [default $XDG_STATE_HOME/kfleet].
+    #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -610,7 +637,11 @@ pub struct GenFleetArgs {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let _runtime = runtime()?.enter();
     let (config, _) = Config::load(cli.config.as_deref())?;
-    match cli.command {
+    let Some(command) = cli.command else {
+        return tui_cmd(TuiArgs::default(), &config);
+    };
+    match command {
+        Command::Tui(args) => tui_cmd(args, &config),
         Command::Report(args) => report_cmd(args, &config),
         Command::Identity(cmd) => identity_cmd(cmd, &config),
         Command::GenFleet(args) => gen_fleet_cmd(args, &config),
@@ -1147,6 +1178,98 @@ fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+const SAMPLE_FLEET: &str = include_str!("../sample-data/fleet.csv");
+const SAMPLE_RELEASES: &str = include_str!("../sample-data/releases.json");
+
+fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
+    let sample = args.inventory.is_empty();
+    // The built-in sample fleet is read like any inventory, from a file.
+    let sample_file = if sample {
+        let mut f = tempfile::Builder::new()
+            .prefix("kfleet-sample-")
+            .suffix(".csv")
+            .tempfile()?;
+        std::io::Write::write_all(&mut f, SAMPLE_FLEET.as_bytes())?;
+        Some(f)
+    } else {
+        None
+    };
+    let inventories = match &sample_file {
+        Some(f) => vec![f.path().to_path_buf()],
+        None => args.inventory.clone(),
+    };
+    let fleet = read_inventory(&inventories, false)?;
+    let sandbox_releases = match (&args.releases, &args.sandbox, &args.repo) {
+        (Some(file), _, _) => Some(read_release_file(file)?),
+        (None, Some(dir), _) => Some(load_releases(dir)?),
+        (None, None, None) if config.repo.is_none() => Some(crate::forge::parse_release_listing(
+            "(built-in sample releases)",
+            SAMPLE_RELEASES.as_bytes(),
+        )?),
+        _ => None,
+    };
+    let build = BuildArgs {
+        forge: ForgeArgs {
+            repo: args.repo.clone(),
+            api_url: args.api_url.clone(),
+            sandbox: None,
+        },
+        workflow: None,
+        git_ref: None,
+        state_dir: args.state_dir.clone(),
+        deadline: None,
+        cancel_on_timeout: false,
+        batch_workflow: "build-batch.yml".into(),
+        dispatch_interval: "750ms".into(),
+    };
+    let forge: Arc<dyn Forge> = match sandbox_releases {
+        Some(releases) => Arc::new(runtime()?.block_on(SandboxForge::start(
+            releases,
+            SandboxOptions::default(),
+            RetryPolicy::default(),
+        ))?),
+        None => build.client(config)?,
+    };
+    let template = NamingArgs {
+        module: None,
+        asset_template: None,
+    }
+    .template(config)?;
+    let deadline = build.deadline(config)?;
+    let mut planner_config = build.planner_config(config, String::new())?;
+    if forge.label().starts_with("SANDBOX") {
+        planner_config.state_dir = planner_config.state_dir.join("sandbox");
+    }
+    let options = CoverageOptions {
+        head_share: config.head_share.unwrap_or(0.90),
+        target: config.target.unwrap_or(99.0) / 100.0,
+    };
+    runtime()?.block_on(async move {
+        let listing = forge.list_releases().await?;
+        let release = select_release(&listing.releases, args.driver_version.as_deref())?;
+        planner_config.driver_version = release.tag_name.clone();
+        let planner = Arc::new(Planner::new(
+            forge.clone(),
+            template.clone(),
+            planner_config,
+        )?);
+        let dash = Arc::new(crate::tui::Dashboard {
+            forge: forge.clone(),
+            planner,
+            fleet,
+            template,
+            options,
+            workflow: build.workflow(config),
+            deadline,
+            driver_version: args.driver_version.clone(),
+        });
+        let report = dash.report().await.map_err(|e| anyhow::anyhow!(e))?;
+        let app = crate::tui::app::App::new(forge.label(), report, deadline.as_secs());
+        crate::tui::run(dash, app).await?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn client_tokens(file: Option<&PathBuf>) -> Result<Vec<String>> {

@@ -11,3 +11,4 @@ pub mod inventory;
 pub mod report;
 pub mod sample;
 pub mod service;
+pub mod tui;

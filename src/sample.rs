@@ -95,7 +95,7 @@ fn catalog(rng: &mut fastrand::Rng, wanted: usize) -> Vec<KernelIdentity> {
     while out.len() < wanted && attempts < wanted * 50 {
         attempts += 1;
         let base = &real[rng.usize(..real.len())];
-        let kernel = mutate(&base.kernel_version, rng.u32(1..6000));
+        let kernel = mutate(&base.kernel_version, rng.u32(1..100_000));
         let Ok(id) = KernelIdentity::parse(
             base.distribution.as_str(),
             &base.distro_version,

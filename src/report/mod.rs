@@ -93,7 +93,7 @@ pub fn write_atomic_with(
 pub fn render(report: &CoverageReport, format: Format, view: &View) -> Result<String, ReportError> {
     match format {
         Format::Table => Ok(table(report, view)),
-        Format::Csv => csv(&view.rows(report)),
+        Format::Csv => identities_csv(&view.rows(report)),
         Format::Json => json(report, view),
         Format::Markdown => Ok(markdown(report, view)),
     }
@@ -151,7 +151,8 @@ fn finish_csv(w: ::csv::Writer<Vec<u8>>) -> Result<String, ReportError> {
     String::from_utf8(bytes).map_err(|e| ReportError::Encode(e.to_string()))
 }
 
-fn csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
+/// The identities as CSV (the `--format csv` columns).
+pub fn identities_csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
     let mut w = ::csv::Writer::from_writer(Vec::new());
     let enc = |e: ::csv::Error| ReportError::Encode(e.to_string());
     w.write_record([

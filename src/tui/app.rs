@@ -1,0 +1,411 @@
+//! Dashboard state and its one `update`: key events and background results come in as
+//! `Action`s; side effects go out as `Effect`s for the event loop to run. No I/O here.
+
+use crate::coverage::{CoverageReport, CoverageStatus, IdentityRow};
+use crate::forge::WorkflowRun;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tab {
+    Overview,
+    Kernels,
+    Builds,
+    Headers,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 4] = [Tab::Overview, Tab::Kernels, Tab::Builds, Tab::Headers];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Overview => "Overview",
+            Tab::Kernels => "Kernels",
+            Tab::Builds => "Builds",
+            Tab::Headers => "Headers",
+        }
+    }
+}
+
+/// A dispatch the user asked for, waiting for confirmation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pending {
+    Dispatch(String),
+    Batch(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    Filter,
+    Help,
+    Confirm(Pending),
+}
+
+/// Columns of the Kernels view, in order; sorting cycles through them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Column {
+    Distribution,
+    Version,
+    Arch,
+    Kernel,
+    Nodes,
+    Status,
+}
+
+impl Column {
+    pub const ALL: [Column; 6] = [
+        Column::Distribution,
+        Column::Version,
+        Column::Arch,
+        Column::Kernel,
+        Column::Nodes,
+        Column::Status,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Column::Distribution => "DISTRIBUTION",
+            Column::Version => "VERSION",
+            Column::Arch => "ARCH",
+            Column::Kernel => "KERNEL",
+            Column::Nodes => "NODES",
+            Column::Status => "STATUS",
+        }
+    }
+}
+
+/// Everything that reaches `update`.
+#[derive(Debug)]
+pub enum Action {
+    Key(KeyEvent),
+    /// A refreshed coverage report.
+    Report(Box<CoverageReport>),
+    Runs(Vec<WorkflowRun>),
+    /// What the planner did, one line per identity.
+    Dispatched(Vec<String>),
+    Exported(String),
+    Failed(String),
+}
+
+/// What `update` asks the event loop to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Refresh,
+    Dispatch(Vec<String>),
+    Export { rows: Vec<usize> },
+    Quit,
+}
+
+/// One key binding, for the footer and the help screen.
+pub struct Binding {
+    pub keys: &'static str,
+    pub what: &'static str,
+}
+
+pub const BINDINGS: &[Binding] = &[
+    Binding {
+        keys: "tab / 1-4",
+        what: "switch view",
+    },
+    Binding {
+        keys: "j k ↑ ↓ PgUp PgDn",
+        what: "move",
+    },
+    Binding {
+        keys: "/",
+        what: "filter (Enter keeps, Esc clears)",
+    },
+    Binding {
+        keys: "s / S",
+        what: "sort by next column / reverse",
+    },
+    Binding {
+        keys: "d",
+        what: "dispatch the selected identity",
+    },
+    Binding {
+        keys: "D",
+        what: "dispatch the missing head",
+    },
+    Binding {
+        keys: "e",
+        what: "export the view to CSV",
+    },
+    Binding {
+        keys: "r",
+        what: "refresh",
+    },
+    Binding {
+        keys: "?",
+        what: "help",
+    },
+    Binding {
+        keys: "q / Ctrl-C",
+        what: "quit",
+    },
+];
+
+pub struct App {
+    /// `SANDBOX http://127.0.0.1:PORT` or `github OWNER/NAME`.
+    pub forge_label: String,
+    pub report: CoverageReport,
+    pub runs: Vec<WorkflowRun>,
+    pub tab: Tab,
+    pub mode: Mode,
+    pub filter: String,
+    pub sort: Column,
+    pub descending: bool,
+    /// Indices into `report.identities`: filtered, sorted.
+    pub view: Vec<usize>,
+    pub selected: usize,
+    /// First row drawn; kept by the renderer's height through `page`.
+    pub offset: usize,
+    pub page: usize,
+    pub status_line: String,
+    pub deadline_secs: u64,
+    pub loading: bool,
+}
+
+impl App {
+    pub fn new(forge_label: String, report: CoverageReport, deadline_secs: u64) -> Self {
+        let mut app = Self {
+            forge_label,
+            report,
+            runs: Vec::new(),
+            tab: Tab::Overview,
+            mode: Mode::Normal,
+            filter: String::new(),
+            sort: Column::Nodes,
+            descending: true,
+            view: Vec::new(),
+            selected: 0,
+            offset: 0,
+            page: 20,
+            status_line: "r refresh · ? help · q quit".into(),
+            deadline_secs,
+            loading: false,
+        };
+        app.rebuild_view();
+        app
+    }
+
+    pub fn selected_row(&self) -> Option<&IdentityRow> {
+        self.view
+            .get(self.selected)
+            .and_then(|&i| self.report.identities.get(i))
+    }
+
+    /// Recomputes the filtered, sorted index; keeps the selection on the same identity.
+    pub fn rebuild_view(&mut self) {
+        let keep = self.selected_row().map(|r| r.key.clone());
+        let needle = self.filter.to_ascii_lowercase();
+        let terms: Vec<&str> = needle.split_whitespace().collect();
+        let rows = &self.report.identities;
+        let mut view: Vec<usize> = (0..rows.len())
+            .filter(|&i| {
+                let r = &rows[i];
+                terms.iter().all(|t| {
+                    r.key.to_ascii_lowercase().contains(t) || r.status.as_str().contains(t)
+                })
+            })
+            .collect();
+        let sort = self.sort;
+        view.sort_by(|&a, &b| {
+            let (x, y) = (&rows[a], &rows[b]);
+            let ord = match sort {
+                Column::Distribution => x.distribution.cmp(&y.distribution),
+                Column::Version => x.distro_version.cmp(&y.distro_version),
+                Column::Arch => x.architecture.cmp(&y.architecture),
+                Column::Kernel => x.kernel_version.cmp(&y.kernel_version),
+                Column::Nodes => x.nodes.cmp(&y.nodes),
+                Column::Status => x.status.cmp(&y.status),
+            };
+            let ord = if self.descending { ord.reverse() } else { ord };
+            ord.then_with(|| x.key.cmp(&y.key))
+        });
+        self.view = view;
+        self.selected = keep
+            .and_then(|k| self.view.iter().position(|&i| rows[i].key == k))
+            .unwrap_or(0)
+            .min(self.view.len().saturating_sub(1));
+        self.clamp_offset();
+    }
+
+    fn clamp_offset(&mut self) {
+        let page = self.page.max(1);
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        } else if self.selected >= self.offset + page {
+            self.offset = self.selected + 1 - page;
+        }
+        self.offset = self.offset.min(self.view.len().saturating_sub(1));
+    }
+
+    fn move_by(&mut self, delta: isize) {
+        if self.view.is_empty() {
+            return;
+        }
+        let last = self.view.len() as isize - 1;
+        self.selected = (self.selected as isize + delta).clamp(0, last) as usize;
+        self.clamp_offset();
+    }
+
+    /// The missing head: what `D` dispatches.
+    pub fn missing_head(&self) -> Vec<String> {
+        self.report
+            .identities
+            .iter()
+            .filter(|r| r.status == CoverageStatus::Missing)
+            .map(|r| r.key.clone())
+            .collect()
+    }
+
+    pub fn update(&mut self, action: Action) -> Option<Effect> {
+        match action {
+            Action::Key(key) => self.key(key),
+            Action::Report(report) => {
+                self.report = *report;
+                self.loading = false;
+                self.status_line = format!(
+                    "refreshed: node coverage {}%",
+                    self.report.summary.node_coverage_pct
+                );
+                self.rebuild_view();
+                None
+            }
+            Action::Runs(runs) => {
+                self.runs = runs;
+                None
+            }
+            Action::Dispatched(lines) => {
+                self.status_line = match lines.as_slice() {
+                    [one] => one.clone(),
+                    many => format!(
+                        "{} identities: {}",
+                        many.len(),
+                        many.first().cloned().unwrap_or_default()
+                    ),
+                };
+                Some(Effect::Refresh)
+            }
+            Action::Exported(path) => {
+                self.status_line = format!("exported {} rows to {path}", self.view.len());
+                None
+            }
+            Action::Failed(message) => {
+                // The last good data stays on screen.
+                self.loading = false;
+                self.status_line = format!("error: {message}");
+                None
+            }
+        }
+    }
+
+    fn key(&mut self, key: KeyEvent) -> Option<Effect> {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Some(Effect::Quit);
+        }
+        match self.mode.clone() {
+            Mode::Help => {
+                self.mode = Mode::Normal;
+                None
+            }
+            Mode::Confirm(pending) => match key.code {
+                KeyCode::Enter | KeyCode::Char('y') => {
+                    self.mode = Mode::Normal;
+                    let keys = match pending {
+                        Pending::Dispatch(k) => vec![k],
+                        Pending::Batch(keys) => keys,
+                    };
+                    self.status_line = format!("dispatching {} identity(ies)…", keys.len());
+                    Some(Effect::Dispatch(keys))
+                }
+                _ => {
+                    self.mode = Mode::Normal;
+                    self.status_line = "cancelled".into();
+                    None
+                }
+            },
+            Mode::Filter => {
+                match key.code {
+                    KeyCode::Esc => {
+                        self.filter.clear();
+                        self.mode = Mode::Normal;
+                    }
+                    KeyCode::Enter => self.mode = Mode::Normal,
+                    KeyCode::Backspace => {
+                        self.filter.pop();
+                    }
+                    KeyCode::Char(c) => self.filter.push(c),
+                    _ => return None,
+                }
+                self.rebuild_view();
+                None
+            }
+            Mode::Normal => self.normal_key(key.code),
+        }
+    }
+
+    fn normal_key(&mut self, code: KeyCode) -> Option<Effect> {
+        match code {
+            KeyCode::Char('q') => return Some(Effect::Quit),
+            KeyCode::Char('?') => self.mode = Mode::Help,
+            KeyCode::Tab => {
+                let i = Tab::ALL.iter().position(|t| *t == self.tab).unwrap_or(0);
+                self.tab = Tab::ALL[(i + 1) % Tab::ALL.len()];
+            }
+            KeyCode::BackTab => {
+                let i = Tab::ALL.iter().position(|t| *t == self.tab).unwrap_or(0);
+                self.tab = Tab::ALL[(i + Tab::ALL.len() - 1) % Tab::ALL.len()];
+            }
+            KeyCode::Char(c @ '1'..='4') => self.tab = Tab::ALL[(c as u8 - b'1') as usize],
+            KeyCode::Char('/') => {
+                self.tab = Tab::Kernels;
+                self.mode = Mode::Filter;
+            }
+            KeyCode::Char('j') | KeyCode::Down => self.move_by(1),
+            KeyCode::Char('k') | KeyCode::Up => self.move_by(-1),
+            KeyCode::PageDown => self.move_by(self.page as isize),
+            KeyCode::PageUp => self.move_by(-(self.page as isize)),
+            KeyCode::Home => self.move_by(-(self.view.len() as isize)),
+            KeyCode::End => self.move_by(self.view.len() as isize),
+            KeyCode::Char('s') => {
+                let i = Column::ALL
+                    .iter()
+                    .position(|c| *c == self.sort)
+                    .unwrap_or(0);
+                self.sort = Column::ALL[(i + 1) % Column::ALL.len()];
+                self.rebuild_view();
+            }
+            KeyCode::Char('S') => {
+                self.descending = !self.descending;
+                self.rebuild_view();
+            }
+            KeyCode::Char('d') => {
+                if let Some(row) = self.selected_row() {
+                    self.mode = Mode::Confirm(Pending::Dispatch(row.key.clone()));
+                }
+            }
+            KeyCode::Char('D') => {
+                let head = self.missing_head();
+                if head.is_empty() {
+                    self.status_line = "the head has no missing identity".into();
+                } else {
+                    self.mode = Mode::Confirm(Pending::Batch(head));
+                }
+            }
+            KeyCode::Char('e') => {
+                return Some(Effect::Export {
+                    rows: self.view.clone(),
+                });
+            }
+            KeyCode::Char('r') => {
+                self.loading = true;
+                self.status_line = "refreshing…".into();
+                return Some(Effect::Refresh);
+            }
+            _ => {}
+        }
+        None
+    }
+}

@@ -1,0 +1,156 @@
+//! The terminal dashboard: coverage review, one-keystroke dispatch, live runs. Background work
+//! runs in tokio tasks that report through one `Action` channel; the UI never waits on the network.
+
+pub mod app;
+pub mod views;
+
+use crate::builds::Planner;
+use crate::coverage::{self, CoverageOptions, CoverageReport};
+use crate::forge::{Forge, index_assets, select_release};
+use crate::identity::AssetTemplate;
+use crate::inventory::FleetGroups;
+use app::{Action, App, Effect};
+use crossterm::event::{Event, EventStream, KeyEventKind};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// What the dashboard works on.
+pub struct Dashboard {
+    pub forge: Arc<dyn Forge>,
+    pub planner: Arc<Planner>,
+    pub fleet: FleetGroups,
+    pub template: AssetTemplate,
+    pub options: CoverageOptions,
+    pub workflow: String,
+    pub deadline: Duration,
+    /// Release to report on; newest published when `None`.
+    pub driver_version: Option<String>,
+}
+
+impl Dashboard {
+    /// Coverage against the forge's current release listing and runs.
+    pub async fn report(&self) -> Result<CoverageReport, String> {
+        let listing = self
+            .forge
+            .list_releases()
+            .await
+            .map_err(|e| e.to_string())?;
+        let release = select_release(&listing.releases, self.driver_version.as_deref())
+            .map_err(|e| e.to_string())?;
+        let runs = self
+            .forge
+            .list_runs(&self.workflow, None)
+            .await
+            .unwrap_or_default();
+        let ledger = self.planner.ledger().load().ok();
+        let builds = crate::builds::build_states(&runs, ledger.as_ref(), self.deadline);
+        let assets = index_assets(release, &self.template);
+        coverage::compute(
+            &self.fleet,
+            &assets,
+            &release.tag_name,
+            self.options,
+            &builds,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Carries out what `App::update` asked for, in the background.
+    pub fn effect(self: &Arc<Self>, app: &App, effect: Effect, tx: &UnboundedSender<Action>) {
+        let tx = tx.clone();
+        let me = self.clone();
+        match effect {
+            Effect::Quit => {}
+            Effect::Refresh => {
+                tokio::spawn(async move {
+                    let action = match me.report().await {
+                        Ok(r) => Action::Report(Box::new(r)),
+                        Err(e) => Action::Failed(e),
+                    };
+                    let _ = tx.send(action);
+                });
+            }
+            Effect::Dispatch(keys) => {
+                tokio::spawn(async move {
+                    let action = match me.planner.plan_many(&keys, false).await {
+                        Ok(out) => Action::Dispatched(
+                            out.iter()
+                                .map(|(k, d)| format!("{k}: {}", d.describe()))
+                                .collect(),
+                        ),
+                        Err(e) => Action::Failed(e.to_string()),
+                    };
+                    let _ = tx.send(action);
+                });
+            }
+            Effect::Export { rows } => {
+                let chosen: Vec<&crate::coverage::IdentityRow> = rows
+                    .iter()
+                    .filter_map(|&i| app.report.identities.get(i))
+                    .collect();
+                let path = format!(
+                    "kfleet-kernels-{}.csv",
+                    chrono::Local::now().format("%Y%m%d-%H%M%S")
+                );
+                let action = crate::report::identities_csv(&chosen)
+                    .and_then(|text| {
+                        crate::report::write_atomic(std::path::Path::new(&path), text.as_bytes())
+                    })
+                    .map(|()| Action::Exported(path))
+                    .unwrap_or_else(|e| Action::Failed(e.to_string()));
+                let _ = tx.send(action);
+            }
+        }
+    }
+}
+
+/// Restores the terminal however the dashboard ends (ratatui's panic hook covers panics).
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+/// Runs the dashboard until the user quits.
+pub async fn run(dash: Arc<Dashboard>, mut app: App) -> std::io::Result<()> {
+    let mut terminal = ratatui::try_init()?;
+    let _guard = TerminalGuard;
+    let theme = views::Theme::from_env();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Action>();
+    let mut events = EventStream::new();
+    let mut render = tokio::time::interval(Duration::from_millis(250));
+    let mut poll_runs = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        terminal.draw(|frame| views::render(&mut app, frame, &theme))?;
+        let effect = tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => app.update(Action::Key(key)),
+                Some(Ok(_)) => None,
+                Some(Err(e)) => return Err(e),
+                None => Some(Effect::Quit),
+            },
+            Some(action) = rx.recv() => app.update(action),
+            _ = poll_runs.tick() => {
+                let (tx, me) = (tx.clone(), dash.clone());
+                tokio::spawn(async move {
+                    // Conditional listing and run polls; a failure leaves the last runs on screen.
+                    match me.forge.list_runs(&me.workflow, None).await {
+                        Ok(runs) => { let _ = tx.send(Action::Runs(runs)); }
+                        Err(e) => { let _ = tx.send(Action::Failed(e.to_string())); }
+                    }
+                });
+                None
+            }
+            _ = render.tick() => None,
+        };
+        match effect {
+            Some(Effect::Quit) => return Ok(()),
+            Some(effect) => dash.effect(&app, effect, &tx),
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! Drawing: one function per view, popups for help and confirmation. Reads `App`, changes nothing
+//! but the window the Kernels table shows.
+
+use super::app::{App, BINDINGS, Column, Mode, Pending, Tab};
+use crate::coverage::CoverageStatus;
+use crate::headers::{Chain, plan};
+use crate::identity::KernelIdentity;
+use crate::report::thousands;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Table, Tabs, Wrap};
+use std::sync::LazyLock;
+
+static CHAIN: LazyLock<Chain> = LazyLock::new(Chain::builtin);
+
+/// Colours unless `NO_COLOR` is set.
+pub struct Theme {
+    pub color: bool,
+}
+
+impl Theme {
+    pub fn from_env() -> Self {
+        Self {
+            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    fn fg(&self, c: Color) -> Style {
+        if self.color {
+            Style::default().fg(c)
+        } else {
+            Style::default()
+        }
+    }
+
+    fn status(&self, s: CoverageStatus) -> (String, Style) {
+        let (sym, color) = match s {
+            CoverageStatus::Covered => ("✔", Color::Green),
+            CoverageStatus::Building => ("⟳", Color::Cyan),
+            CoverageStatus::Failed => ("✖", Color::Red),
+            CoverageStatus::TimedOut => ("⌛", Color::Red),
+            CoverageStatus::Missing => ("✗", Color::Yellow),
+            CoverageStatus::LongTail => ("·", Color::Gray),
+            CoverageStatus::Unsupported => ("–", Color::DarkGray),
+            CoverageStatus::Invalid => ("!", Color::Magenta),
+        };
+        (format!("{sym} {}", s.as_str()), self.fg(color))
+    }
+}
+
+pub fn render(app: &mut App, frame: &mut Frame, theme: &Theme) {
+    let [top, body, footer] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Min(5),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    let s = &app.report.summary;
+    let title = Line::from(vec![
+        Span::styled(" kfleet ", Style::default().add_modifier(Modifier::BOLD)),
+        Span::styled(
+            app.forge_label.clone(),
+            theme.fg(Color::Magenta).add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(format!(
+            "  driver {}  nodes {}  node coverage {}%{}",
+            s.driver_version,
+            thousands(s.nodes),
+            s.node_coverage_pct,
+            if app.loading { "  refreshing…" } else { "" }
+        )),
+    ]);
+    let [title_area, tabs_area] =
+        Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(top);
+    frame.render_widget(Paragraph::new(title), title_area);
+    let selected = Tab::ALL.iter().position(|t| *t == app.tab).unwrap_or(0);
+    frame.render_widget(
+        Tabs::new(
+            Tab::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("{} {}", i + 1, t.title())),
+        )
+        .select(selected)
+        .highlight_style(
+            theme
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD | Modifier::REVERSED),
+        ),
+        tabs_area,
+    );
+    match app.tab {
+        Tab::Overview => overview(app, frame, body, theme),
+        Tab::Kernels => kernels(app, frame, body, theme),
+        Tab::Builds => builds(app, frame, body, theme),
+        Tab::Headers => headers(app, frame, body),
+    }
+    let hint = match app.mode {
+        Mode::Filter => format!(" /{}▏ Enter keep · Esc clear", app.filter),
+        _ => format!(" {}", app.status_line),
+    };
+    frame.render_widget(Paragraph::new(hint).style(theme.fg(Color::Gray)), footer);
+    match &app.mode {
+        Mode::Help => help(frame),
+        Mode::Confirm(p) => confirm(app, p, frame),
+        _ => {}
+    }
+}
+
+fn bar(part: u64, whole: u64, width: usize) -> String {
+    let filled = if whole == 0 {
+        0
+    } else {
+        (part as f64 / whole as f64 * width as f64).round() as usize
+    };
+    format!(
+        "{}{}",
+        "█".repeat(filled.min(width)),
+        "░".repeat(width - filled.min(width))
+    )
+}
+
+fn overview(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let s = &app.report.summary;
+    let [gauges, rest] = Layout::vertical([Constraint::Length(6), Constraint::Min(3)]).areas(area);
+    let [g1, g2] = Layout::vertical([Constraint::Length(3), Constraint::Length(3)]).areas(gauges);
+    let gauge = |title: &str, pct: f64, detail: String| {
+        Gauge::default()
+            .block(Block::bordered().title(title.to_string()))
+            .gauge_style(theme.fg(Color::Green))
+            .ratio((pct / 100.0).clamp(0.0, 1.0))
+            .label(format!("{pct}%  {detail}"))
+    };
+    frame.render_widget(
+        gauge(
+            "node coverage",
+            s.node_coverage_pct,
+            format!(
+                "{} of {} nodes",
+                thousands(s.covered_nodes),
+                thousands(s.nodes)
+            ),
+        ),
+        g1,
+    );
+    frame.render_widget(
+        gauge(
+            "identity coverage",
+            s.identity_coverage_pct,
+            format!(
+                "{} of {} kernels",
+                s.statuses[&CoverageStatus::Covered].identities,
+                s.identities
+            ),
+        ),
+        g2,
+    );
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(rest);
+    let mut lines: Vec<Line> = s
+        .statuses
+        .iter()
+        .filter(|(_, c)| c.identities > 0)
+        .map(|(st, c)| {
+            let (label, style) = theme.status(*st);
+            Line::from(vec![
+                Span::styled(format!("{label:<14}"), style),
+                Span::raw(format!(
+                    "{:>6} kernels {:>8} nodes",
+                    c.identities,
+                    thousands(c.nodes)
+                )),
+            ])
+        })
+        .collect();
+    lines.push(Line::raw(""));
+    lines.push(Line::raw(format!(
+        "head: {} kernels hold {}% of nodes; the rest is the long tail",
+        s.head_identities,
+        s.head_share * 100.0
+    )));
+    let p = &s.batch_plan;
+    lines.push(Line::raw(format!(
+        "batch plan to {}%: {} builds → {}%{}",
+        p.target_pct,
+        p.builds,
+        p.node_coverage_after_pct,
+        if p.reachable {
+            ""
+        } else {
+            " (target out of reach)"
+        }
+    )));
+    lines.push(Line::raw(format!(
+        "artifacts {} · unused {} · unrecognised {} · bad rows {}",
+        s.artifacts, s.unused_artifacts, s.unrecognised_assets, s.bad_rows
+    )));
+    for a in app.report.unused.iter().take(3) {
+        lines.push(Line::styled(
+            format!("  unused: {}", a.key),
+            theme.fg(Color::DarkGray),
+        ));
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(Block::bordered().title("statuses"))
+            .wrap(Wrap { trim: false }),
+        left,
+    );
+    let width = (right.width as usize).saturating_sub(40).clamp(5, 30);
+    let rows: Vec<Line> = s
+        .breakdown
+        .iter()
+        .take(right.height.saturating_sub(2) as usize)
+        .map(|b| {
+            Line::from(vec![
+                Span::raw(format!("{:<12} {:<8}", b.distribution, b.architecture)),
+                Span::styled(bar(b.covered_nodes, b.nodes, width), theme.fg(Color::Green)),
+                Span::raw(format!(
+                    " {:>6}% {:>7}",
+                    b.node_coverage_pct,
+                    thousands(b.nodes)
+                )),
+            ])
+        })
+        .collect();
+    frame.render_widget(
+        Paragraph::new(rows)
+            .block(Block::bordered().title("covered nodes per distribution / arch")),
+        right,
+    );
+}
+
+fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let filter = if app.filter.is_empty() {
+        String::new()
+    } else {
+        format!(" filter: {}", app.filter)
+    };
+    let block = Block::bordered().title(format!(
+        "{} of {} kernels{filter}",
+        app.view.len(),
+        app.report.identities.len()
+    ));
+    let inner = block.inner(area);
+    // Header row; the rest are rows, built only for the visible window.
+    app.page = (inner.height as usize).saturating_sub(1).max(1);
+    if app.selected >= app.offset + app.page {
+        app.offset = app.selected + 1 - app.page;
+    }
+    let header = Row::new(Column::ALL.iter().map(|c| {
+        let mark = if *c == app.sort {
+            if app.descending { " ▼" } else { " ▲" }
+        } else {
+            ""
+        };
+        Cell::from(format!("{}{mark}", c.title()))
+    }))
+    .style(Style::default().add_modifier(Modifier::BOLD));
+    let rows: Vec<Row> = app
+        .view
+        .iter()
+        .enumerate()
+        .skip(app.offset)
+        .take(app.page)
+        .map(|(pos, &i)| {
+            let r = &app.report.identities[i];
+            let (status, style) = theme.status(r.status);
+            let row = Row::new(vec![
+                Cell::from(r.distribution.clone()),
+                Cell::from(r.distro_version.clone()),
+                Cell::from(r.architecture.clone()),
+                Cell::from(r.kernel_version.clone()),
+                Cell::from(thousands(r.nodes)),
+                Cell::from(status).style(style),
+            ]);
+            if pos == app.selected {
+                row.style(Style::default().add_modifier(Modifier::REVERSED))
+            } else {
+                row
+            }
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(12),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Min(20),
+            Constraint::Length(8),
+            Constraint::Length(14),
+        ],
+    )
+    .header(header)
+    .block(block);
+    frame.render_widget(table, area);
+}
+
+fn builds(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let now = chrono::Utc::now();
+    let rows: Vec<Row> = app
+        .runs
+        .iter()
+        .map(|run| {
+            let end = if run.is_finished() {
+                run.updated_at.unwrap_or(now)
+            } else {
+                now
+            };
+            let secs = run
+                .created_at
+                .map(|c| end.signed_duration_since(c).num_seconds().max(0) as u64)
+                .unwrap_or(0);
+            let overdue = !run.is_finished() && secs > app.deadline_secs;
+            let status = if overdue {
+                "timed-out".to_string()
+            } else {
+                run.status.clone().unwrap_or_default()
+            };
+            let style = if overdue || run.conclusion.as_deref() == Some("failure") {
+                theme.fg(Color::Red).add_modifier(Modifier::BOLD)
+            } else {
+                Style::default()
+            };
+            Row::new(vec![
+                Cell::from(run.id.to_string()),
+                Cell::from(
+                    run.identity()
+                        .map(|(k, _)| k.to_string())
+                        .unwrap_or_else(|| run.display_title.clone()),
+                ),
+                Cell::from(status),
+                Cell::from(run.conclusion.clone().unwrap_or_default()),
+                Cell::from(format!(
+                    "{}m{:02}s / {}m",
+                    secs / 60,
+                    secs % 60,
+                    app.deadline_secs / 60
+                )),
+                Cell::from(run.html_url.clone().unwrap_or_default()),
+            ])
+            .style(style)
+        })
+        .collect();
+    let empty = rows.is_empty();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(11),
+            Constraint::Min(48),
+            Constraint::Length(12),
+            Constraint::Length(10),
+            Constraint::Length(13),
+            Constraint::Fill(1),
+        ],
+    )
+    .header(
+        Row::new(["RUN", "IDENTITY", "STATUS", "CONCLUSION", "ELAPSED", "URL"])
+            .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .block(Block::bordered().title(if empty {
+        "builds: none yet (d dispatches)"
+    } else {
+        "builds"
+    }));
+    frame.render_widget(table, area);
+}
+
+fn headers(app: &App, frame: &mut Frame, area: Rect) {
+    let mut lines = Vec::new();
+    match app
+        .selected_row()
+        .map(|r| (r, KernelIdentity::from_key(&r.key)))
+    {
+        Some((row, Ok(id))) => {
+            lines.push(Line::styled(
+                format!("header chain for {} (plan; nothing fetched)", row.key),
+                Style::default().add_modifier(Modifier::BOLD),
+            ));
+            for (i, source) in plan(&CHAIN, &id).iter().enumerate() {
+                lines.push(Line::raw(format!(
+                    "{}. {} ({})",
+                    i + 1,
+                    source.name,
+                    source.kind.as_str()
+                )));
+                for url in &source.urls {
+                    lines.push(Line::raw(format!("     {url}")));
+                }
+            }
+        }
+        Some((row, Err(e))) => lines.push(Line::raw(format!("{}: {e}", row.key))),
+        None => lines.push(Line::raw("select a kernel in the Kernels view")),
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(Block::bordered().title("headers"))
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+fn popup(frame: &mut Frame, width: u16, height: u16) -> Rect {
+    let area = frame.area();
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    let rect = Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    );
+    frame.render_widget(Clear, rect);
+    rect
+}
+
+fn help(frame: &mut Frame) {
+    let lines: Vec<Line> = BINDINGS
+        .iter()
+        .map(|b| Line::raw(format!("{:<20} {}", b.keys, b.what)))
+        .collect();
+    let area = popup(frame, 60, lines.len() as u16 + 2);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title("keys (any key closes)"),
+        ),
+        area,
+    );
+}
+
+fn confirm(app: &App, pending: &Pending, frame: &mut Frame) {
+    let lines = match pending {
+        Pending::Dispatch(key) => {
+            let now = app
+                .report
+                .identities
+                .iter()
+                .find(|r| &r.key == key)
+                .map(|r| match r.status {
+                    CoverageStatus::Covered => "the release has its artifact: nothing to build",
+                    CoverageStatus::Building => "a build is under way: the request joins it",
+                    CoverageStatus::Invalid | CoverageStatus::Unsupported => {
+                        "the planner will refuse it"
+                    }
+                    _ => "no artifact and no build: the planner will dispatch one",
+                })
+                .unwrap_or("");
+            vec![
+                Line::raw(format!("Dispatch a build for {key}?")),
+                Line::raw(now),
+                Line::raw("The planner checks the release, running builds and the ledger first."),
+                Line::raw(""),
+                Line::raw("Enter/y: dispatch   any other key: cancel"),
+            ]
+        }
+        Pending::Batch(keys) => vec![
+            Line::raw(format!(
+                "Dispatch the missing head: {} identities?",
+                keys.len()
+            )),
+            Line::raw(format!(
+                "{} dispatches, paced under GitHub's limit (about {} s).",
+                keys.len(),
+                (keys.len() as f64 * 0.75).ceil()
+            )),
+            Line::raw("Each is checked against the release, running builds and the ledger."),
+            Line::raw(""),
+            Line::raw("Enter/y: dispatch   any other key: cancel"),
+        ],
+    };
+    let area = popup(frame, 76, lines.len() as u16 + 2);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title("confirm")),
+        area,
+    );
+}

@@ -1,0 +1,213 @@
+//! The dashboard's views and keys: `TestBackend` renders with `insta` snapshots, and app-level
+//! tests that feed keys and background results.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use kfleet::coverage::{self, BuildStates, CoverageOptions, CoverageReport};
+use kfleet::forge::{WorkflowRun, index_assets, read_release_file, select_release};
+use kfleet::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
+use kfleet::inventory::read_inventory;
+use kfleet::tui::app::{Action, App, Effect, Mode, Pending, Tab};
+use kfleet::tui::views::{Theme, render};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use std::path::Path;
+
+const MISSING: &str = "amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64";
+
+fn report() -> CoverageReport {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let fleet = read_inventory(&[fixtures.join("small-fleet.csv")], false).unwrap();
+    let releases = read_release_file(&fixtures.join("small-releases.json")).unwrap();
+    let release = select_release(&releases, None).unwrap();
+    let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap();
+    coverage::compute(
+        &fleet,
+        &index_assets(release, &template),
+        &release.tag_name,
+        CoverageOptions::default(),
+        &BuildStates::new(),
+    )
+    .unwrap()
+}
+
+fn app() -> App {
+    App::new("SANDBOX http://127.0.0.1:PORT".into(), report(), 900)
+}
+
+fn key(app: &mut App, code: KeyCode) -> Option<Effect> {
+    app.update(Action::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+fn screen(app: &mut App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal
+        .draw(|f| render(app, f, &Theme { color: false }))
+        .unwrap();
+    terminal.backend().to_string()
+}
+
+#[test]
+fn overview() {
+    let mut a = app();
+    insta::assert_snapshot!("overview", screen(&mut a, 100, 30));
+}
+
+#[test]
+fn kernels_view_sorted_by_nodes() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('2'));
+    insta::assert_snapshot!("kernels", screen(&mut a, 100, 16));
+}
+
+#[test]
+fn builds_view_with_a_run() {
+    let mut a = app();
+    let now = chrono::Utc::now();
+    a.update(Action::Runs(vec![WorkflowRun {
+        id: 7000000001,
+        name: None,
+        display_title: format!("kfleet {MISSING} [r-1]"),
+        status: Some("in_progress".into()),
+        conclusion: None,
+        event: Some("workflow_dispatch".into()),
+        head_branch: Some("main".into()),
+        path: None,
+        html_url: Some("http://127.0.0.1:PORT/acme/kdriver/actions/runs/7000000001".into()),
+        created_at: Some(now - chrono::Duration::seconds(65)),
+        updated_at: Some(now),
+    }]));
+    key(&mut a, KeyCode::Char('3'));
+    insta::assert_snapshot!("builds", screen(&mut a, 120, 8));
+}
+
+#[test]
+fn headers_view_shows_the_chain_for_the_selected_kernel() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('2'));
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Char('4'));
+    let text = screen(&mut a, 140, 20);
+    assert!(
+        text.contains(&format!("header chain for {MISSING}")),
+        "{text}"
+    );
+    insta::assert_snapshot!("headers", text);
+}
+
+#[test]
+fn help_is_built_from_the_key_map() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('?'));
+    assert_eq!(a.mode, Mode::Help);
+    insta::assert_snapshot!("help", screen(&mut a, 80, 24));
+    key(&mut a, KeyCode::Char('x'));
+    assert_eq!(a.mode, Mode::Normal);
+}
+
+#[test]
+fn filter_narrows_the_table_and_keeps_it() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('/'));
+    assert_eq!((a.tab, a.mode.clone()), (Tab::Kernels, Mode::Filter));
+    for c in "missing".chars() {
+        key(&mut a, KeyCode::Char(c));
+    }
+    key(&mut a, KeyCode::Enter);
+    let keys: Vec<&str> = a
+        .view
+        .iter()
+        .map(|&i| a.report.identities[i].key.as_str())
+        .collect();
+    assert_eq!(keys, [MISSING, "fedora/40/aarch64/6.8.9-300.fc40.aarch64"]);
+    key(&mut a, KeyCode::Char('/'));
+    key(&mut a, KeyCode::Esc);
+    assert_eq!(a.view.len(), 8, "Esc clears the filter");
+}
+
+#[test]
+fn d_confirms_then_dispatches_exactly_the_selected_identity() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('2'));
+    key(&mut a, KeyCode::Down);
+    assert_eq!(key(&mut a, KeyCode::Char('d')), None);
+    assert_eq!(a.mode, Mode::Confirm(Pending::Dispatch(MISSING.into())));
+    insta::assert_snapshot!("confirm-dispatch", screen(&mut a, 90, 20));
+    assert_eq!(
+        key(&mut a, KeyCode::Enter),
+        Some(Effect::Dispatch(vec![MISSING.into()]))
+    );
+    assert_eq!(a.mode, Mode::Normal);
+    // Any other key cancels.
+    key(&mut a, KeyCode::Char('d'));
+    assert_eq!(key(&mut a, KeyCode::Esc), None);
+    assert_eq!(a.status_line, "cancelled");
+}
+
+#[test]
+fn shift_d_offers_the_missing_head() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('D'));
+    let head = vec![
+        MISSING.to_string(),
+        "fedora/40/aarch64/6.8.9-300.fc40.aarch64".to_string(),
+    ];
+    assert_eq!(a.mode, Mode::Confirm(Pending::Batch(head.clone())));
+    insta::assert_snapshot!("confirm-batch", screen(&mut a, 90, 20));
+    assert_eq!(
+        key(&mut a, KeyCode::Char('y')),
+        Some(Effect::Dispatch(head))
+    );
+}
+
+#[test]
+fn export_hands_over_the_view_as_shown() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('/'));
+    for c in "centos".chars() {
+        key(&mut a, KeyCode::Char(c));
+    }
+    key(&mut a, KeyCode::Enter);
+    let Some(Effect::Export { rows }) = key(&mut a, KeyCode::Char('e')) else {
+        panic!("e exports");
+    };
+    let chosen: Vec<_> = rows.iter().map(|&i| &a.report.identities[i]).collect();
+    assert_eq!(
+        kfleet::report::identities_csv(&chosen).unwrap(),
+        "distribution,distro_version,architecture,kernel_version,nodes,status,reason,asset\n\
+centos,9,x86_64,5.14.0-362.el9.x86_64,4,long-tail,,\n"
+    );
+}
+
+#[test]
+fn sorting_and_failures_keep_the_last_good_data() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('s'));
+    key(&mut a, KeyCode::Char('S'));
+    let first = &a.report.identities[a.view[0]];
+    assert_eq!(
+        first.status.as_str(),
+        "covered",
+        "sorted by status ascending"
+    );
+    let before = a.view.clone();
+    a.update(Action::Failed("api.github.com: timed out".into()));
+    assert_eq!(a.view, before);
+    assert_eq!(a.status_line, "error: api.github.com: timed out");
+    assert_eq!(
+        a.update(Action::Key(KeyEvent::new(
+            KeyCode::Char('c'),
+            KeyModifiers::CONTROL
+        ))),
+        Some(Effect::Quit)
+    );
+}
+
+#[test]
+fn small_terminals_still_render() {
+    let mut a = app();
+    for tab in ['1', '2', '3', '4'] {
+        key(&mut a, KeyCode::Char(tab));
+        let text = screen(&mut a, 80, 24);
+        assert!(text.contains("SANDBOX"), "{text}");
+    }
+}
