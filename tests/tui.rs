@@ -211,3 +211,143 @@ fn small_terminals_still_render() {
         assert!(text.contains("SANDBOX"), "{text}");
     }
 }
+
+mod with_the_sandbox {
+    use super::*;
+    use kfleet::builds::{Planner, PlannerConfig};
+    use kfleet::forge::{Forge, RetryPolicy, SandboxForge, SandboxOptions, Simulation};
+    use kfleet::tui::Dashboard;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    async fn dashboard(state: &Path) -> (Arc<Dashboard>, Arc<SandboxForge>) {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let releases = read_release_file(&fixtures.join("small-releases.json")).unwrap();
+        let sandbox = Arc::new(
+            SandboxForge::start(
+                releases,
+                SandboxOptions {
+                    simulation: Simulation {
+                        queue_time: Duration::from_millis(100),
+                        run_time: Duration::from_millis(300),
+                        fail_rate: 0.0,
+                        ..Simulation::default()
+                    },
+                    ..SandboxOptions::default()
+                },
+                RetryPolicy::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let forge: Arc<dyn Forge> = sandbox.clone();
+        let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap();
+        let planner = Planner::new(
+            forge.clone(),
+            template.clone(),
+            PlannerConfig {
+                workflow: "build-driver.yml".into(),
+                git_ref: "main".into(),
+                driver_version: "v1.1.0".into(),
+                deadline: Duration::from_secs(900),
+                cancel_on_timeout: false,
+                state_dir: state.to_path_buf(),
+                dispatch_interval: Duration::ZERO,
+                batch_workflow: "build-batch.yml".into(),
+            },
+        )
+        .unwrap();
+        let fleet = read_inventory(&[fixtures.join("small-fleet.csv")], false).unwrap();
+        let dash = Arc::new(Dashboard {
+            forge,
+            planner: Arc::new(planner),
+            fleet,
+            template,
+            options: CoverageOptions::default(),
+            workflow: "build-driver.yml".into(),
+            deadline: Duration::from_secs(900),
+            driver_version: None,
+        });
+        (dash, sandbox)
+    }
+
+    /// Runs an effect the way the event loop does and feeds the results back to the app.
+    async fn carry_out(dash: &Arc<Dashboard>, app: &mut App, effect: Effect) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        dash.effect(app, effect, &tx);
+        drop(tx);
+        while let Some(action) = rx.recv().await {
+            if let Some(next) = app.update(action) {
+                Box::pin(carry_out(dash, app, next)).await;
+            }
+        }
+    }
+
+    fn status_of(app: &App, key: &str) -> String {
+        app.report
+            .identities
+            .iter()
+            .find(|r| r.key == key)
+            .unwrap()
+            .status
+            .as_str()
+            .to_string()
+    }
+
+    // polars blocks in place inside a tokio context: kfleet runs a multi-threaded runtime.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn d_then_enter_dispatches_once_shows_the_run_and_then_covered() {
+        let state = tempfile::tempdir().unwrap();
+        let (dash, sandbox) = dashboard(state.path()).await;
+        let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
+        key(&mut app, KeyCode::Char('2'));
+        key(&mut app, KeyCode::Down);
+        key(&mut app, KeyCode::Char('d'));
+        let effect = key(&mut app, KeyCode::Enter).unwrap();
+        carry_out(&dash, &mut app, effect).await;
+        assert_eq!(sandbox.sandbox().dispatches(), 1);
+        assert!(
+            app.status_line
+                .starts_with(&format!("{MISSING}: dispatched run")),
+            "{}",
+            app.status_line
+        );
+        assert_eq!(status_of(&app, MISSING), "building");
+
+        let runs = dash
+            .forge
+            .list_runs("build-driver.yml", None)
+            .await
+            .unwrap();
+        app.update(Action::Runs(runs));
+        key(&mut app, KeyCode::Char('3'));
+        let builds = screen(&mut app, 120, 8);
+        assert!(builds.contains(MISSING.split_at(40).0), "{builds}");
+
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        carry_out(&dash, &mut app, Effect::Refresh).await;
+        assert_eq!(status_of(&app, MISSING), "covered");
+        assert_eq!(sandbox.sandbox().dispatches(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shift_d_dispatches_the_planned_head_once() {
+        let state = tempfile::tempdir().unwrap();
+        let (dash, sandbox) = dashboard(state.path()).await;
+        let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
+        key(&mut app, KeyCode::Char('D'));
+        let effect = key(&mut app, KeyCode::Enter).unwrap();
+        assert_eq!(effect, Effect::Dispatch(app.missing_head()));
+        carry_out(&dash, &mut app, effect).await;
+        assert_eq!(
+            sandbox.sandbox().dispatches(),
+            2,
+            "the two missing head identities"
+        );
+        key(&mut app, KeyCode::Char('D'));
+        assert_eq!(
+            app.status_line, "the head has no missing identity",
+            "both are building now"
+        );
+    }
+}

@@ -109,7 +109,8 @@ fn io_err(file: &str) -> impl FnOnce(std::io::Error) -> InventoryError + '_ {
 }
 
 /// Reads every inventory file and reduces the fleet to distinct raw identities.
-/// With `strict`, any bad row is an error.
+/// With `strict`, any bad row is an error. Inside tokio, call it from a multi-threaded runtime:
+/// polars blocks in place when it finds a runtime.
 pub fn read_inventory(paths: &[PathBuf], strict: bool) -> Result<FleetGroups, InventoryError> {
     let mut fleet = FleetGroups::default();
     for path in paths {

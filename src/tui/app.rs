@@ -164,6 +164,8 @@ pub struct App {
     pub status_line: String,
     pub deadline_secs: u64,
     pub loading: bool,
+    /// What the last dispatch did, kept in the status line across the refresh it triggers.
+    dispatch_note: Option<String>,
 }
 
 impl App {
@@ -184,6 +186,7 @@ impl App {
             status_line: "r refresh · ? help · q quit".into(),
             deadline_secs,
             loading: false,
+            dispatch_note: None,
         };
         app.rebuild_view();
         app
@@ -266,10 +269,13 @@ impl App {
             Action::Report(report) => {
                 self.report = *report;
                 self.loading = false;
-                self.status_line = format!(
-                    "refreshed: node coverage {}%",
-                    self.report.summary.node_coverage_pct
-                );
+                self.status_line = match self.dispatch_note.take() {
+                    Some(note) => format!("{note} · refreshed"),
+                    None => format!(
+                        "refreshed: node coverage {}%",
+                        self.report.summary.node_coverage_pct
+                    ),
+                };
                 self.rebuild_view();
                 None
             }
@@ -286,6 +292,7 @@ impl App {
                         many.first().cloned().unwrap_or_default()
                     ),
                 };
+                self.dispatch_note = Some(self.status_line.clone());
                 Some(Effect::Refresh)
             }
             Action::Exported(path) => {
