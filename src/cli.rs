@@ -113,8 +113,21 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct EnsureArgs {
     /// Base URL of the build service (env KFLEET_SERVICE).
-    #[arg(long, env = "KFLEET_SERVICE", value_name = "URL")]
-    pub service: String,
+    #[arg(
+        long,
+        env = "KFLEET_SERVICE",
+        value_name = "URL",
+        required_unless_present = "repo"
+    )]
+    pub service: Option<String>,
+    /// Without a service: ask GitHub directly with the same planner (needs GITHUB_TOKEN).
+    #[arg(long, value_name = "OWNER/NAME", conflicts_with = "service")]
+    pub repo: Option<String>,
+    #[arg(long, value_name = "URL", requires = "repo")]
+    pub api_url: Option<String>,
+    /// Ledger directory for --repo [default $XDG_STATE_HOME/kfleet].
+    #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// File holding the service's bearer token (else env KFLEET_SERVICE_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -652,7 +665,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Headers(cmd) => headers_cmd(cmd, &config),
         Command::Workflow(WorkflowCommand::Init { dir, force }) => workflow_init(&dir, force),
         Command::Serve(args) => serve_cmd(args, &config),
-        Command::Ensure(args) => ensure_cmd(args),
+        Command::Ensure(args) => ensure_cmd(args, &config),
     }
 }
 
@@ -1359,7 +1372,7 @@ fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
     })
 }
 
-fn ensure_cmd(args: EnsureArgs) -> Result<ExitCode> {
+fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> {
     let token = match &args.token_file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the service token {}", path.display()))?
@@ -1367,7 +1380,7 @@ fn ensure_cmd(args: EnsureArgs) -> Result<ExitCode> {
             .to_string(),
         None => std::env::var("KFLEET_SERVICE_TOKEN").unwrap_or_default(),
     };
-    if token.is_empty() {
+    if token.is_empty() && args.service.is_some() {
         bail!("no service token: pass --token-file FILE or set KFLEET_SERVICE_TOKEN");
     }
     let identity = match &args.distribution {
@@ -1390,7 +1403,7 @@ fn ensure_cmd(args: EnsureArgs) -> Result<ExitCode> {
         }
     };
     let options = crate::service::ensure::EnsureOptions {
-        service: args.service.clone(),
+        service: args.service.clone().unwrap_or_default(),
         token,
         driver_version: args.driver_version.clone(),
         out: args.out.clone(),
@@ -1399,7 +1412,38 @@ fn ensure_cmd(args: EnsureArgs) -> Result<ExitCode> {
         poll_min: std::time::Duration::from_secs(1),
         poll_max: std::time::Duration::from_secs(15),
     };
-    let outcome = runtime()?.block_on(crate::service::ensure::ensure(&identity, &options))?;
+    let outcome = if args.service.is_some() {
+        runtime()?.block_on(crate::service::ensure::ensure(&identity, &options))?
+    } else {
+        let build = BuildArgs {
+            forge: ForgeArgs {
+                repo: args.repo.clone(),
+                api_url: args.api_url.clone(),
+                sandbox: None,
+            },
+            workflow: None,
+            git_ref: None,
+            state_dir: args.state_dir.clone(),
+            deadline: Some(args.deadline.clone()),
+            cancel_on_timeout: false,
+            batch_workflow: "build-batch.yml".into(),
+            dispatch_interval: "750ms".into(),
+        };
+        let forge = build.client(config)?;
+        let template = NamingArgs {
+            module: None,
+            asset_template: None,
+        }
+        .template(config)?;
+        let planner = Planner::new(
+            forge.clone(),
+            template.clone(),
+            build.planner_config(config, args.driver_version.clone())?,
+        )?;
+        runtime()?.block_on(crate::service::ensure::ensure_direct(
+            &identity, &*forge, &planner, &template, &options,
+        ))?
+    };
     match &outcome {
         crate::service::ensure::EnsureOutcome::Available(path) => println!("{}", path.display()),
         crate::service::ensure::EnsureOutcome::TimedOut(why)

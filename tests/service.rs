@@ -434,3 +434,92 @@ async fn each_client_is_rate_limited() {
     assert_eq!(codes[11], 429);
     svc.stop().await;
 }
+
+/// `kfleet ensure --repo` asks GitHub (here the sandbox) directly with the same planner.
+#[test]
+fn ensure_without_a_service_goes_to_the_forge_directly() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let releases = read_release_file(&fixtures().join("small-releases.json")).unwrap();
+    let sandbox = rt
+        .block_on(kfleet::forge::Sandbox::start(
+            "127.0.0.1:0".parse().unwrap(),
+            releases,
+            SandboxOptions {
+                token: Some("ghp_directSECRET0123456789".into()),
+                repo: "acme/kdriver".into(),
+                simulation: Simulation {
+                    queue_time: Duration::from_millis(100),
+                    run_time: Duration::from_millis(300),
+                    fail_rate: 0.0,
+                    ..Simulation::default()
+                },
+                ..SandboxOptions::default()
+            },
+        ))
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = |kernel: &str, distribution: &str, version: &str| {
+        Command::cargo_bin("kfleet")
+            .unwrap()
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("GITHUB_TOKEN", "ghp_directSECRET0123456789")
+            .env("KFLEET_STATE_DIR", state.path())
+            .args([
+                "ensure",
+                "--repo",
+                "acme/kdriver",
+                "--api-url",
+                &sandbox.base_url(),
+            ])
+            .args([
+                "--driver-version",
+                "v1.1.0",
+                "--deadline",
+                "60s",
+                "--distribution",
+                distribution,
+            ])
+            .args([
+                "--distro-version",
+                version,
+                "--architecture",
+                "x86_64",
+                "--kernel-version",
+                kernel,
+                "--out",
+            ])
+            .arg(out.path())
+            .output()
+            .unwrap()
+    };
+    let built = run("5.15.0-91-generic", "ubuntu", "22.04");
+    assert!(
+        !built.status.success(),
+        "the fixture's digests are not the served bytes"
+    );
+    assert!(
+        String::from_utf8_lossy(&built.stderr).contains("sha256 is"),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    assert!(
+        std::fs::read_dir(out.path()).unwrap().next().is_none(),
+        "a mismatch keeps nothing"
+    );
+
+    let fresh = run("6.1.66-91.160.amzn2023.x86_64", "amazonlinux", "2023");
+    assert!(
+        fresh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+    let name = "kdriver-v1.1.0-amazonlinux-2023-x86_64-6.1.66-91.160.amzn2023.x86_64.tar.xz";
+    assert_eq!(
+        String::from_utf8(fresh.stdout).unwrap().trim(),
+        out.path().join(name).display().to_string()
+    );
+    assert_eq!(sandbox.dispatches(), 1);
+    assert!(!String::from_utf8_lossy(&fresh.stderr).contains("ghp_directSECRET"));
+    drop(sandbox);
+}

@@ -115,52 +115,149 @@ impl Client<'_> {
             .sha256
             .clone()
             .ok_or(EnsureError::Incomplete("sha256"))?;
-        let name = url
-            .rsplit('/')
-            .next()
-            .unwrap_or("driver.tar.xz")
-            .to_string();
-        if name.is_empty() || name.contains("..") {
-            return Err(EnsureError::Http {
-                url,
-                message: "the download URL names no file".into(),
-            });
+        download_verified(&self.http, &url, &expected, &self.options.out).await
+    }
+}
+
+/// Downloads `url`, checks its sha256 against `expected`, and writes it into `out` atomically.
+async fn download_verified(
+    http: &reqwest::Client,
+    url: &str,
+    expected: &str,
+    out: &std::path::Path,
+) -> Result<PathBuf, EnsureError> {
+    let name = url.rsplit('/').next().unwrap_or("").to_string();
+    let err = |message: String| EnsureError::Http {
+        url: url.to_string(),
+        message,
+    };
+    if name.is_empty() || name.contains("..") {
+        return Err(err("the download URL names no file".into()));
+    }
+    let response = http.get(url).send().await.map_err(|e| err(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(err(format!("HTTP {}", response.status().as_u16())));
+    }
+    let bytes = response.bytes().await.map_err(|e| err(e.to_string()))?;
+    let actual: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let expected = expected.trim_start_matches("sha256:").to_ascii_lowercase();
+    if actual != expected {
+        return Err(EnsureError::ChecksumMismatch {
+            name,
+            expected,
+            actual,
+        });
+    }
+    std::fs::create_dir_all(out).map_err(|e| EnsureError::Write {
+        path: out.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let path = out.join(&name);
+    crate::report::write_atomic(&path, &bytes).map_err(|e| EnsureError::Write {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(path)
+}
+
+/// Without a service: the same planner against the forge directly (the node needs a GitHub
+/// token), then the run is followed to the deadline and the artifact fetched from the release.
+pub async fn ensure_direct(
+    identity: &KernelIdentity,
+    forge: &dyn crate::forge::Forge,
+    planner: &crate::builds::Planner,
+    template: &crate::identity::AssetTemplate,
+    options: &EnsureOptions,
+) -> Result<EnsureOutcome, EnsureError> {
+    use crate::builds::Decision;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| EnsureError::Http {
+            url: String::new(),
+            message: e.to_string(),
+        })?;
+    let forge_err = |e: String| EnsureError::Http {
+        url: forge.label(),
+        message: e,
+    };
+    let key = identity.key();
+    let started = Instant::now();
+    let decision = planner
+        .plan_for_version(std::slice::from_ref(&key), &options.driver_version)
+        .await
+        .map_err(|e| forge_err(e.to_string()))?
+        .remove(0)
+        .1;
+    let run_id = match decision {
+        Decision::Available {
+            url: Some(url),
+            digest: Some(digest),
+            ..
+        } => {
+            return Ok(EnsureOutcome::Available(
+                download_verified(&http, &url, &digest, &options.out).await?,
+            ));
         }
-        let err = |message: String| EnsureError::Http {
-            url: url.clone(),
-            message,
-        };
-        let response = self
-            .http
-            .get(&url)
-            .send()
+        Decision::Dispatched { run_id, .. } => Some(run_id),
+        Decision::Building { run_id, .. } => run_id,
+        Decision::Available { .. } => None,
+        Decision::TimedOut { .. } => {
+            return Ok(EnsureOutcome::TimedOut(format!(
+                "the build for {key} passed the deadline"
+            )));
+        }
+        Decision::Invalid { reason } | Decision::Unsupported { reason } => {
+            return Ok(EnsureOutcome::Rejected(reason));
+        }
+        Decision::WouldDispatch => None,
+    };
+    eprintln!(
+        "building {key}{}",
+        run_id.map(|r| format!(" (run {r})")).unwrap_or_default()
+    );
+    let mut pause = options.poll_min;
+    loop {
+        if let Some(run_id) = run_id {
+            let run = forge
+                .get_run(run_id)
+                .await
+                .map_err(|e| forge_err(e.to_string()))?;
+            if run.is_finished() && run.conclusion.as_deref() != Some("success") {
+                return Ok(EnsureOutcome::Failed(format!(
+                    "the build for {key} failed{}",
+                    run.html_url.map(|u| format!(": {u}")).unwrap_or_default()
+                )));
+            }
+        }
+        let listing = forge
+            .list_releases()
             .await
-            .map_err(|e| err(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(err(format!("HTTP {}", response.status().as_u16())));
+            .map_err(|e| forge_err(e.to_string()))?;
+        if let Ok(release) =
+            crate::forge::select_release(&listing.releases, Some(&options.driver_version))
+            && let Some(asset) = crate::forge::index_assets(release, template)
+                .matched
+                .into_iter()
+                .find(|a| a.key == key)
+            && let (Some(url), Some(digest)) = (asset.url, asset.digest)
+        {
+            return Ok(EnsureOutcome::Available(
+                download_verified(&http, &url, &digest, &options.out).await?,
+            ));
         }
-        let bytes = response.bytes().await.map_err(|e| err(e.to_string()))?;
-        let actual: String = sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if actual != expected.to_ascii_lowercase() {
-            return Err(EnsureError::ChecksumMismatch {
-                name,
-                expected,
-                actual,
-            });
+        if started.elapsed() >= options.deadline {
+            return Ok(EnsureOutcome::TimedOut(format!(
+                "no driver for {key} within {:?}",
+                options.deadline
+            )));
         }
-        std::fs::create_dir_all(&self.options.out).map_err(|e| EnsureError::Write {
-            path: self.options.out.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let path = self.options.out.join(&name);
-        crate::report::write_atomic(&path, &bytes).map_err(|e| EnsureError::Write {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        Ok(path)
+        let left = options.deadline.saturating_sub(started.elapsed());
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(options.poll_max);
     }
 }
 
