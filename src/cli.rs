@@ -299,6 +299,29 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
+    /// The defaults for a repository named outside the build flags (dashboard, ensure).
+    fn for_repo(
+        repo: Option<String>,
+        api_url: Option<String>,
+        state_dir: Option<PathBuf>,
+        deadline: Option<String>,
+    ) -> Self {
+        Self {
+            forge: ForgeArgs {
+                repo,
+                api_url,
+                sandbox: None,
+            },
+            workflow: None,
+            git_ref: None,
+            state_dir,
+            deadline,
+            cancel_on_timeout: false,
+            batch_workflow: "build-batch.yml".into(),
+            dispatch_interval: "750ms".into(),
+        }
+    }
+
     fn workflow(&self, config: &Config) -> String {
         self.workflow
             .clone()
@@ -470,7 +493,7 @@ impl ForgeArgs {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Default)]
 pub struct NamingArgs {
     /// Module name in asset names [config: module; default: kdriver].
     #[arg(long, env = "KFLEET_MODULE")]
@@ -1223,20 +1246,12 @@ fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         )?),
         _ => None,
     };
-    let build = BuildArgs {
-        forge: ForgeArgs {
-            repo: args.repo.clone(),
-            api_url: args.api_url.clone(),
-            sandbox: None,
-        },
-        workflow: None,
-        git_ref: None,
-        state_dir: args.state_dir.clone(),
-        deadline: None,
-        cancel_on_timeout: false,
-        batch_workflow: "build-batch.yml".into(),
-        dispatch_interval: "750ms".into(),
-    };
+    let build = BuildArgs::for_repo(
+        args.repo.clone(),
+        args.api_url.clone(),
+        args.state_dir.clone(),
+        None,
+    );
     let forge: Arc<dyn Forge> = match sandbox_releases {
         Some(releases) => Arc::new(runtime()?.block_on(SandboxForge::start(
             releases,
@@ -1245,11 +1260,7 @@ fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         ))?),
         None => build.client(config)?,
     };
-    let template = NamingArgs {
-        module: None,
-        asset_template: None,
-    }
-    .template(config)?;
+    let template = NamingArgs::default().template(config)?;
     let deadline = build.deadline(config)?;
     let mut planner_config = build.planner_config(config, String::new())?;
     if forge.label().starts_with("SANDBOX") {
@@ -1415,26 +1426,14 @@ fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> {
     let outcome = if args.service.is_some() {
         runtime()?.block_on(crate::service::ensure::ensure(&identity, &options))?
     } else {
-        let build = BuildArgs {
-            forge: ForgeArgs {
-                repo: args.repo.clone(),
-                api_url: args.api_url.clone(),
-                sandbox: None,
-            },
-            workflow: None,
-            git_ref: None,
-            state_dir: args.state_dir.clone(),
-            deadline: Some(args.deadline.clone()),
-            cancel_on_timeout: false,
-            batch_workflow: "build-batch.yml".into(),
-            dispatch_interval: "750ms".into(),
-        };
+        let build = BuildArgs::for_repo(
+            args.repo.clone(),
+            args.api_url.clone(),
+            args.state_dir.clone(),
+            Some(args.deadline.clone()),
+        );
         let forge = build.client(config)?;
-        let template = NamingArgs {
-            module: None,
-            asset_template: None,
-        }
-        .template(config)?;
+        let template = NamingArgs::default().template(config)?;
         let planner = Planner::new(
             forge.clone(),
             template.clone(),
