@@ -1263,6 +1263,7 @@ fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
     let template = NamingArgs::default().template(config)?;
     let deadline = build.deadline(config)?;
     let mut planner_config = build.planner_config(config, String::new())?;
+    let state_root = planner_config.state_dir.clone();
     if forge.label().starts_with("SANDBOX") {
         planner_config.state_dir = planner_config.state_dir.join("sandbox");
     }
@@ -1288,6 +1289,16 @@ fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
             workflow: build.workflow(config),
             deadline,
             driver_version: args.driver_version.clone(),
+            resolver: crate::headers::Resolver::new(
+                Chain::builtin(),
+                ResolverOptions {
+                    source_timeout: std::time::Duration::from_secs(30),
+                    cache: Some((
+                        state_root.join("headers"),
+                        std::time::Duration::from_secs(86_400),
+                    )),
+                },
+            )?,
         });
         let report = dash.report().await.map_err(|e| anyhow::anyhow!(e))?;
         let app = crate::tui::app::App::new(forge.label(), report, deadline.as_secs());

@@ -267,6 +267,11 @@ mod with_the_sandbox {
             workflow: "build-driver.yml".into(),
             deadline: Duration::from_secs(900),
             driver_version: None,
+            resolver: kfleet::headers::Resolver::new(
+                kfleet::headers::Chain::builtin(),
+                kfleet::headers::ResolverOptions::default(),
+            )
+            .unwrap(),
         });
         (dash, sandbox)
     }
@@ -350,4 +355,37 @@ mod with_the_sandbox {
             "both are building now"
         );
     }
+}
+
+#[test]
+fn enter_in_headers_resolves_and_the_view_shows_every_attempt() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('2'));
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Char('4'));
+    assert_eq!(
+        key(&mut a, KeyCode::Enter),
+        Some(Effect::ResolveHeaders(MISSING.into()))
+    );
+    let resolution: kfleet::headers::Resolution = serde_json::from_value(serde_json::json!({
+        "key": MISSING,
+        "resolved_by": null,
+        "packages": [],
+        "attempts": [{"source": "al2023-core", "kind": "rpm-repo",
+                      "url": "https://cdn.amazonlinux.com/al2023/core/mirrors/latest/x86_64/mirror.list",
+                      "outcome": "timed out", "millis": 30000}],
+        "resolved_at": "2026-11-27T00:00:00Z"
+    }))
+    .unwrap();
+    a.update(Action::Headers(Box::new(resolution)));
+    assert_eq!(
+        a.status_line,
+        format!("headers for {MISSING} are unresolvable")
+    );
+    let text = screen(&mut a, 140, 12);
+    assert!(text.contains("unresolvable, every source tried"), "{text}");
+    assert!(
+        text.contains("al2023-core (rpm-repo) 30000 ms: timed out"),
+        "{text}"
+    );
 }

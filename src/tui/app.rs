@@ -84,6 +84,8 @@ pub enum Action {
     /// What the planner did, one line per identity.
     Dispatched(Vec<String>),
     Exported(String),
+    /// The header chain's outcome for one identity.
+    Headers(Box<crate::headers::Resolution>),
     Failed(String),
 }
 
@@ -92,7 +94,11 @@ pub enum Action {
 pub enum Effect {
     Refresh,
     Dispatch(Vec<String>),
-    Export { rows: Vec<usize> },
+    Export {
+        rows: Vec<usize>,
+    },
+    /// Resolve the header chain for this identity key.
+    ResolveHeaders(String),
     Quit,
 }
 
@@ -132,6 +138,10 @@ pub const BINDINGS: &[Binding] = &[
         what: "export the view to CSV",
     },
     Binding {
+        keys: "Enter (Headers)",
+        what: "resolve the selected kernel's headers",
+    },
+    Binding {
         keys: "r",
         what: "refresh",
     },
@@ -166,6 +176,8 @@ pub struct App {
     pub loading: bool,
     /// What the last dispatch did, kept in the status line across the refresh it triggers.
     dispatch_note: Option<String>,
+    /// The last header resolution shown in the Headers view.
+    pub headers: Option<crate::headers::Resolution>,
 }
 
 impl App {
@@ -187,6 +199,7 @@ impl App {
             deadline_secs,
             loading: false,
             dispatch_note: None,
+            headers: None,
         };
         app.rebuild_view();
         app
@@ -294,6 +307,14 @@ impl App {
                 };
                 self.dispatch_note = Some(self.status_line.clone());
                 Some(Effect::Refresh)
+            }
+            Action::Headers(resolution) => {
+                self.status_line = match &resolution.resolved_by {
+                    Some(by) => format!("headers for {} from {by}", resolution.key),
+                    None => format!("headers for {} are unresolvable", resolution.key),
+                };
+                self.headers = Some(*resolution);
+                None
             }
             Action::Exported(path) => {
                 self.status_line = format!("exported {} rows to {path}", self.view.len());
@@ -405,6 +426,11 @@ impl App {
                 return Some(Effect::Export {
                     rows: self.view.clone(),
                 });
+            }
+            KeyCode::Enter if self.tab == Tab::Headers => {
+                let key = self.selected_row()?.key.clone();
+                self.status_line = format!("resolving headers for {key}…");
+                return Some(Effect::ResolveHeaders(key));
             }
             KeyCode::Char('r') => {
                 self.loading = true;

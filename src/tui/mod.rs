@@ -27,6 +27,8 @@ pub struct Dashboard {
     pub deadline: Duration,
     /// Release to report on; newest published when `None`.
     pub driver_version: Option<String>,
+    /// The header fallback chain, the same one `kfleet headers` uses.
+    pub resolver: crate::headers::Resolver,
 }
 
 impl Dashboard {
@@ -81,6 +83,18 @@ impl Dashboard {
                                 .collect(),
                         ),
                         Err(e) => Action::Failed(e.to_string()),
+                    };
+                    let _ = tx.send(action);
+                });
+            }
+            Effect::ResolveHeaders(key) => {
+                tokio::spawn(async move {
+                    let action = match crate::identity::KernelIdentity::from_key(&key) {
+                        Ok(id) => match me.resolver.resolve(&id).await {
+                            Ok(resolution) => Action::Headers(Box::new(resolution)),
+                            Err(e) => Action::Failed(e.to_string()),
+                        },
+                        Err(e) => Action::Failed(format!("{key}: {e}")),
                     };
                     let _ = tx.send(action);
                 });

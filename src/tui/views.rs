@@ -371,13 +371,39 @@ fn builds(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
 
 fn headers(app: &App, frame: &mut Frame, area: Rect) {
     let mut lines = Vec::new();
+    let resolved = app
+        .headers
+        .as_ref()
+        .filter(|h| app.selected_row().is_some_and(|r| r.key == h.key));
     match app
         .selected_row()
         .map(|r| (r, KernelIdentity::from_key(&r.key)))
     {
+        Some((row, Ok(_))) if let Some(h) = resolved => {
+            lines.push(Line::styled(
+                match &h.resolved_by {
+                    Some(by) => format!("headers for {} resolved by {by}", row.key),
+                    None => format!("headers for {}: unresolvable, every source tried", row.key),
+                },
+                Style::default().add_modifier(Modifier::BOLD),
+            ));
+            for a in &h.attempts {
+                lines.push(Line::raw(format!(
+                    "  {} ({}) {} ms: {}  {}",
+                    a.source,
+                    a.kind.as_str(),
+                    a.millis,
+                    a.outcome,
+                    a.url
+                )));
+            }
+            for p in &h.packages {
+                lines.push(Line::raw(format!("  package: {}", p.url)));
+            }
+        }
         Some((row, Ok(id))) => {
             lines.push(Line::styled(
-                format!("header chain for {} (plan; nothing fetched)", row.key),
+                format!("header chain for {} (plan; Enter resolves)", row.key),
                 Style::default().add_modifier(Modifier::BOLD),
             ));
             for (i, source) in plan(&CHAIN, &id).iter().enumerate() {
