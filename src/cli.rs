@@ -1301,7 +1301,8 @@ fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
             )?,
         });
         let report = dash.report().await.map_err(|e| anyhow::anyhow!(e))?;
-        let app = crate::tui::app::App::new(forge.label(), report, deadline.as_secs());
+        let app = crate::tui::app::App::new(forge.label(), report, deadline.as_secs())
+            .with_keys(config.keys.clone().unwrap_or_default());
         crate::tui::run(dash, app).await?;
         anyhow::Ok(ExitCode::SUCCESS)
     })

@@ -28,6 +28,9 @@ pub struct Config {
     pub state_dir: Option<std::path::PathBuf>,
     /// How long a build may take before it is timed out, e.g. "15m".
     pub deadline: Option<String>,
+    /// Dashboard keys, `[keys]`: any of down up filter sort reverse dispatch batch export
+    /// refresh help quit, each one character.
+    pub keys: Option<crate::tui::app::KeyMap>,
 }
 
 pub const DEFAULT_MODULE: &str = "kdriver";
@@ -94,6 +97,9 @@ impl Config {
                 "target = {t}: must be a percentage above 0 and at most 100"
             ));
         }
+        if let Some(keys) = &config.keys {
+            keys.validate()?;
+        }
         if let Some(d) = &config.deadline {
             humantime::parse_duration(d).map_err(|e| {
                 format!("deadline = \"{d}\": {e}; write it like \"15m\" or \"90s\"")
@@ -137,5 +143,22 @@ mod tests {
         );
         let c = Config::parse("module = \"falco\"\nhead_share = 0.8\ntarget = 95\n").unwrap();
         assert_eq!(c.module.as_deref(), Some("falco"));
+        let c = Config::parse("[keys]\ndispatch = \"b\"\n").unwrap();
+        assert_eq!(c.keys.unwrap().dispatch, 'b');
+        assert!(
+            Config::parse("[keys]\ndispatch = \"q\"\n")
+                .unwrap_err()
+                .contains("keys.dispatch and keys.quit are both 'q'")
+        );
+        assert!(
+            Config::parse("[keys]\nexport = \"2\"\n")
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(
+            Config::parse("[keys]\nlaunch = \"x\"\n")
+                .unwrap_err()
+                .contains("unknown field `launch`")
+        );
     }
 }

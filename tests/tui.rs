@@ -389,3 +389,24 @@ fn enter_in_headers_resolves_and_the_view_shows_every_attempt() {
         "{text}"
     );
 }
+
+#[test]
+fn keys_come_from_the_key_map_and_help_follows() {
+    let keys = kfleet::tui::app::KeyMap {
+        dispatch: 'b',
+        ..Default::default()
+    };
+    let mut a = app().with_keys(keys);
+    key(&mut a, KeyCode::Char('2'));
+    key(&mut a, KeyCode::Char('d'));
+    assert_eq!(a.mode, Mode::Normal, "d is no longer bound");
+    key(&mut a, KeyCode::Char('b'));
+    assert!(matches!(a.mode, Mode::Confirm(Pending::Dispatch(_))));
+    key(&mut a, KeyCode::Esc);
+    key(&mut a, KeyCode::Char('?'));
+    let text = screen(&mut a, 80, 24);
+    assert!(
+        text.contains("b                    dispatch the selected identity"),
+        "{text}"
+    );
+}

@@ -102,58 +102,97 @@ pub enum Effect {
     Quit,
 }
 
-/// One key binding, for the footer and the help screen.
-pub struct Binding {
-    pub keys: &'static str,
-    pub what: &'static str,
+/// Single-character keys of the dashboard; `[keys]` in kfleet.toml overrides any of them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyMap {
+    pub down: char,
+    pub up: char,
+    pub filter: char,
+    pub sort: char,
+    pub reverse: char,
+    pub dispatch: char,
+    pub batch: char,
+    pub export: char,
+    pub refresh: char,
+    pub help: char,
+    pub quit: char,
 }
 
-pub const BINDINGS: &[Binding] = &[
-    Binding {
-        keys: "tab / 1-4",
-        what: "switch view",
-    },
-    Binding {
-        keys: "j k ↑ ↓ PgUp PgDn",
-        what: "move",
-    },
-    Binding {
-        keys: "/",
-        what: "filter (Enter keeps, Esc clears)",
-    },
-    Binding {
-        keys: "s / S",
-        what: "sort by next column / reverse",
-    },
-    Binding {
-        keys: "d",
-        what: "dispatch the selected identity",
-    },
-    Binding {
-        keys: "D",
-        what: "dispatch the missing head",
-    },
-    Binding {
-        keys: "e",
-        what: "export the view to CSV",
-    },
-    Binding {
-        keys: "Enter (Headers)",
-        what: "resolve the selected kernel's headers",
-    },
-    Binding {
-        keys: "r",
-        what: "refresh",
-    },
-    Binding {
-        keys: "?",
-        what: "help",
-    },
-    Binding {
-        keys: "q / Ctrl-C",
-        what: "quit",
-    },
-];
+impl Default for KeyMap {
+    fn default() -> Self {
+        Self {
+            down: 'j',
+            up: 'k',
+            filter: '/',
+            sort: 's',
+            reverse: 'S',
+            dispatch: 'd',
+            batch: 'D',
+            export: 'e',
+            refresh: 'r',
+            help: '?',
+            quit: 'q',
+        }
+    }
+}
+
+impl KeyMap {
+    fn all(&self) -> [(&'static str, char); 11] {
+        [
+            ("down", self.down),
+            ("up", self.up),
+            ("filter", self.filter),
+            ("sort", self.sort),
+            ("reverse", self.reverse),
+            ("dispatch", self.dispatch),
+            ("batch", self.batch),
+            ("export", self.export),
+            ("refresh", self.refresh),
+            ("help", self.help),
+            ("quit", self.quit),
+        ]
+    }
+
+    /// Two actions on one key, or a key the views own (1-4, y), is an error naming both.
+    pub fn validate(&self) -> Result<(), String> {
+        let all = self.all();
+        for (i, (name, key)) in all.iter().enumerate() {
+            if matches!(key, '1'..='4' | 'y') || key.is_control() {
+                return Err(format!(
+                    "keys.{name} = '{key}' is reserved (1-4 switch views, y confirms)"
+                ));
+            }
+            if let Some((other, _)) = all[i + 1..].iter().find(|(_, k)| k == key) {
+                return Err(format!("keys.{name} and keys.{other} are both '{key}'"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The help screen's lines: keys and what they do, from this map.
+    pub fn bindings(&self) -> Vec<(String, &'static str)> {
+        vec![
+            ("tab / 1-4".into(), "switch view"),
+            (format!("{} {} ↑ ↓ PgUp PgDn", self.down, self.up), "move"),
+            (self.filter.to_string(), "filter (Enter keeps, Esc clears)"),
+            (
+                format!("{} / {}", self.sort, self.reverse),
+                "sort by next column / reverse",
+            ),
+            (self.dispatch.to_string(), "dispatch the selected identity"),
+            (self.batch.to_string(), "dispatch the missing head"),
+            (self.export.to_string(), "export the view to CSV"),
+            (
+                "Enter (Headers)".into(),
+                "resolve the selected kernel's headers",
+            ),
+            (self.refresh.to_string(), "refresh"),
+            (self.help.to_string(), "help"),
+            (format!("{} / Ctrl-C", self.quit), "quit"),
+        ]
+    }
+}
 
 pub struct App {
     /// `SANDBOX http://127.0.0.1:PORT` or `github OWNER/NAME`.
@@ -178,6 +217,7 @@ pub struct App {
     dispatch_note: Option<String>,
     /// The last header resolution shown in the Headers view.
     pub headers: Option<crate::headers::Resolution>,
+    pub keys: KeyMap,
 }
 
 impl App {
@@ -195,14 +235,30 @@ impl App {
             selected: 0,
             offset: 0,
             page: 20,
-            status_line: "r refresh · ? help · q quit".into(),
+            status_line: String::new(),
             deadline_secs,
             loading: false,
             dispatch_note: None,
             headers: None,
+            keys: KeyMap::default(),
         };
+        app.status_line = app.hint();
         app.rebuild_view();
         app
+    }
+
+    /// Uses `keys` instead of the default key map.
+    pub fn with_keys(mut self, keys: KeyMap) -> Self {
+        self.keys = keys;
+        self.status_line = self.hint();
+        self
+    }
+
+    fn hint(&self) -> String {
+        format!(
+            "{} refresh · {} help · {} quit",
+            self.keys.refresh, self.keys.help, self.keys.quit
+        )
     }
 
     pub fn selected_row(&self) -> Option<&IdentityRow> {
@@ -375,9 +431,10 @@ impl App {
     }
 
     fn normal_key(&mut self, code: KeyCode) -> Option<Effect> {
+        let k = self.keys.clone();
         match code {
-            KeyCode::Char('q') => return Some(Effect::Quit),
-            KeyCode::Char('?') => self.mode = Mode::Help,
+            KeyCode::Char(c) if c == k.quit => return Some(Effect::Quit),
+            KeyCode::Char(c) if c == k.help => self.mode = Mode::Help,
             KeyCode::Tab => {
                 let i = Tab::ALL.iter().position(|t| *t == self.tab).unwrap_or(0);
                 self.tab = Tab::ALL[(i + 1) % Tab::ALL.len()];
@@ -387,17 +444,19 @@ impl App {
                 self.tab = Tab::ALL[(i + Tab::ALL.len() - 1) % Tab::ALL.len()];
             }
             KeyCode::Char(c @ '1'..='4') => self.tab = Tab::ALL[(c as u8 - b'1') as usize],
-            KeyCode::Char('/') => {
+            KeyCode::Char(c) if c == k.filter => {
                 self.tab = Tab::Kernels;
                 self.mode = Mode::Filter;
             }
-            KeyCode::Char('j') | KeyCode::Down => self.move_by(1),
-            KeyCode::Char('k') | KeyCode::Up => self.move_by(-1),
+            KeyCode::Down => self.move_by(1),
+            KeyCode::Up => self.move_by(-1),
+            KeyCode::Char(c) if c == k.down => self.move_by(1),
+            KeyCode::Char(c) if c == k.up => self.move_by(-1),
             KeyCode::PageDown => self.move_by(self.page as isize),
             KeyCode::PageUp => self.move_by(-(self.page as isize)),
             KeyCode::Home => self.move_by(-(self.view.len() as isize)),
             KeyCode::End => self.move_by(self.view.len() as isize),
-            KeyCode::Char('s') => {
+            KeyCode::Char(c) if c == k.sort => {
                 let i = Column::ALL
                     .iter()
                     .position(|c| *c == self.sort)
@@ -405,16 +464,16 @@ impl App {
                 self.sort = Column::ALL[(i + 1) % Column::ALL.len()];
                 self.rebuild_view();
             }
-            KeyCode::Char('S') => {
+            KeyCode::Char(c) if c == k.reverse => {
                 self.descending = !self.descending;
                 self.rebuild_view();
             }
-            KeyCode::Char('d') => {
+            KeyCode::Char(c) if c == k.dispatch => {
                 if let Some(row) = self.selected_row() {
                     self.mode = Mode::Confirm(Pending::Dispatch(row.key.clone()));
                 }
             }
-            KeyCode::Char('D') => {
+            KeyCode::Char(c) if c == k.batch => {
                 let head = self.missing_head();
                 if head.is_empty() {
                     self.status_line = "the head has no missing identity".into();
@@ -422,7 +481,7 @@ impl App {
                     self.mode = Mode::Confirm(Pending::Batch(head));
                 }
             }
-            KeyCode::Char('e') => {
+            KeyCode::Char(c) if c == k.export => {
                 return Some(Effect::Export {
                     rows: self.view.clone(),
                 });
@@ -432,7 +491,7 @@ impl App {
                 self.status_line = format!("resolving headers for {key}…");
                 return Some(Effect::ResolveHeaders(key));
             }
-            KeyCode::Char('r') => {
+            KeyCode::Char(c) if c == k.refresh => {
                 self.loading = true;
                 self.status_line = "refreshing…".into();
                 return Some(Effect::Refresh);

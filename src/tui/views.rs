@@ -1,7 +1,7 @@
 //! Drawing: one function per view, popups for help and confirmation. Reads `App`, changes nothing
 //! but the window the Kernels table shows.
 
-use super::app::{App, BINDINGS, Column, Mode, Pending, Tab};
+use super::app::{App, Column, Mode, Pending, Tab};
 use crate::coverage::CoverageStatus;
 use crate::headers::{Chain, plan};
 use crate::identity::KernelIdentity;
@@ -103,7 +103,7 @@ pub fn render(app: &mut App, frame: &mut Frame, theme: &Theme) {
     };
     frame.render_widget(Paragraph::new(hint).style(theme.fg(Color::Gray)), footer);
     match &app.mode {
-        Mode::Help => help(frame),
+        Mode::Help => help(app, frame),
         Mode::Confirm(p) => confirm(app, p, frame),
         _ => {}
     }
@@ -443,10 +443,12 @@ fn popup(frame: &mut Frame, width: u16, height: u16) -> Rect {
     rect
 }
 
-fn help(frame: &mut Frame) {
-    let lines: Vec<Line> = BINDINGS
-        .iter()
-        .map(|b| Line::raw(format!("{:<20} {}", b.keys, b.what)))
+fn help(app: &App, frame: &mut Frame) {
+    let lines: Vec<Line> = app
+        .keys
+        .bindings()
+        .into_iter()
+        .map(|(keys, what)| Line::raw(format!("{keys:<20} {what}")))
         .collect();
     let area = popup(frame, 60, lines.len() as u16 + 2);
     frame.render_widget(
