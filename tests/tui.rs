@@ -129,8 +129,15 @@ fn d_confirms_then_dispatches_exactly_the_selected_identity() {
     let mut a = app();
     key(&mut a, KeyCode::Char('2'));
     key(&mut a, KeyCode::Down);
-    assert_eq!(key(&mut a, KeyCode::Char('d')), None);
+    assert_eq!(
+        key(&mut a, KeyCode::Char('d')),
+        Some(Effect::Preview(vec![MISSING.into()])),
+        "the planner is asked first"
+    );
     assert_eq!(a.mode, Mode::Confirm(Pending::Dispatch(MISSING.into())));
+    a.update(Action::Previewed(vec![format!(
+        "{MISSING}: would dispatch (dry run)"
+    )]));
     insta::assert_snapshot!("confirm-dispatch", screen(&mut a, 90, 20));
     assert_eq!(
         key(&mut a, KeyCode::Enter),
@@ -152,6 +159,11 @@ fn shift_d_offers_the_missing_head() {
         "fedora/40/aarch64/6.8.9-300.fc40.aarch64".to_string(),
     ];
     assert_eq!(a.mode, Mode::Confirm(Pending::Batch(head.clone())));
+    assert!(screen(&mut a, 90, 20).contains("the planner is checking"));
+    a.update(Action::Previewed(vec![
+        format!("{MISSING}: would dispatch (dry run)"),
+        "fedora/40/aarch64/6.8.9-300.fc40.aarch64: already building: run 7 is queued".into(),
+    ]));
     insta::assert_snapshot!("confirm-batch", screen(&mut a, 90, 20));
     assert_eq!(
         key(&mut a, KeyCode::Char('y')),
@@ -307,7 +319,14 @@ mod with_the_sandbox {
         let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
         key(&mut app, KeyCode::Char('2'));
         key(&mut app, KeyCode::Down);
-        key(&mut app, KeyCode::Char('d'));
+        let preview = key(&mut app, KeyCode::Char('d')).unwrap();
+        carry_out(&dash, &mut app, preview).await;
+        assert_eq!(
+            app.preview,
+            Some(vec![format!("{MISSING}: would dispatch (dry run)")]),
+            "the confirmation shows the planner's dry run"
+        );
+        assert_eq!(sandbox.sandbox().dispatches(), 0);
         let effect = key(&mut app, KeyCode::Enter).unwrap();
         carry_out(&dash, &mut app, effect).await;
         assert_eq!(sandbox.sandbox().dispatches(), 1);

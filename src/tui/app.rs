@@ -86,6 +86,8 @@ pub enum Action {
     Exported(String),
     /// The header chain's outcome for one identity.
     Headers(Box<crate::headers::Resolution>),
+    /// The planner's dry run for the dispatch waiting for confirmation.
+    Previewed(Vec<String>),
     Failed(String),
 }
 
@@ -99,6 +101,8 @@ pub enum Effect {
     },
     /// Resolve the header chain for this identity key.
     ResolveHeaders(String),
+    /// Ask the planner, without dispatching, what it would do for these keys.
+    Preview(Vec<String>),
     Quit,
 }
 
@@ -218,6 +222,8 @@ pub struct App {
     /// The last header resolution shown in the Headers view.
     pub headers: Option<crate::headers::Resolution>,
     pub keys: KeyMap,
+    /// The planner's dry run for the pending confirmation, once it arrives.
+    pub preview: Option<Vec<String>>,
 }
 
 impl App {
@@ -241,6 +247,7 @@ impl App {
             dispatch_note: None,
             headers: None,
             keys: KeyMap::default(),
+            preview: None,
         };
         app.status_line = app.hint();
         app.rebuild_view();
@@ -364,6 +371,12 @@ impl App {
                 self.dispatch_note = Some(self.status_line.clone());
                 Some(Effect::Refresh)
             }
+            Action::Previewed(lines) => {
+                if matches!(self.mode, Mode::Confirm(_)) {
+                    self.preview = Some(lines);
+                }
+                None
+            }
             Action::Headers(resolution) => {
                 self.status_line = match &resolution.resolved_by {
                     Some(by) => format!("headers for {} from {by}", resolution.key),
@@ -469,16 +482,19 @@ impl App {
                 self.rebuild_view();
             }
             KeyCode::Char(c) if c == k.dispatch => {
-                if let Some(row) = self.selected_row() {
-                    self.mode = Mode::Confirm(Pending::Dispatch(row.key.clone()));
-                }
+                let key = self.selected_row()?.key.clone();
+                self.mode = Mode::Confirm(Pending::Dispatch(key.clone()));
+                self.preview = None;
+                return Some(Effect::Preview(vec![key]));
             }
             KeyCode::Char(c) if c == k.batch => {
                 let head = self.missing_head();
                 if head.is_empty() {
                     self.status_line = "the head has no missing identity".into();
                 } else {
-                    self.mode = Mode::Confirm(Pending::Batch(head));
+                    self.mode = Mode::Confirm(Pending::Batch(head.clone()));
+                    self.preview = None;
+                    return Some(Effect::Preview(head));
                 }
             }
             KeyCode::Char(c) if c == k.export => {

@@ -87,6 +87,19 @@ impl Dashboard {
                     let _ = tx.send(action);
                 });
             }
+            Effect::Preview(keys) => {
+                tokio::spawn(async move {
+                    let action = match me.planner.plan_many(&keys, true).await {
+                        Ok(out) => Action::Previewed(
+                            out.iter()
+                                .map(|(k, d)| format!("{k}: {}", d.describe()))
+                                .collect(),
+                        ),
+                        Err(e) => Action::Failed(format!("cannot ask the planner: {e}")),
+                    };
+                    let _ = tx.send(action);
+                });
+            }
             Effect::ResolveHeaders(key) => {
                 tokio::spawn(async move {
                     let action = match crate::identity::KernelIdentity::from_key(&key) {

@@ -462,45 +462,53 @@ fn help(app: &App, frame: &mut Frame) {
 }
 
 fn confirm(app: &App, pending: &Pending, frame: &mut Frame) {
-    let lines = match pending {
-        Pending::Dispatch(key) => {
-            let now = app
-                .report
-                .identities
+    let planner = |lines: &mut Vec<Line>| match &app.preview {
+        None => lines.push(Line::raw(
+            "the planner is checking the release, running builds and the ledger…",
+        )),
+        Some(preview) => {
+            let would = preview
                 .iter()
-                .find(|r| &r.key == key)
-                .map(|r| match r.status {
-                    CoverageStatus::Covered => "the release has its artifact: nothing to build",
-                    CoverageStatus::Building => "a build is under way: the request joins it",
-                    CoverageStatus::Invalid | CoverageStatus::Unsupported => {
-                        "the planner will refuse it"
-                    }
-                    _ => "no artifact and no build: the planner will dispatch one",
-                })
-                .unwrap_or("");
-            vec![
-                Line::raw(format!("Dispatch a build for {key}?")),
-                Line::raw(now),
-                Line::raw("The planner checks the release, running builds and the ledger first."),
-                Line::raw(""),
-                Line::raw("Enter/y: dispatch   any other key: cancel"),
-            ]
+                .filter(|l| l.ends_with("would dispatch (dry run)"))
+                .count();
+            if preview.len() == 1 {
+                lines.push(Line::raw(format!(
+                    "planner: {}",
+                    preview[0]
+                        .split(": ")
+                        .skip(1)
+                        .collect::<Vec<_>>()
+                        .join(": ")
+                )));
+            } else {
+                lines.push(Line::raw(format!(
+                    "planner: {would} would dispatch, {} need nothing new",
+                    preview.len() - would
+                )));
+            }
         }
-        Pending::Batch(keys) => vec![
-            Line::raw(format!(
+    };
+    let mut lines = Vec::new();
+    match pending {
+        Pending::Dispatch(key) => {
+            lines.push(Line::raw(format!("Dispatch a build for {key}?")));
+            planner(&mut lines);
+        }
+        Pending::Batch(keys) => {
+            lines.push(Line::raw(format!(
                 "Dispatch the missing head: {} identities?",
                 keys.len()
-            )),
-            Line::raw(format!(
-                "{} dispatches, paced under GitHub's limit (about {} s).",
+            )));
+            planner(&mut lines);
+            lines.push(Line::raw(format!(
+                "{} dispatches at most, paced under GitHub's limit (about {} s).",
                 keys.len(),
                 (keys.len() as f64 * 0.75).ceil()
-            )),
-            Line::raw("Each is checked against the release, running builds and the ledger."),
-            Line::raw(""),
-            Line::raw("Enter/y: dispatch   any other key: cancel"),
-        ],
-    };
+            )));
+        }
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::raw("Enter/y: dispatch   any other key: cancel"));
     let area = popup(frame, 76, lines.len() as u16 + 2);
     frame.render_widget(
         Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title("confirm")),
