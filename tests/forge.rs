@@ -246,6 +246,25 @@ async fn malformed_json_and_bad_token_are_clear_errors_without_the_token() {
 }
 
 #[tokio::test]
+async fn an_unchanged_run_listing_is_a_304() {
+    let sb = sandbox(1).await;
+    let gh = client(&sb, TOKEN);
+    assert!(
+        gh.list_runs("build-driver.yml", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        gh.list_runs("build-driver.yml", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(gh.stats().not_modified.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
 async fn release_by_tag() {
     let sb = sandbox(3).await;
     let gh = client(&sb, TOKEN);

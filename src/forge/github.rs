@@ -503,7 +503,14 @@ impl GithubClient {
         if let Some(status) = status {
             url.push_str(&format!("&status={status}"));
         }
-        Ok(self.get_json::<RunList>(&url).await?.workflow_runs)
+        // Conditional: an unchanged run listing (the dashboard polls it) is a 304.
+        let (body, _, _) = self.get_cached(&url).await?;
+        serde_json::from_slice::<RunList>(&body)
+            .map(|l| l.workflow_runs)
+            .map_err(|e| ForgeError::Malformed {
+                url,
+                message: e.to_string(),
+            })
     }
 
     pub async fn get_run(&self, run_id: u64) -> Result<WorkflowRun, ForgeError> {

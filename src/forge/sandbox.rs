@@ -805,6 +805,7 @@ async fn list_runs(
     State(state): State<Arc<SandboxState>>,
     Path((owner, repo, workflow)): Path<(String, String, String)>,
     Query(q): Query<RunQuery>,
+    headers: HeaderMap,
 ) -> Response {
     if !same_repo(&state, &owner, &repo) || !state.simulation.workflows.contains(&workflow) {
         return not_found().await;
@@ -833,11 +834,12 @@ async fn list_runs(
         .into_iter()
         .take(q.per_page.unwrap_or(30).clamp(1, 100))
         .collect();
-    Json(RunList {
+    let body = serde_json::to_string(&RunList {
         total_count: total,
         workflow_runs,
     })
-    .into_response()
+    .expect("runs serialise");
+    conditional_json(&headers, body, None)
 }
 
 async fn get_run(
