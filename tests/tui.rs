@@ -59,11 +59,9 @@ fn kernels_view_sorted_by_nodes() {
     insta::assert_snapshot!("kernels", screen(&mut a, 100, 16));
 }
 
-#[test]
-fn builds_view_with_a_run() {
-    let mut a = app();
+fn a_run() -> WorkflowRun {
     let now = chrono::Utc::now();
-    a.update(Action::Runs(vec![WorkflowRun {
+    WorkflowRun {
         id: 7000000001,
         name: None,
         display_title: format!("kfleet {MISSING} [r-1]"),
@@ -75,9 +73,39 @@ fn builds_view_with_a_run() {
         html_url: Some("http://127.0.0.1:PORT/acme/kdriver/actions/runs/7000000001".into()),
         created_at: Some(now - chrono::Duration::seconds(65)),
         updated_at: Some(now),
-    }]));
+    }
+}
+
+#[test]
+fn builds_view_with_a_run() {
+    let mut a = app();
+    a.update(Action::Runs(vec![a_run()]));
     key(&mut a, KeyCode::Char('3'));
     insta::assert_snapshot!("builds", screen(&mut a, 120, 8));
+}
+
+#[test]
+fn x_confirms_then_cancels_the_selected_run() {
+    let mut a = app();
+    a.update(Action::Runs(vec![a_run()]));
+    key(&mut a, KeyCode::Char('3'));
+    key(&mut a, KeyCode::Char('x'));
+    assert_eq!(
+        a.mode,
+        Mode::Confirm(Pending::Cancel(7000000001, MISSING.into()))
+    );
+    insta::assert_snapshot!("confirm-cancel", screen(&mut a, 100, 14));
+    assert_eq!(
+        key(&mut a, KeyCode::Enter),
+        Some(Effect::Cancel(7000000001))
+    );
+    assert_eq!(
+        a.update(Action::Cancelled(
+            "cancel requested for run 7000000001".into()
+        )),
+        Some(Effect::Refresh)
+    );
+    assert_eq!(a.status_line, "cancel requested for run 7000000001");
 }
 
 #[test]

@@ -31,6 +31,8 @@ impl Tab {
 pub enum Pending {
     Dispatch(String),
     Batch(Vec<String>),
+    /// Cancel this run (id, what it builds).
+    Cancel(u64, String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +90,8 @@ pub enum Action {
     Headers(Box<crate::headers::Resolution>),
     /// The planner's dry run for the dispatch waiting for confirmation.
     Previewed(Vec<String>),
+    /// What a cancel request did.
+    Cancelled(String),
     Failed(String),
 }
 
@@ -103,6 +107,8 @@ pub enum Effect {
     ResolveHeaders(String),
     /// Ask the planner, without dispatching, what it would do for these keys.
     Preview(Vec<String>),
+    /// Cancel a run.
+    Cancel(u64),
     Quit,
 }
 
@@ -121,6 +127,7 @@ pub struct KeyMap {
     pub refresh: char,
     pub help: char,
     pub quit: char,
+    pub cancel: char,
 }
 
 impl Default for KeyMap {
@@ -137,12 +144,13 @@ impl Default for KeyMap {
             refresh: 'r',
             help: '?',
             quit: 'q',
+            cancel: 'x',
         }
     }
 }
 
 impl KeyMap {
-    fn all(&self) -> [(&'static str, char); 11] {
+    fn all(&self) -> [(&'static str, char); 12] {
         [
             ("down", self.down),
             ("up", self.up),
@@ -155,6 +163,7 @@ impl KeyMap {
             ("refresh", self.refresh),
             ("help", self.help),
             ("quit", self.quit),
+            ("cancel", self.cancel),
         ]
     }
 
@@ -187,6 +196,7 @@ impl KeyMap {
             (self.dispatch.to_string(), "dispatch the selected identity"),
             (self.batch.to_string(), "dispatch the missing head"),
             (self.export.to_string(), "export the view to CSV"),
+            (self.cancel.to_string(), "cancel the selected run (Builds)"),
             (
                 "Enter (Headers)".into(),
                 "resolve the selected kernel's headers",
@@ -224,6 +234,8 @@ pub struct App {
     pub keys: KeyMap,
     /// The planner's dry run for the pending confirmation, once it arrives.
     pub preview: Option<Vec<String>>,
+    /// Selected row of the Builds view.
+    pub run_selected: usize,
 }
 
 impl App {
@@ -248,6 +260,7 @@ impl App {
             headers: None,
             keys: KeyMap::default(),
             preview: None,
+            run_selected: 0,
         };
         app.status_line = app.hint();
         app.rebuild_view();
@@ -329,6 +342,11 @@ impl App {
         self.clamp_offset();
     }
 
+    fn move_run(&mut self, delta: isize) {
+        let last = self.runs.len().saturating_sub(1) as isize;
+        self.run_selected = (self.run_selected as isize + delta).clamp(0, last) as usize;
+    }
+
     /// The missing head: what `D` dispatches.
     pub fn missing_head(&self) -> Vec<String> {
         self.report
@@ -357,6 +375,7 @@ impl App {
             }
             Action::Runs(runs) => {
                 self.runs = runs;
+                self.run_selected = self.run_selected.min(self.runs.len().saturating_sub(1));
                 None
             }
             Action::Dispatched(lines) => {
@@ -384,6 +403,10 @@ impl App {
                 };
                 self.headers = Some(*resolution);
                 None
+            }
+            Action::Cancelled(line) => {
+                self.status_line = line;
+                Some(Effect::Refresh)
             }
             Action::Exported(path) => {
                 self.status_line = format!("exported {} rows to {path}", self.view.len());
@@ -413,6 +436,10 @@ impl App {
                     let keys = match pending {
                         Pending::Dispatch(k) => vec![k],
                         Pending::Batch(keys) => keys,
+                        Pending::Cancel(run_id, what) => {
+                            self.status_line = format!("cancelling run {run_id} ({what})…");
+                            return Some(Effect::Cancel(run_id));
+                        }
                     };
                     self.status_line = format!("dispatching {} identity(ies)…", keys.len());
                     Some(Effect::Dispatch(keys))
@@ -461,10 +488,27 @@ impl App {
                 self.tab = Tab::Kernels;
                 self.mode = Mode::Filter;
             }
+            KeyCode::Down if self.tab == Tab::Builds => self.move_run(1),
+            KeyCode::Up if self.tab == Tab::Builds => self.move_run(-1),
+            KeyCode::Char(c) if c == k.down && self.tab == Tab::Builds => self.move_run(1),
+            KeyCode::Char(c) if c == k.up && self.tab == Tab::Builds => self.move_run(-1),
             KeyCode::Down => self.move_by(1),
             KeyCode::Up => self.move_by(-1),
             KeyCode::Char(c) if c == k.down => self.move_by(1),
             KeyCode::Char(c) if c == k.up => self.move_by(-1),
+            KeyCode::Char(c) if c == k.cancel && self.tab == Tab::Builds => {
+                match self.runs.get(self.run_selected) {
+                    Some(run) if !run.is_finished() => {
+                        let what = run
+                            .identity()
+                            .map(|(key, _)| key.to_string())
+                            .unwrap_or_else(|| run.display_title.clone());
+                        self.mode = Mode::Confirm(Pending::Cancel(run.id, what));
+                    }
+                    Some(run) => self.status_line = format!("run {} has already finished", run.id),
+                    None => self.status_line = "no run selected".into(),
+                }
+            }
             KeyCode::PageDown => self.move_by(self.page as isize),
             KeyCode::PageUp => self.move_by(-(self.page as isize)),
             KeyCode::Home => self.move_by(-(self.view.len() as isize)),

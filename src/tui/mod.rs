@@ -100,6 +100,23 @@ impl Dashboard {
                     let _ = tx.send(action);
                 });
             }
+            Effect::Cancel(run_id) => {
+                tokio::spawn(async move {
+                    let action = match me.forge.cancel_run(run_id).await {
+                        Ok(crate::forge::CancelOutcome::Requested) => {
+                            Action::Cancelled(format!("cancel requested for run {run_id}"))
+                        }
+                        Ok(crate::forge::CancelOutcome::AlreadyFinished) => {
+                            Action::Cancelled(format!("run {run_id} had already finished"))
+                        }
+                        Err(e) => Action::Failed(e.to_string()),
+                    };
+                    let _ = tx.send(action);
+                    if let Ok(runs) = me.forge.list_runs(&me.workflow, None).await {
+                        let _ = tx.send(Action::Runs(runs));
+                    }
+                });
+            }
             Effect::ResolveHeaders(key) => {
                 tokio::spawn(async move {
                     let action = match crate::identity::KernelIdentity::from_key(&key) {

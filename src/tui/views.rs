@@ -250,14 +250,19 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
     if app.selected >= app.offset + app.page {
         app.offset = app.selected + 1 - app.page;
     }
-    let header = Row::new(Column::ALL.iter().map(|c| {
-        let mark = if *c == app.sort {
-            if app.descending { " ▼" } else { " ▲" }
-        } else {
-            ""
-        };
-        Cell::from(format!("{}{mark}", c.title()))
-    }))
+    let header = Row::new(
+        Column::ALL
+            .iter()
+            .map(|c| {
+                let mark = if *c == app.sort {
+                    if app.descending { " ▼" } else { " ▲" }
+                } else {
+                    ""
+                };
+                Cell::from(format!("{}{mark}", c.title()))
+            })
+            .chain(std::iter::once(Cell::from("ARTIFACT / REASON"))),
+    )
     .style(Style::default().add_modifier(Modifier::BOLD));
     let rows: Vec<Row> = app
         .view
@@ -275,6 +280,13 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
                 Cell::from(r.kernel_version.clone()),
                 Cell::from(thousands(r.nodes)),
                 Cell::from(status).style(style),
+                Cell::from(
+                    r.asset
+                        .clone()
+                        .or_else(|| r.reason.clone())
+                        .unwrap_or_default(),
+                )
+                .style(theme.fg(Color::DarkGray)),
             ]);
             if pos == app.selected {
                 row.style(Style::default().add_modifier(Modifier::REVERSED))
@@ -289,9 +301,10 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
             Constraint::Length(12),
             Constraint::Length(8),
             Constraint::Length(8),
-            Constraint::Min(20),
+            Constraint::Length(32),
             Constraint::Length(8),
             Constraint::Length(14),
+            Constraint::Fill(1),
         ],
     )
     .header(header)
@@ -304,7 +317,8 @@ fn builds(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let rows: Vec<Row> = app
         .runs
         .iter()
-        .map(|run| {
+        .enumerate()
+        .map(|(pos, run)| {
             let end = if run.is_finished() {
                 run.updated_at.unwrap_or(now)
             } else {
@@ -320,11 +334,14 @@ fn builds(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             } else {
                 run.status.clone().unwrap_or_default()
             };
-            let style = if overdue || run.conclusion.as_deref() == Some("failure") {
+            let mut style = if overdue || run.conclusion.as_deref() == Some("failure") {
                 theme.fg(Color::Red).add_modifier(Modifier::BOLD)
             } else {
                 Style::default()
             };
+            if pos == app.run_selected {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
             Row::new(vec![
                 Cell::from(run.id.to_string()),
                 Cell::from(
@@ -490,6 +507,10 @@ fn confirm(app: &App, pending: &Pending, frame: &mut Frame) {
     };
     let mut lines = Vec::new();
     match pending {
+        Pending::Cancel(run_id, what) => {
+            lines.push(Line::raw(format!("Cancel run {run_id}?")));
+            lines.push(Line::raw(format!("It builds {what}.")));
+        }
         Pending::Dispatch(key) => {
             lines.push(Line::raw(format!("Dispatch a build for {key}?")));
             planner(&mut lines);
@@ -508,7 +529,10 @@ fn confirm(app: &App, pending: &Pending, frame: &mut Frame) {
         }
     }
     lines.push(Line::raw(""));
-    lines.push(Line::raw("Enter/y: dispatch   any other key: cancel"));
+    lines.push(Line::raw(match pending {
+        Pending::Cancel(..) => "Enter/y: cancel the run   any other key: keep it",
+        _ => "Enter/y: dispatch   any other key: cancel",
+    }));
     let area = popup(frame, 76, lines.len() as u16 + 2);
     frame.render_widget(
         Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title("confirm")),
