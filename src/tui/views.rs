@@ -10,7 +10,9 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Table, Tabs, Wrap};
+use ratatui::widgets::{
+    Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Sparkline, Table, Tabs, Wrap,
+};
 use std::sync::LazyLock;
 
 static CHAIN: LazyLock<Chain> = LazyLock::new(Chain::builtin);
@@ -124,7 +126,39 @@ fn bar(part: u64, whole: u64, width: usize) -> String {
 
 fn overview(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let s = &app.report.summary;
-    let [gauges, rest] = Layout::vertical([Constraint::Length(6), Constraint::Min(3)]).areas(area);
+    let [gauges, curve, rest] = Layout::vertical([
+        Constraint::Length(6),
+        Constraint::Length(5),
+        Constraint::Min(3),
+    ])
+    .areas(area);
+    // The head/tail curve: nodes per kernel, most-run first, bucketed to the width.
+    let ranked: Vec<u64> = app
+        .report
+        .identities
+        .iter()
+        .filter(|r| {
+            !matches!(
+                r.status,
+                CoverageStatus::Unsupported | CoverageStatus::Invalid
+            )
+        })
+        .map(|r| r.nodes)
+        .collect();
+    let buckets = (curve.width.saturating_sub(2) as usize).max(1);
+    let per = ranked.len().div_ceil(buckets).max(1);
+    let data: Vec<u64> = ranked.chunks(per).map(|c| c.iter().sum()).collect();
+    frame.render_widget(
+        Sparkline::default()
+            .block(Block::bordered().title(format!(
+                "head/tail: nodes per kernel, most-run first; the head is the first {} of {}",
+                s.head_identities,
+                ranked.len()
+            )))
+            .data(&data)
+            .style(theme.fg(Color::Cyan)),
+        curve,
+    );
     let [g1, g2] = Layout::vertical([Constraint::Length(3), Constraint::Length(3)]).areas(gauges);
     let gauge = |title: &str, pct: f64, detail: String| {
         Gauge::default()
