@@ -19,6 +19,23 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The source's URL templates, expanded for this kernel.
+    fn urls(&self) -> Vec<String> {
+        self.source
+            .urls
+            .iter()
+            .map(|u| self.parts.expand(u))
+            .collect()
+    }
+
+    /// The same without trailing slashes, for APIs that append paths.
+    fn api_bases(&self) -> Vec<String> {
+        self.urls()
+            .into_iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect()
+    }
+
     fn record(&mut self, url: &str, started: Instant, outcome: &str) {
         self.attempts.push(Attempt {
             source: self.source.name.clone(),
@@ -150,12 +167,7 @@ fn join(base: &str, path: &str) -> String {
 // ---- rpm-repo ------------------------------------------------------------------------------
 
 async fn rpm_repo(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
-    let urls: Vec<String> = ctx
-        .source
-        .urls
-        .iter()
-        .map(|u| ctx.parts.expand(u))
-        .collect();
+    let urls = ctx.urls();
     for url in urls {
         let base = if ctx.source.mirrorlist {
             let Ok(list) = ctx.get(&url).await else {
@@ -443,12 +455,7 @@ pub(super) fn resolve_in_index(
 
 async fn apt_repo(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
     let root = format!("linux-headers-{}", ctx.parts.kernel);
-    let bases: Vec<String> = ctx
-        .source
-        .urls
-        .iter()
-        .map(|u| ctx.parts.expand(u))
-        .collect();
+    let bases = ctx.urls();
     let suites: Vec<String> = ctx
         .source
         .suites
@@ -499,12 +506,7 @@ async fn apt_repo(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
 // ---- url -----------------------------------------------------------------------------------
 
 async fn url_source(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
-    let urls: Vec<String> = ctx
-        .source
-        .urls
-        .iter()
-        .map(|u| ctx.parts.expand(u))
-        .collect();
+    let urls = ctx.urls();
     for url in urls {
         if ctx.probe(&url).await.is_ok() {
             return Some(vec![HeaderPackage {
@@ -770,7 +772,7 @@ async fn koji(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
     let files = ctx.parts.expand(ctx.source.files.as_deref()?);
     let p = ctx.parts.clone();
     let nvr = format!("kernel-{}-{}", p.version, p.release);
-    let hubs: Vec<String> = ctx.source.urls.iter().map(|u| p.expand(u)).collect();
+    let hubs = ctx.urls();
     for hub in hubs {
         let Ok(build) = koji_call(ctx, &hub, "getBuild", &[XmlRpc::Str(nvr.clone())]).await else {
             continue;
@@ -861,12 +863,7 @@ async fn snapshot_binary(ctx: &mut Ctx<'_>, base: &str, package: &str) -> Option
 
 async fn snapshot(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
     let p = ctx.parts.clone();
-    let bases: Vec<String> = ctx
-        .source
-        .urls
-        .iter()
-        .map(|u| p.expand(u).trim_end_matches('/').to_string())
-        .collect();
+    let bases = ctx.api_bases();
     for base in bases {
         let Some(main) = snapshot_binary(ctx, &base, &format!("linux-headers-{}", p.kernel)).await
         else {
@@ -946,12 +943,7 @@ async fn launchpad_binary(
 
 async fn launchpad(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
     let p = ctx.parts.clone();
-    let apis: Vec<String> = ctx
-        .source
-        .urls
-        .iter()
-        .map(|u| p.expand(u).trim_end_matches('/').to_string())
-        .collect();
+    let apis = ctx.api_bases();
     for api in apis {
         let Some((main, source)) =
             launchpad_binary(ctx, &api, &format!("linux-headers-{}", p.kernel)).await
