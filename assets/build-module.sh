@@ -3,6 +3,12 @@
 # distribution, and packages it under kfleet's asset naming template with its sha256.
 #
 #   build-module.sh --headers DIR --module DIR --out DIR
+#   build-module.sh --kernel-dir DIR --module DIR --out DIR
+#
+# --headers holds the packages `kfleet headers fetch` wrote; they are installed in a container of the
+# distribution. --kernel-dir is a kernel build tree already installed on this machine (for example
+# /usr/src/linux-headers-6.1.0-18-amd64 or /lib/modules/$(uname -r)/build): nothing is installed,
+# no container is used, and the tree's UTS_RELEASE must equal KERNEL_VERSION.
 #
 # Environment: DISTRIBUTION DISTRO_VERSION ARCHITECTURE KERNEL_VERSION DRIVER_VERSION MODULE,
 # optionally ASSET_TEMPLATE (kfleet's default) and IMAGE (container image; default by distribution).
@@ -14,16 +20,24 @@ die() {
   exit 1
 }
 
-headers='' module='' out=''
+usage="usage: (--headers DIR | --kernel-dir DIR) --module DIR --out DIR"
+headers='' kdir='' module='' out=''
 while [ $# -gt 0 ]; do
+  [ $# -ge 2 ] || die "$1 needs a value; $usage"
   case "$1" in
     --headers) headers=$2; shift 2 ;;
+    --kernel-dir) kdir=$2; shift 2 ;;
     --module) module=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    *) die "unknown argument $1; usage: --headers DIR --module DIR --out DIR" ;;
+    *) die "unknown argument $1; $usage" ;;
   esac
 done
-[ -n "$headers" ] && [ -n "$module" ] && [ -n "$out" ] || die "usage: --headers DIR --module DIR --out DIR"
+[ -n "$module" ] && [ -n "$out" ] || die "$usage"
+case "${headers:+h}${kdir:+k}" in
+  h | k) ;;
+  *) die "give exactly one of --headers and --kernel-dir; $usage" ;;
+esac
+[ -d "$module" ] || die "module directory $module does not exist"
 
 fields=(DISTRIBUTION DISTRO_VERSION ARCHITECTURE KERNEL_VERSION DRIVER_VERSION MODULE)
 for v in "${fields[@]}"; do
@@ -48,7 +62,7 @@ image_for() {
   esac
 }
 
-if [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; then
+if [ -z "$kdir" ] && [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; then
   here=$(cd "$(dirname "$0")" && pwd)
   mkdir -p "$out"
   exec docker run --rm -e KFLEET_IN_CONTAINER=1 \
@@ -62,27 +76,40 @@ if [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; then
 fi
 
 shopt -s nullglob
-case "$DISTRIBUTION" in
-  ubuntu | debian)
-    packages=("$headers"/*.deb)
-    [ ${#packages[@]} -gt 0 ] || die "no .deb packages in $headers"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends build-essential kmod xz-utils "${packages[@]}" >&2
-    kdir=/usr/src/linux-headers-$KERNEL_VERSION
-    ;;
-  *)
-    packages=("$headers"/*.rpm)
-    [ ${#packages[@]} -gt 0 ] || die "no .rpm packages in $headers"
-    pm=dnf
-    command -v dnf >/dev/null || pm=yum
-    "$pm" install -y -q gcc make elfutils-libelf-devel tar xz kmod "${packages[@]}" >&2
-    kdir=/usr/src/kernels/$KERNEL_VERSION
-    ;;
-esac
-[ -d "$kdir" ] || die "the headers installed, but $kdir is missing"
+if [ -n "$kdir" ]; then
+  [ -d "$kdir" ] || die "kernel build tree $kdir does not exist"
+else
+  case "$DISTRIBUTION" in
+    ubuntu | debian)
+      packages=("$headers"/*.deb)
+      [ ${#packages[@]} -gt 0 ] || die "no .deb packages in $headers"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends build-essential kmod xz-utils "${packages[@]}" >&2
+      kdir=/usr/src/linux-headers-$KERNEL_VERSION
+      ;;
+    *)
+      packages=("$headers"/*.rpm)
+      [ ${#packages[@]} -gt 0 ] || die "no .rpm packages in $headers"
+      pm=dnf
+      command -v dnf >/dev/null || pm=yum
+      "$pm" install -y -q gcc make elfutils-libelf-devel tar xz kmod "${packages[@]}" >&2
+      kdir=/usr/src/kernels/$KERNEL_VERSION
+      ;;
+  esac
+  [ -d "$kdir" ] || die "the headers installed, but $kdir is missing"
+fi
+uts=$(sed -n 's/^#define UTS_RELEASE "\(.*\)"$/\1/p' "$kdir/include/generated/utsrelease.h" 2>/dev/null || true)
+[ -n "$uts" ] || die "$kdir is not a prepared kernel build tree: include/generated/utsrelease.h has no UTS_RELEASE"
+[ "$uts" = "$KERNEL_VERSION" ] || die "$kdir is for kernel $uts, not KERNEL_VERSION=$KERNEL_VERSION"
 
 build=$(mktemp -d)
+tmp=''
+cleanup() {
+  rm -rf "$build"
+  [ -z "$tmp" ] || rm -f "$tmp"
+}
+trap cleanup EXIT
 cp -R "$module"/. "$build"/
 make -C "$kdir" M="$build" modules >&2
 mapfile -t modules < <(cd "$build" && find . -name '*.ko' -printf '%P\n' | sort)
@@ -95,6 +122,9 @@ name=${name//\{distribution\}/$DISTRIBUTION}
 name=${name//\{distro_version\}/$DISTRO_VERSION}
 name=${name//\{architecture\}/$ARCHITECTURE}
 name=${name//\{kernel_version\}/$KERNEL_VERSION}
+case "$name" in
+  */* | .* | *'{'* | '') die "ASSET_TEMPLATE gives the asset name '$name'; it must be one file name with every placeholder known" ;;
+esac
 
 {
   echo "module=$MODULE"
@@ -106,6 +136,8 @@ name=${name//\{kernel_version\}/$KERNEL_VERSION}
 mkdir -p "$out"
 tmp="$out/.$name.partial"
 tar -C "$build" -cJf "$tmp" MANIFEST "${modules[@]}"
+sum=$(sha256sum "$tmp" | cut -d' ' -f1)
+echo "$sum  $name" > "$out/.$name.sha256.partial"
 mv "$tmp" "$out/$name"
-(cd "$out" && sha256sum "$name" > "$name.sha256")
+mv "$out/.$name.sha256.partial" "$out/$name.sha256"
 echo "$out/$name"
