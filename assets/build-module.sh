@@ -37,7 +37,6 @@ case "${headers:+h}${kdir:+k}" in
   h | k) ;;
   *) die "give exactly one of --headers and --kernel-dir; $usage" ;;
 esac
-[ -d "$module" ] || die "module directory $module does not exist"
 
 fields=(DISTRIBUTION DISTRO_VERSION ARCHITECTURE KERNEL_VERSION DRIVER_VERSION MODULE)
 for v in "${fields[@]}"; do
@@ -47,6 +46,7 @@ for v in "${fields[@]}"; do
     *[!A-Za-z0-9._+~-]* | *..*) die "$v='${!v}' has characters outside [A-Za-z0-9._+~-]" ;;
   esac
 done
+[ -d "$module" ] || die "module directory $module does not exist"
 template=${ASSET_TEMPLATE:-'{module}-{driver_version}-{distribution}-{distro_version}-{architecture}-{kernel_version}.tar.xz'}
 
 image_for() {
@@ -93,7 +93,17 @@ else
       [ ${#packages[@]} -gt 0 ] || die "no .rpm packages in $headers"
       pm=dnf
       command -v dnf >/dev/null || pm=yum
-      "$pm" install -y -q gcc make elfutils-libelf-devel tar xz kmod "${packages[@]}" >&2
+      devel=() userspace=()
+      for p in "${packages[@]}"; do
+        case "${p##*/}" in
+          kernel-headers-*) userspace+=("$p") ;;
+          *) devel+=("$p") ;;
+        esac
+      done
+      "$pm" install -y -q gcc make elfutils-libelf-devel tar xz kmod "${devel[@]}" >&2
+      # The target kernel's own kernel-headers (EL, Amazon Linux), even where the image has a newer
+      # one: glibc-devel accepts any version, so replace it in place.
+      [ ${#userspace[@]} -eq 0 ] || rpm -U --oldpackage --replacepkgs "${userspace[@]}" >&2
       kdir=/usr/src/kernels/$KERNEL_VERSION
       ;;
   esac

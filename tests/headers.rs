@@ -166,39 +166,152 @@ fn rpm_repo(
     zstd: bool,
     wrong_checksum: bool,
 ) {
-    let mut primary = String::from(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata xmlns=\"http://linux.duke.edu/metadata/common\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\" packages=\"2\">\n",
-    );
+    let meta = if zstd { Meta::XmlZst } else { Meta::XmlGz };
+    rpm_repo_with(fx, dir, packages, &[meta], "Packages/k/", wrong_checksum);
+}
+
+/// How a fixture repository publishes its package list.
+#[derive(Clone, Copy, PartialEq)]
+enum Meta {
+    XmlGz,
+    XmlZst,
+    /// createrepo's `primary_db`: SQLite, bzip2-compressed.
+    SqliteBz2,
+    /// A `primary` entry in repomd.xml whose file is missing.
+    XmlMissing,
+}
+
+/// The same with the metadata kinds listed in repomd.xml (in that order) and the packages at
+/// `pool` relative to the repository (Amazon Linux 2 uses `../../../../../blobstore/HASH/`).
+fn rpm_repo_with(
+    fx: &Fixture,
+    dir: &str,
+    packages: &[(&str, &str, &str, &str, &[u8])],
+    meta: &[Meta],
+    pool: &str,
+    wrong_checksum: bool,
+) {
     // A package that must not match: same name, another release.
-    primary.push_str("<package type=\"rpm\"><name>kernel-devel</name><arch>x86_64</arch><version epoch=\"0\" ver=\"1.0.0\" rel=\"1.fc1\"/><checksum type=\"sha256\" pkgid=\"YES\">00</checksum><location href=\"Packages/k/other.rpm\"/></package>\n");
+    let mut rows: Vec<(String, String, String, String, String, String)> = vec![(
+        "kernel-devel".into(),
+        "x86_64".into(),
+        "1.0.0".into(),
+        "1.fc1".into(),
+        "00".into(),
+        "Packages/k/other.rpm".into(),
+    )];
     for (name, ver, rel, arch, body) in packages {
-        let file = format!("Packages/k/{name}-{ver}-{rel}.{arch}.rpm");
+        let file = format!("{pool}{name}-{ver}-{rel}.{arch}.rpm");
         let sum = if wrong_checksum {
             "ab".repeat(32)
         } else {
             sha256(body)
         };
-        primary.push_str(&format!(
-            "<package type=\"rpm\">\n  <name>{name}</name>\n  <arch>{arch}</arch>\n  <version epoch=\"0\" ver=\"{ver}\" rel=\"{rel}\"/>\n  <checksum type=\"sha256\" pkgid=\"YES\">{sum}</checksum>\n  <summary>Development package for building kernel modules</summary>\n  <location href=\"{file}\"/>\n  <format><rpm:license>GPLv2</rpm:license></format>\n</package>\n"
+        let served = reqwest::Url::parse(&format!("http://h{dir}"))
+            .unwrap()
+            .join(&file)
+            .unwrap()
+            .path()
+            .to_string();
+        fx.put(&served, body.to_vec());
+        rows.push((
+            name.to_string(),
+            arch.to_string(),
+            ver.to_string(),
+            rel.to_string(),
+            sum,
+            file,
         ));
-        fx.put(&format!("{dir}{file}"), body.to_vec());
     }
-    primary.push_str("</metadata>\n");
-    let (href, bytes) = if zstd {
-        (
-            "repodata/abc123-primary.xml.zst",
-            zstd::encode_all(primary.as_bytes(), 3).unwrap(),
-        )
-    } else {
-        ("repodata/abc123-primary.xml.gz", gzip(primary.as_bytes()))
-    };
-    fx.put(&format!("{dir}{href}"), bytes);
+    let mut data = String::new();
+    for m in meta {
+        let (kind, href, bytes) = match m {
+            Meta::XmlGz | Meta::XmlZst | Meta::XmlMissing => {
+                let mut primary = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata xmlns=\"http://linux.duke.edu/metadata/common\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\" packages=\"{}\">\n",
+                    rows.len()
+                );
+                for (name, arch, ver, rel, sum, file) in &rows {
+                    primary.push_str(&format!(
+                        "<package type=\"rpm\">\n  <name>{name}</name>\n  <arch>{arch}</arch>\n  <version epoch=\"0\" ver=\"{ver}\" rel=\"{rel}\"/>\n  <checksum type=\"sha256\" pkgid=\"YES\">{sum}</checksum>\n  <summary>Development package for building kernel modules</summary>\n  <location href=\"{file}\"/>\n  <format><rpm:license>GPLv2</rpm:license></format>\n</package>\n"
+                    ));
+                }
+                primary.push_str("</metadata>\n");
+                match m {
+                    Meta::XmlZst => (
+                        "primary",
+                        "repodata/abc123-primary.xml.zst",
+                        Some(zstd::encode_all(primary.as_bytes(), 3).unwrap()),
+                    ),
+                    Meta::XmlGz => (
+                        "primary",
+                        "repodata/abc123-primary.xml.gz",
+                        Some(gzip(primary.as_bytes())),
+                    ),
+                    _ => ("primary", "repodata/gone-primary.xml.gz", None),
+                }
+            }
+            Meta::SqliteBz2 => (
+                "primary_db",
+                "repodata/def456-primary.sqlite.bz2",
+                Some(bzip2_bytes(&primary_db(&rows))),
+            ),
+        };
+        if let Some(bytes) = bytes {
+            fx.put(&format!("{dir}{href}"), bytes);
+        }
+        data.push_str(&format!(
+            "  <data type=\"{kind}\">\n    <checksum type=\"sha256\">ff</checksum>\n    <location href=\"{href}\"/>\n{}  </data>\n",
+            if kind == "primary_db" {
+                "    <database_version>10</database_version>\n"
+            } else {
+                ""
+            }
+        ));
+    }
     fx.put(
         &format!("{dir}repodata/repomd.xml"),
         format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n  <revision>1700000000</revision>\n  <data type=\"filelists\"><location href=\"repodata/x-filelists.xml.gz\"/></data>\n  <data type=\"primary\">\n    <checksum type=\"sha256\">ff</checksum>\n    <location href=\"{href}\"/>\n  </data>\n</repomd>\n"
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n  <revision>1700000000</revision>\n  <data type=\"filelists\"><location href=\"repodata/x-filelists.xml.gz\"/></data>\n{data}</repomd>\n"
         ),
     );
+}
+
+/// A primary_db with createrepo's schema holding `rows` (name, arch, ver, rel, sha256, href).
+fn primary_db(rows: &[(String, String, String, String, String, String)]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("primary.sqlite");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(
+        "CREATE TABLE db_info (dbversion INTEGER, checksum TEXT);
+         INSERT INTO db_info VALUES (10, 'ff');
+         CREATE TABLE packages (pkgKey INTEGER PRIMARY KEY, pkgId TEXT, name TEXT, arch TEXT,
+           version TEXT, epoch TEXT, release TEXT, summary TEXT, description TEXT, url TEXT,
+           time_file INTEGER, time_build INTEGER, rpm_license TEXT, rpm_vendor TEXT,
+           rpm_group TEXT, rpm_buildhost TEXT, rpm_sourcerpm TEXT, rpm_header_start INTEGER,
+           rpm_header_end INTEGER, rpm_packager TEXT, size_package INTEGER,
+           size_installed INTEGER, size_archive INTEGER, location_href TEXT,
+           location_base TEXT, checksum_type TEXT);
+         CREATE INDEX packagename ON packages (name);",
+    )
+    .unwrap();
+    for (name, arch, ver, rel, sum, href) in rows {
+        db.execute(
+            "INSERT INTO packages (pkgId, name, arch, version, epoch, release, summary, \
+             rpm_sourcerpm, location_href, checksum_type) \
+             VALUES (?1, ?2, ?3, ?4, '0', ?5, 'kernel', 'kernel.src.rpm', ?6, 'sha256')",
+            [sum, name, arch, ver, rel, href],
+        )
+        .unwrap();
+    }
+    drop(db);
+    std::fs::read(path).unwrap()
+}
+
+fn bzip2_bytes(b: &[u8]) -> Vec<u8> {
+    let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
 }
 
 fn chain(fx: &Fixture, extra: &str) -> Chain {
@@ -658,6 +771,22 @@ fn ubuntu_from_launchpad_with_the_derived_kernel_common_package() {
     );
 }
 
+/// `kfleet headers resolve KEY --offline --format json`: each source with the URLs it would try.
+fn offline_plan(key: &str) -> serde_json::Value {
+    let out = Command::cargo_bin("kfleet")
+        .unwrap()
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .args(["headers", "resolve", key, "--offline", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `--offline` names the exact kojipkgs URL for real Fedora kernels, with no network.
 #[test]
 fn offline_plans_for_real_fedora_kernels_name_the_kojipkgs_url() {
@@ -666,18 +795,7 @@ fn offline_plans_for_real_fedora_kernels_name_the_kojipkgs_url() {
     for line in text.lines().skip(1).filter(|l| l.starts_with("fedora,")) {
         let f: Vec<&str> = line.split(',').collect();
         let key = format!("{}/{}/{}/{}", f[0], f[1], f[2], f[3]);
-        let out = Command::cargo_bin("kfleet")
-            .unwrap()
-            .env("XDG_CONFIG_HOME", "/nonexistent")
-            .args(["headers", "resolve", &key, "--offline", "--format", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let plan = offline_plan(&key);
         let koji = plan
             .as_array()
             .unwrap()
@@ -741,4 +859,329 @@ fn resolutions_are_cached_with_a_ttl() {
         stale.resolved_by, None,
         "an expired entry is resolved again"
     );
+}
+
+const STREAM: &str = "centos/9/x86_64/5.14.0-404.el9.x86_64";
+
+fn stream_sources(fx: &Fixture) -> String {
+    let b = &fx.base;
+    format!(
+        r#"
+[[sources]]
+family = "centos"
+name = "centos-stream-mirror"
+kind = "rpm-repo"
+packages = ["kernel-devel", "kernel-headers"]
+urls = ["{b}/{{major}}-stream/AppStream/{{arch}}/os/", "{b}/{{major}}-stream/BaseOS/{{arch}}/os/"]
+
+[[sources]]
+family = "centos"
+name = "centos-stream-koji"
+kind = "koji"
+packages = ["kernel-devel", "kernel-headers"]
+urls = ["{b}/kojihub"]
+files = "{b}/kojifiles"
+"#
+    )
+}
+
+/// EL splits its repositories: one source's repositories together must hold both packages.
+#[test]
+fn stream_kernel_devel_and_kernel_headers_found_across_the_sources_repositories() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/9-stream/AppStream/x86_64/os/",
+        &[("kernel-devel", "5.14.0", "404.el9", "x86_64", b"DEVEL")],
+        true,
+        false,
+    );
+    rpm_repo(
+        &fx,
+        "/9-stream/BaseOS/x86_64/os/",
+        &[("kernel-headers", "5.14.0", "404.el9", "x86_64", b"HEADERS")],
+        false,
+        false,
+    );
+    let r = resolver(chain(&fx, &stream_sources(&fx)), 2000);
+    let out = tempfile::tempdir().unwrap();
+    let (res, files) = fx._rt.block_on(r.fetch(&id(STREAM), out.path())).unwrap();
+    assert_eq!(res.resolved_by.as_deref(), Some("centos-stream-mirror"));
+    let outcomes: Vec<&str> = res.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "ok",
+            "found kernel-devel; no kernel-headers-5.14.0-404.el9.x86_64 in the metadata",
+            "ok",
+            "found kernel-headers"
+        ]
+    );
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "kernel-devel-5.14.0-404.el9.x86_64.rpm",
+            "kernel-headers-5.14.0-404.el9.x86_64.rpm"
+        ]
+    );
+    assert_eq!(std::fs::read(&files[1]).unwrap(), b"HEADERS");
+}
+
+#[test]
+fn without_kernel_headers_the_repo_misses_and_koji_gives_both() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/9-stream/AppStream/x86_64/os/",
+        &[("kernel-devel", "5.14.0", "404.el9", "x86_64", b"DEVEL")],
+        false,
+        false,
+    );
+    fx.files.lock().unwrap().koji.insert(
+        "kernel-5.14.0-404.el9".into(),
+        (
+            77,
+            vec![
+                ("kernel-devel".into(), "x86_64".into()),
+                ("kernel-headers".into(), "x86_64".into()),
+            ],
+        ),
+    );
+    let res = fx
+        ._rt
+        .block_on(resolver(chain(&fx, &stream_sources(&fx)), 2000).resolve(&id(STREAM)))
+        .unwrap();
+    assert_eq!(res.resolved_by.as_deref(), Some("centos-stream-koji"));
+    assert!(
+        res.attempts.iter().any(|a| a.outcome
+            == "found kernel-devel; no kernel-headers-5.14.0-404.el9.x86_64 in the metadata"),
+        "{:?}",
+        res.attempts
+    );
+    assert_eq!(
+        res.attempts.last().unwrap().outcome,
+        "found kernel-devel, kernel-headers"
+    );
+    let urls: Vec<String> = res.packages.iter().map(|p| p.url.clone()).collect();
+    assert_eq!(
+        urls,
+        [
+            format!(
+                "{}/kojifiles/packages/kernel/5.14.0/404.el9/x86_64/kernel-devel-5.14.0-404.el9.x86_64.rpm",
+                fx.base
+            ),
+            format!(
+                "{}/kojifiles/packages/kernel/5.14.0/404.el9/x86_64/kernel-headers-5.14.0-404.el9.x86_64.rpm",
+                fx.base
+            )
+        ]
+    );
+
+    // A build without kernel-headers for the arch is no hit either.
+    fx.files
+        .lock()
+        .unwrap()
+        .koji
+        .get_mut("kernel-5.14.0-404.el9")
+        .unwrap()
+        .1
+        .retain(|(n, _)| n == "kernel-devel");
+    let res = fx
+        ._rt
+        .block_on(resolver(chain(&fx, &stream_sources(&fx)), 2000).resolve(&id(STREAM)))
+        .unwrap();
+    assert_eq!(res.resolved_by, None);
+    assert_eq!(
+        res.attempts.last().unwrap().outcome,
+        "build kernel-5.14.0-404.el9 has no kernel-headers for x86_64"
+    );
+}
+
+const AL2: &str = "amazonlinux/2/x86_64/4.9.85-47.59.amzn2.x86_64";
+
+fn al2_source(fx: &Fixture) -> String {
+    format!(
+        r#"
+[[sources]]
+family = "amazonlinux"
+name = "al2-core"
+kind = "rpm-repo"
+mirrorlist = true
+when_distro_version = "2"
+packages = ["kernel-devel", "kernel-headers"]
+urls = ["{}/2/core/latest/{{arch}}/mirror.list"]
+"#,
+        fx.base
+    )
+}
+
+/// Amazon Linux 2 as it is published: a mirror.list, a SQLite `primary_db` (bzip2), and package
+/// locations that climb out of the repository into a shared blob store.
+#[test]
+fn amazon_linux_2_from_a_sqlite_primary_db_through_the_blob_store() {
+    let fx = fixture();
+    let repo =
+        "/2/core/2.0/x86_64/9477c9704ca99071f0371ac4eccbfc529c83fca01ef5baecc511a8b6bb6b4e54/";
+    fx.put(
+        "/2/core/latest/x86_64/mirror.list",
+        format!("{}{repo}\n", fx.base),
+    );
+    rpm_repo_with(
+        &fx,
+        repo,
+        &[
+            (
+                "kernel-devel",
+                "4.9.85",
+                "47.59.amzn2",
+                "x86_64",
+                b"AL2-DEVEL",
+            ),
+            (
+                "kernel-headers",
+                "4.9.85",
+                "47.59.amzn2",
+                "x86_64",
+                b"AL2-HEADERS",
+            ),
+        ],
+        &[Meta::SqliteBz2],
+        "../../../../../blobstore/05b73c14084f2f5986549eae006bed1c695ca1342f5bbcb7882369bf199c457c/",
+        false,
+    );
+    let r = resolver(chain(&fx, &al2_source(&fx)), 2000);
+    let out = tempfile::tempdir().unwrap();
+    let (res, files) = fx._rt.block_on(r.fetch(&id(AL2), out.path())).unwrap();
+    assert_eq!(res.resolved_by.as_deref(), Some("al2-core"));
+    // The URL kernel-crawler lists for this kernel, on the fixture host, with the ../ resolved.
+    let real = include_str!("fixtures/real-header-urls.csv")
+        .lines()
+        .find(|l| l.starts_with("amazonlinux,2,x86_64,4.9.85-47.59.amzn2.x86_64,"))
+        .unwrap()
+        .split(',')
+        .nth(4)
+        .unwrap();
+    let expected = reqwest::Url::parse(real).unwrap();
+    assert_eq!(
+        res.packages[0].url,
+        format!("{}{}", fx.base, expected.path())
+    );
+    assert_eq!(
+        res.packages[0].checksum.as_ref().unwrap().hex,
+        sha256(b"AL2-DEVEL")
+    );
+    assert_eq!(
+        res.attempts.last().unwrap().outcome,
+        "found kernel-devel, kernel-headers"
+    );
+    assert_eq!(std::fs::read(&files[0]).unwrap(), b"AL2-DEVEL");
+    assert_eq!(std::fs::read(&files[1]).unwrap(), b"AL2-HEADERS");
+}
+
+#[test]
+fn a_primary_that_cannot_be_read_falls_back_to_primary_db() {
+    let fx = fixture();
+    let repo = "/2/core/2.0/x86_64/abc/";
+    fx.put(
+        "/2/core/latest/x86_64/mirror.list",
+        format!("# mirrors\n\n{}{repo}\n", fx.base),
+    );
+    rpm_repo_with(
+        &fx,
+        repo,
+        &[
+            ("kernel-devel", "4.9.85", "47.59.amzn2", "x86_64", b"D"),
+            ("kernel-headers", "4.9.85", "47.59.amzn2", "x86_64", b"H"),
+        ],
+        &[Meta::XmlMissing, Meta::SqliteBz2],
+        "Packages/",
+        false,
+    );
+    let res = fx
+        ._rt
+        .block_on(resolver(chain(&fx, &al2_source(&fx)), 2000).resolve(&id(AL2)))
+        .unwrap();
+    assert_eq!(res.resolved_by.as_deref(), Some("al2-core"));
+    let tried: Vec<(&str, &str)> = res
+        .attempts
+        .iter()
+        .filter(|a| a.source == "al2-core")
+        .map(|a| (a.url.rsplit('/').next().unwrap(), a.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            ("mirror.list", "ok"),
+            ("repomd.xml", "ok"),
+            ("gone-primary.xml.gz", "HTTP 404"),
+            (
+                "def456-primary.sqlite.bz2",
+                "found kernel-devel, kernel-headers"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_corrupt_primary_db_is_reported_not_fatal() {
+    let fx = fixture();
+    let repo = "/2/core/2.0/x86_64/abc/";
+    fx.put(
+        "/2/core/latest/x86_64/mirror.list",
+        format!("{}{repo}\n", fx.base),
+    );
+    rpm_repo_with(&fx, repo, &[], &[Meta::SqliteBz2], "Packages/", false);
+    fx.put(
+        &format!("{repo}repodata/def456-primary.sqlite.bz2"),
+        bzip2_bytes(b"this is not a database"),
+    );
+    let res = fx
+        ._rt
+        .block_on(resolver(chain(&fx, &al2_source(&fx)), 2000).resolve(&id(AL2)))
+        .unwrap();
+    assert_eq!(res.resolved_by, None);
+    let last = &res.attempts.last().unwrap().outcome;
+    assert!(last.starts_with("bad primary_db: "), "{last}");
+}
+
+/// `--offline` plans for the real CentOS Linux 8 kernels name their vault point release: the
+/// vault repository and the exact package URL kernel-crawler found on CERN's vault mirror.
+#[test]
+fn offline_plans_for_real_centos_8_kernels_name_the_vault_point_release() {
+    let text = include_str!("fixtures/real-header-urls.csv");
+    let mut checked = 0;
+    for line in text.lines().filter(|l| l.starts_with("centos,8,")) {
+        let f: Vec<&str> = line.split(',').collect();
+        let key = format!("{}/{}/{}/{}", f[0], f[1], f[2], f[3]);
+        let plan = offline_plan(&key);
+        let source = |name: &str| {
+            plan.as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name)
+                .unwrap_or_else(|| panic!("{key}: no {name} in {plan}"))
+                .clone()
+        };
+        let real = f[4];
+        assert_eq!(
+            source("centos-vault-cern")["urls"][0],
+            real.replacen("http://", "https://", 1),
+            "{key}"
+        );
+        let point = real.split('/').nth(4).unwrap();
+        assert_eq!(
+            source("centos-vault")["urls"][0],
+            format!(
+                "https://vault.centos.org/{point}/BaseOS/{}/os/repodata/repomd.xml",
+                f[2]
+            ),
+            "{key}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 7);
 }

@@ -53,6 +53,34 @@ pub struct SourceSpec {
     pub when_distro_version: Option<String>,
     #[serde(default)]
     pub when_arch: Option<String>,
+    /// rpm-repo, url, koji: the RPMs to find at the kernel's exact version-release.arch; all must
+    /// be found for a hit. Default `["kernel-devel"]`.
+    #[serde(default)]
+    pub packages: Vec<String>,
+}
+
+const DEFAULT_RPM_PACKAGES: &[&str] = &["kernel-devel"];
+
+impl SourceSpec {
+    /// The RPM packages this source must find (rpm-repo, url, koji).
+    pub fn rpm_packages(&self) -> Vec<&str> {
+        if self.packages.is_empty() {
+            DEFAULT_RPM_PACKAGES.to_vec()
+        } else {
+            self.packages.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// A url source's templates for one package: those naming `{package}` with it filled in; a
+    /// template without `{package}` stands for the first package only.
+    pub fn url_templates_for(&self, package: &str) -> Vec<String> {
+        let first = self.rpm_packages().first() == Some(&package);
+        self.urls
+            .iter()
+            .filter(|u| first || u.contains("{package}"))
+            .map(|u| u.replace("{package}", package))
+            .collect()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +118,7 @@ const PLACEHOLDERS: &[&str] = &[
     "codename",
     "flavour",
     "abi",
+    "vault_release",
 ];
 
 impl Chain {
@@ -123,12 +152,45 @@ impl Chain {
             if s.urls.is_empty() {
                 return Err(invalid(format!("source {}: no urls", s.name)));
             }
+            let uses_packages = matches!(
+                s.kind,
+                SourceKind::RpmRepo | SourceKind::Url | SourceKind::Koji
+            );
+            if !s.packages.is_empty() && !uses_packages {
+                return Err(invalid(format!(
+                    "source {}: packages applies to rpm-repo, url and koji sources, not {}",
+                    s.name,
+                    s.kind.as_str()
+                )));
+            }
+            if let Some(bad) = s.packages.iter().find(|p| {
+                p.is_empty()
+                    || !p
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
+            }) {
+                return Err(invalid(format!(
+                    "source {}: package name '{bad}' may only hold letters, digits and - _ . +",
+                    s.name
+                )));
+            }
+            if s.kind == SourceKind::Url
+                && s.packages.len() > 1
+                && let Some(u) = s.urls.iter().find(|u| !u.contains("{package}"))
+            {
+                return Err(invalid(format!(
+                    "source {}: it lists several packages, so each URL template needs {{package}}; {u} has none",
+                    s.name
+                )));
+            }
             for template in s.urls.iter().chain(&s.suites).chain(&s.files) {
-                check_placeholders(template).map_err(|p| {
+                let url_template = s.kind == SourceKind::Url && s.urls.contains(template);
+                check_placeholders(template, url_template).map_err(|p| {
                     invalid(format!(
-                        "source {}: unknown placeholder {{{p}}} in {template}; known: {}",
+                        "source {}: unknown placeholder {{{p}}} in {template}; known: {}{}",
                         s.name,
-                        PLACEHOLDERS.join(" ")
+                        PLACEHOLDERS.join(" "),
+                        if url_template { " package" } else { "" }
                     ))
                 })?;
             }
@@ -171,14 +233,16 @@ impl Chain {
     }
 }
 
-fn check_placeholders(template: &str) -> Result<(), String> {
+/// Checks a template's placeholders; `{package}` only where `package` allows it (url templates).
+fn check_placeholders(template: &str, package: bool) -> Result<(), String> {
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         let close = rest[open..]
             .find('}')
             .ok_or_else(|| "(unclosed)".to_string())?;
         let name = &rest[open + 1..open + close];
-        if !PLACEHOLDERS.contains(&name) {
+        let known = PLACEHOLDERS.contains(&name) || (package && name == "package");
+        if !known {
             return Err(name.to_string());
         }
         rest = &rest[open + close + 1..];
@@ -205,6 +269,55 @@ pub struct KernelParts {
     pub flavour: String,
     /// Debian/Ubuntu kernel without the flavour (`6.1.0-18`, `5.15.0-91`, `6.12.57+deb13`).
     pub abi: String,
+    /// CentOS: the vault directory that holds the kernel (`8.5.2111` for `4.18.0-348.7.1.el8_5`,
+    /// `7.9.2009` for `3.10.0-1160.*`, `8-stream` past the last point release); other families:
+    /// the distro version.
+    pub vault_release: String,
+}
+
+/// CentOS Linux point releases by the kernel release's first number (each point release rebased
+/// the kernel; its updates kept that number): (major, first release number, vault directory).
+/// Only the stock kernels: 3.10.0 on 7, 4.18.0 on 8.
+const CENTOS_POINT_RELEASES: &[(&str, u32, &str)] = &[
+    ("7", 123, "7.0.1406"),
+    ("7", 229, "7.1.1503"),
+    ("7", 327, "7.2.1511"),
+    ("7", 514, "7.3.1611"),
+    ("7", 693, "7.4.1708"),
+    ("7", 862, "7.5.1804"),
+    ("7", 957, "7.6.1810"),
+    ("7", 1062, "7.7.1908"),
+    ("7", 1127, "7.8.2003"),
+    ("7", 1160, "7.9.2009"),
+    ("8", 80, "8.0.1905"),
+    ("8", 147, "8.1.1911"),
+    ("8", 193, "8.2.2004"),
+    ("8", 240, "8.3.2011"),
+    ("8", 305, "8.4.2105"),
+    ("8", 348, "8.5.2111"),
+];
+
+/// The CentOS vault directory for a kernel release: the point release whose kernel it is, or
+/// `{major}-stream` for Stream kernels (CentOS Stream 8 went past 348; 9 and later are Stream only).
+fn centos_vault_release(major: &str, version: &str, release: &str) -> String {
+    let stock = matches!((major, version), ("7", "3.10.0") | ("8", "4.18.0"));
+    let number: Option<u32> = release
+        .split('.')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .filter(|_| stock);
+    let point = CENTOS_POINT_RELEASES
+        .iter()
+        .filter(|(m, _, _)| *m == major)
+        .collect::<Vec<_>>();
+    match (number, point.last()) {
+        (Some(n), Some(last)) if n <= last.1 => point
+            .iter()
+            .rev()
+            .find(|(_, first, _)| n >= *first)
+            .map_or_else(|| point[0].2.to_string(), |(_, _, dir)| dir.to_string()),
+        _ => format!("{major}-stream"),
+    }
 }
 
 fn codename(dist: Distribution, version: &str) -> &'static str {
@@ -264,7 +377,13 @@ impl KernelParts {
                 (v.to_string(), r.to_string(), String::new(), String::new())
             }
         };
+        let vault_release = if id.distribution == Distribution::Centos {
+            centos_vault_release(&major, &version, &release)
+        } else {
+            id.distro_version.clone()
+        };
         Self {
+            vault_release,
             version,
             release,
             deb_arch: id.architecture.debian_name().to_string(),
@@ -292,6 +411,7 @@ impl KernelParts {
             .replace("{codename}", &self.codename)
             .replace("{flavour}", &self.flavour)
             .replace("{abi}", &self.abi)
+            .replace("{vault_release}", &self.vault_release)
     }
 }
 
@@ -337,6 +457,12 @@ pub fn plan(chain: &Chain, id: &KernelIdentity) -> Vec<PlannedSource> {
                     .urls
                     .iter()
                     .map(|u| format!("{} getBuild(kernel-{}-{})", parts.expand(u), parts.version, parts.release))
+                    .collect(),
+                SourceKind::Url => s
+                    .rpm_packages()
+                    .into_iter()
+                    .flat_map(|p| s.url_templates_for(p))
+                    .map(|u| parts.expand(&u))
                     .collect(),
                 SourceKind::Snapshot => s
                     .urls
@@ -400,6 +526,30 @@ mod tests {
     }
 
     #[test]
+    fn centos_kernels_map_to_their_vault_directory() {
+        let v = |k: &str| KernelParts::of(&KernelIdentity::from_key(k).unwrap()).vault_release;
+        assert_eq!(v("centos/8/x86_64/4.18.0-348.el8.x86_64"), "8.5.2111");
+        assert_eq!(v("centos/8/x86_64/4.18.0-348.7.1.el8_5.x86_64"), "8.5.2111");
+        assert_eq!(
+            v("centos/8/aarch64/4.18.0-80.1.2.el8_0.aarch64"),
+            "8.0.1905"
+        );
+        assert_eq!(v("centos/8/x86_64/4.18.0-305.3.1.el8.x86_64"), "8.4.2105");
+        assert_eq!(v("centos/8/x86_64/4.18.0-240.el8.x86_64"), "8.3.2011");
+        assert_eq!(v("centos/8/x86_64/4.18.0-513.5.1.el8_9.x86_64"), "8-stream");
+        assert_eq!(
+            v("centos/7/x86_64/3.10.0-1160.119.1.el7.x86_64"),
+            "7.9.2009"
+        );
+        assert_eq!(v("centos/7/x86_64/3.10.0-1062.el7.x86_64"), "7.7.1908");
+        assert_eq!(v("centos/9/x86_64/5.14.0-404.el9.x86_64"), "9-stream");
+        assert_eq!(
+            v("almalinux/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64"),
+            "9.4"
+        );
+    }
+
+    #[test]
     fn bad_chain_files_are_explained() {
         let err = Chain::parse("x.toml", "[[sources]]\nfamily = \"fedora\"\nname = \"a\"\nkind = \"url\"\nurls = [\"https://h/{kernal}\"]\n")
             .unwrap_err();
@@ -413,6 +563,56 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("unknown family 'gentoo'"), "{err}");
-        assert_eq!(Chain::builtin().sources.len(), 21);
+        let source = |kind: &str, extra: &str, url: &str| {
+            Chain::parse(
+                "x.toml",
+                &format!(
+                    "[[sources]]\nfamily = \"centos\"\nname = \"a\"\nkind = \"{kind}\"\nurls = [\"{url}\"]\n{extra}"
+                ),
+            )
+        };
+        let err = source(
+            "url",
+            "packages = [\"kernel-devel\", \"kernel-headers\"]",
+            "https://h/kernel-devel.rpm",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("each URL template needs {package}"),
+            "{err}"
+        );
+        let err = source(
+            "apt-repo",
+            "packages = [\"x\"]\nsuites = [\"s\"]\ncomponents = [\"main\"]",
+            "https://h/",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("packages applies to rpm-repo, url and koji sources, not apt-repo"),
+            "{err}"
+        );
+        let err = source("rpm-repo", "packages = [\"kernel devel\"]", "https://h/").unwrap_err();
+        assert!(
+            err.to_string().contains("package name 'kernel devel'"),
+            "{err}"
+        );
+        let err = source("rpm-repo", "", "https://h/{package}/").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown placeholder {package}"),
+            "{err}"
+        );
+        let ok = source(
+            "url",
+            "packages = [\"kernel-devel\", \"kernel-headers\"]",
+            "https://h/{package}-{version}.rpm",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.sources[0].url_templates_for("kernel-headers"),
+            ["https://h/kernel-headers-{version}.rpm"]
+        );
+        assert_eq!(Chain::builtin().sources.len(), 23);
     }
 }

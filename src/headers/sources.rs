@@ -126,7 +126,7 @@ fn describe(e: &reqwest::Error) -> String {
     msg
 }
 
-/// Decompresses by file name: `.gz`, `.xz`, `.zst`, or plain.
+/// Decompresses by file name: `.gz`, `.xz`, `.zst`, `.bz2`, or plain.
 fn decompress(name: &str, body: &[u8]) -> Outcome<Vec<u8>> {
     let mut out = Vec::new();
     if name.ends_with(".gz") {
@@ -138,6 +138,10 @@ fn decompress(name: &str, body: &[u8]) -> Outcome<Vec<u8>> {
             .map_err(|e| format!("bad xz: {e}"))?;
     } else if name.ends_with(".zst") {
         out = zstd::decode_all(body).map_err(|e| format!("bad zstd: {e}"))?;
+    } else if name.ends_with(".bz2") {
+        bzip2::read::MultiBzDecoder::new(body)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("bad bzip2: {e}"))?;
     } else {
         out = body.to_vec();
     }
@@ -156,19 +160,34 @@ pub(super) async fn try_source(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> 
     }
 }
 
+/// `path` resolved against the directory `base`, as a client would: repositories give relative
+/// locations, Amazon Linux 2's with `../` up to a shared blob store.
 fn join(base: &str, path: &str) -> String {
-    if base.ends_with('/') {
-        format!("{base}{path}")
+    let dir = if base.ends_with('/') {
+        base.to_string()
     } else {
-        format!("{base}/{path}")
-    }
+        format!("{base}/")
+    };
+    reqwest::Url::parse(&dir)
+        .and_then(|d| d.join(path))
+        .map_or_else(|_| format!("{dir}{path}"), String::from)
 }
 
 // ---- rpm-repo ------------------------------------------------------------------------------
 
+/// The package locations one repository gave, by wanted package: `None` where it has none.
+type Found = Vec<Option<(String, Option<Checksum>)>>;
+
 async fn rpm_repo(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
-    let urls = ctx.urls();
-    for url in urls {
+    let wanted: Vec<String> = ctx
+        .source
+        .rpm_packages()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    // One source's repositories together hold the packages (EL splits BaseOS and AppStream).
+    let mut found: Vec<Option<HeaderPackage>> = vec![None; wanted.len()];
+    for url in ctx.urls() {
         let base = if ctx.source.mirrorlist {
             let Ok(list) = ctx.get(&url).await else {
                 continue;
@@ -179,55 +198,99 @@ async fn rpm_repo(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
                 .find(|l| !l.is_empty() && !l.starts_with('#'))
             {
                 Some(mirror) => mirror.to_string(),
-                None => continue,
+                None => {
+                    if let Some(a) = ctx.attempts.last_mut() {
+                        a.outcome = "mirror.list names no mirror".into();
+                    }
+                    continue;
+                }
             }
         } else {
             url
         };
-        if let Some(found) = rpm_repo_base(ctx, &base).await {
-            return Some(found);
+        let missing: Vec<&str> = wanted
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(w, _)| w.as_str())
+            .collect();
+        let Some(hits) = rpm_repo_base(ctx, &base, &missing).await else {
+            continue;
+        };
+        let p = ctx.parts;
+        for (name, hit) in missing.iter().zip(hits) {
+            if let Some((location, checksum)) = hit {
+                let i = wanted.iter().position(|w| w == name).unwrap_or_default();
+                found[i] = Some(HeaderPackage {
+                    name: format!("{name}-{}-{}.{}.rpm", p.version, p.release, p.arch),
+                    url: join(&base, &location),
+                    checksum,
+                });
+            }
+        }
+        if found.iter().all(Option::is_some) {
+            return Some(found.into_iter().flatten().collect());
         }
     }
     None
 }
 
-/// The `location href` of the `primary` metadata in a repomd.xml.
-pub(super) fn primary_location(repomd: &[u8]) -> Option<String> {
+/// The metadata of a repomd.xml that list packages, best first: `primary` (XML), then
+/// `primary_db` (SQLite), as (type, location href).
+pub(super) fn primary_locations(repomd: &[u8]) -> Vec<(String, String)> {
     let mut reader = quick_xml::Reader::from_reader(repomd);
-    let mut in_primary = false;
+    let mut data_type: Option<String> = None;
+    let mut out = Vec::new();
     let mut buf = Vec::new();
     loop {
-        match reader.read_event_into(&mut buf).ok()? {
-            Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e) | Event::Empty(e)) => match e.local_name().as_ref() {
                 b"data" => {
-                    in_primary = e
+                    data_type = e
                         .try_get_attribute("type")
                         .ok()
                         .flatten()
-                        .is_some_and(|a| a.value.as_ref() == b"primary");
+                        .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+                        .filter(|t| t == "primary" || t == "primary_db");
                 }
-                b"location" if in_primary => {
-                    let href = e.try_get_attribute("href").ok().flatten()?;
-                    return Some(String::from_utf8_lossy(&href.value).into_owned());
+                b"location" => {
+                    if let (Some(t), Some(href)) =
+                        (data_type.take(), e.try_get_attribute("href").ok().flatten())
+                    {
+                        out.push((t, String::from_utf8_lossy(&href.value).into_owned()));
+                    }
                 }
                 _ => {}
             },
-            Event::End(e) if e.local_name().as_ref() == b"data" => in_primary = false,
-            Event::Eof => return None,
+            Ok(Event::End(e)) if e.local_name().as_ref() == b"data" => data_type = None,
+            Ok(Event::Eof) | Err(_) => break,
             _ => {}
         }
         buf.clear();
     }
+    out.sort_by_key(|(t, _)| t != "primary");
+    out
 }
 
-/// Finds `name` at exactly version-release.arch in primary.xml: its location and checksum.
+fn rpm_checksum(kind: &str, hex: &str) -> Option<Checksum> {
+    if hex.is_empty() {
+        return None;
+    }
+    Some(Checksum {
+        algorithm: if kind == "sha" { "sha1" } else { kind }.to_string(),
+        hex: hex.to_ascii_lowercase(),
+    })
+}
+
+/// Finds each of `names` at exactly version-release.arch in primary.xml: location and checksum.
 pub(super) fn find_in_primary(
     primary: &[u8],
-    name: &str,
+    names: &[&str],
     version: &str,
     release: &str,
     arch: &str,
-) -> Option<(String, Option<Checksum>)> {
+) -> Outcome<Found> {
+    let mut found: Found = vec![None; names.len()];
     let mut reader = quick_xml::Reader::from_reader(primary);
     let mut buf = Vec::new();
     #[derive(Default)]
@@ -243,7 +306,10 @@ pub(super) fn find_in_primary(
     let mut field: Option<Vec<u8>> = None;
     let mut checksum_type = String::new();
     loop {
-        match reader.read_event_into(&mut buf).ok()? {
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| format!("bad primary.xml at byte {}: {e}", reader.buffer_position()))?;
+        match event {
             Event::Start(e) => {
                 let local = e.local_name().as_ref().to_vec();
                 match local.as_slice() {
@@ -281,16 +347,7 @@ pub(super) fn find_in_primary(
                     match f {
                         b"name" => p.name = text,
                         b"arch" => p.arch = text,
-                        b"checksum" => {
-                            p.checksum = Some(Checksum {
-                                algorithm: if checksum_type == "sha" {
-                                    "sha1".into()
-                                } else {
-                                    checksum_type.clone()
-                                },
-                                hex: text.to_ascii_lowercase(),
-                            })
-                        }
+                        b"checksum" => p.checksum = rpm_checksum(&checksum_type, &text),
                         _ => {}
                     }
                 }
@@ -299,19 +356,65 @@ pub(super) fn find_in_primary(
                 field = None;
                 if e.local_name().as_ref() == b"package"
                     && let Some(p) = pkg.take()
-                    && p.name == name
                     && p.arch == arch
                     && p.ver == version
                     && p.rel == release
+                    && let Some(i) = names.iter().position(|n| *n == p.name)
+                    && found[i].is_none()
                 {
-                    return Some((p.location, p.checksum));
+                    found[i] = Some((p.location, p.checksum));
+                    if found.iter().all(Option::is_some) {
+                        return Ok(found);
+                    }
                 }
             }
-            Event::Eof => return None,
+            Event::Eof => return Ok(found),
             _ => {}
         }
         buf.clear();
     }
+}
+
+/// The same lookup in a `primary_db` SQLite database (createrepo's `packages` table).
+pub(super) fn find_in_primary_db(
+    db: &[u8],
+    names: &[&str],
+    version: &str,
+    release: &str,
+    arch: &str,
+) -> Outcome<Found> {
+    use std::io::Write;
+    let bad = |e: &dyn std::fmt::Display| format!("bad primary_db: {e}");
+    let mut file = tempfile::NamedTempFile::new().map_err(|e| bad(&e))?;
+    file.write_all(db).map_err(|e| bad(&e))?;
+    let conn = rusqlite::Connection::open_with_flags(
+        file.path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| bad(&e))?;
+    let mut query = conn
+        .prepare(
+            "SELECT location_href, checksum_type, pkgId FROM packages \
+             WHERE name = ?1 AND version = ?2 AND release = ?3 AND arch = ?4 LIMIT 1",
+        )
+        .map_err(|e| bad(&e))?;
+    names
+        .iter()
+        .map(|name| {
+            let mut rows = query
+                .query([name, &version, &release, &arch])
+                .map_err(|e| bad(&e))?;
+            let Some(row) = rows.next().map_err(|e| bad(&e))? else {
+                return Ok(None);
+            };
+            let text = |i: usize| -> Outcome<String> {
+                row.get::<_, Option<String>>(i)
+                    .map(Option::unwrap_or_default)
+                    .map_err(|e| bad(&e))
+            };
+            Ok(Some((text(0)?, rpm_checksum(&text(1)?, &text(2)?))))
+        })
+        .collect()
 }
 
 fn read_version(e: &quick_xml::events::BytesStart<'_>, target: Option<(&mut String, &mut String)>) {
@@ -329,44 +432,60 @@ fn read_version(e: &quick_xml::events::BytesStart<'_>, target: Option<(&mut Stri
     *rel = attr("rel");
 }
 
-async fn rpm_repo_base(ctx: &mut Ctx<'_>, base: &str) -> Option<Vec<HeaderPackage>> {
+/// Reads one repository's metadata for `names`: `None` when the metadata could not be read.
+async fn rpm_repo_base(ctx: &mut Ctx<'_>, base: &str, names: &[&str]) -> Option<Found> {
     let repomd_url = join(base, "repodata/repomd.xml");
     let repomd = ctx.get(&repomd_url).await.ok()?;
-    let Some(primary_href) = primary_location(&repomd) else {
+    let locations = primary_locations(&repomd);
+    if locations.is_empty() {
         if let Some(a) = ctx.attempts.last_mut() {
-            a.outcome = "repomd.xml names no primary metadata".into();
+            a.outcome = "repomd.xml names no primary or primary_db metadata".into();
         }
         return None;
-    };
-    let primary_url = join(base, &primary_href);
-    let body = ctx.get(&primary_url).await.ok()?;
-    let primary = match decompress(&primary_href, &body) {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(a) = ctx.attempts.last_mut() {
-                a.outcome = e;
-            }
-            return None;
-        }
-    };
-    let p = ctx.parts;
-    let found = find_in_primary(&primary, "kernel-devel", &p.version, &p.release, &p.arch);
-    let outcome = match &found {
-        Some(_) => "found kernel-devel".to_string(),
-        None => format!(
-            "no kernel-devel-{}-{}.{} in the metadata",
-            p.version, p.release, p.arch
-        ),
-    };
-    if let Some(a) = ctx.attempts.last_mut() {
-        a.outcome = outcome;
     }
-    let (location, checksum) = found?;
-    Some(vec![HeaderPackage {
-        name: format!("kernel-devel-{}-{}.{}.rpm", p.version, p.release, p.arch),
-        url: join(base, &location),
-        checksum,
-    }])
+    let p = ctx.parts.clone();
+    for (kind, href) in locations {
+        let Ok(body) = ctx.get(&join(base, &href)).await else {
+            continue;
+        };
+        let looked_up = decompress(&href, &body).and_then(|raw| {
+            if kind == "primary" {
+                find_in_primary(&raw, names, &p.version, &p.release, &p.arch)
+            } else {
+                find_in_primary_db(&raw, names, &p.version, &p.release, &p.arch)
+            }
+        });
+        let hits = match looked_up {
+            Ok(hits) => hits,
+            Err(e) => {
+                if let Some(a) = ctx.attempts.last_mut() {
+                    a.outcome = e;
+                }
+                continue;
+            }
+        };
+        let (present, absent): (Vec<_>, Vec<_>) =
+            names.iter().zip(&hits).partition(|(_, h)| h.is_some());
+        let present: Vec<&str> = present.into_iter().map(|(n, _)| *n).collect();
+        let absent: Vec<String> = absent
+            .into_iter()
+            .map(|(n, _)| format!("{n}-{}-{}.{}", p.version, p.release, p.arch))
+            .collect();
+        let outcome = match (present.is_empty(), absent.is_empty()) {
+            (false, true) => format!("found {}", present.join(", ")),
+            (true, _) => format!("no {} in the metadata", absent.join(", ")),
+            (false, false) => format!(
+                "found {}; no {} in the metadata",
+                present.join(", "),
+                absent.join(", ")
+            ),
+        };
+        if let Some(a) = ctx.attempts.last_mut() {
+            a.outcome = outcome;
+        }
+        return Some(hits);
+    }
+    None
 }
 
 // ---- apt-repo ------------------------------------------------------------------------------
@@ -506,17 +625,26 @@ async fn apt_repo(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
 // ---- url -----------------------------------------------------------------------------------
 
 async fn url_source(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
-    let urls = ctx.urls();
-    for url in urls {
-        if ctx.probe(&url).await.is_ok() {
-            return Some(vec![HeaderPackage {
-                name: url.rsplit('/').next().unwrap_or(&url).to_string(),
-                url,
-                checksum: None,
-            }]);
+    let source = ctx.source;
+    let mut out = Vec::new();
+    for package in source.rpm_packages() {
+        let mut hit = None;
+        for template in source.url_templates_for(package) {
+            let url = ctx.parts.expand(&template);
+            if ctx.probe(&url).await.is_ok() {
+                hit = Some(url);
+                break;
+            }
         }
+        // Every package must be there; the first one missing ends this source.
+        let url = hit?;
+        out.push(HeaderPackage {
+            name: url.rsplit('/').next().unwrap_or(&url).to_string(),
+            url,
+            checksum: None,
+        });
     }
-    None
+    Some(out)
 }
 
 // ---- koji ----------------------------------------------------------------------------------
@@ -790,31 +918,43 @@ async fn koji(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
         else {
             continue;
         };
-        let hit = rpms.iter().find(|r| {
-            r.get("name").and_then(XmlRpc::str) == Some("kernel-devel")
-                && r.get("arch").and_then(XmlRpc::str) == Some(p.arch.as_str())
-        });
-        let outcome = if hit.is_some() {
-            "found kernel-devel".to_string()
+        let wanted = ctx.source.rpm_packages();
+        let has = |name: &str| {
+            rpms.iter().any(|r| {
+                r.get("name").and_then(XmlRpc::str) == Some(name)
+                    && r.get("arch").and_then(XmlRpc::str) == Some(p.arch.as_str())
+            })
+        };
+        let absent: Vec<&str> = wanted.iter().copied().filter(|w| !has(w)).collect();
+        let outcome = if absent.is_empty() {
+            format!("found {}", wanted.join(", "))
         } else {
-            format!("build {nvr} has no kernel-devel for {}", p.arch)
+            format!("build {nvr} has no {} for {}", absent.join(", "), p.arch)
         };
         if let Some(a) = ctx.attempts.last_mut() {
             a.outcome = outcome;
         }
-        if hit.is_some() {
-            let file = format!("kernel-devel-{}-{}.{}.rpm", p.version, p.release, p.arch);
-            return Some(vec![HeaderPackage {
-                url: format!(
-                    "{}/packages/{package}/{}/{}/{}/{file}",
-                    files.trim_end_matches('/'),
-                    p.version,
-                    p.release,
-                    p.arch
-                ),
-                name: file,
-                checksum: None,
-            }]);
+        if absent.is_empty() {
+            let dir = format!(
+                "{}/packages/{package}/{}/{}/{}",
+                files.trim_end_matches('/'),
+                p.version,
+                p.release,
+                p.arch
+            );
+            return Some(
+                wanted
+                    .iter()
+                    .map(|w| {
+                        let file = format!("{w}-{}-{}.{}.rpm", p.version, p.release, p.arch);
+                        HeaderPackage {
+                            url: format!("{dir}/{file}"),
+                            name: file,
+                            checksum: None,
+                        }
+                    })
+                    .collect(),
+            );
         }
     }
     None
