@@ -523,3 +523,87 @@ fn ensure_without_a_service_goes_to_the_forge_directly() {
     assert!(!String::from_utf8_lossy(&fresh.stderr).contains("ghp_directSECRET"));
     drop(sandbox);
 }
+
+/// The id a node gets is on disk before the node gets it.
+#[tokio::test]
+async fn an_accepted_request_is_recorded_before_the_answer() {
+    let f = forge(60_000, 60_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let (code, body) = post(&svc.url, &missing_body()).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_str().unwrap();
+    let ledger = kfleet::builds::ledger::Ledger::open(dir.path())
+        .unwrap()
+        .load()
+        .unwrap();
+    let accepted = &ledger.accepted[id];
+    assert_eq!(
+        accepted.key,
+        "amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64"
+    );
+    assert_eq!(accepted.driver_version.as_deref(), Some("v1.1.0"));
+    svc.stop().await;
+}
+
+/// A crash after the 202 and before the dispatch was recorded: the restarted service dispatches
+/// that very id once, so a node polling it gets its build; an id older than the deadline fails
+/// with a reason instead of building for nobody.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_the_answer_and_the_dispatch_loses_no_id() {
+    use kfleet::builds::ledger::{Ledger, LedgerEvent, LedgerRecord};
+    let f = forge(0, 60_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let accepted = |key: &str, rid: &str, ago: chrono::Duration| LedgerRecord {
+        at: chrono::Utc::now() - ago,
+        event: LedgerEvent::Accepted,
+        key: key.into(),
+        request_id: rid.into(),
+        run_id: None,
+        conclusion: None,
+        url: None,
+        driver_version: Some("v1.1.0".into()),
+    };
+    let key = "amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64";
+    ledger
+        .append(&accepted(key, "r-crashed", chrono::Duration::seconds(5)))
+        .unwrap();
+    ledger
+        .append(&accepted(
+            "ubuntu/22.04/x86_64/5.15.0-1034-aws",
+            "r-stale",
+            chrono::Duration::hours(2),
+        ))
+        .unwrap();
+
+    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = status(&svc.url, "r-crashed").await.1;
+        if seen["status"] == "in_progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen["status"], "in_progress", "{seen}");
+    assert!(seen["run_url"].as_str().is_some(), "{seen}");
+    let (code, again) = post(&svc.url, &missing_body()).await;
+    assert_eq!((code, again["id"].as_str()), (202, Some("r-crashed")));
+
+    let (code, stale) = status(&svc.url, "r-stale").await;
+    assert_eq!(code, 200);
+    assert_eq!(stale["status"], "failed");
+    assert_eq!(
+        stale["reason"],
+        "the build service restarted before this build was dispatched; ask again"
+    );
+    assert_eq!(f.sandbox().dispatches(), 1, "only the fresh one is built");
+    let runs = f.list_runs("build-driver.yml", None).await.unwrap();
+    assert!(
+        runs[0].display_title.contains("[r-crashed]"),
+        "{}",
+        runs[0].display_title
+    );
+    svc.stop().await;
+}

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LedgerEvent {
+    /// The build service handed a request id to a node; its dispatch follows. Recorded before the
+    /// answer, so an id survives a crash between the answer and the dispatch.
+    Accepted,
     Dispatched,
     Finished,
     TimedOut,
@@ -68,6 +71,7 @@ pub enum LedgerError {
     },
 }
 
+#[derive(Clone, Debug)]
 pub struct Ledger {
     path: PathBuf,
 }
@@ -76,6 +80,8 @@ pub struct Ledger {
 #[derive(Debug, Default)]
 pub struct LedgerState {
     pub entries: HashMap<String, LedgerEntry>,
+    /// The service's accepted requests, by request id (their dispatches are in `entries`).
+    pub accepted: HashMap<String, LedgerRecord>,
     pub records: usize,
     pub torn_tail: Option<String>,
 }
@@ -151,6 +157,9 @@ impl Ledger {
             };
             state.records += 1;
             match record.event {
+                LedgerEvent::Accepted => {
+                    state.accepted.insert(record.request_id.clone(), record);
+                }
                 LedgerEvent::Dispatched => {
                     state.entries.insert(
                         record.key.clone(),
@@ -209,20 +218,28 @@ mod tests {
         ledger
             .append(&record(LedgerEvent::Finished, "b", "r2"))
             .unwrap();
+        ledger
+            .append(&record(LedgerEvent::Accepted, "d", "r4"))
+            .unwrap();
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(ledger.path())
             .unwrap();
         f.write_all(b"{\"at\":\"2026-").unwrap();
         let state = ledger.load().unwrap();
-        assert_eq!(state.records, 3);
+        assert_eq!(state.records, 4);
         assert!(state.entries["a"].is_open());
         assert!(!state.entries["b"].is_open());
+        assert!(
+            !state.entries.contains_key("d"),
+            "accepted is not dispatched"
+        );
+        assert_eq!(state.accepted["r4"].key, "d");
         assert!(
             state
                 .torn_tail
                 .unwrap()
-                .contains("ledger.jsonl:4: ignoring a torn last record")
+                .contains("ledger.jsonl:5: ignoring a torn last record")
         );
 
         f.write_all(b"\n").unwrap();
@@ -232,7 +249,7 @@ mod tests {
         let err = ledger.load().unwrap_err();
         assert!(
             err.to_string()
-                .contains("ledger.jsonl:4: not a ledger record"),
+                .contains("ledger.jsonl:5: not a ledger record"),
             "{err}"
         );
     }

@@ -4,7 +4,7 @@
 
 pub mod ensure;
 
-use crate::builds::ledger::LedgerState;
+use crate::builds::ledger::{LedgerEvent, LedgerRecord, LedgerState};
 use crate::builds::{Decision, Planner, new_request_id};
 use crate::forge::{Forge, MatchedAsset, Release, index_assets, select_release};
 use crate::identity::{AssetTemplate, KernelIdentity, Rejection};
@@ -144,6 +144,9 @@ pub struct ServiceState {
     builds: tokio::sync::Mutex<Builds>,
     buckets: std::sync::Mutex<HashMap<String, Bucket>>,
     metrics: Metrics,
+    /// Requests a previous run accepted but never dispatched: (key, driver version, request id),
+    /// started by [`router`].
+    pending: std::sync::Mutex<Vec<(String, String, String)>>,
 }
 
 impl ServiceState {
@@ -155,6 +158,7 @@ impl ServiceState {
         options: ServiceOptions,
     ) -> Result<Arc<Self>, crate::builds::ledger::LedgerError> {
         let ledger = planner.ledger().load()?;
+        let (builds, pending) = resume(&ledger, options.deadline);
         let state = Arc::new(Self {
             forge,
             planner,
@@ -165,16 +169,23 @@ impl ServiceState {
                 indexes: HashMap::new(),
                 fetched: None,
             }),
-            builds: tokio::sync::Mutex::new(resume(&ledger)),
+            builds: tokio::sync::Mutex::new(builds),
             buckets: std::sync::Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            pending: std::sync::Mutex::new(pending),
         });
         Ok(state)
     }
 }
 
-/// Rebuilds the request map from the ledger, so ids survive a restart.
-fn resume(ledger: &LedgerState) -> (HashMap<String, Tracked>, HashMap<(String, String), String>) {
+/// Rebuilds the request map from the ledger, so ids survive a restart: every dispatch, and every
+/// accepted request whose dispatch was never recorded. Those accepted within `deadline` are
+/// returned to be dispatched again (the planner's checks keep that to one build); older ones
+/// failed, since their nodes stopped waiting.
+fn resume(
+    ledger: &LedgerState,
+    deadline: std::time::Duration,
+) -> (Builds, Vec<(String, String, String)>) {
     let mut by_id = HashMap::new();
     let mut open = HashMap::new();
     for (key, entry) in &ledger.entries {
@@ -200,11 +211,57 @@ fn resume(ledger: &LedgerState) -> (HashMap<String, Tracked>, HashMap<(String, S
             );
         }
     }
-    (by_id, open)
+    let mut pending = Vec::new();
+    let now = chrono::Utc::now();
+    let mut accepted: Vec<_> = ledger.accepted.values().collect();
+    accepted.sort_by_key(|r| r.at);
+    for record in accepted {
+        if by_id.contains_key(&record.request_id) {
+            continue;
+        }
+        let dv = record.driver_version.clone().unwrap_or_default();
+        let fresh = now
+            .signed_duration_since(record.at)
+            .to_std()
+            .is_ok_and(|age| age < deadline);
+        let joinable = fresh && !open.contains_key(&(record.key.clone(), dv.clone()));
+        by_id.insert(
+            record.request_id.clone(),
+            Tracked {
+                key: record.key.clone(),
+                driver_version: dv.clone(),
+                run_id: None,
+                run_url: None,
+                dispatched_at: record.at,
+                status: None,
+                settled: (!fresh).then(|| {
+                    Settled::Failed(
+                        "the build service restarted before this build was dispatched; ask again"
+                            .into(),
+                    )
+                }),
+            },
+        );
+        if fresh {
+            if joinable {
+                open.insert((record.key.clone(), dv.clone()), record.request_id.clone());
+            }
+            pending.push((record.key.clone(), dv, record.request_id.clone()));
+        }
+    }
+    ((by_id, open), pending)
 }
 
-/// The router: `POST /build`, `GET /status/{id}`, `GET /healthz`, `GET /metrics`.
+/// The router: `POST /build`, `GET /status/{id}`, `GET /healthz`, `GET /metrics`. Called within a
+/// tokio runtime, it also starts the dispatches a previous run accepted but never recorded.
 pub fn router(state: Arc<ServiceState>) -> Router {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let pending = std::mem::take(&mut *state.pending.lock().expect("pending lock"));
+        for (key, dv, rid) in pending {
+            let worker = state.clone();
+            runtime.spawn(async move { worker.dispatch(key, dv, rid).await });
+        }
+    }
     Router::new()
         .route("/build", post(build))
         .route("/status/{id}", get(status))
@@ -421,6 +478,30 @@ async fn build(
             return accepted(existing, key);
         }
         let rid = new_request_id();
+        // On disk before the answer: a crash after it must not lose the id (see `resume`).
+        let record = LedgerRecord {
+            at: chrono::Utc::now(),
+            event: LedgerEvent::Accepted,
+            key: key.clone(),
+            request_id: rid.clone(),
+            run_id: None,
+            conclusion: None,
+            url: None,
+            driver_version: Some(dv.clone()),
+        };
+        let ledger = state.planner.ledger().clone();
+        let written = tokio::task::spawn_blocking(move || ledger.append(&record)).await;
+        if let Err(e) = written
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            state.metrics.count("ledger_error");
+            eprintln!("error: cannot record a build request: {e}");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the build service cannot record requests right now; retry later",
+            );
+        }
         builds.0.insert(
             rid.clone(),
             Tracked {
