@@ -339,8 +339,21 @@ impl BuildArgs {
             .with_context(|| format!("--deadline {text}: write it like 15m or 90s"))
     }
 
+    /// The state directory the flags or config name (the ledger, the lock, the response cache).
+    fn state_root(&self, config: &Config) -> PathBuf {
+        self.state_dir
+            .clone()
+            .or_else(|| config.state_dir.clone())
+            .unwrap_or_else(default_state_dir)
+    }
+
+    fn forge_client(&self, config: &Config) -> Result<Option<Arc<dyn Forge>>> {
+        self.forge
+            .client(config, &self.state_root(config).join("http-cache"))
+    }
+
     fn client(&self, config: &Config) -> Result<Arc<dyn Forge>> {
-        self.forge.client(config)?.ok_or_else(|| {
+        self.forge_client(config)?.ok_or_else(|| {
             anyhow::anyhow!("no repository: pass --repo OWNER/NAME (or set repo in kfleet.toml)")
         })
     }
@@ -366,11 +379,7 @@ impl BuildArgs {
                 },
             )?,
             state_dir: {
-                let dir = self
-                    .state_dir
-                    .clone()
-                    .or_else(|| config.state_dir.clone())
-                    .unwrap_or_else(default_state_dir);
+                let dir = self.state_root(config);
                 // Sandbox runs are make-believe: keep them out of the real ledger.
                 if self.forge.sandbox.is_some() {
                     dir.join("sandbox")
@@ -460,8 +469,13 @@ pub struct ForgeArgs {
 }
 
 impl ForgeArgs {
-    /// The forge named by the flags or config: the sandbox, or GitHub for a repository.
-    fn client(&self, config: &Config) -> Result<Option<Arc<dyn Forge>>> {
+    /// The forge named by the flags or config: the sandbox, or GitHub for a repository, keeping
+    /// its listing validators in `http_cache`.
+    fn client(
+        &self,
+        config: &Config,
+        http_cache: &std::path::Path,
+    ) -> Result<Option<Arc<dyn Forge>>> {
         if let Some(dir) = &self.sandbox {
             let releases = load_releases(dir)?;
             let forge = runtime()?.block_on(SandboxForge::start(
@@ -483,13 +497,10 @@ impl ForgeArgs {
             .unwrap_or_else(|| GITHUB_API.to_string());
         let token = token_from_environment().ok_or(crate::forge::ForgeError::NoToken)?;
         let notify = Box::new(|msg: &str| eprintln!("waiting: {msg}"));
-        Ok(Some(Arc::new(GithubClient::new(
-            &api,
-            repo,
-            token,
-            RetryPolicy::default(),
-            Some(notify),
-        )?)))
+        Ok(Some(Arc::new(
+            GithubClient::new(&api, repo, token, RetryPolicy::default(), Some(notify))?
+                .with_disk_cache(http_cache.to_path_buf()),
+        )))
     }
 }
 
@@ -715,7 +726,7 @@ fn load_listing(
     if let Some(path) = releases {
         return Ok((read_release_file(path)?, BuildStates::new()));
     }
-    let Some(client) = build.forge.client(config)? else {
+    let Some(client) = build.forge_client(config)? else {
         bail!(
             "no release listing: pass --releases FILE, or --repo OWNER/NAME (or set repo in kfleet.toml)"
         );

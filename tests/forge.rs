@@ -101,6 +101,41 @@ async fn three_pages_then_an_unchanged_listing_is_all_304() {
     assert_eq!(third.releases.len(), 251);
 }
 
+/// Validators kept on disk: the next process's first listing is conditional too, costs no rate
+/// limit when unchanged, holds no token, and a damaged entry is only a miss.
+#[tokio::test]
+async fn the_next_process_starts_conditional_from_the_disk_cache() {
+    let sb = sandbox(150).await;
+    let cache = tempfile::tempdir().unwrap();
+    let cached = || client(&sb, TOKEN).with_disk_cache(cache.path().join("http-cache"));
+    let first = cached().list_releases().await.unwrap();
+    assert!(!first.not_modified);
+    assert_eq!(first.pages, 2);
+
+    let next = cached();
+    let second = next.list_releases().await.unwrap();
+    assert!(second.not_modified, "a new client's first listing is all 304");
+    assert_eq!(second.releases, first.releases);
+    assert_eq!(next.stats().not_modified.load(Ordering::Relaxed), 2);
+
+    let files: Vec<_> = std::fs::read_dir(cache.path().join("http-cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "one entry per page: {files:?}");
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(!text.contains(TOKEN), "the token never reaches the cache");
+        std::fs::write(f, &text[..text.len() / 2]).unwrap();
+    }
+    let damaged = cached();
+    let third = damaged.list_releases().await.unwrap();
+    assert!(!third.not_modified, "damaged entries are misses");
+    assert_eq!(third.releases, first.releases);
+    let fourth = cached().list_releases().await.unwrap();
+    assert!(fourth.not_modified, "and were written again");
+}
+
 #[tokio::test]
 async fn server_errors_are_retried_and_counted() {
     let sb = sandbox(5).await;

@@ -144,8 +144,18 @@ pub struct GithubClient {
     repo: RepoRef,
     policy: RetryPolicy,
     etags: Mutex<HashMap<String, (HeaderValue, bytes::Bytes)>>,
+    /// Where validators and bodies outlive the process (see [`GithubClient::with_disk_cache`]).
+    disk_cache: Option<std::path::PathBuf>,
     stats: ClientStats,
     notify: Notify,
+}
+
+/// One cached page on disk: the URL it answers (a guard against hash collisions), its ETag and body.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedPage {
+    url: String,
+    etag: String,
+    body: String,
 }
 
 /// Finds a token: `GITHUB_TOKEN`, `GH_TOKEN`, then `gh auth token` when `gh` is installed.
@@ -237,6 +247,7 @@ impl GithubClient {
             repo,
             policy,
             etags: Mutex::new(HashMap::new()),
+            disk_cache: None,
             stats: ClientStats::default(),
             notify: notify.unwrap_or_else(|| Box::new(|_| {})),
         })
@@ -244,6 +255,63 @@ impl GithubClient {
 
     pub fn stats(&self) -> &ClientStats {
         &self.stats
+    }
+
+    /// Keeps each listing page's ETag and body in `dir`, so the next process's first request is
+    /// conditional too and an unchanged listing costs no rate limit. A damaged or unreadable
+    /// entry is a cache miss, never an error.
+    pub fn with_disk_cache(mut self, dir: std::path::PathBuf) -> Self {
+        self.disk_cache = Some(dir);
+        self
+    }
+
+    fn disk_path(&self, url: &str) -> Option<std::path::PathBuf> {
+        use sha2::Digest;
+        let dir = self.disk_cache.as_ref()?;
+        let hash: String = sha2::Sha256::digest(url.as_bytes())
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Some(dir.join(format!("{hash}.json")))
+    }
+
+    fn read_disk(&self, url: &str) -> Option<(HeaderValue, bytes::Bytes)> {
+        let bytes = std::fs::read(self.disk_path(url)?).ok()?;
+        let page: CachedPage = serde_json::from_slice(&bytes).ok()?;
+        if page.url != url {
+            return None;
+        }
+        let etag = HeaderValue::from_str(&page.etag).ok()?;
+        Some((etag, bytes::Bytes::from(page.body)))
+    }
+
+    fn write_disk(&self, url: &str, etag: &HeaderValue, body: &bytes::Bytes) {
+        let Some(path) = self.disk_path(url) else {
+            return;
+        };
+        let (Ok(etag), Ok(body)) = (etag.to_str(), std::str::from_utf8(body)) else {
+            return;
+        };
+        let page = CachedPage {
+            url: url.to_string(),
+            etag: etag.to_string(),
+            body: body.to_string(),
+        };
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let json = serde_json::to_vec(&page).map_err(|e| e.to_string())?;
+                crate::report::write_atomic(&path, &json).map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            eprintln!(
+                "warning: cannot keep the response cache in {}: {e}",
+                path.display()
+            );
+        }
     }
 
     pub fn repo(&self) -> &RepoRef {
@@ -386,12 +454,13 @@ impl GithubClient {
             "x-github-api-version",
             HeaderValue::from_static("2022-11-28"),
         );
-        let cached = self
+        let in_memory = self
             .etags
             .lock()
             .expect("etag cache lock is never poisoned")
             .get(url)
             .cloned();
+        let cached = in_memory.or_else(|| self.read_disk(url));
         if let Some((etag, _)) = &cached {
             headers.insert(http::header::IF_NONE_MATCH, etag.clone());
         }
@@ -404,12 +473,17 @@ impl GithubClient {
             .await?;
         Self::check_status(url, &r)?;
         if r.status == StatusCode::NOT_MODIFIED
-            && let Some((_, body)) = cached
+            && let Some((etag, body)) = cached
         {
             self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
+            self.etags
+                .lock()
+                .expect("etag cache lock is never poisoned")
+                .insert(url.to_string(), (etag, body.clone()));
             return Ok((body, r.headers, true));
         }
         if let Some(etag) = r.headers.get(http::header::ETAG) {
+            self.write_disk(url, etag, &r.body);
             self.etags
                 .lock()
                 .expect("etag cache lock is never poisoned")
