@@ -1155,7 +1155,13 @@ fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCode> {
                 } else {
                     println!("plan for {} (offline: nothing was fetched)", id.key());
                     for (i, s) in planned.iter().enumerate() {
-                        println!("{}. {} ({})", i + 1, s.name, s.kind.as_str());
+                        println!(
+                            "{}. {} ({}) for {}",
+                            i + 1,
+                            s.name,
+                            s.kind.as_str(),
+                            s.packages.join(", ")
+                        );
                         for url in &s.urls {
                             println!("   {url}");
                         }

@@ -114,7 +114,10 @@ async fn the_next_process_starts_conditional_from_the_disk_cache() {
 
     let next = cached();
     let second = next.list_releases().await.unwrap();
-    assert!(second.not_modified, "a new client's first listing is all 304");
+    assert!(
+        second.not_modified,
+        "a new client's first listing is all 304"
+    );
     assert_eq!(second.releases, first.releases);
     assert_eq!(next.stats().not_modified.load(Ordering::Relaxed), 2);
 

@@ -1172,6 +1172,15 @@ fn offline_plans_for_real_centos_8_kernels_name_the_vault_point_release() {
             real.replacen("http://", "https://", 1),
             "{key}"
         );
+        let kernel = f[3].trim_end_matches(&format!(".{}", f[2]));
+        assert_eq!(
+            source("centos-vault")["packages"],
+            serde_json::json!([
+                format!("kernel-devel-{kernel}.{}", f[2]),
+                format!("kernel-headers-{kernel}.{}", f[2])
+            ]),
+            "{key}"
+        );
         let point = real.split('/').nth(4).unwrap();
         assert_eq!(
             source("centos-vault")["urls"][0],

@@ -421,6 +421,9 @@ pub struct PlannedSource {
     pub name: String,
     pub kind: SourceKind,
     pub urls: Vec<String>,
+    /// The packages it looks for: the RPMs for rpm-repo, url and koji; the headers package (and
+    /// its dependencies) for apt-repo, snapshot and launchpad.
+    pub packages: Vec<String>,
 }
 
 /// The chain for `id` without touching the network: each source with the URLs it would try.
@@ -482,10 +485,21 @@ pub fn plan(chain: &Chain, id: &KernelIdentity) -> Vec<PlannedSource> {
                     .collect(),
                 _ => s.urls.iter().map(|u| parts.expand(u)).collect(),
             };
+            let packages = match s.kind {
+                SourceKind::RpmRepo | SourceKind::Url | SourceKind::Koji => s
+                    .rpm_packages()
+                    .iter()
+                    .map(|p| format!("{p}-{}-{}.{}", parts.version, parts.release, parts.arch))
+                    .collect(),
+                SourceKind::AptRepo | SourceKind::Snapshot | SourceKind::Launchpad => {
+                    vec![format!("linux-headers-{}", parts.kernel)]
+                }
+            };
             PlannedSource {
                 name: s.name.clone(),
                 kind: s.kind,
                 urls,
+                packages,
             }
         })
         .collect()
