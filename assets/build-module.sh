@@ -11,7 +11,9 @@
 # no container is used, and the tree's UTS_RELEASE must equal KERNEL_VERSION.
 #
 # Environment: DISTRIBUTION DISTRO_VERSION ARCHITECTURE KERNEL_VERSION DRIVER_VERSION MODULE,
-# optionally ASSET_TEMPLATE (kfleet's default) and IMAGE (container image; default by distribution).
+# optionally ASSET_NAME (the name `kfleet identity asset-name` gives, so a kfleet.toml template
+# applies) or ASSET_TEMPLATE (default: kfleet's default), and IMAGE (container image; default by
+# distribution).
 # Prints the asset path on the last line of stdout.
 set -euo pipefail
 
@@ -67,7 +69,7 @@ if [ -z "$kdir" ] && [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; then
   mkdir -p "$out"
   exec docker run --rm -e KFLEET_IN_CONTAINER=1 \
     -e DISTRIBUTION -e DISTRO_VERSION -e ARCHITECTURE -e KERNEL_VERSION -e DRIVER_VERSION -e MODULE \
-    -e ASSET_TEMPLATE="$template" \
+    -e ASSET_TEMPLATE="$template" -e ASSET_NAME \
     -v "$here/build-module.sh:/kfleet/build-module.sh:ro" \
     -v "$(realpath "$headers"):/headers:ro" \
     -v "$(realpath "$module"):/module:ro" \
@@ -125,7 +127,7 @@ make -C "$kdir" M="$build" modules >&2
 mapfile -t modules < <(cd "$build" && find . -name '*.ko' -printf '%P\n' | sort)
 [ ${#modules[@]} -gt 0 ] || die "the build produced no .ko file"
 
-name=$template
+name=${ASSET_NAME:-$template}
 name=${name//\{module\}/$MODULE}
 name=${name//\{driver_version\}/$DRIVER_VERSION}
 name=${name//\{distribution\}/$DISTRIBUTION}
@@ -133,7 +135,7 @@ name=${name//\{distro_version\}/$DISTRO_VERSION}
 name=${name//\{architecture\}/$ARCHITECTURE}
 name=${name//\{kernel_version\}/$KERNEL_VERSION}
 case "$name" in
-  */* | .* | *'{'* | '') die "ASSET_TEMPLATE gives the asset name '$name'; it must be one file name with every placeholder known" ;;
+  */* | .* | *'{'* | '') die "the asset name '$name' (from ASSET_NAME or ASSET_TEMPLATE) must be one file name with every placeholder known" ;;
 esac
 
 {

@@ -1,20 +1,30 @@
 //! Command-line interface: clap definitions and the commands behind them.
 
+#[cfg(feature = "fleet")]
+use crate::builds::build_states;
+#[cfg(feature = "fleet")]
 use crate::builds::ledger::Ledger;
-use crate::builds::{Decision, Planner, PlannerConfig, build_states};
+use crate::builds::{Decision, Planner, PlannerConfig};
 use crate::config::{Config, DEFAULT_MODULE, default_state_dir};
+#[cfg(feature = "fleet")]
 use crate::coverage::{self, BuildStates, CoverageOptions, CoverageStatus};
 use crate::forge::{
-    CancelOutcome, Faults, Forge, GITHUB_API, GithubClient, Release, RepoRef, RetryPolicy, Sandbox,
-    SandboxForge, SandboxOptions, Simulation, WorkflowRun, index_assets, load_releases,
-    read_release_file, select_release, token_from_environment,
+    CancelOutcome, Faults, Forge, GITHUB_API, GithubClient, RepoRef, RetryPolicy, Sandbox,
+    SandboxForge, SandboxOptions, Simulation, WorkflowRun, load_releases, select_release,
+    token_from_environment,
 };
+#[cfg(feature = "fleet")]
+use crate::forge::{Release, index_assets, read_release_file};
 use crate::headers::{Chain, Resolver, ResolverOptions, plan};
 use crate::identity::{
     AssetTemplate, DEFAULT_ASSET_TEMPLATE, RawIdentity, Verdict, check, local_identity,
 };
+#[cfg(feature = "fleet")]
 use crate::inventory::{FleetGroups, read_inventory};
-use crate::report::{self, Format, View, write_atomic};
+#[cfg(feature = "fleet")]
+use crate::report::View;
+use crate::report::{self, Format, write_atomic};
+#[cfg(feature = "fleet")]
 use crate::sample::{FleetSpec, generate};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -37,13 +47,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The terminal dashboard: coverage, dispatch, live runs, header chains.
+    #[cfg(feature = "fleet")]
     Tui(TuiArgs),
     /// Coverage of the fleet by a release's artifacts: statuses, summary, batch plan.
+    #[cfg(feature = "fleet")]
     Report(ReportArgs),
     /// Check or show kernel identities.
     #[command(subcommand)]
     Identity(IdentityCommand),
     /// Write a deterministic synthetic fleet (fleet.csv) and matching releases.json.
+    #[cfg(feature = "fleet")]
     GenFleet(GenFleetArgs),
     /// Serve a GitHub-compatible sandbox forge on loopback (releases from DIR/releases.json).
     Sandbox(SandboxArgs),
@@ -66,6 +79,7 @@ pub enum Command {
     Ensure(EnsureArgs),
 }
 
+#[cfg(feature = "fleet")]
 #[derive(Debug, Args, Default)]
 pub struct TuiArgs {
     /// Fleet inventory (repeatable); default: the built-in sample fleet.
@@ -530,6 +544,7 @@ impl NamingArgs {
     }
 }
 
+#[cfg(feature = "fleet")]
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Fleet inventory: CSV, `kubectl get nodes -o json`, or JSON Lines; gzip accepted. Repeatable.
@@ -659,6 +674,7 @@ pub enum IdentityCommand {
     },
 }
 
+#[cfg(feature = "fleet")]
 #[derive(Debug, Args)]
 pub struct GenFleetArgs {
     /// Number of nodes.
@@ -685,12 +701,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let _runtime = runtime()?.enter();
     let (config, _) = Config::load(cli.config.as_deref())?;
     let Some(command) = cli.command else {
+        #[cfg(feature = "fleet")]
         return tui_cmd(TuiArgs::default(), &config);
+        #[cfg(not(feature = "fleet"))]
+        bail!(
+            "no command given, and this kfleet was built without the dashboard (the fleet feature); see kfleet --help"
+        );
     };
     match command {
+        #[cfg(feature = "fleet")]
         Command::Tui(args) => tui_cmd(args, &config),
+        #[cfg(feature = "fleet")]
         Command::Report(args) => report_cmd(args, &config),
         Command::Identity(cmd) => identity_cmd(cmd, &config),
+        #[cfg(feature = "fleet")]
         Command::GenFleet(args) => gen_fleet_cmd(args, &config),
         Command::Sandbox(args) => sandbox_cmd(args, &config),
         Command::Dispatch(args) => dispatch_cmd(args, &config),
@@ -716,6 +740,7 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     Ok(RUNTIME.get_or_init(|| rt))
 }
 
+#[cfg(feature = "fleet")]
 /// The release listing and build states, from the file or from the forge named on the command
 /// line (whose runs and ledger then give `building`, `failed` and `timed-out`).
 fn load_listing(
@@ -810,6 +835,7 @@ fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode> {
     })
 }
 
+#[cfg(feature = "fleet")]
 fn emit(output: Option<&PathBuf>, text: &str) -> Result<()> {
     match output {
         Some(path) => {
@@ -821,6 +847,7 @@ fn emit(output: Option<&PathBuf>, text: &str) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "fleet")]
 fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
     let head_share = args.head_share.or(config.head_share).unwrap_or(0.90);
     if !(head_share > 0.0 && head_share <= 1.0) {
@@ -881,6 +908,7 @@ fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "fleet")]
 /// Reads the inventories and warns about bad rows on stderr.
 fn read_fleet(paths: &[PathBuf], strict: bool, verbose: bool) -> Result<FleetGroups> {
     let fleet = read_inventory(paths, strict)?;
@@ -939,16 +967,24 @@ fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCode> {
     if let Some(path) = &args.from {
         keys.extend(read_keys_csv(path)?);
     }
+    #[cfg(feature = "fleet")]
     let fleet = if args.missing || args.long_tail {
         Some(read_fleet(&args.inventory, false, false)?)
     } else {
         None
     };
-    let head_share = args.head_share.or(config.head_share).unwrap_or(0.90);
+    #[cfg(not(feature = "fleet"))]
+    if args.missing || args.long_tail {
+        bail!(
+            "--missing and --long-tail read the fleet, and this kfleet was built without the fleet feature; name identities or use --from FILE"
+        );
+    }
     let decisions = runtime()?.block_on(async {
         let listing = client.list_releases().await?;
         let release = select_release(&listing.releases, args.driver_version.as_deref())?;
+        #[cfg(feature = "fleet")]
         if let Some(fleet) = &fleet {
+            let head_share = args.head_share.or(config.head_share).unwrap_or(0.90);
             let assets = index_assets(release, &template);
             let options = CoverageOptions {
                 head_share,
@@ -1233,9 +1269,12 @@ fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCode> {
     }
 }
 
+#[cfg(feature = "fleet")]
 const SAMPLE_FLEET: &str = include_str!("../sample-data/fleet.csv");
+#[cfg(feature = "fleet")]
 const SAMPLE_RELEASES: &str = include_str!("../sample-data/releases.json");
 
+#[cfg(feature = "fleet")]
 fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
     let sample = args.inventory.is_empty();
     // The built-in sample fleet is read like any inventory, from a file.
@@ -1589,6 +1628,7 @@ fn identity_cmd(cmd: IdentityCommand, config: &Config) -> Result<ExitCode> {
     }
 }
 
+#[cfg(feature = "fleet")]
 fn gen_fleet_cmd(args: GenFleetArgs, config: &Config) -> Result<ExitCode> {
     let spec = FleetSpec {
         nodes: args.nodes,

@@ -30,7 +30,11 @@ pub struct Config {
     pub deadline: Option<String>,
     /// Dashboard keys, `[keys]`: any of down up filter sort reverse dispatch batch export
     /// refresh help quit, each one character.
+    #[cfg(feature = "fleet")]
     pub keys: Option<crate::tui::app::KeyMap>,
+    /// Without the dashboard (no `fleet` feature) the table is accepted and unused.
+    #[cfg(not(feature = "fleet"))]
+    pub keys: Option<toml::Table>,
 }
 
 pub const DEFAULT_MODULE: &str = "kdriver";
@@ -97,6 +101,7 @@ impl Config {
                 "target = {t}: must be a percentage above 0 and at most 100"
             ));
         }
+        #[cfg(feature = "fleet")]
         if let Some(keys) = &config.keys {
             keys.validate()?;
         }

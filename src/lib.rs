@@ -3,12 +3,16 @@
 pub mod builds;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "fleet")]
 pub mod coverage;
 pub mod forge;
 pub mod headers;
 pub mod identity;
+#[cfg(feature = "fleet")]
 pub mod inventory;
 pub mod report;
+#[cfg(feature = "fleet")]
 pub mod sample;
 pub mod service;
+#[cfg(feature = "fleet")]
 pub mod tui;

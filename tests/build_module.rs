@@ -70,8 +70,12 @@ fn installed_headers() -> (PathBuf, KernelIdentity) {
 }
 
 fn build_module(kdir: &Path, id: &KernelIdentity, kernel_version: &str, out: &Path) -> Output {
-    run(Command::new("bash")
-        .arg(root().join("assets/build-module.sh"))
+    run(&mut build_command(kdir, id, kernel_version, out))
+}
+
+fn build_command(kdir: &Path, id: &KernelIdentity, kernel_version: &str, out: &Path) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("assets/build-module.sh"))
         .arg("--kernel-dir")
         .arg(kdir)
         .arg("--module")
@@ -84,7 +88,9 @@ fn build_module(kdir: &Path, id: &KernelIdentity, kernel_version: &str, out: &Pa
         .env("KERNEL_VERSION", kernel_version)
         .env("DRIVER_VERSION", "1.4.2")
         .env("MODULE", MODULE)
-        .env_remove("ASSET_TEMPLATE"))
+        .env_remove("ASSET_TEMPLATE")
+        .env_remove("ASSET_NAME");
+    cmd
 }
 
 #[test]
@@ -192,4 +198,51 @@ fn metacharacters_in_the_identity_never_reach_make() {
         "{stderr}"
     );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
+/// The workflow names the asset with `kfleet identity asset-name` (so a kfleet.toml template
+/// applies) and hands the name to the script, which packages under exactly that name.
+#[test]
+fn the_asset_name_kfleet_gives_is_the_one_packaged() {
+    let (kdir, id) = installed_headers();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "asset_template = \"{module}_{driver_version}_{distribution}{distro_version}_{architecture}_{kernel_version}.tgz\"\n",
+    )
+    .unwrap();
+    let named = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .arg("--config")
+        .arg(config.path())
+        .args(["identity", "asset-name", "--distribution"])
+        .arg(id.distribution.as_str())
+        .args(["--distro-version", &id.distro_version])
+        .args(["--architecture", id.architecture.as_str()])
+        .args(["--kernel-version", &id.kernel_version])
+        .args(["--driver-version", "1.4.2", "--module", MODULE]));
+    assert!(
+        named.status.success(),
+        "{}",
+        String::from_utf8_lossy(&named.stderr)
+    );
+    let name = String::from_utf8(named.stdout).unwrap().trim().to_string();
+    assert_eq!(
+        name,
+        format!(
+            "{MODULE}_1.4.2_debian{}_{}_{}.tgz",
+            id.distro_version,
+            id.architecture.as_str(),
+            id.kernel_version
+        )
+    );
+    let out = tempfile::tempdir().unwrap();
+    let result =
+        run(build_command(&kdir, &id, &id.kernel_version, out.path()).env("ASSET_NAME", &name));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(out.path().join(&name).is_file());
+    assert!(out.path().join(format!("{name}.sha256")).is_file());
 }

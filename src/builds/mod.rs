@@ -643,6 +643,7 @@ impl Planner {
 /// Coverage build states from a run listing (newest first) and the ledger: an unfinished run is
 /// `building` (or `timed-out` past the deadline); a failed or cancelled latest run is `failed`; a
 /// dispatch in the ledger whose run is not listed yet is `building`.
+#[cfg(feature = "fleet")]
 pub fn build_states(
     runs: &[WorkflowRun],
     ledger: Option<&ledger::LedgerState>,

@@ -1,0 +1,281 @@
+//! Coverage reports in the four formats (the `fleet` feature).
+
+use super::{Format, ReportError, finish_csv, grid, thousands};
+use crate::coverage::{CoverageReport, CoverageStatus, IdentityRow};
+use std::fmt::Write as _;
+
+/// What to show of a report.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// Only identities with these statuses (all when empty).
+    pub statuses: Vec<CoverageStatus>,
+    /// Rows in the table format (0: all). CSV, JSON and Markdown tables are not limited.
+    pub limit: usize,
+    /// Also list unrecognised assets and every bad row in the table format.
+    pub verbose: bool,
+}
+
+impl View {
+    fn rows<'a>(&self, report: &'a CoverageReport) -> Vec<&'a IdentityRow> {
+        report
+            .identities
+            .iter()
+            .filter(|r| self.statuses.is_empty() || self.statuses.contains(&r.status))
+            .collect()
+    }
+}
+
+/// Renders a coverage report.
+pub fn render(report: &CoverageReport, format: Format, view: &View) -> Result<String, ReportError> {
+    match format {
+        Format::Table => Ok(table(report, view)),
+        Format::Csv => identities_csv(&view.rows(report)),
+        Format::Json => json(report, view),
+        Format::Markdown => Ok(markdown(report, view)),
+    }
+}
+
+/// The identities as CSV (the `--format csv` columns).
+pub fn identities_csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
+    let mut w = ::csv::Writer::from_writer(Vec::new());
+    let enc = |e: ::csv::Error| ReportError::Encode(e.to_string());
+    w.write_record([
+        "distribution",
+        "distro_version",
+        "architecture",
+        "kernel_version",
+        "nodes",
+        "status",
+        "reason",
+        "asset",
+    ])
+    .map_err(enc)?;
+    for r in rows {
+        w.write_record([
+            r.distribution.as_str(),
+            r.distro_version.as_str(),
+            r.architecture.as_str(),
+            r.kernel_version.as_str(),
+            &r.nodes.to_string(),
+            r.status.as_str(),
+            r.reason.as_deref().unwrap_or(""),
+            r.asset.as_deref().unwrap_or(""),
+        ])
+        .map_err(enc)?;
+    }
+    finish_csv(w)
+}
+
+fn json(report: &CoverageReport, view: &View) -> Result<String, ReportError> {
+    let doc = serde_json::json!({
+        "summary": report.summary,
+        "identities": view.rows(report),
+        "unused": report.unused,
+        "unrecognised_assets": report.unrecognised,
+        "bad_rows": report.bad_rows,
+    });
+    serde_json::to_string_pretty(&doc)
+        .map(|s| s + "\n")
+        .map_err(|e| ReportError::Encode(e.to_string()))
+}
+
+fn status_lines(report: &CoverageReport) -> Vec<Vec<String>> {
+    report
+        .summary
+        .statuses
+        .iter()
+        .map(|(s, c)| vec![s.to_string(), thousands(c.identities), thousands(c.nodes)])
+        .collect()
+}
+
+fn plan_sentence(report: &CoverageReport) -> String {
+    let p = &report.summary.batch_plan;
+    if p.builds == 0 && p.reachable {
+        return format!("node coverage already meets {}%", p.target_pct);
+    }
+    let verdict = if p.reachable {
+        String::new()
+    } else {
+        format!(
+            " (short of {}%: the rest is unsupported or invalid)",
+            p.target_pct
+        )
+    };
+    format!(
+        "{} build(s) lift node coverage to {}% (+{} nodes){verdict}",
+        p.builds,
+        p.node_coverage_after_pct,
+        thousands(p.nodes_gained)
+    )
+}
+
+fn table(report: &CoverageReport, view: &View) -> String {
+    let s = &report.summary;
+    let mut out = String::new();
+    let _ = writeln!(out, "kfleet coverage for driver {}", s.driver_version);
+    let _ = writeln!(
+        out,
+        "nodes {}  identities {}  node coverage {}%  identity coverage {}%",
+        thousands(s.nodes),
+        thousands(s.identities),
+        s.node_coverage_pct,
+        s.identity_coverage_pct
+    );
+    let _ = writeln!(
+        out,
+        "head: {} identities hold {}% of the nodes; the rest is the long tail",
+        s.head_identities,
+        s.head_share * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "artifacts {}  unused {}  unrecognised assets {}  bad rows {}",
+        s.artifacts, s.unused_artifacts, s.unrecognised_assets, s.bad_rows
+    );
+    let _ = writeln!(
+        out,
+        "batch plan to {}%: {}\n",
+        s.batch_plan.target_pct,
+        plan_sentence(report)
+    );
+    out.push_str(&grid(
+        &["STATUS", "IDENTITIES", "NODES"],
+        &status_lines(report),
+        &[1, 2],
+    ));
+    out.push('\n');
+    let breakdown: Vec<Vec<String>> = s
+        .breakdown
+        .iter()
+        .map(|b| {
+            vec![
+                b.distribution.clone(),
+                b.architecture.clone(),
+                thousands(b.nodes),
+                thousands(b.identities),
+                format!("{}%", b.node_coverage_pct),
+            ]
+        })
+        .collect();
+    out.push_str(&grid(
+        &["DISTRIBUTION", "ARCH", "NODES", "IDENTITIES", "COVERED"],
+        &breakdown,
+        &[2, 3, 4],
+    ));
+    out.push('\n');
+    let rows = view.rows(report);
+    let shown = if view.limit == 0 {
+        rows.len()
+    } else {
+        view.limit.min(rows.len())
+    };
+    let cells: Vec<Vec<String>> = rows[..shown]
+        .iter()
+        .map(|r| {
+            vec![
+                r.distribution.clone(),
+                r.distro_version.clone(),
+                r.architecture.clone(),
+                r.kernel_version.clone(),
+                thousands(r.nodes),
+                r.status.to_string(),
+                r.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push_str(&grid(
+        &[
+            "DISTRIBUTION",
+            "VERSION",
+            "ARCH",
+            "KERNEL",
+            "NODES",
+            "STATUS",
+            "REASON",
+        ],
+        &cells,
+        &[4],
+    ));
+    if shown < rows.len() {
+        let _ = writeln!(
+            out,
+            "... {} more identities (--limit 0 shows all; --format csv for a file)",
+            rows.len() - shown
+        );
+    }
+    if view.verbose {
+        if !report.unrecognised.is_empty() {
+            let _ = writeln!(out, "\nunrecognised assets:");
+            for a in &report.unrecognised {
+                let _ = writeln!(out, "  {}: {}", a.name, a.reason);
+            }
+        }
+        if !report.bad_rows.is_empty() {
+            let _ = writeln!(out, "\nbad rows:");
+            for b in &report.bad_rows {
+                let _ = writeln!(out, "  {b}");
+            }
+        }
+    }
+    out
+}
+
+fn markdown(report: &CoverageReport, view: &View) -> String {
+    let s = &report.summary;
+    let mut out = String::new();
+    let _ = writeln!(out, "## kfleet coverage: driver `{}`\n", s.driver_version);
+    let _ = writeln!(
+        out,
+        "| nodes | identities | node coverage | identity coverage | unused artifacts | bad rows |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| {} | {} | **{}%** | {}% | {} | {} |\n",
+        thousands(s.nodes),
+        thousands(s.identities),
+        s.node_coverage_pct,
+        s.identity_coverage_pct,
+        s.unused_artifacts,
+        s.bad_rows
+    );
+    let _ = writeln!(
+        out,
+        "**Batch plan to {}%:** {}\n",
+        s.batch_plan.target_pct,
+        plan_sentence(report)
+    );
+    let _ = writeln!(out, "| status | identities | nodes |\n|---|---:|---:|");
+    for row in status_lines(report) {
+        let _ = writeln!(out, "| {} | {} | {} |", row[0], row[1], row[2]);
+    }
+    let rows = view.rows(report);
+    let gaps: Vec<&&IdentityRow> = rows
+        .iter()
+        .filter(|r| r.status != CoverageStatus::Covered)
+        .collect();
+    if !gaps.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n<details><summary>{} identities without an artifact</summary>\n",
+            gaps.len()
+        );
+        let _ = writeln!(
+            out,
+            "| identity | nodes | status | reason |\n|---|---:|---|---|"
+        );
+        for r in gaps {
+            let reason = r.reason.as_deref().unwrap_or("").replace('|', "\\|");
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} |",
+                r.key,
+                thousands(r.nodes),
+                r.status,
+                reason
+            );
+        }
+        let _ = writeln!(out, "\n</details>");
+    }
+    out
+}
