@@ -2,13 +2,16 @@
 # Builds an out-of-tree kernel module against fetched kernel headers, inside a container of the
 # distribution, and packages it under kfleet's asset naming template with its sha256.
 #
-#   build-module.sh --headers DIR --module DIR --out DIR
+#   build-module.sh --headers DIR [--extract] --module DIR --out DIR
 #   build-module.sh --kernel-dir DIR --module DIR --out DIR
 #
 # --headers holds the packages `kfleet headers fetch` wrote; they are installed in a container of the
-# distribution. --kernel-dir is a kernel build tree already installed on this machine (for example
-# /usr/src/linux-headers-6.1.0-18-amd64 or /lib/modules/$(uname -r)/build): nothing is installed,
-# no container is used, and the tree's UTS_RELEASE must equal KERNEL_VERSION.
+# distribution. With --extract they are unpacked into a private directory instead (dpkg-deb or
+# rpm2cpio; no container, no root), for a host that runs the distribution's own build tools (the
+# same distribution and release). --kernel-dir is a kernel build tree already installed on this
+# machine (for example /usr/src/linux-headers-6.1.0-18-amd64 or /lib/modules/$(uname -r)/build):
+# nothing is installed and no container is used. Either way the tree's UTS_RELEASE must equal
+# KERNEL_VERSION.
 #
 # Environment: DISTRIBUTION DISTRO_VERSION ARCHITECTURE KERNEL_VERSION DRIVER_VERSION MODULE,
 # optionally ASSET_NAME (the name `kfleet identity asset-name` gives, so a kfleet.toml template
@@ -22,9 +25,14 @@ die() {
   exit 1
 }
 
-usage="usage: (--headers DIR | --kernel-dir DIR) --module DIR --out DIR"
-headers='' kdir='' module='' out=''
+usage="usage: (--headers DIR [--extract] | --kernel-dir DIR) --module DIR --out DIR"
+headers='' kdir='' module='' out='' extract=''
 while [ $# -gt 0 ]; do
+  if [ "$1" = --extract ]; then
+    extract=1
+    shift
+    continue
+  fi
   [ $# -ge 2 ] || die "$1 needs a value; $usage"
   case "$1" in
     --headers) headers=$2; shift 2 ;;
@@ -39,6 +47,7 @@ case "${headers:+h}${kdir:+k}" in
   h | k) ;;
   *) die "give exactly one of --headers and --kernel-dir; $usage" ;;
 esac
+[ -z "$extract" ] || [ -n "$headers" ] || die "--extract unpacks the packages of --headers; $usage"
 
 fields=(DISTRIBUTION DISTRO_VERSION ARCHITECTURE KERNEL_VERSION DRIVER_VERSION MODULE)
 for v in "${fields[@]}"; do
@@ -64,7 +73,7 @@ image_for() {
   esac
 }
 
-if [ -z "$kdir" ] && [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; then
+if [ -z "$kdir" ] && [ -z "$extract" ] && [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; then
   here=$(cd "$(dirname "$0")" && pwd)
   mkdir -p "$out"
   exec docker run --rm -e KFLEET_IN_CONTAINER=1 \
@@ -77,9 +86,42 @@ if [ -z "$kdir" ] && [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; then
     "${IMAGE:-$(image_for)}" bash /kfleet/build-module.sh --headers /headers --module /module --out /out
 fi
 
+build='' root='' tmp=''
+cleanup() {
+  rm -rf "$build" "$root"
+  [ -z "$tmp" ] || rm -f "$tmp"
+}
+trap cleanup EXIT
+
 shopt -s nullglob
 if [ -n "$kdir" ]; then
   [ -d "$kdir" ] || die "kernel build tree $kdir does not exist"
+elif [ -n "$extract" ]; then
+  root=$(mktemp -d)
+  case "$DISTRIBUTION" in
+    ubuntu | debian)
+      packages=("$headers"/*.deb)
+      [ ${#packages[@]} -gt 0 ] || die "no .deb packages in $headers"
+      for p in "${packages[@]}"; do dpkg-deb -x "$p" "$root" || die "cannot unpack $p"; done
+      kdir=$root/usr/src/linux-headers-$KERNEL_VERSION
+      ;;
+    *)
+      packages=("$headers"/*.rpm)
+      [ ${#packages[@]} -gt 0 ] || die "no .rpm packages in $headers"
+      for p in "${packages[@]}"; do
+        rpm2cpio "$p" | (cd "$root" && cpio -idm --quiet) || die "cannot unpack $p"
+      done
+      kdir=$root/usr/src/kernels/$KERNEL_VERSION
+      ;;
+  esac
+  [ -d "$kdir" ] || die "the packages in $headers hold no ${kdir#"$root"}"
+  # The packages expect to live at /: point their absolute references into the private root
+  # (absolute symlinks; Debian's flavour Makefile includes /usr/src/linux-headers-*-common).
+  while IFS= read -r -d '' link; do
+    target=$(readlink "$link")
+    case "$target" in /*) ln -sfn "$root$target" "$link" ;; esac
+  done < <(find "$root" -type l -print0)
+  [ ! -f "$kdir/Makefile" ] || sed -i "s|^include /usr/src/|include $root/usr/src/|" "$kdir/Makefile"
 else
   case "$DISTRIBUTION" in
     ubuntu | debian)
@@ -116,12 +158,6 @@ uts=$(sed -n 's/^#define UTS_RELEASE "\(.*\)"$/\1/p' "$kdir/include/generated/ut
 [ "$uts" = "$KERNEL_VERSION" ] || die "$kdir is for kernel $uts, not KERNEL_VERSION=$KERNEL_VERSION"
 
 build=$(mktemp -d)
-tmp=''
-cleanup() {
-  rm -rf "$build"
-  [ -z "$tmp" ] || rm -f "$tmp"
-}
-trap cleanup EXIT
 cp -R "$module"/. "$build"/
 make -C "$kdir" M="$build" modules >&2
 mapfile -t modules < <(cd "$build" && find . -name '*.ko' -printf '%P\n' | sort)

@@ -69,16 +69,36 @@ fn installed_headers() -> (PathBuf, KernelIdentity) {
     (kdir, id)
 }
 
-fn build_module(kdir: &Path, id: &KernelIdentity, kernel_version: &str, out: &Path) -> Output {
-    run(&mut build_command(kdir, id, kernel_version, out))
+/// What build-module.sh builds against.
+enum Headers<'a> {
+    /// An installed kernel build tree (`--kernel-dir`).
+    Tree(&'a Path),
+    /// Fetched packages, unpacked without a container (`--headers DIR --extract`).
+    Extract(&'a Path),
 }
 
-fn build_command(kdir: &Path, id: &KernelIdentity, kernel_version: &str, out: &Path) -> Command {
+fn build_module(kdir: &Path, id: &KernelIdentity, kernel_version: &str, out: &Path) -> Output {
+    run(&mut build_command(
+        Headers::Tree(kdir),
+        id,
+        kernel_version,
+        out,
+    ))
+}
+
+fn build_command(
+    headers: Headers,
+    id: &KernelIdentity,
+    kernel_version: &str,
+    out: &Path,
+) -> Command {
     let mut cmd = Command::new("bash");
-    cmd.arg(root().join("assets/build-module.sh"))
-        .arg("--kernel-dir")
-        .arg(kdir)
-        .arg("--module")
+    cmd.arg(root().join("assets/build-module.sh"));
+    match headers {
+        Headers::Tree(dir) => cmd.arg("--kernel-dir").arg(dir),
+        Headers::Extract(dir) => cmd.arg("--headers").arg(dir).arg("--extract"),
+    };
+    cmd.arg("--module")
         .arg(root().join("assets/example-module"))
         .arg("--out")
         .arg(out)
@@ -236,8 +256,10 @@ fn the_asset_name_kfleet_gives_is_the_one_packaged() {
         )
     );
     let out = tempfile::tempdir().unwrap();
-    let result =
-        run(build_command(&kdir, &id, &id.kernel_version, out.path()).env("ASSET_NAME", &name));
+    let result = run(
+        build_command(Headers::Tree(&kdir), &id, &id.kernel_version, out.path())
+            .env("ASSET_NAME", &name),
+    );
     assert!(
         result.status.success(),
         "{}",
@@ -245,4 +267,166 @@ fn the_asset_name_kfleet_gives_is_the_one_packaged() {
     );
     assert!(out.path().join(&name).is_file());
     assert!(out.path().join(format!("{name}.sha256")).is_file());
+}
+
+/// The real header packages for this machine's kernel headers, downloaded by `.ci/run` into
+/// `KFLEET_DEBS` (default `~/.cache/kfleet-debs`): the flavour package, its common package and kbuild.
+fn real_header_debs() -> Vec<PathBuf> {
+    let dir = std::env::var_os("KFLEET_DEBS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kfleet-debs")))
+        .expect("HOME or KFLEET_DEBS is set");
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; .ci/run downloads the header packages there (apt-get download)",
+                dir.display()
+            )
+        })
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    debs.sort();
+    assert_eq!(
+        debs.len(),
+        3,
+        "headers, common and kbuild in {}: {debs:?}",
+        dir.display()
+    );
+    debs
+}
+
+fn control_field(deb: &Path, field: &str) -> String {
+    let out = run(Command::new("dpkg-deb").arg("-f").arg(deb).arg(field));
+    assert!(out.status.success(), "dpkg-deb -f {}", deb.display());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The shipped build path with real packages and no container: `kfleet headers fetch` resolves
+/// the kernel's headers from an APT repository on 127.0.0.1 that serves Debian's real `.deb`
+/// files under a `Packages.xz` made from their control fields, downloads and verifies them; then
+/// `build-module.sh --extract` unpacks them and builds the example module into a real `.ko`.
+#[test]
+fn fetched_real_debian_packages_build_the_module_without_a_container() {
+    use std::io::Write as _;
+    let debs = real_header_debs();
+    let (_, installed) = installed_headers();
+    let flavour_deb = debs
+        .iter()
+        .find(|d| {
+            let p = control_field(d, "Package");
+            p.starts_with("linux-headers-") && !p.ends_with("-common")
+        })
+        .expect("a linux-headers-VERSION-FLAVOUR package");
+    let kernel = control_field(flavour_deb, "Package")
+        .trim_start_matches("linux-headers-")
+        .to_string();
+    let key = format!(
+        "debian/{}/{}/{kernel}",
+        installed.distro_version,
+        installed.architecture.as_str()
+    );
+    let id = KernelIdentity::from_key(&key).unwrap();
+    let deb_arch = installed.architecture.debian_name();
+
+    // A Debian mirror: dists/CODENAME/main/binary-ARCH/Packages.xz and the pool.
+    let mut files: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    let mut index = String::new();
+    for deb in &debs {
+        let bytes = std::fs::read(deb).unwrap();
+        let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+        let pool = format!("pool/main/l/linux/{name}");
+        let digest: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        index.push_str(&format!(
+            "Package: {}\nVersion: {}\nArchitecture: {}\nDepends: {}\nFilename: {pool}\nSize: {}\nSHA256: {digest}\n\n",
+            control_field(deb, "Package"),
+            control_field(deb, "Version"),
+            control_field(deb, "Architecture"),
+            control_field(deb, "Depends"),
+            bytes.len()
+        ));
+        files.insert(format!("/debian/{pool}"), bytes);
+    }
+    let mut xz = Vec::new();
+    lzma_rs::xz_compress(&mut std::io::Cursor::new(index.as_bytes()), &mut xz).unwrap();
+    let codename = kfleet::headers::KernelParts::of(&id).codename;
+    files.insert(
+        format!("/debian/dists/{codename}/main/binary-{deb_arch}/Packages.xz"),
+        xz,
+    );
+    let files = std::sync::Arc::new(files);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let files = files.clone();
+        async move {
+            match files.get(uri.path()) {
+                Some(body) => (axum::http::StatusCode::OK, body.clone()),
+                None => (axum::http::StatusCode::NOT_FOUND, Vec::new()),
+            }
+        }
+    });
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut chain = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        chain,
+        "[[sources]]\nfamily = \"debian\"\nname = \"local-mirror\"\nkind = \"apt-repo\"\nurls = [\"{base}/debian/\"]\nsuites = [\"{{codename}}\"]\ncomponents = [\"main\"]\n"
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let headers = work.path().join("headers");
+    let fetched = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .args(["headers", "fetch", &key, "--sources"])
+        .arg(chain.path())
+        .arg("--out")
+        .arg(&headers)
+        .env("KFLEET_STATE_DIR", work.path().join("state")));
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let mut got: Vec<String> = std::fs::read_dir(&headers)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    let want: Vec<String> = debs
+        .iter()
+        .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(got, want, "the headers package and the two it depends on");
+
+    let out = work.path().join("out");
+    let mut built = build_command(Headers::Extract(&headers), &id, &id.kernel_version, &out);
+    let result = run(&mut built);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, MODULE).unwrap();
+    let asset = out.join(template.render(&id, "1.4.2"));
+    let unpacked = tempfile::tempdir().unwrap();
+    assert!(
+        run(Command::new("tar")
+            .arg("-xJf")
+            .arg(&asset)
+            .arg("-C")
+            .arg(unpacked.path()))
+        .status
+        .success()
+    );
+    let modinfo = run(Command::new("modinfo")
+        .args(["-F", "vermagic"])
+        .arg(unpacked.path().join(format!("{MODULE}.ko"))));
+    let vermagic = String::from_utf8_lossy(&modinfo.stdout);
+    assert_eq!(vermagic.split_whitespace().next(), Some(kernel.as_str()));
 }
