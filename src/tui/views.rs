@@ -459,10 +459,11 @@ fn headers(app: &App, frame: &mut Frame, area: Rect) {
             ));
             for (i, source) in plan(&CHAIN, &id).iter().enumerate() {
                 lines.push(Line::raw(format!(
-                    "{}. {} ({})",
+                    "{}. {} ({}) for {}",
                     i + 1,
                     source.name,
-                    source.kind.as_str()
+                    source.kind.as_str(),
+                    source.packages.join(", ")
                 )));
                 for url in &source.urls {
                     lines.push(Line::raw(format!("     {url}")));
