@@ -576,6 +576,23 @@ async fn a_crash_between_the_answer_and_the_dispatch_loses_no_id() {
             chrono::Duration::hours(2),
         ))
         .unwrap();
+    // Accepted, dispatched and finished, then superseded by a later build of the same kernel:
+    // neither planned again nor reported as lost.
+    let earlier = "fedora/40/x86_64/6.8.9-300.fc40.x86_64";
+    let mut done = accepted(earlier, "r-done", chrono::Duration::minutes(3));
+    ledger.append(&done).unwrap();
+    for (rid, event) in [
+        ("r-done", LedgerEvent::Dispatched),
+        ("r-done", LedgerEvent::Finished),
+        ("r-later", LedgerEvent::Dispatched),
+        ("r-later", LedgerEvent::Finished),
+    ] {
+        done.event = event;
+        done.request_id = rid.into();
+        done.run_id = Some(7);
+        done.conclusion = (event == LedgerEvent::Finished).then(|| "success".into());
+        ledger.append(&done).unwrap();
+    }
 
     let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
     let mut seen = Value::Null;
@@ -596,8 +613,9 @@ async fn a_crash_between_the_answer_and_the_dispatch_loses_no_id() {
     assert_eq!(stale["status"], "failed");
     assert_eq!(
         stale["reason"],
-        "the build service restarted before this build was dispatched; ask again"
+        "no dispatch was recorded for this request before the build service restarted; ask again"
     );
+    assert_eq!(status(&svc.url, "r-done").await.0, 404);
     assert_eq!(f.sandbox().dispatches(), 1, "only the fresh one is built");
     let runs = f.list_runs("build-driver.yml", None).await.unwrap();
     assert!(

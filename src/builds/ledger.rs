@@ -80,8 +80,10 @@ pub struct Ledger {
 #[derive(Debug, Default)]
 pub struct LedgerState {
     pub entries: HashMap<String, LedgerEntry>,
-    /// The service's accepted requests, by request id (their dispatches are in `entries`).
+    /// The service's accepted requests, by request id.
     pub accepted: HashMap<String, LedgerRecord>,
+    /// Every request id with a dispatch record (`entries` keeps only the latest per identity).
+    pub dispatched_ids: std::collections::HashSet<String>,
     pub records: usize,
     pub torn_tail: Option<String>,
 }
@@ -161,6 +163,7 @@ impl Ledger {
                     state.accepted.insert(record.request_id.clone(), record);
                 }
                 LedgerEvent::Dispatched => {
+                    state.dispatched_ids.insert(record.request_id.clone());
                     state.entries.insert(
                         record.key.clone(),
                         LedgerEntry {

@@ -179,9 +179,9 @@ impl ServiceState {
 }
 
 /// Rebuilds the request map from the ledger, so ids survive a restart: every dispatch, and every
-/// accepted request whose dispatch was never recorded. Those accepted within `deadline` are
-/// returned to be dispatched again (the planner's checks keep that to one build); older ones
-/// failed, since their nodes stopped waiting.
+/// accepted request with no dispatch recorded. Those accepted within `deadline` are returned to be
+/// planned again (the planner's checks keep that to one build); older ones answer failed, since
+/// their nodes stopped waiting.
 fn resume(
     ledger: &LedgerState,
     deadline: std::time::Duration,
@@ -216,7 +216,9 @@ fn resume(
     let mut accepted: Vec<_> = ledger.accepted.values().collect();
     accepted.sort_by_key(|r| r.at);
     for record in accepted {
-        if by_id.contains_key(&record.request_id) {
+        if by_id.contains_key(&record.request_id)
+            || ledger.dispatched_ids.contains(&record.request_id)
+        {
             continue;
         }
         let dv = record.driver_version.clone().unwrap_or_default();
@@ -236,7 +238,7 @@ fn resume(
                 status: None,
                 settled: (!fresh).then(|| {
                     Settled::Failed(
-                        "the build service restarted before this build was dispatched; ask again"
+                        "no dispatch was recorded for this request before the build service restarted; ask again"
                             .into(),
                     )
                 }),
