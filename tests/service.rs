@@ -133,6 +133,19 @@ async fn post(url: &str, body: &Value) -> (u16, Value) {
     (code, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Polls `GET /status/{id}` (up to 5 s) until `done` holds; returns the last answer.
+async fn poll_status(url: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = status(url, id).await.1;
+        if done(&seen) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seen
+}
+
 async fn status(url: &str, id: &str) -> (u16, Value) {
     let r = reqwest::Client::new()
         .get(format!("{url}/status/{id}"))
@@ -165,12 +178,7 @@ async fn a_hundred_concurrent_requests_for_one_missing_kernel_make_one_dispatch(
     assert_eq!(ids.len(), 1, "every request joined the one build");
     let id = ids.into_iter().next().unwrap();
     // The id is handed out at once; the dispatch follows in the background.
-    for _ in 0..100 {
-        if status(&svc.url, &id).await.1["run_url"].is_string() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_status(&svc.url, &id, |st| st["run_url"].is_string()).await;
     assert_eq!(f.sandbox().dispatches(), 1);
 
     let metrics = reqwest::get(format!("{}/metrics", svc.url))
@@ -226,14 +234,7 @@ async fn a_restart_mid_build_keeps_the_id_and_its_status() {
     let first = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
     let (_, body) = post(&first.url, &missing_body()).await;
     let id = body["id"].as_str().unwrap().to_string();
-    let mut seen = Value::Null;
-    for _ in 0..100 {
-        seen = status(&first.url, &id).await.1;
-        if seen["status"] == "in_progress" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let seen = poll_status(&first.url, &id, |st| st["status"] == "in_progress").await;
     assert_eq!(seen["status"], "in_progress", "{seen}");
     first.stop().await;
 
@@ -595,14 +596,7 @@ async fn a_crash_between_the_answer_and_the_dispatch_loses_no_id() {
     }
 
     let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
-    let mut seen = Value::Null;
-    for _ in 0..100 {
-        seen = status(&svc.url, "r-crashed").await.1;
-        if seen["status"] == "in_progress" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let seen = poll_status(&svc.url, "r-crashed", |st| st["status"] == "in_progress").await;
     assert_eq!(seen["status"], "in_progress", "{seen}");
     assert!(seen["run_url"].as_str().is_some(), "{seen}");
     let (code, again) = post(&svc.url, &missing_body()).await;

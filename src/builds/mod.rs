@@ -389,6 +389,14 @@ impl Planner {
         Ok(out)
     }
 
+    /// Waits until `dispatch_interval` has passed since the last dispatch, then marks this one.
+    async fn pace(&self, last_dispatch: &mut Option<tokio::time::Instant>) {
+        if let Some(last) = *last_dispatch {
+            tokio::time::sleep_until(last + self.config.dispatch_interval).await;
+        }
+        *last_dispatch = Some(tokio::time::Instant::now());
+    }
+
     /// Turns every `WouldDispatch` into a batch dispatch of at most 256 identities.
     async fn dispatch_batches(
         &self,
@@ -409,10 +417,7 @@ impl Planner {
                 "request_id": rid,
             });
             let inputs = inputs.as_object().expect("inputs are an object").clone();
-            if let Some(last) = *last_dispatch {
-                tokio::time::sleep_until(last + self.config.dispatch_interval).await;
-            }
-            *last_dispatch = Some(tokio::time::Instant::now());
+            self.pace(last_dispatch).await;
             let run = self
                 .client
                 .dispatch(
@@ -552,10 +557,7 @@ impl Planner {
             "request_id": rid,
         });
         let inputs = inputs.as_object().expect("inputs are an object").clone();
-        if let Some(last) = *last_dispatch {
-            tokio::time::sleep_until(last + self.config.dispatch_interval).await;
-        }
-        *last_dispatch = Some(tokio::time::Instant::now());
+        self.pace(last_dispatch).await;
         let run = self
             .client
             .dispatch(&self.config.workflow, &self.config.git_ref, &inputs, &rid)

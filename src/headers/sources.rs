@@ -208,19 +208,14 @@ async fn rpm_repo(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
         } else {
             url
         };
-        let missing: Vec<&str> = wanted
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| f.is_none())
-            .map(|(w, _)| w.as_str())
-            .collect();
-        let Some(hits) = rpm_repo_base(ctx, &base, &missing).await else {
+        let missing: Vec<usize> = (0..wanted.len()).filter(|&i| found[i].is_none()).collect();
+        let names: Vec<&str> = missing.iter().map(|&i| wanted[i].as_str()).collect();
+        let Some(hits) = rpm_repo_base(ctx, &base, &names).await else {
             continue;
         };
         let p = ctx.parts;
-        for (name, hit) in missing.iter().zip(hits) {
+        for ((i, name), hit) in missing.into_iter().zip(names).zip(hits) {
             if let Some((location, checksum)) = hit {
-                let i = wanted.iter().position(|w| w == name).unwrap_or_default();
                 found[i] = Some(HeaderPackage {
                     name: format!("{name}-{}-{}.{}.rpm", p.version, p.release, p.arch),
                     url: join(&base, &location),
