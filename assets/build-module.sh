@@ -98,28 +98,54 @@ if [ -n "$kdir" ]; then
   [ -d "$kdir" ] || die "kernel build tree $kdir does not exist"
 elif [ -n "$extract" ]; then
   root=$(mktemp -d)
+  # Each package is unpacked into a directory of its own, its absolute links pointed into the
+  # private root, then merged: a directory that an earlier package made a symlink is refused, and
+  # files replace (never write through) what is there, so no package can redirect another's
+  # files outside the root. Every link must then resolve inside the root.
+  unpack() {
+    local package=$1 stage
+    stage=$(mktemp -d -p "$root" .stage.XXXXXX)
+    case "$package" in
+      *.deb) dpkg-deb -x "$package" "$stage" || die "cannot unpack $package" ;;
+      *.rpm)
+        command -v rpm2cpio >/dev/null && command -v cpio >/dev/null \
+          || die "--extract of .rpm packages needs rpm2cpio and cpio"
+        rpm2cpio "$package" | (cd "$stage" && cpio -idm --quiet --no-absolute-filenames) \
+          || die "cannot unpack $package"
+        ;;
+    esac
+    while IFS= read -r -d '' link; do
+      target=$(readlink "$link")
+      case "$target" in /*) ln -sfn "$root$target" "$link" ;; esac
+    done < <(find "$stage" -type l -print0)
+    while IFS= read -r -d '' dir; do
+      rel=${dir#"$stage"}
+      [ ! -L "$root$rel" ] || die "${package##*/}: ${rel#/} is a symlink made by another package; refusing to unpack through it"
+    done < <(find "$stage" -mindepth 1 -type d -print0)
+    cp -a --remove-destination "$stage/." "$root/" || die "cannot merge $package"
+    rm -rf "$stage"
+  }
   case "$DISTRIBUTION" in
     ubuntu | debian)
       packages=("$headers"/*.deb)
       [ ${#packages[@]} -gt 0 ] || die "no .deb packages in $headers"
-      for p in "${packages[@]}"; do dpkg-deb -x "$p" "$root" || die "cannot unpack $p"; done
       kdir=$root/usr/src/linux-headers-$KERNEL_VERSION
       ;;
     *)
       packages=("$headers"/*.rpm)
       [ ${#packages[@]} -gt 0 ] || die "no .rpm packages in $headers"
-      for p in "${packages[@]}"; do
-        rpm2cpio "$p" | (cd "$root" && cpio -idm --quiet) || die "cannot unpack $p"
-      done
       kdir=$root/usr/src/kernels/$KERNEL_VERSION
       ;;
   esac
+  for p in "${packages[@]}"; do unpack "$p"; done
   [ -d "$kdir" ] || die "the packages in $headers hold no ${kdir#"$root"}"
-  # The packages expect to live at /: point their absolute references into the private root
-  # (absolute symlinks; Debian's flavour Makefile includes /usr/src/linux-headers-*-common).
+  real_root=$(realpath "$root")
   while IFS= read -r -d '' link; do
-    target=$(readlink "$link")
-    case "$target" in /*) ln -sfn "$root$target" "$link" ;; esac
+    resolved=$(realpath -m "$link")
+    case "$resolved" in
+      "$real_root" | "$real_root"/*) ;;
+      *) die "${link#"$root"/} points outside the unpacked packages ($(readlink "$link")); refusing them" ;;
+    esac
   done < <(find "$root" -type l -print0)
   [ ! -f "$kdir/Makefile" ] || sed -i "s|^include /usr/src/|include $root/usr/src/|" "$kdir/Makefile"
 else

@@ -23,7 +23,7 @@ use crate::identity::{
 use crate::inventory::{FleetGroups, read_inventory};
 #[cfg(feature = "fleet")]
 use crate::report::View;
-use crate::report::{self, Format, write_atomic};
+use crate::report::{self, Format, ListFormat, write_atomic};
 #[cfg(feature = "fleet")]
 use crate::sample::{FleetSpec, generate};
 use anyhow::{Context, Result, bail};
@@ -115,9 +115,13 @@ pub struct ServeArgs {
     /// Seconds the release listing is trusted before a conditional refresh.
     #[arg(long, default_value_t = 30)]
     pub listing_ttl: u64,
-    /// Requests per second each client may make (burst: ten times that).
-    #[arg(long, default_value_t = 50.0)]
+    /// New build requests per second each client token may make (burst: ten times that);
+    /// answers from the release listing and status polls are not limited.
+    #[arg(long, default_value_t = 50.0, value_parser = positive_rate)]
     pub client_rate: f64,
+    /// Serve /metrics without a client token.
+    #[arg(long)]
+    pub metrics_public: bool,
     #[command(flatten)]
     pub build: BuildArgs,
     #[command(flatten)]
@@ -154,6 +158,14 @@ pub struct EnsureArgs {
     /// Longest wait for a build.
     #[arg(long, default_value = "15m")]
     pub deadline: String,
+    /// Allow plain http:// to a service that is not on loopback (the token travels in the clear).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Largest artifact accepted, in MiB.
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    pub max_download: u64,
+    #[command(flatten)]
+    pub naming: NamingArgs,
     /// This identity instead of the machine's own (/etc/os-release and the running kernel).
     #[arg(long, requires_all = ["distro_version", "architecture", "kernel_version"])]
     pub distribution: Option<String>,
@@ -268,8 +280,8 @@ pub enum HeadersCommand {
         #[arg(long)]
         offline: bool,
         /// Output format (table or json).
-        #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
         #[command(flatten)]
         chain: HeaderChainArgs,
     },
@@ -437,8 +449,8 @@ pub struct DispatchArgs {
     #[arg(long)]
     pub matrix: bool,
     /// Output format.
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
     #[command(flatten)]
     pub build: BuildArgs,
     #[command(flatten)]
@@ -454,8 +466,8 @@ pub struct RunsArgs {
     #[arg(long)]
     pub active: bool,
     /// Output format (table or json).
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -740,6 +752,10 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     Ok(RUNTIME.get_or_init(|| rt))
 }
 
+/// Build states for the release a caller selects (runs and ledger are keyed by driver version).
+#[cfg(feature = "fleet")]
+type BuildStatesFor = Box<dyn Fn(&str) -> BuildStates>;
+
 #[cfg(feature = "fleet")]
 /// The release listing and build states, from the file or from the forge named on the command
 /// line (whose runs and ledger then give `building`, `failed` and `timed-out`).
@@ -747,9 +763,9 @@ fn load_listing(
     releases: Option<&PathBuf>,
     build: &BuildArgs,
     config: &Config,
-) -> Result<(Vec<Release>, BuildStates)> {
+) -> Result<(Vec<Release>, BuildStatesFor)> {
     if let Some(path) = releases {
-        return Ok((read_release_file(path)?, BuildStates::new()));
+        return Ok((read_release_file(path)?, Box::new(|_| BuildStates::new())));
     }
     let Some(client) = build.forge_client(config)? else {
         bail!(
@@ -761,7 +777,10 @@ fn load_listing(
     let state_dir = build.planner_config(config, String::new())?.state_dir;
     runtime()?.block_on(async {
         let listing = client.list_releases().await?;
-        let runs = match client.list_runs(&workflow, None).await {
+        let runs = match client
+            .list_runs(&workflow, None, Some(crate::forge::run_history_start()))
+            .await
+        {
             Ok(runs) => runs,
             // Coverage still stands without build states (no such workflow, no actions:read).
             Err(e) => {
@@ -770,10 +789,10 @@ fn load_listing(
             }
         };
         let ledger = Ledger::open(&state_dir)?.load()?;
-        Ok((
-            listing.releases,
-            build_states(&runs, Some(&ledger), deadline),
-        ))
+        let states: BuildStatesFor = Box::new(move |driver_version: &str| {
+            build_states(&runs, Some(&ledger), driver_version, deadline)
+        });
+        Ok((listing.releases, states))
     })
 }
 
@@ -860,6 +879,7 @@ fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
     let template = args.naming.template(config)?;
     let (releases, builds) = load_listing(args.releases.as_ref(), &args.build, config)?;
     let release = select_release(&releases, args.driver_version.as_deref())?;
+    let builds = builds(&release.tag_name);
     let assets = index_assets(release, &template);
     let fleet = read_inventory(&args.inventory, args.strict)?;
     for bad in fleet
@@ -1040,7 +1060,7 @@ fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCode> {
         .filter(|(_, d)| matches!(d, Decision::Invalid { .. } | Decision::Unsupported { .. }))
         .count();
     match args.format {
-        Format::Json => {
+        ListFormat::Json => {
             let rows: Vec<serde_json::Value> = decisions
                 .iter()
                 .map(|(key, d)| {
@@ -1089,7 +1109,9 @@ fn runs_cmd(args: RunsArgs, config: &Config) -> Result<ExitCode> {
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdout());
     runtime()?.block_on(async {
         loop {
-            let mut runs = client.list_runs(&workflow, None).await?;
+            let mut runs = client
+                .list_runs(&workflow, None, Some(crate::forge::run_history_start()))
+                .await?;
             if args.active {
                 runs.retain(|r| !r.is_finished());
             }
@@ -1125,7 +1147,7 @@ fn runs_cmd(args: RunsArgs, config: &Config) -> Result<ExitCode> {
                 ]);
             }
             let active = runs.iter().any(|r| !r.is_finished());
-            if args.format == Format::Json {
+            if args.format == ListFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&json)?);
             } else {
                 if args.watch && interactive {
@@ -1186,7 +1208,7 @@ fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCode> {
                 if planned.is_empty() {
                     bail!("no header sources for {}", id.key());
                 }
-                if format == Format::Json {
+                if format == ListFormat::Json {
                     println!("{}", serde_json::to_string_pretty(&planned)?);
                 } else {
                     println!("plan for {} (offline: nothing was fetched)", id.key());
@@ -1207,7 +1229,7 @@ fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCode> {
             }
             let resolver = chain.resolver(config)?;
             let resolution = runtime()?.block_on(resolver.resolve(&id))?;
-            if format == Format::Json {
+            if format == ListFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&resolution)?);
             } else {
                 let rows: Vec<Vec<String>> = resolution
@@ -1397,6 +1419,16 @@ fn client_tokens(file: Option<&PathBuf>) -> Result<Vec<String>> {
     Ok(tokens)
 }
 
+/// `--client-rate`: a finite number of requests per second above zero.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "'{s}' is not a rate: give requests per second, a finite number above 0 (e.g. 50)"
+        )),
+    }
+}
+
 fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
     let tokens = client_tokens(args.client_tokens.as_ref())?;
     let forge = args.build.client(config)?;
@@ -1411,6 +1443,7 @@ fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
         listing_ttl: std::time::Duration::from_secs(args.listing_ttl),
         deadline: args.build.deadline(config)?,
         rate_per_client: args.client_rate,
+        metrics_public: args.metrics_public,
         ..crate::service::ServiceOptions::default()
     };
     let state = crate::service::ServiceState::new(forge.clone(), planner, template, options)?;
@@ -1423,30 +1456,27 @@ fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
             listener.local_addr()?,
             forge.label()
         );
-        axum::serve(listener, crate::service::router(state))
-            .with_graceful_shutdown(async {
-                let ctrl_c = tokio::signal::ctrl_c();
-                #[cfg(unix)]
-                {
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(mut term) => {
-                            tokio::select! {
-                                _ = ctrl_c => {}
-                                _ = term.recv() => {}
-                            }
-                        }
-                        Err(_) => {
-                            let _ = ctrl_c.await;
+        crate::service::serve(listener, state, async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = ctrl_c => {}
+                            _ = term.recv() => {}
                         }
                     }
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                    }
                 }
-                #[cfg(not(unix))]
-                let _ = ctrl_c.await;
-                eprintln!("shutting down: finishing requests in flight");
-            })
-            .await
-            .context("the build service stopped")?;
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+        })
+        .await
+        .context("the build service stopped")?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -1481,7 +1511,13 @@ fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> {
             }
         }
     };
+    crate::identity::check_driver_version(&args.driver_version)
+        .map_err(|e| anyhow::anyhow!("--driver-version: {e}"))?;
+    let template = args.naming.template(config)?;
     let options = crate::service::ensure::EnsureOptions {
+        asset_name: template.render(&identity, &args.driver_version),
+        max_download: args.max_download.saturating_mul(1 << 20),
+        insecure_http: args.insecure_http,
         service: args.service.clone().unwrap_or_default(),
         token,
         driver_version: args.driver_version.clone(),
@@ -1501,7 +1537,6 @@ fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> {
             Some(args.deadline.clone()),
         );
         let forge = build.client(config)?;
-        let template = NamingArgs::default().template(config)?;
         let planner = Planner::new(
             forge.clone(),
             template.clone(),
@@ -1585,15 +1620,8 @@ fn identity_cmd(cmd: IdentityCommand, config: &Config) -> Result<ExitCode> {
             naming,
         } => {
             let id = identity.identity()?;
-            if driver_version.is_empty()
-                || !driver_version
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
-            {
-                bail!(
-                    "--driver-version '{driver_version}' may only hold letters, digits and . _ + -"
-                );
-            }
+            crate::identity::check_driver_version(driver_version)
+                .map_err(|e| anyhow::anyhow!("--driver-version: {e}"))?;
             println!("{}", naming.template(config)?.render(&id, driver_version));
             return Ok(ExitCode::SUCCESS);
         }

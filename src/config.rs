@@ -78,10 +78,24 @@ impl Config {
             path: shown.clone(),
             source,
         })?;
-        let config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: shown,
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: shown.clone(),
             message,
         })?;
+        // A kfleet.toml found in the working directory may come with a checkout someone else
+        // wrote: it must not send the GitHub token to its own host or point at its own repository.
+        if explicit.is_none() && path == Path::new("kfleet.toml") {
+            for (key, set) in [
+                ("api_url", config.api_url.take().is_some()),
+                ("repo", config.repo.take().is_some()),
+            ] {
+                if set {
+                    tracing::warn!(
+                        "{shown}: ignoring {key} from a kfleet.toml found in the working directory; name the file with --config (or KFLEET_CONFIG) to trust it"
+                    );
+                }
+            }
+        }
         Ok((config, Some(path)))
     }
 

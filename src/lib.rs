@@ -1,15 +1,18 @@
 //! kfleet: which kernels in a fleet have a prebuilt driver, which are missing, and what to build.
 
+pub mod bounded;
 pub mod builds;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "fleet")]
 pub mod coverage;
 pub mod forge;
+pub mod fsio;
 pub mod headers;
 pub mod identity;
 #[cfg(feature = "fleet")]
 pub mod inventory;
+pub mod net;
 pub mod report;
 #[cfg(feature = "fleet")]
 pub mod sample;

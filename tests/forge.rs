@@ -288,13 +288,13 @@ async fn an_unchanged_run_listing_is_a_304() {
     let sb = sandbox(1).await;
     let gh = client(&sb, TOKEN);
     assert!(
-        gh.list_runs("build-driver.yml", None)
+        gh.list_runs("build-driver.yml", None, None)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
-        gh.list_runs("build-driver.yml", None)
+        gh.list_runs("build-driver.yml", None, None)
             .await
             .unwrap()
             .is_empty()

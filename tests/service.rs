@@ -8,7 +8,7 @@ use kfleet::forge::{
     Forge, RetryPolicy, SandboxForge, SandboxOptions, Simulation, read_release_file,
 };
 use kfleet::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
-use kfleet::service::{ServiceOptions, ServiceState, router};
+use kfleet::service::{ServiceOptions, ServiceState, serve};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,7 +73,35 @@ async fn service_with_rate(
     deadline: Duration,
     rate: f64,
 ) -> Service {
+    service_with(
+        forge,
+        state_dir,
+        ServiceOptions {
+            deadline,
+            rate_per_client: rate,
+            ..test_options()
+        },
+    )
+    .await
+}
+
+fn test_options() -> ServiceOptions {
+    ServiceOptions {
+        client_tokens: vec![CLIENT.into()],
+        listing_ttl: Duration::from_millis(200),
+        status_ttl: Duration::from_millis(50),
+        rate_per_client: 1000.0,
+        ..ServiceOptions::default()
+    }
+}
+
+async fn service_with(
+    forge: Arc<SandboxForge>,
+    state_dir: &Path,
+    options: ServiceOptions,
+) -> Service {
     let forge: Arc<dyn Forge> = forge;
+    let deadline = options.deadline;
     let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap();
     let planner = Planner::new(
         forge.clone(),
@@ -90,29 +118,16 @@ async fn service_with_rate(
         },
     )
     .unwrap();
-    let state = ServiceState::new(
-        forge,
-        planner,
-        template,
-        ServiceOptions {
-            client_tokens: vec![CLIENT.into()],
-            listing_ttl: Duration::from_millis(200),
-            status_ttl: Duration::from_millis(50),
-            deadline,
-            rate_per_client: rate,
-        },
-    )
-    .unwrap();
+    let state = ServiceState::new(forge, planner, template, options).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
+        serve(listener, state, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
     });
     Service {
         url,
@@ -181,7 +196,12 @@ async fn a_hundred_concurrent_requests_for_one_missing_kernel_make_one_dispatch(
     poll_status(&svc.url, &id, |st| st["run_url"].is_string()).await;
     assert_eq!(f.sandbox().dispatches(), 1);
 
-    let metrics = reqwest::get(format!("{}/metrics", svc.url))
+    let anonymous = reqwest::get(format!("{}/metrics", svc.url)).await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401, "metrics need the token");
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", svc.url))
+        .bearer_auth(CLIENT)
+        .send()
         .await
         .unwrap()
         .text()
@@ -422,17 +442,37 @@ fn ensure_end_to_end_returns_a_verified_file() {
     rt.block_on(svc.stop());
 }
 
+/// Only what can cost GitHub calls (a new id) is rate-limited per client: a reboot storm for
+/// kernels that are already built, and status polls, are answered however many there are.
 #[tokio::test]
-async fn each_client_is_rate_limited() {
+async fn only_new_builds_are_rate_limited() {
     let f = forge(60_000, 1000).await;
     let dir = tempfile::tempdir().unwrap();
-    let svc = service_with_rate(f, dir.path(), Duration::from_secs(900), 1.0).await;
-    let mut codes = Vec::new();
-    for _ in 0..12 {
-        codes.push(status(&svc.url, "nope").await.0);
+    let svc = service_with_rate(f.clone(), dir.path(), Duration::from_secs(900), 1.0).await;
+    let built = json!({"kernel_version": "5.15.0-91-generic", "architecture": "x86_64",
+                       "distribution": "ubuntu", "distro_version": "22.04", "driver_version": "v1.1.0"});
+    for _ in 0..200 {
+        assert_eq!(post(&svc.url, &built).await.0, 200);
     }
-    assert_eq!(codes[..10], [404; 10], "a burst of ten is allowed");
+    for _ in 0..50 {
+        assert_eq!(status(&svc.url, "nope").await.0, 404);
+    }
+    let mut codes = Vec::new();
+    for i in 0..12 {
+        let mut body = missing_body();
+        body["kernel_version"] = json!(format!("6.1.{i}-1.1.amzn2023.x86_64"));
+        codes.push(post(&svc.url, &body).await.0);
+    }
+    assert_eq!(
+        codes[..10],
+        [202; 10],
+        "a burst of ten new builds is allowed"
+    );
     assert_eq!(codes[11], 429);
+    // Joining a build under way costs nothing either.
+    let mut first = missing_body();
+    first["kernel_version"] = json!("6.1.0-1.1.amzn2023.x86_64");
+    assert_eq!(post(&svc.url, &first).await.0, 202);
     svc.stop().await;
 }
 
@@ -611,11 +651,241 @@ async fn a_crash_between_the_answer_and_the_dispatch_loses_no_id() {
     );
     assert_eq!(status(&svc.url, "r-done").await.0, 404);
     assert_eq!(f.sandbox().dispatches(), 1, "only the fresh one is built");
-    let runs = f.list_runs("build-driver.yml", None).await.unwrap();
+    let runs = f.list_runs("build-driver.yml", None, None).await.unwrap();
     assert!(
         runs[0].display_title.contains("[r-crashed]"),
         "{}",
         runs[0].display_title
     );
+    svc.stop().await;
+}
+
+/// A node that polls faster than the status cache lives still sees its build advance: only a
+/// fetch from the forge renews the cached status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frequent_polling_does_not_starve_the_status() {
+    let f = forge(50, 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let (code, body) = post(&svc.url, &missing_body()).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let mut seen = Value::Null;
+    for _ in 0..1000 {
+        seen = status(&svc.url, &id).await.1;
+        if seen["status"] == "available" {
+            break;
+        }
+        // Five polls per cached status lifetime (50 ms in these tests).
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen["status"], "available", "{seen}");
+    svc.stop().await;
+}
+
+/// Builds are keyed by identity and driver version: a request for another release of the
+/// driver is its own build, with its own id and run.
+#[tokio::test]
+async fn another_driver_version_is_another_build() {
+    let f = forge(60_000, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let (_, new) = post(&svc.url, &missing_body()).await;
+    let new_id = new["id"].as_str().unwrap().to_string();
+    poll_status(&svc.url, &new_id, |st| st["run_url"].is_string()).await;
+    let mut old_body = missing_body();
+    old_body["driver_version"] = json!("v1.0.0");
+    let (code, old) = post(&svc.url, &old_body).await;
+    assert_eq!(code, 202, "{old}");
+    let old_id = old["id"].as_str().unwrap().to_string();
+    assert_ne!(old_id, new_id, "v1.0.0 does not join the v1.1.0 build");
+    let old_status = poll_status(&svc.url, &old_id, |st| st["run_url"].is_string()).await;
+    let new_status = status(&svc.url, &new_id).await.1;
+    assert_ne!(old_status["run_url"], new_status["run_url"]);
+    assert_eq!(f.sandbox().dispatches(), 2);
+    svc.stop().await;
+}
+
+/// A release that does not exist is refused before an id is handed out.
+#[tokio::test]
+async fn an_unknown_release_is_refused_before_an_id() {
+    let f = forge(60_000, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    for i in 0..5 {
+        let mut body = missing_body();
+        body["driver_version"] = json!(format!("v9.9.{i}"));
+        let (code, answer) = post(&svc.url, &body).await;
+        assert_eq!(code, 400, "{answer}");
+        assert!(
+            answer["reason"]
+                .as_str()
+                .unwrap()
+                .contains("has no such release"),
+            "{answer}"
+        );
+    }
+    assert_eq!(f.sandbox().dispatches(), 0);
+    let ledger = std::fs::read_to_string(dir.path().join("ledger.jsonl")).unwrap_or_default();
+    assert!(ledger.is_empty(), "nothing accepted: {ledger}");
+    svc.stop().await;
+}
+
+/// After a restart against a forge that no longer knows the run, the id settles as failed with
+/// the reason instead of answering 502 on every poll.
+#[tokio::test]
+async fn a_run_the_forge_forgot_settles_as_failed() {
+    let f = forge(0, 60_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let (_, body) = post(&first.url, &missing_body()).await;
+    let id = body["id"].as_str().unwrap().to_string();
+    poll_status(&first.url, &id, |st| st["run_url"].is_string()).await;
+    first.stop().await;
+
+    let other = forge(0, 60_000).await;
+    let second = service(other, dir.path(), Duration::from_secs(900)).await;
+    for _ in 0..3 {
+        let (code, st) = status(&second.url, &id).await;
+        assert_eq!(code, 200, "{st}");
+        assert_eq!(st["status"], "failed", "{st}");
+        assert!(
+            st["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no longer known to the forge"),
+            "{st}"
+        );
+    }
+    second.stop().await;
+}
+
+/// A refresh of the listing that hangs (a rate-limit wait, a slow forge) does not hold up
+/// requests: the last good listing answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_listing_refresh_does_not_block_requests() {
+    let f = forge(60_000, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let built = json!({"kernel_version": "5.15.0-91-generic", "architecture": "x86_64",
+                       "distribution": "ubuntu", "distro_version": "22.04", "driver_version": "v1.1.0"});
+    assert_eq!(post(&svc.url, &built).await.0, 200);
+    f.sandbox().set_faults(kfleet::forge::Faults {
+        latency: Duration::from_secs(20),
+        ..Default::default()
+    });
+    // Past the listing's TTL (200 ms here): the next request starts a refresh that hangs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        assert_eq!(post(&svc.url, &built).await.0, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered from the last listing in {:?}",
+        started.elapsed()
+    );
+    f.sandbox().set_faults(kfleet::forge::Faults::default());
+    svc.stop().await;
+}
+
+/// Hostile or sloppy clients: the token is checked before the body is read (401 before 413),
+/// `Bearer` in any case, error reasons do not reveal the forge's URL, and a client that sends
+/// half a request is cut off without holding up shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_holds_against_hostile_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = forge(60_000, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service_with(
+        f.clone(),
+        dir.path(),
+        ServiceOptions {
+            header_read_timeout: Duration::from_millis(300),
+            shutdown_grace: Duration::from_millis(500),
+            ..test_options()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let big = "x".repeat(100_000);
+    let r = http
+        .post(format!("{}/build", svc.url))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "no token: refused before the body"
+    );
+    let r = http
+        .post(format!("{}/build", svc.url))
+        .header("authorization", format!("bearer {CLIENT}"))
+        .json(&missing_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "the scheme is case-insensitive");
+
+    // A client that never finishes its headers is disconnected after the header timeout.
+    let addr = svc.url.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /build HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(3), slow.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the half-open connection was closed"
+    );
+
+    // An idle half-open client does not hold up shutdown past the grace period.
+    let _idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    svc.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // With the forge gone, the reason says what to do without naming the forge's URL.
+    let gone = forge(60_000, 1000).await;
+    let base = gone.sandbox().base_url();
+    gone.sandbox().set_faults(kfleet::forge::Faults {
+        server_errors: 1000,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(gone.clone(), dir.path(), Duration::from_secs(900)).await;
+    let (code, answer) = post(&svc.url, &missing_body()).await;
+    assert_eq!(code, 502, "{answer}");
+    let reason = answer["reason"].as_str().unwrap();
+    assert!(
+        !reason.contains(&base) && !reason.contains("127.0.0.1"),
+        "{reason}"
+    );
+    svc.stop().await;
+}
+
+/// Ids older than twice the deadline are forgotten (the ledger keeps them): memory does not
+/// grow with every request ever made.
+#[tokio::test]
+async fn old_ids_are_pruned() {
+    let f = forge(60_000, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(f.clone(), dir.path(), Duration::from_millis(100)).await;
+    let (_, first) = post(&svc.url, &missing_body()).await;
+    let first = first["id"].as_str().unwrap().to_string();
+    assert_eq!(status(&svc.url, &first).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut other = missing_body();
+    other["kernel_version"] = json!("6.1.70-1.1.amzn2023.x86_64");
+    assert_eq!(post(&svc.url, &other).await.0, 202);
+    assert_eq!(status(&svc.url, &first).await.0, 404);
     svc.stop().await;
 }

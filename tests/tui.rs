@@ -368,7 +368,7 @@ mod with_the_sandbox {
 
         let runs = dash
             .forge
-            .list_runs("build-driver.yml", None)
+            .list_runs("build-driver.yml", None, None)
             .await
             .unwrap();
         app.update(Action::Runs(runs));

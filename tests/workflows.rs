@@ -55,7 +55,7 @@ fn workflow_init_writes_the_shipped_files_once() {
 fn the_workflows_keep_inputs_out_of_shell_and_name_runs_for_the_planner() {
     let driver = std::fs::read_to_string(root().join("assets/workflows/build-driver.yml")).unwrap();
     assert!(driver.contains(
-        "run-name: kfleet ${{ inputs.distribution }}/${{ inputs.distro_version }}/${{ inputs.architecture }}/${{ inputs.kernel_version }} [${{ inputs.request_id }}]"
+        "run-name: kfleet ${{ inputs.distribution }}/${{ inputs.distro_version }}/${{ inputs.architecture }}/${{ inputs.kernel_version }} ${{ inputs.driver_version }} [${{ inputs.request_id }}]"
     ));
     // Every `run:` block reads inputs from the environment, never from an expression.
     let mut in_run = false;

@@ -76,10 +76,17 @@ pub struct Ledger {
     path: PathBuf,
 }
 
-/// A ledger read back: the state per identity, and a warning when the last line was torn.
+/// What a build is for: the identity key and the driver version (release tag). Two versions of
+/// the driver for one kernel are two builds.
+pub type BuildKey = (String, String);
+
+/// A ledger read back: the state per identity and driver version, and a warning when the last
+/// line was torn.
 #[derive(Debug, Default)]
 pub struct LedgerState {
-    pub entries: HashMap<String, LedgerEntry>,
+    /// The latest dispatch per identity and driver version (records written before versions were
+    /// recorded have an empty version).
+    pub entries: HashMap<BuildKey, LedgerEntry>,
     /// The service's accepted requests, by request id.
     pub accepted: HashMap<String, LedgerRecord>,
     /// Every request id with a dispatch record (`entries` keeps only the latest per identity).
@@ -111,17 +118,28 @@ impl Ledger {
         }
     }
 
-    /// Appends one record and fsyncs it before returning.
+    /// Appends one record and fsyncs it before returning. A torn last line (a crash or a full
+    /// disk mid-write) is cut off first, so the new record starts on a line of its own; a new
+    /// ledger's directory entry is fsynced too.
     pub fn append(&self, record: &LedgerRecord) -> Result<(), LedgerError> {
         let mut line = serde_json::to_vec(record).expect("ledger records serialise");
         line.push(b'\n');
+        let existed = self.path.exists();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(&self.path)
             .map_err(self.io())?;
+        if existed {
+            repair_torn_tail(&mut file).map_err(self.io())?;
+        }
         file.write_all(&line).map_err(self.io())?;
-        file.sync_data().map_err(self.io())
+        file.sync_data().map_err(self.io())?;
+        if !existed {
+            crate::fsio::sync_dir(crate::fsio::parent_dir(&self.path)).map_err(self.io())?;
+        }
+        Ok(())
     }
 
     /// Reads every record. A torn last line (a crash mid-write) is tolerated and reported; a bad
@@ -133,6 +151,7 @@ impl Ledger {
             Err(e) => return Err(self.io()(e)),
         };
         let mut state = LedgerState::default();
+        let mut by_request: HashMap<String, BuildKey> = HashMap::new();
         let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
         let last_index = lines.len().saturating_sub(1);
         for (i, line) in lines.iter().enumerate() {
@@ -164,8 +183,13 @@ impl Ledger {
                 }
                 LedgerEvent::Dispatched => {
                     state.dispatched_ids.insert(record.request_id.clone());
-                    state.entries.insert(
+                    let build = (
                         record.key.clone(),
+                        record.driver_version.clone().unwrap_or_default(),
+                    );
+                    by_request.insert(record.request_id.clone(), build.clone());
+                    state.entries.insert(
+                        build,
                         LedgerEntry {
                             dispatched_at: record.at,
                             request_id: record.request_id,
@@ -178,7 +202,8 @@ impl Ledger {
                     );
                 }
                 event => {
-                    if let Some(entry) = state.entries.get_mut(&record.key)
+                    if let Some(build) = by_request.get(&record.request_id)
+                        && let Some(entry) = state.entries.get_mut(build)
                         && entry.request_id == record.request_id
                     {
                         entry.last_event = event;
@@ -189,6 +214,39 @@ impl Ledger {
         }
         Ok(state)
     }
+}
+
+/// Truncates `file` after its last newline when its last byte is not one: that tail was never
+/// completed and would otherwise be glued to the next record.
+fn repair_torn_tail(file: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    // Walk back in blocks to the last newline (records are a few hundred bytes).
+    let mut end = len;
+    let mut keep = 0;
+    let mut block = vec![0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block[..n])?;
+        if let Some(i) = memchr::memrchr(b'\n', &block[..n]) {
+            keep = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    file.set_len(keep)?;
+    file.sync_data()
 }
 
 #[cfg(test)]
@@ -204,12 +262,16 @@ mod tests {
             run_id: Some(1),
             conclusion: None,
             url: None,
-            driver_version: None,
+            driver_version: Some("v1".into()),
         }
     }
 
+    fn build(key: &str, dv: &str) -> BuildKey {
+        (key.to_string(), dv.to_string())
+    }
+
     #[test]
-    fn torn_tail_is_tolerated_but_damage_before_it_is_not() {
+    fn a_torn_tail_is_cut_off_before_the_next_append() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(dir.path()).unwrap();
         ledger
@@ -231,10 +293,10 @@ mod tests {
         f.write_all(b"{\"at\":\"2026-").unwrap();
         let state = ledger.load().unwrap();
         assert_eq!(state.records, 4);
-        assert!(state.entries["a"].is_open());
-        assert!(!state.entries["b"].is_open());
+        assert!(state.entries[&build("a", "v1")].is_open());
+        assert!(!state.entries[&build("b", "v1")].is_open());
         assert!(
-            !state.entries.contains_key("d"),
+            !state.entries.contains_key(&build("d", "v1")),
             "accepted is not dispatched"
         );
         assert_eq!(state.accepted["r4"].key, "d");
@@ -245,15 +307,49 @@ mod tests {
                 .contains("ledger.jsonl:5: ignoring a torn last record")
         );
 
-        f.write_all(b"\n").unwrap();
+        // The next append starts on its own line: the ledger stays readable.
+        ledger
+            .append(&record(LedgerEvent::Dispatched, "c", "r3"))
+            .unwrap();
+        let state = ledger.load().unwrap();
+        assert_eq!(state.records, 5);
+        assert!(state.torn_tail.is_none());
+        assert!(state.entries[&build("c", "v1")].is_open());
+        let text = std::fs::read_to_string(ledger.path()).unwrap();
+        assert!(text.ends_with("\n") && !text.contains("2026-{"), "{text}");
+    }
+
+    #[test]
+    fn damage_before_the_last_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        std::fs::write(ledger.path(), "{not json\n").unwrap();
         ledger
             .append(&record(LedgerEvent::Dispatched, "c", "r3"))
             .unwrap();
         let err = ledger.load().unwrap_err();
         assert!(
             err.to_string()
-                .contains("ledger.jsonl:5: not a ledger record"),
+                .contains("ledger.jsonl:1: not a ledger record"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn two_driver_versions_of_one_kernel_are_two_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let mut old = record(LedgerEvent::Dispatched, "k", "r1");
+        old.driver_version = Some("v0.5.15".into());
+        let mut new = record(LedgerEvent::Dispatched, "k", "r2");
+        new.driver_version = Some("v0.5.16".into());
+        ledger.append(&old).unwrap();
+        ledger.append(&new).unwrap();
+        let mut done = record(LedgerEvent::Finished, "k", "r1");
+        done.driver_version = None;
+        ledger.append(&done).unwrap();
+        let state = ledger.load().unwrap();
+        assert!(!state.entries[&build("k", "v0.5.15")].is_open());
+        assert!(state.entries[&build("k", "v0.5.16")].is_open());
     }
 }

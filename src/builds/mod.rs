@@ -302,15 +302,20 @@ impl Planner {
         let assets = index_assets(release, &self.template);
         let available: HashMap<&str, _> =
             assets.matched.iter().map(|a| (a.key.as_str(), a)).collect();
+        // Every page of the runs that can still be under way: created within twice the deadline
+        // (those past it are found so they can be timed out).
+        let since = Utc::now()
+            - chrono::Duration::from_std(self.config.deadline * 2)
+                .unwrap_or(chrono::Duration::days(1));
         let mut running: HashMap<String, WorkflowRun> = HashMap::new();
         for status in ["queued", "in_progress"] {
             for run in self
                 .client
-                .list_runs(&self.config.workflow, Some(status))
+                .list_runs(&self.config.workflow, Some(status), Some(since))
                 .await?
             {
                 if active(&run)
-                    && let Some((key, _)) = run.identity()
+                    && let Some(key) = run.builds(driver_version)
                 {
                     running.entry(key.to_string()).or_insert(run);
                 }
@@ -356,11 +361,9 @@ impl Planner {
                     .decide(
                         &identity,
                         driver_version,
-                        ledger.entries.get(&key).filter(|e| {
-                            e.driver_version
-                                .as_deref()
-                                .is_none_or(|v| v == driver_version)
-                        }),
+                        ledger
+                            .entries
+                            .get(&(key.clone(), driver_version.to_string())),
                         running.get(&key),
                         dry_run || matrix,
                         request_id,
@@ -649,6 +652,7 @@ impl Planner {
 pub fn build_states(
     runs: &[WorkflowRun],
     ledger: Option<&ledger::LedgerState>,
+    driver_version: &str,
     deadline: Duration,
 ) -> crate::coverage::BuildStates {
     use crate::coverage::CoverageStatus;
@@ -661,7 +665,7 @@ pub fn build_states(
     let mut newest = runs.to_vec();
     newest.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     for run in &newest {
-        let Some((key, _)) = run.identity() else {
+        let Some(key) = run.builds(driver_version) else {
             continue;
         };
         if !seen.insert(key.to_string()) {
@@ -681,8 +685,9 @@ pub fn build_states(
         out.insert(key.to_string(), state);
     }
     if let Some(ledger) = ledger {
-        for (key, entry) in &ledger.entries {
-            if entry.is_open()
+        for ((key, version), entry) in &ledger.entries {
+            if version == driver_version
+                && entry.is_open()
                 && !seen.contains(key)
                 && age(Some(entry.dispatched_at)).is_none_or(|a| a <= deadline)
             {

@@ -158,6 +158,10 @@ struct CachedPage {
     body: String,
 }
 
+/// Pages of 100 runs read at most for one listing (GitHub itself returns at most 1,000 runs for a
+/// filtered query).
+pub const MAX_RUN_PAGES: usize = 50;
+
 /// Finds a token: `GITHUB_TOKEN`, `GH_TOKEN`, then `gh auth token` when `gh` is installed.
 pub fn token_from_environment() -> Option<String> {
     for var in ["GITHUB_TOKEN", "GH_TOKEN"] {
@@ -232,6 +236,13 @@ impl GithubClient {
         notify: Option<Notify>,
     ) -> Result<Self, ForgeError> {
         let api = api.trim_end_matches('/').to_string();
+        // The token goes with every request: never in the clear to a host off this machine.
+        crate::net::check_transport(&api, false)
+            .map_err(|_| {
+                ForgeError::Setup(format!(
+                    "--api-url {api}: the GitHub token is only sent over https:// (or http:// to loopback)"
+                ))
+            })?;
         let octo = octocrab::Octocrab::builder()
             .base_uri(api.as_str())
             .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
@@ -445,6 +456,23 @@ impl GithubClient {
 
     /// GET one page, conditional on the ETag seen last time; a 304 returns the cached body.
     async fn get_cached(&self, url: &str) -> Result<(bytes::Bytes, HeaderMap, bool), ForgeError> {
+        self.get_conditional(url, true).await
+    }
+
+    /// Like [`GithubClient::get_cached`], remembering validators in memory only: run listings
+    /// change URL as their window moves, so they are not worth keeping on disk.
+    async fn get_cached_in_memory(
+        &self,
+        url: &str,
+    ) -> Result<(bytes::Bytes, HeaderMap, bool), ForgeError> {
+        self.get_conditional(url, false).await
+    }
+
+    async fn get_conditional(
+        &self,
+        url: &str,
+        persist: bool,
+    ) -> Result<(bytes::Bytes, HeaderMap, bool), ForgeError> {
         let mut headers = HeaderMap::new();
         headers.insert(
             http::header::ACCEPT,
@@ -460,7 +488,11 @@ impl GithubClient {
             .expect("etag cache lock is never poisoned")
             .get(url)
             .cloned();
-        let cached = in_memory.or_else(|| self.read_disk(url));
+        let cached = if persist {
+            in_memory.or_else(|| self.read_disk(url))
+        } else {
+            in_memory
+        };
         if let Some((etag, _)) = &cached {
             headers.insert(http::header::IF_NONE_MATCH, etag.clone());
         }
@@ -483,11 +515,18 @@ impl GithubClient {
             return Ok((body, r.headers, true));
         }
         if let Some(etag) = r.headers.get(http::header::ETAG) {
-            self.write_disk(url, etag, &r.body);
-            self.etags
+            if persist {
+                self.write_disk(url, etag, &r.body);
+            }
+            let mut etags = self
+                .etags
                 .lock()
-                .expect("etag cache lock is never poisoned")
-                .insert(url.to_string(), (etag.clone(), r.body.clone()));
+                .expect("etag cache lock is never poisoned");
+            // A run listing whose window moved on replaces the old window's pages.
+            if let Some((base, _)) = url.split_once("&created=") {
+                etags.retain(|k, _| !k.starts_with(base) || !k.contains("&created=") || k == url);
+            }
+            etags.insert(url.to_string(), (etag.clone(), r.body.clone()));
         }
         Ok((r.body, r.headers, false))
     }
@@ -567,24 +606,56 @@ impl GithubClient {
         })
     }
 
-    /// Runs of `workflow` started by `workflow_dispatch`, newest first, optionally by status.
+    /// Runs of `workflow` started by `workflow_dispatch`, newest first, optionally by status and
+    /// created at or after `since` (rounded down to a 10-minute grid, so polls within it repeat
+    /// the same URLs and an unchanged listing is all 304s). Every page is read, following `Link`
+    /// headers; without `since` at most [`MAX_RUN_PAGES`] pages.
     pub async fn list_runs(
         &self,
         workflow: &str,
         status: Option<&str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Vec<WorkflowRun>, ForgeError> {
-        let mut url = self.workflow_url(workflow, "/runs?event=workflow_dispatch&per_page=100");
+        let mut first = self.workflow_url(workflow, "/runs?event=workflow_dispatch&per_page=100");
         if let Some(status) = status {
-            url.push_str(&format!("&status={status}"));
+            first.push_str(&format!("&status={status}"));
         }
-        // Conditional: an unchanged run listing (the dashboard polls it) is a 304.
-        let (body, _, _) = self.get_cached(&url).await?;
-        serde_json::from_slice::<RunList>(&body)
-            .map(|l| l.workflow_runs)
-            .map_err(|e| ForgeError::Malformed {
-                url,
-                message: e.to_string(),
-            })
+        if let Some(since) = since {
+            let grid = since.timestamp() - since.timestamp().rem_euclid(600);
+            let grid = chrono::DateTime::from_timestamp(grid, 0).unwrap_or(since);
+            first.push_str(&format!(
+                "&created=%3E%3D{}",
+                grid.format("%Y-%m-%dT%H:%M:%SZ")
+            ));
+        }
+        let mut runs = Vec::new();
+        let mut url = Some(first);
+        let mut pages = 0;
+        while let Some(page_url) = url.take() {
+            // Conditional: an unchanged run listing (the dashboard polls it) is a 304.
+            let (body, headers, _) = self.get_cached_in_memory(&page_url).await?;
+            pages += 1;
+            let page: RunList =
+                serde_json::from_slice(&body).map_err(|e| ForgeError::Malformed {
+                    url: page_url.clone(),
+                    message: e.to_string(),
+                })?;
+            let empty = page.workflow_runs.is_empty();
+            runs.extend(page.workflow_runs);
+            url = next_link(&headers).filter(|_| !empty);
+            if pages >= MAX_RUN_PAGES {
+                if url.is_some() && since.is_some() {
+                    return Err(ForgeError::Malformed {
+                        url: page_url,
+                        message: format!(
+                            "more than {MAX_RUN_PAGES} pages of runs inside the deadline window; the Link headers loop"
+                        ),
+                    });
+                }
+                break;
+            }
+        }
+        Ok(runs)
     }
 
     pub async fn get_run(&self, run_id: u64) -> Result<WorkflowRun, ForgeError> {
@@ -622,7 +693,8 @@ impl GithubClient {
             if attempt > 0 {
                 tokio::time::sleep(self.policy.run_lookup_interval).await;
             }
-            let runs = self.list_runs(workflow, None).await?;
+            let since = chrono::Utc::now() - chrono::Duration::hours(1);
+            let runs = self.list_runs(workflow, None, Some(since)).await?;
             if let Some(run) = runs
                 .into_iter()
                 .find(|r| r.request_id() == Some(request_id))

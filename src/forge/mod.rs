@@ -8,18 +8,26 @@ mod runs;
 mod sandbox;
 
 pub use github::{
-    CancelOutcome, ClientStats, ForgeError, GITHUB_API, GithubClient, Listing, RepoRef,
-    RetryPolicy, next_link, token_from_environment,
+    CancelOutcome, ClientStats, ForgeError, GITHUB_API, GithubClient, Listing, MAX_RUN_PAGES,
+    RepoRef, RetryPolicy, next_link, token_from_environment,
 };
 pub use releases::{
     AssetIndex, MatchedAsset, Release, ReleaseAsset, ReleaseError, UnrecognisedAsset, index_assets,
     parse_release_listing, read_release_file, select_release,
 };
-pub use runs::{RunList, WorkflowRun, parse_run_title, run_title};
+pub use runs::{RunList, RunTitle, WorkflowRun, parse_run_title, run_title};
 pub use sandbox::{Faults, Sandbox, SandboxError, SandboxOptions, Simulation, load_releases};
 
 use std::future::Future;
 use std::pin::Pin;
+
+/// How far back views of past runs (the dashboard, `runs`, a report's build states) look.
+pub const RUN_HISTORY: chrono::Duration = chrono::Duration::days(7);
+
+/// The oldest creation time a view of past runs asks for.
+pub fn run_history_start() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() - RUN_HISTORY
+}
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type Inputs = serde_json::Map<String, serde_json::Value>;
@@ -31,10 +39,13 @@ pub trait Forge: Send + Sync {
     /// Request counters of the client behind the forge.
     fn stats(&self) -> &ClientStats;
     fn list_releases(&self) -> BoxFuture<'_, Result<Listing, ForgeError>>;
+    /// Runs of `workflow`, newest first, optionally by status and created at or after `since`;
+    /// every page.
     fn list_runs<'a>(
         &'a self,
         workflow: &'a str,
         status: Option<&'a str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> BoxFuture<'a, Result<Vec<WorkflowRun>, ForgeError>>;
     fn get_run(&self, run_id: u64) -> BoxFuture<'_, Result<WorkflowRun, ForgeError>>;
     fn cancel_run(&self, run_id: u64) -> BoxFuture<'_, Result<CancelOutcome, ForgeError>>;
@@ -61,8 +72,9 @@ impl Forge for GithubClient {
         &'a self,
         workflow: &'a str,
         status: Option<&'a str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> BoxFuture<'a, Result<Vec<WorkflowRun>, ForgeError>> {
-        Box::pin(GithubClient::list_runs(self, workflow, status))
+        Box::pin(GithubClient::list_runs(self, workflow, status, since))
     }
     fn get_run(&self, run_id: u64) -> BoxFuture<'_, Result<WorkflowRun, ForgeError>> {
         Box::pin(GithubClient::get_run(self, run_id))
@@ -131,8 +143,9 @@ impl Forge for SandboxForge {
         &'a self,
         workflow: &'a str,
         status: Option<&'a str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> BoxFuture<'a, Result<Vec<WorkflowRun>, ForgeError>> {
-        Forge::list_runs(&self.client, workflow, status)
+        Forge::list_runs(&self.client, workflow, status, since)
     }
     fn get_run(&self, run_id: u64) -> BoxFuture<'_, Result<WorkflowRun, ForgeError>> {
         Forge::get_run(&self.client, run_id)

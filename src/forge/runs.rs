@@ -39,12 +39,27 @@ impl WorkflowRun {
     /// The identity key and request id named by the run's title, if it is a kfleet run for one
     /// identity.
     pub fn identity(&self) -> Option<(&str, &str)> {
-        parse_run_title(&self.display_title).filter(|(key, _)| key.matches('/').count() == 3)
+        parse_run_title(&self.display_title)
+            .filter(|t| t.key.matches('/').count() == 3)
+            .map(|t| (t.key, t.request_id))
+    }
+
+    /// The driver version the run builds, from its title (runs titled before kfleet put the
+    /// version there have none).
+    pub fn driver_version(&self) -> Option<&str> {
+        parse_run_title(&self.display_title).and_then(|t| t.driver_version)
+    }
+
+    /// The identity key, when the run builds it for `driver_version`.
+    pub fn builds(&self, driver_version: &str) -> Option<&str> {
+        let title = parse_run_title(&self.display_title)?;
+        (title.key.matches('/').count() == 3 && title.driver_version == Some(driver_version))
+            .then_some(title.key)
     }
 
     /// The request id in the run's title (single or batch kfleet runs).
     pub fn request_id(&self) -> Option<&str> {
-        parse_run_title(&self.display_title).map(|(_, rid)| rid)
+        parse_run_title(&self.display_title).map(|t| t.request_id)
     }
 }
 
@@ -56,16 +71,36 @@ pub struct RunList {
     pub workflow_runs: Vec<WorkflowRun>,
 }
 
-/// The workflow's `run-name`: `kfleet {key} [{request_id}]`.
-pub fn run_title(key: &str, request_id: &str) -> String {
-    format!("kfleet {key} [{request_id}]")
+/// A kfleet run title read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunTitle<'a> {
+    /// An identity key, or `batch`.
+    pub key: &'a str,
+    pub driver_version: Option<&'a str>,
+    pub request_id: &'a str,
 }
 
-/// Reads `kfleet {key} [{request_id}]` back.
-pub fn parse_run_title(title: &str) -> Option<(&str, &str)> {
+/// The workflow's `run-name`: `kfleet {key} {driver_version} [{request_id}]`.
+pub fn run_title(key: &str, driver_version: &str, request_id: &str) -> String {
+    format!("kfleet {key} {driver_version} [{request_id}]")
+}
+
+/// Reads `kfleet {key} {driver_version} [{request_id}]` back (and the older
+/// `kfleet {key} [{request_id}]`, without a version).
+pub fn parse_run_title(title: &str) -> Option<RunTitle<'_>> {
     let rest = title.strip_prefix("kfleet ")?;
-    let (key, rid) = rest.split_once(" [")?;
-    Some((key, rid.strip_suffix(']')?))
+    let (head, rid) = rest.split_once(" [")?;
+    let request_id = rid.strip_suffix(']')?;
+    let (key, driver_version) = match head.split_once(' ') {
+        Some((key, dv)) if !dv.is_empty() && !dv.contains(' ') => (key, Some(dv)),
+        Some(_) => return None,
+        None => (head, None),
+    };
+    Some(RunTitle {
+        key,
+        driver_version,
+        request_id,
+    })
 }
 
 #[cfg(test)]
@@ -74,10 +109,22 @@ mod tests {
 
     #[test]
     fn titles_round_trip() {
-        let t = run_title("debian/13/x86_64/6.12.74+deb13+1-amd64", "r-1");
+        let t = run_title(
+            "debian/13/x86_64/6.12.74+deb13+1-amd64",
+            "v0.6.0-rc.1",
+            "r-1",
+        );
         assert_eq!(
             parse_run_title(&t),
-            Some(("debian/13/x86_64/6.12.74+deb13+1-amd64", "r-1"))
+            Some(RunTitle {
+                key: "debian/13/x86_64/6.12.74+deb13+1-amd64",
+                driver_version: Some("v0.6.0-rc.1"),
+                request_id: "r-1"
+            })
+        );
+        assert_eq!(
+            parse_run_title("kfleet a/b/c/d [r-2]").map(|t| t.driver_version),
+            Some(None)
         );
         assert_eq!(parse_run_title("Build driver"), None);
     }

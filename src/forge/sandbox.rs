@@ -707,7 +707,7 @@ async fn dispatch(
             .collect();
         let all_valid = identities.len() == listed.len();
         (
-            format!("kfleet batch [{}]", input("request_id")),
+            run_title("batch", input("driver_version"), input("request_id")),
             identities,
             all_valid,
         )
@@ -727,7 +727,7 @@ async fn dispatch(
         );
         let valid = identity.is_some();
         (
-            run_title(&key, input("request_id")),
+            run_title(&key, input("driver_version"), input("request_id")),
             identity.into_iter().collect(),
             valid,
         )
@@ -799,6 +799,9 @@ struct RunQuery {
     status: Option<String>,
     event: Option<String>,
     per_page: Option<usize>,
+    page: Option<usize>,
+    /// GitHub's date filter; the sandbox knows the `>=TIME` form kfleet sends.
+    created: Option<String>,
 }
 
 async fn list_runs(
@@ -810,6 +813,16 @@ async fn list_runs(
     if !same_repo(&state, &owner, &repo) || !state.simulation.workflows.contains(&workflow) {
         return not_found().await;
     }
+    let created_since = match q.created.as_deref() {
+        None => None,
+        Some(c) => match c
+            .strip_prefix(">=")
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        {
+            Some(t) => Some(t.with_timezone(&chrono::Utc)),
+            None => return unprocessable(&format!("created={c}: the sandbox knows >=TIME only")),
+        },
+    };
     state.advance();
     let runs = state.runs.lock().expect("runs lock");
     let matching: Vec<WorkflowRun> = runs
@@ -827,19 +840,44 @@ async fn list_runs(
                 .as_deref()
                 .is_none_or(|e| r.run.event.as_deref() == Some(e))
         })
+        .filter(|r| created_since.is_none_or(|since| r.run.created_at >= Some(since)))
         .map(|r| r.run.clone())
         .collect();
-    let total = matching.len() as u64;
+    let total = matching.len();
+    let per_page = q.per_page.unwrap_or(30).clamp(1, 100);
+    let page = q.page.unwrap_or(1).max(1);
     let workflow_runs = matching
         .into_iter()
-        .take(q.per_page.unwrap_or(30).clamp(1, 100))
+        .skip((page - 1) * per_page)
+        .take(per_page)
         .collect();
     let body = serde_json::to_string(&RunList {
-        total_count: total,
+        total_count: total as u64,
         workflow_runs,
     })
     .expect("runs serialise");
-    conditional_json(&headers, body, None)
+    let last = total.div_ceil(per_page).max(1);
+    let link = (page < last).then(|| {
+        let mut next = format!(
+            "{}/repos/{owner}/{repo}/actions/workflows/{workflow}/runs?per_page={per_page}&page={}",
+            state.base_url,
+            page + 1
+        );
+        for (name, value) in [
+            ("status", &q.status),
+            ("event", &q.event),
+            ("created", &q.created),
+        ] {
+            if let Some(v) = value {
+                next.push_str(&format!(
+                    "&{name}={}",
+                    v.replace('>', "%3E").replace('=', "%3D")
+                ));
+            }
+        }
+        format!("<{next}>; rel=\"next\"")
+    });
+    conditional_json(&headers, body, link)
 }
 
 async fn get_run(

@@ -5,7 +5,6 @@ use super::chain::{KernelParts, SourceKind, SourceSpec};
 use super::{Attempt, Checksum, HeaderPackage};
 use quick_xml::events::Event;
 use std::collections::HashMap;
-use std::io::Read;
 use std::time::Instant;
 
 /// Why one request of a source did not give what was wanted.
@@ -55,7 +54,18 @@ impl Ctx<'_> {
             if !status.is_success() {
                 return Err(format!("HTTP {}", status.as_u16()));
             }
-            r.bytes().await.map_err(|e| describe(&e))
+            if r.content_length().is_some_and(|n| n > MAX_DOWNLOAD) {
+                return Err(format!("larger than {MAX_DOWNLOAD} bytes"));
+            }
+            let mut r = r;
+            let mut body = Vec::new();
+            while let Some(chunk) = r.chunk().await.map_err(|e| describe(&e))? {
+                if body.len() as u64 + chunk.len() as u64 > MAX_DOWNLOAD {
+                    return Err(format!("larger than {MAX_DOWNLOAD} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(bytes::Bytes::from(body))
         }
         .await;
         match &result {
@@ -126,26 +136,50 @@ fn describe(e: &reqwest::Error) -> String {
     msg
 }
 
-/// Decompresses by file name: `.gz`, `.xz`, `.zst`, `.bz2`, or plain.
+/// Largest metadata file or package downloaded (compressed).
+pub(super) const MAX_DOWNLOAD: u64 = 512 << 20;
+
+/// Decompresses by file name: `.gz`, `.xz`, `.zst`, `.bz2`, or plain; at most 50 times the
+/// compressed size (64 MiB to 2 GiB: real primary.xml and Packages expand about 10:1).
 fn decompress(name: &str, body: &[u8]) -> Outcome<Vec<u8>> {
-    let mut out = Vec::new();
-    if name.ends_with(".gz") {
-        flate2::read::MultiGzDecoder::new(body)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("bad gzip: {e}"))?;
+    use crate::bounded::{Limits, read_to_end};
+    let limits = Limits::by_ratio(body.len() as u64, 50, 64 << 20, 2 << 30);
+    let (kind, result) = if name.ends_with(".gz") {
+        (
+            "gzip",
+            read_to_end(flate2::read::MultiGzDecoder::new(body), limits),
+        )
     } else if name.ends_with(".xz") {
-        lzma_rs::xz_decompress(&mut std::io::BufReader::new(body), &mut out)
-            .map_err(|e| format!("bad xz: {e}"))?;
+        let mut decoder = xz_reader(body);
+        ("xz", read_to_end(&mut decoder, limits))
     } else if name.ends_with(".zst") {
-        out = zstd::decode_all(body).map_err(|e| format!("bad zstd: {e}"))?;
+        match zstd::stream::read::Decoder::new(body) {
+            Ok(d) => ("zstd", read_to_end(d, limits)),
+            Err(e) => return Err(format!("bad zstd: {e}")),
+        }
     } else if name.ends_with(".bz2") {
-        bzip2::read::MultiBzDecoder::new(body)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("bad bzip2: {e}"))?;
+        (
+            "bzip2",
+            read_to_end(bzip2::read::MultiBzDecoder::new(body), limits),
+        )
     } else {
-        out = body.to_vec();
-    }
-    Ok(out)
+        return Ok(body.to_vec());
+    };
+    result.map_err(|e| match e {
+        crate::bounded::BoundedError::Io(e) => format!("bad {kind}: {e}"),
+        other => format!("{name}: {kind} content {other}"),
+    })
+}
+
+/// An xz stream as a reader: lzma-rs decompresses into a writer, so it runs on its own thread
+/// into a pipe that the bounded reader drains (and stops, closing the pipe, at the cap).
+fn xz_reader(body: &[u8]) -> impl std::io::Read + use<> {
+    let (reader, mut writer) = std::io::pipe().expect("a pipe");
+    let owned = body.to_vec();
+    std::thread::spawn(move || {
+        let _ = lzma_rs::xz_decompress(&mut std::io::BufReader::new(owned.as_slice()), &mut writer);
+    });
+    reader
 }
 
 /// Tries one source; `Ok(None)` when it answered but does not hold the kernel.
@@ -443,13 +477,21 @@ async fn rpm_repo_base(ctx: &mut Ctx<'_>, base: &str, names: &[&str]) -> Option<
         let Ok(body) = ctx.get(&join(base, &href)).await else {
             continue;
         };
-        let looked_up = decompress(&href, &body).and_then(|raw| {
-            if kind == "primary" {
-                find_in_primary(&raw, names, &p.version, &p.release, &p.arch)
-            } else {
-                find_in_primary_db(&raw, names, &p.version, &p.release, &p.arch)
-            }
-        });
+        let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let (version, release, arch) = (p.version.clone(), p.release.clone(), p.arch.clone());
+        // Decompressing and scanning metadata is CPU work: off the async workers.
+        let looked_up = tokio::task::spawn_blocking(move || {
+            let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+            decompress(&href, &body).and_then(|raw| {
+                if kind == "primary" {
+                    find_in_primary(&raw, &names, &version, &release, &arch)
+                } else {
+                    find_in_primary_db(&raw, &names, &version, &release, &arch)
+                }
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("reading the metadata failed: {e}")));
         let hits = match looked_up {
             Ok(hits) => hits,
             Err(e) => {
@@ -588,7 +630,11 @@ async fn apt_repo(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
                     let Ok(body) = ctx.get(&url).await else {
                         continue;
                     };
-                    match decompress(file, &body) {
+                    let name = file.to_string();
+                    let text = tokio::task::spawn_blocking(move || decompress(&name, &body))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("decompressing failed: {e}")));
+                    match text {
                         Ok(text) => {
                             index.extend(parse_packages(&String::from_utf8_lossy(&text)));
                             break;

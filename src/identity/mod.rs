@@ -308,6 +308,31 @@ fn unsafe_char(field: &str, value: &str) -> Option<String> {
 
 /// Checks one identity: safety first, then distribution and architecture, then the family's
 /// kernel-string grammar and cross-checks.
+/// Longest driver version (a release tag) kfleet accepts.
+pub const MAX_DRIVER_VERSION: usize = 100;
+
+/// A driver version (release tag) is a plain token: letters, digits and `. _ + -`, starting with
+/// a letter or digit, no `..`, at most [`MAX_DRIVER_VERSION`] characters. It reaches run titles,
+/// asset names and the build job.
+pub fn check_driver_version(v: &str) -> Result<(), String> {
+    let shown: String = v.chars().take(40).flat_map(char::escape_debug).collect();
+    if v.is_empty() || v.len() > MAX_DRIVER_VERSION {
+        return Err(format!(
+            "driver_version '{shown}' must be 1 to {MAX_DRIVER_VERSION} characters"
+        ));
+    }
+    let plain = v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'));
+    let starts = v.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !plain || !starts || v.contains("..") {
+        return Err(format!(
+            "driver_version '{shown}' may only hold letters, digits and . _ + - (starting with a letter or digit, no ..)"
+        ));
+    }
+    Ok(())
+}
+
 pub fn check(raw: &RawIdentity<'_>) -> Checked {
     check_with_os_image(raw, None)
 }

@@ -89,7 +89,10 @@ impl AssetTemplate {
                 Piece::Field(name) => {
                     let group = match name {
                         "module" => regex::escape(module),
-                        "driver_version" => r"(?P<driver_version>[A-Za-z0-9._+]+)".into(),
+                        // Lazy: a tag may hold `-` (`v0.6.0-rc.1`); the fields after it decide where it ends.
+                        "driver_version" => {
+                            r"(?P<driver_version>[A-Za-z0-9][A-Za-z0-9._+-]*?)".into()
+                        }
                         "distribution" => r"(?P<distribution>[a-z0-9]+)".into(),
                         "distro_version" => r"(?P<distro_version>[0-9]+(?:\.[0-9]+)*)".into(),
                         "architecture" => r"(?P<architecture>x86_64|aarch64)".into(),
@@ -180,6 +183,27 @@ mod tests {
             let back = t.parse(&name).expect(&name);
             assert_eq!(back.driver_version.as_deref(), Some("v0.5.16"));
             assert_eq!(back.checked.identity.as_ref(), Some(&id), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_fields_alphabet_round_trips() {
+        let t = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap();
+        for (key, dv) in [
+            ("ubuntu/22.04/x86_64/5.15.0-91-generic", "v0.6.0-rc.1"),
+            ("debian/13/x86_64/6.12.74+deb13+1-amd64", "1.0+git.2_x-y"),
+            ("fedora/40/aarch64/6.8.9-300.fc40.aarch64", "v2-beta-3"),
+            ("centos/9/x86_64/5.14.0-362.el9.x86_64", "release-2026-11"),
+        ] {
+            crate::identity::check_driver_version(dv).unwrap();
+            let id = KernelIdentity::from_key(key).unwrap();
+            let name = t.render(&id, dv);
+            let back = t.parse(&name).expect(&name);
+            assert_eq!(back.driver_version.as_deref(), Some(dv), "{name}");
+            assert_eq!(back.checked.identity.as_ref(), Some(&id), "{name}");
+        }
+        for bad in ["", "-v1", "v1/../x", "a..b", "v1 2", "v1;rm"] {
+            assert!(crate::identity::check_driver_version(bad).is_err(), "{bad}");
         }
     }
 

@@ -95,6 +95,10 @@ impl FleetGroups {
     }
 }
 
+/// Longest inventory line accepted from a compressed file (a node row is ~100 bytes; a NodeList
+/// from kubectl is indented JSON, one field per line).
+const MAX_LINE: usize = 16 << 20;
+
 /// Where an inventory's bytes are: a file polars can scan in place, or decompressed memory.
 pub(crate) enum Data {
     Path(PathBuf),
@@ -137,14 +141,25 @@ fn read_one(path: &Path, fleet: &mut FleetGroups) -> Result<(), InventoryError> 
         .and_then(|mut f| f.read(&mut head))
         .map_err(io_err(&file))?;
     let data = if n == 2 && head == [0x1f, 0x8b] {
-        let raw = std::fs::read(path).map_err(io_err(&file))?;
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| InventoryError::Format {
+        let compressed = std::fs::File::open(path).map_err(io_err(&file))?;
+        let size = compressed.metadata().map_err(io_err(&file))?.len();
+        // Fleet CSV compresses about 10:1; 100:1 is generous, and lines are short.
+        let limits =
+            crate::bounded::Limits::by_ratio(size, 100, 64 << 20, u64::MAX).with_max_line(MAX_LINE);
+        let decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(compressed));
+        let out = crate::bounded::read_to_end(decoder, limits).map_err(|e| {
+            InventoryError::Format {
                 file: file.clone(),
-                message: format!("looks gzipped but does not decompress: {e}"),
-            })?;
+                message: match e {
+                    crate::bounded::BoundedError::Io(e) => {
+                        format!("looks gzipped but does not decompress: {e}")
+                    }
+                    other => format!(
+                        "gzip content {other}; refusing it (decompress it yourself and pass the plain file if it is right)"
+                    ),
+                },
+            }
+        })?;
         Data::Bytes(out)
     } else {
         Data::Path(path.to_path_buf())

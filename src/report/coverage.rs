@@ -1,6 +1,6 @@
 //! Coverage reports in the four formats (the `fleet` feature).
 
-use super::{Format, ReportError, finish_csv, grid, thousands};
+use super::{Format, ReportError, clean, csv_cell, finish_csv, grid, markdown_text, thousands};
 use crate::coverage::{CoverageReport, CoverageStatus, IdentityRow};
 use std::fmt::Write as _;
 
@@ -52,14 +52,14 @@ pub fn identities_csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
     .map_err(enc)?;
     for r in rows {
         w.write_record([
-            r.distribution.as_str(),
-            r.distro_version.as_str(),
-            r.architecture.as_str(),
-            r.kernel_version.as_str(),
-            &r.nodes.to_string(),
-            r.status.as_str(),
-            r.reason.as_deref().unwrap_or(""),
-            r.asset.as_deref().unwrap_or(""),
+            csv_cell(&r.distribution),
+            csv_cell(&r.distro_version),
+            csv_cell(&r.architecture),
+            csv_cell(&r.kernel_version),
+            r.nodes.to_string(),
+            r.status.as_str().to_string(),
+            csv_cell(r.reason.as_deref().unwrap_or("")),
+            csv_cell(r.asset.as_deref().unwrap_or("")),
         ])
         .map_err(enc)?;
     }
@@ -112,7 +112,11 @@ fn plan_sentence(report: &CoverageReport) -> String {
 fn table(report: &CoverageReport, view: &View) -> String {
     let s = &report.summary;
     let mut out = String::new();
-    let _ = writeln!(out, "kfleet coverage for driver {}", s.driver_version);
+    let _ = writeln!(
+        out,
+        "kfleet coverage for driver {}",
+        clean(&s.driver_version)
+    );
     let _ = writeln!(
         out,
         "nodes {}  identities {}  node coverage {}%  identity coverage {}%",
@@ -207,13 +211,13 @@ fn table(report: &CoverageReport, view: &View) -> String {
         if !report.unrecognised.is_empty() {
             let _ = writeln!(out, "\nunrecognised assets:");
             for a in &report.unrecognised {
-                let _ = writeln!(out, "  {}: {}", a.name, a.reason);
+                let _ = writeln!(out, "  {}: {}", clean(&a.name), clean(&a.reason));
             }
         }
         if !report.bad_rows.is_empty() {
             let _ = writeln!(out, "\nbad rows:");
             for b in &report.bad_rows {
-                let _ = writeln!(out, "  {b}");
+                let _ = writeln!(out, "  {}", clean(&b.to_string()));
             }
         }
     }
@@ -223,7 +227,11 @@ fn table(report: &CoverageReport, view: &View) -> String {
 fn markdown(report: &CoverageReport, view: &View) -> String {
     let s = &report.summary;
     let mut out = String::new();
-    let _ = writeln!(out, "## kfleet coverage: driver `{}`\n", s.driver_version);
+    let _ = writeln!(
+        out,
+        "## kfleet coverage: driver {}\n",
+        markdown_text(&s.driver_version)
+    );
     let _ = writeln!(
         out,
         "| nodes | identities | node coverage | identity coverage | unused artifacts | bad rows |"
@@ -265,14 +273,13 @@ fn markdown(report: &CoverageReport, view: &View) -> String {
             "| identity | nodes | status | reason |\n|---|---:|---|---|"
         );
         for r in gaps {
-            let reason = r.reason.as_deref().unwrap_or("").replace('|', "\\|");
             let _ = writeln!(
                 out,
-                "| `{}` | {} | {} | {} |",
-                r.key,
+                "| {} | {} | {} | {} |",
+                markdown_text(&r.key),
                 thousands(r.nodes),
                 r.status,
-                reason
+                markdown_text(r.reason.as_deref().unwrap_or(""))
             );
         }
         let _ = writeln!(out, "\n</details>");

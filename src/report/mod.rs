@@ -7,7 +7,6 @@ pub use coverage::{View, identities_csv, render};
 
 use crate::forge::MatchedAsset;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -17,6 +16,14 @@ pub enum Format {
     Csv,
     Json,
     Markdown,
+}
+
+/// Output of commands that print a list (runs, decisions, header attempts): a table or JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum ListFormat {
+    #[default]
+    Table,
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,10 +37,12 @@ pub enum ReportError {
     Encode(String),
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees half a file and a failure leaves any previous file intact.
+/// Writes `bytes` to `path` atomically (see [`crate::fsio::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    write_atomic_with(path, |w| w.write_all(bytes))
+    crate::fsio::write_atomic(path, bytes).map_err(|source| ReportError::Write {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Like [`write_atomic`], streaming the content through `fill`.
@@ -41,35 +50,10 @@ pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
 ) -> Result<(), ReportError> {
-    let err = |source| ReportError::Write {
+    crate::fsio::write_atomic_with(path, fill).map_err(|source| ReportError::Write {
         path: path.display().to_string(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".kfleet-")
-        .tempfile_in(dir)
-        .map_err(err)?;
-    {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-        fill(&mut w).map_err(err)?;
-        w.flush().map_err(err)?;
-    }
-    // Temp files are created 0600; a report is an ordinary file, or keeps the mode it had.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let permissions = std::fs::metadata(path)
-            .map(|m| m.permissions())
-            .unwrap_or_else(|_| std::fs::Permissions::from_mode(0o644));
-        tmp.as_file().set_permissions(permissions).map_err(err)?;
-    }
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    })
 }
 
 /// Renders the unused artifacts: built, but no node runs their kernel.
@@ -85,10 +69,10 @@ pub fn render_unused(unused: &[MatchedAsset], format: Format) -> Result<String, 
                 .map_err(enc)?;
             for a in unused {
                 w.write_record([
-                    a.name.as_str(),
-                    a.key.as_str(),
-                    a.url.as_deref().unwrap_or(""),
-                    a.digest.as_deref().unwrap_or(""),
+                    csv_cell(&a.name),
+                    csv_cell(&a.key),
+                    csv_cell(a.url.as_deref().unwrap_or("")),
+                    csv_cell(a.digest.as_deref().unwrap_or("")),
                 ])
                 .map_err(enc)?;
             }
@@ -98,7 +82,12 @@ pub fn render_unused(unused: &[MatchedAsset], format: Format) -> Result<String, 
             let mut out = format!("### Unused artifacts ({})\n\n", unused.len());
             out.push_str("| asset | identity |\n|---|---|\n");
             for a in unused {
-                let _ = writeln!(out, "| `{}` | `{}` |", a.name, a.key);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} |",
+                    markdown_text(&a.name),
+                    markdown_text(&a.key)
+                );
             }
             Ok(out)
         }
@@ -114,6 +103,64 @@ pub fn render_unused(unused: &[MatchedAsset], format: Format) -> Result<String, 
             out.push_str(&grid(&["IDENTITY", "ASSET"], &rows, &[]));
             Ok(out)
         }
+    }
+}
+
+/// Text from inventories and the network for a terminal or a file: control characters (escape
+/// sequences, newlines, carriage returns) and bidirectional overrides become `?`.
+pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if s.chars().any(bad) {
+        s.chars()
+            .map(|c| if bad(c) { '?' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
+}
+
+/// [`clean`] text, with Markdown's and HTML's active characters escaped so a table cell stays
+/// one cell and renders as the text it is.
+pub fn markdown_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in clean(s).chars() {
+        if matches!(
+            c,
+            '\\' | '`'
+                | '*'
+                | '_'
+                | '{'
+                | '}'
+                | '['
+                | ']'
+                | '<'
+                | '>'
+                | '('
+                | ')'
+                | '#'
+                | '+'
+                | '!'
+                | '|'
+                | '~'
+                | '&'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A [`clean`] CSV cell; one that a spreadsheet would run as a formula (`= + - @`, or a tab or
+/// carriage return first) is prefixed with `'`.
+pub fn csv_cell(s: &str) -> String {
+    let cleaned = clean(s);
+    if cleaned.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cleaned}")
+    } else {
+        cleaned.into_owned()
     }
 }
 
@@ -139,6 +186,11 @@ pub fn thousands(n: u64) -> String {
 
 /// A plain text grid; columns listed in `right` are right-aligned.
 pub fn grid(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| clean(c).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

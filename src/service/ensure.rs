@@ -20,7 +20,19 @@ pub struct EnsureOptions {
     /// First and longest pause between status polls.
     pub poll_min: Duration,
     pub poll_max: Duration,
+    /// The file name the artifact is written under: kfleet's asset template for this identity
+    /// and driver version, never a name that came from the network.
+    pub asset_name: String,
+    /// Largest artifact accepted, in bytes.
+    pub max_download: u64,
+    /// Allow plain `http://` to a service or download that is not on loopback.
+    pub insecure_http: bool,
 }
+
+/// Largest artifact `ensure` downloads by default (a driver package is a few MiB).
+pub const DEFAULT_MAX_DOWNLOAD: u64 = 512 << 20;
+/// Largest answer from the build service (a build status is a few hundred bytes).
+const MAX_STATUS_BODY: usize = 64 << 10;
 
 /// How it ended, each with its own exit code.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,11 +74,18 @@ pub enum EnsureError {
     Incomplete(&'static str),
     #[error("cannot write {path}: {message}")]
     Write { path: String, message: String },
+    #[error("{0}")]
+    Insecure(String),
+    #[error(
+        "{url}: the download is larger than {max} bytes; refusing it (raise --max-download if it is right)"
+    )]
+    TooLarge { url: String, max: u64 },
 }
 
 struct Client<'a> {
     http: reqwest::Client,
     options: &'a EnsureOptions,
+    deadline_at: Instant,
 }
 
 impl Client<'_> {
@@ -95,10 +114,28 @@ impl Client<'_> {
             eprintln!("waiting: {url} answered {code}; retrying");
             return Ok(None);
         }
-        let body = response.bytes().await.map_err(|e| EnsureError::Http {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
+        let mut response = response;
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_STATUS_BODY {
+                        return Err(EnsureError::Http {
+                            url: url.to_string(),
+                            message: format!(
+                                "answered {code} with more than {MAX_STATUS_BODY} bytes; not a build status"
+                            ),
+                        });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("waiting: {url}: {e}; retrying");
+                    return Ok(None);
+                }
+            }
+        }
         let status: BuildStatus = serde_json::from_slice(&body).map_err(|e| EnsureError::Http {
             url: url.to_string(),
             message: format!("answered {code} with a body that is not a build status: {e}"),
@@ -115,52 +152,129 @@ impl Client<'_> {
             .sha256
             .clone()
             .ok_or(EnsureError::Incomplete("sha256"))?;
-        download_verified(&self.http, &url, &expected, &self.options.out).await
+        download_verified(&self.http, &url, &expected, self.options, self.deadline_at).await
     }
 }
 
-/// Downloads `url`, checks its sha256 against `expected`, and writes it into `out` atomically.
+/// Downloads `url` into `options.out` under `options.asset_name`: streamed into a temporary file
+/// there with a size cap, its sha256 checked against `expected`, then renamed. Transport errors
+/// and 5xx answers are retried with backoff until `deadline_at`.
 async fn download_verified(
     http: &reqwest::Client,
     url: &str,
     expected: &str,
-    out: &std::path::Path,
+    options: &EnsureOptions,
+    deadline_at: Instant,
 ) -> Result<PathBuf, EnsureError> {
-    let name = url.rsplit('/').next().unwrap_or("").to_string();
-    let err = |message: String| EnsureError::Http {
-        url: url.to_string(),
-        message,
-    };
-    if name.is_empty() || name.contains("..") {
-        return Err(err("the download URL names no file".into()));
-    }
-    let response = http.get(url).send().await.map_err(|e| err(e.to_string()))?;
-    if !response.status().is_success() {
-        return Err(err(format!("HTTP {}", response.status().as_u16())));
-    }
-    let bytes = response.bytes().await.map_err(|e| err(e.to_string()))?;
-    let actual: String = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    crate::net::check_transport(url, options.insecure_http).map_err(EnsureError::Insecure)?;
+    let name = &options.asset_name;
+    let out = &options.out;
     let expected = expected.trim_start_matches("sha256:").to_ascii_lowercase();
-    if actual != expected {
-        return Err(EnsureError::ChecksumMismatch {
-            name,
-            expected,
-            actual,
-        });
-    }
     std::fs::create_dir_all(out).map_err(|e| EnsureError::Write {
         path: out.display().to_string(),
         message: e.to_string(),
     })?;
-    let path = out.join(&name);
-    crate::report::write_atomic(&path, &bytes).map_err(|e| EnsureError::Write {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    Ok(path)
+    let mut pause = options.poll_min.max(Duration::from_millis(100));
+    loop {
+        match download_once(http, url, options.max_download, out).await {
+            Ok((tmp, actual)) => {
+                if actual != expected {
+                    return Err(EnsureError::ChecksumMismatch {
+                        name: name.clone(),
+                        expected,
+                        actual,
+                    });
+                }
+                let path = out.join(name);
+                let write_err = |e: std::io::Error| EnsureError::Write {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                };
+                tmp.as_file().sync_all().map_err(write_err)?;
+                tmp.persist(&path).map_err(|e| write_err(e.error))?;
+                crate::fsio::sync_dir(out).map_err(write_err)?;
+                return Ok(path);
+            }
+            Err(Attempt::Final(e)) => return Err(e),
+            Err(Attempt::Retry(message)) => {
+                let left = deadline_at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(EnsureError::Http {
+                        url: url.to_string(),
+                        message: format!("{message}; gave up at the deadline"),
+                    });
+                }
+                eprintln!("waiting: {url}: {message}; retrying");
+                tokio::time::sleep(pause.min(left)).await;
+                pause = (pause * 2).min(options.poll_max.max(pause));
+            }
+        }
+    }
+}
+
+/// How one download attempt failed.
+enum Attempt {
+    Retry(String),
+    Final(EnsureError),
+}
+
+/// One streamed download into a temporary file in `dir`; returns it with its sha256.
+async fn download_once(
+    http: &reqwest::Client,
+    url: &str,
+    max: u64,
+    dir: &std::path::Path,
+) -> Result<(tempfile::NamedTempFile, String), Attempt> {
+    use std::io::Write as _;
+    let mut response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| Attempt::Retry(e.to_string()))?;
+    let status = response.status();
+    if status.is_server_error() || status.as_u16() == 429 {
+        return Err(Attempt::Retry(format!("HTTP {}", status.as_u16())));
+    }
+    if !status.is_success() {
+        return Err(Attempt::Final(EnsureError::Http {
+            url: url.to_string(),
+            message: format!("HTTP {}", status.as_u16()),
+        }));
+    }
+    let too_large = || {
+        Attempt::Final(EnsureError::TooLarge {
+            url: url.to_string(),
+            max,
+        })
+    };
+    if response.content_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let write_err = |e: std::io::Error| {
+        Attempt::Final(EnsureError::Write {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        })
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kfleet-download-")
+        .tempfile_in(dir)
+        .map_err(write_err)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut written: u64 = 0;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Attempt::Retry(e.to_string()))?
+    {
+        written += chunk.len() as u64;
+        if written > max {
+            return Err(too_large());
+        }
+        hasher.update(&chunk);
+        tmp.write_all(&chunk).map_err(write_err)?;
+    }
+    Ok((tmp, crate::fsio::hex(&hasher.finalize())))
 }
 
 /// Without a service: the same planner against the forge directly (the node needs a GitHub
@@ -199,7 +313,8 @@ pub async fn ensure_direct(
             ..
         } => {
             return Ok(EnsureOutcome::Available(
-                download_verified(&http, &url, &digest, &options.out).await?,
+                download_verified(&http, &url, &digest, options, started + options.deadline)
+                    .await?,
             ));
         }
         Decision::Dispatched { run_id, .. } => Some(run_id),
@@ -246,7 +361,8 @@ pub async fn ensure_direct(
             && let (Some(url), Some(digest)) = (asset.url, asset.digest)
         {
             return Ok(EnsureOutcome::Available(
-                download_verified(&http, &url, &digest, &options.out).await?,
+                download_verified(&http, &url, &digest, options, started + options.deadline)
+                    .await?,
             ));
         }
         if started.elapsed() >= options.deadline {
@@ -266,6 +382,9 @@ pub async fn ensure(
     identity: &KernelIdentity,
     options: &EnsureOptions,
 ) -> Result<EnsureOutcome, EnsureError> {
+    crate::net::check_transport(&options.service, options.insecure_http)
+        .map_err(EnsureError::Insecure)?;
+    let started = Instant::now();
     let client = Client {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -275,8 +394,8 @@ pub async fn ensure(
                 message: e.to_string(),
             })?,
         options,
+        deadline_at: started + options.deadline,
     };
-    let started = Instant::now();
     let request = BuildRequest {
         kernel_version: identity.kernel_version.clone(),
         architecture: identity.architecture.as_str().to_string(),

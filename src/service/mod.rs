@@ -32,8 +32,21 @@ pub struct ServiceOptions {
     pub status_ttl: Duration,
     /// A build not done this long after dispatch is `timed_out`.
     pub deadline: Duration,
-    /// Requests per second each client token may make (burst: ten times that).
+    /// New build requests (each may cost GitHub calls) per second each client token may make
+    /// (burst: ten times that). Answers from the cached listing and status polls are not counted.
     pub rate_per_client: f64,
+    /// Serve `/metrics` without a token.
+    pub metrics_public: bool,
+    /// Longest time one request may take, body included.
+    pub request_timeout: Duration,
+    /// Requests handled at once; more wait their turn (within the request timeout).
+    pub max_concurrent_requests: usize,
+    /// Open connections at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// A client must send its request headers within this time (also ends idle keep-alives).
+    pub header_read_timeout: Duration,
+    /// On SIGTERM, requests in flight get this long to finish.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServiceOptions {
@@ -44,6 +57,12 @@ impl Default for ServiceOptions {
             status_ttl: Duration::from_secs(5),
             deadline: Duration::from_secs(15 * 60),
             rate_per_client: 50.0,
+            metrics_public: false,
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 512,
+            max_connections: 2048,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -102,11 +121,20 @@ enum Settled {
 /// Builds by request id, and the request id of the build under way per (key, driver version).
 type Builds = (HashMap<String, Tracked>, HashMap<(String, String), String>);
 
+/// One release listing as fetched; requests read it while a refresh runs in the background.
 struct Listing {
     releases: Vec<Release>,
-    /// Per release tag: identity key -> artifact.
-    indexes: HashMap<String, HashMap<String, MatchedAsset>>,
-    fetched: Option<Instant>,
+    /// Per release tag: identity key -> artifact, built on first use.
+    indexes: std::sync::Mutex<HashMap<String, Arc<HashMap<String, MatchedAsset>>>>,
+    fetched: Instant,
+}
+
+/// What the service knows of a driver version from the listing.
+enum Lookup {
+    Found(MatchedAsset),
+    NotBuilt,
+    /// The listing has no such release.
+    NoRelease,
 }
 
 #[derive(Default)]
@@ -139,10 +167,15 @@ pub struct ServiceState {
     planner: Planner,
     template: AssetTemplate,
     options: ServiceOptions,
-    listing: tokio::sync::Mutex<Listing>,
+    /// SHA-256 of each client token: compared in constant time, never by length.
+    token_hashes: Vec<[u8; 32]>,
+    /// The last good listing; replaced whole by a refresh.
+    listing: std::sync::RwLock<Option<Arc<Listing>>>,
+    /// Single flight for listing refreshes.
+    refreshing: tokio::sync::Mutex<()>,
     /// request id -> build; key+version -> request id of the build under way.
     builds: tokio::sync::Mutex<Builds>,
-    buckets: std::sync::Mutex<HashMap<String, Bucket>>,
+    buckets: std::sync::Mutex<HashMap<[u8; 32], Bucket>>,
     metrics: Metrics,
     /// Requests a previous run accepted but never dispatched: (key, driver version, request id),
     /// started by [`router`].
@@ -159,16 +192,19 @@ impl ServiceState {
     ) -> Result<Arc<Self>, crate::builds::ledger::LedgerError> {
         let ledger = planner.ledger().load()?;
         let (builds, pending) = resume(&ledger, options.deadline);
+        let token_hashes = options
+            .client_tokens
+            .iter()
+            .map(|t| token_hash(t.as_bytes()))
+            .collect();
         let state = Arc::new(Self {
             forge,
             planner,
             template,
             options,
-            listing: tokio::sync::Mutex::new(Listing {
-                releases: Vec::new(),
-                indexes: HashMap::new(),
-                fetched: None,
-            }),
+            token_hashes,
+            listing: std::sync::RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
             builds: tokio::sync::Mutex::new(builds),
             buckets: std::sync::Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
@@ -176,6 +212,11 @@ impl ServiceState {
         });
         Ok(state)
     }
+}
+
+fn token_hash(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// Rebuilds the request map from the ledger, so ids survive a restart: every dispatch, and every
@@ -188,12 +229,12 @@ fn resume(
 ) -> (Builds, Vec<(String, String, String)>) {
     let mut by_id = HashMap::new();
     let mut open = HashMap::new();
-    for (key, entry) in &ledger.entries {
+    for ((key, driver_version), entry) in &ledger.entries {
         by_id.insert(
             entry.request_id.clone(),
             Tracked {
                 key: key.clone(),
-                driver_version: entry.driver_version.clone().unwrap_or_default(),
+                driver_version: driver_version.clone(),
                 run_id: entry.run_id,
                 run_url: entry.url.clone(),
                 dispatched_at: entry.dispatched_at,
@@ -203,10 +244,7 @@ fn resume(
         );
         if entry.is_open() {
             open.insert(
-                (
-                    key.clone(),
-                    entry.driver_version.clone().unwrap_or_default(),
-                ),
+                (key.clone(), driver_version.clone()),
                 entry.request_id.clone(),
             );
         }
@@ -254,8 +292,9 @@ fn resume(
     ((by_id, open), pending)
 }
 
-/// The router: `POST /build`, `GET /status/{id}`, `GET /healthz`, `GET /metrics`. Called within a
-/// tokio runtime, it also starts the dispatches a previous run accepted but never recorded.
+/// The router: `POST /build`, `GET /status/{id}`, `GET /healthz`, `GET /metrics`, with a request
+/// timeout and a limit on requests handled at once. Called within a tokio runtime, it also starts
+/// the dispatches a previous run accepted but never recorded.
 pub fn router(state: Arc<ServiceState>) -> Router {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         let pending = std::mem::take(&mut *state.pending.lock().expect("pending lock"));
@@ -264,13 +303,95 @@ pub fn router(state: Arc<ServiceState>) -> Router {
             runtime.spawn(async move { worker.dispatch(key, dv, rid).await });
         }
     }
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        state.options.max_concurrent_requests.max(1),
+    ));
+    let timeout = state.options.request_timeout;
     Router::new()
         .route("/build", post(build))
         .route("/status/{id}", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let limit = limit.clone();
+                async move {
+                    let run = async {
+                        let _slot = limit.acquire().await;
+                        next.run(request).await
+                    };
+                    match tokio::time::timeout(timeout, run).await {
+                        Ok(response) => response,
+                        Err(_) => json_error(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the request took too long; retry",
+                        ),
+                    }
+                }
+            },
+        ))
         .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves: HTTP/1.1 with a header read
+/// timeout (which also ends idle keep-alive connections), at most `max_connections` at once, and
+/// on shutdown at most `shutdown_grace` for the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServiceState>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let options = state.options.clone();
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        "shutting down: finishing requests in flight (at most {}s)",
+        options.shutdown_grace.as_secs()
+    );
+    if tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the grace period were cut off");
+    }
+    Ok(())
 }
 
 fn json_error(status: StatusCode, reason: impl Into<String>) -> Response {
@@ -281,32 +402,49 @@ fn json_error(status: StatusCode, reason: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// The bearer token of a request (`Authorization: Bearer T`, the scheme in any case).
+fn bearer(headers: &HeaderMap) -> &[u8] {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes)
+        .and_then(|v| {
+            let space = v.iter().position(|b| *b == b' ')?;
+            let (scheme, rest) = v.split_at(space);
+            scheme
+                .eq_ignore_ascii_case(b"bearer")
+                .then(|| rest.trim_ascii())
+        })
+        .unwrap_or(b"")
+}
+
+/// A client that presented a known token, named by its token's hash.
+struct Client([u8; 32]);
+
 impl ServiceState {
-    /// Checks the bearer token and the client's rate; the error is the response to send.
-    fn admit(&self, headers: &HeaderMap) -> Result<(), Box<Response>> {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let known = self.options.client_tokens.iter().any(|t| {
-            t.len() == presented.len()
-                && t.bytes()
-                    .zip(presented.bytes())
-                    .fold(0u8, |a, (x, y)| a | (x ^ y))
-                    == 0
-        });
-        if !known {
-            self.metrics.count("unauthorized");
-            let mut r = json_error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return Err(Box::new(r));
+    /// Checks the bearer token; the error is the response to send.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Client, Box<Response>> {
+        use subtle::ConstantTimeEq;
+        let presented = token_hash(bearer(headers));
+        let known = self
+            .token_hashes
+            .iter()
+            .fold(subtle::Choice::from(0), |acc, t| acc | t.ct_eq(&presented));
+        if bool::from(known) {
+            return Ok(Client(presented));
         }
+        self.metrics.count("unauthorized");
+        let mut r = json_error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Err(Box::new(r))
+    }
+
+    /// Takes one new-build token from the client's bucket; the error is the response to send.
+    fn charge(&self, client: &Client) -> Result<(), Box<Response>> {
         let rate = self.options.rate_per_client;
         let mut buckets = self.buckets.lock().expect("rate lock");
         let now = Instant::now();
-        let bucket = buckets.entry(presented.to_string()).or_insert(Bucket {
+        let bucket = buckets.entry(client.0).or_insert(Bucket {
             tokens: rate * 10.0,
             at: now,
         });
@@ -317,80 +455,113 @@ impl ServiceState {
             self.metrics.count("rate_limited");
             let mut r = json_error(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too many requests from this client",
+                "too many new build requests from this client",
             );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let wait = ((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
             return Err(Box::new(r));
         }
         bucket.tokens -= 1.0;
         Ok(())
     }
 
-    /// The artifact of `key` in release `driver_version`, from the listing, refreshed
-    /// (conditionally) when older than the TTL. Each release's assets are matched to identities
-    /// once per refresh, so a request is a hash lookup. A failed refresh keeps the last listing.
-    async fn lookup(
-        &self,
-        key: &str,
-        driver_version: &str,
-    ) -> Result<Option<MatchedAsset>, String> {
-        let mut listing = self.listing.lock().await;
-        let stale = listing
-            .fetched
-            .is_none_or(|at| at.elapsed() >= self.options.listing_ttl);
-        if stale {
-            match self.forge.list_releases().await {
-                Ok(fresh) => {
-                    listing.releases = fresh.releases;
-                    listing.indexes.clear();
-                    listing.fetched = Some(Instant::now());
+    /// Fetches the listing now, unless another task is already at it (then waits for that one).
+    async fn refresh_listing(&self, since: Option<Instant>) -> Result<Arc<Listing>, String> {
+        let _one = self.refreshing.lock().await;
+        let current = self.listing.read().expect("listing lock").clone();
+        if let Some(current) = &current
+            && since.is_none_or(|s| current.fetched > s)
+        {
+            // Someone refreshed while this task waited.
+            return Ok(current.clone());
+        }
+        match self.forge.list_releases().await {
+            Ok(fresh) => {
+                let listing = Arc::new(Listing {
+                    releases: fresh.releases,
+                    indexes: std::sync::Mutex::new(HashMap::new()),
+                    fetched: Instant::now(),
+                });
+                *self.listing.write().expect("listing lock") = Some(listing.clone());
+                Ok(listing)
+            }
+            Err(e) => {
+                tracing::warn!("cannot refresh the release listing: {e}");
+                match current {
+                    Some(c) => Ok(c),
+                    None => Err(e.to_string()),
                 }
-                Err(e) if listing.fetched.is_some() => {
-                    eprintln!("warning: keeping the last release listing: {e}");
-                }
-                Err(e) => return Err(e.to_string()),
             }
         }
-        if !listing.indexes.contains_key(driver_version) {
-            let index: HashMap<String, MatchedAsset> =
-                match select_release(&listing.releases, Some(driver_version)) {
-                    Ok(release) => index_assets(release, &self.template)
-                        .matched
-                        .into_iter()
-                        .map(|a| (a.key.clone(), a))
-                        .collect(),
-                    Err(_) => HashMap::new(),
-                };
-            listing.indexes.insert(driver_version.to_string(), index);
-        }
-        Ok(listing
-            .indexes
-            .get(driver_version)
-            .and_then(|index| index.get(key))
-            .cloned())
     }
 
-    async fn available(
-        &self,
-        id: &KernelIdentity,
-        driver_version: &str,
-    ) -> Result<Option<BuildStatus>, String> {
-        let key = id.key();
-        Ok(self
-            .lookup(&key, driver_version)
-            .await?
-            .map(|a| BuildStatus {
-                id: None,
-                status: "available".into(),
-                identity: Some(key),
-                download_url: a.url,
-                sha256: a
-                    .digest
-                    .map(|d| d.trim_start_matches("sha256:").to_string()),
-                run_url: None,
-                reason: None,
-            }))
+    /// The listing to answer from: the last good one (a stale one starts a refresh in the
+    /// background and is still served), or the first one fetched now.
+    async fn current_listing(self: &Arc<Self>) -> Result<Arc<Listing>, String> {
+        let current = self.listing.read().expect("listing lock").clone();
+        match current {
+            Some(listing) => {
+                if listing.fetched.elapsed() >= self.options.listing_ttl
+                    && self.refreshing.try_lock().is_ok()
+                {
+                    let me = self.clone();
+                    let seen = listing.fetched;
+                    tokio::spawn(async move {
+                        let _ = me.refresh_listing(Some(seen)).await;
+                    });
+                }
+                Ok(listing)
+            }
+            None => self.refresh_listing(None).await,
+        }
+    }
+
+    /// The artifact of `key` in release `driver_version`. Each release's assets are matched to
+    /// identities once per listing, so a request is a hash lookup.
+    fn find(&self, listing: &Listing, key: &str, driver_version: &str) -> Lookup {
+        let index = {
+            let mut indexes = listing.indexes.lock().expect("index lock");
+            match indexes.get(driver_version) {
+                Some(index) => Some(index.clone()),
+                None => match select_release(&listing.releases, Some(driver_version)) {
+                    Ok(release) => {
+                        let index: Arc<HashMap<String, MatchedAsset>> = Arc::new(
+                            index_assets(release, &self.template)
+                                .matched
+                                .into_iter()
+                                .map(|a| (a.key.clone(), a))
+                                .collect(),
+                        );
+                        indexes.insert(driver_version.to_string(), index.clone());
+                        Some(index)
+                    }
+                    Err(_) => None,
+                },
+            }
+        };
+        match index {
+            None => Lookup::NoRelease,
+            Some(index) => match index.get(key) {
+                Some(asset) => Lookup::Found(asset.clone()),
+                None => Lookup::NotBuilt,
+            },
+        }
+    }
+
+    fn available_status(key: String, asset: MatchedAsset) -> BuildStatus {
+        BuildStatus {
+            id: None,
+            status: "available".into(),
+            identity: Some(key),
+            download_url: asset.url,
+            sha256: asset
+                .digest
+                .map(|d| d.trim_start_matches("sha256:").to_string()),
+            run_url: None,
+            reason: None,
+        }
     }
 
     fn overdue(&self, t: &Tracked) -> bool {
@@ -399,16 +570,53 @@ impl ServiceState {
             .to_std()
             .is_ok_and(|age| age > self.options.deadline)
     }
+
+    /// Forgets builds older than twice the deadline (their nodes stopped waiting; the ledger
+    /// keeps them), so memory does not grow with every request ever made.
+    fn prune(&self, builds: &mut Builds) {
+        let retention = self.options.deadline * 2;
+        let now = chrono::Utc::now();
+        let old = |t: &Tracked| {
+            now.signed_duration_since(t.dispatched_at)
+                .to_std()
+                .is_ok_and(|age| age > retention)
+        };
+        builds.0.retain(|_, t| !old(t));
+        let (by_id, open) = builds;
+        open.retain(|_, rid| by_id.contains_key(rid));
+    }
+}
+
+/// Reads at most [`MAX_BODY`] bytes of a request body (413 past it).
+async fn read_body(headers: &HeaderMap, body: axum::body::Body) -> Result<bytes::Bytes, Response> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a build request is at most {MAX_BODY} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| too_large())
 }
 
 async fn build(
     State(state): State<Arc<ServiceState>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    if let Err(r) = state.admit(&headers) {
-        return *r;
-    }
+    // The token is checked before a byte of the body is read.
+    let client = match state.authenticate(&headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -424,6 +632,13 @@ async fn build(
             "send the request as Content-Type: application/json",
         );
     }
+    let body = match read_body(&headers, body).await {
+        Ok(b) => b,
+        Err(r) => {
+            state.metrics.count("too_large");
+            return r;
+        }
+    };
     let request: BuildRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -444,32 +659,43 @@ async fn build(
         }
     };
     let dv = request.driver_version;
-    if dv.is_empty()
-        || !dv
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
-    {
+    if let Err(reason) = crate::identity::check_driver_version(&dv) {
         state.metrics.count("invalid");
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "driver_version may only hold letters, digits and . _ + -",
-        );
-    }
-    match state.available(&id, &dv).await {
-        Ok(Some(found)) => {
-            state.metrics.count("available");
-            return (StatusCode::OK, axum::Json(found)).into_response();
-        }
-        Ok(None) => {}
-        Err(e) => {
-            state.metrics.count("forge_error");
-            return json_error(
-                StatusCode::BAD_GATEWAY,
-                format!("cannot read the release listing: {e}"),
-            );
-        }
+        return json_error(StatusCode::BAD_REQUEST, reason);
     }
     let key = id.key();
+    let listing = match state.current_listing().await {
+        Ok(l) => l,
+        Err(e) => {
+            state.metrics.count("forge_error");
+            tracing::warn!("cannot read the release listing: {e}");
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                "the build service cannot read the release listing right now; retry later",
+            );
+        }
+    };
+    match state.find(&listing, &key, &dv) {
+        Lookup::Found(asset) => {
+            state.metrics.count("available");
+            return (
+                StatusCode::OK,
+                axum::Json(ServiceState::available_status(key, asset)),
+            )
+                .into_response();
+        }
+        Lookup::NoRelease => {
+            state.metrics.count("unknown_release");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "driver_version {dv}: the repository has no such release; ask for a published release (a release made in the last {}s may not be seen yet)",
+                    state.options.listing_ttl.as_secs()
+                ),
+            );
+        }
+        Lookup::NotBuilt => {}
+    }
     // Single flight: one id per kernel and driver version, handed out at once; the (paced)
     // dispatch happens in the background and every later request joins it.
     let rid = {
@@ -479,6 +705,11 @@ async fn build(
             state.metrics.count("joined");
             return accepted(existing, key);
         }
+        // Only what can cost GitHub calls is rate-limited.
+        if let Err(r) = state.charge(&client) {
+            return *r;
+        }
+        state.prune(&mut builds);
         let rid = new_request_id();
         // On disk before the answer: a crash after it must not lose the id (see `resume`).
         let record = LedgerRecord {
@@ -498,7 +729,7 @@ async fn build(
             .and_then(|r| r.map_err(|e| e.to_string()))
         {
             state.metrics.count("ledger_error");
-            eprintln!("error: cannot record a build request: {e}");
+            tracing::error!("cannot record a build request: {e}");
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the build service cannot record requests right now; retry later",
@@ -569,8 +800,10 @@ impl ServiceState {
             Ok(Decision::TimedOut { .. }) => Some(Settled::TimedOut),
             Ok(other) => Some(Settled::Failed(other.describe())),
             Err(e) => {
-                eprintln!("warning: dispatch for {key} failed: {e}");
-                Some(Settled::Failed(format!("dispatch failed: {e}")))
+                tracing::warn!("dispatch for {key} {driver_version} failed: {e}");
+                Some(Settled::Failed(
+                    "the build could not be dispatched; ask again later".into(),
+                ))
             }
         };
         if let Some(settled) = settled {
@@ -581,6 +814,23 @@ impl ServiceState {
             builds.1.remove(&(key, driver_version));
         }
     }
+
+    /// Records how a build ended without a run to follow, and lets a later request start afresh.
+    async fn settle(&self, id: &str, tracked: &Tracked, settled: Settled) {
+        let mut builds = self.builds.lock().await;
+        if let Some(t) = builds.0.get_mut(id) {
+            t.settled = Some(settled);
+        }
+        if builds
+            .1
+            .get(&(tracked.key.clone(), tracked.driver_version.clone()))
+            == Some(&id.to_string())
+        {
+            builds
+                .1
+                .remove(&(tracked.key.clone(), tracked.driver_version.clone()));
+        }
+    }
 }
 
 async fn status(
@@ -588,13 +838,13 @@ async fn status(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = state.admit(&headers) {
+    if let Err(r) = state.authenticate(&headers) {
         return *r;
     }
     let tracked = state.builds.lock().await.0.get(&id).cloned();
     let Some(tracked) = tracked else {
         state.metrics.count("unknown_id");
-        return json_error(StatusCode::NOT_FOUND, format!("no build with id {id}"));
+        return json_error(StatusCode::NOT_FOUND, "no build with this id");
     };
     let answer = |status: &str| BuildStatus {
         id: Some(id.clone()),
@@ -603,49 +853,67 @@ async fn status(
         run_url: tracked.run_url.clone(),
         ..BuildStatus::default()
     };
-    let identity = match KernelIdentity::from_key(&tracked.key) {
-        Ok(i) => i,
-        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let failed = |reason: String| {
+        let mut failed = answer("failed");
+        failed.reason = Some(reason);
+        (StatusCode::OK, axum::Json(failed)).into_response()
     };
-    let run_status = match (&tracked.settled, &tracked.status) {
-        (Some(Settled::Available), _) => "success".to_string(),
-        (Some(Settled::TimedOut), _) => "timed_out".to_string(),
-        (Some(Settled::Failed(reason)), _) => {
-            let mut failed = answer("failed");
-            failed.reason = Some(reason.clone());
-            return (StatusCode::OK, axum::Json(failed)).into_response();
-        }
-        (None, Some((s, at))) if at.elapsed() < state.options.status_ttl => s.clone(),
-        _ => match tracked.run_id {
-            Some(run_id) => match state.forge.get_run(run_id).await {
-                Ok(run) if run.is_finished() => match run.conclusion.as_deref() {
-                    Some("success") => "success".to_string(),
-                    _ => "failed".to_string(),
+    // The cached status is trusted for `status_ttl` after it was fetched, however often a node
+    // polls; only a fetch resets that clock.
+    let cached = match (&tracked.settled, &tracked.status) {
+        (Some(Settled::Available), _) => Some("success".to_string()),
+        (Some(Settled::TimedOut), _) => Some("timed_out".to_string()),
+        (Some(Settled::Failed(reason)), _) => return failed(reason.clone()),
+        (None, Some((s, at))) if at.elapsed() < state.options.status_ttl => Some(s.clone()),
+        _ => None,
+    };
+    let run_status = match cached {
+        Some(s) => s,
+        None => {
+            let fetched = match tracked.run_id {
+                Some(run_id) => match state.forge.get_run(run_id).await {
+                    Ok(run) if run.is_finished() => match run.conclusion.as_deref() {
+                        Some("success") => "success".to_string(),
+                        _ => "failed".to_string(),
+                    },
+                    Ok(run) => run.status.unwrap_or_else(|| "queued".into()),
+                    Err(crate::forge::ForgeError::NotFound { .. }) => {
+                        let reason = format!(
+                            "run {run_id} is no longer known to the forge (deleted, or the forge restarted); ask again"
+                        );
+                        state
+                            .settle(&id, &tracked, Settled::Failed(reason.clone()))
+                            .await;
+                        return failed(reason);
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot read run {run_id}: {e}");
+                        state.metrics.count("forge_error");
+                        return json_error(
+                            StatusCode::BAD_GATEWAY,
+                            "the build service cannot reach the forge right now; retry",
+                        );
+                    }
                 },
-                Ok(run) => run.status.unwrap_or_else(|| "queued".into()),
-                Err(e) => return json_error(StatusCode::BAD_GATEWAY, e.to_string()),
-            },
-            None => "queued".to_string(),
-        },
+                None => "queued".to_string(),
+            };
+            let mut builds = state.builds.lock().await;
+            if let Some(t) = builds.0.get_mut(&id) {
+                t.status = Some((fetched.clone(), Instant::now()));
+            }
+            if fetched == "success" || fetched == "failed" {
+                builds
+                    .1
+                    .remove(&(tracked.key.clone(), tracked.driver_version.clone()));
+            }
+            fetched
+        }
     };
-    {
-        let mut builds = state.builds.lock().await;
-        if let Some(t) = builds.0.get_mut(&id) {
-            t.status = Some((run_status.clone(), Instant::now()));
-        }
-        if run_status == "success" || run_status == "failed" {
-            builds
-                .1
-                .remove(&(tracked.key.clone(), tracked.driver_version.clone()));
-        }
-    }
     state.metrics.count("status");
     let response = match run_status.as_str() {
         "success" => {
             let first_seen = tracked.status.as_ref().is_none_or(|(s, _)| s != "success");
             if first_seen {
-                // The asset appears in the listing once the run uploads it: refresh once now.
-                state.listing.lock().await.fetched = None;
                 let took = chrono::Utc::now()
                     .signed_duration_since(tracked.dispatched_at)
                     .num_milliseconds()
@@ -661,12 +929,35 @@ async fn status(
                     .build_seconds_count
                     .fetch_add(1, Ordering::Relaxed);
             }
-            match state.available(&identity, &tracked.driver_version).await {
-                Ok(Some(mut found)) => {
+            let mut listing = state.current_listing().await;
+            let missing = |l: &Result<Arc<Listing>, String>| {
+                l.as_ref().map_or(true, |l| {
+                    !matches!(
+                        state.find(l, &tracked.key, &tracked.driver_version),
+                        Lookup::Found(_)
+                    )
+                })
+            };
+            // The asset appears in the listing once the run uploads it: refresh when it is not
+            // there yet (single flight, at most once per listing TTL).
+            if missing(&listing)
+                && let Ok(l) = &listing
+                && l.fetched.elapsed() >= state.options.status_ttl
+            {
+                listing = state.refresh_listing(Some(l.fetched)).await;
+            }
+            match listing
+                .as_ref()
+                .ok()
+                .map(|l| state.find(l, &tracked.key, &tracked.driver_version))
+            {
+                Some(Lookup::Found(asset)) => {
+                    let mut found = ServiceState::available_status(tracked.key.clone(), asset);
                     found.id = Some(id.clone());
                     found.run_url = tracked.run_url.clone();
                     found
                 }
+                _ if state.overdue(&tracked) => answer("timed_out"),
                 _ => answer("in_progress"),
             }
         }
@@ -679,8 +970,13 @@ async fn status(
     (StatusCode::OK, axum::Json(response)).into_response()
 }
 
-async fn metrics(State(state): State<Arc<ServiceState>>) -> Response {
+async fn metrics(State(state): State<Arc<ServiceState>>, headers: HeaderMap) -> Response {
     use std::fmt::Write as _;
+    if !state.options.metrics_public
+        && let Err(r) = state.authenticate(&headers)
+    {
+        return *r;
+    }
     let m = &state.metrics;
     let stats = state.forge.stats();
     let mut out = String::new();

@@ -43,11 +43,16 @@ impl Dashboard {
             .map_err(|e| e.to_string())?;
         let runs = self
             .forge
-            .list_runs(&self.workflow, None)
+            .list_runs(
+                &self.workflow,
+                None,
+                Some(crate::forge::run_history_start()),
+            )
             .await
             .unwrap_or_default();
         let ledger = self.planner.ledger().load().ok();
-        let builds = crate::builds::build_states(&runs, ledger.as_ref(), self.deadline);
+        let builds =
+            crate::builds::build_states(&runs, ledger.as_ref(), &release.tag_name, self.deadline);
         let assets = index_assets(release, &self.template);
         coverage::compute(
             &self.fleet,
@@ -112,7 +117,11 @@ impl Dashboard {
                         Err(e) => Action::Failed(e.to_string()),
                     };
                     let _ = tx.send(action);
-                    if let Ok(runs) = me.forge.list_runs(&me.workflow, None).await {
+                    if let Ok(runs) = me
+                        .forge
+                        .list_runs(&me.workflow, None, Some(crate::forge::run_history_start()))
+                        .await
+                    {
                         let _ = tx.send(Action::Runs(runs));
                     }
                 });
@@ -182,7 +191,7 @@ pub async fn run(dash: Arc<Dashboard>, mut app: App) -> std::io::Result<()> {
                 let (tx, me) = (tx.clone(), dash.clone());
                 tokio::spawn(async move {
                     // Conditional listing and run polls; a failure leaves the last runs on screen.
-                    match me.forge.list_runs(&me.workflow, None).await {
+                    match me.forge.list_runs(&me.workflow, None, Some(crate::forge::run_history_start())).await {
                         Ok(runs) => { let _ = tx.send(Action::Runs(runs)); }
                         Err(e) => { let _ = tx.send(Action::Failed(e.to_string())); }
                     }

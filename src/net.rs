@@ -1,0 +1,41 @@
+//! Transport rules shared by every client that carries a token or an artifact.
+
+/// Refuses a URL that would carry a token or an artifact in the clear: `https://`, or `http://`
+/// to a loopback address, or anything with `insecure_http`.
+pub fn check_transport(url: &str, insecure_http: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: not a URL ({e})"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if insecure_http || is_loopback(&parsed) => Ok(()),
+        "http" => Err(format!(
+            "{url}: plain http to a host that is not loopback; use https://, or pass --insecure-http on a network you trust"
+        )),
+        other => Err(format!("{url}: scheme {other} is not http(s)")),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_or_loopback_only() {
+        assert!(check_transport("https://kfleet.example", false).is_ok());
+        assert!(check_transport("http://127.0.0.1:8080", false).is_ok());
+        assert!(check_transport("http://[::1]:8080", false).is_ok());
+        assert!(check_transport("http://localhost:1", false).is_ok());
+        let err = check_transport("http://kfleet.example", false).unwrap_err();
+        assert!(err.contains("--insecure-http"), "{err}");
+        assert!(check_transport("http://kfleet.example", true).is_ok());
+        assert!(check_transport("file:///etc/passwd", true).is_err());
+    }
+}
