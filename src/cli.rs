@@ -22,8 +22,10 @@ use crate::identity::{
 #[cfg(feature = "fleet")]
 use crate::inventory::{FleetGroups, read_inventory};
 #[cfg(feature = "fleet")]
+use crate::report::Format;
+#[cfg(feature = "fleet")]
 use crate::report::View;
-use crate::report::{self, Format, ListFormat, write_atomic};
+use crate::report::{self, ListFormat, write_atomic};
 #[cfg(feature = "fleet")]
 use crate::sample::{FleetSpec, generate};
 use anyhow::{Context, Result, bail};
@@ -80,7 +82,7 @@ pub enum Command {
 }
 
 #[cfg(feature = "fleet")]
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args)]
 pub struct TuiArgs {
     /// Fleet inventory (repeatable); default: the built-in sample fleet.
     #[arg(long, short = 'i', value_name = "FILE")]
@@ -88,20 +90,74 @@ pub struct TuiArgs {
     /// Release listing file, served by an in-process sandbox forge.
     #[arg(long, short = 'r', value_name = "FILE", conflicts_with_all = ["repo", "sandbox"])]
     pub releases: Option<PathBuf>,
-    /// Repository on GitHub (or --api-url) to work against.
-    #[arg(long, value_name = "OWNER/NAME")]
-    pub repo: Option<String>,
-    #[arg(long, value_name = "URL")]
-    pub api_url: Option<String>,
-    /// Sandbox forge serving DIR/releases.json.
-    #[arg(long, value_name = "DIR", conflicts_with = "repo")]
-    pub sandbox: Option<PathBuf>,
+    #[command(flatten)]
+    pub build: BuildArgs,
     /// Release to report on (default: newest published).
     #[arg(long, value_name = "TAG")]
     pub driver_version: Option<String>,
-    /// Directory for the ledger [default $XDG_STATE_HOME/kfleet].
-    #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+    #[command(flatten)]
+    pub shares: ShareArgs,
+    /// Header sources file replacing the built-in chain (assets/header-sources.toml).
+    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    pub sources: Option<PathBuf>,
+}
+
+#[cfg(feature = "fleet")]
+impl Default for TuiArgs {
+    fn default() -> Self {
+        Self {
+            inventory: Vec::new(),
+            releases: None,
+            build: BuildArgs::for_repo(None, None, None, None),
+            driver_version: None,
+            naming: NamingArgs::default(),
+            shares: ShareArgs::default(),
+            sources: std::env::var_os("KFLEET_HEADER_SOURCES").map(PathBuf::from),
+        }
+    }
+}
+
+/// The head and the batch plan's target, shared by the commands that compute coverage.
+#[derive(Debug, Args, Default, Clone, Copy)]
+pub struct ShareArgs {
+    /// Share of nodes the head holds, 0 < x <= 1 [config: head_share; default 0.90].
+    #[arg(long, value_name = "SHARE", value_parser = share)]
+    pub head_share: Option<f64>,
+    /// Node coverage the batch plan aims for, in percent [config: target; default 99].
+    #[arg(long, value_name = "PCT", value_parser = percent)]
+    pub target: Option<f64>,
+}
+
+impl ShareArgs {
+    /// Flags, then config, then the defaults (0.90 and 99%).
+    pub fn resolve(&self, config: &Config) -> (f64, f64) {
+        (
+            self.head_share.or(config.head_share).unwrap_or(0.90),
+            self.target.or(config.target).unwrap_or(99.0),
+        )
+    }
+}
+
+/// `--head-share`: above 0 and at most 1.
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
+        _ => Err(format!(
+            "'{s}' is not a share: give a number above 0 and at most 1 (0.90 means 90%)"
+        )),
+    }
+}
+
+/// `--target`: a percentage above 0 and at most 100.
+fn percent(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 100.0 => Ok(x),
+        _ => Err(format!(
+            "'{s}' is not a percentage: give a number above 0 and at most 100"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -439,8 +495,8 @@ pub struct DispatchArgs {
     /// Release the builds upload to (default: newest published release).
     #[arg(long, value_name = "TAG")]
     pub driver_version: Option<String>,
-    /// Share of nodes the head holds, for --missing / --long-tail.
-    #[arg(long, value_name = "SHARE")]
+    /// Share of nodes the head holds, for --missing / --long-tail [config: head_share; default 0.90].
+    #[arg(long, value_name = "SHARE", value_parser = share)]
     pub head_share: Option<f64>,
     /// Show what would happen without dispatching.
     #[arg(long)]
@@ -522,7 +578,7 @@ impl ForgeArgs {
             .or_else(|| config.api_url.clone())
             .unwrap_or_else(|| GITHUB_API.to_string());
         let token = token_from_environment().ok_or(crate::forge::ForgeError::NoToken)?;
-        let notify = Box::new(|msg: &str| eprintln!("waiting: {msg}"));
+        let notify = Box::new(|msg: &str| tracing::info!("waiting: {msg}"));
         Ok(Some(Arc::new(
             GithubClient::new(&api, repo, token, RetryPolicy::default(), Some(notify))?
                 .with_disk_cache(http_cache.to_path_buf()),
@@ -572,12 +628,8 @@ pub struct ReportArgs {
     pub driver_version: Option<String>,
     #[command(flatten)]
     pub naming: NamingArgs,
-    /// Share of nodes the head holds, 0 < x <= 1 [config: head_share; default 0.90].
-    #[arg(long, value_name = "SHARE")]
-    pub head_share: Option<f64>,
-    /// Node coverage the batch plan aims for, in percent [config: target; default 99].
-    #[arg(long, value_name = "PCT")]
-    pub target: Option<f64>,
+    #[command(flatten)]
+    pub shares: ShareArgs,
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -868,14 +920,7 @@ fn emit(output: Option<&PathBuf>, text: &str) -> Result<()> {
 
 #[cfg(feature = "fleet")]
 fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
-    let head_share = args.head_share.or(config.head_share).unwrap_or(0.90);
-    if !(head_share > 0.0 && head_share <= 1.0) {
-        bail!("--head-share {head_share}: must be above 0 and at most 1 (0.90 means 90%)");
-    }
-    let target = args.target.or(config.target).unwrap_or(99.0);
-    if !(target > 0.0 && target <= 100.0) {
-        bail!("--target {target}: must be a percentage above 0 and at most 100");
-    }
+    let (head_share, target) = args.shares.resolve(config);
     let template = args.naming.template(config)?;
     let (releases, builds) = load_listing(args.releases.as_ref(), &args.build, config)?;
     let release = select_release(&releases, args.driver_version.as_deref())?;
@@ -1315,7 +1360,8 @@ fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         None => args.inventory.clone(),
     };
     let fleet = read_inventory(&inventories, false)?;
-    let sandbox_releases = match (&args.releases, &args.sandbox, &args.repo) {
+    let build = &args.build;
+    let sandbox_releases = match (&args.releases, &build.forge.sandbox, &build.forge.repo) {
         (Some(file), _, _) => Some(read_release_file(file)?),
         (None, Some(dir), _) => Some(load_releases(dir)?),
         (None, None, None) if config.repo.is_none() => Some(crate::forge::parse_release_listing(
@@ -1324,12 +1370,6 @@ fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         )?),
         _ => None,
     };
-    let build = BuildArgs::for_repo(
-        args.repo.clone(),
-        args.api_url.clone(),
-        args.state_dir.clone(),
-        None,
-    );
     let forge: Arc<dyn Forge> = match sandbox_releases {
         Some(releases) => Arc::new(runtime()?.block_on(SandboxForge::start(
             releases,
@@ -1338,16 +1378,21 @@ fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         ))?),
         None => build.client(config)?,
     };
-    let template = NamingArgs::default().template(config)?;
+    let template = args.naming.template(config)?;
     let deadline = build.deadline(config)?;
     let mut planner_config = build.planner_config(config, String::new())?;
-    let state_root = planner_config.state_dir.clone();
-    if forge.label().starts_with("SANDBOX") {
+    let state_root = build.state_root(config);
+    if forge.label().starts_with("SANDBOX") && build.forge.sandbox.is_none() {
         planner_config.state_dir = planner_config.state_dir.join("sandbox");
     }
+    let (head_share, target) = args.shares.resolve(config);
     let options = CoverageOptions {
-        head_share: config.head_share.unwrap_or(0.90),
-        target: config.target.unwrap_or(99.0) / 100.0,
+        head_share,
+        target: target / 100.0,
+    };
+    let chain = match &args.sources {
+        Some(path) => Chain::load(path)?,
+        None => Chain::builtin(),
     };
     runtime()?.block_on(async move {
         let listing = forge.list_releases().await?;
@@ -1368,7 +1413,7 @@ fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
             deadline,
             driver_version: args.driver_version.clone(),
             resolver: crate::headers::Resolver::new(
-                Chain::builtin(),
+                chain,
                 ResolverOptions {
                     source_timeout: std::time::Duration::from_secs(30),
                     cache: Some((

@@ -13,6 +13,7 @@ pub mod identity;
 #[cfg(feature = "fleet")]
 pub mod inventory;
 pub mod net;
+pub mod notice;
 pub mod report;
 #[cfg(feature = "fleet")]
 pub mod sample;

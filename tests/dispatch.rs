@@ -499,3 +499,63 @@ fn runs_and_cancel_commands_show_what_happened() {
         ));
     drop(sb);
 }
+
+/// Dedup by run title reads every page: with 130 builds queued, a second machine with its own
+/// ledger dispatches none of them again.
+#[tokio::test]
+async fn a_second_machine_sees_every_page_of_queued_runs() {
+    let sb = sandbox(quick(600_000, 1000)).await;
+    let keys: Vec<String> = (0..130)
+        .map(|i| format!("amazonlinux/2023/x86_64/6.1.{i}-1.1.amzn2023.x86_64"))
+        .collect();
+    let first = tempfile::tempdir().unwrap();
+    let a = planner(&sb, first.path(), Duration::from_secs(900), false);
+    let decided = a.plan_many(&keys, false).await.unwrap();
+    assert!(
+        decided
+            .iter()
+            .all(|(_, d)| matches!(d, Decision::Dispatched { .. }))
+    );
+    assert_eq!(sb.dispatches(), 130);
+
+    let second = tempfile::tempdir().unwrap();
+    let b = planner(&sb, second.path(), Duration::from_secs(900), false);
+    let again = b.plan_many(&keys, false).await.unwrap();
+    let building = again
+        .iter()
+        .filter(|(_, d)| matches!(d, Decision::Building { .. }))
+        .count();
+    assert_eq!(building, 130, "{:?}", &again[..3]);
+    assert_eq!(sb.dispatches(), 130, "nothing dispatched twice");
+}
+
+/// A build of one kernel for one driver version does not stand in for another version's.
+#[tokio::test]
+async fn builds_are_keyed_by_identity_and_driver_version() {
+    let sb = sandbox(quick(600_000, 1000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    assert!(matches!(
+        one(&p, MISSING).await,
+        Decision::Dispatched { .. }
+    ));
+    let older = p
+        .plan_for_version(&[MISSING.to_string()], "v1.0.0")
+        .await
+        .unwrap()
+        .remove(0)
+        .1;
+    assert!(matches!(older, Decision::Dispatched { .. }), "{older:?}");
+    assert!(matches!(one(&p, MISSING).await, Decision::Building { .. }));
+    // A second machine, without this ledger, also tells the two apart by the run titles.
+    let other = tempfile::tempdir().unwrap();
+    let q = planner(&sb, other.path(), Duration::from_secs(900), false);
+    let seen = q
+        .plan_for_version(&[MISSING.to_string()], "v1.0.0")
+        .await
+        .unwrap()
+        .remove(0)
+        .1;
+    assert!(matches!(seen, Decision::Building { .. }), "{seen:?}");
+    assert_eq!(sb.dispatches(), 2);
+}

@@ -382,6 +382,43 @@ mod with_the_sandbox {
         assert_eq!(sandbox.sandbox().dispatches(), 1);
     }
 
+    /// The dashboard is where operators watch builds: when the run poll sees a run finish, the
+    /// listing and coverage refresh by themselves (no `r`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_finished_run_refreshes_coverage_by_itself() {
+        let state = tempfile::tempdir().unwrap();
+        let (dash, _sandbox) = dashboard(state.path()).await;
+        let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
+        let decided = dash
+            .planner
+            .plan_many(&[MISSING.to_string()], false)
+            .await
+            .unwrap();
+        assert!(matches!(
+            decided[0].1,
+            kfleet::builds::Decision::Dispatched { .. }
+        ));
+        carry_out(&dash, &mut app, Effect::Refresh).await;
+        assert_eq!(status_of(&app, MISSING), "building");
+        let poll = |dash: Arc<Dashboard>| async move {
+            dash.forge
+                .list_runs("build-driver.yml", None, None)
+                .await
+                .unwrap()
+        };
+        assert_eq!(app.update(Action::Runs(poll(dash.clone()).await)), None);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let effect = app.update(Action::Runs(poll(dash.clone()).await));
+        assert_eq!(effect, Some(Effect::Refresh), "{}", app.status_line);
+        assert!(
+            app.status_line.contains("finished: success"),
+            "{}",
+            app.status_line
+        );
+        carry_out(&dash, &mut app, Effect::Refresh).await;
+        assert_eq!(status_of(&app, MISSING), "covered");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shift_d_dispatches_the_planned_head_once() {
         let state = tempfile::tempdir().unwrap();
@@ -456,4 +493,69 @@ fn keys_come_from_the_key_map_and_help_follows() {
         text.contains("b                    dispatch the selected identity"),
         "{text}"
     );
+}
+
+/// Notices from library code (retries, waits, warnings) reach the dashboard's status line
+/// through one channel instead of stderr, which would garble the screen.
+#[test]
+fn notices_go_to_the_status_line_while_the_dashboard_runs() {
+    kfleet::notice::install();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let tx = std::sync::Mutex::new(tx);
+    kfleet::notice::redirect(Some(Box::new(move |_, message| {
+        let _ = tx.lock().unwrap().send(message.to_string());
+    })));
+    tracing::warn!(target: "kfleet::forge", "waiting 2s for a rate limit");
+    kfleet::notice::redirect(None);
+    let message = rx.recv().unwrap();
+    let mut a = app();
+    a.update(Action::Notice(format!("warning: {message}\x1b[2J")));
+    assert_eq!(a.status_line, "warning: waiting 2s for a rate limit?[2J");
+}
+
+/// The dashboard takes the same flags as `report` and `dispatch` (and KFLEET_HEADER_SOURCES),
+/// checked before the terminal is taken over.
+#[test]
+fn the_dashboard_takes_the_report_and_dispatch_flags() {
+    let run = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut cmd = assert_cmd::Command::cargo_bin("kfleet").unwrap();
+        cmd.env("XDG_CONFIG_HOME", "/nonexistent").args(args);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(&["tui", "--sources", "/nonexistent/sources.toml"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/sources.toml"));
+    let out = run(
+        &["tui"],
+        Some(("KFLEET_HEADER_SOURCES", "/nonexistent/env-sources.toml")),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/env-sources.toml"));
+    let out = run(&["tui", "--head-share", "2"], None);
+    assert_eq!(out.status.code(), Some(2), "clap checks the share");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a share"));
+    let out = run(&["tui", "--asset-template", "{module}.ko"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lacks"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let help = run(&["tui", "--help"], None);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--module",
+        "--asset-template",
+        "--head-share",
+        "--target",
+        "--workflow",
+        "--ref",
+        "--sources",
+        "--deadline",
+    ] {
+        assert!(help.contains(flag), "{flag} in {help}");
+    }
 }

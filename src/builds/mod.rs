@@ -324,7 +324,7 @@ impl Planner {
         // Read under the lock: another process may have just dispatched.
         let ledger = self.ledger.load()?;
         if let Some(tail) = &ledger.torn_tail {
-            eprintln!("warning: {tail}");
+            tracing::warn!("{tail}");
         }
         let mut out = Vec::with_capacity(keys.len());
         let mut dispatched_now: HashMap<String, (u64, Option<String>, String)> = HashMap::new();

@@ -318,10 +318,7 @@ impl GithubClient {
                 crate::report::write_atomic(&path, &json).map_err(|e| e.to_string())
             });
         if let Err(e) = written {
-            eprintln!(
-                "warning: cannot keep the response cache in {}: {e}",
-                path.display()
-            );
+            tracing::warn!("cannot keep the response cache in {}: {e}", path.display());
         }
     }
 

@@ -102,7 +102,7 @@ impl Client<'_> {
         let response = match request.bearer_auth(&self.options.token).send().await {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("waiting: {url}: {e}; retrying");
+                tracing::info!("waiting: {url}: {e}; retrying");
                 return Ok(None);
             }
         };
@@ -111,7 +111,7 @@ impl Client<'_> {
             return Err(EnsureError::Unauthorized(self.options.service.clone()));
         }
         if code == 429 || code >= 500 {
-            eprintln!("waiting: {url} answered {code}; retrying");
+            tracing::info!("waiting: {url} answered {code}; retrying");
             return Ok(None);
         }
         let mut response = response;
@@ -131,7 +131,7 @@ impl Client<'_> {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    eprintln!("waiting: {url}: {e}; retrying");
+                    tracing::info!("waiting: {url}: {e}; retrying");
                     return Ok(None);
                 }
             }
@@ -204,7 +204,7 @@ async fn download_verified(
                         message: format!("{message}; gave up at the deadline"),
                     });
                 }
-                eprintln!("waiting: {url}: {message}; retrying");
+                tracing::info!("waiting: {url}: {message}; retrying");
                 tokio::time::sleep(pause.min(left)).await;
                 pause = (pause * 2).min(options.poll_max.max(pause));
             }
@@ -330,7 +330,7 @@ pub async fn ensure_direct(
         }
         Decision::WouldDispatch => None,
     };
-    eprintln!(
+    tracing::info!(
         "building {key}{}",
         run_id.map(|r| format!(" (run {r})")).unwrap_or_default()
     );
@@ -447,7 +447,7 @@ pub async fn ensure(
                 (200 | 202, _) => {
                     if id.is_none() {
                         id = status.id.clone();
-                        eprintln!(
+                        tracing::info!(
                             "building {} (id {}){}",
                             identity.key(),
                             id.as_deref().unwrap_or("?"),

@@ -93,6 +93,8 @@ pub enum Action {
     /// What a cancel request did.
     Cancelled(String),
     Failed(String),
+    /// A notice from background work (a retry, a wait, a warning) for the status line.
+    Notice(String),
 }
 
 /// What `update` asks the event loop to do.
@@ -374,9 +376,31 @@ impl App {
                 None
             }
             Action::Runs(runs) => {
+                // A run that finished since the last poll changes coverage (its artifact is in
+                // the release now, or it failed): refresh the listing and the report.
+                let was_running: std::collections::HashSet<u64> = self
+                    .runs
+                    .iter()
+                    .filter(|r| !r.is_finished())
+                    .map(|r| r.id)
+                    .collect();
+                let finished: Vec<&WorkflowRun> = runs
+                    .iter()
+                    .filter(|r| r.is_finished() && was_running.contains(&r.id))
+                    .collect();
+                let refresh = !finished.is_empty();
+                if let [one] = finished.as_slice() {
+                    self.status_line = format!(
+                        "run {} finished: {}",
+                        one.id,
+                        one.conclusion.as_deref().unwrap_or("?")
+                    );
+                } else if refresh {
+                    self.status_line = format!("{} runs finished", finished.len());
+                }
                 self.runs = runs;
                 self.run_selected = self.run_selected.min(self.runs.len().saturating_sub(1));
-                None
+                refresh.then_some(Effect::Refresh)
             }
             Action::Dispatched(lines) => {
                 self.status_line = match lines.as_slice() {
@@ -415,7 +439,11 @@ impl App {
             Action::Failed(message) => {
                 // The last good data stays on screen.
                 self.loading = false;
-                self.status_line = format!("error: {message}");
+                self.status_line = format!("error: {}", crate::report::clean(&message));
+                None
+            }
+            Action::Notice(message) => {
+                self.status_line = crate::report::clean(&message).into_owned();
                 None
             }
         }

@@ -168,12 +168,32 @@ impl Drop for TerminalGuard {
     }
 }
 
+/// Sends notices back to stderr when the dashboard ends.
+struct NoticesToStderr;
+
+impl Drop for NoticesToStderr {
+    fn drop(&mut self) {
+        crate::notice::redirect(None);
+    }
+}
+
 /// Runs the dashboard until the user quits.
 pub async fn run(dash: Arc<Dashboard>, mut app: App) -> std::io::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let _guard = TerminalGuard;
     let theme = views::Theme::from_env();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Action>();
+    // Notices from background work show in the status line, never on the screen's raw stderr.
+    let notices = tx.clone();
+    crate::notice::redirect(Some(Box::new(move |level, message| {
+        let text = match level {
+            tracing::Level::ERROR => format!("error: {message}"),
+            tracing::Level::WARN => format!("warning: {message}"),
+            _ => message.to_string(),
+        };
+        let _ = notices.send(Action::Notice(text));
+    })));
+    let _notices_back = NoticesToStderr;
     let mut events = EventStream::new();
     let mut render = tokio::time::interval(Duration::from_millis(250));
     let mut poll_runs = tokio::time::interval(Duration::from_secs(5));
