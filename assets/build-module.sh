@@ -200,11 +200,21 @@ case "$name" in
   */* | .* | *'{'* | '') die "the asset name '$name' (from ASSET_NAME or ASSET_TEMPLATE) must be one file name with every placeholder known" ;;
 esac
 
+# A module's .modinfo is NUL-separated key=value strings: read its vermagic without kmod, and
+# refuse a module built for another kernel.
+vermagic_of() { tr '\0' '\n' < "$1" | sed -n 's/^vermagic=//p' | head -n 1; }
 {
   echo "module=$MODULE"
   echo "driver_version=$DRIVER_VERSION"
   echo "identity=$DISTRIBUTION/$DISTRO_VERSION/$ARCHITECTURE/$KERNEL_VERSION"
-  for ko in "${modules[@]}"; do echo "vermagic[$ko]=$(modinfo -F vermagic "$build/$ko" 2>/dev/null || true)"; done
+  for ko in "${modules[@]}"; do
+    magic=$(vermagic_of "$build/$ko")
+    case "$magic" in
+      "$KERNEL_VERSION "* | "$KERNEL_VERSION") ;;
+      *) die "$ko has vermagic '$magic', not for kernel $KERNEL_VERSION" ;;
+    esac
+    echo "vermagic[$ko]=$magic"
+  done
 } > "$build/MANIFEST"
 
 mkdir -p "$out"

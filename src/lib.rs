@@ -12,6 +12,7 @@ pub mod headers;
 pub mod identity;
 #[cfg(feature = "fleet")]
 pub mod inventory;
+pub mod kmod;
 pub mod net;
 pub mod notice;
 pub mod report;

@@ -1,12 +1,17 @@
-//! The build step end to end: `assets/build-module.sh` builds `assets/example-module` against the
-//! Debian kernel headers installed on this machine (`.ci/run` installs `linux-headers-amd64` or
-//! `-arm64`) into a real `.ko`, packaged under the naming template with its sha256, and kfleet reads
-//! the asset name back to the same identity.
+//! The build step end to end: `assets/build-module.sh` builds `assets/example-module` into a real
+//! `.ko` against Debian's kernel headers for this machine's architecture, packaged under the
+//! naming template with its sha256, and kfleet reads the asset name back to the same identity.
+//!
+//! The tests need no root and install nothing: they fetch the header packages themselves with
+//! `apt-get download` (the flavour package, its common package and kbuild, at the versions the
+//! `linux-headers-ARCH` metapackage names) into `KFLEET_DEBS` (default `~/.cache/kfleet-debs`),
+//! unpack them with `dpkg-deb`, and read the module's vermagic from its `.modinfo` section.
 
 use kfleet::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE, KernelIdentity};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 const MODULE: &str = "kdriver";
 
@@ -19,54 +24,224 @@ fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
-/// The installed headers tree and its identity: `KFLEET_KERNEL_DIR`, or the tree Debian's
-/// `linux-headers-{arch}` metapackage depends on.
-fn installed_headers() -> (PathBuf, KernelIdentity) {
-    let deb_arch = String::from_utf8(run(Command::new("dpkg").arg("--print-architecture")).stdout)
-        .expect("dpkg prints the architecture")
-        .trim()
-        .to_string();
-    let kdir = match std::env::var_os("KFLEET_KERNEL_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let meta = format!("linux-headers-{deb_arch}");
-            let out = run(Command::new("dpkg-query").args(["-W", "-f", "${Depends}", &meta]));
-            let depends = String::from_utf8_lossy(&out.stdout);
-            let tree = depends
-                .split([',', ' '])
-                .find(|d| d.starts_with("linux-headers-") && d.ends_with(&format!("-{deb_arch}")))
-                .unwrap_or_else(|| {
-                    panic!(
-                        "Debian's {meta} is not installed ({}); .ci/run installs it \
-                         (apt-get install {meta}), or point KFLEET_KERNEL_DIR at a kernel build tree",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )
-                });
-            Path::new("/usr/src").join(tree)
+fn stdout(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn deb_arch() -> String {
+    stdout(Command::new("dpkg").arg("--print-architecture"))
+}
+
+fn control_field(deb: &Path, field: &str) -> String {
+    stdout(Command::new("dpkg-deb").arg("-f").arg(deb).arg(field))
+}
+
+/// `name (= version)` entries of a Depends field as `name=version` (or `name`).
+fn pinned(depends: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    depends
+        .split(',')
+        .filter_map(|d| {
+            let d = d.split('|').next()?.trim();
+            let (name, rest) = d.split_once(' ').unwrap_or((d, ""));
+            wanted(name).then(|| {
+                match rest
+                    .trim()
+                    .strip_prefix("(=")
+                    .and_then(|v| v.strip_suffix(')'))
+                {
+                    Some(v) => format!("{name}={}", v.trim()),
+                    None => name.to_string(),
+                }
+            })
+        })
+        .collect()
+}
+
+/// The real header packages for this machine's architecture: downloaded once (under a file lock,
+/// tests run in parallel) into `KFLEET_DEBS` or `~/.cache/kfleet-debs`.
+fn header_debs() -> &'static [PathBuf] {
+    static DEBS: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    DEBS.get_or_init(|| {
+        let dir = std::env::var_os("KFLEET_DEBS")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kfleet-debs"))
+            })
+            .expect("HOME or KFLEET_DEBS is set");
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+        lock.lock().unwrap();
+        let list = |dir: &Path| -> Vec<PathBuf> {
+            let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+                .collect();
+            debs.sort();
+            debs
+        };
+        if list(&dir).len() != 3 {
+            download_header_debs(&dir);
         }
+        let debs = list(&dir);
+        assert_eq!(
+            debs.len(),
+            3,
+            "headers, common and kbuild in {}: {debs:?}",
+            dir.display()
+        );
+        debs
+    })
+}
+
+fn download_header_debs(dir: &Path) {
+    for old in std::fs::read_dir(dir).unwrap() {
+        let path = old.unwrap().path();
+        if path.extension().is_some_and(|x| x == "deb") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let meta = format!("linux-headers-{}", deb_arch());
+    let shown = run(Command::new("apt-cache").args(["show", "--no-all-versions", &meta]));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    let depends = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends:"))
+        .unwrap_or_else(|| {
+            panic!(
+                "apt-cache knows no {meta} ({}); the package lists are empty: run apt-get update once",
+                String::from_utf8_lossy(&shown.stderr).trim()
+            )
+        });
+    let flavour = pinned(depends, |n| n.starts_with("linux-headers-"));
+    assert_eq!(
+        flavour.len(),
+        1,
+        "{meta} depends on one headers package: {depends}"
+    );
+    let download = |packages: &[String]| {
+        let out = run(Command::new("apt-get")
+            .args(["download", "-qq"])
+            .args(packages)
+            .current_dir(dir));
+        assert!(
+            out.status.success(),
+            "apt-get download {packages:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    let uts = std::fs::read_to_string(kdir.join("include/generated/utsrelease.h"))
-        .unwrap_or_else(|e| panic!("{} is not a kernel build tree: {e}", kdir.display()));
-    let kernel = uts
-        .split('"')
-        .nth(1)
-        .expect("utsrelease.h defines UTS_RELEASE")
-        .to_string();
+    download(&flavour);
+    let name = flavour[0].split('=').next().unwrap();
+    let deb = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{name}_")))
+        })
+        .expect("the downloaded headers package");
+    let deps = pinned(&control_field(&deb, "Depends"), |n| {
+        (n.starts_with("linux-headers-") && n.ends_with("-common"))
+            || n.starts_with("linux-kbuild-")
+    });
+    download(&deps);
+}
+
+/// The kernel the header packages are for, and its identity on this Debian release.
+fn headers_identity() -> KernelIdentity {
+    let flavour = header_debs()
+        .iter()
+        .map(|d| control_field(d, "Package"))
+        .find(|p| p.starts_with("linux-headers-") && !p.ends_with("-common"))
+        .expect("a linux-headers-VERSION-FLAVOUR package");
+    let kernel = flavour.trim_start_matches("linux-headers-");
     let os = std::fs::read_to_string("/etc/os-release").expect("/etc/os-release");
     let version = os
         .lines()
         .find_map(|l| l.strip_prefix("VERSION_ID="))
         .map(|v| v.trim_matches('"').to_string())
         .expect("VERSION_ID in /etc/os-release");
-    let arch = match deb_arch.as_str() {
+    let arch = match deb_arch().as_str() {
         "amd64" => "x86_64",
         "arm64" => "aarch64",
         other => panic!("no kfleet architecture for Debian's {other}"),
     };
     let key = format!("debian/{version}/{arch}/{kernel}");
-    let id = KernelIdentity::from_key(&key)
-        .unwrap_or_else(|e| panic!("the installed headers' identity {key} is not valid: {e}"));
-    (kdir, id)
+    KernelIdentity::from_key(&key)
+        .unwrap_or_else(|e| panic!("the headers' identity {key} is not valid: {e}"))
+}
+
+/// The packages unpacked into a kernel build tree, as a distribution installs them (links and
+/// the flavour Makefile's include pointed into the tree), for `--kernel-dir`; or
+/// `KFLEET_KERNEL_DIR` when it names one.
+fn kernel_tree() -> (PathBuf, KernelIdentity) {
+    static TREE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let id = headers_identity();
+    if let Some(dir) = std::env::var_os("KFLEET_KERNEL_DIR") {
+        return (PathBuf::from(dir), id);
+    }
+    let (_, kdir) = TREE.get_or_init(|| {
+        let root = tempfile::tempdir().unwrap();
+        for deb in header_debs() {
+            stdout(Command::new("dpkg-deb").arg("-x").arg(deb).arg(root.path()));
+        }
+        let base = root.path().to_string_lossy().into_owned();
+        for entry in walk(root.path()) {
+            if let Ok(target) = std::fs::read_link(&entry)
+                && target.is_absolute()
+            {
+                std::fs::remove_file(&entry).unwrap();
+                std::os::unix::fs::symlink(format!("{base}{}", target.display()), &entry).unwrap();
+            }
+        }
+        let kdir = root
+            .path()
+            .join(format!("usr/src/linux-headers-{}", id.kernel_version));
+        let makefile = kdir.join("Makefile");
+        let text = std::fs::read_to_string(&makefile).unwrap();
+        std::fs::write(
+            &makefile,
+            text.replace("include /usr/src/", &format!("include {base}/usr/src/")),
+        )
+        .unwrap();
+        (root, kdir)
+    });
+    (kdir.clone(), id)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// The vermagic of the module packaged in `asset`, read from its `.modinfo`.
+fn packaged_vermagic(asset: &Path) -> String {
+    let unpacked = tempfile::tempdir().unwrap();
+    stdout(
+        Command::new("tar")
+            .arg("-xJf")
+            .arg(asset)
+            .arg("-C")
+            .arg(unpacked.path()),
+    );
+    let ko = std::fs::read(unpacked.path().join(format!("{MODULE}.ko"))).unwrap();
+    kfleet::kmod::vermagic(&ko)
+        .unwrap()
+        .expect("the module has a vermagic")
 }
 
 /// What build-module.sh builds against.
@@ -114,8 +289,8 @@ fn build_command(
 }
 
 #[test]
-fn example_module_builds_into_a_packaged_ko_for_the_installed_headers() {
-    let (kdir, id) = installed_headers();
+fn example_module_builds_into_a_packaged_ko_for_a_kernel_tree() {
+    let (kdir, id) = kernel_tree();
     let out = tempfile::tempdir().unwrap();
     let result = build_module(&kdir, &id, &id.kernel_version, out.path());
     let stderr = String::from_utf8_lossy(&result.stderr);
@@ -154,25 +329,12 @@ fn example_module_builds_into_a_packaged_ko_for_the_installed_headers() {
 
     // Inside: a real module whose vermagic starts with the headers' kernel version.
     let unpacked = tempfile::tempdir().unwrap();
-    let tar = run(Command::new("tar")
+    run(Command::new("tar")
         .arg("-xJf")
         .arg(&asset)
         .arg("-C")
         .arg(unpacked.path()));
-    assert!(
-        tar.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tar.stderr)
-    );
-    let ko = unpacked.path().join(format!("{MODULE}.ko"));
-    let modinfo = run(Command::new("modinfo").arg("-F").arg("vermagic").arg(&ko));
-    assert!(
-        modinfo.status.success(),
-        "modinfo {}: {}",
-        ko.display(),
-        String::from_utf8_lossy(&modinfo.stderr)
-    );
-    let vermagic = String::from_utf8_lossy(&modinfo.stdout);
+    let vermagic = packaged_vermagic(&asset);
     assert_eq!(
         vermagic.split_whitespace().next(),
         Some(id.kernel_version.as_str()),
@@ -191,7 +353,7 @@ fn example_module_builds_into_a_packaged_ko_for_the_installed_headers() {
 
 #[test]
 fn headers_for_another_kernel_are_refused_and_nothing_is_written() {
-    let (kdir, id) = installed_headers();
+    let (kdir, id) = kernel_tree();
     let out = tempfile::tempdir().unwrap();
     let result = build_module(&kdir, &id, "6.1.0-999-amd64", out.path());
     assert_eq!(result.status.code(), Some(1));
@@ -208,7 +370,7 @@ fn headers_for_another_kernel_are_refused_and_nothing_is_written() {
 
 #[test]
 fn metacharacters_in_the_identity_never_reach_make() {
-    let (kdir, id) = installed_headers();
+    let (kdir, id) = kernel_tree();
     let out = tempfile::tempdir().unwrap();
     let result = build_module(&kdir, &id, "6.1.0-1-amd64;touch${IFS}pwned", out.path());
     assert_eq!(result.status.code(), Some(1));
@@ -224,7 +386,7 @@ fn metacharacters_in_the_identity_never_reach_make() {
 /// applies) and hands the name to the script, which packages under exactly that name.
 #[test]
 fn the_asset_name_kfleet_gives_is_the_one_packaged() {
-    let (kdir, id) = installed_headers();
+    let (kdir, id) = kernel_tree();
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         config.path(),
@@ -269,39 +431,6 @@ fn the_asset_name_kfleet_gives_is_the_one_packaged() {
     assert!(out.path().join(format!("{name}.sha256")).is_file());
 }
 
-/// The real header packages for this machine's kernel headers, downloaded by `.ci/run` into
-/// `KFLEET_DEBS` (default `~/.cache/kfleet-debs`): the flavour package, its common package and kbuild.
-fn real_header_debs() -> Vec<PathBuf> {
-    let dir = std::env::var_os("KFLEET_DEBS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kfleet-debs")))
-        .expect("HOME or KFLEET_DEBS is set");
-    let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; .ci/run downloads the header packages there (apt-get download)",
-                dir.display()
-            )
-        })
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-        .collect();
-    debs.sort();
-    assert_eq!(
-        debs.len(),
-        3,
-        "headers, common and kbuild in {}: {debs:?}",
-        dir.display()
-    );
-    debs
-}
-
-fn control_field(deb: &Path, field: &str) -> String {
-    let out = run(Command::new("dpkg-deb").arg("-f").arg(deb).arg(field));
-    assert!(out.status.success(), "dpkg-deb -f {}", deb.display());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// The shipped build path with real packages and no container: `kfleet headers fetch` resolves
 /// the kernel's headers from an APT repository on 127.0.0.1 that serves Debian's real `.deb`
 /// files under a `Packages.xz` made from their control fields, downloads and verifies them; then
@@ -309,8 +438,8 @@ fn control_field(deb: &Path, field: &str) -> String {
 #[test]
 fn fetched_real_debian_packages_build_the_module_without_a_container() {
     use std::io::Write as _;
-    let debs = real_header_debs();
-    let (_, installed) = installed_headers();
+    let debs = header_debs();
+    let installed = headers_identity();
     let flavour_deb = debs
         .iter()
         .find(|d| {
@@ -332,7 +461,7 @@ fn fetched_real_debian_packages_build_the_module_without_a_container() {
     // A Debian mirror: dists/CODENAME/main/binary-ARCH/Packages.xz and the pool.
     let mut files: std::collections::HashMap<String, Vec<u8>> = Default::default();
     let mut index = String::new();
-    for deb in &debs {
+    for deb in debs {
         let bytes = std::fs::read(deb).unwrap();
         let name = deb.file_name().unwrap().to_string_lossy().into_owned();
         let pool = format!("pool/main/l/linux/{name}");
@@ -414,19 +543,96 @@ fn fetched_real_debian_packages_build_the_module_without_a_container() {
     );
     let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, MODULE).unwrap();
     let asset = out.join(template.render(&id, "1.4.2"));
-    let unpacked = tempfile::tempdir().unwrap();
-    assert!(
-        run(Command::new("tar")
-            .arg("-xJf")
-            .arg(&asset)
-            .arg("-C")
-            .arg(unpacked.path()))
-        .status
-        .success()
-    );
-    let modinfo = run(Command::new("modinfo")
-        .args(["-F", "vermagic"])
-        .arg(unpacked.path().join(format!("{MODULE}.ko"))));
-    let vermagic = String::from_utf8_lossy(&modinfo.stdout);
+    let vermagic = packaged_vermagic(&asset);
     assert_eq!(vermagic.split_whitespace().next(), Some(kernel.as_str()));
+}
+
+/// Builds a .deb named `name` holding `entries` (path, symlink target or file body).
+fn make_deb(dir: &Path, name: &str, entries: &[(&str, Result<&str, &str>)]) -> PathBuf {
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tree.path().join("DEBIAN")).unwrap();
+    std::fs::write(
+        tree.path().join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.invalid>\nDescription: test\n"
+        ),
+    )
+    .unwrap();
+    for (path, what) in entries {
+        let full = tree.path().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        match what {
+            Ok(link) => std::os::unix::fs::symlink(link, &full).unwrap(),
+            Err(body) => std::fs::write(&full, body).unwrap(),
+        }
+    }
+    let deb = dir.join(format!("{name}.deb"));
+    stdout(
+        Command::new("dpkg-deb")
+            .args(["--build", "--root-owner-group"])
+            .arg(tree.path())
+            .arg(&deb),
+    );
+    deb
+}
+
+/// A package's symlink cannot redirect the next package's files outside the private root, and
+/// no link may point outside it.
+#[test]
+fn extract_refuses_packages_that_reach_outside_the_root() {
+    let id = KernelIdentity::from_key("debian/12/x86_64/6.1.0-18-amd64").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().to_string_lossy().into_owned();
+
+    let headers = tempfile::tempdir().unwrap();
+    make_deb(headers.path(), "a-evil", &[("usr/src/evil", Ok(&target))]);
+    make_deb(
+        headers.path(),
+        "b-evil",
+        &[("usr/src/evil/pwned", Err("written through a link"))],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let result = run(&mut build_command(
+        Headers::Extract(headers.path()),
+        &id,
+        &id.kernel_version,
+        out.path(),
+    ));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        !outside.path().join("pwned").exists(),
+        "written outside: {stderr}"
+    );
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is a symlink made by another package"),
+        "{stderr}"
+    );
+
+    let headers = tempfile::tempdir().unwrap();
+    let escape = format!("../../../../../../../../../../..{target}");
+    make_deb(
+        headers.path(),
+        "c-evil",
+        &[
+            (
+                "usr/src/linux-headers-6.1.0-18-amd64/Makefile",
+                Err("all:\n"),
+            ),
+            ("usr/src/linux-headers-6.1.0-18-amd64/secrets", Ok(&escape)),
+        ],
+    );
+    let result = run(&mut build_command(
+        Headers::Extract(headers.path()),
+        &id,
+        &id.kernel_version,
+        out.path(),
+    ));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("points outside the unpacked packages"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }

@@ -1194,3 +1194,78 @@ fn offline_plans_for_real_centos_8_kernels_name_the_vault_point_release() {
     }
     assert_eq!(checked, 7);
 }
+
+/// A repository whose primary.xml.gz is a compression bomb (a few hundred KB expanding to
+/// gigabytes) is a failed attempt with the reason, bounded in memory and time, and the chain
+/// goes on to the next source; xz metadata is bounded the same way.
+#[test]
+fn a_metadata_bomb_is_a_failed_attempt_and_the_chain_moves_on() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/updates/40/x86_64/",
+        &[("kernel-devel", "6.8.9", "300.fc40", "x86_64", b"RPM-A")],
+        false,
+        false,
+    );
+    rpm_repo(
+        &fx,
+        "/releases/40/x86_64/os/",
+        &[("kernel-devel", "6.8.9", "300.fc40", "x86_64", b"RPM-B")],
+        false,
+        false,
+    );
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let block = vec![b' '; 1 << 20];
+    for _ in 0..200 {
+        bomb.write_all(&block).unwrap();
+    }
+    let bomb = bomb.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    fx.put("/updates/40/x86_64/repodata/abc123-primary.xml.gz", bomb);
+    let started = std::time::Instant::now();
+    let r = fx
+        ._rt
+        .block_on(resolver(chain(&fx, ""), 20_000).resolve(&id(FEDORA)))
+        .unwrap();
+    assert_eq!(
+        r.resolved_by.as_deref(),
+        Some("fedora-releases"),
+        "{:?}",
+        r.attempts
+    );
+    assert!(
+        r.attempts
+            .iter()
+            .any(|a| a.outcome.contains("gzip content expands past")),
+        "{:?}",
+        r.attempts
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // The same for zstd metadata.
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/updates/40/x86_64/",
+        &[("kernel-devel", "6.8.9", "300.fc40", "x86_64", b"RPM-A")],
+        true,
+        false,
+    );
+    let spaces = vec![b' '; 200 << 20];
+    fx.put(
+        "/updates/40/x86_64/repodata/abc123-primary.xml.zst",
+        zstd::encode_all(spaces.as_slice(), 3).unwrap(),
+    );
+    let r = fx
+        ._rt
+        .block_on(resolver(chain(&fx, ""), 20_000).resolve(&id(FEDORA)))
+        .unwrap();
+    assert!(
+        r.attempts
+            .iter()
+            .any(|a| a.outcome.contains("zstd content expands past")),
+        "{:?}",
+        r.attempts
+    );
+}
