@@ -3,6 +3,7 @@
 pub mod bounded;
 pub mod builds;
 pub mod cli;
+mod commands;
 pub mod config;
 #[cfg(feature = "fleet")]
 pub mod coverage;

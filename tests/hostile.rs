@@ -330,3 +330,17 @@ fn formats_a_command_cannot_write_are_refused() {
         );
     }
 }
+
+#[test]
+fn the_client_rate_must_be_a_finite_rate_above_zero() {
+    for bad in ["0", "-1", "inf", "NaN", "fast"] {
+        let run = kfleet()
+            .args(["serve", "--sandbox", "sample-data"])
+            .arg(format!("--client-rate={bad}"))
+            .output()
+            .unwrap();
+        assert_eq!(run.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains("is not a rate"), "{bad}: {stderr}");
+    }
+}

@@ -1,0 +1,482 @@
+//! The command line as clap definitions: every command's flags with typed value parsers (shares,
+//! percentages, rates and durations are checked by clap, not later).
+
+use crate::commands::prelude::*;
+use std::time::Duration;
+
+#[cfg(feature = "fleet")]
+#[derive(Debug, Args)]
+pub struct TuiArgs {
+    /// Fleet inventory (repeatable); default: the built-in sample fleet.
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub inventory: Vec<PathBuf>,
+    /// Release listing file, served by an in-process sandbox forge.
+    #[arg(long, short = 'r', value_name = "FILE", conflicts_with_all = ["repo", "sandbox"])]
+    pub releases: Option<PathBuf>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Release to report on (default: newest published).
+    #[arg(long, value_name = "TAG")]
+    pub driver_version: Option<String>,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+    #[command(flatten)]
+    pub shares: ShareArgs,
+    /// Header sources file replacing the built-in chain (assets/header-sources.toml).
+    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    pub sources: Option<PathBuf>,
+}
+
+/// The head and the batch plan's target, shared by the commands that compute coverage.
+#[derive(Debug, Args, Default, Clone, Copy)]
+pub struct ShareArgs {
+    /// Share of nodes the head holds, 0 < x <= 1 [config: head_share; default 0.90].
+    #[arg(long, value_name = "SHARE", value_parser = share)]
+    pub head_share: Option<f64>,
+    /// Node coverage the batch plan aims for, in percent [config: target; default 99].
+    #[arg(long, value_name = "PCT", value_parser = percent)]
+    pub target: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// File of client bearer tokens, one per line (env KFLEET_CLIENT_TOKENS: comma-separated).
+    #[arg(long, value_name = "FILE")]
+    pub client_tokens: Option<PathBuf>,
+    /// Seconds the release listing is trusted before a conditional refresh.
+    #[arg(long, default_value_t = 30)]
+    pub listing_ttl: u64,
+    /// New build requests per second each client token may make (burst: ten times that);
+    /// answers from the release listing and status polls are not limited.
+    #[arg(long, default_value_t = 50.0, value_parser = positive_rate)]
+    pub client_rate: f64,
+    /// Serve /metrics without a client token.
+    #[arg(long)]
+    pub metrics_public: bool,
+    #[command(flatten)]
+    pub build: BuildArgs,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnsureArgs {
+    /// Base URL of the build service (env KFLEET_SERVICE).
+    #[arg(
+        long,
+        env = "KFLEET_SERVICE",
+        value_name = "URL",
+        required_unless_present = "repo"
+    )]
+    pub service: Option<String>,
+    /// Without a service: ask GitHub directly with the same planner (needs GITHUB_TOKEN).
+    #[arg(long, value_name = "OWNER/NAME", conflicts_with = "service")]
+    pub repo: Option<String>,
+    #[arg(long, value_name = "URL", requires = "repo")]
+    pub api_url: Option<String>,
+    /// Ledger directory for --repo [default $XDG_STATE_HOME/kfleet].
+    #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// File holding the service's bearer token (else env KFLEET_SERVICE_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Driver release to fetch.
+    #[arg(long, env = "KFLEET_DRIVER_VERSION")]
+    pub driver_version: String,
+    /// Directory for the verified artifact.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Longest wait for a build.
+    #[arg(long, default_value = "15m", value_parser = duration)]
+    pub deadline: Duration,
+    /// Allow plain http:// to a service that is not on loopback (the token travels in the clear).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Largest artifact accepted, in MiB.
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    pub max_download: u64,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+    /// This identity instead of the machine's own (/etc/os-release and the running kernel).
+    #[arg(long, requires_all = ["distro_version", "architecture", "kernel_version"])]
+    pub distribution: Option<String>,
+    #[arg(long)]
+    pub distro_version: Option<String>,
+    #[arg(long)]
+    pub architecture: Option<String>,
+    #[arg(long)]
+    pub kernel_version: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Write build-driver.yml and build-batch.yml into a repository, and the build script they
+    /// run into .github/kfleet/.
+    Init {
+        /// Where the workflows go.
+        #[arg(long, value_name = "DIR", default_value = ".github/workflows")]
+        dir: PathBuf,
+        /// Replace files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// Identity key DISTRIBUTION/VERSION/ARCH/KERNEL (or the four flags below).
+    #[arg(value_name = "IDENTITY", required_unless_present = "kernel_version")]
+    pub key: Option<String>,
+    #[arg(long, requires_all = ["distro_version", "architecture", "kernel_version"], conflicts_with = "key")]
+    pub distribution: Option<String>,
+    #[arg(long)]
+    pub distro_version: Option<String>,
+    #[arg(long)]
+    pub architecture: Option<String>,
+    #[arg(long)]
+    pub kernel_version: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HeaderChainArgs {
+    /// Header sources file replacing the built-in chain (assets/header-sources.toml).
+    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    pub sources: Option<PathBuf>,
+    /// Longest time one source may take.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub source_timeout: Duration,
+    /// How long a resolution stays cached in the state directory (0s: no cache).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration)]
+    pub cache_ttl: Duration,
+    /// State directory holding the cache [default $XDG_STATE_HOME/kfleet].
+    #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HeadersCommand {
+    /// Show the chain for an identity and which source holds its headers (exit 1: none).
+    Resolve {
+        #[command(flatten)]
+        identity: IdentityArgs,
+        /// Only show the plan: each source with the URLs it would try; no network.
+        #[arg(long)]
+        offline: bool,
+        /// Output format (table or json).
+        #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        #[command(flatten)]
+        chain: HeaderChainArgs,
+    },
+    /// Download the header packages into DIR, verifying their checksums (what the build job runs).
+    Fetch {
+        #[command(flatten)]
+        identity: IdentityArgs,
+        /// Directory to write the packages into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        chain: HeaderChainArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub forge: ForgeArgs,
+    /// Workflow file that builds one identity [config: workflow; default build-driver.yml].
+    #[arg(long, value_name = "FILE")]
+    pub workflow: Option<String>,
+    /// Git ref the workflow runs on [config: ref; default main].
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// Directory for the dispatch ledger and lock [config: state_dir; default $XDG_STATE_HOME/kfleet].
+    #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// A build unfinished this long after dispatch is timed out [config: deadline; default 15m].
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub deadline: Option<Duration>,
+    /// Cancel runs found past the deadline.
+    #[arg(long)]
+    pub cancel_on_timeout: bool,
+    /// Workflow that builds a JSON list of identities as a matrix [default build-batch.yml].
+    #[arg(long, value_name = "FILE", default_value = "build-batch.yml")]
+    pub batch_workflow: String,
+    /// Pause between dispatches (GitHub allows about 80 content-creating requests a minute).
+    #[arg(long, value_name = "DURATION", default_value = "750ms", value_parser = duration)]
+    pub dispatch_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["identity", "missing", "long_tail", "from"])))]
+pub struct DispatchArgs {
+    /// Identity key DISTRIBUTION/VERSION/ARCH/KERNEL; repeatable.
+    #[arg(long, value_name = "KEY")]
+    pub identity: Vec<String>,
+    /// Every `missing` identity of the inventory (the head without artifacts).
+    #[arg(long, requires = "inventory")]
+    pub missing: bool,
+    /// Every `long-tail` identity of the inventory.
+    #[arg(long, requires = "inventory")]
+    pub long_tail: bool,
+    /// Identities from a CSV with distribution,distro_version,architecture,kernel_version columns
+    /// (such as `kfleet report --format csv`).
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// Fleet inventory for --missing / --long-tail; repeatable.
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub inventory: Vec<PathBuf>,
+    /// Release the builds upload to (default: newest published release).
+    #[arg(long, value_name = "TAG")]
+    pub driver_version: Option<String>,
+    /// Share of nodes the head holds, for --missing / --long-tail [config: head_share; default 0.90].
+    #[arg(long, value_name = "SHARE", value_parser = share)]
+    pub head_share: Option<f64>,
+    /// Show what would happen without dispatching.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Send the builds as matrix batches of at most 256 through the batch workflow.
+    #[arg(long)]
+    pub matrix: bool,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    #[command(flatten)]
+    pub build: BuildArgs,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Redraw until every run has finished.
+    #[arg(long)]
+    pub watch: bool,
+    /// Only unfinished runs.
+    #[arg(long)]
+    pub active: bool,
+    /// Output format (table or json).
+    #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Run id.
+    pub run_id: u64,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgeArgs {
+    /// Repository holding the driver's releases, OWNER/NAME [config: repo].
+    #[arg(long, env = "KFLEET_REPO", value_name = "OWNER/NAME")]
+    pub repo: Option<String>,
+    /// GitHub API base URL [config: api_url; default https://api.github.com].
+    #[arg(long, env = "KFLEET_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+    /// Use an in-process sandbox forge serving DIR/releases.json instead of GitHub (a demo: its
+    /// runs live as long as the command).
+    #[arg(long, value_name = "DIR", conflicts_with = "repo")]
+    pub sandbox: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct NamingArgs {
+    /// Module name in asset names [config: module; default: kdriver].
+    #[arg(long, env = "KFLEET_MODULE")]
+    pub module: Option<String>,
+    /// Asset naming template [config: asset_template].
+    #[arg(long, env = "KFLEET_ASSET_TEMPLATE")]
+    pub asset_template: Option<String>,
+}
+
+#[cfg(feature = "fleet")]
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Fleet inventory: CSV, `kubectl get nodes -o json`, or JSON Lines; gzip accepted. Repeatable.
+    #[arg(long, short = 'i', required = true, value_name = "FILE")]
+    pub inventory: Vec<PathBuf>,
+    /// GitHub release listing (`gh api repos/OWNER/REPO/releases --paginate > FILE`); instead of --repo.
+    #[arg(long, short = 'r', value_name = "FILE", conflicts_with = "repo")]
+    pub releases: Option<PathBuf>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Release tag to report on (default: newest published, not draft, not prerelease).
+    #[arg(long, value_name = "TAG")]
+    pub driver_version: Option<String>,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+    #[command(flatten)]
+    pub shares: ShareArgs,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Only identities with these statuses (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub status: Vec<CoverageStatus>,
+    /// Rows shown by the table format (0: all).
+    #[arg(long, default_value_t = 40)]
+    pub limit: usize,
+    /// Write to FILE (atomically) instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Exit 2 when node coverage is below PCT percent.
+    #[arg(long, value_name = "PCT")]
+    pub fail_under: Option<f64>,
+    /// List the unused artifacts (built, but no node runs the kernel) instead.
+    #[arg(long)]
+    pub unused: bool,
+    /// Fail on bad inventory rows instead of skipping them.
+    #[arg(long)]
+    pub strict: bool,
+    /// Also list unrecognised asset names and every bad row.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Loopback address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8765")]
+    pub listen: std::net::SocketAddr,
+    /// Directory holding releases.json.
+    #[arg(long, value_name = "DIR", default_value = "sample-data")]
+    pub data: PathBuf,
+    /// Repository served, OWNER/NAME.
+    #[arg(long, default_value = "example/kdriver")]
+    pub repo: String,
+    /// Bearer token clients must present (env KFLEET_SANDBOX_TOKEN); none: any client.
+    #[arg(long, env = "KFLEET_SANDBOX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Share of requests answered 503 at random (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Answer the first N requests with 502.
+    #[arg(long, default_value_t = 0)]
+    pub server_errors: u32,
+    /// After N requests, answer one 429 with retry-after.
+    #[arg(long, value_name = "N")]
+    pub rate_limit_after: Option<u64>,
+    /// Seconds in the retry-after header of that 429.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after: u64,
+    /// Delay added to every response, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Send a truncated JSON body for the first N successful responses.
+    #[arg(long, default_value_t = 0)]
+    pub malformed: u32,
+    /// Drop the connection halfway through the body of the first N successful responses.
+    #[arg(long, default_value_t = 0)]
+    pub drop_connections: u32,
+    /// Seconds a simulated run stays queued.
+    #[arg(long, default_value_t = 2.0)]
+    pub queue_secs: f64,
+    /// Seconds a simulated run stays in progress.
+    #[arg(long, default_value_t = 8.0)]
+    pub run_secs: f64,
+    /// Share of simulated builds that fail (0..1); identities listed in DIR/unresolvable.txt always fail.
+    #[arg(long, default_value_t = 0.05)]
+    pub build_fail_rate: f64,
+    /// Reject `return_run_details` in dispatches with 422, like servers that lack it.
+    #[arg(long)]
+    pub reject_run_details: bool,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Validate one identity: prints its canonical key (exit 0) or why it is rejected (exit 1).
+    Check {
+        #[arg(long)]
+        distribution: String,
+        #[arg(long)]
+        distro_version: String,
+        #[arg(long)]
+        architecture: String,
+        #[arg(long)]
+        kernel_version: String,
+    },
+    /// The asset name of an identity's driver artifact under the naming template.
+    AssetName {
+        #[command(flatten)]
+        identity: IdentityArgs,
+        /// Release tag (driver version) in the name.
+        #[arg(long)]
+        driver_version: String,
+        #[command(flatten)]
+        naming: NamingArgs,
+    },
+    /// This machine's identity from /etc/os-release and the running kernel.
+    Local {
+        /// Read this os-release file instead.
+        #[arg(long, value_name = "FILE")]
+        os_release: Option<PathBuf>,
+    },
+}
+
+#[cfg(feature = "fleet")]
+#[derive(Debug, Args)]
+pub struct GenFleetArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3000)]
+    pub nodes: u64,
+    /// Seed; the same seed writes the same files.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Distinct kernel identities (default: 4 x sqrt(nodes)).
+    #[arg(long)]
+    pub identities: Option<usize>,
+    /// Directory to write fleet.csv and releases.json into.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Repository named in download URLs.
+    #[arg(long, default_value = "example/kdriver")]
+    pub repo: String,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+}
+
+/// `--head-share`: above 0 and at most 1.
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
+        _ => Err(format!(
+            "'{s}' is not a share: give a number above 0 and at most 1 (0.90 means 90%)"
+        )),
+    }
+}
+
+/// `--target`: a percentage above 0 and at most 100.
+fn percent(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 100.0 => Ok(x),
+        _ => Err(format!(
+            "'{s}' is not a percentage: give a number above 0 and at most 100"
+        )),
+    }
+}
+
+/// `--client-rate`: a finite number of requests per second above zero.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "'{s}' is not a rate: give requests per second, a finite number above 0 (e.g. 50)"
+        )),
+    }
+}
+
+/// A duration written like `15m`, `90s`, `750ms` or `1h 30m`.
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration ({e}): write it like 15m, 90s or 750ms"))
+}

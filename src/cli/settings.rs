@@ -1,0 +1,229 @@
+//! Settings resolved from flags, then `kfleet.toml`, then the defaults (which live here once).
+
+use crate::commands::prelude::*;
+use std::time::Duration;
+
+/// Share of nodes the head holds.
+pub const DEFAULT_HEAD_SHARE: f64 = 0.90;
+/// Node coverage the batch plan aims for, in percent.
+pub const DEFAULT_TARGET: f64 = 99.0;
+/// A build unfinished this long after dispatch is timed out.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(15 * 60);
+/// Pause between dispatches (GitHub allows about 80 content-creating requests a minute).
+pub const DEFAULT_DISPATCH_INTERVAL: Duration = Duration::from_millis(750);
+pub const DEFAULT_WORKFLOW: &str = "build-driver.yml";
+pub const DEFAULT_BATCH_WORKFLOW: &str = "build-batch.yml";
+pub const DEFAULT_REF: &str = "main";
+
+#[cfg(feature = "fleet")]
+impl Default for TuiArgs {
+    fn default() -> Self {
+        Self {
+            inventory: Vec::new(),
+            releases: None,
+            build: BuildArgs::for_repo(None, None, None, None),
+            driver_version: None,
+            naming: NamingArgs::default(),
+            shares: ShareArgs::default(),
+            sources: std::env::var_os("KFLEET_HEADER_SOURCES").map(PathBuf::from),
+        }
+    }
+}
+
+impl ShareArgs {
+    /// Flags, then config, then the defaults (0.90 and 99%).
+    pub fn resolve(&self, config: &Config) -> (f64, f64) {
+        (
+            self.head_share
+                .or(config.head_share)
+                .unwrap_or(DEFAULT_HEAD_SHARE),
+            self.target.or(config.target).unwrap_or(DEFAULT_TARGET),
+        )
+    }
+}
+
+impl IdentityArgs {
+    pub(crate) fn identity(&self) -> Result<crate::identity::KernelIdentity> {
+        let parsed = match &self.key {
+            Some(key) => crate::identity::KernelIdentity::from_key(key),
+            None => crate::identity::KernelIdentity::parse(
+                self.distribution.as_deref().unwrap_or(""),
+                self.distro_version.as_deref().unwrap_or(""),
+                self.architecture.as_deref().unwrap_or(""),
+                self.kernel_version.as_deref().unwrap_or(""),
+            ),
+        };
+        Ok(parsed?)
+    }
+}
+
+impl HeaderChainArgs {
+    pub(crate) fn chain(&self) -> Result<Chain> {
+        Ok(match &self.sources {
+            Some(path) => Chain::load(path)?,
+            None => Chain::builtin(),
+        })
+    }
+
+    pub(crate) fn resolver(&self, config: &Config) -> Result<Resolver> {
+        let timeout = self.source_timeout;
+        let ttl = self.cache_ttl;
+        let dir = self
+            .state_dir
+            .clone()
+            .or_else(|| config.state_dir.clone())
+            .unwrap_or_else(default_state_dir)
+            .join("headers");
+        Ok(Resolver::new(
+            self.chain()?,
+            ResolverOptions {
+                source_timeout: timeout,
+                cache: (!ttl.is_zero()).then_some((dir, ttl)),
+            },
+        )?)
+    }
+}
+
+impl BuildArgs {
+    /// The defaults for a repository named outside the build flags (dashboard, ensure).
+    pub(crate) fn for_repo(
+        repo: Option<String>,
+        api_url: Option<String>,
+        state_dir: Option<PathBuf>,
+        deadline: Option<Duration>,
+    ) -> Self {
+        Self {
+            forge: ForgeArgs {
+                repo,
+                api_url,
+                sandbox: None,
+            },
+            workflow: None,
+            git_ref: None,
+            state_dir,
+            deadline,
+            cancel_on_timeout: false,
+            batch_workflow: DEFAULT_BATCH_WORKFLOW.into(),
+            dispatch_interval: DEFAULT_DISPATCH_INTERVAL,
+        }
+    }
+
+    pub(crate) fn workflow(&self, config: &Config) -> String {
+        self.workflow
+            .clone()
+            .or_else(|| config.workflow.clone())
+            .unwrap_or_else(|| DEFAULT_WORKFLOW.into())
+    }
+
+    pub(crate) fn deadline(&self, config: &Config) -> Result<std::time::Duration> {
+        if let Some(d) = self.deadline {
+            return Ok(d);
+        }
+        match &config.deadline {
+            // Checked when the config was read.
+            Some(text) => humantime::parse_duration(text)
+                .with_context(|| format!("deadline = \"{text}\": write it like 15m or 90s")),
+            None => Ok(DEFAULT_DEADLINE),
+        }
+    }
+
+    /// The state directory the flags or config name (the ledger, the lock, the response cache).
+    pub(crate) fn state_root(&self, config: &Config) -> PathBuf {
+        self.state_dir
+            .clone()
+            .or_else(|| config.state_dir.clone())
+            .unwrap_or_else(default_state_dir)
+    }
+
+    pub(crate) fn forge_client(&self, config: &Config) -> Result<Option<Arc<dyn Forge>>> {
+        self.forge
+            .client(config, &self.state_root(config).join("http-cache"))
+    }
+
+    pub(crate) fn client(&self, config: &Config) -> Result<Arc<dyn Forge>> {
+        self.forge_client(config)?.ok_or_else(|| {
+            anyhow::anyhow!("no repository: pass --repo OWNER/NAME (or set repo in kfleet.toml)")
+        })
+    }
+
+    pub(crate) fn planner_config(
+        &self,
+        config: &Config,
+        driver_version: String,
+    ) -> Result<PlannerConfig> {
+        Ok(PlannerConfig {
+            workflow: self.workflow(config),
+            git_ref: self
+                .git_ref
+                .clone()
+                .or_else(|| config.git_ref.clone())
+                .unwrap_or_else(|| DEFAULT_REF.into()),
+            driver_version,
+            deadline: self.deadline(config)?,
+            cancel_on_timeout: self.cancel_on_timeout,
+            batch_workflow: self.batch_workflow.clone(),
+            dispatch_interval: self.dispatch_interval,
+            state_dir: {
+                let dir = self.state_root(config);
+                // Sandbox runs are make-believe: keep them out of the real ledger.
+                if self.forge.sandbox.is_some() {
+                    dir.join("sandbox")
+                } else {
+                    dir
+                }
+            },
+        })
+    }
+}
+
+impl ForgeArgs {
+    /// The forge named by the flags or config: the sandbox, or GitHub for a repository, keeping
+    /// its listing validators in `http_cache`.
+    pub(crate) fn client(
+        &self,
+        config: &Config,
+        http_cache: &std::path::Path,
+    ) -> Result<Option<Arc<dyn Forge>>> {
+        if let Some(dir) = &self.sandbox {
+            let releases = load_releases(dir)?;
+            let forge = runtime()?.block_on(SandboxForge::start(
+                releases,
+                SandboxOptions::default(),
+                RetryPolicy::default(),
+            ))?;
+            eprintln!("{}", Forge::label(&forge));
+            return Ok(Some(Arc::new(forge)));
+        }
+        let Some(repo) = self.repo.clone().or_else(|| config.repo.clone()) else {
+            return Ok(None);
+        };
+        let repo: RepoRef = repo.parse()?;
+        let api = self
+            .api_url
+            .clone()
+            .or_else(|| config.api_url.clone())
+            .unwrap_or_else(|| GITHUB_API.to_string());
+        let token = token_from_environment().ok_or(crate::forge::ForgeError::NoToken)?;
+        let notify = Box::new(|msg: &str| tracing::info!("waiting: {msg}"));
+        Ok(Some(Arc::new(
+            GithubClient::new(&api, repo, token, RetryPolicy::default(), Some(notify))?
+                .with_disk_cache(http_cache.to_path_buf()),
+        )))
+    }
+}
+
+impl NamingArgs {
+    pub(crate) fn template(&self, config: &Config) -> Result<AssetTemplate> {
+        let module = self
+            .module
+            .clone()
+            .or_else(|| config.module.clone())
+            .unwrap_or_else(|| DEFAULT_MODULE.to_string());
+        let template = self
+            .asset_template
+            .clone()
+            .or_else(|| config.asset_template.clone())
+            .unwrap_or_else(|| DEFAULT_ASSET_TEMPLATE.to_string());
+        Ok(AssetTemplate::compile(&template, &module)?)
+    }
+}

@@ -1,0 +1,110 @@
+//! `kfleet dispatch`: builds for identities without an artifact, through the planner.
+
+use super::prelude::*;
+
+pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCode> {
+    let client = args.build.client(config)?;
+    let template = args.naming.template(config)?;
+    let mut keys = args.identity.clone();
+    if let Some(path) = &args.from {
+        keys.extend(read_keys_csv(path)?);
+    }
+    #[cfg(feature = "fleet")]
+    let fleet = if args.missing || args.long_tail {
+        Some(read_fleet(&args.inventory, false, false)?)
+    } else {
+        None
+    };
+    #[cfg(not(feature = "fleet"))]
+    if args.missing || args.long_tail {
+        bail!(
+            "--missing and --long-tail read the fleet, and this kfleet was built without the fleet feature; name identities or use --from FILE"
+        );
+    }
+    let decisions = runtime()?.block_on(async {
+        let listing = client.list_releases().await?;
+        let release = select_release(&listing.releases, args.driver_version.as_deref())?;
+        #[cfg(feature = "fleet")]
+        if let Some(fleet) = &fleet {
+            let head_share = args
+                .head_share
+                .or(config.head_share)
+                .unwrap_or(crate::cli::DEFAULT_HEAD_SHARE);
+            let assets = index_assets(release, &template);
+            let options = CoverageOptions {
+                head_share,
+                ..CoverageOptions::default()
+            };
+            let report = coverage::compute(
+                fleet,
+                &assets,
+                &release.tag_name,
+                options,
+                &BuildStates::new(),
+            )?;
+            keys.extend(
+                report
+                    .identities
+                    .iter()
+                    .filter(|r| {
+                        (args.missing && r.status == CoverageStatus::Missing)
+                            || (args.long_tail && r.status == CoverageStatus::LongTail)
+                    })
+                    .map(|r| r.key.clone()),
+            );
+        }
+        let mut planner = Planner::new(
+            client.clone(),
+            template,
+            args.build
+                .planner_config(config, release.tag_name.clone())?,
+        )?;
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) && keys.len() > 1 {
+            let bar = indicatif::ProgressBar::new(keys.len() as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} identities checked, {elapsed} {msg}",
+                )
+                .expect("the progress template is valid"),
+            );
+            planner = planner.on_decided(move |key, _| {
+                bar.inc(1);
+                bar.set_message(key.to_string());
+                if bar.position() == bar.length().unwrap_or(0) {
+                    bar.finish_and_clear();
+                }
+            });
+        }
+        anyhow::Ok(if args.matrix {
+            planner.plan_matrix(&keys, args.dry_run).await?
+        } else {
+            planner.plan_many(&keys, args.dry_run).await?
+        })
+    })?;
+    let rejected = decisions
+        .iter()
+        .filter(|(_, d)| matches!(d, Decision::Invalid { .. } | Decision::Unsupported { .. }))
+        .count();
+    match args.format {
+        ListFormat::Json => {
+            let rows: Vec<serde_json::Value> = decisions
+                .iter()
+                .map(|(key, d)| {
+                    let mut v = serde_json::to_value(d).expect("decisions serialise");
+                    v["key"] = serde_json::Value::String(key.clone());
+                    v
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        _ => {
+            for (key, d) in &decisions {
+                println!("{key}: {}", d.describe());
+            }
+        }
+    }
+    Ok(if rejected > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

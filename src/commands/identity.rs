@@ -1,0 +1,47 @@
+//! `kfleet identity`: check and show kernel identities.
+
+use super::prelude::*;
+
+pub(crate) fn identity_cmd(cmd: IdentityCommand, config: &Config) -> Result<ExitCode> {
+    let checked = match &cmd {
+        IdentityCommand::AssetName {
+            identity,
+            driver_version,
+            naming,
+        } => {
+            let id = identity.identity()?;
+            crate::identity::check_driver_version(driver_version)
+                .map_err(|e| anyhow::anyhow!("--driver-version: {e}"))?;
+            println!("{}", naming.template(config)?.render(&id, driver_version));
+            return Ok(ExitCode::SUCCESS);
+        }
+        IdentityCommand::Check {
+            distribution,
+            distro_version,
+            architecture,
+            kernel_version,
+        } => check(&RawIdentity {
+            distribution,
+            distro_version,
+            architecture,
+            kernel_version,
+        }),
+        IdentityCommand::Local { os_release } => local_identity(os_release.as_deref())
+            .context("cannot determine this machine's identity")?,
+    };
+    match &checked.verdict {
+        Verdict::Valid => {
+            println!("{}", checked.key());
+            Ok(ExitCode::SUCCESS)
+        }
+        Verdict::Unsupported(reason) => {
+            println!("{}", checked.key());
+            eprintln!("unsupported: {reason}");
+            Ok(ExitCode::from(1))
+        }
+        Verdict::Invalid(reason) => {
+            eprintln!("invalid: {reason}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The command layer: one file per command, each turning parsed flags into library calls and
+//! printing what happened. Only this layer (and `cli`) prints.
+
+pub(crate) mod cancel;
+pub(crate) mod dispatch;
+pub(crate) mod docs;
+pub(crate) mod ensure;
+#[cfg(feature = "fleet")]
+pub(crate) mod gen_fleet;
+pub(crate) mod headers;
+pub(crate) mod identity;
+pub(crate) mod prelude;
+#[cfg(feature = "fleet")]
+pub(crate) mod report;
+pub(crate) mod runs;
+pub(crate) mod sandbox;
+pub(crate) mod serve;
+#[cfg(feature = "fleet")]
+pub(crate) mod tui;
+pub(crate) mod workflow;
+
+use prelude::*;
+
+/// The one async runtime of the process; `run` enters it so clients can be built anywhere.
+pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// Build states for the release a caller selects (runs and ledger are keyed by driver version).
+#[cfg(feature = "fleet")]
+pub(crate) type BuildStatesFor = Box<dyn Fn(&str) -> BuildStates>;
+
+#[cfg(feature = "fleet")]
+/// The release listing and build states, from the file or from the forge named on the command
+/// line (whose runs and ledger then give `building`, `failed` and `timed-out`).
+pub(crate) fn load_listing(
+    releases: Option<&PathBuf>,
+    build: &BuildArgs,
+    config: &Config,
+) -> Result<(Vec<Release>, BuildStatesFor)> {
+    if let Some(path) = releases {
+        return Ok((read_release_file(path)?, Box::new(|_| BuildStates::new())));
+    }
+    let Some(client) = build.forge_client(config)? else {
+        bail!(
+            "no release listing: pass --releases FILE, or --repo OWNER/NAME (or set repo in kfleet.toml)"
+        );
+    };
+    let workflow = build.workflow(config);
+    let deadline = build.deadline(config)?;
+    let state_dir = build.planner_config(config, String::new())?.state_dir;
+    runtime()?.block_on(async {
+        let listing = client.list_releases().await?;
+        let runs = match client
+            .list_runs(&workflow, None, Some(crate::forge::run_history_start()))
+            .await
+        {
+            Ok(runs) => runs,
+            // Coverage still stands without build states (no such workflow, no actions:read).
+            Err(e) => {
+                eprintln!("warning: cannot list runs of {workflow} ({e}); building, failed and timed-out are not shown");
+                Vec::new()
+            }
+        };
+        let ledger = Ledger::open(&state_dir)?.load()?;
+        let states: BuildStatesFor = Box::new(move |driver_version: &str| {
+            build_states(&runs, Some(&ledger), driver_version, deadline)
+        });
+        Ok((listing.releases, states))
+    })
+}
+
+#[cfg(feature = "fleet")]
+pub(crate) fn emit(output: Option<&PathBuf>, text: &str) -> Result<()> {
+    match output {
+        Some(path) => {
+            write_atomic(path, text.as_bytes())?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+#[cfg(feature = "fleet")]
+/// Reads the inventories and warns about bad rows on stderr.
+pub(crate) fn read_fleet(paths: &[PathBuf], strict: bool, verbose: bool) -> Result<FleetGroups> {
+    let fleet = read_inventory(paths, strict)?;
+    for bad in fleet
+        .bad_rows
+        .iter()
+        .take(if verbose { usize::MAX } else { 10 })
+    {
+        eprintln!("warning: skipped bad row {bad}");
+    }
+    if fleet.bad_row_count > 10 && !verbose {
+        eprintln!(
+            "warning: {} bad rows in all; --verbose lists them (--strict fails on them)",
+            fleet.bad_row_count
+        );
+    }
+    Ok(fleet)
+}
+
+/// Identity keys from a CSV with the four identity columns (a `report --format csv` file).
+pub(crate) fn read_keys_csv(path: &PathBuf) -> Result<Vec<String>> {
+    let mut rdr = ::csv::Reader::from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let header = rdr.headers()?.clone();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim() == name)
+            .with_context(|| format!("{}: no {name} column", path.display()))
+    };
+    let idx = [
+        col("distribution")?,
+        col("distro_version")?,
+        col("architecture")?,
+        col("kernel_version")?,
+    ];
+    let mut keys = Vec::new();
+    for record in rdr.records() {
+        let record = record.with_context(|| format!("{}: unreadable row", path.display()))?;
+        let field = |i: usize| record.get(idx[i]).unwrap_or("");
+        let checked = check(&RawIdentity {
+            distribution: field(0),
+            distro_version: field(1),
+            architecture: field(2),
+            kernel_version: field(3),
+        });
+        keys.push(checked.key());
+    }
+    Ok(keys)
+}

@@ -1,0 +1,61 @@
+//! `kfleet sandbox`: a GitHub-compatible forge on loopback.
+
+use super::prelude::*;
+
+pub(crate) fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode> {
+    let releases = load_releases(&args.data)?;
+    let count = releases.len();
+    let unresolvable_file = args.data.join("unresolvable.txt");
+    let unresolvable = match std::fs::read_to_string(&unresolvable_file) {
+        Ok(text) => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => bail!("cannot read {}: {e}", unresolvable_file.display()),
+    };
+    let seconds = |name: &str, v: f64| {
+        std::time::Duration::try_from_secs_f64(v)
+            .map_err(|_| anyhow::anyhow!("--{name} {v}: must be a non-negative number of seconds"))
+    };
+    let simulation = Simulation {
+        queue_time: seconds("queue-secs", args.queue_secs)?,
+        run_time: seconds("run-secs", args.run_secs)?,
+        fail_rate: args.build_fail_rate,
+        unresolvable,
+        reject_run_details: args.reject_run_details,
+        template: args.naming.template(config)?,
+        ..Simulation::default()
+    };
+    let options = SandboxOptions {
+        token: args.token,
+        repo: args.repo.clone(),
+        faults: Faults {
+            server_errors: args.server_errors,
+            error_rate: args.fail_rate,
+            rate_limit_after: args.rate_limit_after,
+            retry_after_secs: args.retry_after,
+            latency: std::time::Duration::from_millis(args.latency_ms),
+            malformed: args.malformed,
+            drop_connections: args.drop_connections,
+            ..Faults::default()
+        },
+        simulation,
+    };
+    runtime()?.block_on(async move {
+        let sandbox = Sandbox::start(args.listen, releases, options).await?;
+        println!("{}", sandbox.base_url());
+        eprintln!(
+            "sandbox forge serving {count} releases of {} at {} (Ctrl-C stops it); use --api-url {} --repo {}",
+            args.repo,
+            sandbox.base_url(),
+            sandbox.base_url(),
+            args.repo
+        );
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        sandbox.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}

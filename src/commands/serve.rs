@@ -1,0 +1,88 @@
+//! `kfleet serve`: the build service nodes ask for their driver.
+
+use super::prelude::*;
+
+pub(crate) fn client_tokens(file: Option<&PathBuf>) -> Result<Vec<String>> {
+    let mut tokens: Vec<String> = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read client tokens {}", path.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
+    if let Ok(env) = std::env::var("KFLEET_CLIENT_TOKENS") {
+        tokens.extend(
+            env.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+        );
+    }
+    if tokens.is_empty() {
+        bail!(
+            "no client tokens: pass --client-tokens FILE (one token per line) or set KFLEET_CLIENT_TOKENS"
+        );
+    }
+    if let Some(short) = tokens.iter().find(|t| t.len() < 16) {
+        bail!(
+            "a client token of {} characters is too short to be a secret; use at least 16",
+            short.len()
+        );
+    }
+    Ok(tokens)
+}
+
+pub(crate) fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
+    let tokens = client_tokens(args.client_tokens.as_ref())?;
+    let forge = args.build.client(config)?;
+    let template = args.naming.template(config)?;
+    let planner = Planner::new(
+        forge.clone(),
+        template.clone(),
+        args.build.planner_config(config, String::new())?,
+    )?;
+    let options = crate::service::ServiceOptions {
+        client_tokens: tokens,
+        listing_ttl: std::time::Duration::from_secs(args.listing_ttl),
+        deadline: args.build.deadline(config)?,
+        rate_per_client: args.client_rate,
+        metrics_public: args.metrics_public,
+        ..crate::service::ServiceOptions::default()
+    };
+    let state = crate::service::ServiceState::new(forge.clone(), planner, template, options)?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        eprintln!(
+            "kfleet build service on http://{} for {}",
+            listener.local_addr()?,
+            forge.label()
+        );
+        crate::service::serve(listener, state, async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = ctrl_c => {}
+                            _ = term.recv() => {}
+                        }
+                    }
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+        })
+        .await
+        .context("the build service stopped")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

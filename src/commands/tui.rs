@@ -1,0 +1,96 @@
+//! `kfleet tui` (and `kfleet` alone): the terminal dashboard.
+
+use super::prelude::*;
+
+pub(crate) const SAMPLE_FLEET: &str = include_str!("../../sample-data/fleet.csv");
+
+pub(crate) const SAMPLE_RELEASES: &str = include_str!("../../sample-data/releases.json");
+
+pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
+    let sample = args.inventory.is_empty();
+    // The built-in sample fleet is read like any inventory, from a file.
+    let sample_file = if sample {
+        let mut f = tempfile::Builder::new()
+            .prefix("kfleet-sample-")
+            .suffix(".csv")
+            .tempfile()?;
+        std::io::Write::write_all(&mut f, SAMPLE_FLEET.as_bytes())?;
+        Some(f)
+    } else {
+        None
+    };
+    let inventories = match &sample_file {
+        Some(f) => vec![f.path().to_path_buf()],
+        None => args.inventory.clone(),
+    };
+    let fleet = read_inventory(&inventories, false)?;
+    let build = &args.build;
+    let sandbox_releases = match (&args.releases, &build.forge.sandbox, &build.forge.repo) {
+        (Some(file), _, _) => Some(read_release_file(file)?),
+        (None, Some(dir), _) => Some(load_releases(dir)?),
+        (None, None, None) if config.repo.is_none() => Some(crate::forge::parse_release_listing(
+            "(built-in sample releases)",
+            SAMPLE_RELEASES.as_bytes(),
+        )?),
+        _ => None,
+    };
+    let forge: Arc<dyn Forge> = match sandbox_releases {
+        Some(releases) => Arc::new(runtime()?.block_on(SandboxForge::start(
+            releases,
+            SandboxOptions::default(),
+            RetryPolicy::default(),
+        ))?),
+        None => build.client(config)?,
+    };
+    let template = args.naming.template(config)?;
+    let deadline = build.deadline(config)?;
+    let mut planner_config = build.planner_config(config, String::new())?;
+    let state_root = build.state_root(config);
+    if forge.label().starts_with("SANDBOX") && build.forge.sandbox.is_none() {
+        planner_config.state_dir = planner_config.state_dir.join("sandbox");
+    }
+    let (head_share, target) = args.shares.resolve(config);
+    let options = CoverageOptions {
+        head_share,
+        target: target / 100.0,
+    };
+    let chain = match &args.sources {
+        Some(path) => Chain::load(path)?,
+        None => Chain::builtin(),
+    };
+    runtime()?.block_on(async move {
+        let listing = forge.list_releases().await?;
+        let release = select_release(&listing.releases, args.driver_version.as_deref())?;
+        planner_config.driver_version = release.tag_name.clone();
+        let planner = Arc::new(Planner::new(
+            forge.clone(),
+            template.clone(),
+            planner_config,
+        )?);
+        let dash = Arc::new(crate::tui::Dashboard {
+            forge: forge.clone(),
+            planner,
+            fleet,
+            template,
+            options,
+            workflow: build.workflow(config),
+            deadline,
+            driver_version: args.driver_version.clone(),
+            resolver: crate::headers::Resolver::new(
+                chain,
+                ResolverOptions {
+                    source_timeout: std::time::Duration::from_secs(30),
+                    cache: Some((
+                        state_root.join("headers"),
+                        std::time::Duration::from_secs(86_400),
+                    )),
+                },
+            )?,
+        });
+        let report = dash.report().await.map_err(|e| anyhow::anyhow!(e))?;
+        let app = crate::tui::app::App::new(forge.label(), report, deadline.as_secs())
+            .with_keys(config.keys.clone().unwrap_or_default());
+        crate::tui::run(dash, app).await?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
