@@ -6,11 +6,12 @@
 //!
 //! Runs twice: without dispatch pacing, and with the 750 ms pacing kfleet uses against GitHub.
 
+use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::builds::{Planner, PlannerConfig};
 use kfleet::forge::{
     Forge, Release, ReleaseAsset, RetryPolicy, SandboxForge, SandboxOptions, Simulation,
 };
-use kfleet::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE, KernelIdentity};
+use kfleet::identity::KernelIdentity;
 use kfleet::sample::real_identities;
 use kfleet::service::{ServiceOptions, ServiceState, router};
 use sha2::Digest;

@@ -4,9 +4,9 @@
 //!     cargo bench --bench tui_render
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::coverage::{self, BuildStates, CoverageOptions};
 use kfleet::forge::{index_assets, read_release_file, select_release};
-use kfleet::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::inventory::read_inventory;
 use kfleet::sample::{FleetSpec, generate};
 use kfleet::tui::app::{Action, App};

@@ -1,5 +1,6 @@
 //! kfleet: which kernels in a fleet have a prebuilt driver, which are missing, and what to build.
 
+pub mod artifacts;
 pub mod bounded;
 pub mod builds;
 pub mod cli;

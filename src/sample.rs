@@ -2,8 +2,9 @@
 //! variants, a Zipf-like node distribution, a few unsupported, invalid and bad rows, and a
 //! matching GitHub release listing.
 
-use crate::forge::{Release, ReleaseAsset};
-use crate::identity::{AssetTemplate, KernelIdentity};
+use crate::artifacts::AssetTemplate;
+use crate::artifacts::{Release, ReleaseAsset};
+use crate::identity::KernelIdentity;
 use crate::report::{ReportError, write_atomic, write_atomic_with};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use sha2::{Digest, Sha256};

@@ -7,7 +7,8 @@
 //! `linux-headers-ARCH` metapackage names) into `KFLEET_DEBS` (default `~/.cache/kfleet-debs`),
 //! unpack them with `dpkg-deb`, and read the module's vermagic from its `.modinfo` section.
 
-use kfleet::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE, KernelIdentity};
+use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
+use kfleet::identity::KernelIdentity;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

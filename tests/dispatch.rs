@@ -3,11 +3,11 @@
 //! the coverage flip to `covered` end to end.
 
 use assert_cmd::Command;
+use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::builds::{Decision, Planner, PlannerConfig};
 use kfleet::forge::{
     Faults, GithubClient, RetryPolicy, Sandbox, SandboxOptions, Simulation, read_release_file,
 };
-use kfleet::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,11 +3,11 @@
 //! deadline, metrics, and `kfleet ensure` end to end.
 
 use assert_cmd::Command;
+use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::builds::{Planner, PlannerConfig};
 use kfleet::forge::{
     Forge, RetryPolicy, SandboxForge, SandboxOptions, Simulation, read_release_file,
 };
-use kfleet::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::service::{ServiceOptions, ServiceState, serve};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

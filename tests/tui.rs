@@ -2,9 +2,9 @@
 //! tests that feed keys and background results.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::coverage::{self, BuildStates, CoverageOptions, CoverageReport};
 use kfleet::forge::{WorkflowRun, index_assets, read_release_file, select_release};
-use kfleet::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::inventory::read_inventory;
 use kfleet::tui::app::{Action, App, Effect, Mode, Pending, Tab};
 use kfleet::tui::views::{Theme, render};

@@ -3,8 +3,10 @@
 
 pub mod ledger;
 
-use crate::forge::{Forge, ForgeError, WorkflowRun, index_assets, select_release};
-use crate::identity::{AssetTemplate, KernelIdentity, Rejection};
+use crate::artifacts::AssetTemplate;
+use crate::artifacts::{index_assets, select_release};
+use crate::forge::{Forge, ForgeError, WorkflowRun};
+use crate::identity::{KernelIdentity, Rejection};
 use chrono::Utc;
 use ledger::{Ledger, LedgerError, LedgerEvent, LedgerRecord};
 use serde::Serialize;
@@ -645,9 +647,8 @@ impl Planner {
     }
 }
 
-/// Coverage build states from a run listing (newest first) and the ledger: an unfinished run is
-/// `building` (or `timed-out` past the deadline); a failed or cancelled latest run is `failed`; a
-/// dispatch in the ledger whose run is not listed yet is `building`.
+/// Coverage build states for `driver_version` from a run listing and the ledger (the rules are
+/// coverage's: [`crate::coverage::build_states`]).
 #[cfg(feature = "fleet")]
 pub fn build_states(
     runs: &[WorkflowRun],
@@ -655,47 +656,28 @@ pub fn build_states(
     driver_version: &str,
     deadline: Duration,
 ) -> crate::coverage::BuildStates {
-    use crate::coverage::CoverageStatus;
-    let now = Utc::now();
-    let age = |at: Option<chrono::DateTime<Utc>>| {
-        at.and_then(|t| now.signed_duration_since(t).to_std().ok())
-    };
-    let mut out = crate::coverage::BuildStates::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut newest = runs.to_vec();
-    newest.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-    for run in &newest {
-        let Some(key) = run.builds(driver_version) else {
-            continue;
-        };
-        if !seen.insert(key.to_string()) {
-            continue;
-        }
-        let state = if !run.is_finished() {
-            if age(run.created_at).is_some_and(|a| a > deadline) {
-                CoverageStatus::TimedOut
-            } else {
-                CoverageStatus::Building
-            }
-        } else if run.conclusion.as_deref() == Some("success") {
-            continue;
-        } else {
-            CoverageStatus::Failed
-        };
-        out.insert(key.to_string(), state);
-    }
-    if let Some(ledger) = ledger {
-        for ((key, version), entry) in &ledger.entries {
-            if version == driver_version
-                && entry.is_open()
-                && !seen.contains(key)
-                && age(Some(entry.dispatched_at)).is_none_or(|a| a <= deadline)
-            {
-                out.insert(key.clone(), CoverageStatus::Building);
-            }
-        }
-    }
-    out
+    let observed: Vec<crate::coverage::ObservedRun> = runs
+        .iter()
+        .filter_map(|run| {
+            Some(crate::coverage::ObservedRun {
+                key: run.builds(driver_version)?.to_string(),
+                created_at: run.created_at,
+                succeeded: run
+                    .is_finished()
+                    .then(|| run.conclusion.as_deref() == Some("success")),
+            })
+        })
+        .collect();
+    let open: Vec<(String, chrono::DateTime<Utc>)> = ledger
+        .map(|l| {
+            l.entries
+                .iter()
+                .filter(|((_, version), entry)| version == driver_version && entry.is_open())
+                .map(|((key, _), entry)| (key.clone(), entry.dispatched_at))
+                .collect()
+        })
+        .unwrap_or_default();
+    crate::coverage::build_states(&observed, &open, deadline, Utc::now())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ pub(crate) use super::read_keys_csv;
 pub(crate) use super::runtime;
 #[cfg(feature = "fleet")]
 pub(crate) use super::{emit, load_listing, read_fleet};
+pub(crate) use crate::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 #[cfg(feature = "fleet")]
 pub(crate) use crate::builds::build_states;
 #[cfg(feature = "fleet")]
@@ -21,9 +22,7 @@ pub(crate) use crate::forge::{
 #[cfg(feature = "fleet")]
 pub(crate) use crate::forge::{Release, index_assets, read_release_file};
 pub(crate) use crate::headers::{Chain, Resolver, ResolverOptions, plan};
-pub(crate) use crate::identity::{
-    AssetTemplate, DEFAULT_ASSET_TEMPLATE, RawIdentity, Verdict, check, local_identity,
-};
+pub(crate) use crate::identity::{RawIdentity, Verdict, check, local_identity};
 #[cfg(feature = "fleet")]
 pub(crate) use crate::inventory::{FleetGroups, read_inventory};
 #[cfg(feature = "fleet")]

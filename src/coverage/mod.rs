@@ -1,7 +1,7 @@
 //! The coverage engine: per identity, its nodes and one status; the fleet summary; the batch
 //! plan that lifts node coverage to a target.
 
-use crate::forge::{AssetIndex, MatchedAsset, UnrecognisedAsset};
+use crate::artifacts::{AssetIndex, MatchedAsset, UnrecognisedAsset};
 use crate::identity::{RawIdentity, Verdict, check_with_os_image};
 use crate::inventory::{BadRow, FleetGroups};
 use polars::prelude::*;
@@ -366,6 +366,53 @@ pub enum CoverageError {
 /// Build states per identity key (`building`, `failed`, `timed-out`) from the forge's runs; they
 /// replace `missing` and `long-tail` for identities without an artifact.
 pub type BuildStates = std::collections::HashMap<String, CoverageStatus>;
+
+/// One build run as coverage sees it: the identity it builds (for the report's driver version),
+/// when it was created, and how far it got.
+#[derive(Clone, Debug)]
+pub struct ObservedRun {
+    pub key: String,
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `None` while queued or in progress; `Some(true)` for success.
+    pub succeeded: Option<bool>,
+}
+
+/// Build states from runs and from dispatches not yet listed as runs: the newest run of an
+/// identity decides; an unfinished run is `building` (`timed-out` past `deadline`); a failed or
+/// cancelled one is `failed`; a success leaves coverage to the artifact; a dispatch without a
+/// listed run is `building` within the deadline.
+pub fn build_states(
+    runs: &[ObservedRun],
+    open_dispatches: &[(String, chrono::DateTime<chrono::Utc>)],
+    deadline: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> BuildStates {
+    let age = |at: Option<chrono::DateTime<chrono::Utc>>| {
+        at.and_then(|t| now.signed_duration_since(t).to_std().ok())
+    };
+    let mut out = BuildStates::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut newest: Vec<&ObservedRun> = runs.iter().collect();
+    newest.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+    for run in newest {
+        if !seen.insert(run.key.as_str()) {
+            continue;
+        }
+        let state = match run.succeeded {
+            None if age(run.created_at).is_some_and(|a| a > deadline) => CoverageStatus::TimedOut,
+            None => CoverageStatus::Building,
+            Some(true) => continue,
+            Some(false) => CoverageStatus::Failed,
+        };
+        out.insert(run.key.clone(), state);
+    }
+    for (key, at) in open_dispatches {
+        if !seen.contains(key.as_str()) && age(Some(*at)).is_none_or(|a| a <= deadline) {
+            out.insert(key.clone(), CoverageStatus::Building);
+        }
+    }
+    out
+}
 
 /// Computes coverage of `fleet` by the matched `assets` of release `driver_version`.
 pub fn compute(

@@ -2,8 +2,8 @@
 //! retry policy): release listings with `Link` pagination and `If-None-Match`, rate-limit waits,
 //! capped exponential backoff with jitter on 5xx and dropped connections.
 
-use super::releases::{Release, parse_release_listing};
 use super::runs::{RunList, WorkflowRun};
+use crate::artifacts::{Release, parse_release_listing};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
@@ -279,11 +279,7 @@ impl GithubClient {
     fn disk_path(&self, url: &str) -> Option<std::path::PathBuf> {
         use sha2::Digest;
         let dir = self.disk_cache.as_ref()?;
-        let hash: String = sha2::Sha256::digest(url.as_bytes())
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = crate::fsio::hex(&sha2::Sha256::digest(url.as_bytes())[..16]);
         Some(dir.join(format!("{hash}.json")))
     }
 
@@ -315,7 +311,7 @@ impl GithubClient {
             .map_err(|e| e.to_string())
             .and_then(|()| {
                 let json = serde_json::to_vec(&page).map_err(|e| e.to_string())?;
-                crate::report::write_atomic(&path, &json).map_err(|e| e.to_string())
+                crate::fsio::write_atomic(&path, &json).map_err(|e| e.to_string())
             });
         if let Err(e) = written {
             tracing::warn!("cannot keep the response cache in {}: {e}", path.display());

@@ -3,7 +3,6 @@
 //! files, and matching assets to identities.
 
 mod github;
-mod releases;
 mod runs;
 mod sandbox;
 
@@ -11,7 +10,8 @@ pub use github::{
     CancelOutcome, ClientStats, ForgeError, GITHUB_API, GithubClient, Listing, MAX_RUN_PAGES,
     RepoRef, RetryPolicy, next_link, token_from_environment,
 };
-pub use releases::{
+// Release listings are artifacts' data; the forge fetches them.
+pub use crate::artifacts::{
     AssetIndex, MatchedAsset, Release, ReleaseAsset, ReleaseError, UnrecognisedAsset, index_assets,
     parse_release_listing, read_release_file, select_release,
 };

@@ -2,9 +2,10 @@
 //! (paginated with absolute `Link` URLs and ETags) and injects faults, so demos and tests
 //! exercise the real GitHub client over real HTTP.
 
-use super::releases::{Release, ReleaseAsset, parse_release_listing};
 use super::runs::{RunList, WorkflowRun, run_title};
-use crate::identity::{AssetTemplate, DEFAULT_ASSET_TEMPLATE, KernelIdentity};
+use crate::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
+use crate::artifacts::{Release, ReleaseAsset, parse_release_listing};
+use crate::identity::KernelIdentity;
 use axum::Router;
 use axum::extract::{Json, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -428,8 +429,7 @@ fn same_repo(state: &SandboxState, owner: &str, repo: &str) -> bool {
 
 fn etag_of(body: &[u8]) -> String {
     let digest = Sha256::digest(body);
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
+    format!("\"{}\"", crate::fsio::hex(&digest[..16]))
 }
 
 /// A JSON body with an ETag, or 304 when the client already holds it.
@@ -611,10 +611,7 @@ impl SandboxState {
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::fsio::hex(&Sha256::digest(bytes))
 }
 
 fn unprocessable(message: &str) -> Response {

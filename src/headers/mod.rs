@@ -221,7 +221,7 @@ impl Resolver {
             }
             let json = serde_json::to_vec_pretty(&resolution).expect("resolutions serialise");
             // A cache that cannot be written only costs a lookup next time.
-            let _ = crate::report::write_atomic(&path, &json);
+            let _ = crate::fsio::write_atomic(&path, &json);
         }
         Ok(resolution)
     }
@@ -274,9 +274,9 @@ impl Resolver {
         let body = response.bytes().await.map_err(|e| err(e.to_string()))?;
         if let Some(expected) = &package.checksum {
             let actual = match expected.algorithm.as_str() {
-                "sha256" => hex(&sha2::Sha256::digest(&body)),
-                "sha512" => hex(&sha2::Sha512::digest(&body)),
-                "sha1" => hex(&sha1_digest(&body)),
+                "sha256" => crate::fsio::hex(&sha2::Sha256::digest(&body)),
+                "sha512" => crate::fsio::hex(&sha2::Sha512::digest(&body)),
+                "sha1" => crate::fsio::hex(&sha1_digest(&body)),
                 other => return Err(err(format!("unknown checksum algorithm {other}"))),
             };
             if actual != expected.hex {
@@ -289,16 +289,12 @@ impl Resolver {
             }
         }
         let path = out.join(&package.name);
-        crate::report::write_atomic(&path, &body).map_err(|e| HeaderError::Write {
+        crate::fsio::write_atomic(&path, &body).map_err(|source| HeaderError::Write {
             path: path.display().to_string(),
-            source: std::io::Error::other(e.to_string()),
+            source,
         })?;
         Ok(path)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-1, for snapshot.debian.org's content addresses (and old repositories' checksums).

@@ -4,11 +4,9 @@
 mod families;
 mod local;
 mod osimage;
-mod template;
 
 pub use local::{local_identity, parse_os_release};
 pub use osimage::distribution_from_os_image;
-pub use template::{AssetTemplate, DEFAULT_ASSET_TEMPLATE, TemplateError};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

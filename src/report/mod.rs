@@ -5,7 +5,7 @@ mod coverage;
 #[cfg(feature = "fleet")]
 pub use coverage::{View, identities_csv, render};
 
-use crate::forge::MatchedAsset;
+use crate::artifacts::MatchedAsset;
 use std::fmt::Write as _;
 use std::path::Path;
 

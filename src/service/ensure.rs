@@ -283,7 +283,7 @@ pub async fn ensure_direct(
     identity: &KernelIdentity,
     forge: &dyn crate::forge::Forge,
     planner: &crate::builds::Planner,
-    template: &crate::identity::AssetTemplate,
+    template: &crate::artifacts::AssetTemplate,
     options: &EnsureOptions,
 ) -> Result<EnsureOutcome, EnsureError> {
     use crate::builds::Decision;
@@ -353,8 +353,8 @@ pub async fn ensure_direct(
             .await
             .map_err(|e| forge_err(e.to_string()))?;
         if let Ok(release) =
-            crate::forge::select_release(&listing.releases, Some(&options.driver_version))
-            && let Some(asset) = crate::forge::index_assets(release, template)
+            crate::artifacts::select_release(&listing.releases, Some(&options.driver_version))
+            && let Some(asset) = crate::artifacts::index_assets(release, template)
                 .matched
                 .into_iter()
                 .find(|a| a.key == key)

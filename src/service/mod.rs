@@ -4,10 +4,12 @@
 
 pub mod ensure;
 
+use crate::artifacts::AssetTemplate;
+use crate::artifacts::{MatchedAsset, Release, index_assets, select_release};
 use crate::builds::ledger::{LedgerEvent, LedgerRecord, LedgerState};
 use crate::builds::{Decision, Planner, new_request_id};
-use crate::forge::{Forge, MatchedAsset, Release, index_assets, select_release};
-use crate::identity::{AssetTemplate, KernelIdentity, Rejection};
+use crate::forge::Forge;
+use crate::identity::{KernelIdentity, Rejection};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

@@ -114,77 +114,9 @@ pub enum Effect {
     Quit,
 }
 
-/// Single-character keys of the dashboard; `[keys]` in kfleet.toml overrides any of them.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KeyMap {
-    pub down: char,
-    pub up: char,
-    pub filter: char,
-    pub sort: char,
-    pub reverse: char,
-    pub dispatch: char,
-    pub batch: char,
-    pub export: char,
-    pub refresh: char,
-    pub help: char,
-    pub quit: char,
-    pub cancel: char,
-}
-
-impl Default for KeyMap {
-    fn default() -> Self {
-        Self {
-            down: 'j',
-            up: 'k',
-            filter: '/',
-            sort: 's',
-            reverse: 'S',
-            dispatch: 'd',
-            batch: 'D',
-            export: 'e',
-            refresh: 'r',
-            help: '?',
-            quit: 'q',
-            cancel: 'x',
-        }
-    }
-}
+pub use crate::config::KeyMap;
 
 impl KeyMap {
-    fn all(&self) -> [(&'static str, char); 12] {
-        [
-            ("down", self.down),
-            ("up", self.up),
-            ("filter", self.filter),
-            ("sort", self.sort),
-            ("reverse", self.reverse),
-            ("dispatch", self.dispatch),
-            ("batch", self.batch),
-            ("export", self.export),
-            ("refresh", self.refresh),
-            ("help", self.help),
-            ("quit", self.quit),
-            ("cancel", self.cancel),
-        ]
-    }
-
-    /// Two actions on one key, or a key the views own (1-4, y), is an error naming both.
-    pub fn validate(&self) -> Result<(), String> {
-        let all = self.all();
-        for (i, (name, key)) in all.iter().enumerate() {
-            if matches!(key, '1'..='4' | 'y') || key.is_control() {
-                return Err(format!(
-                    "keys.{name} = '{key}' is reserved (1-4 switch views, y confirms)"
-                ));
-            }
-            if let Some((other, _)) = all[i + 1..].iter().find(|(_, k)| k == key) {
-                return Err(format!("keys.{name} and keys.{other} are both '{key}'"));
-            }
-        }
-        Ok(())
-    }
-
     /// The help screen's lines: keys and what they do, from this map.
     pub fn bindings(&self) -> Vec<(String, &'static str)> {
         vec![

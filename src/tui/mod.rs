@@ -4,10 +4,11 @@
 pub mod app;
 pub mod views;
 
+use crate::artifacts::AssetTemplate;
+use crate::artifacts::{index_assets, select_release};
 use crate::builds::Planner;
 use crate::coverage::{self, CoverageOptions, CoverageReport};
-use crate::forge::{Forge, index_assets, select_release};
-use crate::identity::AssetTemplate;
+use crate::forge::Forge;
 use crate::inventory::FleetGroups;
 use app::{Action, App, Effect};
 use crossterm::event::{Event, EventStream, KeyEventKind};

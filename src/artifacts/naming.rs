@@ -1,7 +1,7 @@
 //! The asset naming template, compiled to an anchored regex so it works in both directions:
 //! identity -> asset name and asset name -> identity.
 
-use super::{Checked, KernelIdentity, RawIdentity, check};
+use crate::identity::{Checked, KernelIdentity, RawIdentity, check};
 use regex::Regex;
 
 pub const DEFAULT_ASSET_TEMPLATE: &str = "{module}-{driver_version}-{distribution}-{distro_version}-{architecture}-{kernel_version}.tar.xz";

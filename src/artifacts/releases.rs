@@ -1,7 +1,8 @@
 //! GitHub "list releases" documents (one array, or several concatenated arrays as
 //! `gh api --paginate` prints them), release selection, and asset-to-identity matching.
 
-use crate::identity::{AssetTemplate, Verdict};
+use super::AssetTemplate;
+use crate::identity::Verdict;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

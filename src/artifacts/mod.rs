@@ -1,0 +1,12 @@
+//! Artifacts: how a driver package is named for an identity (the naming template, both ways),
+//! and releases with their assets matched to identities. Below the forge (which fetches
+//! listings) and coverage (which counts them); above identity.
+
+mod naming;
+mod releases;
+
+pub use naming::{AssetName, AssetTemplate, DEFAULT_ASSET_TEMPLATE, TemplateError};
+pub use releases::{
+    AssetIndex, MatchedAsset, Release, ReleaseAsset, ReleaseError, UnrecognisedAsset, index_assets,
+    parse_release_listing, read_release_file, select_release,
+};
