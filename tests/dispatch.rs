@@ -266,7 +266,7 @@ async fn a_run_past_the_deadline_is_timed_out_and_cancelled() {
     )
     .unwrap();
     let run = client.get_run(run_id).await.unwrap();
-    assert_eq!(run.conclusion.as_deref(), Some("cancelled"));
+    assert_eq!(run.conclusion, Some(kfleet::forge::Conclusion::Cancelled));
     assert_eq!(
         client.cancel_run(run_id).await.unwrap(),
         kfleet::forge::CancelOutcome::AlreadyFinished,

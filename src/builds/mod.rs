@@ -494,7 +494,7 @@ impl Planner {
                         driver_version,
                         Some(&run),
                     )?;
-                    if run.conclusion.as_deref() == Some("success") {
+                    if run.succeeded() {
                         return Ok(Decision::Available {
                             asset: self.template.render(identity, driver_version),
                             url: run.html_url,
@@ -516,7 +516,7 @@ impl Planner {
                             run_id: entry.run_id,
                             status: run
                                 .and_then(|r| r.status)
-                                .unwrap_or_else(|| "dispatched".into()),
+                                .map_or_else(|| "dispatched".into(), |s| s.to_string()),
                             url,
                             request_id: Some(entry.request_id.clone()),
                         });
@@ -542,7 +542,7 @@ impl Planner {
             }
             return Ok(Decision::Building {
                 run_id: Some(run.id),
-                status: run.status.clone().unwrap_or_default(),
+                status: run.status.map(|s| s.to_string()).unwrap_or_default(),
                 url,
                 request_id: run.request_id().map(str::to_string),
             });
@@ -618,7 +618,7 @@ impl Planner {
             key: key.to_string(),
             request_id: request_id.to_string(),
             run_id: run.map(|r| r.id),
-            conclusion: run.and_then(|r| r.conclusion.clone()),
+            conclusion: run.and_then(|r| r.conclusion).map(|c| c.to_string()),
             url: run.and_then(|r| r.html_url.clone()),
             driver_version: Some(driver_version.to_string()),
         })?;
@@ -662,9 +662,7 @@ pub fn build_states(
             Some(crate::coverage::ObservedRun {
                 key: run.builds(driver_version)?.to_string(),
                 created_at: run.created_at,
-                succeeded: run
-                    .is_finished()
-                    .then(|| run.conclusion.as_deref() == Some("success")),
+                succeeded: run.is_finished().then(|| run.succeeded()),
             })
         })
         .collect();

@@ -38,7 +38,7 @@ pub(crate) fn runs_cmd(args: RunsArgs, config: &Config) -> Result<ExitCode> {
             for run in &runs {
                 let (elapsed, active, took) = elapsed_text(run);
                 let overdue = active && took > deadline;
-                let mut status = run.status.clone().unwrap_or_default();
+                let mut status = run.status.map(|s| s.to_string()).unwrap_or_default();
                 if overdue {
                     status = "timed-out".into();
                     if args.build.cancel_on_timeout {
@@ -59,7 +59,7 @@ pub(crate) fn runs_cmd(args: RunsArgs, config: &Config) -> Result<ExitCode> {
                     run.id.to_string(),
                     identity,
                     status,
-                    run.conclusion.clone().unwrap_or_default(),
+                    run.conclusion.map(|c| c.to_string()).unwrap_or_default(),
                     format!("{elapsed} / {}m", deadline.as_secs() / 60),
                     run.html_url.clone().unwrap_or_default(),
                 ]);

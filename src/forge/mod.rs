@@ -15,7 +15,7 @@ pub use crate::artifacts::{
     AssetIndex, MatchedAsset, Release, ReleaseAsset, ReleaseError, UnrecognisedAsset, index_assets,
     parse_release_listing, read_release_file, select_release,
 };
-pub use runs::{RunList, RunTitle, WorkflowRun, parse_run_title, run_title};
+pub use runs::{Conclusion, RunList, RunStatus, RunTitle, WorkflowRun, parse_run_title, run_title};
 pub use sandbox::{Faults, Sandbox, SandboxError, SandboxOptions, Simulation, load_releases};
 
 use std::future::Future;

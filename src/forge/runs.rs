@@ -11,12 +11,11 @@ pub struct WorkflowRun {
     pub name: Option<String>,
     #[serde(default)]
     pub display_title: String,
-    /// `queued`, `in_progress`, `completed` (also `requested`, `waiting`, `pending`).
     #[serde(default)]
-    pub status: Option<String>,
-    /// Set when completed: `success`, `failure`, `cancelled`, `timed_out`, ...
+    pub status: Option<RunStatus>,
+    /// Set when completed.
     #[serde(default)]
-    pub conclusion: Option<String>,
+    pub conclusion: Option<Conclusion>,
     #[serde(default)]
     pub event: Option<String>,
     #[serde(default)]
@@ -31,9 +30,90 @@ pub struct WorkflowRun {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// Where a run is, as GitHub names it; a state GitHub adds later reads as `Other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Requested,
+    Queued,
+    Pending,
+    Waiting,
+    InProgress,
+    Completed,
+    #[serde(other)]
+    Other,
+}
+
+/// How a completed run ended; a conclusion GitHub adds later reads as `Other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conclusion {
+    Success,
+    Failure,
+    Cancelled,
+    TimedOut,
+    ActionRequired,
+    Neutral,
+    Skipped,
+    Stale,
+    StartupFailure,
+    #[serde(other)]
+    Other,
+}
+
+/// The wire names both ways, for statuses and conclusions alike.
+macro_rules! wire_names {
+    ($t:ty, $($variant:ident = $name:literal),+ $(,)?) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name,)+ }
+            }
+        }
+        impl From<&str> for $t {
+            fn from(s: &str) -> Self {
+                match s { $($name => Self::$variant,)+ _ => Self::Other }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_names!(
+    RunStatus,
+    Requested = "requested",
+    Queued = "queued",
+    Pending = "pending",
+    Waiting = "waiting",
+    InProgress = "in_progress",
+    Completed = "completed",
+    Other = "other"
+);
+wire_names!(
+    Conclusion,
+    Success = "success",
+    Failure = "failure",
+    Cancelled = "cancelled",
+    TimedOut = "timed_out",
+    ActionRequired = "action_required",
+    Neutral = "neutral",
+    Skipped = "skipped",
+    Stale = "stale",
+    StartupFailure = "startup_failure",
+    Other = "other"
+);
+
 impl WorkflowRun {
     pub fn is_finished(&self) -> bool {
-        self.status.as_deref() == Some("completed")
+        self.status == Some(RunStatus::Completed)
+    }
+
+    /// Finished with success.
+    pub fn succeeded(&self) -> bool {
+        self.is_finished() && self.conclusion == Some(Conclusion::Success)
     }
 
     /// The identity key and request id named by the run's title, if it is a kfleet run for one
@@ -127,5 +207,20 @@ mod tests {
             Some(None)
         );
         assert_eq!(parse_run_title("Build driver"), None);
+    }
+
+    #[test]
+    fn states_github_adds_later_read_as_other() {
+        let run: WorkflowRun = serde_json::from_str(
+            r#"{"id": 1, "status": "deferred", "conclusion": "postponed", "display_title": ""}"#,
+        )
+        .unwrap();
+        assert_eq!(run.status, Some(RunStatus::Other));
+        assert_eq!(run.conclusion, Some(Conclusion::Other));
+        let done: WorkflowRun =
+            serde_json::from_str(r#"{"id": 2, "status": "completed", "conclusion": "timed_out"}"#)
+                .unwrap();
+        assert!(done.is_finished() && !done.succeeded());
+        assert_eq!(done.conclusion.map(Conclusion::as_str), Some("timed_out"));
     }
 }

@@ -565,11 +565,11 @@ impl SandboxState {
             } else {
                 ("completed", Some("success"))
             };
-            if sim.run.status.as_deref() != Some(status) {
+            if sim.run.status != Some(status.into()) {
                 sim.run.updated_at = Some(chrono::Utc::now());
             }
             sim.run.status = Some(status.into());
-            sim.run.conclusion = conclusion.map(str::to_string);
+            sim.run.conclusion = conclusion.map(Into::into);
             if status != "completed" {
                 continue;
             }
@@ -830,7 +830,7 @@ async fn list_runs(
         .filter(|r| {
             q.status
                 .as_deref()
-                .is_none_or(|s| r.run.status.as_deref() == Some(s))
+                .is_none_or(|s| r.run.status == Some(s.into()))
         })
         .filter(|r| {
             q.event

@@ -341,7 +341,7 @@ pub async fn ensure_direct(
                 .get_run(run_id)
                 .await
                 .map_err(|e| forge_err(e.to_string()))?;
-            if run.is_finished() && run.conclusion.as_deref() != Some("success") {
+            if run.is_finished() && !run.succeeded() {
                 return Ok(EnsureOutcome::Failed(format!(
                     "the build for {key} failed{}",
                     run.html_url.map(|u| format!(": {u}")).unwrap_or_default()

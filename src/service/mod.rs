@@ -874,11 +874,11 @@ async fn status(
         None => {
             let fetched = match tracked.run_id {
                 Some(run_id) => match state.forge.get_run(run_id).await {
-                    Ok(run) if run.is_finished() => match run.conclusion.as_deref() {
-                        Some("success") => "success".to_string(),
-                        _ => "failed".to_string(),
-                    },
-                    Ok(run) => run.status.unwrap_or_else(|| "queued".into()),
+                    Ok(run) if run.succeeded() => "success".to_string(),
+                    Ok(run) if run.is_finished() => "failed".to_string(),
+                    Ok(run) => run
+                        .status
+                        .map_or_else(|| "queued".to_string(), |s| s.to_string()),
                     Err(crate::forge::ForgeError::NotFound { .. }) => {
                         let reason = format!(
                             "run {run_id} is no longer known to the forge (deleted, or the forge restarted); ask again"

@@ -325,7 +325,7 @@ impl App {
                     self.status_line = format!(
                         "run {} finished: {}",
                         one.id,
-                        one.conclusion.as_deref().unwrap_or("?")
+                        one.conclusion.map_or("?", |c| c.as_str())
                     );
                 } else if refresh {
                     self.status_line = format!("{} runs finished", finished.len());

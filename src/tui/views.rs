@@ -366,9 +366,10 @@ fn builds(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             let status = if overdue {
                 "timed-out".to_string()
             } else {
-                run.status.clone().unwrap_or_default()
+                run.status.map(|s| s.to_string()).unwrap_or_default()
             };
-            let mut style = if overdue || run.conclusion.as_deref() == Some("failure") {
+            let mut style = if overdue || run.conclusion == Some(crate::forge::Conclusion::Failure)
+            {
                 theme.fg(Color::Red).add_modifier(Modifier::BOLD)
             } else {
                 Style::default()
@@ -384,7 +385,7 @@ fn builds(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
                         .unwrap_or_else(|| run.display_title.clone()),
                 ),
                 Cell::from(status),
-                Cell::from(run.conclusion.clone().unwrap_or_default()),
+                Cell::from(run.conclusion.map(|c| c.to_string()).unwrap_or_default()),
                 Cell::from(format!(
                     "{}m{:02}s / {}m",
                     secs / 60,
