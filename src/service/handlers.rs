@@ -1,0 +1,419 @@
+//! The endpoints: `POST /build`, `GET /status/{id}`, `GET /metrics`.
+
+use super::{
+    BuildRequest, BuildStatus, Listing, Lookup, MAX_BODY, ServiceState, Settled, Tracked,
+    json_error,
+};
+use crate::builds::ledger::{LedgerEvent, LedgerRecord};
+use crate::builds::new_request_id;
+use crate::identity::{KernelIdentity, Rejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Reads at most [`MAX_BODY`] bytes of a request body (413 past it).
+async fn read_body(headers: &HeaderMap, body: axum::body::Body) -> Result<bytes::Bytes, Response> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a build request is at most {MAX_BODY} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| too_large())
+}
+
+pub(super) async fn build(
+    State(state): State<Arc<ServiceState>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    // The token is checked before a byte of the body is read.
+    let client = match state.authenticate(&headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !is_json {
+        state.metrics.count("unsupported_media_type");
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as Content-Type: application/json",
+        );
+    }
+    let body = match read_body(&headers, body).await {
+        Ok(b) => b,
+        Err(r) => {
+            state.metrics.count("too_large");
+            return r;
+        }
+    };
+    let request: BuildRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            state.metrics.count("bad_request");
+            return json_error(StatusCode::BAD_REQUEST, format!("not a build request: {e}"));
+        }
+    };
+    let id = match KernelIdentity::parse(
+        &request.distribution,
+        &request.distro_version,
+        &request.architecture,
+        &request.kernel_version,
+    ) {
+        Ok(id) => id,
+        Err(Rejection::Invalid(reason) | Rejection::Unsupported(reason)) => {
+            state.metrics.count("invalid");
+            return json_error(StatusCode::BAD_REQUEST, reason);
+        }
+    };
+    let dv = request.driver_version;
+    if let Err(reason) = crate::identity::check_driver_version(&dv) {
+        state.metrics.count("invalid");
+        return json_error(StatusCode::BAD_REQUEST, reason);
+    }
+    let key = id.key();
+    let listing = match state.current_listing().await {
+        Ok(l) => l,
+        Err(e) => {
+            state.metrics.count("forge_error");
+            tracing::warn!("cannot read the release listing: {e}");
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                "the build service cannot read the release listing right now; retry later",
+            );
+        }
+    };
+    match state.find(&listing, &key, &dv) {
+        Lookup::Found(asset) => {
+            state.metrics.count("available");
+            return (
+                StatusCode::OK,
+                axum::Json(ServiceState::available_status(key, asset)),
+            )
+                .into_response();
+        }
+        Lookup::NoRelease => {
+            state.metrics.count("unknown_release");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "driver_version {dv}: the repository has no such release; ask for a published release (a release made in the last {}s may not be seen yet)",
+                    state.options.listing_ttl.as_secs()
+                ),
+            );
+        }
+        Lookup::NotBuilt => {}
+    }
+    // Single flight: one id per kernel and driver version, handed out at once; the (paced)
+    // dispatch happens in the background and every later request joins it.
+    let rid = {
+        let mut builds = state.builds.lock().await;
+        if let Some(existing) = builds.1.get(&(key.clone(), dv.clone())).cloned() {
+            state.metrics.dedup_hits.fetch_add(1, Ordering::Relaxed);
+            state.metrics.count("joined");
+            return accepted(existing, key);
+        }
+        // Only what can cost GitHub calls is rate-limited.
+        if let Err(r) = state.charge(&client) {
+            return *r;
+        }
+        state.prune(&mut builds);
+        let rid = new_request_id();
+        // On disk before the answer: a crash after it must not lose the id (see `resume`).
+        let record = LedgerRecord {
+            at: chrono::Utc::now(),
+            event: LedgerEvent::Accepted,
+            key: key.clone(),
+            request_id: rid.clone(),
+            run_id: None,
+            conclusion: None,
+            url: None,
+            driver_version: Some(dv.clone()),
+        };
+        let ledger = state.planner.ledger().clone();
+        let written = tokio::task::spawn_blocking(move || ledger.append(&record)).await;
+        if let Err(e) = written
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            state.metrics.count("ledger_error");
+            tracing::error!("cannot record a build request: {e}");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the build service cannot record requests right now; retry later",
+            );
+        }
+        builds.0.insert(
+            rid.clone(),
+            Tracked {
+                key: key.clone(),
+                driver_version: dv.clone(),
+                run_id: None,
+                run_url: None,
+                dispatched_at: chrono::Utc::now(),
+                status: None,
+                settled: None,
+            },
+        );
+        builds.1.insert((key.clone(), dv.clone()), rid.clone());
+        rid
+    };
+    state.metrics.count("accepted");
+    let worker = state.clone();
+    let (job_key, job_rid) = (key.clone(), rid.clone());
+    tokio::spawn(async move { worker.dispatch(job_key, dv, job_rid).await });
+    accepted(rid, key)
+}
+
+fn accepted(id: String, key: String) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(BuildStatus {
+            id: Some(id),
+            status: "queued".into(),
+            identity: Some(key),
+            ..BuildStatus::default()
+        }),
+    )
+        .into_response()
+}
+
+pub(super) async fn status(
+    State(state): State<Arc<ServiceState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = state.authenticate(&headers) {
+        return *r;
+    }
+    let tracked = state.builds.lock().await.0.get(&id).cloned();
+    let Some(tracked) = tracked else {
+        state.metrics.count("unknown_id");
+        return json_error(StatusCode::NOT_FOUND, "no build with this id");
+    };
+    let answer = |status: &str| BuildStatus {
+        id: Some(id.clone()),
+        status: status.to_string(),
+        identity: Some(tracked.key.clone()),
+        run_url: tracked.run_url.clone(),
+        ..BuildStatus::default()
+    };
+    let failed = |reason: String| {
+        let mut failed = answer("failed");
+        failed.reason = Some(reason);
+        (StatusCode::OK, axum::Json(failed)).into_response()
+    };
+    // The cached status is trusted for `status_ttl` after it was fetched, however often a node
+    // polls; only a fetch resets that clock.
+    let cached = match (&tracked.settled, &tracked.status) {
+        (Some(Settled::Available), _) => Some("success".to_string()),
+        (Some(Settled::TimedOut), _) => Some("timed_out".to_string()),
+        (Some(Settled::Failed(reason)), _) => return failed(reason.clone()),
+        (None, Some((s, at))) if at.elapsed() < state.options.status_ttl => Some(s.clone()),
+        _ => None,
+    };
+    let run_status = match cached {
+        Some(s) => s,
+        None => {
+            let fetched = match tracked.run_id {
+                Some(run_id) => match state.forge.get_run(run_id).await {
+                    Ok(run) if run.succeeded() => "success".to_string(),
+                    Ok(run) if run.is_finished() => "failed".to_string(),
+                    Ok(run) => run
+                        .status
+                        .map_or_else(|| "queued".to_string(), |s| s.to_string()),
+                    Err(crate::forge::ForgeError::NotFound { .. }) => {
+                        let reason = format!(
+                            "run {run_id} is no longer known to the forge (deleted, or the forge restarted); ask again"
+                        );
+                        state
+                            .settle(&id, &tracked, Settled::Failed(reason.clone()))
+                            .await;
+                        return failed(reason);
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot read run {run_id}: {e}");
+                        state.metrics.count("forge_error");
+                        return json_error(
+                            StatusCode::BAD_GATEWAY,
+                            "the build service cannot reach the forge right now; retry",
+                        );
+                    }
+                },
+                None => "queued".to_string(),
+            };
+            let mut builds = state.builds.lock().await;
+            if let Some(t) = builds.0.get_mut(&id) {
+                t.status = Some((fetched.clone(), Instant::now()));
+            }
+            if fetched == "success" || fetched == "failed" {
+                builds
+                    .1
+                    .remove(&(tracked.key.clone(), tracked.driver_version.clone()));
+            }
+            fetched
+        }
+    };
+    state.metrics.count("status");
+    let response = match run_status.as_str() {
+        "success" => {
+            let first_seen = tracked.status.as_ref().is_none_or(|(s, _)| s != "success");
+            if first_seen {
+                let took = chrono::Utc::now()
+                    .signed_duration_since(tracked.dispatched_at)
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1000.0;
+                *state
+                    .metrics
+                    .build_seconds_sum
+                    .lock()
+                    .expect("metrics lock") += took;
+                state
+                    .metrics
+                    .build_seconds_count
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let mut listing = state.current_listing().await;
+            let missing = |l: &Result<Arc<Listing>, String>| {
+                l.as_ref().map_or(true, |l| {
+                    !matches!(
+                        state.find(l, &tracked.key, &tracked.driver_version),
+                        Lookup::Found(_)
+                    )
+                })
+            };
+            // The asset appears in the listing once the run uploads it: refresh when it is not
+            // there yet (single flight, at most once per listing TTL).
+            if missing(&listing)
+                && let Ok(l) = &listing
+                && l.fetched.elapsed() >= state.options.status_ttl
+            {
+                listing = state.refresh_listing(Some(l.fetched)).await;
+            }
+            match listing
+                .as_ref()
+                .ok()
+                .map(|l| state.find(l, &tracked.key, &tracked.driver_version))
+            {
+                Some(Lookup::Found(asset)) => {
+                    let mut found = ServiceState::available_status(tracked.key.clone(), asset);
+                    found.id = Some(id.clone());
+                    found.run_url = tracked.run_url.clone();
+                    found
+                }
+                _ if state.overdue(&tracked) => answer("timed_out"),
+                _ => answer("in_progress"),
+            }
+        }
+        "failed" => answer("failed"),
+        "timed_out" => answer("timed_out"),
+        _ if state.overdue(&tracked) => answer("timed_out"),
+        "in_progress" => answer("in_progress"),
+        _ => answer("queued"),
+    };
+    (StatusCode::OK, axum::Json(response)).into_response()
+}
+
+pub(super) async fn metrics(
+    State(state): State<Arc<ServiceState>>,
+    headers: HeaderMap,
+) -> Response {
+    use std::fmt::Write as _;
+    if !state.options.metrics_public
+        && let Err(r) = state.authenticate(&headers)
+    {
+        return *r;
+    }
+    let m = &state.metrics;
+    let stats = state.forge.stats();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP kfleet_requests_total Requests to the build service by outcome."
+    );
+    let _ = writeln!(out, "# TYPE kfleet_requests_total counter");
+    for (outcome, n) in m.requests.lock().expect("metrics lock").iter() {
+        let _ = writeln!(out, "kfleet_requests_total{{outcome=\"{outcome}\"}} {n}");
+    }
+    for (name, help, value) in [
+        (
+            "kfleet_dispatches_total",
+            "Workflow dispatches made.",
+            m.dispatches.load(Ordering::Relaxed),
+        ),
+        (
+            "kfleet_dedup_hits_total",
+            "Requests that joined a build already under way.",
+            m.dedup_hits.load(Ordering::Relaxed),
+        ),
+        (
+            "kfleet_github_requests_total",
+            "Requests made to the forge API.",
+            stats.requests.load(Ordering::Relaxed),
+        ),
+        (
+            "kfleet_github_retries_total",
+            "Forge requests retried after 5xx, timeouts or dropped connections.",
+            stats.retries.load(Ordering::Relaxed),
+        ),
+        (
+            "kfleet_github_rate_limit_waits_total",
+            "Waits for a forge rate limit.",
+            stats.rate_limit_waits.load(Ordering::Relaxed),
+        ),
+        (
+            "kfleet_github_not_modified_total",
+            "Conditional requests answered 304.",
+            stats.not_modified.load(Ordering::Relaxed),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kfleet_build_duration_seconds Dispatch to available, for builds this service saw finish."
+    );
+    let _ = writeln!(out, "# TYPE kfleet_build_duration_seconds summary");
+    let _ = writeln!(
+        out,
+        "kfleet_build_duration_seconds_sum {}",
+        m.build_seconds_sum.lock().expect("metrics lock")
+    );
+    let _ = writeln!(
+        out,
+        "kfleet_build_duration_seconds_count {}",
+        m.build_seconds_count.load(Ordering::Relaxed)
+    );
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

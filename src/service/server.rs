@@ -1,0 +1,114 @@
+//! Serving: the router with its request timeout and concurrency limit, and the HTTP/1.1 server
+//! with a header read timeout, a connection limit and a bounded graceful shutdown.
+
+use super::handlers::{build, metrics, status};
+use super::json_error;
+use super::{MAX_BODY, ServiceState};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The router: `POST /build`, `GET /status/{id}`, `GET /healthz`, `GET /metrics`, with a request
+/// timeout and a limit on requests handled at once. Called within a tokio runtime, it also starts
+/// the dispatches a previous run accepted but never recorded.
+pub fn router(state: Arc<ServiceState>) -> Router {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let pending = std::mem::take(&mut *state.pending.lock().expect("pending lock"));
+        for (key, dv, rid) in pending {
+            let worker = state.clone();
+            runtime.spawn(async move { worker.dispatch(key, dv, rid).await });
+        }
+    }
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        state.options.max_concurrent_requests.max(1),
+    ));
+    let timeout = state.options.request_timeout;
+    Router::new()
+        .route("/build", post(build))
+        .route("/status/{id}", get(status))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let limit = limit.clone();
+                async move {
+                    let run = async {
+                        let _slot = limit.acquire().await;
+                        next.run(request).await
+                    };
+                    match tokio::time::timeout(timeout, run).await {
+                        Ok(response) => response,
+                        Err(_) => json_error(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the request took too long; retry",
+                        ),
+                    }
+                }
+            },
+        ))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves: HTTP/1.1 with a header read
+/// timeout (which also ends idle keep-alive connections), at most `max_connections` at once, and
+/// on shutdown at most `shutdown_grace` for the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServiceState>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let options = state.options.clone();
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        "shutting down: finishing requests in flight (at most {}s)",
+        options.shutdown_grace.as_secs()
+    );
+    if tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the grace period were cut off");
+    }
+    Ok(())
+}
