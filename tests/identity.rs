@@ -76,3 +76,40 @@ fn local_identity_reads_os_release() {
             "cannot read /nonexistent/os-release",
         ));
 }
+
+/// Real kernels outside the tidy cases (pinned Alma/Rocky minors, EL real-time and variant
+/// kernels, Ubuntu flavours of new kernel lines, end-of-life releases), each with the verdict
+/// and reason an operator should see.
+#[test]
+fn edge_case_kernels_are_judged_right() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/edge-kernels.csv"),
+    )
+    .unwrap();
+    let mut judged = 0;
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let checked = kfleet::identity::check(&kfleet::identity::RawIdentity {
+            distribution: f[0],
+            distro_version: f[1],
+            architecture: f[2],
+            kernel_version: f[3],
+        });
+        let (verdict, reason) = match &checked.verdict {
+            kfleet::identity::Verdict::Valid => ("valid", String::new()),
+            kfleet::identity::Verdict::Invalid(r) => ("invalid", r.clone()),
+            kfleet::identity::Verdict::Unsupported(r) => ("unsupported", r.clone()),
+        };
+        assert_eq!(verdict, f[4], "{line}: {reason}");
+        assert!(reason.contains(f[5]), "{line}: {reason}");
+        if verdict == "valid" {
+            assert_eq!(
+                checked.key(),
+                format!("{}/{}/{}/{}", f[0], f[1], f[2], f[3]),
+                "the key keeps the node's distro_version"
+            );
+        }
+        judged += 1;
+    }
+    assert!(judged >= 35);
+}

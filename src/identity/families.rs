@@ -38,6 +38,14 @@ pub(super) fn normalise_version(dist: Distribution, text: &str) -> Result<String
             Ok(format!("{}.{}", &caps[1], month))
         }
         Distribution::Debian => {
+            if matches!(
+                lower.as_str(),
+                "testing" | "unstable" | "sid" | "trixie/sid" | "forky/sid"
+            ) {
+                return Err(VersionProblem::Unsupported(format!(
+                    "Debian {text} has no release number (no VERSION_ID in os-release); kfleet builds numbered releases such as 12 or 13"
+                )));
+            }
             let from_codename = match lower.as_str() {
                 "jessie" => Some("8"),
                 "stretch" => Some("9"),
@@ -66,15 +74,23 @@ pub(super) fn normalise_version(dist: Distribution, text: &str) -> Result<String
         }
         Distribution::Centos => {
             let major = numeric_major(&lower).ok_or_else(|| bad("a major release such as 9"))?;
-            if !(6..=12).contains(&major) {
-                return Err(bad("a major release between 6 and 12"));
+            if major == 6 {
+                return Err(VersionProblem::Unsupported(format!(
+                    "CentOS 6 ({text}) is end of life and its kernels are not built"
+                )));
+            }
+            if !(7..=12).contains(&major) {
+                return Err(bad("a major release between 7 and 12"));
             }
             Ok(major.to_string())
         }
         Distribution::Amazonlinux => {
             let major = numeric_major(&lower).ok_or_else(|| bad("2 or 2023"))?;
             match major {
-                2 | 2022 | 2023 => Ok(major.to_string()),
+                2 | 2023 => Ok(major.to_string()),
+                2022 => Err(VersionProblem::Unsupported(
+                    "Amazon Linux 2022 was a preview, replaced by Amazon Linux 2023; its kernels are not built".into(),
+                )),
                 1 | 2017 | 2018 => Err(VersionProblem::Unsupported(format!(
                     "Amazon Linux 1 ({text}) is end of life and not built"
                 ))),
@@ -107,56 +123,21 @@ fn numeric_major(text: &str) -> Option<u32> {
 static UBUNTU_KERNEL: LazyLock<Regex> =
     LazyLock::new(|| re(r"^(\d+)\.(\d+)\.(\d+)-(\d+)-([a-z][a-z0-9]*(?:-[a-z0-9]+)*)$"));
 
-const UBUNTU_FLAVOURS: &[&str] = &[
-    "generic",
-    "generic-64k",
-    "generic-lpae",
-    "lowlatency",
-    "lowlatency-64k",
-    "aws",
-    "aws-fips",
-    "azure",
-    "azure-fde",
-    "azure-cvm",
-    "azure-fips",
-    "gcp",
-    "gcp-fips",
-    "gke",
-    "gkeop",
-    "oracle",
-    "oracle-64k",
-    "ibm",
+/// Ubuntu flavours built for armhf only: no kfleet architecture runs them.
+const UBUNTU_ARMHF_ONLY: &[&str] = &["generic-lpae", "lpae", "raspi2", "raspi-nolpae"];
+/// Flavours certainly built for arm64 only (besides every `*-64k` flavour).
+const UBUNTU_ARM64_ONLY: &[&str] = &[
     "raspi",
-    "raspi2",
-    "raspi-nolpae",
-    "nvidia",
-    "nvidia-64k",
-    "nvidia-lowlatency",
-    "kvm",
-    "oem",
-    "intel",
-    "intel-iotg",
-    "realtime",
-    "fips",
-    "virtual",
+    "raspi-realtime",
     "xilinx-zynqmp",
     "snapdragon",
     "bluefield",
+    "nvidia-tegra",
+    "nvidia-tegra-igx",
+    "nvidia-tegra-rt",
 ];
-const UBUNTU_ARM_ONLY: &[&str] = &[
-    "generic-64k",
-    "generic-lpae",
-    "lowlatency-64k",
-    "oracle-64k",
-    "raspi",
-    "raspi2",
-    "raspi-nolpae",
-    "nvidia-64k",
-    "xilinx-zynqmp",
-    "snapdragon",
-    "bluefield",
-];
-const UBUNTU_X86_ONLY: &[&str] = &["oem", "intel", "intel-iotg", "kvm"];
+/// Flavours certainly built for amd64 only.
+const UBUNTU_X86_ONLY: &[&str] = &["oem", "intel", "intel-iotg", "intel-iot-realtime", "kvm"];
 
 /// Debian's stock kernel series per release, for the plain `X.Y.0-ABI-flavour` form.
 fn debian_series(release: u32) -> Option<(u32, u32)> {
@@ -190,13 +171,23 @@ static DEBIAN_PLUS_DEB: LazyLock<Regex> = LazyLock::new(|| {
     ))
 });
 
+/// Kernel variants of Fedora and EL 9/10 (`+rt`, `+64k`, ...), each with its own package.
+const RPM_VARIANT: &str = r"(?:\+(debug|rt|rt-debug|64k|64k-debug|16k|16k-debug))?";
 static FEDORA_KERNEL: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^(\d+)\.(\d+)\.(\d+)-([0-9][0-9A-Za-z.]*?)\.fc(\d+)\.([a-z0-9_]+)(?:\+debug)?$")
+    re(&format!(
+        r"^(\d+)\.(\d+)\.(\d+)-([0-9][0-9A-Za-z.]*?)\.fc(\d+)\.([a-z0-9_]+){RPM_VARIANT}$"
+    ))
 });
+/// EL kernels; the release may carry a real-time marker (`553.16.1.rt7.357.el8_10`).
 static EL_KERNEL: LazyLock<Regex> = LazyLock::new(|| {
-    re(
-        r"^(\d+)\.(\d+)\.(\d+)-([0-9][0-9.]*?)\.el(\d+)(?:_(\d+))?\.([a-z0-9_]+)(?:\+(?:debug|rt|rt-debug|64k|64k-debug))?$",
-    )
+    re(&format!(
+        r"^(\d+)\.(\d+)\.(\d+)-([0-9][0-9.]*?(?:\.rt\d+\.\d+)?)\.el(\d+)(?:_(\d+))?\.([a-z0-9_]+){RPM_VARIANT}$"
+    ))
+});
+/// EL kernels of side lines no header chain covers: CentOS Plus (`el7.centos.plus`) and RHEL
+/// for ARM (`el7a`).
+static EL_SIDE_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"^\d+\.\d+\.\d+-[0-9][0-9.]*\.el\d+(?:_\d+)?(\.centos\.plus|a)\.(x86_64|aarch64)$")
 });
 static AMAZON_KERNEL: LazyLock<Regex> =
     LazyLock::new(|| re(r"^(\d+)\.(\d+)\.(\d+)-(\d+(?:\.\d+)*)\.amzn(\d+)\.([a-z0-9_]+)$"));
@@ -208,21 +199,43 @@ pub(super) fn validate_kernel(
     distro_version: &str,
     arch: Architecture,
     kver: &str,
-) -> Result<String, String> {
+) -> Result<String, VersionProblem> {
+    let invalid = VersionProblem::Invalid;
     match dist {
-        Distribution::Ubuntu => ubuntu(arch, kver).map(|()| distro_version.to_string()),
-        Distribution::Debian => {
-            debian(distro_version, arch, kver).map(|()| distro_version.to_string())
-        }
-        Distribution::Fedora => {
-            fedora(distro_version, arch, kver).map(|()| distro_version.to_string())
-        }
-        Distribution::Amazonlinux => {
-            amazon(distro_version, arch, kver).map(|()| distro_version.to_string())
-        }
-        Distribution::Centos => el(dist, distro_version, arch, kver, false),
-        Distribution::Almalinux | Distribution::Rocky | Distribution::Rhel => {
-            el(dist, distro_version, arch, kver, true)
+        Distribution::Ubuntu => ubuntu(arch, kver)
+            .map(|()| distro_version.to_string())
+            .map_err(invalid),
+        Distribution::Debian => debian(distro_version, arch, kver)
+            .map(|()| distro_version.to_string())
+            .map_err(invalid),
+        Distribution::Fedora => fedora(distro_version, arch, kver)
+            .map(|()| distro_version.to_string())
+            .map_err(invalid),
+        Distribution::Amazonlinux => amazon(distro_version, arch, kver)
+            .map(|()| distro_version.to_string())
+            .map_err(invalid),
+        Distribution::Centos
+        | Distribution::Almalinux
+        | Distribution::Rocky
+        | Distribution::Rhel => {
+            if let Some(caps) = EL_SIDE_LINE.captures(kver) {
+                let line = if &caps[1] == "a" {
+                    "RHEL for ARM (elNa)"
+                } else {
+                    "CentOS Plus (centos.plus)"
+                };
+                return Err(VersionProblem::Unsupported(format!(
+                    "{kver} is a {line} kernel; no header source covers that line"
+                )));
+            }
+            el(
+                dist,
+                distro_version,
+                arch,
+                kver,
+                dist != Distribution::Centos,
+            )
+            .map_err(invalid)
         }
     }
 }
@@ -231,13 +244,16 @@ fn ubuntu(arch: Architecture, kver: &str) -> Result<(), String> {
     let caps = UBUNTU_KERNEL.captures(kver).ok_or_else(|| {
         format!("'{kver}' is not an Ubuntu kernel; expected VERSION-ABI-FLAVOUR such as 5.15.0-91-generic")
     })?;
+    // Flavours come and go with Ubuntu's kernel lines (nvidia-tegra-igx, azure-nvidia, mtk, ...):
+    // any flavour of the right shape is accepted; only certain architecture facts are checked.
     let flavour = &caps[5];
-    if !UBUNTU_FLAVOURS.contains(&flavour) {
+    if UBUNTU_ARMHF_ONLY.contains(&flavour) {
         return Err(format!(
-            "unknown Ubuntu kernel flavour '{flavour}' in {kver}; known flavours include generic, lowlatency, aws, azure, gcp, gke, gkeop, oracle, raspi, nvidia, kvm"
+            "Ubuntu flavour '{flavour}' is built for armhf only, but architecture is {arch}"
         ));
     }
-    if arch == Architecture::X86_64 && UBUNTU_ARM_ONLY.contains(&flavour) {
+    let arm64_only = flavour.ends_with("-64k") || UBUNTU_ARM64_ONLY.contains(&flavour);
+    if arch == Architecture::X86_64 && arm64_only {
         return Err(format!(
             "Ubuntu flavour '{flavour}' is built for arm64 only but architecture is x86_64"
         ));
@@ -268,6 +284,11 @@ fn parse_u32(text: &str) -> u32 {
 }
 
 fn debian(distro_version: &str, arch: Architecture, kver: &str) -> Result<(), String> {
+    if kver.ends_with("amd64-16k") {
+        return Err(format!(
+            "'{kver}' is not a Debian kernel: 16k pages are an arm64 flavour (arm64-16k)"
+        ));
+    }
     let release = parse_u32(distro_version);
     // 6.12.57+deb13-amd64 and 5.10.0-0.deb10.30-amd64 both name their release.
     for pattern in [&*DEBIAN_PLUS_DEB, &*DEBIAN_BACKPORT_DEB] {
@@ -317,6 +338,20 @@ fn check_rpm_arch(arch: Architecture, suffix: &str, kver: &str) -> Result<(), St
     Ok(())
 }
 
+/// `+64k` and `+16k` are page sizes of arm64 kernels only.
+fn check_variant(arch: Architecture, variant: Option<&str>, kver: &str) -> Result<(), String> {
+    match variant {
+        Some(v)
+            if (v.starts_with("64k") || v.starts_with("16k")) && arch != Architecture::Aarch64 =>
+        {
+            Err(format!(
+                "{kver} is a +{v} kernel, which only aarch64 has, but architecture is {arch}"
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Fedora and Amazon Linux: `VERSION-RELEASE.{prefix}N.ARCH`, where N must be the distro version.
 fn rpm_with_marker(
     pattern: &Regex,
@@ -330,6 +365,7 @@ fn rpm_with_marker(
         .captures(kver)
         .ok_or_else(|| format!("'{kver}' is not {expected}"))?;
     check_rpm_arch(arch, &caps[6], kver)?;
+    check_variant(arch, caps.get(7).map(|m| m.as_str()), kver)?;
     let marker = &caps[5];
     if marker != distro_version {
         return Err(format!(
@@ -372,6 +408,7 @@ fn el(
         format!("'{kver}' is not a {dist} kernel; expected VERSION-RELEASE.elN[_M].ARCH such as 5.14.0-427.13.1.el9_4.x86_64")
     })?;
     check_rpm_arch(arch, &caps[7], kver)?;
+    check_variant(arch, caps.get(8).map(|m| m.as_str()), kver)?;
     let major = &caps[5];
     let (want_major, want_minor) = match distro_version.split_once('.') {
         Some((ma, mi)) => (ma, Some(mi)),
@@ -389,9 +426,12 @@ fn el(
     if !minor_matters {
         return Ok(major.to_string());
     }
+    // A node may run an older minor's kernel than its os-release says (pinned, or not yet
+    // rebooted): accepted, the key keeps the node's version and the build follows the kernel's.
+    // A kernel newer than the release cannot be.
     match (caps.get(6).map(|m| m.as_str()), want_minor) {
-        (Some(kminor), Some(vminor)) if kminor != vminor => Err(format!(
-            "el{major}_{kminor} in kernel_version but distro_version is {distro_version}"
+        (Some(kminor), Some(vminor)) if parse_u32(kminor) > parse_u32(vminor) => Err(format!(
+            "el{major}_{kminor} in kernel_version is newer than distro_version {distro_version}"
         )),
         (Some(kminor), None) => Ok(format!("{major}.{kminor}")),
         _ => Ok(distro_version.to_string()),

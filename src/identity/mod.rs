@@ -413,6 +413,12 @@ pub fn check_with_os_image(raw: &RawIdentity<'_>, os_image: Option<&str>) -> Che
 
     let version_text = match (implied_version, ver_in.is_empty()) {
         (Some(implied), true) => implied,
+        (None, true) if distribution == Distribution::Debian => {
+            return unsupported(
+                out,
+                "Debian testing/unstable has no release number (no VERSION_ID in os-release); kfleet builds numbered releases such as 12 or 13".to_string(),
+            );
+        }
         (None, true) => return invalid(out, "distro_version is empty".to_string()),
         (_, false) => ver_in,
     };
@@ -453,7 +459,8 @@ pub fn check_with_os_image(raw: &RawIdentity<'_>, os_image: Option<&str>) -> Che
     let distro_version =
         match families::validate_kernel(distribution, &distro_version, architecture, kver) {
             Ok(refined) => refined,
-            Err(reason) => return invalid(out, reason),
+            Err(families::VersionProblem::Invalid(reason)) => return invalid(out, reason),
+            Err(families::VersionProblem::Unsupported(reason)) => return unsupported(out, reason),
         };
     out.distro_version = distro_version.clone();
 

@@ -23,6 +23,8 @@ fn invalid_reason(d: &str, v: &str, a: &str, k: &str) -> String {
     }
 }
 
+/// Every real kernel is valid, except Amazon Linux 2022 (a preview no one builds any more),
+/// which is unsupported with the reason.
 #[test]
 fn every_real_kernel_in_the_shared_data_is_valid() {
     let text = include_str!("../../tests/fixtures/real-kernels.csv");
@@ -30,9 +32,17 @@ fn every_real_kernel_in_the_shared_data_is_valid() {
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
         let c = verdict(f[0], f[1], f[2], f[3]);
+        n += 1;
+        if f[0] == "amazonlinux" && f[1] == "2022" {
+            assert!(
+                matches!(&c.verdict, Verdict::Unsupported(r) if r.contains("Amazon Linux 2022 was a preview")),
+                "{line}: {:?}",
+                c.verdict
+            );
+            continue;
+        }
         assert_eq!(c.verdict, Verdict::Valid, "{line}");
         assert_eq!(c.key(), format!("{}/{}/{}/{}", f[0], f[1], f[2], f[3]));
-        n += 1;
     }
     assert_eq!(n, 435);
 }
@@ -51,9 +61,11 @@ fn ubuntu_flavours_old_and_new() {
     ] {
         key("ubuntu", v, a, k);
     }
+    // Any flavour of the right shape: Ubuntu adds flavours with its kernel lines.
+    key("ubuntu", "22.04", "x86_64", "5.15.0-91-banana");
     assert!(
-        invalid_reason("ubuntu", "22.04", "x86_64", "5.15.0-91-banana")
-            .contains("flavour 'banana'")
+        invalid_reason("ubuntu", "22.04", "x86_64", "5.15.0-91-Generic")
+            .contains("is not an Ubuntu kernel")
     );
     assert!(
         invalid_reason("ubuntu", "22.04", "x86_64", "5.15.0-1034-raspi").contains("arm64 only")
@@ -131,7 +143,12 @@ fn el_families() {
     );
     assert_eq!(
         invalid_reason("almalinux", "9.3", "x86_64", "5.14.0-427.13.1.el9_4.x86_64"),
-        "el9_4 in kernel_version but distro_version is 9.3"
+        "el9_4 in kernel_version is newer than distro_version 9.3"
+    );
+    assert_eq!(
+        key("almalinux", "9.5", "x86_64", "5.14.0-427.42.1.el9_4.x86_64"),
+        "almalinux/9.5/x86_64/5.14.0-427.42.1.el9_4.x86_64",
+        "a pinned older minor keeps the node's version"
     );
     assert_eq!(
         invalid_reason("centos", "8", "x86_64", "5.14.0-362.el9.x86_64"),
