@@ -1269,3 +1269,73 @@ fn a_metadata_bomb_is_a_failed_attempt_and_the_chain_moves_on() {
         r.attempts
     );
 }
+
+/// Ubuntu's (and Debian's) `Packages.xz` are two xz streams, the second one empty. Served alone,
+/// with no `.gz` beside it, such an index still resolves.
+#[test]
+fn a_two_stream_packages_xz_served_alone_resolves() {
+    use std::io::Read;
+    let two_streams = |data: &[u8]| {
+        let mut out = Vec::new();
+        for part in [data, b"".as_slice()] {
+            liblzma::read::XzEncoder::new(part, 6)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        out
+    };
+    let fx = fixture();
+    let (h, c, k) = (
+        b"HDR".as_slice(),
+        b"COMMON".as_slice(),
+        b"KBUILD".as_slice(),
+    );
+    let index = [
+        stanza(
+            "linux-headers-6.1.0-18-amd64",
+            "pool/main/l/linux/linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb",
+            h,
+            "linux-headers-6.1.0-18-common (= 6.1.76-1), linux-kbuild-6.1 (>= 6.1.76-1)",
+        ),
+        stanza(
+            "linux-headers-6.1.0-18-common",
+            "pool/main/l/linux/linux-headers-6.1.0-18-common_6.1.76-1_all.deb",
+            c,
+            "",
+        ),
+        stanza(
+            "linux-kbuild-6.1",
+            "pool/main/l/linux/linux-kbuild-6.1_6.1.76-1_amd64.deb",
+            k,
+            "",
+        ),
+    ]
+    .join("\n");
+    let packages = two_streams(index.as_bytes());
+    assert!(
+        lzma_rs::xz_decompress(&mut packages.as_slice(), &mut Vec::new()).is_err(),
+        "the single-stream decoder kfleet used before refuses this file"
+    );
+    fx.put(
+        "/debian/dists/bookworm/main/binary-amd64/Packages.xz",
+        packages,
+    );
+    for (file, body) in [
+        ("linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb", h),
+        ("linux-headers-6.1.0-18-common_6.1.76-1_all.deb", c),
+        ("linux-kbuild-6.1_6.1.76-1_amd64.deb", k),
+    ] {
+        fx.put(&format!("/debian/pool/main/l/linux/{file}"), body.to_vec());
+    }
+    let r = fx
+        ._rt
+        .block_on(resolver(chain(&fx, ""), 2000).resolve(&id("debian/12/x86_64/6.1.0-18-amd64")))
+        .unwrap();
+    assert_eq!(
+        r.resolved_by.as_deref(),
+        Some("debian-mirror"),
+        "{:?}",
+        r.attempts
+    );
+    assert_eq!(r.packages.len(), 3);
+}

@@ -150,8 +150,9 @@ fn decompress(name: &str, body: &[u8]) -> Outcome<Vec<u8>> {
             read_to_end(flate2::read::MultiGzDecoder::new(body), limits),
         )
     } else if name.ends_with(".xz") {
-        let mut decoder = xz_reader(body);
-        ("xz", read_to_end(&mut decoder, limits))
+        // Every stream: Ubuntu's Packages.xz are two xz streams, the second one empty.
+        let decoder = liblzma::read::XzDecoder::new_multi_decoder(body);
+        ("xz", read_to_end(decoder, limits))
     } else if name.ends_with(".zst") {
         match zstd::stream::read::Decoder::new(body) {
             Ok(d) => ("zstd", read_to_end(d, limits)),
@@ -169,17 +170,6 @@ fn decompress(name: &str, body: &[u8]) -> Outcome<Vec<u8>> {
         crate::bounded::BoundedError::Io(e) => format!("bad {kind}: {e}"),
         other => format!("{name}: {kind} content {other}"),
     })
-}
-
-/// An xz stream as a reader: lzma-rs decompresses into a writer, so it runs on its own thread
-/// into a pipe that the bounded reader drains (and stops, closing the pipe, at the cap).
-fn xz_reader(body: &[u8]) -> impl std::io::Read + use<> {
-    let (reader, mut writer) = std::io::pipe().expect("a pipe");
-    let owned = body.to_vec();
-    std::thread::spawn(move || {
-        let _ = lzma_rs::xz_decompress(&mut std::io::BufReader::new(owned.as_slice()), &mut writer);
-    });
-    reader
 }
 
 /// Tries one source; `Ok(None)` when it answered but does not hold the kernel.
