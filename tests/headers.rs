@@ -1339,3 +1339,123 @@ fn a_two_stream_packages_xz_served_alone_resolves() {
     );
     assert_eq!(r.packages.len(), 3);
 }
+
+/// Each kernel variant has its own header package, and a pinned Alma/Rocky kernel is looked for
+/// in its own minor release's repositories.
+#[test]
+fn offline_plans_name_the_variant_package_and_the_kernels_minor() {
+    let packages_of = |key: &str, source: &str| -> Vec<String> {
+        let plan = offline_plan(key);
+        let s = plan
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == source)
+            .unwrap_or_else(|| panic!("{key}: no {source} in {plan}"))
+            .clone();
+        s["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+    for (key, source, want) in [
+        (
+            "centos/9/aarch64/5.14.0-570.el9.aarch64+64k",
+            "centos-stream-koji",
+            vec![
+                "kernel-64k-devel-5.14.0-570.el9.aarch64",
+                "kernel-headers-5.14.0-570.el9.aarch64",
+            ],
+        ),
+        (
+            "centos/10/aarch64/6.12.0-55.el10.aarch64+64k-debug",
+            "centos-stream-koji",
+            vec![
+                "kernel-64k-debug-devel-6.12.0-55.el10.aarch64",
+                "kernel-headers-6.12.0-55.el10.aarch64",
+            ],
+        ),
+        (
+            "almalinux/8.10/x86_64/4.18.0-553.16.1.rt7.357.el8_10.x86_64",
+            "almalinux-repo",
+            vec![
+                "kernel-rt-devel-4.18.0-553.16.1.rt7.357.el8_10.x86_64",
+                "kernel-headers-4.18.0-553.16.1.rt7.357.el8_10.x86_64",
+            ],
+        ),
+        (
+            "fedora/41/aarch64/6.11.4-301.fc41.aarch64+16k",
+            "fedora-kojipkgs",
+            vec!["kernel-16k-devel-6.11.4-301.fc41.aarch64"],
+        ),
+        (
+            "fedora/40/x86_64/6.8.9-300.fc40.x86_64",
+            "fedora-kojipkgs",
+            vec!["kernel-devel-6.8.9-300.fc40.x86_64"],
+        ),
+    ] {
+        assert_eq!(packages_of(key, source), want, "{key}");
+    }
+    let plan = offline_plan("almalinux/9.5/x86_64/5.14.0-427.42.1.el9_4.x86_64");
+    let repo = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "almalinux-vault")
+        .unwrap();
+    let urls = repo["urls"].to_string();
+    assert!(
+        urls.contains("https://vault.almalinux.org/9.4/BaseOS/x86_64/os/"),
+        "{urls}"
+    );
+    assert!(!urls.contains("/9.5/"), "{urls}");
+}
+
+/// A variant kernel's package is found in the repository's primary beside the stock one.
+#[test]
+fn a_variant_kernel_resolves_to_its_own_package() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/updates/41/aarch64/",
+        &[
+            ("kernel-devel", "6.11.4", "301.fc41", "aarch64", b"STOCK"),
+            (
+                "kernel-16k-devel",
+                "6.11.4",
+                "301.fc41",
+                "aarch64",
+                b"SIXTEEN-K",
+            ),
+        ],
+        false,
+        false,
+    );
+    let r = fx
+        ._rt
+        .block_on(
+            resolver(chain(&fx, ""), 2000)
+                .resolve(&id("fedora/41/aarch64/6.11.4-301.fc41.aarch64+16k")),
+        )
+        .unwrap();
+    assert_eq!(
+        r.resolved_by.as_deref(),
+        Some("fedora-updates"),
+        "{:?}",
+        r.attempts
+    );
+    assert_eq!(r.packages.len(), 1);
+    assert!(
+        r.packages[0]
+            .url
+            .ends_with("/kernel-16k-devel-6.11.4-301.fc41.aarch64.rpm"),
+        "{}",
+        r.packages[0].url
+    );
+    assert_eq!(
+        r.packages[0].checksum.as_ref().unwrap().hex,
+        sha256(b"SIXTEEN-K")
+    );
+}

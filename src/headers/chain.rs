@@ -62,7 +62,7 @@ pub struct SourceSpec {
 const DEFAULT_RPM_PACKAGES: &[&str] = &["kernel-devel"];
 
 impl SourceSpec {
-    /// The RPM packages this source must find (rpm-repo, url, koji).
+    /// The RPM packages this source must find (rpm-repo, url, koji), as configured.
     pub fn rpm_packages(&self) -> Vec<&str> {
         if self.packages.is_empty() {
             DEFAULT_RPM_PACKAGES.to_vec()
@@ -71,10 +71,17 @@ impl SourceSpec {
         }
     }
 
+    /// The RPM packages to find for one kernel: the configured ones, named for its variant.
+    pub fn rpm_packages_for(&self, parts: &KernelParts) -> Vec<String> {
+        self.rpm_packages()
+            .into_iter()
+            .map(|p| parts.rpm_package(p))
+            .collect()
+    }
+
     /// A url source's templates for one package: those naming `{package}` with it filled in; a
     /// template without `{package}` stands for the first package only.
-    pub fn url_templates_for(&self, package: &str) -> Vec<String> {
-        let first = self.rpm_packages().first() == Some(&package);
+    pub fn url_templates_for(&self, package: &str, first: bool) -> Vec<String> {
         self.urls
             .iter()
             .filter(|u| first || u.contains("{package}"))
@@ -270,9 +277,13 @@ pub struct KernelParts {
     /// Debian/Ubuntu kernel without the flavour (`6.1.0-18`, `5.15.0-91`, `6.12.57+deb13`).
     pub abi: String,
     /// CentOS: the vault directory that holds the kernel (`8.5.2111` for `4.18.0-348.7.1.el8_5`,
-    /// `7.9.2009` for `3.10.0-1160.*`, `8-stream` past the last point release); other families:
-    /// the distro version.
+    /// `7.9.2009` for `3.10.0-1160.*`, `8-stream` past the last point release); Alma/Rocky: the
+    /// kernel's own MAJOR.MINOR (a node pinned to an older minor's kernel finds it in that
+    /// minor's repositories); other families: the distro version.
     pub vault_release: String,
+    /// RPM kernel variant (`64k`, `rt`, `debug`, `64k-debug`, ...; EL 8's real-time kernels carry
+    /// `rt` in their release): its packages are `kernel-{variant}-devel` and so on.
+    pub variant: String,
 }
 
 /// CentOS Linux point releases by the kernel release's first number (each point release rebased
@@ -341,6 +352,13 @@ fn codename(dist: Distribution, version: &str) -> &'static str {
     }
 }
 
+/// The minor release of an EL kernel's release (`427.13.1.el9_4` -> `4`).
+fn el_minor(release: &str) -> Option<&str> {
+    let (_, tail) = release.rsplit_once(".el")?;
+    let (_, minor) = tail.split_once('_')?;
+    minor.chars().all(|c| c.is_ascii_digit()).then_some(minor)
+}
+
 impl KernelParts {
     pub fn of(id: &KernelIdentity) -> Self {
         let kernel = id.kernel_version.clone();
@@ -377,13 +395,27 @@ impl KernelParts {
                 (v.to_string(), r.to_string(), String::new(), String::new())
             }
         };
-        let vault_release = if id.distribution == Distribution::Centos {
-            centos_vault_release(&major, &version, &release)
-        } else {
-            id.distro_version.clone()
+        let vault_release = match id.distribution {
+            Distribution::Centos => centos_vault_release(&major, &version, &release),
+            Distribution::Almalinux | Distribution::Rocky | Distribution::Rhel => {
+                match el_minor(&release) {
+                    Some(kminor) => format!("{major}.{kminor}"),
+                    None => id.distro_version.clone(),
+                }
+            }
+            _ => id.distro_version.clone(),
+        };
+        let variant = match id.distribution {
+            Distribution::Ubuntu | Distribution::Debian => String::new(),
+            _ => match kernel.split_once('+') {
+                Some((_, v)) => v.to_string(),
+                None if release.contains(".rt") => "rt".to_string(),
+                None => String::new(),
+            },
         };
         Self {
             vault_release,
+            variant,
             version,
             release,
             deb_arch: id.architecture.debian_name().to_string(),
@@ -395,6 +427,17 @@ impl KernelParts {
             minor,
             flavour,
             abi,
+        }
+    }
+
+    /// A kernel package's name for this kernel's variant: `kernel-devel` is `kernel-64k-devel` for a
+    /// `+64k` kernel; `kernel-headers` (userspace headers) is shared by every variant.
+    pub fn rpm_package(&self, name: &str) -> String {
+        match name.strip_prefix("kernel-") {
+            Some(rest) if !self.variant.is_empty() && rest != "headers" => {
+                format!("kernel-{}-{rest}", self.variant)
+            }
+            _ => name.to_string(),
         }
     }
 
@@ -462,9 +505,10 @@ pub fn plan(chain: &Chain, id: &KernelIdentity) -> Vec<PlannedSource> {
                     .map(|u| format!("{} getBuild(kernel-{}-{})", parts.expand(u), parts.version, parts.release))
                     .collect(),
                 SourceKind::Url => s
-                    .rpm_packages()
-                    .into_iter()
-                    .flat_map(|p| s.url_templates_for(p))
+                    .rpm_packages_for(&parts)
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, p)| s.url_templates_for(p, i == 0))
                     .map(|u| parts.expand(&u))
                     .collect(),
                 SourceKind::Snapshot => s
@@ -487,7 +531,7 @@ pub fn plan(chain: &Chain, id: &KernelIdentity) -> Vec<PlannedSource> {
             };
             let packages = match s.kind {
                 SourceKind::RpmRepo | SourceKind::Url | SourceKind::Koji => s
-                    .rpm_packages()
+                    .rpm_packages_for(&parts)
                     .iter()
                     .map(|p| format!("{p}-{}-{}.{}", parts.version, parts.release, parts.arch))
                     .collect(),
@@ -624,7 +668,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            ok.sources[0].url_templates_for("kernel-headers"),
+            ok.sources[0].url_templates_for("kernel-headers", false),
             ["https://h/kernel-headers-{version}.rpm"]
         );
         assert_eq!(Chain::builtin().sources.len(), 23);

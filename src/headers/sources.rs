@@ -203,12 +203,7 @@ fn join(base: &str, path: &str) -> String {
 type Found = Vec<Option<(String, Option<Checksum>)>>;
 
 async fn rpm_repo(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
-    let wanted: Vec<String> = ctx
-        .source
-        .rpm_packages()
-        .into_iter()
-        .map(str::to_string)
-        .collect();
+    let wanted: Vec<String> = ctx.source.rpm_packages_for(ctx.parts);
     // One source's repositories together hold the packages (EL splits BaseOS and AppStream).
     let mut found: Vec<Option<HeaderPackage>> = vec![None; wanted.len()];
     for url in ctx.urls() {
@@ -658,9 +653,11 @@ async fn apt_repo(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
 async fn url_source(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
     let source = ctx.source;
     let mut out = Vec::new();
-    for package in source.rpm_packages() {
+    let packages = source.rpm_packages_for(ctx.parts);
+    for (i, package) in packages.iter().enumerate() {
+        let package = package.as_str();
         let mut hit = None;
-        for template in source.url_templates_for(package) {
+        for template in source.url_templates_for(package, i == 0) {
             let url = ctx.parts.expand(&template);
             if ctx.probe(&url).await.is_ok() {
                 hit = Some(url);
@@ -949,7 +946,8 @@ async fn koji(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
         else {
             continue;
         };
-        let wanted = ctx.source.rpm_packages();
+        let wanted_names = ctx.source.rpm_packages_for(ctx.parts);
+        let wanted: Vec<&str> = wanted_names.iter().map(String::as_str).collect();
         let has = |name: &str| {
             rpms.iter().any(|r| {
                 r.get("name").and_then(XmlRpc::str) == Some(name)
