@@ -353,13 +353,18 @@ async fn bad_requests_get_their_codes() {
 async fn a_stuck_build_turns_timed_out_at_the_deadline() {
     let f = forge(0, 60_000).await;
     let dir = tempfile::tempdir().unwrap();
-    let svc = service(f.clone(), dir.path(), Duration::from_millis(400)).await;
+    let deadline = Duration::from_secs(2);
+    let svc = service(f.clone(), dir.path(), deadline).await;
+    let started = std::time::Instant::now();
     let (_, body) = post(&svc.url, &missing_body()).await;
     let id = body["id"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(status(&svc.url, &id).await.1["status"], "in_progress");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(status(&svc.url, &id).await.1["status"], "timed_out");
+    let running = poll_status(&svc.url, &id, |st| st["status"] == "in_progress").await;
+    if started.elapsed() < deadline {
+        assert_eq!(running["status"], "in_progress", "{running}");
+    }
+    tokio::time::sleep(deadline.saturating_sub(started.elapsed())).await;
+    let over = poll_status(&svc.url, &id, |st| st["status"] == "timed_out").await;
+    assert_eq!(over["status"], "timed_out", "{over}");
     svc.stop().await;
 }
 
