@@ -8,6 +8,7 @@ mod commands;
 pub mod config;
 #[cfg(feature = "fleet")]
 pub mod coverage;
+pub mod distros;
 pub mod forge;
 pub mod fsio;
 pub mod headers;

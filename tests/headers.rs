@@ -1459,3 +1459,32 @@ fn a_variant_kernel_resolves_to_its_own_package() {
         sha256(b"SIXTEEN-K")
     );
 }
+
+/// Codenames come from `assets/distro-releases.toml`: Ubuntu 26.04 is `resolute`; a release the
+/// file lacks is a problem that names the file, never an empty suite like `dists/-updates/`.
+#[test]
+fn codenames_come_from_the_data_file_and_a_missing_one_says_where_to_add_it() {
+    let plan = offline_plan("ubuntu/26.04/x86_64/6.17.0-5-generic");
+    let archive = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "apt-repo")
+        .unwrap()
+        .clone();
+    let urls = archive["urls"].to_string();
+    assert!(urls.contains("/dists/resolute-updates/"), "{urls}");
+    assert!(!urls.contains("dists/-"), "{urls}");
+
+    let plan = offline_plan("ubuntu/26.10/x86_64/6.20.0-5-generic");
+    for source in plan.as_array().unwrap() {
+        if source["kind"] == "apt-repo" || source["kind"] == "launchpad" {
+            assert_eq!(
+                source["problem"],
+                "no codename for ubuntu 26.10: add the release to assets/distro-releases.toml",
+                "{source}"
+            );
+            assert_eq!(source["urls"], serde_json::json!([]));
+        }
+    }
+}

@@ -270,8 +270,9 @@ pub struct KernelParts {
     pub distro_version: String,
     pub major: String,
     pub minor: String,
-    /// Debian/Ubuntu suite codename.
+    /// Debian/Ubuntu suite codename (empty where `assets/distro-releases.toml` has none).
     pub codename: String,
+    pub distribution: String,
     /// Debian/Ubuntu flavour (`amd64`, `cloud-arm64`, `generic`, `aws`).
     pub flavour: String,
     /// Debian/Ubuntu kernel without the flavour (`6.1.0-18`, `5.15.0-91`, `6.12.57+deb13`).
@@ -331,25 +332,22 @@ fn centos_vault_release(major: &str, version: &str, release: &str) -> String {
     }
 }
 
-fn codename(dist: Distribution, version: &str) -> &'static str {
-    match (dist, version) {
-        (Distribution::Debian, "8") => "jessie",
-        (Distribution::Debian, "9") => "stretch",
-        (Distribution::Debian, "10") => "buster",
-        (Distribution::Debian, "11") => "bullseye",
-        (Distribution::Debian, "12") => "bookworm",
-        (Distribution::Debian, "13") => "trixie",
-        (Distribution::Debian, "14") => "forky",
-        (Distribution::Ubuntu, "14.04") => "trusty",
-        (Distribution::Ubuntu, "16.04") => "xenial",
-        (Distribution::Ubuntu, "18.04") => "bionic",
-        (Distribution::Ubuntu, "20.04") => "focal",
-        (Distribution::Ubuntu, "22.04") => "jammy",
-        (Distribution::Ubuntu, "24.04") => "noble",
-        (Distribution::Ubuntu, "24.10") => "oracular",
-        (Distribution::Ubuntu, "25.04") => "plucky",
-        _ => "",
-    }
+/// Why a source that names `{codename}` cannot be tried for this kernel, if it cannot.
+pub fn missing_codename(parts: &KernelParts, source: &SourceSpec) -> Option<String> {
+    let uses = source
+        .suites
+        .iter()
+        .chain(&source.urls)
+        .any(|t| t.contains("{codename}"))
+        || source.kind == SourceKind::Launchpad;
+    (uses && parts.codename.is_empty()).then(|| {
+        format!(
+            "no codename for {} {}: add the release to {}",
+            parts.distribution,
+            parts.distro_version,
+            crate::distros::DATA_FILE
+        )
+    })
 }
 
 /// The minor release of an EL kernel's release (`427.13.1.el9_4` -> `4`).
@@ -420,7 +418,10 @@ impl KernelParts {
             release,
             deb_arch: id.architecture.debian_name().to_string(),
             distro_version: id.distro_version.clone(),
-            codename: codename(id.distribution, &id.distro_version).to_string(),
+            codename: crate::distros::codename(id.distribution.as_str(), &id.distro_version)
+                .unwrap_or_default()
+                .to_string(),
+            distribution: id.distribution.as_str().to_string(),
             kernel,
             arch,
             major,
@@ -464,6 +465,9 @@ pub struct PlannedSource {
     pub name: String,
     pub kind: SourceKind,
     pub urls: Vec<String>,
+    /// Why the source cannot be tried for this kernel (a release missing from the data file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
     /// The packages it looks for: the RPMs for rpm-repo, url and koji; the headers package (and
     /// its dependencies) for apt-repo, snapshot and launchpad.
     pub packages: Vec<String>,
@@ -539,10 +543,12 @@ pub fn plan(chain: &Chain, id: &KernelIdentity) -> Vec<PlannedSource> {
                     vec![format!("linux-headers-{}", parts.kernel)]
                 }
             };
+            let problem = missing_codename(&parts, s);
             PlannedSource {
                 name: s.name.clone(),
                 kind: s.kind,
-                urls,
+                urls: if problem.is_some() { Vec::new() } else { urls },
+                problem,
                 packages,
             }
         })

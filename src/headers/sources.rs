@@ -174,6 +174,10 @@ fn decompress(name: &str, body: &[u8]) -> Outcome<Vec<u8>> {
 
 /// Tries one source; `Ok(None)` when it answered but does not hold the kernel.
 pub(super) async fn try_source(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
+    if let Some(problem) = super::chain::missing_codename(ctx.parts, ctx.source) {
+        ctx.record("", Instant::now(), &problem);
+        return None;
+    }
     match ctx.source.kind {
         SourceKind::RpmRepo => rpm_repo(ctx).await,
         SourceKind::AptRepo => apt_repo(ctx).await,

@@ -46,17 +46,7 @@ pub(super) fn normalise_version(dist: Distribution, text: &str) -> Result<String
                     "Debian {text} has no release number (no VERSION_ID in os-release); kfleet builds numbered releases such as 12 or 13"
                 )));
             }
-            let from_codename = match lower.as_str() {
-                "jessie" => Some("8"),
-                "stretch" => Some("9"),
-                "buster" => Some("10"),
-                "bullseye" => Some("11"),
-                "bookworm" => Some("12"),
-                "trixie" => Some("13"),
-                "forky" => Some("14"),
-                _ => None,
-            };
-            if let Some(v) = from_codename {
+            if let Some(v) = crate::distros::version_of_codename("debian", &lower) {
                 return Ok(v.to_string());
             }
             let major = numeric_major(&lower).ok_or_else(|| bad("a release number such as 12"))?;
@@ -141,15 +131,7 @@ const UBUNTU_X86_ONLY: &[&str] = &["oem", "intel", "intel-iotg", "intel-iot-real
 
 /// Debian's stock kernel series per release, for the plain `X.Y.0-ABI-flavour` form.
 fn debian_series(release: u32) -> Option<(u32, u32)> {
-    match release {
-        8 => Some((3, 16)),
-        9 => Some((4, 9)),
-        10 => Some((4, 19)),
-        11 => Some((5, 10)),
-        12 => Some((6, 1)),
-        13 => Some((6, 12)),
-        _ => None,
-    }
+    crate::distros::debian_kernel_series(&release.to_string())
 }
 
 const DEBIAN_FLAVOUR: &str = r"(?:(cloud|rt)-)?(amd64|arm64)(?:-16k)?";
