@@ -593,12 +593,15 @@ fn extract_refuses_packages_that_reach_outside_the_root() {
         &[("usr/src/evil/pwned", Err("written through a link"))],
     );
     let out = tempfile::tempdir().unwrap();
-    let result = run(&mut build_command(
-        Headers::Extract(headers.path()),
-        &id,
-        &id.kernel_version,
-        out.path(),
-    ));
+    let extract = |headers: &Path| {
+        run(&mut build_command(
+            Headers::Extract(headers),
+            &id,
+            &id.kernel_version,
+            out.path(),
+        ))
+    };
+    let result = extract(headers.path());
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(
         !outside.path().join("pwned").exists(),
@@ -623,12 +626,7 @@ fn extract_refuses_packages_that_reach_outside_the_root() {
             ("usr/src/linux-headers-6.1.0-18-amd64/secrets", Ok(&escape)),
         ],
     );
-    let result = run(&mut build_command(
-        Headers::Extract(headers.path()),
-        &id,
-        &id.kernel_version,
-        out.path(),
-    ));
+    let result = extract(headers.path());
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert_eq!(result.status.code(), Some(1), "{stderr}");
     assert!(

@@ -626,24 +626,13 @@ fn stanza(pkg: &str, file: &str, body: &[u8], depends: &str) -> String {
     )
 }
 
-#[test]
-fn debian_headers_with_common_and_kbuild_from_packages_xz() {
-    let fx = fixture();
+/// Debian 12's headers, common and kbuild packages in the fixture's `/debian/pool/`; returns
+/// their `Packages` index.
+fn debian_pool(fx: &Fixture) -> String {
     let (h, c, k) = (
         b"HDR".as_slice(),
         b"COMMON".as_slice(),
         b"KBUILD".as_slice(),
-    );
-    let index = [
-        stanza("linux-headers-6.1.0-18-amd64", "pool/main/l/linux/linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb", h, "linux-headers-6.1.0-18-common (= 6.1.76-1), linux-kbuild-6.1 (>= 6.1.76-1), linux-compiler-gcc-12-x86 (>= 6.1.76-1)"),
-        stanza("linux-headers-6.1.0-18-common", "pool/main/l/linux/linux-headers-6.1.0-18-common_6.1.76-1_all.deb", c, ""),
-        stanza("linux-kbuild-6.1", "pool/main/l/linux/linux-kbuild-6.1_6.1.76-1_amd64.deb", k, "libc6 (>= 2.34)"),
-        stanza("linux-compiler-gcc-12-x86", "pool/main/l/linux/linux-compiler-gcc-12-x86_6.1.76-1_amd64.deb", b"GCC", ""),
-    ]
-    .join("\n");
-    fx.put(
-        "/debian/dists/bookworm-updates/main/binary-amd64/Packages.xz",
-        xz(index.as_bytes()),
     );
     for (file, body) in [
         ("linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb", h),
@@ -652,6 +641,23 @@ fn debian_headers_with_common_and_kbuild_from_packages_xz() {
     ] {
         fx.put(&format!("/debian/pool/main/l/linux/{file}"), body.to_vec());
     }
+    [
+        stanza("linux-headers-6.1.0-18-amd64", "pool/main/l/linux/linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb", h, "linux-headers-6.1.0-18-common (= 6.1.76-1), linux-kbuild-6.1 (>= 6.1.76-1), linux-compiler-gcc-12-x86 (>= 6.1.76-1)"),
+        stanza("linux-headers-6.1.0-18-common", "pool/main/l/linux/linux-headers-6.1.0-18-common_6.1.76-1_all.deb", c, ""),
+        stanza("linux-kbuild-6.1", "pool/main/l/linux/linux-kbuild-6.1_6.1.76-1_amd64.deb", k, "libc6 (>= 2.34)"),
+        stanza("linux-compiler-gcc-12-x86", "pool/main/l/linux/linux-compiler-gcc-12-x86_6.1.76-1_amd64.deb", b"GCC", ""),
+    ]
+    .join("\n")
+}
+
+#[test]
+fn debian_headers_with_common_and_kbuild_from_packages_xz() {
+    let fx = fixture();
+    let index = debian_pool(&fx);
+    fx.put(
+        "/debian/dists/bookworm-updates/main/binary-amd64/Packages.xz",
+        xz(index.as_bytes()),
+    );
     let out = tempfile::tempdir().unwrap();
     let (res, files) = fx
         ._rt
@@ -1285,32 +1291,7 @@ fn a_two_stream_packages_xz_served_alone_resolves() {
         out
     };
     let fx = fixture();
-    let (h, c, k) = (
-        b"HDR".as_slice(),
-        b"COMMON".as_slice(),
-        b"KBUILD".as_slice(),
-    );
-    let index = [
-        stanza(
-            "linux-headers-6.1.0-18-amd64",
-            "pool/main/l/linux/linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb",
-            h,
-            "linux-headers-6.1.0-18-common (= 6.1.76-1), linux-kbuild-6.1 (>= 6.1.76-1)",
-        ),
-        stanza(
-            "linux-headers-6.1.0-18-common",
-            "pool/main/l/linux/linux-headers-6.1.0-18-common_6.1.76-1_all.deb",
-            c,
-            "",
-        ),
-        stanza(
-            "linux-kbuild-6.1",
-            "pool/main/l/linux/linux-kbuild-6.1_6.1.76-1_amd64.deb",
-            k,
-            "",
-        ),
-    ]
-    .join("\n");
+    let index = debian_pool(&fx);
     let packages = two_streams(index.as_bytes());
     assert!(
         lzma_rs::xz_decompress(&mut packages.as_slice(), &mut Vec::new()).is_err(),
@@ -1320,13 +1301,6 @@ fn a_two_stream_packages_xz_served_alone_resolves() {
         "/debian/dists/bookworm/main/binary-amd64/Packages.xz",
         packages,
     );
-    for (file, body) in [
-        ("linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb", h),
-        ("linux-headers-6.1.0-18-common_6.1.76-1_all.deb", c),
-        ("linux-kbuild-6.1_6.1.76-1_amd64.deb", k),
-    ] {
-        fx.put(&format!("/debian/pool/main/l/linux/{file}"), body.to_vec());
-    }
     let r = fx
         ._rt
         .block_on(resolver(chain(&fx, ""), 2000).resolve(&id("debian/12/x86_64/6.1.0-18-amd64")))

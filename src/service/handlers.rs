@@ -293,28 +293,17 @@ pub(super) async fn status(
                     .build_seconds_count
                     .fetch_add(1, Ordering::Relaxed);
             }
-            let mut listing = state.current_listing().await;
-            let missing = |l: &Result<Arc<Listing>, String>| {
-                l.as_ref().map_or(true, |l| {
-                    !matches!(
-                        state.find(l, &tracked.key, &tracked.driver_version),
-                        Lookup::Found(_)
-                    )
-                })
-            };
-            // The asset appears in the listing once the run uploads it: refresh when it is not
-            // there yet (single flight, at most once per listing TTL).
-            if missing(&listing)
-                && let Ok(l) = &listing
+            let find = |l: &Listing| state.find(l, &tracked.key, &tracked.driver_version);
+            let mut listing = state.current_listing().await.ok();
+            // The asset appears in the listing once the run uploads it: while it is not there,
+            // refresh (single flight, at most once per status TTL).
+            if let Some(l) = &listing
+                && !matches!(find(l), Lookup::Found(_))
                 && l.fetched.elapsed() >= state.options.status_ttl
             {
-                listing = state.refresh_listing(Some(l.fetched)).await;
+                listing = state.refresh_listing(Some(l.fetched)).await.ok();
             }
-            match listing
-                .as_ref()
-                .ok()
-                .map(|l| state.find(l, &tracked.key, &tracked.driver_version))
-            {
+            match listing.as_deref().map(find) {
                 Some(Lookup::Found(asset)) => {
                     let mut found = ServiceState::available_status(tracked.key.clone(), asset);
                     found.id = Some(id.clone());
