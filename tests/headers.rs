@@ -73,9 +73,11 @@ fn koji(files: &Shared, body: &Bytes) -> Response {
             .nth(1)
             .and_then(|s| s.split("</string>").next())
             .unwrap_or("");
+        // The package is the NVR without its version and release (`kernel-rt-4.18.0-...`).
+        let name = nvr.rsplitn(3, '-').nth(2).unwrap_or(nvr);
         match f.koji.get(nvr) {
             Some((id, _)) => format!(
-                "<struct><member><name>id</name><value><int>{id}</int></value></member><member><name>name</name><value><string>kernel</string></value></member><member><name>nvr</name><value><string>{nvr}</string></value></member><member><name>state</name><value><int>1</int></value></member></struct>"
+                "<struct><member><name>id</name><value><int>{id}</int></value></member><member><name>name</name><value><string>{name}</string></value></member><member><name>nvr</name><value><string>{nvr}</string></value></member><member><name>state</name><value><int>1</int></value></member></struct>"
             ),
             None => "<nil/>".to_string(),
         }
@@ -1353,11 +1355,8 @@ fn offline_plans_name_the_variant_package_and_the_kernels_minor() {
         ),
         (
             "almalinux/8.10/x86_64/4.18.0-553.16.1.rt7.357.el8_10.x86_64",
-            "almalinux-repo",
-            vec![
-                "kernel-rt-devel-4.18.0-553.16.1.rt7.357.el8_10.x86_64",
-                "kernel-headers-4.18.0-553.16.1.rt7.357.el8_10.x86_64",
-            ],
+            "almalinux-rt",
+            vec!["kernel-rt-devel-4.18.0-553.16.1.rt7.357.el8_10.x86_64"],
         ),
         (
             "fedora/41/aarch64/6.11.4-301.fc41.aarch64+16k",
@@ -1461,4 +1460,497 @@ fn codenames_come_from_the_data_file_and_a_missing_one_says_where_to_add_it() {
             assert_eq!(source["urls"], serde_json::json!([]));
         }
     }
+}
+
+/// The built-in chain with every `https://HOST/` moved to `{fixture}/HOST/`: the real sources,
+/// layouts, filters and order, served from 127.0.0.1.
+fn builtin_chain_at(fx: &Fixture) -> Chain {
+    let text =
+        kfleet::headers::chain::BUILTIN_SOURCES.replace("https://", &format!("{}/", fx.base));
+    Chain::parse("built-in, re-hosted", &text).unwrap()
+}
+
+fn attempted(r: &kfleet::headers::Resolution) -> String {
+    r.attempts
+        .iter()
+        .map(|a| format!("{} {} -> {}", a.source, a.url, a.outcome))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `--offline` for each kernel the issue names: the right archive, repository and package, from
+/// the built-in chain, with no network.
+#[test]
+fn offline_plans_name_the_archive_and_the_package_for_real_edge_kernels() {
+    // (kernel, the first source tried, a URL it tries, its packages, sources it must not try)
+    let cases: &[(&str, &str, &str, &[&str], &[&str])] = &[
+        (
+            "debian/10/x86_64/4.19.0-27-amd64",
+            "debian-archive",
+            "https://archive.debian.org/debian/dists/buster/main/binary-amd64/Packages.xz",
+            &["linux-headers-4.19.0-27-amd64"],
+            &["debian-mirror", "debian-security"],
+        ),
+        (
+            "debian/12/aarch64/6.1.0-26-cloud-arm64",
+            "debian-mirror",
+            "https://deb.debian.org/debian/dists/bookworm/main/binary-arm64/Packages.xz",
+            &["linux-headers-6.1.0-26-cloud-arm64"],
+            &["debian-archive", "debian-archive-security"],
+        ),
+        (
+            "ubuntu/23.10/aarch64/6.5.0-44-generic",
+            "ubuntu-old-releases",
+            "https://old-releases.ubuntu.com/ubuntu/dists/mantic-updates/main/binary-arm64/Packages.xz",
+            &["linux-headers-6.5.0-44-generic"],
+            &["ubuntu-ports", "ubuntu-archive"],
+        ),
+        (
+            "ubuntu/26.04/x86_64/7.0.0-14-generic",
+            "ubuntu-archive",
+            "https://archive.ubuntu.com/ubuntu/dists/resolute-updates/main/binary-amd64/Packages.xz",
+            &["linux-headers-7.0.0-14-generic"],
+            &["ubuntu-old-releases"],
+        ),
+        (
+            "centos/8/x86_64/4.18.0-277.el8.x86_64",
+            "centos-stream-mirror",
+            "https://vault.centos.org/8-stream/BaseOS/x86_64/os/repodata/repomd.xml",
+            &[
+                "kernel-devel-4.18.0-277.el8.x86_64",
+                "kernel-headers-4.18.0-277.el8.x86_64",
+            ],
+            &[],
+        ),
+        (
+            "centos/8/x86_64/4.18.0-305.10.2.el8_4.x86_64",
+            "centos-stream-mirror",
+            "https://linuxsoft.cern.ch/centos-vault/8.4.2105/BaseOS/x86_64/os/Packages/kernel-devel-4.18.0-305.10.2.el8_4.x86_64.rpm",
+            &[
+                "kernel-devel-4.18.0-305.10.2.el8_4.x86_64",
+                "kernel-headers-4.18.0-305.10.2.el8_4.x86_64",
+            ],
+            &["centos7-vault-cern"],
+        ),
+        (
+            "centos/7/x86_64/3.10.0-1160.119.1.el7.x86_64",
+            "centos7-vault",
+            "https://linuxsoft.cern.ch/centos-vault/7.9.2009/updates/x86_64/Packages/kernel-devel-3.10.0-1160.119.1.el7.x86_64.rpm",
+            &[
+                "kernel-devel-3.10.0-1160.119.1.el7.x86_64",
+                "kernel-headers-3.10.0-1160.119.1.el7.x86_64",
+            ],
+            &["centos-stream-mirror", "centos-vault", "centos-vault-cern"],
+        ),
+        (
+            "centos/8/x86_64/4.18.0-513.5.1.rt7.307.el8.x86_64",
+            "centos-stream-rt",
+            "https://kojihub.stream.centos.org/kojihub getBuild(kernel-rt-4.18.0-513.5.1.rt7.307.el8)",
+            &["kernel-rt-devel-4.18.0-513.5.1.rt7.307.el8.x86_64"],
+            &["centos-stream-mirror", "centos-vault"],
+        ),
+        (
+            "almalinux/8.10/x86_64/4.18.0-553.16.1.rt7.357.el8_10.x86_64",
+            "almalinux-rt",
+            "https://repo.almalinux.org/almalinux/8.10/RT/x86_64/os/repodata/repomd.xml",
+            &["kernel-rt-devel-4.18.0-553.16.1.rt7.357.el8_10.x86_64"],
+            &["almalinux-repo", "almalinux-vault"],
+        ),
+        (
+            "rocky/9.5/x86_64/5.14.0-427.13.1.el9_4.x86_64+rt",
+            "rocky-rt",
+            "https://dl.rockylinux.org/pub/rocky/9.4/NFV/x86_64/os/repodata/repomd.xml",
+            &["kernel-rt-devel-5.14.0-427.13.1.el9_4.x86_64"],
+            &["rocky-repo"],
+        ),
+        (
+            "rocky/9.4/aarch64/5.14.0-427.13.1.el9_4.aarch64+64k",
+            "rocky-repo",
+            "https://dl.rockylinux.org/pub/rocky/9.4/AppStream/aarch64/os/repodata/repomd.xml",
+            &[
+                "kernel-64k-devel-5.14.0-427.13.1.el9_4.aarch64",
+                "kernel-headers-5.14.0-427.13.1.el9_4.aarch64",
+            ],
+            &["rocky-rt"],
+        ),
+        (
+            "amazonlinux/2023/x86_64/6.12.40-63.114.amzn2023.x86_64",
+            "al2023-core",
+            "https://cdn.amazonlinux.com/al2023/core/mirrors/latest/x86_64/mirror.list",
+            &[
+                "kernel6.12-devel-6.12.40-63.114.amzn2023.x86_64",
+                "kernel6.12-headers-6.12.40-63.114.amzn2023.x86_64",
+            ],
+            &[],
+        ),
+        (
+            "amazonlinux/2023/aarch64/6.1.115-126.197.amzn2023.aarch64",
+            "al2023-core",
+            "https://cdn.amazonlinux.com/al2023/core/mirrors/latest/aarch64/mirror.list",
+            &[
+                "kernel-devel-6.1.115-126.197.amzn2023.aarch64",
+                "kernel-headers-6.1.115-126.197.amzn2023.aarch64",
+            ],
+            &[],
+        ),
+        (
+            "amazonlinux/2/x86_64/5.10.228-219.884.amzn2.x86_64",
+            "al2-kernel-extras",
+            "https://amazonlinux.us-east-1.amazonaws.com/2/extras/kernel-5.10/latest/x86_64/mirror.list",
+            &[
+                "kernel-devel-5.10.228-219.884.amzn2.x86_64",
+                "kernel-headers-5.10.228-219.884.amzn2.x86_64",
+            ],
+            &["al2-core"],
+        ),
+        (
+            "amazonlinux/2/x86_64/4.14.355-275.582.amzn2.x86_64",
+            "al2-core",
+            "https://amazonlinux.us-east-1.amazonaws.com/2/core/latest/x86_64/mirror.list",
+            &[
+                "kernel-devel-4.14.355-275.582.amzn2.x86_64",
+                "kernel-headers-4.14.355-275.582.amzn2.x86_64",
+            ],
+            &["al2-kernel-extras"],
+        ),
+        (
+            "fedora/41/aarch64/6.11.4-301.fc41.aarch64+16k",
+            "fedora-kojipkgs",
+            "https://kojipkgs.fedoraproject.org/packages/kernel/6.11.4/301.fc41/aarch64/kernel-16k-devel-6.11.4-301.fc41.aarch64.rpm",
+            &["kernel-16k-devel-6.11.4-301.fc41.aarch64"],
+            &[],
+        ),
+    ];
+    for (key, first, url, packages, absent) in cases {
+        let plan = offline_plan(key);
+        let sources = plan.as_array().unwrap();
+        assert_eq!(sources[0]["name"], *first, "{key}: {plan:#}");
+        let holder = sources
+            .iter()
+            .find(|s| s["urls"].as_array().unwrap().iter().any(|u| u == url))
+            .unwrap_or_else(|| panic!("{key}: no source tries {url}: {plan:#}"));
+        assert_eq!(holder["packages"], serde_json::json!(packages), "{key}");
+        for name in *absent {
+            assert!(
+                sources.iter().all(|s| s["name"] != *name),
+                "{key} must not try {name}: {plan:#}"
+            );
+        }
+    }
+}
+
+/// Debian 10's headers come from archive.debian.org's security archive: the mirror and
+/// snapshot.debian.org are never asked.
+#[test]
+fn a_debian_10_kernel_is_fetched_from_archive_debian_org() {
+    let fx = fixture();
+    let root = "/archive.debian.org/debian-security/";
+    let mut index = Vec::new();
+    for (pkg, file, depends) in [
+        (
+            "linux-headers-4.19.0-27-amd64",
+            "linux-headers-4.19.0-27-amd64_4.19.316-1_amd64.deb",
+            "linux-headers-4.19.0-27-common (= 4.19.316-1), linux-kbuild-4.19 (>= 4.19.316-1)",
+        ),
+        (
+            "linux-headers-4.19.0-27-common",
+            "linux-headers-4.19.0-27-common_4.19.316-1_all.deb",
+            "",
+        ),
+        (
+            "linux-kbuild-4.19",
+            "linux-kbuild-4.19_4.19.316-1_amd64.deb",
+            "",
+        ),
+    ] {
+        let path = format!("pool/updates/main/l/linux/{file}");
+        fx.put(&format!("{root}{path}"), pkg.as_bytes().to_vec());
+        index.push(stanza(pkg, &path, pkg.as_bytes(), depends));
+    }
+    fx.put(
+        &format!("{root}dists/buster/updates/main/binary-amd64/Packages.xz"),
+        xz(index.join("\n").as_bytes()),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let (r, files) = fx
+        ._rt
+        .block_on(
+            resolver(builtin_chain_at(&fx), 2000)
+                .fetch(&id("debian/10/x86_64/4.19.0-27-amd64"), out.path()),
+        )
+        .unwrap();
+    assert_eq!(
+        r.resolved_by.as_deref(),
+        Some("debian-archive-security"),
+        "{}",
+        attempted(&r)
+    );
+    assert_eq!(files.len(), 3);
+    let log = attempted(&r);
+    assert!(
+        !log.contains("deb.debian.org")
+            && !log.contains("snapshot")
+            && !log.contains("/security.debian.org"),
+        "{log}"
+    );
+}
+
+/// An Ubuntu interim release past its end of life is read from old-releases.ubuntu.com, on arm64
+/// too (ports.ubuntu.com dropped it).
+#[test]
+fn an_end_of_life_ubuntu_kernel_is_found_on_old_releases() {
+    let fx = fixture();
+    let root = "/old-releases.ubuntu.com/ubuntu/";
+    let index = [
+        stanza(
+            "linux-headers-6.5.0-44-generic",
+            "pool/main/l/linux/linux-headers-6.5.0-44-generic_6.5.0-44.44_arm64.deb",
+            b"G",
+            "linux-headers-6.5.0-44, libc6 (>= 2.34)",
+        ),
+        stanza(
+            "linux-headers-6.5.0-44",
+            "pool/main/l/linux/linux-headers-6.5.0-44_6.5.0-44.44_all.deb",
+            b"C",
+            "",
+        ),
+    ]
+    .join("\n");
+    fx.put(
+        &format!("{root}dists/mantic-security/main/binary-arm64/Packages.xz"),
+        xz(index.as_bytes()),
+    );
+    let r = fx
+        ._rt
+        .block_on(
+            resolver(builtin_chain_at(&fx), 2000)
+                .resolve(&id("ubuntu/23.10/aarch64/6.5.0-44-generic")),
+        )
+        .unwrap();
+    assert_eq!(
+        r.resolved_by.as_deref(),
+        Some("ubuntu-old-releases"),
+        "{}",
+        attempted(&r)
+    );
+    let urls: Vec<String> = r.packages.iter().map(|p| p.url.clone()).collect();
+    assert_eq!(
+        urls,
+        [
+            format!(
+                "{}{root}pool/main/l/linux/linux-headers-6.5.0-44-generic_6.5.0-44.44_arm64.deb",
+                fx.base
+            ),
+            format!(
+                "{}{root}pool/main/l/linux/linux-headers-6.5.0-44_6.5.0-44.44_all.deb",
+                fx.base
+            ),
+        ]
+    );
+    assert!(
+        !attempted(&r).contains("ports.ubuntu.com"),
+        "{}",
+        attempted(&r)
+    );
+}
+
+/// Amazon Linux 2023's 6.12 kernel is `kernel6.12-devel` and `kernel6.12-headers` in core; a
+/// `kernel-devel` of the same version-release is not it.
+#[test]
+fn amazon_linux_2023_6_12_resolves_to_its_series_packages() {
+    let fx = fixture();
+    fx.put(
+        "/cdn.amazonlinux.com/al2023/core/mirrors/latest/x86_64/mirror.list",
+        format!("{}/al2023/core/guids/abc/x86_64/\n", fx.base),
+    );
+    let (v, r) = ("6.12.40", "63.114.amzn2023");
+    rpm_repo(
+        &fx,
+        "/al2023/core/guids/abc/x86_64/",
+        &[
+            ("kernel-devel", v, r, "x86_64", b"NOT-IT"),
+            (
+                "kernel-devel",
+                "6.1.115",
+                "126.197.amzn2023",
+                "x86_64",
+                b"DEV61",
+            ),
+            ("kernel6.12-devel", v, r, "x86_64", b"DEV612"),
+            ("kernel6.12-headers", v, r, "x86_64", b"HDR612"),
+        ],
+        true,
+        false,
+    );
+    let out = tempfile::tempdir().unwrap();
+    let (res, files) = fx
+        ._rt
+        .block_on(resolver(builtin_chain_at(&fx), 2000).fetch(
+            &id("amazonlinux/2023/x86_64/6.12.40-63.114.amzn2023.x86_64"),
+            out.path(),
+        ))
+        .unwrap();
+    assert_eq!(
+        res.resolved_by.as_deref(),
+        Some("al2023-core"),
+        "{}",
+        attempted(&res)
+    );
+    let mut got: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|f| {
+            (
+                f.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(f).unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                format!("kernel6.12-devel-{v}-{r}.x86_64.rpm"),
+                b"DEV612".to_vec()
+            ),
+            (
+                format!("kernel6.12-headers-{v}-{r}.x86_64.rpm"),
+                b"HDR612".to_vec()
+            ),
+        ]
+    );
+}
+
+/// Amazon Linux 2's 5.10 kernel is read from its own extras repository, not from core.
+#[test]
+fn amazon_linux_2_extras_kernel_is_read_from_its_series_repository() {
+    let fx = fixture();
+    fx.put(
+        "/amazonlinux.us-east-1.amazonaws.com/2/extras/kernel-5.10/latest/aarch64/mirror.list",
+        format!("{}/2/extras/kernel-5.10/stable/aarch64/\n", fx.base),
+    );
+    let (v, r) = ("5.10.228", "219.884.amzn2");
+    rpm_repo(
+        &fx,
+        "/2/extras/kernel-5.10/stable/aarch64/",
+        &[
+            ("kernel-devel", v, r, "aarch64", b"DEV"),
+            ("kernel-headers", v, r, "aarch64", b"HDR"),
+        ],
+        false,
+        false,
+    );
+    let res = fx
+        ._rt
+        .block_on(
+            resolver(builtin_chain_at(&fx), 2000)
+                .resolve(&id("amazonlinux/2/aarch64/5.10.228-219.884.amzn2.aarch64")),
+        )
+        .unwrap();
+    assert_eq!(
+        res.resolved_by.as_deref(),
+        Some("al2-kernel-extras"),
+        "{}",
+        attempted(&res)
+    );
+    assert_eq!(res.packages.len(), 2);
+    assert!(!attempted(&res).contains("/2/core/"), "{}", attempted(&res));
+}
+
+/// EL 8's real-time kernels: `kernel-rt-devel` from the RT repository (kernel-rt builds no
+/// kernel-headers); BaseOS and AppStream are not read.
+#[test]
+fn an_el8_real_time_kernel_is_found_in_the_rt_repository() {
+    let fx = fixture();
+    let (v, r) = ("4.18.0", "553.16.1.rt7.357.el8_10");
+    rpm_repo(
+        &fx,
+        "/repo.almalinux.org/almalinux/8.10/RT/x86_64/os/",
+        &[("kernel-rt-devel", v, r, "x86_64", b"RT")],
+        false,
+        false,
+    );
+    let res = fx
+        ._rt
+        .block_on(resolver(builtin_chain_at(&fx), 2000).resolve(&id(
+            "almalinux/8.10/x86_64/4.18.0-553.16.1.rt7.357.el8_10.x86_64",
+        )))
+        .unwrap();
+    assert_eq!(
+        res.resolved_by.as_deref(),
+        Some("almalinux-rt"),
+        "{}",
+        attempted(&res)
+    );
+    let names: Vec<&str> = res.packages.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, [format!("kernel-rt-devel-{v}-{r}.x86_64.rpm")]);
+    let log = attempted(&res);
+    assert!(
+        !log.contains("AppStream") && !log.contains("BaseOS"),
+        "{log}"
+    );
+}
+
+/// A CentOS Stream 8 real-time kernel the mirrors no longer hold: the Koji build is `kernel-rt`,
+/// and its files are under `packages/kernel-rt/`.
+#[test]
+fn a_stream_8_real_time_kernel_comes_from_its_kernel_rt_koji_build() {
+    let fx = fixture();
+    let nvr = "kernel-rt-4.18.0-513.5.1.rt7.307.el8";
+    fx.files.lock().unwrap().koji.insert(
+        nvr.to_string(),
+        (
+            77,
+            vec![
+                ("kernel-rt".into(), "src".into()),
+                ("kernel-rt-devel".into(), "x86_64".into()),
+            ],
+        ),
+    );
+    let res = fx
+        ._rt
+        .block_on(
+            resolver(builtin_chain_at(&fx), 2000)
+                .resolve(&id("centos/8/x86_64/4.18.0-513.5.1.rt7.307.el8.x86_64")),
+        )
+        .unwrap();
+    assert_eq!(
+        res.resolved_by.as_deref(),
+        Some("centos-stream-koji"),
+        "{}",
+        attempted(&res)
+    );
+    let urls: Vec<&str> = res.packages.iter().map(|p| p.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [format!(
+            "{}/kojihub.stream.centos.org/kojifiles/packages/kernel-rt/4.18.0/513.5.1.rt7.307.el8/x86_64/kernel-rt-devel-4.18.0-513.5.1.rt7.307.el8.x86_64.rpm",
+            fx.base
+        )]
+    );
+}
+
+/// Fedora: one HEAD on kojipkgs finds the package; no repository metadata is downloaded.
+#[test]
+fn fedora_probes_kojipkgs_before_downloading_primaries() {
+    let fx = fixture();
+    let path = "/kojipkgs.fedoraproject.org/packages/kernel/6.11.4/301.fc41/x86_64/kernel-devel-6.11.4-301.fc41.x86_64.rpm";
+    fx.put(path, b"RPM".to_vec());
+    rpm_repo(
+        &fx,
+        "/dl.fedoraproject.org/pub/fedora/linux/updates/41/Everything/x86_64/",
+        &[("kernel-devel", "6.11.4", "301.fc41", "x86_64", b"RPM")],
+        false,
+        false,
+    );
+    let res = fx
+        ._rt
+        .block_on(
+            resolver(builtin_chain_at(&fx), 2000)
+                .resolve(&id("fedora/41/x86_64/6.11.4-301.fc41.x86_64")),
+        )
+        .unwrap();
+    assert_eq!(res.resolved_by.as_deref(), Some("fedora-kojipkgs"));
+    assert_eq!(res.attempts.len(), 1, "{}", attempted(&res));
+    assert_eq!(res.attempts[0].url, format!("{}{path}", fx.base));
 }

@@ -48,15 +48,39 @@ pub struct SourceSpec {
     pub suites: Vec<String>,
     #[serde(default)]
     pub components: Vec<String>,
-    /// Only for this distro version / architecture.
-    #[serde(default)]
-    pub when_distro_version: Option<String>,
+    /// Only for this distro version (or these: `"2"` or `["8", "9"]`) / architecture.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub when_distro_version: Option<Vec<String>>,
     #[serde(default)]
     pub when_arch: Option<String>,
+    /// Only for kernels of these RPM variants (`""` is the stock kernel; `rt`, `64k`, ...).
+    #[serde(default)]
+    pub when_variant: Option<Vec<String>>,
+    /// Only for kernels of these `MAJOR.MINOR` series (Amazon Linux 2's extras repositories).
+    #[serde(default)]
+    pub when_kernel_series: Option<Vec<String>>,
+    /// Only for releases past (`true`) or before (`false`) their end of life
+    /// (`assets/distro-releases.toml`): archives hold the former, mirrors the latter.
+    #[serde(default)]
+    pub when_end_of_life: Option<bool>,
     /// rpm-repo, url, koji: the RPMs to find at the kernel's exact version-release.arch; all must
     /// be found for a hit. Default `["kernel-devel"]`.
     #[serde(default)]
     pub packages: Vec<String>,
+}
+
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(v) => vec![v],
+        OneOrMany::Many(v) => v,
+    }))
 }
 
 const DEFAULT_RPM_PACKAGES: &[&str] = &["kernel-devel"];
@@ -71,12 +95,27 @@ impl SourceSpec {
         }
     }
 
-    /// The RPM packages to find for one kernel: the configured ones, named for its variant.
+    /// The RPM packages to find for one kernel: the configured ones, named for its source
+    /// package and variant, without those its source package does not build.
     pub fn rpm_packages_for(&self, parts: &KernelParts) -> Vec<String> {
         self.rpm_packages()
             .into_iter()
-            .map(|p| parts.rpm_package(p))
+            .filter_map(|p| parts.rpm_package(p))
             .collect()
+    }
+
+    /// Whether this source applies to a kernel (family aside).
+    fn applies_to(&self, parts: &KernelParts) -> bool {
+        let listed = |list: &Option<Vec<String>>, value: &str| {
+            list.as_ref().is_none_or(|l| l.iter().any(|v| v == value))
+        };
+        listed(&self.when_distro_version, &parts.distro_version)
+            && self.when_arch.as_deref().is_none_or(|a| a == parts.arch)
+            && listed(&self.when_variant, &parts.variant)
+            && listed(&self.when_kernel_series, &parts.series)
+            && self
+                .when_end_of_life
+                .is_none_or(|eol| eol == parts.end_of_life)
     }
 
     /// A url source's templates for one package: those naming `{package}` with it filled in; a
@@ -126,6 +165,8 @@ const PLACEHOLDERS: &[&str] = &[
     "flavour",
     "abi",
     "vault_release",
+    "series",
+    "srpm",
 ];
 
 impl Chain {
@@ -221,21 +262,13 @@ impl Chain {
 
     /// The sources that apply to `id`, in order.
     pub fn for_identity<'a>(&'a self, id: &KernelIdentity) -> Vec<&'a SourceSpec> {
+        let parts = KernelParts::of(id);
         self.sources
             .iter()
             .filter(|s| {
                 Distribution::from_alias(&s.family).map(|(d, _)| d) == Some(id.distribution)
             })
-            .filter(|s| {
-                s.when_distro_version
-                    .as_deref()
-                    .is_none_or(|v| v == id.distro_version)
-            })
-            .filter(|s| {
-                s.when_arch
-                    .as_deref()
-                    .is_none_or(|a| a == id.architecture.as_str())
-            })
+            .filter(|s| s.applies_to(&parts))
             .collect()
     }
 }
@@ -285,6 +318,14 @@ pub struct KernelParts {
     /// RPM kernel variant (`64k`, `rt`, `debug`, `64k-debug`, ...; EL 8's real-time kernels carry
     /// `rt` in their release): its packages are `kernel-{variant}-devel` and so on.
     pub variant: String,
+    /// `MAJOR.MINOR` of the kernel (`6.12`).
+    pub series: String,
+    /// RPM families: the source package the kernel is built from (`kernel`; `kernel-rt` for EL 8's
+    /// real-time kernels; `kernel6.12` for Amazon Linux 2023's 6.12): Koji builds and package
+    /// names follow it.
+    pub srpm: String,
+    /// The release is past its end of life (`assets/distro-releases.toml`).
+    pub end_of_life: bool,
 }
 
 /// CentOS Linux point releases by the kernel release's first number (each point release rebased
@@ -310,7 +351,9 @@ const CENTOS_POINT_RELEASES: &[(&str, u32, &str)] = &[
 ];
 
 /// The CentOS vault directory for a kernel release: the point release whose kernel it is, or
-/// `{major}-stream` for Stream kernels (CentOS Stream 8 went past 348; 9 and later are Stream only).
+/// `{major}-stream` for Stream kernels. CentOS Linux 8 point releases carry only their own kernel
+/// number (`305.*` in 8.4); Stream 8 built the numbers in between (`4.18.0-277.el8`) and went past
+/// 348, so those live in the `8-stream` vault. 9 and later are Stream only.
 fn centos_vault_release(major: &str, version: &str, release: &str) -> String {
     let stock = matches!((major, version), ("7", "3.10.0") | ("8", "4.18.0"));
     let number: Option<u32> = release
@@ -322,8 +365,9 @@ fn centos_vault_release(major: &str, version: &str, release: &str) -> String {
         .iter()
         .filter(|(m, _, _)| *m == major)
         .collect::<Vec<_>>();
+    let stream_between = major == "8" && number.is_some_and(|n| point.iter().all(|p| p.1 != n));
     match (number, point.last()) {
-        (Some(n), Some(last)) if n <= last.1 => point
+        (Some(n), Some(last)) if n <= last.1 && !stream_between => point
             .iter()
             .rev()
             .find(|(_, first, _)| n >= *first)
@@ -403,17 +447,33 @@ impl KernelParts {
             }
             _ => id.distro_version.clone(),
         };
+        let rt_in_release = release.contains(".rt");
         let variant = match id.distribution {
             Distribution::Ubuntu | Distribution::Debian => String::new(),
             _ => match kernel.split_once('+') {
                 Some((_, v)) => v.to_string(),
-                None if release.contains(".rt") => "rt".to_string(),
+                None if rt_in_release => "rt".to_string(),
                 None => String::new(),
             },
+        };
+        let series = {
+            let mut numbers = version.split('.');
+            match (numbers.next(), numbers.next()) {
+                (Some(a), Some(b)) => format!("{a}.{b}"),
+                _ => version.clone(),
+            }
+        };
+        let srpm = match id.distribution {
+            Distribution::Ubuntu | Distribution::Debian => String::new(),
+            _ if rt_in_release => "kernel-rt".to_string(),
+            d => crate::distros::kernel_source_package(d.as_str(), &id.distro_version, &series),
         };
         Self {
             vault_release,
             variant,
+            series,
+            srpm,
+            end_of_life: crate::distros::end_of_life(id.distribution.as_str(), &id.distro_version),
             version,
             release,
             deb_arch: id.architecture.debian_name().to_string(),
@@ -431,15 +491,28 @@ impl KernelParts {
         }
     }
 
-    /// A kernel package's name for this kernel's variant: `kernel-devel` is `kernel-64k-devel` for a
-    /// `+64k` kernel; `kernel-headers` (userspace headers) is shared by every variant.
-    pub fn rpm_package(&self, name: &str) -> String {
-        match name.strip_prefix("kernel-") {
-            Some(rest) if !self.variant.is_empty() && rest != "headers" => {
+    /// A kernel package's name for this kernel: `kernel-devel` is `kernel-64k-devel` for a `+64k`
+    /// kernel and `kernel6.12-devel` for Amazon Linux 2023's 6.12; `kernel-headers` (userspace
+    /// headers) is shared by every variant. `None` for a package the kernel's source package does
+    /// not build: `kernel-rt` (EL 8's real-time kernels) builds no `kernel-headers`.
+    pub fn rpm_package(&self, name: &str) -> Option<String> {
+        let Some(rest) = name.strip_prefix("kernel-") else {
+            return Some(name.to_string());
+        };
+        let base = if self.srpm.is_empty() {
+            "kernel"
+        } else {
+            &self.srpm
+        };
+        if rest == "headers" {
+            return (base != "kernel-rt").then(|| format!("{base}-headers"));
+        }
+        Some(match base {
+            "kernel" | "kernel-rt" if !self.variant.is_empty() => {
                 format!("kernel-{}-{rest}", self.variant)
             }
-            _ => name.to_string(),
-        }
+            _ => format!("{base}-{rest}"),
+        })
     }
 
     pub fn expand(&self, template: &str) -> String {
@@ -456,6 +529,8 @@ impl KernelParts {
             .replace("{flavour}", &self.flavour)
             .replace("{abi}", &self.abi)
             .replace("{vault_release}", &self.vault_release)
+            .replace("{series}", &self.series)
+            .replace("{srpm}", &self.srpm)
     }
 }
 
@@ -506,7 +581,7 @@ pub fn plan(chain: &Chain, id: &KernelIdentity) -> Vec<PlannedSource> {
                 SourceKind::Koji => s
                     .urls
                     .iter()
-                    .map(|u| format!("{} getBuild(kernel-{}-{})", parts.expand(u), parts.version, parts.release))
+                    .map(|u| format!("{} getBuild({}-{}-{})", parts.expand(u), parts.srpm, parts.version, parts.release))
                     .collect(),
                 SourceKind::Url => s
                     .rpm_packages_for(&parts)
@@ -601,6 +676,9 @@ mod tests {
         assert_eq!(v("centos/8/x86_64/4.18.0-305.3.1.el8.x86_64"), "8.4.2105");
         assert_eq!(v("centos/8/x86_64/4.18.0-240.el8.x86_64"), "8.3.2011");
         assert_eq!(v("centos/8/x86_64/4.18.0-513.5.1.el8_9.x86_64"), "8-stream");
+        // Stream 8 built the numbers between point releases: not in any point release's vault.
+        assert_eq!(v("centos/8/x86_64/4.18.0-277.el8.x86_64"), "8-stream");
+        assert_eq!(v("centos/8/aarch64/4.18.0-301.1.el8.aarch64"), "8-stream");
         assert_eq!(
             v("centos/7/x86_64/3.10.0-1160.119.1.el7.x86_64"),
             "7.9.2009"
@@ -677,6 +755,6 @@ mod tests {
             ok.sources[0].url_templates_for("kernel-headers", false),
             ["https://h/kernel-headers-{version}.rpm"]
         );
-        assert_eq!(Chain::builtin().sources.len(), 23);
+        assert_eq!(Chain::builtin().sources.len(), 32);
     }
 }

@@ -931,7 +931,7 @@ async fn koji_call(
 async fn koji(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
     let files = ctx.parts.expand(ctx.source.files.as_deref()?);
     let p = ctx.parts.clone();
-    let nvr = format!("kernel-{}-{}", p.version, p.release);
+    let nvr = format!("{}-{}-{}", p.srpm, p.version, p.release);
     let hubs = ctx.urls();
     for hub in hubs {
         let Ok(build) = koji_call(ctx, &hub, "getBuild", &[XmlRpc::Str(nvr.clone())]).await else {
