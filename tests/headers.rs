@@ -1483,7 +1483,8 @@ fn attempted(r: &kfleet::headers::Resolution) -> String {
 #[test]
 fn offline_plans_name_the_archive_and_the_package_for_real_edge_kernels() {
     // (kernel, the first source tried, a URL it tries, its packages, sources it must not try)
-    let cases: &[(&str, &str, &str, &[&str], &[&str])] = &[
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], &'a [&'a str]);
+    let cases: &[Case] = &[
         (
             "debian/10/x86_64/4.19.0-27-amd64",
             "debian-archive",
@@ -1953,4 +1954,61 @@ fn fedora_probes_kojipkgs_before_downloading_primaries() {
     assert_eq!(res.resolved_by.as_deref(), Some("fedora-kojipkgs"));
     assert_eq!(res.attempts.len(), 1, "{}", attempted(&res));
     assert_eq!(res.attempts[0].url, format!("{}{path}", fx.base));
+}
+
+/// With every source answering 404, the resolver's requests are the offline plan's: the plan is
+/// computed by the code that resolves (APT's `.gz` beside `.xz`, Launchpad's series). A url source
+/// stops at its first missing package, so it asks for a prefix of its plan.
+#[test]
+fn the_offline_plan_is_what_the_resolver_asks_for() {
+    let fx = fixture();
+    let chain = builtin_chain_at(&fx);
+    for key in [
+        "ubuntu/22.04/x86_64/5.15.0-91-generic",
+        "debian/12/aarch64/6.1.0-26-cloud-arm64",
+        "debian/9/x86_64/4.9.0-19-amd64",
+        "fedora/41/aarch64/6.11.4-301.fc41.aarch64+16k",
+        "centos/8/x86_64/4.18.0-513.5.1.rt7.307.el8.x86_64",
+        "centos/7/x86_64/3.10.0-1160.119.1.el7.x86_64",
+        "amazonlinux/2023/x86_64/6.12.40-63.114.amzn2023.x86_64",
+        "rocky/9.5/x86_64/5.14.0-427.13.1.el9_4.x86_64+rt",
+    ] {
+        let id = id(key);
+        let plan = kfleet::headers::plan(&chain, &id);
+        let r = fx
+            ._rt
+            .block_on(resolver(chain.clone(), 2000).resolve(&id))
+            .unwrap();
+        assert_eq!(r.resolved_by, None, "{key}");
+        let asked_by = |name: &str| -> Vec<&str> {
+            r.attempts
+                .iter()
+                .filter(|a| a.source == name)
+                .map(|a| a.url.as_str())
+                .collect()
+        };
+        for source in &plan {
+            let asked = asked_by(&source.name);
+            if source.kind == kfleet::headers::SourceKind::Url {
+                assert!(
+                    !asked.is_empty()
+                        && source
+                            .urls
+                            .starts_with(&asked.iter().map(|u| u.to_string()).collect::<Vec<_>>()),
+                    "{key} {}: asked {asked:?}, planned {:?}",
+                    source.name,
+                    source.urls
+                );
+            } else {
+                assert_eq!(asked, source.urls, "{key} {}", source.name);
+            }
+        }
+        let planned: Vec<&str> = plan.iter().map(|s| s.name.as_str()).collect();
+        assert!(
+            r.attempts
+                .iter()
+                .all(|a| planned.contains(&a.source.as_str())),
+            "{key}: a source outside the plan was asked"
+        );
+    }
 }

@@ -3,9 +3,13 @@
 //! TTL; `fetch` downloads and verifies the packages. The build workflow runs the same code.
 
 pub mod chain;
+pub mod parts;
 mod sources;
+pub mod spec;
 
-pub use chain::{Chain, ChainError, KernelParts, PlannedSource, SourceKind, SourceSpec, plan};
+pub use chain::{Chain, ChainError, PlannedSource, plan};
+pub use parts::KernelParts;
+pub use spec::{Protocol, SourceKind, SourceSpec};
 
 use crate::identity::KernelIdentity;
 use serde::{Deserialize, Serialize};
@@ -183,7 +187,7 @@ impl Resolver {
                     if attempts.len() == before {
                         attempts.push(Attempt {
                             source: spec.name.clone(),
-                            kind: spec.kind,
+                            kind: spec.kind(),
                             url: String::new(),
                             outcome: "no URL to try".into(),
                             millis: started.elapsed().as_millis() as u64,
@@ -192,7 +196,7 @@ impl Resolver {
                 }
                 Err(_) => attempts.push(Attempt {
                     source: spec.name.clone(),
-                    kind: spec.kind,
+                    kind: spec.kind(),
                     url: String::new(),
                     outcome: format!(
                         "timed out after {:?}; moving on",
@@ -271,7 +275,18 @@ impl Resolver {
         if !response.status().is_success() {
             return Err(err(format!("HTTP {}", response.status().as_u16())));
         }
-        let body = response.bytes().await.map_err(|e| err(e.to_string()))?;
+        let limit = sources::MAX_DOWNLOAD;
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(err(format!("larger than {limit} bytes; nothing was kept")));
+        }
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| err(e.to_string()))? {
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(err(format!("larger than {limit} bytes; nothing was kept")));
+            }
+            body.extend_from_slice(&chunk);
+        }
         if let Some(expected) = &package.checksum {
             let actual = match expected.algorithm.as_str() {
                 "sha256" => crate::fsio::hex(&sha2::Sha256::digest(&body)),

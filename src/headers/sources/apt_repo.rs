@@ -1,0 +1,164 @@
+//! `apt-repo`: APT repositories. `dists/{suite}/{component}/binary-{arch}/Packages.xz` (or
+//! `.gz`) gives `linux-headers-{kernel}` and the header and kbuild packages it depends on.
+
+use super::{Ctx, decompress, expanded, join};
+use crate::headers::parts::KernelParts;
+use crate::headers::spec::{Protocol, SourceSpec};
+use crate::headers::{Checksum, HeaderPackage};
+use std::collections::HashMap;
+
+/// One stanza of an APT `Packages` index.
+#[derive(Clone, Debug, Default)]
+struct Stanza {
+    pub package: String,
+    pub filename: String,
+    pub sha256: Option<String>,
+    pub depends: Vec<String>,
+}
+
+fn parse_packages(text: &str) -> HashMap<String, Stanza> {
+    let mut out = HashMap::new();
+    for block in text.split("\n\n") {
+        let mut s = Stanza::default();
+        for line in block.lines() {
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let v = v.trim();
+            match k {
+                "Package" => s.package = v.to_string(),
+                "Filename" => s.filename = v.to_string(),
+                "SHA256" => s.sha256 = Some(v.to_ascii_lowercase()),
+                "Depends" => {
+                    s.depends = v
+                        .split(',')
+                        .flat_map(|alt| alt.split('|'))
+                        .filter_map(|d| d.split_whitespace().next())
+                        .map(str::to_string)
+                        .collect()
+                }
+                _ => {}
+            }
+        }
+        if !s.package.is_empty() {
+            out.insert(s.package.clone(), s);
+        }
+    }
+    out
+}
+
+/// Dependencies of a headers package that carry headers or build tools.
+fn header_dependency(name: &str) -> bool {
+    (name.starts_with("linux-") && name.contains("-headers-")) || name.starts_with("linux-kbuild-")
+}
+
+/// The headers package and the header/kbuild packages it depends on, all from `index`.
+fn resolve_in_index(
+    index: &HashMap<String, Stanza>,
+    root: &str,
+    base: &str,
+) -> Option<Vec<HeaderPackage>> {
+    let mut out = Vec::new();
+    let mut queue = vec![root.to_string()];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(name) = queue.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let Some(s) = index.get(&name) else {
+            if name == root {
+                return None;
+            }
+            continue;
+        };
+        out.push(HeaderPackage {
+            name: s
+                .filename
+                .rsplit('/')
+                .next()
+                .unwrap_or(&s.filename)
+                .to_string(),
+            url: join(base, &s.filename),
+            checksum: s.sha256.clone().map(|hex| Checksum {
+                algorithm: "sha256".into(),
+                hex,
+            }),
+        });
+        queue.extend(s.depends.iter().filter(|d| header_dependency(d)).cloned());
+    }
+    Some(out)
+}
+
+/// The indexes of one suite of one repository: per component, `Packages.xz` then `.gz`.
+pub(super) struct SuiteIndexes {
+    pub base: String,
+    pub suite: String,
+    pub components: Vec<(String, Vec<String>)>,
+}
+
+/// Every suite of every repository of the source, in the order they are read.
+pub(super) fn indexes(spec: &SourceSpec, parts: &KernelParts) -> Vec<SuiteIndexes> {
+    let Protocol::AptRepo { suites, components } = &spec.protocol else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for base in expanded(spec, parts) {
+        for suite in suites.iter().map(|s| parts.expand(s)) {
+            let components = components
+                .iter()
+                .map(|c| {
+                    let dir = format!("dists/{suite}/{c}/binary-{}/", parts.deb_arch);
+                    let urls = INDEX_FILES
+                        .iter()
+                        .map(|f| join(&base, &format!("{dir}{f}")))
+                        .collect();
+                    (c.clone(), urls)
+                })
+                .collect();
+            out.push(SuiteIndexes {
+                base: base.clone(),
+                suite,
+                components,
+            });
+        }
+    }
+    out
+}
+
+/// The index files of a component, best first (either one is enough).
+const INDEX_FILES: [&str; 2] = ["Packages.xz", "Packages.gz"];
+
+pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
+    let root = format!("linux-headers-{}", ctx.parts.kernel);
+    for suite in indexes(ctx.source, ctx.parts) {
+        // Dependencies may live in another component of the same suite.
+        let mut index = HashMap::new();
+        for (_, urls) in &suite.components {
+            for url in urls {
+                let Ok(body) = ctx.get(url).await else {
+                    continue;
+                };
+                let name = url.clone();
+                let text = tokio::task::spawn_blocking(move || decompress(&name, &body))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("decompressing failed: {e}")));
+                match text {
+                    Ok(text) => {
+                        index.extend(parse_packages(&String::from_utf8_lossy(&text)));
+                        break;
+                    }
+                    Err(e) => ctx.outcome(e),
+                }
+            }
+        }
+        let name = &suite.suite;
+        if let Some(found) = resolve_in_index(&index, &root, &suite.base) {
+            ctx.outcome(format!("found {root} in {name}"));
+            return Some(found);
+        }
+        if ctx.attempts.last().is_some_and(|a| a.outcome == "ok") {
+            ctx.outcome(format!("no {root} in {name}"));
+        }
+    }
+    None
+}

@@ -1,0 +1,273 @@
+//! One client per source kind, each speaking the real protocol: DNF repository metadata
+//! (`rpm_repo`), APT indexes (`apt_repo`), plain package URLs (`url`), Koji XML-RPC (`koji`),
+//! snapshot.debian.org (`snapshot`) and Launchpad (`launchpad`). Each module computes its first
+//! requests once, and both the offline plan and the resolver use them.
+
+mod apt_repo;
+mod koji;
+mod launchpad;
+mod rpm_repo;
+mod snapshot;
+mod url;
+mod xmlrpc;
+
+use super::parts::KernelParts;
+use super::spec::{Protocol, SourceSpec};
+use super::{Attempt, HeaderPackage};
+use std::time::Instant;
+
+/// Why one request of a source did not give what was wanted.
+pub(super) type Outcome<T> = Result<T, String>;
+
+pub(super) struct Ctx<'a> {
+    pub http: &'a reqwest::Client,
+    pub parts: &'a KernelParts,
+    pub source: &'a SourceSpec,
+    pub attempts: &'a mut Vec<Attempt>,
+}
+
+impl Ctx<'_> {
+    /// Sets the outcome of the last attempt (a request that answered, but not with what was
+    /// wanted).
+    fn outcome(&mut self, outcome: String) {
+        if let Some(last) = self.attempts.last_mut() {
+            last.outcome = outcome;
+        }
+    }
+
+    fn record(&mut self, url: &str, started: Instant, outcome: &str) {
+        self.attempts.push(Attempt {
+            source: self.source.name.clone(),
+            kind: self.source.kind(),
+            url: url.to_string(),
+            outcome: outcome.to_string(),
+            millis: started.elapsed().as_millis() as u64,
+        });
+    }
+
+    /// GET a body; a non-2xx answer is recorded and returned as `Err`.
+    async fn get(&mut self, url: &str) -> Outcome<bytes::Bytes> {
+        let started = Instant::now();
+        let result = async {
+            let r = self.http.get(url).send().await.map_err(|e| describe(&e))?;
+            let status = r.status();
+            if !status.is_success() {
+                return Err(format!("HTTP {}", status.as_u16()));
+            }
+            if r.content_length().is_some_and(|n| n > MAX_DOWNLOAD) {
+                return Err(format!("larger than {MAX_DOWNLOAD} bytes"));
+            }
+            let mut r = r;
+            let mut body = Vec::new();
+            while let Some(chunk) = r.chunk().await.map_err(|e| describe(&e))? {
+                if body.len() as u64 + chunk.len() as u64 > MAX_DOWNLOAD {
+                    return Err(format!("larger than {MAX_DOWNLOAD} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(bytes::Bytes::from(body))
+        }
+        .await;
+        match &result {
+            Ok(_) => self.record(url, started, "ok"),
+            Err(e) => self.record(url, started, e),
+        }
+        result
+    }
+
+    /// Whether a package URL exists: HEAD, or a one-byte ranged GET where HEAD is refused.
+    async fn probe(&mut self, url: &str) -> Outcome<()> {
+        let started = Instant::now();
+        let result = async {
+            let head = self.http.head(url).send().await.map_err(|e| describe(&e))?;
+            let status = head.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            if matches!(status.as_u16(), 403 | 405 | 501) {
+                let ranged = self
+                    .http
+                    .get(url)
+                    .header(reqwest::header::RANGE, "bytes=0-0")
+                    .send()
+                    .await
+                    .map_err(|e| describe(&e))?;
+                if ranged.status().is_success() {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "HTTP {} (ranged GET after HEAD {})",
+                    ranged.status().as_u16(),
+                    status.as_u16()
+                ));
+            }
+            Err(format!("HTTP {}", status.as_u16()))
+        }
+        .await;
+        match &result {
+            Ok(()) => self.record(url, started, "found"),
+            Err(e) => self.record(url, started, e),
+        }
+        result
+    }
+
+    async fn json(&mut self, url: &str) -> Outcome<serde_json::Value> {
+        let body = self.get(url).await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            let msg = format!("not JSON: {e}");
+            self.outcome(msg.clone());
+            msg
+        })
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}
+
+/// Largest metadata file or package downloaded (compressed).
+pub(super) const MAX_DOWNLOAD: u64 = 512 << 20;
+
+/// Decompresses by file name: `.gz`, `.xz`, `.zst`, `.bz2`, or plain; at most 50 times the
+/// compressed size (64 MiB to 2 GiB: real primary.xml and Packages expand about 10:1).
+fn decompress(name: &str, body: &[u8]) -> Outcome<Vec<u8>> {
+    use crate::bounded::{Limits, read_to_end};
+    let limits = Limits::by_ratio(body.len() as u64, 50, 64 << 20, 2 << 30);
+    let (kind, result) = if name.ends_with(".gz") {
+        (
+            "gzip",
+            read_to_end(flate2::read::MultiGzDecoder::new(body), limits),
+        )
+    } else if name.ends_with(".xz") {
+        // Every stream: Ubuntu's Packages.xz are two xz streams, the second one empty.
+        let decoder = liblzma::read::XzDecoder::new_multi_decoder(body);
+        ("xz", read_to_end(decoder, limits))
+    } else if name.ends_with(".zst") {
+        match zstd::stream::read::Decoder::new(body) {
+            Ok(d) => ("zstd", read_to_end(d, limits)),
+            Err(e) => return Err(format!("bad zstd: {e}")),
+        }
+    } else if name.ends_with(".bz2") {
+        (
+            "bzip2",
+            read_to_end(bzip2::read::MultiBzDecoder::new(body), limits),
+        )
+    } else {
+        return Ok(body.to_vec());
+    };
+    result.map_err(|e| match e {
+        crate::bounded::BoundedError::Io(e) => format!("bad {kind}: {e}"),
+        other => format!("{name}: {kind} content {other}"),
+    })
+}
+
+/// Tries one source; `None` when it does not hold the kernel (every attempt is recorded).
+pub(super) async fn try_source(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
+    if let Some(problem) = ctx.source.missing_codename(ctx.parts) {
+        ctx.record("", Instant::now(), &problem);
+        return None;
+    }
+    match &ctx.source.protocol {
+        Protocol::RpmRepo { .. } => rpm_repo::resolve(ctx).await,
+        Protocol::AptRepo { .. } => apt_repo::resolve(ctx).await,
+        Protocol::Url { .. } => url::resolve(ctx).await,
+        Protocol::Koji { .. } => koji::resolve(ctx).await,
+        Protocol::Snapshot => snapshot::resolve(ctx).await,
+        Protocol::Launchpad => launchpad::resolve(ctx).await,
+    }
+}
+
+/// The requests a source makes before any answer, as the offline plan shows them.
+pub(super) fn first_requests(spec: &SourceSpec, parts: &KernelParts) -> Vec<String> {
+    match &spec.protocol {
+        Protocol::RpmRepo { mirrorlist, .. } => rpm_repo::repositories(spec, parts, *mirrorlist)
+            .into_iter()
+            .map(|r| r.first_request())
+            .collect(),
+        Protocol::AptRepo { .. } => apt_repo::indexes(spec, parts)
+            .into_iter()
+            .flat_map(|i| i.components.into_iter().flat_map(|(_, urls)| urls))
+            .collect(),
+        Protocol::Url { .. } => url::candidates(spec, parts)
+            .into_iter()
+            .flat_map(|(_, urls)| urls)
+            .collect(),
+        Protocol::Koji { .. } => koji::builds(spec, parts)
+            .into_iter()
+            .map(|(hub, nvr)| format!("{hub} getBuild({nvr})"))
+            .collect(),
+        Protocol::Snapshot => api_bases(spec, parts)
+            .iter()
+            .map(|base| snapshot::binary_url(base, &format!("linux-headers-{}", parts.kernel)))
+            .collect(),
+        Protocol::Launchpad => api_bases(spec, parts)
+            .iter()
+            .map(|api| {
+                launchpad::published_binaries_url(
+                    api,
+                    &format!("linux-headers-{}", parts.kernel),
+                    parts,
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The packages a source looks for, as the plan names them.
+pub(super) fn wanted(spec: &SourceSpec, parts: &KernelParts) -> Vec<String> {
+    match &spec.protocol {
+        Protocol::RpmRepo { .. } | Protocol::Url { .. } | Protocol::Koji { .. } => spec
+            .rpm_packages_for(parts)
+            .iter()
+            .map(|p| parts.rpm_file_stem(p))
+            .collect(),
+        Protocol::AptRepo { .. } | Protocol::Snapshot | Protocol::Launchpad => {
+            vec![format!("linux-headers-{}", parts.kernel)]
+        }
+    }
+}
+
+/// A url source's templates for one package: those naming `{package}` with it filled in; a
+/// template without `{package}` stands for the first package only.
+pub(super) fn url_templates_for(spec: &SourceSpec, package: &str, first: bool) -> Vec<String> {
+    spec.urls
+        .iter()
+        .filter(|u| first || u.contains("{package}"))
+        .map(|u| u.replace("{package}", package))
+        .collect()
+}
+
+/// The source's URLs expanded for this kernel.
+fn expanded(spec: &SourceSpec, parts: &KernelParts) -> Vec<String> {
+    spec.urls.iter().map(|u| parts.expand(u)).collect()
+}
+
+/// The same without trailing slashes, for APIs that append paths.
+fn api_bases(spec: &SourceSpec, parts: &KernelParts) -> Vec<String> {
+    expanded(spec, parts)
+        .into_iter()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .collect()
+}
+
+/// `path` resolved against the directory `base`, as a client would: repositories give relative
+/// locations, Amazon Linux 2's with `../` up to a shared blob store.
+fn join(base: &str, path: &str) -> String {
+    let dir = if base.ends_with('/') {
+        base.to_string()
+    } else {
+        format!("{base}/")
+    };
+    reqwest::Url::parse(&dir)
+        .and_then(|d| d.join(path))
+        .map_or_else(|_| format!("{dir}{path}"), String::from)
+}

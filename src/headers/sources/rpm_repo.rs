@@ -1,0 +1,352 @@
+//! `rpm-repo`: DNF repositories. `repodata/repomd.xml` names the `primary` metadata (XML) or
+//! `primary_db` (SQLite); either gives each package's location and checksum.
+
+use super::{Ctx, Outcome, decompress, expanded, join};
+use crate::headers::parts::KernelParts;
+use crate::headers::spec::SourceSpec;
+use crate::headers::{Checksum, HeaderPackage};
+use quick_xml::events::Event;
+
+/// The package locations one repository gave, by wanted package: `None` where it has none.
+type Found = Vec<Option<(String, Option<Checksum>)>>;
+
+/// One repository of a source: its base URL, or a `mirror.list` whose first line names it
+/// (Amazon Linux).
+pub(super) enum Repository {
+    Base(String),
+    MirrorList(String),
+}
+
+impl Repository {
+    pub(super) fn first_request(&self) -> String {
+        match self {
+            Self::Base(base) => join(base, "repodata/repomd.xml"),
+            Self::MirrorList(url) => url.clone(),
+        }
+    }
+}
+
+pub(super) fn repositories(
+    spec: &SourceSpec,
+    parts: &KernelParts,
+    mirrorlist: bool,
+) -> Vec<Repository> {
+    expanded(spec, parts)
+        .into_iter()
+        .map(|u| {
+            if mirrorlist {
+                Repository::MirrorList(u)
+            } else {
+                Repository::Base(u)
+            }
+        })
+        .collect()
+}
+
+pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
+    let wanted: Vec<String> = ctx.source.rpm_packages_for(ctx.parts);
+    let mirrorlist = matches!(
+        ctx.source.protocol,
+        crate::headers::spec::Protocol::RpmRepo {
+            mirrorlist: true,
+            ..
+        }
+    );
+    // One source's repositories together hold the packages (EL splits BaseOS and AppStream).
+    let mut found: Vec<Option<HeaderPackage>> = vec![None; wanted.len()];
+    for repository in repositories(ctx.source, ctx.parts, mirrorlist) {
+        let base = match repository {
+            Repository::Base(base) => base,
+            Repository::MirrorList(url) => {
+                let Ok(list) = ctx.get(&url).await else {
+                    continue;
+                };
+                match String::from_utf8_lossy(&list)
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('#'))
+                {
+                    Some(mirror) => mirror.to_string(),
+                    None => {
+                        ctx.outcome("mirror.list names no mirror".into());
+                        continue;
+                    }
+                }
+            }
+        };
+        let missing: Vec<usize> = (0..wanted.len()).filter(|&i| found[i].is_none()).collect();
+        let names: Vec<&str> = missing.iter().map(|&i| wanted[i].as_str()).collect();
+        let Some(hits) = rpm_repo_base(ctx, &base, &names).await else {
+            continue;
+        };
+        let p = ctx.parts;
+        for ((i, name), hit) in missing.into_iter().zip(names).zip(hits) {
+            if let Some((location, checksum)) = hit {
+                found[i] = Some(HeaderPackage {
+                    name: format!("{}.rpm", p.rpm_file_stem(name)),
+                    url: join(&base, &location),
+                    checksum,
+                });
+            }
+        }
+        if found.iter().all(Option::is_some) {
+            return Some(found.into_iter().flatten().collect());
+        }
+    }
+    None
+}
+
+/// The metadata of a repomd.xml that list packages, best first: `primary` (XML), then
+/// `primary_db` (SQLite), as (type, location href).
+fn primary_locations(repomd: &[u8]) -> Vec<(String, String)> {
+    let mut reader = quick_xml::Reader::from_reader(repomd);
+    let mut data_type: Option<String> = None;
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e) | Event::Empty(e)) => match e.local_name().as_ref() {
+                b"data" => {
+                    data_type = e
+                        .try_get_attribute("type")
+                        .ok()
+                        .flatten()
+                        .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+                        .filter(|t| t == "primary" || t == "primary_db");
+                }
+                b"location" => {
+                    if let (Some(t), Some(href)) =
+                        (data_type.take(), e.try_get_attribute("href").ok().flatten())
+                    {
+                        out.push((t, String::from_utf8_lossy(&href.value).into_owned()));
+                    }
+                }
+                _ => {}
+            },
+            Ok(Event::End(e)) if e.local_name().as_ref() == b"data" => data_type = None,
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    out.sort_by_key(|(t, _)| t != "primary");
+    out
+}
+
+fn rpm_checksum(kind: &str, hex: &str) -> Option<Checksum> {
+    if hex.is_empty() {
+        return None;
+    }
+    Some(Checksum {
+        algorithm: if kind == "sha" { "sha1" } else { kind }.to_string(),
+        hex: hex.to_ascii_lowercase(),
+    })
+}
+
+/// Finds each of `names` at exactly version-release.arch in primary.xml: location and checksum.
+fn find_in_primary(
+    primary: &[u8],
+    names: &[&str],
+    version: &str,
+    release: &str,
+    arch: &str,
+) -> Outcome<Found> {
+    let mut found: Found = vec![None; names.len()];
+    let mut reader = quick_xml::Reader::from_reader(primary);
+    let mut buf = Vec::new();
+    #[derive(Default)]
+    struct Pkg {
+        name: String,
+        arch: String,
+        ver: String,
+        rel: String,
+        checksum: Option<Checksum>,
+        location: String,
+    }
+    let mut pkg: Option<Pkg> = None;
+    let mut field: Option<Vec<u8>> = None;
+    let mut checksum_type = String::new();
+    loop {
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| format!("bad primary.xml at byte {}: {e}", reader.buffer_position()))?;
+        match event {
+            Event::Start(e) => {
+                let local = e.local_name().as_ref().to_vec();
+                match local.as_slice() {
+                    b"package" => pkg = Some(Pkg::default()),
+                    b"name" | b"arch" => field = Some(local.clone()),
+                    b"checksum" => {
+                        checksum_type = e
+                            .try_get_attribute("type")
+                            .ok()
+                            .flatten()
+                            .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+                            .unwrap_or_default();
+                        field = Some(local.clone());
+                    }
+                    _ => field = None,
+                }
+                if local.as_slice() == b"version" {
+                    read_version(&e, pkg.as_mut().map(|p| (&mut p.ver, &mut p.rel)));
+                }
+            }
+            Event::Empty(e) => match e.local_name().as_ref() {
+                b"version" => read_version(&e, pkg.as_mut().map(|p| (&mut p.ver, &mut p.rel))),
+                b"location" => {
+                    if let (Some(p), Some(href)) =
+                        (pkg.as_mut(), e.try_get_attribute("href").ok().flatten())
+                    {
+                        p.location = String::from_utf8_lossy(&href.value).into_owned();
+                    }
+                }
+                _ => {}
+            },
+            Event::Text(t) => {
+                if let (Some(p), Some(f)) = (pkg.as_mut(), field.as_deref()) {
+                    let text = String::from_utf8_lossy(t.as_ref()).trim().to_string();
+                    match f {
+                        b"name" => p.name = text,
+                        b"arch" => p.arch = text,
+                        b"checksum" => p.checksum = rpm_checksum(&checksum_type, &text),
+                        _ => {}
+                    }
+                }
+            }
+            Event::End(e) => {
+                field = None;
+                if e.local_name().as_ref() == b"package"
+                    && let Some(p) = pkg.take()
+                    && p.arch == arch
+                    && p.ver == version
+                    && p.rel == release
+                    && let Some(i) = names.iter().position(|n| *n == p.name)
+                    && found[i].is_none()
+                {
+                    found[i] = Some((p.location, p.checksum));
+                    if found.iter().all(Option::is_some) {
+                        return Ok(found);
+                    }
+                }
+            }
+            Event::Eof => return Ok(found),
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+/// The same lookup in a `primary_db` SQLite database (createrepo's `packages` table).
+fn find_in_primary_db(
+    db: &[u8],
+    names: &[&str],
+    version: &str,
+    release: &str,
+    arch: &str,
+) -> Outcome<Found> {
+    use std::io::Write;
+    let bad = |e: &dyn std::fmt::Display| format!("bad primary_db: {e}");
+    let mut file = tempfile::NamedTempFile::new().map_err(|e| bad(&e))?;
+    file.write_all(db).map_err(|e| bad(&e))?;
+    let conn = rusqlite::Connection::open_with_flags(
+        file.path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| bad(&e))?;
+    let mut query = conn
+        .prepare(
+            "SELECT location_href, checksum_type, pkgId FROM packages \
+             WHERE name = ?1 AND version = ?2 AND release = ?3 AND arch = ?4 LIMIT 1",
+        )
+        .map_err(|e| bad(&e))?;
+    names
+        .iter()
+        .map(|name| {
+            let mut rows = query
+                .query([name, &version, &release, &arch])
+                .map_err(|e| bad(&e))?;
+            let Some(row) = rows.next().map_err(|e| bad(&e))? else {
+                return Ok(None);
+            };
+            let text = |i: usize| -> Outcome<String> {
+                row.get::<_, Option<String>>(i)
+                    .map(Option::unwrap_or_default)
+                    .map_err(|e| bad(&e))
+            };
+            Ok(Some((text(0)?, rpm_checksum(&text(1)?, &text(2)?))))
+        })
+        .collect()
+}
+
+fn read_version(e: &quick_xml::events::BytesStart<'_>, target: Option<(&mut String, &mut String)>) {
+    let Some((ver, rel)) = target else {
+        return;
+    };
+    let attr = |n: &str| {
+        e.try_get_attribute(n)
+            .ok()
+            .flatten()
+            .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+            .unwrap_or_default()
+    };
+    *ver = attr("ver");
+    *rel = attr("rel");
+}
+
+/// Reads one repository's metadata for `names`: `None` when the metadata could not be read.
+async fn rpm_repo_base(ctx: &mut Ctx<'_>, base: &str, names: &[&str]) -> Option<Found> {
+    let repomd_url = join(base, "repodata/repomd.xml");
+    let repomd = ctx.get(&repomd_url).await.ok()?;
+    let locations = primary_locations(&repomd);
+    if locations.is_empty() {
+        ctx.outcome("repomd.xml names no primary or primary_db metadata".into());
+        return None;
+    }
+    let p = ctx.parts.clone();
+    for (kind, href) in locations {
+        let Ok(body) = ctx.get(&join(base, &href)).await else {
+            continue;
+        };
+        let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let (version, release, arch) = (p.version.clone(), p.release.clone(), p.arch.clone());
+        // Decompressing and scanning metadata is CPU work: off the async workers.
+        let looked_up = tokio::task::spawn_blocking(move || {
+            let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+            decompress(&href, &body).and_then(|raw| {
+                if kind == "primary" {
+                    find_in_primary(&raw, &names, &version, &release, &arch)
+                } else {
+                    find_in_primary_db(&raw, &names, &version, &release, &arch)
+                }
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("reading the metadata failed: {e}")));
+        let hits = match looked_up {
+            Ok(hits) => hits,
+            Err(e) => {
+                ctx.outcome(e);
+                continue;
+            }
+        };
+        let (present, absent): (Vec<_>, Vec<_>) =
+            names.iter().zip(&hits).partition(|(_, h)| h.is_some());
+        let present: Vec<&str> = present.into_iter().map(|(n, _)| *n).collect();
+        let absent: Vec<String> = absent
+            .into_iter()
+            .map(|(n, _)| format!("{n}-{}-{}.{}", p.version, p.release, p.arch))
+            .collect();
+        let outcome = match (present.is_empty(), absent.is_empty()) {
+            (false, true) => format!("found {}", present.join(", ")),
+            (true, _) => format!("no {} in the metadata", absent.join(", ")),
+            (false, false) => format!(
+                "found {}; no {} in the metadata",
+                present.join(", "),
+                absent.join(", ")
+            ),
+        };
+        ctx.outcome(outcome);
+        return Some(hits);
+    }
+    None
+}
