@@ -6,6 +6,8 @@
 //!
 //! Runs twice: without dispatch pacing, and with the 750 ms pacing kfleet uses against GitHub.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::builds::{Planner, PlannerConfig};
 use kfleet::forge::{

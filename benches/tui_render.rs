@@ -3,6 +3,8 @@
 //!
 //!     cargo bench --bench tui_render
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::coverage::{self, BuildStates, CoverageOptions};

@@ -16,6 +16,7 @@ pub mod identity;
 #[cfg(feature = "fleet")]
 pub mod inventory;
 pub mod kmod;
+pub mod locks;
 pub mod net;
 pub mod notice;
 pub mod report;

@@ -7,8 +7,11 @@ fn main() -> ExitCode {
     match kfleet::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
+            let (code, message) = kfleet::cli::on_error(&err);
+            if let Some(message) = message {
+                eprintln!("{message}");
+            }
+            code
         }
     }
 }

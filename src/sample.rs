@@ -245,7 +245,7 @@ fn releases(spec: &FleetSpec, ids: &[KernelIdentity], rng: &mut fastrand::Rng) -
     let base = Utc
         .with_ymd_and_hms(2026, 10, 1, 12, 0, 0)
         .single()
-        .expect("fixed date is valid");
+        .unwrap_or_default();
     let module = spec.template.module();
     let plan = [
         ("v0.6.0-rc.1", true, 60, 0.05),

@@ -7,6 +7,8 @@
 //! `linux-headers-ARCH` metapackage names) into `KFLEET_DEBS` (default `~/.cache/kfleet-debs`),
 //! unpack them with `dpkg-deb`, and read the module's vermagic from its `.modinfo` section.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::identity::KernelIdentity;
 use sha2::{Digest, Sha256};
@@ -307,7 +309,7 @@ fn example_module_builds_into_a_packaged_ko_for_a_kernel_tree() {
         .parse(&name)
         .expect("the name follows the template");
     assert_eq!(parsed.driver_version.as_deref(), Some("1.4.2"));
-    assert_eq!(parsed.checked.identity.as_ref(), Some(&id));
+    assert_eq!(parsed.checked.identity(), Some(&id));
 
     // The digest file matches the bytes, in sha256sum's format.
     let bytes = std::fs::read(&asset).unwrap();

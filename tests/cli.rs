@@ -1,6 +1,8 @@
 //! The command line itself: completions and the man page come from the same definition as the
 //! parser, and typed flags (durations, shares, percentages) are checked by clap with a clear error.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use assert_cmd::Command;
 
 fn kfleet(args: &[&str]) -> std::process::Output {
@@ -68,4 +70,80 @@ fn typed_flags_are_checked_by_clap() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+/// Output that cannot be written is an error with a reason, never a panic; a reader that stops
+/// early (`kfleet report | head`) ends the command quietly with success.
+#[test]
+fn unwritable_output_is_an_error_and_a_closed_pipe_is_not() {
+    let report = [
+        "report",
+        "-i",
+        "sample-data/fleet.csv",
+        "--releases",
+        "sample-data/releases.json",
+        "--format",
+        "csv",
+    ];
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("kfleet"))
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .args(report)
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: cannot write to standard output: No space left on device"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    for args in [&report[..], &["man"], &["completions", "bash"]] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kfleet"))
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the first line is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// A file that cannot be written says so once, with the path, and leaves nothing behind.
+#[test]
+fn an_unwritable_output_file_is_named_once() {
+    let out = kfleet(&[
+        "report",
+        "-i",
+        "sample-data/fleet.csv",
+        "--releases",
+        "sample-data/releases.json",
+        "--output",
+        "/nonexistent/dir/coverage.csv",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: cannot write /nonexistent/dir/coverage.csv"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
 }

@@ -2,6 +2,8 @@
 //! identity however many ask, the ledger across restarts, the run-details fallback, deadlines, and
 //! the coverage flip to `covered` end to end.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use assert_cmd::Command;
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::builds::{Decision, Planner, PlannerConfig};

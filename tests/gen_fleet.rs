@@ -1,5 +1,7 @@
 //! `kfleet gen-fleet`: deterministic synthetic fleets, and reports on them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use assert_cmd::Command;
 use serde_json::Value;
 use std::path::Path;

@@ -2,6 +2,8 @@
 //! documents generated here: DNF metadata (gzip and zstd primaries, an Amazon Linux mirror.list),
 //! APT indexes (xz), explicit URLs, Koji XML-RPC, snapshot.debian.org and Launchpad JSON.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use assert_cmd::Command;
 use axum::Router;
 use axum::body::Bytes;

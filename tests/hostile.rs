@@ -3,6 +3,8 @@
 //! elsewhere, compression bombs, escape sequences and formulas in inventories, and flags a
 //! command would ignore.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use assert_cmd::Command;
 use sha2::Digest;
 use std::path::Path;

@@ -1,5 +1,7 @@
 //! `kfleet identity`: what an operator sees when checking one kernel.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 
@@ -96,7 +98,7 @@ fn edge_case_kernels_are_judged_right() {
             kernel_version: f[3],
         });
         let (verdict, reason) = match &checked.verdict {
-            kfleet::identity::Verdict::Valid => ("valid", String::new()),
+            kfleet::identity::Verdict::Valid(_) => ("valid", String::new()),
             kfleet::identity::Verdict::Invalid(r) => ("invalid", r.clone()),
             kfleet::identity::Verdict::Unsupported(r) => ("unsupported", r.clone()),
         };

@@ -1,5 +1,7 @@
 //! `kfleet report` end to end: the counts, shapes and exit codes a user sees.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;

@@ -2,6 +2,8 @@
 //! nodes ask, answers from the release listing, ids that survive a restart, the error codes, the
 //! deadline, metrics, and `kfleet ensure` end to end.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use assert_cmd::Command;
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::builds::{Planner, PlannerConfig};

@@ -1,6 +1,8 @@
 //! The dashboard's views and keys: `TestBackend` renders with `insta` snapshots, and app-level
 //! tests that feed keys and background results.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::coverage::{self, BuildStates, CoverageOptions, CoverageReport};
@@ -63,13 +65,10 @@ fn a_run() -> WorkflowRun {
     let now = chrono::Utc::now();
     WorkflowRun {
         id: 7000000001,
-        name: None,
         display_title: format!("kfleet {MISSING} [r-1]"),
         status: Some("in_progress".into()),
         conclusion: None,
         event: Some("workflow_dispatch".into()),
-        head_branch: Some("main".into()),
-        path: None,
         html_url: Some("http://127.0.0.1:PORT/acme/kdriver/actions/runs/7000000001".into()),
         created_at: Some(now - chrono::Duration::seconds(65)),
         updated_at: Some(now),

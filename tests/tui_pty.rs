@@ -2,6 +2,8 @@
 //! emulator (vt100) turns into a screen. It starts on the sample fleet with the sandbox forge,
 //! shows SANDBOX and the Overview, opens help, quits, and leaves the terminal restored.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,7 @@
 //! The shipped workflows and build script: `kfleet workflow init`, and the script's refusals.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 use std::path::Path;

@@ -182,7 +182,7 @@ mod tests {
             let name = t.render(&id, "v0.5.16");
             let back = t.parse(&name).expect(&name);
             assert_eq!(back.driver_version.as_deref(), Some("v0.5.16"));
-            assert_eq!(back.checked.identity.as_ref(), Some(&id), "{name}");
+            assert_eq!(back.checked.identity(), Some(&id), "{name}");
         }
     }
 
@@ -200,7 +200,7 @@ mod tests {
             let name = t.render(&id, dv);
             let back = t.parse(&name).expect(&name);
             assert_eq!(back.driver_version.as_deref(), Some(dv), "{name}");
-            assert_eq!(back.checked.identity.as_ref(), Some(&id), "{name}");
+            assert_eq!(back.checked.identity(), Some(&id), "{name}");
         }
         for bad in ["", "-v1", "v1/../x", "a..b", "v1 2", "v1;rm"] {
             assert!(crate::identity::check_driver_version(bad).is_err(), "{bad}");

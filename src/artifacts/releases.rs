@@ -178,7 +178,7 @@ pub fn index_assets(release: &Release, template: &AssetTemplate) -> AssetIndex {
             continue;
         }
         match &parsed.checked.verdict {
-            Verdict::Valid => {}
+            Verdict::Valid(_) => {}
             Verdict::Invalid(r) => {
                 index
                     .unrecognised

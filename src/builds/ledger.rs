@@ -122,7 +122,10 @@ impl Ledger {
     /// disk mid-write) is cut off first, so the new record starts on a line of its own; a new
     /// ledger's directory entry is fsynced too.
     pub fn append(&self, record: &LedgerRecord) -> Result<(), LedgerError> {
-        let mut line = serde_json::to_vec(record).expect("ledger records serialise");
+        let mut line = serde_json::to_vec(record).map_err(|e| LedgerError::Io {
+            path: self.path.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
         line.push(b'\n');
         let existed = self.path.exists();
         let mut file = std::fs::OpenOptions::new()

@@ -40,6 +40,16 @@ pub const MAX_INPUT_CHARS: usize = 65_535;
 /// Room left in the inputs for `driver_version` and `request_id`.
 const BATCH_INPUT_BUDGET: usize = MAX_INPUT_CHARS - 512;
 
+/// A workflow's inputs: every value a string, as `workflow_dispatch` takes them.
+fn workflow_inputs<const N: usize>(
+    pairs: [(&str, String); N],
+) -> serde_json::Map<String, serde_json::Value> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+        .collect()
+}
+
 /// Splits identities into batches of at most `max_jobs` whose JSON list stays within
 /// `max_chars` (GitHub: 256 and the inputs' 65,535 characters).
 pub fn chunk_batch(
@@ -51,10 +61,8 @@ pub fn chunk_batch(
     let mut current: Vec<KernelIdentity> = Vec::new();
     let mut chars = 2;
     for id in identities {
-        let item = serde_json::to_string(id)
-            .expect("identities serialise")
-            .len()
-            + 1;
+        // An identity that cannot be measured (it always can: four strings) goes alone.
+        let item = serde_json::to_vec(id).map_or(max_chars, |v| v.len()) + 1;
         if !current.is_empty() && (current.len() == max_jobs || chars + item > max_chars) {
             out.push(std::mem::take(&mut current));
             chars = 2;
@@ -148,6 +156,8 @@ pub enum BuildError {
     Ledger(#[from] LedgerError),
     #[error("release {0}: {1}")]
     Release(String, String),
+    #[error("cannot encode the workflow inputs: {0}")]
+    Inputs(String),
     #[error("cannot take the dispatch lock {path}: {source}")]
     Lock {
         path: String,
@@ -208,10 +218,6 @@ impl Planner {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
-    }
-
-    pub fn config(&self) -> &PlannerConfig {
-        &self.config
     }
 
     async fn lock_across_processes(&self) -> Result<std::fs::File, BuildError> {
@@ -416,12 +422,13 @@ impl Planner {
             .collect();
         for chunk in chunk_batch(&wanted, MAX_MATRIX_JOBS, BATCH_INPUT_BUDGET) {
             let rid = new_request_id();
-            let inputs = serde_json::json!({
-                "identities": serde_json::to_string(&chunk).expect("identities serialise"),
-                "driver_version": driver_version,
-                "request_id": rid,
-            });
-            let inputs = inputs.as_object().expect("inputs are an object").clone();
+            let identities =
+                serde_json::to_string(&chunk).map_err(|e| BuildError::Inputs(e.to_string()))?;
+            let inputs = workflow_inputs([
+                ("identities", identities),
+                ("driver_version", driver_version.to_string()),
+                ("request_id", rid.clone()),
+            ]);
             self.pace(last_dispatch).await;
             let run = self
                 .client
@@ -553,15 +560,14 @@ impl Planner {
         let rid = request_id
             .map(str::to_string)
             .unwrap_or_else(new_request_id);
-        let inputs = serde_json::json!({
-            "kernel_version": identity.kernel_version,
-            "architecture": identity.architecture.as_str(),
-            "distribution": identity.distribution.as_str(),
-            "distro_version": identity.distro_version,
-            "driver_version": driver_version,
-            "request_id": rid,
-        });
-        let inputs = inputs.as_object().expect("inputs are an object").clone();
+        let inputs = workflow_inputs([
+            ("kernel_version", identity.kernel_version.clone()),
+            ("architecture", identity.architecture.as_str().to_string()),
+            ("distribution", identity.distribution.as_str().to_string()),
+            ("distro_version", identity.distro_version.clone()),
+            ("driver_version", driver_version.to_string()),
+            ("request_id", rid.clone()),
+        ]);
         self.pace(last_dispatch).await;
         let run = self
             .client

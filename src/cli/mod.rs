@@ -65,6 +65,30 @@ pub enum Command {
 }
 
 /// Runs the parsed command line; the exit code says how it went.
+/// Standard output could not be written. A closed pipe (`kfleet report | head`) ends the command
+/// quietly; anything else is an error.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to standard output: {0}")]
+pub struct StdoutError(pub std::io::Error);
+
+/// What `main` does with a command's error: the exit code, and the message for standard error
+/// (`None`: nothing to say). Each cause is shown once, even where a message already quotes it.
+pub fn on_error(err: &anyhow::Error) -> (ExitCode, Option<String>) {
+    if let Some(StdoutError(e)) = err.downcast_ref::<StdoutError>()
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        return (ExitCode::SUCCESS, None);
+    }
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message = format!("{message}: {cause}");
+        }
+    }
+    (ExitCode::from(1), Some(format!("error: {message}")))
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let _runtime = runtime()?.enter();
     let (config, _) = Config::load(cli.config.as_deref())?;

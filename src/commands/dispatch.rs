@@ -60,12 +60,11 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
                 .planner_config(config, release.tag_name.clone())?,
         )?;
         if std::io::IsTerminal::is_terminal(&std::io::stderr()) && keys.len() > 1 {
-            let bar = indicatif::ProgressBar::new(keys.len() as u64).with_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} identities checked, {elapsed} {msg}",
-                )
-                .expect("the progress template is valid"),
-            );
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} identities checked, {elapsed} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            let bar = indicatif::ProgressBar::new(keys.len() as u64).with_style(style);
             planner = planner.on_decided(move |key, _| {
                 bar.inc(1);
                 bar.set_message(key.to_string());
@@ -89,16 +88,16 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
             let rows: Vec<serde_json::Value> = decisions
                 .iter()
                 .map(|(key, d)| {
-                    let mut v = serde_json::to_value(d).expect("decisions serialise");
+                    let mut v = serde_json::to_value(d).unwrap_or_default();
                     v["key"] = serde_json::Value::String(key.clone());
                     v
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&rows)?);
+            outln!("{}", serde_json::to_string_pretty(&rows)?);
         }
         _ => {
             for (key, d) in &decisions {
-                println!("{key}: {}", d.describe());
+                outln!("{key}: {}", d.describe());
             }
         }
     }

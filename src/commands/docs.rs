@@ -6,7 +6,9 @@ use clap::CommandFactory;
 
 pub(crate) fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
     let mut command = Cli::command();
-    clap_complete::generate(shell, &mut command, "kfleet", &mut std::io::stdout());
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut command, "kfleet", &mut out);
+    out!("{}", String::from_utf8_lossy(&out));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -15,6 +17,6 @@ pub(crate) fn man() -> Result<ExitCode> {
     clap_mangen::Man::new(Cli::command())
         .render(&mut out)
         .context("cannot render the man page")?;
-    std::io::Write::write_all(&mut std::io::stdout(), &out)?;
+    out!("{}", String::from_utf8_lossy(&out));
     Ok(ExitCode::SUCCESS)
 }

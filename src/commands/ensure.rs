@@ -22,13 +22,13 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
         )?,
         None => {
             let local = local_identity(None).context("cannot determine this machine's identity")?;
-            match (&local.verdict, local.identity.clone()) {
-                (_, Some(id)) => id,
-                (Verdict::Unsupported(r) | Verdict::Invalid(r), None) => {
-                    eprintln!("this machine ({}) cannot get a driver: {r}", local.key());
+            let key = local.key();
+            match local.verdict {
+                Verdict::Valid(id) => id,
+                Verdict::Unsupported(r) | Verdict::Invalid(r) => {
+                    eprintln!("this machine ({key}) cannot get a driver: {r}");
                     return Ok(ExitCode::from(5));
                 }
-                (Verdict::Valid, None) => bail!("this machine's identity did not parse"),
             }
         }
     };
@@ -67,7 +67,7 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
         ))?
     };
     match &outcome {
-        crate::service::ensure::EnsureOutcome::Available(path) => println!("{}", path.display()),
+        crate::service::ensure::EnsureOutcome::Available(path) => outln!("{}", path.display()),
         crate::service::ensure::EnsureOutcome::TimedOut(why)
         | crate::service::ensure::EnsureOutcome::Failed(why) => eprintln!("{why}"),
         crate::service::ensure::EnsureOutcome::Rejected(why) => eprintln!("rejected: {why}"),

@@ -11,7 +11,7 @@ pub(crate) fn gen_fleet_cmd(args: GenFleetArgs, config: &Config) -> Result<ExitC
         repo: args.repo,
     };
     let made = generate(&spec, &args.out)?;
-    println!(
+    outln!(
         "wrote {}/fleet.csv ({} nodes, {} identities, {} bad rows) and releases.json ({} releases)",
         args.out.display(),
         made.nodes,

@@ -17,11 +17,11 @@ pub(crate) fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCo
                     bail!("no header sources for {}", id.key());
                 }
                 if format == ListFormat::Json {
-                    println!("{}", serde_json::to_string_pretty(&planned)?);
+                    outln!("{}", serde_json::to_string_pretty(&planned)?);
                 } else {
-                    println!("plan for {} (offline: nothing was fetched)", id.key());
+                    outln!("plan for {} (offline: nothing was fetched)", id.key());
                     for (i, s) in planned.iter().enumerate() {
-                        println!(
+                        outln!(
                             "{}. {} ({}) for {}",
                             i + 1,
                             s.name,
@@ -29,7 +29,7 @@ pub(crate) fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCo
                             s.packages.join(", ")
                         );
                         for url in &s.urls {
-                            println!("   {url}");
+                            outln!("   {url}");
                         }
                     }
                 }
@@ -38,7 +38,7 @@ pub(crate) fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCo
             let resolver = chain.resolver(config)?;
             let resolution = runtime()?.block_on(resolver.resolve(&id))?;
             if format == ListFormat::Json {
-                println!("{}", serde_json::to_string_pretty(&resolution)?);
+                outln!("{}", serde_json::to_string_pretty(&resolution)?);
             } else {
                 let rows: Vec<Vec<String>> = resolution
                     .attempts
@@ -53,23 +53,23 @@ pub(crate) fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCo
                         ]
                     })
                     .collect();
-                print!(
+                out!(
                     "{}",
                     report::grid(&["SOURCE", "KIND", "TIME", "OUTCOME", "URL"], &rows, &[2])
                 );
                 match &resolution.resolved_by {
                     Some(by) => {
-                        println!("\nresolved by {by}:");
+                        outln!("\nresolved by {by}:");
                         for p in &resolution.packages {
                             let sum = p
                                 .checksum
                                 .as_ref()
                                 .map(|c| format!(" {}:{}", c.algorithm, c.hex))
                                 .unwrap_or_default();
-                            println!("  {}{sum}", p.url);
+                            outln!("  {}{sum}", p.url);
                         }
                     }
-                    None => println!("\nunresolvable: every source was tried"),
+                    None => outln!("\nunresolvable: every source was tried"),
                 }
             }
             Ok(if resolution.resolved_by.is_some() {
@@ -92,7 +92,7 @@ pub(crate) fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCo
                 resolution.resolved_by.as_deref().unwrap_or("?")
             );
             for f in files {
-                println!("{}", f.display());
+                outln!("{}", f.display());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -12,7 +12,7 @@ pub(crate) fn identity_cmd(cmd: IdentityCommand, config: &Config) -> Result<Exit
             let id = identity.identity()?;
             crate::identity::check_driver_version(driver_version)
                 .map_err(|e| anyhow::anyhow!("--driver-version: {e}"))?;
-            println!("{}", naming.template(config)?.render(&id, driver_version));
+            outln!("{}", naming.template(config)?.render(&id, driver_version));
             return Ok(ExitCode::SUCCESS);
         }
         IdentityCommand::Check {
@@ -30,12 +30,12 @@ pub(crate) fn identity_cmd(cmd: IdentityCommand, config: &Config) -> Result<Exit
             .context("cannot determine this machine's identity")?,
     };
     match &checked.verdict {
-        Verdict::Valid => {
-            println!("{}", checked.key());
+        Verdict::Valid(_) => {
+            outln!("{}", checked.key());
             Ok(ExitCode::SUCCESS)
         }
         Verdict::Unsupported(reason) => {
-            println!("{}", checked.key());
+            outln!("{}", checked.key());
             eprintln!("unsupported: {reason}");
             Ok(ExitCode::from(1))
         }

@@ -1,5 +1,21 @@
 //! The command layer: one file per command, each turning parsed flags into library calls and
-//! printing what happened. Only this layer (and `cli`) prints.
+//! printing what happened. Only this layer (and `cli`) prints; standard output goes through
+//! `out!`/`outln!`, which report a write that fails instead of panicking.
+
+/// `print!` to standard output; a failed write returns from the command with
+/// [`crate::cli::StdoutError`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::commands::stdout(format_args!($($arg)*))?
+    };
+}
+
+/// `println!` to standard output, as `out!`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::commands::stdout(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
 
 pub(crate) mod cancel;
 pub(crate) mod dispatch;
@@ -20,6 +36,17 @@ pub(crate) mod tui;
 pub(crate) mod workflow;
 
 use prelude::*;
+
+/// Writes to standard output and flushes, so a closed pipe or a full disk is seen here.
+pub(crate) fn stdout(
+    args: std::fmt::Arguments<'_>,
+) -> std::result::Result<(), crate::cli::StdoutError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)
+        .and_then(|()| out.flush())
+        .map_err(crate::cli::StdoutError)
+}
 
 /// The one async runtime of the process; `run` enters it so clients can be built anywhere.
 pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime> {
@@ -85,7 +112,7 @@ pub(crate) fn emit(output: Option<&PathBuf>, text: &str) -> Result<()> {
             write_atomic(path, text.as_bytes())?;
             eprintln!("wrote {}", path.display());
         }
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     Ok(())
 }

@@ -66,12 +66,12 @@ pub(crate) fn runs_cmd(args: RunsArgs, config: &Config) -> Result<ExitCode> {
             }
             let active = runs.iter().any(|r| !r.is_finished());
             if args.format == ListFormat::Json {
-                println!("{}", serde_json::to_string_pretty(&json)?);
+                outln!("{}", serde_json::to_string_pretty(&json)?);
             } else {
                 if args.watch && interactive {
-                    print!("\x1b[H\x1b[2J");
+                    out!("\x1b[H\x1b[2J");
                 }
-                print!(
+                out!(
                     "{}",
                     report::grid(
                         &[
@@ -87,7 +87,7 @@ pub(crate) fn runs_cmd(args: RunsArgs, config: &Config) -> Result<ExitCode> {
                     )
                 );
                 if rows.is_empty() {
-                    println!("no runs of {workflow}");
+                    outln!("no runs of {workflow}");
                 }
             }
             if !args.watch || !active {

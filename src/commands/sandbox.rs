@@ -46,7 +46,7 @@ pub(crate) fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode
     };
     runtime()?.block_on(async move {
         let sandbox = Sandbox::start(args.listen, releases, options).await?;
-        println!("{}", sandbox.base_url());
+        outln!("{}", sandbox.base_url());
         eprintln!(
             "sandbox forge serving {count} releases of {} at {} (Ctrl-C stops it); use --api-url {} --repo {}",
             args.repo,

@@ -52,7 +52,7 @@ pub(crate) fn workflow_init(dir: &std::path::Path, force: bool) -> Result<ExitCo
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
         }
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display());
     }
     eprintln!(
         "set repository variables KFLEET_MODULE (module name), KFLEET_MODULE_DIR (where its Kbuild is) and, if needed, KFLEET_RUNNER_X86_64 / KFLEET_RUNNER_AARCH64"

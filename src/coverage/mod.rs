@@ -188,7 +188,7 @@ fn parse_groups(fleet: &FleetGroups) -> BTreeMap<String, Parsed> {
             continue;
         }
         let (base, reason) = match checked.verdict {
-            Verdict::Valid => ("valid", None),
+            Verdict::Valid(_) => ("valid", None),
             Verdict::Unsupported(r) => ("unsupported", Some(r)),
             Verdict::Invalid(r) => ("invalid", Some(r)),
         };
@@ -450,9 +450,10 @@ pub fn compute(
         .collect();
     let mut breakdown: BTreeMap<(String, String), Breakdown> = BTreeMap::new();
     for r in &identities {
-        let c = statuses
-            .get_mut(&r.status)
-            .expect("every status is counted");
+        let c = statuses.entry(r.status).or_insert(StatusCount {
+            identities: 0,
+            nodes: 0,
+        });
         c.identities += 1;
         c.nodes += r.nodes;
         let b = breakdown

@@ -4,6 +4,7 @@
 
 use super::runs::{RunList, WorkflowRun};
 use crate::artifacts::{Release, parse_release_listing};
+use crate::locks::Lock;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
@@ -475,12 +476,7 @@ impl GithubClient {
             "x-github-api-version",
             HeaderValue::from_static("2022-11-28"),
         );
-        let in_memory = self
-            .etags
-            .lock()
-            .expect("etag cache lock is never poisoned")
-            .get(url)
-            .cloned();
+        let in_memory = self.etags.locked().get(url).cloned();
         let cached = if persist {
             in_memory.or_else(|| self.read_disk(url))
         } else {
@@ -502,8 +498,7 @@ impl GithubClient {
         {
             self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
             self.etags
-                .lock()
-                .expect("etag cache lock is never poisoned")
+                .locked()
                 .insert(url.to_string(), (etag, body.clone()));
             return Ok((body, r.headers, true));
         }
@@ -511,10 +506,7 @@ impl GithubClient {
             if persist {
                 self.write_disk(url, etag, &r.body);
             }
-            let mut etags = self
-                .etags
-                .lock()
-                .expect("etag cache lock is never poisoned");
+            let mut etags = self.etags.locked();
             // A run listing whose window moved on replaces the old window's pages.
             if let Some((base, _)) = url.split_once("&created=") {
                 etags.retain(|k, _| !k.starts_with(base) || !k.contains("&created=") || k == url);
@@ -552,16 +544,6 @@ impl GithubClient {
             releases,
             pages,
             not_modified: all_cached,
-        })
-    }
-
-    /// One release by tag.
-    pub async fn release_by_tag(&self, tag: &str) -> Result<Release, ForgeError> {
-        let url = self.repo_url(&format!("/releases/tags/{tag}"));
-        let (body, _, _) = self.get_cached(&url).await?;
-        serde_json::from_slice(&body).map_err(|e| ForgeError::Malformed {
-            url,
-            message: e.to_string(),
         })
     }
 }

@@ -8,8 +8,6 @@ use serde::{Deserialize, Serialize};
 pub struct WorkflowRun {
     pub id: u64,
     #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
     pub display_title: String,
     #[serde(default)]
     pub status: Option<RunStatus>,
@@ -18,10 +16,6 @@ pub struct WorkflowRun {
     pub conclusion: Option<Conclusion>,
     #[serde(default)]
     pub event: Option<String>,
-    #[serde(default)]
-    pub head_branch: Option<String>,
-    #[serde(default)]
-    pub path: Option<String>,
     #[serde(default)]
     pub html_url: Option<String>,
     #[serde(default)]

@@ -6,6 +6,7 @@ use super::runs::{RunList, WorkflowRun, run_title};
 use crate::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use crate::artifacts::{Release, ReleaseAsset, parse_release_listing};
 use crate::identity::KernelIdentity;
+use crate::locks::Lock;
 use axum::Router;
 use axum::extract::{Json, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -66,6 +67,10 @@ pub struct Simulation {
 }
 
 impl Default for Simulation {
+    #[expect(
+        clippy::expect_used,
+        reason = "the default template is a constant, compiled by the tests"
+    )]
     fn default() -> Self {
         Self {
             queue_time: Duration::from_secs(2),
@@ -123,7 +128,6 @@ struct SandboxState {
 /// A running sandbox; dropping it stops the server.
 pub struct Sandbox {
     state: Arc<SandboxState>,
-    addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -199,10 +203,6 @@ impl Sandbox {
         let app = Router::new()
             .route("/repos/{owner}/{repo}/releases", get(list_releases))
             .route(
-                "/repos/{owner}/{repo}/releases/tags/{tag}",
-                get(release_by_tag),
-            )
-            .route(
                 "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches",
                 post(dispatch),
             )
@@ -232,7 +232,6 @@ impl Sandbox {
         });
         Ok(Self {
             state,
-            addr,
             shutdown: Some(tx),
             task: Some(task),
         })
@@ -241,10 +240,6 @@ impl Sandbox {
     /// `http://127.0.0.1:PORT`: pass it as `--api-url`.
     pub fn base_url(&self) -> String {
         self.state.base_url.clone()
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// Requests received so far, faults included.
@@ -258,13 +253,13 @@ impl Sandbox {
     }
 
     pub fn set_faults(&self, faults: Faults) {
-        *self.state.faults.lock().expect("faults lock") = faults;
+        *self.state.faults.locked() = faults;
     }
 
     /// Replaces the served releases (as a publish would).
     pub fn set_releases(&self, mut releases: Vec<Release>) {
         releases.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        *self.state.releases.lock().expect("releases lock") = releases;
+        *self.state.releases.locked() = releases;
     }
 
     /// Stops accepting requests and waits for the server task.
@@ -331,7 +326,7 @@ async fn gatekeeper(
 ) -> Response {
     let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let (latency, fault) = {
-        let mut faults = state.faults.lock().expect("faults lock");
+        let mut faults = state.faults.locked();
         let latency = faults.latency;
         let fault = if faults.server_errors > 0 {
             faults.server_errors -= 1;
@@ -349,9 +344,7 @@ async fn gatekeeper(
             );
             headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
             Some(r)
-        } else if faults.error_rate > 0.0
-            && state.rng.lock().expect("rng lock").f64() < faults.error_rate
-        {
+        } else if faults.error_rate > 0.0 && state.rng.locked().f64() < faults.error_rate {
             Some(github_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service Unavailable",
@@ -374,7 +367,7 @@ async fn gatekeeper(
     }
     let response = next.run(request).await;
     let (malformed, dropped) = {
-        let mut faults = state.faults.lock().expect("faults lock");
+        let mut faults = state.faults.locked();
         let ok = response.status().is_success();
         let malformed = ok && faults.malformed > 0;
         if malformed {
@@ -432,19 +425,32 @@ fn etag_of(body: &[u8]) -> String {
     format!("\"{}\"", crate::fsio::hex(&digest[..16]))
 }
 
-/// A JSON body with an ETag, or 304 when the client already holds it.
-fn conditional_json(request_headers: &HeaderMap, body: String, link: Option<String>) -> Response {
+/// A JSON body with an ETag, or 304 when the client already holds it; 500 when the body could
+/// not be encoded.
+fn conditional_json(
+    request_headers: &HeaderMap,
+    body: serde_json::Result<String>,
+    link: Option<String>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode: {e}"),
+            )
+                .into_response();
+        }
+    };
     let etag = etag_of(body.as_bytes());
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::ETAG,
-        HeaderValue::from_str(&etag).expect("hex etag is a valid header"),
-    );
-    if let Some(link) = link {
-        headers.insert(
-            header::LINK,
-            HeaderValue::from_str(&link).expect("link header is ASCII"),
-        );
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    if let Some(link) = link
+        && let Ok(value) = HeaderValue::from_str(&link)
+    {
+        headers.insert(header::LINK, value);
     }
     let matches = request_headers
         .get(header::IF_NONE_MATCH)
@@ -476,16 +482,13 @@ async fn list_releases(
     let page = q.page.unwrap_or(1).max(1);
     state.advance();
     let (body, total) = {
-        let releases = state.releases.lock().expect("releases lock");
+        let releases = state.releases.locked();
         let slice: Vec<&Release> = releases
             .iter()
             .skip((page - 1) * per_page)
             .take(per_page)
             .collect();
-        (
-            serde_json::to_string(&slice).expect("releases serialise"),
-            releases.len(),
-        )
+        (serde_json::to_string(&slice), releases.len())
     };
     let last = total.div_ceil(per_page).max(1);
     let url = |p: usize| {
@@ -510,28 +513,6 @@ async fn list_releases(
     )
 }
 
-async fn release_by_tag(
-    State(state): State<Arc<SandboxState>>,
-    Path((owner, repo, tag)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    if !same_repo(&state, &owner, &repo) {
-        return not_found().await;
-    }
-    state.advance();
-    let body = {
-        let releases = state.releases.lock().expect("releases lock");
-        releases
-            .iter()
-            .find(|r| r.tag_name == tag)
-            .map(|r| serde_json::to_string(r).expect("release serialises"))
-    };
-    match body {
-        Some(body) => conditional_json(&headers, body, None),
-        None => not_found().await,
-    }
-}
-
 /// Inputs of the shipped workflows, as their `on.workflow_dispatch.inputs` declare them.
 fn workflow_inputs(workflow: &str) -> &'static [&'static str] {
     match workflow {
@@ -551,7 +532,7 @@ impl SandboxState {
     /// Moves simulated runs along the clock; a successful build attaches its asset.
     fn advance(&self) {
         let now = Instant::now();
-        let mut runs = self.runs.lock().expect("runs lock");
+        let mut runs = self.runs.locked();
         for sim in runs.values_mut().filter(|r| !r.finished) {
             let elapsed = now.duration_since(sim.started);
             let (status, conclusion) = if sim.cancelled {
@@ -588,7 +569,7 @@ impl SandboxState {
     /// Uploads the built artifact to the release of `driver_version`; false when there is none.
     fn attach(&self, identity: &KernelIdentity, driver_version: &str) -> bool {
         let name = self.simulation.template.render(identity, driver_version);
-        let mut releases = self.releases.lock().expect("releases lock");
+        let mut releases = self.releases.locked();
         let Some(release) = releases.iter_mut().find(|r| r.tag_name == driver_version) else {
             return false;
         };
@@ -637,7 +618,7 @@ async fn dispatch(
         return not_found().await;
     }
     let (fail_before, fail_after) = {
-        let mut faults = state.faults.lock().expect("faults lock");
+        let mut faults = state.faults.locked();
         let before = faults.dispatch_errors > 0;
         if before {
             faults.dispatch_errors -= 1;
@@ -736,13 +717,13 @@ async fn dispatch(
         .any(|id| state.simulation.unresolvable.contains(&id.key()))
     {
         Some("kernel headers unresolvable".to_string())
-    } else if state.rng.lock().expect("rng lock").f64() < state.simulation.fail_rate {
+    } else if state.rng.locked().f64() < state.simulation.fail_rate {
         Some("build failed".to_string())
     } else {
         None
     };
     let id = {
-        let mut runs = state.runs.lock().expect("runs lock");
+        let mut runs = state.runs.locked();
         let id = state.run_id_base + runs.len() as u64 + 1;
         let now = chrono::Utc::now();
         runs.insert(
@@ -750,13 +731,10 @@ async fn dispatch(
             SimRun {
                 run: WorkflowRun {
                     id,
-                    name: Some("Build driver".into()),
                     display_title: title,
                     status: Some("queued".into()),
                     conclusion: None,
                     event: Some("workflow_dispatch".into()),
-                    head_branch: Some(git_ref),
-                    path: Some(format!(".github/workflows/{workflow}")),
                     html_url: Some(format!(
                         "{}/{}/actions/runs/{id}",
                         state.base_url, state.repo
@@ -821,7 +799,7 @@ async fn list_runs(
         },
     };
     state.advance();
-    let runs = state.runs.lock().expect("runs lock");
+    let runs = state.runs.locked();
     let matching: Vec<WorkflowRun> = runs
         .values()
         .rev()
@@ -851,8 +829,7 @@ async fn list_runs(
     let body = serde_json::to_string(&RunList {
         total_count: total as u64,
         workflow_runs,
-    })
-    .expect("runs serialise");
+    });
     let last = total.div_ceil(per_page).max(1);
     let link = (page < last).then(|| {
         let mut next = format!(
@@ -885,12 +862,7 @@ async fn get_run(
         return not_found().await;
     }
     state.advance();
-    let run = state
-        .runs
-        .lock()
-        .expect("runs lock")
-        .get(&id)
-        .map(|r| r.run.clone());
+    let run = state.runs.locked().get(&id).map(|r| r.run.clone());
     match run {
         Some(run) => Json(run).into_response(),
         None => not_found().await,
@@ -906,7 +878,7 @@ async fn cancel_run(
     }
     state.advance();
     let outcome = {
-        let mut runs = state.runs.lock().expect("runs lock");
+        let mut runs = state.runs.locked();
         match runs.get_mut(&id) {
             None => None,
             Some(sim) if sim.finished => Some(false),
@@ -939,8 +911,7 @@ async fn download(
     state.advance();
     let exists = state
         .releases
-        .lock()
-        .expect("releases lock")
+        .locked()
         .iter()
         .any(|r| r.tag_name == tag && r.assets.iter().any(|a| a.name == name));
     if !exists {

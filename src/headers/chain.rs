@@ -33,6 +33,10 @@ pub struct Chain {
 }
 
 impl Chain {
+    #[expect(
+        clippy::expect_used,
+        reason = "embedded at build time and parsed by a unit test"
+    )]
     pub fn builtin() -> Self {
         Self::parse("(built-in header-sources.toml)", BUILTIN_SOURCES)
             .expect("the built-in header sources are valid")

@@ -223,9 +223,10 @@ impl Resolver {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            let json = serde_json::to_vec_pretty(&resolution).expect("resolutions serialise");
             // A cache that cannot be written only costs a lookup next time.
-            let _ = crate::fsio::write_atomic(&path, &json);
+            if let Ok(json) = serde_json::to_vec_pretty(&resolution) {
+                let _ = crate::fsio::write_atomic(&path, &json);
+            }
         }
         Ok(resolution)
     }

@@ -9,6 +9,10 @@ pub(super) enum VersionProblem {
     Unsupported(String),
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "only built-in patterns, each compiled by the unit tests"
+)]
 fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("built-in identity pattern compiles")
 }

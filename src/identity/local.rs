@@ -31,6 +31,8 @@ pub enum LocalError {
     },
     #[error("{path} has no ID= line; cannot tell the distribution")]
     NoId { path: String },
+    #[error("no os-release file was named")]
+    NoOsRelease,
 }
 
 fn read_trimmed(path: &str) -> Result<String, LocalError> {
@@ -49,20 +51,14 @@ pub fn local_identity(os_release: Option<&Path>) -> Result<Checked, LocalError> 
         Some(p) => vec![p.display().to_string()],
         None => vec!["/etc/os-release".into(), "/usr/lib/os-release".into()],
     };
-    let mut last_err = None;
-    let mut text = None;
+    let mut found = Err(LocalError::NoOsRelease);
     for path in &candidates {
-        match read_trimmed(path) {
-            Ok(t) => {
-                text = Some((path.clone(), t));
-                break;
-            }
-            Err(e) => last_err = Some(e),
+        found = read_trimmed(path).map(|t| (path.clone(), t));
+        if found.is_ok() {
+            break;
         }
     }
-    let Some((path, text)) = text else {
-        return Err(last_err.expect("at least one os-release candidate was tried"));
-    };
+    let (path, text) = found?;
     let fields = parse_os_release(&text);
     let id = fields.get("ID").cloned().ok_or(LocalError::NoId { path })?;
     let version = fields.get("VERSION_ID").cloned().unwrap_or_default();

@@ -194,9 +194,7 @@ impl KernelIdentity {
             kernel_version,
         });
         match checked.verdict {
-            Verdict::Valid => Ok(checked
-                .identity
-                .expect("a valid verdict always carries an identity")),
+            Verdict::Valid(id) => Ok(id),
             Verdict::Unsupported(reason) => Err(Rejection::Unsupported(reason)),
             Verdict::Invalid(reason) => Err(Rejection::Invalid(reason)),
         }
@@ -249,7 +247,7 @@ pub struct RawIdentity<'a> {
 /// The outcome of checking one identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Valid,
+    Valid(KernelIdentity),
     Unsupported(String),
     Invalid(String),
 }
@@ -262,7 +260,6 @@ pub struct Checked {
     pub architecture: String,
     pub kernel_version: String,
     pub verdict: Verdict,
-    pub identity: Option<KernelIdentity>,
 }
 
 impl Checked {
@@ -273,10 +270,11 @@ impl Checked {
         )
     }
 
-    pub fn reason(&self) -> Option<&str> {
+    /// The identity, when the verdict is valid.
+    pub fn identity(&self) -> Option<&KernelIdentity> {
         match &self.verdict {
-            Verdict::Valid => None,
-            Verdict::Unsupported(r) | Verdict::Invalid(r) => Some(r),
+            Verdict::Valid(id) => Some(id),
+            Verdict::Unsupported(_) | Verdict::Invalid(_) => None,
         }
     }
 }
@@ -347,8 +345,8 @@ pub fn check_with_os_image(raw: &RawIdentity<'_>, os_image: Option<&str>) -> Che
         distro_version: ver_in.to_string(),
         architecture: arch_in.to_ascii_lowercase(),
         kernel_version: kver.to_string(),
-        verdict: Verdict::Valid,
-        identity: None,
+        // Replaced by every return below.
+        verdict: Verdict::Invalid(String::new()),
     };
     let invalid = |mut out: Checked, reason: String| {
         out.verdict = Verdict::Invalid(reason);
@@ -470,7 +468,7 @@ pub fn check_with_os_image(raw: &RawIdentity<'_>, os_image: Option<&str>) -> Che
             "RHEL is recognised but not built: its packages need a subscription; use almalinux or rocky builds".to_string(),
         );
     }
-    out.identity = Some(KernelIdentity {
+    out.verdict = Verdict::Valid(KernelIdentity {
         distribution,
         distro_version,
         architecture,

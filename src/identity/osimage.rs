@@ -3,6 +3,10 @@
 use regex::Regex;
 use std::sync::LazyLock;
 
+#[expect(
+    clippy::expect_used,
+    reason = "a constant pattern, compiled by the tests"
+)]
 static VERSION: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b(\d+(?:\.\d+)*)\b").expect("built-in pattern compiles"));
 

@@ -83,10 +83,6 @@ pub struct FleetGroups {
 }
 
 impl FleetGroups {
-    pub fn nodes(&self) -> u64 {
-        self.groups.iter().map(|g| g.nodes).sum()
-    }
-
     fn add_bad(&mut self, row: BadRow) {
         self.bad_row_count += 1;
         if self.bad_rows.len() < MAX_LISTED_BAD_ROWS {

@@ -7,6 +7,7 @@ use super::{
 use crate::builds::ledger::{LedgerEvent, LedgerRecord};
 use crate::builds::new_request_id;
 use crate::identity::{KernelIdentity, Rejection};
+use crate::locks::Lock;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -283,11 +284,7 @@ pub(super) async fn status(
                     .num_milliseconds()
                     .max(0) as f64
                     / 1000.0;
-                *state
-                    .metrics
-                    .build_seconds_sum
-                    .lock()
-                    .expect("metrics lock") += took;
+                *state.metrics.build_seconds_sum.locked() += took;
                 state
                     .metrics
                     .build_seconds_count
@@ -341,7 +338,7 @@ pub(super) async fn metrics(
         "# HELP kfleet_requests_total Requests to the build service by outcome."
     );
     let _ = writeln!(out, "# TYPE kfleet_requests_total counter");
-    for (outcome, n) in m.requests.lock().expect("metrics lock").iter() {
+    for (outcome, n) in m.requests.locked().iter() {
         let _ = writeln!(out, "kfleet_requests_total{{outcome=\"{outcome}\"}} {n}");
     }
     for (name, help, value) in [
@@ -389,7 +386,7 @@ pub(super) async fn metrics(
     let _ = writeln!(
         out,
         "kfleet_build_duration_seconds_sum {}",
-        m.build_seconds_sum.lock().expect("metrics lock")
+        m.build_seconds_sum.locked()
     );
     let _ = writeln!(
         out,

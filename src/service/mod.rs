@@ -13,6 +13,7 @@ use crate::artifacts::{MatchedAsset, Release, index_assets, select_release};
 use crate::builds::ledger::LedgerState;
 use crate::builds::{Decision, Planner};
 use crate::forge::Forge;
+use crate::locks::{Lock, ReadWrite};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -150,12 +151,7 @@ struct Metrics {
 
 impl Metrics {
     fn count(&self, outcome: &'static str) {
-        *self
-            .requests
-            .lock()
-            .expect("metrics lock")
-            .entry(outcome)
-            .or_default() += 1;
+        *self.requests.locked().entry(outcome).or_default() += 1;
     }
 }
 
@@ -342,7 +338,7 @@ impl ServiceState {
     /// Takes one new-build token from the client's bucket; the error is the response to send.
     fn charge(&self, client: &Client) -> Result<(), Box<Response>> {
         let rate = self.options.rate_per_client;
-        let mut buckets = self.buckets.lock().expect("rate lock");
+        let mut buckets = self.buckets.locked();
         let now = Instant::now();
         let bucket = buckets.entry(client.0).or_insert(Bucket {
             tokens: rate * 10.0,
@@ -370,7 +366,7 @@ impl ServiceState {
     /// Fetches the listing now, unless another task is already at it (then waits for that one).
     async fn refresh_listing(&self, since: Option<Instant>) -> Result<Arc<Listing>, String> {
         let _one = self.refreshing.lock().await;
-        let current = self.listing.read().expect("listing lock").clone();
+        let current = self.listing.read_now().clone();
         if let Some(current) = &current
             && since.is_none_or(|s| current.fetched > s)
         {
@@ -384,7 +380,7 @@ impl ServiceState {
                     indexes: std::sync::Mutex::new(HashMap::new()),
                     fetched: Instant::now(),
                 });
-                *self.listing.write().expect("listing lock") = Some(listing.clone());
+                *self.listing.write_now() = Some(listing.clone());
                 Ok(listing)
             }
             Err(e) => {
@@ -400,7 +396,7 @@ impl ServiceState {
     /// The listing to answer from: the last good one (a stale one starts a refresh in the
     /// background and is still served), or the first one fetched now.
     async fn current_listing(self: &Arc<Self>) -> Result<Arc<Listing>, String> {
-        let current = self.listing.read().expect("listing lock").clone();
+        let current = self.listing.read_now().clone();
         match current {
             Some(listing) => {
                 if listing.fetched.elapsed() >= self.options.listing_ttl
@@ -422,7 +418,7 @@ impl ServiceState {
     /// identities once per listing, so a request is a hash lookup.
     fn find(&self, listing: &Listing, key: &str, driver_version: &str) -> Lookup {
         let index = {
-            let mut indexes = listing.indexes.lock().expect("index lock");
+            let mut indexes = listing.indexes.locked();
             match indexes.get(driver_version) {
                 Some(index) => Some(index.clone()),
                 None => match select_release(&listing.releases, Some(driver_version)) {

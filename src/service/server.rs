@@ -4,6 +4,7 @@
 use super::handlers::{build, metrics, status};
 use super::json_error;
 use super::{MAX_BODY, ServiceState};
+use crate::locks::Lock;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -16,7 +17,7 @@ use std::time::Duration;
 /// the dispatches a previous run accepted but never recorded.
 pub fn router(state: Arc<ServiceState>) -> Router {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        let pending = std::mem::take(&mut *state.pending.lock().expect("pending lock"));
+        let pending = std::mem::take(&mut *state.pending.locked());
         for (key, dv, rid) in pending {
             let worker = state.clone();
             runtime.spawn(async move { worker.dispatch(key, dv, rid).await });
