@@ -8,8 +8,10 @@ use assert_cmd::Command;
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::builds::{Decision, Planner, PlannerConfig};
 use kfleet::forge::{
-    Faults, GithubClient, RetryPolicy, Sandbox, SandboxOptions, Simulation, read_release_file,
+    Faults, GithubClient, RetryPolicy, RunStatus, Sandbox, SandboxOptions, Simulation,
+    read_release_file,
 };
+use kfleet::identity::KernelIdentity;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,12 +81,16 @@ fn planner(sb: &Sandbox, state_dir: &Path, deadline: Duration, cancel: bool) -> 
     .unwrap()
 }
 
+fn id(key: &str) -> KernelIdentity {
+    KernelIdentity::from_key(key).unwrap()
+}
+
+fn ids(keys: &[String]) -> Vec<KernelIdentity> {
+    keys.iter().map(|k| id(k)).collect()
+}
+
 async fn one(p: &Planner, key: &str) -> Decision {
-    p.plan_many(&[key.to_string()], false)
-        .await
-        .unwrap()
-        .remove(0)
-        .1
+    p.plan_many(&[id(key)], false).await.unwrap().remove(0).1
 }
 
 #[tokio::test]
@@ -102,7 +108,7 @@ async fn ten_concurrent_requests_in_one_process_make_one_run() {
     for t in tasks {
         match t.await.unwrap() {
             Decision::Dispatched { .. } => dispatched += 1,
-            Decision::Building { status, .. } => assert_eq!(status, "queued"),
+            Decision::Building { status, .. } => assert_eq!(status, Some(RunStatus::Queued)),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -132,7 +138,7 @@ async fn the_ledger_keeps_a_restart_from_dispatching_again() {
         one(&restarted, MISSING).await,
         Decision::Building {
             run_id: Some(run_id),
-            status: "queued".into(),
+            status: Some(RunStatus::Queued),
             url: Some(format!("{}/{REPO}/actions/runs/{run_id}", sb.base_url())),
             request_id: Some(request_id),
         }
@@ -216,18 +222,15 @@ async fn invalid_and_available_identities_never_dispatch() {
     let log = seen.clone();
     let p = planner(&sb, dir.path(), Duration::from_secs(900), false)
         .on_decided(move |key, d| log.lock().unwrap().push(format!("{key}: {}", d.describe())));
-    let out = p
-        .plan_many(
-            &[
-                "fedora/39/x86_64/6.2.9-300.fc38.x86_64".to_string(),
-                "ubuntu/22.04/x86_64/5.15.0-91-generic;reboot".to_string(),
-                "ubuntu/22.04/x86_64/5.15.0-91-generic".to_string(),
-                "rhel/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64".to_string(),
-            ],
-            false,
-        )
-        .await
-        .unwrap();
+    let parsed = kfleet::builds::parse_keys(&[
+        "fedora/39/x86_64/6.2.9-300.fc38.x86_64".to_string(),
+        "ubuntu/22.04/x86_64/5.15.0-91-generic;reboot".to_string(),
+        "ubuntu/22.04/x86_64/5.15.0-91-generic".to_string(),
+        "rhel/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64".to_string(),
+    ]);
+    let valid: Vec<KernelIdentity> = parsed.iter().filter_map(|p| p.clone().ok()).collect();
+    let planned = p.plan_many(&valid, false).await.unwrap();
+    let out = kfleet::builds::merge_decisions(parsed, planned);
     assert!(
         matches!(&out[0].1, Decision::Invalid { reason } if reason == "fc38 in kernel_version but distro_version is 39")
     );
@@ -238,10 +241,12 @@ async fn invalid_and_available_identities_never_dispatch() {
     assert!(matches!(&out[3].1, Decision::Unsupported { .. }));
     assert_eq!(sb.dispatches(), 0);
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 4, "progress hears of every identity");
     assert_eq!(
-        seen[0],
-        "fedora/39/x86_64/6.2.9-300.fc38.x86_64: invalid: fc38 in kernel_version but distro_version is 39"
+        *seen,
+        [
+            "ubuntu/22.04/x86_64/5.15.0-91-generic: available: kdriver-v1.1.0-ubuntu-22.04-x86_64-5.15.0-91-generic.tar.xz"
+        ],
+        "the planner hears only of identities; the keys that are none were decided by parsing"
     );
 }
 
@@ -378,7 +383,7 @@ async fn matrix_dispatch_chunks_at_256_and_uploads_every_artifact() {
             "ubuntu/22.04/x86_64/5.15.0-91-generic".to_string(),
         ))
         .collect();
-    let out = p.plan_matrix(&keys, false).await.unwrap();
+    let out = p.plan_matrix(&ids(&keys), false).await.unwrap();
     assert_eq!(sb.dispatches(), 3, "600 identities: 256 + 256 + 88");
     let mut per_run: std::collections::BTreeMap<u64, usize> = Default::default();
     for (_, d) in &out[..600] {
@@ -394,7 +399,7 @@ async fn matrix_dispatch_chunks_at_256_and_uploads_every_artifact() {
     assert!(matches!(out[600].1, Decision::Available { .. }));
 
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let again = p.plan_matrix(&keys, false).await.unwrap();
+    let again = p.plan_matrix(&ids(&keys), false).await.unwrap();
     assert!(
         again
             .iter()
@@ -516,7 +521,7 @@ async fn a_second_machine_sees_every_page_of_queued_runs() {
         .collect();
     let first = tempfile::tempdir().unwrap();
     let a = planner(&sb, first.path(), Duration::from_secs(900), false);
-    let decided = a.plan_many(&keys, false).await.unwrap();
+    let decided = a.plan_many(&ids(&keys), false).await.unwrap();
     assert!(
         decided
             .iter()
@@ -526,7 +531,7 @@ async fn a_second_machine_sees_every_page_of_queued_runs() {
 
     let second = tempfile::tempdir().unwrap();
     let b = planner(&sb, second.path(), Duration::from_secs(900), false);
-    let again = b.plan_many(&keys, false).await.unwrap();
+    let again = b.plan_many(&ids(&keys), false).await.unwrap();
     let building = again
         .iter()
         .filter(|(_, d)| matches!(d, Decision::Building { .. }))
@@ -546,7 +551,7 @@ async fn builds_are_keyed_by_identity_and_driver_version() {
         Decision::Dispatched { .. }
     ));
     let older = p
-        .plan_for_version(&[MISSING.to_string()], "v1.0.0")
+        .plan_for_version(&[id(MISSING)], "v1.0.0")
         .await
         .unwrap()
         .remove(0)
@@ -557,7 +562,7 @@ async fn builds_are_keyed_by_identity_and_driver_version() {
     let other = tempfile::tempdir().unwrap();
     let q = planner(&sb, other.path(), Duration::from_secs(900), false);
     let seen = q
-        .plan_for_version(&[MISSING.to_string()], "v1.0.0")
+        .plan_for_version(&[id(MISSING)], "v1.0.0")
         .await
         .unwrap()
         .remove(0)

@@ -5,6 +5,7 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
+use kfleet::builds::Decision;
 use kfleet::coverage::{self, BuildStates, CoverageOptions, CoverageReport};
 use kfleet::forge::{WorkflowRun, index_assets, read_release_file, select_release};
 use kfleet::inventory::read_inventory;
@@ -162,8 +163,9 @@ fn d_confirms_then_dispatches_exactly_the_selected_identity() {
         "the planner is asked first"
     );
     assert_eq!(a.mode, Mode::Confirm(Pending::Dispatch(MISSING.into())));
-    a.update(Action::Previewed(vec![format!(
-        "{MISSING}: would dispatch (dry run)"
+    a.update(Action::Previewed(vec![(
+        MISSING.to_string(),
+        Decision::WouldDispatch,
     )]));
     insta::assert_snapshot!("confirm-dispatch", screen(&mut a, 90, 20));
     assert_eq!(
@@ -188,8 +190,16 @@ fn shift_d_offers_the_missing_head() {
     assert_eq!(a.mode, Mode::Confirm(Pending::Batch(head.clone())));
     assert!(screen(&mut a, 90, 20).contains("the planner is checking"));
     a.update(Action::Previewed(vec![
-        format!("{MISSING}: would dispatch (dry run)"),
-        "fedora/40/aarch64/6.8.9-300.fc40.aarch64: already building: run 7 is queued".into(),
+        (MISSING.to_string(), Decision::WouldDispatch),
+        (
+            "fedora/40/aarch64/6.8.9-300.fc40.aarch64".to_string(),
+            Decision::Building {
+                run_id: Some(7),
+                status: Some(kfleet::forge::RunStatus::Queued),
+                url: None,
+                request_id: None,
+            },
+        ),
     ]));
     insta::assert_snapshot!("confirm-batch", screen(&mut a, 90, 20));
     assert_eq!(
@@ -350,7 +360,7 @@ mod with_the_sandbox {
         carry_out(&dash, &mut app, preview).await;
         assert_eq!(
             app.preview,
-            Some(vec![format!("{MISSING}: would dispatch (dry run)")]),
+            Some(vec![(MISSING.to_string(), Decision::WouldDispatch)]),
             "the confirmation shows the planner's dry run"
         );
         assert_eq!(sandbox.sandbox().dispatches(), 0);
@@ -390,7 +400,10 @@ mod with_the_sandbox {
         let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
         let decided = dash
             .planner
-            .plan_many(&[MISSING.to_string()], false)
+            .plan_many(
+                &[kfleet::identity::KernelIdentity::from_key(MISSING).unwrap()],
+                false,
+            )
             .await
             .unwrap();
         assert!(matches!(

@@ -1,15 +1,24 @@
 //! Builds: one planner for every dispatch path (validate, asset exists?, run under way?, ledger
 //! says dispatched?, then dispatch), single-flight within a process and a lock across processes.
 
+mod batch;
+mod decision;
 pub mod ledger;
+#[cfg(feature = "fleet")]
+mod states;
+
+pub use batch::{MAX_INPUT_CHARS, MAX_MATRIX_JOBS, chunk_batch};
+pub use decision::{Decision, merge_decisions, parse_keys};
+#[cfg(feature = "fleet")]
+pub use states::build_states;
 
 use crate::artifacts::AssetTemplate;
 use crate::artifacts::{index_assets, select_release};
 use crate::forge::{Forge, ForgeError, WorkflowRun};
-use crate::identity::{KernelIdentity, Rejection};
+use crate::identity::KernelIdentity;
+use batch::workflow_inputs;
 use chrono::Utc;
 use ledger::{Ledger, LedgerError, LedgerEvent, LedgerRecord};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,120 +41,6 @@ pub struct PlannerConfig {
     pub dispatch_interval: Duration,
     /// Workflow that builds a JSON list of identities as a matrix (`--matrix`).
     pub batch_workflow: String,
-}
-
-/// GitHub's limits for one batch dispatch: jobs per matrix, characters of inputs.
-pub const MAX_MATRIX_JOBS: usize = 256;
-pub const MAX_INPUT_CHARS: usize = 65_535;
-/// Room left in the inputs for `driver_version` and `request_id`.
-const BATCH_INPUT_BUDGET: usize = MAX_INPUT_CHARS - 512;
-
-/// A workflow's inputs: every value a string, as `workflow_dispatch` takes them.
-fn workflow_inputs<const N: usize>(
-    pairs: [(&str, String); N],
-) -> serde_json::Map<String, serde_json::Value> {
-    pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
-        .collect()
-}
-
-/// Splits identities into batches of at most `max_jobs` whose JSON list stays within
-/// `max_chars` (GitHub: 256 and the inputs' 65,535 characters).
-pub fn chunk_batch(
-    identities: &[KernelIdentity],
-    max_jobs: usize,
-    max_chars: usize,
-) -> Vec<Vec<KernelIdentity>> {
-    let mut out: Vec<Vec<KernelIdentity>> = Vec::new();
-    let mut current: Vec<KernelIdentity> = Vec::new();
-    let mut chars = 2;
-    for id in identities {
-        // An identity that cannot be measured (it always can: four strings) goes alone.
-        let item = serde_json::to_vec(id).map_or(max_chars, |v| v.len()) + 1;
-        if !current.is_empty() && (current.len() == max_jobs || chars + item > max_chars) {
-            out.push(std::mem::take(&mut current));
-            chars = 2;
-        }
-        chars += item;
-        current.push(id.clone());
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
-}
-
-/// What the planner did (or, in a dry run, would do) for one identity.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "outcome", rename_all = "kebab-case")]
-pub enum Decision {
-    Invalid {
-        reason: String,
-    },
-    Unsupported {
-        reason: String,
-    },
-    /// The release already has the artifact.
-    Available {
-        asset: String,
-        url: Option<String>,
-        digest: Option<String>,
-    },
-    /// A run for the identity is queued or in progress.
-    Building {
-        run_id: Option<u64>,
-        status: String,
-        url: Option<String>,
-        /// The request id of the dispatch that started it, when known.
-        request_id: Option<String>,
-    },
-    /// Its run is still unfinished past the deadline.
-    TimedOut {
-        run_id: Option<u64>,
-        url: Option<String>,
-        cancelled: bool,
-    },
-    /// Dry run: nothing stops a dispatch.
-    WouldDispatch,
-    Dispatched {
-        run_id: u64,
-        url: Option<String>,
-        request_id: String,
-    },
-}
-
-impl Decision {
-    /// One line for the operator.
-    pub fn describe(&self) -> String {
-        let url = |u: &Option<String>| u.as_deref().map(|u| format!(" {u}")).unwrap_or_default();
-        match self {
-            Self::Invalid { reason } => format!("invalid: {reason}"),
-            Self::Unsupported { reason } => format!("unsupported: {reason}"),
-            Self::Available { asset, .. } => format!("available: {asset}"),
-            Self::Building {
-                run_id,
-                status,
-                url: u,
-                ..
-            } => match run_id {
-                Some(id) => format!("already building: run {id} is {status}{}", url(u)),
-                None => format!("already building: {status}"),
-            },
-            Self::TimedOut {
-                run_id,
-                url: u,
-                cancelled,
-            } => format!(
-                "timed out: run {} passed the deadline{}{}",
-                run_id.map(|i| i.to_string()).unwrap_or_else(|| "?".into()),
-                if *cancelled { " and was cancelled" } else { "" },
-                url(u)
-            ),
-            Self::WouldDispatch => "would dispatch (dry run)".to_string(),
-            Self::Dispatched { run_id, url: u, .. } => format!("dispatched run {run_id}{}", url(u)),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,13 +138,13 @@ impl Planner {
         })
     }
 
-    /// Plans (and unless `dry_run`, dispatches) each identity key, in order, one run each.
+    /// Plans (and unless `dry_run`, dispatches) each identity, in order, one run each.
     pub async fn plan_many(
         &self,
-        keys: &[String],
+        ids: &[KernelIdentity],
         dry_run: bool,
-    ) -> Result<Vec<(String, Decision)>, BuildError> {
-        self.plan(keys, &self.config.driver_version, dry_run, false, None)
+    ) -> Result<Vec<(KernelIdentity, Decision)>, BuildError> {
+        self.plan(ids, &self.config.driver_version, dry_run, false, None)
             .await
     }
 
@@ -257,23 +152,23 @@ impl Planner {
     /// service takes the driver version from each request).
     pub async fn plan_for_version(
         &self,
-        keys: &[String],
+        ids: &[KernelIdentity],
         driver_version: &str,
-    ) -> Result<Vec<(String, Decision)>, BuildError> {
-        self.plan(keys, driver_version, false, false, None).await
+    ) -> Result<Vec<(KernelIdentity, Decision)>, BuildError> {
+        self.plan(ids, driver_version, false, false, None).await
     }
 
     /// Plans one identity for `driver_version`; a dispatch carries `request_id` (the build
     /// service hands out the id before the paced dispatch happens).
     pub async fn plan_with_request_id(
         &self,
-        key: &str,
+        id: &KernelIdentity,
         driver_version: &str,
         request_id: &str,
     ) -> Result<Decision, BuildError> {
         let mut out = self
             .plan(
-                &[key.to_string()],
+                std::slice::from_ref(id),
                 driver_version,
                 false,
                 false,
@@ -287,21 +182,21 @@ impl Planner {
     /// most 256 through the batch workflow, one matrix run each.
     pub async fn plan_matrix(
         &self,
-        keys: &[String],
+        ids: &[KernelIdentity],
         dry_run: bool,
-    ) -> Result<Vec<(String, Decision)>, BuildError> {
-        self.plan(keys, &self.config.driver_version, dry_run, true, None)
+    ) -> Result<Vec<(KernelIdentity, Decision)>, BuildError> {
+        self.plan(ids, &self.config.driver_version, dry_run, true, None)
             .await
     }
 
     async fn plan(
         &self,
-        keys: &[String],
+        ids: &[KernelIdentity],
         driver_version: &str,
         dry_run: bool,
         matrix: bool,
         request_id: Option<&str>,
-    ) -> Result<Vec<(String, Decision)>, BuildError> {
+    ) -> Result<Vec<(KernelIdentity, Decision)>, BuildError> {
         let mut last_dispatch = self.inflight.lock().await;
         let _lock = self.lock_across_processes().await?;
         let listing = self.client.list_releases().await?;
@@ -334,40 +229,30 @@ impl Planner {
         if let Some(tail) = &ledger.torn_tail {
             tracing::warn!("{tail}");
         }
-        let mut out = Vec::with_capacity(keys.len());
+        let mut out = Vec::with_capacity(ids.len());
         let mut dispatched_now: HashMap<String, (u64, Option<String>, String)> = HashMap::new();
-        for key in keys {
-            let (key, decision) = 'decided: {
-                let identity = match KernelIdentity::from_key(key) {
-                    Ok(id) => id,
-                    Err(Rejection::Invalid(reason)) => {
-                        break 'decided (key.clone(), Decision::Invalid { reason });
-                    }
-                    Err(Rejection::Unsupported(reason)) => {
-                        break 'decided (key.clone(), Decision::Unsupported { reason });
-                    }
-                };
-                let key = identity.key();
+        for identity in ids {
+            let key = identity.key();
+            let decision = 'decided: {
                 if let Some(a) = available.get(key.as_str()) {
                     let decision = Decision::Available {
                         asset: a.name.clone(),
                         url: a.url.clone(),
                         digest: a.digest.clone(),
                     };
-                    break 'decided (key, decision);
+                    break 'decided decision;
                 }
                 if let Some((run_id, url, rid)) = dispatched_now.get(&key) {
-                    let decision = Decision::Building {
+                    break 'decided Decision::Building {
                         run_id: Some(*run_id),
-                        status: "queued".into(),
+                        status: Some(crate::forge::RunStatus::Queued),
                         url: url.clone(),
                         request_id: Some(rid.clone()),
                     };
-                    break 'decided (key, decision);
                 }
                 let decision = self
                     .decide(
-                        &identity,
+                        identity,
                         driver_version,
                         ledger
                             .entries
@@ -386,12 +271,12 @@ impl Planner {
                 {
                     dispatched_now.insert(key.clone(), (*run_id, url.clone(), request_id.clone()));
                 }
-                (key, decision)
+                decision
             };
             if let Some(f) = &self.on_decided {
                 f(&key, &decision);
             }
-            out.push((key, decision));
+            out.push((identity.clone(), decision));
         }
         if matrix && !dry_run {
             self.dispatch_batches(&mut out, driver_version, &mut last_dispatch)
@@ -406,58 +291,6 @@ impl Planner {
             tokio::time::sleep_until(last + self.config.dispatch_interval).await;
         }
         *last_dispatch = Some(tokio::time::Instant::now());
-    }
-
-    /// Turns every `WouldDispatch` into a batch dispatch of at most 256 identities.
-    async fn dispatch_batches(
-        &self,
-        decisions: &mut [(String, Decision)],
-        driver_version: &str,
-        last_dispatch: &mut Option<tokio::time::Instant>,
-    ) -> Result<(), BuildError> {
-        let wanted: Vec<KernelIdentity> = decisions
-            .iter()
-            .filter(|(_, d)| *d == Decision::WouldDispatch)
-            .filter_map(|(k, _)| KernelIdentity::from_key(k).ok())
-            .collect();
-        for chunk in chunk_batch(&wanted, MAX_MATRIX_JOBS, BATCH_INPUT_BUDGET) {
-            let rid = new_request_id();
-            let identities =
-                serde_json::to_string(&chunk).map_err(|e| BuildError::Inputs(e.to_string()))?;
-            let inputs = workflow_inputs([
-                ("identities", identities),
-                ("driver_version", driver_version.to_string()),
-                ("request_id", rid.clone()),
-            ]);
-            self.pace(last_dispatch).await;
-            let run = self
-                .client
-                .dispatch(
-                    &self.config.batch_workflow,
-                    &self.config.git_ref,
-                    &inputs,
-                    &rid,
-                )
-                .await?;
-            for id in &chunk {
-                let key = id.key();
-                self.record(
-                    LedgerEvent::Dispatched,
-                    &key,
-                    &rid,
-                    driver_version,
-                    Some(&run),
-                )?;
-                if let Some((_, d)) = decisions.iter_mut().find(|(k, _)| *k == key) {
-                    *d = Decision::Dispatched {
-                        run_id: run.id,
-                        url: run.html_url.clone(),
-                        request_id: rid.clone(),
-                    };
-                }
-            }
-        }
-        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -521,9 +354,7 @@ impl Planner {
                     if !overdue {
                         return Ok(Decision::Building {
                             run_id: entry.run_id,
-                            status: run
-                                .and_then(|r| r.status)
-                                .map_or_else(|| "dispatched".into(), |s| s.to_string()),
+                            status: run.and_then(|r| r.status),
                             url,
                             request_id: Some(entry.request_id.clone()),
                         });
@@ -549,7 +380,7 @@ impl Planner {
             }
             return Ok(Decision::Building {
                 run_id: Some(run.id),
-                status: run.status.map(|s| s.to_string()).unwrap_or_default(),
+                status: run.status,
                 url,
                 request_id: run.request_id().map(str::to_string),
             });
@@ -650,63 +481,5 @@ impl Planner {
             driver_version: None,
         })?;
         Ok(())
-    }
-}
-
-/// Coverage build states for `driver_version` from a run listing and the ledger (the rules are
-/// coverage's: [`crate::coverage::build_states`]).
-#[cfg(feature = "fleet")]
-pub fn build_states(
-    runs: &[WorkflowRun],
-    ledger: Option<&ledger::LedgerState>,
-    driver_version: &str,
-    deadline: Duration,
-) -> crate::coverage::BuildStates {
-    let observed: Vec<crate::coverage::ObservedRun> = runs
-        .iter()
-        .filter_map(|run| {
-            Some(crate::coverage::ObservedRun {
-                key: run.builds(driver_version)?.to_string(),
-                created_at: run.created_at,
-                succeeded: run.is_finished().then(|| run.succeeded()),
-            })
-        })
-        .collect();
-    let open: Vec<(String, chrono::DateTime<Utc>)> = ledger
-        .map(|l| {
-            l.entries
-                .iter()
-                .filter(|((_, version), entry)| version == driver_version && entry.is_open())
-                .map(|((key, _), entry)| (key.clone(), entry.dispatched_at))
-                .collect()
-        })
-        .unwrap_or_default();
-    crate::coverage::build_states(&observed, &open, deadline, Utc::now())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_respect_the_job_and_character_limits() {
-        let ids: Vec<KernelIdentity> = (0..600)
-            .map(|i| {
-                KernelIdentity::parse("ubuntu", "22.04", "x86_64", &format!("5.15.0-{i}-generic"))
-                    .unwrap()
-            })
-            .collect();
-        let sizes =
-            |chunks: &[Vec<KernelIdentity>]| chunks.iter().map(Vec::len).collect::<Vec<_>>();
-        let by_jobs = chunk_batch(&ids, MAX_MATRIX_JOBS, BATCH_INPUT_BUDGET);
-        assert_eq!(sizes(&by_jobs), vec![256, 256, 88]);
-        assert!(chunk_batch(&[], MAX_MATRIX_JOBS, BATCH_INPUT_BUDGET).is_empty());
-        // A tighter character budget splits before the job limit, and every chunk fits it.
-        let by_chars = chunk_batch(&ids, MAX_MATRIX_JOBS, 10_000);
-        assert!(by_chars.len() > 3);
-        assert_eq!(sizes(&by_chars).iter().sum::<usize>(), 600);
-        for chunk in &by_chars {
-            assert!(serde_json::to_string(chunk).unwrap().len() <= 10_000);
-        }
     }
 }

@@ -73,11 +73,17 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
                 }
             });
         }
-        anyhow::Ok(if args.matrix {
-            planner.plan_matrix(&keys, args.dry_run).await?
+        let parsed = parse_keys(&keys);
+        let ids: Vec<_> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().cloned())
+            .collect();
+        let planned = if args.matrix {
+            planner.plan_matrix(&ids, args.dry_run).await?
         } else {
-            planner.plan_many(&keys, args.dry_run).await?
-        })
+            planner.plan_many(&ids, args.dry_run).await?
+        };
+        anyhow::Ok(merge_decisions(parsed, planned))
     })?;
     let rejected = decisions
         .iter()

@@ -9,7 +9,7 @@ pub(crate) use crate::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 pub(crate) use crate::builds::build_states;
 #[cfg(feature = "fleet")]
 pub(crate) use crate::builds::ledger::Ledger;
-pub(crate) use crate::builds::{Decision, Planner, PlannerConfig};
+pub(crate) use crate::builds::{Decision, Planner, PlannerConfig, merge_decisions, parse_keys};
 pub(crate) use crate::cli::*;
 pub(crate) use crate::config::{Config, DEFAULT_MODULE, default_state_dir};
 #[cfg(feature = "fleet")]

@@ -301,7 +301,7 @@ pub async fn ensure_direct(
     let key = identity.key();
     let started = Instant::now();
     let decision = planner
-        .plan_for_version(std::slice::from_ref(&key), &options.driver_version)
+        .plan_for_version(std::slice::from_ref(identity), &options.driver_version)
         .await
         .map_err(|e| forge_err(e.to_string()))?
         .remove(0)

@@ -180,8 +180,8 @@ pub(super) async fn build(
     };
     state.metrics.count("accepted");
     let worker = state.clone();
-    let (job_key, job_rid) = (key.clone(), rid.clone());
-    tokio::spawn(async move { worker.dispatch(job_key, dv, job_rid).await });
+    let job_rid = rid.clone();
+    tokio::spawn(async move { worker.dispatch(id, dv, job_rid).await });
     accepted(rid, key)
 }
 

@@ -13,6 +13,7 @@ use crate::artifacts::{MatchedAsset, Release, index_assets, select_release};
 use crate::builds::ledger::LedgerState;
 use crate::builds::{Decision, Planner};
 use crate::forge::Forge;
+use crate::identity::KernelIdentity;
 use crate::locks::{Lock, ReadWrite};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -177,7 +178,7 @@ pub struct ServiceState {
     metrics: Metrics,
     /// Requests a previous run accepted but never dispatched: (key, driver version, request id),
     /// started by [`router`].
-    pending: std::sync::Mutex<Vec<(String, String, String)>>,
+    pending: std::sync::Mutex<Vec<(KernelIdentity, String, String)>>,
 }
 
 impl ServiceState {
@@ -224,7 +225,7 @@ fn token_hash(bytes: &[u8]) -> [u8; 32] {
 fn resume(
     ledger: &LedgerState,
     deadline: std::time::Duration,
-) -> (Builds, Vec<(String, String, String)>) {
+) -> (Builds, Vec<(KernelIdentity, String, String)>) {
     let mut by_id = HashMap::new();
     let mut open = HashMap::new();
     for ((key, driver_version), entry) in &ledger.entries {
@@ -280,11 +281,12 @@ fn resume(
                 }),
             },
         );
-        if fresh {
+        // The key comes from a file: one that no longer parses is not dispatched.
+        if fresh && let Ok(id) = KernelIdentity::from_key(&record.key) {
             if joinable {
                 open.insert((record.key.clone(), dv.clone()), record.request_id.clone());
             }
-            pending.push((record.key.clone(), dv, record.request_id.clone()));
+            pending.push((id, dv, record.request_id.clone()));
         }
     }
     ((by_id, open), pending)
@@ -485,10 +487,11 @@ impl ServiceState {
 
 impl ServiceState {
     /// Runs the planner for a build the service accepted and records what happened to it.
-    async fn dispatch(&self, key: String, driver_version: String, rid: String) {
+    async fn dispatch(&self, id: KernelIdentity, driver_version: String, rid: String) {
+        let key = id.key();
         let decision = self
             .planner
-            .plan_with_request_id(&key, &driver_version, &rid)
+            .plan_with_request_id(&id, &driver_version, &rid)
             .await;
         let mut builds = self.builds.lock().await;
         let settled = match decision {

@@ -1,6 +1,7 @@
 //! Dashboard state and its one `update`: key events and background results come in as
 //! `Action`s; side effects go out as `Effect`s for the event loop to run. No I/O here.
 
+use crate::builds::Decision;
 use crate::coverage::{CoverageReport, CoverageStatus, IdentityRow};
 use crate::forge::WorkflowRun;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -83,13 +84,13 @@ pub enum Action {
     /// A refreshed coverage report.
     Report(Box<CoverageReport>),
     Runs(Vec<WorkflowRun>),
-    /// What the planner did, one line per identity.
-    Dispatched(Vec<String>),
+    /// What the planner did, per identity key.
+    Dispatched(Vec<(String, Decision)>),
     Exported(String),
     /// The header chain's outcome for one identity.
     Headers(Box<crate::headers::Resolution>),
     /// The planner's dry run for the dispatch waiting for confirmation.
-    Previewed(Vec<String>),
+    Previewed(Vec<(String, Decision)>),
     /// What a cancel request did.
     Cancelled(String),
     Failed(String),
@@ -167,7 +168,7 @@ pub struct App {
     pub headers: Option<crate::headers::Resolution>,
     pub keys: KeyMap,
     /// The planner's dry run for the pending confirmation, once it arrives.
-    pub preview: Option<Vec<String>>,
+    pub preview: Option<Vec<(String, Decision)>>,
     /// Selected row of the Builds view.
     pub run_selected: usize,
 }
@@ -334,14 +335,20 @@ impl App {
                 self.run_selected = self.run_selected.min(self.runs.len().saturating_sub(1));
                 refresh.then_some(Effect::Refresh)
             }
-            Action::Dispatched(lines) => {
-                self.status_line = match lines.as_slice() {
-                    [one] => one.clone(),
-                    many => format!(
-                        "{} identities: {}",
-                        many.len(),
-                        many.first().cloned().unwrap_or_default()
-                    ),
+            Action::Dispatched(decisions) => {
+                self.status_line = match decisions.as_slice() {
+                    [(key, d)] => format!("{key}: {}", d.describe()),
+                    many => {
+                        let dispatched = many
+                            .iter()
+                            .filter(|(_, d)| matches!(d, Decision::Dispatched { .. }))
+                            .count();
+                        format!(
+                            "{} identities: {dispatched} dispatched, {} need nothing new",
+                            many.len(),
+                            many.len() - dispatched
+                        )
+                    }
                 };
                 self.dispatch_note = Some(self.status_line.clone());
                 Some(Effect::Refresh)

@@ -6,7 +6,7 @@ pub mod views;
 
 use crate::artifacts::AssetTemplate;
 use crate::artifacts::{index_assets, select_release};
-use crate::builds::Planner;
+use crate::builds::{Decision, Planner};
 use crate::coverage::{self, CoverageOptions, CoverageReport};
 use crate::forge::Forge;
 use crate::inventory::FleetGroups;
@@ -65,6 +65,22 @@ impl Dashboard {
         .map_err(|e| e.to_string())
     }
 
+    /// Plans (or in a dry run previews) the selected rows' keys; a key that is not a valid
+    /// identity gets its own decision.
+    pub async fn plan(
+        &self,
+        keys: &[String],
+        dry_run: bool,
+    ) -> Result<Vec<(String, Decision)>, crate::builds::BuildError> {
+        let parsed = crate::builds::parse_keys(keys);
+        let ids: Vec<_> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().cloned())
+            .collect();
+        let planned = self.planner.plan_many(&ids, dry_run).await?;
+        Ok(crate::builds::merge_decisions(parsed, planned))
+    }
+
     /// Carries out what `App::update` asked for, in the background.
     pub fn effect(self: &Arc<Self>, app: &App, effect: Effect, tx: &UnboundedSender<Action>) {
         let tx = tx.clone();
@@ -82,12 +98,8 @@ impl Dashboard {
             }
             Effect::Dispatch(keys) => {
                 tokio::spawn(async move {
-                    let action = match me.planner.plan_many(&keys, false).await {
-                        Ok(out) => Action::Dispatched(
-                            out.iter()
-                                .map(|(k, d)| format!("{k}: {}", d.describe()))
-                                .collect(),
-                        ),
+                    let action = match me.plan(&keys, false).await {
+                        Ok(decisions) => Action::Dispatched(decisions),
                         Err(e) => Action::Failed(e.to_string()),
                     };
                     let _ = tx.send(action);
@@ -95,12 +107,8 @@ impl Dashboard {
             }
             Effect::Preview(keys) => {
                 tokio::spawn(async move {
-                    let action = match me.planner.plan_many(&keys, true).await {
-                        Ok(out) => Action::Previewed(
-                            out.iter()
-                                .map(|(k, d)| format!("{k}: {}", d.describe()))
-                                .collect(),
-                        ),
+                    let action = match me.plan(&keys, true).await {
+                        Ok(decisions) => Action::Previewed(decisions),
                         Err(e) => Action::Failed(format!("cannot ask the planner: {e}")),
                     };
                     let _ = tx.send(action);

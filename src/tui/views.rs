@@ -2,6 +2,7 @@
 //! but the window the Kernels table shows.
 
 use super::app::{App, Column, Mode, Pending, Tab};
+use crate::builds::Decision;
 use crate::coverage::CoverageStatus;
 use crate::headers::{Chain, plan};
 use crate::identity::KernelIdentity;
@@ -522,17 +523,10 @@ fn confirm(app: &App, pending: &Pending, frame: &mut Frame) {
         Some(preview) => {
             let would = preview
                 .iter()
-                .filter(|l| l.ends_with("would dispatch (dry run)"))
+                .filter(|(_, d)| *d == Decision::WouldDispatch)
                 .count();
-            if preview.len() == 1 {
-                lines.push(Line::raw(format!(
-                    "planner: {}",
-                    preview[0]
-                        .split(": ")
-                        .skip(1)
-                        .collect::<Vec<_>>()
-                        .join(": ")
-                )));
+            if let [(_, only)] = preview.as_slice() {
+                lines.push(Line::raw(format!("planner: {}", only.describe())));
             } else {
                 lines.push(Line::raw(format!(
                     "planner: {would} would dispatch, {} need nothing new",
