@@ -2,14 +2,15 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    kfleet::notice::install();
     let cli = kfleet::cli::Cli::parse();
+    let format = cli.log_format;
+    kfleet::notice::install(format);
     match kfleet::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
             let (code, message) = kfleet::cli::on_error(&err);
             if let Some(message) = message {
-                eprintln!("{message}");
+                kfleet::notice::print_error(format, &message);
             }
             code
         }

@@ -147,3 +147,47 @@ fn an_unwritable_output_file_is_named_once() {
         "{stderr}"
     );
 }
+
+/// `--log-format json`: notices and the final error are JSON objects, one per line, on stderr.
+#[test]
+fn log_format_json_writes_notices_and_errors_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kfleet.toml"),
+        "api_url = \"http://127.0.0.1:9/\"\n",
+    )
+    .unwrap();
+    let out = Command::cargo_bin("kfleet")
+        .unwrap()
+        .current_dir(dir.path())
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("GITHUB_TOKEN")
+        .env_remove("GH_TOKEN")
+        .env("PATH", "/nonexistent")
+        .args(["--log-format", "json", "runs", "--repo", "acme/kdriver"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["level"], "warn");
+    assert_eq!(lines[0]["target"], "kfleet::config");
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ignoring api_url")
+    );
+    assert_eq!(lines[1]["level"], "error");
+    assert!(
+        lines[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no GitHub token")
+    );
+    assert!(lines.iter().all(|l| l["time"].as_str().is_some()));
+}

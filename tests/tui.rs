@@ -511,7 +511,7 @@ fn keys_come_from_the_key_map_and_help_follows() {
 /// through one channel instead of stderr, which would garble the screen.
 #[test]
 fn notices_go_to_the_status_line_while_the_dashboard_runs() {
-    kfleet::notice::install();
+    kfleet::notice::install(kfleet::notice::LogFormat::Text);
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let tx = std::sync::Mutex::new(tx);
     kfleet::notice::redirect(Some(Box::new(move |_, message| {

@@ -17,6 +17,16 @@ pub struct Cli {
     /// Config file (default: ./kfleet.toml, then $XDG_CONFIG_HOME/kfleet/kfleet.toml).
     #[arg(long, global = true, value_name = "FILE", env = "KFLEET_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Notices (retries, waits, warnings) on standard error: `text` lines, or one JSON object
+    /// per line (`serve` under a log collector).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = crate::notice::LogFormat::Text,
+        env = "KFLEET_LOG_FORMAT"
+    )]
+    pub log_format: crate::notice::LogFormat,
     /// Without a command: the dashboard on the built-in sample fleet and sandbox forge.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -64,7 +74,6 @@ pub enum Command {
     Man,
 }
 
-/// Runs the parsed command line; the exit code says how it went.
 /// Standard output could not be written. A closed pipe (`kfleet report | head`) ends the command
 /// quietly; anything else is an error.
 #[derive(Debug, thiserror::Error)]
@@ -86,9 +95,10 @@ pub fn on_error(err: &anyhow::Error) -> (ExitCode, Option<String>) {
             message = format!("{message}: {cause}");
         }
     }
-    (ExitCode::from(1), Some(format!("error: {message}")))
+    (ExitCode::from(1), Some(message))
 }
 
+/// Runs the parsed command line; the exit code says how it went.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let _runtime = runtime()?.enter();
     let (config, _) = Config::load(cli.config.as_deref())?;
