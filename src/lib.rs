@@ -4,6 +4,7 @@ pub mod artifacts;
 pub mod bounded;
 pub mod builds;
 pub mod cli;
+pub mod clock;
 mod commands;
 pub mod config;
 #[cfg(feature = "fleet")]

@@ -7,6 +7,7 @@
 use assert_cmd::Command;
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::builds::{Decision, Planner, PlannerConfig};
+use kfleet::clock::{ManualClock, SharedClock};
 use kfleet::forge::{
     Faults, GithubClient, RetryPolicy, RunStatus, Sandbox, SandboxOptions, Simulation,
     read_release_file,
@@ -25,6 +26,11 @@ fn fixtures() -> PathBuf {
 }
 
 async fn sandbox(simulation: Simulation) -> Sandbox {
+    sandbox_on(simulation, SharedClock::default()).await
+}
+
+/// A sandbox whose runs progress by `clock` (a manual clock: only when the test moves it).
+async fn sandbox_on(simulation: Simulation, clock: SharedClock) -> Sandbox {
     let releases = read_release_file(&fixtures().join("small-releases.json")).unwrap();
     Sandbox::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -34,6 +40,7 @@ async fn sandbox(simulation: Simulation) -> Sandbox {
             repo: REPO.into(),
             faults: Faults::default(),
             simulation,
+            clock,
         },
     )
     .await
@@ -252,13 +259,17 @@ async fn invalid_and_available_identities_never_dispatch() {
 
 #[tokio::test]
 async fn a_run_past_the_deadline_is_timed_out_and_cancelled() {
-    let sb = sandbox(quick(0, 60_000)).await;
+    let clock = ManualClock::new();
+    let sb = sandbox_on(quick(0, 3_600_000), clock.clone().into()).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = planner(&sb, dir.path(), Duration::from_millis(300), true);
+    let p =
+        planner(&sb, dir.path(), Duration::from_secs(900), true).with_clock(clock.clone().into());
     let Decision::Dispatched { run_id, .. } = one(&p, MISSING).await else {
         panic!("dispatches");
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_secs(899));
+    assert!(matches!(one(&p, MISSING).await, Decision::Building { .. }));
+    clock.advance(Duration::from_secs(2));
     let d = one(&p, MISSING).await;
     assert!(
         matches!(d, Decision::TimedOut { run_id: Some(id), cancelled: true, .. } if id == run_id),
@@ -374,9 +385,11 @@ fn processes_share_one_dispatch_and_coverage_flips_to_covered() {
 
 #[tokio::test]
 async fn matrix_dispatch_chunks_at_256_and_uploads_every_artifact() {
-    let sb = sandbox(quick(0, 200)).await;
+    let clock = ManualClock::new();
+    let sb = sandbox_on(quick(0, 200_000), clock.clone().into()).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    let p =
+        planner(&sb, dir.path(), Duration::from_secs(900), false).with_clock(clock.clone().into());
     let keys: Vec<String> = (1..=600)
         .map(|n| format!("ubuntu/22.04/x86_64/5.15.0-{}-generic", 1000 + n))
         .chain(std::iter::once(
@@ -398,7 +411,7 @@ async fn matrix_dispatch_chunks_at_256_and_uploads_every_artifact() {
     );
     assert!(matches!(out[600].1, Decision::Available { .. }));
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_secs(201));
     let again = p.plan_matrix(&ids(&keys), false).await.unwrap();
     assert!(
         again

@@ -7,6 +7,7 @@
 use assert_cmd::Command;
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::builds::{Planner, PlannerConfig};
+use kfleet::clock::{ManualClock, SharedClock};
 use kfleet::forge::{
     Forge, RetryPolicy, SandboxForge, SandboxOptions, Simulation, read_release_file,
 };
@@ -28,6 +29,11 @@ fn missing_body() -> Value {
 }
 
 async fn forge(queue_ms: u64, run_ms: u64) -> Arc<SandboxForge> {
+    forge_on(queue_ms, run_ms, SharedClock::default()).await
+}
+
+/// A sandbox forge whose runs progress by `clock`; the service built on it reads the same clock.
+async fn forge_on(queue_ms: u64, run_ms: u64, clock: SharedClock) -> Arc<SandboxForge> {
     let releases = read_release_file(&fixtures().join("small-releases.json")).unwrap();
     Arc::new(
         SandboxForge::start(
@@ -40,6 +46,7 @@ async fn forge(queue_ms: u64, run_ms: u64) -> Arc<SandboxForge> {
                     fail_rate: 0.0,
                     ..Simulation::default()
                 },
+                clock,
                 ..SandboxOptions::default()
             },
             RetryPolicy {
@@ -102,6 +109,7 @@ async fn service_with(
     state_dir: &Path,
     options: ServiceOptions,
 ) -> Service {
+    let clock = forge.sandbox().clock();
     let forge: Arc<dyn Forge> = forge;
     let deadline = options.deadline;
     let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap();
@@ -119,7 +127,8 @@ async fn service_with(
             batch_workflow: "build-batch.yml".into(),
         },
     )
-    .unwrap();
+    .unwrap()
+    .with_clock(clock);
     let state = ServiceState::new(forge, planner, template, options).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -353,19 +362,34 @@ async fn bad_requests_get_their_codes() {
 
 #[tokio::test]
 async fn a_stuck_build_turns_timed_out_at_the_deadline() {
-    let f = forge(0, 60_000).await;
+    let clock = ManualClock::new();
+    let f = forge_on(0, 3_600_000, clock.clone().into()).await;
     let dir = tempfile::tempdir().unwrap();
-    let deadline = Duration::from_secs(2);
-    let svc = service(f.clone(), dir.path(), deadline).await;
-    let started = std::time::Instant::now();
+    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
     let (_, body) = post(&svc.url, &missing_body()).await;
     let id = body["id"].as_str().unwrap().to_string();
-    let running = poll_status(&svc.url, &id, |st| st["status"] == "in_progress").await;
-    if started.elapsed() < deadline {
-        assert_eq!(running["status"], "in_progress", "{running}");
-    }
-    tokio::time::sleep(deadline.saturating_sub(started.elapsed())).await;
-    let over = poll_status(&svc.url, &id, |st| st["status"] == "timed_out").await;
+    // Statuses are cached for 50 ms of the service's clock: each poll moves it by 0.1 s.
+    let poll = |done: fn(&Value) -> bool| {
+        let (url, id, clock) = (svc.url.clone(), id.clone(), clock.clone());
+        async move {
+            let mut seen = Value::Null;
+            for _ in 0..100 {
+                clock.advance(Duration::from_millis(100));
+                seen = status(&url, &id).await.1;
+                if done(&seen) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        }
+    };
+    let running = poll(|st| st["status"] == "in_progress").await;
+    assert_eq!(running["status"], "in_progress", "{running}");
+    clock.advance(Duration::from_secs(880));
+    assert_eq!(status(&svc.url, &id).await.1["status"], "in_progress");
+    clock.advance(Duration::from_secs(20));
+    let over = poll(|st| st["status"] == "timed_out").await;
     assert_eq!(over["status"], "timed_out", "{over}");
     svc.stop().await;
 }
@@ -771,7 +795,8 @@ async fn a_run_the_forge_forgot_settles_as_failed() {
 /// requests: the last good listing answers them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_listing_refresh_does_not_block_requests() {
-    let f = forge(60_000, 1000).await;
+    let clock = ManualClock::new();
+    let f = forge_on(60_000, 1000, clock.clone().into()).await;
     let dir = tempfile::tempdir().unwrap();
     let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
     let built = json!({"kernel_version": "5.15.0-91-generic", "architecture": "x86_64",
@@ -782,7 +807,7 @@ async fn a_slow_listing_refresh_does_not_block_requests() {
         ..Default::default()
     });
     // Past the listing's TTL (200 ms here): the next request starts a refresh that hangs.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    clock.advance(Duration::from_millis(300));
     let started = std::time::Instant::now();
     for _ in 0..20 {
         assert_eq!(post(&svc.url, &built).await.0, 200);
@@ -883,13 +908,20 @@ async fn the_service_holds_against_hostile_clients() {
 /// grow with every request ever made.
 #[tokio::test]
 async fn old_ids_are_pruned() {
-    let f = forge(60_000, 1000).await;
+    let clock = ManualClock::new();
+    let f = forge_on(3_600_000, 1000, clock.clone().into()).await;
     let dir = tempfile::tempdir().unwrap();
-    let svc = service(f.clone(), dir.path(), Duration::from_millis(100)).await;
+    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
     let (_, first) = post(&svc.url, &missing_body()).await;
     let first = first["id"].as_str().unwrap().to_string();
     assert_eq!(status(&svc.url, &first).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    clock.advance(Duration::from_secs(2 * 900 - 1));
+    assert_eq!(
+        status(&svc.url, &first).await.0,
+        200,
+        "kept until twice the deadline"
+    );
+    clock.advance(Duration::from_secs(2));
     let mut other = missing_body();
     other["kernel_version"] = json!("6.1.70-1.1.amzn2023.x86_64");
     assert_eq!(post(&svc.url, &other).await.0, 202);

@@ -62,8 +62,15 @@ fn kernels_view_sorted_by_nodes() {
     insta::assert_snapshot!("kernels", screen(&mut a, 100, 16));
 }
 
+/// The time the Builds view is drawn at in these tests.
+fn at() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z")
+        .unwrap()
+        .into()
+}
+
 fn a_run() -> WorkflowRun {
-    let now = chrono::Utc::now();
+    let now = at();
     WorkflowRun {
         id: 7000000001,
         display_title: format!("kfleet {MISSING} [r-1]"),
@@ -79,6 +86,7 @@ fn a_run() -> WorkflowRun {
 #[test]
 fn builds_view_with_a_run() {
     let mut a = app();
+    a.now = at();
     a.update(Action::Runs(vec![a_run()]));
     key(&mut a, KeyCode::Char('3'));
     insta::assert_snapshot!("builds", screen(&mut a, 120, 8));
@@ -87,6 +95,7 @@ fn builds_view_with_a_run() {
 #[test]
 fn x_confirms_then_cancels_the_selected_run() {
     let mut a = app();
+    a.now = at();
     a.update(Action::Runs(vec![a_run()]));
     key(&mut a, KeyCode::Char('3'));
     key(&mut a, KeyCode::Char('x'));
@@ -264,12 +273,16 @@ fn small_terminals_still_render() {
 mod with_the_sandbox {
     use super::*;
     use kfleet::builds::{Planner, PlannerConfig};
+    use kfleet::clock::ManualClock;
     use kfleet::forge::{Forge, RetryPolicy, SandboxForge, SandboxOptions, Simulation};
     use kfleet::tui::Dashboard;
     use std::sync::Arc;
     use std::time::Duration;
 
-    async fn dashboard(state: &Path) -> (Arc<Dashboard>, Arc<SandboxForge>) {
+    /// A dashboard on a sandbox whose runs (queued 0.1 s, running 0.3 s) move only with the
+    /// returned clock.
+    async fn dashboard(state: &Path) -> (Arc<Dashboard>, Arc<SandboxForge>, Arc<ManualClock>) {
+        let clock = ManualClock::new();
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let releases = read_release_file(&fixtures.join("small-releases.json")).unwrap();
         let sandbox = Arc::new(
@@ -282,6 +295,7 @@ mod with_the_sandbox {
                         fail_rate: 0.0,
                         ..Simulation::default()
                     },
+                    clock: clock.clone().into(),
                     ..SandboxOptions::default()
                 },
                 RetryPolicy::default(),
@@ -305,7 +319,8 @@ mod with_the_sandbox {
                 batch_workflow: "build-batch.yml".into(),
             },
         )
-        .unwrap();
+        .unwrap()
+        .with_clock(clock.clone().into());
         let fleet = read_inventory(&[fixtures.join("small-fleet.csv")], false).unwrap();
         let dash = Arc::new(Dashboard {
             forge,
@@ -322,7 +337,7 @@ mod with_the_sandbox {
             )
             .unwrap(),
         });
-        (dash, sandbox)
+        (dash, sandbox, clock)
     }
 
     /// Runs an effect the way the event loop does and feeds the results back to the app.
@@ -352,7 +367,7 @@ mod with_the_sandbox {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn d_then_enter_dispatches_once_shows_the_run_and_then_covered() {
         let state = tempfile::tempdir().unwrap();
-        let (dash, sandbox) = dashboard(state.path()).await;
+        let (dash, sandbox, clock) = dashboard(state.path()).await;
         let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
         key(&mut app, KeyCode::Char('2'));
         key(&mut app, KeyCode::Down);
@@ -385,7 +400,7 @@ mod with_the_sandbox {
         let builds = screen(&mut app, 120, 8);
         assert!(builds.contains(MISSING.split_at(40).0), "{builds}");
 
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        clock.advance(Duration::from_secs(1));
         carry_out(&dash, &mut app, Effect::Refresh).await;
         assert_eq!(status_of(&app, MISSING), "covered");
         assert_eq!(sandbox.sandbox().dispatches(), 1);
@@ -396,7 +411,7 @@ mod with_the_sandbox {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_finished_run_refreshes_coverage_by_itself() {
         let state = tempfile::tempdir().unwrap();
-        let (dash, _sandbox) = dashboard(state.path()).await;
+        let (dash, _sandbox, clock) = dashboard(state.path()).await;
         let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
         let decided = dash
             .planner
@@ -419,7 +434,7 @@ mod with_the_sandbox {
                 .unwrap()
         };
         assert_eq!(app.update(Action::Runs(poll(dash.clone()).await)), None);
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        clock.advance(Duration::from_secs(1));
         let effect = app.update(Action::Runs(poll(dash.clone()).await));
         assert_eq!(effect, Some(Effect::Refresh), "{}", app.status_line);
         assert!(
@@ -434,7 +449,7 @@ mod with_the_sandbox {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shift_d_dispatches_the_planned_head_once() {
         let state = tempfile::tempdir().unwrap();
-        let (dash, sandbox) = dashboard(state.path()).await;
+        let (dash, sandbox, _clock) = dashboard(state.path()).await;
         let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
         key(&mut app, KeyCode::Char('D'));
         let effect = key(&mut app, KeyCode::Enter).unwrap();

@@ -14,6 +14,7 @@ pub use states::build_states;
 
 use crate::artifacts::AssetTemplate;
 use crate::artifacts::{index_assets, select_release};
+use crate::clock::SharedClock;
 use crate::forge::{Forge, ForgeError, WorkflowRun};
 use crate::identity::KernelIdentity;
 use batch::workflow_inputs;
@@ -73,6 +74,7 @@ pub struct Planner {
     inflight: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     /// Told about each identity as it is decided (a progress bar, a log).
     on_decided: Option<DecisionHook>,
+    clock: SharedClock,
 }
 
 fn active(run: &WorkflowRun) -> bool {
@@ -102,7 +104,18 @@ impl Planner {
             ledger,
             inflight: tokio::sync::Mutex::new(None),
             on_decided: None,
+            clock: SharedClock::default(),
         })
+    }
+
+    /// Reads time from `clock` (ledger records, the run window, deadlines) instead of the system.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// Calls `f` with each identity key and its decision as the planner reaches it.
@@ -207,7 +220,7 @@ impl Planner {
             assets.matched.iter().map(|a| (a.key.as_str(), a)).collect();
         // Every page of the runs that can still be under way: created within twice the deadline
         // (those past it are found so they can be timed out).
-        let since = Utc::now()
+        let since = self.clock.now()
             - chrono::Duration::from_std(self.config.deadline * 2)
                 .unwrap_or(chrono::Duration::days(1));
         let mut running: HashMap<String, WorkflowRun> = HashMap::new();
@@ -343,7 +356,9 @@ impl Planner {
                     }
                 }
                 Some(run) => {
-                    let overdue = Utc::now()
+                    let overdue = self
+                        .clock
+                        .now()
                         .signed_duration_since(entry.dispatched_at)
                         .to_std()
                         .is_ok_and(|age| age > self.config.deadline);
@@ -369,7 +384,7 @@ impl Planner {
             let url = run.html_url.clone();
             let overdue = run
                 .created_at
-                .and_then(|c| Utc::now().signed_duration_since(c).to_std().ok())
+                .and_then(|c| self.clock.now().signed_duration_since(c).to_std().ok())
                 .is_some_and(|age| age > self.config.deadline);
             if overdue {
                 let rid = run
@@ -450,7 +465,7 @@ impl Planner {
         run: Option<&WorkflowRun>,
     ) -> Result<(), BuildError> {
         self.ledger.append(&LedgerRecord {
-            at: Utc::now(),
+            at: self.clock.now(),
             event,
             key: key.to_string(),
             request_id: request_id.to_string(),
@@ -471,7 +486,7 @@ impl Planner {
         conclusion: Option<String>,
     ) -> Result<(), BuildError> {
         self.ledger.append(&LedgerRecord {
-            at: Utc::now(),
+            at: self.clock.now(),
             event,
             key: key.to_string(),
             request_id: request_id.to_string(),

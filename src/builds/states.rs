@@ -3,7 +3,7 @@
 
 use super::ledger::LedgerState;
 use crate::forge::WorkflowRun;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// Coverage build states for `driver_version`.
@@ -12,6 +12,7 @@ pub fn build_states(
     ledger: Option<&LedgerState>,
     driver_version: &str,
     deadline: Duration,
+    now: DateTime<Utc>,
 ) -> crate::coverage::BuildStates {
     let observed: Vec<crate::coverage::ObservedRun> = runs
         .iter()
@@ -32,5 +33,5 @@ pub fn build_states(
                 .collect()
         })
         .unwrap_or_default();
-    crate::coverage::build_states(&observed, &open, deadline, Utc::now())
+    crate::coverage::build_states(&observed, &open, deadline, now)
 }

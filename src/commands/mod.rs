@@ -99,7 +99,13 @@ pub(crate) fn load_listing(
         };
         let ledger = Ledger::open(&state_dir)?.load()?;
         let states: BuildStatesFor = Box::new(move |driver_version: &str| {
-            build_states(&runs, Some(&ledger), driver_version, deadline)
+            build_states(
+                &runs,
+                Some(&ledger),
+                driver_version,
+                deadline,
+                chrono::Utc::now(),
+            )
         });
         Ok((listing.releases, states))
     })

@@ -43,6 +43,7 @@ pub(crate) fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode
             ..Faults::default()
         },
         simulation,
+        clock: Default::default(),
     };
     runtime()?.block_on(async move {
         let sandbox = Sandbox::start(args.listen, releases, options).await?;

@@ -5,6 +5,7 @@
 use super::runs::{RunList, WorkflowRun, run_title};
 use crate::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use crate::artifacts::{Release, ReleaseAsset, parse_release_listing};
+use crate::clock::SharedClock;
 use crate::identity::KernelIdentity;
 use crate::locks::Lock;
 use axum::Router;
@@ -95,6 +96,8 @@ pub struct SandboxOptions {
     pub repo: String,
     pub faults: Faults,
     pub simulation: Simulation,
+    /// The time runs progress by (tests move a manual clock instead of sleeping).
+    pub clock: SharedClock,
 }
 
 /// A simulated run: its public face plus what decides how it ends.
@@ -123,6 +126,7 @@ struct SandboxState {
     dispatches: AtomicU64,
     /// Run ids start at a random base, so a restarted sandbox never reuses an id it gave out.
     run_id_base: u64,
+    clock: SharedClock,
 }
 
 /// A running sandbox; dropping it stops the server.
@@ -199,6 +203,7 @@ impl Sandbox {
             runs: Mutex::new(BTreeMap::new()),
             dispatches: AtomicU64::new(0),
             run_id_base: 7_000_000_000 + fastrand::u64(..1_000_000) * 1000,
+            clock: options.clock,
         });
         let app = Router::new()
             .route("/repos/{owner}/{repo}/releases", get(list_releases))
@@ -240,6 +245,11 @@ impl Sandbox {
     /// `http://127.0.0.1:PORT`: pass it as `--api-url`.
     pub fn base_url(&self) -> String {
         self.state.base_url.clone()
+    }
+
+    /// The clock its runs progress by.
+    pub fn clock(&self) -> SharedClock {
+        self.state.clock.clone()
     }
 
     /// Requests received so far, faults included.
@@ -531,7 +541,7 @@ fn workflow_inputs(workflow: &str) -> &'static [&'static str] {
 impl SandboxState {
     /// Moves simulated runs along the clock; a successful build attaches its asset.
     fn advance(&self) {
-        let now = Instant::now();
+        let now = self.clock.instant();
         let mut runs = self.runs.locked();
         for sim in runs.values_mut().filter(|r| !r.finished) {
             let elapsed = now.duration_since(sim.started);
@@ -547,7 +557,7 @@ impl SandboxState {
                 ("completed", Some("success"))
             };
             if sim.run.status != Some(status.into()) {
-                sim.run.updated_at = Some(chrono::Utc::now());
+                sim.run.updated_at = Some(self.clock.now());
             }
             sim.run.status = Some(status.into());
             sim.run.conclusion = conclusion.map(Into::into);
@@ -583,7 +593,7 @@ impl SandboxState {
                     self.base_url, self.repo
                 )),
                 digest: Some(format!("sha256:{}", hex_sha256(name.as_bytes()))),
-                updated_at: Some(chrono::Utc::now()),
+                updated_at: Some(self.clock.now()),
                 name,
             });
         }
@@ -725,7 +735,7 @@ async fn dispatch(
     let id = {
         let mut runs = state.runs.locked();
         let id = state.run_id_base + runs.len() as u64 + 1;
-        let now = chrono::Utc::now();
+        let now = state.clock.now();
         runs.insert(
             id,
             SimRun {
@@ -745,7 +755,7 @@ async fn dispatch(
                 workflow,
                 identities,
                 driver_version: input("driver_version").to_string(),
-                started: Instant::now(),
+                started: state.clock.instant(),
                 fails,
                 cancelled: false,
                 finished: false,
@@ -804,7 +814,10 @@ async fn list_runs(
         .values()
         .rev()
         .filter(|r| r.workflow == workflow)
-        .filter(|r| r.started.elapsed() >= state.simulation.listing_delay)
+        .filter(|r| {
+            state.clock.instant().saturating_duration_since(r.started)
+                >= state.simulation.listing_delay
+        })
         .filter(|r| {
             q.status
                 .as_deref()

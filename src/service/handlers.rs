@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 /// Reads at most [`MAX_BODY`] bytes of a request body (413 past it).
 async fn read_body(headers: &HeaderMap, body: axum::body::Body) -> Result<bytes::Bytes, Response> {
@@ -141,7 +140,7 @@ pub(super) async fn build(
         let rid = new_request_id();
         // On disk before the answer: a crash after it must not lose the id (see `resume`).
         let record = LedgerRecord {
-            at: chrono::Utc::now(),
+            at: state.clock().now(),
             event: LedgerEvent::Accepted,
             key: key.clone(),
             request_id: rid.clone(),
@@ -170,7 +169,7 @@ pub(super) async fn build(
                 driver_version: dv.clone(),
                 run_id: None,
                 run_url: None,
-                dispatched_at: chrono::Utc::now(),
+                dispatched_at: state.clock().now(),
                 status: None,
                 settled: None,
             },
@@ -229,7 +228,9 @@ pub(super) async fn status(
         (Some(Settled::Available), _) => Some("success".to_string()),
         (Some(Settled::TimedOut), _) => Some("timed_out".to_string()),
         (Some(Settled::Failed(reason)), _) => return failed(reason.clone()),
-        (None, Some((s, at))) if at.elapsed() < state.options.status_ttl => Some(s.clone()),
+        (None, Some((s, at))) if state.elapsed_since(*at) < state.options.status_ttl => {
+            Some(s.clone())
+        }
         _ => None,
     };
     let run_status = match cached {
@@ -264,7 +265,7 @@ pub(super) async fn status(
             };
             let mut builds = state.builds.lock().await;
             if let Some(t) = builds.0.get_mut(&id) {
-                t.status = Some((fetched.clone(), Instant::now()));
+                t.status = Some((fetched.clone(), state.clock().instant()));
             }
             if fetched == "success" || fetched == "failed" {
                 builds
@@ -279,7 +280,9 @@ pub(super) async fn status(
         "success" => {
             let first_seen = tracked.status.as_ref().is_none_or(|(s, _)| s != "success");
             if first_seen {
-                let took = chrono::Utc::now()
+                let took = state
+                    .clock()
+                    .now()
                     .signed_duration_since(tracked.dispatched_at)
                     .num_milliseconds()
                     .max(0) as f64
@@ -296,7 +299,7 @@ pub(super) async fn status(
             // refresh (single flight, at most once per status TTL).
             if let Some(l) = &listing
                 && !matches!(find(l), Lookup::Found(_))
-                && l.fetched.elapsed() >= state.options.status_ttl
+                && state.elapsed_since(l.fetched) >= state.options.status_ttl
             {
                 listing = state.refresh_listing(Some(l.fetched)).await.ok();
             }

@@ -182,6 +182,16 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
+    /// The service's time: the planner's clock.
+    pub(super) fn clock(&self) -> &crate::clock::SharedClock {
+        self.planner.clock()
+    }
+
+    /// Time passed since `then`, on the service's clock.
+    pub(super) fn elapsed_since(&self, then: Instant) -> Duration {
+        self.clock().instant().saturating_duration_since(then)
+    }
+
     /// The service over `forge`, resuming the builds the planner's ledger records.
     pub fn new(
         forge: Arc<dyn Forge>,
@@ -190,7 +200,7 @@ impl ServiceState {
         options: ServiceOptions,
     ) -> Result<Arc<Self>, crate::builds::ledger::LedgerError> {
         let ledger = planner.ledger().load()?;
-        let (builds, pending) = resume(&ledger, options.deadline);
+        let (builds, pending) = resume(&ledger, options.deadline, planner.clock().now());
         let token_hashes = options
             .client_tokens
             .iter()
@@ -225,6 +235,7 @@ fn token_hash(bytes: &[u8]) -> [u8; 32] {
 fn resume(
     ledger: &LedgerState,
     deadline: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> (Builds, Vec<(KernelIdentity, String, String)>) {
     let mut by_id = HashMap::new();
     let mut open = HashMap::new();
@@ -249,7 +260,6 @@ fn resume(
         }
     }
     let mut pending = Vec::new();
-    let now = chrono::Utc::now();
     let mut accepted: Vec<_> = ledger.accepted.values().collect();
     accepted.sort_by_key(|r| r.at);
     for record in accepted {
@@ -341,7 +351,7 @@ impl ServiceState {
     fn charge(&self, client: &Client) -> Result<(), Box<Response>> {
         let rate = self.options.rate_per_client;
         let mut buckets = self.buckets.locked();
-        let now = Instant::now();
+        let now = self.clock().instant();
         let bucket = buckets.entry(client.0).or_insert(Bucket {
             tokens: rate * 10.0,
             at: now,
@@ -380,7 +390,7 @@ impl ServiceState {
                 let listing = Arc::new(Listing {
                     releases: fresh.releases,
                     indexes: std::sync::Mutex::new(HashMap::new()),
-                    fetched: Instant::now(),
+                    fetched: self.clock().instant(),
                 });
                 *self.listing.write_now() = Some(listing.clone());
                 Ok(listing)
@@ -401,7 +411,7 @@ impl ServiceState {
         let current = self.listing.read_now().clone();
         match current {
             Some(listing) => {
-                if listing.fetched.elapsed() >= self.options.listing_ttl
+                if self.elapsed_since(listing.fetched) >= self.options.listing_ttl
                     && self.refreshing.try_lock().is_ok()
                 {
                     let me = self.clone();
@@ -463,7 +473,8 @@ impl ServiceState {
     }
 
     fn overdue(&self, t: &Tracked) -> bool {
-        chrono::Utc::now()
+        self.clock()
+            .now()
             .signed_duration_since(t.dispatched_at)
             .to_std()
             .is_ok_and(|age| age > self.options.deadline)
@@ -473,7 +484,7 @@ impl ServiceState {
     /// keeps them), so memory does not grow with every request ever made.
     fn prune(&self, builds: &mut Builds) {
         let retention = self.options.deadline * 2;
-        let now = chrono::Utc::now();
+        let now = self.clock().now();
         let old = |t: &Tracked| {
             now.signed_duration_since(t.dispatched_at)
                 .to_std()

@@ -168,6 +168,9 @@ pub struct App {
     pub headers: Option<crate::headers::Resolution>,
     pub keys: KeyMap,
     /// The planner's dry run for the pending confirmation, once it arrives.
+    /// The time the Builds view measures elapsed runs against; the event loop sets it from the
+    /// dashboard's clock before each frame.
+    pub now: chrono::DateTime<chrono::Utc>,
     pub preview: Option<Vec<(String, Decision)>>,
     /// Selected row of the Builds view.
     pub run_selected: usize,
@@ -176,6 +179,7 @@ pub struct App {
 impl App {
     pub fn new(forge_label: String, report: CoverageReport, deadline_secs: u64) -> Self {
         let mut app = Self {
+            now: chrono::Utc::now(),
             forge_label,
             report,
             runs: Vec::new(),

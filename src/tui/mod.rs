@@ -52,8 +52,13 @@ impl Dashboard {
             .await
             .unwrap_or_default();
         let ledger = self.planner.ledger().load().ok();
-        let builds =
-            crate::builds::build_states(&runs, ledger.as_ref(), &release.tag_name, self.deadline);
+        let builds = crate::builds::build_states(
+            &runs,
+            ledger.as_ref(),
+            &release.tag_name,
+            self.deadline,
+            self.planner.clock().now(),
+        );
         let assets = index_assets(release, &self.template);
         coverage::compute(
             &self.fleet,
@@ -207,6 +212,7 @@ pub async fn run(dash: Arc<Dashboard>, mut app: App) -> std::io::Result<()> {
     let mut render = tokio::time::interval(Duration::from_millis(250));
     let mut poll_runs = tokio::time::interval(Duration::from_secs(5));
     loop {
+        app.now = dash.planner.clock().now();
         terminal.draw(|frame| views::render(&mut app, frame, &theme))?;
         let effect = tokio::select! {
             event = events.next() => match event {

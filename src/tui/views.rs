@@ -348,7 +348,7 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
 }
 
 fn builds(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
-    let now = chrono::Utc::now();
+    let now = app.now;
     let rows: Vec<Row> = app
         .runs
         .iter()
