@@ -1,294 +1,32 @@
-//! The sandbox forge: a GitHub-compatible HTTP server on loopback that serves release listings
-//! (paginated with absolute `Link` URLs and ETags) and injects faults, so demos and tests
-//! exercise the real GitHub client over real HTTP.
+//! The sandbox's GitHub API: the gatekeeper (token, faults, rate limits), release listings,
+//! workflow dispatch with input checks, run listings, one run, cancel, and asset downloads.
 
-use super::runs::{RunList, WorkflowRun, run_title};
-use crate::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
-use crate::artifacts::{Release, ReleaseAsset, parse_release_listing};
-use crate::clock::SharedClock;
-use crate::identity::KernelIdentity;
-use crate::locks::Lock;
-use axum::Router;
-use axum::extract::{Json, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use super::*;
 
-/// Faults the sandbox injects, for tests and demos of the client's resilience.
-#[derive(Clone, Debug, Default)]
-pub struct Faults {
-    /// The next N requests answer 502.
-    pub server_errors: u32,
-    /// Share of requests (0..1) that answer 503 at random.
-    pub error_rate: f64,
-    /// After this many requests, answer one 429 with `retry-after`.
-    pub rate_limit_after: Option<u64>,
-    pub retry_after_secs: u64,
-    /// Added to every response.
-    pub latency: Duration,
-    /// The next N successful responses carry a truncated JSON body.
-    pub malformed: u32,
-    /// The next N dispatches answer 502 without starting a run.
-    pub dispatch_errors: u32,
-    /// The next N dispatches start their run, then answer 502 (the ambiguous failure).
-    pub dispatch_errors_after_start: u32,
-    /// The next N successful responses drop the connection halfway through the body.
-    pub drop_connections: u32,
-}
-
-/// How simulated workflow runs behave.
-#[derive(Clone, Debug)]
-pub struct Simulation {
-    /// Time a run stays `queued`.
-    pub queue_time: Duration,
-    /// Time a run stays `in_progress` before it completes.
-    pub run_time: Duration,
-    /// Share of runs (0..1) that fail at random.
-    pub fail_rate: f64,
-    /// Identity keys whose header chain cannot resolve: their runs always fail.
-    pub unresolvable: HashSet<String>,
-    /// Answer 422 to dispatches carrying `return_run_details`, as servers without it do.
-    pub reject_run_details: bool,
-    /// How long a new run stays out of run listings (GitHub's listing lags a dispatch).
-    pub listing_delay: Duration,
-    /// Workflow files that exist.
-    pub workflows: Vec<String>,
-    /// Refs that exist.
-    pub refs: Vec<String>,
-    /// How a successful run names the asset it uploads.
-    pub template: AssetTemplate,
-}
-
-impl Default for Simulation {
-    #[expect(
-        clippy::expect_used,
-        reason = "the default template is a constant, compiled by the tests"
-    )]
-    fn default() -> Self {
-        Self {
-            queue_time: Duration::from_secs(2),
-            run_time: Duration::from_secs(8),
-            fail_rate: 0.0,
-            unresolvable: HashSet::new(),
-            reject_run_details: false,
-            listing_delay: Duration::ZERO,
-            workflows: vec!["build-driver.yml".into(), "build-batch.yml".into()],
-            refs: vec!["main".into()],
-            template: AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver")
-                .expect("the default template compiles"),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct SandboxOptions {
-    /// Required bearer token; `None` accepts any request.
-    pub token: Option<String>,
-    /// Repository served, `OWNER/NAME`; other repositories are 404.
-    pub repo: String,
-    pub faults: Faults,
-    pub simulation: Simulation,
-    /// The time runs progress by (tests move a manual clock instead of sleeping).
-    pub clock: SharedClock,
-}
-
-/// A simulated run: its public face plus what decides how it ends.
-struct SimRun {
-    run: WorkflowRun,
-    workflow: String,
-    /// What a successful run uploads: one identity, or a batch's.
-    identities: Vec<KernelIdentity>,
-    driver_version: String,
-    started: Instant,
-    fails: Option<String>,
-    cancelled: bool,
-    finished: bool,
-}
-
-struct SandboxState {
-    repo: String,
-    token: Option<String>,
-    base_url: String,
-    releases: Mutex<Vec<Release>>,
-    faults: Mutex<Faults>,
-    requests: AtomicU64,
-    rng: Mutex<fastrand::Rng>,
-    simulation: Simulation,
-    runs: Mutex<BTreeMap<u64, SimRun>>,
-    dispatches: AtomicU64,
-    /// Run ids start at a random base, so a restarted sandbox never reuses an id it gave out.
-    run_id_base: u64,
-    clock: SharedClock,
-}
-
-/// A running sandbox; dropping it stops the server.
-pub struct Sandbox {
-    state: Arc<SandboxState>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    #[error(
-        "refusing to listen on {0}: the sandbox binds loopback addresses only (127.0.0.1 or ::1)"
-    )]
-    NotLoopback(SocketAddr),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot load sandbox data: {0}")]
-    Data(String),
-}
-
-/// Loads `DIR/releases.json` (a release listing) for the sandbox.
-pub fn load_releases(dir: &std::path::Path) -> Result<Vec<Release>, SandboxError> {
-    let path = dir.join("releases.json");
-    let bytes =
-        std::fs::read(&path).map_err(|e| SandboxError::Data(format!("{}: {e}", path.display())))?;
-    parse_release_listing(&path.display().to_string(), &bytes)
-        .map_err(|e| SandboxError::Data(e.to_string()))
-}
-
-impl Sandbox {
-    /// Starts serving `releases` on `listen` (port 0 picks a free port).
-    pub async fn start(
-        listen: SocketAddr,
-        mut releases: Vec<Release>,
-        options: SandboxOptions,
-    ) -> Result<Self, SandboxError> {
-        if !listen.ip().is_loopback() {
-            return Err(SandboxError::NotLoopback(listen));
-        }
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| SandboxError::Bind {
-                addr: listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| SandboxError::Bind {
-            addr: listen,
-            source,
-        })?;
-        // GitHub lists the newest release first.
-        releases.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        // Downloads come from the sandbox itself, so a demo works without the internet.
-        for release in &mut releases {
-            for asset in &mut release.assets {
-                asset.browser_download_url = Some(format!(
-                    "http://{addr}/{}/releases/download/{}/{}",
-                    options.repo, release.tag_name, asset.name
-                ));
-            }
-        }
-        let state = Arc::new(SandboxState {
-            repo: options.repo,
-            token: options.token,
-            base_url: format!("http://{addr}"),
-            releases: Mutex::new(releases),
-            faults: Mutex::new(options.faults),
-            requests: AtomicU64::new(0),
-            rng: Mutex::new(fastrand::Rng::with_seed(addr.port() as u64)),
-            simulation: options.simulation,
-            runs: Mutex::new(BTreeMap::new()),
-            dispatches: AtomicU64::new(0),
-            run_id_base: 7_000_000_000 + fastrand::u64(..1_000_000) * 1000,
-            clock: options.clock,
-        });
-        let app = Router::new()
-            .route("/repos/{owner}/{repo}/releases", get(list_releases))
-            .route(
-                "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches",
-                post(dispatch),
-            )
-            .route(
-                "/repos/{owner}/{repo}/actions/workflows/{workflow}/runs",
-                get(list_runs),
-            )
-            .route("/repos/{owner}/{repo}/actions/runs/{id}", get(get_run))
-            .route(
-                "/repos/{owner}/{repo}/actions/runs/{id}/cancel",
-                post(cancel_run),
-            )
-            .route(
-                "/{owner}/{repo}/releases/download/{tag}/{name}",
-                get(download),
-            )
-            .fallback(not_found)
-            .layer(middleware::from_fn_with_state(state.clone(), gatekeeper))
-            .with_state(state.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Ok(Self {
-            state,
-            shutdown: Some(tx),
-            task: Some(task),
-        })
-    }
-
-    /// `http://127.0.0.1:PORT`: pass it as `--api-url`.
-    pub fn base_url(&self) -> String {
-        self.state.base_url.clone()
-    }
-
-    /// The clock its runs progress by.
-    pub fn clock(&self) -> SharedClock {
-        self.state.clock.clone()
-    }
-
-    /// Requests received so far, faults included.
-    pub fn requests(&self) -> u64 {
-        self.state.requests.load(Ordering::SeqCst)
-    }
-
-    /// Dispatches accepted so far.
-    pub fn dispatches(&self) -> u64 {
-        self.state.dispatches.load(Ordering::SeqCst)
-    }
-
-    pub fn set_faults(&self, faults: Faults) {
-        *self.state.faults.locked() = faults;
-    }
-
-    /// Replaces the served releases (as a publish would).
-    pub fn set_releases(&self, mut releases: Vec<Release>) {
-        releases.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        *self.state.releases.locked() = releases;
-    }
-
-    /// Stops accepting requests and waits for the server task.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
+/// The routes GitHub has for what kfleet calls, behind the gatekeeper.
+pub(super) fn router(state: Arc<SandboxState>) -> Router {
+    Router::new()
+        .route("/repos/{owner}/{repo}/releases", get(list_releases))
+        .route(
+            "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches",
+            post(dispatch),
+        )
+        .route(
+            "/repos/{owner}/{repo}/actions/workflows/{workflow}/runs",
+            get(list_runs),
+        )
+        .route("/repos/{owner}/{repo}/actions/runs/{id}", get(get_run))
+        .route(
+            "/repos/{owner}/{repo}/actions/runs/{id}/cancel",
+            post(cancel_run),
+        )
+        .route(
+            "/{owner}/{repo}/releases/download/{tag}/{name}",
+            get(download),
+        )
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), gatekeeper))
+        .with_state(state)
 }
 
 fn github_error(status: StatusCode, message: &str) -> Response {
@@ -538,70 +276,7 @@ fn workflow_inputs(workflow: &str) -> &'static [&'static str] {
     }
 }
 
-impl SandboxState {
-    /// Moves simulated runs along the clock; a successful build attaches its asset.
-    fn advance(&self) {
-        let now = self.clock.instant();
-        let mut runs = self.runs.locked();
-        for sim in runs.values_mut().filter(|r| !r.finished) {
-            let elapsed = now.duration_since(sim.started);
-            let (status, conclusion) = if sim.cancelled {
-                ("completed", Some("cancelled"))
-            } else if elapsed < self.simulation.queue_time {
-                ("queued", None)
-            } else if elapsed < self.simulation.queue_time + self.simulation.run_time {
-                ("in_progress", None)
-            } else if sim.fails.is_some() {
-                ("completed", Some("failure"))
-            } else {
-                ("completed", Some("success"))
-            };
-            if sim.run.status != Some(status.into()) {
-                sim.run.updated_at = Some(self.clock.now());
-            }
-            sim.run.status = Some(status.into());
-            sim.run.conclusion = conclusion.map(Into::into);
-            if status != "completed" {
-                continue;
-            }
-            sim.finished = true;
-            if conclusion == Some("success")
-                && !sim
-                    .identities
-                    .iter()
-                    .all(|identity| self.attach(identity, &sim.driver_version))
-            {
-                sim.run.conclusion = Some("failure".into());
-            }
-        }
-    }
-
-    /// Uploads the built artifact to the release of `driver_version`; false when there is none.
-    fn attach(&self, identity: &KernelIdentity, driver_version: &str) -> bool {
-        let name = self.simulation.template.render(identity, driver_version);
-        let mut releases = self.releases.locked();
-        let Some(release) = releases.iter_mut().find(|r| r.tag_name == driver_version) else {
-            return false;
-        };
-        if !release.assets.iter().any(|a| a.name == name) {
-            let id = 900_000 + release.assets.len() as u64;
-            release.assets.push(ReleaseAsset {
-                id: Some(id),
-                size: Some(48_000),
-                browser_download_url: Some(format!(
-                    "{}/{}/releases/download/{driver_version}/{name}",
-                    self.base_url, self.repo
-                )),
-                digest: Some(format!("sha256:{}", hex_sha256(name.as_bytes()))),
-                updated_at: Some(self.clock.now()),
-                name,
-            });
-        }
-        true
-    }
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
+pub(super) fn hex_sha256(bytes: &[u8]) -> String {
     crate::fsio::hex(&Sha256::digest(bytes))
 }
 
