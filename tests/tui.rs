@@ -505,6 +505,7 @@ fn enter_in_headers_resolves_and_the_view_shows_every_attempt() {
 fn keys_come_from_the_key_map_and_help_follows() {
     let keys = kfleet::tui::app::KeyMap {
         dispatch: 'b',
+        confirm: 'o',
         ..Default::default()
     };
     let mut a = app().with_keys(keys);
@@ -513,13 +514,46 @@ fn keys_come_from_the_key_map_and_help_follows() {
     assert_eq!(a.mode, Mode::Normal, "d is no longer bound");
     key(&mut a, KeyCode::Char('b'));
     assert!(matches!(a.mode, Mode::Confirm(Pending::Dispatch(_))));
-    key(&mut a, KeyCode::Esc);
+    assert_eq!(key(&mut a, KeyCode::Char('y')), None, "y declines now");
+    assert_eq!(a.mode, Mode::Normal);
+    key(&mut a, KeyCode::Char('b'));
+    assert!(matches!(
+        key(&mut a, KeyCode::Char('o')),
+        Some(Effect::Dispatch(_))
+    ));
     key(&mut a, KeyCode::Char('?'));
     let text = screen(&mut a, 80, 24);
+    let line = |what: &str| {
+        text.lines()
+            .find(|l| l.contains(what))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
     assert!(
-        text.contains("b                    dispatch the selected identity"),
+        line("dispatch the selected identity").contains("│b dispatch the selected identity"),
         "{text}"
     );
+    assert!(line("confirming").contains("Enter o go ahead"), "{text}");
+}
+
+/// At most one refresh is under way: asking again while it runs queues one more, which starts
+/// when the first ends.
+#[test]
+fn one_refresh_at_a_time() {
+    let mut a = app();
+    assert_eq!(key(&mut a, KeyCode::Char('r')), Some(Effect::Refresh));
+    assert_eq!(key(&mut a, KeyCode::Char('r')), None);
+    assert_eq!(key(&mut a, KeyCode::Char('r')), None);
+    let report = app().report;
+    assert_eq!(
+        a.update(Action::Report(Box::new(report.clone()))),
+        Some(Effect::Refresh),
+        "the one asked for meanwhile"
+    );
+    assert_eq!(a.update(Action::Report(Box::new(report))), None);
+    assert_eq!(key(&mut a, KeyCode::Char('r')), Some(Effect::Refresh));
+    assert_eq!(a.update(Action::RefreshFailed("boom".into())), None);
+    assert!(!a.loading);
 }
 
 /// Notices from library code (retries, waits, warnings) reach the dashboard's status line

@@ -94,6 +94,8 @@ pub enum Action {
     /// What a cancel request did.
     Cancelled(String),
     Failed(String),
+    /// The refresh under way failed.
+    RefreshFailed(String),
     /// A notice from background work (a retry, a wait, a warning) for the status line.
     Notice(String),
 }
@@ -115,33 +117,8 @@ pub enum Effect {
     Quit,
 }
 
+use super::keys::{self, Binding, Command, KeyMode};
 pub use crate::config::KeyMap;
-
-impl KeyMap {
-    /// The help screen's lines: keys and what they do, from this map.
-    pub fn bindings(&self) -> Vec<(String, &'static str)> {
-        vec![
-            ("tab / 1-4".into(), "switch view"),
-            (format!("{} {} ↑ ↓ PgUp PgDn", self.down, self.up), "move"),
-            (self.filter.to_string(), "filter (Enter keeps, Esc clears)"),
-            (
-                format!("{} / {}", self.sort, self.reverse),
-                "sort by next column / reverse",
-            ),
-            (self.dispatch.to_string(), "dispatch the selected identity"),
-            (self.batch.to_string(), "dispatch the missing head"),
-            (self.export.to_string(), "export the view to CSV"),
-            (self.cancel.to_string(), "cancel the selected run (Builds)"),
-            (
-                "Enter (Headers)".into(),
-                "resolve the selected kernel's headers",
-            ),
-            (self.refresh.to_string(), "refresh"),
-            (self.help.to_string(), "help"),
-            (format!("{} / Ctrl-C", self.quit), "quit"),
-        ]
-    }
-}
 
 pub struct App {
     /// `SANDBOX http://127.0.0.1:PORT` or `github OWNER/NAME`.
@@ -162,6 +139,10 @@ pub struct App {
     pub status_line: String,
     pub deadline_secs: u64,
     pub loading: bool,
+    /// A refresh was asked for while one was under way: it runs when that one ends.
+    refresh_again: bool,
+    /// Every command and its keys, for the key handling, the help and the footer.
+    pub bindings: Vec<Binding>,
     /// What the last dispatch did, kept in the status line across the refresh it triggers.
     dispatch_note: Option<String>,
     /// The last header resolution shown in the Headers view.
@@ -195,6 +176,8 @@ impl App {
             status_line: String::new(),
             deadline_secs,
             loading: false,
+            refresh_again: false,
+            bindings: keys::bindings(&KeyMap::default()),
             dispatch_note: None,
             headers: None,
             keys: KeyMap::default(),
@@ -208,16 +191,37 @@ impl App {
 
     /// Uses `keys` instead of the default key map.
     pub fn with_keys(mut self, keys: KeyMap) -> Self {
+        self.bindings = keys::bindings(&keys);
         self.keys = keys;
         self.status_line = self.hint();
         self
     }
 
     fn hint(&self) -> String {
-        format!(
-            "{} refresh · {} help · {} quit",
-            self.keys.refresh, self.keys.help, self.keys.quit
+        keys::hint(
+            &self.bindings,
+            KeyMode::Normal,
+            &[Command::Refresh, Command::Help, Command::Quit],
         )
+    }
+
+    /// A refresh, unless one is under way: then it follows when that one ends.
+    fn refresh(&mut self) -> Option<Effect> {
+        if self.loading {
+            self.refresh_again = true;
+            return None;
+        }
+        self.loading = true;
+        Some(Effect::Refresh)
+    }
+
+    /// The refresh under way ended (with a report or an error): the one asked for meanwhile.
+    fn refreshed(&mut self) -> Option<Effect> {
+        self.loading = false;
+        if std::mem::take(&mut self.refresh_again) {
+            return self.refresh();
+        }
+        None
     }
 
     pub fn selected_row(&self) -> Option<&IdentityRow> {
@@ -301,7 +305,6 @@ impl App {
             Action::Key(key) => self.key(key),
             Action::Report(report) => {
                 self.report = *report;
-                self.loading = false;
                 self.status_line = match self.dispatch_note.take() {
                     Some(note) => format!("{note} · refreshed"),
                     None => format!(
@@ -310,7 +313,7 @@ impl App {
                     ),
                 };
                 self.rebuild_view();
-                None
+                self.refreshed()
             }
             Action::Runs(runs) => {
                 // A run that finished since the last poll changes coverage (its artifact is in
@@ -337,7 +340,7 @@ impl App {
                 }
                 self.runs = runs;
                 self.run_selected = self.run_selected.min(self.runs.len().saturating_sub(1));
-                refresh.then_some(Effect::Refresh)
+                if refresh { self.refresh() } else { None }
             }
             Action::Dispatched(decisions) => {
                 self.status_line = match decisions.as_slice() {
@@ -355,7 +358,7 @@ impl App {
                     }
                 };
                 self.dispatch_note = Some(self.status_line.clone());
-                Some(Effect::Refresh)
+                self.refresh()
             }
             Action::Previewed(lines) => {
                 if matches!(self.mode, Mode::Confirm(_)) {
@@ -373,17 +376,20 @@ impl App {
             }
             Action::Cancelled(line) => {
                 self.status_line = line;
-                Some(Effect::Refresh)
+                self.refresh()
             }
             Action::Exported(path) => {
                 self.status_line = format!("exported {} rows to {path}", self.view.len());
                 None
             }
             Action::Failed(message) => {
-                // The last good data stays on screen.
-                self.loading = false;
                 self.status_line = format!("error: {}", crate::report::clean(&message));
                 None
+            }
+            Action::RefreshFailed(message) => {
+                // The last good data stays on screen.
+                self.status_line = format!("error: {}", crate::report::clean(&message));
+                self.refreshed()
             }
             Action::Notice(message) => {
                 self.status_line = crate::report::clean(&message).into_owned();
@@ -396,95 +402,67 @@ impl App {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return Some(Effect::Quit);
         }
-        match self.mode.clone() {
+        let mode = match self.mode {
             Mode::Help => {
                 self.mode = Mode::Normal;
-                None
+                return None;
             }
-            Mode::Confirm(pending) => match key.code {
-                KeyCode::Enter | KeyCode::Char('y') => {
-                    self.mode = Mode::Normal;
-                    let keys = match pending {
-                        Pending::Dispatch(k) => vec![k],
-                        Pending::Batch(keys) => keys,
-                        Pending::Cancel(run_id, what) => {
-                            self.status_line = format!("cancelling run {run_id} ({what})…");
-                            return Some(Effect::Cancel(run_id));
-                        }
-                    };
-                    self.status_line = format!("dispatching {} identity(ies)…", keys.len());
-                    Some(Effect::Dispatch(keys))
+            Mode::Normal => KeyMode::Normal,
+            Mode::Filter => KeyMode::Filter,
+            Mode::Confirm(_) => KeyMode::Confirm,
+        };
+        match keys::lookup(&self.bindings, mode, self.tab, key.code) {
+            Some(command) => self.run(command),
+            None => match (&self.mode, key.code) {
+                (Mode::Filter, KeyCode::Char(c)) => {
+                    self.filter.push(c);
+                    self.rebuild_view();
+                    None
                 }
-                _ => {
+                (Mode::Confirm(_), _) => {
                     self.mode = Mode::Normal;
                     self.status_line = "cancelled".into();
                     None
                 }
+                _ => None,
             },
-            Mode::Filter => {
-                match key.code {
-                    KeyCode::Esc => {
-                        self.filter.clear();
-                        self.mode = Mode::Normal;
-                    }
-                    KeyCode::Enter => self.mode = Mode::Normal,
-                    KeyCode::Backspace => {
-                        self.filter.pop();
-                    }
-                    KeyCode::Char(c) => self.filter.push(c),
-                    _ => return None,
-                }
-                self.rebuild_view();
-                None
-            }
-            Mode::Normal => self.normal_key(key.code),
         }
     }
 
-    fn normal_key(&mut self, code: KeyCode) -> Option<Effect> {
-        let k = self.keys.clone();
-        match code {
-            KeyCode::Char(c) if c == k.quit => return Some(Effect::Quit),
-            KeyCode::Char(c) if c == k.help => self.mode = Mode::Help,
-            KeyCode::Tab => {
-                let i = Tab::ALL.iter().position(|t| *t == self.tab).unwrap_or(0);
-                self.tab = Tab::ALL[(i + 1) % Tab::ALL.len()];
-            }
-            KeyCode::BackTab => {
-                let i = Tab::ALL.iter().position(|t| *t == self.tab).unwrap_or(0);
-                self.tab = Tab::ALL[(i + Tab::ALL.len() - 1) % Tab::ALL.len()];
-            }
-            KeyCode::Char(c @ '1'..='4') => self.tab = Tab::ALL[(c as u8 - b'1') as usize],
-            KeyCode::Char(c) if c == k.filter => {
+    fn run(&mut self, command: Command) -> Option<Effect> {
+        let tabs = Tab::ALL.len();
+        let at = Tab::ALL.iter().position(|t| *t == self.tab).unwrap_or(0);
+        let builds = self.tab == Tab::Builds;
+        match command {
+            Command::Quit => return Some(Effect::Quit),
+            Command::Help => self.mode = Mode::Help,
+            Command::NextView => self.tab = Tab::ALL[(at + 1) % tabs],
+            Command::PreviousView => self.tab = Tab::ALL[(at + tabs - 1) % tabs],
+            Command::View(i) => self.tab = Tab::ALL[i.min(tabs - 1)],
+            Command::Filter => {
                 self.tab = Tab::Kernels;
                 self.mode = Mode::Filter;
             }
-            KeyCode::Down if self.tab == Tab::Builds => self.move_run(1),
-            KeyCode::Up if self.tab == Tab::Builds => self.move_run(-1),
-            KeyCode::Char(c) if c == k.down && self.tab == Tab::Builds => self.move_run(1),
-            KeyCode::Char(c) if c == k.up && self.tab == Tab::Builds => self.move_run(-1),
-            KeyCode::Down => self.move_by(1),
-            KeyCode::Up => self.move_by(-1),
-            KeyCode::Char(c) if c == k.down => self.move_by(1),
-            KeyCode::Char(c) if c == k.up => self.move_by(-1),
-            KeyCode::Char(c) if c == k.cancel && self.tab == Tab::Builds => {
-                match self.runs.get(self.run_selected) {
-                    Some(run) if !run.is_finished() => {
-                        let what = run
-                            .identity()
-                            .map(|(key, _)| key.to_string())
-                            .unwrap_or_else(|| run.display_title.clone());
-                        self.mode = Mode::Confirm(Pending::Cancel(run.id, what));
-                    }
-                    Some(run) => self.status_line = format!("run {} has already finished", run.id),
-                    None => self.status_line = "no run selected".into(),
+            Command::Down if builds => self.move_run(1),
+            Command::Up if builds => self.move_run(-1),
+            Command::Down => self.move_by(1),
+            Command::Up => self.move_by(-1),
+            Command::PageDown => self.move_by(self.page as isize),
+            Command::PageUp => self.move_by(-(self.page as isize)),
+            Command::First => self.move_by(-(self.view.len() as isize)),
+            Command::Last => self.move_by(self.view.len() as isize),
+            Command::CancelRun => match self.runs.get(self.run_selected) {
+                Some(run) if !run.is_finished() => {
+                    let what = run
+                        .identity()
+                        .map(|(key, _)| key.to_string())
+                        .unwrap_or_else(|| run.display_title.clone());
+                    self.mode = Mode::Confirm(Pending::Cancel(run.id, what));
                 }
-            }
-            KeyCode::PageDown => self.move_by(self.page as isize),
-            KeyCode::PageUp => self.move_by(-(self.page as isize)),
-            KeyCode::Home => self.move_by(-(self.view.len() as isize)),
-            KeyCode::End => self.move_by(self.view.len() as isize),
-            KeyCode::Char(c) if c == k.sort => {
+                Some(run) => self.status_line = format!("run {} has already finished", run.id),
+                None => self.status_line = "no run selected".into(),
+            },
+            Command::Sort => {
                 let i = Column::ALL
                     .iter()
                     .position(|c| *c == self.sort)
@@ -492,17 +470,17 @@ impl App {
                 self.sort = Column::ALL[(i + 1) % Column::ALL.len()];
                 self.rebuild_view();
             }
-            KeyCode::Char(c) if c == k.reverse => {
+            Command::Reverse => {
                 self.descending = !self.descending;
                 self.rebuild_view();
             }
-            KeyCode::Char(c) if c == k.dispatch => {
+            Command::Dispatch => {
                 let key = self.selected_row()?.key.clone();
                 self.mode = Mode::Confirm(Pending::Dispatch(key.clone()));
                 self.preview = None;
                 return Some(Effect::Preview(vec![key]));
             }
-            KeyCode::Char(c) if c == k.batch => {
+            Command::Batch => {
                 let head = self.missing_head();
                 if head.is_empty() {
                     self.status_line = "the head has no missing identity".into();
@@ -512,22 +490,45 @@ impl App {
                     return Some(Effect::Preview(head));
                 }
             }
-            KeyCode::Char(c) if c == k.export => {
+            Command::Export => {
                 return Some(Effect::Export {
                     rows: self.view.clone(),
                 });
             }
-            KeyCode::Enter if self.tab == Tab::Headers => {
+            Command::ResolveHeaders => {
                 let key = self.selected_row()?.key.clone();
                 self.status_line = format!("resolving headers for {key}…");
                 return Some(Effect::ResolveHeaders(key));
             }
-            KeyCode::Char(c) if c == k.refresh => {
-                self.loading = true;
+            Command::Refresh => {
                 self.status_line = "refreshing…".into();
-                return Some(Effect::Refresh);
+                return self.refresh();
             }
-            _ => {}
+            Command::KeepFilter => self.mode = Mode::Normal,
+            Command::ClearFilter => {
+                self.filter.clear();
+                self.mode = Mode::Normal;
+                self.rebuild_view();
+            }
+            Command::DeleteFilterChar => {
+                self.filter.pop();
+                self.rebuild_view();
+            }
+            Command::Confirm => {
+                let Mode::Confirm(pending) = std::mem::replace(&mut self.mode, Mode::Normal) else {
+                    return None;
+                };
+                let keys = match pending {
+                    Pending::Dispatch(k) => vec![k],
+                    Pending::Batch(keys) => keys,
+                    Pending::Cancel(run_id, what) => {
+                        self.status_line = format!("cancelling run {run_id} ({what})…");
+                        return Some(Effect::Cancel(run_id));
+                    }
+                };
+                self.status_line = format!("dispatching {} identity(ies)…", keys.len());
+                return Some(Effect::Dispatch(keys));
+            }
         }
         None
     }

@@ -2,6 +2,7 @@
 //! runs in tokio tasks that report through one `Action` channel; the UI never waits on the network.
 
 pub mod app;
+pub mod keys;
 pub mod views;
 
 use crate::artifacts::AssetTemplate;
@@ -96,7 +97,7 @@ impl Dashboard {
                 tokio::spawn(async move {
                     let action = match me.report().await {
                         Ok(r) => Action::Report(Box::new(r)),
-                        Err(e) => Action::Failed(e),
+                        Err(e) => Action::RefreshFailed(e),
                     };
                     let _ = tx.send(action);
                 });
@@ -211,17 +212,28 @@ pub async fn run(dash: Arc<Dashboard>, mut app: App) -> std::io::Result<()> {
     let mut events = EventStream::new();
     let mut render = tokio::time::interval(Duration::from_millis(250));
     let mut poll_runs = tokio::time::interval(Duration::from_secs(5));
+    // Drawn when something changed (a key, a result) and on the render tick (elapsed times).
+    let mut dirty = true;
     loop {
-        app.now = dash.planner.clock().now();
-        terminal.draw(|frame| views::render(&mut app, frame, &theme))?;
+        if std::mem::take(&mut dirty) {
+            app.now = dash.planner.clock().now();
+            terminal.draw(|frame| views::render(&mut app, frame, &theme))?;
+        }
         let effect = tokio::select! {
-            event = events.next() => match event {
-                Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => app.update(Action::Key(key)),
-                Some(Ok(_)) => None,
-                Some(Err(e)) => return Err(e),
-                None => Some(Effect::Quit),
-            },
-            Some(action) = rx.recv() => app.update(action),
+            event = events.next() => {
+                // A key or a resize: draw again.
+                dirty = true;
+                match event {
+                    Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => app.update(Action::Key(key)),
+                    Some(Ok(_)) => None,
+                    Some(Err(e)) => return Err(e),
+                    None => Some(Effect::Quit),
+                }
+            }
+            Some(action) = rx.recv() => {
+                dirty = true;
+                app.update(action)
+            }
             _ = poll_runs.tick() => {
                 let (tx, me) = (tx.clone(), dash.clone());
                 tokio::spawn(async move {
@@ -233,7 +245,10 @@ pub async fn run(dash: Arc<Dashboard>, mut app: App) -> std::io::Result<()> {
                 });
                 None
             }
-            _ = render.tick() => None,
+            _ = render.tick() => {
+                dirty = true;
+                None
+            }
         };
         match effect {
             Some(Effect::Quit) => return Ok(()),

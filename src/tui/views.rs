@@ -2,6 +2,7 @@
 //! but the window the Kernels table shows.
 
 use super::app::{App, Column, Mode, Pending, Tab};
+use super::keys::{self, Command, KeyMode};
 use crate::builds::Decision;
 use crate::coverage::CoverageStatus;
 use crate::headers::{Chain, plan};
@@ -101,7 +102,15 @@ pub fn render(app: &mut App, frame: &mut Frame, theme: &Theme) {
         Tab::Headers => headers(app, frame, body),
     }
     let hint = match app.mode {
-        Mode::Filter => format!(" /{}▏ Enter keep · Esc clear", app.filter),
+        Mode::Filter => format!(
+            " /{}▏ {}",
+            app.filter,
+            keys::hint(
+                &app.bindings,
+                KeyMode::Filter,
+                &[Command::KeepFilter, Command::ClearFilter]
+            )
+        ),
         _ => format!(" {}", app.status_line),
     };
     frame.render_widget(Paragraph::new(hint).style(theme.fg(Color::Gray)), footer);
@@ -498,13 +507,12 @@ fn popup(frame: &mut Frame, width: u16, height: u16) -> Rect {
 }
 
 fn help(app: &App, frame: &mut Frame) {
-    let lines: Vec<Line> = app
-        .keys
-        .bindings()
+    let lines: Vec<Line> = keys::help_lines(&app.bindings)
         .into_iter()
-        .map(|(keys, what)| Line::raw(format!("{keys:<20} {what}")))
+        .chain([("Ctrl-C".into(), "quit, anywhere".into())])
+        .map(|(keys, what)| Line::raw(format!("{keys:<27} {what}")))
         .collect();
-    let area = popup(frame, 60, lines.len() as u16 + 2);
+    let area = popup(frame, 76, lines.len() as u16 + 2);
     frame.render_widget(
         Paragraph::new(lines).block(
             Block::default()
