@@ -89,24 +89,7 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
         .iter()
         .filter(|(_, d)| matches!(d, Decision::Invalid { .. } | Decision::Unsupported { .. }))
         .count();
-    match args.format {
-        ListFormat::Json => {
-            let rows: Vec<serde_json::Value> = decisions
-                .iter()
-                .map(|(key, d)| {
-                    let mut v = serde_json::to_value(d).unwrap_or_default();
-                    v["key"] = serde_json::Value::String(key.clone());
-                    v
-                })
-                .collect();
-            outln!("{}", serde_json::to_string_pretty(&rows)?);
-        }
-        _ => {
-            for (key, d) in &decisions {
-                outln!("{key}: {}", d.describe());
-            }
-        }
-    }
+    out!("{}", report::decisions(&decisions, args.format));
     Ok(if rejected > 0 {
         ExitCode::from(1)
     } else {

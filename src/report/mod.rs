@@ -2,8 +2,10 @@
 
 #[cfg(feature = "fleet")]
 mod coverage;
+mod lists;
 #[cfg(feature = "fleet")]
 pub use coverage::{View, identities_csv, render};
+pub use lists::{RunRow, decisions, header_plan, header_resolution, runs};
 
 use crate::artifacts::MatchedAsset;
 use std::fmt::Write as _;
