@@ -5,7 +5,7 @@ pub mod bounded;
 pub mod builds;
 pub mod cli;
 pub mod clock;
-mod commands;
+pub mod commands;
 pub mod config;
 #[cfg(feature = "fleet")]
 pub mod coverage;

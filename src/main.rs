@@ -5,10 +5,10 @@ fn main() -> ExitCode {
     let cli = kfleet::cli::Cli::parse();
     let format = cli.log_format;
     kfleet::notice::install(format);
-    match kfleet::cli::run(cli) {
+    match kfleet::commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            let (code, message) = kfleet::cli::on_error(&err);
+            let (code, message) = kfleet::commands::on_error(&err);
             if let Some(message) = message {
                 kfleet::notice::print_error(format, &message);
             }

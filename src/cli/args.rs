@@ -1,7 +1,7 @@
 //! The command line as clap definitions: every command's flags with typed value parsers (shares,
 //! percentages, rates and durations are checked by clap, not later).
 
-use crate::commands::prelude::*;
+use super::prelude::*;
 use std::time::Duration;
 
 #[cfg(feature = "fleet")]

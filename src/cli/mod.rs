@@ -1,14 +1,14 @@
 //! Command-line interface: the clap definitions (`args`), the settings they resolve to
-//! (`settings`), and `run`, which hands each command to its file under `commands/`.
+//! (`settings`), and the process's async runtime. `commands::run` carries the parsed line out.
 
 mod args;
+pub(crate) mod prelude;
 mod settings;
 
 pub use args::*;
 pub use settings::*;
 
-use crate::commands;
-use crate::commands::prelude::*;
+use prelude::*;
 
 /// Which kernels in your fleet have a prebuilt driver, which are missing, and what to build.
 #[derive(Debug, Parser)]
@@ -74,61 +74,15 @@ pub enum Command {
     Man,
 }
 
-/// Standard output could not be written. A closed pipe (`kfleet report | head`) ends the command
-/// quietly; anything else is an error.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write to standard output: {0}")]
-pub struct StdoutError(pub std::io::Error);
-
-/// What `main` does with a command's error: the exit code, and the message for standard error
-/// (`None`: nothing to say). Each cause is shown once, even where a message already quotes it.
-pub fn on_error(err: &anyhow::Error) -> (ExitCode, Option<String>) {
-    if let Some(StdoutError(e)) = err.downcast_ref::<StdoutError>()
-        && e.kind() == std::io::ErrorKind::BrokenPipe
-    {
-        return (ExitCode::SUCCESS, None);
+/// The one async runtime of the process; `run` enters it so clients can be built anywhere.
+pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
     }
-    let mut message = err.to_string();
-    for cause in err.chain().skip(1) {
-        let cause = cause.to_string();
-        if !message.contains(&cause) {
-            message = format!("{message}: {cause}");
-        }
-    }
-    (ExitCode::from(1), Some(message))
-}
-
-/// Runs the parsed command line; the exit code says how it went.
-pub fn run(cli: Cli) -> Result<ExitCode> {
-    let _runtime = runtime()?.enter();
-    let (config, _) = Config::load(cli.config.as_deref())?;
-    let Some(command) = cli.command else {
-        #[cfg(feature = "fleet")]
-        return commands::tui::tui_cmd(TuiArgs::default(), &config);
-        #[cfg(not(feature = "fleet"))]
-        bail!(
-            "no command given, and this kfleet was built without the dashboard (the fleet feature); see kfleet --help"
-        );
-    };
-    match command {
-        #[cfg(feature = "fleet")]
-        Command::Tui(args) => commands::tui::tui_cmd(args, &config),
-        #[cfg(feature = "fleet")]
-        Command::Report(args) => commands::report::report_cmd(args, &config),
-        Command::Identity(cmd) => commands::identity::identity_cmd(cmd, &config),
-        #[cfg(feature = "fleet")]
-        Command::GenFleet(args) => commands::gen_fleet::gen_fleet_cmd(args, &config),
-        Command::Sandbox(args) => commands::sandbox::sandbox_cmd(args, &config),
-        Command::Dispatch(args) => commands::dispatch::dispatch_cmd(args, &config),
-        Command::Runs(args) => commands::runs::runs_cmd(args, &config),
-        Command::Cancel(args) => commands::cancel::cancel_cmd(args, &config),
-        Command::Headers(cmd) => commands::headers::headers_cmd(cmd, &config),
-        Command::Workflow(WorkflowCommand::Init { dir, force }) => {
-            commands::workflow::workflow_init(&dir, force)
-        }
-        Command::Serve(args) => commands::serve::serve_cmd(args, &config),
-        Command::Ensure(args) => commands::ensure::ensure_cmd(args, &config),
-        Command::Completions { shell } => commands::docs::completions(shell),
-        Command::Man => commands::docs::man(),
-    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(RUNTIME.get_or_init(|| rt))
 }

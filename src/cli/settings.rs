@@ -1,6 +1,7 @@
 //! Settings resolved from flags, then `kfleet.toml`, then the defaults (which live here once).
 
-use crate::commands::prelude::*;
+use super::prelude::*;
+use super::*;
 use std::time::Duration;
 
 /// Share of nodes the head holds.

@@ -3,7 +3,7 @@
 //! `out!`/`outln!`, which report a write that fails instead of panicking.
 
 /// `print!` to standard output; a failed write returns from the command with
-/// [`crate::cli::StdoutError`].
+/// [`StdoutError`].
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::commands::stdout(format_args!($($arg)*))?
@@ -38,27 +38,12 @@ pub(crate) mod workflow;
 use prelude::*;
 
 /// Writes to standard output and flushes, so a closed pipe or a full disk is seen here.
-pub(crate) fn stdout(
-    args: std::fmt::Arguments<'_>,
-) -> std::result::Result<(), crate::cli::StdoutError> {
+pub(crate) fn stdout(args: std::fmt::Arguments<'_>) -> std::result::Result<(), StdoutError> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     out.write_fmt(args)
         .and_then(|()| out.flush())
-        .map_err(crate::cli::StdoutError)
-}
-
-/// The one async runtime of the process; `run` enters it so clients can be built anywhere.
-pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime> {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    if let Some(rt) = RUNTIME.get() {
-        return Ok(rt);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    Ok(RUNTIME.get_or_init(|| rt))
+        .map_err(StdoutError)
 }
 
 /// Build states for the release a caller selects (runs and ledger are keyed by driver version).
@@ -173,4 +158,63 @@ pub(crate) fn read_keys_csv(path: &PathBuf) -> Result<Vec<String>> {
         keys.push(checked.key());
     }
     Ok(keys)
+}
+
+/// Standard output could not be written. A closed pipe (`kfleet report | head`) ends the command
+/// quietly; anything else is an error.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to standard output: {0}")]
+pub struct StdoutError(pub std::io::Error);
+
+/// What `main` does with a command's error: the exit code, and the message for standard error
+/// (`None`: nothing to say). Each cause is shown once, even where a message already quotes it.
+pub fn on_error(err: &anyhow::Error) -> (ExitCode, Option<String>) {
+    if let Some(StdoutError(e)) = err.downcast_ref::<StdoutError>()
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        return (ExitCode::SUCCESS, None);
+    }
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message = format!("{message}: {cause}");
+        }
+    }
+    (ExitCode::from(1), Some(message))
+}
+
+/// Runs the parsed command line; the exit code says how it went.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let _runtime = runtime()?.enter();
+    let (config, _) = Config::load(cli.config.as_deref())?;
+    let Some(command) = cli.command else {
+        #[cfg(feature = "fleet")]
+        return tui::tui_cmd(TuiArgs::default(), &config);
+        #[cfg(not(feature = "fleet"))]
+        bail!(
+            "no command given, and this kfleet was built without the dashboard (the fleet feature); see kfleet --help"
+        );
+    };
+    match command {
+        #[cfg(feature = "fleet")]
+        Command::Tui(args) => tui::tui_cmd(args, &config),
+        #[cfg(feature = "fleet")]
+        Command::Report(args) => report::report_cmd(args, &config),
+        Command::Identity(cmd) => identity::identity_cmd(cmd, &config),
+        #[cfg(feature = "fleet")]
+        Command::GenFleet(args) => gen_fleet::gen_fleet_cmd(args, &config),
+        Command::Sandbox(args) => sandbox::sandbox_cmd(args, &config),
+        Command::Dispatch(args) => dispatch::dispatch_cmd(args, &config),
+        Command::Runs(args) => runs::runs_cmd(args, &config),
+        Command::Cancel(args) => cancel::cancel_cmd(args, &config),
+        Command::Headers(cmd) => headers::headers_cmd(cmd, &config),
+        Command::Workflow(WorkflowCommand::Init { dir, force }) => {
+            workflow::workflow_init(&dir, force)
+        }
+        Command::Serve(args) => serve::serve_cmd(args, &config),
+        Command::Ensure(args) => ensure::ensure_cmd(args, &config),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(),
+    }
 }

@@ -1,39 +1,8 @@
-//! What every command file uses: the library types and helpers the command layer works with.
+//! What every command file uses: the command line's prelude, the definitions, and the command
+//! layer's own helpers.
 
 pub(crate) use super::read_keys_csv;
-pub(crate) use super::runtime;
 #[cfg(feature = "fleet")]
 pub(crate) use super::{emit, load_listing, read_fleet};
-pub(crate) use crate::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
-#[cfg(feature = "fleet")]
-pub(crate) use crate::builds::build_states;
-#[cfg(feature = "fleet")]
-pub(crate) use crate::builds::ledger::Ledger;
-pub(crate) use crate::builds::{Decision, Planner, PlannerConfig, merge_decisions, parse_keys};
+pub(crate) use crate::cli::prelude::*;
 pub(crate) use crate::cli::*;
-pub(crate) use crate::config::{Config, DEFAULT_MODULE, default_state_dir};
-#[cfg(feature = "fleet")]
-pub(crate) use crate::coverage::{self, BuildStates, CoverageOptions, CoverageStatus};
-pub(crate) use crate::forge::{
-    CancelOutcome, Faults, Forge, GITHUB_API, GithubClient, RepoRef, RetryPolicy, Sandbox,
-    SandboxForge, SandboxOptions, Simulation, WorkflowRun, load_releases, select_release,
-    token_from_environment,
-};
-#[cfg(feature = "fleet")]
-pub(crate) use crate::forge::{Release, index_assets, read_release_file};
-pub(crate) use crate::headers::{Chain, Resolver, ResolverOptions, plan};
-pub(crate) use crate::identity::{RawIdentity, Verdict, check, local_identity};
-#[cfg(feature = "fleet")]
-pub(crate) use crate::inventory::{FleetGroups, read_inventory};
-#[cfg(feature = "fleet")]
-pub(crate) use crate::report::Format;
-#[cfg(feature = "fleet")]
-pub(crate) use crate::report::View;
-pub(crate) use crate::report::{self, ListFormat, write_atomic};
-#[cfg(feature = "fleet")]
-pub(crate) use crate::sample::{FleetSpec, generate};
-pub(crate) use anyhow::{Context, Result, bail};
-pub(crate) use clap::{Args, Parser, Subcommand};
-pub(crate) use std::path::PathBuf;
-pub(crate) use std::process::ExitCode;
-pub(crate) use std::sync::Arc;
