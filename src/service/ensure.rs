@@ -1,7 +1,7 @@
 //! The node side (`kfleet ensure`): ask the build service for this kernel's driver, wait for it
 //! with backoff up to the deadline, download it, verify its sha256, and say where it is.
 
-use super::{BuildRequest, BuildStatus};
+use super::{BuildRequest, BuildStatus, ServiceStatus};
 use crate::identity::KernelIdentity;
 use sha2::Digest;
 use std::path::PathBuf;
@@ -426,19 +426,19 @@ pub async fn ensure(
             }
         };
         if let Some((code, status)) = answer {
-            match (code, status.status.as_str()) {
-                (200, "available") => {
+            match (code, status.status) {
+                (200, ServiceStatus::Available) => {
                     return Ok(EnsureOutcome::Available(client.download(&status).await?));
                 }
                 (400, _) => return Ok(EnsureOutcome::Rejected(status.reason.unwrap_or_default())),
-                (_, "failed") => {
+                (_, ServiceStatus::Failed) => {
                     return Ok(EnsureOutcome::Failed(format!(
                         "the build for {} failed{}",
                         identity.key(),
                         status.run_url.map(|u| format!(": {u}")).unwrap_or_default()
                     )));
                 }
-                (_, "timed_out") => {
+                (_, ServiceStatus::TimedOut) => {
                     return Ok(EnsureOutcome::TimedOut(format!(
                         "the build for {} timed out",
                         identity.key()
@@ -460,7 +460,9 @@ pub async fn ensure(
                         url: build_url,
                         message: format!(
                             "answered {code}: {}",
-                            status.reason.unwrap_or(status.status)
+                            status
+                                .reason
+                                .unwrap_or_else(|| status.status.as_str().to_string())
                         ),
                     });
                 }

@@ -1,8 +1,8 @@
 //! The endpoints: `POST /build`, `GET /status/{id}`, `GET /metrics`.
 
 use super::{
-    BuildRequest, BuildStatus, Listing, Lookup, MAX_BODY, ServiceState, Settled, Tracked,
-    json_error,
+    BuildRequest, BuildStatus, Listing, Lookup, MAX_BODY, RunState, ServiceState, ServiceStatus,
+    Settled, Tracked, json_error,
 };
 use crate::builds::ledger::{LedgerEvent, LedgerRecord};
 use crate::builds::new_request_id;
@@ -189,7 +189,7 @@ fn accepted(id: String, key: String) -> Response {
         StatusCode::ACCEPTED,
         axum::Json(BuildStatus {
             id: Some(id),
-            status: "queued".into(),
+            status: ServiceStatus::Queued,
             identity: Some(key),
             ..BuildStatus::default()
         }),
@@ -210,27 +210,28 @@ pub(super) async fn status(
         state.metrics.count("unknown_id");
         return json_error(StatusCode::NOT_FOUND, "no build with this id");
     };
-    let answer = |status: &str| BuildStatus {
+    let answer = |status: ServiceStatus| BuildStatus {
         id: Some(id.clone()),
-        status: status.to_string(),
+        status,
         identity: Some(tracked.key.clone()),
         run_url: tracked.run_url.clone(),
         ..BuildStatus::default()
     };
     let failed = |reason: String| {
-        let mut failed = answer("failed");
+        let mut failed = answer(ServiceStatus::Failed);
         failed.reason = Some(reason);
         (StatusCode::OK, axum::Json(failed)).into_response()
     };
     // The cached status is trusted for `status_ttl` after it was fetched, however often a node
     // polls; only a fetch resets that clock.
     let cached = match (&tracked.settled, &tracked.status) {
-        (Some(Settled::Available), _) => Some("success".to_string()),
-        (Some(Settled::TimedOut), _) => Some("timed_out".to_string()),
-        (Some(Settled::Failed(reason)), _) => return failed(reason.clone()),
-        (None, Some((s, at))) if state.elapsed_since(*at) < state.options.status_ttl => {
-            Some(s.clone())
+        (Some(Settled::Available), _) => Some(RunState::Succeeded),
+        (Some(Settled::TimedOut), _) => {
+            let answer = answer(ServiceStatus::TimedOut);
+            return (StatusCode::OK, axum::Json(answer)).into_response();
         }
+        (Some(Settled::Failed(reason)), _) => return failed(reason.clone()),
+        (None, Some((s, at))) if state.elapsed_since(*at) < state.options.status_ttl => Some(*s),
         _ => None,
     };
     let run_status = match cached {
@@ -238,11 +239,7 @@ pub(super) async fn status(
         None => {
             let fetched = match tracked.run_id {
                 Some(run_id) => match state.forge.get_run(run_id).await {
-                    Ok(run) if run.succeeded() => "success".to_string(),
-                    Ok(run) if run.is_finished() => "failed".to_string(),
-                    Ok(run) => run
-                        .status
-                        .map_or_else(|| "queued".to_string(), |s| s.to_string()),
+                    Ok(run) => RunState::of(&run),
                     Err(crate::forge::ForgeError::NotFound { .. }) => {
                         let reason = format!(
                             "run {run_id} is no longer known to the forge (deleted, or the forge restarted); ask again"
@@ -261,13 +258,13 @@ pub(super) async fn status(
                         );
                     }
                 },
-                None => "queued".to_string(),
+                None => RunState::Queued,
             };
             let mut builds = state.builds.lock().await;
             if let Some(t) = builds.0.get_mut(&id) {
-                t.status = Some((fetched.clone(), state.clock().instant()));
+                t.status = Some((fetched, state.clock().instant()));
             }
-            if fetched == "success" || fetched == "failed" {
+            if fetched.finished() {
                 builds
                     .1
                     .remove(&(tracked.key.clone(), tracked.driver_version.clone()));
@@ -276,9 +273,9 @@ pub(super) async fn status(
         }
     };
     state.metrics.count("status");
-    let response = match run_status.as_str() {
-        "success" => {
-            let first_seen = tracked.status.as_ref().is_none_or(|(s, _)| s != "success");
+    let response = match run_status {
+        RunState::Succeeded => {
+            let first_seen = tracked.status.is_none_or(|(s, _)| s != RunState::Succeeded);
             if first_seen {
                 let took = state
                     .clock()
@@ -310,15 +307,14 @@ pub(super) async fn status(
                     found.run_url = tracked.run_url.clone();
                     found
                 }
-                _ if state.overdue(&tracked) => answer("timed_out"),
-                _ => answer("in_progress"),
+                _ if state.overdue(&tracked) => answer(ServiceStatus::TimedOut),
+                _ => answer(ServiceStatus::InProgress),
             }
         }
-        "failed" => answer("failed"),
-        "timed_out" => answer("timed_out"),
-        _ if state.overdue(&tracked) => answer("timed_out"),
-        "in_progress" => answer("in_progress"),
-        _ => answer("queued"),
+        RunState::Failed => answer(ServiceStatus::Failed),
+        _ if state.overdue(&tracked) => answer(ServiceStatus::TimedOut),
+        RunState::InProgress => answer(ServiceStatus::InProgress),
+        RunState::Queued => answer(ServiceStatus::Queued),
     };
     (StatusCode::OK, axum::Json(response)).into_response()
 }

@@ -82,13 +82,42 @@ pub struct BuildRequest {
     pub driver_version: String,
 }
 
+/// Where a build stands, on the wire (`status` in every answer, `error` for a refused request).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceStatus {
+    #[default]
+    Queued,
+    InProgress,
+    Available,
+    Failed,
+    TimedOut,
+    Error,
+    /// A status a newer service sends that this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ServiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::InProgress => "in_progress",
+            Self::Available => "available",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Error => "error",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// What the service answers to `POST /build` and `GET /status/{id}`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct BuildStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `queued`, `in_progress`, `available`, `failed`, `timed_out`.
-    pub status: String,
+    pub status: ServiceStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,9 +139,37 @@ struct Tracked {
     run_url: Option<String>,
     dispatched_at: chrono::DateTime<chrono::Utc>,
     /// Last status seen, and when.
-    status: Option<(String, Instant)>,
+    status: Option<(RunState, Instant)>,
     /// How a build ended without a run to follow (the planner found the artifact, or failed).
     settled: Option<Settled>,
+}
+
+/// A run as the service last saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunState {
+    Queued,
+    InProgress,
+    Succeeded,
+    Failed,
+}
+
+impl RunState {
+    fn of(run: &crate::forge::WorkflowRun) -> Self {
+        use crate::forge::RunStatus;
+        if run.succeeded() {
+            Self::Succeeded
+        } else if run.is_finished() {
+            Self::Failed
+        } else if run.status == Some(RunStatus::InProgress) {
+            Self::InProgress
+        } else {
+            Self::Queued
+        }
+    }
+
+    fn finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -305,7 +362,11 @@ fn resume(
 fn json_error(status: StatusCode, reason: impl Into<String>) -> Response {
     (
         status,
-        axum::Json(serde_json::json!({ "status": "error", "reason": reason.into() })),
+        axum::Json(BuildStatus {
+            status: ServiceStatus::Error,
+            reason: Some(reason.into()),
+            ..BuildStatus::default()
+        }),
     )
         .into_response()
 }
@@ -461,7 +522,7 @@ impl ServiceState {
     fn available_status(key: String, asset: MatchedAsset) -> BuildStatus {
         BuildStatus {
             id: None,
-            status: "available".into(),
+            status: ServiceStatus::Available,
             identity: Some(key),
             download_url: asset.url,
             sha256: asset
