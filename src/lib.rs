@@ -14,6 +14,7 @@ pub mod forge;
 pub mod fsio;
 pub mod headers;
 pub mod identity;
+pub mod install;
 #[cfg(feature = "fleet")]
 pub mod inventory;
 pub mod kmod;

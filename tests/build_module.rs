@@ -637,3 +637,268 @@ fn extract_refuses_packages_that_reach_outside_the_root() {
     );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }
+
+/// The example module built once for this test binary's install tests: the package's path.
+fn built_package() -> &'static (tempfile::TempDir, PathBuf, KernelIdentity) {
+    static BUILT: OnceLock<(tempfile::TempDir, PathBuf, KernelIdentity)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let (kdir, id) = kernel_tree();
+        let out = tempfile::tempdir().unwrap();
+        let result = build_module(&kdir, &id, &id.kernel_version, out.path());
+        assert!(
+            result.status.success(),
+            "build-module.sh failed:\n{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        let name = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, MODULE)
+            .unwrap()
+            .render(&id, "1.4.2");
+        let package = out.path().join(name);
+        (out, package, id)
+    })
+}
+
+/// Debian's depmod, fetched like the header packages (`apt-get download kmod`, unpacked; its
+/// library is part of every Debian base system) when the machine has none.
+fn depmod() -> PathBuf {
+    static DEPMOD: OnceLock<PathBuf> = OnceLock::new();
+    DEPMOD
+        .get_or_init(|| {
+            for dir in ["/usr/sbin", "/sbin"] {
+                let p = Path::new(dir).join("depmod");
+                if p.exists() {
+                    return p;
+                }
+            }
+            let cache = std::env::var_os("KFLEET_DEBS")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kfleet-debs"))
+                })
+                .unwrap()
+                .join("kmod");
+            std::fs::create_dir_all(&cache).unwrap();
+            let lock = std::fs::File::create(cache.join(".lock")).unwrap();
+            lock.lock().unwrap();
+            let link = cache.join("depmod");
+            if !link.exists() {
+                let out = run(Command::new("apt-get")
+                    .args(["download", "-qq", "kmod"])
+                    .current_dir(&cache));
+                assert!(
+                    out.status.success(),
+                    "apt-get download kmod: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let deb = std::fs::read_dir(&cache)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p.extension().is_some_and(|x| x == "deb"))
+                    .expect("the kmod package");
+                let root = cache.join("root");
+                stdout(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+                std::os::unix::fs::symlink(root.join("bin/kmod"), &link).unwrap();
+            }
+            link
+        })
+        .clone()
+}
+
+fn install_cmd(package: &Path, root: &Path, kernel: &str, extra: &[&str]) -> Output {
+    run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .arg("install")
+        .arg(package)
+        .arg("--root")
+        .arg(root)
+        .args(["--kernel-version", kernel])
+        .arg("--depmod")
+        .arg(depmod())
+        .args(extra))
+}
+
+/// `kfleet install` puts the real module under ROOT/lib/modules/KERNEL/extra, depmod lists it, a
+/// second run changes nothing; a package for another kernel or an unsigned module where a
+/// signature is required is refused with its own exit code, and nothing is written.
+#[test]
+fn a_built_module_installs_into_a_root_where_depmod_lists_it() {
+    let (_, package, id) = built_package();
+    let kernel = id.kernel_version.as_str();
+    let root = tempfile::tempdir().unwrap();
+    let out = install_cmd(package, root.path(), kernel, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let ko = root
+        .path()
+        .join(format!("lib/modules/{kernel}/extra/{MODULE}.ko"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        ko.to_str().unwrap()
+    );
+    assert!(stderr.contains("depmod ran"), "{stderr}");
+    assert!(
+        stderr.contains("not loaded"),
+        "another root is never loaded: {stderr}"
+    );
+    let deps = std::fs::read_to_string(
+        root.path()
+            .join(format!("lib/modules/{kernel}/modules.dep")),
+    )
+    .unwrap();
+    assert!(deps.contains(&format!("extra/{MODULE}.ko:")), "{deps}");
+    assert_eq!(
+        kfleet::kmod::vermagic(&std::fs::read(&ko).unwrap())
+            .unwrap()
+            .unwrap()
+            .split_whitespace()
+            .next(),
+        Some(kernel)
+    );
+
+    let again = install_cmd(package, root.path(), kernel, &[]);
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already installed"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let wrong = install_cmd(package, other.path(), "6.1.0-0-other-amd64", &[]);
+    assert_eq!(wrong.status.code(), Some(6));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr)
+            .contains(&format!("is built for {kernel}, not 6.1.0-0-other-amd64")),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let unsigned = install_cmd(package, other.path(), kernel, &["--require-signed"]);
+    assert_eq!(unsigned.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&unsigned.stderr).contains("mokutil --import"));
+    assert_eq!(
+        std::fs::read_dir(other.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+/// A loader that records what it was asked and says what the test tells it.
+#[derive(Default)]
+struct FakeLoader {
+    loaded: std::sync::Mutex<Option<kfleet::install::Loaded>>,
+    enforced: Option<String>,
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+impl kfleet::install::Loader for FakeLoader {
+    fn loaded(&self, _: &str) -> Option<kfleet::install::Loaded> {
+        self.loaded.lock().unwrap().clone()
+    }
+    fn load(&self, name: &str) -> Result<(), String> {
+        self.calls.lock().unwrap().push(format!("load {name}"));
+        Ok(())
+    }
+    fn unload(&self, name: &str) -> Result<(), String> {
+        self.calls.lock().unwrap().push(format!("unload {name}"));
+        Ok(())
+    }
+    fn signatures_enforced(&self) -> Option<String> {
+        self.enforced.clone()
+    }
+}
+
+/// On the running kernel: the module is loaded once; the same version loaded is a no-op; another
+/// version is replaced only with `replace`; a kernel that enforces signatures refuses an
+/// unsigned module before anything is written.
+#[test]
+fn loading_is_idempotent_and_replaces_only_when_asked() {
+    use kfleet::install::{InstallError, InstallOptions, InstallOutcome, install, read_package};
+    let (_, package, id) = built_package();
+    let module = read_package(package).unwrap().remove(0);
+    let options = |root: &Path| InstallOptions {
+        root: root.to_path_buf(),
+        kernel_version: id.kernel_version.clone(),
+        running_kernel: Some(id.kernel_version.clone()),
+        subdir: "updates".into(),
+        load: true,
+        replace: false,
+        require_signed: false,
+        depmod: depmod(),
+    };
+    let root = tempfile::tempdir().unwrap();
+    let loader = FakeLoader::default();
+    let first = install(package, &options(root.path()), &loader).unwrap();
+    assert!(
+        matches!(first, InstallOutcome::Installed { loaded: true, .. }),
+        "{first:?}"
+    );
+    assert_eq!(*loader.calls.lock().unwrap(), [format!("load {MODULE}")]);
+    assert!(
+        root.path()
+            .join(format!(
+                "lib/modules/{}/updates/{MODULE}.ko",
+                id.kernel_version
+            ))
+            .exists()
+    );
+
+    *loader.loaded.lock().unwrap() = Some(kfleet::install::Loaded {
+        srcversion: module.srcversion.clone(),
+        version: None,
+    });
+    let again = install(package, &options(root.path()), &loader).unwrap();
+    assert!(
+        matches!(again, InstallOutcome::AlreadyInstalled { .. }),
+        "{again:?}"
+    );
+    assert_eq!(
+        loader.calls.lock().unwrap().len(),
+        1,
+        "nothing loaded again"
+    );
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let older = FakeLoader::default();
+    *older.loaded.lock().unwrap() = Some(kfleet::install::Loaded {
+        srcversion: Some("0123456789ABCDEF0123456".into()),
+        version: Some("1.4.1".into()),
+    });
+    let refused = install(package, &options(elsewhere.path()), &older).unwrap_err();
+    assert!(
+        matches!(&refused, InstallError::OtherVersionLoaded { loaded, .. } if loaded == "1.4.1"),
+        "{refused}"
+    );
+    assert_eq!(refused.exit_code(), 8);
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    let replaced = install(
+        package,
+        &InstallOptions {
+            replace: true,
+            ..options(elsewhere.path())
+        },
+        &older,
+    )
+    .unwrap();
+    assert!(matches!(
+        replaced,
+        InstallOutcome::Installed { loaded: true, .. }
+    ));
+    assert_eq!(
+        *older.calls.lock().unwrap(),
+        [format!("unload {MODULE}"), format!("load {MODULE}")]
+    );
+
+    let locked = FakeLoader {
+        enforced: Some("the kernel is in lockdown [integrity]".into()),
+        ..FakeLoader::default()
+    };
+    let strict = tempfile::tempdir().unwrap();
+    let err = install(package, &options(strict.path()), &locked).unwrap_err();
+    assert!(
+        matches!(err, InstallError::SignatureRequired { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("lockdown [integrity]"));
+    assert_eq!(std::fs::read_dir(strict.path()).unwrap().count(), 0);
+    assert!(locked.calls.lock().unwrap().is_empty());
+}

@@ -191,3 +191,50 @@ fn log_format_json_writes_notices_and_errors_as_json_lines() {
     );
     assert!(lines.iter().all(|l| l["time"].as_str().is_some()));
 }
+
+/// `--host-root DIR`: the identity of the host whose root is mounted at DIR (its os-release,
+/// `etc/` first, then `usr/lib/`), with the kernel the container shares with it.
+#[test]
+fn identity_local_reads_the_host_root() {
+    let own = kfleet(&["identity", "local"]);
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(host.path().join("usr/lib")).unwrap();
+    std::fs::copy("/etc/os-release", host.path().join("usr/lib/os-release")).unwrap();
+    let dir = host.path().to_str().unwrap();
+    let seen = kfleet(&["identity", "local", "--host-root", dir]);
+    assert_eq!(seen.status.code(), own.status.code());
+    assert_eq!((&seen.stdout, &seen.stderr), (&own.stdout, &own.stderr));
+
+    std::fs::create_dir_all(host.path().join("etc")).unwrap();
+    std::fs::write(
+        host.path().join("etc/os-release"),
+        "ID=ubuntu\nVERSION_ID=\"22.04\"\n",
+    )
+    .unwrap();
+    let ubuntu = kfleet(&["identity", "local", "--host-root", dir]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&ubuntu.stdout),
+        String::from_utf8_lossy(&ubuntu.stderr)
+    );
+    // This machine's kernel with Ubuntu 22.04: a key, or the reason it is no Ubuntu kernel.
+    assert!(
+        text.starts_with("ubuntu/22.04/") || text.contains("Ubuntu kernel"),
+        "etc/os-release wins: {text}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let none = kfleet(&[
+        "identity",
+        "local",
+        "--host-root",
+        empty.path().to_str().unwrap(),
+    ]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&none.stderr)
+            .contains("cannot determine the identity of the host at"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+}

@@ -109,6 +109,61 @@ pub struct EnsureArgs {
     pub architecture: Option<String>,
     #[arg(long)]
     pub kernel_version: Option<String>,
+    /// After the download: install the module and load it (see `kfleet install`).
+    #[arg(long)]
+    pub install: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Where and how `install` (and `ensure --install`) puts a module on the node.
+#[derive(Clone, Debug, Args)]
+pub struct NodeArgs {
+    /// The host's root file system, mounted in this container (an init container or DaemonSet):
+    /// the identity comes from its os-release and the module is installed under it.
+    #[arg(long, value_name = "DIR", conflicts_with = "root")]
+    pub host_root: Option<PathBuf>,
+    /// Install under this root instead of / (preparing an image); nothing is loaded.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The directory under /lib/modules/KERNEL that takes the module.
+    #[arg(long, value_enum, default_value_t = ModuleDir::Extra)]
+    pub module_dir: ModuleDir,
+    /// Install and run depmod, but do not load the module.
+    #[arg(long)]
+    pub no_load: bool,
+    /// Unload a different loaded version of the module and load this one.
+    #[arg(long)]
+    pub replace: bool,
+    /// Refuse an unsigned module even where the kernel does not require signatures.
+    #[arg(long)]
+    pub require_signed: bool,
+    /// The depmod to run.
+    #[arg(
+        long,
+        env = "KFLEET_DEPMOD",
+        default_value = "depmod",
+        value_name = "PATH"
+    )]
+    pub depmod: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModuleDir {
+    Extra,
+    Updates,
+}
+
+/// `kfleet install`: a package file already on the node.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The driver package (`.tar.xz` with MANIFEST and .ko files).
+    pub package: PathBuf,
+    /// The kernel to install for [default: the running kernel].
+    #[arg(long)]
+    pub kernel_version: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -418,8 +473,11 @@ pub enum IdentityCommand {
     /// This machine's identity from /etc/os-release and the running kernel.
     Local {
         /// Read this os-release file instead.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "host_root")]
         os_release: Option<PathBuf>,
+        /// The host's root file system, mounted in this container: its os-release.
+        #[arg(long, value_name = "DIR")]
+        host_root: Option<PathBuf>,
     },
 }
 

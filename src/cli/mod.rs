@@ -65,6 +65,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// On a node: get the driver for this kernel from the build service, verified.
     Ensure(EnsureArgs),
+    /// On a node: install a driver package's modules, run depmod and load them.
+    Install(InstallArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]

@@ -21,7 +21,15 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
             args.kernel_version.as_deref().unwrap_or(""),
         )?,
         None => {
-            let local = local_identity(None).context("cannot determine this machine's identity")?;
+            let local = match &args.node.host_root {
+                Some(root) => crate::identity::host_identity(root).with_context(|| {
+                    format!(
+                        "cannot determine the identity of the host at {}",
+                        root.display()
+                    )
+                })?,
+                None => local_identity(None).context("cannot determine this machine's identity")?,
+            };
             let key = local.key();
             match local.verdict {
                 Verdict::Valid(id) => id,
@@ -67,10 +75,90 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
         ))?
     };
     match &outcome {
+        crate::service::ensure::EnsureOutcome::Available(path) if args.install => {
+            eprintln!("verified {}", path.display());
+            return install_package(path, &identity.kernel_version, &args.node);
+        }
         crate::service::ensure::EnsureOutcome::Available(path) => outln!("{}", path.display()),
         crate::service::ensure::EnsureOutcome::TimedOut(why)
         | crate::service::ensure::EnsureOutcome::Failed(why) => eprintln!("{why}"),
         crate::service::ensure::EnsureOutcome::Rejected(why) => eprintln!("rejected: {why}"),
     }
     Ok(ExitCode::from(outcome.exit_code()))
+}
+
+/// `kfleet install PACKAGE`: a package already on the node.
+pub(crate) fn install_cmd(args: InstallArgs) -> Result<ExitCode> {
+    let kernel = match args.kernel_version {
+        Some(k) => k,
+        None => {
+            running_kernel().context("cannot read the running kernel; pass --kernel-version")?
+        }
+    };
+    install_package(&args.package, &kernel, &args.node)
+}
+
+fn running_kernel() -> std::io::Result<String> {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string())
+}
+
+/// Installs (and loads, where the target is the running kernel) with the node's settings; says
+/// what happened and exits with the installer's code.
+fn install_package(package: &std::path::Path, kernel: &str, node: &NodeArgs) -> Result<ExitCode> {
+    let root = node
+        .host_root
+        .clone()
+        .or_else(|| node.root.clone())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    // Installing into another root for an image never loads; a host root is this kernel's.
+    let running = if node.root.is_some() {
+        None
+    } else {
+        running_kernel().ok()
+    };
+    let options = crate::install::InstallOptions {
+        root,
+        kernel_version: kernel.to_string(),
+        running_kernel: running,
+        subdir: match node.module_dir {
+            ModuleDir::Extra => "extra".into(),
+            ModuleDir::Updates => "updates".into(),
+        },
+        load: !node.no_load,
+        replace: node.replace,
+        require_signed: node.require_signed,
+        depmod: node.depmod.clone(),
+    };
+    match crate::install::install(package, &options, &crate::install::SystemLoader) {
+        Ok(crate::install::InstallOutcome::AlreadyInstalled { paths }) => {
+            for p in &paths {
+                outln!("{}", p.display());
+            }
+            eprintln!(
+                "already installed{}; nothing to do",
+                if options.load { " and loaded" } else { "" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(crate::install::InstallOutcome::Installed { paths, loaded }) => {
+            for p in &paths {
+                outln!("{}", p.display());
+            }
+            let running = options.running_kernel.as_deref() == Some(kernel);
+            eprintln!(
+                "installed for {kernel}; depmod ran; {}",
+                match (loaded, options.load, running) {
+                    (true, _, _) => "loaded",
+                    (false, false, _) => "not loaded (--no-load)",
+                    (false, true, false) => "not loaded: it is not the running kernel",
+                    (false, true, true) => "not loaded",
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(e.exit_code()))
+        }
+    }
 }

@@ -26,8 +26,19 @@ pub(crate) fn identity_cmd(cmd: IdentityCommand, config: &Config) -> Result<Exit
             architecture,
             kernel_version,
         }),
-        IdentityCommand::Local { os_release } => local_identity(os_release.as_deref())
-            .context("cannot determine this machine's identity")?,
+        IdentityCommand::Local {
+            os_release,
+            host_root,
+        } => match &host_root {
+            Some(root) => crate::identity::host_identity(root).with_context(|| {
+                format!(
+                    "cannot determine the identity of the host at {}",
+                    root.display()
+                )
+            })?,
+            None => local_identity(os_release.as_deref())
+                .context("cannot determine this machine's identity")?,
+        },
     };
     match &checked.verdict {
         Verdict::Valid(_) => {

@@ -214,6 +214,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Serve(args) => serve::serve_cmd(args, &config),
         Command::Ensure(args) => ensure::ensure_cmd(args, &config),
+        Command::Install(args) => ensure::install_cmd(args),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
     }

@@ -51,8 +51,23 @@ pub fn local_identity(os_release: Option<&Path>) -> Result<Checked, LocalError> 
         Some(p) => vec![p.display().to_string()],
         None => vec!["/etc/os-release".into(), "/usr/lib/os-release".into()],
     };
+    identity_from(&candidates)
+}
+
+/// The identity of the host whose root is mounted at `host_root` (a container with the host's
+/// `/` mounted): its `etc/os-release` (then `usr/lib/os-release`), and the running kernel, which
+/// a container shares with its host.
+pub fn host_identity(host_root: &Path) -> Result<Checked, LocalError> {
+    let candidates: Vec<String> = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .map(|f| host_root.join(f).display().to_string())
+        .collect();
+    identity_from(&candidates)
+}
+
+fn identity_from(candidates: &[String]) -> Result<Checked, LocalError> {
     let mut found = Err(LocalError::NoOsRelease);
-    for path in &candidates {
+    for path in candidates {
         found = read_trimmed(path).map(|t| (path.clone(), t));
         if found.is_ok() {
             break;

@@ -5,7 +5,7 @@ mod families;
 mod local;
 mod osimage;
 
-pub use local::{local_identity, parse_os_release};
+pub use local::{host_identity, local_identity, parse_os_release};
 pub use osimage::distribution_from_os_image;
 
 use serde::{Deserialize, Serialize};
