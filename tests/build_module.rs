@@ -902,3 +902,74 @@ fn loading_is_idempotent_and_replaces_only_when_asked() {
     assert_eq!(std::fs::read_dir(strict.path()).unwrap().count(), 0);
     assert!(locked.calls.lock().unwrap().is_empty());
 }
+
+/// The whole last mile without GitHub: the sandbox serves the real package from its assets
+/// directory (size and sha256 from the file), `kfleet ensure --repo … --install` finds it in the
+/// release, downloads and verifies it, and installs the module into a root where depmod lists it.
+#[test]
+fn ensure_installs_a_real_package_served_by_the_sandbox() {
+    let (_, package, id) = built_package();
+    let name = package.file_name().unwrap().to_str().unwrap();
+    let assets = tempfile::tempdir().unwrap();
+    std::fs::copy(package, assets.path().join(name)).unwrap();
+    let release = serde_json::json!([{
+        "id": 1, "tag_name": "1.4.2", "name": "kdriver 1.4.2", "draft": false, "prerelease": false,
+        "created_at": "2026-11-20T00:00:00Z", "published_at": "2026-11-20T00:00:00Z",
+        "assets": [{"id": 10, "name": name, "size": 1, "digest": null,
+                    "browser_download_url": null, "updated_at": "2026-11-20T00:00:00Z"}]
+    }]);
+    let releases =
+        kfleet::artifacts::parse_release_listing("releases.json", release.to_string().as_bytes())
+            .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = rt
+        .block_on(kfleet::forge::Sandbox::start(
+            "127.0.0.1:0".parse().unwrap(),
+            releases,
+            kfleet::forge::SandboxOptions {
+                repo: "acme/kdriver".into(),
+                assets_dir: Some(assets.path().to_path_buf()),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let (state, out, root) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let result = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("GITHUB_TOKEN", "ghp_sandboxTOKEN0123456789")
+        .env("KFLEET_STATE_DIR", state.path())
+        .args(["ensure", "--repo", "acme/kdriver", "--api-url"])
+        .arg(sandbox.base_url())
+        .args(["--driver-version", "1.4.2", "--deadline", "60s"])
+        .args(["--distribution", id.distribution.as_str()])
+        .args(["--distro-version", &id.distro_version])
+        .args(["--architecture", id.architecture.as_str()])
+        .args(["--kernel-version", &id.kernel_version])
+        .arg("--out")
+        .arg(out.path())
+        .args(["--install", "--no-load", "--root"])
+        .arg(root.path())
+        .arg("--depmod")
+        .arg(depmod()));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert_eq!(
+        std::fs::read(out.path().join(name)).unwrap(),
+        std::fs::read(package).unwrap(),
+        "the verified download is the package"
+    );
+    let deps = std::fs::read_to_string(
+        root.path()
+            .join(format!("lib/modules/{}/modules.dep", id.kernel_version)),
+    )
+    .unwrap();
+    assert!(
+        deps.contains(&format!("extra/{MODULE}.ko:")),
+        "{deps}\n{stderr}"
+    );
+    drop(sandbox);
+}

@@ -41,6 +41,7 @@ async fn sandbox_on(simulation: Simulation, clock: SharedClock) -> Sandbox {
             faults: Faults::default(),
             simulation,
             clock,
+            assets_dir: None,
         },
     )
     .await

@@ -401,7 +401,8 @@ pub struct SandboxArgs {
     /// Loopback address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8765")]
     pub listen: std::net::SocketAddr,
-    /// Directory holding releases.json.
+    /// Directory holding releases.json (and assets/NAME: the bytes an asset downloads as, where
+    /// a real package should be served).
     #[arg(long, value_name = "DIR", default_value = "sample-data")]
     pub data: PathBuf,
     /// Repository served, OWNER/NAME.

@@ -189,7 +189,10 @@ impl ForgeArgs {
             let releases = load_releases(dir)?;
             let forge = runtime()?.block_on(SandboxForge::start(
                 releases,
-                SandboxOptions::default(),
+                SandboxOptions {
+                    assets_dir: Some(dir.join("assets")),
+                    ..SandboxOptions::default()
+                },
                 RetryPolicy::default(),
             ))?;
             eprintln!("{}", Forge::label(&forge));

@@ -44,6 +44,7 @@ pub(crate) fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode
         },
         simulation,
         clock: Default::default(),
+        assets_dir: Some(args.data.join("assets")),
     };
     runtime()?.block_on(async move {
         let sandbox = Sandbox::start(args.listen, releases, options).await?;

@@ -608,7 +608,7 @@ async fn download(
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/octet-stream")],
-        name.into_bytes(),
+        state.asset_bytes(&name),
     )
         .into_response()
 }

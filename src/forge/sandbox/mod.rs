@@ -100,6 +100,9 @@ pub struct SandboxOptions {
     pub simulation: Simulation,
     /// The time runs progress by (tests move a manual clock instead of sleeping).
     pub clock: SharedClock,
+    /// Real package bytes: an asset named NAME is served from `DIR/NAME` when that file exists,
+    /// with its size and sha256 digest in the listing; otherwise its bytes are its name.
+    pub assets_dir: Option<std::path::PathBuf>,
 }
 
 /// A simulated run: its public face plus what decides how it ends.
@@ -129,6 +132,7 @@ struct SandboxState {
     /// Run ids start at a random base, so a restarted sandbox never reuses an id it gave out.
     run_id_base: u64,
     clock: SharedClock,
+    assets_dir: Option<std::path::PathBuf>,
 }
 
 /// A running sandbox; dropping it stops the server.
@@ -154,6 +158,16 @@ pub enum SandboxError {
 }
 
 /// Loads `DIR/releases.json` (a release listing) for the sandbox.
+/// The file for asset `name` in `dir`, if there is one; a name that is not a plain file name
+/// (a path, `..`) never reaches the file system.
+fn asset_file(dir: Option<&std::path::Path>, name: &str) -> Option<Vec<u8>> {
+    let plain = !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..";
+    if !plain {
+        return None;
+    }
+    std::fs::read(dir?.join(name)).ok()
+}
+
 pub fn load_releases(dir: &std::path::Path) -> Result<Vec<Release>, SandboxError> {
     let path = dir.join("releases.json");
     let bytes =
@@ -191,6 +205,10 @@ impl Sandbox {
                     "http://{addr}/{}/releases/download/{}/{}",
                     options.repo, release.tag_name, asset.name
                 ));
+                if let Some(bytes) = asset_file(options.assets_dir.as_deref(), &asset.name) {
+                    asset.size = Some(bytes.len() as u64);
+                    asset.digest = Some(format!("sha256:{}", api::hex_sha256(&bytes)));
+                }
             }
         }
         let state = Arc::new(SandboxState {
@@ -206,6 +224,7 @@ impl Sandbox {
             dispatches: AtomicU64::new(0),
             run_id_base: 7_000_000_000 + fastrand::u64(..1_000_000) * 1000,
             clock: options.clock,
+            assets_dir: options.assets_dir,
         });
         let app = api::router(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -311,6 +330,12 @@ impl SandboxState {
     }
 
     /// Uploads the built artifact to the release of `driver_version`; false when there is none.
+    /// What the asset `name` downloads as: the file of that name in the assets directory, or
+    /// the name itself.
+    fn asset_bytes(&self, name: &str) -> Vec<u8> {
+        asset_file(self.assets_dir.as_deref(), name).unwrap_or_else(|| name.as_bytes().to_vec())
+    }
+
     fn attach(&self, identity: &KernelIdentity, driver_version: &str) -> bool {
         let name = self.simulation.template.render(identity, driver_version);
         let mut releases = self.releases.locked();
@@ -319,14 +344,15 @@ impl SandboxState {
         };
         if !release.assets.iter().any(|a| a.name == name) {
             let id = 900_000 + release.assets.len() as u64;
+            let bytes = self.asset_bytes(&name);
             release.assets.push(ReleaseAsset {
                 id: Some(id),
-                size: Some(48_000),
+                size: Some(bytes.len() as u64),
                 browser_download_url: Some(format!(
                     "{}/{}/releases/download/{driver_version}/{name}",
                     self.base_url, self.repo
                 )),
-                digest: Some(format!("sha256:{}", api::hex_sha256(name.as_bytes()))),
+                digest: Some(format!("sha256:{}", api::hex_sha256(&bytes))),
                 updated_at: Some(self.clock.now()),
                 name,
             });
