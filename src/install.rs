@@ -47,8 +47,11 @@ pub trait Loader {
     fn signatures_enforced(&self) -> Option<String>;
 }
 
-/// `modprobe`, `rmmod` and `/sys` of the machine kfleet runs on.
-pub struct SystemLoader;
+/// `modprobe`, `rmmod` and `/sys` of the machine kfleet runs on; `modprobe` looks for modules
+/// under `root` (`-d`, for a container with the host's root mounted there).
+pub struct SystemLoader {
+    pub root: PathBuf,
+}
 
 impl Loader for SystemLoader {
     fn loaded(&self, name: &str) -> Option<Loaded> {
@@ -68,7 +71,11 @@ impl Loader for SystemLoader {
     }
 
     fn load(&self, name: &str) -> Result<(), String> {
-        run(Command::new("modprobe").arg(name))
+        let mut modprobe = Command::new("modprobe");
+        if self.root != Path::new("/") {
+            modprobe.arg("-d").arg(&self.root);
+        }
+        run(modprobe.arg(name))
     }
 
     fn unload(&self, name: &str) -> Result<(), String> {

@@ -129,7 +129,10 @@ fn install_package(package: &std::path::Path, kernel: &str, node: &NodeArgs) -> 
         require_signed: node.require_signed,
         depmod: node.depmod.clone(),
     };
-    match crate::install::install(package, &options, &crate::install::SystemLoader) {
+    let loader = crate::install::SystemLoader {
+        root: options.root.clone(),
+    };
+    match crate::install::install(package, &options, &loader) {
         Ok(crate::install::InstallOutcome::AlreadyInstalled { paths }) => {
             for p in &paths {
                 outln!("{}", p.display());
