@@ -15,8 +15,10 @@
 #
 # Environment: DISTRIBUTION DISTRO_VERSION ARCHITECTURE KERNEL_VERSION DRIVER_VERSION MODULE,
 # optionally ASSET_NAME (the name `kfleet identity asset-name` gives, so a kfleet.toml template
-# applies) or ASSET_TEMPLATE (default: kfleet's default), and IMAGE (container image; default by
-# distribution).
+# applies) or ASSET_TEMPLATE (default: kfleet's default), IMAGE (container image; default by
+# distribution), and SIGN_KEY and SIGN_CERT (PEM files: each module is signed with the kernel
+# tree's scripts/sign-file, SIGN_HASH default sha256, for kernels that require signatures; the
+# MANIFEST records whether and with which certificate).
 # Prints the asset path on the last line of stdout.
 set -euo pipefail
 
@@ -76,9 +78,15 @@ image_for() {
 if [ -z "$kdir" ] && [ -z "$extract" ] && [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; then
   here=$(cd "$(dirname "$0")" && pwd)
   mkdir -p "$out"
+  signing=()
+  if [ -n "${SIGN_KEY:-}" ] || [ -n "${SIGN_CERT:-}" ]; then
+    [ -f "${SIGN_KEY:-}" ] && [ -f "${SIGN_CERT:-}" ] || die "SIGN_KEY and SIGN_CERT must both name PEM files"
+    signing=(-e SIGN_KEY=/kfleet/sign.key -e SIGN_CERT=/kfleet/sign.crt -e SIGN_HASH
+      -v "$(realpath "$SIGN_KEY"):/kfleet/sign.key:ro" -v "$(realpath "$SIGN_CERT"):/kfleet/sign.crt:ro")
+  fi
   exec docker run --rm -e KFLEET_IN_CONTAINER=1 \
     -e DISTRIBUTION -e DISTRO_VERSION -e ARCHITECTURE -e KERNEL_VERSION -e DRIVER_VERSION -e MODULE \
-    -e ASSET_TEMPLATE="$template" -e ASSET_NAME \
+    -e ASSET_TEMPLATE="$template" -e ASSET_NAME "${signing[@]}" \
     -v "$here/build-module.sh:/kfleet/build-module.sh:ro" \
     -v "$(realpath "$headers"):/headers:ro" \
     -v "$(realpath "$module"):/module:ro" \
@@ -203,6 +211,18 @@ esac
 # A module's .modinfo is NUL-separated key=value strings: read its vermagic without kmod, and
 # refuse a module built for another kernel.
 vermagic_of() { tr '\0' '\n' < "$1" | sed -n 's/^vermagic=//p' | head -n 1; }
+
+# Signing, when a key is given: the tree's own sign-file appends the signature the kernel checks.
+signer=no
+if [ -n "${SIGN_KEY:-}" ] || [ -n "${SIGN_CERT:-}" ]; then
+  [ -f "${SIGN_KEY:-}" ] && [ -f "${SIGN_CERT:-}" ] || die "SIGN_KEY and SIGN_CERT must both name PEM files"
+  [ -x "$kdir/scripts/sign-file" ] || die "$kdir/scripts/sign-file is missing: this kernel tree cannot sign modules"
+  for ko in "${modules[@]}"; do
+    "$kdir/scripts/sign-file" "${SIGN_HASH:-sha256}" "$SIGN_KEY" "$SIGN_CERT" "$build/$ko" >&2 \
+      || die "sign-file could not sign $ko"
+  done
+  signer="${SIGN_HASH:-sha256} certificate-sha256:$(sha256sum < "$SIGN_CERT" | cut -d' ' -f1)"
+fi
 {
   echo "module=$MODULE"
   echo "driver_version=$DRIVER_VERSION"
@@ -214,6 +234,7 @@ vermagic_of() { tr '\0' '\n' < "$1" | sed -n 's/^vermagic=//p' | head -n 1; }
       *) die "$ko has vermagic '$magic', not for kernel $KERNEL_VERSION" ;;
     esac
     echo "vermagic[$ko]=$magic"
+    echo "signed[$ko]=$signer"
   done
 } > "$build/MANIFEST"
 

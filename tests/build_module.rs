@@ -287,7 +287,9 @@ fn build_command(
         .env("DRIVER_VERSION", "1.4.2")
         .env("MODULE", MODULE)
         .env_remove("ASSET_TEMPLATE")
-        .env_remove("ASSET_NAME");
+        .env_remove("ASSET_NAME")
+        .env_remove("SIGN_KEY")
+        .env_remove("SIGN_CERT");
     cmd
 }
 
@@ -972,4 +974,89 @@ fn ensure_installs_a_real_package_served_by_the_sandbox() {
         "{deps}\n{stderr}"
     );
     drop(sandbox);
+}
+
+/// With SIGN_KEY and SIGN_CERT the build signs each module with the kernel tree's sign-file; the
+/// MANIFEST says so and names the certificate, and `kfleet install --require-signed` takes it
+/// (the unsigned build is refused with exit 7, above).
+#[test]
+fn a_module_signed_in_the_build_installs_where_signatures_are_required() {
+    let (kdir, id) = kernel_tree();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, cert) = (keys.path().join("sign.key"), keys.path().join("sign.crt"));
+    stdout(
+        Command::new("openssl")
+            .args([
+                "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=kfleet test signing key", "-outform", "PEM"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let result = run(
+        build_command(Headers::Tree(&kdir), &id, &id.kernel_version, out.path())
+            .env("SIGN_KEY", &key)
+            .env("SIGN_CERT", &cert),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let name = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, MODULE)
+        .unwrap()
+        .render(&id, "1.4.2");
+    let package = out.path().join(&name);
+    let modules = kfleet::install::read_package(&package).unwrap();
+    assert!(
+        modules.iter().all(|m| m.signed),
+        "every module carries a signature"
+    );
+    let unpacked = tempfile::tempdir().unwrap();
+    stdout(
+        Command::new("tar")
+            .arg("-xJf")
+            .arg(&package)
+            .arg("-C")
+            .arg(unpacked.path()),
+    );
+    let manifest = std::fs::read_to_string(unpacked.path().join("MANIFEST")).unwrap();
+    let cert_sum: String = Sha256::digest(std::fs::read(&cert).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        manifest.contains(&format!(
+            "signed[{MODULE}.ko]=sha256 certificate-sha256:{cert_sum}"
+        )),
+        "{manifest}"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let installed = install_cmd(
+        &package,
+        root.path(),
+        &id.kernel_version,
+        &["--require-signed"],
+    );
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+
+    // Half a key is a mistake, not an unsigned build.
+    let half = run(
+        build_command(Headers::Tree(&kdir), &id, &id.kernel_version, out.path())
+            .env("SIGN_KEY", &key),
+    );
+    assert!(!half.status.success());
+    assert!(
+        String::from_utf8_lossy(&half.stderr)
+            .contains("SIGN_KEY and SIGN_CERT must both name PEM files"),
+        "{}",
+        String::from_utf8_lossy(&half.stderr)
+    );
 }
