@@ -116,8 +116,9 @@ elif [ -n "$extract" ]; then
     case "$package" in
       *.deb) dpkg-deb -x "$package" "$stage" || die "cannot unpack $package" ;;
       *.rpm)
-        command -v rpm2cpio >/dev/null && command -v cpio >/dev/null \
-          || die "--extract of .rpm packages needs rpm2cpio and cpio"
+        if ! command -v rpm2cpio >/dev/null || ! command -v cpio >/dev/null; then
+          die "--extract of .rpm packages needs rpm2cpio and cpio"
+        fi
         rpm2cpio "$package" | (cd "$stage" && cpio -idm --quiet --no-absolute-filenames) \
           || die "cannot unpack $package"
         ;;
