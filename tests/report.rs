@@ -446,6 +446,23 @@ fn table_and_markdown_read_like_a_report() {
         md.contains("| amazonlinux/2023/x86\\_64/6.1.66-91.160.amzn2023.x86\\_64 | 20 | missing |"),
         "{md}"
     );
+    // Mermaid charts GitHub renders, above the tables: coverage per distribution and
+    // architecture, and the head/tail curve (50% of the nodes on the most-run identity).
+    let charts = md.split("| status |").next().unwrap();
+    assert_eq!(
+        charts.matches("```mermaid\nxychart-beta").count(),
+        2,
+        "{md}"
+    );
+    assert!(
+        charts.contains("x-axis [\"ubuntu x86_64\", \"amazonlinux x86_64\", \"debian x86_64\""),
+        "{md}"
+    );
+    assert!(charts.contains("bar [100, 0, 100, 0, 0, 0, 0, 0]"), "{md}");
+    assert!(
+        charts.contains("line [50, 70, 85, 91, 95, 97, 99, 100]"),
+        "{md}"
+    );
 }
 
 #[test]
@@ -499,4 +516,48 @@ d,ubuntu,22.04,,5.15.0-91-generic\n",
     );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["summary"]["nodes"], 2);
+}
+
+/// A long tail is sampled: the curve has at most 20 points, from the most-run identity to the
+/// last, and ends at 100% of the nodes.
+#[test]
+fn the_markdown_head_tail_curve_samples_a_long_fleet() {
+    let out = kfleet()
+        .args([
+            "report",
+            "-i",
+            "sample-data/fleet.csv",
+            "-r",
+            "sample-data/releases.json",
+        ])
+        .args(["--format", "markdown"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let md = String::from_utf8(out.stdout).unwrap();
+    let axis = md
+        .lines()
+        .find(|l| l.contains("x-axis \"identities, most nodes first\""))
+        .unwrap();
+    let ranks: Vec<&str> = axis
+        .split('[')
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(']')
+        .split(", ")
+        .collect();
+    assert_eq!(ranks.len(), 20, "{axis}");
+    assert_eq!(ranks[0], "\"1\"");
+    let line = md
+        .lines()
+        .find(|l| l.trim_start().starts_with("line ["))
+        .unwrap();
+    assert!(line.ends_with(", 100]"), "{line}");
+    let identities: usize = md
+        .lines()
+        .nth(4)
+        .and_then(|l| l.split('|').nth(2))
+        .map(|n| n.trim().replace(',', "").parse().unwrap())
+        .unwrap();
+    assert_eq!(ranks[19], format!("\"{identities}\""), "{axis}");
 }

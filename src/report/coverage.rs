@@ -224,6 +224,83 @@ fn table(report: &CoverageReport, view: &View) -> String {
     out
 }
 
+/// A label GitHub's Mermaid takes inside `"…"`: no quotes, brackets or line breaks.
+fn mermaid_label(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '"' | '[' | ']' | '\n' | '\r' | '`' => ' ',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
+/// Charts GitHub renders above the tables: node coverage per distribution and architecture (a
+/// bar per pair, most nodes first, at most 12), and the head/tail curve (the share of nodes held
+/// by the N most-run identities, at up to 20 points).
+fn mermaid_charts(report: &CoverageReport) -> String {
+    let s = &report.summary;
+    let mut out = String::new();
+    let pairs: Vec<_> = s.breakdown.iter().take(12).collect();
+    if !pairs.is_empty() {
+        let labels: Vec<String> = pairs
+            .iter()
+            .map(|b| {
+                format!(
+                    "\"{} {}\"",
+                    mermaid_label(&b.distribution),
+                    mermaid_label(&b.architecture)
+                )
+            })
+            .collect();
+        let values: Vec<String> = pairs
+            .iter()
+            .map(|b| format!("{}", b.node_coverage_pct))
+            .collect();
+        let _ = writeln!(
+            out,
+            "```mermaid\nxychart-beta\n    title \"Node coverage by distribution and architecture\"\n    x-axis [{}]\n    y-axis \"node coverage %\" 0 --> 100\n    bar [{}]\n```\n",
+            labels.join(", "),
+            values.join(", ")
+        );
+    }
+    let total: u64 = report.identities.iter().map(|r| r.nodes).sum();
+    let n = report.identities.len();
+    if total > 0 && n > 1 {
+        // Ranks 1..=n sampled evenly (always the first and the last).
+        let points = n.min(20);
+        let ranks: Vec<usize> = (0..points)
+            .map(|i| 1 + i * (n - 1) / (points - 1).max(1))
+            .collect();
+        let mut cumulative = Vec::with_capacity(n);
+        let mut sum = 0u64;
+        for r in &report.identities {
+            sum += r.nodes;
+            cumulative.push(sum);
+        }
+        let shares: Vec<String> = ranks
+            .iter()
+            .map(|&k| {
+                format!(
+                    "{}",
+                    (cumulative[k - 1] as f64 * 1000.0 / total as f64).round() / 10.0
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "```mermaid\nxychart-beta\n    title \"Head and tail: nodes held by the most-run identities\"\n    x-axis \"identities, most nodes first\" [{}]\n    y-axis \"% of nodes\" 0 --> 100\n    line [{}]\n```\n",
+            ranks
+                .iter()
+                .map(|k| format!("\"{k}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            shares.join(", ")
+        );
+    }
+    out
+}
+
 fn markdown(report: &CoverageReport, view: &View) -> String {
     let s = &report.summary;
     let mut out = String::new();
@@ -253,6 +330,7 @@ fn markdown(report: &CoverageReport, view: &View) -> String {
         s.batch_plan.target_pct,
         plan_sentence(report)
     );
+    out.push_str(&mermaid_charts(report));
     let _ = writeln!(out, "| status | identities | nodes |\n|---|---:|---:|");
     for row in status_lines(report) {
         let _ = writeln!(out, "| {} | {} | {} |", row[0], row[1], row[2]);
