@@ -308,6 +308,11 @@ fn inventory_strings_cannot_drive_terminals_markdown_or_spreadsheets() {
     let md = report("markdown");
     assert!(md.contains("5.15.0\\|\\<img src=x\\>\\|"), "{md}");
     assert!(!md.contains("|<img src=x>|"), "{md}");
+    let html = report("html");
+    assert!(html.contains("5.15.0|&lt;img src=x&gt;|"), "{html}");
+    assert!(!html.contains("<img"), "{html}");
+    assert!(!html.contains('\x1b') && !html.contains('\x07'), "{html:?}");
+    assert!(html.contains("&quot;http://x&quot;") || !html.contains("\"http://x\""), "{html}");
 }
 
 #[test]

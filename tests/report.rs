@@ -561,3 +561,31 @@ fn the_markdown_head_tail_curve_samples_a_long_fleet() {
         .unwrap();
     assert_eq!(ranks[19], format!("\"{identities}\""), "{axis}");
 }
+
+/// The Markdown and HTML reports of the fixture fleet, as a reviewer reads them: Mermaid charts
+/// above the tables; one self-contained HTML file (inline SVG, inline styles and sorting script,
+/// nothing fetched from elsewhere).
+#[test]
+fn markdown_and_html_reports_snapshot() {
+    let run = |format: &str| {
+        let out = kfleet()
+            .arg("report")
+            .arg("-i")
+            .arg(fixture("small-fleet.csv"))
+            .arg("-r")
+            .arg(fixture("small-releases.json"))
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    insta::assert_snapshot!("report-markdown", run("markdown"));
+    let html = run("html");
+    for external in ["src=\"http", "href=\"http", "<link", "@import", "url("] {
+        assert!(!html.contains(external), "{external} in a self-contained file");
+    }
+    assert_eq!(html.matches("<svg").count(), 2);
+    assert!(html.contains("<table id=\"identities\">"));
+    insta::assert_snapshot!("report-html", html);
+}

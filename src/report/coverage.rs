@@ -1,4 +1,4 @@
-//! Coverage reports in the four formats (the `fleet` feature).
+//! Coverage reports as a table, CSV, JSON, Markdown and HTML (the `fleet` feature).
 
 use super::{Format, ReportError, clean, csv_cell, finish_csv, grid, markdown_text, thousands};
 use crate::coverage::{CoverageReport, CoverageStatus, IdentityRow};
@@ -16,7 +16,7 @@ pub struct View {
 }
 
 impl View {
-    fn rows<'a>(&self, report: &'a CoverageReport) -> Vec<&'a IdentityRow> {
+    pub(super) fn rows<'a>(&self, report: &'a CoverageReport) -> Vec<&'a IdentityRow> {
         report
             .identities
             .iter()
@@ -32,6 +32,7 @@ pub fn render(report: &CoverageReport, format: Format, view: &View) -> Result<St
         Format::Csv => identities_csv(&view.rows(report)),
         Format::Json => json(report, view),
         Format::Markdown => Ok(markdown(report, view)),
+        Format::Html => Ok(super::html::html(report, view)),
     }
 }
 
@@ -79,7 +80,7 @@ fn json(report: &CoverageReport, view: &View) -> Result<String, ReportError> {
         .map_err(|e| ReportError::Encode(e.to_string()))
 }
 
-fn status_lines(report: &CoverageReport) -> Vec<Vec<String>> {
+pub(super) fn status_lines(report: &CoverageReport) -> Vec<Vec<String>> {
     report
         .summary
         .statuses
@@ -88,7 +89,7 @@ fn status_lines(report: &CoverageReport) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn plan_sentence(report: &CoverageReport) -> String {
+pub(super) fn plan_sentence(report: &CoverageReport) -> String {
     let p = &report.summary.batch_plan;
     if p.builds == 0 && p.reachable {
         return format!("node coverage already meets {}%", p.target_pct);

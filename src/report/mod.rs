@@ -2,6 +2,8 @@
 
 #[cfg(feature = "fleet")]
 mod coverage;
+#[cfg(feature = "fleet")]
+mod html;
 mod lists;
 #[cfg(feature = "fleet")]
 pub use coverage::{View, identities_csv, render};
@@ -18,6 +20,8 @@ pub enum Format {
     Csv,
     Json,
     Markdown,
+    /// One self-contained file: charts as inline SVG, a sortable table, no external assets.
+    Html,
 }
 
 /// Output of commands that print a list (runs, decisions, header attempts): a table or JSON.
@@ -80,6 +84,22 @@ pub fn render_unused(unused: &[MatchedAsset], format: Format) -> Result<String, 
             }
             finish_csv(w)
         }
+        Format::Html => {
+            let mut out = format!(
+                "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Unused artifacts</title></head><body>\n<h1>Unused artifacts ({})</h1>\n<table><tr><th>asset</th><th>identity</th></tr>\n",
+                unused.len()
+            );
+            for a in unused {
+                let _ = writeln!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td></tr>",
+                    html_text(&a.name),
+                    html_text(&a.key)
+                );
+            }
+            out.push_str("</table></body></html>\n");
+            Ok(out)
+        }
         Format::Markdown => {
             let mut out = format!("### Unused artifacts ({})\n\n", unused.len());
             out.push_str("| asset | identity |\n|---|---|\n");
@@ -121,6 +141,23 @@ pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     } else {
         s.into()
     }
+}
+
+/// HTML text and attribute values with `& < > " '` escaped (control characters blanked).
+pub fn html_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() && c != '\n' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// [`clean`] text, with Markdown's and HTML's active characters escaped so a table cell stays
