@@ -312,7 +312,10 @@ fn inventory_strings_cannot_drive_terminals_markdown_or_spreadsheets() {
     assert!(html.contains("5.15.0|&lt;img src=x&gt;|"), "{html}");
     assert!(!html.contains("<img"), "{html}");
     assert!(!html.contains('\x1b') && !html.contains('\x07'), "{html:?}");
-    assert!(html.contains("&quot;http://x&quot;") || !html.contains("\"http://x\""), "{html}");
+    assert!(
+        html.contains("&quot;http://x&quot;") || !html.contains("\"http://x\""),
+        "{html}"
+    );
 }
 
 #[test]

@@ -406,21 +406,25 @@ sha256:00000000000000000000000000000000000000000000000000000000000000ca\n"
     assert_eq!(leftovers.len(), 1, "no temp files left: {leftovers:?}");
 }
 
+/// `kfleet report` of the fixture fleet against the fixture releases in `format`.
+fn fixture_report(format: &str, extra: &[&str]) -> String {
+    let out = kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(fixture("small-fleet.csv"))
+        .arg("-r")
+        .arg(fixture("small-releases.json"))
+        .args(["--format", format])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn table_and_markdown_read_like_a_report() {
-    let run = |format: &str| {
-        let out = kfleet()
-            .arg("report")
-            .arg("-i")
-            .arg(fixture("small-fleet.csv"))
-            .arg("-r")
-            .arg(fixture("small-releases.json"))
-            .args(["--format", format, "--verbose"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |format: &str| fixture_report(format, &["--verbose"]);
     let table = run("table");
     assert!(table.contains("node coverage 65%"), "{table}");
     assert!(
@@ -567,23 +571,14 @@ fn the_markdown_head_tail_curve_samples_a_long_fleet() {
 /// nothing fetched from elsewhere).
 #[test]
 fn markdown_and_html_reports_snapshot() {
-    let run = |format: &str| {
-        let out = kfleet()
-            .arg("report")
-            .arg("-i")
-            .arg(fixture("small-fleet.csv"))
-            .arg("-r")
-            .arg(fixture("small-releases.json"))
-            .args(["--format", format])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |format: &str| fixture_report(format, &[]);
     insta::assert_snapshot!("report-markdown", run("markdown"));
     let html = run("html");
     for external in ["src=\"http", "href=\"http", "<link", "@import", "url("] {
-        assert!(!html.contains(external), "{external} in a self-contained file");
+        assert!(
+            !html.contains(external),
+            "{external} in a self-contained file"
+        );
     }
     assert_eq!(html.matches("<svg").count(), 2);
     assert!(html.contains("<table id=\"identities\">"));

@@ -552,13 +552,7 @@ impl GithubClient {
 }
 
 fn transport_message(e: &octocrab::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
-    msg
+    crate::net::error_chain(e)
 }
 
 fn is_rate_limited(r: &Response) -> bool {

@@ -125,13 +125,7 @@ fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
     }
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
-    msg
+    crate::net::error_chain(e)
 }
 
 /// Largest metadata file or package downloaded (compressed).
