@@ -323,6 +323,28 @@ fn releases(spec: &FleetSpec, ids: &[KernelIdentity], rng: &mut fastrand::Rng) -
     out
 }
 
+/// Rewrites a generated fleet CSV as Parquet (every column a string, as inventories export them),
+/// atomically.
+pub fn csv_to_parquet(csv: &Path, parquet: &Path) -> Result<(), ReportError> {
+    use polars::prelude::*;
+    let failed = |e: PolarsError| ReportError::Encode(format!("{}: {e}", csv.display()));
+    let location = csv
+        .to_str()
+        .ok_or_else(|| ReportError::Encode(format!("{}: not a UTF-8 path", csv.display())))?;
+    let mut frame = LazyCsvReader::new(PlRefPath::new(location))
+        .with_has_header(true)
+        .with_infer_schema_length(Some(0))
+        .finish()
+        .and_then(LazyFrame::collect)
+        .map_err(failed)?;
+    write_atomic_with(parquet, |w| {
+        ParquetWriter::new(w)
+            .finish(&mut frame)
+            .map(|_| ())
+            .map_err(std::io::Error::other)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

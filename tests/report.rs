@@ -584,3 +584,90 @@ fn markdown_and_html_reports_snapshot() {
     assert!(html.contains("<table id=\"identities\">"));
     insta::assert_snapshot!("report-html", html);
 }
+
+/// A Parquet inventory (detected by its magic bytes) gives the same report as the same fleet in
+/// CSV, mixes with CSV inventories, and a Parquet file without an identity column says which
+/// columns it has.
+#[test]
+fn parquet_inventories_report_like_their_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pq, csv) = (dir.path().join("pq"), dir.path().join("csv"));
+    for (out, format) in [(&pq, "parquet"), (&csv, "csv")] {
+        let made = kfleet()
+            .args(["gen-fleet", "--nodes", "20000", "--format", format, "--out"])
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    assert_eq!(
+        &std::fs::read(pq.join("fleet.parquet")).unwrap()[..4],
+        b"PAR1"
+    );
+    assert!(!pq.join("fleet.csv").exists());
+    let json = |inventories: &[&Path]| -> serde_json::Value {
+        let mut cmd = kfleet();
+        cmd.arg("report");
+        for i in inventories {
+            cmd.arg("-i").arg(i);
+        }
+        let out = cmd
+            .arg("-r")
+            .arg(csv.join("releases.json"))
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let from_parquet = json(&[&pq.join("fleet.parquet")]);
+    let from_csv = json(&[&csv.join("fleet.csv")]);
+    assert_eq!(from_parquet["identities"], from_csv["identities"]);
+    assert_eq!(
+        from_parquet["summary"]["nodes"],
+        from_csv["summary"]["nodes"]
+    );
+    assert_eq!(
+        from_parquet["summary"]["bad_rows"],
+        from_csv["summary"]["bad_rows"]
+    );
+    let both = json(&[&pq.join("fleet.parquet"), &csv.join("fleet.csv")]);
+    assert_eq!(
+        both["summary"]["nodes"].as_u64().unwrap(),
+        2 * from_csv["summary"]["nodes"].as_u64().unwrap()
+    );
+
+    // Another lake table: other column names, no kernel column.
+    use polars::prelude::*;
+    let mut frame = df!(
+        "node" => ["a", "b"],
+        "os" => ["ubuntu", "ubuntu"],
+        "version_id" => ["22.04", "22.04"],
+        "arch" => ["x86_64", "x86_64"],
+    )
+    .unwrap();
+    let bad = dir.path().join("no-kernel.parquet");
+    ParquetWriter::new(std::fs::File::create(&bad).unwrap())
+        .finish(&mut frame)
+        .unwrap();
+    let out = kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(&bad)
+        .arg("-r")
+        .arg(csv.join("releases.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kernel_version"), "{stderr}");
+    assert!(stderr.contains("node, os, version_id, arch"), "{stderr}");
+}

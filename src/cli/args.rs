@@ -494,14 +494,25 @@ pub struct GenFleetArgs {
     /// Distinct kernel identities (default: 4 x sqrt(nodes)).
     #[arg(long)]
     pub identities: Option<usize>,
-    /// Directory to write fleet.csv and releases.json into.
+    /// Directory to write fleet.csv (or fleet.parquet) and releases.json into.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// The fleet file's format.
+    #[arg(long, value_enum, default_value_t = FleetFormat::Csv)]
+    pub format: FleetFormat,
     /// Repository named in download URLs.
     #[arg(long, default_value = "example/kdriver")]
     pub repo: String,
     #[command(flatten)]
     pub naming: NamingArgs,
+}
+
+/// What `gen-fleet` writes the fleet as.
+#[cfg(feature = "fleet")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FleetFormat {
+    Csv,
+    Parquet,
 }
 
 /// `--head-share`: above 0 and at most 1.

@@ -11,8 +11,18 @@ pub(crate) fn gen_fleet_cmd(args: GenFleetArgs, config: &Config) -> Result<ExitC
         repo: args.repo,
     };
     let made = generate(&spec, &args.out)?;
+    let fleet = match args.format {
+        FleetFormat::Csv => "fleet.csv",
+        FleetFormat::Parquet => {
+            let csv = args.out.join("fleet.csv");
+            crate::sample::csv_to_parquet(&csv, &args.out.join("fleet.parquet"))?;
+            std::fs::remove_file(&csv)
+                .with_context(|| format!("cannot remove {}", csv.display()))?;
+            "fleet.parquet"
+        }
+    };
     outln!(
-        "wrote {}/fleet.csv ({} nodes, {} identities, {} bad rows) and releases.json ({} releases)",
+        "wrote {}/{fleet} ({} nodes, {} identities, {} bad rows) and releases.json ({} releases)",
         args.out.display(),
         made.nodes,
         made.identities,

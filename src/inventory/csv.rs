@@ -34,7 +34,12 @@ fn header_positions(
     file: &str,
     header: &::csv::StringRecord,
 ) -> Result<[usize; 4], InventoryError> {
-    let names: Vec<String> = header
+    column_positions(file, &header.iter().collect::<Vec<_>>())
+}
+
+/// Where the four identity columns are among `columns` (by their aliases, in any case).
+pub(super) fn column_positions(file: &str, columns: &[&str]) -> Result<[usize; 4], InventoryError> {
+    let names: Vec<String> = columns
         .iter()
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
         .collect();
@@ -47,7 +52,7 @@ fn header_positions(
                 file: file.to_string(),
                 column: COLUMNS[i],
                 aliases: aliases.join("|"),
-                found: header.iter().collect::<Vec<_>>().join(", "),
+                found: columns.join(", "),
             })?;
     }
     Ok(out)

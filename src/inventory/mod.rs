@@ -3,6 +3,7 @@
 
 mod csv;
 mod json;
+mod parquet;
 
 use polars::prelude::*;
 use std::io::Read;
@@ -132,11 +133,14 @@ pub fn read_inventory(paths: &[PathBuf], strict: bool) -> Result<FleetGroups, In
 fn read_one(path: &Path, fleet: &mut FleetGroups) -> Result<(), InventoryError> {
     let file = path.display().to_string();
     fleet.files.push(file.clone());
-    let mut head = [0u8; 2];
+    let mut head = [0u8; 4];
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut head))
         .map_err(io_err(&file))?;
-    let data = if n == 2 && head == [0x1f, 0x8b] {
+    if n == 4 && &head == parquet::MAGIC {
+        return parquet::read(&file, path, fleet);
+    }
+    let data = if n >= 2 && head[..2] == [0x1f, 0x8b] {
         let compressed = std::fs::File::open(path).map_err(io_err(&file))?;
         let size = compressed.metadata().map_err(io_err(&file))?.len();
         // Fleet CSV compresses about 10:1; 100:1 is generous, and lines are short.
