@@ -239,7 +239,7 @@ fn gzip_bomb_inventories_are_refused_with_the_file_named() {
         let bomb = dir.path().join(name);
         let mut gz = flate2::write::GzEncoder::new(
             std::fs::File::create(&bomb).unwrap(),
-            flate2::Compression::fast(),
+            flate2::Compression::default(),
         );
         gz.write_all(b"node,distribution,distro_version,architecture,kernel_version\n")
             .unwrap();
