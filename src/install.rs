@@ -329,9 +329,7 @@ pub fn install(
     }
     if load && !options.replace {
         for (m, l) in modules.iter().zip(&loaded) {
-            if let Some(l) = l
-                && !same_loaded(m, &Some(l.clone()))
-            {
+            if let Some(l) = l.as_ref().filter(|_| !same_loaded(m, l)) {
                 return Err(InstallError::OtherVersionLoaded {
                     module: m.name.clone(),
                     loaded: l

@@ -3,7 +3,7 @@
 
 use super::{
     BAD_ROW, BadRow, COLUMNS, Data, FleetGroups, InventoryError, OS_IMAGE, absorb, frame_from_rows,
-    group,
+    group, mark_bad_rows,
 };
 use polars::prelude::*;
 use std::io::Read;
@@ -145,19 +145,7 @@ fn scan(data: &Data, header: &::csv::StringRecord, positions: [usize; 4]) -> Opt
         .collect();
     let any_missing = COLUMNS.iter().map(|c| col(*c).is_null()).reduce(Expr::or)?;
     select.push(col("row"));
-    Some(
-        lf.select(select)
-            .with_column(
-                when(any_missing)
-                    .then(col("row"))
-                    .otherwise(lit(NULL).cast(IDX_DTYPE))
-                    .alias(BAD_ROW),
-            )
-            .drop(Selector::ByName {
-                names: ["row".into()].into(),
-                strict: true,
-            }),
-    )
+    Some(mark_bad_rows(lf.select(select), any_missing))
 }
 
 fn row_problem(

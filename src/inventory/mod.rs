@@ -204,6 +204,23 @@ fn sniff(data: &Data) -> std::io::Result<Sniffed> {
 /// stays its own group and keeps its position through the one scan.
 pub(crate) const BAD_ROW: &str = "bad_row";
 
+/// Keeps the four identity columns of a selection with a `row` index, and marks each row where
+/// `missing` holds with its index in `bad_row` (null for good rows): part of the group key, so
+/// every bad row stays its own group and keeps its position through the one scan.
+pub(crate) fn mark_bad_rows(selected: LazyFrame, missing: Expr) -> LazyFrame {
+    selected
+        .with_column(
+            when(missing)
+                .then(col("row"))
+                .otherwise(lit(NULL).cast(IDX_DTYPE))
+                .alias(BAD_ROW),
+        )
+        .drop(Selector::ByName {
+            names: ["row".into()].into(),
+            strict: true,
+        })
+}
+
 /// Reduces one source's rows (a frame with the canonical columns, `os_image` and optionally
 /// `bad_row`) to one row per distinct key with its node count.
 pub(crate) fn group(

@@ -2,7 +2,7 @@
 //! are read (projection pushdown), grouped by the same streaming query as CSV. A row with a
 //! missing field is a bad row named by its 1-based row number.
 
-use super::{BAD_ROW, BadRow, COLUMNS, FleetGroups, InventoryError, absorb, group};
+use super::{BAD_ROW, BadRow, COLUMNS, FleetGroups, InventoryError, absorb, group, mark_bad_rows};
 use polars::prelude::*;
 use std::path::Path;
 
@@ -44,18 +44,7 @@ pub(super) fn read(file: &str, path: &Path, fleet: &mut FleetGroups) -> Result<(
             file: file.to_string(),
             message: "no identity columns".into(),
         })?;
-    let frame = lf
-        .select(select)
-        .with_column(
-            when(missing)
-                .then(col("row"))
-                .otherwise(lit(NULL).cast(IDX_DTYPE))
-                .alias(BAD_ROW),
-        )
-        .drop(Selector::ByName {
-            names: ["row".into()].into(),
-            strict: true,
-        });
+    let frame = mark_bad_rows(lf.select(select), missing);
     let keys = [COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], BAD_ROW];
     let groups = group(file, frame, &keys)?;
     let found = absorb(file, &groups, fleet)?;

@@ -183,7 +183,7 @@ pub(super) async fn try_source(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> 
 /// The requests a source makes before any answer, as the offline plan shows them.
 pub(super) fn first_requests(spec: &SourceSpec, parts: &KernelParts) -> Vec<String> {
     match &spec.protocol {
-        Protocol::RpmRepo { mirrorlist, .. } => rpm_repo::repositories(spec, parts, *mirrorlist)
+        Protocol::RpmRepo { .. } => rpm_repo::repositories(spec, parts)
             .into_iter()
             .map(|r| r.first_request())
             .collect(),

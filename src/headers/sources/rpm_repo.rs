@@ -3,7 +3,7 @@
 
 use super::{Ctx, Outcome, decompress, expanded, join};
 use crate::headers::parts::KernelParts;
-use crate::headers::spec::SourceSpec;
+use crate::headers::spec::{Protocol, SourceSpec};
 use crate::headers::{Checksum, HeaderPackage};
 use quick_xml::events::Event;
 
@@ -26,11 +26,14 @@ impl Repository {
     }
 }
 
-pub(super) fn repositories(
-    spec: &SourceSpec,
-    parts: &KernelParts,
-    mirrorlist: bool,
-) -> Vec<Repository> {
+pub(super) fn repositories(spec: &SourceSpec, parts: &KernelParts) -> Vec<Repository> {
+    let mirrorlist = matches!(
+        spec.protocol,
+        Protocol::RpmRepo {
+            mirrorlist: true,
+            ..
+        }
+    );
     expanded(spec, parts)
         .into_iter()
         .map(|u| {
@@ -45,16 +48,9 @@ pub(super) fn repositories(
 
 pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
     let wanted: Vec<String> = ctx.source.rpm_packages_for(ctx.parts);
-    let mirrorlist = matches!(
-        ctx.source.protocol,
-        crate::headers::spec::Protocol::RpmRepo {
-            mirrorlist: true,
-            ..
-        }
-    );
     // One source's repositories together hold the packages (EL splits BaseOS and AppStream).
     let mut found: Vec<Option<HeaderPackage>> = vec![None; wanted.len()];
-    for repository in repositories(ctx.source, ctx.parts, mirrorlist) {
+    for repository in repositories(ctx.source, ctx.parts) {
         let base = match repository {
             Repository::Base(base) => base,
             Repository::MirrorList(url) => {
