@@ -74,7 +74,8 @@ fn starts_shows_help_quits_and_restores_the_terminal() {
         writer: pty.master.take_writer().unwrap(),
     };
 
-    let screen = term.wait_for("node coverage");
+    // A frame arrives in pieces: wait for its last part before reading the rest.
+    let screen = term.wait_for("identity coverage");
     assert!(screen.contains("SANDBOX http://127.0.0.1:"), "{screen}");
     assert!(screen.contains("1 Overview"), "{screen}");
     assert!(screen.contains("identity coverage"), "{screen}");
