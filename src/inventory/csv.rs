@@ -1,11 +1,8 @@
-//! CSV inventories: header aliases, a lazy polars scan for the counting, and an exact
-//! `csv`-crate pass for file:line reports of bad rows (or for files polars cannot parse).
+//! CSV inventories: header aliases, then the rows counted per identity by the parallel line
+//! scanner, or by the `csv` crate when lines are not records (see [`super::tally`]).
 
-use super::{
-    BAD_ROW, BadRow, COLUMNS, Data, FleetGroups, InventoryError, OS_IMAGE, absorb, frame_from_rows,
-    group, mark_bad_rows,
-};
-use polars::prelude::*;
+use super::tally::{self, Layout, Source, Stop, Tally};
+use super::{COLUMNS, Data, FleetGroups, InventoryError};
 use std::io::Read;
 
 const ALIASES: [&[&str]; 4] = [
@@ -58,202 +55,161 @@ pub(super) fn column_positions(file: &str, columns: &[&str]) -> Result<[usize; 4
     Ok(out)
 }
 
-pub(super) fn read(file: &str, data: Data, fleet: &mut FleetGroups) -> Result<(), InventoryError> {
+pub(super) fn read(
+    file: &str,
+    data: Data,
+    fleet: &mut FleetGroups,
+    exactly: bool,
+) -> Result<(), InventoryError> {
     let io = |source| InventoryError::Io {
         file: file.to_string(),
         source,
     };
-    let header = csv_reader(reader(&data).map_err(io)?)
-        .headers()
-        .cloned()
-        .map_err(|e| InventoryError::Format {
-            file: file.to_string(),
-            message: format!("cannot read the CSV header: {e}"),
-        })?;
+    let mut rdr = csv_reader(reader(&data).map_err(io)?);
+    let header = rdr.headers().cloned().map_err(|e| InventoryError::Format {
+        file: file.to_string(),
+        message: format!("cannot read the CSV header: {e}"),
+    })?;
+    let data_start = rdr.position().byte();
     let positions = header_positions(file, &header)?;
-    let keys = [COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], BAD_ROW];
-    let groups = scan(&data, &header, positions).and_then(|lf| group(file, lf, &keys).ok());
-    let Some(groups) = groups else {
-        // polars rejects ragged or non-UTF-8 files; the csv crate reads them row by row instead.
-        return read_exactly(file, &data, positions, header.len(), fleet);
-    };
-    let found = absorb(file, &groups, fleet)?;
-    if found.bad == 0 {
-        return Ok(());
-    }
-    if lines_are_records(&data).map_err(io)? {
-        let mut located = found.located;
-        located.sort();
-        for (row, reason) in located {
-            fleet.add_bad(BadRow {
-                file: file.to_string(),
-                line: Some(row + 2),
-                reason,
-            });
+    let file_handle;
+    let source: &dyn Source = match &data {
+        Data::Path(p) => {
+            file_handle = std::fs::File::open(p).map_err(io)?;
+            &file_handle
         }
-        Ok(())
+        Data::Bytes(b) => b,
+    };
+    let mut head = vec![0u8; usize::try_from(data_start).unwrap_or(usize::MAX)];
+    let n = source.read_at(&mut head, 0).map_err(io)?;
+    let layout = Layout {
+        data_start,
+        first_line: memchr::memchr_iter(b'\n', &head[..n]).count() as u64 + 1,
+        positions,
+        width: header.len(),
+    };
+    let scanned = if exactly {
+        Err(Stop::NotLines)
     } else {
-        list_bad_rows(file, &data, positions, fleet)
-    }
-}
-
-/// Whether data row `i` is on line `i + 2`: no quotes (so no quoted newlines) and no blank lines.
-fn lines_are_records(data: &Data) -> std::io::Result<bool> {
-    let clean = |bytes: &[u8]| {
-        memchr::memchr(b'"', bytes).is_none()
-            && memchr::memmem::find(bytes, b"\n\n").is_none()
-            && memchr::memmem::find(bytes, b"\n\r\n").is_none()
+        tally::scan(source, layout)
     };
-    let mut r = reader(data)?;
-    // Streamed in chunks, each starting with the previous chunk's last two bytes.
-    let mut buf = vec![0u8; 1 << 20];
-    let mut carry = 0;
-    loop {
-        let n = r.read(&mut buf[carry..])?;
-        if n == 0 {
-            return Ok(true);
-        }
-        let end = carry + n;
-        if !clean(&buf[..end]) {
-            return Ok(false);
-        }
-        carry = end.min(2);
-        buf.copy_within(end - carry..end, 0);
-    }
-}
-
-fn scan(data: &Data, header: &::csv::StringRecord, positions: [usize; 4]) -> Option<LazyFrame> {
-    let reader = match data {
-        Data::Path(p) => LazyCsvReader::new(PlRefPath::new(p.to_str()?)).with_glob(false),
-        Data::Bytes(b) => LazyCsvReader::new_with_sources(ScanSources::Buffers(
-            vec![polars_buffer::Buffer::from(b.clone())].into(),
-        )),
+    let tally = match scanned {
+        Ok(tally) => tally,
+        Err(Stop::Io(e)) => return Err(io(e)),
+        Err(Stop::NotLines) => read_exactly(file, &data, layout)?,
     };
-    let lf = reader
-        .with_has_header(true)
-        .with_infer_schema_length(Some(0))
-        .with_row_index(Some(RowIndex {
-            name: "row".into(),
-            offset: 0,
-        }))
-        .finish()
-        .ok()?;
-    let mut select: Vec<Expr> = positions
-        .iter()
-        .zip(COLUMNS)
-        .map(|(&i, name)| col(header.get(i).unwrap_or_default()).alias(name))
-        .collect();
-    let any_missing = COLUMNS.iter().map(|c| col(*c).is_null()).reduce(Expr::or)?;
-    select.push(col("row"));
-    Some(mark_bad_rows(lf.select(select), any_missing))
-}
-
-fn row_problem(
-    record: &::csv::ByteRecord,
-    positions: [usize; 4],
-    width: Option<usize>,
-) -> Result<[String; 4], String> {
-    if let Some(width) = width
-        && record.len() != width
-    {
-        return Err(format!(
-            "has {} fields but the header has {width}",
-            record.len()
-        ));
-    }
-    let mut out: [String; 4] = Default::default();
-    for (k, &i) in positions.iter().enumerate() {
-        let raw = record.get(i).unwrap_or_default();
-        let text =
-            std::str::from_utf8(raw).map_err(|_| format!("{} is not valid UTF-8", COLUMNS[k]))?;
-        if text.is_empty() {
-            return Err(format!("{} is empty", COLUMNS[k]));
-        }
-        out[k] = text.to_string();
-    }
-    Ok(out)
-}
-
-/// Second pass, only when the scan found rows with missing fields in a file whose lines are not
-/// one record each: names each bad row by its real line.
-fn list_bad_rows(
-    file: &str,
-    data: &Data,
-    positions: [usize; 4],
-    fleet: &mut FleetGroups,
-) -> Result<(), InventoryError> {
-    let mut rdr = csv_reader(reader(data).map_err(|source| InventoryError::Io {
-        file: file.to_string(),
-        source,
-    })?);
-    let mut record = ::csv::ByteRecord::new();
-    loop {
-        match rdr.read_byte_record(&mut record) {
-            Ok(false) => return Ok(()),
-            Ok(true) => {
-                let line = record.position().map(|p| p.line());
-                // The scan reads a missing trailing field as empty, so only emptiness makes a row bad here.
-                if let Err(reason) = row_problem(&record, positions, None) {
-                    fleet.add_bad(BadRow {
-                        file: file.to_string(),
-                        line,
-                        reason,
-                    });
-                }
-            }
-            Err(e) => {
-                return Err(InventoryError::Format {
-                    file: file.to_string(),
-                    message: e.to_string(),
-                });
-            }
-        }
-    }
-}
-
-/// Reads a file polars could not parse, row by row, keeping the good rows.
-fn read_exactly(
-    file: &str,
-    data: &Data,
-    positions: [usize; 4],
-    width: usize,
-    fleet: &mut FleetGroups,
-) -> Result<(), InventoryError> {
-    let mut rdr = csv_reader(reader(data).map_err(|source| InventoryError::Io {
-        file: file.to_string(),
-        source,
-    })?);
-    let mut rows: [Vec<Option<String>>; 5] = Default::default();
-    let mut record = ::csv::ByteRecord::new();
-    loop {
-        match rdr.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {
-                let line = record.position().map(|p| p.line());
-                match row_problem(&record, positions, Some(width)) {
-                    Ok(fields) => {
-                        for (k, f) in fields.into_iter().enumerate() {
-                            rows[k].push(Some(f));
-                        }
-                        rows[4].push(None);
-                    }
-                    Err(reason) => fleet.add_bad(BadRow {
-                        file: file.to_string(),
-                        line,
-                        reason,
-                    }),
-                }
-            }
-            Err(e) => {
-                return Err(InventoryError::Format {
-                    file: file.to_string(),
-                    message: e.to_string(),
-                });
-            }
-        }
-    }
-    let keys = [COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], OS_IMAGE];
-    let groups = group(file, frame_from_rows(file, rows)?, &keys)?;
-    absorb(file, &groups, fleet)?;
+    tally.absorb(file, fleet);
     Ok(())
+}
+
+/// Reads the whole file with the `csv` crate, one record at a time: for files whose lines are
+/// not one record each (quoted newlines), and to check the scanner against.
+pub(super) fn read_exactly(
+    file: &str,
+    data: &Data,
+    layout: Layout,
+) -> Result<Tally, InventoryError> {
+    let lines = LineIndex::new(reader(data).map_err(|source| InventoryError::Io {
+        file: file.to_string(),
+        source,
+    })?);
+    let mut rdr = csv_reader(lines);
+    let mut tally = Tally::default();
+    let mut record = ::csv::ByteRecord::new();
+    loop {
+        match rdr.read_byte_record(&mut record) {
+            Ok(false) => return Ok(tally),
+            Ok(true) => {
+                // The csv crate's own line count skips newlines in quoted fields and after `\r`.
+                let byte = record.position().map(|p| p.byte()).unwrap_or(0);
+                let line = rdr.get_mut().line_at(byte);
+                let field = |k: usize| record.get(layout.positions[k]).unwrap_or_default();
+                tally.record(
+                    line,
+                    record.len(),
+                    layout.width,
+                    [field(0), field(1), field(2), field(3)],
+                );
+            }
+            Err(e) => {
+                return Err(InventoryError::Format {
+                    file: file.to_string(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// A reader that can say on which line a byte it has passed on is: it keeps the chunks read
+/// since the last question (the csv reader's read-ahead, a few KiB) and the newlines before them.
+struct LineIndex<R> {
+    inner: R,
+    window: std::collections::VecDeque<(u64, Vec<u8>)>,
+    newlines_before_window: u64,
+    offset: u64,
+}
+
+impl<R: Read> LineIndex<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            window: Default::default(),
+            newlines_before_window: 0,
+            offset: 0,
+        }
+    }
+
+    /// 1-based line of the record the csv reader says starts at `byte`: that is where the
+    /// previous record ended, so the terminators and blank lines after it are skipped first.
+    /// Records are asked for in increasing order.
+    fn line_at(&mut self, mut byte: u64) -> u64 {
+        for (start, chunk) in &self.window {
+            let Some(from) = byte.checked_sub(*start) else {
+                break;
+            };
+            let from = usize::try_from(from).unwrap_or(usize::MAX);
+            if from >= chunk.len() {
+                continue;
+            }
+            match chunk[from..]
+                .iter()
+                .position(|b| *b != b'\r' && *b != b'\n')
+            {
+                Some(skip) => {
+                    byte += skip as u64;
+                    break;
+                }
+                None => byte = start + chunk.len() as u64,
+            }
+        }
+        while let Some((start, chunk)) = self.window.front() {
+            if start + chunk.len() as u64 > byte {
+                break;
+            }
+            self.newlines_before_window += memchr::memchr_iter(b'\n', chunk).count() as u64;
+            self.window.pop_front();
+        }
+        let within = match self.window.front() {
+            Some((start, chunk)) => {
+                let upto = usize::try_from(byte.saturating_sub(*start))
+                    .unwrap_or(usize::MAX)
+                    .min(chunk.len());
+                memchr::memchr_iter(b'\n', &chunk[..upto]).count() as u64
+            }
+            None => 0,
+        };
+        self.newlines_before_window + within + 1
+    }
+}
+
+impl<R: Read> Read for LineIndex<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.window.push_back((self.offset, buf[..n].to_vec()));
+            self.offset += n as u64;
+        }
+        Ok(n)
+    }
 }

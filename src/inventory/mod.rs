@@ -4,6 +4,7 @@
 mod csv;
 mod json;
 mod parquet;
+mod tally;
 
 use polars::prelude::*;
 use std::io::Read;
@@ -113,9 +114,33 @@ fn io_err(file: &str) -> impl FnOnce(std::io::Error) -> InventoryError + '_ {
 /// With `strict`, any bad row is an error. Inside tokio, call it from a multi-threaded runtime:
 /// polars blocks in place when it finds a runtime.
 pub fn read_inventory(paths: &[PathBuf], strict: bool) -> Result<FleetGroups, InventoryError> {
+    read_with(paths, strict, CsvReader::Scanner)
+}
+
+/// [`read_inventory`] with every CSV file read by the `csv` crate one record at a time: the
+/// slow reference the parallel scanner is checked against (same groups, counts and bad rows).
+pub fn read_inventory_exactly(
+    paths: &[PathBuf],
+    strict: bool,
+) -> Result<FleetGroups, InventoryError> {
+    read_with(paths, strict, CsvReader::Exact)
+}
+
+/// Which reader counts CSV rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CsvReader {
+    Scanner,
+    Exact,
+}
+
+fn read_with(
+    paths: &[PathBuf],
+    strict: bool,
+    csv_reader: CsvReader,
+) -> Result<FleetGroups, InventoryError> {
     let mut fleet = FleetGroups::default();
     for path in paths {
-        read_one(path, &mut fleet)?;
+        read_one(path, &mut fleet, csv_reader)?;
     }
     if strict && fleet.bad_row_count > 0 {
         return Err(InventoryError::Strict {
@@ -130,7 +155,11 @@ pub fn read_inventory(paths: &[PathBuf], strict: bool) -> Result<FleetGroups, In
     Ok(fleet)
 }
 
-fn read_one(path: &Path, fleet: &mut FleetGroups) -> Result<(), InventoryError> {
+fn read_one(
+    path: &Path,
+    fleet: &mut FleetGroups,
+    csv_reader: CsvReader,
+) -> Result<(), InventoryError> {
     let file = path.display().to_string();
     fleet.files.push(file.clone());
     let mut head = [0u8; 4];
@@ -172,7 +201,7 @@ fn read_one(path: &Path, fleet: &mut FleetGroups) -> Result<(), InventoryError> 
             };
             json::read(&file, &bytes, fleet)
         }
-        Sniffed::Csv => csv::read(&file, data, fleet),
+        Sniffed::Csv => csv::read(&file, data, fleet, csv_reader == CsvReader::Exact),
     }
 }
 

@@ -1,0 +1,384 @@
+//! Counting CSV rows per distinct identity without keeping the rows: memory is bounded by the
+//! number of identities (a few thousand), not by the number of nodes.
+//!
+//! Two readers fill the same [`Tally`]: a parallel line scanner (the file split into one byte
+//! range per core, `memchr` over each line) and the `csv` crate, which reads everything exactly
+//! (quoted newlines, lone carriage returns) one record at a time. The scanner gives up, and the
+//! exact reader takes over, as soon as a line is not one whole record. Both check a row the same
+//! way, so identities, counts and bad rows (file:line) are the same whichever ran.
+
+use super::{BadRow, COLUMNS, FleetGroups, MAX_LISTED_BAD_ROWS, RawGroup};
+use std::collections::HashMap;
+
+/// Randomly seeded: a crafted inventory cannot pick colliding keys.
+type Map<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
+
+/// Rows counted per identity key, and the bad rows with their lines.
+#[derive(Default)]
+pub(super) struct Tally {
+    good: Map<u64>,
+    /// Keys already found bad, with the reason: checked once per distinct key.
+    bad_keys: Map<String>,
+    /// (line, reason), the first [`MAX_LISTED_BAD_ROWS`] by line.
+    bad: Vec<(u64, String)>,
+    bad_count: u64,
+    key: Vec<u8>,
+}
+
+/// Why a row is bad, checked field by field in column order (as the exact reader always did).
+fn key_problem(fields: &[&[u8]; 4]) -> Option<String> {
+    for (k, raw) in fields.iter().enumerate() {
+        if std::str::from_utf8(raw).is_err() {
+            return Some(format!("{} is not valid UTF-8", COLUMNS[k]));
+        }
+        if raw.is_empty() {
+            return Some(format!("{} is empty", COLUMNS[k]));
+        }
+    }
+    None
+}
+
+impl Tally {
+    /// Counts one record: `count` fields in all, `fields` the four identity fields.
+    pub(super) fn record(&mut self, line: u64, count: usize, width: usize, fields: [&[u8]; 4]) {
+        if count != width {
+            self.add_bad(
+                line,
+                format!("has {count} fields but the header has {width}"),
+            );
+            return;
+        }
+        self.key.clear();
+        for f in &fields {
+            self.key
+                .extend_from_slice(&u32::try_from(f.len()).unwrap_or(u32::MAX).to_le_bytes());
+            self.key.extend_from_slice(f);
+        }
+        if let Some(n) = self.good.get_mut(self.key.as_slice()) {
+            *n += 1;
+            return;
+        }
+        if let Some(reason) = self.bad_keys.get(self.key.as_slice()) {
+            let reason = reason.clone();
+            self.add_bad(line, reason);
+            return;
+        }
+        match key_problem(&fields) {
+            None => {
+                self.good.insert(self.key.clone(), 1);
+            }
+            Some(reason) => {
+                self.bad_keys.insert(self.key.clone(), reason.clone());
+                self.add_bad(line, reason);
+            }
+        }
+    }
+
+    fn add_bad(&mut self, line: u64, reason: String) {
+        self.bad_count += 1;
+        if self.bad.len() < MAX_LISTED_BAD_ROWS {
+            self.bad.push((line, reason));
+        }
+    }
+
+    /// Adds another tally whose lines are `offset` further down the file.
+    fn merge(&mut self, other: Tally, offset: u64) {
+        for (k, n) in other.good {
+            *self.good.entry(k).or_insert(0) += n;
+        }
+        self.bad_count += other.bad_count;
+        self.bad
+            .extend(other.bad.into_iter().map(|(l, r)| (l + offset, r)));
+        self.bad.sort_by_key(|(l, _)| *l);
+        self.bad.truncate(MAX_LISTED_BAD_ROWS);
+    }
+
+    /// Moves the counts and bad rows into the fleet.
+    pub(super) fn absorb(self, file: &str, fleet: &mut FleetGroups) {
+        for (key, nodes) in self.good {
+            let mut fields = decode(&key).into_iter();
+            let mut next = || fields.next().unwrap_or_default();
+            fleet.groups.push(RawGroup {
+                distribution: next(),
+                distro_version: next(),
+                architecture: next(),
+                kernel_version: next(),
+                os_image: None,
+                nodes,
+            });
+        }
+        let listed = self.bad.len() as u64;
+        for (line, reason) in self.bad {
+            fleet.add_bad(BadRow {
+                file: file.to_string(),
+                line: Some(line),
+                reason,
+            });
+        }
+        fleet.bad_row_count += self.bad_count.saturating_sub(listed);
+    }
+}
+
+/// The four fields of a key (valid UTF-8: only good keys are decoded).
+fn decode(mut key: &[u8]) -> Vec<String> {
+    let mut out = Vec::with_capacity(4);
+    while key.len() >= 4 {
+        let len = u32::from_le_bytes([key[0], key[1], key[2], key[3]]) as usize;
+        let end = (4 + len).min(key.len());
+        out.push(String::from_utf8_lossy(&key[4..end]).into_owned());
+        key = &key[end..];
+    }
+    out
+}
+
+/// Bytes that can be read at an offset: a file (each thread reads its own range) or memory.
+pub(super) trait Source: Sync {
+    fn len(&self) -> std::io::Result<u64>;
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+}
+
+impl Source for std::fs::File {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+}
+
+impl Source for Vec<u8> {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(Vec::len(self) as u64)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(Vec::len(self));
+        let n = buf.len().min(Vec::len(self) - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+/// Where the records are and what they look like.
+#[derive(Clone, Copy)]
+pub(super) struct Layout {
+    /// Byte offset of the first data record (after the header).
+    pub data_start: u64,
+    /// Line number of the first data record.
+    pub first_line: u64,
+    /// Where the four identity columns are.
+    pub positions: [usize; 4],
+    /// Fields in the header.
+    pub width: usize,
+}
+
+/// Read size per thread; a line longer than this sends the file to the exact reader.
+const CHUNK: usize = 4 << 20;
+/// Below this, one thread.
+const PARALLEL_FROM: u64 = 8 << 20;
+
+/// Why the scanner stopped.
+pub(super) enum Stop {
+    /// A line is not one record (a quoted newline, a lone `\r`) or is too long: read exactly.
+    NotLines,
+    Io(std::io::Error),
+}
+
+/// Counts the records of `source` with one thread per core.
+pub(super) fn scan(source: &dyn Source, layout: Layout) -> Result<Tally, Stop> {
+    let len = source.len().map_err(Stop::Io)?;
+    let size = len.saturating_sub(layout.data_start);
+    let threads = if size < PARALLEL_FROM {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(16) as u64
+    };
+    let bounds: Vec<u64> = (0..=threads)
+        .map(|i| layout.data_start + size * i / threads)
+        .collect();
+    let parts: Vec<Result<(Tally, u64), Stop>> = std::thread::scope(|s| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .map(|w| {
+                let (start, end) = (w[0], w[1]);
+                s.spawn(move || scan_range(source, layout, start, end, len))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(Stop::NotLines)))
+            .collect()
+    });
+    let mut total = Tally::default();
+    let mut lines_before = 0u64;
+    for part in parts {
+        let (tally, lines) = part?;
+        total.merge(tally, layout.first_line + lines_before);
+        lines_before += lines;
+    }
+    Ok(total)
+}
+
+/// Counts the lines that start in `[start, end)`. Returns the tally (lines relative to the
+/// range's first line, 0-based) and how many physical lines started in the range.
+fn scan_range(
+    source: &dyn Source,
+    layout: Layout,
+    start: u64,
+    end: u64,
+    len: u64,
+) -> Result<(Tally, u64), Stop> {
+    let mut tally = Tally::default();
+    let mut buf = vec![0u8; CHUNK];
+    // A line starts at `start` only if the byte before it ends a line: read from one byte
+    // earlier and skip to the first line start.
+    let mut pos = if start > layout.data_start {
+        start - 1
+    } else {
+        start
+    };
+    let mut skip_partial = start > layout.data_start;
+    let mut lines = 0u64;
+    let mut filled = 0usize;
+    let mut line_start_pos = pos;
+    loop {
+        if line_start_pos >= end {
+            break;
+        }
+        let n = source.read_at(&mut buf[filled..], pos).map_err(Stop::Io)?;
+        pos += n as u64;
+        filled += n;
+        let at_eof = pos >= len || n == 0;
+        let mut cursor = 0usize;
+        while line_start_pos < end {
+            let rest = &buf[cursor..filled];
+            let (line, next) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], cursor + i + 1),
+                None if at_eof && !rest.is_empty() => (rest, filled),
+                None => break,
+            };
+            if skip_partial {
+                skip_partial = false;
+            } else {
+                on_line(&mut tally, lines, line, layout)?;
+                lines += 1;
+            }
+            line_start_pos += (next - cursor) as u64;
+            cursor = next;
+        }
+        if at_eof {
+            break;
+        }
+        if cursor == 0 && filled == buf.len() {
+            return Err(Stop::NotLines);
+        }
+        buf.copy_within(cursor..filled, 0);
+        filled -= cursor;
+    }
+    Ok((tally, lines))
+}
+
+/// One physical line (without its `\n`).
+fn on_line(tally: &mut Tally, line_no: u64, mut line: &[u8], layout: Layout) -> Result<(), Stop> {
+    if let [rest @ .., b'\r'] = line {
+        line = rest;
+    }
+    if line.is_empty() {
+        return Ok(());
+    }
+    let mut fields: [&[u8]; 4] = [&[]; 4];
+    let mut count = 0usize;
+    let mut field_start = 0usize;
+    let mut at = 0usize;
+    loop {
+        match memchr::memchr3(b',', b'"', b'\r', &line[at..]) {
+            Some(i) if line[at + i] == b',' => {
+                take(
+                    &mut fields,
+                    &layout.positions,
+                    count,
+                    &line[field_start..at + i],
+                );
+                count += 1;
+                at += i + 1;
+                field_start = at;
+            }
+            Some(_) => return quoted_line(tally, line_no, line, layout),
+            None => {
+                take(&mut fields, &layout.positions, count, &line[field_start..]);
+                count += 1;
+                break;
+            }
+        }
+    }
+    tally.record(line_no, count, layout.width, fields);
+    Ok(())
+}
+
+fn take<'a>(fields: &mut [&'a [u8]; 4], positions: &[usize; 4], index: usize, value: &'a [u8]) {
+    for (k, &p) in positions.iter().enumerate() {
+        if p == index {
+            fields[k] = value;
+        }
+    }
+}
+
+/// A line with quotes, read the way the `csv` crate reads a record (RFC 4180 with doubled
+/// quotes; bytes after a closing quote join the field). A line that ends inside quotes, or a
+/// `\r` outside quotes, is not one record.
+fn quoted_line(tally: &mut Tally, line_no: u64, line: &[u8], layout: Layout) -> Result<(), Stop> {
+    #[derive(PartialEq)]
+    enum State {
+        Start,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let mut owned: [Vec<u8>; 4] = Default::default();
+    let mut current = Vec::new();
+    let mut count = 0usize;
+    let mut state = State::Start;
+    let mut finish = |current: &mut Vec<u8>, count: &mut usize| {
+        for (k, &p) in layout.positions.iter().enumerate() {
+            if p == *count {
+                owned[k] = current.clone();
+            }
+        }
+        current.clear();
+        *count += 1;
+    };
+    for &b in line {
+        state = match (state, b) {
+            (State::Quoted, b'"') => State::QuoteInQuoted,
+            (State::Quoted, b) => {
+                current.push(b);
+                State::Quoted
+            }
+            (State::QuoteInQuoted, b'"') => {
+                current.push(b'"');
+                State::Quoted
+            }
+            (_, b'\r') => return Err(Stop::NotLines),
+            (_, b',') => {
+                finish(&mut current, &mut count);
+                State::Start
+            }
+            (State::Start, b'"') => State::Quoted,
+            (_, b) => {
+                current.push(b);
+                State::Unquoted
+            }
+        };
+    }
+    if state == State::Quoted {
+        return Err(Stop::NotLines);
+    }
+    finish(&mut current, &mut count);
+    let [a, b, c, d] = &owned;
+    tally.record(line_no, count, layout.width, [a, b, c, d]);
+    Ok(())
+}

@@ -1,0 +1,232 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The parallel CSV scanner against the `csv` crate read one record at a time: the same
+//! identities, node counts and bad rows (file:line) on every shape of file.
+
+use kfleet::inventory::{FleetGroups, read_inventory, read_inventory_exactly};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+type Group = (String, String, String, String, u64);
+
+fn summary(f: &FleetGroups) -> (Vec<Group>, Vec<String>, u64) {
+    let mut groups: Vec<Group> = f
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.distribution.clone(),
+                g.distro_version.clone(),
+                g.architecture.clone(),
+                g.kernel_version.clone(),
+                g.nodes,
+            )
+        })
+        .collect();
+    groups.sort();
+    let bad = f.bad_rows.iter().map(ToString::to_string).collect();
+    (groups, bad, f.bad_row_count)
+}
+
+/// Reads `path` both ways, asserts they agree, and returns the scanner's result.
+fn both(path: &Path) -> (Vec<Group>, Vec<String>, u64) {
+    let paths = [path.to_path_buf()];
+    let fast = summary(&read_inventory(&paths, false).unwrap());
+    let exact = summary(&read_inventory_exactly(&paths, false).unwrap());
+    assert_eq!(
+        fast,
+        exact,
+        "scanner and csv crate disagree on {}",
+        path.display()
+    );
+    fast
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+const HEADER: &str = "node,distribution,distro_version,architecture,kernel_version\n";
+
+#[test]
+fn small_files_of_every_shape_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let crlf = format!(
+        "{}\r\na,ubuntu,22.04,x86_64,5.15.0-91-generic\r\nb,ubuntu,22.04,x86_64,5.15.0-91-generic\r\n\r\nc,debian,12,,6.1.0-18-amd64\r\n",
+        HEADER.trim_end()
+    ) + "\r\n";
+    let (groups, bad, count) = both(&write(dir.path(), "crlf.csv", crlf.as_bytes()));
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].4, 2);
+    assert_eq!(
+        bad,
+        vec![format!(
+            "{}:5: architecture is empty",
+            dir.path().join("crlf.csv").display()
+        )]
+    );
+    assert_eq!(count, 1);
+
+    let bom = format!(
+        "\u{feff}{HEADER}a,ubuntu,22.04,x86_64,5.15.0-91-generic\n\n\nb,ubuntu,22.04,arm64,5.15.0-91-generic"
+    );
+    let (groups, bad, _) = both(&write(dir.path(), "bom.csv", bom.as_bytes()));
+    assert_eq!(
+        groups.len(),
+        2,
+        "the last line has no newline and still counts"
+    );
+    assert!(bad.is_empty());
+
+    // Quoted fields on one line each: the scanner reads them itself.
+    let quoted = format!(
+        "{HEADER}\"a,1\",\"ubuntu\",\"22.04\",x86_64,\"5.15.0-91-generic\"\n\"say \"\"hi\"\"\",ubuntu,22.04,x86_64,5.15.0-91-generic\n\"q\"x,ubuntu,\"\",x86_64,5.15.0-91-generic\n"
+    );
+    let (groups, bad, _) = both(&write(dir.path(), "quoted.csv", quoted.as_bytes()));
+    assert_eq!(
+        groups,
+        vec![(
+            "ubuntu".into(),
+            "22.04".into(),
+            "x86_64".into(),
+            "5.15.0-91-generic".into(),
+            2
+        )]
+    );
+    assert_eq!(bad.len(), 1);
+    assert!(
+        bad[0].ends_with("quoted.csv:4: distro_version is empty"),
+        "{bad:?}"
+    );
+
+    // A quoted newline: lines are not records, the exact reader takes over.
+    let newline = format!(
+        "{HEADER}\"a\nb\",ubuntu,22.04,x86_64,5.15.0-91-generic\n\nc,ubuntu,22.04,,5.15.0-91-generic\n"
+    );
+    let (_, bad, _) = both(&write(dir.path(), "newline.csv", newline.as_bytes()));
+    assert!(
+        bad[0].ends_with("newline.csv:5: architecture is empty"),
+        "{bad:?}"
+    );
+
+    // A lone carriage return ends a record for the csv crate; the scanner hands over.
+    let lone_cr = format!(
+        "{HEADER}a,ubuntu,22.04,x86_64,5.15.0-91-generic\rb,ubuntu,22.04,x86_64,5.15.0-91-generic\n"
+    );
+    let (groups, _, _) = both(&write(dir.path(), "cr.csv", lone_cr.as_bytes()));
+    assert_eq!(groups[0].4, 2);
+
+    let mut ragged =
+        format!("{HEADER}a,ubuntu,22.04,x86_64,5.15.0-91-generic,extra\nb,ubuntu\n").into_bytes();
+    ragged.extend_from_slice(b"d,ubuntu,22.04,x86_64,5.15.0-\xff-generic\n");
+    let (groups, bad, count) = both(&write(dir.path(), "ragged.csv", &ragged));
+    assert!(groups.is_empty());
+    assert_eq!(count, 3);
+    assert!(
+        bad[0].ends_with(":2: has 6 fields but the header has 5"),
+        "{bad:?}"
+    );
+    assert!(
+        bad[1].ends_with(":3: has 2 fields but the header has 5"),
+        "{bad:?}"
+    );
+    assert!(
+        bad[2].ends_with(":4: kernel_version is not valid UTF-8"),
+        "{bad:?}"
+    );
+
+    // Gzip: decompressed in memory, then scanned the same way.
+    let gz = dir.path().join("fleet.csv.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::default(),
+    );
+    enc.write_all(crlf.as_bytes()).unwrap();
+    enc.finish().unwrap();
+    let (groups, bad, _) = both(&gz);
+    assert_eq!(groups[0].4, 2);
+    assert!(
+        bad[0].ends_with("fleet.csv.gz:5: architecture is empty"),
+        "{bad:?}"
+    );
+}
+
+/// A file large enough to be split between threads, with bad rows, quotes, CRLF and blank lines
+/// spread through it: every bad row keeps its exact line across the split points.
+#[test]
+fn a_file_split_between_threads_keeps_exact_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = String::from(HEADER);
+    let mut line = 1u64;
+    let mut expected_bad = Vec::new();
+    let mut good = 0u64;
+    for i in 0..300_000u64 {
+        line += 1;
+        match i % 997 {
+            0 => {
+                body.push_str(&format!("n{i},ubuntu,22.04,,5.15.0-{}-generic\n", i % 40));
+                expected_bad.push(line);
+            }
+            1 => {
+                body.push('\n');
+            }
+            2 => {
+                body.push_str(&format!(
+                    "\"n{i}\",\"ubuntu\",22.04,x86_64,5.15.0-{}-generic\r\n",
+                    i % 40
+                ));
+                good += 1;
+            }
+            _ => {
+                body.push_str(&format!(
+                    "n{i},ubuntu,22.04,x86_64,5.15.0-{}-generic\n",
+                    i % 40
+                ));
+                good += 1;
+            }
+        }
+    }
+    assert!(
+        body.len() > 12 << 20,
+        "big enough for several ranges: {}",
+        body.len()
+    );
+    let path = write(dir.path(), "big.csv", body.as_bytes());
+    let (groups, bad, count) = both(&path);
+    assert_eq!(groups.len(), 40);
+    assert_eq!(groups.iter().map(|g| g.4).sum::<u64>(), good);
+    assert_eq!(count, expected_bad.len() as u64);
+    let lines: Vec<u64> = bad
+        .iter()
+        .map(|b| b.rsplit(':').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(lines, expected_bad);
+}
+
+/// Past the listing limit, bad rows are counted, and the listed ones are the first by line.
+#[test]
+fn many_bad_rows_list_the_first_thousand() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = String::from(HEADER);
+    for i in 0..250_000u64 {
+        if i % 50 == 0 {
+            body.push_str(&format!("n{i},debian,12,x86_64,\n"));
+        } else {
+            body.push_str(&format!("n{i},debian,12,x86_64,6.1.0-{}-amd64\n", i % 30));
+        }
+    }
+    let (_, bad, count) = both(&write(dir.path(), "many.csv", body.as_bytes()));
+    assert_eq!(count, 5000);
+    assert_eq!(bad.len(), 1000);
+    assert!(
+        bad[0].ends_with(":2: kernel_version is empty"),
+        "{}",
+        bad[0]
+    );
+    assert!(
+        bad[999].ends_with(&format!(":{}: kernel_version is empty", 999 * 50 + 2)),
+        "{}",
+        bad[999]
+    );
+}
