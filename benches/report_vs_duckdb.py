@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Benchmark `kfleet report` against the same coverage query in DuckDB, in one run.
 
-Generates fleets with `kfleet gen-fleet`, then runs each engine as its own process several times
-and records wall time and peak resident memory (getrusage of the child). Prints a Markdown table
-and writes it to OUT/report-bench.md.
+Generates fleets with `kfleet gen-fleet` (CSV, and Parquet with the same rows), then runs each
+engine as its own process several times on the same file and records wall time, CPU time and
+peak resident memory (getrusage of the child). With --dashboard, also times the dashboard from
+start to its first full screen in a pseudo-terminal. Prints Markdown tables and writes them to
+OUT/report-bench.md.
 
-    python3 benches/report_vs_duckdb.py --sizes 1000000,10000000 --runs 5
+    python3 benches/report_vs_duckdb.py --sizes 1000000,10000000,100000000 --formats csv,parquet --runs 3 --dashboard
 
 DuckDB comes from PyPI into OUT/venv on first use. Both engines use every core of the machine.
 The DuckDB query does the same relational work (CSV scan, group-by per identity with the
@@ -46,7 +48,7 @@ WITH g AS (
          CASE architecture WHEN 'amd64' THEN 'x86_64' WHEN 'arm64' THEN 'aarch64' ELSE architecture END
          || '/' || kernel_version AS key,
          count(*) AS n
-  FROM read_csv('{fleet}', header = true, all_varchar = true)
+  FROM {"read_parquet" if fleet.endswith(".parquet") else "read_csv"}('{fleet}'{"" if fleet.endswith(".parquet") else ", header = true, all_varchar = true"})
   WHERE distribution IS NOT NULL AND distro_version IS NOT NULL
     AND architecture IS NOT NULL AND kernel_version IS NOT NULL
   GROUP BY ALL
@@ -68,7 +70,7 @@ print(rows)
 
 
 def run_measured(cmd, env=None):
-    """Runs cmd, returns (seconds, peak RSS in MiB)."""
+    """Runs cmd, returns (wall seconds, CPU seconds, peak RSS in MiB)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -77,7 +79,57 @@ def run_measured(cmd, env=None):
     err = proc.stderr.read().decode(errors="replace")
     if proc.returncode != 0:
         sys.exit(f"{cmd[0]} failed ({proc.returncode}): {err[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024.0
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+
+
+def dashboard_first_screen(kfleet, fleet, releases, marker=b"q quit"):
+    """Starts the dashboard in a pseudo-terminal; seconds until its first full screen is drawn
+    (the footer, the last row of the first frame, has arrived; the report is computed before the
+    first frame), then quits it with q."""
+    import fcntl
+    import pty
+    import select
+    import signal
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.environ["TERM"] = "xterm-256color"
+        os.execv(kfleet, [kfleet, "tui", "-i", str(fleet), "-r", str(releases)])
+    start = time.perf_counter()
+    seen = b""
+    elapsed = None
+    try:
+        while time.perf_counter() - start < 600:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen = (seen + chunk)[-4096:]
+            if marker in seen:
+                elapsed = time.perf_counter() - start
+                break
+        os.write(fd, b"q")
+        for _ in range(50):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    if elapsed is None:
+        sys.exit("the dashboard never drew its first screen")
+    return elapsed
 
 
 def ensure_duckdb(out: Path) -> str:
@@ -94,6 +146,8 @@ def main():
     ap.add_argument("--sizes", default="1000000,10000000", help="node counts, comma-separated")
     ap.add_argument("--runs", type=int, default=5, help="runs per engine and size (median is reported)")
     ap.add_argument("--out", default=str(ROOT / "bench-out"), help="work directory")
+    ap.add_argument("--formats", default="csv,parquet", help="inventory formats, comma-separated")
+    ap.add_argument("--dashboard", action="store_true", help="also time the dashboard's first screen (CSV)")
     ap.add_argument("--kfleet", help="kfleet binary (default: build it with cargo build --release)")
     args = ap.parse_args()
     out = Path(args.out)
@@ -110,6 +164,8 @@ def main():
     ).stdout.strip()
 
     rows = []
+    screens = []
+    duck = f"DuckDB {duck_version}"
     for size in [int(s) for s in args.sizes.split(",")]:
         data = out / f"fleet-{size}"
         if not (data / "fleet.csv").exists():
@@ -117,32 +173,61 @@ def main():
                 [kfleet, "gen-fleet", "--nodes", str(size), "--seed", "1", "--out", str(data)],
                 check=True, stdout=subprocess.DEVNULL,
             )
-        csv_mib = (data / "fleet.csv").stat().st_size / 2**20
-        engines = {
-            "kfleet report": [kfleet, "report", "-i", str(data / "fleet.csv"), "-r", str(data / "releases.json"),
-                              "--format", "json"],
-            f"DuckDB {duck_version}": [python, "-c", DUCKDB_SCRIPT, str(data / "fleet.csv"),
-                                       str(data / "releases.json"), "v0.5.16"],
-        }
-        results = {name: [] for name in engines}
-        for _ in range(args.runs):
-            # Interleave the engines so both see the same machine state and page cache.
-            for name, cmd in engines.items():
-                results[name].append(run_measured(cmd))
-        base = statistics.median(t for t, _ in results[f"DuckDB {duck_version}"])
-        for name, samples in results.items():
-            wall = statistics.median(t for t, _ in samples)
-            rss = max(m for _, m in samples)
-            rows.append((f"{size:,}", f"{csv_mib:,.0f} MiB", name, wall, rss, wall / base))
+        for fmt in args.formats.split(","):
+            if fmt == "csv":
+                fleet = data / "fleet.csv"
+            else:
+                pq = out / f"fleet-{size}-parquet"
+                fleet = pq / "fleet.parquet"
+                if not fleet.exists():
+                    subprocess.run(
+                        [kfleet, "gen-fleet", "--nodes", str(size), "--seed", "1", "--out", str(pq),
+                         "--format", "parquet"],
+                        check=True, stdout=subprocess.DEVNULL,
+                    )
+            mib = fleet.stat().st_size / 2**20
+            engines = {
+                "kfleet report": [kfleet, "report", "-i", str(fleet), "-r", str(data / "releases.json"),
+                                  "--format", "json"],
+                duck: [python, "-c", DUCKDB_SCRIPT, str(fleet), str(data / "releases.json"), "v0.5.16"],
+            }
+            results = {name: [] for name in engines}
+            for _ in range(args.runs):
+                # Interleave the engines so both see the same machine state and page cache.
+                for name, cmd in engines.items():
+                    results[name].append(run_measured(cmd))
+            base = statistics.median(t for t, _, _ in results[duck])
+            for name, samples in results.items():
+                wall = statistics.median(t for t, _, _ in samples)
+                cpu = statistics.median(c for _, c, _ in samples)
+                rss = max(m for _, _, m in samples)
+                rows.append((f"{size:,}", fmt, f"{mib:,.0f} MiB", name, wall, cpu, rss, wall / base))
+            if args.dashboard and fmt == "csv":
+                report = statistics.median(t for t, _, _ in results["kfleet report"])
+                first = statistics.median(
+                    dashboard_first_screen(kfleet, fleet, data / "releases.json") for _ in range(args.runs)
+                )
+                screens.append((f"{size:,}", report, first, first / report))
 
     lines = [
-        f"Machine: {os.cpu_count()} cores; {args.runs} runs per cell, median wall time, peak RSS over the runs.",
+        f"Machine: {os.cpu_count()} cores; {args.runs} runs per cell, median wall and CPU time, "
+        "peak RSS over the runs.",
         "",
-        "| nodes | fleet.csv | engine | median wall | peak RSS | wall vs DuckDB |",
-        "|---:|---:|---|---:|---:|---:|",
+        "| nodes | input | size | engine | median wall | CPU | peak RSS | wall vs DuckDB |",
+        "|---:|---|---:|---|---:|---:|---:|---:|",
     ]
-    for size, mib, name, wall, rss, ratio in rows:
-        lines.append(f"| {size} | {mib} | {name} | {wall:.2f} s | {rss:,.0f} MiB | {ratio:.2f}x |")
+    for size, fmt, mib, name, wall, cpu, rss, ratio in rows:
+        lines.append(
+            f"| {size} | {fmt} | {mib} | {name} | {wall:.2f} s | {cpu:.2f} s | {rss:,.0f} MiB | {ratio:.2f}x |"
+        )
+    if screens:
+        lines += [
+            "",
+            "| nodes | report wall | dashboard first screen | ratio |",
+            "|---:|---:|---:|---:|",
+        ]
+        for size, report, first, ratio in screens:
+            lines.append(f"| {size} | {report:.2f} s | {first:.2f} s | {ratio:.2f}x |")
     table = "\n".join(lines) + "\n"
     (out / "report-bench.md").write_text(table)
     print(table)

@@ -323,25 +323,59 @@ fn releases(spec: &FleetSpec, ids: &[KernelIdentity], rng: &mut fastrand::Rng) -
     out
 }
 
-/// Rewrites a generated fleet CSV as Parquet (every column a string, as inventories export them),
-/// atomically.
+/// Rewrites a generated fleet CSV as Parquet (every column a string, an empty field null, as
+/// inventories export them), atomically, one row group per million rows: memory stays bounded
+/// at any fleet size.
 pub fn csv_to_parquet(csv: &Path, parquet: &Path) -> Result<(), ReportError> {
     use polars::prelude::*;
-    let failed = |e: PolarsError| ReportError::Encode(format!("{}: {e}", csv.display()));
-    let location = csv
-        .to_str()
-        .ok_or_else(|| ReportError::Encode(format!("{}: not a UTF-8 path", csv.display())))?;
-    let mut frame = LazyCsvReader::new(PlRefPath::new(location))
-        .with_has_header(true)
-        .with_infer_schema_length(Some(0))
-        .finish()
-        .and_then(LazyFrame::collect)
-        .map_err(failed)?;
+    const ROWS_PER_GROUP: usize = 1_000_000;
+    let failed = |e: &dyn std::fmt::Display| ReportError::Encode(format!("{}: {e}", csv.display()));
+    let mut rdr = ::csv::Reader::from_path(csv).map_err(|e| failed(&e))?;
+    let names: Vec<PlSmallStr> = rdr
+        .headers()
+        .map_err(|e| failed(&e))?
+        .iter()
+        .map(PlSmallStr::from)
+        .collect();
+    let schema: Schema = names
+        .iter()
+        .map(|n| Field::new(n.clone(), DataType::String))
+        .collect();
+    let io = |e: PolarsError| std::io::Error::other(e.to_string());
     write_atomic_with(parquet, |w| {
-        ParquetWriter::new(w)
-            .finish(&mut frame)
-            .map(|_| ())
-            .map_err(std::io::Error::other)
+        let mut writer = ParquetWriter::new(w).batched(&schema).map_err(io)?;
+        let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
+        let mut rows = 0usize;
+        let mut record = ::csv::StringRecord::new();
+        let mut flush = |columns: &mut Vec<Vec<Option<String>>>| -> std::io::Result<()> {
+            let frame = DataFrame::new_infer_height(
+                names
+                    .iter()
+                    .zip(columns.iter_mut())
+                    .map(|(n, c)| Column::new(n.clone(), std::mem::take(c)))
+                    .collect(),
+            )
+            .map_err(io)?;
+            writer.write_batch(&frame).map_err(io)
+        };
+        while rdr
+            .read_record(&mut record)
+            .map_err(std::io::Error::other)?
+        {
+            for (i, column) in columns.iter_mut().enumerate() {
+                let field = record.get(i).unwrap_or_default();
+                column.push((!field.is_empty()).then(|| field.to_string()));
+            }
+            rows += 1;
+            if rows == ROWS_PER_GROUP {
+                flush(&mut columns)?;
+                rows = 0;
+            }
+        }
+        if rows > 0 {
+            flush(&mut columns)?;
+        }
+        writer.finish().map(|_| ()).map_err(io)
     })
 }
 

@@ -98,7 +98,7 @@ pub(super) fn read(
         Err(Stop::Io(e)) => return Err(io(e)),
         Err(Stop::NotLines) => read_exactly(file, &data, layout)?,
     };
-    tally.absorb(file, fleet);
+    tally.absorb(file, fleet, tally::Position::Line);
     Ok(())
 }
 

@@ -229,29 +229,8 @@ fn sniff(data: &Data) -> std::io::Result<Sniffed> {
     })
 }
 
-/// Row index of a bad CSV row (null for good rows); part of the group key so every bad row
-/// stays its own group and keeps its position through the one scan.
-pub(crate) const BAD_ROW: &str = "bad_row";
-
-/// Keeps the four identity columns of a selection with a `row` index, and marks each row where
-/// `missing` holds with its index in `bad_row` (null for good rows): part of the group key, so
-/// every bad row stays its own group and keeps its position through the one scan.
-pub(crate) fn mark_bad_rows(selected: LazyFrame, missing: Expr) -> LazyFrame {
-    selected
-        .with_column(
-            when(missing)
-                .then(col("row"))
-                .otherwise(lit(NULL).cast(IDX_DTYPE))
-                .alias(BAD_ROW),
-        )
-        .drop(Selector::ByName {
-            names: ["row".into()].into(),
-            strict: true,
-        })
-}
-
-/// Reduces one source's rows (a frame with the canonical columns, `os_image` and optionally
-/// `bad_row`) to one row per distinct key with its node count.
+/// Reduces one source's rows (a frame with the canonical columns and `os_image`) to one row per
+/// distinct key with its node count.
 pub(crate) fn group(
     file: &str,
     frame: LazyFrame,
@@ -268,20 +247,12 @@ pub(crate) fn group(
         })
 }
 
-/// What [`absorb`] found besides the good groups.
-pub(crate) struct Absorbed {
-    /// Rows with a missing field.
-    pub bad: u64,
-    /// Their 0-based data-row indices and reasons, when the frame carried `bad_row`.
-    pub located: Vec<(u64, String)>,
-}
-
-/// Moves grouped rows into `fleet`. Groups with a missing required field are bad rows.
+/// Moves grouped rows into `fleet`, skipping groups with a missing required field.
 pub(crate) fn absorb(
     file: &str,
     groups: &DataFrame,
     fleet: &mut FleetGroups,
-) -> Result<Absorbed, InventoryError> {
+) -> Result<(), InventoryError> {
     let polars_err = |source| InventoryError::Polars {
         file: file.to_string(),
         source,
@@ -303,11 +274,6 @@ pub(crate) fn absorb(
         }
     };
     let nodes = u64_column("nodes")?.unwrap_or_default();
-    let bad_row = u64_column(BAD_ROW)?;
-    let mut out = Absorbed {
-        bad: 0,
-        located: Vec::new(),
-    };
     for i in 0..groups.height() {
         let n = nodes.get(i).unwrap_or(0);
         let field = |k: usize| strs[k].and_then(|ca| ca.get(i));
@@ -318,11 +284,8 @@ pub(crate) fn absorb(
             .iter()
             .enumerate()
             .find(|(k, f)| f.is_none() && !(*k == 1 && os_image.is_some()));
-        if let Some((k, _)) = missing {
-            out.bad += n;
-            if let Some(row) = bad_row.as_ref().and_then(|b| b.get(i)) {
-                out.located.push((row, format!("{} is empty", COLUMNS[k])));
-            }
+        // The JSON readers report such rows themselves before grouping.
+        if missing.is_some() {
             continue;
         }
         fleet.groups.push(RawGroup {
@@ -334,7 +297,7 @@ pub(crate) fn absorb(
             nodes: n,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Builds a frame with the canonical columns from row vectors (JSON sources, CSV fallback).

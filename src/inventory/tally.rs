@@ -93,8 +93,9 @@ impl Tally {
         self.bad.truncate(MAX_LISTED_BAD_ROWS);
     }
 
-    /// Moves the counts and bad rows into the fleet.
-    pub(super) fn absorb(self, file: &str, fleet: &mut FleetGroups) {
+    /// Moves the counts and bad rows into the fleet; bad rows are named by their line, or for a
+    /// table without lines (Parquet) by their row in the reason.
+    pub(super) fn absorb(self, file: &str, fleet: &mut FleetGroups, at: Position) {
         for (key, nodes) in self.good {
             let mut fields = decode(&key).into_iter();
             let mut next = || fields.next().unwrap_or_default();
@@ -108,15 +109,30 @@ impl Tally {
             });
         }
         let listed = self.bad.len() as u64;
-        for (line, reason) in self.bad {
-            fleet.add_bad(BadRow {
-                file: file.to_string(),
-                line: Some(line),
-                reason,
+        for (n, reason) in self.bad {
+            fleet.add_bad(match at {
+                Position::Line => BadRow {
+                    file: file.to_string(),
+                    line: Some(n),
+                    reason,
+                },
+                Position::Row => BadRow {
+                    file: file.to_string(),
+                    line: None,
+                    reason: format!("row {n}: {reason}"),
+                },
             });
         }
         fleet.bad_row_count += self.bad_count.saturating_sub(listed);
     }
+}
+
+/// What the numbers a [`Tally`] records bad rows by are.
+pub(super) enum Position {
+    /// 1-based lines of a text file.
+    Line,
+    /// 1-based rows of a table.
+    Row,
 }
 
 /// The four fields of a key (valid UTF-8: only good keys are decoded).
