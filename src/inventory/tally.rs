@@ -82,7 +82,7 @@ impl Tally {
     }
 
     /// Adds another tally whose lines are `offset` further down the file.
-    fn merge(&mut self, other: Tally, offset: u64) {
+    pub(super) fn merge(&mut self, other: Tally, offset: u64) {
         for (k, n) in other.good {
             *self.good.entry(k).or_insert(0) += n;
         }
