@@ -80,8 +80,15 @@ pub(super) fn read(
         }
         Data::Bytes(b) => b,
     };
+    // The header's own lines (a quoted header field may hold a newline).
     let mut head = vec![0u8; usize::try_from(data_start).unwrap_or(usize::MAX)];
-    let n = source.read_at(&mut head, 0).map_err(io)?;
+    let mut n = 0;
+    while n < head.len() {
+        match source.read_at(&mut head[n..], n as u64).map_err(io)? {
+            0 => break,
+            read => n += read,
+        }
+    }
     let layout = Layout {
         data_start,
         first_line: memchr::memchr_iter(b'\n', &head[..n]).count() as u64 + 1,
