@@ -27,23 +27,19 @@ fn kfleet() -> Command {
     cmd
 }
 
-fn small_report(extra: &[&str]) -> Value {
-    let out = kfleet()
-        .arg("report")
-        .arg("--inventory")
-        .arg(fixture("small-fleet.csv"))
-        .arg("--releases")
-        .arg(fixture("small-releases.json"))
-        .args(["--format", "json"])
-        .args(extra)
-        .output()
-        .unwrap();
+/// Runs `cmd`, asserts it succeeded (showing its stderr if not) and returns its stdout.
+fn stdout_of(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.stdout
+}
+
+fn small_report(extra: &[&str]) -> Value {
+    serde_json::from_str(&fixture_report("json", extra)).unwrap()
 }
 
 #[test]
@@ -408,18 +404,17 @@ sha256:00000000000000000000000000000000000000000000000000000000000000ca\n"
 
 /// `kfleet report` of the fixture fleet against the fixture releases in `format`.
 fn fixture_report(format: &str, extra: &[&str]) -> String {
-    let out = kfleet()
-        .arg("report")
-        .arg("-i")
-        .arg(fixture("small-fleet.csv"))
-        .arg("-r")
-        .arg(fixture("small-releases.json"))
-        .args(["--format", format])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
+    let out = stdout_of(
+        kfleet()
+            .arg("report")
+            .arg("-i")
+            .arg(fixture("small-fleet.csv"))
+            .arg("-r")
+            .arg(fixture("small-releases.json"))
+            .args(["--format", format])
+            .args(extra),
+    );
+    String::from_utf8(out).unwrap()
 }
 
 #[test]
@@ -593,15 +588,10 @@ fn parquet_inventories_report_like_their_csv() {
     let dir = tempfile::tempdir().unwrap();
     let (pq, csv) = (dir.path().join("pq"), dir.path().join("csv"));
     for (out, format) in [(&pq, "parquet"), (&csv, "csv")] {
-        let made = kfleet()
-            .args(["gen-fleet", "--nodes", "20000", "--format", format, "--out"])
-            .arg(out)
-            .output()
-            .unwrap();
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
+        stdout_of(
+            kfleet()
+                .args(["gen-fleet", "--nodes", "20000", "--format", format, "--out"])
+                .arg(out),
         );
     }
     assert_eq!(
@@ -615,18 +605,12 @@ fn parquet_inventories_report_like_their_csv() {
         for i in inventories {
             cmd.arg("-i").arg(i);
         }
-        let out = cmd
-            .arg("-r")
-            .arg(csv.join("releases.json"))
-            .args(["--format", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = stdout_of(
+            cmd.arg("-r")
+                .arg(csv.join("releases.json"))
+                .args(["--format", "json"]),
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_slice(&out).unwrap()
     };
     let from_parquet = json(&[&pq.join("fleet.parquet")]);
     let from_csv = json(&[&csv.join("fleet.csv")]);

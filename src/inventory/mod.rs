@@ -247,7 +247,8 @@ pub(crate) fn group(
         })
 }
 
-/// Moves grouped rows into `fleet`, skipping groups with a missing required field.
+/// Moves grouped rows into `fleet`. The JSON readers group only rows they checked (a NodeList
+/// row may lack a distro version: the OS has none).
 pub(crate) fn absorb(
     file: &str,
     groups: &DataFrame,
@@ -279,15 +280,6 @@ pub(crate) fn absorb(
         let field = |k: usize| strs[k].and_then(|ca| ca.get(i));
         let fields = [field(0), field(1), field(2), field(3)];
         let os_image = field(4);
-        // A NodeList row may lack a distro version (the OS has none); every other field is required.
-        let missing = fields
-            .iter()
-            .enumerate()
-            .find(|(k, f)| f.is_none() && !(*k == 1 && os_image.is_some()));
-        // The JSON readers report such rows themselves before grouping.
-        if missing.is_some() {
-            continue;
-        }
         fleet.groups.push(RawGroup {
             distribution: fields[0].unwrap_or("").to_string(),
             distro_version: fields[1].unwrap_or("").to_string(),
@@ -300,7 +292,7 @@ pub(crate) fn absorb(
     Ok(())
 }
 
-/// Builds a frame with the canonical columns from row vectors (JSON sources, CSV fallback).
+/// Builds a frame with the canonical columns from row vectors (the JSON readers).
 pub(crate) fn frame_from_rows(
     file: &str,
     rows: [Vec<Option<String>>; 5],

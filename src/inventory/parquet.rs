@@ -3,7 +3,7 @@
 //! tally as CSV: memory is bounded by the slice and the identities, not the fleet. A row with a
 //! missing field is a bad row named by its 1-based row number.
 
-use super::tally::{Position, Tally};
+use super::tally::{Position, Tally, on_threads};
 use super::{FleetGroups, InventoryError};
 use polars::prelude::*;
 use std::path::Path;
@@ -95,21 +95,9 @@ pub(super) fn read(file: &str, path: &Path, fleet: &mut FleetGroups) -> Result<(
         }
         Ok(tally)
     };
-    let parts: Vec<Result<Tally, InventoryError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|first| s.spawn(move || read_slices(first)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(InventoryError::Format {
-                        file: file.to_string(),
-                        message: "a reader thread failed".into(),
-                    })
-                })
-            })
-            .collect()
+    let parts = on_threads(threads, read_slices, || InventoryError::Format {
+        file: file.to_string(),
+        message: "a reader thread failed".into(),
     });
     let mut tally = Tally::default();
     for part in parts {

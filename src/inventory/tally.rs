@@ -216,19 +216,12 @@ pub(super) fn scan(source: &dyn Source, layout: Layout) -> Result<Tally, Stop> {
     let bounds: Vec<u64> = (0..=threads)
         .map(|i| layout.data_start + size * i / threads)
         .collect();
-    let parts: Vec<Result<(Tally, u64), Stop>> = std::thread::scope(|s| {
-        let handles: Vec<_> = bounds
-            .windows(2)
-            .map(|w| {
-                let (start, end) = (w[0], w[1]);
-                s.spawn(move || scan_range(source, layout, start, end, len))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(Err(Stop::NotLines)))
-            .collect()
-    });
+    let parts = on_threads(
+        threads as usize,
+        |i| scan_range(source, layout, bounds[i], bounds[i + 1], len),
+        // A range that panicked is read again by the exact reader.
+        || Stop::NotLines,
+    );
     let mut total = Tally::default();
     let mut lines_before = 0u64;
     for part in parts {
@@ -237,6 +230,23 @@ pub(super) fn scan(source: &dyn Source, layout: Layout) -> Result<Tally, Stop> {
         lines_before += lines;
     }
     Ok(total)
+}
+
+/// Runs `work(0..n)` on `n` threads and returns their results in order; a thread that panicked
+/// gives `panicked()`.
+pub(super) fn on_threads<T: Send, E: Send>(
+    n: usize,
+    work: impl Fn(usize) -> Result<T, E> + Sync,
+    panicked: impl Fn() -> E,
+) -> Vec<Result<T, E>> {
+    std::thread::scope(|s| {
+        let work = &work;
+        let handles: Vec<_> = (0..n).map(|i| s.spawn(move || work(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(panicked())))
+            .collect()
+    })
 }
 
 /// Counts the lines that start in `[start, end)`. Returns the tally (lines relative to the

@@ -344,7 +344,7 @@ impl GithubClient {
                 }
                 Some(body) => self.octo._post(call.url, Some(body)).await,
             }
-            .map_err(|e| transport_message(&e))?;
+            .map_err(|e| crate::net::error_chain(&e))?;
             let (parts, body) = res.into_parts();
             let body = body
                 .collect()
@@ -352,7 +352,7 @@ impl GithubClient {
                 .map_err(|e| {
                     format!(
                         "the connection dropped while reading the body: {}",
-                        transport_message(&e)
+                        crate::net::error_chain(&e)
                     )
                 })?
                 .to_bytes();
@@ -549,10 +549,6 @@ impl GithubClient {
             not_modified: all_cached,
         })
     }
-}
-
-fn transport_message(e: &octocrab::Error) -> String {
-    crate::net::error_chain(e)
 }
 
 fn is_rate_limited(r: &Response) -> bool {
