@@ -16,6 +16,7 @@ use kfleet::forge::{
 use kfleet::identity::KernelIdentity;
 use kfleet::sample::real_identities;
 use kfleet::service::{ServiceOptions, ServiceState, router};
+use kfleet::state::Store;
 use sha2::Digest;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -110,12 +111,14 @@ async fn storm(label: &str, pacing: Duration) -> Outcome {
             driver_version: String::new(),
             deadline: Duration::from_secs(900),
             cancel_on_timeout: false,
-            state_dir: state_dir.path().to_path_buf(),
+            claim_lease: Duration::from_secs(60),
             dispatch_interval: pacing,
             batch_workflow: "build-batch.yml".into(),
         },
-    )
-    .expect("planner");
+        Store::in_dir(state_dir.path())
+            .await
+            .expect("state store opens"),
+    );
     let state = ServiceState::new(
         dyn_forge,
         planner,
@@ -125,8 +128,7 @@ async fn storm(label: &str, pacing: Duration) -> Outcome {
             rate_per_client: 1e9,
             ..ServiceOptions::default()
         },
-    )
-    .expect("service");
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

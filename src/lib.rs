@@ -25,5 +25,6 @@ pub mod report;
 #[cfg(feature = "fleet")]
 pub mod sample;
 pub mod service;
+pub mod state;
 #[cfg(feature = "fleet")]
 pub mod tui;

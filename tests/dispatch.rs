@@ -13,6 +13,7 @@ use kfleet::forge::{
     read_release_file,
 };
 use kfleet::identity::KernelIdentity;
+use kfleet::state::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +58,7 @@ fn quick(queue_ms: u64, run_ms: u64) -> Simulation {
     }
 }
 
-fn planner(sb: &Sandbox, state_dir: &Path, deadline: Duration, cancel: bool) -> Planner {
+async fn planner(sb: &Sandbox, state_dir: &Path, deadline: Duration, cancel: bool) -> Planner {
     let client = GithubClient::new(
         &sb.base_url(),
         REPO.parse().unwrap(),
@@ -81,12 +82,12 @@ fn planner(sb: &Sandbox, state_dir: &Path, deadline: Duration, cancel: bool) -> 
             driver_version: "v1.1.0".into(),
             deadline,
             cancel_on_timeout: cancel,
-            state_dir: state_dir.to_path_buf(),
+            claim_lease: Duration::from_secs(60),
             dispatch_interval: Duration::ZERO,
             batch_workflow: "build-batch.yml".into(),
         },
+        Store::in_dir(state_dir).await.unwrap(),
     )
-    .unwrap()
 }
 
 fn id(key: &str) -> KernelIdentity {
@@ -105,7 +106,7 @@ async fn one(p: &Planner, key: &str) -> Decision {
 async fn ten_concurrent_requests_in_one_process_make_one_run() {
     let sb = sandbox(quick(60_000, 1000)).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = Arc::new(planner(&sb, dir.path(), Duration::from_secs(900), false));
+    let p = Arc::new(planner(&sb, dir.path(), Duration::from_secs(900), false).await);
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let p = p.clone();
@@ -125,15 +126,15 @@ async fn ten_concurrent_requests_in_one_process_make_one_run() {
 }
 
 #[tokio::test]
-async fn the_ledger_keeps_a_restart_from_dispatching_again() {
-    // The run stays out of listings, as GitHub's listing lags: only the ledger knows of it.
+async fn the_state_store_keeps_a_restart_from_dispatching_again() {
+    // The run stays out of listings, as GitHub's listing lags: only the store knows of it.
     let sb = sandbox(Simulation {
         listing_delay: Duration::from_secs(60),
         ..quick(60_000, 1000)
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let first = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    let first = planner(&sb, dir.path(), Duration::from_secs(900), false).await;
     let Decision::Dispatched {
         run_id, request_id, ..
     } = one(&first, MISSING).await
@@ -141,7 +142,7 @@ async fn the_ledger_keeps_a_restart_from_dispatching_again() {
         panic!("first request dispatches");
     };
     drop(first);
-    let restarted = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    let restarted = planner(&sb, dir.path(), Duration::from_secs(900), false).await;
     assert_eq!(
         one(&restarted, MISSING).await,
         Decision::Building {
@@ -154,7 +155,7 @@ async fn the_ledger_keeps_a_restart_from_dispatching_again() {
     assert_eq!(sb.dispatches(), 1);
 
     let elsewhere = tempfile::tempdir().unwrap();
-    let amnesiac = planner(&sb, elsewhere.path(), Duration::from_secs(900), false);
+    let amnesiac = planner(&sb, elsewhere.path(), Duration::from_secs(900), false).await;
     assert!(matches!(
         one(&amnesiac, MISSING).await,
         Decision::Dispatched { .. }
@@ -162,7 +163,7 @@ async fn the_ledger_keeps_a_restart_from_dispatching_again() {
     assert_eq!(
         sb.dispatches(),
         2,
-        "without the ledger the lagging listing lets a second run through"
+        "without the store the lagging listing lets a second run through"
     );
 }
 
@@ -174,7 +175,7 @@ async fn a_server_without_run_details_gets_the_plain_dispatch() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let p = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false).await;
     let Decision::Dispatched {
         run_id, request_id, ..
     } = one(&p, MISSING).await
@@ -183,15 +184,17 @@ async fn a_server_without_run_details_gets_the_plain_dispatch() {
     };
     assert!(run_id > 0);
     assert_eq!(sb.dispatches(), 1, "the rejected request started nothing");
-    let ledger = std::fs::read_to_string(dir.path().join("ledger.jsonl")).unwrap();
-    assert!(ledger.contains(&request_id) && ledger.contains(&run_id.to_string()));
+    let records = p.store().by_request_id(&request_id).await.unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].run_id, Some(run_id));
+    assert_eq!(records[0].phase, kfleet::state::Phase::Dispatched);
 }
 
 #[tokio::test]
 async fn a_502_on_dispatch_is_resent_only_when_no_run_started() {
     let sb = sandbox(quick(60_000, 1000)).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false).await;
     sb.set_faults(Faults {
         dispatch_errors: 1,
         ..Faults::default()
@@ -229,6 +232,7 @@ async fn invalid_and_available_identities_never_dispatch() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
     let p = planner(&sb, dir.path(), Duration::from_secs(900), false)
+        .await
         .on_decided(move |key, d| log.lock().unwrap().push(format!("{key}: {}", d.describe())));
     let parsed = kfleet::builds::parse_keys(&[
         "fedora/39/x86_64/6.2.9-300.fc38.x86_64".to_string(),
@@ -263,8 +267,9 @@ async fn a_run_past_the_deadline_is_timed_out_and_cancelled() {
     let clock = ManualClock::new();
     let sb = sandbox_on(quick(0, 3_600_000), clock.clone().into()).await;
     let dir = tempfile::tempdir().unwrap();
-    let p =
-        planner(&sb, dir.path(), Duration::from_secs(900), true).with_clock(clock.clone().into());
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), true)
+        .await
+        .with_clock(clock.clone().into());
     let Decision::Dispatched { run_id, .. } = one(&p, MISSING).await else {
         panic!("dispatches");
     };
@@ -389,8 +394,9 @@ async fn matrix_dispatch_chunks_at_256_and_uploads_every_artifact() {
     let clock = ManualClock::new();
     let sb = sandbox_on(quick(0, 200_000), clock.clone().into()).await;
     let dir = tempfile::tempdir().unwrap();
-    let p =
-        planner(&sb, dir.path(), Duration::from_secs(900), false).with_clock(clock.clone().into());
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false)
+        .await
+        .with_clock(clock.clone().into());
     let keys: Vec<String> = (1..=600)
         .map(|n| format!("ubuntu/22.04/x86_64/5.15.0-{}-generic", 1000 + n))
         .chain(std::iter::once(
@@ -534,7 +540,7 @@ async fn a_second_machine_sees_every_page_of_queued_runs() {
         .map(|i| format!("amazonlinux/2023/x86_64/6.1.{i}-1.1.amzn2023.x86_64"))
         .collect();
     let first = tempfile::tempdir().unwrap();
-    let a = planner(&sb, first.path(), Duration::from_secs(900), false);
+    let a = planner(&sb, first.path(), Duration::from_secs(900), false).await;
     let decided = a.plan_many(&ids(&keys), false).await.unwrap();
     assert!(
         decided
@@ -544,7 +550,7 @@ async fn a_second_machine_sees_every_page_of_queued_runs() {
     assert_eq!(sb.dispatches(), 130);
 
     let second = tempfile::tempdir().unwrap();
-    let b = planner(&sb, second.path(), Duration::from_secs(900), false);
+    let b = planner(&sb, second.path(), Duration::from_secs(900), false).await;
     let again = b.plan_many(&ids(&keys), false).await.unwrap();
     let building = again
         .iter()
@@ -559,7 +565,7 @@ async fn a_second_machine_sees_every_page_of_queued_runs() {
 async fn builds_are_keyed_by_identity_and_driver_version() {
     let sb = sandbox(quick(600_000, 1000)).await;
     let dir = tempfile::tempdir().unwrap();
-    let p = planner(&sb, dir.path(), Duration::from_secs(900), false);
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false).await;
     assert!(matches!(
         one(&p, MISSING).await,
         Decision::Dispatched { .. }
@@ -574,7 +580,7 @@ async fn builds_are_keyed_by_identity_and_driver_version() {
     assert!(matches!(one(&p, MISSING).await, Decision::Building { .. }));
     // A second machine, without this ledger, also tells the two apart by the run titles.
     let other = tempfile::tempdir().unwrap();
-    let q = planner(&sb, other.path(), Duration::from_secs(900), false);
+    let q = planner(&sb, other.path(), Duration::from_secs(900), false).await;
     let seen = q
         .plan_for_version(&[id(MISSING)], "v1.0.0")
         .await

@@ -12,6 +12,7 @@ use kfleet::forge::{
     Forge, RetryPolicy, SandboxForge, SandboxOptions, Simulation, read_release_file,
 };
 use kfleet::service::{ServiceOptions, ServiceState, serve};
+use kfleet::state::Store;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -122,14 +123,14 @@ async fn service_with(
             driver_version: String::new(),
             deadline,
             cancel_on_timeout: false,
-            state_dir: state_dir.to_path_buf(),
+            claim_lease: Duration::from_secs(60),
             dispatch_interval: Duration::ZERO,
             batch_workflow: "build-batch.yml".into(),
         },
+        Store::in_dir(state_dir).await.unwrap(),
     )
-    .unwrap()
     .with_clock(clock);
-    let state = ServiceState::new(forge, planner, template, options).unwrap();
+    let state = ServiceState::new(forge, planner, template, options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -354,8 +355,10 @@ async fn bad_requests_get_their_codes() {
             .text()
             .await
             .unwrap(),
-        "ok\n"
+        "ok\nstore: sqlite ok\n"
     );
+    let ready = reqwest::get(format!("{}/readyz", svc.url)).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
     assert_eq!(f.sandbox().dispatches(), 0);
     svc.stop().await;
 }
@@ -607,7 +610,7 @@ fn ensure_without_a_service_goes_to_the_forge_directly() {
     drop(sandbox);
 }
 
-/// The id a node gets is on disk before the node gets it.
+/// The id a node gets is in the state store before the node gets it.
 #[tokio::test]
 async fn an_accepted_request_is_recorded_before_the_answer() {
     let f = forge(60_000, 60_000).await;
@@ -616,28 +619,32 @@ async fn an_accepted_request_is_recorded_before_the_answer() {
     let (code, body) = post(&svc.url, &missing_body()).await;
     assert_eq!(code, 202, "{body}");
     let id = body["id"].as_str().unwrap();
-    let ledger = kfleet::builds::ledger::Ledger::open(dir.path())
-        .unwrap()
-        .load()
-        .unwrap();
-    let accepted = &ledger.accepted[id];
+    let store = Store::in_dir(dir.path()).await.unwrap();
+    let records = store.by_request_id(id).await.unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(
-        accepted.key,
+        records[0].key,
         "amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64"
     );
-    assert_eq!(accepted.driver_version.as_deref(), Some("v1.1.0"));
+    assert_eq!(records[0].driver_version, "v1.1.0");
+    assert!(records[0].phase.is_open(), "{records:?}");
     svc.stop().await;
 }
 
-/// A crash after the 202 and before the dispatch was recorded: the restarted service dispatches
-/// that very id once, so a node polling it gets its build; an id older than the deadline fails
-/// with a reason instead of building for nobody.
+/// The ledger of an older kfleet, where a crash came after the 202 and before the dispatch was
+/// recorded: the store imports it on first start, and the service dispatches that very id once,
+/// so a node polling it gets its build; an id older than the deadline fails with a reason instead
+/// of building for nobody. The old file is kept beside the database.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_crash_between_the_answer_and_the_dispatch_loses_no_id() {
-    use kfleet::builds::ledger::{Ledger, LedgerEvent, LedgerRecord};
+async fn an_old_ledger_is_imported_and_its_undispatched_ids_are_built() {
+    use kfleet::state::ledger::{LedgerEvent, LedgerRecord};
     let f = forge(0, 60_000).await;
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut lines = String::new();
+    let mut append = |r: &LedgerRecord| {
+        lines.push_str(&serde_json::to_string(r).unwrap());
+        lines.push('\n');
+    };
     let accepted = |key: &str, rid: &str, ago: chrono::Duration| LedgerRecord {
         at: chrono::Utc::now() - ago,
         event: LedgerEvent::Accepted,
@@ -649,21 +656,17 @@ async fn a_crash_between_the_answer_and_the_dispatch_loses_no_id() {
         driver_version: Some("v1.1.0".into()),
     };
     let key = "amazonlinux/2023/x86_64/6.1.66-91.160.amzn2023.x86_64";
-    ledger
-        .append(&accepted(key, "r-crashed", chrono::Duration::seconds(5)))
-        .unwrap();
-    ledger
-        .append(&accepted(
-            "ubuntu/22.04/x86_64/5.15.0-1034-aws",
-            "r-stale",
-            chrono::Duration::hours(2),
-        ))
-        .unwrap();
+    append(&accepted(key, "r-crashed", chrono::Duration::seconds(5)));
+    append(&accepted(
+        "ubuntu/22.04/x86_64/5.15.0-1034-aws",
+        "r-stale",
+        chrono::Duration::hours(2),
+    ));
     // Accepted, dispatched and finished, then superseded by a later build of the same kernel:
     // neither planned again nor reported as lost.
     let earlier = "fedora/40/x86_64/6.8.9-300.fc40.x86_64";
     let mut done = accepted(earlier, "r-done", chrono::Duration::minutes(3));
-    ledger.append(&done).unwrap();
+    append(&done);
     for (rid, event) in [
         ("r-done", LedgerEvent::Dispatched),
         ("r-done", LedgerEvent::Finished),
@@ -674,8 +677,9 @@ async fn a_crash_between_the_answer_and_the_dispatch_loses_no_id() {
         done.request_id = rid.into();
         done.run_id = Some(7);
         done.conclusion = (event == LedgerEvent::Finished).then(|| "success".into());
-        ledger.append(&done).unwrap();
+        append(&done);
     }
+    std::fs::write(dir.path().join("ledger.jsonl"), lines).unwrap();
 
     let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
     let seen = poll_status(&svc.url, "r-crashed", |st| st["status"] == "in_progress").await;
@@ -689,7 +693,7 @@ async fn a_crash_between_the_answer_and_the_dispatch_loses_no_id() {
     assert_eq!(stale["status"], "failed");
     assert_eq!(
         stale["reason"],
-        "no dispatch was recorded for this request before the build service restarted; ask again"
+        "no dispatch was recorded for this request before its build service stopped; ask again"
     );
     assert_eq!(status(&svc.url, "r-done").await.0, 404);
     assert_eq!(f.sandbox().dispatches(), 1, "only the fresh one is built");
@@ -699,6 +703,8 @@ async fn a_crash_between_the_answer_and_the_dispatch_loses_no_id() {
         "{}",
         runs[0].display_title
     );
+    assert!(!dir.path().join("ledger.jsonl").exists());
+    assert!(dir.path().join("ledger.jsonl.imported").exists());
     svc.stop().await;
 }
 
@@ -924,27 +930,48 @@ async fn the_service_holds_against_hostile_clients() {
     svc.stop().await;
 }
 
-/// Ids older than twice the deadline are forgotten (the ledger keeps them): memory does not
-/// grow with every request ever made.
+/// A build past its deadline settles as timed out (a new request starts a new build); settled
+/// builds are deleted from the store after the retention, so it does not grow with every
+/// request ever made.
 #[tokio::test]
-async fn old_ids_are_pruned() {
+async fn settled_builds_are_pruned_after_the_retention() {
     let clock = ManualClock::new();
     let f = forge_on(3_600_000, 1000, clock.clone().into()).await;
     let dir = tempfile::tempdir().unwrap();
-    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let svc = service_with(
+        f.clone(),
+        dir.path(),
+        ServiceOptions {
+            retention: Duration::from_secs(3600),
+            sweep_interval: Duration::from_millis(20),
+            ..test_options()
+        },
+    )
+    .await;
     let (_, first) = post(&svc.url, &missing_body()).await;
     let first = first["id"].as_str().unwrap().to_string();
-    assert_eq!(status(&svc.url, &first).await.0, 200);
-    clock.advance(Duration::from_secs(2 * 900 - 1));
+    poll_status(&svc.url, &first, |st| st["run_url"].is_string()).await;
+    clock.advance(Duration::from_secs(901));
+    let (code, st) = status(&svc.url, &first).await;
+    assert_eq!((code, st["status"].as_str()), (200, Some("timed_out")));
+    let (_, second) = post(&svc.url, &missing_body()).await;
+    assert_ne!(
+        second["id"], first,
+        "a timed-out build does not hold the kernel"
+    );
+
+    clock.advance(Duration::from_secs(3599));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         status(&svc.url, &first).await.0,
         200,
-        "kept until twice the deadline"
+        "kept for the retention"
     );
     clock.advance(Duration::from_secs(2));
-    let mut other = missing_body();
-    other["kernel_version"] = json!("6.1.70-1.1.amzn2023.x86_64");
-    assert_eq!(post(&svc.url, &other).await.0, 202);
-    assert_eq!(status(&svc.url, &first).await.0, 404);
+    let started = std::time::Instant::now();
+    while status(&svc.url, &first).await.0 != 404 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never pruned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     svc.stop().await;
 }

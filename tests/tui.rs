@@ -9,6 +9,7 @@ use kfleet::builds::Decision;
 use kfleet::coverage::{self, BuildStates, CoverageOptions, CoverageReport};
 use kfleet::forge::{WorkflowRun, index_assets, read_release_file, select_release};
 use kfleet::inventory::read_inventory;
+use kfleet::state::Store;
 use kfleet::tui::app::{Action, App, Effect, Mode, Pending, Tab};
 use kfleet::tui::views::{Theme, render};
 use ratatui::Terminal;
@@ -314,12 +315,12 @@ mod with_the_sandbox {
                 driver_version: "v1.1.0".into(),
                 deadline: Duration::from_secs(900),
                 cancel_on_timeout: false,
-                state_dir: state.to_path_buf(),
+                claim_lease: Duration::from_secs(60),
                 dispatch_interval: Duration::ZERO,
                 batch_workflow: "build-batch.yml".into(),
             },
+            Store::in_dir(state).await.unwrap(),
         )
-        .unwrap()
         .with_clock(clock.clone().into());
         let fleet = read_inventory(&[fixtures.join("small-fleet.csv")], false).unwrap();
         let dash = Arc::new(Dashboard {

@@ -1,9 +1,9 @@
 //! Batch dispatch: identities that need a build go out through the batch workflow, at most 256
 //! per matrix run and within GitHub's 65,535 characters of inputs.
 
-use super::ledger::LedgerEvent;
-use super::{BuildError, Decision, Planner, new_request_id};
+use super::{BuildError, Decision, Planner, building, new_request_id};
 use crate::identity::KernelIdentity;
+use crate::state::{Claim, NewClaim, Phase};
 
 /// GitHub's limits for one batch dispatch: jobs per matrix, characters of inputs.
 pub const MAX_MATRIX_JOBS: usize = 256;
@@ -62,15 +62,41 @@ impl Planner {
             .collect();
         for chunk in chunk_batch(&wanted, MAX_MATRIX_JOBS, BATCH_INPUT_BUDGET) {
             let rid = new_request_id();
+            // Each identity is claimed under the batch's request id; one another process holds
+            // is left to that process.
+            let mut claims = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                let key = id.key();
+                let claim = NewClaim {
+                    request_id: &rid,
+                    key: &key,
+                    driver_version,
+                    owner: &self.owner,
+                    now: self.clock.now(),
+                    lease: self.config.claim_lease,
+                };
+                match self.store.claim(&claim).await? {
+                    Claim::Won(record) => claims.push((id, record)),
+                    Claim::Held(other) => {
+                        for (_, d) in decisions.iter_mut().filter(|(i, _)| *i == id) {
+                            *d = building(&other);
+                        }
+                    }
+                }
+            }
+            if claims.is_empty() {
+                continue;
+            }
+            let batch: Vec<&KernelIdentity> = claims.iter().map(|(id, _)| id).collect();
             let identities =
-                serde_json::to_string(&chunk).map_err(|e| BuildError::Inputs(e.to_string()))?;
+                serde_json::to_string(&batch).map_err(|e| BuildError::Inputs(e.to_string()))?;
             let inputs = workflow_inputs([
                 ("identities", identities),
                 ("driver_version", driver_version.to_string()),
                 ("request_id", rid.clone()),
             ]);
             self.pace(last_dispatch).await;
-            let run = self
+            let dispatched = self
                 .client
                 .dispatch(
                     &self.config.batch_workflow,
@@ -78,16 +104,23 @@ impl Planner {
                     &inputs,
                     &rid,
                 )
-                .await?;
-            for id in &chunk {
-                let key = id.key();
-                self.record(
-                    LedgerEvent::Dispatched,
-                    &key,
-                    &rid,
-                    driver_version,
-                    Some(&run),
-                )?;
+                .await;
+            let run = match dispatched {
+                Ok(run) => run,
+                Err(e) => {
+                    let reason = format!("the batch dispatch failed: {e}");
+                    for (_, record) in &claims {
+                        self.store
+                            .settle(record, Phase::Failed, Some(&reason), self.clock.now())
+                            .await?;
+                    }
+                    return Err(e.into());
+                }
+            };
+            for (id, record) in &claims {
+                self.store
+                    .mark_dispatched(record, run.id, run.html_url.as_deref(), self.clock.now())
+                    .await?;
                 for (_, d) in decisions.iter_mut().filter(|(i, _)| i == id) {
                     *d = Decision::Dispatched {
                         run_id: run.id,

@@ -1,9 +1,9 @@
-//! Builds: one planner for every dispatch path (validate, asset exists?, run under way?, ledger
-//! says dispatched?, then dispatch), single-flight within a process and a lock across processes.
+//! Builds: one planner for every dispatch path (validate, asset exists?, build open in the state
+//! store?, run under way?, claim, then dispatch), single-flight within a process and an atomic
+//! claim in the store across processes and replicas.
 
 mod batch;
 mod decision;
-pub mod ledger;
 #[cfg(feature = "fleet")]
 mod states;
 
@@ -17,11 +17,10 @@ use crate::artifacts::{index_assets, select_release};
 use crate::clock::SharedClock;
 use crate::forge::{Forge, ForgeError, WorkflowRun};
 use crate::identity::KernelIdentity;
+use crate::state::{BuildRecord, Claim, NewClaim, Phase, Store, StoreError};
 use batch::workflow_inputs;
 use chrono::Utc;
-use ledger::{Ledger, LedgerError, LedgerEvent, LedgerRecord};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,8 +35,8 @@ pub struct PlannerConfig {
     pub deadline: Duration,
     /// Cancel runs found past the deadline.
     pub cancel_on_timeout: bool,
-    /// Holds the ledger and the dispatch lock.
-    pub state_dir: PathBuf,
+    /// How long a claim gives its holder to dispatch before another process may take it over.
+    pub claim_lease: Duration,
     /// Pause between dispatches, to stay under GitHub's ~80 content-creating requests a minute.
     pub dispatch_interval: Duration,
     /// Workflow that builds a JSON list of identities as a matrix (`--matrix`).
@@ -49,16 +48,11 @@ pub enum BuildError {
     #[error(transparent)]
     Forge(#[from] ForgeError),
     #[error(transparent)]
-    Ledger(#[from] LedgerError),
+    Store(#[from] StoreError),
     #[error("release {0}: {1}")]
     Release(String, String),
     #[error("cannot encode the workflow inputs: {0}")]
     Inputs(String),
-    #[error("cannot take the dispatch lock {path}: {source}")]
-    Lock {
-        path: String,
-        source: std::io::Error,
-    },
 }
 
 /// Hears each identity key and its decision as the planner reaches it.
@@ -68,7 +62,9 @@ pub struct Planner {
     client: Arc<dyn Forge>,
     template: AssetTemplate,
     config: PlannerConfig,
-    ledger: Ledger,
+    store: Store,
+    /// This process as a claim holder.
+    owner: String,
     /// Single-flight within the process: one check-and-dispatch at a time; holds when the last
     /// dispatch went out, for pacing.
     inflight: tokio::sync::Mutex<Option<tokio::time::Instant>>,
@@ -95,20 +91,21 @@ impl Planner {
         client: Arc<dyn Forge>,
         template: AssetTemplate,
         config: PlannerConfig,
-    ) -> Result<Self, BuildError> {
-        let ledger = Ledger::open(&config.state_dir)?;
-        Ok(Self {
+        store: Store,
+    ) -> Self {
+        Self {
             client,
             template,
             config,
-            ledger,
+            store,
+            owner: crate::state::owner_name(),
             inflight: tokio::sync::Mutex::new(None),
             on_decided: None,
             clock: SharedClock::default(),
-        })
+        }
     }
 
-    /// Reads time from `clock` (ledger records, the run window, deadlines) instead of the system.
+    /// Reads time from `clock` (build records, the run window, deadlines) instead of the system.
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
@@ -124,31 +121,17 @@ impl Planner {
         self
     }
 
-    pub fn ledger(&self) -> &Ledger {
-        &self.ledger
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
-    async fn lock_across_processes(&self) -> Result<std::fs::File, BuildError> {
-        let path = self.config.state_dir.join("dispatch.lock");
-        let shown = path.display().to_string();
-        tokio::task::spawn_blocking(move || {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            file.lock()?;
-            Ok(file)
-        })
-        .await
-        .map_err(|e| BuildError::Lock {
-            path: shown.clone(),
-            source: std::io::Error::other(e),
-        })?
-        .map_err(|source| BuildError::Lock {
-            path: shown,
-            source,
-        })
+    /// This process's name on the claims it holds.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    pub fn config(&self) -> &PlannerConfig {
+        &self.config
     }
 
     /// Plans (and unless `dry_run`, dispatches) each identity, in order, one run each.
@@ -211,7 +194,6 @@ impl Planner {
         request_id: Option<&str>,
     ) -> Result<Vec<(KernelIdentity, Decision)>, BuildError> {
         let mut last_dispatch = self.inflight.lock().await;
-        let _lock = self.lock_across_processes().await?;
         let listing = self.client.list_releases().await?;
         let release = select_release(&listing.releases, Some(driver_version))
             .map_err(|e| BuildError::Release(driver_version.to_string(), e.to_string()))?;
@@ -237,11 +219,16 @@ impl Planner {
                 }
             }
         }
-        // Read under the lock: another process may have just dispatched.
-        let ledger = self.ledger.load()?;
-        if let Some(tail) = &ledger.torn_tail {
-            tracing::warn!("{tail}");
-        }
+        // Read after the listings: a build another process opened since is seen here, and one
+        // it opens from now on makes this process's claim fail.
+        let open: HashMap<String, BuildRecord> = self
+            .store
+            .open_builds()
+            .await?
+            .into_iter()
+            .filter(|b| b.driver_version == driver_version)
+            .map(|b| (b.key.clone(), b))
+            .collect();
         let mut out = Vec::with_capacity(ids.len());
         let mut dispatched_now: HashMap<String, (u64, Option<String>, String)> = HashMap::new();
         for identity in ids {
@@ -267,9 +254,7 @@ impl Planner {
                     .decide(
                         identity,
                         driver_version,
-                        ledger
-                            .entries
-                            .get(&(key.clone(), driver_version.to_string())),
+                        open.get(&key),
                         running.get(&key),
                         dry_run || matrix,
                         request_id,
@@ -311,73 +296,47 @@ impl Planner {
         &self,
         identity: &KernelIdentity,
         driver_version: &str,
-        entry: Option<&ledger::LedgerEntry>,
+        open: Option<&BuildRecord>,
         running: Option<&WorkflowRun>,
         dry_run: bool,
         request_id: Option<&str>,
         last_dispatch: &mut Option<tokio::time::Instant>,
     ) -> Result<Decision, BuildError> {
         let key = identity.key();
-        if let Some(entry) = entry.filter(|e| e.is_open()) {
-            // `None`: the run is gone (retention, or a sandbox that restarted): the entry is over.
-            let known: Option<Option<WorkflowRun>> = match entry.run_id {
-                Some(id) => match self.client.get_run(id).await {
-                    Ok(run) => Some(Some(run)),
-                    Err(ForgeError::NotFound { .. }) => {
-                        self.record_id(
-                            LedgerEvent::Finished,
-                            &key,
-                            &entry.request_id,
-                            entry.run_id,
-                            Some("run-not-found".into()),
-                        )?;
-                        None
-                    }
-                    Err(e) => return Err(e.into()),
-                },
-                None => Some(None),
-            };
-            match known {
-                None => {}
-                Some(Some(run)) if run.is_finished() => {
-                    self.record(
-                        LedgerEvent::Finished,
-                        &key,
-                        &entry.request_id,
-                        driver_version,
-                        Some(&run),
-                    )?;
-                    if run.succeeded() {
-                        return Ok(Decision::Available {
-                            asset: self.template.render(identity, driver_version),
-                            url: run.html_url,
-                            digest: None,
-                        });
+        let lease = self.config.claim_lease;
+        // A claim this call holds: the service's own (made when it answered the node), or one
+        // whose holder stopped before it dispatched.
+        let mut mine: Option<BuildRecord> = None;
+        if let Some(open) = open {
+            match open.phase {
+                Phase::Dispatched => {
+                    if let Some(decision) = self.follow(identity, driver_version, open).await? {
+                        return Ok(decision);
                     }
                 }
-                Some(run) => {
-                    let overdue = self
-                        .clock
-                        .now()
-                        .signed_duration_since(entry.dispatched_at)
-                        .to_std()
-                        .is_ok_and(|age| age > self.config.deadline);
-                    let url = run
-                        .as_ref()
-                        .and_then(|r| r.html_url.clone())
-                        .or(entry.url.clone());
-                    if !overdue {
-                        return Ok(Decision::Building {
-                            run_id: entry.run_id,
-                            status: run.and_then(|r| r.status),
-                            url,
-                            request_id: Some(entry.request_id.clone()),
-                        });
-                    }
-                    return self
-                        .time_out(&key, &entry.request_id, entry.run_id, url)
-                        .await;
+                _ if request_id == Some(open.request_id.as_str())
+                    && open.owner.as_deref() == Some(self.owner.as_str()) =>
+                {
+                    mine = Some(open.clone());
                 }
+                _ if open.claim_expired(self.clock.now()) && !dry_run => {
+                    match self
+                        .store
+                        .take_over(open, &self.owner, self.clock.now(), lease)
+                        .await?
+                    {
+                        Some(taken) => {
+                            tracing::info!(
+                                "took over the claim {} on {key} {driver_version}: its holder {} did not dispatch within its lease",
+                                taken.request_id,
+                                open.owner.as_deref().unwrap_or("?")
+                            );
+                            mine = Some(taken);
+                        }
+                        None => return Ok(building(open)),
+                    }
+                }
+                _ => return Ok(building(open)),
             }
         }
         if let Some(run) = running {
@@ -387,11 +346,14 @@ impl Planner {
                 .and_then(|c| self.clock.now().signed_duration_since(c).to_std().ok())
                 .is_some_and(|age| age > self.config.deadline);
             if overdue {
-                let rid = run
-                    .identity()
-                    .map(|(_, r)| r.to_string())
-                    .unwrap_or_default();
-                return self.time_out(&key, &rid, Some(run.id), url).await;
+                return self.time_out(mine.as_ref(), Some(run.id), url).await;
+            }
+            // The run a stopped holder started before it could record it, or one started
+            // outside this store: the claim's nodes follow it.
+            if let Some(claim) = &mine {
+                self.store
+                    .mark_dispatched(claim, run.id, url.as_deref(), self.clock.now())
+                    .await?;
             }
             return Ok(Decision::Building {
                 run_id: Some(run.id),
@@ -403,51 +365,162 @@ impl Planner {
         if dry_run {
             return Ok(Decision::WouldDispatch);
         }
-        let rid = request_id
-            .map(str::to_string)
-            .unwrap_or_else(new_request_id);
+        let claim = match mine {
+            Some(claim) => claim,
+            None => {
+                let rid = request_id
+                    .map(str::to_string)
+                    .unwrap_or_else(new_request_id);
+                let claim = NewClaim {
+                    request_id: &rid,
+                    key: &key,
+                    driver_version,
+                    owner: &self.owner,
+                    now: self.clock.now(),
+                    lease,
+                };
+                match self.store.claim(&claim).await? {
+                    Claim::Won(record) => record,
+                    Claim::Held(other) => return Ok(building(&other)),
+                }
+            }
+        };
         let inputs = workflow_inputs([
             ("kernel_version", identity.kernel_version.clone()),
             ("architecture", identity.architecture.as_str().to_string()),
             ("distribution", identity.distribution.as_str().to_string()),
             ("distro_version", identity.distro_version.clone()),
             ("driver_version", driver_version.to_string()),
-            ("request_id", rid.clone()),
+            ("request_id", claim.request_id.clone()),
         ]);
         self.pace(last_dispatch).await;
-        let run = self
+        // After the wait, the claim must still be this process's, with a whole lease ahead for
+        // the dispatch to be made and recorded.
+        if !self
+            .store
+            .renew(&claim, &self.owner, self.clock.now(), lease)
+            .await?
+        {
+            let now_open = self.store.open_build(&key, driver_version).await?;
+            return Ok(building(now_open.as_ref().unwrap_or(&claim)));
+        }
+        let run = match self
             .client
-            .dispatch(&self.config.workflow, &self.config.git_ref, &inputs, &rid)
+            .dispatch(
+                &self.config.workflow,
+                &self.config.git_ref,
+                &inputs,
+                &claim.request_id,
+            )
+            .await
+        {
+            Ok(run) => run,
+            Err(e) => {
+                let reason = format!("the dispatch failed: {e}");
+                self.store
+                    .settle(&claim, Phase::Failed, Some(&reason), self.clock.now())
+                    .await?;
+                return Err(e.into());
+            }
+        };
+        self.store
+            .mark_dispatched(&claim, run.id, run.html_url.as_deref(), self.clock.now())
             .await?;
-        self.record(
-            LedgerEvent::Dispatched,
-            &key,
-            &rid,
-            driver_version,
-            Some(&run),
-        )?;
         Ok(Decision::Dispatched {
             run_id: run.id,
             url: run.html_url,
-            request_id: rid,
+            request_id: claim.request_id,
         })
+    }
+
+    /// Where a dispatched build stands: `None` when it is over without an artifact (or its run
+    /// is gone), so a new build may start.
+    async fn follow(
+        &self,
+        identity: &KernelIdentity,
+        driver_version: &str,
+        open: &BuildRecord,
+    ) -> Result<Option<Decision>, BuildError> {
+        let run = match open.run_id {
+            Some(id) => match self.client.get_run(id).await {
+                Ok(run) => Some(run),
+                // Retention, or a sandbox that restarted: the build is over.
+                Err(ForgeError::NotFound { .. }) => {
+                    self.store
+                        .settle(
+                            open,
+                            Phase::Finished,
+                            Some("run-not-found"),
+                            self.clock.now(),
+                        )
+                        .await?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        if let Some(run) = &run
+            && run.is_finished()
+        {
+            let conclusion = run.conclusion.map(|c| c.to_string());
+            self.store
+                .settle(
+                    open,
+                    Phase::Finished,
+                    conclusion.as_deref(),
+                    self.clock.now(),
+                )
+                .await?;
+            return Ok(run.succeeded().then(|| Decision::Available {
+                asset: self.template.render(identity, driver_version),
+                url: run.html_url.clone(),
+                digest: None,
+            }));
+        }
+        let overdue = self
+            .clock
+            .now()
+            .signed_duration_since(open.started_at())
+            .to_std()
+            .is_ok_and(|age| age > self.config.deadline);
+        let url = run
+            .as_ref()
+            .and_then(|r| r.html_url.clone())
+            .or(open.url.clone());
+        if overdue {
+            return self.time_out(Some(open), open.run_id, url).await.map(Some);
+        }
+        Ok(Some(Decision::Building {
+            run_id: open.run_id,
+            status: run.and_then(|r| r.status),
+            url,
+            request_id: Some(open.request_id.clone()),
+        }))
     }
 
     async fn time_out(
         &self,
-        key: &str,
-        request_id: &str,
+        record: Option<&BuildRecord>,
         run_id: Option<u64>,
         url: Option<String>,
     ) -> Result<Decision, BuildError> {
-        self.record_id(LedgerEvent::TimedOut, key, request_id, run_id, None)?;
         let mut cancelled = false;
         if self.config.cancel_on_timeout
             && let Some(id) = run_id
         {
             self.client.cancel_run(id).await?;
-            self.record_id(LedgerEvent::Cancelled, key, request_id, run_id, None)?;
             cancelled = true;
+        }
+        if let Some(record) = record {
+            let phase = if cancelled {
+                Phase::Cancelled
+            } else {
+                Phase::TimedOut
+            };
+            self.store
+                .settle(record, phase, None, self.clock.now())
+                .await?;
         }
         Ok(Decision::TimedOut {
             run_id,
@@ -455,46 +528,14 @@ impl Planner {
             cancelled,
         })
     }
+}
 
-    fn record(
-        &self,
-        event: LedgerEvent,
-        key: &str,
-        request_id: &str,
-        driver_version: &str,
-        run: Option<&WorkflowRun>,
-    ) -> Result<(), BuildError> {
-        self.ledger.append(&LedgerRecord {
-            at: self.clock.now(),
-            event,
-            key: key.to_string(),
-            request_id: request_id.to_string(),
-            run_id: run.map(|r| r.id),
-            conclusion: run.and_then(|r| r.conclusion).map(|c| c.to_string()),
-            url: run.and_then(|r| r.html_url.clone()),
-            driver_version: Some(driver_version.to_string()),
-        })?;
-        Ok(())
-    }
-
-    fn record_id(
-        &self,
-        event: LedgerEvent,
-        key: &str,
-        request_id: &str,
-        run_id: Option<u64>,
-        conclusion: Option<String>,
-    ) -> Result<(), BuildError> {
-        self.ledger.append(&LedgerRecord {
-            at: self.clock.now(),
-            event,
-            key: key.to_string(),
-            request_id: request_id.to_string(),
-            run_id,
-            conclusion,
-            url: None,
-            driver_version: None,
-        })?;
-        Ok(())
+/// An open build another process holds or follows.
+fn building(open: &BuildRecord) -> Decision {
+    Decision::Building {
+        run_id: open.run_id,
+        status: None,
+        url: open.url.clone(),
+        request_id: Some(open.request_id.clone()),
     }
 }

@@ -1,15 +1,16 @@
-//! Coverage build states from a run listing and the ledger (the rules are coverage's:
+//! Coverage build states from a run listing and the open builds of the state store (the rules
+//! are coverage's:
 //! [`crate::coverage::build_states`]).
 
-use super::ledger::LedgerState;
 use crate::forge::WorkflowRun;
+use crate::state::BuildRecord;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// Coverage build states for `driver_version`.
 pub fn build_states(
     runs: &[WorkflowRun],
-    ledger: Option<&LedgerState>,
+    open_builds: &[BuildRecord],
     driver_version: &str,
     deadline: Duration,
     now: DateTime<Utc>,
@@ -24,14 +25,10 @@ pub fn build_states(
             })
         })
         .collect();
-    let open: Vec<(String, chrono::DateTime<Utc>)> = ledger
-        .map(|l| {
-            l.entries
-                .iter()
-                .filter(|((_, version), entry)| version == driver_version && entry.is_open())
-                .map(|((key, _), entry)| (key.clone(), entry.dispatched_at))
-                .collect()
-        })
-        .unwrap_or_default();
+    let open: Vec<(String, chrono::DateTime<Utc>)> = open_builds
+        .iter()
+        .filter(|b| b.driver_version == driver_version && b.phase.is_open())
+        .map(|b| (b.key.clone(), b.started_at()))
+        .collect();
     crate::coverage::build_states(&observed, &open, deadline, now)
 }

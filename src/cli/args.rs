@@ -248,9 +248,21 @@ pub struct BuildArgs {
     /// Git ref the workflow runs on [config: ref; default main].
     #[arg(long = "ref", value_name = "REF")]
     pub git_ref: Option<String>,
-    /// Directory for the dispatch ledger and lock [config: state_dir; default $XDG_STATE_HOME/kfleet].
+    /// Directory for the build state (kfleet.db) and caches [config: state_dir; default $XDG_STATE_HOME/kfleet].
     #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Shared build state for several service replicas: postgres://USER@HOST/DB (or sqlite:PATH)
+    /// [default: kfleet.db in the state directory].
+    #[arg(
+        long = "state",
+        env = "KFLEET_STATE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub state_url: Option<String>,
+    /// How long a claim lets its holder dispatch before another process or replica takes it over.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub claim_lease: Duration,
     /// A build unfinished this long after dispatch is timed out [config: deadline; default 15m].
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub deadline: Option<Duration>,

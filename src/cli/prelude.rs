@@ -5,8 +5,6 @@ pub(crate) use super::runtime;
 pub(crate) use crate::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 #[cfg(feature = "fleet")]
 pub(crate) use crate::builds::build_states;
-#[cfg(feature = "fleet")]
-pub(crate) use crate::builds::ledger::Ledger;
 pub(crate) use crate::builds::{Decision, Planner, PlannerConfig, merge_decisions, parse_keys};
 pub(crate) use crate::config::{Config, DEFAULT_MODULE, default_state_dir};
 #[cfg(feature = "fleet")]
@@ -29,6 +27,7 @@ pub(crate) use crate::report::View;
 pub(crate) use crate::report::{self, ListFormat, write_atomic};
 #[cfg(feature = "fleet")]
 pub(crate) use crate::sample::{FleetSpec, generate};
+pub(crate) use crate::state::{StateSpec, Store};
 pub(crate) use anyhow::{Context, Result, bail};
 pub(crate) use clap::{Args, Parser, Subcommand};
 pub(crate) use std::path::PathBuf;

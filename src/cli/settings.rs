@@ -12,6 +12,9 @@ pub const DEFAULT_TARGET: f64 = 99.0;
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// Pause between dispatches (GitHub allows about 80 content-creating requests a minute).
 pub const DEFAULT_DISPATCH_INTERVAL: Duration = Duration::from_millis(750);
+/// How long a claim lets its holder dispatch before another process takes it over (longer than
+/// a dispatch with its retries takes).
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(60);
 pub const DEFAULT_WORKFLOW: &str = "build-driver.yml";
 pub const DEFAULT_BATCH_WORKFLOW: &str = "build-batch.yml";
 pub const DEFAULT_REF: &str = "main";
@@ -102,6 +105,8 @@ impl BuildArgs {
             workflow: None,
             git_ref: None,
             state_dir,
+            state_url: None,
+            claim_lease: DEFAULT_CLAIM_LEASE,
             deadline,
             cancel_on_timeout: false,
             batch_workflow: DEFAULT_BATCH_WORKFLOW.into(),
@@ -164,16 +169,27 @@ impl BuildArgs {
             cancel_on_timeout: self.cancel_on_timeout,
             batch_workflow: self.batch_workflow.clone(),
             dispatch_interval: self.dispatch_interval,
-            state_dir: {
-                let dir = self.state_root(config);
-                // Sandbox runs are make-believe: keep them out of the real ledger.
-                if self.forge.sandbox.is_some() {
-                    dir.join("sandbox")
-                } else {
-                    dir
-                }
-            },
+            claim_lease: self.claim_lease,
         })
+    }
+
+    /// Where the build state lives: `--state`, else `kfleet.db` in the state directory (for a
+    /// sandbox forge, in its own subdirectory: sandbox runs are make-believe).
+    pub(crate) fn state_spec(&self, config: &Config) -> Result<StateSpec> {
+        let mut dir = self.state_root(config);
+        if self.forge.sandbox.is_some() {
+            dir = dir.join("sandbox");
+        }
+        StateSpec::parse(self.state_url.as_deref().unwrap_or_default(), &dir)
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Opens the build state store.
+    pub(crate) async fn store(&self, config: &Config) -> Result<Store> {
+        let spec = self.state_spec(config)?;
+        Store::open(&spec)
+            .await
+            .context("cannot open the build state store")
     }
 }
 

@@ -58,7 +58,8 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
             template,
             args.build
                 .planner_config(config, release.tag_name.clone())?,
-        )?;
+            args.build.store(config).await?,
+        );
         if std::io::IsTerminal::is_terminal(&std::io::stderr()) && keys.len() > 1 {
             let style = indicatif::ProgressStyle::with_template(
                 "{bar:30} {pos}/{len} identities checked, {elapsed} {msg}",

@@ -65,14 +65,21 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
             Some(args.deadline),
         );
         let forge = build.client(config)?;
-        let planner = Planner::new(
-            forge.clone(),
-            template.clone(),
-            build.planner_config(config, args.driver_version.clone())?,
-        )?;
-        runtime()?.block_on(crate::service::ensure::ensure_direct(
-            &identity, &*forge, &planner, &template, &options,
-        ))?
+        let planner_config = build.planner_config(config, args.driver_version.clone())?;
+        runtime()?.block_on(async {
+            let planner = Planner::new(
+                forge.clone(),
+                template.clone(),
+                planner_config,
+                build.store(config).await?,
+            );
+            anyhow::Ok(
+                crate::service::ensure::ensure_direct(
+                    &identity, &*forge, &planner, &template, &options,
+                )
+                .await?,
+            )
+        })?
     };
     match &outcome {
         crate::service::ensure::EnsureOutcome::Available(path) if args.install => {

@@ -68,7 +68,6 @@ pub(crate) fn load_listing(
     };
     let workflow = build.workflow(config);
     let deadline = build.deadline(config)?;
-    let state_dir = build.planner_config(config, String::new())?.state_dir;
     runtime()?.block_on(async {
         let listing = client.list_releases().await?;
         let runs = match client
@@ -82,11 +81,11 @@ pub(crate) fn load_listing(
                 Vec::new()
             }
         };
-        let ledger = Ledger::open(&state_dir)?.load()?;
+        let open = build.store(config).await?.open_builds().await?;
         let states: BuildStatesFor = Box::new(move |driver_version: &str| {
             build_states(
                 &runs,
-                Some(&ledger),
+                &open,
                 driver_version,
                 deadline,
                 chrono::Utc::now(),

@@ -39,11 +39,10 @@ pub(crate) fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
     let tokens = client_tokens(args.client_tokens.as_ref())?;
     let forge = args.build.client(config)?;
     let template = args.naming.template(config)?;
-    let planner = Planner::new(
-        forge.clone(),
-        template.clone(),
-        args.build.planner_config(config, String::new())?,
-    )?;
+    let planner_config = args.build.planner_config(config, String::new())?;
+    let store = runtime()?.block_on(args.build.store(config))?;
+    eprintln!("build state: {} {}", store.kind(), store.label());
+    let planner = Planner::new(forge.clone(), template.clone(), planner_config, store);
     let options = crate::service::ServiceOptions {
         client_tokens: tokens,
         listing_ttl: std::time::Duration::from_secs(args.listing_ttl),
@@ -52,7 +51,7 @@ pub(crate) fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
         metrics_public: args.metrics_public,
         ..crate::service::ServiceOptions::default()
     };
-    let state = crate::service::ServiceState::new(forge.clone(), planner, template, options)?;
+    let state = crate::service::ServiceState::new(forge.clone(), planner, template, options);
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -46,8 +46,16 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
     let deadline = build.deadline(config)?;
     let mut planner_config = build.planner_config(config, String::new())?;
     let state_root = build.state_root(config);
-    if forge.label().starts_with("SANDBOX") && build.forge.sandbox.is_none() {
-        planner_config.state_dir = planner_config.state_dir.join("sandbox");
+    let mut state_spec = build.state_spec(config)?;
+    if forge.label().starts_with("SANDBOX")
+        && build.forge.sandbox.is_none()
+        && let StateSpec::Sqlite(path) = &state_spec
+    {
+        state_spec = StateSpec::Sqlite(
+            crate::fsio::parent_dir(path)
+                .join("sandbox")
+                .join(crate::state::DB_FILE),
+        );
     }
     let (head_share, target) = args.shares.resolve(config);
     let options = CoverageOptions {
@@ -62,11 +70,15 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         let listing = forge.list_releases().await?;
         let release = select_release(&listing.releases, args.driver_version.as_deref())?;
         planner_config.driver_version = release.tag_name.clone();
+        let store = Store::open(&state_spec)
+            .await
+            .context("cannot open the build state store")?;
         let planner = Arc::new(Planner::new(
             forge.clone(),
             template.clone(),
             planner_config,
-        )?);
+            store,
+        ));
         let dash = Arc::new(crate::tui::Dashboard {
             forge: forge.clone(),
             planner,

@@ -4,10 +4,10 @@ use super::{
     BuildRequest, BuildStatus, Listing, Lookup, MAX_BODY, RunState, ServiceState, ServiceStatus,
     Settled, Tracked, json_error,
 };
-use crate::builds::ledger::{LedgerEvent, LedgerRecord};
 use crate::builds::new_request_id;
 use crate::identity::{KernelIdentity, Rejection};
 use crate::locks::Lock;
+use crate::state::{Claim, NewClaim, Phase, StoreError};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -123,65 +123,67 @@ pub(super) async fn build(
         }
         Lookup::NotBuilt => {}
     }
-    // Single flight: one id per kernel and driver version, handed out at once; the (paced)
-    // dispatch happens in the background and every later request joins it.
-    let rid = {
-        let mut builds = state.builds.lock().await;
-        if let Some(existing) = builds.1.get(&(key.clone(), dv.clone())).cloned() {
-            state.metrics.dedup_hits.fetch_add(1, Ordering::Relaxed);
-            state.metrics.count("joined");
-            return accepted(existing, key);
-        }
-        // Only what can cost GitHub calls is rate-limited.
-        if let Err(r) = state.charge(&client) {
-            return *r;
-        }
-        state.prune(&mut builds);
-        let rid = new_request_id();
-        // On disk before the answer: a crash after it must not lose the id (see `resume`).
-        let record = LedgerRecord {
-            at: state.clock().now(),
-            event: LedgerEvent::Accepted,
-            key: key.clone(),
-            request_id: rid.clone(),
-            run_id: None,
-            conclusion: None,
-            url: None,
-            driver_version: Some(dv.clone()),
-        };
-        let ledger = state.planner.ledger().clone();
-        let written = tokio::task::spawn_blocking(move || ledger.append(&record)).await;
-        if let Err(e) = written
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-        {
-            state.metrics.count("ledger_error");
-            tracing::error!("cannot record a build request: {e}");
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the build service cannot record requests right now; retry later",
+    // One id per kernel and driver version, whichever replica is asked: the open build's, or a
+    // new claim in the state store, made before the answer (a crash after it loses no id: the
+    // claim expires and a sweep dispatches it). The (paced) dispatch happens in the background.
+    let store = state.store();
+    match store.open_build(&key, &dv).await {
+        Ok(Some(open)) => return joined(&state, open.request_id, key),
+        Ok(None) => {}
+        Err(e) => return store_down(&state, &e),
+    }
+    // Only what can cost GitHub calls is rate-limited.
+    if let Err(r) = state.charge(&client) {
+        return *r;
+    }
+    let rid = new_request_id();
+    let claim = NewClaim {
+        request_id: &rid,
+        key: &key,
+        driver_version: &dv,
+        owner: state.planner.owner(),
+        now: state.clock().now(),
+        lease: state.planner.config().claim_lease,
+    };
+    match store.claim(&claim).await {
+        Ok(Claim::Won(record)) => {
+            let mut builds = state.builds.lock().await;
+            state.prune_cache(&mut builds);
+            builds.insert(
+                rid.clone(),
+                Tracked {
+                    record,
+                    status: None,
+                },
             );
         }
-        builds.0.insert(
-            rid.clone(),
-            Tracked {
-                key: key.clone(),
-                driver_version: dv.clone(),
-                run_id: None,
-                run_url: None,
-                dispatched_at: state.clock().now(),
-                status: None,
-                settled: None,
-            },
-        );
-        builds.1.insert((key.clone(), dv.clone()), rid.clone());
-        rid
-    };
+        Ok(Claim::Held(other)) => return joined(&state, other.request_id, key),
+        Err(e) => return store_down(&state, &e),
+    }
     state.metrics.count("accepted");
     let worker = state.clone();
     let job_rid = rid.clone();
     tokio::spawn(async move { worker.dispatch(id, dv, job_rid).await });
     accepted(rid, key)
+}
+
+fn joined(state: &ServiceState, rid: String, key: String) -> Response {
+    state.metrics.dedup_hits.fetch_add(1, Ordering::Relaxed);
+    state.metrics.count("joined");
+    accepted(rid, key)
+}
+
+/// The answer while the state store cannot be reached: nothing is dispatched without a claim.
+fn store_down(state: &ServiceState, e: &StoreError) -> Response {
+    state.metrics.count("store_error");
+    tracing::error!("{e}");
+    let mut r = json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the build service cannot reach its state store right now; retry in a few seconds",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    r
 }
 
 fn accepted(id: String, key: String) -> Response {
@@ -205,16 +207,31 @@ pub(super) async fn status(
     if let Err(r) = state.authenticate(&headers) {
         return *r;
     }
-    let tracked = state.builds.lock().await.0.get(&id).cloned();
-    let Some(tracked) = tracked else {
+    // The store is the truth (another replica may have dispatched or settled the build); the
+    // cache keeps the run's status for the status TTL.
+    let record = match state.store().by_request_id(&id).await {
+        Ok(records) => records.into_iter().next(),
+        Err(e) => return store_down(&state, &e),
+    };
+    let Some(record) = record else {
         state.metrics.count("unknown_id");
         return json_error(StatusCode::NOT_FOUND, "no build with this id");
+    };
+    let tracked = {
+        let mut builds = state.builds.lock().await;
+        let status = builds
+            .get(&id)
+            .filter(|t| t.record.run_id == record.run_id)
+            .and_then(|t| t.status);
+        let tracked = Tracked { record, status };
+        builds.insert(id.clone(), tracked.clone());
+        tracked
     };
     let answer = |status: ServiceStatus| BuildStatus {
         id: Some(id.clone()),
         status,
-        identity: Some(tracked.key.clone()),
-        run_url: tracked.run_url.clone(),
+        identity: Some(tracked.record.key.clone()),
+        run_url: tracked.record.url.clone(),
         ..BuildStatus::default()
     };
     let failed = |reason: String| {
@@ -224,7 +241,7 @@ pub(super) async fn status(
     };
     // The cached status is trusted for `status_ttl` after it was fetched, however often a node
     // polls; only a fetch resets that clock.
-    let cached = match (&tracked.settled, &tracked.status) {
+    let cached = match (&tracked.settled(), &tracked.status) {
         (Some(Settled::Available), _) => Some(RunState::Succeeded),
         (Some(Settled::TimedOut), _) => {
             let answer = answer(ServiceStatus::TimedOut);
@@ -237,16 +254,45 @@ pub(super) async fn status(
     let run_status = match cached {
         Some(s) => s,
         None => {
-            let fetched = match tracked.run_id {
+            let record = &tracked.record;
+            let fetched = match record.run_id {
                 Some(run_id) => match state.forge.get_run(run_id).await {
-                    Ok(run) => RunState::of(&run),
+                    Ok(run) => {
+                        if run.is_finished() {
+                            // Seen finished here: every replica answers from the store now, and
+                            // a failed build lets the next request start afresh.
+                            let conclusion = run.conclusion.map(|c| c.to_string());
+                            if let Err(e) = state
+                                .store()
+                                .settle(
+                                    record,
+                                    Phase::Finished,
+                                    conclusion.as_deref(),
+                                    state.clock().now(),
+                                )
+                                .await
+                            {
+                                tracing::warn!("cannot record that run {run_id} ended: {e}");
+                            }
+                        }
+                        RunState::of(&run)
+                    }
                     Err(crate::forge::ForgeError::NotFound { .. }) => {
                         let reason = format!(
                             "run {run_id} is no longer known to the forge (deleted, or the forge restarted); ask again"
                         );
-                        state
-                            .settle(&id, &tracked, Settled::Failed(reason.clone()))
-                            .await;
+                        if let Err(e) = state
+                            .store()
+                            .settle(
+                                record,
+                                Phase::Finished,
+                                Some("run-not-found"),
+                                state.clock().now(),
+                            )
+                            .await
+                        {
+                            tracing::warn!("cannot record that run {run_id} is gone: {e}");
+                        }
                         return failed(reason);
                     }
                     Err(e) => {
@@ -260,14 +306,8 @@ pub(super) async fn status(
                 },
                 None => RunState::Queued,
             };
-            let mut builds = state.builds.lock().await;
-            if let Some(t) = builds.0.get_mut(&id) {
+            if let Some(t) = state.builds.lock().await.get_mut(&id) {
                 t.status = Some((fetched, state.clock().instant()));
-            }
-            if fetched.finished() {
-                builds
-                    .1
-                    .remove(&(tracked.key.clone(), tracked.driver_version.clone()));
             }
             fetched
         }
@@ -280,7 +320,7 @@ pub(super) async fn status(
                 let took = state
                     .clock()
                     .now()
-                    .signed_duration_since(tracked.dispatched_at)
+                    .signed_duration_since(tracked.record.started_at())
                     .num_milliseconds()
                     .max(0) as f64
                     / 1000.0;
@@ -290,7 +330,8 @@ pub(super) async fn status(
                     .build_seconds_count
                     .fetch_add(1, Ordering::Relaxed);
             }
-            let find = |l: &Listing| state.find(l, &tracked.key, &tracked.driver_version);
+            let find =
+                |l: &Listing| state.find(l, &tracked.record.key, &tracked.record.driver_version);
             let mut listing = state.current_listing().await.ok();
             // The asset appears in the listing once the run uploads it: while it is not there,
             // refresh (single flight, at most once per status TTL).
@@ -302,17 +343,28 @@ pub(super) async fn status(
             }
             match listing.as_deref().map(find) {
                 Some(Lookup::Found(asset)) => {
-                    let mut found = ServiceState::available_status(tracked.key.clone(), asset);
+                    let mut found =
+                        ServiceState::available_status(tracked.record.key.clone(), asset);
                     found.id = Some(id.clone());
-                    found.run_url = tracked.run_url.clone();
+                    found.run_url = tracked.record.url.clone();
                     found
                 }
-                _ if state.overdue(&tracked) => answer(ServiceStatus::TimedOut),
+                _ if state.overdue(&tracked.record) => answer(ServiceStatus::TimedOut),
                 _ => answer(ServiceStatus::InProgress),
             }
         }
         RunState::Failed => answer(ServiceStatus::Failed),
-        _ if state.overdue(&tracked) => answer(ServiceStatus::TimedOut),
+        _ if state.overdue(&tracked.record) => {
+            // Past the deadline: settled, so the next request starts a new build.
+            if let Err(e) = state
+                .store()
+                .settle(&tracked.record, Phase::TimedOut, None, state.clock().now())
+                .await
+            {
+                tracing::warn!("cannot record that {id} timed out: {e}");
+            }
+            answer(ServiceStatus::TimedOut)
+        }
         RunState::InProgress => answer(ServiceStatus::InProgress),
         RunState::Queued => answer(ServiceStatus::Queued),
     };
@@ -401,4 +453,40 @@ pub(super) async fn metrics(
         out,
     )
         .into_response()
+}
+
+/// Liveness: the process serves. Says whether the state store answers, without failing on it
+/// (a restart would not bring the database back).
+pub(super) async fn healthz(State(state): State<Arc<ServiceState>>) -> Response {
+    let store = state.store();
+    let line = match store.ping().await {
+        Ok(()) => format!("store: {} ok", store.kind()),
+        Err(e) => {
+            tracing::warn!("{e}");
+            format!(
+                "store: {} unreachable (the service log says why)",
+                store.kind()
+            )
+        }
+    };
+    (StatusCode::OK, format!("ok\n{line}\n")).into_response()
+}
+
+/// Readiness: fails while the state store cannot be reached, so a load balancer sends nodes to
+/// a replica that can claim builds.
+pub(super) async fn readyz(State(state): State<Arc<ServiceState>>) -> Response {
+    match state.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!("not ready: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "not ready: the {} state store cannot be reached (the service log says why)\n",
+                    state.store().kind()
+                ),
+            )
+                .into_response()
+        }
+    }
 }

@@ -10,11 +10,11 @@ pub use server::{router, serve};
 
 use crate::artifacts::AssetTemplate;
 use crate::artifacts::{MatchedAsset, Release, index_assets, select_release};
-use crate::builds::ledger::LedgerState;
 use crate::builds::{Decision, Planner};
 use crate::forge::Forge;
 use crate::identity::KernelIdentity;
 use crate::locks::{Lock, ReadWrite};
+use crate::state::{BuildRecord, Phase, Store};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,11 @@ pub struct ServiceOptions {
     pub header_read_timeout: Duration,
     /// On SIGTERM, requests in flight get this long to finish.
     pub shutdown_grace: Duration,
+    /// How often the service looks for claims whose holder stopped (another replica killed
+    /// mid-dispatch, or this one before a restart) and settles them.
+    pub sweep_interval: Duration,
+    /// Settled builds are deleted from the state store this long after they settled.
+    pub retention: Duration,
 }
 
 impl Default for ServiceOptions {
@@ -67,6 +72,8 @@ impl Default for ServiceOptions {
             max_connections: 2048,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            sweep_interval: Duration::from_secs(10),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -130,19 +137,46 @@ pub struct BuildStatus {
     pub reason: Option<String>,
 }
 
-/// A build the service knows of, by request id.
+/// A build the service knows of: its record in the state store, and the status of its run as
+/// last fetched (trusted for the status TTL).
 #[derive(Clone, Debug)]
 struct Tracked {
-    key: String,
-    driver_version: String,
-    run_id: Option<u64>,
-    run_url: Option<String>,
-    dispatched_at: chrono::DateTime<chrono::Utc>,
-    /// Last status seen, and when.
+    record: BuildRecord,
     status: Option<(RunState, Instant)>,
-    /// How a build ended without a run to follow (the planner found the artifact, or failed).
-    settled: Option<Settled>,
 }
+
+impl Tracked {
+    /// How the build ended without a run to follow, by its record.
+    fn settled(&self) -> Option<Settled> {
+        let r = &self.record;
+        let reason = || {
+            r.conclusion
+                .clone()
+                .unwrap_or_else(|| "the build failed".into())
+        };
+        match r.phase {
+            Phase::Claimed | Phase::Dispatched => None,
+            Phase::Finished => match r.conclusion.as_deref() {
+                Some("success" | AVAILABLE) => Some(Settled::Available),
+                Some("run-not-found") => Some(Settled::Failed(format!(
+                    "run {} is no longer known to the forge (deleted, or the forge restarted); ask again",
+                    r.run_id
+                        .map(|i| i.to_string())
+                        .unwrap_or_else(|| "?".into())
+                ))),
+                _ => Some(Settled::Failed(format!(
+                    "the build run ended: {}",
+                    reason()
+                ))),
+            },
+            Phase::TimedOut | Phase::Cancelled => Some(Settled::TimedOut),
+            Phase::Failed => Some(Settled::Failed(reason())),
+        }
+    }
+}
+
+/// The conclusion of a build settled because its artifact turned up without a run.
+const AVAILABLE: &str = "available";
 
 /// A run as the service last saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,10 +200,6 @@ impl RunState {
             Self::Queued
         }
     }
-
-    fn finished(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -178,9 +208,6 @@ enum Settled {
     TimedOut,
     Failed(String),
 }
-
-/// Builds by request id, and the request id of the build under way per (key, driver version).
-type Builds = (HashMap<String, Tracked>, HashMap<(String, String), String>);
 
 /// One release listing as fetched; requests read it while a refresh runs in the background.
 struct Listing {
@@ -229,13 +256,10 @@ pub struct ServiceState {
     listing: std::sync::RwLock<Option<Arc<Listing>>>,
     /// Single flight for listing refreshes.
     refreshing: tokio::sync::Mutex<()>,
-    /// request id -> build; key+version -> request id of the build under way.
-    builds: tokio::sync::Mutex<Builds>,
+    /// request id -> build, as last read from the store, with its run status.
+    builds: tokio::sync::Mutex<HashMap<String, Tracked>>,
     buckets: std::sync::Mutex<HashMap<[u8; 32], Bucket>>,
     metrics: Metrics,
-    /// Requests a previous run accepted but never dispatched: (key, driver version, request id),
-    /// started by [`router`].
-    pending: std::sync::Mutex<Vec<(KernelIdentity, String, String)>>,
 }
 
 impl ServiceState {
@@ -249,21 +273,21 @@ impl ServiceState {
         self.clock().instant().saturating_duration_since(then)
     }
 
-    /// The service over `forge`, resuming the builds the planner's ledger records.
+    /// The service over `forge`, with the planner's state store. Builds a previous run (or
+    /// another replica) claimed but never dispatched are settled by [`ServiceState::sweep`],
+    /// which [`router`] starts.
     pub fn new(
         forge: Arc<dyn Forge>,
         planner: Planner,
         template: AssetTemplate,
         options: ServiceOptions,
-    ) -> Result<Arc<Self>, crate::builds::ledger::LedgerError> {
-        let ledger = planner.ledger().load()?;
-        let (builds, pending) = resume(&ledger, options.deadline, planner.clock().now());
+    ) -> Arc<Self> {
         let token_hashes = options
             .client_tokens
             .iter()
             .map(|t| token_hash(t.as_bytes()))
             .collect();
-        let state = Arc::new(Self {
+        Arc::new(Self {
             forge,
             planner,
             template,
@@ -271,92 +295,20 @@ impl ServiceState {
             token_hashes,
             listing: std::sync::RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
-            builds: tokio::sync::Mutex::new(builds),
+            builds: tokio::sync::Mutex::new(HashMap::new()),
             buckets: std::sync::Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
-            pending: std::sync::Mutex::new(pending),
-        });
-        Ok(state)
+        })
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        self.planner.store()
     }
 }
 
 fn token_hash(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).into()
-}
-
-/// Rebuilds the request map from the ledger, so ids survive a restart: every dispatch, and every
-/// accepted request with no dispatch recorded. Those accepted within `deadline` are returned to be
-/// planned again (the planner's checks keep that to one build); older ones answer failed, since
-/// their nodes stopped waiting.
-fn resume(
-    ledger: &LedgerState,
-    deadline: std::time::Duration,
-    now: chrono::DateTime<chrono::Utc>,
-) -> (Builds, Vec<(KernelIdentity, String, String)>) {
-    let mut by_id = HashMap::new();
-    let mut open = HashMap::new();
-    for ((key, driver_version), entry) in &ledger.entries {
-        by_id.insert(
-            entry.request_id.clone(),
-            Tracked {
-                key: key.clone(),
-                driver_version: driver_version.clone(),
-                run_id: entry.run_id,
-                run_url: entry.url.clone(),
-                dispatched_at: entry.dispatched_at,
-                status: None,
-                settled: None,
-            },
-        );
-        if entry.is_open() {
-            open.insert(
-                (key.clone(), driver_version.clone()),
-                entry.request_id.clone(),
-            );
-        }
-    }
-    let mut pending = Vec::new();
-    let mut accepted: Vec<_> = ledger.accepted.values().collect();
-    accepted.sort_by_key(|r| r.at);
-    for record in accepted {
-        if by_id.contains_key(&record.request_id)
-            || ledger.dispatched_ids.contains(&record.request_id)
-        {
-            continue;
-        }
-        let dv = record.driver_version.clone().unwrap_or_default();
-        let fresh = now
-            .signed_duration_since(record.at)
-            .to_std()
-            .is_ok_and(|age| age < deadline);
-        let joinable = fresh && !open.contains_key(&(record.key.clone(), dv.clone()));
-        by_id.insert(
-            record.request_id.clone(),
-            Tracked {
-                key: record.key.clone(),
-                driver_version: dv.clone(),
-                run_id: None,
-                run_url: None,
-                dispatched_at: record.at,
-                status: None,
-                settled: (!fresh).then(|| {
-                    Settled::Failed(
-                        "no dispatch was recorded for this request before the build service restarted; ask again"
-                            .into(),
-                    )
-                }),
-            },
-        );
-        // The key comes from a file: one that no longer parses is not dispatched.
-        if fresh && let Ok(id) = KernelIdentity::from_key(&record.key) {
-            if joinable {
-                open.insert((record.key.clone(), dv.clone()), record.request_id.clone());
-            }
-            pending.push((id, dv, record.request_id.clone()));
-        }
-    }
-    ((by_id, open), pending)
 }
 
 fn json_error(status: StatusCode, reason: impl Into<String>) -> Response {
@@ -533,90 +485,132 @@ impl ServiceState {
         }
     }
 
-    fn overdue(&self, t: &Tracked) -> bool {
-        self.clock()
-            .now()
-            .signed_duration_since(t.dispatched_at)
-            .to_std()
-            .is_ok_and(|age| age > self.options.deadline)
+    fn overdue(&self, record: &BuildRecord) -> bool {
+        self.older_than(record.started_at(), self.options.deadline)
     }
 
-    /// Forgets builds older than twice the deadline (their nodes stopped waiting; the ledger
-    /// keeps them), so memory does not grow with every request ever made.
-    fn prune(&self, builds: &mut Builds) {
+    fn older_than(&self, at: chrono::DateTime<chrono::Utc>, age: Duration) -> bool {
+        self.clock()
+            .now()
+            .signed_duration_since(at)
+            .to_std()
+            .is_ok_and(|a| a > age)
+    }
+
+    /// Forgets cached builds older than twice the deadline (their nodes stopped waiting; the
+    /// store keeps them), so memory does not grow with every request ever made.
+    fn prune_cache(&self, builds: &mut HashMap<String, Tracked>) {
         let retention = self.options.deadline * 2;
-        let now = self.clock().now();
-        let old = |t: &Tracked| {
-            now.signed_duration_since(t.dispatched_at)
-                .to_std()
-                .is_ok_and(|age| age > retention)
-        };
-        builds.0.retain(|_, t| !old(t));
-        let (by_id, open) = builds;
-        open.retain(|_, rid| by_id.contains_key(rid));
+        builds.retain(|_, t| !self.older_than(t.record.started_at(), retention));
     }
 }
 
 impl ServiceState {
-    /// Runs the planner for a build the service accepted and records what happened to it.
+    /// Runs the planner for a build this service claimed (or takes over) and records in the store
+    /// how it ended when no run follows.
     async fn dispatch(&self, id: KernelIdentity, driver_version: String, rid: String) {
         let key = id.key();
         let decision = self
             .planner
             .plan_with_request_id(&id, &driver_version, &rid)
             .await;
-        let mut builds = self.builds.lock().await;
         let settled = match decision {
-            Ok(Decision::Dispatched { run_id, url, .. }) => {
+            Ok(Decision::Dispatched { .. }) => {
                 self.metrics.dispatches.fetch_add(1, Ordering::Relaxed);
-                if let Some(t) = builds.0.get_mut(&rid) {
-                    t.run_id = Some(run_id);
-                    t.run_url = url;
-                }
-                None
+                return;
             }
-            // Another dispatcher (a replica, the CLI) started it: follow that run.
-            Ok(Decision::Building { run_id, url, .. }) => {
+            // Another dispatcher (a replica, the CLI) holds or started it: nodes follow that.
+            Ok(Decision::Building { .. }) => {
                 self.metrics.dedup_hits.fetch_add(1, Ordering::Relaxed);
-                if let Some(t) = builds.0.get_mut(&rid) {
-                    t.run_id = run_id;
-                    t.run_url = url;
-                }
-                None
+                return;
             }
-            Ok(Decision::Available { .. }) => Some(Settled::Available),
-            Ok(Decision::TimedOut { .. }) => Some(Settled::TimedOut),
-            Ok(other) => Some(Settled::Failed(other.describe())),
+            // The planner settled it.
+            Ok(Decision::TimedOut { .. }) => return,
+            Ok(Decision::Available { .. }) => (Phase::Finished, AVAILABLE.to_string()),
+            Ok(other) => (Phase::Failed, other.describe()),
             Err(e) => {
                 tracing::warn!("dispatch for {key} {driver_version} failed: {e}");
-                Some(Settled::Failed(
-                    "the build could not be dispatched; ask again later".into(),
-                ))
+                (
+                    Phase::Failed,
+                    "the build could not be dispatched; ask again later".to_string(),
+                )
             }
         };
-        if let Some(settled) = settled {
-            if let Some(t) = builds.0.get_mut(&rid) {
-                t.settled = Some(settled);
-            }
-            // Settled without a run: a later request starts afresh.
-            builds.1.remove(&(key, driver_version));
+        // A store that is down now leaves the claim to expire; the sweep settles it later.
+        if let Err(e) = self.settle(&rid, &key, &driver_version, settled).await {
+            tracing::warn!("cannot record how {rid} ended: {e}");
         }
     }
 
-    /// Records how a build ended without a run to follow, and lets a later request start afresh.
-    async fn settle(&self, id: &str, tracked: &Tracked, settled: Settled) {
-        let mut builds = self.builds.lock().await;
-        if let Some(t) = builds.0.get_mut(id) {
-            t.settled = Some(settled);
+    /// Settles the open build `rid` names for (key, driver version), and drops its cached entry.
+    async fn settle(
+        &self,
+        rid: &str,
+        key: &str,
+        driver_version: &str,
+        (phase, reason): (Phase, String),
+    ) -> Result<(), crate::state::StoreError> {
+        let now = self.clock().now();
+        for record in self.store().by_request_id(rid).await? {
+            if record.key == key && record.driver_version == driver_version {
+                self.store()
+                    .settle(&record, phase, Some(&reason), now)
+                    .await?;
+            }
         }
-        if builds
-            .1
-            .get(&(tracked.key.clone(), tracked.driver_version.clone()))
-            == Some(&id.to_string())
-        {
-            builds
-                .1
-                .remove(&(tracked.key.clone(), tracked.driver_version.clone()));
+        self.builds.lock().await.remove(rid);
+        Ok(())
+    }
+
+    /// One pass over the open builds: claims whose holder stopped before dispatching are taken
+    /// over and dispatched (or failed, when no node waits for them any more); dispatched builds
+    /// far past the deadline are timed out; settled builds past the retention are deleted.
+    pub async fn sweep(&self) -> Result<(), crate::state::StoreError> {
+        let now = self.clock().now();
+        for record in self.store().open_builds().await? {
+            if record.claim_expired(now) {
+                if self.older_than(record.accepted_at, self.options.deadline) {
+                    self.store()
+                        .settle(
+                            &record,
+                            Phase::Failed,
+                            Some("no dispatch was recorded for this request before its build service stopped; ask again"),
+                            now,
+                        )
+                        .await?;
+                    continue;
+                }
+                // The key comes from the store: one that no longer parses is not dispatched.
+                match KernelIdentity::from_key(&record.key) {
+                    Ok(id) => {
+                        self.dispatch(id, record.driver_version.clone(), record.request_id.clone())
+                            .await;
+                    }
+                    Err(_) => {
+                        self.store()
+                            .settle(
+                                &record,
+                                Phase::Failed,
+                                Some("not a valid identity key"),
+                                now,
+                            )
+                            .await?;
+                    }
+                }
+            } else if record.phase == Phase::Dispatched
+                && self.older_than(record.started_at(), self.options.deadline * 2)
+            {
+                self.store()
+                    .settle(&record, Phase::TimedOut, None, now)
+                    .await?;
+            }
         }
+        let retention = chrono::Duration::from_std(self.options.retention)
+            .unwrap_or(chrono::Duration::days(30));
+        let pruned = self.store().prune(now - retention).await?;
+        if pruned > 0 {
+            tracing::info!("pruned {pruned} settled builds older than the retention");
+        }
+        Ok(())
     }
 }

@@ -1,10 +1,9 @@
 //! Serving: the router with its request timeout and concurrency limit, and the HTTP/1.1 server
 //! with a header read timeout, a connection limit and a bounded graceful shutdown.
 
-use super::handlers::{build, metrics, status};
+use super::handlers::{build, healthz, metrics, readyz, status};
 use super::json_error;
 use super::{MAX_BODY, ServiceState};
-use crate::locks::Lock;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -12,16 +11,24 @@ use axum::routing::{get, post};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The router: `POST /build`, `GET /status/{id}`, `GET /healthz`, `GET /metrics`, with a request
-/// timeout and a limit on requests handled at once. Called within a tokio runtime, it also starts
-/// the dispatches a previous run accepted but never recorded.
+/// The router: `POST /build`, `GET /status/{id}`, `GET /healthz`, `GET /readyz`, `GET /metrics`,
+/// with a request timeout and a limit on requests handled at once. Called within a tokio runtime,
+/// it also starts the sweep of claims whose holder stopped ([`ServiceState::sweep`]), which runs
+/// until the state is dropped.
 pub fn router(state: Arc<ServiceState>) -> Router {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        let pending = std::mem::take(&mut *state.pending.locked());
-        for (key, dv, rid) in pending {
-            let worker = state.clone();
-            runtime.spawn(async move { worker.dispatch(key, dv, rid).await });
-        }
+        let weak = Arc::downgrade(&state);
+        let every = state.options.sweep_interval.max(Duration::from_millis(50));
+        runtime.spawn(async move {
+            loop {
+                let Some(state) = weak.upgrade() else { break };
+                if let Err(e) = state.sweep().await {
+                    tracing::warn!("sweep of open builds: {e}");
+                }
+                drop(state);
+                tokio::time::sleep(every).await;
+            }
+        });
     }
     let limit = Arc::new(tokio::sync::Semaphore::new(
         state.options.max_concurrent_requests.max(1),
@@ -30,7 +37,8 @@ pub fn router(state: Arc<ServiceState>) -> Router {
     Router::new()
         .route("/build", post(build))
         .route("/status/{id}", get(status))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(

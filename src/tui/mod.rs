@@ -52,10 +52,10 @@ impl Dashboard {
             )
             .await
             .unwrap_or_default();
-        let ledger = self.planner.ledger().load().ok();
+        let open = self.planner.store().open_builds().await.unwrap_or_default();
         let builds = crate::builds::build_states(
             &runs,
-            ledger.as_ref(),
+            &open,
             &release.tag_name,
             self.deadline,
             self.planner.clock().now(),

@@ -1,10 +1,10 @@
-//! The dispatch ledger: append-only JSON Lines in the state directory, one fsynced record per
-//! dispatch and per state change, so a crash or restart loses no dispatch and repeats none.
+//! The dispatch ledger of kfleet before the state store: JSON Lines in the state directory, one
+//! record per accepted request, dispatch and state change. Read once, to import it into the
+//! store ([`super::import`]).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,33 +118,6 @@ impl Ledger {
         }
     }
 
-    /// Appends one record and fsyncs it before returning. A torn last line (a crash or a full
-    /// disk mid-write) is cut off first, so the new record starts on a line of its own; a new
-    /// ledger's directory entry is fsynced too.
-    pub fn append(&self, record: &LedgerRecord) -> Result<(), LedgerError> {
-        let mut line = serde_json::to_vec(record).map_err(|e| LedgerError::Io {
-            path: self.path.display().to_string(),
-            source: std::io::Error::other(e),
-        })?;
-        line.push(b'\n');
-        let existed = self.path.exists();
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&self.path)
-            .map_err(self.io())?;
-        if existed {
-            repair_torn_tail(&mut file).map_err(self.io())?;
-        }
-        file.write_all(&line).map_err(self.io())?;
-        file.sync_data().map_err(self.io())?;
-        if !existed {
-            crate::fsio::sync_dir(crate::fsio::parent_dir(&self.path)).map_err(self.io())?;
-        }
-        Ok(())
-    }
-
     /// Reads every record. A torn last line (a crash mid-write) is tolerated and reported; a bad
     /// line before the end is an error, since guessing could dispatch twice.
     pub fn load(&self) -> Result<LedgerState, LedgerError> {
@@ -219,39 +192,6 @@ impl Ledger {
     }
 }
 
-/// Truncates `file` after its last newline when its last byte is not one: that tail was never
-/// completed and would otherwise be glued to the next record.
-fn repair_torn_tail(file: &mut std::fs::File) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(());
-    }
-    let mut last = [0u8; 1];
-    file.seek(SeekFrom::Start(len - 1))?;
-    file.read_exact(&mut last)?;
-    if last[0] == b'\n' {
-        return Ok(());
-    }
-    // Walk back in blocks to the last newline (records are a few hundred bytes).
-    let mut end = len;
-    let mut keep = 0;
-    let mut block = vec![0u8; 4096];
-    while end > 0 {
-        let start = end.saturating_sub(block.len() as u64);
-        let n = (end - start) as usize;
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut block[..n])?;
-        if let Some(i) = memchr::memrchr(b'\n', &block[..n]) {
-            keep = start + i as u64 + 1;
-            break;
-        }
-        end = start;
-    }
-    file.set_len(keep)?;
-    file.sync_data()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,27 +213,30 @@ mod tests {
         (key.to_string(), dv.to_string())
     }
 
+    fn write(ledger: &Ledger, records: &[LedgerRecord], tail: &str) {
+        let mut text = String::new();
+        for r in records {
+            text.push_str(&serde_json::to_string(r).unwrap());
+            text.push('\n');
+        }
+        text.push_str(tail);
+        std::fs::write(ledger.path(), text).unwrap();
+    }
+
     #[test]
-    fn a_torn_tail_is_cut_off_before_the_next_append() {
+    fn a_torn_tail_is_ignored_and_reported() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(dir.path()).unwrap();
-        ledger
-            .append(&record(LedgerEvent::Dispatched, "a", "r1"))
-            .unwrap();
-        ledger
-            .append(&record(LedgerEvent::Dispatched, "b", "r2"))
-            .unwrap();
-        ledger
-            .append(&record(LedgerEvent::Finished, "b", "r2"))
-            .unwrap();
-        ledger
-            .append(&record(LedgerEvent::Accepted, "d", "r4"))
-            .unwrap();
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(ledger.path())
-            .unwrap();
-        f.write_all(b"{\"at\":\"2026-").unwrap();
+        write(
+            &ledger,
+            &[
+                record(LedgerEvent::Dispatched, "a", "r1"),
+                record(LedgerEvent::Dispatched, "b", "r2"),
+                record(LedgerEvent::Finished, "b", "r2"),
+                record(LedgerEvent::Accepted, "d", "r4"),
+            ],
+            "{\"at\":\"2026-",
+        );
         let state = ledger.load().unwrap();
         assert_eq!(state.records, 4);
         assert!(state.entries[&build("a", "v1")].is_open());
@@ -309,27 +252,17 @@ mod tests {
                 .unwrap()
                 .contains("ledger.jsonl:5: ignoring a torn last record")
         );
-
-        // The next append starts on its own line: the ledger stays readable.
-        ledger
-            .append(&record(LedgerEvent::Dispatched, "c", "r3"))
-            .unwrap();
-        let state = ledger.load().unwrap();
-        assert_eq!(state.records, 5);
-        assert!(state.torn_tail.is_none());
-        assert!(state.entries[&build("c", "v1")].is_open());
-        let text = std::fs::read_to_string(ledger.path()).unwrap();
-        assert!(text.ends_with("\n") && !text.contains("2026-{"), "{text}");
     }
 
     #[test]
     fn damage_before_the_last_line_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(dir.path()).unwrap();
-        std::fs::write(ledger.path(), "{not json\n").unwrap();
-        ledger
-            .append(&record(LedgerEvent::Dispatched, "c", "r3"))
-            .unwrap();
+        write(
+            &ledger,
+            &[],
+            "{not json\n{\"at\":\"2026-01-01T00:00:00Z\",\"event\":\"dispatched\",\"key\":\"c\",\"request_id\":\"r3\",\"run_id\":1}\n",
+        );
         let err = ledger.load().unwrap_err();
         assert!(
             err.to_string()
@@ -346,11 +279,9 @@ mod tests {
         old.driver_version = Some("v0.5.15".into());
         let mut new = record(LedgerEvent::Dispatched, "k", "r2");
         new.driver_version = Some("v0.5.16".into());
-        ledger.append(&old).unwrap();
-        ledger.append(&new).unwrap();
         let mut done = record(LedgerEvent::Finished, "k", "r1");
         done.driver_version = None;
-        ledger.append(&done).unwrap();
+        write(&ledger, &[old, new, done], "");
         let state = ledger.load().unwrap();
         assert!(!state.entries[&build("k", "v0.5.15")].is_open());
         assert!(state.entries[&build("k", "v0.5.16")].is_open());

@@ -1,0 +1,635 @@
+//! The shared build state: which builds were claimed, dispatched and settled, keyed by identity
+//! and driver version, with the request id nodes were given. One interface over two stores:
+//! SQLite in the state directory (one machine, any number of processes) and PostgreSQL (several
+//! replicas of the build service). A claim is one atomic statement against a unique index on the
+//! open builds, so however many processes ask, one of them dispatches.
+
+mod import;
+pub mod ledger;
+mod postgres;
+mod sqlite;
+
+use chrono::{DateTime, TimeZone, Utc};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+refinery::embed_migrations!("migrations");
+
+/// Where a build stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// A process holds the right to dispatch it until its lease ends.
+    Claimed,
+    /// A run was started (`run_id` says which).
+    Dispatched,
+    /// The run ended (`conclusion` says how), or the artifact turned up without one.
+    Finished,
+    /// Not done within the deadline.
+    TimedOut,
+    /// Cancelled after its deadline.
+    Cancelled,
+    /// Never dispatched (`conclusion` says why).
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Claimed => "claimed",
+            Self::Dispatched => "dispatched",
+            Self::Finished => "finished",
+            Self::TimedOut => "timed-out",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Claimed,
+            Self::Dispatched,
+            Self::Finished,
+            Self::TimedOut,
+            Self::Cancelled,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+
+    /// Claimed or dispatched: the build may still produce its artifact.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Claimed | Self::Dispatched)
+    }
+}
+
+/// One build as the store holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BuildRecord {
+    pub request_id: String,
+    pub key: String,
+    pub driver_version: String,
+    pub phase: Phase,
+    pub run_id: Option<u64>,
+    pub url: Option<String>,
+    /// The run's conclusion, or why the build was settled without one.
+    pub conclusion: Option<String>,
+    /// The process that holds a claim.
+    pub owner: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub accepted_at: DateTime<Utc>,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl BuildRecord {
+    /// When the build started, for deadlines: its dispatch, or its claim before that.
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.dispatched_at.unwrap_or(self.accepted_at)
+    }
+
+    /// A claim whose holder did not dispatch within its lease.
+    pub fn claim_expired(&self, now: DateTime<Utc>) -> bool {
+        self.phase == Phase::Claimed && self.lease_until.is_none_or(|l| l < now)
+    }
+}
+
+/// What a claim found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Claim {
+    /// This caller holds the new claim and dispatches.
+    Won(BuildRecord),
+    /// Another caller's build is open for this identity and driver version.
+    Held(BuildRecord),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or answered with an error; retrying later may work.
+    #[error("state store {store}: {message}")]
+    Unavailable { store: String, message: String },
+    /// The store holds something kfleet cannot read.
+    #[error("state store {store}: {message}")]
+    Invalid { store: String, message: String },
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+/// Which store to open: `--state` (or `KFLEET_STATE_URL`), else SQLite in the state directory.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StateSpec {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl StateSpec {
+    /// `postgres://…` or `postgresql://…`, `sqlite:PATH` (a database file), or a directory.
+    pub fn parse(value: &str, state_dir: &Path) -> Result<Self, String> {
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            return Ok(Self::Postgres(value.to_string()));
+        }
+        if let Some(path) = value.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err(
+                    "--state sqlite: names no file; write sqlite:/path/to/kfleet.db".into(),
+                );
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if value.is_empty() {
+            return Ok(Self::Sqlite(state_dir.join(DB_FILE)));
+        }
+        Err(format!(
+            "--state {}: not a state store; give postgres://USER@HOST/DB or sqlite:PATH",
+            redact_url(value)
+        ))
+    }
+}
+
+/// The SQLite file in a state directory.
+pub const DB_FILE: &str = "kfleet.db";
+
+/// `url` with any password replaced, for messages and labels.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{user}:***@{host}")
+        }
+        None => authority.to_string(),
+    };
+    // A password can also come as a query parameter.
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// How long a store operation may take before the store counts as unreachable.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The state store: cheap to clone, shared by the planner, the service and the commands.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// A value bound to a statement.
+#[derive(Clone, Debug)]
+enum Param {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+fn text(s: &str) -> Param {
+    Param::Text(Some(s.to_string()))
+}
+
+fn opt_text(s: Option<&str>) -> Param {
+    Param::Text(s.map(str::to_string))
+}
+
+fn millis(t: DateTime<Utc>) -> Param {
+    Param::Int(Some(t.timestamp_millis()))
+}
+
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(2))
+}
+
+const COLUMNS: &str = "request_id, key, driver_version, phase, run_id, url, conclusion, owner, \
+     lease_until, accepted_at, dispatched_at, updated_at";
+
+const OPEN: &str = "phase IN ('claimed', 'dispatched')";
+
+/// One row as the backends read it: text and integer columns by position.
+struct RawRow {
+    texts: [Option<String>; 7],
+    ints: [Option<i64>; 5],
+}
+
+/// Column positions in [`COLUMNS`]: which are text and which integers.
+const TEXT_COLUMNS: [usize; 7] = [0, 1, 2, 3, 5, 6, 7];
+const INT_COLUMNS: [usize; 5] = [4, 8, 9, 10, 11];
+
+impl RawRow {
+    fn decode(self, store: &str) -> Result<BuildRecord, StoreError> {
+        let invalid = |message: String| StoreError::Invalid {
+            store: store.to_string(),
+            message,
+        };
+        let [rid, key, dv, phase, url, conclusion, owner] = self.texts;
+        let [run_id, lease, accepted, dispatched, updated] = self.ints;
+        let time = |ms: Option<i64>| ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+        let phase_text = phase.unwrap_or_default();
+        let phase = Phase::parse(&phase_text).ok_or_else(|| {
+            invalid(format!(
+                "a build row has phase {phase_text:?}, which this kfleet does not know (written by a newer version?)"
+            ))
+        })?;
+        Ok(BuildRecord {
+            request_id: rid.unwrap_or_default(),
+            key: key.unwrap_or_default(),
+            driver_version: dv.unwrap_or_default(),
+            phase,
+            run_id: run_id.and_then(|r| u64::try_from(r).ok()),
+            url,
+            conclusion,
+            owner,
+            lease_until: time(lease),
+            accepted_at: time(accepted)
+                .ok_or_else(|| invalid("a build row has no accepted_at".into()))?,
+            dispatched_at: time(dispatched),
+            updated_at: time(updated).unwrap_or_else(Utc::now),
+        })
+    }
+}
+
+/// A new claim: what the caller will dispatch, and for how long it holds the right to.
+#[derive(Clone, Debug)]
+pub struct NewClaim<'a> {
+    pub request_id: &'a str,
+    pub key: &'a str,
+    pub driver_version: &'a str,
+    pub owner: &'a str,
+    pub now: DateTime<Utc>,
+    pub lease: Duration,
+}
+
+impl Store {
+    /// Opens (and creates or migrates) the store. SQLite imports an old `ledger.jsonl` from the
+    /// same directory once. PostgreSQL connects lazily: an unreachable server is an error of the
+    /// first operation, so the service can start and report itself not ready.
+    pub async fn open(spec: &StateSpec) -> Result<Self, StoreError> {
+        match spec {
+            StateSpec::Sqlite(path) => {
+                let path = path.clone();
+                let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path))
+                    .await
+                    .map_err(|e| StoreError::Unavailable {
+                        store: "sqlite".into(),
+                        message: e.to_string(),
+                    })??;
+                let store = Self::Sqlite(store);
+                if let Some(ledger) = store.ledger_to_import() {
+                    import::import_ledger(&store, &ledger).await?;
+                }
+                Ok(store)
+            }
+            StateSpec::Postgres(url) => Ok(Self::Postgres(postgres::PgStore::open(url)?)),
+        }
+    }
+
+    /// The SQLite store in `state_dir` (the default).
+    pub async fn in_dir(state_dir: &Path) -> Result<Self, StoreError> {
+        Self::open(&StateSpec::Sqlite(state_dir.join(DB_FILE))).await
+    }
+
+    /// What the store is, for messages: a path, or a URL without its password.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Sqlite(s) => s.label(),
+            Self::Postgres(p) => p.label(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    fn ledger_to_import(&self) -> Option<PathBuf> {
+        match self {
+            Self::Sqlite(s) => s.ledger_to_import(),
+            Self::Postgres(_) => None,
+        }
+    }
+
+    async fn query(&self, sql: &str, params: Vec<Param>) -> Result<Vec<BuildRecord>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.query(sql, params).await,
+            Self::Postgres(p) => p.query(sql, params).await,
+        }
+    }
+
+    async fn one(&self, sql: &str, params: Vec<Param>) -> Result<Option<BuildRecord>, StoreError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    async fn execute(&self, sql: &str, params: Vec<Param>) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.execute(sql, params).await,
+            Self::Postgres(p) => p.execute(sql, params).await,
+        }
+    }
+
+    /// Answers when the store can be read and written to; the error says why not.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.ping().await,
+            Self::Postgres(p) => p.ping().await,
+        }
+    }
+
+    /// Claims (identity, driver version) for a dispatch, unless a build of it is open: one
+    /// atomic insert against the unique index of open builds.
+    pub async fn claim(&self, claim: &NewClaim<'_>) -> Result<Claim, StoreError> {
+        let insert = format!(
+            "INSERT INTO builds ({COLUMNS}) VALUES ($1, $2, $3, 'claimed', NULL, NULL, NULL, $4, $5, $6, NULL, $6) \
+             ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+        );
+        let select = format!(
+            "SELECT {COLUMNS} FROM builds WHERE key = $1 AND driver_version = $2 AND {OPEN}"
+        );
+        let params = vec![
+            text(claim.request_id),
+            text(claim.key),
+            text(claim.driver_version),
+            text(claim.owner),
+            millis(lease_end(claim.now, claim.lease)),
+            millis(claim.now),
+        ];
+        let lookup = vec![text(claim.key), text(claim.driver_version)];
+        // The open build may settle between the insert and the read: then claim again.
+        for _ in 0..5 {
+            let found = match self {
+                Self::Sqlite(s) => {
+                    s.claim(&insert, params.clone(), &select, lookup.clone())
+                        .await?
+                }
+                Self::Postgres(p) => {
+                    p.claim(&insert, params.clone(), &select, lookup.clone())
+                        .await?
+                }
+            };
+            if let Some(found) = found {
+                return Ok(found);
+            }
+        }
+        Err(StoreError::Unavailable {
+            store: self.label(),
+            message: format!(
+                "cannot claim {} {}: the open build kept changing; retry",
+                claim.key, claim.driver_version
+            ),
+        })
+    }
+
+    /// Takes over a claim whose lease ended (its holder stopped before it dispatched).
+    pub async fn take_over(
+        &self,
+        record: &BuildRecord,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<BuildRecord>, StoreError> {
+        self.one(
+            &format!(
+                "UPDATE builds SET owner = $4, lease_until = $5, updated_at = $6 \
+                 WHERE request_id = $1 AND key = $2 AND driver_version = $3 \
+                 AND phase = 'claimed' AND (lease_until IS NULL OR lease_until < $6) \
+                 RETURNING {COLUMNS}"
+            ),
+            vec![
+                text(&record.request_id),
+                text(&record.key),
+                text(&record.driver_version),
+                text(owner),
+                millis(lease_end(now, lease)),
+                millis(now),
+            ],
+        )
+        .await
+    }
+
+    /// Renews this owner's claim for a full lease, right before it dispatches: false when the
+    /// claim is no longer this owner's (it expired and was taken over, or was settled).
+    pub async fn renew(
+        &self,
+        record: &BuildRecord,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "UPDATE builds SET lease_until = $5, updated_at = $6 \
+                 WHERE request_id = $1 AND key = $2 AND driver_version = $3 \
+                 AND phase = 'claimed' AND owner = $4",
+                vec![
+                    text(&record.request_id),
+                    text(&record.key),
+                    text(&record.driver_version),
+                    text(owner),
+                    millis(lease_end(now, lease)),
+                    millis(now),
+                ],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Records the run that builds a claimed identity.
+    pub async fn mark_dispatched(
+        &self,
+        record: &BuildRecord,
+        run_id: u64,
+        url: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE builds SET phase = 'dispatched', run_id = $4, url = $5, dispatched_at = $6, \
+             updated_at = $6, lease_until = NULL \
+             WHERE request_id = $1 AND key = $2 AND driver_version = $3",
+            vec![
+                text(&record.request_id),
+                text(&record.key),
+                text(&record.driver_version),
+                Param::Int(Some(i64::try_from(run_id).unwrap_or(i64::MAX))),
+                opt_text(url),
+                millis(now),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Ends an open build; a later request starts a new one. False when it was already settled.
+    pub async fn settle(
+        &self,
+        record: &BuildRecord,
+        phase: Phase,
+        conclusion: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                &format!(
+                    "UPDATE builds SET phase = $4, conclusion = $5, updated_at = $6, lease_until = NULL \
+                     WHERE request_id = $1 AND key = $2 AND driver_version = $3 AND {OPEN}"
+                ),
+                vec![
+                    text(&record.request_id),
+                    text(&record.key),
+                    text(&record.driver_version),
+                    text(phase.as_str()),
+                    opt_text(conclusion),
+                    millis(now),
+                ],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The open build of (identity, driver version), if any.
+    pub async fn open_build(
+        &self,
+        key: &str,
+        driver_version: &str,
+    ) -> Result<Option<BuildRecord>, StoreError> {
+        self.one(
+            &format!(
+                "SELECT {COLUMNS} FROM builds WHERE key = $1 AND driver_version = $2 AND {OPEN}"
+            ),
+            vec![text(key), text(driver_version)],
+        )
+        .await
+    }
+
+    /// Every open build (for build states and the service's sweep).
+    pub async fn open_builds(&self) -> Result<Vec<BuildRecord>, StoreError> {
+        self.query(
+            &format!("SELECT {COLUMNS} FROM builds WHERE {OPEN} ORDER BY accepted_at"),
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// The builds a request id names (one, or a batch run's identities), newest first.
+    pub async fn by_request_id(&self, request_id: &str) -> Result<Vec<BuildRecord>, StoreError> {
+        self.query(
+            &format!("SELECT {COLUMNS} FROM builds WHERE request_id = $1 ORDER BY updated_at DESC"),
+            vec![text(request_id)],
+        )
+        .await
+    }
+
+    /// Every build of one identity and driver version, oldest first.
+    pub async fn history(
+        &self,
+        key: &str,
+        driver_version: &str,
+    ) -> Result<Vec<BuildRecord>, StoreError> {
+        self.query(
+            &format!(
+                "SELECT {COLUMNS} FROM builds WHERE key = $1 AND driver_version = $2 ORDER BY accepted_at"
+            ),
+            vec![text(key), text(driver_version)],
+        )
+        .await
+    }
+
+    /// Deletes settled builds last changed before `before`; returns how many.
+    pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.execute(
+            &format!("DELETE FROM builds WHERE NOT ({OPEN}) AND updated_at < $1"),
+            vec![millis(before)],
+        )
+        .await
+    }
+
+    /// Writes a whole record as it is (imports, tests of crash recovery).
+    pub async fn insert(&self, r: &BuildRecord) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                &format!(
+                    "INSERT INTO builds ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT DO NOTHING"
+                ),
+                vec![
+                    text(&r.request_id),
+                    text(&r.key),
+                    text(&r.driver_version),
+                    text(r.phase.as_str()),
+                    Param::Int(r.run_id.map(|id| i64::try_from(id).unwrap_or(i64::MAX))),
+                    opt_text(r.url.as_deref()),
+                    opt_text(r.conclusion.as_deref()),
+                    opt_text(r.owner.as_deref()),
+                    Param::Int(r.lease_until.map(|t| t.timestamp_millis())),
+                    millis(r.accepted_at),
+                    Param::Int(r.dispatched_at.map(|t| t.timestamp_millis())),
+                    millis(r.updated_at),
+                ],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+}
+
+/// A name for this process as a claim holder: host, process id and a random part, so two
+/// processes (or a restarted one) never share it.
+pub fn owner_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}/{}/{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact_url("postgres://kfleet:s3cret@db:5432/kfleet?sslmode=disable&password=x"),
+            "postgres://kfleet:***@db:5432/kfleet?sslmode=disable&password=***"
+        );
+        assert_eq!(
+            redact_url("postgresql://db/kfleet"),
+            "postgresql://db/kfleet"
+        );
+    }
+
+    #[test]
+    fn specs_parse() {
+        let dir = Path::new("/var/lib/kfleet");
+        assert_eq!(
+            StateSpec::parse("", dir).unwrap(),
+            StateSpec::Sqlite(dir.join(DB_FILE))
+        );
+        assert_eq!(
+            StateSpec::parse("sqlite:/tmp/x.db", dir).unwrap(),
+            StateSpec::Sqlite("/tmp/x.db".into())
+        );
+        let err = StateSpec::parse("mysql://u:pw@h/db", dir).unwrap_err();
+        assert!(
+            err.contains("mysql://u:***@h/db") && !err.contains("pw"),
+            "{err}"
+        );
+    }
+}
