@@ -4,9 +4,15 @@
 //!
 //!     cargo bench --bench reboot_storm
 //!
-//! Runs twice: without dispatch pacing, and with the 750 ms pacing kfleet uses against GitHub.
+//! Runs on each state store (SQLite in a temporary directory; PostgreSQL in a throwaway cluster
+//! started like the tests do, which needs the server's binaries under /usr/lib/postgresql), each
+//! without dispatch pacing and with the 750 ms pacing kfleet uses against GitHub.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
+#[path = "../tests/support/postgres.rs"]
+#[allow(dead_code)] // the tests also stop and restart the server
+mod postgres;
 
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::builds::{Planner, PlannerConfig};
@@ -16,7 +22,7 @@ use kfleet::forge::{
 use kfleet::identity::KernelIdentity;
 use kfleet::sample::real_identities;
 use kfleet::service::{ServiceOptions, ServiceState, router};
-use kfleet::state::Store;
+use kfleet::state::{StateSpec, Store};
 use sha2::Digest;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -74,7 +80,7 @@ fn release(ids: &[KernelIdentity], template: &AssetTemplate) -> Release {
     }
 }
 
-async fn storm(label: &str, pacing: Duration) -> Outcome {
+async fn storm(label: String, pacing: Duration, state: StateSpec) -> Outcome {
     let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").expect("template");
     let ids: Vec<KernelIdentity> = real_identities().into_iter().take(IDENTITIES).collect();
     assert_eq!(
@@ -100,7 +106,6 @@ async fn storm(label: &str, pacing: Duration) -> Outcome {
         .await
         .expect("sandbox starts"),
     );
-    let state_dir = tempfile::tempdir().expect("temp dir");
     let dyn_forge: Arc<dyn Forge> = forge.clone();
     let planner = Planner::new(
         dyn_forge.clone(),
@@ -115,9 +120,7 @@ async fn storm(label: &str, pacing: Duration) -> Outcome {
             dispatch_interval: pacing,
             batch_workflow: "build-batch.yml".into(),
         },
-        Store::in_dir(state_dir.path())
-            .await
-            .expect("state store opens"),
+        Store::open(&state).await.expect("state store opens"),
     );
     let state = ServiceState::new(
         dyn_forge,
@@ -132,8 +135,16 @@ async fn storm(label: &str, pacing: Duration) -> Outcome {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let url = format!("http://{}/build", listener.local_addr().expect("addr"));
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let url = format!("{base}/build");
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    // As a Service would: nodes come once the replica is ready (its store answers).
+    while !reqwest::get(format!("{base}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Requests pick identities at random; a reboot storm brings every kind of node back at once.
     let mut rng = fastrand::Rng::with_seed(7);
@@ -214,7 +225,7 @@ async fn storm(label: &str, pacing: Duration) -> Outcome {
     // Every missing identity got exactly one id.
     wrong += ids_for.values().filter(|s| s.len() != 1).count();
     Outcome {
-        label: label.into(),
+        label,
         wall,
         all_dispatched,
         latencies,
@@ -232,13 +243,22 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let mut rows = Vec::new();
-    for (label, pacing) in [
-        ("no pacing", Duration::ZERO),
-        ("750 ms pacing", Duration::from_millis(750)),
-    ] {
-        let mut o = storm(label, pacing).await;
-        o.latencies.sort();
-        rows.push(o);
+    for store in ["SQLite", "PostgreSQL"] {
+        for (label, pacing) in [
+            ("no pacing", Duration::ZERO),
+            ("750 ms pacing", Duration::from_millis(750)),
+        ] {
+            // A fresh store per run: no build of an earlier run is joined.
+            let dir = tempfile::tempdir().expect("temp dir");
+            let pg = (store == "PostgreSQL").then(postgres::Postgres::start);
+            let spec = match &pg {
+                Some(pg) => StateSpec::Postgres(pg.url()),
+                None => StateSpec::Sqlite(dir.path().join(kfleet::state::DB_FILE)),
+            };
+            let mut o = storm(format!("{store}, {label}"), pacing, spec).await;
+            o.latencies.sort();
+            rows.push(o);
+        }
     }
     println!(
         "{REQUESTS} POST /build from {CLIENTS} concurrent clients over {IDENTITIES} identities ({BUILT} built), loopback, {} cores\n",
@@ -247,7 +267,7 @@ async fn main() {
             .unwrap_or(1)
     );
     println!(
-        "| dispatch pacing | wall | throughput | p50 | p99 | max | all dispatched after | GitHub calls | dispatches | missing identities asked for | wrong answers |"
+        "| state store, dispatch pacing | wall | throughput | p50 | p99 | max | all dispatched after | GitHub calls | dispatches | missing identities asked for | wrong answers |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for o in &rows {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Wall-clock time: run timestamps, ledger records, deadlines.
+    /// Wall-clock time: run timestamps, build records, deadlines.
     fn now(&self) -> DateTime<Utc>;
     /// Monotonic time: caches, rate limits, simulated run progress.
     fn instant(&self) -> Instant;

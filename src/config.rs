@@ -24,7 +24,7 @@ pub struct Config {
     /// Git ref the workflow runs on.
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
-    /// Holds the dispatch ledger and lock.
+    /// Holds the build state (kfleet.db) and caches.
     pub state_dir: Option<std::path::PathBuf>,
     /// How long a build may take before it is timed out, e.g. "15m".
     pub deadline: Option<String>,

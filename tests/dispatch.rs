@@ -1,5 +1,5 @@
 //! Dispatch through the planner against the sandbox forge over real HTTP on 127.0.0.1: one run per
-//! identity however many ask, the ledger across restarts, the run-details fallback, deadlines, and
+//! identity however many ask, the build state across restarts, the run-details fallback, deadlines, and
 //! the coverage flip to `covered` end to end.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
@@ -308,7 +308,7 @@ fn kfleet(sb_url: &str, state: &Path) -> Command {
     cmd
 }
 
-/// Separate processes share one dispatch through the lock and the ledger, then the run completes
+/// Separate processes share one dispatch through the SQLite build state, then the run completes
 /// and the report shows the identity covered.
 #[test]
 fn processes_share_one_dispatch_and_coverage_flips_to_covered() {
@@ -532,7 +532,7 @@ fn runs_and_cancel_commands_show_what_happened() {
 }
 
 /// Dedup by run title reads every page: with 130 builds queued, a second machine with its own
-/// ledger dispatches none of them again.
+/// build state dispatches none of them again.
 #[tokio::test]
 async fn a_second_machine_sees_every_page_of_queued_runs() {
     let sb = sandbox(quick(600_000, 1000)).await;
@@ -578,7 +578,7 @@ async fn builds_are_keyed_by_identity_and_driver_version() {
         .1;
     assert!(matches!(older, Decision::Dispatched { .. }), "{older:?}");
     assert!(matches!(one(&p, MISSING).await, Decision::Building { .. }));
-    // A second machine, without this ledger, also tells the two apart by the run titles.
+    // A second machine, without this build state, also tells the two apart by the run titles.
     let other = tempfile::tempdir().unwrap();
     let q = planner(&sb, other.path(), Duration::from_secs(900), false).await;
     let seen = q

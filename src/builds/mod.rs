@@ -219,16 +219,6 @@ impl Planner {
                 }
             }
         }
-        // Read after the listings: a build another process opened since is seen here, and one
-        // it opens from now on makes this process's claim fail.
-        let open: HashMap<String, BuildRecord> = self
-            .store
-            .open_builds()
-            .await?
-            .into_iter()
-            .filter(|b| b.driver_version == driver_version)
-            .map(|b| (b.key.clone(), b))
-            .collect();
         let mut out = Vec::with_capacity(ids.len());
         let mut dispatched_now: HashMap<String, (u64, Option<String>, String)> = HashMap::new();
         for identity in ids {
@@ -250,11 +240,14 @@ impl Planner {
                         request_id: Some(rid.clone()),
                     };
                 }
+                // Read after the listings: a build another process opened since is seen here,
+                // and one it opens from now on makes this process's claim fail.
+                let open = self.store.open_build(&key, driver_version).await?;
                 let decision = self
                     .decide(
                         identity,
                         driver_version,
-                        open.get(&key),
+                        open.as_ref(),
                         running.get(&key),
                         dry_run || matrix,
                         request_id,
@@ -530,11 +523,11 @@ impl Planner {
     }
 }
 
-/// An open build another process holds or follows.
+/// An open build another process holds or follows (a claim not yet dispatched is queued).
 fn building(open: &BuildRecord) -> Decision {
     Decision::Building {
         run_id: open.run_id,
-        status: None,
+        status: (open.phase == Phase::Claimed).then_some(crate::forge::RunStatus::Queued),
         url: open.url.clone(),
         request_id: Some(open.request_id.clone()),
     }

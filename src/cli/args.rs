@@ -77,7 +77,7 @@ pub struct EnsureArgs {
     pub repo: Option<String>,
     #[arg(long, value_name = "URL", requires = "repo")]
     pub api_url: Option<String>,
-    /// Ledger directory for --repo [default $XDG_STATE_HOME/kfleet].
+    /// State directory for --repo (the build state, kfleet.db) [default $XDG_STATE_HOME/kfleet].
     #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// File holding the service's bearer token (else env KFLEET_SERVICE_TOKEN).

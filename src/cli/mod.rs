@@ -49,7 +49,7 @@ pub enum Command {
     /// Serve a GitHub-compatible sandbox forge on loopback (releases from DIR/releases.json).
     Sandbox(SandboxArgs),
     /// Dispatch builds for identities without an artifact, after checking the release, the
-    /// running builds and the ledger; prints what it did for each and why.
+    /// running builds and the build state; prints what it did for each and why.
     Dispatch(DispatchArgs),
     /// Show build runs: identity, status, conclusion, elapsed against the deadline, URL.
     Runs(RunsArgs),

@@ -133,7 +133,7 @@ impl BuildArgs {
         }
     }
 
-    /// The state directory the flags or config name (the ledger, the lock, the response cache).
+    /// The state directory the flags or config name (the build state, the response cache).
     pub(crate) fn state_root(&self, config: &Config) -> PathBuf {
         self.state_dir
             .clone()

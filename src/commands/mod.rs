@@ -46,13 +46,13 @@ pub(crate) fn stdout(args: std::fmt::Arguments<'_>) -> std::result::Result<(), S
         .map_err(StdoutError)
 }
 
-/// Build states for the release a caller selects (runs and ledger are keyed by driver version).
+/// Build states for the release a caller selects (runs and builds are keyed by driver version).
 #[cfg(feature = "fleet")]
 pub(crate) type BuildStatesFor = Box<dyn Fn(&str) -> BuildStates>;
 
 #[cfg(feature = "fleet")]
 /// The release listing and build states, from the file or from the forge named on the command
-/// line (whose runs and ledger then give `building`, `failed` and `timed-out`).
+/// line (whose runs and build state then give `building`, `failed` and `timed-out`).
 pub(crate) fn load_listing(
     releases: Option<&PathBuf>,
     build: &BuildArgs,

@@ -49,6 +49,8 @@ pub(crate) fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
         deadline: args.build.deadline(config)?,
         rate_per_client: args.client_rate,
         metrics_public: args.metrics_public,
+        // Claims whose holder stopped are found within half a lease.
+        sweep_interval: (args.build.claim_lease / 2).min(std::time::Duration::from_secs(10)),
         ..crate::service::ServiceOptions::default()
     };
     let state = crate::service::ServiceState::new(forge.clone(), planner, template, options);

@@ -126,9 +126,15 @@ pub(super) async fn build(
     // One id per kernel and driver version, whichever replica is asked: the open build's, or a
     // new claim in the state store, made before the answer (a crash after it loses no id: the
     // claim expires and a sweep dispatches it). The (paced) dispatch happens in the background.
+    if let Some(rid) = state.cached_join(&key, &dv) {
+        return joined(&state, rid, key);
+    }
     let store = state.store();
     match store.open_build(&key, &dv).await {
-        Ok(Some(open)) => return joined(&state, open.request_id, key),
+        Ok(Some(open)) => {
+            state.remember_join(&key, &dv, &open.request_id);
+            return joined(&state, open.request_id, key);
+        }
         Ok(None) => {}
         Err(e) => return store_down(&state, &e),
     }
@@ -147,6 +153,7 @@ pub(super) async fn build(
     };
     match store.claim(&claim).await {
         Ok(Claim::Won(record)) => {
+            state.remember_join(&key, &dv, &rid);
             let mut builds = state.builds.lock().await;
             state.prune_cache(&mut builds);
             builds.insert(
@@ -157,7 +164,10 @@ pub(super) async fn build(
                 },
             );
         }
-        Ok(Claim::Held(other)) => return joined(&state, other.request_id, key),
+        Ok(Claim::Held(other)) => {
+            state.remember_join(&key, &dv, &other.request_id);
+            return joined(&state, other.request_id, key);
+        }
         Err(e) => return store_down(&state, &e),
     }
     state.metrics.count("accepted");
@@ -217,6 +227,9 @@ pub(super) async fn status(
         state.metrics.count("unknown_id");
         return json_error(StatusCode::NOT_FOUND, "no build with this id");
     };
+    if !record.phase.is_open() {
+        state.forget_join(&record);
+    }
     let tracked = {
         let mut builds = state.builds.lock().await;
         let status = builds
@@ -262,6 +275,7 @@ pub(super) async fn status(
                             // Seen finished here: every replica answers from the store now, and
                             // a failed build lets the next request start afresh.
                             let conclusion = run.conclusion.map(|c| c.to_string());
+                            state.forget_join(record);
                             if let Err(e) = state
                                 .store()
                                 .settle(
@@ -281,6 +295,7 @@ pub(super) async fn status(
                         let reason = format!(
                             "run {run_id} is no longer known to the forge (deleted, or the forge restarted); ask again"
                         );
+                        state.forget_join(record);
                         if let Err(e) = state
                             .store()
                             .settle(
@@ -356,6 +371,7 @@ pub(super) async fn status(
         RunState::Failed => answer(ServiceStatus::Failed),
         _ if state.overdue(&tracked.record) => {
             // Past the deadline: settled, so the next request starts a new build.
+            state.forget_join(&tracked.record);
             if let Err(e) = state
                 .store()
                 .settle(&tracked.record, Phase::TimedOut, None, state.clock().now())

@@ -175,6 +175,10 @@ impl Tracked {
     }
 }
 
+/// How long the service trusts that a build it saw open is still the one to join (another replica
+/// may settle it meanwhile; a node that joins a build just settled sees that in its status).
+const JOIN_TTL: Duration = Duration::from_secs(1);
+
 /// The conclusion of a build settled because its artifact turned up without a run.
 const AVAILABLE: &str = "available";
 
@@ -258,6 +262,9 @@ pub struct ServiceState {
     refreshing: tokio::sync::Mutex<()>,
     /// request id -> build, as last read from the store, with its run status.
     builds: tokio::sync::Mutex<HashMap<String, Tracked>>,
+    /// (key, driver version) -> the request id of its open build, as the store said within
+    /// [`JOIN_TTL`]: a storm of requests for one missing kernel costs one store query a second.
+    joins: std::sync::Mutex<HashMap<(String, String), (String, Instant)>>,
     buckets: std::sync::Mutex<HashMap<[u8; 32], Bucket>>,
     metrics: Metrics,
 }
@@ -297,6 +304,7 @@ impl ServiceState {
             refreshing: tokio::sync::Mutex::new(()),
             builds: tokio::sync::Mutex::new(HashMap::new()),
             buckets: std::sync::Mutex::new(HashMap::new()),
+            joins: std::sync::Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
         })
     }
@@ -497,6 +505,35 @@ impl ServiceState {
             .is_ok_and(|a| a > age)
     }
 
+    /// The request id of the open build of (key, driver version), as seen within [`JOIN_TTL`].
+    fn cached_join(&self, key: &str, driver_version: &str) -> Option<String> {
+        let mut joins = self.joins.locked();
+        let now = self.clock().instant();
+        joins.retain(|_, (_, at)| now.saturating_duration_since(*at) < JOIN_TTL);
+        joins
+            .get(&(key.to_string(), driver_version.to_string()))
+            .map(|(rid, _)| rid.clone())
+    }
+
+    fn remember_join(&self, key: &str, driver_version: &str, rid: &str) {
+        self.joins.locked().insert(
+            (key.to_string(), driver_version.to_string()),
+            (rid.to_string(), self.clock().instant()),
+        );
+    }
+
+    /// Forgets that `rid` is the build to join (it settled).
+    fn forget_join(&self, record: &BuildRecord) {
+        let build = (record.key.clone(), record.driver_version.clone());
+        let mut joins = self.joins.locked();
+        if joins
+            .get(&build)
+            .is_some_and(|(rid, _)| *rid == record.request_id)
+        {
+            joins.remove(&build);
+        }
+    }
+
     /// Forgets cached builds older than twice the deadline (their nodes stopped waiting; the
     /// store keeps them), so memory does not grow with every request ever made.
     fn prune_cache(&self, builds: &mut HashMap<String, Tracked>) {
@@ -553,6 +590,7 @@ impl ServiceState {
         let now = self.clock().now();
         for record in self.store().by_request_id(rid).await? {
             if record.key == key && record.driver_version == driver_version {
+                self.forget_join(&record);
                 self.store()
                     .settle(&record, phase, Some(&reason), now)
                     .await?;

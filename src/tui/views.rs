@@ -526,7 +526,7 @@ fn help(app: &App, frame: &mut Frame) {
 fn confirm(app: &App, pending: &Pending, frame: &mut Frame) {
     let planner = |lines: &mut Vec<Line>| match &app.preview {
         None => lines.push(Line::raw(
-            "the planner is checking the release, running builds and the ledger…",
+            "the planner is checking the release, running builds and the build state…",
         )),
         Some(preview) => {
             let would = preview
