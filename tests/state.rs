@@ -231,6 +231,44 @@ async fn postgres_keeps_the_claim_contract_and_hides_its_password() {
     assert_eq!(won, 1);
 }
 
+/// A server that takes TLS connections only: the store connects with `sslmode=verify-full` and
+/// the test CA, and refuses a server whose certificate it cannot verify.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_over_tls_verifies_the_server() {
+    let (pg, ca) = Postgres::start_with_tls();
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        ca.display()
+    );
+    let store = Store::open(&StateSpec::Postgres(url)).await.unwrap();
+    contract(&store).await;
+
+    let plain = Store::open(&StateSpec::Postgres(pg.url())).await.unwrap();
+    let err = plain.ping().await.unwrap_err().to_string();
+    assert!(err.contains("no encryption"), "{err}");
+    // The system's roots do not know the test CA.
+    let unverified = format!("{}?sslmode=require", pg.url());
+    let err = Store::open(&StateSpec::Postgres(unverified))
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let wrong = format!("{}?sslmode=bogus", pg.url());
+    let err = Store::open(&StateSpec::Postgres(wrong))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("sslmode=bogus: use disable, require or verify-full"),
+        "{err}"
+    );
+}
+
 /// The child half of the kill -9 test: claims builds one after another, printing each request id
 /// once its claim committed, until it is killed.
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! The PostgreSQL store, for several replicas of the build service: a connection pool with short
 //! timeouts (a database that is down makes operations fail fast, not hang), the schema migrated
-//! once under an advisory lock however many replicas start at once.
+//! once under an advisory lock however many replicas start at once, and TLS (rustls) when the URL
+//! asks for it with `sslmode=require`, `verify-ca` or `verify-full`: the server's certificate and
+//! host name are always verified, against `sslrootcert=FILE` or the system's roots.
 
 use super::{INT_COLUMNS, Param, RawRow, StoreError, TEXT_COLUMNS};
 use std::sync::Arc;
@@ -17,6 +19,8 @@ const MIGRATION_LOCK: i64 = 0x6b66_6c65_6574;
 pub struct PgStore {
     pool: deadpool_postgres::Pool,
     config: Arc<tokio_postgres::Config>,
+    /// The TLS connector, when the URL asks for TLS.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     label: String,
     migrated: Arc<tokio::sync::OnceCell<()>>,
 }
@@ -26,6 +30,97 @@ fn boxed(p: Param) -> Box<dyn ToSql + Sync + Send> {
         Param::Text(t) => Box::new(t),
         Param::Int(i) => Box::new(i),
     }
+}
+
+/// What the URL says about TLS, and the URL without what tokio-postgres does not parse.
+struct TlsOptions {
+    url: String,
+    required: bool,
+    root_cert: Option<std::path::PathBuf>,
+}
+
+impl TlsOptions {
+    fn split(url: &str) -> Result<Self, String> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut kept = Vec::new();
+        let mut required = false;
+        let mut root_cert = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "sslmode" => {
+                    required = match value {
+                        "disable" | "allow" | "prefer" => false,
+                        "require" | "verify-ca" | "verify-full" => true,
+                        other => {
+                            return Err(format!(
+                                "sslmode={other}: use disable, require or verify-full"
+                            ));
+                        }
+                    }
+                }
+                "sslrootcert" => root_cert = Some(std::path::PathBuf::from(value)),
+                _ => kept.push(pair),
+            }
+        }
+        if root_cert.is_some() && !required {
+            return Err("sslrootcert is given without sslmode=verify-full (or require)".into());
+        }
+        let url = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        Ok(Self {
+            url,
+            required,
+            root_cert,
+        })
+    }
+}
+
+/// A rustls connector trusting `root_cert` (PEM), or the system's roots.
+fn tls_connector(
+    root_cert: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            let shown = path.display();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("sslrootcert {shown} holds no certificate"));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(
+                    "sslmode asks for TLS, but this system has no root certificates; give sslrootcert=FILE"
+                        .into(),
+                );
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 fn borrowed(values: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
@@ -64,20 +159,34 @@ impl PgStore {
             store: label.clone(),
             message,
         };
+        let options = TlsOptions::split(url).map_err(invalid)?;
         let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e: tokio_postgres::Error| {
+            options.url.parse().map_err(|e: tokio_postgres::Error| {
                 invalid(format!("not a PostgreSQL URL ({})", describe(&e)))
             })?;
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .application_name("kfleet");
-        let manager = deadpool_postgres::Manager::from_config(
-            config.clone(),
-            tokio_postgres::NoTls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
-        );
+        let tls = if options.required {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            Some(tls_connector(options.root_cert.as_deref()).map_err(invalid)?)
+        } else {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            None
+        };
+        let manager_config = deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => {
+                deadpool_postgres::Manager::from_config(config.clone(), tls.clone(), manager_config)
+            }
+            None => deadpool_postgres::Manager::from_config(
+                config.clone(),
+                tokio_postgres::NoTls,
+                manager_config,
+            ),
+        };
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -89,6 +198,7 @@ impl PgStore {
         Ok(Self {
             pool,
             config: Arc::new(config),
+            tls,
             label,
             migrated: Arc::new(tokio::sync::OnceCell::new()),
         })
@@ -109,12 +219,17 @@ impl PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         self.migrated
             .get_or_try_init(|| async {
-                let (mut client, connection) = self
-                    .config
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| self.unavailable(describe(&e)))?;
-                let task = tokio::spawn(connection);
+                let connected = match &self.tls {
+                    Some(tls) => self.config.connect(tls.clone()).await.map(|(client, c)| {
+                        (client, tokio::spawn(async move { c.await.map(|_| ()) }))
+                    }),
+                    None => self
+                        .config
+                        .connect(tokio_postgres::NoTls)
+                        .await
+                        .map(|(client, c)| (client, tokio::spawn(c))),
+                };
+                let (mut client, task) = connected.map_err(|e| self.unavailable(describe(&e)))?;
                 let result = async {
                     client
                         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])

@@ -12,6 +12,8 @@ pub struct Postgres {
     pub port: u16,
     /// `runuser -u postgres --` when running as root.
     as_user: Vec<String>,
+    /// Serves TLS only (a certificate for 127.0.0.1 from a test CA).
+    tls: bool,
 }
 
 /// The newest `/usr/lib/postgresql/*/bin` that has `initdb`.
@@ -54,18 +56,114 @@ fn free_port() -> u16 {
 
 impl Postgres {
     pub fn start() -> Self {
+        let pg = Self::init(false);
+        pg.start_again();
+        pg
+    }
+
+    /// A server that accepts TLS connections only, with a certificate for 127.0.0.1 signed by a
+    /// CA of its own; returns the CA's certificate (PEM) beside it.
+    pub fn start_with_tls() -> (Self, PathBuf) {
+        let pg = Self::init(true);
+        let dir = pg.dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let subject = |cn: &str| format!("/CN={cn}");
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &subject("kfleet test CA"),
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &subject("127.0.0.1"),
+            "-keyout",
+            "data/server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "data/server.crt",
+        ]);
+        std::fs::write(
+            pg.data().join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            pg.data().join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        pg.own();
+        pg.start_again();
+        let ca = dir.join("ca.crt");
+        (pg, ca)
+    }
+
+    /// Gives the cluster's files to the user the server runs as.
+    fn own(&self) {
+        if !self.as_user.is_empty() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(self.dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown the cluster directory to postgres");
+        }
+    }
+
+    fn init(tls: bool) -> Self {
         let bin = server_bin();
         let dir = tempfile::Builder::new()
             .prefix("kfleet-pg-")
             .tempdir()
             .unwrap();
         let as_user = if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown the cluster directory to postgres");
             vec![
                 "runuser".into(),
                 "-u".into(),
@@ -80,7 +178,9 @@ impl Postgres {
             dir,
             port: free_port(),
             as_user,
+            tls,
         };
+        pg.own();
         pg.run(
             "initdb",
             &[
@@ -95,7 +195,6 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        pg.start_again();
         pg
     }
 
@@ -138,11 +237,14 @@ impl Postgres {
 
     /// Starts the server (again, after [`Postgres::stop`]) and waits until it accepts.
     pub fn start_again(&self) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = self.dir.path().join("server.log").display().to_string();
         self.run(
             "pg_ctl",
