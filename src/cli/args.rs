@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Serve /metrics without a client token.
     #[arg(long)]
     pub metrics_public: bool,
+    /// Settled builds are deleted from the build state this long after they settled.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = duration)]
+    pub retention: Duration,
     #[command(flatten)]
     pub build: BuildArgs,
     #[command(flatten)]

@@ -51,6 +51,7 @@ pub(crate) fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
         metrics_public: args.metrics_public,
         // Claims whose holder stopped are found within half a lease.
         sweep_interval: (args.build.claim_lease / 2).min(std::time::Duration::from_secs(10)),
+        retention: args.retention,
         ..crate::service::ServiceOptions::default()
     };
     let state = crate::service::ServiceState::new(forge.clone(), planner, template, options);
