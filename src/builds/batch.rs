@@ -3,7 +3,7 @@
 
 use super::{BuildError, Decision, Planner, building, new_request_id};
 use crate::identity::KernelIdentity;
-use crate::state::{Claim, NewClaim, Phase};
+use crate::state::{Claim, Phase};
 
 /// GitHub's limits for one batch dispatch: jobs per matrix, characters of inputs.
 pub const MAX_MATRIX_JOBS: usize = 256;
@@ -66,16 +66,7 @@ impl Planner {
             // is left to that process.
             let mut claims = Vec::with_capacity(chunk.len());
             for id in chunk {
-                let key = id.key();
-                let claim = NewClaim {
-                    request_id: &rid,
-                    key: &key,
-                    driver_version,
-                    owner: &self.owner,
-                    now: self.clock.now(),
-                    lease: self.config.claim_lease,
-                };
-                match self.store.claim(&claim).await? {
+                match self.claim(&rid, &id.key(), driver_version).await? {
                     Claim::Won(record) => claims.push((id, record)),
                     Claim::Held(other) => {
                         for (_, d) in decisions.iter_mut().filter(|(i, _)| *i == id) {

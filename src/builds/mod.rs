@@ -125,15 +125,6 @@ impl Planner {
         &self.store
     }
 
-    /// This process's name on the claims it holds.
-    pub fn owner(&self) -> &str {
-        &self.owner
-    }
-
-    pub fn config(&self) -> &PlannerConfig {
-        &self.config
-    }
-
     /// Plans (and unless `dry_run`, dispatches) each identity, in order, one run each.
     pub async fn plan_many(
         &self,
@@ -364,15 +355,7 @@ impl Planner {
                 let rid = request_id
                     .map(str::to_string)
                     .unwrap_or_else(new_request_id);
-                let claim = NewClaim {
-                    request_id: &rid,
-                    key: &key,
-                    driver_version,
-                    owner: &self.owner,
-                    now: self.clock.now(),
-                    lease,
-                };
-                match self.store.claim(&claim).await? {
+                match self.claim(&rid, &key, driver_version).await? {
                     Claim::Won(record) => record,
                     Claim::Held(other) => return Ok(building(&other)),
                 }
@@ -520,6 +503,28 @@ impl Planner {
             url,
             cancelled,
         })
+    }
+}
+
+impl Planner {
+    /// Claims (key, driver version) for a dispatch under `request_id`, held by this process for
+    /// a lease (the build service claims before it answers, then plans with that request id).
+    pub async fn claim(
+        &self,
+        request_id: &str,
+        key: &str,
+        driver_version: &str,
+    ) -> Result<Claim, StoreError> {
+        self.store
+            .claim(&NewClaim {
+                request_id,
+                key,
+                driver_version,
+                owner: &self.owner,
+                now: self.clock.now(),
+                lease: self.config.claim_lease,
+            })
+            .await
     }
 }
 

@@ -175,9 +175,9 @@ impl BuildArgs {
 
     /// Where the build state lives: `--state`, else `kfleet.db` in the state directory (for a
     /// sandbox forge, in its own subdirectory: sandbox runs are make-believe).
-    pub(crate) fn state_spec(&self, config: &Config) -> Result<StateSpec> {
+    fn state_spec(&self, config: &Config, sandbox: bool) -> Result<StateSpec> {
         let mut dir = self.state_root(config);
-        if self.forge.sandbox.is_some() {
+        if sandbox {
             dir = dir.join("sandbox");
         }
         StateSpec::parse(self.state_url.as_deref().unwrap_or_default(), &dir)
@@ -186,7 +186,13 @@ impl BuildArgs {
 
     /// Opens the build state store.
     pub(crate) async fn store(&self, config: &Config) -> Result<Store> {
-        let spec = self.state_spec(config)?;
+        self.store_for(config, self.forge.sandbox.is_some()).await
+    }
+
+    /// Opens the build state store; `sandbox`: the forge is a sandbox (the dashboard starts the
+    /// built-in one without `--sandbox`).
+    pub(crate) async fn store_for(&self, config: &Config, sandbox: bool) -> Result<Store> {
+        let spec = self.state_spec(config, sandbox)?;
         Store::open(&spec)
             .await
             .context("cannot open the build state store")

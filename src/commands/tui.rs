@@ -46,17 +46,7 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
     let deadline = build.deadline(config)?;
     let mut planner_config = build.planner_config(config, String::new())?;
     let state_root = build.state_root(config);
-    let mut state_spec = build.state_spec(config)?;
-    if forge.label().starts_with("SANDBOX")
-        && build.forge.sandbox.is_none()
-        && let StateSpec::Sqlite(path) = &state_spec
-    {
-        state_spec = StateSpec::Sqlite(
-            crate::fsio::parent_dir(path)
-                .join("sandbox")
-                .join(crate::state::DB_FILE),
-        );
-    }
+    let sandbox = build.forge.sandbox.is_some() || forge.label().starts_with("SANDBOX");
     let (head_share, target) = args.shares.resolve(config);
     let options = CoverageOptions {
         head_share,
@@ -70,9 +60,7 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         let listing = forge.list_releases().await?;
         let release = select_release(&listing.releases, args.driver_version.as_deref())?;
         planner_config.driver_version = release.tag_name.clone();
-        let store = Store::open(&state_spec)
-            .await
-            .context("cannot open the build state store")?;
+        let store = build.store_for(config, sandbox).await?;
         let planner = Arc::new(Planner::new(
             forge.clone(),
             template.clone(),

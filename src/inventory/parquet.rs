@@ -1,7 +1,8 @@
 //! Parquet inventories (a fleet table exported from a data lake): only the four identity columns
-//! are read (projection pushdown), a row group (at most a million rows) at a time on each core, and counted per identity in the same
-//! tally as CSV: memory is bounded by the slice and the identities, not the fleet. A row with a
-//! missing field is a bad row named by its 1-based row number.
+//! are read (projection pushdown), a row group (at most a million rows) at a time on each core,
+//! and counted per identity in the same tally as CSV: memory is bounded by the slice and the
+//! identities, not the fleet. A row with a missing field is a bad row named by its 1-based row
+//! number.
 
 use super::tally::{Position, Tally, on_threads};
 use super::{FleetGroups, InventoryError};

@@ -7,7 +7,7 @@ use super::{
 use crate::builds::new_request_id;
 use crate::identity::{KernelIdentity, Rejection};
 use crate::locks::Lock;
-use crate::state::{Claim, NewClaim, Phase, StoreError};
+use crate::state::{Claim, Phase, StoreError};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -143,15 +143,7 @@ pub(super) async fn build(
         return *r;
     }
     let rid = new_request_id();
-    let claim = NewClaim {
-        request_id: &rid,
-        key: &key,
-        driver_version: &dv,
-        owner: state.planner.owner(),
-        now: state.clock().now(),
-        lease: state.planner.config().claim_lease,
-    };
-    match store.claim(&claim).await {
+    match state.planner.claim(&rid, &key, &dv).await {
         Ok(Claim::Won(record)) => {
             state.remember_join(&key, &dv, &rid);
             let mut builds = state.builds.lock().await;
@@ -228,7 +220,7 @@ pub(super) async fn status(
         return json_error(StatusCode::NOT_FOUND, "no build with this id");
     };
     if !record.phase.is_open() {
-        state.forget_join(&record);
+        state.forget_join((&record).into());
     }
     let tracked = {
         let mut builds = state.builds.lock().await;
@@ -275,19 +267,9 @@ pub(super) async fn status(
                             // Seen finished here: every replica answers from the store now, and
                             // a failed build lets the next request start afresh.
                             let conclusion = run.conclusion.map(|c| c.to_string());
-                            state.forget_join(record);
-                            if let Err(e) = state
-                                .store()
-                                .settle(
-                                    record,
-                                    Phase::Finished,
-                                    conclusion.as_deref(),
-                                    state.clock().now(),
-                                )
-                                .await
-                            {
-                                tracing::warn!("cannot record that run {run_id} ended: {e}");
-                            }
+                            state
+                                .settle(record.into(), Phase::Finished, conclusion.as_deref())
+                                .await;
                         }
                         RunState::of(&run)
                     }
@@ -295,19 +277,9 @@ pub(super) async fn status(
                         let reason = format!(
                             "run {run_id} is no longer known to the forge (deleted, or the forge restarted); ask again"
                         );
-                        state.forget_join(record);
-                        if let Err(e) = state
-                            .store()
-                            .settle(
-                                record,
-                                Phase::Finished,
-                                Some("run-not-found"),
-                                state.clock().now(),
-                            )
-                            .await
-                        {
-                            tracing::warn!("cannot record that run {run_id} is gone: {e}");
-                        }
+                        state
+                            .settle(record.into(), Phase::Finished, Some("run-not-found"))
+                            .await;
                         return failed(reason);
                     }
                     Err(e) => {
@@ -371,14 +343,9 @@ pub(super) async fn status(
         RunState::Failed => answer(ServiceStatus::Failed),
         _ if state.overdue(&tracked.record) => {
             // Past the deadline: settled, so the next request starts a new build.
-            state.forget_join(&tracked.record);
-            if let Err(e) = state
-                .store()
-                .settle(&tracked.record, Phase::TimedOut, None, state.clock().now())
-                .await
-            {
-                tracing::warn!("cannot record that {id} timed out: {e}");
-            }
+            state
+                .settle((&tracked.record).into(), Phase::TimedOut, None)
+                .await;
             answer(ServiceStatus::TimedOut)
         }
         RunState::InProgress => answer(ServiceStatus::InProgress),

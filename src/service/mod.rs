@@ -14,7 +14,7 @@ use crate::builds::{Decision, Planner};
 use crate::forge::Forge;
 use crate::identity::KernelIdentity;
 use crate::locks::{Lock, ReadWrite};
-use crate::state::{BuildRecord, Phase, Store};
+use crate::state::{BuildId, BuildRecord, Phase, Store};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -522,15 +522,15 @@ impl ServiceState {
         );
     }
 
-    /// Forgets that `rid` is the build to join (it settled).
-    fn forget_join(&self, record: &BuildRecord) {
-        let build = (record.key.clone(), record.driver_version.clone());
+    /// Forgets that `build` is the one to join (it settled).
+    fn forget_join(&self, build: BuildId<'_>) {
+        let at = (build.key.to_string(), build.driver_version.to_string());
         let mut joins = self.joins.locked();
         if joins
-            .get(&build)
-            .is_some_and(|(rid, _)| *rid == record.request_id)
+            .get(&at)
+            .is_some_and(|(rid, _)| rid == build.request_id)
         {
-            joins.remove(&build);
+            joins.remove(&at);
         }
     }
 
@@ -573,31 +573,32 @@ impl ServiceState {
                 )
             }
         };
-        // A store that is down now leaves the claim to expire; the sweep settles it later.
-        if let Err(e) = self.settle(&rid, &key, &driver_version, settled).await {
-            tracing::warn!("cannot record how {rid} ended: {e}");
-        }
+        let build = BuildId {
+            request_id: &rid,
+            key: &key,
+            driver_version: &driver_version,
+        };
+        self.settle(build, settled.0, Some(&settled.1)).await;
     }
 
-    /// Settles the open build `rid` names for (key, driver version), and drops its cached entry.
-    async fn settle(
-        &self,
-        rid: &str,
-        key: &str,
-        driver_version: &str,
-        (phase, reason): (Phase, String),
-    ) -> Result<(), crate::state::StoreError> {
-        let now = self.clock().now();
-        for record in self.store().by_request_id(rid).await? {
-            if record.key == key && record.driver_version == driver_version {
-                self.forget_join(&record);
-                self.store()
-                    .settle(&record, phase, Some(&reason), now)
-                    .await?;
-            }
+    /// Records in the store how a build ended (other replicas answer from it, and a later
+    /// request starts afresh) and stops joining it here. A store that is down now leaves the
+    /// build open: a claim expires and the sweep settles it; a run is seen again by the next poll.
+    async fn settle(&self, build: BuildId<'_>, phase: Phase, conclusion: Option<&str>) {
+        self.forget_join(build);
+        if let Err(e) = self
+            .store()
+            .settle(build, phase, conclusion, self.clock().now())
+            .await
+        {
+            tracing::warn!(
+                "cannot record that {} ({} {}) is {}: {e}",
+                build.request_id,
+                build.key,
+                build.driver_version,
+                phase.as_str()
+            );
         }
-        self.builds.lock().await.remove(rid);
-        Ok(())
     }
 
     /// One pass over the open builds: claims whose holder stopped before dispatching are taken

@@ -94,6 +94,36 @@ impl BuildRecord {
     }
 }
 
+/// Which build a write is for: its primary key (a request id names one build per identity and
+/// driver version; a batch run's id names several).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuildId<'a> {
+    pub request_id: &'a str,
+    pub key: &'a str,
+    pub driver_version: &'a str,
+}
+
+impl BuildId<'_> {
+    /// Its key as the first three parameters of a statement.
+    fn params(self) -> Vec<Param> {
+        vec![
+            text(self.request_id),
+            text(self.key),
+            text(self.driver_version),
+        ]
+    }
+}
+
+impl<'a> From<&'a BuildRecord> for BuildId<'a> {
+    fn from(r: &'a BuildRecord) -> Self {
+        Self {
+            request_id: &r.request_id,
+            key: &r.key,
+            driver_version: &r.driver_version,
+        }
+    }
+}
+
 /// What a claim found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Claim {
@@ -111,12 +141,6 @@ pub enum StoreError {
     /// The store holds something kfleet cannot read.
     #[error("state store {store}: {message}")]
     Invalid { store: String, message: String },
-}
-
-impl StoreError {
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
-    }
 }
 
 /// Which store to open: `--state` (or `KFLEET_STATE_URL`), else SQLite in the state directory.
@@ -386,8 +410,13 @@ impl Store {
                         .await?
                 }
             };
-            if let Some(found) = found {
-                return Ok(found);
+            if let Some((won, row)) = found {
+                let record = row.decode(&self.label())?;
+                return Ok(if won {
+                    Claim::Won(record)
+                } else {
+                    Claim::Held(record)
+                });
             }
         }
         Err(StoreError::Unavailable {
@@ -402,7 +431,7 @@ impl Store {
     /// Takes over a claim whose lease ended (its holder stopped before it dispatched).
     pub async fn take_over(
         &self,
-        record: &BuildRecord,
+        build: &BuildRecord,
         owner: &str,
         now: DateTime<Utc>,
         lease: Duration,
@@ -414,92 +443,91 @@ impl Store {
                  AND phase = 'claimed' AND (lease_until IS NULL OR lease_until < $6) \
                  RETURNING {COLUMNS}"
             ),
-            vec![
-                text(&record.request_id),
-                text(&record.key),
-                text(&record.driver_version),
-                text(owner),
-                millis(lease_end(now, lease)),
-                millis(now),
-            ],
+            [
+                BuildId::from(build).params(),
+                vec![text(owner), millis(lease_end(now, lease)), millis(now)],
+            ]
+            .concat(),
         )
         .await
     }
 
     /// Renews this owner's claim for a full lease, right before it dispatches: false when the
     /// claim is no longer this owner's (it expired and was taken over, or was settled).
-    pub async fn renew(
+    pub async fn renew<'a>(
         &self,
-        record: &BuildRecord,
+        build: impl Into<BuildId<'a>>,
         owner: &str,
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<bool, StoreError> {
+        let build: BuildId<'_> = build.into();
         let n = self
             .execute(
                 "UPDATE builds SET lease_until = $5, updated_at = $6 \
                  WHERE request_id = $1 AND key = $2 AND driver_version = $3 \
                  AND phase = 'claimed' AND owner = $4",
-                vec![
-                    text(&record.request_id),
-                    text(&record.key),
-                    text(&record.driver_version),
-                    text(owner),
-                    millis(lease_end(now, lease)),
-                    millis(now),
-                ],
+                [
+                    build.params(),
+                    vec![text(owner), millis(lease_end(now, lease)), millis(now)],
+                ]
+                .concat(),
             )
             .await?;
         Ok(n > 0)
     }
 
     /// Records the run that builds a claimed identity.
-    pub async fn mark_dispatched(
+    pub async fn mark_dispatched<'a>(
         &self,
-        record: &BuildRecord,
+        build: impl Into<BuildId<'a>>,
         run_id: u64,
         url: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let build: BuildId<'_> = build.into();
         self.execute(
             "UPDATE builds SET phase = 'dispatched', run_id = $4, url = $5, dispatched_at = $6, \
              updated_at = $6, lease_until = NULL \
              WHERE request_id = $1 AND key = $2 AND driver_version = $3",
-            vec![
-                text(&record.request_id),
-                text(&record.key),
-                text(&record.driver_version),
-                Param::Int(Some(i64::try_from(run_id).unwrap_or(i64::MAX))),
-                opt_text(url),
-                millis(now),
-            ],
+            [
+                build.params(),
+                vec![
+                    Param::Int(Some(i64::try_from(run_id).unwrap_or(i64::MAX))),
+                    opt_text(url),
+                    millis(now),
+                ],
+            ]
+            .concat(),
         )
         .await?;
         Ok(())
     }
 
     /// Ends an open build; a later request starts a new one. False when it was already settled.
-    pub async fn settle(
+    pub async fn settle<'a>(
         &self,
-        record: &BuildRecord,
+        build: impl Into<BuildId<'a>>,
         phase: Phase,
         conclusion: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let build: BuildId<'_> = build.into();
         let n = self
             .execute(
                 &format!(
                     "UPDATE builds SET phase = $4, conclusion = $5, updated_at = $6, lease_until = NULL \
                      WHERE request_id = $1 AND key = $2 AND driver_version = $3 AND {OPEN}"
                 ),
-                vec![
-                    text(&record.request_id),
-                    text(&record.key),
-                    text(&record.driver_version),
-                    text(phase.as_str()),
-                    opt_text(conclusion),
-                    millis(now),
-                ],
+                [
+                    build.params(),
+                    vec![
+                        text(phase.as_str()),
+                        opt_text(conclusion),
+                        millis(now),
+                    ],
+                ]
+                .concat(),
             )
             .await?;
         Ok(n > 0)

@@ -335,40 +335,32 @@ impl PgStore {
     }
 
     /// The claim in one transaction: the insert waits for a concurrent insert of the same open
-    /// build to commit or roll back, then does nothing or inserts; the read sees what won.
+    /// build to commit or roll back, then does nothing or inserts; the read sees what won. `true`
+    /// with the row this insert made; `false` with the open build that held it.
     pub(super) async fn claim(
         &self,
         insert: &str,
         params: Vec<Param>,
         select: &str,
         lookup: Vec<Param>,
-    ) -> Result<Option<super::Claim>, StoreError> {
+    ) -> Result<Option<(bool, RawRow)>, StoreError> {
         self.timed(async {
             let mut client = self.client().await?;
             let fail = |e: tokio_postgres::Error| self.unavailable(describe(&e));
             let tx = client.transaction().await.map_err(fail)?;
-            let values: Vec<_> = params.into_iter().map(boxed).collect();
-            let refs = borrowed(&values);
-            let won = tx.query_opt(insert, &refs).await.map_err(fail)?;
-            let held = match won {
-                Some(_) => None,
-                None => {
-                    let values: Vec<_> = lookup.into_iter().map(boxed).collect();
-                    let refs = borrowed(&values);
-                    tx.query_opt(select, &refs).await.map_err(fail)?
+            let first = async |sql: &str, values: Vec<Param>| {
+                let values: Vec<_> = values.into_iter().map(boxed).collect();
+                match tx.query_opt(sql, &borrowed(&values)).await.map_err(fail)? {
+                    Some(row) => raw(&row).map(Some).map_err(fail),
+                    None => Ok(None),
                 }
             };
-            tx.commit().await.map_err(fail)?;
-            let decode = |row: &tokio_postgres::Row| {
-                raw(row)
-                    .map_err(|e| self.unavailable(describe(&e)))?
-                    .decode(&self.label)
+            let found = match first(insert, params).await? {
+                Some(won) => Some((true, won)),
+                None => first(select, lookup).await?.map(|held| (false, held)),
             };
-            Ok(match (won, held) {
-                (Some(w), _) => Some(super::Claim::Won(decode(&w)?)),
-                (None, Some(h)) => Some(super::Claim::Held(decode(&h)?)),
-                (None, None) => None,
-            })
+            tx.commit().await.map_err(fail)?;
+            Ok(found)
         })
         .await
     }

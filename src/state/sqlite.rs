@@ -158,42 +158,31 @@ impl SqliteStore {
             .await
     }
 
-    /// The claim in one `BEGIN IMMEDIATE` transaction: insert, or read the open build.
+    /// The claim in one `BEGIN IMMEDIATE` transaction: insert, or read the open build. `true`
+    /// with the row this insert made; `false` with the open build that held it.
     pub(super) async fn claim(
         &self,
         insert: &str,
         params: Vec<Param>,
         select: &str,
         lookup: Vec<Param>,
-    ) -> Result<Option<super::Claim>, StoreError> {
+    ) -> Result<Option<(bool, RawRow)>, StoreError> {
         let (insert, select) = (dialect(insert), dialect(select));
-        let (won, held) = self
-            .with(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let won = {
-                    let mut stmt = tx.prepare_cached(&insert)?;
-                    let values: Vec<_> = params.into_iter().map(to_value).collect();
-                    let mut rows = stmt.query_map(rusqlite::params_from_iter(values), raw)?;
-                    rows.next().transpose()?
-                };
-                let held = match won {
-                    Some(_) => None,
-                    None => {
-                        let mut stmt = tx.prepare_cached(&select)?;
-                        let values: Vec<_> = lookup.into_iter().map(to_value).collect();
-                        let mut rows = stmt.query_map(rusqlite::params_from_iter(values), raw)?;
-                        rows.next().transpose()?
-                    }
-                };
-                tx.commit()?;
-                Ok((won, held))
-            })
-            .await?;
-        let label = self.label();
-        Ok(match (won, held) {
-            (Some(w), _) => Some(super::Claim::Won(w.decode(&label)?)),
-            (None, Some(h)) => Some(super::Claim::Held(h.decode(&label)?)),
-            (None, None) => None,
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let first = |sql: &str, values: Vec<Param>| -> rusqlite::Result<Option<RawRow>> {
+                let mut stmt = tx.prepare_cached(sql)?;
+                let values: Vec<_> = values.into_iter().map(to_value).collect();
+                let mut rows = stmt.query_map(rusqlite::params_from_iter(values), raw)?;
+                rows.next().transpose()
+            };
+            let found = match first(&insert, params)? {
+                Some(won) => Some((true, won)),
+                None => first(&select, lookup)?.map(|held| (false, held)),
+            };
+            tx.commit()?;
+            Ok(found)
         })
+        .await
     }
 }
