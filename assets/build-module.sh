@@ -6,7 +6,7 @@
 #   build-module.sh --kernel-dir DIR --module DIR --out DIR
 #
 # --headers holds the packages `kfleet headers fetch` wrote; they are installed in a container of the
-# distribution. With --extract they are unpacked into a private directory instead (dpkg-deb or
+# distribution (docker, or KFLEET_CONTAINER_ENGINE=podman). With --extract they are unpacked into a private directory instead (dpkg-deb or
 # rpm2cpio; no container, no root), for a host that runs the distribution's own build tools (the
 # same distribution and release). --kernel-dir is a kernel build tree already installed on this
 # machine (for example /usr/src/linux-headers-6.1.0-18-amd64 or /lib/modules/$(uname -r)/build):
@@ -49,7 +49,16 @@ case "${headers:+h}${kdir:+k}" in
   h | k) ;;
   *) die "give exactly one of --headers and --kernel-dir; $usage" ;;
 esac
+# KFLEET_EXTRACT=1 (set by kfleet's local runner on a host without a container engine) is --extract.
+if [ "${KFLEET_EXTRACT:-}" = 1 ] && [ -n "$headers" ]; then
+  extract=1
+fi
 [ -z "$extract" ] || [ -n "$headers" ] || die "--extract unpacks the packages of --headers; $usage"
+engine=${KFLEET_CONTAINER_ENGINE:-docker}
+case "$engine" in
+  docker | podman) ;;
+  *) die "KFLEET_CONTAINER_ENGINE is docker or podman, not '$engine'" ;;
+esac
 
 fields=(DISTRIBUTION DISTRO_VERSION ARCHITECTURE KERNEL_VERSION DRIVER_VERSION MODULE)
 for v in "${fields[@]}"; do
@@ -84,7 +93,7 @@ if [ -z "$kdir" ] && [ -z "$extract" ] && [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; t
     signing=(-e SIGN_KEY=/kfleet/sign.key -e SIGN_CERT=/kfleet/sign.crt -e SIGN_HASH
       -v "$(realpath "$SIGN_KEY"):/kfleet/sign.key:ro" -v "$(realpath "$SIGN_CERT"):/kfleet/sign.crt:ro")
   fi
-  exec docker run --rm -e KFLEET_IN_CONTAINER=1 \
+  exec "$engine" run --rm -e KFLEET_IN_CONTAINER=1 \
     -e DISTRIBUTION -e DISTRO_VERSION -e ARCHITECTURE -e KERNEL_VERSION -e DRIVER_VERSION -e MODULE \
     -e ASSET_TEMPLATE="$template" -e ASSET_NAME "${signing[@]}" \
     -v "$here/build-module.sh:/kfleet/build-module.sh:ro" \

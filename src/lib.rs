@@ -18,6 +18,7 @@ pub mod install;
 #[cfg(feature = "fleet")]
 pub mod inventory;
 pub mod kmod;
+pub mod localrun;
 pub mod locks;
 pub mod net;
 pub mod notice;

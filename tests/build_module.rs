@@ -436,32 +436,22 @@ fn the_asset_name_kfleet_gives_is_the_one_packaged() {
     assert!(out.path().join(format!("{name}.sha256")).is_file());
 }
 
-/// The shipped build path with real packages and no container: `kfleet headers fetch` resolves
-/// the kernel's headers from an APT repository on 127.0.0.1 that serves Debian's real `.deb`
-/// files under a `Packages.xz` made from their control fields, downloads and verifies them; then
-/// `build-module.sh --extract` unpacks them and builds the example module into a real `.ko`.
-#[test]
-fn fetched_real_debian_packages_build_the_module_without_a_container() {
+/// An APT repository on 127.0.0.1 serving Debian's real header packages (the flavour package,
+/// its common package and kbuild) under a `Packages.xz` made from their control fields, and a
+/// header sources file whose one source is that repository.
+struct Mirror {
+    /// The Debian kernel the packages are for.
+    id: KernelIdentity,
+    sources: tempfile::NamedTempFile,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn debian_mirror() -> Mirror {
     use std::io::Write as _;
     let debs = header_debs();
     let installed = headers_identity();
-    let flavour_deb = debs
-        .iter()
-        .find(|d| {
-            let p = control_field(d, "Package");
-            p.starts_with("linux-headers-") && !p.ends_with("-common")
-        })
-        .expect("a linux-headers-VERSION-FLAVOUR package");
-    let kernel = control_field(flavour_deb, "Package")
-        .trim_start_matches("linux-headers-")
-        .to_string();
-    let key = format!(
-        "debian/{}/{}/{kernel}",
-        installed.distro_version,
-        installed.architecture.as_str()
-    );
-    let id = KernelIdentity::from_key(&key).unwrap();
     let deb_arch = installed.architecture.debian_name();
+    let id = installed;
 
     // A Debian mirror: dists/CODENAME/main/binary-ARCH/Packages.xz and the pool.
     let mut files: std::collections::HashMap<String, Vec<u8>> = Default::default();
@@ -508,17 +498,32 @@ fn fetched_real_debian_packages_build_the_module_without_a_container() {
     });
     rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let mut chain = tempfile::NamedTempFile::new().unwrap();
+    let mut sources = tempfile::NamedTempFile::new().unwrap();
     write!(
-        chain,
+        sources,
         "[[sources]]\nfamily = \"debian\"\nname = \"local-mirror\"\nkind = \"apt-repo\"\nurls = [\"{base}/debian/\"]\nsuites = [\"{{codename}}\"]\ncomponents = [\"main\"]\n"
     )
     .unwrap();
+    Mirror {
+        id,
+        sources,
+        _rt: rt,
+    }
+}
+
+/// The shipped build path with real packages and no container: `kfleet headers fetch` resolves
+/// the kernel's headers from an APT repository on 127.0.0.1 that serves Debian's real `.deb`
+/// files, downloads and verifies them; then `build-module.sh --extract` unpacks them and builds
+/// the example module into a real `.ko`.
+#[test]
+fn fetched_real_debian_packages_build_the_module_without_a_container() {
+    let mirror = debian_mirror();
+    let id = &mirror.id;
     let work = tempfile::tempdir().unwrap();
     let headers = work.path().join("headers");
     let fetched = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
-        .args(["headers", "fetch", &key, "--sources"])
-        .arg(chain.path())
+        .args(["headers", "fetch", &id.key(), "--sources"])
+        .arg(mirror.sources.path())
         .arg("--out")
         .arg(&headers)
         .env("KFLEET_STATE_DIR", work.path().join("state")));
@@ -532,14 +537,14 @@ fn fetched_real_debian_packages_build_the_module_without_a_container() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     got.sort();
-    let want: Vec<String> = debs
+    let want: Vec<String> = header_debs()
         .iter()
         .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(got, want, "the headers package and the two it depends on");
 
     let out = work.path().join("out");
-    let mut built = build_command(Headers::Extract(&headers), &id, &id.kernel_version, &out);
+    let mut built = build_command(Headers::Extract(&headers), id, &id.kernel_version, &out);
     let result = run(&mut built);
     assert!(
         result.status.success(),
@@ -547,9 +552,272 @@ fn fetched_real_debian_packages_build_the_module_without_a_container() {
         String::from_utf8_lossy(&result.stderr)
     );
     let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, MODULE).unwrap();
-    let asset = out.join(template.render(&id, "1.4.2"));
+    let asset = out.join(template.render(id, "1.4.2"));
     let vermagic = packaged_vermagic(&asset);
-    assert_eq!(vermagic.split_whitespace().next(), Some(kernel.as_str()));
+    assert_eq!(
+        vermagic.split_whitespace().next(),
+        Some(id.kernel_version.as_str())
+    );
+}
+
+/// A child process whose stderr is collected, and the first stdout or stderr line that matters.
+struct Child {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Child {
+    /// Starts `cmd`; returns it and the text after `marker` on the first line of its output that
+    /// holds it.
+    fn start(cmd: &mut Command, marker: &'static str) -> (Self, String) {
+        use std::io::BufRead as _;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (sink, tx) = (log.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if let Some(rest) = line.split(marker).nth(1) {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        drop(tx);
+        let found = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no '{marker}' from {cmd:?}: {}", log.lock().unwrap()));
+        (Self { child, log }, found)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The product end to end. A node asks `kfleet serve` for the driver of a Debian kernel that
+/// has none; the service dispatches build-driver.yml to a sandbox whose local runner runs the
+/// workflow's own steps here: it installs the kfleet release the workflow pins (checking its
+/// sha256), checks the identity and the release, fetches the real headers through the chain,
+/// builds the module with build-module.sh and uploads the `.tar.xz` and its `.sha256` with
+/// `kfleet release upload`. `kfleet ensure` then downloads and verifies the real asset and
+/// installs it; the module carries the kernel's vermagic; the report and the dashboard show the
+/// kernel `covered`.
+#[test]
+fn a_node_gets_a_driver_built_by_the_workflows_own_steps() {
+    let mirror = debian_mirror();
+    let id = &mirror.id;
+    let kfleet = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kfleet"));
+        c.env("XDG_CONFIG_HOME", "/nonexistent")
+            .env_remove("KFLEET_CONFIG")
+            .env_remove("GITHUB_TOKEN")
+            .env_remove("GH_TOKEN");
+        c
+    };
+    // The driver repository: the workflows `kfleet workflow init` writes, and the module.
+    let checkout = tempfile::tempdir().unwrap();
+    let init = run(kfleet()
+        .args(["workflow", "init"])
+        .current_dir(checkout.path()));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    for file in ["Kbuild", "Makefile", "kdriver.c"] {
+        std::fs::copy(
+            root().join("assets/example-module").join(file),
+            checkout.path().join(file),
+        )
+        .unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("releases.json"),
+        serde_json::json!([{
+            "id": 7, "tag_name": "1.4.2", "name": "kdriver 1.4.2", "draft": false,
+            "prerelease": false, "created_at": "2026-11-20T00:00:00Z",
+            "published_at": "2026-11-20T00:00:00Z", "assets": []
+        }])
+        .to_string(),
+    )
+    .unwrap();
+    let token = "ghp_localRunnerSandbox0123456789";
+    let (sandbox, forge) = Child::start(
+        kfleet()
+            .args([
+                "sandbox",
+                "--listen",
+                "127.0.0.1:0",
+                "--repo",
+                "acme/kdriver",
+            ])
+            .args(["--token", token, "--runner", "local", "--checkout"])
+            .arg(checkout.path())
+            .arg("--data")
+            .arg(data.path())
+            .env("KFLEET_HEADER_SOURCES", mirror.sources.path()),
+        "http://",
+    );
+    let forge = format!("http://{forge}");
+    let state = tempfile::tempdir().unwrap();
+    let (service, url) = Child::start(
+        kfleet()
+            .args(["serve", "--listen", "127.0.0.1:0", "--repo", "acme/kdriver"])
+            .args(["--api-url", &forge, "--listing-ttl", "1"])
+            .env("GITHUB_TOKEN", token)
+            .env("KFLEET_CLIENT_TOKENS", "node-token-0123456789")
+            .env("KFLEET_STATE_DIR", state.path()),
+        "kfleet build service on ",
+    );
+
+    let (out, node_root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ensured = run(kfleet()
+        .args(["ensure", "--service", &url, "--driver-version", "1.4.2"])
+        .args(["--deadline", "10m"])
+        .args(["--distribution", id.distribution.as_str()])
+        .args(["--distro-version", &id.distro_version])
+        .args(["--architecture", id.architecture.as_str()])
+        .args(["--kernel-version", &id.kernel_version])
+        .env("KFLEET_SERVICE_TOKEN", "node-token-0123456789")
+        .env("KFLEET_STATE_DIR", state.path().join("node"))
+        .arg("--out")
+        .arg(out.path())
+        .args(["--install", "--no-load", "--root"])
+        .arg(node_root.path())
+        .arg("--depmod")
+        .arg(depmod()));
+    let logs = format!(
+        "ensure:\n{}\nsandbox:\n{}\nservice:\n{}",
+        String::from_utf8_lossy(&ensured.stderr),
+        sandbox.log(),
+        service.log()
+    );
+    assert!(ensured.status.success(), "{logs}");
+    eprintln!("{logs}");
+
+    let name = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, MODULE)
+        .unwrap()
+        .render(id, "1.4.2");
+    let package = out.path().join(&name);
+    let vermagic = packaged_vermagic(&package);
+    assert_eq!(
+        vermagic.split_whitespace().next(),
+        Some(id.kernel_version.as_str()),
+        "{logs}"
+    );
+    let deps = std::fs::read_to_string(
+        node_root
+            .path()
+            .join(format!("lib/modules/{}/modules.dep", id.kernel_version)),
+    )
+    .unwrap();
+    assert!(deps.contains(&format!("extra/{MODULE}.ko:")), "{deps}");
+    assert!(
+        sandbox.log().contains("Install kfleet"),
+        "the job installed the pinned kfleet: {logs}"
+    );
+
+    // The release now holds the artifact and its checksum, as the job uploaded them.
+    let fleet = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        fleet.path(),
+        format!(
+            "node,distribution,distro_version,architecture,kernel_version\nn1,{},{},{},{}\n",
+            id.distribution.as_str(),
+            id.distro_version,
+            id.architecture.as_str(),
+            id.kernel_version
+        ),
+    )
+    .unwrap();
+    let report = run(kfleet()
+        .args(["report", "-i"])
+        .arg(fleet.path())
+        .args(["--repo", "acme/kdriver", "--api-url", &forge])
+        .args(["--driver-version", "1.4.2", "--format", "csv"])
+        .env("GITHUB_TOKEN", token)
+        .env("KFLEET_STATE_DIR", state.path().join("report")));
+    let csv = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(
+        csv.contains(&id.kernel_version) && csv.contains("covered"),
+        "{csv}"
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _entered = rt.enter();
+    let client = kfleet::forge::GithubClient::new(
+        &forge,
+        "acme/kdriver".parse().unwrap(),
+        token.into(),
+        kfleet::forge::RetryPolicy::default(),
+        None,
+    )
+    .unwrap();
+    let listing = rt.block_on(client.list_releases()).unwrap();
+    let release = kfleet::forge::select_release(&listing.releases, Some("1.4.2")).unwrap();
+    let names: Vec<&str> = release.assets.iter().map(|a| a.name.as_str()).collect();
+    assert!(names.contains(&name.as_str()), "{names:?}");
+    assert!(
+        names.contains(&format!("{name}.sha256").as_str()),
+        "{names:?}"
+    );
+    let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, MODULE).unwrap();
+    let inventory =
+        kfleet::inventory::read_inventory(&[fleet.path().to_path_buf()], false).unwrap();
+    let coverage = kfleet::coverage::compute(
+        &inventory,
+        &kfleet::forge::index_assets(release, &template),
+        &release.tag_name,
+        kfleet::coverage::CoverageOptions::default(),
+        &kfleet::coverage::BuildStates::new(),
+    )
+    .unwrap();
+    let mut app = kfleet::tui::app::App::new(format!("SANDBOX {forge}"), coverage, 900);
+    app.update(kfleet::tui::app::Action::Key(
+        crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Char('2'),
+            crossterm::event::KeyModifiers::NONE,
+        ),
+    ));
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(160, 12)).unwrap();
+    terminal
+        .draw(|f| {
+            kfleet::tui::views::render(&mut app, f, &kfleet::tui::views::Theme { color: false })
+        })
+        .unwrap();
+    let screen = terminal.backend().to_string();
+    assert!(
+        screen.contains(&id.kernel_version) && screen.contains("covered"),
+        "{screen}"
+    );
 }
 
 /// Builds a .deb named `name` holding `entries` (path, symlink target or file body).

@@ -414,3 +414,101 @@ fn the_in_process_sandbox_forge_serves_the_sample_data() {
     assert!(stderr.starts_with("SANDBOX http://127.0.0.1:"), "{stderr}");
     assert_eq!(from_sandbox["summary"], from_file["summary"]);
 }
+
+/// `kfleet release`, as the build job runs it (repository and API from `GITHUB_REPOSITORY` and
+/// `GITHUB_API_URL`, token from `GH_TOKEN`): absent, uploaded with its checksum, present; a
+/// second upload replaces the first; a missing release and a bad file name are clear errors that
+/// upload nothing; the token is never printed.
+#[test]
+fn the_build_jobs_release_calls_check_and_upload_through_kfleet() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _entered = rt.enter();
+    let sandbox = rt.block_on(sandbox(3));
+    let job = |args: &[&str]| {
+        let mut c = Command::cargo_bin("kfleet").unwrap();
+        c.env("XDG_CONFIG_HOME", "/nonexistent")
+            .env_remove("KFLEET_REPO")
+            .env_remove("KFLEET_API_URL")
+            .env_remove("GITHUB_TOKEN")
+            .env("GH_TOKEN", TOKEN)
+            .env("GITHUB_REPOSITORY", REPO)
+            .env("GITHUB_API_URL", sandbox.base_url())
+            .arg("release")
+            .args(args);
+        c.assert()
+    };
+    let name = "kdriver-v0.1.0-debian-12-x86_64-6.1.0-18-amd64.tar.xz";
+    job(&["asset", "--tag", "v0.1.0", name])
+        .success()
+        .stdout("absent\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (asset, sum) = (
+        dir.path().join(name),
+        dir.path().join(format!("{name}.sha256")),
+    );
+    std::fs::write(&asset, b"first build").unwrap();
+    std::fs::write(&sum, b"abc  first\n").unwrap();
+    // One 502 on the way: the upload is retried.
+    sandbox.set_faults(Faults {
+        server_errors: 1,
+        ..Faults::default()
+    });
+    let out = job(&[
+        "upload",
+        "--tag",
+        "v0.1.0",
+        asset.to_str().unwrap(),
+        sum.to_str().unwrap(),
+    ])
+    .success();
+    let printed = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        printed.contains(&format!("uploaded {name} to v0.1.0 (11 bytes, sha256:")),
+        "{printed}"
+    );
+    job(&["asset", "--tag", "v0.1.0", name])
+        .success()
+        .stdout("present\n");
+
+    std::fs::write(&asset, b"the rerun's build").unwrap();
+    job(&["upload", "--tag", "v0.1.0", asset.to_str().unwrap()]).success();
+    let listing = rt
+        .block_on(client(&sandbox, TOKEN).list_releases())
+        .unwrap();
+    let release = listing
+        .releases
+        .iter()
+        .find(|r| r.tag_name == "v0.1.0")
+        .unwrap();
+    let same: Vec<&ReleaseAsset> = release.assets.iter().filter(|a| a.name == name).collect();
+    assert_eq!(same.len(), 1, "replaced, not added: {:?}", release.assets);
+    let url = same[0].browser_download_url.clone().unwrap();
+    let body = rt.block_on(async { reqwest::get(&url).await.unwrap().bytes().await.unwrap() });
+    assert_eq!(&body[..], b"the rerun's build");
+
+    let missing = job(&["asset", "--tag", "v9.9.9", name]).code(1);
+    let stderr = String::from_utf8_lossy(&missing.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("release v9.9.9 does not exist in acme/kdriver")
+            && stderr.contains("create it before building for it"),
+        "{stderr}"
+    );
+    let odd = dir.path().join("kdriver 1.0.tar.xz");
+    std::fs::write(&odd, b"x").unwrap();
+    let refused = job(&["upload", "--tag", "v0.1.0", odd.to_str().unwrap()]).code(1);
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("asset name 'kdriver 1.0.tar.xz'"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN));
+    let listing = rt
+        .block_on(client(&sandbox, TOKEN).list_releases())
+        .unwrap();
+    let count: usize = listing.releases.iter().map(|r| r.assets.len()).sum();
+    assert_eq!(
+        count,
+        3 + 2,
+        "only the artifact and its checksum were added"
+    );
+}

@@ -87,6 +87,28 @@ fn the_workflows_keep_inputs_out_of_shell_and_name_runs_for_the_planner() {
     }
     let batch = std::fs::read_to_string(root().join("assets/workflows/build-batch.yml")).unwrap();
     assert!(batch.contains("identity: ${{ fromJSON(inputs.identities) }}"));
+    // GitHub Enterprise Server resolves ./ references; it may not know $/.
+    assert!(batch.contains("uses: ./.github/workflows/build-driver.yml"));
+}
+
+#[test]
+fn the_build_job_runs_the_kfleet_release_that_wrote_it() {
+    let driver = std::fs::read_to_string(root().join("assets/workflows/build-driver.yml")).unwrap();
+    let pinned = format!(
+        "KFLEET_VERSION: ${{{{ vars.KFLEET_VERSION || '{}' }}}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(driver.contains(&pinned), "{pinned}");
+    assert!(
+        !driver.contains("cargo install"),
+        "the job compiles nothing"
+    );
+    assert!(
+        !driver.contains("gh release"),
+        "GitHub calls go through kfleet"
+    );
+    assert!(driver.contains("kfleet release asset --tag"));
+    assert!(driver.contains("kfleet release upload --tag"));
 }
 
 #[test]

@@ -183,6 +183,45 @@ pub enum WorkflowCommand {
     },
 }
 
+/// The build job's calls on the driver's release, through kfleet's GitHub client (so the job runs
+/// unchanged against a sandbox).
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Print `present` or `absent` for asset NAME of release TAG (a missing release is an error).
+    Asset {
+        /// Release tag (the driver version).
+        #[arg(long, value_name = "TAG")]
+        tag: String,
+        /// Asset name.
+        name: String,
+        #[command(flatten)]
+        forge: ForgeRepoArgs,
+    },
+    /// Upload FILEs to release TAG under their file names, replacing assets of the same name (a
+    /// rerun repairs a partial upload).
+    Upload {
+        /// Release tag (the driver version).
+        #[arg(long, value_name = "TAG")]
+        tag: String,
+        /// Files to upload.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        forge: ForgeRepoArgs,
+    },
+}
+
+/// A GitHub repository and API (no sandbox): what the build job talks to.
+#[derive(Debug, Args)]
+pub struct ForgeRepoArgs {
+    /// Repository holding the driver's releases, OWNER/NAME [config: repo; in a job: $GITHUB_REPOSITORY].
+    #[arg(long, env = "KFLEET_REPO", value_name = "OWNER/NAME")]
+    pub repo: Option<String>,
+    /// GitHub API base URL [config: api_url; in a job: $GITHUB_API_URL; default https://api.github.com].
+    #[arg(long, env = "KFLEET_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct IdentityArgs {
     /// Identity key DISTRIBUTION/VERSION/ARCH/KERNEL (or the four flags below).
@@ -355,6 +394,29 @@ pub struct ForgeArgs {
     /// runs live as long as the command).
     #[arg(long, value_name = "DIR", conflicts_with = "repo")]
     pub sandbox: Option<PathBuf>,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
+}
+
+/// How a sandbox runs the builds dispatched to it.
+#[derive(Debug, Args, Default)]
+pub struct RunnerArgs {
+    /// `simulated`: runs take --queue/--run time and attach a placeholder asset; `local`: the
+    /// driver checkout's build-driver.yml runs its own steps on this machine against the sandbox
+    /// (headers, build, upload of the real artifact).
+    #[arg(long, value_enum, default_value_t = RunnerKind::Simulated)]
+    pub runner: RunnerKind,
+    /// The driver repository the local runner checks out (it holds
+    /// .github/workflows/build-driver.yml and .github/kfleet/build-module.sh).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub checkout: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunnerKind {
+    #[default]
+    Simulated,
+    Local,
 }
 
 #[derive(Debug, Args, Default)]
@@ -459,6 +521,8 @@ pub struct SandboxArgs {
     /// Reject `return_run_details` in dispatches with 422, like servers that lack it.
     #[arg(long)]
     pub reject_run_details: bool,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
     #[command(flatten)]
     pub naming: NamingArgs,
 }

@@ -61,6 +61,9 @@ pub enum Command {
     /// The GitHub Actions workflows that build the driver.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// The build job's calls on the driver's release: does an asset exist, upload assets.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
     /// Run the build service nodes ask for their driver (POST /build, GET /status/{id}).
     Serve(ServeArgs),
     /// On a node: get the driver for this kernel from the build service, verified.

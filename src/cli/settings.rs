@@ -101,6 +101,7 @@ impl BuildArgs {
                 repo,
                 api_url,
                 sandbox: None,
+                runner: RunnerArgs::default(),
             },
             workflow: None,
             git_ref: None,
@@ -213,6 +214,10 @@ impl ForgeArgs {
                 releases,
                 SandboxOptions {
                     assets_dir: Some(dir.join("assets")),
+                    simulation: Simulation {
+                        local: self.runner.local()?,
+                        ..Simulation::default()
+                    },
                     ..SandboxOptions::default()
                 },
                 RetryPolicy::default(),
@@ -223,19 +228,69 @@ impl ForgeArgs {
         let Some(repo) = self.repo.clone().or_else(|| config.repo.clone()) else {
             return Ok(None);
         };
-        let repo: RepoRef = repo.parse()?;
-        let api = self
-            .api_url
-            .clone()
-            .or_else(|| config.api_url.clone())
-            .unwrap_or_else(|| GITHUB_API.to_string());
-        let token = token_from_environment().ok_or(crate::forge::ForgeError::NoToken)?;
-        let notify = Box::new(|msg: &str| tracing::info!("waiting: {msg}"));
         Ok(Some(Arc::new(
-            GithubClient::new(&api, repo, token, RetryPolicy::default(), Some(notify))?
+            github_client(&repo, self.api_url.as_deref(), config)?
                 .with_disk_cache(http_cache.to_path_buf()),
         )))
     }
+}
+
+impl RunnerArgs {
+    /// The local runner, when asked for: jobs run in a work directory of this process under the
+    /// system's temp directory (kept afterwards for their logs).
+    pub(crate) fn local(&self) -> Result<Option<crate::localrun::RunnerConfig>> {
+        if self.runner != RunnerKind::Local {
+            return Ok(None);
+        }
+        let work = std::env::temp_dir().join(format!("kfleet-runner-{}", std::process::id()));
+        let runner = crate::localrun::RunnerConfig::for_sandbox(&self.checkout, &work)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let mode = match &runner.host_only {
+            Some((d, v)) => format!("on this host, {d} {v} kernels only (no docker or podman)"),
+            None => "in containers".to_string(),
+        };
+        eprintln!(
+            "local runner: builds from {} run {mode}; work and logs in {}",
+            runner.checkout.display(),
+            work.display()
+        );
+        Ok(Some(runner))
+    }
+}
+
+impl ForgeRepoArgs {
+    /// The GitHub client for the repository of the flags, the config, or the job
+    /// (`GITHUB_REPOSITORY`, `GITHUB_API_URL`).
+    pub(crate) fn client(&self, config: &Config) -> Result<GithubClient> {
+        let job = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+        let repo = self
+            .repo
+            .clone()
+            .or_else(|| config.repo.clone())
+            .or_else(|| job("GITHUB_REPOSITORY"))
+            .context("no repository: pass --repo OWNER/NAME (a job has GITHUB_REPOSITORY)")?;
+        let api = self.api_url.clone().or_else(|| job("GITHUB_API_URL"));
+        github_client(&repo, api.as_deref(), config)
+    }
+}
+
+/// A GitHub client for `repo` at `api` (or the config's, or GitHub's), with the token of the
+/// environment.
+fn github_client(repo: &str, api: Option<&str>, config: &Config) -> Result<GithubClient> {
+    let repo: RepoRef = repo.parse()?;
+    let api = api
+        .map(str::to_string)
+        .or_else(|| config.api_url.clone())
+        .unwrap_or_else(|| GITHUB_API.to_string());
+    let token = token_from_environment().ok_or(crate::forge::ForgeError::NoToken)?;
+    let notify = Box::new(|msg: &str| tracing::info!("waiting: {msg}"));
+    Ok(GithubClient::new(
+        &api,
+        repo,
+        token,
+        RetryPolicy::default(),
+        Some(notify),
+    )?)
 }
 
 impl NamingArgs {

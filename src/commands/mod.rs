@@ -26,6 +26,7 @@ pub(crate) mod gen_fleet;
 pub(crate) mod headers;
 pub(crate) mod identity;
 pub(crate) mod prelude;
+pub(crate) mod release;
 #[cfg(feature = "fleet")]
 pub(crate) mod report;
 pub(crate) mod runs;
@@ -211,6 +212,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Workflow(WorkflowCommand::Init { dir, force }) => {
             workflow::workflow_init(&dir, force)
         }
+        Command::Release(cmd) => release::release_cmd(cmd, &config),
         Command::Serve(args) => serve::serve_cmd(args, &config),
         Command::Ensure(args) => ensure::ensure_cmd(args, &config),
         Command::Install(args) => ensure::install_cmd(args),

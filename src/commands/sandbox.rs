@@ -27,6 +27,7 @@ pub(crate) fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode
         unresolvable,
         reject_run_details: args.reject_run_details,
         template: args.naming.template(config)?,
+        local: args.runner.local()?,
         ..Simulation::default()
     };
     let options = SandboxOptions {

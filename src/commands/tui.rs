@@ -37,7 +37,13 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
     let forge: Arc<dyn Forge> = match sandbox_releases {
         Some(releases) => Arc::new(runtime()?.block_on(SandboxForge::start(
             releases,
-            SandboxOptions::default(),
+            SandboxOptions {
+                simulation: Simulation {
+                    local: build.forge.runner.local()?,
+                    ..Simulation::default()
+                },
+                ..SandboxOptions::default()
+            },
             RetryPolicy::default(),
         ))?),
         None => build.client(config)?,

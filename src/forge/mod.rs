@@ -8,7 +8,7 @@ mod sandbox;
 
 pub use github::{
     CancelOutcome, ClientStats, ForgeError, GITHUB_API, GithubClient, Listing, MAX_RUN_PAGES,
-    RepoRef, RetryPolicy, next_link, token_from_environment,
+    MAX_UPLOAD, RepoRef, RetryPolicy, next_link, token_from_environment,
 };
 // Release listings are artifacts' data; the forge fetches them.
 pub use crate::artifacts::{

@@ -16,7 +16,10 @@ impl GithubClient {
         self.repo_url(&format!("/actions/workflows/{workflow}{tail}"))
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, ForgeError> {
+    pub(super) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+    ) -> Result<T, ForgeError> {
         let mut headers = HeaderMap::new();
         headers.insert(
             http::header::ACCEPT,
@@ -148,12 +151,7 @@ impl GithubClient {
     ) -> Result<WorkflowRun, ForgeError> {
         let url = self.workflow_url(workflow, "/dispatches");
         let mut with_details = true;
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(self.policy.min_delay)
-            .with_max_delay(self.policy.max_delay)
-            .with_max_times(self.policy.max_retries as usize)
-            .with_jitter()
-            .build();
+        let mut backoff = self.backoff();
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -225,19 +223,14 @@ impl GithubClient {
             {
                 return Ok(run);
             }
-            let Some(delay) = backoff.next() else {
-                return Err(ForgeError::GaveUp {
-                    url,
-                    attempts,
-                    last,
-                });
-            };
-            (self.notify)(&format!(
-                "{url}: {last}; no run started, dispatching again in {:.1}s",
-                delay.as_secs_f64()
-            ));
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(delay).await;
+            self.pause(
+                &mut backoff,
+                &url,
+                attempts,
+                last,
+                "no run started, dispatching again",
+            )
+            .await?;
         }
     }
 

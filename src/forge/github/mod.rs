@@ -3,11 +3,13 @@
 //! capped exponential backoff with jitter on 5xx and dropped connections.
 
 mod actions;
+mod assets;
 
 use super::runs::{RunList, WorkflowRun};
 use crate::artifacts::{Release, parse_release_listing};
 use crate::locks::Lock;
 pub use actions::CancelOutcome;
+pub use assets::MAX_UPLOAD;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
@@ -145,6 +147,8 @@ type Notify = Box<dyn Fn(&str) + Send + Sync>;
 pub struct GithubClient {
     octo: octocrab::Octocrab,
     api: String,
+    /// Where release assets are uploaded (see [`assets::upload_base`]).
+    uploads: String,
     repo: RepoRef,
     policy: RetryPolicy,
     etags: Mutex<HashMap<String, (HeaderValue, bytes::Bytes)>>,
@@ -247,8 +251,12 @@ impl GithubClient {
                     "--api-url {api}: the GitHub token is only sent over https:// (or http:// to loopback)"
                 ))
             })?;
+        let uploads = assets::upload_base(&api);
+        // octocrab sends the token only to these two hosts.
         let octo = octocrab::Octocrab::builder()
             .base_uri(api.as_str())
+            .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
+            .upload_uri(uploads.as_str())
             .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
             .personal_token(token)
             .set_connect_timeout(Some(policy.timeout))
@@ -259,6 +267,7 @@ impl GithubClient {
         Ok(Self {
             octo,
             api,
+            uploads,
             repo,
             policy,
             etags: Mutex::new(HashMap::new()),
@@ -333,10 +342,45 @@ impl GithubClient {
         )
     }
 
+    /// The retry delays of the policy: capped exponential backoff with jitter.
+    fn backoff(&self) -> backon::ExponentialBackoff {
+        ExponentialBuilder::default()
+            .with_min_delay(self.policy.min_delay)
+            .with_max_delay(self.policy.max_delay)
+            .with_max_times(self.policy.max_retries as usize)
+            .with_jitter()
+            .build()
+    }
+
+    /// Waits the next backoff delay after a failed attempt, saying what happens next; gives up
+    /// when the policy's retries are spent.
+    async fn pause(
+        &self,
+        backoff: &mut backon::ExponentialBackoff,
+        url: &str,
+        attempts: u32,
+        last: String,
+        next: &str,
+    ) -> Result<(), ForgeError> {
+        let Some(delay) = backoff.next() else {
+            return Err(ForgeError::GaveUp {
+                url: url.to_string(),
+                attempts,
+                last,
+            });
+        };
+        (self.notify)(&format!(
+            "{url}: {last}; {next} in {:.1}s",
+            delay.as_secs_f64()
+        ));
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
     async fn attempt(&self, call: &Call<'_>) -> Result<Response, String> {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let send = async {
-            let res = match call.body {
+            match call.body {
                 None => {
                     self.octo
                         ._get_with_headers(call.url, Some(call.headers.clone()))
@@ -344,7 +388,23 @@ impl GithubClient {
                 }
                 Some(body) => self.octo._post(call.url, Some(body)).await,
             }
-            .map_err(|e| crate::net::error_chain(&e))?;
+        };
+        self.exchange(send, self.policy.timeout).await
+    }
+
+    /// Counts a request, awaits its response and whole body within `timeout`.
+    async fn exchange(
+        &self,
+        send: impl std::future::Future<
+            Output = octocrab::Result<
+                http::Response<http_body_util::combinators::BoxBody<bytes::Bytes, octocrab::Error>>,
+            >,
+        >,
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let read = async {
+            let res = send.await.map_err(|e| crate::net::error_chain(&e))?;
             let (parts, body) = res.into_parts();
             let body = body
                 .collect()
@@ -362,9 +422,9 @@ impl GithubClient {
                 body,
             })
         };
-        match tokio::time::timeout(self.policy.timeout, send).await {
+        match tokio::time::timeout(timeout, read).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {:?}", self.policy.timeout)),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
         }
     }
 
@@ -372,12 +432,7 @@ impl GithubClient {
     /// are safe to repeat (GETs, cancel); dispatch decides itself whether to resend.
     async fn send(&self, call: &Call<'_>) -> Result<Response, ForgeError> {
         let url = call.url;
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(self.policy.min_delay)
-            .with_max_delay(self.policy.max_delay)
-            .with_max_times(self.policy.max_retries as usize)
-            .with_jitter()
-            .build();
+        let mut backoff = self.backoff();
         let mut attempts = 0u32;
         loop {
             attempts += 1;

@@ -24,12 +24,13 @@ pub(super) fn router(state: Arc<SandboxState>) -> Router {
             "/{owner}/{repo}/releases/download/{tag}/{name}",
             get(download),
         )
+        .merge(super::assets::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), gatekeeper))
         .with_state(state)
 }
 
-fn github_error(status: StatusCode, message: &str) -> Response {
+pub(super) fn github_error(status: StatusCode, message: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
@@ -154,17 +155,17 @@ async fn gatekeeper(
     response
 }
 
-async fn not_found() -> Response {
+pub(super) async fn not_found() -> Response {
     github_error(StatusCode::NOT_FOUND, "Not Found")
 }
 
 #[derive(Deserialize)]
-struct PageQuery {
-    per_page: Option<usize>,
-    page: Option<usize>,
+pub(super) struct PageQuery {
+    pub(super) per_page: Option<usize>,
+    pub(super) page: Option<usize>,
 }
 
-fn same_repo(state: &SandboxState, owner: &str, repo: &str) -> bool {
+pub(super) fn same_repo(state: &SandboxState, owner: &str, repo: &str) -> bool {
     state.repo.is_empty() || state.repo == format!("{owner}/{repo}")
 }
 
@@ -175,7 +176,7 @@ fn etag_of(body: &[u8]) -> String {
 
 /// A JSON body with an ETag, or 304 when the client already holds it; 500 when the body could
 /// not be encoded.
-fn conditional_json(
+pub(super) fn conditional_json(
     request_headers: &HeaderMap,
     body: serde_json::Result<String>,
     link: Option<String>,
@@ -238,13 +239,14 @@ async fn list_releases(
             .collect();
         (serde_json::to_string(&slice), releases.len())
     };
+    let path = format!("{}/repos/{owner}/{repo}/releases", state.base_url);
+    conditional_json(&headers, body, page_links(&path, per_page, page, total))
+}
+
+/// GitHub's `Link` header for page `page` of `total` items at `path`.
+pub(super) fn page_links(path: &str, per_page: usize, page: usize, total: usize) -> Option<String> {
     let last = total.div_ceil(per_page).max(1);
-    let url = |p: usize| {
-        format!(
-            "<{}/repos/{owner}/{repo}/releases?per_page={per_page}&page={p}>",
-            state.base_url
-        )
-    };
+    let url = |p: usize| format!("<{path}?per_page={per_page}&page={p}>");
     let mut links = Vec::new();
     if page < last {
         links.push(format!("{}; rel=\"next\"", url(page + 1)));
@@ -254,11 +256,7 @@ async fn list_releases(
         links.push(format!("{}; rel=\"first\"", url(1)));
         links.push(format!("{}; rel=\"prev\"", url(page - 1)));
     }
-    conditional_json(
-        &headers,
-        body,
-        (!links.is_empty()).then(|| links.join(", ")),
-    )
+    (!links.is_empty()).then(|| links.join(", "))
 }
 
 /// Inputs of the shipped workflows, as their `on.workflow_dispatch.inputs` declare them.
@@ -280,7 +278,7 @@ pub(super) fn hex_sha256(bytes: &[u8]) -> String {
     crate::fsio::hex(&Sha256::digest(bytes))
 }
 
-fn unprocessable(message: &str) -> Response {
+pub(super) fn unprocessable(message: &str) -> Response {
     github_error(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
@@ -407,9 +405,15 @@ async fn dispatch(
     } else {
         None
     };
+    let jobs = local_jobs(&workflow, &body.inputs, &identities);
     let id = {
         let mut runs = state.runs.locked();
         let id = state.run_id_base + runs.len() as u64 + 1;
+        let local = state
+            .simulation
+            .local
+            .clone()
+            .map(|runner| super::local::start(&state, runner, id, jobs));
         let now = state.clock.now();
         runs.insert(
             id,
@@ -434,6 +438,7 @@ async fn dispatch(
                 fails,
                 cancelled: false,
                 finished: false,
+                local,
             },
         );
         id
@@ -452,6 +457,46 @@ async fn dispatch(
             .into_response();
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The build-driver jobs a dispatch stands for: itself, or one per identity of a batch (the
+/// batch workflow's matrix calls build-driver.yml for each).
+fn local_jobs(
+    workflow: &str,
+    inputs: &serde_json::Map<String, serde_json::Value>,
+    identities: &[KernelIdentity],
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    let input = |k: &str| {
+        inputs
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    if workflow != "build-batch.yml" {
+        return vec![
+            inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect(),
+        ];
+    }
+    identities
+        .iter()
+        .map(|id| {
+            [
+                ("distribution", id.distribution.to_string()),
+                ("distro_version", id.distro_version.clone()),
+                ("architecture", id.architecture.to_string()),
+                ("kernel_version", id.kernel_version.clone()),
+                ("driver_version", input("driver_version")),
+                ("request_id", input("request_id")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]

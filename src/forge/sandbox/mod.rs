@@ -3,6 +3,8 @@
 //! exercise the real GitHub client over real HTTP.
 
 mod api;
+mod assets;
+mod local;
 
 use super::runs::{RunList, WorkflowRun, run_title};
 use crate::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
@@ -18,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,9 @@ pub struct Simulation {
     pub refs: Vec<String>,
     /// How a successful run names the asset it uploads.
     pub template: AssetTemplate,
+    /// Run dispatched jobs for real on this machine (the workflow's own steps) instead of
+    /// simulating them.
+    pub local: Option<crate::localrun::RunnerConfig>,
 }
 
 impl Default for Simulation {
@@ -86,6 +91,7 @@ impl Default for Simulation {
             refs: vec!["main".into()],
             template: AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver")
                 .expect("the default template compiles"),
+            local: None,
         }
     }
 }
@@ -116,6 +122,13 @@ struct SimRun {
     fails: Option<String>,
     cancelled: bool,
     finished: bool,
+    /// A job the local runner runs: its outcome once it ends, and the task to stop on cancel.
+    local: Option<LocalJob>,
+}
+
+struct LocalJob {
+    outcome: Arc<Mutex<Option<bool>>>,
+    task: tokio::task::AbortHandle,
 }
 
 struct SandboxState {
@@ -133,6 +146,9 @@ struct SandboxState {
     run_id_base: u64,
     clock: SharedClock,
     assets_dir: Option<std::path::PathBuf>,
+    /// Bytes of uploaded assets by name (within [`assets::MAX_UPLOADED`]).
+    uploads: Mutex<HashMap<String, Vec<u8>>>,
+    next_asset_id: AtomicU64,
 }
 
 /// A running sandbox; dropping it stops the server.
@@ -161,11 +177,15 @@ pub enum SandboxError {
 /// The file for asset `name` in `dir`, if there is one; a name that is not a plain file name
 /// (a path, `..`) never reaches the file system.
 fn asset_file(dir: Option<&std::path::Path>, name: &str) -> Option<Vec<u8>> {
-    let plain = !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != "..";
-    if !plain {
+    if !plain_name(name) {
         return None;
     }
     std::fs::read(dir?.join(name)).ok()
+}
+
+/// A name that is one file name: no path, not `.` or `..`.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != ".."
 }
 
 pub fn load_releases(dir: &std::path::Path) -> Result<Vec<Release>, SandboxError> {
@@ -174,6 +194,17 @@ pub fn load_releases(dir: &std::path::Path) -> Result<Vec<Release>, SandboxError
         std::fs::read(&path).map_err(|e| SandboxError::Data(format!("{}: {e}", path.display())))?;
     parse_release_listing(&path.display().to_string(), &bytes)
         .map_err(|e| SandboxError::Data(e.to_string()))
+}
+
+/// Gives releases without an id one (the asset API addresses releases by id) and sorts them
+/// newest first, as GitHub lists them.
+fn number_releases(releases: &mut [Release]) {
+    let first = releases.iter().filter_map(|r| r.id).max().unwrap_or(0) + 1;
+    let unnumbered = releases.iter_mut().filter(|r| r.id.is_none());
+    for (id, release) in (first..).zip(unnumbered) {
+        release.id = Some(id);
+    }
+    releases.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
 }
 
 impl Sandbox {
@@ -196,8 +227,7 @@ impl Sandbox {
             addr: listen,
             source,
         })?;
-        // GitHub lists the newest release first.
-        releases.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        number_releases(&mut releases);
         // Downloads come from the sandbox itself, so a demo works without the internet.
         for release in &mut releases {
             for asset in &mut release.assets {
@@ -225,6 +255,8 @@ impl Sandbox {
             run_id_base: 7_000_000_000 + fastrand::u64(..1_000_000) * 1000,
             clock: options.clock,
             assets_dir: options.assets_dir,
+            uploads: Mutex::new(HashMap::new()),
+            next_asset_id: AtomicU64::new(900_000),
         });
         let app = api::router(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -268,7 +300,7 @@ impl Sandbox {
 
     /// Replaces the served releases (as a publish would).
     pub fn set_releases(&self, mut releases: Vec<Release>) {
-        releases.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        number_releases(&mut releases);
         *self.state.releases.locked() = releases;
     }
 
@@ -297,6 +329,25 @@ impl SandboxState {
         let now = self.clock.instant();
         let mut runs = self.runs.locked();
         for sim in runs.values_mut().filter(|r| !r.finished) {
+            if let Some(job) = &sim.local {
+                let (status, conclusion) = if sim.cancelled {
+                    job.task.abort();
+                    ("completed", Some("cancelled"))
+                } else {
+                    match *job.outcome.locked() {
+                        None => ("in_progress", None),
+                        Some(true) => ("completed", Some("success")),
+                        Some(false) => ("completed", Some("failure")),
+                    }
+                };
+                if sim.run.status != Some(status.into()) {
+                    sim.run.updated_at = Some(self.clock.now());
+                }
+                sim.run.status = Some(status.into());
+                sim.run.conclusion = conclusion.map(Into::into);
+                sim.finished = status == "completed";
+                continue;
+            }
             let elapsed = now.duration_since(sim.started);
             let (status, conclusion) = if sim.cancelled {
                 ("completed", Some("cancelled"))
@@ -329,13 +380,16 @@ impl SandboxState {
         }
     }
 
-    /// Uploads the built artifact to the release of `driver_version`; false when there is none.
-    /// What the asset `name` downloads as: the file of that name in the assets directory, or
-    /// the name itself.
+    /// What the asset `name` downloads as: its uploaded bytes, the file of that name in the assets
+    /// directory, or the name itself.
     fn asset_bytes(&self, name: &str) -> Vec<u8> {
+        if let Some(bytes) = self.uploads.locked().get(name) {
+            return bytes.clone();
+        }
         asset_file(self.assets_dir.as_deref(), name).unwrap_or_else(|| name.as_bytes().to_vec())
     }
 
+    /// Uploads the built artifact to the release of `driver_version`; false when there is none.
     fn attach(&self, identity: &KernelIdentity, driver_version: &str) -> bool {
         let name = self.simulation.template.render(identity, driver_version);
         let mut releases = self.releases.locked();
@@ -343,7 +397,7 @@ impl SandboxState {
             return false;
         };
         if !release.assets.iter().any(|a| a.name == name) {
-            let id = 900_000 + release.assets.len() as u64;
+            let id = self.next_asset_id.fetch_add(1, Ordering::SeqCst);
             let bytes = self.asset_bytes(&name);
             release.assets.push(ReleaseAsset {
                 id: Some(id),
