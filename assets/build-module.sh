@@ -2,11 +2,16 @@
 # Builds an out-of-tree kernel module against fetched kernel headers, inside a container of the
 # distribution, and packages it under kfleet's asset naming template with its sha256.
 #
-#   build-module.sh --headers DIR [--extract] --module DIR --out DIR
-#   build-module.sh --kernel-dir DIR --module DIR --out DIR
+#   build-module.sh [--plan FILE] --headers DIR [--extract] --module DIR --out DIR
+#   build-module.sh [--plan FILE] --kernel-dir DIR --module DIR --out DIR
 #
-# --headers holds the packages `kfleet headers fetch` wrote; they are installed in a container of the
-# distribution (docker, or KFLEET_CONTAINER_ENGINE=podman). With --extract they are unpacked into a private directory instead (dpkg-deb or
+# --plan is the build environment `kfleet build-plan IDENTITY --format env` wrote (from
+# assets/build-environments.toml): the image, the commands that reach its repositories and install
+# the toolchain and the headers, and the compilers the release ships. --headers holds the packages
+# `kfleet headers fetch` wrote; they are installed in a container of that image (docker, or
+# KFLEET_CONTAINER_ENGINE=podman). The kernel's CONFIG_CC_VERSION_TEXT names the gcc it was built
+# with: the build uses that gcc where the plan lists it (installing its package in the container),
+# and says so where it cannot. With --extract they are unpacked into a private directory instead (dpkg-deb or
 # rpm2cpio; no container, no root), for a host that runs the distribution's own build tools (the
 # same distribution and release). --kernel-dir is a kernel build tree already installed on this
 # machine (for example /usr/src/linux-headers-6.1.0-18-amd64 or /lib/modules/$(uname -r)/build):
@@ -15,8 +20,8 @@
 #
 # Environment: DISTRIBUTION DISTRO_VERSION ARCHITECTURE KERNEL_VERSION DRIVER_VERSION MODULE,
 # optionally ASSET_NAME (the name `kfleet identity asset-name` gives, so a kfleet.toml template
-# applies) or ASSET_TEMPLATE (default: kfleet's default), IMAGE (container image; default by
-# distribution), and SIGN_KEY and SIGN_CERT (PEM files: each module is signed with the kernel
+# applies) or ASSET_TEMPLATE (default: kfleet's default), IMAGE (replaces the plan's image), and
+# SIGN_KEY and SIGN_CERT (PEM files: each module is signed with the kernel
 # tree's scripts/sign-file, SIGN_HASH default sha256, for kernels that require signatures; the
 # MANIFEST records whether and with which certificate).
 # Prints the asset path on the last line of stdout.
@@ -27,8 +32,8 @@ die() {
   exit 1
 }
 
-usage="usage: (--headers DIR [--extract] | --kernel-dir DIR) --module DIR --out DIR"
-headers='' kdir='' module='' out='' extract=''
+usage="usage: [--plan FILE] (--headers DIR [--extract] | --kernel-dir DIR) --module DIR --out DIR"
+headers='' kdir='' module='' out='' extract='' plan=''
 while [ $# -gt 0 ]; do
   if [ "$1" = --extract ]; then
     extract=1
@@ -41,6 +46,7 @@ while [ $# -gt 0 ]; do
     --kernel-dir) kdir=$2; shift 2 ;;
     --module) module=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --plan) plan=$2; shift 2 ;;
     *) die "unknown argument $1; $usage" ;;
   esac
 done
@@ -69,23 +75,32 @@ for v in "${fields[@]}"; do
   esac
 done
 [ -d "$module" ] || die "module directory $module does not exist"
+# The plan: KEY=VALUE lines, read (never sourced) for the keys it may set.
+if [ -n "$plan" ]; then
+  [ -f "$plan" ] || die "plan $plan does not exist (kfleet build-plan IDENTITY --format env > FILE)"
+  while IFS= read -r line || [ -n "$line" ]; do
+    key=${line%%=*}
+    case "$key" in
+      KFLEET_IDENTITY | KFLEET_IMAGE | KFLEET_SETUP | KFLEET_INSTALL_TOOLCHAIN | KFLEET_INSTALL_HEADERS | \
+        KFLEET_FIX_HEADERS | KFLEET_COMPILERS | KFLEET_EXPECTED_GCC)
+        printf -v "$key" '%s' "${line#*=}"
+        export "${key?}"
+        ;;
+      '') ;;
+      *) die "$plan: unknown line '$key'" ;;
+    esac
+  done < "$plan"
+  [ "${KFLEET_IDENTITY:-}" = "$DISTRIBUTION/$DISTRO_VERSION/$ARCHITECTURE/$KERNEL_VERSION" ] \
+    || die "$plan is the plan of ${KFLEET_IDENTITY:-no identity}, not $DISTRIBUTION/$DISTRO_VERSION/$ARCHITECTURE/$KERNEL_VERSION"
+fi
 template=${ASSET_TEMPLATE:-'{module}-{driver_version}-{distribution}-{distro_version}-{architecture}-{kernel_version}.tar.xz'}
-
-image_for() {
-  case "$DISTRIBUTION" in
-    ubuntu) echo "docker.io/library/ubuntu:$DISTRO_VERSION" ;;
-    debian) echo "docker.io/library/debian:$DISTRO_VERSION" ;;
-    fedora) echo "docker.io/library/fedora:$DISTRO_VERSION" ;;
-    centos) echo "quay.io/centos/centos:stream${DISTRO_VERSION%%.*}" ;;
-    amazonlinux) echo "docker.io/library/amazonlinux:$DISTRO_VERSION" ;;
-    almalinux) echo "docker.io/library/almalinux:$DISTRO_VERSION" ;;
-    rocky) echo "docker.io/rockylinux/rockylinux:$DISTRO_VERSION" ;;
-    *) die "no container image for $DISTRIBUTION" ;;
-  esac
-}
 
 if [ -z "$kdir" ] && [ -z "$extract" ] && [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; then
   here=$(cd "$(dirname "$0")" && pwd)
+  image=${IMAGE:-${KFLEET_IMAGE:-}}
+  [ -n "$image" ] || die "no container image: pass --plan FILE (kfleet build-plan IDENTITY --format env) or set IMAGE"
+  [ -n "${KFLEET_INSTALL_TOOLCHAIN:-}" ] && [ -n "${KFLEET_INSTALL_HEADERS:-}" ] \
+    || die "the container build needs the plan's install commands: pass --plan FILE"
   mkdir -p "$out"
   signing=()
   if [ -n "${SIGN_KEY:-}" ] || [ -n "${SIGN_CERT:-}" ]; then
@@ -96,11 +111,13 @@ if [ -z "$kdir" ] && [ -z "$extract" ] && [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; t
   exec "$engine" run --rm -e KFLEET_IN_CONTAINER=1 \
     -e DISTRIBUTION -e DISTRO_VERSION -e ARCHITECTURE -e KERNEL_VERSION -e DRIVER_VERSION -e MODULE \
     -e ASSET_TEMPLATE="$template" -e ASSET_NAME "${signing[@]}" \
+    -e KFLEET_SETUP -e KFLEET_INSTALL_TOOLCHAIN -e KFLEET_INSTALL_HEADERS -e KFLEET_FIX_HEADERS \
+    -e KFLEET_COMPILERS -e KFLEET_EXPECTED_GCC \
     -v "$here/build-module.sh:/kfleet/build-module.sh:ro" \
     -v "$(realpath "$headers"):/headers:ro" \
     -v "$(realpath "$module"):/module:ro" \
     -v "$(realpath "$out"):/out" \
-    "${IMAGE:-$(image_for)}" bash /kfleet/build-module.sh --headers /headers --module /module --out /out
+    "$image" bash /kfleet/build-module.sh --headers /headers --module /module --out /out
 fi
 
 build='' root='' tmp=''
@@ -167,28 +184,33 @@ elif [ -n "$extract" ]; then
   done < <(find "$root" -type l -print0)
   [ ! -f "$kdir/Makefile" ] || sed -i "s|^include /usr/src/|include $root/usr/src/|" "$kdir/Makefile"
 else
+  # In the container: the plan's repository setup, toolchain, then the fetched packages.
+  if [ -n "${KFLEET_SETUP:-}" ]; then
+    bash -ec "$KFLEET_SETUP" >&2 || die "the plan's repository setup failed: $KFLEET_SETUP"
+  fi
+  bash -ec "$KFLEET_INSTALL_TOOLCHAIN" >&2 || die "installing the toolchain failed: $KFLEET_INSTALL_TOOLCHAIN"
+  read -ra install <<< "$KFLEET_INSTALL_HEADERS"
   case "$DISTRIBUTION" in
     ubuntu | debian)
       packages=("$headers"/*.deb)
       [ ${#packages[@]} -gt 0 ] || die "no .deb packages in $headers"
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get update -qq
-      apt-get install -y -qq --no-install-recommends build-essential kmod xz-utils "${packages[@]}" >&2
+      if ! env "${install[@]}" "${packages[@]}" >&2; then
+        [ -n "${KFLEET_FIX_HEADERS:-}" ] || die "installing the header packages failed"
+        bash -ec "$KFLEET_FIX_HEADERS" >&2 || die "installing the header packages failed, and so did: $KFLEET_FIX_HEADERS"
+      fi
       kdir=/usr/src/linux-headers-$KERNEL_VERSION
       ;;
     *)
       packages=("$headers"/*.rpm)
       [ ${#packages[@]} -gt 0 ] || die "no .rpm packages in $headers"
-      pm=dnf
-      command -v dnf >/dev/null || pm=yum
       devel=() userspace=()
       for p in "${packages[@]}"; do
         case "${p##*/}" in
-          kernel-headers-*) userspace+=("$p") ;;
+          kernel-headers-* | kernel*-headers-*) userspace+=("$p") ;;
           *) devel+=("$p") ;;
         esac
       done
-      "$pm" install -y -q gcc make elfutils-libelf-devel tar xz kmod "${devel[@]}" >&2
+      env "${install[@]}" "${devel[@]}" >&2 || die "installing the header packages failed"
       # The target kernel's own kernel-headers (EL, Amazon Linux), even where the image has a newer
       # one: glibc-devel accepts any version, so replace it in place.
       [ ${#userspace[@]} -eq 0 ] || rpm -U --oldpackage --replacepkgs "${userspace[@]}" >&2
@@ -201,9 +223,43 @@ uts=$(sed -n 's/^#define UTS_RELEASE "\(.*\)"$/\1/p' "$kdir/include/generated/ut
 [ -n "$uts" ] || die "$kdir is not a prepared kernel build tree: include/generated/utsrelease.h has no UTS_RELEASE"
 [ "$uts" = "$KERNEL_VERSION" ] || die "$kdir is for kernel $uts, not KERNEL_VERSION=$KERNEL_VERSION"
 
+# The gcc the kernel was built with (CONFIG_CC_VERSION_TEXT, Linux 5.8 and later): use it where
+# the plan lists it, installing its package in the container; otherwise say what is used.
+cc_text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(.*\)"$/\1/p' "$kdir/include/config/auto.conf" "$kdir/.config" 2>/dev/null | head -n 1 || true)
+gcc_major=''
+case "$cc_text" in
+  *clang*) echo "build-module.sh: the kernel was built with clang ($cc_text); building with the default compiler" >&2 ;;
+  *gcc* | *GCC*) gcc_major=$(printf '%s\n' "$cc_text" | sed -n 's/.*) \([0-9][0-9]*\)\..*/\1/p') ;;
+  '') gcc_major=${KFLEET_EXPECTED_GCC:-} ;;
+esac
+make_cc=()
+if [ -n "$gcc_major" ]; then
+  provider=''
+  for entry in ${KFLEET_COMPILERS:-}; do
+    [ "${entry%%=*}" != "$gcc_major" ] || provider=${entry#*=}
+  done
+  default_gcc=$(gcc -dumpfullversion 2>/dev/null || gcc -dumpversion)
+  if [ -z "${KFLEET_COMPILERS:-}" ]; then
+    echo "build-module.sh: the kernel was built with gcc $gcc_major${cc_text:+ ($cc_text)}; without a plan naming the release's compilers, building with gcc $default_gcc" >&2
+  elif [ -z "$provider" ]; then
+    echo "build-module.sh: the kernel was built with gcc $gcc_major${cc_text:+ ($cc_text)}, which this release does not ship (it has: $KFLEET_COMPILERS); building with gcc $default_gcc" >&2
+  else
+    package=${provider%%:*} cc=${provider#*:}
+    if ! command -v "$cc" >/dev/null && [ "${KFLEET_IN_CONTAINER:-}" = 1 ] && [ "${install[0]:-}" != dpkg ]; then
+      env "${install[@]}" "$package" >&2 || die "cannot install $package for gcc $gcc_major"
+    fi
+    if command -v "$cc" >/dev/null; then
+      echo "build-module.sh: building with $cc: the kernel was built with gcc $gcc_major${cc_text:+ ($cc_text)}" >&2
+      make_cc=(CC="$cc")
+    else
+      echo "build-module.sh: the kernel was built with gcc $gcc_major; $cc (package $package) is not installed here; building with gcc $default_gcc" >&2
+    fi
+  fi
+fi
+
 build=$(mktemp -d)
 cp -R "$module"/. "$build"/
-make -C "$kdir" M="$build" modules >&2
+make -C "$kdir" M="$build" "${make_cc[@]}" modules >&2
 mapfile -t modules < <(cd "$build" && find . -name '*.ko' -printf '%P\n' | sort)
 [ ${#modules[@]} -gt 0 ] || die "the build produced no .ko file"
 

@@ -2,6 +2,7 @@
 
 pub mod artifacts;
 pub mod bounded;
+pub mod buildenv;
 pub mod builds;
 pub mod cli;
 pub mod clock;

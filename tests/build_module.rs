@@ -739,6 +739,32 @@ fn a_node_gets_a_driver_built_by_the_workflows_own_steps() {
         sandbox.log().contains("Install kfleet"),
         "the job installed the pinned kfleet: {logs}"
     );
+    // The job planned its environment and built with the gcc the kernel was built with.
+    let work = sandbox
+        .log()
+        .split("work and logs in ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .map(PathBuf::from)
+        .expect("the runner names its work directory");
+    let job_log = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("job.log"))
+        .find(|p| p.is_file())
+        .expect("a job log");
+    let job_log = std::fs::read_to_string(job_log).unwrap();
+    assert!(
+        job_log.contains("## Plan the build environment"),
+        "{job_log}"
+    );
+    assert!(
+        job_log.contains("image         docker.io/library/debian:12"),
+        "{job_log}"
+    );
+    assert!(
+        job_log.contains("build-module.sh: building with gcc-12: the kernel was built with gcc 12"),
+        "{job_log}"
+    );
 
     // The release now holds the artifact and its checksum, as the job uploaded them.
     let fleet = tempfile::NamedTempFile::new().unwrap();

@@ -153,3 +153,53 @@ fn the_build_script_refuses_unsafe_or_missing_identity_fields() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("MODULE is not set"));
 }
+
+/// The build script takes its environment from `kfleet build-plan --format env`: without a plan
+/// (or IMAGE) there is no container to build in, a plan for another kernel and a line it does not
+/// know are refused; nothing is run.
+#[test]
+fn the_build_script_takes_its_image_from_the_plan_and_checks_it() {
+    let script = root().join("assets/build-module.sh");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("m")).unwrap();
+    let run = |plan: Option<&str>| {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(&script).current_dir(dir.path());
+        if let Some(text) = plan {
+            std::fs::write(dir.path().join("plan.env"), text).unwrap();
+            cmd.args(["--plan", "plan.env"]);
+        }
+        cmd.args(["--headers", "h", "--module", "m", "--out", "o"])
+            .env_remove("IMAGE")
+            .env("KFLEET_CONTAINER_ENGINE", "docker")
+            .envs([
+                ("DISTRIBUTION", "debian"),
+                ("DISTRO_VERSION", "12"),
+                ("ARCHITECTURE", "x86_64"),
+                ("KERNEL_VERSION", "6.1.0-18-amd64"),
+                ("DRIVER_VERSION", "1.0.0"),
+                ("MODULE", "kdriver"),
+            ]);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(None).contains("no container image: pass --plan FILE"));
+    let other = kfleet::buildenv::plan(
+        &kfleet::identity::KernelIdentity::from_key("debian/12/x86_64/6.1.0-17-amd64").unwrap(),
+        &kfleet::headers::Chain::builtin(),
+    );
+    let kfleet::buildenv::Planned::Plan(other) = other else {
+        panic!("debian 12 has a plan")
+    };
+    assert!(run(Some(&other.to_env())).contains(
+        "is the plan of debian/12/x86_64/6.1.0-17-amd64, not debian/12/x86_64/6.1.0-18-amd64"
+    ));
+    assert!(
+        run(Some(
+            "KFLEET_IDENTITY=debian/12/x86_64/6.1.0-18-amd64\nPATH=/tmp\n"
+        ))
+        .contains("unknown line 'PATH'")
+    );
+    assert!(!dir.path().join("o").exists(), "nothing was built");
+}

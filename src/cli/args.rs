@@ -211,6 +211,26 @@ pub enum ReleaseCommand {
     },
 }
 
+#[derive(Debug, Args)]
+pub struct BuildPlanArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Output format: text, json, or env (KEY=VALUE lines for build-module.sh --plan).
+    #[arg(long, short = 'f', value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Header sources file replacing the built-in chain (names the packages fetched).
+    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    pub sources: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    #[default]
+    Text,
+    Json,
+    Env,
+}
+
 /// A GitHub repository and API (no sandbox): what the build job talks to.
 #[derive(Debug, Args)]
 pub struct ForgeRepoArgs {

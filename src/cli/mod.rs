@@ -58,6 +58,9 @@ pub enum Command {
     /// Kernel headers through the fallback chain.
     #[command(subcommand)]
     Headers(HeadersCommand),
+    /// The environment a kernel's build runs in: image, repositories, packages, compiler and
+    /// commands (exit 1: unsupported, with the reason). `--format env` is what build-module.sh reads.
+    BuildPlan(BuildPlanArgs),
     /// The GitHub Actions workflows that build the driver.
     #[command(subcommand)]
     Workflow(WorkflowCommand),

@@ -17,6 +17,7 @@ macro_rules! outln {
     };
 }
 
+pub(crate) mod build_plan;
 pub(crate) mod cancel;
 pub(crate) mod dispatch;
 pub(crate) mod docs;
@@ -212,6 +213,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Workflow(WorkflowCommand::Init { dir, force }) => {
             workflow::workflow_init(&dir, force)
         }
+        Command::BuildPlan(args) => build_plan::build_plan_cmd(args),
         Command::Release(cmd) => release::release_cmd(cmd, &config),
         Command::Serve(args) => serve::serve_cmd(args, &config),
         Command::Ensure(args) => ensure::ensure_cmd(args, &config),

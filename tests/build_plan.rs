@@ -1,0 +1,167 @@
+//! Build plans (`kfleet build-plan`, `assets/build-environments.toml`) for every real kernel in
+//! the fixtures, and the archived-release and compiler cases named explicitly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
+use assert_cmd::Command;
+use kfleet::buildenv::{Planned, plan};
+use kfleet::headers::Chain;
+use kfleet::identity::{Distribution, KernelIdentity};
+use std::path::Path;
+
+fn fixture_identities() -> Vec<KernelIdentity> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut ids = Vec::new();
+    for file in ["real-kernels.csv", "edge-kernels.csv"] {
+        let mut reader = csv::Reader::from_path(dir.join(file)).unwrap();
+        for row in reader.records() {
+            let row = row.unwrap();
+            if let Ok(id) = KernelIdentity::parse(&row[0], &row[1], &row[2], &row[3]) {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
+/// Every valid identity of the fixtures has a plan with an image, install commands and the
+/// header packages the chain fetches, or is unsupported with a reason; every family the header
+/// chain serves is planned.
+#[test]
+fn every_real_kernel_has_a_plan_or_a_reason() {
+    let chain = Chain::builtin();
+    let ids = fixture_identities();
+    assert!(ids.len() > 400, "{}", ids.len());
+    let (mut planned, mut unsupported) = (0, Vec::new());
+    for id in &ids {
+        match plan(id, &chain) {
+            Planned::Plan(p) => {
+                planned += 1;
+                assert!(p.image.contains(':'), "{id}: {}", p.image);
+                assert!(
+                    !p.install_toolchain.is_empty() && !p.install_headers.is_empty(),
+                    "{id}"
+                );
+                let served = kfleet::headers::plan(&chain, id)
+                    .iter()
+                    .any(|s| s.problem.is_none() && !s.packages.is_empty());
+                if served {
+                    assert!(!p.header_packages.is_empty(), "{id}: no header packages");
+                } else {
+                    assert!(
+                        p.notes
+                            .iter()
+                            .any(|n| n.contains("the header chain has no source")),
+                        "{id}: {:?}",
+                        p.notes
+                    );
+                }
+                let env = p.to_env();
+                assert!(env.lines().all(|l| l.starts_with("KFLEET_")), "{id}: {env}");
+                assert!(env.contains(&format!("KFLEET_IDENTITY={}\n", id.key())));
+            }
+            Planned::Unsupported { reason, .. } => {
+                assert!(reason.len() > 20, "{id}: '{reason}'");
+                unsupported.push((id.key(), reason));
+            }
+        }
+    }
+    for (key, reason) in &unsupported {
+        let family = key.split('/').next().unwrap();
+        assert!(
+            family == "rhel" || key.starts_with("centos/6/"),
+            "{key} has a header chain but no build plan: {reason}"
+        );
+    }
+    assert!(
+        planned as f64 > ids.len() as f64 * 0.95,
+        "{planned} of {}",
+        ids.len()
+    );
+    for family in [
+        Distribution::Ubuntu,
+        Distribution::Debian,
+        Distribution::Fedora,
+        Distribution::Centos,
+        Distribution::Amazonlinux,
+        Distribution::Almalinux,
+        Distribution::Rocky,
+    ] {
+        assert!(
+            ids.iter()
+                .filter(|id| id.distribution == family)
+                .any(|id| matches!(plan(id, &chain), Planned::Plan(_))),
+            "{family:?}"
+        );
+    }
+}
+
+fn kfleet() -> Command {
+    let mut c = Command::cargo_bin("kfleet").unwrap();
+    c.env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("KFLEET_HEADER_SOURCES");
+    c
+}
+
+#[test]
+fn the_plan_names_the_archive_the_vault_and_the_kernels_compiler() {
+    let text = |key: &str| {
+        let out = kfleet().args(["build-plan", key]).assert().success();
+        String::from_utf8_lossy(&out.get_output().stdout).into_owned()
+    };
+    let al2 = text("amazonlinux/2/x86_64/5.10.215-203.850.amzn2.x86_64");
+    assert!(
+        al2.contains("image         docker.io/library/amazonlinux:2 (tag, not pinned)"),
+        "{al2}"
+    );
+    assert!(al2.contains("gcc 10 (gcc10-gcc from gcc10)"), "{al2}");
+    assert!(al2.contains("kernel's gcc  10"), "{al2}");
+    assert!(
+        al2.contains("headers       kernel-devel-5.10.215-203.850.amzn2.x86_64 kernel-headers-5.10.215-203.850.amzn2.x86_64"),
+        "{al2}"
+    );
+    let buster = text("debian/10/x86_64/4.19.0-27-amd64");
+    assert!(
+        buster.contains("archive.debian.org/debian buster main"),
+        "{buster}"
+    );
+    let c7 = text("centos/7/x86_64/3.10.0-1160.119.1.el7.x86_64");
+    assert!(c7.contains("vault.centos.org/7.9.2009"), "{c7}");
+    let hwe = text("ubuntu/22.04/x86_64/6.8.0-40-generic");
+    assert!(hwe.contains("builds 6.8 kernels with gcc 12"), "{hwe}");
+    assert!(hwe.contains("linux-headers-6.8.0-40-generic"), "{hwe}");
+
+    let env = kfleet()
+        .args([
+            "build-plan",
+            "debian/12/x86_64/6.1.0-18-amd64",
+            "--format",
+            "env",
+        ])
+        .assert()
+        .success();
+    let env = String::from_utf8_lossy(&env.get_output().stdout).into_owned();
+    assert!(
+        env.contains("KFLEET_IMAGE=docker.io/library/debian:12\n"),
+        "{env}"
+    );
+    assert!(env.contains("KFLEET_COMPILERS=12=gcc-12:gcc-12\n"), "{env}");
+
+    let json = kfleet()
+        .args([
+            "build-plan",
+            "debian/14/x86_64/6.16.3+deb14-amd64",
+            "-f",
+            "json",
+        ])
+        .assert()
+        .code(1);
+    let out = json.get_output();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "unsupported");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "unsupported: debian/14/x86_64/6.16.3+deb14-amd64: no build environment for debian 14: add one to assets/build-environments.toml"
+        )
+    );
+}
