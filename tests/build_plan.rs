@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
 
 use assert_cmd::Command;
-use kfleet::buildenv::{Planned, plan};
+use kfleet::buildenv::{Digests, Planned, plan};
 use kfleet::headers::Chain;
 use kfleet::identity::{Distribution, KernelIdentity};
 use std::path::Path;
@@ -34,7 +34,7 @@ fn every_real_kernel_has_a_plan_or_a_reason() {
     assert!(ids.len() > 400, "{}", ids.len());
     let (mut planned, mut unsupported) = (0, Vec::new());
     for id in &ids {
-        match plan(id, &chain) {
+        match plan(id, &chain, &Digests::default()) {
             Planned::Plan(p) => {
                 planned += 1;
                 assert!(p.image.contains(':'), "{id}: {}", p.image);
@@ -90,7 +90,7 @@ fn every_real_kernel_has_a_plan_or_a_reason() {
         assert!(
             ids.iter()
                 .filter(|id| id.distribution == family)
-                .any(|id| matches!(plan(id, &chain), Planned::Plan(_))),
+                .any(|id| matches!(plan(id, &chain, &Digests::default()), Planned::Plan(_))),
             "{family:?}"
         );
     }
@@ -163,5 +163,161 @@ fn the_plan_names_the_archive_the_vault_and_the_kernels_compiler() {
         String::from_utf8_lossy(&out.stderr).contains(
             "unsupported: debian/14/x86_64/6.16.3+deb14-amd64: no build environment for debian 14: add one to assets/build-environments.toml"
         )
+    );
+}
+
+/// A registry on 127.0.0.1 speaking the distribution API as Docker Hub does: a 401 with a bearer
+/// challenge, a token service, then the manifest's digest for the token's scope.
+struct Registry {
+    url: String,
+    _rt: tokio::runtime::Runtime,
+}
+
+const DEBIAN_DIGEST: &str =
+    "sha256:0d8498a0e9e6a60011df39aab78534cfe940785e7c59d19dfae1eb53ea59babe";
+const AL2_DIGEST: &str = "sha256:1f2bb6d5cd7c6a9f3bb4c3b8b7b0a96a4f1c2f6a1a0b9c8d7e6f5a4b3c2d1e0f";
+
+fn registry(bad_digest: bool) -> Registry {
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let realm = format!("{url}/token");
+    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+        let realm = realm.clone();
+        async move {
+            let path = uri.path().to_string();
+            if path == "/token" {
+                let query = uri.query().unwrap_or("");
+                assert!(query.contains("service=registry.example"), "{query}");
+                let scope = query.split("scope=").nth(1).unwrap_or("").to_string();
+                return (StatusCode::OK, HeaderMap::new(), format!("{{\"token\":\"t:{scope}\"}}"));
+            }
+            let Some(rest) = path.strip_prefix("/v2/") else {
+                return (StatusCode::NOT_FOUND, HeaderMap::new(), String::new());
+            };
+            let (repo, tag) = rest.split_once("/manifests/").unwrap();
+            let scope = format!("repository%3A{}%3Apull", repo.replace('/', "%2F"));
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let mut out = HeaderMap::new();
+            if auth != format!("Bearer t:{scope}") {
+                out.insert(
+                    "www-authenticate",
+                    format!("Bearer realm=\"{realm}\",service=\"registry.example\",scope=\"repository:{repo}:pull\"")
+                        .parse()
+                        .unwrap(),
+                );
+                return (StatusCode::UNAUTHORIZED, out, String::new());
+            }
+            let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+            assert!(accept.contains("application/vnd.oci.image.index.v1+json"), "{accept}");
+            let digest = match (repo, tag) {
+                ("library/debian", "12") if bad_digest => "md5:1234",
+                ("library/debian", "12") => DEBIAN_DIGEST,
+                ("library/amazonlinux", "2") => AL2_DIGEST,
+                _ => return (StatusCode::NOT_FOUND, out, String::new()),
+            };
+            out.insert("docker-content-digest", digest.parse().unwrap());
+            (StatusCode::OK, out, String::new())
+        }
+    });
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Registry { url, _rt: rt }
+}
+
+/// `kfleet images pin` reads each image's digest through the token challenge and writes the
+/// digests file; `build-plan --digests` then names image@digest; a tag the registry lacks and a
+/// digest that is not sha256 are errors naming the image, and leave the file as it was.
+#[test]
+fn images_are_pinned_from_the_registry_and_the_plan_uses_the_digest() {
+    let reg = registry(false);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("image-digests.toml");
+    let pin = |reg: &Registry, keys: &[&str]| {
+        let mut c = kfleet();
+        c.args(["images", "pin", "--out"])
+            .arg(&file)
+            .args(["--registry", &format!("docker.io={}", reg.url)]);
+        for k in keys {
+            c.args(["--identity", k]);
+        }
+        c.assert()
+    };
+    let debian = "debian/12/x86_64/6.1.0-18-amd64";
+    let al2 = "amazonlinux/2/x86_64/5.10.215-203.850.amzn2.x86_64";
+    pin(&reg, &[debian, "debian/12/x86_64/6.1.0-17-amd64", al2]).success();
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        written.contains(&format!(
+            "\"docker.io/library/debian:12\" = \"{DEBIAN_DIGEST}\""
+        )),
+        "{written}"
+    );
+    assert!(written.contains(AL2_DIGEST), "{written}");
+
+    let shown = kfleet()
+        .args(["build-plan", debian, "--digests"])
+        .arg(&file)
+        .assert()
+        .success();
+    let shown = String::from_utf8_lossy(&shown.get_output().stdout).into_owned();
+    assert!(
+        shown.contains(&format!(
+            "image         docker.io/library/debian:12@{DEBIAN_DIGEST}\n"
+        )),
+        "{shown}"
+    );
+    let env = kfleet()
+        .args(["build-plan", al2, "--format", "env", "--digests"])
+        .arg(&file)
+        .assert()
+        .success();
+    let env = String::from_utf8_lossy(&env.get_output().stdout).into_owned();
+    assert!(
+        env.contains(&format!(
+            "KFLEET_IMAGE=docker.io/library/amazonlinux:2@{AL2_DIGEST}\n"
+        )),
+        "{env}"
+    );
+
+    let missing = pin(&reg, &["ubuntu/22.04/x86_64/5.15.0-91-generic"]).code(1);
+    let stderr = String::from_utf8_lossy(&missing.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("docker.io/library/ubuntu:22.04")
+            && stderr.contains("no such image or tag (404)"),
+        "{stderr}"
+    );
+    let bad = registry(true);
+    let refused = pin(&bad, &[debian]).code(1);
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("gave no sha256 digest (Docker-Content-Digest: 'md5:1234')"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        written,
+        "the file is unchanged"
+    );
+
+    std::fs::write(
+        &file,
+        "[digests]\n\"docker.io/library/debian:12\" = \"latest\"\n",
+    )
+    .unwrap();
+    let damaged = kfleet()
+        .args(["build-plan", debian, "--digests"])
+        .arg(&file)
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&damaged.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("a digest is sha256: and 64 lowercase hex digits"),
+        "{stderr}"
     );
 }

@@ -188,6 +188,7 @@ fn the_build_script_takes_its_image_from_the_plan_and_checks_it() {
     let other = kfleet::buildenv::plan(
         &kfleet::identity::KernelIdentity::from_key("debian/12/x86_64/6.1.0-17-amd64").unwrap(),
         &kfleet::headers::Chain::builtin(),
+        &kfleet::buildenv::Digests::default(),
     );
     let kfleet::buildenv::Planned::Plan(other) = other else {
         panic!("debian 12 has a plan")

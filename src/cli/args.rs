@@ -221,6 +221,34 @@ pub struct BuildPlanArgs {
     /// Header sources file replacing the built-in chain (names the packages fetched).
     #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
     pub sources: Option<PathBuf>,
+    /// Image digests (`kfleet images pin` writes them): the plan names image@sha256:….
+    #[arg(long, value_name = "FILE", env = "KFLEET_IMAGE_DIGESTS")]
+    pub digests: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Read the digests of the build images of these kernels from their registries and write
+    /// them to a digests file (merged with what it holds), for `build-plan --digests`.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["identity", "from"])))]
+    Pin {
+        /// Identity key DISTRIBUTION/VERSION/ARCH/KERNEL; repeatable.
+        #[arg(long, value_name = "KEY")]
+        identity: Vec<String>,
+        /// Identities from a CSV with distribution,distro_version,architecture,kernel_version
+        /// columns (such as `kfleet report --format csv`).
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// The digests file to update (default: print it).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Reach a registry host at another URL (a mirror): HOST=URL; repeatable.
+        #[arg(long, value_name = "HOST=URL")]
+        registry: Vec<String>,
+        /// Longest time one registry request may take.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

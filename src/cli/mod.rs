@@ -61,6 +61,9 @@ pub enum Command {
     /// The environment a kernel's build runs in: image, repositories, packages, compiler and
     /// commands (exit 1: unsupported, with the reason). `--format env` is what build-module.sh reads.
     BuildPlan(BuildPlanArgs),
+    /// The build images: pin them by digest.
+    #[command(subcommand)]
+    Images(ImagesCommand),
     /// The GitHub Actions workflows that build the driver.
     #[command(subcommand)]
     Workflow(WorkflowCommand),

@@ -1,7 +1,7 @@
 //! `kfleet build-plan`: the environment one kernel's build runs in.
 
 use super::prelude::*;
-use crate::buildenv::{Planned, plan};
+use crate::buildenv::{Digests, Planned, plan};
 
 pub(crate) fn build_plan_cmd(args: BuildPlanArgs) -> Result<ExitCode> {
     let id = args.identity.identity()?;
@@ -9,7 +9,11 @@ pub(crate) fn build_plan_cmd(args: BuildPlanArgs) -> Result<ExitCode> {
         Some(path) => crate::headers::Chain::load(path)?,
         None => crate::headers::Chain::builtin(),
     };
-    let planned = plan(&id, &chain);
+    let digests = match &args.digests {
+        Some(path) => Digests::load(path)?,
+        None => Digests::default(),
+    };
+    let planned = plan(&id, &chain, &digests);
     match (&planned, args.format) {
         (_, PlanFormat::Json) => {
             outln!("{}", serde_json::to_string_pretty(&planned)?);
@@ -59,4 +63,64 @@ pub(crate) fn build_plan_cmd(args: BuildPlanArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// `kfleet images pin`: the digests of the build images of the kernels named.
+pub(crate) fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
+    let ImagesCommand::Pin {
+        identity,
+        from,
+        out,
+        registry,
+        timeout,
+    } = cmd;
+    let mut keys = identity;
+    if let Some(path) = &from {
+        keys.extend(read_keys_csv(path)?);
+    }
+    let mut overrides = std::collections::BTreeMap::new();
+    for entry in &registry {
+        let (host, url) = entry
+            .split_once('=')
+            .with_context(|| format!("--registry {entry}: expected HOST=URL"))?;
+        overrides.insert(host.to_string(), url.to_string());
+    }
+    let chain = crate::headers::Chain::builtin();
+    let mut images = std::collections::BTreeSet::new();
+    for key in &keys {
+        let id = crate::identity::KernelIdentity::from_key(key)
+            .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        match plan(&id, &chain, &Digests::default()) {
+            Planned::Plan(p) => {
+                images.insert(p.image);
+            }
+            Planned::Unsupported { reason, .. } => eprintln!("skipped {key}: {reason}"),
+        }
+    }
+    let images: Vec<String> = images.into_iter().collect();
+    let pinned = runtime()?.block_on(crate::buildenv::pin(&images, &overrides, timeout))?;
+    let mut digests = match &out {
+        Some(path) if path.exists() => Digests::load(path)?,
+        _ => Digests::default(),
+    };
+    for image in &images {
+        if let Some(digest) = pinned.get(image) {
+            eprintln!("{image} {digest}");
+            digests.insert(image.clone(), digest.to_string());
+        }
+    }
+    match &out {
+        Some(path) => {
+            crate::fsio::write_atomic(path, digests.to_toml().as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "{} of {} images pinned in {}",
+                images.len(),
+                digests.len(),
+                path.display()
+            );
+        }
+        None => out!("{}", digests.to_toml()),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -214,6 +214,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             workflow::workflow_init(&dir, force)
         }
         Command::BuildPlan(args) => build_plan::build_plan_cmd(args),
+        Command::Images(cmd) => build_plan::images_cmd(cmd),
         Command::Release(cmd) => release::release_cmd(cmd, &config),
         Command::Serve(args) => serve::serve_cmd(args, &config),
         Command::Ensure(args) => ensure::ensure_cmd(args, &config),

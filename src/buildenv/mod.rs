@@ -1,7 +1,12 @@
 //! Build environments (`assets/build-environments.toml`, embedded): for an identity, the
 //! container image the build job compiles in, the commands that reach its repositories and
 //! install the toolchain and the fetched headers, and the compilers the release ships. The plan
-//! is what `kfleet build-plan` prints and `build-module.sh` runs.
+//! is what `kfleet build-plan` prints and `build-module.sh` runs. Images are pinned by the
+//! digests a digests file holds (`kfleet images pin` writes it from the registries).
+
+mod registry;
+
+pub use registry::{Digests, RegistryError, parse_image, pin};
 
 use crate::headers::{Chain, KernelParts};
 use crate::identity::KernelIdentity;
@@ -26,8 +31,6 @@ struct Environment {
     unsupported: Option<String>,
     #[serde(default)]
     image: String,
-    #[serde(default)]
-    digest: Option<String>,
     #[serde(default)]
     setup: Vec<String>,
     #[serde(default)]
@@ -71,20 +74,13 @@ fn parse(text: &str) -> Result<Vec<Environment>, String> {
                 ));
             }
         }
-        if let Some(digest) = &env.digest
-            && !(digest.len() == 71
-                && digest.starts_with("sha256:")
-                && digest[7..].bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            return Err(format!("{at}: digest '{digest}' is not sha256:<64 hex>"));
-        }
     }
     Ok(file.environment)
 }
 
 static ENVIRONMENTS: LazyLock<Vec<Environment>> = LazyLock::new(|| {
     // Embedded and checked by the unit test below: a parse failure is a build defect.
-    parse(include_str!("../assets/build-environments.toml")).unwrap_or_default()
+    parse(include_str!("../../assets/build-environments.toml")).unwrap_or_default()
 });
 
 /// Dotted version numbers compared numerically (`8.10` after `8.9`); words compare as text.
@@ -148,12 +144,18 @@ pub enum Planned {
     Unsupported { identity: String, reason: String },
 }
 
-/// The build plan for `id`, with the header packages `chain` would fetch.
-pub fn plan(id: &KernelIdentity, chain: &Chain) -> Planned {
-    plan_in(&ENVIRONMENTS, id, chain)
+/// The build plan for `id`, with the header packages `chain` would fetch and the image pinned by
+/// `digests` where they hold it.
+pub fn plan(id: &KernelIdentity, chain: &Chain, digests: &Digests) -> Planned {
+    plan_in(&ENVIRONMENTS, id, chain, digests)
 }
 
-fn plan_in(environments: &[Environment], id: &KernelIdentity, chain: &Chain) -> Planned {
+fn plan_in(
+    environments: &[Environment],
+    id: &KernelIdentity,
+    chain: &Chain,
+    digests: &Digests,
+) -> Planned {
     let family = id.distribution.as_str();
     let unsupported = |reason: String| Planned::Unsupported {
         identity: id.key(),
@@ -173,7 +175,7 @@ fn plan_in(environments: &[Environment], id: &KernelIdentity, chain: &Chain) -> 
     }
     let parts = KernelParts::of(id);
     let image = parts.expand(&env.image);
-    let (image, pinned) = match &env.digest {
+    let (image, pinned) = match digests.get(&image) {
         Some(digest) => (format!("{image}@{digest}"), true),
         None => (image, false),
     };
@@ -201,9 +203,7 @@ fn plan_in(environments: &[Environment], id: &KernelIdentity, chain: &Chain) -> 
         .and_then(|m| m.parse().ok());
     let mut notes: Vec<String> = env.note.iter().cloned().collect();
     if !pinned {
-        notes.push(format!(
-            "the image is not pinned by digest yet (add `digest` in {DATA_FILE})"
-        ));
+        notes.push("the image is a tag, not pinned: `kfleet images pin` writes its digest".into());
     }
     if let Some(major) = expected_gcc {
         if compilers.iter().any(|c| c.major == major) {
@@ -295,7 +295,7 @@ mod tests {
     }
 
     fn planned(key: &str) -> BuildPlan {
-        match plan(&id(key), &Chain::builtin()) {
+        match plan(&id(key), &Chain::builtin(), &Digests::default()) {
             Planned::Plan(p) => p,
             Planned::Unsupported { reason, .. } => panic!("{key}: {reason}"),
         }
@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn the_embedded_file_parses() {
-        let envs = parse(include_str!("../assets/build-environments.toml")).unwrap();
+        let envs = parse(include_str!("../../assets/build-environments.toml")).unwrap();
         assert!(envs.len() > 20);
     }
 
@@ -317,8 +317,6 @@ mod tests {
         );
         let compiler = "[[environment]]\nfamily = \"debian\"\nimage = \"x\"\ninstall_toolchain = \"a\"\ninstall_headers = \"b\"\ncompilers = { \"12\" = \"gcc-12\" }\n";
         assert!(parse(compiler).unwrap_err().contains("PACKAGE COMMAND"));
-        let digest = "[[environment]]\nfamily = \"debian\"\nimage = \"x\"\ninstall_toolchain = \"a\"\ninstall_headers = \"b\"\ndigest = \"latest\"\n";
-        assert!(parse(digest).unwrap_err().contains("sha256:<64 hex>"));
     }
 
     #[test]
@@ -397,14 +395,14 @@ mod tests {
         let id = id("debian/12/x86_64/6.1.0-18-amd64");
         let envs = parse("[[environment]]\nfamily = \"debian\"\nversions = [\"11\"]\nimage = \"x\"\ninstall_toolchain = \"a\"\ninstall_headers = \"b\"\n\n[[environment]]\nfamily = \"debian\"\nfrom = \"12\"\nunsupported = \"not yet\"\n").unwrap();
         assert_eq!(
-            plan_in(&envs[..1], &id, &Chain::builtin()),
+            plan_in(&envs[..1], &id, &Chain::builtin(), &Digests::default()),
             Planned::Unsupported {
                 identity: id.key(),
                 reason: format!("no build environment for debian 12: add one to {DATA_FILE}")
             }
         );
         assert!(matches!(
-            plan_in(&envs, &id, &Chain::builtin()),
+            plan_in(&envs, &id, &Chain::builtin(), &Digests::default()),
             Planned::Unsupported { reason, .. } if reason == "not yet"
         ));
     }
