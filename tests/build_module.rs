@@ -616,9 +616,9 @@ impl Drop for Child {
     }
 }
 
-/// The product end to end. A node asks `kfleet serve` for the driver of a Debian kernel that
-/// has none; the service dispatches build-driver.yml to a sandbox whose local runner runs the
-/// workflow's own steps here: it installs the kfleet release the workflow pins (checking its
+/// The product end to end. A node asks `kfleet serve --sandbox DIR --runner local` for the
+/// driver of a Debian kernel that has none; the service dispatches build-driver.yml to its
+/// sandbox, whose local runner runs the workflow's own steps here: it installs the kfleet release the workflow pins (checking its
 /// sha256), checks the identity and the release, fetches the real headers through the chain,
 /// builds the module with build-module.sh and uploads the `.tar.xz` and its `.sha256` with
 /// `kfleet release upload`. `kfleet ensure` then downloads and verifies the real asset and
@@ -664,34 +664,30 @@ fn a_node_gets_a_driver_built_by_the_workflows_own_steps() {
         .to_string(),
     )
     .unwrap();
+    // The service with its in-process sandbox forge, whose token other commands are given.
     let token = "ghp_localRunnerSandbox0123456789";
-    let (sandbox, forge) = Child::start(
-        kfleet()
-            .args([
-                "sandbox",
-                "--listen",
-                "127.0.0.1:0",
-                "--repo",
-                "acme/kdriver",
-            ])
-            .args(["--token", token, "--runner", "local", "--checkout"])
-            .arg(checkout.path())
-            .arg("--data")
-            .arg(data.path())
-            .env("KFLEET_HEADER_SOURCES", mirror.sources.path()),
-        "http://",
-    );
-    let forge = format!("http://{forge}");
     let state = tempfile::tempdir().unwrap();
     let (service, url) = Child::start(
         kfleet()
-            .args(["serve", "--listen", "127.0.0.1:0", "--repo", "acme/kdriver"])
-            .args(["--api-url", &forge, "--listing-ttl", "1"])
-            .env("GITHUB_TOKEN", token)
+            .args(["serve", "--listen", "127.0.0.1:0", "--listing-ttl", "1"])
+            .arg("--sandbox")
+            .arg(data.path())
+            .args(["--runner", "local", "--checkout"])
+            .arg(checkout.path())
+            .env("KFLEET_SANDBOX_TOKEN", token)
+            .env("KFLEET_HEADER_SOURCES", mirror.sources.path())
             .env("KFLEET_CLIENT_TOKENS", "node-token-0123456789")
             .env("KFLEET_STATE_DIR", state.path()),
         "kfleet build service on ",
     );
+    let forge = service
+        .log()
+        .split("SANDBOX ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .expect("the service names its sandbox");
+    let repo = "example/kdriver";
 
     let (out, node_root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let ensured = run(kfleet()
@@ -710,9 +706,8 @@ fn a_node_gets_a_driver_built_by_the_workflows_own_steps() {
         .arg("--depmod")
         .arg(depmod()));
     let logs = format!(
-        "ensure:\n{}\nsandbox:\n{}\nservice:\n{}",
+        "ensure:\n{}\nservice:\n{}",
         String::from_utf8_lossy(&ensured.stderr),
-        sandbox.log(),
         service.log()
     );
     assert!(ensured.status.success(), "{logs}");
@@ -736,11 +731,11 @@ fn a_node_gets_a_driver_built_by_the_workflows_own_steps() {
     .unwrap();
     assert!(deps.contains(&format!("extra/{MODULE}.ko:")), "{deps}");
     assert!(
-        sandbox.log().contains("Install kfleet"),
+        service.log().contains("Install kfleet"),
         "the job installed the pinned kfleet: {logs}"
     );
     // The job planned its environment and built with the gcc the kernel was built with.
-    let work = sandbox
+    let work = service
         .log()
         .split("work and logs in ")
         .nth(1)
@@ -782,7 +777,7 @@ fn a_node_gets_a_driver_built_by_the_workflows_own_steps() {
     let report = run(kfleet()
         .args(["report", "-i"])
         .arg(fleet.path())
-        .args(["--repo", "acme/kdriver", "--api-url", &forge])
+        .args(["--repo", repo, "--api-url", &forge])
         .args(["--driver-version", "1.4.2", "--format", "csv"])
         .env("GITHUB_TOKEN", token)
         .env("KFLEET_STATE_DIR", state.path().join("report")));
@@ -801,7 +796,7 @@ fn a_node_gets_a_driver_built_by_the_workflows_own_steps() {
     let _entered = rt.enter();
     let client = kfleet::forge::GithubClient::new(
         &forge,
-        "acme/kdriver".parse().unwrap(),
+        repo.parse().unwrap(),
         token.into(),
         kfleet::forge::RetryPolicy::default(),
         None,

@@ -213,6 +213,10 @@ impl ForgeArgs {
             let forge = runtime()?.block_on(SandboxForge::start(
                 releases,
                 SandboxOptions {
+                    // Other kfleet commands can read this sandbox with the token they are given.
+                    token: std::env::var("KFLEET_SANDBOX_TOKEN")
+                        .ok()
+                        .filter(|t| !t.is_empty()),
                     assets_dir: Some(dir.join("assets")),
                     simulation: Simulation {
                         local: self.runner.local()?,

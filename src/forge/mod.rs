@@ -103,13 +103,17 @@ pub struct SandboxForge {
 }
 
 impl SandboxForge {
-    /// Starts a sandbox on a free loopback port serving `releases` and a client for it.
+    /// Starts a sandbox on a free loopback port serving `releases` and a client for it, with the
+    /// options' token, or a random one.
     pub async fn start(
         releases: Vec<Release>,
         mut options: SandboxOptions,
         policy: RetryPolicy,
     ) -> Result<Self, SandboxError> {
-        let token = format!("sandbox-{:016x}", fastrand::u64(..));
+        let token = options
+            .token
+            .clone()
+            .unwrap_or_else(|| format!("sandbox-{:016x}", fastrand::u64(..)));
         options.token = Some(token.clone());
         if options.repo.is_empty() {
             options.repo = "example/kdriver".into();
