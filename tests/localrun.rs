@@ -193,3 +193,39 @@ fn without_a_container_engine_only_the_hosts_own_release_is_built() {
     );
     assert!(outcome.success, "{}", outcome.summary);
 }
+
+/// A job that is abandoned (its run cancelled, the service stopping) takes its whole process
+/// group down: a background process a step started does not outlive it.
+#[test]
+fn an_abandoned_job_leaves_no_process_behind() {
+    let (_dir, config) = runner(
+        "jobs:\n  build:\n    steps:\n      - run: |\n          sleep 60 &\n          echo $! > \"$RUNNER_TEMP/pid\"\n          wait\n",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pid_file = config.work_dir.join("run-41/temp/pid");
+    let abandoned = rt.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            config.run("job.yml", &BTreeMap::new(), &target()),
+        )
+        .await
+    });
+    assert!(abandoned.is_err(), "the job was still running");
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let alive = || {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    };
+    for _ in 0..50 {
+        if !alive() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the step's background sleep {pid} outlived its job");
+}

@@ -25,7 +25,8 @@ pub struct RunnerConfig {
     pub vars: BTreeMap<String, String>,
     /// Secrets (`secrets.*`).
     pub secrets: BTreeMap<String, String>,
-    /// Environment variables of this process the jobs must not see.
+    /// Environment variables of this process the jobs must not see, besides GitHub tokens and
+    /// kfleet's own settings (always hidden).
     pub hidden_env: Vec<String>,
     /// Set for every job (after this process's own environment).
     pub env: BTreeMap<String, String>,
@@ -34,19 +35,19 @@ pub struct RunnerConfig {
     pub host_only: Option<(String, String)>,
 }
 
-/// What a job must not inherit from the process that runs it: tokens, kfleet's own settings.
-const HIDDEN: &[&str] = &[
-    "GITHUB_TOKEN",
-    "GH_TOKEN",
-    "KFLEET_SANDBOX_TOKEN",
-    "KFLEET_STATE_URL",
-    "KFLEET_STATE_DIR",
-    "KFLEET_REPO",
-    "KFLEET_API_URL",
-    "KFLEET_CONFIG",
-    "KFLEET_ASSET_TEMPLATE",
-    "KFLEET_MODULE",
-];
+/// What a job must not inherit from the process that runs it: GitHub tokens, and every kfleet
+/// setting (client and service tokens, the state URL with its password, the repository) but
+/// [`PASSED`].
+const HIDDEN: &[&str] = &["GITHUB_TOKEN", "GH_TOKEN"];
+
+/// The kfleet settings a job does see: where header packages come from (a mirror).
+const PASSED: &[&str] = &["KFLEET_HEADER_SOURCES"];
+
+fn hidden(name: &str, extra: &[String]) -> bool {
+    HIDDEN.contains(&name)
+        || (name.starts_with("KFLEET_") && !PASSED.contains(&name))
+        || extra.iter().any(|e| e == name)
+}
 
 impl RunnerConfig {
     /// A runner for the sandbox: jobs run in `work_dir` from the driver `checkout`, and download
@@ -129,7 +130,7 @@ impl RunnerConfig {
             work_dir: work_dir.to_path_buf(),
             vars,
             secrets: BTreeMap::new(),
-            hidden_env: HIDDEN.iter().map(|s| s.to_string()).collect(),
+            hidden_env: Vec::new(),
             env,
             host_only,
         })
@@ -387,7 +388,7 @@ impl RunnerConfig {
         ctx.set("github.token", &target.token);
         ctx.set("github.repository", &target.repo);
         let mut env: BTreeMap<String, String> = std::env::vars()
-            .filter(|(k, _)| !self.hidden_env.contains(k))
+            .filter(|(k, _)| !hidden(k, &self.hidden_env))
             .collect();
         let path_of = |p: &Path| p.display().to_string();
         let fixed = [
@@ -506,7 +507,9 @@ async fn run_script(
     std::fs::write(&file, script).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     let out = log.try_clone().map_err(|e| e.to_string())?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
-    let status = tokio::process::Command::new("bash")
+    // A process group of its own: a stopped job (timeout, cancel) takes make and the compilers
+    // with it, not only bash.
+    let mut child = tokio::process::Command::new("bash")
         .args(["--noprofile", "--norc", "-eo", "pipefail"])
         .arg(&file)
         .current_dir(workspace)
@@ -515,10 +518,16 @@ async fn run_script(
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(err)
+        .process_group(0)
         .kill_on_drop(true)
-        .status()
-        .await
+        .spawn()
         .map_err(|e| format!("cannot start bash: {e}"))?;
+    let mut group = GroupKill(child.id());
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("cannot wait for bash: {e}"))?;
+    group.0 = None;
     if status.success() {
         Ok(())
     } else {
@@ -526,6 +535,20 @@ async fn run_script(
             Some(code) => format!("exit code {code}"),
             None => "killed by a signal".to_string(),
         })
+    }
+}
+
+/// Kills a step's process group when the step is abandoned (its future dropped).
+struct GroupKill(Option<u32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -550,4 +573,26 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_see_no_token_and_no_kfleet_setting_but_the_header_sources() {
+        for name in [
+            "GITHUB_TOKEN",
+            "GH_TOKEN",
+            "KFLEET_CLIENT_TOKENS",
+            "KFLEET_SERVICE_TOKEN",
+            "KFLEET_STATE_URL",
+            "KFLEET_SANDBOX_TOKEN",
+        ] {
+            assert!(hidden(name, &[]), "{name}");
+        }
+        assert!(!hidden("KFLEET_HEADER_SOURCES", &[]));
+        assert!(!hidden("PATH", &[]));
+        assert!(hidden("PATH", &["PATH".into()]));
+    }
 }
