@@ -674,6 +674,8 @@ fn a_node_gets_a_driver_built_by_the_workflows_own_steps() {
             .arg(data.path())
             .args(["--runner", "local", "--checkout"])
             .arg(checkout.path())
+            .arg("--runner-dir")
+            .arg(state.path().join("runner"))
             .env("KFLEET_SANDBOX_TOKEN", token)
             .env("KFLEET_HEADER_SOURCES", mirror.sources.path())
             .env("KFLEET_CLIENT_TOKENS", "node-token-0123456789")

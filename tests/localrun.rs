@@ -79,7 +79,7 @@ jobs:
           test -z "${CARGO_MANIFEST_DIR:-}"
           test "$GITHUB_REPOSITORY" = acme/kdriver
           test "$TOKEN" = sandbox-token
-          printf '%s|%s|%s|%s|%s|%s\n' "$(kfleet-tool)" "$KERNEL" "$MODULE" "$FLAVOUR" "$FROM_ENV_FILE" "$NOTES" > result
+          printf '%s|%s|%s|%s|%s|%s\n' "$(kfleet-tool)" "$KERNEL" "$MODULE" "$FLAVOUR" "$FROM_ENV_FILE" "$NOTES"
       - name: Skipped
         if: ${{ steps.make.outputs.built != 'yes' }}
         run: exit 1
@@ -97,12 +97,15 @@ fn steps_run_with_expressions_outputs_path_and_env_files() {
     );
     let names: Vec<&str> = outcome.steps.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["step 1", "Make a tool and an output", "Use them"]);
-    let result = std::fs::read_to_string(config.work_dir.join("run-41/workspace/result")).unwrap();
-    assert_eq!(
-        result,
-        "tool-ran|6.1.0-18-amd64|kdriver|generic|carried|two\nlines\n"
-    );
     let log = std::fs::read_to_string(&outcome.log).unwrap();
+    assert!(
+        log.contains("tool-ran|6.1.0-18-amd64|kdriver|generic|carried|two\nlines\n"),
+        "{log}"
+    );
+    assert!(
+        !config.work_dir.join("run-41/workspace").exists(),
+        "a run that succeeded keeps only its log"
+    );
     assert!(log.contains("## Skipped (skipped:"), "{log}");
 }
 
@@ -142,6 +145,10 @@ jobs:
     );
     assert!(!outcome.summary.contains("never"));
     assert!(!config.work_dir.join("run-41/workspace/after").exists());
+    assert!(
+        config.work_dir.join("run-41/workspace").is_dir(),
+        "a failed run keeps its workspace to look at"
+    );
 }
 
 #[test]

@@ -458,6 +458,10 @@ pub struct RunnerArgs {
     /// .github/workflows/build-driver.yml and .github/kfleet/build-module.sh).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub checkout: PathBuf,
+    /// Where the local runner keeps its runs (a workspace while a run lasts, then its job.log)
+    /// [default: $TMPDIR/kfleet-runner-PID].
+    #[arg(long, value_name = "DIR")]
+    pub runner_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

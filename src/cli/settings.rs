@@ -246,7 +246,9 @@ impl RunnerArgs {
         if self.runner != RunnerKind::Local {
             return Ok(None);
         }
-        let work = std::env::temp_dir().join(format!("kfleet-runner-{}", std::process::id()));
+        let work = self.runner_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("kfleet-runner-{}", std::process::id()))
+        });
         let runner = crate::localrun::RunnerConfig::for_sandbox(&self.checkout, &work)
             .map_err(|e| anyhow::anyhow!(e))?;
         let mode = match &runner.host_only {

@@ -339,21 +339,27 @@ impl RunnerConfig {
         )
         .await
         {
-            Ok(Ok(steps)) => JobOutcome {
-                success: true,
-                summary: format!(
-                    "{} steps in {:.1}s ({})",
-                    steps.len(),
-                    started.elapsed().as_secs_f64(),
-                    steps
-                        .iter()
-                        .map(|(name, took)| format!("{name}: {:.1}s", took.as_secs_f64()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                log,
-                steps,
-            },
+            Ok(Ok(steps)) => {
+                // A run that succeeded keeps its log only; a failed one keeps everything to look at.
+                for d in [&workspace, &temp] {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                JobOutcome {
+                    success: true,
+                    summary: format!(
+                        "{} steps in {:.1}s ({})",
+                        steps.len(),
+                        started.elapsed().as_secs_f64(),
+                        steps
+                            .iter()
+                            .map(|(name, took)| format!("{name}: {:.1}s", took.as_secs_f64()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    log,
+                    steps,
+                }
+            }
             Ok(Err((reason, steps))) => fail(reason, steps),
             Err(_) => fail(
                 format!(
