@@ -25,6 +25,8 @@ struct Files {
     hang: Vec<String>,
     /// Koji hub: NVR -> (build id, RPMs as (name, arch)).
     koji: HashMap<String, (i64, Vec<(String, String)>)>,
+    /// Conditional GETs answered 304.
+    not_modified: usize,
 }
 
 type Shared = Arc<Mutex<Files>>;
@@ -57,11 +59,22 @@ async fn serve(State(files): State<Shared>, request: Request) -> Response {
         let f = files.lock().unwrap();
         f.files.get(&key).or_else(|| f.files.get(&path)).cloned()
     };
+    // Every file has an ETag (its sha256) and answers a matching If-None-Match with a 304.
+    let etag = found.as_ref().map(|b| format!("\"{}\"", sha256(b)));
+    let conditional = request
+        .headers()
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     match found {
         Some(body) if method == Method::HEAD => {
             (StatusCode::OK, [("content-length", body.len().to_string())]).into_response()
         }
-        Some(body) => (StatusCode::OK, body).into_response(),
+        Some(_) if conditional.is_some() && conditional == etag => {
+            files.lock().unwrap().not_modified += 1;
+            StatusCode::NOT_MODIFIED.into_response()
+        }
+        Some(body) => (StatusCode::OK, [("etag", etag.unwrap_or_default())], body).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -829,8 +842,8 @@ fn offline_plans_for_real_fedora_kernels_name_the_kojipkgs_url() {
     assert_eq!(checked, 19);
 }
 
-#[test]
-fn resolutions_are_cached_with_a_ttl() {
+/// A fixture with Fedora's updates repository holding one kernel-devel, and a state directory.
+fn fedora_updates() -> (Fixture, tempfile::TempDir) {
     let fx = fixture();
     rpm_repo(
         &fx,
@@ -839,17 +852,25 @@ fn resolutions_are_cached_with_a_ttl() {
         false,
         false,
     );
-    let state = tempfile::tempdir().unwrap();
-    let cached = |ttl: Duration| {
-        Resolver::new(
-            chain(&fx, ""),
-            ResolverOptions {
-                source_timeout: Duration::from_secs(2),
-                cache: Some((state.path().to_path_buf(), ttl)),
-            },
-        )
-        .unwrap()
-    };
+    (fx, tempfile::tempdir().unwrap())
+}
+
+/// A resolver over the test chain that caches in `dir` for `ttl`.
+fn caching_resolver(fx: &Fixture, dir: &std::path::Path, ttl: Duration) -> Resolver {
+    Resolver::new(
+        chain(fx, ""),
+        ResolverOptions {
+            source_timeout: Duration::from_secs(2),
+            cache: Some((dir.to_path_buf(), ttl)),
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn resolutions_are_cached_with_a_ttl() {
+    let (fx, state) = fedora_updates();
+    let cached = |ttl: Duration| caching_resolver(&fx, state.path(), ttl);
     let first = fx
         ._rt
         .block_on(cached(Duration::from_secs(3600)).resolve(&id(FEDORA)))
@@ -868,6 +889,52 @@ fn resolutions_are_cached_with_a_ttl() {
     assert_eq!(
         stale.resolved_by, None,
         "an expired entry is resolved again"
+    );
+}
+
+/// With a cache directory, repository metadata is kept with its ETag: resolving again (the
+/// resolution itself expired) asks conditionally, and unchanged indexes cost a 304 and no body;
+/// a changed index is read again.
+#[test]
+fn unchanged_repository_metadata_costs_a_304() {
+    let (fx, state) = fedora_updates();
+    let resolver = || caching_resolver(&fx, state.path(), Duration::ZERO);
+    let first = fx._rt.block_on(resolver().resolve(&id(FEDORA))).unwrap();
+    assert_eq!(first.resolved_by.as_deref(), Some("fedora-updates"));
+    assert_eq!(fx.files.lock().unwrap().not_modified, 0);
+    let again = fx._rt.block_on(resolver().resolve(&id(FEDORA))).unwrap();
+    assert_eq!(again.packages, first.packages);
+    assert!(
+        again.attempts[0].outcome == "ok (not modified)",
+        "{:?}",
+        again.attempts
+    );
+    assert_eq!(
+        fx.files.lock().unwrap().not_modified,
+        2,
+        "repomd.xml and primary: {:?}",
+        again.attempts
+    );
+
+    // A new kernel in the repository: its primary changes.
+    rpm_repo(
+        &fx,
+        "/updates/40/x86_64/",
+        &[
+            ("kernel-devel", "6.8.9", "300.fc40", "x86_64", b"RPM"),
+            ("kernel-devel", "6.8.10", "300.fc40", "x86_64", b"RPM2"),
+        ],
+        false,
+        false,
+    );
+    let changed = fx._rt.block_on(resolver().resolve(&id(FEDORA))).unwrap();
+    assert_eq!(changed.packages, first.packages);
+    // The fixture's repomd.xml stays the same bytes (a 304); the changed primary is read in full.
+    assert_eq!(
+        fx.files.lock().unwrap().not_modified,
+        3,
+        "the changed primary was read in full: {:?}",
+        changed.attempts
     );
 }
 

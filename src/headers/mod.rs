@@ -80,7 +80,9 @@ pub enum HeaderError {
 pub struct ResolverOptions {
     /// Longest time one source may take, all its requests together.
     pub source_timeout: Duration,
-    /// Cache directory and how long a result stays fresh; `None`: no cache.
+    /// Cache directory and how long a result stays fresh; `None`: no cache. Repository metadata
+    /// is kept there too (`metadata/`) and asked for again only conditionally (ETag,
+    /// Last-Modified), so an unchanged index costs a 304.
     pub cache: Option<(PathBuf, Duration)>,
 }
 
@@ -174,6 +176,11 @@ impl Resolver {
                 parts: &parts,
                 source: spec,
                 attempts: &mut attempts,
+                metadata: self
+                    .options
+                    .cache
+                    .as_ref()
+                    .map(|(dir, _)| dir.join("metadata")),
             };
             let outcome =
                 tokio::time::timeout(self.options.source_timeout, sources::try_source(&mut ctx))

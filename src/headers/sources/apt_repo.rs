@@ -156,7 +156,11 @@ pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
             ctx.outcome(format!("found {root} in {name}"));
             return Some(found);
         }
-        if ctx.attempts.last().is_some_and(|a| a.outcome == "ok") {
+        if ctx
+            .attempts
+            .last()
+            .is_some_and(|a| a.outcome.starts_with("ok"))
+        {
             ctx.outcome(format!("no {root} in {name}"));
         }
     }

@@ -24,6 +24,65 @@ pub(super) struct Ctx<'a> {
     pub parts: &'a KernelParts,
     pub source: &'a SourceSpec,
     pub attempts: &'a mut Vec<Attempt>,
+    /// Where fetched metadata and its validators are kept; `None`: every GET is plain.
+    pub metadata: Option<std::path::PathBuf>,
+}
+
+/// A kept response: its URL (a guard against hash collisions) and validators.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Validators {
+    url: String,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+/// The files that keep one URL's response: validators and body.
+fn kept(dir: &std::path::Path, url: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    use sha2::Digest;
+    let hash = crate::fsio::hex(&sha2::Sha256::digest(url.as_bytes())[..16]);
+    (
+        dir.join(format!("{hash}.json")),
+        dir.join(format!("{hash}.body")),
+    )
+}
+
+/// The kept body of `url` and its validators, when both are there and belong to it.
+fn read_kept(dir: &std::path::Path, url: &str) -> Option<(Validators, bytes::Bytes)> {
+    let (meta, body) = kept(dir, url);
+    let validators: Validators = serde_json::from_slice(&std::fs::read(meta).ok()?).ok()?;
+    if validators.url != url {
+        return None;
+    }
+    Some((validators, bytes::Bytes::from(std::fs::read(body).ok()?)))
+}
+
+/// Keeps a response that carries a validator; a cache that cannot be written only costs a full
+/// download next time. The body is written before the validators that point at it.
+fn write_kept(dir: &std::path::Path, url: &str, headers: &reqwest::header::HeaderMap, body: &[u8]) {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let validators = Validators {
+        url: url.to_string(),
+        etag: header(reqwest::header::ETAG),
+        last_modified: header(reqwest::header::LAST_MODIFIED),
+    };
+    if validators.etag.is_none() && validators.last_modified.is_none() {
+        return;
+    }
+    let (meta, body_path) = kept(dir, url);
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| crate::fsio::write_atomic(&body_path, body))
+        .and_then(|()| {
+            let json = serde_json::to_vec(&validators).map_err(std::io::Error::other)?;
+            crate::fsio::write_atomic(&meta, &json)
+        });
+    if let Err(e) = written {
+        tracing::warn!("cannot keep {url} in {}: {e}", dir.display());
+    }
 }
 
 impl Ctx<'_> {
@@ -45,15 +104,34 @@ impl Ctx<'_> {
         });
     }
 
-    /// GET a body; a non-2xx answer is recorded and returned as `Err`.
+    /// GET a body; a non-2xx answer is recorded and returned as `Err`. With a metadata cache,
+    /// a body kept from before is asked for conditionally and a 304 answers from it.
     async fn get(&mut self, url: &str) -> Outcome<bytes::Bytes> {
         let started = Instant::now();
+        let previous = self.metadata.as_deref().and_then(|dir| read_kept(dir, url));
+        let mut not_modified = false;
         let result = async {
-            let r = self.http.get(url).send().await.map_err(|e| describe(&e))?;
+            let mut request = self.http.get(url);
+            if let Some((v, _)) = &previous {
+                if let Some(etag) = &v.etag {
+                    request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+                }
+                if let Some(date) = &v.last_modified {
+                    request = request.header(reqwest::header::IF_MODIFIED_SINCE, date);
+                }
+            }
+            let r = request.send().await.map_err(|e| describe(&e))?;
             let status = r.status();
+            if status == reqwest::StatusCode::NOT_MODIFIED
+                && let Some((_, body)) = &previous
+            {
+                not_modified = true;
+                return Ok(body.clone());
+            }
             if !status.is_success() {
                 return Err(format!("HTTP {}", status.as_u16()));
             }
+            let headers = r.headers().clone();
             if r.content_length().is_some_and(|n| n > MAX_DOWNLOAD) {
                 return Err(format!("larger than {MAX_DOWNLOAD} bytes"));
             }
@@ -65,10 +143,14 @@ impl Ctx<'_> {
                 }
                 body.extend_from_slice(&chunk);
             }
+            if let Some(dir) = &self.metadata {
+                write_kept(dir, url, &headers, &body);
+            }
             Ok(bytes::Bytes::from(body))
         }
         .await;
         match &result {
+            Ok(_) if not_modified => self.record(url, started, "ok (not modified)"),
             Ok(_) => self.record(url, started, "ok"),
             Err(e) => self.record(url, started, e),
         }
