@@ -175,6 +175,9 @@ fn xz(b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// When the fixture repositories' packages were built (seconds since the epoch).
+const PUBLISHED: i64 = 1_764_000_000;
+
 /// A DNF repository at `dir` whose primary lists `packages` (name, ver, rel, arch, body).
 fn rpm_repo(
     fx: &Fixture,
@@ -250,7 +253,7 @@ fn rpm_repo_with(
                 );
                 for (name, arch, ver, rel, sum, file) in &rows {
                     primary.push_str(&format!(
-                        "<package type=\"rpm\">\n  <name>{name}</name>\n  <arch>{arch}</arch>\n  <version epoch=\"0\" ver=\"{ver}\" rel=\"{rel}\"/>\n  <checksum type=\"sha256\" pkgid=\"YES\">{sum}</checksum>\n  <summary>Development package for building kernel modules</summary>\n  <location href=\"{file}\"/>\n  <format><rpm:license>GPLv2</rpm:license></format>\n</package>\n"
+                        "<package type=\"rpm\">\n  <name>{name}</name>\n  <arch>{arch}</arch>\n  <version epoch=\"0\" ver=\"{ver}\" rel=\"{rel}\"/>\n  <checksum type=\"sha256\" pkgid=\"YES\">{sum}</checksum>\n  <time file=\"{PUBLISHED}\" build=\"{PUBLISHED}\"/>\n  <summary>Development package for building kernel modules</summary>\n  <location href=\"{file}\"/>\n  <format><rpm:license>GPLv2</rpm:license></format>\n</package>\n"
                     ));
                 }
                 primary.push_str("</metadata>\n");
@@ -2080,4 +2083,87 @@ fn the_offline_plan_is_what_the_resolver_asks_for() {
             "{key}: a source outside the plan was asked"
         );
     }
+}
+
+/// The lines the fleet runs and the newer kernels the repositories already publish on them: an
+/// Ubuntu 22.04 index with GA (5.15.0) and HWE (6.8.0) generic kernels and an AWS flavour, and
+/// Amazon Linux 2023 with its 6.1 and 6.12 series (separate source packages).
+#[test]
+fn newer_kernels_on_a_line_and_none_of_other_lines() {
+    let fx = fixture();
+    let mut index = String::new();
+    for kernel in [
+        "5.15.0-91-generic",
+        "5.15.0-94-generic",
+        "5.15.0-100-generic",
+        "6.8.0-40-generic",
+        "6.8.0-45-generic",
+        "5.15.0-101-aws",
+        "5.15.0-100",
+    ] {
+        let file = format!("pool/main/l/linux/linux-headers-{kernel}_amd64.deb");
+        index.push_str(&stanza(
+            &format!("linux-headers-{kernel}"),
+            &file,
+            b"DEB",
+            "",
+        ));
+        index.push('\n');
+    }
+    fx.put(
+        "/ubuntu/dists/jammy-updates/main/binary-amd64/Packages.xz",
+        xz(index.as_bytes()),
+    );
+    fx.put(
+        "/al2023/core/mirrors/latest/x86_64/mirror.list",
+        format!("{}/al2023/core/guids/d5db1113b620ab2b/x86_64/\n", fx.base),
+    );
+    rpm_repo(
+        &fx,
+        "/al2023/core/guids/d5db1113b620ab2b/x86_64/",
+        &[
+            ("kernel-devel", "6.1.100", "1.amzn2023", "x86_64", b"A"),
+            ("kernel-devel", "6.1.102", "1.amzn2023", "x86_64", b"B"),
+            ("kernel-devel", "6.1.102", "1.amzn2023", "aarch64", b"C"),
+            ("kernel6.12-devel", "6.12.10", "1.amzn2023", "x86_64", b"D"),
+            ("kernel6.12-devel", "6.12.20", "1.amzn2023", "x86_64", b"E"),
+        ],
+        false,
+        false,
+    );
+    let r = resolver(chain(&fx, ""), 2000);
+    let newer = |key: &str| -> Vec<String> {
+        let (found, _) = fx._rt.block_on(r.newer_on_line(&id(key))).unwrap();
+        found
+            .into_iter()
+            .map(|u| u.identity.kernel_version)
+            .collect()
+    };
+    assert_eq!(
+        newer("ubuntu/22.04/x86_64/5.15.0-94-generic"),
+        ["5.15.0-100-generic"]
+    );
+    assert_eq!(
+        newer("ubuntu/22.04/x86_64/6.8.0-40-generic"),
+        ["6.8.0-45-generic"]
+    );
+    assert!(newer("ubuntu/22.04/x86_64/6.8.0-45-generic").is_empty());
+    assert_eq!(
+        newer("amazonlinux/2023/x86_64/6.1.100-1.amzn2023.x86_64"),
+        ["6.1.102-1.amzn2023.x86_64"]
+    );
+    assert_eq!(
+        newer("amazonlinux/2023/x86_64/6.12.10-1.amzn2023.x86_64"),
+        ["6.12.20-1.amzn2023.x86_64"]
+    );
+    let (found, _) = fx
+        ._rt
+        .block_on(r.newer_on_line(&id("amazonlinux/2023/x86_64/6.1.100-1.amzn2023.x86_64")))
+        .unwrap();
+    assert_eq!(
+        found[0].published.map(|t| t.timestamp()),
+        Some(PUBLISHED),
+        "the primary's build time"
+    );
+    assert_eq!(found[0].source, "al2023-core");
 }

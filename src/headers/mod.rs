@@ -6,10 +6,12 @@ pub mod chain;
 pub mod parts;
 mod sources;
 pub mod spec;
+pub mod upcoming;
 
 pub use chain::{Chain, ChainError, PlannedSource, plan};
 pub use parts::KernelParts;
 pub use spec::{Protocol, SourceKind, SourceSpec};
+pub use upcoming::{Upcoming, compare_kernels, line_of};
 
 use crate::identity::KernelIdentity;
 use serde::{Deserialize, Serialize};
@@ -137,6 +139,14 @@ impl Resolver {
         &self.chain
     }
 
+    /// Where repository metadata is kept with its validators (in the cache directory).
+    fn metadata_dir(&self) -> Option<PathBuf> {
+        self.options
+            .cache
+            .as_ref()
+            .map(|(dir, _)| dir.join("metadata"))
+    }
+
     fn cache_path(&self, id: &KernelIdentity) -> Option<(PathBuf, Duration)> {
         let (dir, ttl) = self.options.cache.as_ref()?;
         let name: String = id
@@ -176,11 +186,7 @@ impl Resolver {
                 parts: &parts,
                 source: spec,
                 attempts: &mut attempts,
-                metadata: self
-                    .options
-                    .cache
-                    .as_ref()
-                    .map(|(dir, _)| dir.join("metadata")),
+                metadata: self.metadata_dir(),
             };
             let outcome =
                 tokio::time::timeout(self.options.source_timeout, sources::try_source(&mut ctx))

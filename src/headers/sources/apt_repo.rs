@@ -125,6 +125,40 @@ pub(super) fn indexes(spec: &SourceSpec, parts: &KernelParts) -> Vec<SuiteIndexe
     out
 }
 
+/// Every kernel of the identity's flavour whose headers package the source's indexes list
+/// (`linux-headers-{kernel}` ending in `-{flavour}`), for the upcoming-kernel view.
+pub(super) async fn list(ctx: &mut Ctx<'_>) -> Vec<String> {
+    let suffix = format!("-{}", ctx.parts.flavour);
+    let mut kernels = Vec::new();
+    for suite in indexes(ctx.source, ctx.parts) {
+        for (_, urls) in &suite.components {
+            for url in urls {
+                let Ok(body) = ctx.get(url).await else {
+                    continue;
+                };
+                let name = url.clone();
+                let text = tokio::task::spawn_blocking(move || decompress(&name, &body))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("decompressing failed: {e}")));
+                match text {
+                    Ok(text) => {
+                        let index = parse_packages(&String::from_utf8_lossy(&text));
+                        kernels.extend(index.keys().filter_map(|p| {
+                            let kernel = p.strip_prefix("linux-headers-")?;
+                            kernel.ends_with(&suffix).then(|| kernel.to_string())
+                        }));
+                        break;
+                    }
+                    Err(e) => ctx.outcome(e),
+                }
+            }
+        }
+    }
+    kernels.sort();
+    kernels.dedup();
+    kernels
+}
+
 /// The index files of a component, best first (either one is enough).
 const INDEX_FILES: [&str; 2] = ["Packages.xz", "Packages.gz"];
 

@@ -246,6 +246,49 @@ fn decompress(name: &str, body: &[u8]) -> Outcome<Vec<u8>> {
     })
 }
 
+/// A kernel a source's metadata lists, and when it was built where the metadata says.
+pub(super) struct ListedKernel {
+    pub kernel: String,
+    pub published: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Every kernel of the identity's flavour or package the source's indexes list (APT and RPM
+/// repositories; other kinds list nothing).
+pub(super) async fn list_kernels(ctx: &mut Ctx<'_>) -> Vec<ListedKernel> {
+    if ctx.source.missing_codename(ctx.parts).is_some() {
+        return Vec::new();
+    }
+    match &ctx.source.protocol {
+        Protocol::AptRepo { .. } => apt_repo::list(ctx)
+            .await
+            .into_iter()
+            .map(|kernel| ListedKernel {
+                kernel,
+                published: None,
+            })
+            .collect(),
+        Protocol::RpmRepo { .. } => {
+            // The uname of a variant kernel carries its variant after a `+` (`…aarch64+64k`).
+            let suffix = ctx
+                .parts
+                .kernel
+                .split_once('+')
+                .map(|(_, v)| format!("+{v}"))
+                .unwrap_or_default();
+            let arch = ctx.parts.arch.clone();
+            rpm_repo::list(ctx)
+                .await
+                .into_iter()
+                .map(|l| ListedKernel {
+                    kernel: format!("{}-{}.{arch}{suffix}", l.version, l.release),
+                    published: l.built.and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Tries one source; `None` when it does not hold the kernel (every attempt is recorded).
 pub(super) async fn try_source(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
     if let Some(problem) = ctx.source.missing_codename(ctx.parts) {

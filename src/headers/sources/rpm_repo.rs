@@ -46,29 +46,177 @@ pub(super) fn repositories(spec: &SourceSpec, parts: &KernelParts) -> Vec<Reposi
         .collect()
 }
 
+/// The base URL of a repository: itself, or the first mirror its mirror.list names.
+async fn base_of(ctx: &mut Ctx<'_>, repository: Repository) -> Option<String> {
+    match repository {
+        Repository::Base(base) => Some(base),
+        Repository::MirrorList(url) => {
+            let list = ctx.get(&url).await.ok()?;
+            let mirror = String::from_utf8_lossy(&list)
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string);
+            if mirror.is_none() {
+                ctx.outcome("mirror.list names no mirror".into());
+            }
+            mirror
+        }
+    }
+}
+
+/// One version of a package in a repository's metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Listed {
+    pub version: String,
+    pub release: String,
+    /// When it was built (seconds since the epoch), where the metadata says.
+    pub built: Option<i64>,
+}
+
+/// Every version of the identity's headers package (`kernel-devel`, `kernel6.12-devel`,
+/// `kernel-64k-devel`, …) for its architecture in the source's repositories.
+pub(super) async fn list(ctx: &mut Ctx<'_>) -> Vec<Listed> {
+    let Some(name) = ctx
+        .source
+        .rpm_packages_for(ctx.parts)
+        .into_iter()
+        .find(|n| n.ends_with("-devel"))
+    else {
+        return Vec::new();
+    };
+    let arch = ctx.parts.arch.clone();
+    let mut out = Vec::new();
+    for repository in repositories(ctx.source, ctx.parts) {
+        let Some(base) = base_of(ctx, repository).await else {
+            continue;
+        };
+        let Ok(repomd) = ctx.get(&join(&base, "repodata/repomd.xml")).await else {
+            continue;
+        };
+        for (kind, href) in primary_locations(&repomd) {
+            let Ok(body) = ctx.get(&join(&base, &href)).await else {
+                continue;
+            };
+            let (name, arch) = (name.clone(), arch.clone());
+            let listed = tokio::task::spawn_blocking(move || {
+                decompress(&href, &body).and_then(|raw| {
+                    if kind == "primary" {
+                        list_in_primary(&raw, &name, &arch)
+                    } else {
+                        list_in_primary_db(&raw, &name, &arch)
+                    }
+                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("reading the metadata failed: {e}")));
+            match listed {
+                Ok(listed) => {
+                    out.extend(listed);
+                    break;
+                }
+                Err(e) => ctx.outcome(e),
+            }
+        }
+    }
+    out
+}
+
+/// Every version of `name` for `arch` in primary.xml, with its build time.
+fn list_in_primary(primary: &[u8], name: &str, arch: &str) -> Outcome<Vec<Listed>> {
+    let mut reader = quick_xml::Reader::from_reader(primary);
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let (mut in_package, mut field) = (false, None::<Vec<u8>>);
+    let (mut p_name, mut p_arch) = (String::new(), String::new());
+    let mut listed = Listed {
+        version: String::new(),
+        release: String::new(),
+        built: None,
+    };
+    loop {
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| format!("bad primary.xml at byte {}: {e}", reader.buffer_position()))?;
+        match event {
+            Event::Start(e) => {
+                let local = e.local_name().as_ref().to_vec();
+                if local.as_slice() == b"package" {
+                    in_package = true;
+                    p_name.clear();
+                    p_arch.clear();
+                    listed.built = None;
+                }
+                field = matches!(local.as_slice(), b"name" | b"arch").then_some(local);
+            }
+            Event::Empty(e) if in_package => match e.local_name().as_ref() {
+                b"version" => read_version(&e, Some((&mut listed.version, &mut listed.release))),
+                b"time" => {
+                    listed.built = e
+                        .try_get_attribute("build")
+                        .ok()
+                        .flatten()
+                        .and_then(|a| String::from_utf8_lossy(&a.value).parse().ok());
+                }
+                _ => {}
+            },
+            Event::Text(t) if in_package => {
+                let text = String::from_utf8_lossy(t.as_ref()).trim().to_string();
+                match field.as_deref() {
+                    Some(b"name") => p_name = text,
+                    Some(b"arch") => p_arch = text,
+                    _ => {}
+                }
+            }
+            Event::End(e) => {
+                field = None;
+                if e.local_name().as_ref() == b"package" {
+                    in_package = false;
+                    if p_name == name && p_arch == arch {
+                        out.push(listed.clone());
+                    }
+                }
+            }
+            Event::Eof => return Ok(out),
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+/// The same listing in a `primary_db` SQLite database.
+fn list_in_primary_db(db: &[u8], name: &str, arch: &str) -> Outcome<Vec<Listed>> {
+    use std::io::Write;
+    let bad = |e: &dyn std::fmt::Display| format!("bad primary_db: {e}");
+    let mut file = tempfile::NamedTempFile::new().map_err(|e| bad(&e))?;
+    file.write_all(db).map_err(|e| bad(&e))?;
+    let conn = rusqlite::Connection::open_with_flags(
+        file.path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| bad(&e))?;
+    let mut query = conn
+        .prepare("SELECT version, release, time_build FROM packages WHERE name = ?1 AND arch = ?2")
+        .map_err(|e| bad(&e))?;
+    let rows = query
+        .query_map([name, arch], |row| {
+            Ok(Listed {
+                version: row.get(0)?,
+                release: row.get(1)?,
+                built: row.get::<_, Option<i64>>(2)?,
+            })
+        })
+        .map_err(|e| bad(&e))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(|e| bad(&e))
+}
+
 pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
     let wanted: Vec<String> = ctx.source.rpm_packages_for(ctx.parts);
     // One source's repositories together hold the packages (EL splits BaseOS and AppStream).
     let mut found: Vec<Option<HeaderPackage>> = vec![None; wanted.len()];
     for repository in repositories(ctx.source, ctx.parts) {
-        let base = match repository {
-            Repository::Base(base) => base,
-            Repository::MirrorList(url) => {
-                let Ok(list) = ctx.get(&url).await else {
-                    continue;
-                };
-                match String::from_utf8_lossy(&list)
-                    .lines()
-                    .map(str::trim)
-                    .find(|l| !l.is_empty() && !l.starts_with('#'))
-                {
-                    Some(mirror) => mirror.to_string(),
-                    None => {
-                        ctx.outcome("mirror.list names no mirror".into());
-                        continue;
-                    }
-                }
-            }
+        let Some(base) = base_of(ctx, repository).await else {
+            continue;
         };
         let missing: Vec<usize> = (0..wanted.len()).filter(|&i| found[i].is_none()).collect();
         let names: Vec<&str> = missing.iter().map(|&i| wanted[i].as_str()).collect();

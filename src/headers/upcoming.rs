@@ -1,0 +1,219 @@
+//! Kernels before nodes: the kernel lines a fleet runs, and the kernels the distributions already
+//! publish on a line that are newer than the newest the fleet runs, read from the same repository
+//! metadata the header chain reads (APT `Packages`, RPM `primary`).
+
+use super::parts::KernelParts;
+use super::{Attempt, HeaderError, Resolver, sources};
+use crate::identity::{Distribution, KernelIdentity};
+use serde::Serialize;
+use std::cmp::Ordering;
+
+/// A kernel line: the kernels a node of this family moves between by updating. Ubuntu and
+/// Debian: release, architecture, the upstream version (which tells Ubuntu's GA kernels from its
+/// HWE ones; the series for Debian's `6.12.57+deb13` style) and the flavour. RPM families:
+/// release, architecture, variant and source package (`kernel6.12` on Amazon Linux 2023), and
+/// the series on Amazon Linux 2 (its 4.14, 5.4, 5.10 and 5.15 kernels are separate lines).
+pub fn line_of(id: &KernelIdentity) -> String {
+    let p = KernelParts::of(id);
+    let base = format!(
+        "{}/{}/{}",
+        id.distribution, id.distro_version, id.architecture
+    );
+    match id.distribution {
+        Distribution::Ubuntu | Distribution::Debian => {
+            let stem = if p.abi.contains('+') {
+                &p.series
+            } else {
+                &p.version
+            };
+            format!("{base} {stem}-*-{}", p.flavour)
+        }
+        _ => {
+            let mut line = format!(
+                "{base} {}",
+                if p.srpm.is_empty() { "kernel" } else { &p.srpm }
+            );
+            if !p.variant.is_empty() {
+                line.push_str(&format!(" +{}", p.variant));
+            }
+            if id.distribution == Distribution::Amazonlinux {
+                line.push_str(&format!(" {}", p.series));
+            }
+            line
+        }
+    }
+}
+
+/// Orders kernel versions as package managers do: runs of digits compare as numbers, runs of
+/// letters as text, digits after letters (`5.15.0-125-generic` after `5.15.0-91-generic`,
+/// `5.14.0-503.11.1.el9_5` after `5.14.0-427.42.1.el9_4`).
+pub fn compare_kernels(a: &str, b: &str) -> Ordering {
+    /// Runs of digits and runs of letters; anything else separates them.
+    fn segments(s: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut start: Option<(usize, bool)> = None;
+        for (i, c) in s.char_indices() {
+            let kind = c.is_ascii_alphanumeric().then(|| c.is_ascii_digit());
+            match (start, kind) {
+                (Some((_, digits)), Some(k)) if digits == k => {}
+                (Some((st, _)), _) => {
+                    out.push(&s[st..i]);
+                    start = kind.map(|k| (i, k));
+                }
+                (None, Some(k)) => start = Some((i, k)),
+                (None, None) => {}
+            }
+        }
+        if let Some((st, _)) = start {
+            out.push(&s[st..]);
+        }
+        out
+    }
+    let (x, y) = (segments(a), segments(b));
+    for (p, q) in x.iter().zip(&y) {
+        let (pn, qn) = (
+            p.bytes().all(|c| c.is_ascii_digit()),
+            q.bytes().all(|c| c.is_ascii_digit()),
+        );
+        let order = match (pn, qn) {
+            (true, true) => {
+                let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
+                p.len().cmp(&q.len()).then_with(|| p.cmp(q))
+            }
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (false, false) => p.cmp(q),
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    x.len().cmp(&y.len())
+}
+
+/// A kernel published on a line the fleet runs, newer than the newest the fleet runs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Upcoming {
+    pub line: String,
+    pub identity: KernelIdentity,
+    /// When it was built, where the metadata says (RPM `primary`; APT indexes do not).
+    pub published: Option<chrono::DateTime<chrono::Utc>>,
+    /// The source whose metadata lists it (its headers are there).
+    pub source: String,
+}
+
+impl Resolver {
+    /// The kernels on `newest`'s line that the chain's APT and RPM repositories list and that
+    /// are newer than it, oldest first, with every request made.
+    pub async fn newer_on_line(
+        &self,
+        newest: &KernelIdentity,
+    ) -> Result<(Vec<Upcoming>, Vec<Attempt>), HeaderError> {
+        let specs = self.chain.for_identity(newest);
+        if specs.is_empty() {
+            return Err(HeaderError::NoSources(newest.key()));
+        }
+        let line = line_of(newest);
+        let parts = KernelParts::of(newest);
+        let mut attempts = Vec::new();
+        let mut found: Vec<Upcoming> = Vec::new();
+        for spec in specs {
+            let mut ctx = sources::Ctx {
+                http: &self.http,
+                parts: &parts,
+                source: spec,
+                attempts: &mut attempts,
+                metadata: self.metadata_dir(),
+            };
+            let Ok(listed) =
+                tokio::time::timeout(self.options.source_timeout, sources::list_kernels(&mut ctx))
+                    .await
+            else {
+                continue;
+            };
+            for kernel in listed {
+                let Ok(id) = KernelIdentity::parse(
+                    newest.distribution.as_str(),
+                    &newest.distro_version,
+                    newest.architecture.as_str(),
+                    &kernel.kernel,
+                ) else {
+                    continue;
+                };
+                if line_of(&id) != line
+                    || compare_kernels(&id.kernel_version, &newest.kernel_version)
+                        != Ordering::Greater
+                    || found.iter().any(|u| u.identity == id)
+                {
+                    continue;
+                }
+                found.push(Upcoming {
+                    line: line.clone(),
+                    identity: id,
+                    published: kernel.published,
+                    source: spec.name.clone(),
+                });
+            }
+        }
+        found.sort_by(|a, b| {
+            compare_kernels(&a.identity.kernel_version, &b.identity.kernel_version)
+        });
+        Ok((found, attempts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(key: &str) -> KernelIdentity {
+        KernelIdentity::from_key(key).unwrap_or_else(|e| panic!("{key}: {e}"))
+    }
+
+    #[test]
+    fn kernel_versions_order_as_package_managers_do() {
+        for (older, newer) in [
+            ("5.15.0-91-generic", "5.15.0-125-generic"),
+            (
+                "5.14.0-427.42.1.el9_4.x86_64",
+                "5.14.0-503.11.1.el9_5.x86_64",
+            ),
+            ("6.1.0-9-amd64", "6.1.0-18-amd64"),
+            ("6.12.57+deb13-amd64", "6.12.63+deb13-amd64"),
+            ("6.1.100-1.amzn2023", "6.1.102-1.amzn2023"),
+        ] {
+            assert_eq!(
+                compare_kernels(older, newer),
+                Ordering::Less,
+                "{older} < {newer}"
+            );
+            assert_eq!(compare_kernels(newer, older), Ordering::Greater);
+        }
+        assert_eq!(
+            compare_kernels("5.15.0-91-generic", "5.15.0-91-generic"),
+            Ordering::Equal
+        );
+    }
+
+    #[test]
+    fn lines_tell_ga_from_hwe_flavours_apart_and_amazon_series() {
+        let ga = line_of(&id("ubuntu/22.04/x86_64/5.15.0-91-generic"));
+        assert_eq!(ga, "ubuntu/22.04/x86_64 5.15.0-*-generic");
+        assert_eq!(ga, line_of(&id("ubuntu/22.04/x86_64/5.15.0-125-generic")));
+        assert_ne!(ga, line_of(&id("ubuntu/22.04/x86_64/6.8.0-40-generic")));
+        assert_ne!(ga, line_of(&id("ubuntu/22.04/x86_64/5.15.0-1050-aws")));
+        assert_eq!(
+            line_of(&id("debian/13/x86_64/6.12.57+deb13-amd64")),
+            line_of(&id("debian/13/x86_64/6.12.63+deb13-amd64"))
+        );
+        let al = line_of(&id("amazonlinux/2023/x86_64/6.1.100-1.amzn2023.x86_64"));
+        assert_ne!(
+            al,
+            line_of(&id("amazonlinux/2023/x86_64/6.12.10-1.amzn2023.x86_64"))
+        );
+        assert_ne!(
+            line_of(&id("amazonlinux/2/x86_64/4.14.343-261.564.amzn2.x86_64")),
+            line_of(&id("amazonlinux/2/x86_64/5.10.215-203.850.amzn2.x86_64"))
+        );
+    }
+}
