@@ -335,8 +335,13 @@ fn bzip2_bytes(b: &[u8]) -> Vec<u8> {
 }
 
 fn chain(fx: &Fixture, extra: &str) -> Chain {
+    Chain::parse("test-sources.toml", &chain_text(fx, extra)).unwrap()
+}
+
+/// The test chain's sources file.
+fn chain_text(fx: &Fixture, extra: &str) -> String {
     let b = &fx.base;
-    let text = format!(
+    format!(
         r#"
 [[sources]]
 family = "fedora"
@@ -399,8 +404,7 @@ kind = "launchpad"
 urls = ["{b}/lp/1.0"]
 {extra}
 "#
-    );
-    Chain::parse("test-sources.toml", &text).unwrap()
+    )
 }
 
 fn resolver(chain: Chain, timeout_ms: u64) -> Resolver {
@@ -2085,11 +2089,9 @@ fn the_offline_plan_is_what_the_resolver_asks_for() {
     }
 }
 
-/// The lines the fleet runs and the newer kernels the repositories already publish on them: an
-/// Ubuntu 22.04 index with GA (5.15.0) and HWE (6.8.0) generic kernels and an AWS flavour, and
-/// Amazon Linux 2023 with its 6.1 and 6.12 series (separate source packages).
-#[test]
-fn newer_kernels_on_a_line_and_none_of_other_lines() {
+/// An Ubuntu 22.04 index with GA (5.15.0) and HWE (6.8.0) generic kernels and an AWS flavour,
+/// and Amazon Linux 2023 with its 6.1 and 6.12 series (separate source packages).
+fn upcoming_repositories() -> Fixture {
     let fx = fixture();
     let mut index = String::new();
     for kernel in [
@@ -2131,6 +2133,15 @@ fn newer_kernels_on_a_line_and_none_of_other_lines() {
         false,
         false,
     );
+    fx
+}
+
+/// The lines the fleet runs and the newer kernels the repositories already publish on them: an
+/// Ubuntu 22.04 index with GA (5.15.0) and HWE (6.8.0) generic kernels and an AWS flavour, and
+/// Amazon Linux 2023 with its 6.1 and 6.12 series (separate source packages).
+#[test]
+fn newer_kernels_on_a_line_and_none_of_other_lines() {
+    let fx = upcoming_repositories();
     let r = resolver(chain(&fx, ""), 2000);
     let newer = |key: &str| -> Vec<String> {
         let (found, _) = fx._rt.block_on(r.newer_on_line(&id(key))).unwrap();
@@ -2166,4 +2177,110 @@ fn newer_kernels_on_a_line_and_none_of_other_lines() {
         "the primary's build time"
     );
     assert_eq!(found[0].source, "al2023-core");
+}
+
+/// `kfleet upcoming` on a fleet of those lines: the newer kernels of each, the release's
+/// artifacts deciding covered or missing, and no kernel of a line the fleet does not run.
+#[test]
+fn upcoming_reports_the_fleets_lines_against_the_release() {
+    let fx = upcoming_repositories();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = dir.path().join("sources.toml");
+    std::fs::write(&sources, chain_text(&fx, "")).unwrap();
+    let mut fleet = String::from("node,distribution,distro_version,architecture,kernel_version\n");
+    for (n, kernel) in [
+        (30, "5.15.0-91-generic"),
+        (50, "5.15.0-94-generic"),
+        (20, "6.8.0-40-generic"),
+    ] {
+        for i in 0..n {
+            fleet.push_str(&format!("u{kernel}-{i},ubuntu,22.04,x86_64,{kernel}\n"));
+        }
+    }
+    for i in 0..10 {
+        fleet.push_str(&format!(
+            "a{i},amazonlinux,2023,x86_64,6.1.100-1.amzn2023.x86_64\n"
+        ));
+    }
+    std::fs::write(dir.path().join("fleet.csv"), fleet).unwrap();
+    std::fs::write(
+        dir.path().join("releases.json"),
+        serde_json::json!([{
+            "id": 1, "tag_name": "1.0.0", "draft": false, "prerelease": false,
+            "created_at": "2026-11-01T00:00:00Z", "published_at": "2026-11-01T00:00:00Z",
+            "assets": [{"id": 5, "name": "kdriver-1.0.0-ubuntu-22.04-x86_64-5.15.0-100-generic.tar.xz"}]
+        }])
+        .to_string(),
+    )
+    .unwrap();
+    let run = |format: &str| {
+        let out = Command::cargo_bin("kfleet")
+            .unwrap()
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("KFLEET_STATE_DIR", dir.path().join("state"))
+            .current_dir(dir.path())
+            .args([
+                "upcoming",
+                "-i",
+                "fleet.csv",
+                "--releases",
+                "releases.json",
+                "--sources",
+            ])
+            .arg(&sources)
+            .args(["--format", format])
+            .assert()
+            .success();
+        String::from_utf8_lossy(&out.get_output().stdout).into_owned()
+    };
+    let json: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    let rows: Vec<(String, u64, String, String)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["identity"]["kernel_version"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                r["nodes"].as_u64().unwrap(),
+                r["fleet_newest"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "5.15.0-100-generic".into(),
+                80,
+                "5.15.0-94-generic".into(),
+                "upcoming-covered".into()
+            ),
+            (
+                "6.8.0-45-generic".into(),
+                20,
+                "6.8.0-40-generic".into(),
+                "upcoming-missing".into()
+            ),
+            (
+                "6.1.102-1.amzn2023.x86_64".into(),
+                10,
+                "6.1.100-1.amzn2023.x86_64".into(),
+                "upcoming-missing".into()
+            ),
+        ]
+    );
+    let table = run("table");
+    assert!(
+        table.contains("ubuntu/22.04/x86_64 5.15.0-*-generic"),
+        "{table}"
+    );
+    assert!(
+        table.contains("3 upcoming kernels on 3 of 3 lines; 2 without an artifact in 1.0.0"),
+        "{table}"
+    );
+    assert!(!table.contains("aws"), "{table}");
 }

@@ -483,6 +483,32 @@ pub struct NamingArgs {
 
 #[cfg(feature = "fleet")]
 #[derive(Debug, Args)]
+pub struct UpcomingArgs {
+    /// Fleet inventory; repeatable.
+    #[arg(long, short = 'i', value_name = "FILE", required = true)]
+    pub inventory: Vec<PathBuf>,
+    /// Release listing file the statuses are computed against.
+    #[arg(long, short = 'r', value_name = "FILE", conflicts_with = "repo")]
+    pub releases: Option<PathBuf>,
+    #[command(flatten)]
+    pub forge: ForgeRepoArgs,
+    /// Release to check (default: newest published).
+    #[arg(long, value_name = "TAG")]
+    pub driver_version: Option<String>,
+    /// The most-run lines to look at.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub lines: usize,
+    /// Output format (table or json).
+    #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    #[command(flatten)]
+    pub chain: HeaderChainArgs,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+}
+
+#[cfg(feature = "fleet")]
+#[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Fleet inventory: CSV, `kubectl get nodes -o json`, or JSON Lines; gzip accepted. Repeatable.
     #[arg(long, short = 'i', required = true, value_name = "FILE")]

@@ -40,6 +40,10 @@ pub enum Command {
     /// Coverage of the fleet by a release's artifacts: statuses, summary, batch plan.
     #[cfg(feature = "fleet")]
     Report(ReportArgs),
+    /// Kernels the distributions already publish on the lines the fleet runs, newer than the
+    /// newest the fleet runs: what nodes will boot next, and whether the release has it.
+    #[cfg(feature = "fleet")]
+    Upcoming(UpcomingArgs),
     /// Check or show kernel identities.
     #[command(subcommand)]
     Identity(IdentityCommand),

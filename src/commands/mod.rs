@@ -35,6 +35,8 @@ pub(crate) mod sandbox;
 pub(crate) mod serve;
 #[cfg(feature = "fleet")]
 pub(crate) mod tui;
+#[cfg(feature = "fleet")]
+pub(crate) mod upcoming;
 pub(crate) mod workflow;
 
 use prelude::*;
@@ -202,6 +204,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tui(args) => tui::tui_cmd(args, &config),
         #[cfg(feature = "fleet")]
         Command::Report(args) => report::report_cmd(args, &config),
+        #[cfg(feature = "fleet")]
+        Command::Upcoming(args) => upcoming::upcoming_cmd(args, &config),
         Command::Identity(cmd) => identity::identity_cmd(cmd, &config),
         #[cfg(feature = "fleet")]
         Command::GenFleet(args) => gen_fleet::gen_fleet_cmd(args, &config),

@@ -1,0 +1,149 @@
+//! `kfleet upcoming`: the kernels the distributions already publish on the lines the fleet runs,
+//! newer than the newest the fleet runs on each, and whether the release has them.
+
+use super::prelude::*;
+use crate::headers::{Upcoming, compare_kernels, line_of};
+use crate::identity::KernelIdentity;
+use std::collections::{BTreeMap, HashSet};
+
+/// One line of the fleet: its nodes and the newest kernel it runs.
+struct Line {
+    nodes: u64,
+    newest: KernelIdentity,
+}
+
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    line: &'a str,
+    nodes: u64,
+    fleet_newest: &'a str,
+    #[serde(flatten)]
+    upcoming: &'a Upcoming,
+    status: &'static str,
+}
+
+pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCode> {
+    let fleet = read_fleet(&args.inventory, false, false)?;
+    let mut lines: BTreeMap<String, Line> = BTreeMap::new();
+    for group in &fleet.groups {
+        let Ok(id) = KernelIdentity::parse(
+            &group.distribution,
+            &group.distro_version,
+            &group.architecture,
+            &group.kernel_version,
+        ) else {
+            continue;
+        };
+        let line = lines.entry(line_of(&id)).or_insert_with(|| Line {
+            nodes: 0,
+            newest: id.clone(),
+        });
+        line.nodes += group.nodes;
+        if compare_kernels(&id.kernel_version, &line.newest.kernel_version).is_gt() {
+            line.newest = id;
+        }
+    }
+    let mut ranked: Vec<(&String, &Line)> = lines.iter().collect();
+    ranked.sort_by(|a, b| b.1.nodes.cmp(&a.1.nodes).then(a.0.cmp(b.0)));
+    ranked.truncate(args.lines);
+
+    // The release the statuses are computed against, when one is named.
+    let releases = match (&args.releases, &args.forge.repo) {
+        (Some(path), _) => Some(read_release_file(path)?),
+        (None, Some(_)) => {
+            let client = args.forge.client(config)?;
+            Some(runtime()?.block_on(client.list_releases())?.releases)
+        }
+        (None, None) => None,
+    };
+    let release = releases
+        .as_deref()
+        .map(|r| select_release(r, args.driver_version.as_deref()))
+        .transpose()?;
+    let assets: HashSet<&str> = release
+        .map(|r| r.assets.iter().map(|a| a.name.as_str()).collect())
+        .unwrap_or_default();
+    let template = args.naming.template(config)?;
+
+    let resolver = args.chain.resolver(config)?;
+    let found: Vec<(&String, &Line, Vec<Upcoming>)> = runtime()?.block_on(async {
+        let mut out = Vec::new();
+        for (name, line) in &ranked {
+            match resolver.newer_on_line(&line.newest).await {
+                Ok((upcoming, _)) => out.push((*name, *line, upcoming)),
+                Err(e) => eprintln!("note: {name}: {e}"),
+            }
+        }
+        out
+    });
+    let status = |u: &Upcoming| match release {
+        None => "upcoming",
+        Some(r) if assets.contains(template.render(&u.identity, &r.tag_name).as_str()) => {
+            "upcoming-covered"
+        }
+        Some(_) => "upcoming-missing",
+    };
+    let rows: Vec<Row<'_>> = found
+        .iter()
+        .flat_map(|(name, line, upcoming)| {
+            upcoming.iter().map(|u| Row {
+                line: name.as_str(),
+                nodes: line.nodes,
+                fleet_newest: line.newest.kernel_version.as_str(),
+                upcoming: u,
+                status: status(u),
+            })
+        })
+        .collect();
+    match args.format {
+        ListFormat::Json => outln!("{}", serde_json::to_string_pretty(&rows)?),
+        ListFormat::Table => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.line.to_string(),
+                        crate::report::thousands(r.nodes),
+                        r.fleet_newest.to_string(),
+                        r.upcoming.identity.kernel_version.clone(),
+                        r.upcoming
+                            .published
+                            .map(|t| t.format("%Y-%m-%d").to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        r.status.to_string(),
+                    ]
+                })
+                .collect();
+            out!(
+                "{}",
+                crate::report::grid(
+                    &[
+                        "LINE",
+                        "NODES",
+                        "FLEET NEWEST",
+                        "UPCOMING",
+                        "PUBLISHED",
+                        "STATUS"
+                    ],
+                    &cells,
+                    &[1]
+                )
+            );
+            let missing = rows
+                .iter()
+                .filter(|r| r.status == "upcoming-missing")
+                .count();
+            outln!(
+                "{} upcoming kernels on {} of {} lines{}",
+                rows.len(),
+                found.iter().filter(|(_, _, u)| !u.is_empty()).count(),
+                lines.len(),
+                match release {
+                    Some(r) => format!("; {missing} without an artifact in {}", r.tag_name),
+                    None => String::new(),
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
