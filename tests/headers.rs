@@ -2283,4 +2283,57 @@ fn upcoming_reports_the_fleets_lines_against_the_release() {
         "{table}"
     );
     assert!(!table.contains("aws"), "{table}");
+
+    // The same kernels through the planner: the covered one needs nothing, the others would be
+    // dispatched (the sandbox serves the same release).
+    let planned = Command::cargo_bin("kfleet")
+        .unwrap()
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("KFLEET_STATE_DIR", dir.path().join("state"))
+        .current_dir(dir.path())
+        .args([
+            "dispatch",
+            "--upcoming",
+            "-i",
+            "fleet.csv",
+            "--dry-run",
+            "--sandbox",
+            ".",
+        ])
+        .arg("--sources")
+        .arg(&sources)
+        .args(["--format", "json"])
+        .assert()
+        .success();
+    let planned = String::from_utf8_lossy(&planned.get_output().stdout).into_owned();
+    let decisions: serde_json::Value = serde_json::from_str(&planned).unwrap();
+    let outcomes: Vec<(String, String)> = decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["key"].as_str().unwrap().to_string(),
+                d["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (
+                "ubuntu/22.04/x86_64/5.15.0-100-generic".into(),
+                "available".into()
+            ),
+            (
+                "ubuntu/22.04/x86_64/6.8.0-45-generic".into(),
+                "would-dispatch".into()
+            ),
+            (
+                "amazonlinux/2023/x86_64/6.1.102-1.amzn2023.x86_64".into(),
+                "would-dispatch".into()
+            ),
+        ],
+        "one decision per upcoming kernel: {planned}"
+    );
 }

@@ -368,7 +368,7 @@ pub struct BuildArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["identity", "missing", "long_tail", "from"])))]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["identity", "missing", "long_tail", "from", "upcoming"])))]
 pub struct DispatchArgs {
     /// Identity key DISTRIBUTION/VERSION/ARCH/KERNEL; repeatable.
     #[arg(long, value_name = "KEY")]
@@ -379,6 +379,19 @@ pub struct DispatchArgs {
     /// Every `long-tail` identity of the inventory.
     #[arg(long, requires = "inventory")]
     pub long_tail: bool,
+    /// Prebuild the kernels the distributions already publish on the inventory's most-run lines,
+    /// newer than the newest the fleet runs (see `kfleet upcoming`).
+    #[arg(long, requires = "inventory")]
+    pub upcoming: bool,
+    /// --upcoming: how many of the most-run lines.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub upcoming_lines: usize,
+    /// --upcoming: how many of the newest kernels on each line.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub upcoming_kernels: usize,
+    /// --upcoming: header sources file replacing the built-in chain (where kernels are listed).
+    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    pub sources: Option<PathBuf>,
     /// Identities from a CSV with distribution,distro_version,architecture,kernel_version columns
     /// (such as `kfleet report --format csv`).
     #[arg(long, value_name = "FILE")]

@@ -10,22 +10,26 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
         keys.extend(read_keys_csv(path)?);
     }
     #[cfg(feature = "fleet")]
-    let fleet = if args.missing || args.long_tail {
+    let fleet = if args.missing || args.long_tail || args.upcoming {
         Some(read_fleet(&args.inventory, false, false)?)
     } else {
         None
     };
     #[cfg(not(feature = "fleet"))]
-    if args.missing || args.long_tail {
+    if args.missing || args.long_tail || args.upcoming {
         bail!(
-            "--missing and --long-tail read the fleet, and this kfleet was built without the fleet feature; name identities or use --from FILE"
+            "--missing, --long-tail and --upcoming read the fleet, and this kfleet was built without the fleet feature; name identities or use --from FILE"
         );
     }
     let decisions = runtime()?.block_on(async {
         let listing = client.list_releases().await?;
         let release = select_release(&listing.releases, args.driver_version.as_deref())?;
         #[cfg(feature = "fleet")]
-        if let Some(fleet) = &fleet {
+        if let Some(fleet) = fleet.as_ref().filter(|_| args.upcoming) {
+            keys.extend(upcoming_keys(&args, fleet, config).await?);
+        }
+        #[cfg(feature = "fleet")]
+        if let Some(fleet) = fleet.as_ref().filter(|_| args.missing || args.long_tail) {
             let head_share = args
                 .head_share
                 .or(config.head_share)
@@ -96,4 +100,37 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--upcoming`: the newest `--upcoming-kernels` kernels published on each of the
+/// `--upcoming-lines` most-run lines of the fleet, newer than the newest it runs.
+#[cfg(feature = "fleet")]
+async fn upcoming_keys(
+    args: &DispatchArgs,
+    fleet: &crate::inventory::FleetGroups,
+    config: &Config,
+) -> Result<Vec<String>> {
+    use super::upcoming::{fleet_identities, newer_on_lines};
+    let chain = match &args.sources {
+        Some(path) => crate::headers::Chain::load(path)?,
+        None => crate::headers::Chain::builtin(),
+    };
+    let resolver = crate::headers::Resolver::new(
+        chain,
+        crate::headers::ResolverOptions {
+            cache: Some((
+                args.build.state_root(config).join("headers"),
+                std::time::Duration::from_secs(24 * 3600),
+            )),
+            ..Default::default()
+        },
+    )?;
+    let lines = crate::headers::fleet_lines(fleet_identities(fleet));
+    let ranked: Vec<_> = lines.iter().take(args.upcoming_lines).collect();
+    let mut keys = Vec::new();
+    for (_, upcoming) in newer_on_lines(&resolver, &ranked).await {
+        let skip = upcoming.len().saturating_sub(args.upcoming_kernels);
+        keys.extend(upcoming.into_iter().skip(skip).map(|u| u.identity.key()));
+    }
+    Ok(keys)
 }

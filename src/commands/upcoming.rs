@@ -2,15 +2,10 @@
 //! newer than the newest the fleet runs on each, and whether the release has them.
 
 use super::prelude::*;
-use crate::headers::{Upcoming, compare_kernels, line_of};
+use crate::headers::{FleetLine, Upcoming, fleet_lines};
 use crate::identity::KernelIdentity;
-use std::collections::{BTreeMap, HashSet};
-
-/// One line of the fleet: its nodes and the newest kernel it runs.
-struct Line {
-    nodes: u64,
-    newest: KernelIdentity,
-}
+use crate::inventory::FleetGroups;
+use std::collections::HashSet;
 
 #[derive(serde::Serialize)]
 struct Row<'a> {
@@ -24,28 +19,8 @@ struct Row<'a> {
 
 pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCode> {
     let fleet = read_fleet(&args.inventory, false, false)?;
-    let mut lines: BTreeMap<String, Line> = BTreeMap::new();
-    for group in &fleet.groups {
-        let Ok(id) = KernelIdentity::parse(
-            &group.distribution,
-            &group.distro_version,
-            &group.architecture,
-            &group.kernel_version,
-        ) else {
-            continue;
-        };
-        let line = lines.entry(line_of(&id)).or_insert_with(|| Line {
-            nodes: 0,
-            newest: id.clone(),
-        });
-        line.nodes += group.nodes;
-        if compare_kernels(&id.kernel_version, &line.newest.kernel_version).is_gt() {
-            line.newest = id;
-        }
-    }
-    let mut ranked: Vec<(&String, &Line)> = lines.iter().collect();
-    ranked.sort_by(|a, b| b.1.nodes.cmp(&a.1.nodes).then(a.0.cmp(b.0)));
-    ranked.truncate(args.lines);
+    let lines = fleet_lines(fleet_identities(&fleet));
+    let ranked: Vec<&FleetLine> = lines.iter().take(args.lines).collect();
 
     // The release the statuses are computed against, when one is named.
     let releases = match (&args.releases, &args.forge.repo) {
@@ -66,16 +41,7 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
     let template = args.naming.template(config)?;
 
     let resolver = args.chain.resolver(config)?;
-    let found: Vec<(&String, &Line, Vec<Upcoming>)> = runtime()?.block_on(async {
-        let mut out = Vec::new();
-        for (name, line) in &ranked {
-            match resolver.newer_on_line(&line.newest).await {
-                Ok((upcoming, _)) => out.push((*name, *line, upcoming)),
-                Err(e) => eprintln!("note: {name}: {e}"),
-            }
-        }
-        out
-    });
+    let found = runtime()?.block_on(newer_on_lines(&resolver, &ranked));
     let status = |u: &Upcoming| match release {
         None => "upcoming",
         Some(r) if assets.contains(template.render(&u.identity, &r.tag_name).as_str()) => {
@@ -85,9 +51,9 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
     };
     let rows: Vec<Row<'_>> = found
         .iter()
-        .flat_map(|(name, line, upcoming)| {
+        .flat_map(|(line, upcoming)| {
             upcoming.iter().map(|u| Row {
-                line: name.as_str(),
+                line: line.line.as_str(),
                 nodes: line.nodes,
                 fleet_newest: line.newest.kernel_version.as_str(),
                 upcoming: u,
@@ -136,7 +102,7 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
             outln!(
                 "{} upcoming kernels on {} of {} lines{}",
                 rows.len(),
-                found.iter().filter(|(_, _, u)| !u.is_empty()).count(),
+                found.iter().filter(|(_, u)| !u.is_empty()).count(),
                 lines.len(),
                 match release {
                     Some(r) => format!("; {missing} without an artifact in {}", r.tag_name),
@@ -146,4 +112,33 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The fleet's valid identities with their node counts.
+pub(crate) fn fleet_identities(fleet: &FleetGroups) -> impl Iterator<Item = (KernelIdentity, u64)> {
+    fleet.groups.iter().filter_map(|g| {
+        KernelIdentity::parse(
+            &g.distribution,
+            &g.distro_version,
+            &g.architecture,
+            &g.kernel_version,
+        )
+        .ok()
+        .map(|id| (id, g.nodes))
+    })
+}
+
+/// The newer kernels on each line; a line whose chain has no source is noted and skipped.
+pub(crate) async fn newer_on_lines<'a>(
+    resolver: &crate::headers::Resolver,
+    lines: &[&'a FleetLine],
+) -> Vec<(&'a FleetLine, Vec<Upcoming>)> {
+    let mut out = Vec::new();
+    for line in lines {
+        match resolver.newer_on_line(&line.newest).await {
+            Ok((upcoming, _)) => out.push((*line, upcoming)),
+            Err(e) => eprintln!("note: {}: {e}", line.line),
+        }
+    }
+    out
 }

@@ -11,7 +11,7 @@ pub mod upcoming;
 pub use chain::{Chain, ChainError, PlannedSource, plan};
 pub use parts::KernelParts;
 pub use spec::{Protocol, SourceKind, SourceSpec};
-pub use upcoming::{Upcoming, compare_kernels, line_of};
+pub use upcoming::{FleetLine, Upcoming, compare_kernels, fleet_lines, line_of};
 
 use crate::identity::KernelIdentity;
 use serde::{Deserialize, Serialize};

@@ -91,6 +91,34 @@ pub fn compare_kernels(a: &str, b: &str) -> Ordering {
     x.len().cmp(&y.len())
 }
 
+/// One line of a fleet: its nodes and the newest kernel it runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetLine {
+    pub line: String,
+    pub nodes: u64,
+    pub newest: KernelIdentity,
+}
+
+/// The lines of a fleet given as identities with their node counts: most nodes first.
+pub fn fleet_lines(ids: impl IntoIterator<Item = (KernelIdentity, u64)>) -> Vec<FleetLine> {
+    let mut lines: std::collections::BTreeMap<String, FleetLine> = Default::default();
+    for (id, nodes) in ids {
+        let line = line_of(&id);
+        let entry = lines.entry(line.clone()).or_insert_with(|| FleetLine {
+            line,
+            nodes: 0,
+            newest: id.clone(),
+        });
+        entry.nodes += nodes;
+        if compare_kernels(&id.kernel_version, &entry.newest.kernel_version).is_gt() {
+            entry.newest = id;
+        }
+    }
+    let mut out: Vec<FleetLine> = lines.into_values().collect();
+    out.sort_by(|a, b| b.nodes.cmp(&a.nodes).then_with(|| a.line.cmp(&b.line)));
+    out
+}
+
 /// A kernel published on a line the fleet runs, newer than the newest the fleet runs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Upcoming {
