@@ -23,13 +23,14 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
     let ranked: Vec<&FleetLine> = lines.iter().take(args.lines).collect();
 
     // The release the statuses are computed against, when one is named.
-    let releases = match (&args.releases, &args.forge.repo) {
-        (Some(path), _) => Some(read_release_file(path)?),
-        (None, Some(_)) => {
+    let repo_named = args.forge.repo.is_some() || config.repo.is_some();
+    let releases = match &args.releases {
+        Some(path) => Some(read_release_file(path)?),
+        None if repo_named => {
             let client = args.forge.client(config)?;
             Some(runtime()?.block_on(client.list_releases())?.releases)
         }
-        (None, None) => None,
+        None => None,
     };
     let release = releases
         .as_deref()
