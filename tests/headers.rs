@@ -2213,24 +2213,28 @@ fn upcoming_reports_the_fleets_lines_against_the_release() {
         .to_string(),
     )
     .unwrap();
-    let run = |format: &str| {
-        let out = Command::cargo_bin("kfleet")
-            .unwrap()
-            .env("XDG_CONFIG_HOME", "/nonexistent")
+    // kfleet in the fixture's directory, its chain the fixture's sources.
+    let kfleet = |args: &[&str]| {
+        let mut c = Command::cargo_bin("kfleet").unwrap();
+        c.env("XDG_CONFIG_HOME", "/nonexistent")
             .env("KFLEET_STATE_DIR", dir.path().join("state"))
+            .env("KFLEET_HEADER_SOURCES", &sources)
             .current_dir(dir.path())
-            .args([
-                "upcoming",
-                "-i",
-                "fleet.csv",
-                "--releases",
-                "releases.json",
-                "--sources",
-            ])
-            .arg(&sources)
-            .args(["--format", format])
-            .assert()
-            .success();
+            .args(args);
+        c
+    };
+    let run = |format: &str| {
+        let out = kfleet(&[
+            "upcoming",
+            "-i",
+            "fleet.csv",
+            "--releases",
+            "releases.json",
+            "--format",
+            format,
+        ])
+        .assert()
+        .success();
         String::from_utf8_lossy(&out.get_output().stdout).into_owned()
     };
     let json: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
@@ -2286,25 +2290,19 @@ fn upcoming_reports_the_fleets_lines_against_the_release() {
 
     // The same kernels through the planner: the covered one needs nothing, the others would be
     // dispatched (the sandbox serves the same release).
-    let planned = Command::cargo_bin("kfleet")
-        .unwrap()
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .env("KFLEET_STATE_DIR", dir.path().join("state"))
-        .current_dir(dir.path())
-        .args([
-            "dispatch",
-            "--upcoming",
-            "-i",
-            "fleet.csv",
-            "--dry-run",
-            "--sandbox",
-            ".",
-        ])
-        .arg("--sources")
-        .arg(&sources)
-        .args(["--format", "json"])
-        .assert()
-        .success();
+    let planned = kfleet(&[
+        "dispatch",
+        "--upcoming",
+        "-i",
+        "fleet.csv",
+        "--dry-run",
+        "--sandbox",
+        ".",
+        "--format",
+        "json",
+    ])
+    .assert()
+    .success();
     let planned = String::from_utf8_lossy(&planned.get_output().stdout).into_owned();
     let decisions: serde_json::Value = serde_json::from_str(&planned).unwrap();
     let outcomes: Vec<(String, String)> = decisions

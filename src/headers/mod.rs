@@ -139,12 +139,25 @@ impl Resolver {
         &self.chain
     }
 
-    /// Where repository metadata is kept with its validators (in the cache directory).
-    fn metadata_dir(&self) -> Option<PathBuf> {
-        self.options
-            .cache
-            .as_ref()
-            .map(|(dir, _)| dir.join("metadata"))
+    /// What a source's client works with: the HTTP client, the kernel's parts, the attempts so
+    /// far, and where repository metadata is kept with its validators (in the cache directory).
+    fn context<'a>(
+        &'a self,
+        parts: &'a KernelParts,
+        source: &'a SourceSpec,
+        attempts: &'a mut Vec<Attempt>,
+    ) -> sources::Ctx<'a> {
+        sources::Ctx {
+            http: &self.http,
+            parts,
+            source,
+            attempts,
+            metadata: self
+                .options
+                .cache
+                .as_ref()
+                .map(|(dir, _)| dir.join("metadata")),
+        }
     }
 
     fn cache_path(&self, id: &KernelIdentity) -> Option<(PathBuf, Duration)> {
@@ -181,13 +194,7 @@ impl Resolver {
         for spec in specs {
             let started = Instant::now();
             let before = attempts.len();
-            let mut ctx = sources::Ctx {
-                http: &self.http,
-                parts: &parts,
-                source: spec,
-                attempts: &mut attempts,
-                metadata: self.metadata_dir(),
-            };
+            let mut ctx = self.context(&parts, spec, &mut attempts);
             let outcome =
                 tokio::time::timeout(self.options.source_timeout, sources::try_source(&mut ctx))
                     .await;

@@ -146,13 +146,7 @@ impl Resolver {
         let mut attempts = Vec::new();
         let mut found: Vec<Upcoming> = Vec::new();
         for spec in specs {
-            let mut ctx = sources::Ctx {
-                http: &self.http,
-                parts: &parts,
-                source: spec,
-                attempts: &mut attempts,
-                metadata: self.metadata_dir(),
-            };
+            let mut ctx = self.context(&parts, spec, &mut attempts);
             let Ok(listed) =
                 tokio::time::timeout(self.options.source_timeout, sources::list_kernels(&mut ctx))
                     .await

@@ -131,32 +131,41 @@ pub(super) async fn list(ctx: &mut Ctx<'_>) -> Vec<String> {
     let suffix = format!("-{}", ctx.parts.flavour);
     let mut kernels = Vec::new();
     for suite in indexes(ctx.source, ctx.parts) {
-        for (_, urls) in &suite.components {
-            for url in urls {
-                let Ok(body) = ctx.get(url).await else {
-                    continue;
-                };
-                let name = url.clone();
-                let text = tokio::task::spawn_blocking(move || decompress(&name, &body))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("decompressing failed: {e}")));
-                match text {
-                    Ok(text) => {
-                        let index = parse_packages(&String::from_utf8_lossy(&text));
-                        kernels.extend(index.keys().filter_map(|p| {
-                            let kernel = p.strip_prefix("linux-headers-")?;
-                            kernel.ends_with(&suffix).then(|| kernel.to_string())
-                        }));
-                        break;
-                    }
-                    Err(e) => ctx.outcome(e),
-                }
-            }
-        }
+        let index = read_suite(ctx, &suite).await;
+        kernels.extend(index.keys().filter_map(|p| {
+            let kernel = p.strip_prefix("linux-headers-")?;
+            kernel.ends_with(&suffix).then(|| kernel.to_string())
+        }));
     }
     kernels.sort();
     kernels.dedup();
     kernels
+}
+
+/// Every component's index of one suite, merged (dependencies may live in another component):
+/// per component the first index file that reads (`Packages.xz`, then `.gz`), decompressed off
+/// the async workers.
+async fn read_suite(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> HashMap<String, Stanza> {
+    let mut index = HashMap::new();
+    for (_, urls) in &suite.components {
+        for url in urls {
+            let Ok(body) = ctx.get(url).await else {
+                continue;
+            };
+            let name = url.clone();
+            let text = tokio::task::spawn_blocking(move || decompress(&name, &body))
+                .await
+                .unwrap_or_else(|e| Err(format!("decompressing failed: {e}")));
+            match text {
+                Ok(text) => {
+                    index.extend(parse_packages(&String::from_utf8_lossy(&text)));
+                    break;
+                }
+                Err(e) => ctx.outcome(e),
+            }
+        }
+    }
+    index
 }
 
 /// The index files of a component, best first (either one is enough).
@@ -165,26 +174,7 @@ const INDEX_FILES: [&str; 2] = ["Packages.xz", "Packages.gz"];
 pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
     let root = format!("linux-headers-{}", ctx.parts.kernel);
     for suite in indexes(ctx.source, ctx.parts) {
-        // Dependencies may live in another component of the same suite.
-        let mut index = HashMap::new();
-        for (_, urls) in &suite.components {
-            for url in urls {
-                let Ok(body) = ctx.get(url).await else {
-                    continue;
-                };
-                let name = url.clone();
-                let text = tokio::task::spawn_blocking(move || decompress(&name, &body))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("decompressing failed: {e}")));
-                match text {
-                    Ok(text) => {
-                        index.extend(parse_packages(&String::from_utf8_lossy(&text)));
-                        break;
-                    }
-                    Err(e) => ctx.outcome(e),
-                }
-            }
-        }
+        let index = read_suite(ctx, &suite).await;
         let name = &suite.suite;
         if let Some(found) = resolve_in_index(&index, &root, &suite.base) {
             ctx.outcome(format!("found {root} in {name}"));

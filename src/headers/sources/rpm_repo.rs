@@ -91,33 +91,16 @@ pub(super) async fn list(ctx: &mut Ctx<'_>) -> Vec<Listed> {
         let Some(base) = base_of(ctx, repository).await else {
             continue;
         };
-        let Ok(repomd) = ctx.get(&join(&base, "repodata/repomd.xml")).await else {
-            continue;
-        };
-        for (kind, href) in primary_locations(&repomd) {
-            let Ok(body) = ctx.get(&join(&base, &href)).await else {
-                continue;
-            };
-            let (name, arch) = (name.clone(), arch.clone());
-            let listed = tokio::task::spawn_blocking(move || {
-                decompress(&href, &body).and_then(|raw| {
-                    if kind == "primary" {
-                        list_in_primary(&raw, &name, &arch)
-                    } else {
-                        list_in_primary_db(&raw, &name, &arch)
-                    }
-                })
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("reading the metadata failed: {e}")));
-            match listed {
-                Ok(listed) => {
-                    out.extend(listed);
-                    break;
-                }
-                Err(e) => ctx.outcome(e),
+        let (name, arch) = (name.clone(), arch.clone());
+        let listed = scan_metadata(ctx, &base, move |kind, raw| {
+            if kind == "primary" {
+                list_in_primary(raw, &name, &arch)
+            } else {
+                list_in_primary_db(raw, &name, &arch)
             }
-        }
+        })
+        .await;
+        out.extend(listed.into_iter().flatten());
     }
     out
 }
@@ -184,20 +167,30 @@ fn list_in_primary(primary: &[u8], name: &str, arch: &str) -> Outcome<Vec<Listed
     }
 }
 
-/// The same listing in a `primary_db` SQLite database.
-fn list_in_primary_db(db: &[u8], name: &str, arch: &str) -> Outcome<Vec<Listed>> {
+fn bad_db(e: &dyn std::fmt::Display) -> String {
+    format!("bad primary_db: {e}")
+}
+
+/// A `primary_db` opened read-only from a private copy (the copy lives as long as the file
+/// handle returned with it).
+fn open_primary_db(db: &[u8]) -> Outcome<(tempfile::NamedTempFile, rusqlite::Connection)> {
     use std::io::Write;
-    let bad = |e: &dyn std::fmt::Display| format!("bad primary_db: {e}");
-    let mut file = tempfile::NamedTempFile::new().map_err(|e| bad(&e))?;
-    file.write_all(db).map_err(|e| bad(&e))?;
+    let mut file = tempfile::NamedTempFile::new().map_err(|e| bad_db(&e))?;
+    file.write_all(db).map_err(|e| bad_db(&e))?;
     let conn = rusqlite::Connection::open_with_flags(
         file.path(),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| bad(&e))?;
+    .map_err(|e| bad_db(&e))?;
+    Ok((file, conn))
+}
+
+/// The same listing in a `primary_db` SQLite database.
+fn list_in_primary_db(db: &[u8], name: &str, arch: &str) -> Outcome<Vec<Listed>> {
+    let (_file, conn) = open_primary_db(db)?;
     let mut query = conn
         .prepare("SELECT version, release, time_build FROM packages WHERE name = ?1 AND arch = ?2")
-        .map_err(|e| bad(&e))?;
+        .map_err(|e| bad_db(&e))?;
     let rows = query
         .query_map([name, arch], |row| {
             Ok(Listed {
@@ -206,8 +199,8 @@ fn list_in_primary_db(db: &[u8], name: &str, arch: &str) -> Outcome<Vec<Listed>>
                 built: row.get::<_, Option<i64>>(2)?,
             })
         })
-        .map_err(|e| bad(&e))?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(|e| bad(&e))
+        .map_err(|e| bad_db(&e))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(|e| bad_db(&e))
 }
 
 pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
@@ -388,34 +381,26 @@ fn find_in_primary_db(
     release: &str,
     arch: &str,
 ) -> Outcome<Found> {
-    use std::io::Write;
-    let bad = |e: &dyn std::fmt::Display| format!("bad primary_db: {e}");
-    let mut file = tempfile::NamedTempFile::new().map_err(|e| bad(&e))?;
-    file.write_all(db).map_err(|e| bad(&e))?;
-    let conn = rusqlite::Connection::open_with_flags(
-        file.path(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| bad(&e))?;
+    let (_file, conn) = open_primary_db(db)?;
     let mut query = conn
         .prepare(
             "SELECT location_href, checksum_type, pkgId FROM packages \
              WHERE name = ?1 AND version = ?2 AND release = ?3 AND arch = ?4 LIMIT 1",
         )
-        .map_err(|e| bad(&e))?;
+        .map_err(|e| bad_db(&e))?;
     names
         .iter()
         .map(|name| {
             let mut rows = query
                 .query([name, &version, &release, &arch])
-                .map_err(|e| bad(&e))?;
-            let Some(row) = rows.next().map_err(|e| bad(&e))? else {
+                .map_err(|e| bad_db(&e))?;
+            let Some(row) = rows.next().map_err(|e| bad_db(&e))? else {
                 return Ok(None);
             };
             let text = |i: usize| -> Outcome<String> {
                 row.get::<_, Option<String>>(i)
                     .map(Option::unwrap_or_default)
-                    .map_err(|e| bad(&e))
+                    .map_err(|e| bad_db(&e))
             };
             Ok(Some((text(0)?, rpm_checksum(&text(1)?, &text(2)?))))
         })
@@ -439,58 +424,66 @@ fn read_version(e: &quick_xml::events::BytesStart<'_>, target: Option<(&mut Stri
 
 /// Reads one repository's metadata for `names`: `None` when the metadata could not be read.
 async fn rpm_repo_base(ctx: &mut Ctx<'_>, base: &str, names: &[&str]) -> Option<Found> {
-    let repomd_url = join(base, "repodata/repomd.xml");
-    let repomd = ctx.get(&repomd_url).await.ok()?;
+    let p = ctx.parts.clone();
+    let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let (version, release, arch) = (p.version.clone(), p.release.clone(), p.arch.clone());
+    let hits = scan_metadata(ctx, base, move |kind, raw| {
+        let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        if kind == "primary" {
+            find_in_primary(raw, &names, &version, &release, &arch)
+        } else {
+            find_in_primary_db(raw, &names, &version, &release, &arch)
+        }
+    })
+    .await?;
+    let (present, absent): (Vec<_>, Vec<_>) =
+        names.iter().zip(&hits).partition(|(_, h)| h.is_some());
+    let present: Vec<&str> = present.into_iter().map(|(n, _)| *n).collect();
+    let absent: Vec<String> = absent
+        .into_iter()
+        .map(|(n, _)| format!("{n}-{}-{}.{}", p.version, p.release, p.arch))
+        .collect();
+    let outcome = match (present.is_empty(), absent.is_empty()) {
+        (false, true) => format!("found {}", present.join(", ")),
+        (true, _) => format!("no {} in the metadata", absent.join(", ")),
+        (false, false) => format!(
+            "found {}; no {} in the metadata",
+            present.join(", "),
+            absent.join(", ")
+        ),
+    };
+    ctx.outcome(outcome);
+    Some(hits)
+}
+
+/// Reads one repository's repomd.xml and its package list (`primary`, else `primary_db`) and
+/// hands the decompressed metadata to `scan`, off the async workers (decompressing and scanning
+/// is CPU work). The first metadata `scan` reads wins; `None` when none could be read.
+async fn scan_metadata<T: Send + 'static>(
+    ctx: &mut Ctx<'_>,
+    base: &str,
+    scan: impl Fn(&str, &[u8]) -> Outcome<T> + Clone + Send + 'static,
+) -> Option<T> {
+    let repomd = ctx.get(&join(base, "repodata/repomd.xml")).await.ok()?;
     let locations = primary_locations(&repomd);
     if locations.is_empty() {
         ctx.outcome("repomd.xml names no primary or primary_db metadata".into());
         return None;
     }
-    let p = ctx.parts.clone();
     for (kind, href) in locations {
         let Ok(body) = ctx.get(&join(base, &href)).await else {
             continue;
         };
-        let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let (version, release, arch) = (p.version.clone(), p.release.clone(), p.arch.clone());
-        // Decompressing and scanning metadata is CPU work: off the async workers.
-        let looked_up = tokio::task::spawn_blocking(move || {
-            let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
-            decompress(&href, &body).and_then(|raw| {
-                if kind == "primary" {
-                    find_in_primary(&raw, &names, &version, &release, &arch)
-                } else {
-                    find_in_primary_db(&raw, &names, &version, &release, &arch)
-                }
-            })
+        let scan = scan.clone();
+        let scanned = tokio::task::spawn_blocking(move || {
+            decompress(&href, &body).and_then(|raw| scan(&kind, &raw))
         })
         .await
         .unwrap_or_else(|e| Err(format!("reading the metadata failed: {e}")));
-        let hits = match looked_up {
-            Ok(hits) => hits,
-            Err(e) => {
-                ctx.outcome(e);
-                continue;
-            }
-        };
-        let (present, absent): (Vec<_>, Vec<_>) =
-            names.iter().zip(&hits).partition(|(_, h)| h.is_some());
-        let present: Vec<&str> = present.into_iter().map(|(n, _)| *n).collect();
-        let absent: Vec<String> = absent
-            .into_iter()
-            .map(|(n, _)| format!("{n}-{}-{}.{}", p.version, p.release, p.arch))
-            .collect();
-        let outcome = match (present.is_empty(), absent.is_empty()) {
-            (false, true) => format!("found {}", present.join(", ")),
-            (true, _) => format!("no {} in the metadata", absent.join(", ")),
-            (false, false) => format!(
-                "found {}; no {} in the metadata",
-                present.join(", "),
-                absent.join(", ")
-            ),
-        };
-        ctx.outcome(outcome);
-        return Some(hits);
+        match scanned {
+            Ok(found) => return Some(found),
+            Err(e) => ctx.outcome(e),
+        }
     }
     None
 }
