@@ -271,6 +271,9 @@ fn small_terminals_still_render() {
     }
 }
 
+#[path = "support/kube.rs"]
+mod kube_fixture;
+
 mod with_the_sandbox {
     use super::*;
     use kfleet::builds::{Planner, PlannerConfig};
@@ -283,6 +286,17 @@ mod with_the_sandbox {
     /// A dashboard on a sandbox whose runs (queued 0.1 s, running 0.3 s) move only with the
     /// returned clock.
     async fn dashboard(state: &Path) -> (Arc<Dashboard>, Arc<SandboxForge>, Arc<ManualClock>) {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let fleet = read_inventory(&[fixtures.join("small-fleet.csv")], false).unwrap();
+        dashboard_on(state, fleet, Vec::new()).await
+    }
+
+    /// [`dashboard`] on this fleet, watching these clusters.
+    async fn dashboard_on(
+        state: &Path,
+        fleet: kfleet::inventory::FleetGroups,
+        live: Vec<kfleet::inventory::kube::KubeSource>,
+    ) -> (Arc<Dashboard>, Arc<SandboxForge>, Arc<ManualClock>) {
         let clock = ManualClock::new();
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let releases = read_release_file(&fixtures.join("small-releases.json")).unwrap();
@@ -322,11 +336,11 @@ mod with_the_sandbox {
             Store::in_dir(state).await.unwrap(),
         )
         .with_clock(clock.clone().into());
-        let fleet = read_inventory(&[fixtures.join("small-fleet.csv")], false).unwrap();
         let dash = Arc::new(Dashboard {
             forge,
             planner: Arc::new(planner),
-            fleet,
+            fleet: std::sync::RwLock::new(Arc::new(fleet)),
+            live,
             template,
             options: CoverageOptions::default(),
             workflow: "build-driver.yml".into(),
@@ -362,6 +376,162 @@ mod with_the_sandbox {
             .status
             .as_str()
             .to_string()
+    }
+
+    /// Feeds the app what the dashboard's background work sends, carrying out the effects it asks
+    /// for, until `done` holds (or fails after 20 s).
+    async fn pump(
+        dash: &Arc<Dashboard>,
+        app: &mut App,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Action>,
+        what: &str,
+        done: impl Fn(&App) -> bool,
+    ) -> Vec<String> {
+        let mut notices = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !done(app) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not seen in 20 s; status: {}",
+                app.status_line
+            );
+            // Some conditions (a reconnect) send nothing: look again every 50 ms.
+            let Ok(action) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await
+            else {
+                continue;
+            };
+            let action = action.expect("the watch ended");
+            if let Action::Notice(n) = &action {
+                notices.push(n.clone());
+            }
+            if let Some(effect) = app.update(action) {
+                carry_out(dash, app, effect).await;
+            }
+        }
+        notices
+    }
+
+    fn nodes_of(app: &App, key: &str) -> Option<u64> {
+        app.report
+            .identities
+            .iter()
+            .find(|r| r.key == key)
+            .map(|r| r.nodes)
+    }
+
+    /// A live cluster in the dashboard: a reboot wave into a kernel with no artifact moves the
+    /// gauge and adds a `missing` row by itself; a dropped watch reconnects; a 410 relists.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watched_cluster_moves_coverage_as_nodes_reboot() {
+        use kube_fixture::{KubeFixture, kubeconfig, node};
+        const COVERED: &str = "ubuntu/22.04/x86_64/5.15.0-91-generic";
+        const NEW: &str = "ubuntu/22.04/x86_64/5.15.0-125-generic";
+        let mut nodes: Vec<serde_json::Value> = (0..100)
+            .map(|i| {
+                node(
+                    &format!("ip-10-0-1-{i}"),
+                    "Ubuntu 22.04.4 LTS",
+                    "5.15.0-91-generic",
+                    "amd64",
+                )
+            })
+            .collect();
+        nodes.extend((0..20).map(|i| {
+            node(
+                &format!("ip-10-0-2-{i}"),
+                "Debian GNU/Linux 12 (bookworm)",
+                "6.1.0-18-amd64",
+                "amd64",
+            )
+        }));
+        let api = KubeFixture::start(nodes).await;
+        let dir = tempfile::tempdir().unwrap();
+        let source = kfleet::inventory::kube::KubeSource {
+            context: Some("prod-eu".into()),
+            kubeconfig: Some(kubeconfig(dir.path(), &[("prod-eu", &api.url)])),
+        };
+        let fleet = kfleet::inventory::kube::read(std::slice::from_ref(&source))
+            .await
+            .unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let (dash, _sandbox, _clock) = dashboard_on(state.path(), fleet, vec![source]).await;
+        let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
+        assert_eq!(nodes_of(&app, COVERED), Some(100));
+        let before = screen(&mut app, 100, 20);
+        assert!(before.contains("100%  120 of 120 nodes"), "{before}");
+
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        dash.follow_fleet(&tx);
+        // The watch starts with a full list: nothing changes, nothing to show.
+        while api.watches() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for i in 0..50 {
+            api.reboot(&format!("ip-10-0-1-{i}"), "5.15.0-125-generic");
+        }
+        pump(&dash, &mut app, &mut rx, "the reboot wave", |a| {
+            nodes_of(a, NEW) == Some(50) && !a.loading
+        })
+        .await;
+        assert_eq!(nodes_of(&app, COVERED), Some(50));
+        assert_eq!(status_of(&app, NEW), "missing");
+        assert!(app.fresh_missing.contains(NEW));
+        assert!(
+            app.status_line
+                .contains("new missing kernel: ubuntu/22.04/x86_64/5.15.0-125-generic"),
+            "{}",
+            app.status_line
+        );
+        let overview = screen(&mut app, 100, 20);
+        assert!(overview.contains("58.33%  70 of 120 nodes"), "{overview}");
+        key(&mut app, KeyCode::Char('2'));
+        let kernels = screen(&mut app, 140, 12);
+        let row = kernels
+            .lines()
+            .find(|l| l.contains("5.15.0-125-generic"))
+            .unwrap_or_else(|| panic!("{kernels}"));
+        assert!(
+            row.contains("50") && row.contains("missing NEW") && row.contains("prod-eu"),
+            "{row}"
+        );
+        assert!(kernels.contains("CONTEXTS"), "{kernels}");
+
+        // A dropped watch reconnects from where it was and still sees changes.
+        let watches = api.watches();
+        api.drop_watches();
+        pump(&dash, &mut app, &mut rx, "the reconnect", |_| {
+            api.watches() > watches
+        })
+        .await;
+        api.delete("ip-10-0-1-99");
+        pump(&dash, &mut app, &mut rx, "a node leaving", |a| {
+            nodes_of(a, COVERED) == Some(49) && !a.loading
+        })
+        .await;
+
+        // A change the watch never saw, then 410 Gone: the dashboard lists again and shows it.
+        let lists = api.lists().len();
+        api.change_unseen_and_expire(node(
+            "ip-10-0-2-0",
+            "Debian GNU/Linux 12 (bookworm)",
+            "6.1.0-25-amd64",
+            "amd64",
+        ));
+        let notices = pump(&dash, &mut app, &mut rx, "the relist", |a| {
+            nodes_of(a, "debian/12/x86_64/6.1.0-25-amd64") == Some(1) && !a.loading
+        })
+        .await;
+        assert!(
+            notices.iter().any(|n| n.contains("kube:prod-eu: the watch's resourceVersion expired (410 Gone)")),
+            "{notices:?}"
+        );
+        assert!(
+            api.lists().len() > lists,
+            "a 410 makes the watcher list again"
+        );
+        assert_eq!(nodes_of(&app, "debian/12/x86_64/6.1.0-18-amd64"), Some(19));
+        let total: u64 = app.report.identities.iter().map(|r| r.nodes).sum();
+        assert_eq!(total, 119);
     }
 
     // polars blocks in place inside a tokio context: kfleet runs a multi-threaded runtime.

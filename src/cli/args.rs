@@ -7,7 +7,8 @@ use std::time::Duration;
 #[cfg(feature = "fleet")]
 #[derive(Debug, Args)]
 pub struct TuiArgs {
-    /// Fleet inventory (repeatable); default: the built-in sample fleet.
+    /// Fleet inventory (repeatable): a file, or `kube:`/`kube:CONTEXT` for a live cluster the
+    /// dashboard watches; default: the built-in sample fleet.
     #[arg(long, short = 'i', value_name = "FILE")]
     pub inventory: Vec<PathBuf>,
     /// Release listing file, served by an in-process sandbox forge.
@@ -396,7 +397,7 @@ pub struct DispatchArgs {
     /// (such as `kfleet report --format csv`).
     #[arg(long, value_name = "FILE")]
     pub from: Option<PathBuf>,
-    /// Fleet inventory for --missing / --long-tail; repeatable.
+    /// Fleet inventory for --missing / --long-tail (a file or `kube:CONTEXT`); repeatable.
     #[arg(long, short = 'i', value_name = "FILE")]
     pub inventory: Vec<PathBuf>,
     /// Release the builds upload to (default: newest published release).
@@ -497,7 +498,7 @@ pub struct NamingArgs {
 #[cfg(feature = "fleet")]
 #[derive(Debug, Args)]
 pub struct UpcomingArgs {
-    /// Fleet inventory; repeatable.
+    /// Fleet inventory (a file or `kube:CONTEXT`); repeatable.
     #[arg(long, short = 'i', value_name = "FILE", required = true)]
     pub inventory: Vec<PathBuf>,
     /// Release listing file the statuses are computed against.
@@ -523,7 +524,8 @@ pub struct UpcomingArgs {
 #[cfg(feature = "fleet")]
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Fleet inventory: CSV, `kubectl get nodes -o json`, or JSON Lines; gzip accepted. Repeatable.
+    /// Fleet inventory: CSV, `kubectl get nodes -o json`, JSON Lines (gzip accepted), or
+    /// `kube:`/`kube:CONTEXT` to list a cluster's nodes. Repeatable.
     #[arg(long, short = 'i', required = true, value_name = "FILE")]
     pub inventory: Vec<PathBuf>,
     /// GitHub release listing (`gh api repos/OWNER/REPO/releases --paginate > FILE`); instead of --repo.

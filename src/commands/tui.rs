@@ -24,6 +24,13 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         None => args.inventory.clone(),
     };
     let fleet = read_inventory(&inventories, false)?;
+    let live: Vec<_> = inventories
+        .iter()
+        .filter_map(|p| {
+            p.to_str()
+                .and_then(crate::inventory::kube::KubeSource::parse)
+        })
+        .collect();
     let build = &args.build;
     let sandbox_releases = match (&args.releases, &build.forge.sandbox, &build.forge.repo) {
         (Some(file), _, _) => Some(read_release_file(file)?),
@@ -76,7 +83,8 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         let dash = Arc::new(crate::tui::Dashboard {
             forge: forge.clone(),
             planner,
-            fleet,
+            fleet: std::sync::RwLock::new(Arc::new(fleet)),
+            live,
             template,
             options,
             workflow: build.workflow(config),

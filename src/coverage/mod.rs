@@ -91,6 +91,9 @@ pub struct IdentityRow {
     pub asset: Option<String>,
     /// In the head: the most-run valid identities that hold `head_share` of the nodes.
     pub in_head: bool,
+    /// The kube contexts running it, sorted (empty for file inventories).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contexts: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -167,6 +170,7 @@ struct Parsed {
     base: &'static str,
     reason: Option<String>,
     nodes: u64,
+    contexts: std::collections::BTreeSet<String>,
 }
 
 /// Checks each distinct raw identity once and merges those that normalise to the same key.
@@ -185,6 +189,7 @@ fn parse_groups(fleet: &FleetGroups) -> BTreeMap<String, Parsed> {
         let key = checked.key();
         if let Some(p) = by_key.get_mut(&key) {
             p.nodes += g.nodes;
+            p.contexts.extend(g.context.clone());
             continue;
         }
         let (base, reason) = match checked.verdict {
@@ -202,6 +207,7 @@ fn parse_groups(fleet: &FleetGroups) -> BTreeMap<String, Parsed> {
                 base,
                 reason,
                 nodes: g.nodes,
+                contexts: g.context.iter().cloned().collect(),
             },
         );
     }
@@ -215,7 +221,7 @@ fn rank(
     head_share: f64,
 ) -> PolarsResult<DataFrame> {
     let n = parsed.len();
-    let mut cols: [Vec<String>; 5] = Default::default();
+    let mut cols: [Vec<String>; 6] = Default::default();
     let mut base = Vec::with_capacity(n);
     let mut reason = Vec::with_capacity(n);
     let mut nodes = Vec::with_capacity(n);
@@ -225,11 +231,12 @@ fn rank(
         cols[2].push(p.distro_version);
         cols[3].push(p.architecture);
         cols[4].push(p.kernel_version);
+        cols[5].push(p.contexts.into_iter().collect::<Vec<_>>().join("\u{1f}"));
         base.push(p.base);
         reason.push(p.reason);
         nodes.push(p.nodes);
     }
-    let [key, dist, ver, arch, kver] = cols;
+    let [key, dist, ver, arch, kver, contexts] = cols;
     let identities = DataFrame::new_infer_height(vec![
         Column::new("key".into(), key),
         Column::new("distribution".into(), dist),
@@ -239,6 +246,7 @@ fn rank(
         Column::new("nodes".into(), nodes),
         Column::new("base".into(), base),
         Column::new("reason".into(), reason),
+        Column::new("contexts".into(), contexts),
     ])?;
     let artifacts = DataFrame::new_infer_height(vec![
         Column::new(
@@ -299,6 +307,7 @@ fn rank(
 
 fn rows_from_frame(df: &DataFrame) -> PolarsResult<Vec<IdentityRow>> {
     let s = |name: &str| df.column(name).and_then(|c| c.str().cloned());
+    let contexts = s("contexts")?;
     let (key, dist, ver, arch, kver, status, reason, asset) = (
         s("key")?,
         s("distribution")?,
@@ -328,6 +337,11 @@ fn rows_from_frame(df: &DataFrame) -> PolarsResult<Vec<IdentityRow>> {
                 reason: reason.get(i).map(str::to_string),
                 asset: asset.get(i).map(str::to_string),
                 in_head: in_head.get(i).unwrap_or(false),
+                contexts: contexts
+                    .get(i)
+                    .filter(|c| !c.is_empty())
+                    .map(|c| c.split('\u{1f}').map(str::to_string).collect())
+                    .unwrap_or_default(),
             })
         })
         .collect()

@@ -110,35 +110,66 @@ fn node_list(
             message: "a JSON document without an 'items' array; expected `kubectl get nodes -o json` output or JSON Lines".into(),
         })?;
     for (i, item) in items.iter().enumerate() {
-        let name = item
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("?");
-        let info = item.pointer("/status/nodeInfo");
-        let get = |k: &str| info.and_then(|i| i.get(k)).and_then(as_text);
-        let (kernel, image, arch) = (get("kernelVersion"), get("osImage"), get("architecture"));
-        let missing = [
+        match node_row(item) {
+            Ok(row) => {
+                rows[0].push(Some(row.distribution));
+                rows[1].push(row.distro_version);
+                rows[2].push(Some(row.architecture));
+                rows[3].push(Some(row.kernel_version));
+                rows[4].push(Some(row.os_image));
+            }
+            Err(reason) => fleet.add_bad(BadRow {
+                file: file.to_string(),
+                line: None,
+                reason: format!("items[{i}] {reason}"),
+            }),
+        }
+    }
+    Ok(())
+}
+
+/// What one Kubernetes Node says about its kernel identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct NodeRow {
+    pub distribution: String,
+    /// `None` when the OS has no version (a rolling release).
+    pub distro_version: Option<String>,
+    pub architecture: String,
+    pub kernel_version: String,
+    pub os_image: String,
+}
+
+/// A Node object (from a NodeList file or the API) to its identity fields: the one mapping every
+/// Kubernetes source uses. The error names the node and the missing field.
+pub(crate) fn node_row(item: &Value) -> Result<NodeRow, String> {
+    let name = item
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let info = item.pointer("/status/nodeInfo");
+    let get = |k: &str| info.and_then(|i| i.get(k)).and_then(as_text);
+    let (kernel, image, arch) = (get("kernelVersion"), get("osImage"), get("architecture"));
+    let (Some(kernel), Some(image), Some(arch)) = (kernel.clone(), image.clone(), arch.clone())
+    else {
+        let field = [
             ("kernelVersion", &kernel),
             ("osImage", &image),
             ("architecture", &arch),
         ]
         .into_iter()
-        .find(|(_, v)| v.is_none());
-        if let Some((field, _)) = missing {
-            fleet.add_bad(BadRow {
-                file: file.to_string(),
-                line: None,
-                reason: format!("items[{i}] (node {name}): status.nodeInfo.{field} is missing"),
-            });
-            continue;
-        }
-        let image = image.unwrap_or_default();
-        let (distribution, version) = distribution_from_os_image(&image);
-        rows[0].push(Some(distribution));
-        rows[1].push((!version.is_empty()).then_some(version));
-        rows[2].push(arch);
-        rows[3].push(kernel);
-        rows[4].push(Some(image));
-    }
-    Ok(())
+        .find(|(_, v)| v.is_none())
+        .map_or("?", |(f, _)| f);
+        return Err(format!(
+            "(node {}): status.nodeInfo.{field} is missing",
+            crate::report::clean(name)
+        ));
+    };
+    let (distribution, version) = distribution_from_os_image(&image);
+    Ok(NodeRow {
+        distribution,
+        distro_version: (!version.is_empty()).then_some(version),
+        architecture: arch,
+        kernel_version: kernel,
+        os_image: image,
+    })
 }

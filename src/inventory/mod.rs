@@ -3,6 +3,7 @@
 
 mod csv;
 mod json;
+pub mod kube;
 mod parquet;
 mod tally;
 
@@ -72,6 +73,8 @@ pub struct RawGroup {
     pub architecture: String,
     pub kernel_version: String,
     pub os_image: Option<String>,
+    /// The kube context the nodes were seen in (`None` for files).
+    pub context: Option<String>,
     pub nodes: u64,
 }
 
@@ -85,6 +88,11 @@ pub struct FleetGroups {
 }
 
 impl FleetGroups {
+    /// Bad rows kept in `bad_rows` (the rest are only counted).
+    fn bad_rows_listed(&self) -> u64 {
+        self.bad_rows.len() as u64
+    }
+
     fn add_bad(&mut self, row: BadRow) {
         self.bad_row_count += 1;
         if self.bad_rows.len() < MAX_LISTED_BAD_ROWS {
@@ -110,7 +118,8 @@ fn io_err(file: &str) -> impl FnOnce(std::io::Error) -> InventoryError + '_ {
     }
 }
 
-/// Reads every inventory file and reduces the fleet to distinct raw identities.
+/// Reads every inventory (files, and `kube:`/`kube:CONTEXT` clusters) and reduces the fleet to
+/// distinct raw identities.
 /// With `strict`, any bad row is an error. Inside tokio, call it from a multi-threaded runtime:
 /// polars blocks in place when it finds a runtime.
 pub fn read_inventory(paths: &[PathBuf], strict: bool) -> Result<FleetGroups, InventoryError> {
@@ -139,8 +148,15 @@ fn read_with(
     csv_reader: CsvReader,
 ) -> Result<FleetGroups, InventoryError> {
     let mut fleet = FleetGroups::default();
+    let mut clusters = Vec::new();
     for path in paths {
-        read_one(path, &mut fleet, csv_reader)?;
+        match path.to_str().and_then(kube::KubeSource::parse) {
+            Some(source) => clusters.push(source),
+            None => read_one(path, &mut fleet, csv_reader)?,
+        }
+    }
+    if !clusters.is_empty() {
+        kube::read_blocking(&clusters, &mut fleet)?;
     }
     if strict && fleet.bad_row_count > 0 {
         return Err(InventoryError::Strict {
@@ -286,6 +302,7 @@ pub(crate) fn absorb(
             architecture: fields[2].unwrap_or("").to_string(),
             kernel_version: fields[3].unwrap_or("").to_string(),
             os_image: os_image.map(str::to_string),
+            context: None,
             nodes: n,
         });
     }

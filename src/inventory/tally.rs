@@ -105,6 +105,7 @@ impl Tally {
                 architecture: next(),
                 kernel_version: next(),
                 os_image: None,
+                context: None,
                 nodes,
             });
         }

@@ -36,11 +36,23 @@ pub fn render(report: &CoverageReport, format: Format, view: &View) -> Result<St
     }
 }
 
-/// The identities as CSV (the `--format csv` columns).
+/// Whether any row came from a kube context: then reports show a contexts column.
+pub(super) fn has_contexts(rows: &[&IdentityRow]) -> bool {
+    rows.iter().any(|r| !r.contexts.is_empty())
+}
+
+/// A row's kube contexts as one cell.
+pub(super) fn contexts_cell(r: &IdentityRow) -> String {
+    r.contexts.join(" ")
+}
+
+/// The identities as CSV (the `--format csv` columns; `contexts` last when the fleet came from
+/// kube contexts).
 pub fn identities_csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
     let mut w = ::csv::Writer::from_writer(Vec::new());
     let enc = |e: ::csv::Error| ReportError::Encode(e.to_string());
-    w.write_record([
+    let with_contexts = has_contexts(rows);
+    let mut header = vec![
         "distribution",
         "distro_version",
         "architecture",
@@ -49,10 +61,13 @@ pub fn identities_csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
         "status",
         "reason",
         "asset",
-    ])
-    .map_err(enc)?;
+    ];
+    if with_contexts {
+        header.push("contexts");
+    }
+    w.write_record(&header).map_err(enc)?;
     for r in rows {
-        w.write_record([
+        let mut record = vec![
             csv_cell(&r.distribution),
             csv_cell(&r.distro_version),
             csv_cell(&r.architecture),
@@ -61,8 +76,11 @@ pub fn identities_csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
             r.status.as_str().to_string(),
             csv_cell(r.reason.as_deref().unwrap_or("")),
             csv_cell(r.asset.as_deref().unwrap_or("")),
-        ])
-        .map_err(enc)?;
+        ];
+        if with_contexts {
+            record.push(csv_cell(&contexts_cell(r)));
+        }
+        w.write_record(&record).map_err(enc)?;
     }
     finish_csv(w)
 }
@@ -174,33 +192,38 @@ fn table(report: &CoverageReport, view: &View) -> String {
     } else {
         view.limit.min(rows.len())
     };
+    let with_contexts = has_contexts(&rows);
     let cells: Vec<Vec<String>> = rows[..shown]
         .iter()
         .map(|r| {
-            vec![
+            let mut cells = vec![
                 r.distribution.clone(),
                 r.distro_version.clone(),
                 r.architecture.clone(),
                 r.kernel_version.clone(),
                 thousands(r.nodes),
                 r.status.to_string(),
-                r.reason.clone().unwrap_or_default(),
-            ]
+            ];
+            if with_contexts {
+                cells.push(contexts_cell(r));
+            }
+            cells.push(r.reason.clone().unwrap_or_default());
+            cells
         })
         .collect();
-    out.push_str(&grid(
-        &[
-            "DISTRIBUTION",
-            "VERSION",
-            "ARCH",
-            "KERNEL",
-            "NODES",
-            "STATUS",
-            "REASON",
-        ],
-        &cells,
-        &[4],
-    ));
+    let mut header = vec![
+        "DISTRIBUTION",
+        "VERSION",
+        "ARCH",
+        "KERNEL",
+        "NODES",
+        "STATUS",
+    ];
+    if with_contexts {
+        header.push("CONTEXTS");
+    }
+    header.push("REASON");
+    out.push_str(&grid(&header, &cells, &[4]));
     if shown < rows.len() {
         let _ = writeln!(
             out,
@@ -342,19 +365,30 @@ fn markdown(report: &CoverageReport, view: &View) -> String {
         .filter(|r| r.status != CoverageStatus::Covered)
         .collect();
     if !gaps.is_empty() {
+        let with_contexts = has_contexts(&rows);
         let _ = writeln!(
             out,
             "\n<details><summary>{} identities without an artifact</summary>\n",
             gaps.len()
         );
+        let (extra_head, extra_rule) = if with_contexts {
+            (" contexts |", "---|")
+        } else {
+            ("", "")
+        };
         let _ = writeln!(
             out,
-            "| identity | nodes | status | reason |\n|---|---:|---|---|"
+            "| identity | nodes | status |{extra_head} reason |\n|---|---:|---|{extra_rule}---|"
         );
         for r in gaps {
+            let extra = if with_contexts {
+                format!(" {} |", markdown_text(&contexts_cell(r)))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} |{extra} {} |",
                 markdown_text(&r.key),
                 thousands(r.nodes),
                 r.status,

@@ -140,11 +140,26 @@ pub fn html(report: &CoverageReport, view: &View) -> String {
         );
     }
     out.push_str("</table>\n<h2>Identities</h2>\n<p>Click a column to sort.</p>\n");
-    out.push_str("<table id=\"identities\"><thead><tr><th>identity</th><th>nodes</th><th>status</th><th>reason</th><th>asset</th></tr></thead><tbody>\n");
-    for r in view.rows(report) {
+    let rows = view.rows(report);
+    let with_contexts = super::coverage::has_contexts(&rows);
+    let _ = writeln!(
+        out,
+        "<table id=\"identities\"><thead><tr><th>identity</th><th>nodes</th><th>status</th>{}<th>reason</th><th>asset</th></tr></thead><tbody>",
+        if with_contexts {
+            "<th>contexts</th>"
+        } else {
+            ""
+        }
+    );
+    for r in rows {
+        let contexts = if with_contexts {
+            format!("<td>{}</td>", esc(&super::coverage::contexts_cell(r)))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td class=\"n\" data-v=\"{}\">{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"n\" data-v=\"{}\">{}</td><td class=\"{}\">{}</td>{contexts}<td>{}</td><td>{}</td></tr>",
             esc(&r.key),
             r.nodes,
             thousands(r.nodes),

@@ -98,6 +98,8 @@ pub enum Action {
     RefreshFailed(String),
     /// A notice from background work (a retry, a wait, a warning) for the status line.
     Notice(String),
+    /// The live fleet changed (a kube watch): what changed; coverage is computed again.
+    FleetChanged(String),
 }
 
 /// What `update` asks the event loop to do.
@@ -155,6 +157,8 @@ pub struct App {
     pub preview: Option<Vec<(String, Decision)>>,
     /// Selected row of the Builds view.
     pub run_selected: usize,
+    /// Keys that became `missing` with the last refreshed report: highlighted in the Kernels view.
+    pub fresh_missing: std::collections::HashSet<String>,
 }
 
 impl App {
@@ -183,6 +187,7 @@ impl App {
             keys: KeyMap::default(),
             preview: None,
             run_selected: 0,
+            fresh_missing: Default::default(),
         };
         app.status_line = app.hint();
         app.rebuild_view();
@@ -304,7 +309,30 @@ impl App {
         match action {
             Action::Key(key) => self.key(key),
             Action::Report(report) => {
+                let was_missing: std::collections::HashSet<&str> = self
+                    .report
+                    .identities
+                    .iter()
+                    .filter(|r| r.status == CoverageStatus::Missing)
+                    .map(|r| r.key.as_str())
+                    .collect();
+                let newly: Vec<String> = report
+                    .identities
+                    .iter()
+                    .filter(|r| r.status == CoverageStatus::Missing)
+                    .filter(|r| !was_missing.contains(r.key.as_str()))
+                    .map(|r| r.key.clone())
+                    .collect();
                 self.report = *report;
+                let missing_now: std::collections::HashSet<&str> = self
+                    .report
+                    .identities
+                    .iter()
+                    .filter(|r| r.status == CoverageStatus::Missing)
+                    .map(|r| r.key.as_str())
+                    .collect();
+                self.fresh_missing
+                    .retain(|k| missing_now.contains(k.as_str()));
                 self.status_line = match self.dispatch_note.take() {
                     Some(note) => format!("{note} · refreshed"),
                     None => format!(
@@ -312,6 +340,18 @@ impl App {
                         self.report.summary.node_coverage_pct
                     ),
                 };
+                match newly.as_slice() {
+                    [] => {}
+                    [one] => {
+                        self.status_line =
+                            format!("new missing kernel: {one} · {}", self.status_line)
+                    }
+                    many => {
+                        self.status_line =
+                            format!("{} new missing kernels · {}", many.len(), self.status_line)
+                    }
+                }
+                self.fresh_missing.extend(newly);
                 self.rebuild_view();
                 self.refreshed()
             }
@@ -394,6 +434,10 @@ impl App {
             Action::Notice(message) => {
                 self.status_line = crate::report::clean(&message).into_owned();
                 None
+            }
+            Action::FleetChanged(change) => {
+                self.status_line = format!("{} · refreshing…", crate::report::clean(&change));
+                self.refresh()
             }
         }
     }

@@ -22,7 +22,10 @@ use tokio::sync::mpsc::UnboundedSender;
 pub struct Dashboard {
     pub forge: Arc<dyn Forge>,
     pub planner: Arc<Planner>,
-    pub fleet: FleetGroups,
+    /// The fleet coverage is computed on; a kube watch replaces it as nodes change.
+    pub fleet: std::sync::RwLock<Arc<FleetGroups>>,
+    /// Kube contexts to watch while the dashboard runs (empty: the fleet is fixed).
+    pub live: Vec<crate::inventory::kube::KubeSource>,
     pub template: AssetTemplate,
     pub options: CoverageOptions,
     pub workflow: String,
@@ -61,14 +64,46 @@ impl Dashboard {
             self.planner.clock().now(),
         );
         let assets = index_assets(release, &self.template);
-        coverage::compute(
-            &self.fleet,
-            &assets,
-            &release.tag_name,
-            self.options,
-            &builds,
-        )
-        .map_err(|e| e.to_string())
+        let fleet = self
+            .fleet
+            .read()
+            .map(|f| f.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        coverage::compute(&fleet, &assets, &release.tag_name, self.options, &builds)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Follows the live fleet: each settled change replaces the fleet and reaches the app as
+    /// [`Action::FleetChanged`] (which refreshes coverage); dropped watches and relists reach it
+    /// as notices. Ends when `tx` closes.
+    pub fn follow_fleet(self: &Arc<Self>, tx: &UnboundedSender<Action>) {
+        if self.live.is_empty() {
+            return;
+        }
+        let mut updates = crate::inventory::kube::watch(self.live.clone());
+        let (me, tx) = (self.clone(), tx.clone());
+        tokio::spawn(async move {
+            while let Some(update) = updates.recv().await {
+                let action = match update {
+                    crate::inventory::kube::WatchUpdate::Fleet { fleet, change } => {
+                        let nodes: u64 = fleet.groups.iter().map(|g| g.nodes).sum();
+                        let mut slot = me.fleet.write().unwrap_or_else(|e| e.into_inner());
+                        *slot = Arc::new(with_files_of(&slot, fleet));
+                        drop(slot);
+                        let change = if change.is_empty() {
+                            format!("fleet: {nodes} nodes")
+                        } else {
+                            format!("fleet: {nodes} nodes ({change})")
+                        };
+                        Action::FleetChanged(change)
+                    }
+                    crate::inventory::kube::WatchUpdate::Notice(message) => Action::Notice(message),
+                };
+                if tx.send(action).is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Plans (or in a dry run previews) the selected rows' keys; a key that is not a valid
@@ -174,6 +209,37 @@ impl Dashboard {
     }
 }
 
+/// The watched clusters' nodes beside what the inventory files said (files do not change).
+fn with_files_of(current: &FleetGroups, watched: FleetGroups) -> FleetGroups {
+    let from_kube = |file: &str| file.starts_with(crate::inventory::kube::PREFIX);
+    let mut merged = FleetGroups {
+        files: current.files.clone(),
+        groups: current
+            .groups
+            .iter()
+            .filter(|g| g.context.is_none())
+            .cloned()
+            .collect(),
+        bad_rows: current
+            .bad_rows
+            .iter()
+            .filter(|b| !from_kube(&b.file))
+            .cloned()
+            .collect(),
+        bad_row_count: 0,
+    };
+    merged.bad_row_count = current.bad_row_count
+        - current
+            .bad_rows
+            .iter()
+            .filter(|b| from_kube(&b.file))
+            .count() as u64;
+    merged.groups.extend(watched.groups);
+    merged.bad_row_count += watched.bad_row_count;
+    merged.bad_rows.extend(watched.bad_rows);
+    merged
+}
+
 /// Restores the terminal however the dashboard ends (ratatui's panic hook covers panics).
 struct TerminalGuard;
 
@@ -209,6 +275,7 @@ pub async fn run(dash: Arc<Dashboard>, mut app: App) -> std::io::Result<()> {
         let _ = notices.send(Action::Notice(text));
     })));
     let _notices_back = NoticesToStderr;
+    dash.follow_fleet(&tx);
     let mut events = EventStream::new();
     let mut render = tokio::time::interval(Duration::from_millis(250));
     let mut poll_runs = tokio::time::interval(Duration::from_secs(5));

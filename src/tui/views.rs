@@ -294,6 +294,7 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
     if app.selected >= app.offset + app.page {
         app.offset = app.selected + 1 - app.page;
     }
+    let with_contexts = app.report.identities.iter().any(|r| !r.contexts.is_empty());
     let header = Row::new(
         Column::ALL
             .iter()
@@ -305,6 +306,7 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
                 };
                 Cell::from(format!("{}{mark}", c.title()))
             })
+            .chain(with_contexts.then(|| Cell::from("CONTEXTS")))
             .chain(std::iter::once(Cell::from("ARTIFACT / REASON"))),
     )
     .style(Style::default().add_modifier(Modifier::BOLD));
@@ -317,13 +319,26 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
         .map(|(pos, &i)| {
             let r = &app.report.identities[i];
             let (status, style) = theme.status(r.status);
-            let row = Row::new(vec![
+            // A kernel that became missing since the fleet last changed is marked until the
+            // operator acts on it or it is covered.
+            let fresh = app.fresh_missing.contains(&r.key);
+            let status = if fresh {
+                format!("{status} NEW")
+            } else {
+                status
+            };
+            let mut cells = vec![
                 Cell::from(r.distribution.clone()),
                 Cell::from(r.distro_version.clone()),
                 Cell::from(r.architecture.clone()),
                 Cell::from(r.kernel_version.clone()),
                 Cell::from(thousands(r.nodes)),
                 Cell::from(status).style(style),
+            ];
+            if with_contexts {
+                cells.push(Cell::from(r.contexts.join(" ")));
+            }
+            cells.push(
                 Cell::from(
                     r.asset
                         .clone()
@@ -331,28 +346,30 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
                         .unwrap_or_default(),
                 )
                 .style(theme.fg(Color::DarkGray)),
-            ]);
+            );
+            let row = Row::new(cells);
             if pos == app.selected {
                 row.style(Style::default().add_modifier(Modifier::REVERSED))
+            } else if fresh {
+                row.style(Style::default().add_modifier(Modifier::BOLD))
             } else {
                 row
             }
         })
         .collect();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(12),
-            Constraint::Length(8),
-            Constraint::Length(8),
-            Constraint::Length(32),
-            Constraint::Length(8),
-            Constraint::Length(14),
-            Constraint::Fill(1),
-        ],
-    )
-    .header(header)
-    .block(block);
+    let mut widths = vec![
+        Constraint::Length(12),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(32),
+        Constraint::Length(8),
+        Constraint::Length(14),
+    ];
+    if with_contexts {
+        widths.push(Constraint::Length(16));
+    }
+    widths.push(Constraint::Fill(1));
+    let table = Table::new(rows, widths).header(header).block(block);
     frame.render_widget(table, area);
 }
 

@@ -1,0 +1,542 @@
+//! Live Kubernetes inventories: `-i kube:` (the kubeconfig's current context, or the pod's
+//! service account in a cluster) and `-i kube:CONTEXT` (repeatable; clusters merged, each node
+//! keeping its context). Nodes are listed page by page (`limit` and `continue`) for reports, and
+//! watched for the dashboard through kube-runtime's watcher (resourceVersion, bookmarks, a relist
+//! on 410 Gone, reconnects with backoff). Every Node becomes an identity through
+//! [`super::json::node_row`], the mapping the NodeList file reader uses.
+
+use super::json::{NodeRow, node_row};
+use super::{BadRow, FleetGroups, InventoryError, RawGroup};
+use futures_util::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher::Event};
+use kube::{Client, Config};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What marks an inventory argument as a cluster instead of a file (`./kube:x` is a file).
+pub const PREFIX: &str = "kube:";
+/// Nodes asked for per page.
+pub const PAGE_SIZE: u32 = 500;
+/// Pages read before a listing is given up as endless (5 million nodes at [`PAGE_SIZE`]).
+const MAX_PAGES: usize = 10_000;
+/// Times a listing starts again when its continue token expires (410 Gone).
+const MAX_RELISTS: usize = 3;
+/// How long the dashboard gathers watch events before it shows the fleet again: a reboot wave
+/// of 50 nodes is one update, not fifty.
+pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// One cluster to read: a kubeconfig context, or the current one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeSource {
+    pub context: Option<String>,
+    /// A kubeconfig file to read instead of `KUBECONFIG` or `~/.kube/config`.
+    pub kubeconfig: Option<std::path::PathBuf>,
+}
+
+impl KubeSource {
+    /// `kube:` or `kube:CONTEXT`; `None` for anything else (a file).
+    pub fn parse(spec: &str) -> Option<Self> {
+        spec.strip_prefix(PREFIX).map(|c| KubeSource {
+            context: (!c.is_empty()).then(|| c.to_string()),
+            kubeconfig: None,
+        })
+    }
+
+    /// How the source was named on the command line.
+    pub fn spec(&self) -> String {
+        format!("{PREFIX}{}", self.context.as_deref().unwrap_or(""))
+    }
+
+    /// A client for this cluster and the context's name (the column reports show). The
+    /// kubeconfig comes from `KUBECONFIG` or `~/.kube/config`, exec plugins included; without
+    /// one, `kube:` uses the pod's in-cluster service account.
+    async fn connect(&self, read_timeout: Option<Duration>) -> Result<(Client, String), String> {
+        let (client, name, _) = self.connect_to(read_timeout).await?;
+        Ok((client, name))
+    }
+
+    /// [`Self::connect`], with the API server's URL for messages.
+    async fn connect_to(
+        &self,
+        read_timeout: Option<Duration>,
+    ) -> Result<(Client, String, String), String> {
+        let (mut config, name) = match (&self.kubeconfig, &self.context) {
+            (Some(path), context) => {
+                let file = Kubeconfig::read_from(path)
+                    .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+                let name = context
+                    .clone()
+                    .or_else(|| file.current_context.clone())
+                    .unwrap_or_default();
+                let options = KubeConfigOptions {
+                    context: context.clone(),
+                    ..KubeConfigOptions::default()
+                };
+                let config = Config::from_custom_kubeconfig(file, &options)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "cannot use kube context '{name}' of {}: {e}",
+                            path.display()
+                        )
+                    })?;
+                (config, name)
+            }
+            (None, Some(context)) => {
+                let options = KubeConfigOptions {
+                    context: Some(context.clone()),
+                    ..KubeConfigOptions::default()
+                };
+                let config = Config::from_kubeconfig(&options).await.map_err(|e| {
+                    format!("cannot use kube context '{context}': {e} (check KUBECONFIG and `kubectl config get-contexts`)")
+                })?;
+                (config, context.clone())
+            }
+            (None, None) => {
+                let name = Kubeconfig::read()
+                    .ok()
+                    .and_then(|k| k.current_context)
+                    .unwrap_or_else(|| "in-cluster".to_string());
+                let config = Config::infer().await.map_err(|e| {
+                    format!("no usable kubeconfig nor in-cluster service account: {e} (set KUBECONFIG or name a context: kube:CONTEXT)")
+                })?;
+                (config, name)
+            }
+        };
+        config.connect_timeout = Some(Duration::from_secs(10));
+        config.read_timeout = read_timeout;
+        let url = crate::report::clean(&config.cluster_url.to_string()).into_owned();
+        let client = Client::try_from(config)
+            .map_err(|e| format!("cannot build a client for kube context '{name}': {e}"))?;
+        Ok((client, name, url))
+    }
+}
+
+fn nodes_api(client: Client) -> Api<DynamicObject> {
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Node"), "nodes");
+    Api::all_with(client, &resource)
+}
+
+/// A node as seen in one cluster: its identity fields, or why it has none.
+type Seen = Result<NodeRow, String>;
+
+fn seen(obj: &DynamicObject) -> (String, Seen) {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let row = serde_json::to_value(obj)
+        .map_err(|e| format!("(node {name}): cannot read: {e}"))
+        .and_then(|v| node_row(&v));
+    (name, row)
+}
+
+/// The nodes of one cluster, listed page by page.
+pub struct Listed {
+    pub context: String,
+    nodes: BTreeMap<String, Seen>,
+}
+
+impl Listed {
+    /// Nodes listed.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+/// Lists every node of `source`, `page` at a time, starting again (at most [`MAX_RELISTS`]
+/// times) when the server says the continue token has expired.
+pub async fn list(source: &KubeSource, page: u32) -> Result<Listed, InventoryError> {
+    let spec = source.spec();
+    let err = |message: String| InventoryError::Format {
+        file: spec.clone(),
+        message,
+    };
+    let (client, context, url) = source
+        .connect_to(Some(Duration::from_secs(60)))
+        .await
+        .map_err(err)?;
+    let api = nodes_api(client);
+    let mut nodes = BTreeMap::new();
+    let mut token: Option<String> = None;
+    let (mut pages, mut relists) = (0usize, 0usize);
+    loop {
+        let mut params = ListParams::default().limit(page.max(1));
+        if let Some(t) = &token {
+            params = params.continue_token(t);
+        }
+        match api.list(&params).await {
+            Ok(list) => {
+                for obj in &list.items {
+                    let (name, row) = seen(obj);
+                    nodes.insert(name, row);
+                }
+                token = list.metadata.continue_.filter(|t| !t.is_empty());
+                pages += 1;
+                if token.is_none() {
+                    break;
+                }
+                if pages >= MAX_PAGES {
+                    return Err(err(format!(
+                        "the API server is still paging after {pages} pages of {page} nodes; giving up"
+                    )));
+                }
+            }
+            Err(kube::Error::Api(status)) if status.code == 410 && relists < MAX_RELISTS => {
+                relists += 1;
+                nodes.clear();
+                token = None;
+            }
+            Err(e) => {
+                return Err(err(format!(
+                    "cannot list nodes in kube context '{context}' ({url}): {}",
+                    crate::net::error_chain(&e)
+                )));
+            }
+        }
+    }
+    Ok(Listed { context, nodes })
+}
+
+/// Lists every source's nodes into one fleet (each group keeps its context).
+pub async fn read(sources: &[KubeSource]) -> Result<FleetGroups, InventoryError> {
+    let mut fleet = FleetGroups::default();
+    for source in sources {
+        let spec = source.spec();
+        let listed = list(source, PAGE_SIZE).await?;
+        fleet.files.push(spec.clone());
+        add_nodes(&mut fleet, &spec, &listed.context, listed.nodes.values());
+    }
+    Ok(fleet)
+}
+
+/// [`read`] on a thread of its own, so it works inside or outside a runtime; adds the nodes to
+/// `fleet`.
+pub fn read_blocking(
+    sources: &[KubeSource],
+    fleet: &mut FleetGroups,
+) -> Result<(), InventoryError> {
+    let read = std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| InventoryError::Io {
+                    file: PREFIX.to_string(),
+                    source,
+                })?
+                .block_on(read(sources))
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(InventoryError::Format {
+                file: PREFIX.to_string(),
+                message: "the listing thread failed".into(),
+            })
+        })
+    })?;
+    let unlisted = read.bad_row_count.saturating_sub(read.bad_rows_listed());
+    fleet.files.extend(read.files);
+    fleet.groups.extend(read.groups);
+    for bad in read.bad_rows {
+        fleet.add_bad(bad);
+    }
+    fleet.bad_row_count += unlisted;
+    Ok(())
+}
+
+/// Adds one cluster's nodes to `fleet`, one group per distinct identity and context.
+fn add_nodes<'a>(
+    fleet: &mut FleetGroups,
+    spec: &str,
+    context: &str,
+    nodes: impl Iterator<Item = &'a Seen>,
+) {
+    let mut counts: HashMap<&NodeRow, u64> = HashMap::new();
+    for node in nodes {
+        match node {
+            Ok(row) => *counts.entry(row).or_default() += 1,
+            Err(reason) => fleet.add_bad(BadRow {
+                file: spec.to_string(),
+                line: None,
+                reason: reason.trim_start_matches('(').replacen("):", ":", 1),
+            }),
+        }
+    }
+    let mut groups: Vec<RawGroup> = counts
+        .into_iter()
+        .map(|(row, nodes)| RawGroup {
+            distribution: row.distribution.clone(),
+            distro_version: row.distro_version.clone().unwrap_or_default(),
+            architecture: row.architecture.clone(),
+            kernel_version: row.kernel_version.clone(),
+            os_image: Some(row.os_image.clone()),
+            context: Some(context.to_string()),
+            nodes,
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        (
+            &a.distribution,
+            &a.distro_version,
+            &a.architecture,
+            &a.kernel_version,
+        )
+            .cmp(&(
+                &b.distribution,
+                &b.distro_version,
+                &b.architecture,
+                &b.kernel_version,
+            ))
+    });
+    fleet.groups.extend(groups);
+}
+
+/// What a fleet watch reports.
+#[derive(Debug)]
+pub enum WatchUpdate {
+    /// The fleet as it is now, and what changed since the last update.
+    Fleet { fleet: FleetGroups, change: String },
+    /// Something the operator should know: a dropped watch, a relist, a cluster out of reach.
+    Notice(String),
+}
+
+/// One cluster's watch as the gatherer sees it.
+enum SourceEvent {
+    /// Connected: the context's name.
+    Connected(String),
+    /// A relist began: nodes arrive again from scratch.
+    Init,
+    InitApply(String, Seen),
+    InitDone,
+    Apply(String, Seen),
+    Delete(String),
+    Problem(String),
+}
+
+/// Watches every source's nodes; the receiver gets the whole fleet after each settled change
+/// (first once every cluster has been listed). Dropped watches reconnect with backoff and an
+/// expired resourceVersion relists; both are reported as notices. Ends when the receiver is
+/// dropped.
+pub fn watch(sources: Vec<KubeSource>) -> mpsc::Receiver<WatchUpdate> {
+    let (out, rx) = mpsc::channel(16);
+    let (events, mut incoming) = mpsc::channel::<(usize, SourceEvent)>(1024);
+    let mut contexts = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        contexts.push(source.spec());
+        let events = events.clone();
+        let source = source.clone();
+        tokio::spawn(async move { follow(i, source, events).await });
+    }
+    drop(events);
+    tokio::spawn(async move {
+        let n = contexts.len();
+        let mut names: Vec<String> = vec![String::new(); n];
+        let mut nodes: Vec<BTreeMap<String, Seen>> = vec![BTreeMap::new(); n];
+        let mut buffer: Vec<Option<BTreeMap<String, Seen>>> = vec![None; n];
+        let mut listed = vec![false; n];
+        let mut changes = Changes::default();
+        let mut relisted = Vec::new();
+        let mut shown = false;
+        while let Some((i, event)) = incoming.recv().await {
+            let mut next = Some((i, event));
+            // Gather what arrives within SETTLE of the first event, then show it once.
+            let settle = tokio::time::sleep(SETTLE);
+            tokio::pin!(settle);
+            loop {
+                if let Some((i, event)) = next.take() {
+                    match event {
+                        SourceEvent::Connected(name) => names[i] = name,
+                        SourceEvent::Init => buffer[i] = Some(BTreeMap::new()),
+                        SourceEvent::InitApply(name, row) => {
+                            buffer[i]
+                                .get_or_insert_with(BTreeMap::new)
+                                .insert(name, row);
+                        }
+                        SourceEvent::InitDone => {
+                            let fresh = buffer[i].take().unwrap_or_default();
+                            if listed[i] {
+                                changes.diff(&nodes[i], &fresh);
+                                relisted.push(format!(
+                                    "{}: relisted {} nodes",
+                                    contexts[i],
+                                    fresh.len()
+                                ));
+                            }
+                            nodes[i] = fresh;
+                            listed[i] = true;
+                        }
+                        SourceEvent::Apply(name, row) => {
+                            changes.apply(nodes[i].get(&name), &row);
+                            nodes[i].insert(name, row);
+                        }
+                        SourceEvent::Delete(name) => {
+                            if nodes[i].remove(&name).is_some() {
+                                changes.left += 1;
+                            }
+                        }
+                        SourceEvent::Problem(message) => {
+                            if out.send(WatchUpdate::Notice(message)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = &mut settle => break,
+                    event = incoming.recv() => match event {
+                        Some(e) => next = Some(e),
+                        None => break,
+                    },
+                }
+            }
+            // The first full view is always shown; after that only changes that move an
+            // identity (a node's heartbeat changes nothing kfleet shows).
+            if listed.iter().any(|l| !l) || (shown && changes.is_empty() && relisted.is_empty()) {
+                continue;
+            }
+            shown = true;
+            let mut fleet = FleetGroups::default();
+            for (i, spec) in contexts.iter().enumerate() {
+                fleet.files.push(spec.clone());
+                add_nodes(&mut fleet, spec, &names[i], nodes[i].values());
+            }
+            let mut change = std::mem::take(&mut changes).describe();
+            relisted.sort();
+            for r in relisted.drain(..) {
+                change = if change.is_empty() {
+                    r
+                } else {
+                    format!("{change}; {r}")
+                };
+            }
+            if out
+                .send(WatchUpdate::Fleet { fleet, change })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Counts of what happened to nodes between two updates.
+#[derive(Default)]
+struct Changes {
+    joined: u64,
+    left: u64,
+    moved: u64,
+}
+
+impl Changes {
+    fn apply(&mut self, before: Option<&Seen>, after: &Seen) {
+        match before {
+            None => self.joined += 1,
+            Some(b) if b != after => self.moved += 1,
+            Some(_) => {}
+        }
+    }
+
+    fn diff(&mut self, before: &BTreeMap<String, Seen>, after: &BTreeMap<String, Seen>) {
+        for (name, row) in after {
+            self.apply(before.get(name), row);
+        }
+        self.left += before.keys().filter(|n| !after.contains_key(*n)).count() as u64;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.joined + self.left + self.moved == 0
+    }
+
+    fn describe(self) -> String {
+        let mut parts = Vec::new();
+        if self.joined > 0 {
+            parts.push(format!("{} joined", self.joined));
+        }
+        if self.left > 0 {
+            parts.push(format!("{} left", self.left));
+        }
+        if self.moved > 0 {
+            parts.push(format!("{} changed kernel or OS", self.moved));
+        }
+        if parts.is_empty() {
+            return String::new();
+        }
+        format!("nodes: {}", parts.join(", "))
+    }
+}
+
+/// Follows one cluster's nodes for as long as the gatherer listens.
+async fn follow(i: usize, source: KubeSource, events: mpsc::Sender<(usize, SourceEvent)>) {
+    let spec = source.spec();
+    let mut delay = Duration::from_millis(500);
+    let client = loop {
+        match source.connect(None).await {
+            Ok((client, name)) => {
+                if events
+                    .send((i, SourceEvent::Connected(name)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                break client;
+            }
+            Err(e) => {
+                let message = format!("{spec}: {e}; trying again in {}s", delay.as_secs_f32());
+                if events
+                    .send((i, SourceEvent::Problem(message)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    };
+    let config = watcher::Config::default().page_size(PAGE_SIZE);
+    let mut stream = std::pin::pin!(watcher(nodes_api(client), config).default_backoff());
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(Event::Init) => SourceEvent::Init,
+            Ok(Event::InitApply(obj)) => {
+                let (name, row) = seen(&obj);
+                SourceEvent::InitApply(name, row)
+            }
+            Ok(Event::InitDone) => SourceEvent::InitDone,
+            Ok(Event::Apply(obj)) => {
+                let (name, row) = seen(&obj);
+                SourceEvent::Apply(name, row)
+            }
+            Ok(Event::Delete(obj)) => SourceEvent::Delete(obj.metadata.name.unwrap_or_default()),
+            Err(e) => SourceEvent::Problem(describe_watch_error(&spec, &e)),
+        };
+        if events.send((i, event)).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn describe_watch_error(spec: &str, e: &watcher::Error) -> String {
+    match e {
+        watcher::Error::WatchError(status) if status.code == 410 => {
+            format!(
+                "{spec}: the watch's resourceVersion expired (410 Gone); listing the nodes again"
+            )
+        }
+        other => format!(
+            "{spec}: the node watch failed: {}; reconnecting",
+            crate::net::error_chain(other)
+        ),
+    }
+}

