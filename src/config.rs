@@ -92,20 +92,20 @@ impl KeyMap {
         ]
     }
 
-    /// Two actions on one key, or a key the views own (1-4), is an error naming both. The
+    /// Two actions on one key, or a key the views own (1-5), is an error naming both. The
     /// confirm key only counts in a confirmation, so it may share a key with the others.
     pub fn validate(&self) -> Result<(), String> {
-        if matches!(self.confirm, '1'..='4') || self.confirm.is_control() {
+        if matches!(self.confirm, '1'..='5') || self.confirm.is_control() {
             return Err(format!(
-                "keys.confirm = '{}' is reserved (1-4 switch views)",
+                "keys.confirm = '{}' is reserved (1-5 switch views)",
                 self.confirm
             ));
         }
         let all = self.all();
         for (i, (name, key)) in all.iter().enumerate() {
-            if matches!(key, '1'..='4') || key.is_control() {
+            if matches!(key, '1'..='5') || key.is_control() {
                 return Err(format!(
-                    "keys.{name} = '{key}' is reserved (1-4 switch views)"
+                    "keys.{name} = '{key}' is reserved (1-5 switch views)"
                 ));
             }
             if let Some((other, _)) = all[i + 1..].iter().find(|(_, k)| k == key) {

@@ -2334,4 +2334,40 @@ fn upcoming_reports_the_fleets_lines_against_the_release() {
         ],
         "one decision per upcoming kernel: {planned}"
     );
+
+    // `report --upcoming` counts them apart: node coverage is the running kernels' alone, and
+    // the artifact built ahead is a prebuilt upcoming kernel, not just an unused one.
+    let report = |extra: &[&str]| {
+        let mut args = vec!["report", "-i", "fleet.csv", "--releases", "releases.json"];
+        args.extend_from_slice(extra);
+        let out = kfleet(&args).assert().success();
+        String::from_utf8_lossy(&out.get_output().stdout).into_owned()
+    };
+    let plain: serde_json::Value = serde_json::from_str(&report(&["-f", "json"])).unwrap();
+    let with: serde_json::Value =
+        serde_json::from_str(&report(&["-f", "json", "--upcoming"])).unwrap();
+    assert_eq!(with["summary"], plain["summary"], "coverage is not moved");
+    assert!(plain.get("upcoming").is_none());
+    let up = &with["upcoming"];
+    assert_eq!(
+        (
+            up["kernels"].as_u64(),
+            up["covered"].as_u64(),
+            up["missing"].as_u64()
+        ),
+        (Some(3), Some(1), Some(2)),
+        "{up}"
+    );
+    assert_eq!(up["prebuilt_unused_artifacts"], 1, "{up}");
+    assert_eq!(with["summary"]["unused_artifacts"], 1);
+    let table = report(&["--upcoming"]);
+    assert!(
+        table.contains("upcoming (not counted in coverage): 3 upcoming kernels on 3 of the fleet's 3 lines: 1 prebuilt, 2 without an artifact; 1 of the 1 unused artifacts are prebuilt upcoming kernels"),
+        "{table}"
+    );
+    let markdown = report(&["--upcoming", "-f", "markdown"]);
+    assert!(
+        markdown.contains("| 20 | 6.8.0-40-generic | 6.8.0-45-generic | - | upcoming-missing |"),
+        "{markdown}"
+    );
 }

@@ -291,11 +291,30 @@ mod with_the_sandbox {
         dashboard_on(state, fleet, Vec::new()).await
     }
 
+    /// [`dashboard`] with this header chain.
+    async fn dashboard_with_chain(
+        state: &Path,
+        chain: kfleet::headers::Chain,
+    ) -> (Arc<Dashboard>, Arc<SandboxForge>, Arc<ManualClock>) {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let fleet = read_inventory(&[fixtures.join("small-fleet.csv")], false).unwrap();
+        build_dashboard(state, fleet, Vec::new(), chain).await
+    }
+
     /// [`dashboard`] on this fleet, watching these clusters.
     async fn dashboard_on(
         state: &Path,
         fleet: kfleet::inventory::FleetGroups,
         live: Vec<kfleet::inventory::kube::KubeSource>,
+    ) -> (Arc<Dashboard>, Arc<SandboxForge>, Arc<ManualClock>) {
+        build_dashboard(state, fleet, live, kfleet::headers::Chain::builtin()).await
+    }
+
+    async fn build_dashboard(
+        state: &Path,
+        fleet: kfleet::inventory::FleetGroups,
+        live: Vec<kfleet::inventory::kube::KubeSource>,
+        chain: kfleet::headers::Chain,
     ) -> (Arc<Dashboard>, Arc<SandboxForge>, Arc<ManualClock>) {
         let clock = ManualClock::new();
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -341,13 +360,14 @@ mod with_the_sandbox {
             planner: Arc::new(planner),
             fleet: std::sync::RwLock::new(Arc::new(fleet)),
             live,
+            upcoming_lines: 10,
             template,
             options: CoverageOptions::default(),
             workflow: "build-driver.yml".into(),
             deadline: Duration::from_secs(900),
             driver_version: None,
             resolver: kfleet::headers::Resolver::new(
-                kfleet::headers::Chain::builtin(),
+                chain,
                 kfleet::headers::ResolverOptions::default(),
             )
             .unwrap(),
@@ -532,6 +552,114 @@ mod with_the_sandbox {
         assert_eq!(nodes_of(&app, "debian/12/x86_64/6.1.0-18-amd64"), Some(19));
         let total: u64 = app.report.identities.iter().map(|r| r.nodes).sum();
         assert_eq!(total, 119);
+    }
+
+    /// An Ubuntu archive on 127.0.0.1 whose jammy-updates index lists these kernels' headers.
+    async fn ubuntu_archive(kernels: &[&str]) -> kfleet::headers::Chain {
+        let mut index = String::new();
+        for k in kernels {
+            index.push_str(&format!(
+                "Package: linux-headers-{k}\nSource: linux\nVersion: 5.15.0-1\nArchitecture: amd64\nFilename: pool/main/l/linux/linux-headers-{k}_amd64.deb\nSize: 3\nSHA256: {}\nDescription: headers\n\n",
+                "0".repeat(64)
+            ));
+        }
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut std::io::Cursor::new(index.as_bytes()), &mut xz).unwrap();
+        let app = axum::Router::new().route(
+            "/ubuntu/dists/jammy-updates/main/binary-amd64/Packages.xz",
+            axum::routing::get(move || {
+                let xz = xz.clone();
+                async move { xz }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        kfleet::headers::Chain::parse(
+            "test chain",
+            &format!(
+                "[[sources]]\nfamily = \"ubuntu\"\nname = \"ubuntu-archive\"\nkind = \"apt-repo\"\nurls = [\"{base}/ubuntu/\"]\nsuites = [\"{{codename}}-updates\"]\ncomponents = [\"main\"]\n"
+            ),
+        )
+        .unwrap()
+    }
+
+    /// The Upcoming view: opening it reads the repositories; the newer kernels of the fleet's
+    /// line show covered or missing against the release, apart from coverage; `d` then Enter
+    /// prebuilds the selected one through the planner, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_upcoming_view_lists_newer_kernels_and_d_prebuilds_one() {
+        let chain = ubuntu_archive(&[
+            "5.15.0-91-generic",
+            "5.15.0-92-generic",
+            "5.15.0-100-generic",
+            "5.15.0-101-aws",
+            "6.8.0-45-generic",
+        ])
+        .await;
+        let state = tempfile::tempdir().unwrap();
+        let (dash, sandbox, _clock) = dashboard_with_chain(state.path(), chain).await;
+        let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
+        let coverage = app.report.summary.node_coverage_pct;
+        let effect = key(&mut app, KeyCode::Char('5'));
+        assert_eq!(effect, Some(Effect::LoadUpcoming));
+        assert!(screen(&mut app, 120, 10).contains("reading the distributions' repositories"));
+        carry_out(&dash, &mut app, Effect::LoadUpcoming).await;
+        let found = app.upcoming.as_ref().unwrap();
+        let rows: Vec<(String, &str)> = found
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.upcoming.identity.kernel_version.clone(),
+                    r.status.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("5.15.0-92-generic".to_string(), "upcoming-covered"),
+                ("5.15.0-100-generic".to_string(), "upcoming-missing"),
+            ],
+            "the fleet's line only (not -aws, not the HWE 6.8 line)"
+        );
+        let view = screen(&mut app, 130, 16);
+        assert!(
+            view.contains("2 upcoming kernels on 1 of the fleet's"),
+            "{view}"
+        );
+        assert!(
+            view.contains("5.15.0-100-generic") && view.contains("upcoming-missing"),
+            "{view}"
+        );
+        assert_eq!(
+            app.report.summary.node_coverage_pct, coverage,
+            "coverage is not moved"
+        );
+
+        key(&mut app, KeyCode::Down);
+        let preview = key(&mut app, KeyCode::Char('d')).unwrap();
+        assert_eq!(
+            preview,
+            Effect::Preview(vec!["ubuntu/22.04/x86_64/5.15.0-100-generic".into()])
+        );
+        carry_out(&dash, &mut app, preview).await;
+        let dispatch = key(&mut app, KeyCode::Enter).unwrap();
+        carry_out(&dash, &mut app, dispatch).await;
+        assert_eq!(sandbox.sandbox().dispatches(), 1);
+        assert!(
+            app.status_line
+                .starts_with("ubuntu/22.04/x86_64/5.15.0-100-generic: dispatched run"),
+            "{}",
+            app.status_line
+        );
+        // D offers every upcoming kernel without an artifact; the planner finds it under way.
+        let preview = key(&mut app, KeyCode::Char('D')).unwrap();
+        carry_out(&dash, &mut app, preview).await;
+        let dispatch = key(&mut app, KeyCode::Enter).unwrap();
+        carry_out(&dash, &mut app, dispatch).await;
+        assert_eq!(sandbox.sandbox().dispatches(), 1, "never twice");
     }
 
     // polars blocks in place inside a tokio context: kfleet runs a multi-threaded runtime.

@@ -26,6 +26,9 @@ pub struct TuiArgs {
     /// Header sources file replacing the built-in chain (assets/header-sources.toml).
     #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
     pub sources: Option<PathBuf>,
+    /// The Upcoming view reads this many of the fleet's most-run kernel lines.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub upcoming_lines: usize,
 }
 
 /// The head and the batch plan's target, shared by the commands that compute coverage.
@@ -564,6 +567,17 @@ pub struct ReportArgs {
     /// Also list unrecognised asset names and every bad row.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// Also count the upcoming kernels on the fleet's most-run lines (read from the header
+    /// chain's repositories), apart from coverage: covered, missing, and the unused artifacts
+    /// that are prebuilt upcoming kernels.
+    #[arg(long)]
+    pub upcoming: bool,
+    /// --upcoming: how many of the most-run lines.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub upcoming_lines: usize,
+    /// --upcoming: header sources file replacing the built-in chain.
+    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    pub sources: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

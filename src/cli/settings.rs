@@ -30,6 +30,7 @@ impl Default for TuiArgs {
             naming: NamingArgs::default(),
             shares: ShareArgs::default(),
             sources: std::env::var_os("KFLEET_HEADER_SOURCES").map(PathBuf::from),
+            upcoming_lines: 10,
         }
     }
 }

@@ -110,27 +110,18 @@ async fn upcoming_keys(
     fleet: &crate::inventory::FleetGroups,
     config: &Config,
 ) -> Result<Vec<String>> {
-    use super::upcoming::{fleet_identities, newer_on_lines};
-    let chain = match &args.sources {
-        Some(path) => crate::headers::Chain::load(path)?,
-        None => crate::headers::Chain::builtin(),
-    };
-    let resolver = crate::headers::Resolver::new(
-        chain,
-        crate::headers::ResolverOptions {
-            cache: Some((
-                args.build.state_root(config).join("headers"),
-                std::time::Duration::from_secs(24 * 3600),
-            )),
-            ..Default::default()
-        },
-    )?;
-    let lines = crate::headers::fleet_lines(fleet_identities(fleet));
-    let ranked: Vec<_> = lines.iter().take(args.upcoming_lines).collect();
-    let mut keys = Vec::new();
-    for (_, upcoming) in newer_on_lines(&resolver, &ranked).await {
-        let skip = upcoming.len().saturating_sub(args.upcoming_kernels);
-        keys.extend(upcoming.into_iter().skip(skip).map(|u| u.identity.key()));
+    let resolver = super::upcoming_resolver(args.sources.as_ref(), &args.build.state_root(config))?;
+    let found = crate::coverage::upcoming::find(
+        &resolver,
+        fleet,
+        args.upcoming_lines,
+        Some(args.upcoming_kernels),
+        None,
+    )
+    .await;
+    for note in &found.notes {
+        eprintln!("note: {note}");
     }
+    let keys: Vec<String> = found.rows.iter().map(|r| r.key()).collect();
     Ok(keys)
 }

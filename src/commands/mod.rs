@@ -111,6 +111,29 @@ pub(crate) fn emit(output: Option<&PathBuf>, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// The header chain (`--sources`, or the built-in one) as `--upcoming` reads it, its metadata
+/// cached for a day under the state directory.
+#[cfg(feature = "fleet")]
+pub(crate) fn upcoming_resolver(
+    sources: Option<&PathBuf>,
+    state_root: &std::path::Path,
+) -> Result<crate::headers::Resolver> {
+    let chain = match sources {
+        Some(path) => crate::headers::Chain::load(path)?,
+        None => crate::headers::Chain::builtin(),
+    };
+    Ok(crate::headers::Resolver::new(
+        chain,
+        crate::headers::ResolverOptions {
+            cache: Some((
+                state_root.join("headers"),
+                std::time::Duration::from_secs(24 * 3600),
+            )),
+            ..Default::default()
+        },
+    )?)
+}
+
 #[cfg(feature = "fleet")]
 /// Reads the inventories and warns about bad rows on stderr.
 pub(crate) fn read_fleet(paths: &[PathBuf], strict: bool, verbose: bool) -> Result<FleetGroups> {

@@ -9,20 +9,7 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
     let release = select_release(&releases, args.driver_version.as_deref())?;
     let builds = builds(&release.tag_name);
     let assets = index_assets(release, &template);
-    let fleet = read_inventory(&args.inventory, args.strict)?;
-    for bad in fleet
-        .bad_rows
-        .iter()
-        .take(if args.verbose { usize::MAX } else { 10 })
-    {
-        eprintln!("warning: skipped bad row {bad}");
-    }
-    if fleet.bad_row_count > 10 && !args.verbose {
-        eprintln!(
-            "warning: {} bad rows in all; --verbose lists them (--strict fails on them)",
-            fleet.bad_row_count
-        );
-    }
+    let fleet = read_fleet(&args.inventory, args.strict, args.verbose)?;
     let report = coverage::compute(
         &fleet,
         &assets,
@@ -41,7 +28,24 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
             limit: args.limit,
             verbose: args.verbose,
         };
-        report::render(&report, args.format, &view)?
+        let text = report::render(&report, args.format, &view)?;
+        if args.upcoming {
+            let resolver =
+                super::upcoming_resolver(args.sources.as_ref(), &args.build.state_root(config))?;
+            let found = runtime()?.block_on(crate::coverage::upcoming::find(
+                &resolver,
+                &fleet,
+                args.upcoming_lines,
+                None,
+                Some((release, &template)),
+            ));
+            for note in &found.notes {
+                eprintln!("note: {note}");
+            }
+            report::with_upcoming(text, &report, &found, args.format)?
+        } else {
+            text
+        }
     };
     emit(args.output.as_ref(), &text)?;
     if let Some(floor) = args.fail_under

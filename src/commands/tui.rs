@@ -85,6 +85,7 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
             planner,
             fleet: std::sync::RwLock::new(Arc::new(fleet)),
             live,
+            upcoming_lines: args.upcoming_lines,
             template,
             options,
             workflow: build.workflow(config),

@@ -1,6 +1,8 @@
 //! The coverage engine: per identity, its nodes and one status; the fleet summary; the batch
 //! plan that lifts node coverage to a target.
 
+pub mod upcoming;
+
 use crate::artifacts::{AssetIndex, MatchedAsset, UnrecognisedAsset};
 use crate::identity::{RawIdentity, Verdict, check_with_os_image};
 use crate::inventory::{BadRow, FleetGroups};

@@ -1,6 +1,7 @@
 //! Coverage reports as a table, CSV, JSON, Markdown and HTML (the `fleet` feature).
 
 use super::{Format, ReportError, clean, csv_cell, finish_csv, grid, markdown_text, thousands};
+use crate::coverage::upcoming::{UpcomingReport, UpcomingStatus};
 use crate::coverage::{CoverageReport, CoverageStatus, IdentityRow};
 use std::fmt::Write as _;
 
@@ -398,4 +399,130 @@ fn markdown(report: &CoverageReport, view: &View) -> String {
         let _ = writeln!(out, "\n</details>");
     }
     out
+}
+
+/// A coverage report with the upcoming kernels added as their own section: counted apart, so
+/// node coverage stays the coverage of running kernels. The unused artifacts that are prebuilt
+/// upcoming kernels are counted too. CSV stays the identities alone.
+pub fn with_upcoming(
+    text: String,
+    report: &CoverageReport,
+    found: &UpcomingReport,
+    format: Format,
+) -> Result<String, ReportError> {
+    let keys: std::collections::HashSet<String> = found.rows.iter().map(|r| r.key()).collect();
+    let prebuilt = report
+        .unused
+        .iter()
+        .filter(|a| keys.contains(&a.key))
+        .count();
+    let covered = found
+        .rows
+        .iter()
+        .filter(|r| r.status == UpcomingStatus::UpcomingCovered)
+        .count();
+    let missing = found.missing().count();
+    let sentence = format!(
+        "{} upcoming kernels on {} of the fleet's {} lines: {covered} prebuilt, {missing} without an artifact; {prebuilt} of the {} unused artifacts are prebuilt upcoming kernels",
+        found.rows.len(),
+        found.lines_with_upcoming,
+        found.lines,
+        report.unused.len()
+    );
+    let cells = upcoming_cells(&found.rows);
+    let mut out = text;
+    match format {
+        Format::Csv => {}
+        Format::Json => {
+            let mut doc: serde_json::Value =
+                serde_json::from_str(&out).map_err(|e| ReportError::Encode(e.to_string()))?;
+            doc["upcoming"] = serde_json::json!({
+                "lines": found.lines,
+                "lines_with_upcoming": found.lines_with_upcoming,
+                "kernels": found.rows.len(),
+                "covered": covered,
+                "missing": missing,
+                "prebuilt_unused_artifacts": prebuilt,
+                "rows": found.rows,
+                "notes": found.notes,
+            });
+            out = serde_json::to_string_pretty(&doc)
+                .map(|s| s + "\n")
+                .map_err(|e| ReportError::Encode(e.to_string()))?;
+        }
+        Format::Table => {
+            let _ = writeln!(out, "\nupcoming (not counted in coverage): {sentence}");
+            if !cells.is_empty() {
+                out.push_str(&grid(
+                    &[
+                        "LINE",
+                        "NODES",
+                        "FLEET NEWEST",
+                        "UPCOMING",
+                        "PUBLISHED",
+                        "STATUS",
+                    ],
+                    &cells,
+                    &[1],
+                ));
+            }
+        }
+        Format::Markdown => {
+            let _ = writeln!(
+                out,
+                "\n**Upcoming kernels** (not counted in coverage): {sentence}\n"
+            );
+            if !cells.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "| line | nodes | fleet newest | upcoming | published | status |\n|---|---:|---|---|---|---|"
+                );
+                for c in &cells {
+                    let c: Vec<String> = c.iter().map(|x| markdown_text(x)).collect();
+                    let _ = writeln!(out, "| {} |", c.join(" | "));
+                }
+            }
+        }
+        Format::Html => {
+            let mut section = format!(
+                "<h2>Upcoming kernels</h2>\n<p>Not counted in coverage: {}</p>\n",
+                super::html_text(&sentence)
+            );
+            if !cells.is_empty() {
+                section.push_str("<table><tr><th>line</th><th>nodes</th><th>fleet newest</th><th>upcoming</th><th>published</th><th>status</th></tr>\n");
+                for c in &cells {
+                    section.push_str("<tr>");
+                    for x in c {
+                        let _ = write!(section, "<td>{}</td>", super::html_text(x));
+                    }
+                    section.push_str("</tr>\n");
+                }
+                section.push_str("</table>\n");
+            }
+            match out.rfind("<script>") {
+                Some(at) => out.insert_str(at, &section),
+                None => out.push_str(&section),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The upcoming kernels' table cells: LINE, NODES, FLEET NEWEST, UPCOMING, PUBLISHED, STATUS.
+pub fn upcoming_cells(rows: &[crate::coverage::upcoming::UpcomingRow]) -> Vec<Vec<String>> {
+    rows.iter()
+        .map(|r| {
+            vec![
+                clean(&r.line).into_owned(),
+                thousands(r.nodes),
+                clean(&r.fleet_newest).into_owned(),
+                clean(&r.upcoming.identity.kernel_version).into_owned(),
+                r.upcoming
+                    .published
+                    .map(|t| t.format("%Y-%m-%d").to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.status.as_str().to_string(),
+            ]
+        })
+        .collect()
 }

@@ -2,6 +2,7 @@
 //! `Action`s; side effects go out as `Effect`s for the event loop to run. No I/O here.
 
 use crate::builds::Decision;
+use crate::coverage::upcoming::{UpcomingReport, UpcomingStatus};
 use crate::coverage::{CoverageReport, CoverageStatus, IdentityRow};
 use crate::forge::WorkflowRun;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -12,10 +13,17 @@ pub enum Tab {
     Kernels,
     Builds,
     Headers,
+    Upcoming,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 4] = [Tab::Overview, Tab::Kernels, Tab::Builds, Tab::Headers];
+    pub const ALL: [Tab; 5] = [
+        Tab::Overview,
+        Tab::Kernels,
+        Tab::Builds,
+        Tab::Headers,
+        Tab::Upcoming,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -23,6 +31,7 @@ impl Tab {
             Tab::Kernels => "Kernels",
             Tab::Builds => "Builds",
             Tab::Headers => "Headers",
+            Tab::Upcoming => "Upcoming",
         }
     }
 }
@@ -100,6 +109,10 @@ pub enum Action {
     Notice(String),
     /// The live fleet changed (a kube watch): what changed; coverage is computed again.
     FleetChanged(String),
+    /// The upcoming kernels on the fleet's lines.
+    Upcoming(Box<UpcomingReport>),
+    /// Reading the upcoming kernels failed.
+    UpcomingFailed(String),
 }
 
 /// What `update` asks the event loop to do.
@@ -116,6 +129,8 @@ pub enum Effect {
     Preview(Vec<String>),
     /// Cancel a run.
     Cancel(u64),
+    /// Read the upcoming kernels on the fleet's lines.
+    LoadUpcoming,
     Quit,
 }
 
@@ -159,6 +174,10 @@ pub struct App {
     pub run_selected: usize,
     /// Keys that became `missing` with the last refreshed report: highlighted in the Kernels view.
     pub fresh_missing: std::collections::HashSet<String>,
+    /// The Upcoming view's kernels, once read.
+    pub upcoming: Option<UpcomingReport>,
+    pub upcoming_selected: usize,
+    pub upcoming_loading: bool,
 }
 
 impl App {
@@ -188,6 +207,9 @@ impl App {
             preview: None,
             run_selected: 0,
             fresh_missing: Default::default(),
+            upcoming: None,
+            upcoming_selected: 0,
+            upcoming_loading: false,
         };
         app.status_line = app.hint();
         app.rebuild_view();
@@ -290,6 +312,11 @@ impl App {
         self.clamp_offset();
     }
 
+    fn move_upcoming(&mut self, delta: isize) {
+        let last = self.upcoming_rows().saturating_sub(1) as isize;
+        self.upcoming_selected = (self.upcoming_selected as isize + delta).clamp(0, last) as usize;
+    }
+
     fn move_run(&mut self, delta: isize) {
         let last = self.runs.len().saturating_sub(1) as isize;
         self.run_selected = (self.run_selected as isize + delta).clamp(0, last) as usize;
@@ -303,6 +330,60 @@ impl App {
             .filter(|r| r.status == CoverageStatus::Missing)
             .map(|r| r.key.clone())
             .collect()
+    }
+
+    fn upcoming_rows(&self) -> usize {
+        self.upcoming.as_ref().map_or(0, |u| u.rows.len())
+    }
+
+    /// The selected row of the Upcoming view.
+    pub fn selected_upcoming(&self) -> Option<&crate::coverage::upcoming::UpcomingRow> {
+        self.upcoming
+            .as_ref()
+            .and_then(|u| u.rows.get(self.upcoming_selected))
+    }
+
+    /// An upcoming kernel whose artifact the release now has (the report matched it to an
+    /// asset, as an unused artifact or a covered identity) is covered.
+    fn settle_upcoming(&mut self) {
+        let Some(found) = self.upcoming.as_mut() else {
+            return;
+        };
+        let covered: std::collections::HashSet<&str> = self
+            .report
+            .unused
+            .iter()
+            .map(|a| a.key.as_str())
+            .chain(
+                self.report
+                    .identities
+                    .iter()
+                    .filter(|r| r.status == CoverageStatus::Covered)
+                    .map(|r| r.key.as_str()),
+            )
+            .collect();
+        for row in &mut found.rows {
+            if covered.contains(row.key().as_str()) {
+                row.status = UpcomingStatus::UpcomingCovered;
+            }
+        }
+    }
+
+    /// Reads the upcoming kernels when the Upcoming view opens for the first time.
+    fn entered(&mut self) -> Option<Effect> {
+        if self.tab == Tab::Upcoming && self.upcoming.is_none() && !self.upcoming_loading {
+            return self.load_upcoming();
+        }
+        None
+    }
+
+    fn load_upcoming(&mut self) -> Option<Effect> {
+        if self.upcoming_loading {
+            return None;
+        }
+        self.upcoming_loading = true;
+        self.status_line = "reading the distributions' repositories for upcoming kernels…".into();
+        Some(Effect::LoadUpcoming)
     }
 
     pub fn update(&mut self, action: Action) -> Option<Effect> {
@@ -352,6 +433,7 @@ impl App {
                     }
                 }
                 self.fresh_missing.extend(newly);
+                self.settle_upcoming();
                 self.rebuild_view();
                 self.refreshed()
             }
@@ -435,6 +517,30 @@ impl App {
                 self.status_line = crate::report::clean(&message).into_owned();
                 None
             }
+            Action::Upcoming(found) => {
+                self.upcoming_loading = false;
+                self.status_line = format!(
+                    "{} upcoming kernels on {} of the fleet's {} lines; {} without an artifact",
+                    found.rows.len(),
+                    found.lines_with_upcoming,
+                    found.lines,
+                    found.missing().count()
+                );
+                self.upcoming = Some(*found);
+                self.settle_upcoming();
+                self.upcoming_selected = self
+                    .upcoming_selected
+                    .min(self.upcoming_rows().saturating_sub(1));
+                None
+            }
+            Action::UpcomingFailed(message) => {
+                self.upcoming_loading = false;
+                self.status_line = format!(
+                    "error: cannot read upcoming kernels: {}",
+                    crate::report::clean(&message)
+                );
+                None
+            }
             Action::FleetChanged(change) => {
                 self.status_line = format!("{} · refreshing…", crate::report::clean(&change));
                 self.refresh()
@@ -477,18 +583,54 @@ impl App {
         let tabs = Tab::ALL.len();
         let at = Tab::ALL.iter().position(|t| *t == self.tab).unwrap_or(0);
         let builds = self.tab == Tab::Builds;
+        let upcoming = self.tab == Tab::Upcoming;
         match command {
             Command::Quit => return Some(Effect::Quit),
             Command::Help => self.mode = Mode::Help,
-            Command::NextView => self.tab = Tab::ALL[(at + 1) % tabs],
-            Command::PreviousView => self.tab = Tab::ALL[(at + tabs - 1) % tabs],
-            Command::View(i) => self.tab = Tab::ALL[i.min(tabs - 1)],
+            Command::NextView => {
+                self.tab = Tab::ALL[(at + 1) % tabs];
+                return self.entered();
+            }
+            Command::PreviousView => {
+                self.tab = Tab::ALL[(at + tabs - 1) % tabs];
+                return self.entered();
+            }
+            Command::View(i) => {
+                self.tab = Tab::ALL[i.min(tabs - 1)];
+                return self.entered();
+            }
             Command::Filter => {
                 self.tab = Tab::Kernels;
                 self.mode = Mode::Filter;
             }
             Command::Down if builds => self.move_run(1),
             Command::Up if builds => self.move_run(-1),
+            Command::Down if upcoming => self.move_upcoming(1),
+            Command::Up if upcoming => self.move_upcoming(-1),
+            Command::Dispatch if upcoming => {
+                let key = self.selected_upcoming()?.key();
+                self.mode = Mode::Confirm(Pending::Dispatch(key.clone()));
+                self.preview = None;
+                return Some(Effect::Preview(vec![key]));
+            }
+            Command::Batch if upcoming => {
+                let keys: Vec<String> = self
+                    .upcoming
+                    .iter()
+                    .flat_map(|u| u.missing().map(|r| r.key()))
+                    .collect();
+                if keys.is_empty() {
+                    self.status_line = "no upcoming kernel lacks an artifact".into();
+                } else {
+                    self.mode = Mode::Confirm(Pending::Batch(keys.clone()));
+                    self.preview = None;
+                    return Some(Effect::Preview(keys));
+                }
+            }
+            Command::Refresh if upcoming => {
+                self.upcoming = None;
+                return self.load_upcoming();
+            }
             Command::Down => self.move_by(1),
             Command::Up => self.move_by(-1),
             Command::PageDown => self.move_by(self.page as isize),

@@ -26,6 +26,8 @@ pub struct Dashboard {
     pub fleet: std::sync::RwLock<Arc<FleetGroups>>,
     /// Kube contexts to watch while the dashboard runs (empty: the fleet is fixed).
     pub live: Vec<crate::inventory::kube::KubeSource>,
+    /// The Upcoming view reads this many of the fleet's most-run kernel lines.
+    pub upcoming_lines: usize,
     pub template: AssetTemplate,
     pub options: CoverageOptions,
     pub workflow: String,
@@ -37,15 +39,21 @@ pub struct Dashboard {
 }
 
 impl Dashboard {
-    /// Coverage against the forge's current release listing and runs.
-    pub async fn report(&self) -> Result<CoverageReport, String> {
+    /// The release the dashboard reports on, from the forge's current listing.
+    async fn release(&self) -> Result<crate::artifacts::Release, String> {
         let listing = self
             .forge
             .list_releases()
             .await
             .map_err(|e| e.to_string())?;
-        let release = select_release(&listing.releases, self.driver_version.as_deref())
-            .map_err(|e| e.to_string())?;
+        select_release(&listing.releases, self.driver_version.as_deref())
+            .cloned()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Coverage against the forge's current release listing and runs.
+    pub async fn report(&self) -> Result<CoverageReport, String> {
+        let release = &self.release().await?;
         let runs = self
             .forge
             .list_runs(
@@ -71,6 +79,25 @@ impl Dashboard {
             .unwrap_or_else(|e| e.into_inner().clone());
         coverage::compute(&fleet, &assets, &release.tag_name, self.options, &builds)
             .map_err(|e| e.to_string())
+    }
+
+    /// The kernels the distributions publish on the fleet's most-run lines, newer than the
+    /// newest the fleet runs, against the release the dashboard reports on.
+    pub async fn upcoming(&self) -> Result<crate::coverage::upcoming::UpcomingReport, String> {
+        let release = &self.release().await?;
+        let fleet = self
+            .fleet
+            .read()
+            .map(|f| f.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        Ok(crate::coverage::upcoming::find(
+            &self.resolver,
+            &fleet,
+            self.upcoming_lines,
+            None,
+            Some((release, &self.template)),
+        )
+        .await)
     }
 
     /// Follows the live fleet: each settled change replaces the fleet and reaches the app as
@@ -174,6 +201,15 @@ impl Dashboard {
                     {
                         let _ = tx.send(Action::Runs(runs));
                     }
+                });
+            }
+            Effect::LoadUpcoming => {
+                tokio::spawn(async move {
+                    let action = match me.upcoming().await {
+                        Ok(found) => Action::Upcoming(Box::new(found)),
+                        Err(e) => Action::UpcomingFailed(e),
+                    };
+                    let _ = tx.send(action);
                 });
             }
             Effect::ResolveHeaders(key) => {

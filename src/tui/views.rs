@@ -100,6 +100,7 @@ pub fn render(app: &mut App, frame: &mut Frame, theme: &Theme) {
         Tab::Kernels => kernels(app, frame, body, theme),
         Tab::Builds => builds(app, frame, body, theme),
         Tab::Headers => headers(app, frame, body),
+        Tab::Upcoming => upcoming(app, frame, body, theme),
     }
     let hint = match app.mode {
         Mode::Filter => format!(
@@ -446,6 +447,105 @@ fn builds(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         "builds"
     }));
     frame.render_widget(table, area);
+}
+
+/// Kernels the distributions publish on the fleet's most-run lines, newer than the newest the
+/// fleet runs: not counted in coverage; `d` prebuilds the selected one, `D` every missing one.
+fn upcoming(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let Some(found) = &app.upcoming else {
+        let text = if app.upcoming_loading {
+            "reading the distributions' repositories (the header chain's APT and RPM sources)…"
+        } else {
+            "no upcoming kernels read yet: r reads them"
+        };
+        frame.render_widget(
+            Paragraph::new(text).block(Block::bordered().title("upcoming kernels")),
+            area,
+        );
+        return;
+    };
+    let [table_area, notes_area] = Layout::vertical([
+        Constraint::Min(3),
+        Constraint::Length(if found.notes.is_empty() { 0 } else { 3 }),
+    ])
+    .areas(area);
+    let block = Block::bordered().title(format!(
+        "{} upcoming kernels on {} of the fleet's {} lines, {} without an artifact (not counted in coverage)",
+        found.rows.len(),
+        found.lines_with_upcoming,
+        found.lines,
+        found.missing().count()
+    ));
+    let page = (block.inner(table_area).height as usize)
+        .saturating_sub(1)
+        .max(1);
+    let offset = app.upcoming_selected.saturating_sub(page - 1);
+    let rows: Vec<Row> = found
+        .rows
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(page)
+        .map(|(i, r)| {
+            let style = match r.status {
+                crate::coverage::upcoming::UpcomingStatus::UpcomingCovered => {
+                    theme.fg(Color::Green)
+                }
+                crate::coverage::upcoming::UpcomingStatus::UpcomingMissing => theme.fg(Color::Red),
+                crate::coverage::upcoming::UpcomingStatus::Upcoming => Style::default(),
+            };
+            let row = Row::new(vec![
+                Cell::from(r.line.clone()),
+                Cell::from(thousands(r.nodes)),
+                Cell::from(r.fleet_newest.clone()),
+                Cell::from(r.upcoming.identity.kernel_version.clone()),
+                Cell::from(
+                    r.upcoming
+                        .published
+                        .map(|t| t.format("%Y-%m-%d").to_string())
+                        .unwrap_or_else(|| "-".into()),
+                ),
+                Cell::from(r.status.as_str()).style(style),
+            ]);
+            if i == app.upcoming_selected {
+                row.style(Style::default().add_modifier(Modifier::REVERSED))
+            } else {
+                row
+            }
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Fill(2),
+            Constraint::Length(7),
+            Constraint::Length(28),
+            Constraint::Length(28),
+            Constraint::Length(10),
+            Constraint::Length(17),
+        ],
+    )
+    .header(
+        Row::new([
+            "LINE",
+            "NODES",
+            "FLEET NEWEST",
+            "UPCOMING",
+            "PUBLISHED",
+            "STATUS",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .block(block);
+    frame.render_widget(table, table_area);
+    if !found.notes.is_empty() {
+        frame.render_widget(
+            Paragraph::new(found.notes.join("; "))
+                .wrap(Wrap { trim: true })
+                .style(theme.fg(Color::DarkGray)),
+            notes_area,
+        );
+    }
 }
 
 fn headers(app: &App, frame: &mut Frame, area: Rect) {
