@@ -516,6 +516,18 @@ mod with_the_sandbox {
         );
         assert!(kernels.contains("CONTEXTS"), "{kernels}");
 
+        // Heartbeats change nothing kfleet shows: no fleet update, no refresh.
+        for i in 0..20 {
+            api.heartbeat(&format!("ip-10-0-2-{i}"));
+        }
+        let quiet = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(action)) = tokio::time::timeout_at(quiet, rx.recv()).await {
+            assert!(
+                !matches!(action, Action::FleetChanged(_)),
+                "a heartbeat moved the fleet: {action:?}"
+            );
+        }
+
         // A dropped watch reconnects from where it was and still sees changes.
         let watches = api.watches();
         api.drop_watches();

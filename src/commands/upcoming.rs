@@ -38,18 +38,7 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
             let cells = crate::report::upcoming_cells(&found.rows);
             out!(
                 "{}",
-                crate::report::grid(
-                    &[
-                        "LINE",
-                        "NODES",
-                        "FLEET NEWEST",
-                        "UPCOMING",
-                        "PUBLISHED",
-                        "STATUS"
-                    ],
-                    &cells,
-                    &[1]
-                )
+                crate::report::grid(&crate::report::UPCOMING_COLUMNS, &cells, &[1])
             );
             let missing = found
                 .rows

@@ -44,7 +44,7 @@ pub(super) fn has_contexts(rows: &[&IdentityRow]) -> bool {
 
 /// A row's kube contexts as one cell.
 pub(super) fn contexts_cell(r: &IdentityRow) -> String {
-    r.contexts.join(" ")
+    clean(&r.contexts.join(" ")).into_owned()
 }
 
 /// The identities as CSV (the `--format csv` columns; `contexts` last when the fleet came from
@@ -453,18 +453,7 @@ pub fn with_upcoming(
         Format::Table => {
             let _ = writeln!(out, "\nupcoming (not counted in coverage): {sentence}");
             if !cells.is_empty() {
-                out.push_str(&grid(
-                    &[
-                        "LINE",
-                        "NODES",
-                        "FLEET NEWEST",
-                        "UPCOMING",
-                        "PUBLISHED",
-                        "STATUS",
-                    ],
-                    &cells,
-                    &[1],
-                ));
+                out.push_str(&grid(&UPCOMING_COLUMNS, &cells, &[1]));
             }
         }
         Format::Markdown => {
@@ -475,7 +464,7 @@ pub fn with_upcoming(
             if !cells.is_empty() {
                 let _ = writeln!(
                     out,
-                    "| line | nodes | fleet newest | upcoming | published | status |\n|---|---:|---|---|---|---|"
+                    "| line | nodes | fleet newest | upcoming | published | status | headers from |\n|---|---:|---|---|---|---|---|"
                 );
                 for c in &cells {
                     let c: Vec<String> = c.iter().map(|x| markdown_text(x)).collect();
@@ -489,7 +478,7 @@ pub fn with_upcoming(
                 super::html_text(&sentence)
             );
             if !cells.is_empty() {
-                section.push_str("<table><tr><th>line</th><th>nodes</th><th>fleet newest</th><th>upcoming</th><th>published</th><th>status</th></tr>\n");
+                section.push_str("<table><tr><th>line</th><th>nodes</th><th>fleet newest</th><th>upcoming</th><th>published</th><th>status</th><th>headers from</th></tr>\n");
                 for c in &cells {
                     section.push_str("<tr>");
                     for x in c {
@@ -508,7 +497,19 @@ pub fn with_upcoming(
     Ok(out)
 }
 
-/// The upcoming kernels' table cells: LINE, NODES, FLEET NEWEST, UPCOMING, PUBLISHED, STATUS.
+/// The upcoming kernels' table columns: HEADERS FROM is the source whose metadata lists the
+/// kernel's header package (its headers resolve there).
+pub const UPCOMING_COLUMNS: [&str; 7] = [
+    "LINE",
+    "NODES",
+    "FLEET NEWEST",
+    "UPCOMING",
+    "PUBLISHED",
+    "STATUS",
+    "HEADERS FROM",
+];
+
+/// The upcoming kernels' table cells, in [`UPCOMING_COLUMNS`] order.
 pub fn upcoming_cells(rows: &[crate::coverage::upcoming::UpcomingRow]) -> Vec<Vec<String>> {
     rows.iter()
         .map(|r| {
@@ -522,6 +523,7 @@ pub fn upcoming_cells(rows: &[crate::coverage::upcoming::UpcomingRow]) -> Vec<Ve
                     .map(|t| t.format("%Y-%m-%d").to_string())
                     .unwrap_or_else(|| "-".into()),
                 r.status.as_str().to_string(),
+                clean(&r.upcoming.source).into_owned(),
             ]
         })
         .collect()

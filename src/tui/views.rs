@@ -480,13 +480,15 @@ fn upcoming(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         .saturating_sub(1)
         .max(1);
     let offset = app.upcoming_selected.saturating_sub(page - 1);
+    let cells = crate::report::upcoming_cells(&found.rows);
     let rows: Vec<Row> = found
         .rows
         .iter()
+        .zip(cells)
         .enumerate()
         .skip(offset)
         .take(page)
-        .map(|(i, r)| {
+        .map(|(i, (r, cells))| {
             let style = match r.status {
                 crate::coverage::upcoming::UpcomingStatus::UpcomingCovered => {
                     theme.fg(Color::Green)
@@ -494,19 +496,14 @@ fn upcoming(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
                 crate::coverage::upcoming::UpcomingStatus::UpcomingMissing => theme.fg(Color::Red),
                 crate::coverage::upcoming::UpcomingStatus::Upcoming => Style::default(),
             };
-            let row = Row::new(vec![
-                Cell::from(r.line.clone()),
-                Cell::from(thousands(r.nodes)),
-                Cell::from(r.fleet_newest.clone()),
-                Cell::from(r.upcoming.identity.kernel_version.clone()),
-                Cell::from(
-                    r.upcoming
-                        .published
-                        .map(|t| t.format("%Y-%m-%d").to_string())
-                        .unwrap_or_else(|| "-".into()),
-                ),
-                Cell::from(r.status.as_str()).style(style),
-            ]);
+            // The status cell (6th) in its colour.
+            let row = Row::new(cells.into_iter().enumerate().map(|(c, text)| {
+                if c == 5 {
+                    Cell::from(text).style(style)
+                } else {
+                    Cell::from(text)
+                }
+            }));
             if i == app.upcoming_selected {
                 row.style(Style::default().add_modifier(Modifier::REVERSED))
             } else {
@@ -519,22 +516,16 @@ fn upcoming(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         [
             Constraint::Fill(2),
             Constraint::Length(7),
-            Constraint::Length(28),
-            Constraint::Length(28),
+            Constraint::Length(26),
+            Constraint::Length(26),
             Constraint::Length(10),
             Constraint::Length(17),
+            Constraint::Fill(1),
         ],
     )
     .header(
-        Row::new([
-            "LINE",
-            "NODES",
-            "FLEET NEWEST",
-            "UPCOMING",
-            "PUBLISHED",
-            "STATUS",
-        ])
-        .style(Style::default().add_modifier(Modifier::BOLD)),
+        Row::new(crate::report::UPCOMING_COLUMNS)
+            .style(Style::default().add_modifier(Modifier::BOLD)),
     )
     .block(block);
     frame.render_widget(table, table_area);

@@ -186,6 +186,18 @@ impl KubeFixture {
         self.put(node);
     }
 
+    /// A kubelet's status heartbeat: only the Ready condition's time changes (MODIFIED).
+    pub fn heartbeat(&self, name: &str) {
+        let node = {
+            let g = self.inner.lock().unwrap();
+            let mut node = g.nodes[name].clone();
+            node["status"]["conditions"][0]["lastHeartbeatTime"] =
+                json!(format!("2026-11-28T10:{:02}:00Z", g.rv % 60));
+            node
+        };
+        self.put(node);
+    }
+
     /// Changes a node without telling any watcher, then forgets the history: what a watcher
     /// misses while etcd compacts. Every open watch gets the ERROR event with code 410.
     pub fn change_unseen_and_expire(&self, node: Value) {
