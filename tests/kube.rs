@@ -191,3 +191,41 @@ async fn an_unknown_context_or_a_refused_token_is_a_clear_error_without_the_toke
     assert!(stderr.contains("Unauthorized"), "{stderr}");
     assert!(!stderr.contains("a-revoked-token"), "{stderr}");
 }
+
+/// Real clusters speak TLS: the kubeconfig's CA is trusted and the listing works; without that
+/// CA, or over plain HTTP to the TLS port, it is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_is_read_with_its_ca_and_refused_without_it() {
+    let nodes = recorded_nodes(&sample("nodes.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let (api, ca) = KubeFixture::start_tls(nodes, dir.path()).await;
+    assert!(api.url.starts_with("https://127.0.0.1:"));
+    let trusted = kube_fixture::kubeconfig_with_ca(dir.path(), &[("tls", &api.url)], Some(&ca));
+    let file = sample("nodes.json").display().to_string();
+    let (ok, from_file, stderr) = report(&trusted, &[&file], "json").await;
+    assert!(ok, "{stderr}");
+    let (ok, from_kube, stderr) = report(&trusted, &["kube:tls"], "json").await;
+    assert!(ok, "{stderr}");
+    assert_eq!(shape(&from_kube), shape(&from_file));
+
+    let other = tempfile::tempdir().unwrap();
+    let untrusted = kubeconfig(other.path(), &[("tls", &api.url)]);
+    let (ok, _, stderr) = report(&untrusted, &["kube:tls"], "json").await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot list nodes in kube context 'tls'"),
+        "{stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+
+    let plain = kubeconfig(
+        other.path(),
+        &[("tls", &api.url.replace("https://", "http://"))],
+    );
+    let (ok, _, stderr) = report(&plain, &["kube:tls"], "json").await;
+    assert!(!ok, "plain HTTP to a TLS port lists nothing");
+    assert!(
+        stderr.contains("cannot list nodes in kube context 'tls'"),
+        "{stderr}"
+    );
+}

@@ -7,6 +7,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // a fixture stops at the first surprise
 
+#[path = "certs.rs"]
+mod certs;
+
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -103,8 +106,29 @@ pub fn node(name: &str, os_image: &str, kernel: &str, arch: &str) -> Value {
 }
 
 impl KubeFixture {
-    /// Serves `nodes` (Node objects) on a free port.
+    /// Serves `nodes` (Node objects) on a free port, over plain HTTP.
     pub async fn start(nodes: Vec<Value>) -> Self {
+        Self::serve(nodes, None).await
+    }
+
+    /// Serves `nodes` over TLS only, with a certificate for 127.0.0.1 from a CA of its own
+    /// (issued in `dir`); returns the CA certificate's path beside the fixture.
+    pub async fn start_tls(nodes: Vec<Value>, dir: &Path) -> (Self, PathBuf) {
+        use rustls_pki_types::pem::PemObject;
+        let ca = certs::issue(dir, "server.key", "server.crt");
+        let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(dir.join("server.crt"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        (Self::serve(nodes, Some(Arc::new(config))).await, ca)
+    }
+
+    async fn serve(nodes: Vec<Value>, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let (live, _) = broadcast::channel(4096);
         let mut inner = Inner {
             nodes: BTreeMap::new(),
@@ -132,8 +156,32 @@ impl KubeFixture {
             .route("/api/v1/nodes", axum::routing::get(nodes_route))
             .with_state(app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let addr = listener.local_addr().unwrap();
+        let url = match tls {
+            None => {
+                tokio::spawn(async move { axum::serve(listener, router).await });
+                format!("http://{addr}")
+            }
+            Some(config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                tokio::spawn(async move {
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        let (acceptor, router) = (acceptor.clone(), router.clone());
+                        tokio::spawn(async move {
+                            // A client that does not trust the CA, or speaks plain HTTP, ends here.
+                            let Ok(stream) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let service = hyper_util::service::TowerToHyperService::new(router);
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                });
+                format!("https://{addr}")
+            }
+        };
         KubeFixture { url, inner, live }
     }
 
@@ -412,11 +460,19 @@ fn watch(app: App, q: &HashMap<String, String>) -> Response {
 
 /// A kubeconfig with one context per (name, server URL), the first current.
 pub fn kubeconfig(dir: &Path, contexts: &[(&str, &str)]) -> PathBuf {
+    kubeconfig_with_ca(dir, contexts, None)
+}
+
+/// [`kubeconfig`] whose clusters trust this CA certificate (`certificate-authority`).
+pub fn kubeconfig_with_ca(dir: &Path, contexts: &[(&str, &str)], ca: Option<&Path>) -> PathBuf {
     let mut clusters = String::new();
     let mut users = String::new();
     let mut ctxs = String::new();
+    let trust = ca
+        .map(|p| format!("    certificate-authority: {}\n", p.display()))
+        .unwrap_or_default();
     for (name, url) in contexts {
-        clusters += &format!("- name: {name}\n  cluster:\n    server: {url}\n");
+        clusters += &format!("- name: {name}\n  cluster:\n    server: {url}\n{trust}");
         users += &format!("- name: {name}-user\n  user:\n    token: {TOKEN}\n");
         ctxs +=
             &format!("- name: {name}\n  context:\n    cluster: {name}\n    user: {name}-user\n");

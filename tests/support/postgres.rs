@@ -3,6 +3,9 @@
 //! root (the server refuses root). Stopped when dropped. `.ci/run` installs the server package
 //! when a machine lacks it.
 
+#[path = "certs.rs"]
+mod certs;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -66,68 +69,7 @@ impl Postgres {
     pub fn start_with_tls() -> (Self, PathBuf) {
         let pg = Self::init(true);
         let dir = pg.dir.path();
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let subject = |cn: &str| format!("/CN={cn}");
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &subject("kfleet test CA"),
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &subject("127.0.0.1"),
-            "-keyout",
-            "data/server.key",
-            "-out",
-            "server.csr",
-        ]);
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "data/server.crt",
-        ]);
+        let ca = certs::issue(dir, "data/server.key", "data/server.crt");
         std::fs::write(
             pg.data().join("pg_hba.conf"),
             "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 reject\n",
@@ -141,7 +83,6 @@ impl Postgres {
         .unwrap();
         pg.own();
         pg.start_again();
-        let ca = dir.join("ca.crt");
         (pg, ca)
     }
 
