@@ -229,3 +229,33 @@ async fn a_tls_cluster_is_read_with_its_ca_and_refused_without_it() {
         "{stderr}"
     );
 }
+
+/// An API server that answers 503 for a moment is asked again; one that keeps answering 503
+/// fails the report in seconds, with the server's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_api_server_is_asked_again_briefly() {
+    let api = KubeFixture::start(recorded_nodes(&sample("nodes.json"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), &[("busy", &api.url)]);
+    api.refuse_next_lists(2);
+    let (ok, out, stderr) = report(&config, &["kube:busy"], "json").await;
+    assert!(ok, "{stderr}");
+    assert_eq!(shape(&out).1, 38);
+
+    api.refuse_lists(true);
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = report(&config, &["kube:busy"], "json").await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot list nodes in kube context 'busy'")
+            && stderr.contains(
+                "503 ServiceUnavailable: the server is currently unable to handle the request"
+            ),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}

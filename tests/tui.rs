@@ -566,6 +566,86 @@ mod with_the_sandbox {
         assert_eq!(total, 119);
     }
 
+    /// Two clusters, one out of reach once the dashboard runs: the other's changes still show,
+    /// and the unreachable one's nodes stay as they were listed, with a notice saying why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cluster_out_of_reach_does_not_hold_back_the_others() {
+        use kube_fixture::{KubeFixture, kubeconfig, node};
+        let a = KubeFixture::start(
+            (0..30)
+                .map(|i| {
+                    node(
+                        &format!("a-{i}"),
+                        "Ubuntu 22.04.4 LTS",
+                        "5.15.0-91-generic",
+                        "amd64",
+                    )
+                })
+                .collect(),
+        )
+        .await;
+        let b = KubeFixture::start(
+            (0..20)
+                .map(|i| {
+                    node(
+                        &format!("b-{i}"),
+                        "Debian GNU/Linux 12 (bookworm)",
+                        "6.1.0-18-amd64",
+                        "amd64",
+                    )
+                })
+                .collect(),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = kubeconfig(dir.path(), &[("a", &a.url), ("b", &b.url)]);
+        let source = |c: &str| kfleet::inventory::kube::KubeSource {
+            context: Some(c.into()),
+            kubeconfig: Some(config.clone()),
+        };
+        let sources = vec![source("a"), source("b")];
+        let fleet = kfleet::inventory::kube::read(&sources).await.unwrap();
+        b.refuse_lists(true);
+        let state = tempfile::tempdir().unwrap();
+        let (dash, _sandbox, _clock) = dashboard_on(state.path(), fleet, sources).await;
+        let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        dash.follow_fleet(&tx);
+        while a.watches() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for i in 0..10 {
+            a.reboot(&format!("a-{i}"), "5.15.0-125-generic");
+        }
+        let mut notices = pump(&dash, &mut app, &mut rx, "cluster a's reboots", |app| {
+            nodes_of(app, "ubuntu/22.04/x86_64/5.15.0-125-generic") == Some(10) && !app.loading
+        })
+        .await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !notices.iter().any(|n| n.starts_with("kube:b:")) {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(Action::Notice(n))) => notices.push(n),
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        assert_eq!(
+            nodes_of(&app, "ubuntu/22.04/x86_64/5.15.0-91-generic"),
+            Some(20)
+        );
+        assert_eq!(
+            nodes_of(&app, "debian/12/x86_64/6.1.0-18-amd64"),
+            Some(20),
+            "cluster b's nodes stay as listed"
+        );
+        assert!(
+            notices
+                .iter()
+                .any(|n| n.starts_with("kube:b: listing nodes failed: 503 ServiceUnavailable")),
+            "{notices:?}"
+        );
+    }
+
     /// An Ubuntu archive on 127.0.0.1 whose jammy-updates index lists these kernels' headers.
     async fn ubuntu_archive(kernels: &[&str]) -> kfleet::headers::Chain {
         let mut index = String::new();

@@ -118,10 +118,14 @@ fn node_list(
                 rows[3].push(Some(row.kernel_version));
                 rows[4].push(Some(row.os_image));
             }
-            Err(reason) => fleet.add_bad(BadRow {
+            Err(missing) => fleet.add_bad(BadRow {
                 file: file.to_string(),
                 line: None,
-                reason: format!("items[{i}] {reason}"),
+                reason: format!(
+                    "items[{i}] (node {}): status.nodeInfo.{} is missing",
+                    crate::report::clean(&missing.node),
+                    missing.field
+                ),
             }),
         }
     }
@@ -139,9 +143,27 @@ pub(crate) struct NodeRow {
     pub os_image: String,
 }
 
+/// A node whose kubelet has not reported a field kfleet needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MissingField {
+    pub node: String,
+    pub field: &'static str,
+}
+
+impl std::fmt::Display for MissingField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node {}: status.nodeInfo.{} is missing",
+            crate::report::clean(&self.node),
+            self.field
+        )
+    }
+}
+
 /// A Node object (from a NodeList file or the API) to its identity fields: the one mapping every
-/// Kubernetes source uses. The error names the node and the missing field.
-pub(crate) fn node_row(item: &Value) -> Result<NodeRow, String> {
+/// Kubernetes source uses.
+pub(crate) fn node_row(item: &Value) -> Result<NodeRow, MissingField> {
     let name = item
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -159,10 +181,10 @@ pub(crate) fn node_row(item: &Value) -> Result<NodeRow, String> {
         .into_iter()
         .find(|(_, v)| v.is_none())
         .map_or("?", |(f, _)| f);
-        return Err(format!(
-            "(node {}): status.nodeInfo.{field} is missing",
-            crate::report::clean(name)
-        ));
+        return Err(MissingField {
+            node: name.to_string(),
+            field,
+        });
     };
     let (distribution, version) = distribution_from_os_image(&image);
     Ok(NodeRow {

@@ -25,6 +25,9 @@ pub const PAGE_SIZE: u32 = 500;
 const MAX_PAGES: usize = 10_000;
 /// Times a listing starts again when its continue token expires (410 Gone).
 const MAX_RELISTS: usize = 3;
+/// Times one page is asked for again when the API server is busy or unavailable (429, 5xx),
+/// waiting 0.5 s, 1 s, 2 s.
+const PAGE_RETRIES: u32 = 3;
 /// How long the dashboard gathers watch events before it shows the fleet again: a reboot wave
 /// of 50 nodes is one update, not fifty.
 pub const SETTLE: Duration = Duration::from_millis(300);
@@ -109,6 +112,10 @@ impl KubeSource {
         };
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = read_timeout;
+        // kube's own retry waits up to 15 times (minutes in all) on a 503: a report would seem
+        // to hang and the dashboard would not say why. Listing retries briefly itself; the
+        // watch reconnects with its backoff and reports each failure.
+        config.default_retry = false;
         let url = crate::report::clean(&config.cluster_url.to_string()).into_owned();
         let client = Client::try_from(config)
             .map_err(|e| format!("cannot build a client for kube context '{name}': {e}"))?;
@@ -128,8 +135,8 @@ type Seen = Result<NodeRow, String>;
 fn seen(obj: &DynamicObject) -> (String, Seen) {
     let name = obj.metadata.name.clone().unwrap_or_default();
     let row = serde_json::to_value(obj)
-        .map_err(|e| format!("(node {name}): cannot read: {e}"))
-        .and_then(|v| node_row(&v));
+        .map_err(|e| format!("node {}: cannot read: {e}", crate::report::clean(&name)))
+        .and_then(|v| node_row(&v).map_err(|missing| missing.to_string()));
     (name, row)
 }
 
@@ -165,7 +172,7 @@ pub async fn list(source: &KubeSource, page: u32) -> Result<Listed, InventoryErr
     let api = nodes_api(client);
     let mut nodes = BTreeMap::new();
     let mut token: Option<String> = None;
-    let (mut pages, mut relists) = (0usize, 0usize);
+    let (mut pages, mut relists, mut retries) = (0usize, 0usize, 0u32);
     loop {
         let mut params = ListParams::default().limit(page.max(1));
         if let Some(t) = &token {
@@ -173,6 +180,7 @@ pub async fn list(source: &KubeSource, page: u32) -> Result<Listed, InventoryErr
         }
         match api.list(&params).await {
             Ok(list) => {
+                retries = 0;
                 for obj in &list.items {
                     let (name, row) = seen(obj);
                     nodes.insert(name, row);
@@ -188,6 +196,12 @@ pub async fn list(source: &KubeSource, page: u32) -> Result<Listed, InventoryErr
                     )));
                 }
             }
+            Err(kube::Error::Api(status))
+                if (status.code == 429 || status.code >= 500) && retries < PAGE_RETRIES =>
+            {
+                tokio::time::sleep(Duration::from_millis(500 << retries)).await;
+                retries += 1;
+            }
             Err(kube::Error::Api(status)) if status.code == 410 && relists < MAX_RELISTS => {
                 relists += 1;
                 nodes.clear();
@@ -196,7 +210,7 @@ pub async fn list(source: &KubeSource, page: u32) -> Result<Listed, InventoryErr
             Err(e) => {
                 return Err(err(format!(
                     "cannot list nodes in kube context '{context}' ({url}): {}",
-                    crate::net::error_chain(&e)
+                    kube_error(&e)
                 )));
             }
         }
@@ -265,7 +279,7 @@ fn add_nodes<'a>(
             Err(reason) => fleet.add_bad(BadRow {
                 file: spec.to_string(),
                 line: None,
-                reason: reason.trim_start_matches('(').replacen("):", ":", 1),
+                reason: reason.clone(),
             }),
         }
     }
@@ -301,8 +315,13 @@ fn add_nodes<'a>(
 /// What a fleet watch reports.
 #[derive(Debug)]
 pub enum WatchUpdate {
-    /// The fleet as it is now, and what changed since the last update.
-    Fleet { fleet: FleetGroups, change: String },
+    /// The watched clusters' nodes as they are now, and what changed since the last update.
+    /// Only clusters listed so far are in it: `listed` names them (spec, context).
+    Fleet {
+        fleet: FleetGroups,
+        change: String,
+        listed: Vec<(String, String)>,
+    },
     /// Something the operator should know: a dropped watch, a relist, a cluster out of reach.
     Notice(String),
 }
@@ -396,16 +415,20 @@ pub fn watch(sources: Vec<KubeSource>) -> mpsc::Receiver<WatchUpdate> {
                     },
                 }
             }
-            // The first full view is always shown; after that only changes that move an
-            // identity (a node's heartbeat changes nothing kfleet shows).
-            if listed.iter().any(|l| !l) || (shown && changes.is_empty() && relisted.is_empty()) {
+            // The first view is shown once a cluster is listed; after that only changes that
+            // move an identity (a node's heartbeat changes nothing kfleet shows). A cluster not
+            // listed yet (out of reach) is left to what the caller already has.
+            let first = !shown && listed.iter().any(|l| *l);
+            if !first && (changes.is_empty() && relisted.is_empty()) {
                 continue;
             }
             shown = true;
             let mut fleet = FleetGroups::default();
-            for (i, spec) in contexts.iter().enumerate() {
+            let mut shown_clusters = Vec::new();
+            for (i, spec) in contexts.iter().enumerate().filter(|(i, _)| listed[*i]) {
                 fleet.files.push(spec.clone());
                 add_nodes(&mut fleet, spec, &names[i], nodes[i].values());
+                shown_clusters.push((spec.clone(), names[i].clone()));
             }
             let mut change = std::mem::take(&mut changes).describe();
             relisted.sort();
@@ -416,11 +439,12 @@ pub fn watch(sources: Vec<KubeSource>) -> mpsc::Receiver<WatchUpdate> {
                     format!("{change}; {r}")
                 };
             }
-            if out
-                .send(WatchUpdate::Fleet { fleet, change })
-                .await
-                .is_err()
-            {
+            let update = WatchUpdate::Fleet {
+                fleet,
+                change,
+                listed: shown_clusters,
+            };
+            if out.send(update).await.is_err() {
                 return;
             }
         }
@@ -528,15 +552,77 @@ async fn follow(i: usize, source: KubeSource, events: mpsc::Sender<(usize, Sourc
 }
 
 fn describe_watch_error(spec: &str, e: &watcher::Error) -> String {
-    match e {
+    let what = match e {
         watcher::Error::WatchError(status) if status.code == 410 => {
-            format!(
+            return format!(
                 "{spec}: the watch's resourceVersion expired (410 Gone); listing the nodes again"
-            )
+            );
         }
-        other => format!(
-            "{spec}: the node watch failed: {}; reconnecting",
-            crate::net::error_chain(other)
-        ),
+        watcher::Error::WatchError(status) => {
+            format!("the API server ended the watch: {}", status_text(status))
+        }
+        watcher::Error::InitialListFailed(e) => format!("listing nodes failed: {}", kube_error(e)),
+        watcher::Error::WatchStartFailed(e) => {
+            format!("starting the watch failed: {}", kube_error(e))
+        }
+        watcher::Error::WatchFailed(e) => format!("the watch failed: {}", kube_error(e)),
+        other => other.to_string(),
+    };
+    format!("{spec}: {what}; trying again with backoff")
+}
+
+/// An API error as its code, reason and message; a transport error with its causes.
+fn kube_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => status_text(status),
+        other => crate::net::error_chain(other),
     }
+}
+
+fn status_text(status: &kube::core::Status) -> String {
+    crate::report::clean(&format!(
+        "{} {}: {}",
+        status.code, status.reason, status.message
+    ))
+    .into_owned()
+}
+
+/// `current` with the watched clusters' part replaced by `watched`: inventory files and clusters
+/// the watch has not listed yet keep what `current` had.
+pub fn merge_watched(
+    current: &FleetGroups,
+    watched: FleetGroups,
+    listed: &[(String, String)],
+) -> FleetGroups {
+    let replaced_context = |c: &Option<String>| {
+        c.as_ref()
+            .is_some_and(|c| listed.iter().any(|(_, n)| n == c))
+    };
+    let replaced_file = |f: &str| listed.iter().any(|(s, _)| s == f);
+    let mut merged = FleetGroups {
+        files: current.files.clone(),
+        groups: current
+            .groups
+            .iter()
+            .filter(|g| !replaced_context(&g.context))
+            .cloned()
+            .collect(),
+        ..FleetGroups::default()
+    };
+    let kept_unlisted = current
+        .bad_row_count
+        .saturating_sub(current.bad_rows_listed());
+    for bad in current.bad_rows.iter().filter(|b| !replaced_file(&b.file)) {
+        merged.add_bad(bad.clone());
+    }
+    merged.bad_row_count += kept_unlisted;
+    let watched_unlisted = watched
+        .bad_row_count
+        .saturating_sub(watched.bad_rows_listed());
+    merged.groups.extend(watched.groups);
+    for bad in watched.bad_rows {
+        merged.add_bad(bad);
+    }
+    merged.bad_row_count += watched_unlisted;
+    merged
 }

@@ -112,10 +112,15 @@ impl Dashboard {
         tokio::spawn(async move {
             while let Some(update) = updates.recv().await {
                 let action = match update {
-                    crate::inventory::kube::WatchUpdate::Fleet { fleet, change } => {
+                    crate::inventory::kube::WatchUpdate::Fleet {
+                        fleet,
+                        change,
+                        listed,
+                    } => {
                         let nodes: u64 = fleet.groups.iter().map(|g| g.nodes).sum();
                         let mut slot = me.fleet.write().unwrap_or_else(|e| e.into_inner());
-                        *slot = Arc::new(with_files_of(&slot, fleet));
+                        *slot =
+                            Arc::new(crate::inventory::kube::merge_watched(&slot, fleet, &listed));
                         drop(slot);
                         let change = if change.is_empty() {
                             format!("fleet: {nodes} nodes")
@@ -243,37 +248,6 @@ impl Dashboard {
             }
         }
     }
-}
-
-/// The watched clusters' nodes beside what the inventory files said (files do not change).
-fn with_files_of(current: &FleetGroups, watched: FleetGroups) -> FleetGroups {
-    let from_kube = |file: &str| file.starts_with(crate::inventory::kube::PREFIX);
-    let mut merged = FleetGroups {
-        files: current.files.clone(),
-        groups: current
-            .groups
-            .iter()
-            .filter(|g| g.context.is_none())
-            .cloned()
-            .collect(),
-        bad_rows: current
-            .bad_rows
-            .iter()
-            .filter(|b| !from_kube(&b.file))
-            .cloned()
-            .collect(),
-        bad_row_count: 0,
-    };
-    merged.bad_row_count = current.bad_row_count
-        - current
-            .bad_rows
-            .iter()
-            .filter(|b| from_kube(&b.file))
-            .count() as u64;
-    merged.groups.extend(watched.groups);
-    merged.bad_row_count += watched.bad_row_count;
-    merged.bad_rows.extend(watched.bad_rows);
-    merged
 }
 
 /// Restores the terminal however the dashboard ends (ratatui's panic hook covers panics).

@@ -37,6 +37,10 @@ struct Inner {
     lists: Vec<(Option<usize>, bool)>,
     watches: usize,
     expire_next: bool,
+    /// Lists answer 503 (an apiserver out of reach behind its load balancer).
+    refuse_lists: bool,
+    /// The next this many lists answer 503.
+    refuse_next: usize,
     /// Bumped to end every open watch connection.
     generation: u64,
 }
@@ -139,6 +143,8 @@ impl KubeFixture {
             lists: Vec::new(),
             watches: 0,
             expire_next: false,
+            refuse_lists: false,
+            refuse_next: 0,
             generation: 0,
         };
         for mut n in nodes {
@@ -264,6 +270,16 @@ impl KubeFixture {
         )));
     }
 
+    /// From now on, list requests get 503 (or are served again).
+    pub fn refuse_lists(&self, refuse: bool) {
+        self.inner.lock().unwrap().refuse_lists = refuse;
+    }
+
+    /// The next `n` list requests get 503.
+    pub fn refuse_next_lists(&self, n: usize) {
+        self.inner.lock().unwrap().refuse_next = n;
+    }
+
     /// The next page request that carries a continue token gets 410 Expired.
     pub fn expire_next_continue_token(&self) {
         self.inner.lock().unwrap().expire_next = true;
@@ -347,6 +363,15 @@ async fn nodes_route(
         return watch(app, &q);
     }
     let mut g = app.inner.lock().unwrap();
+    let refuse_this = g.refuse_next > 0;
+    g.refuse_next = g.refuse_next.saturating_sub(1);
+    if g.refuse_lists || refuse_this {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        );
+    }
     let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok());
     let token = q.get("continue").filter(|t| !t.is_empty());
     g.lists.push((limit, token.is_some()));
