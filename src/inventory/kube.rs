@@ -339,10 +339,10 @@ enum SourceEvent {
     Problem(String),
 }
 
-/// Watches every source's nodes; the receiver gets the whole fleet after each settled change
-/// (first once every cluster has been listed). Dropped watches reconnect with backoff and an
-/// expired resourceVersion relists; both are reported as notices. Ends when the receiver is
-/// dropped.
+/// Watches every source's nodes; the receiver gets the listed clusters' nodes after each settled
+/// change (first as soon as one cluster is listed; a cluster out of reach joins when its listing
+/// succeeds). Dropped watches reconnect with backoff and an expired resourceVersion relists; both
+/// are reported as notices. Ends when the receiver is dropped.
 pub fn watch(sources: Vec<KubeSource>) -> mpsc::Receiver<WatchUpdate> {
     let (out, rx) = mpsc::channel(16);
     let (events, mut incoming) = mpsc::channel::<(usize, SourceEvent)>(1024);
