@@ -27,6 +27,8 @@ struct Files {
     koji: HashMap<String, (i64, Vec<(String, String)>)>,
     /// Conditional GETs answered 304.
     not_modified: usize,
+    /// GET requests per path.
+    gets: std::collections::HashMap<String, usize>,
 }
 
 type Shared = Arc<Mutex<Files>>;
@@ -53,6 +55,9 @@ async fn serve(State(files): State<Shared>, request: Request) -> Response {
             .await
             .unwrap();
         return koji(&files, &body);
+    }
+    if method == Method::GET {
+        *files.lock().unwrap().gets.entry(path.clone()).or_default() += 1;
     }
     let key = format!("{path}{query}");
     let found = {
@@ -2238,6 +2243,9 @@ fn upcoming_reports_the_fleets_lines_against_the_release() {
         String::from_utf8_lossy(&out.get_output().stdout).into_owned()
     };
     let json: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    // The GA and HWE lines share Ubuntu 22.04's index: it is read once for both.
+    let index_gets = || fx.files.lock().unwrap().gets["/ubuntu/dists/jammy-updates/main/binary-amd64/Packages.xz"];
+    assert_eq!(index_gets(), 1);
     let rows: Vec<(String, u64, String, String)> = json
         .as_array()
         .unwrap()

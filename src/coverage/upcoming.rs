@@ -99,8 +99,9 @@ pub async fn find(
         lines: all.len(),
         ..UpcomingReport::default()
     };
+    let pass = crate::headers::ListingPass::default();
     for line in ranked {
-        let upcoming = match resolver.newer_on_line(&line.newest).await {
+        let upcoming = match resolver.newer_on_line_in(&line.newest, &pass).await {
             Ok((upcoming, _)) => upcoming,
             Err(e) => {
                 report.notes.push(format!("{}: {e}", line.line));

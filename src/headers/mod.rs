@@ -11,7 +11,7 @@ pub mod upcoming;
 pub use chain::{Chain, ChainError, PlannedSource, plan};
 pub use parts::KernelParts;
 pub use spec::{Protocol, SourceKind, SourceSpec};
-pub use upcoming::{FleetLine, Upcoming, compare_kernels, fleet_lines, line_of};
+pub use upcoming::{FleetLine, ListingPass, Upcoming, compare_kernels, fleet_lines, line_of};
 
 use crate::identity::KernelIdentity;
 use serde::{Deserialize, Serialize};
@@ -147,7 +147,19 @@ impl Resolver {
         source: &'a SourceSpec,
         attempts: &'a mut Vec<Attempt>,
     ) -> sources::Ctx<'a> {
+        self.listing_context(parts, source, attempts, None)
+    }
+
+    /// [`Self::context`] sharing the indexes read in one listing pass.
+    fn listing_context<'a>(
+        &'a self,
+        parts: &'a KernelParts,
+        source: &'a SourceSpec,
+        attempts: &'a mut Vec<Attempt>,
+        listings: Option<&'a sources::ListingMemo>,
+    ) -> sources::Ctx<'a> {
         sources::Ctx {
+            listings,
             http: &self.http,
             parts,
             source,

@@ -130,12 +130,25 @@ pub struct Upcoming {
     pub source: String,
 }
 
+/// One pass over many lines: an APT suite's index is read once however many lines ask for it.
+#[derive(Default)]
+pub struct ListingPass(super::sources::ListingMemo);
+
 impl Resolver {
     /// The kernels on `newest`'s line that the chain's APT and RPM repositories list and that
     /// are newer than it, oldest first, with every request made.
     pub async fn newer_on_line(
         &self,
         newest: &KernelIdentity,
+    ) -> Result<(Vec<Upcoming>, Vec<Attempt>), HeaderError> {
+        self.newer_on_line_in(newest, &ListingPass::default()).await
+    }
+
+    /// [`Self::newer_on_line`] within a pass over several lines.
+    pub async fn newer_on_line_in(
+        &self,
+        newest: &KernelIdentity,
+        pass: &ListingPass,
     ) -> Result<(Vec<Upcoming>, Vec<Attempt>), HeaderError> {
         let specs = self.chain.for_identity(newest);
         if specs.is_empty() {
@@ -146,7 +159,7 @@ impl Resolver {
         let mut attempts = Vec::new();
         let mut found: Vec<Upcoming> = Vec::new();
         for spec in specs {
-            let mut ctx = self.context(&parts, spec, &mut attempts);
+            let mut ctx = self.listing_context(&parts, spec, &mut attempts, Some(&pass.0));
             let Ok(listed) =
                 tokio::time::timeout(self.options.source_timeout, sources::list_kernels(&mut ctx))
                     .await

@@ -11,6 +11,7 @@ use crate::builds::{Decision, Planner};
 use crate::coverage::{self, CoverageOptions, CoverageReport};
 use crate::forge::Forge;
 use crate::inventory::FleetGroups;
+use crate::locks::ReadWrite;
 use app::{Action, App, Effect};
 use crossterm::event::{Event, EventStream, KeyEventKind};
 use futures_util::StreamExt;
@@ -72,11 +73,7 @@ impl Dashboard {
             self.planner.clock().now(),
         );
         let assets = index_assets(release, &self.template);
-        let fleet = self
-            .fleet
-            .read()
-            .map(|f| f.clone())
-            .unwrap_or_else(|e| e.into_inner().clone());
+        let fleet = self.fleet.read_now().clone();
         coverage::compute(&fleet, &assets, &release.tag_name, self.options, &builds)
             .map_err(|e| e.to_string())
     }
@@ -85,11 +82,7 @@ impl Dashboard {
     /// newest the fleet runs, against the release the dashboard reports on.
     pub async fn upcoming(&self) -> Result<crate::coverage::upcoming::UpcomingReport, String> {
         let release = &self.release().await?;
-        let fleet = self
-            .fleet
-            .read()
-            .map(|f| f.clone())
-            .unwrap_or_else(|e| e.into_inner().clone());
+        let fleet = self.fleet.read_now().clone();
         Ok(crate::coverage::upcoming::find(
             &self.resolver,
             &fleet,
@@ -118,7 +111,7 @@ impl Dashboard {
                         listed,
                     } => {
                         let nodes: u64 = fleet.groups.iter().map(|g| g.nodes).sum();
-                        let mut slot = me.fleet.write().unwrap_or_else(|e| e.into_inner());
+                        let mut slot = me.fleet.write_now();
                         *slot =
                             Arc::new(crate::inventory::kube::merge_watched(&slot, fleet, &listed));
                         drop(slot);

@@ -5,6 +5,7 @@ use super::{Ctx, decompress, expanded, join};
 use crate::headers::parts::KernelParts;
 use crate::headers::spec::{Protocol, SourceSpec};
 use crate::headers::{Checksum, HeaderPackage};
+use crate::locks::Lock;
 use std::collections::HashMap;
 
 /// One stanza of an APT `Packages` index.
@@ -131,8 +132,8 @@ pub(super) async fn list(ctx: &mut Ctx<'_>) -> Vec<String> {
     let suffix = format!("-{}", ctx.parts.flavour);
     let mut kernels = Vec::new();
     for suite in indexes(ctx.source, ctx.parts) {
-        let index = read_suite(ctx, &suite).await;
-        kernels.extend(index.keys().filter_map(|p| {
+        let index = read_suite_once(ctx, &suite).await;
+        kernels.extend(index.iter().filter_map(|p| {
             let kernel = p.strip_prefix("linux-headers-")?;
             kernel.ends_with(&suffix).then(|| kernel.to_string())
         }));
@@ -140,6 +141,34 @@ pub(super) async fn list(ctx: &mut Ctx<'_>) -> Vec<String> {
     kernels.sort();
     kernels.dedup();
     kernels
+}
+
+/// The header package names of one suite's indexes, read once per listing pass: lines that share
+/// a release (Ubuntu's GA, HWE and cloud flavours) share its index instead of each downloading
+/// (or asking again) and parsing it.
+async fn read_suite_once(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> std::sync::Arc<Vec<String>> {
+    let key: String = suite
+        .components
+        .iter()
+        .flat_map(|(_, urls)| urls.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if let Some(memo) = ctx.listings
+        && let Some(names) = memo.locked().get(&key)
+    {
+        return names.clone();
+    }
+    let names: std::sync::Arc<Vec<String>> = std::sync::Arc::new(
+        read_suite(ctx, suite)
+            .await
+            .into_keys()
+            .filter(|p| p.starts_with("linux-headers-"))
+            .collect(),
+    );
+    if let Some(memo) = ctx.listings {
+        memo.locked().insert(key, names.clone());
+    }
+    names
 }
 
 /// Every component's index of one suite, merged (dependencies may live in another component):

@@ -26,7 +26,13 @@ pub(super) struct Ctx<'a> {
     pub attempts: &'a mut Vec<Attempt>,
     /// Where fetched metadata and its validators are kept; `None`: every GET is plain.
     pub metadata: Option<std::path::PathBuf>,
+    /// Indexes already read in this listing pass (upcoming kernels over many lines).
+    pub listings: Option<&'a ListingMemo>,
 }
+
+/// The header package names of each APT suite read so far, by the suite's index URLs.
+pub(crate) type ListingMemo =
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Vec<String>>>>;
 
 /// A kept response: its URL (a guard against hash collisions) and validators.
 #[derive(serde::Serialize, serde::Deserialize)]
