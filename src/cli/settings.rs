@@ -64,10 +64,7 @@ impl IdentityArgs {
 
 impl HeaderChainArgs {
     pub(crate) fn chain(&self) -> Result<Chain> {
-        Ok(match &self.sources {
-            Some(path) => Chain::load(path)?,
-            None => Chain::builtin(),
-        })
+        Ok(Chain::load_or_builtin(self.sources.as_deref())?)
     }
 
     pub(crate) fn resolver(&self, config: &Config) -> Result<Resolver> {

@@ -5,10 +5,7 @@ use crate::buildenv::{Digests, Planned, plan};
 
 pub(crate) fn build_plan_cmd(args: BuildPlanArgs) -> Result<ExitCode> {
     let id = args.identity.identity()?;
-    let chain = match &args.sources {
-        Some(path) => crate::headers::Chain::load(path)?,
-        None => crate::headers::Chain::builtin(),
-    };
+    let chain = crate::headers::Chain::load_or_builtin(args.sources.as_deref())?;
     let digests = match &args.digests {
         Some(path) => Digests::load(path)?,
         None => Digests::default(),

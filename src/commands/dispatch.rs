@@ -122,6 +122,5 @@ async fn upcoming_keys(
     for note in &found.notes {
         eprintln!("note: {note}");
     }
-    let keys: Vec<String> = found.rows.iter().map(|r| r.key()).collect();
-    Ok(keys)
+    Ok(found.rows.iter().map(|r| r.key()).collect())
 }

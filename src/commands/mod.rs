@@ -118,12 +118,8 @@ pub(crate) fn upcoming_resolver(
     sources: Option<&PathBuf>,
     state_root: &std::path::Path,
 ) -> Result<crate::headers::Resolver> {
-    let chain = match sources {
-        Some(path) => crate::headers::Chain::load(path)?,
-        None => crate::headers::Chain::builtin(),
-    };
     Ok(crate::headers::Resolver::new(
-        chain,
+        crate::headers::Chain::load_or_builtin(sources.map(PathBuf::as_path))?,
         crate::headers::ResolverOptions {
             cache: Some((
                 state_root.join("headers"),

@@ -28,8 +28,7 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
             limit: args.limit,
             verbose: args.verbose,
         };
-        let text = report::render(&report, args.format, &view)?;
-        if args.upcoming {
+        let upcoming = if args.upcoming {
             let resolver =
                 super::upcoming_resolver(args.sources.as_ref(), &args.build.state_root(config))?;
             let found = runtime()?.block_on(crate::coverage::upcoming::find(
@@ -42,10 +41,11 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
             for note in &found.notes {
                 eprintln!("note: {note}");
             }
-            report::with_upcoming(text, &report, &found, args.format)?
+            Some(found)
         } else {
-            text
-        }
+            None
+        };
+        report::render(&report, args.format, &view, upcoming.as_ref())?
     };
     emit(args.output.as_ref(), &text)?;
     if let Some(floor) = args.fail_under

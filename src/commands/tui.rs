@@ -65,10 +65,7 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         head_share,
         target: target / 100.0,
     };
-    let chain = match &args.sources {
-        Some(path) => Chain::load(path)?,
-        None => Chain::builtin(),
-    };
+    let chain = Chain::load_or_builtin(args.sources.as_deref())?;
     runtime()?.block_on(async move {
         let listing = forge.list_releases().await?;
         let release = select_release(&listing.releases, args.driver_version.as_deref())?;

@@ -8,7 +8,7 @@ use crate::identity::{RawIdentity, Verdict, check_with_os_image};
 use crate::inventory::{BadRow, FleetGroups};
 use polars::prelude::*;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The one status each identity has for the selected driver version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -223,7 +223,7 @@ fn rank(
     head_share: f64,
 ) -> PolarsResult<DataFrame> {
     let n = parsed.len();
-    let mut cols: [Vec<String>; 6] = Default::default();
+    let mut cols: [Vec<String>; 5] = Default::default();
     let mut base = Vec::with_capacity(n);
     let mut reason = Vec::with_capacity(n);
     let mut nodes = Vec::with_capacity(n);
@@ -233,12 +233,11 @@ fn rank(
         cols[2].push(p.distro_version);
         cols[3].push(p.architecture);
         cols[4].push(p.kernel_version);
-        cols[5].push(p.contexts.into_iter().collect::<Vec<_>>().join("\u{1f}"));
         base.push(p.base);
         reason.push(p.reason);
         nodes.push(p.nodes);
     }
-    let [key, dist, ver, arch, kver, contexts] = cols;
+    let [key, dist, ver, arch, kver] = cols;
     let identities = DataFrame::new_infer_height(vec![
         Column::new("key".into(), key),
         Column::new("distribution".into(), dist),
@@ -248,7 +247,6 @@ fn rank(
         Column::new("nodes".into(), nodes),
         Column::new("base".into(), base),
         Column::new("reason".into(), reason),
-        Column::new("contexts".into(), contexts),
     ])?;
     let artifacts = DataFrame::new_infer_height(vec![
         Column::new(
@@ -309,7 +307,6 @@ fn rank(
 
 fn rows_from_frame(df: &DataFrame) -> PolarsResult<Vec<IdentityRow>> {
     let s = |name: &str| df.column(name).and_then(|c| c.str().cloned());
-    let contexts = s("contexts")?;
     let (key, dist, ver, arch, kver, status, reason, asset) = (
         s("key")?,
         s("distribution")?,
@@ -339,11 +336,7 @@ fn rows_from_frame(df: &DataFrame) -> PolarsResult<Vec<IdentityRow>> {
                 reason: reason.get(i).map(str::to_string),
                 asset: asset.get(i).map(str::to_string),
                 in_head: in_head.get(i).unwrap_or(false),
-                contexts: contexts
-                    .get(i)
-                    .filter(|c| !c.is_empty())
-                    .map(|c| c.split('\u{1f}').map(str::to_string).collect())
-                    .unwrap_or_default(),
+                contexts: Vec::new(),
             })
         })
         .collect()
@@ -438,10 +431,24 @@ pub fn compute(
     options: CoverageOptions,
     builds: &BuildStates,
 ) -> Result<CoverageReport, CoverageError> {
-    let parsed = parse_groups(fleet);
+    let mut parsed = parse_groups(fleet);
+    // The kube contexts stay beside the frame: only live inventories have any.
+    let mut contexts: HashMap<String, Vec<String>> = parsed
+        .iter_mut()
+        .filter(|(_, p)| !p.contexts.is_empty())
+        .map(|(k, p)| {
+            (
+                k.clone(),
+                std::mem::take(&mut p.contexts).into_iter().collect(),
+            )
+        })
+        .collect();
     let frame = rank(parsed, assets, options.head_share)?;
     let mut identities = rows_from_frame(&frame)?;
     for row in &mut identities {
+        if let Some(c) = contexts.remove(&row.key) {
+            row.contexts = c;
+        }
         if matches!(
             row.status,
             CoverageStatus::Missing | CoverageStatus::LongTail

@@ -42,6 +42,14 @@ impl Chain {
             .expect("the built-in header sources are valid")
     }
 
+    /// The chain in `path`, or the built-in one when there is none.
+    pub fn load_or_builtin(path: Option<&Path>) -> Result<Self, ChainError> {
+        match path {
+            Some(path) => Self::load(path),
+            None => Ok(Self::builtin()),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self, ChainError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ChainError::Read {

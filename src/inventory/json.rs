@@ -161,31 +161,29 @@ impl std::fmt::Display for MissingField {
     }
 }
 
-/// A Node object (from a NodeList file or the API) to its identity fields: the one mapping every
-/// Kubernetes source uses.
+/// A Node object from a NodeList file to its identity fields.
 pub(crate) fn node_row(item: &Value) -> Result<NodeRow, MissingField> {
     let name = item
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("?");
-    let info = item.pointer("/status/nodeInfo");
-    let get = |k: &str| info.and_then(|i| i.get(k)).and_then(as_text);
-    let (kernel, image, arch) = (get("kernelVersion"), get("osImage"), get("architecture"));
-    let (Some(kernel), Some(image), Some(arch)) = (kernel.clone(), image.clone(), arch.clone())
-    else {
-        let field = [
-            ("kernelVersion", &kernel),
-            ("osImage", &image),
-            ("architecture", &arch),
-        ]
-        .into_iter()
-        .find(|(_, v)| v.is_none())
-        .map_or("?", |(f, _)| f);
-        return Err(MissingField {
-            node: name.to_string(),
-            field,
-        });
+    node_info_row(name, item.pointer("/status/nodeInfo"))
+}
+
+/// The `status.nodeInfo` of node `name` to its identity fields: the one mapping every Kubernetes
+/// source uses (NodeList files and the API).
+pub(crate) fn node_info_row(name: &str, info: Option<&Value>) -> Result<NodeRow, MissingField> {
+    let get = |field: &'static str| {
+        info.and_then(|i| i.get(field))
+            .and_then(as_text)
+            .ok_or_else(|| MissingField {
+                node: name.to_string(),
+                field,
+            })
     };
+    let kernel = get("kernelVersion")?;
+    let image = get("osImage")?;
+    let arch = get("architecture")?;
     let (distribution, version) = distribution_from_os_image(&image);
     Ok(NodeRow {
         distribution,

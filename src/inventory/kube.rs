@@ -3,9 +3,9 @@
 //! keeping its context). Nodes are listed page by page (`limit` and `continue`) for reports, and
 //! watched for the dashboard through kube-runtime's watcher (resourceVersion, bookmarks, a relist
 //! on 410 Gone, reconnects with backoff). Every Node becomes an identity through
-//! [`super::json::node_row`], the mapping the NodeList file reader uses.
+//! [`super::json::node_info_row`], the mapping the NodeList file reader uses.
 
-use super::json::{NodeRow, node_row};
+use super::json::{NodeRow, node_info_row};
 use super::{BadRow, FleetGroups, InventoryError, RawGroup};
 use futures_util::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
@@ -54,16 +54,11 @@ impl KubeSource {
         format!("{PREFIX}{}", self.context.as_deref().unwrap_or(""))
     }
 
-    /// A client for this cluster and the context's name (the column reports show). The
+    /// A client for this cluster, the context's name (the column reports show) and the API
+    /// server's URL (for messages). The
     /// kubeconfig comes from `KUBECONFIG` or `~/.kube/config`, exec plugins included; without
     /// one, `kube:` uses the pod's in-cluster service account.
-    async fn connect(&self, read_timeout: Option<Duration>) -> Result<(Client, String), String> {
-        let (client, name, _) = self.connect_to(read_timeout).await?;
-        Ok((client, name))
-    }
-
-    /// [`Self::connect`], with the API server's URL for messages.
-    async fn connect_to(
+    async fn connect(
         &self,
         read_timeout: Option<Duration>,
     ) -> Result<(Client, String, String), String> {
@@ -134,9 +129,8 @@ type Seen = Result<NodeRow, String>;
 
 fn seen(obj: &DynamicObject) -> (String, Seen) {
     let name = obj.metadata.name.clone().unwrap_or_default();
-    let row = serde_json::to_value(obj)
-        .map_err(|e| format!("node {}: cannot read: {e}", crate::report::clean(&name)))
-        .and_then(|v| node_row(&v).map_err(|missing| missing.to_string()));
+    let row = node_info_row(&name, obj.data.pointer("/status/nodeInfo"))
+        .map_err(|missing| missing.to_string());
     (name, row)
 }
 
@@ -166,7 +160,7 @@ pub async fn list(source: &KubeSource, page: u32) -> Result<Listed, InventoryErr
         message,
     };
     let (client, context, url) = source
-        .connect_to(Some(Duration::from_secs(60)))
+        .connect(Some(Duration::from_secs(60)))
         .await
         .map_err(err)?;
     let api = nodes_api(client);
@@ -255,13 +249,7 @@ pub fn read_blocking(
             })
         })
     })?;
-    let unlisted = read.bad_row_count.saturating_sub(read.bad_rows_listed());
-    fleet.files.extend(read.files);
-    fleet.groups.extend(read.groups);
-    for bad in read.bad_rows {
-        fleet.add_bad(bad);
-    }
-    fleet.bad_row_count += unlisted;
+    fleet.extend(read);
     Ok(())
 }
 
@@ -504,7 +492,7 @@ async fn follow(i: usize, source: KubeSource, events: mpsc::Sender<(usize, Sourc
     let mut delay = Duration::from_millis(500);
     let client = loop {
         match source.connect(None).await {
-            Ok((client, name)) => {
+            Ok((client, name, _)) => {
                 if events
                     .send((i, SourceEvent::Connected(name)))
                     .await
@@ -599,6 +587,14 @@ pub fn merge_watched(
             .is_some_and(|c| listed.iter().any(|(_, n)| n == c))
     };
     let replaced_file = |f: &str| listed.iter().any(|(s, _)| s == f);
+    let bad_rows: Vec<_> = current
+        .bad_rows
+        .iter()
+        .filter(|b| !replaced_file(&b.file))
+        .cloned()
+        .collect();
+    // Bad rows past the listed ones are only counted, whichever source they came from.
+    let only_counted = current.bad_row_count - current.bad_rows.len() as u64;
     let mut merged = FleetGroups {
         files: current.files.clone(),
         groups: current
@@ -607,22 +603,12 @@ pub fn merge_watched(
             .filter(|g| !replaced_context(&g.context))
             .cloned()
             .collect(),
-        ..FleetGroups::default()
+        bad_row_count: bad_rows.len() as u64 + only_counted,
+        bad_rows,
     };
-    let kept_unlisted = current
-        .bad_row_count
-        .saturating_sub(current.bad_rows_listed());
-    for bad in current.bad_rows.iter().filter(|b| !replaced_file(&b.file)) {
-        merged.add_bad(bad.clone());
-    }
-    merged.bad_row_count += kept_unlisted;
-    let watched_unlisted = watched
-        .bad_row_count
-        .saturating_sub(watched.bad_rows_listed());
-    merged.groups.extend(watched.groups);
-    for bad in watched.bad_rows {
-        merged.add_bad(bad);
-    }
-    merged.bad_row_count += watched_unlisted;
+    merged.extend(FleetGroups {
+        files: Vec::new(),
+        ..watched
+    });
     merged
 }

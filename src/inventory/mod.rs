@@ -88,9 +88,16 @@ pub struct FleetGroups {
 }
 
 impl FleetGroups {
-    /// Bad rows kept in `bad_rows` (the rest are only counted).
-    fn bad_rows_listed(&self) -> u64 {
-        self.bad_rows.len() as u64
+    /// Adds another reading's files, groups and bad rows (listed up to the limit, the rest
+    /// counted) to this one.
+    pub(crate) fn extend(&mut self, other: FleetGroups) {
+        let only_counted = other.bad_row_count - other.bad_rows.len() as u64;
+        self.files.extend(other.files);
+        self.groups.extend(other.groups);
+        for bad in other.bad_rows {
+            self.add_bad(bad);
+        }
+        self.bad_row_count += only_counted;
     }
 
     fn add_bad(&mut self, row: BadRow) {

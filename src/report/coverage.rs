@@ -26,15 +26,26 @@ impl View {
     }
 }
 
-/// Renders a coverage report.
-pub fn render(report: &CoverageReport, format: Format, view: &View) -> Result<String, ReportError> {
-    match format {
-        Format::Table => Ok(table(report, view)),
-        Format::Csv => identities_csv(&view.rows(report)),
-        Format::Json => json(report, view),
-        Format::Markdown => Ok(markdown(report, view)),
-        Format::Html => Ok(super::html::html(report, view)),
-    }
+/// Renders a coverage report, with the upcoming kernels as a section of their own when given
+/// (counted apart: node coverage stays the coverage of running kernels; CSV stays the
+/// identities alone).
+pub fn render(
+    report: &CoverageReport,
+    format: Format,
+    view: &View,
+    upcoming: Option<&UpcomingReport>,
+) -> Result<String, ReportError> {
+    let text = match format {
+        Format::Table => table(report, view),
+        Format::Csv => return identities_csv(&view.rows(report)),
+        Format::Json => return json(report, view, upcoming),
+        Format::Markdown => markdown(report, view),
+        Format::Html => super::html::html(report, view),
+    };
+    Ok(match upcoming {
+        Some(found) => with_upcoming(text, report, found, format),
+        None => text,
+    })
 }
 
 /// Whether any row came from a kube context: then reports show a contexts column.
@@ -86,14 +97,31 @@ pub fn identities_csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
     finish_csv(w)
 }
 
-fn json(report: &CoverageReport, view: &View) -> Result<String, ReportError> {
-    let doc = serde_json::json!({
+fn json(
+    report: &CoverageReport,
+    view: &View,
+    upcoming: Option<&UpcomingReport>,
+) -> Result<String, ReportError> {
+    let mut doc = serde_json::json!({
         "summary": report.summary,
         "identities": view.rows(report),
         "unused": report.unused,
         "unrecognised_assets": report.unrecognised,
         "bad_rows": report.bad_rows,
     });
+    if let Some(found) = upcoming {
+        let counts = UpcomingCounts::of(report, found);
+        doc["upcoming"] = serde_json::json!({
+            "lines": found.lines,
+            "lines_with_upcoming": found.lines_with_upcoming,
+            "kernels": found.rows.len(),
+            "covered": counts.covered,
+            "missing": counts.missing,
+            "prebuilt_unused_artifacts": counts.prebuilt,
+            "rows": found.rows,
+            "notes": found.notes,
+        });
+    }
     serde_json::to_string_pretty(&doc)
         .map(|s| s + "\n")
         .map_err(|e| ReportError::Encode(e.to_string()))
@@ -401,27 +429,45 @@ fn markdown(report: &CoverageReport, view: &View) -> String {
     out
 }
 
-/// A coverage report with the upcoming kernels added as their own section: counted apart, so
-/// node coverage stays the coverage of running kernels. The unused artifacts that are prebuilt
-/// upcoming kernels are counted too. CSV stays the identities alone.
-pub fn with_upcoming(
+/// How many upcoming kernels are prebuilt and missing, and how many of the unused artifacts are
+/// prebuilt upcoming kernels.
+struct UpcomingCounts {
+    covered: usize,
+    missing: usize,
+    prebuilt: usize,
+}
+
+impl UpcomingCounts {
+    fn of(report: &CoverageReport, found: &UpcomingReport) -> Self {
+        let keys: std::collections::HashSet<String> = found.rows.iter().map(|r| r.key()).collect();
+        UpcomingCounts {
+            covered: found
+                .rows
+                .iter()
+                .filter(|r| r.status == UpcomingStatus::UpcomingCovered)
+                .count(),
+            missing: found.missing().count(),
+            prebuilt: report
+                .unused
+                .iter()
+                .filter(|a| keys.contains(&a.key))
+                .count(),
+        }
+    }
+}
+
+/// A text report with the upcoming kernels' section after it (before the script in HTML).
+fn with_upcoming(
     text: String,
     report: &CoverageReport,
     found: &UpcomingReport,
     format: Format,
-) -> Result<String, ReportError> {
-    let keys: std::collections::HashSet<String> = found.rows.iter().map(|r| r.key()).collect();
-    let prebuilt = report
-        .unused
-        .iter()
-        .filter(|a| keys.contains(&a.key))
-        .count();
-    let covered = found
-        .rows
-        .iter()
-        .filter(|r| r.status == UpcomingStatus::UpcomingCovered)
-        .count();
-    let missing = found.missing().count();
+) -> String {
+    let UpcomingCounts {
+        covered,
+        missing,
+        prebuilt,
+    } = UpcomingCounts::of(report, found);
     let sentence = format!(
         "{} upcoming kernels on {} of the fleet's {} lines: {covered} prebuilt, {missing} without an artifact; {prebuilt} of the {} unused artifacts are prebuilt upcoming kernels",
         found.rows.len(),
@@ -432,24 +478,7 @@ pub fn with_upcoming(
     let cells = upcoming_cells(&found.rows);
     let mut out = text;
     match format {
-        Format::Csv => {}
-        Format::Json => {
-            let mut doc: serde_json::Value =
-                serde_json::from_str(&out).map_err(|e| ReportError::Encode(e.to_string()))?;
-            doc["upcoming"] = serde_json::json!({
-                "lines": found.lines,
-                "lines_with_upcoming": found.lines_with_upcoming,
-                "kernels": found.rows.len(),
-                "covered": covered,
-                "missing": missing,
-                "prebuilt_unused_artifacts": prebuilt,
-                "rows": found.rows,
-                "notes": found.notes,
-            });
-            out = serde_json::to_string_pretty(&doc)
-                .map(|s| s + "\n")
-                .map_err(|e| ReportError::Encode(e.to_string()))?;
-        }
+        Format::Csv | Format::Json => {}
         Format::Table => {
             let _ = writeln!(out, "\nupcoming (not counted in coverage): {sentence}");
             if !cells.is_empty() {
@@ -494,7 +523,7 @@ pub fn with_upcoming(
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// The upcoming kernels' table columns: HEADERS FROM is the source whose metadata lists the

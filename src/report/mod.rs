@@ -6,7 +6,7 @@ mod coverage;
 mod html;
 mod lists;
 #[cfg(feature = "fleet")]
-pub use coverage::{UPCOMING_COLUMNS, View, identities_csv, render, upcoming_cells, with_upcoming};
+pub use coverage::{UPCOMING_COLUMNS, View, identities_csv, render, upcoming_cells};
 pub use lists::{RunRow, decisions, header_plan, header_resolution, runs};
 
 use crate::artifacts::MatchedAsset;

@@ -390,30 +390,15 @@ impl App {
         match action {
             Action::Key(key) => self.key(key),
             Action::Report(report) => {
-                let was_missing: std::collections::HashSet<&str> = self
-                    .report
-                    .identities
-                    .iter()
-                    .filter(|r| r.status == CoverageStatus::Missing)
-                    .map(|r| r.key.as_str())
-                    .collect();
-                let newly: Vec<String> = report
-                    .identities
-                    .iter()
-                    .filter(|r| r.status == CoverageStatus::Missing)
-                    .filter(|r| !was_missing.contains(r.key.as_str()))
-                    .map(|r| r.key.clone())
-                    .collect();
+                let was_missing: std::collections::HashSet<String> =
+                    self.missing_head().into_iter().collect();
                 self.report = *report;
-                let missing_now: std::collections::HashSet<&str> = self
-                    .report
-                    .identities
-                    .iter()
-                    .filter(|r| r.status == CoverageStatus::Missing)
-                    .map(|r| r.key.as_str())
+                let missing_now = self.missing_head();
+                self.fresh_missing.retain(|k| missing_now.contains(k));
+                let newly: Vec<String> = missing_now
+                    .into_iter()
+                    .filter(|k| !was_missing.contains(k))
                     .collect();
-                self.fresh_missing
-                    .retain(|k| missing_now.contains(k.as_str()));
                 self.status_line = match self.dispatch_note.take() {
                     Some(note) => format!("{note} · refreshed"),
                     None => format!(

@@ -110,11 +110,14 @@ impl Dashboard {
                         change,
                         listed,
                     } => {
-                        let nodes: u64 = fleet.groups.iter().map(|g| g.nodes).sum();
-                        let mut slot = me.fleet.write_now();
-                        *slot =
-                            Arc::new(crate::inventory::kube::merge_watched(&slot, fleet, &listed));
-                        drop(slot);
+                        let merged = {
+                            let mut slot = me.fleet.write_now();
+                            *slot = Arc::new(crate::inventory::kube::merge_watched(
+                                &slot, fleet, &listed,
+                            ));
+                            slot.clone()
+                        };
+                        let nodes: u64 = merged.groups.iter().map(|g| g.nodes).sum();
                         let change = if change.is_empty() {
                             format!("fleet: {nodes} nodes")
                         } else {
