@@ -162,11 +162,14 @@ impl Config {
             message,
         })?;
         // A kfleet.toml found in the working directory may come with a checkout someone else
-        // wrote: it must not send the GitHub token to its own host or point at its own repository.
+        // wrote: it must not send the GitHub token to its own host, point at its own repository,
+        // name where files are written (asset names are file names on the node) or where state is.
         if explicit.is_none() && path == Path::new("kfleet.toml") {
             for (key, set) in [
                 ("api_url", config.api_url.take().is_some()),
                 ("repo", config.repo.take().is_some()),
+                ("asset_template", config.asset_template.take().is_some()),
+                ("state_dir", config.state_dir.take().is_some()),
             ] {
                 if set {
                     tracing::warn!(

@@ -1,5 +1,6 @@
 //! Durable file output shared by every module: atomic replace (temp file, fsync, rename, fsync of
-//! the directory) and lowercase hex for digests.
+//! the directory), private directories (0700, this user's, checked before use), random tokens from
+//! the operating system and lowercase hex for digests.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -53,6 +54,98 @@ pub fn write_atomic_with(
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     sync_dir(dir)
+}
+
+/// Creates `dir` (and missing parents) for state or private listings: a new directory is made
+/// 0700; an existing one is used as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// Why a directory another user could have prepared must not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UnsafeDir {
+    #[error("{0} is a symbolic link: give a real directory")]
+    Symlink(String),
+    #[error("{0} is not a directory")]
+    NotADirectory(String),
+    #[error(
+        "{path} belongs to user {owner}, not to this user ({me}): give a directory of your own"
+    )]
+    NotOwned { path: String, owner: u32, me: u32 },
+    #[error("{path} is writable by group or others (mode {mode:o}): chmod go-w it or give another")]
+    Writable { path: String, mode: u32 },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Makes sure `dir` is a directory only this user controls before code or secrets are put in it:
+/// created 0700 when missing; refused when it is a symbolic link, belongs to another user, or is
+/// writable by group or others (another local user could have made it first and swap files).
+pub fn own_private_dir(dir: &Path) -> Result<(), UnsafeDir> {
+    let shown = || dir.display().to_string();
+    let io = |source| UnsafeDir::Io {
+        path: shown(),
+        source,
+    };
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+        let meta = std::fs::symlink_metadata(dir).map_err(io)?;
+        if meta.file_type().is_symlink() {
+            return Err(UnsafeDir::Symlink(shown()));
+        }
+        if !meta.is_dir() {
+            return Err(UnsafeDir::NotADirectory(shown()));
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(UnsafeDir::NotOwned {
+                path: shown(),
+                owner: meta.uid(),
+                me,
+            });
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(UnsafeDir::Writable {
+                path: shown(),
+                mode: meta.mode() & 0o7777,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(io)?;
+    Ok(())
+}
+
+/// `bytes` random bytes from the operating system's source, as lowercase hex: for tokens, request
+/// ids and sandbox secrets. Falls back to nothing weaker: an unreadable source is a failure.
+pub fn random_hex(bytes: usize) -> std::io::Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf)
+        .map_err(|e| std::io::Error::other(format!("no random source: {e}")))?;
+    Ok(hex(&buf))
 }
 
 /// Lowercase hex of `bytes`.

@@ -115,7 +115,10 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 /// One module of a package.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Module {
-    /// `kdriver` for `kdriver.ko`.
+    /// The file's name without `.ko`: `amd-uncore` for `amd-uncore.ko`.
+    pub file: String,
+    /// The name the kernel knows it by (`/sys/module/NAME`, `modprobe`, `rmmod`): the `.modinfo`
+    /// `name=`, else the file's, with `-` as `_` as the kernel writes it.
     pub name: String,
     pub bytes: Vec<u8>,
     pub vermagic: String,
@@ -166,6 +169,11 @@ pub enum InstallError {
     Load { module: String, message: String },
 }
 
+/// The kernel's name for a module: `-` becomes `_` (KBUILD_MODNAME).
+pub fn kernel_module_name(name: &str) -> String {
+    name.replace('-', "_")
+}
+
 impl InstallError {
     /// Exit codes beside `ensure`'s (0 installed, 3 timed out, 4 failed, 5 rejected).
     pub fn exit_code(&self) -> u8 {
@@ -187,14 +195,23 @@ const MAX_UNPACKED: u64 = 256 << 20;
 /// Reads a package's modules: every `.ko` at a plain relative path, nothing else but `MANIFEST`
 /// and directories; any other entry (a link, a device, an absolute or `..` path) refuses it.
 pub fn read_package(path: &Path) -> Result<Vec<Module>, InstallError> {
+    let compressed = std::fs::read(path).map_err(|e| InstallError::Package {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    read_package_bytes(path, &compressed)
+}
+
+/// [`read_package`] of bytes already in memory (`path` names them in messages). Two modules the
+/// kernel would know by one name, or two files that would be installed as one, refuse it.
+pub fn read_package_bytes(path: &Path, compressed: &[u8]) -> Result<Vec<Module>, InstallError> {
     let bad = |message: String| InstallError::Package {
         path: path.display().to_string(),
         message,
     };
-    let compressed = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let limits = Limits::by_ratio(compressed.len() as u64, 50, 64 << 20, MAX_UNPACKED);
     let tar = read_to_end(
-        liblzma::read::XzDecoder::new_multi_decoder(compressed.as_slice()),
+        liblzma::read::XzDecoder::new_multi_decoder(compressed),
         limits,
     )
     .map_err(|e| bad(format!("not a readable .tar.xz: {e}")))?;
@@ -250,8 +267,28 @@ pub fn read_package(path: &Path) -> Result<Vec<Module>, InstallError> {
                 .map(|(_, v)| v.clone())
         };
         let vermagic = field("vermagic").ok_or_else(|| bad(format!("{name} has no vermagic")))?;
+        let kernel_name = kernel_module_name(&field("name").unwrap_or_else(|| module.clone()));
+        if kernel_name.is_empty()
+            || !kernel_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(bad(format!(
+                "{name}: refusing the module name '{kernel_name}' its .modinfo gives"
+            )));
+        }
+        if let Some(twin) = modules
+            .iter()
+            .find(|m: &&Module| m.name == kernel_name || m.file == module)
+        {
+            return Err(bad(format!(
+                "{name} and {}.ko are both the module {kernel_name}: one would silently replace the other; nothing was installed",
+                twin.file
+            )));
+        }
         modules.push(Module {
-            name: module,
+            file: module,
+            name: kernel_name,
             signed: bytes.ends_with(SIGNATURE_MARKER),
             srcversion: field("srcversion"),
             version: field("version"),
@@ -272,7 +309,24 @@ pub fn install(
     options: &InstallOptions,
     loader: &dyn Loader,
 ) -> Result<InstallOutcome, InstallError> {
-    let modules = read_package(package)?;
+    let compressed = std::fs::read(package).map_err(|e| InstallError::Package {
+        path: package.display().to_string(),
+        message: e.to_string(),
+    })?;
+    install_bytes(package, &compressed, options, loader)
+}
+
+/// [`install`] of a package already in memory: the bytes whose digest was checked, never read
+/// again from a file (`package` names them in messages). All or nothing: a file that cannot be
+/// written, or a module that will not load, puts every file back as it was, runs `depmod` again
+/// and reloads the modules that were loaded before.
+pub fn install_bytes(
+    package: &Path,
+    compressed: &[u8],
+    options: &InstallOptions,
+    loader: &dyn Loader,
+) -> Result<InstallOutcome, InstallError> {
+    let modules = read_package_bytes(package, compressed)?;
     for m in &modules {
         let built = m.vermagic.split_whitespace().next().unwrap_or_default();
         if built != options.kernel_version {
@@ -306,13 +360,15 @@ pub fn install(
         .join(&options.subdir);
     let paths: Vec<PathBuf> = modules
         .iter()
-        .map(|m| dir.join(format!("{}.ko", m.name)))
+        .map(|m| dir.join(format!("{}.ko", m.file)))
         .collect();
     let loaded: Vec<Option<Loaded>> = modules.iter().map(|m| loader.loaded(&m.name)).collect();
+    // What is there now, to put back if the new modules cannot be installed or loaded.
+    let previous: Vec<Option<Vec<u8>>> = paths.iter().map(|p| std::fs::read(p).ok()).collect();
     let in_place = modules
         .iter()
-        .zip(&paths)
-        .all(|(m, p)| std::fs::read(p).is_ok_and(|b| b == m.bytes));
+        .zip(&previous)
+        .all(|(m, old)| old.as_deref() == Some(m.bytes.as_slice()));
     // The loaded module is this one when their srcversion (or else version) agree; a module that
     // declares neither is taken to be the file already in place, and to be another one otherwise.
     let same_loaded = |m: &Module, l: &Option<Loaded>| {
@@ -345,36 +401,132 @@ pub fn install(
         path: dir.display().to_string(),
         source,
     })?;
-    for (m, p) in modules.iter().zip(&paths) {
-        crate::fsio::write_atomic(p, &m.bytes).map_err(|source| InstallError::Write {
-            path: p.display().to_string(),
-            source,
-        })?;
+    let transaction = Transaction {
+        paths: &paths,
+        previous: &previous,
+        options,
+    };
+    for (i, (m, p)) in modules.iter().zip(&paths).enumerate() {
+        if let Err(source) = crate::fsio::write_atomic(p, &m.bytes) {
+            let restored = transaction.restore_files(i);
+            return Err(InstallError::Write {
+                path: p.display().to_string(),
+                source: std::io::Error::other(format!("{source}; {restored}")),
+            });
+        }
     }
-    let mut depmod = Command::new(&options.depmod);
-    depmod.arg("-a");
-    if options.root != Path::new("/") {
-        depmod.arg("-b").arg(&options.root);
+    if let Err(e) = depmod(options) {
+        let restored = transaction.restore_files(paths.len());
+        return Err(InstallError::Depmod(format!("{e}; {restored}")));
     }
-    depmod.arg(&options.kernel_version);
-    run(&mut depmod).map_err(InstallError::Depmod)?;
     if load {
-        for (m, l) in modules.iter().zip(&loaded) {
+        // Modules switched so far: (index, whether an old one was unloaded for it).
+        let mut switched: Vec<(usize, bool)> = Vec::new();
+        for (i, (m, l)) in modules.iter().zip(&loaded).enumerate() {
             if same_loaded(m, l) {
                 continue;
             }
-            let failed = |message: String| InstallError::Load {
-                module: m.name.clone(),
-                message,
+            let step = if l.is_some() {
+                loader.unload(&m.name).map(|()| true)
+            } else {
+                Ok(false)
             };
-            if l.is_some() {
-                loader.unload(&m.name).map_err(failed)?;
+            let step = step.and_then(|unloaded| {
+                switched.push((i, unloaded));
+                loader.load(&m.name)
+            });
+            if let Err(message) = step {
+                let rolled = transaction.roll_back(&modules, &switched, loader);
+                return Err(InstallError::Load {
+                    module: m.name.clone(),
+                    message: format!("{message}; {rolled}"),
+                });
             }
-            loader.load(&m.name).map_err(failed)?;
         }
     }
     Ok(InstallOutcome::Installed {
         paths,
         loaded: load,
     })
+}
+
+fn depmod(options: &InstallOptions) -> Result<(), String> {
+    let mut depmod = Command::new(&options.depmod);
+    depmod.arg("-a");
+    if options.root != Path::new("/") {
+        depmod.arg("-b").arg(&options.root);
+    }
+    depmod.arg(&options.kernel_version);
+    run(&mut depmod)
+}
+
+/// What an install changed, to be put back when it cannot finish.
+struct Transaction<'a> {
+    paths: &'a [PathBuf],
+    previous: &'a [Option<Vec<u8>>],
+    options: &'a InstallOptions,
+}
+
+impl Transaction<'_> {
+    /// Puts the first `n` files back as they were (the old module, or no file); says how it went.
+    fn restore_files(&self, n: usize) -> String {
+        let mut failures = Vec::new();
+        for (path, old) in self.paths.iter().zip(self.previous).take(n) {
+            let result = match old {
+                Some(bytes) => crate::fsio::write_atomic(path, bytes),
+                None => std::fs::remove_file(path).or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                }),
+            };
+            if let Err(e) = result {
+                failures.push(format!("cannot restore {}: {e}", path.display()));
+            }
+        }
+        if failures.is_empty() {
+            "the previous files were restored".to_string()
+        } else {
+            failures.join("; ")
+        }
+    }
+
+    /// After a module would not load: the new ones loaded so far are unloaded, the old files put
+    /// back, `depmod` run again, and the old modules that were loaded before loaded again.
+    fn roll_back(
+        &self,
+        modules: &[Module],
+        switched: &[(usize, bool)],
+        loader: &dyn Loader,
+    ) -> String {
+        let mut said = Vec::new();
+        // The last one switched did not load; the ones before it did.
+        if let Some((_, earlier)) = switched.split_last() {
+            for (i, _) in earlier {
+                if let Err(e) = loader.unload(&modules[*i].name) {
+                    said.push(format!("cannot unload the new {}: {e}", modules[*i].name));
+                }
+            }
+        }
+        said.push(self.restore_files(self.paths.len()));
+        match depmod(self.options) {
+            Ok(()) => said.push("depmod ran again".to_string()),
+            Err(e) => said.push(format!("depmod after the restore failed: {e}")),
+        }
+        for (i, unloaded) in switched {
+            if !unloaded {
+                continue;
+            }
+            let name = &modules[*i].name;
+            match loader.load(name) {
+                Ok(()) => said.push(format!("the previous {name} is loaded again")),
+                Err(e) => said.push(format!(
+                    "the previous {name} could not be loaded again ({e}): the node has no {name} loaded"
+                )),
+            }
+        }
+        said.join("; ")
+    }
 }

@@ -512,3 +512,138 @@ fn the_build_jobs_release_calls_check_and_upload_through_kfleet() {
         "only the artifact and its checksum were added"
     );
 }
+
+/// `kfleet sandbox` without `--token` makes a random one and prints it; a client without it is
+/// refused, and so is any host name but loopback's (a page that rebinds its own name to 127.0.0.1).
+#[tokio::test]
+async fn the_sandbox_command_has_a_token_and_answers_loopback_names_only() {
+    use tokio::io::AsyncBufReadExt as _;
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("releases.json"), "[]").unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .env_remove("KFLEET_SANDBOX_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = stdout.next_line().await.unwrap().unwrap();
+    let mut token = None;
+    while let Some(line) = stderr.next_line().await.unwrap() {
+        if let Some((_, t)) = line.split_once("sandbox token") {
+            token = t.rsplit(": ").next().map(str::to_string);
+            break;
+        }
+    }
+    let token = token.expect("the sandbox prints the token it made");
+    assert!(token.len() >= 32 + "sandbox-".len(), "{token}");
+    let http = reqwest::Client::new();
+    let releases = format!("{base}/repos/example/kdriver/releases");
+    let anyone = http.get(&releases).send().await.unwrap();
+    assert_eq!(anyone.status(), 401);
+    let ok = http
+        .get(&releases)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let port = base.rsplit(':').next().unwrap().trim_end_matches('/');
+    for host in ["localhost", "127.0.0.1", "[::1]"] {
+        let r = http
+            .get(&releases)
+            .bearer_auth(&token)
+            .header("host", format!("{host}:{port}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+    }
+    let rebound = http
+        .get(&releases)
+        .bearer_auth(&token)
+        .header("host", format!("attacker.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 421);
+    assert!(
+        rebound
+            .text()
+            .await
+            .unwrap()
+            .contains("loopback host names only")
+    );
+}
+
+/// GitHub Enterprise serves its API under `/api/v3` and takes uploads at `/api/uploads`: a
+/// release upload goes there, not under the API's path.
+#[tokio::test]
+async fn uploads_on_github_enterprise_go_to_api_uploads() {
+    use axum::routing::{get, post};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let app = axum::Router::new()
+        .route(
+            "/api/v3/repos/acme/kdriver/releases/tags/v1.0.0",
+            get(|| async { axum::Json(serde_json::json!({"id": 5})) }),
+        )
+        .route(
+            "/api/v3/repos/acme/kdriver/releases/5/assets",
+            get(|| async { axum::Json(serde_json::json!([])) }),
+        )
+        .route(
+            "/api/uploads/repos/acme/kdriver/releases/5/assets",
+            post(|body: axum::body::Bytes| async move {
+                (
+                    axum::http::StatusCode::CREATED,
+                    axum::Json(serde_json::json!({
+                        "id": 9, "name": "kdriver.tar.xz", "size": body.len(),
+                        "digest": "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                        "browser_download_url": "https://ghe.example.com/acme/kdriver/releases/download/v1.0.0/kdriver.tar.xz"
+                    })),
+                )
+            }),
+        )
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let log = log.clone();
+                async move {
+                    log.lock()
+                        .unwrap()
+                        .push(format!("{} {}", req.method(), req.uri().path()));
+                    next.run(req).await
+                }
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = GithubClient::new(
+        &format!("http://{addr}/api/v3"),
+        REPO.parse().unwrap(),
+        TOKEN.into(),
+        fast_policy(),
+        None,
+    )
+    .unwrap();
+    let asset = client
+        .upload_asset(
+            "v1.0.0",
+            "kdriver.tar.xz",
+            bytes::Bytes::from_static(b"abc"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(asset.name, "kdriver.tar.xz");
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.contains(&"POST /api/uploads/repos/acme/kdriver/releases/5/assets".to_string()),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|s| s.contains("/api/v3/api/")), "{seen:?}");
+}

@@ -754,28 +754,58 @@ async fn another_driver_version_is_another_build() {
     svc.stop().await;
 }
 
-/// A release that does not exist is refused before an id is handed out.
+/// A release the listing lacks gets no id: the answer is 503 with Retry-After (the node asks
+/// again) and the listing is read again, so a release published a moment ago is found.
 #[tokio::test]
-async fn an_unknown_release_is_refused_before_an_id() {
+async fn an_unlisted_release_is_retried_and_found_once_published() {
     let f = forge(60_000, 1000).await;
     let dir = tempfile::tempdir().unwrap();
     let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
-    for i in 0..5 {
-        let mut body = missing_body();
-        body["driver_version"] = json!(format!("v9.9.{i}"));
+    let mut body = missing_body();
+    body["driver_version"] = json!("v9.9.0");
+    for _ in 0..5 {
         let (code, answer) = post(&svc.url, &body).await;
-        assert_eq!(code, 400, "{answer}");
+        assert_eq!(code, 503, "{answer}");
         assert!(
             answer["reason"]
                 .as_str()
                 .unwrap()
-                .contains("has no such release"),
+                .contains("no such release in the service's listing yet"),
             "{answer}"
         );
     }
+    let raw = reqwest::Client::new()
+        .post(format!("{}/build", svc.url))
+        .bearer_auth(CLIENT)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.headers()["retry-after"], "5");
     assert_eq!(f.sandbox().dispatches(), 0);
     let ledger = std::fs::read_to_string(dir.path().join("ledger.jsonl")).unwrap_or_default();
     assert!(ledger.is_empty(), "nothing accepted: {ledger}");
+
+    // The release is published: the service sees it without a restart.
+    let mut releases = read_release_file(&fixtures().join("small-releases.json")).unwrap();
+    let mut published = releases[0].clone();
+    published.tag_name = "v9.9.0".into();
+    published.id = Some(999);
+    published.draft = false;
+    published.prerelease = false;
+    published.published_at = Some(chrono::Utc::now());
+    published.assets.clear();
+    releases.push(published);
+    f.sandbox().set_releases(releases);
+    let mut last = (0, Value::Null);
+    for _ in 0..100 {
+        last = post(&svc.url, &body).await;
+        if last.0 != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 202, "{}", last.1);
     svc.stop().await;
 }
 

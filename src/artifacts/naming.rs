@@ -30,6 +30,10 @@ pub enum TemplateError {
     Unclosed { template: String },
     #[error("module name '{0}' may only hold letters, digits, '_' and '-'")]
     BadModule(String),
+    #[error(
+        "asset template '{template}' must make a plain file name: letters, digits and - . _ + ~ around the placeholders, not starting with '.' (it names the file written on the node)"
+    )]
+    NotAFileName { template: String },
 }
 
 #[derive(Clone, Debug)]
@@ -83,9 +87,23 @@ impl AssetTemplate {
         }
         let mut pattern = String::from("^");
         let mut seen = Vec::new();
+        if template.starts_with('.') {
+            return Err(TemplateError::NotAFileName {
+                template: template.to_string(),
+            });
+        }
         for piece in pieces(template)? {
             match piece {
-                Piece::Literal(text) => pattern.push_str(&regex::escape(text)),
+                Piece::Literal(text) => {
+                    if !text.chars().all(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '+' | '~')
+                    }) {
+                        return Err(TemplateError::NotAFileName {
+                            template: template.to_string(),
+                        });
+                    }
+                    pattern.push_str(&regex::escape(text))
+                }
                 Piece::Field(name) => {
                     let group = match name {
                         "module" => regex::escape(module),

@@ -77,13 +77,13 @@ fn active(run: &WorkflowRun) -> bool {
     !run.is_finished()
 }
 
-/// A fresh request id: time and randomness, safe in a run title.
+/// A fresh request id: time and randomness from the operating system, safe in a run title.
 pub fn new_request_id() -> String {
-    format!(
-        "{}-{:08x}",
-        Utc::now().format("%Y%m%dT%H%M%S"),
-        fastrand::u32(..)
-    )
+    let random = crate::fsio::random_hex(4).unwrap_or_else(|_| {
+        // No random source: the clock's nanoseconds still set two ids of one second apart.
+        format!("{:08x}", Utc::now().timestamp_subsec_nanos())
+    });
+    format!("{}-{random}", Utc::now().format("%Y%m%dT%H%M%S"))
 }
 
 impl Planner {

@@ -475,8 +475,9 @@ pub struct RunnerArgs {
     /// .github/workflows/build-driver.yml and .github/kfleet/build-module.sh).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub checkout: PathBuf,
-    /// Where the local runner keeps its runs (a workspace while a run lasts, then its job.log)
-    /// [default: $TMPDIR/kfleet-runner-PID].
+    /// Where the local runner keeps its runs (a workspace while a run lasts, then its job.log);
+    /// refused when it is a symbolic link, another user's, or writable by group or others
+    /// [default: a new $TMPDIR/kfleet-runner-RANDOM, mode 0700].
     #[arg(long, value_name = "DIR")]
     pub runner_dir: Option<PathBuf>,
 }
@@ -592,7 +593,8 @@ pub struct SandboxArgs {
     /// Repository served, OWNER/NAME.
     #[arg(long, default_value = "example/kdriver")]
     pub repo: String,
-    /// Bearer token clients must present (env KFLEET_SANDBOX_TOKEN); none: any client.
+    /// Bearer token clients must present (env KFLEET_SANDBOX_TOKEN) [default: a random one,
+    /// printed at start].
     #[arg(long, env = "KFLEET_SANDBOX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Share of requests answered 503 at random (0..1).

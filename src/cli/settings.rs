@@ -238,15 +238,22 @@ impl ForgeArgs {
 }
 
 impl RunnerArgs {
-    /// The local runner, when asked for: jobs run in a work directory of this process under the
-    /// system's temp directory (kept afterwards for their logs).
+    /// The local runner, when asked for: jobs run in a work directory of this process, by default
+    /// a new one with a random name and mode 0700 under the system's temp directory (kept
+    /// afterwards for their logs), never one another user could have made first.
     pub(crate) fn local(&self) -> Result<Option<crate::localrun::RunnerConfig>> {
         if self.runner != RunnerKind::Local {
             return Ok(None);
         }
-        let work = self.runner_dir.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("kfleet-runner-{}", std::process::id()))
-        });
+        let work = match &self.runner_dir {
+            Some(dir) => dir.clone(),
+            None => tempfile::Builder::new()
+                .prefix("kfleet-runner-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .context("cannot create the local runner's work directory")?
+                .keep(),
+        };
         let runner = crate::localrun::RunnerConfig::for_sandbox(&self.checkout, &work)
             .map_err(|e| anyhow::anyhow!(e))?;
         let mode = match &runner.host_only {

@@ -82,11 +82,19 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
         })?
     };
     match &outcome {
-        crate::service::ensure::EnsureOutcome::Available(path) if args.install => {
-            eprintln!("verified {}", path.display());
-            return install_package(path, &identity.kernel_version, &args.node);
+        crate::service::ensure::EnsureOutcome::Available(artifact) if args.install => {
+            eprintln!("verified {}", artifact.path.display());
+            // The bytes that were verified, not a second read of the file in --out.
+            return install_package(
+                &artifact.path,
+                Some(&artifact.bytes),
+                &identity.kernel_version,
+                &args.node,
+            );
         }
-        crate::service::ensure::EnsureOutcome::Available(path) => outln!("{}", path.display()),
+        crate::service::ensure::EnsureOutcome::Available(artifact) => {
+            outln!("{}", artifact.path.display())
+        }
         crate::service::ensure::EnsureOutcome::TimedOut(why)
         | crate::service::ensure::EnsureOutcome::Failed(why) => eprintln!("{why}"),
         crate::service::ensure::EnsureOutcome::Rejected(why) => eprintln!("rejected: {why}"),
@@ -102,7 +110,7 @@ pub(crate) fn install_cmd(args: InstallArgs) -> Result<ExitCode> {
             running_kernel().context("cannot read the running kernel; pass --kernel-version")?
         }
     };
-    install_package(&args.package, &kernel, &args.node)
+    install_package(&args.package, None, &kernel, &args.node)
 }
 
 fn running_kernel() -> std::io::Result<String> {
@@ -111,7 +119,12 @@ fn running_kernel() -> std::io::Result<String> {
 
 /// Installs (and loads, where the target is the running kernel) with the node's settings; says
 /// what happened and exits with the installer's code.
-fn install_package(package: &std::path::Path, kernel: &str, node: &NodeArgs) -> Result<ExitCode> {
+fn install_package(
+    package: &std::path::Path,
+    verified: Option<&[u8]>,
+    kernel: &str,
+    node: &NodeArgs,
+) -> Result<ExitCode> {
     let root = node
         .host_root
         .clone()
@@ -139,7 +152,11 @@ fn install_package(package: &std::path::Path, kernel: &str, node: &NodeArgs) -> 
     let loader = crate::install::SystemLoader {
         root: options.root.clone(),
     };
-    match crate::install::install(package, &options, &loader) {
+    let installed = match verified {
+        Some(bytes) => crate::install::install_bytes(package, bytes, &options, &loader),
+        None => crate::install::install(package, &options, &loader),
+    };
+    match installed {
         Ok(crate::install::InstallOutcome::AlreadyInstalled { paths }) => {
             for p in &paths {
                 outln!("{}", p.display());

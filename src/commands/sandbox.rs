@@ -30,8 +30,13 @@ pub(crate) fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode
         local: args.runner.local()?,
         ..Simulation::default()
     };
+    // Never open to any client: a page in a browser could reach a sandbox that runs jobs.
+    let (token, generated) = match args.token.filter(|t| !t.trim().is_empty()) {
+        Some(token) => (token, false),
+        None => (format!("sandbox-{}", crate::fsio::random_hex(16)?), true),
+    };
     let options = SandboxOptions {
-        token: args.token,
+        token: Some(token.clone()),
         repo: args.repo.clone(),
         faults: Faults {
             server_errors: args.server_errors,
@@ -50,6 +55,11 @@ pub(crate) fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode
     runtime()?.block_on(async move {
         let sandbox = Sandbox::start(args.listen, releases, options).await?;
         outln!("{}", sandbox.base_url());
+        if generated {
+            eprintln!(
+                "sandbox token (clients send it as GITHUB_TOKEN; give --token or KFLEET_SANDBOX_TOKEN to choose one): {token}"
+            );
+        }
         eprintln!(
             "sandbox forge serving {count} releases of {} at {} (Ctrl-C stops it); use --api-url {} --repo {}",
             args.repo,

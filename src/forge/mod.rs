@@ -110,10 +110,10 @@ impl SandboxForge {
         mut options: SandboxOptions,
         policy: RetryPolicy,
     ) -> Result<Self, SandboxError> {
-        let token = options
-            .token
-            .clone()
-            .unwrap_or_else(|| format!("sandbox-{:016x}", fastrand::u64(..)));
+        let token = match options.token.clone() {
+            Some(token) => token,
+            None => format!("sandbox-{}", crate::fsio::random_hex(16)?),
+        };
         options.token = Some(token.clone());
         if options.repo.is_empty() {
             options.repo = "example/kdriver".into();

@@ -19,15 +19,16 @@ pub struct RunnerConfig {
     /// The driver repository: its `.github/workflows/` holds the workflows, and `actions/checkout`
     /// copies it into the job's workspace.
     pub checkout: PathBuf,
-    /// Per-run workspaces, temp directories and logs.
+    /// Per-run workspaces, temp directories and logs: a directory only this user controls (it holds
+    /// the kfleet binary the job's install step runs).
     pub work_dir: PathBuf,
     /// Repository variables (`vars.*`).
     pub vars: BTreeMap<String, String>,
     /// Secrets (`secrets.*`).
     pub secrets: BTreeMap<String, String>,
-    /// Environment variables of this process the jobs must not see, besides GitHub tokens and
-    /// kfleet's own settings (always hidden).
-    pub hidden_env: Vec<String>,
+    /// Environment variables of this process a job sees besides [`PASSED`] (which GitHub's runner
+    /// would set, or the job needs to reach a container engine or a proxy).
+    pub passed_env: Vec<String>,
     /// Set for every job (after this process's own environment).
     pub env: BTreeMap<String, String>,
     /// Without a container engine the build runs on this host (`KFLEET_EXTRACT=1`): only
@@ -35,19 +36,41 @@ pub struct RunnerConfig {
     pub host_only: Option<(String, String)>,
 }
 
-/// What a job must not inherit from the process that runs it: GitHub tokens, and every kfleet
-/// setting (client and service tokens, the state URL with its password, the repository) but
-/// [`PASSED`].
-const HIDDEN: &[&str] = &["GITHUB_TOKEN", "GH_TOKEN"];
+/// What a job inherits from the process that runs it: an allow-list, as a GitHub runner starts a
+/// job with an environment of its own. Tokens, database URLs, cloud keys, agent sockets and every
+/// kfleet setting but the header sources stay out.
+const PASSED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "CONTAINER_HOST",
+    "XDG_RUNTIME_DIR",
+    "KFLEET_HEADER_SOURCES",
+];
 
-/// The kfleet settings a job does see: where header packages come from (a mirror).
-const PASSED: &[&str] = &["KFLEET_HEADER_SOURCES"];
-
-fn hidden(name: &str, extra: &[String]) -> bool {
-    HIDDEN.contains(&name)
-        || (name.starts_with("KFLEET_") && !PASSED.contains(&name))
-        || extra.iter().any(|e| e == name)
+/// Whether a variable of this process reaches jobs.
+fn passed(name: &str, extra: &[String]) -> bool {
+    PASSED.contains(&name) || name.starts_with("LC_") || extra.iter().any(|e| e == name)
 }
+
+/// The variable GitHub's runner marks a job's processes with; the job's end kills every process
+/// that still carries it, however it detached (`setsid`, double fork, `nohup`).
+const TRACKING_VAR: &str = "RUNNER_TRACKING_ID";
 
 impl RunnerConfig {
     /// A runner for the sandbox: jobs run in `work_dir` from the driver `checkout`, and download
@@ -67,8 +90,7 @@ impl RunnerConfig {
                 checkout.display()
             ));
         }
-        std::fs::create_dir_all(work_dir)
-            .map_err(|e| format!("cannot create {}: {e}", work_dir.display()))?;
+        crate::fsio::own_private_dir(work_dir).map_err(|e| format!("--runner-dir: {e}"))?;
         let version = env!("CARGO_PKG_VERSION");
         let dist = work_dir.join("dist");
         let release = dist.join(format!("v{version}"));
@@ -130,7 +152,7 @@ impl RunnerConfig {
             work_dir: work_dir.to_path_buf(),
             vars,
             secrets: BTreeMap::new(),
-            hidden_env: Vec::new(),
+            passed_env: Vec::new(),
             env,
             host_only,
         })
@@ -302,6 +324,9 @@ impl RunnerConfig {
             log: log.clone(),
             steps,
         };
+        if let Err(e) = crate::fsio::own_private_dir(&self.work_dir) {
+            return fail(format!("the runner's work directory: {e}"), vec![]);
+        }
         if workflow.contains(['/', '\\']) || workflow.starts_with('.') {
             return fail(
                 format!("workflow name '{workflow}' is not a file name"),
@@ -332,10 +357,16 @@ impl RunnerConfig {
                 return fail(format!("cannot create {}: {e}", d.display()), vec![]);
             }
         }
+        let tracking = match crate::fsio::random_hex(16) {
+            Ok(id) => format!("kfleet-job-{id}"),
+            Err(e) => return fail(e.to_string(), vec![]),
+        };
+        // Whatever way the job ends (done, failed, timed out, abandoned), what it started ends too.
+        let _processes = JobProcesses(tracking.clone());
         let started = Instant::now();
         match tokio::time::timeout(
             job.timeout,
-            self.steps(&job, inputs, target, &workspace, &temp, &log),
+            self.steps(&job, inputs, target, &workspace, &temp, &log, &tracking),
         )
         .await
         {
@@ -379,6 +410,7 @@ impl RunnerConfig {
         workspace: &Path,
         temp: &Path,
         log: &Path,
+        tracking: &str,
     ) -> Result<Vec<(String, Duration)>, (String, Vec<(String, Duration)>)> {
         let mut done = Vec::new();
         let mut ctx = Contexts::default();
@@ -394,7 +426,7 @@ impl RunnerConfig {
         ctx.set("github.token", &target.token);
         ctx.set("github.repository", &target.repo);
         let mut env: BTreeMap<String, String> = std::env::vars()
-            .filter(|(k, _)| !hidden(k, &self.hidden_env))
+            .filter(|(k, _)| passed(k, &self.passed_env))
             .collect();
         let path_of = |p: &Path| p.display().to_string();
         let fixed = [
@@ -407,6 +439,7 @@ impl RunnerConfig {
             ("GITHUB_WORKSPACE", path_of(workspace)),
             ("RUNNER_TEMP", path_of(temp)),
             ("RUNNER_OS", "Linux".to_string()),
+            (TRACKING_VAR, tracking.to_string()),
         ];
         env.extend(fixed.map(|(k, v)| (k.to_string(), v)));
         env.extend(self.env.clone());
@@ -416,11 +449,18 @@ impl RunnerConfig {
             job_env.push((k.clone(), v));
         }
         env.extend(job_env);
-        let mut logfile = std::fs::OpenOptions::new()
+        let logfile = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .map_err(|e| (format!("cannot write {}: {e}", log.display()), vec![]))?;
+        let mask = Mask::new(
+            self.secrets
+                .values()
+                .chain(std::iter::once(&target.token))
+                .map(String::as_str),
+        );
+        let mut logfile = MaskedLog::new(logfile, mask);
         for (n, step) in job.steps.iter().enumerate() {
             use std::io::Write as _;
             if let Some(cond) = &step.condition {
@@ -451,15 +491,30 @@ impl RunnerConfig {
             step_env.insert("GITHUB_ENV".into(), path_of(&files[1]));
             step_env.insert("GITHUB_PATH".into(), path_of(&files[2]));
             let status = match &step.action {
-                Action::Checkout => copy_tree(&self.checkout, workspace)
-                    .map_err(|e| format!("actions/checkout: {e}")),
+                Action::Checkout => {
+                    let (from, to) = (self.checkout.clone(), workspace.to_path_buf());
+                    match tokio::task::spawn_blocking(move || copy_tree(&from, &to)).await {
+                        Ok(Ok(skipped)) => {
+                            for path in skipped {
+                                let _ = writeln!(
+                                    logfile,
+                                    "actions/checkout: skipped {} (not a file, directory or symbolic link)",
+                                    path.display()
+                                );
+                            }
+                            Ok(())
+                        }
+                        Ok(Err(e)) => Err(format!("actions/checkout: {e}")),
+                        Err(e) => Err(format!("actions/checkout: {e}")),
+                    }
+                }
                 Action::Uses(uses) => Err(format!(
                     "the local runner runs run: steps and actions/checkout only, not {uses}"
                 )),
                 // GitHub substitutes expressions in scripts too (kfleet's workflows keep them out).
                 Action::Run(script) => match substitute(script, &ctx) {
                     Ok(script) => {
-                        run_script(&script, temp, n, workspace, &step_env, &logfile).await
+                        run_script(&script, temp, n, workspace, &step_env, &mut logfile).await
                     }
                     Err(e) => Err(e),
                 },
@@ -500,19 +555,18 @@ fn substitute(text: &str, ctx: &Contexts) -> Result<String, String> {
     expr::substitute(text, ctx)
 }
 
-/// Runs one `run:` script as GitHub's default bash shell does, its output appended to the log.
+/// Runs one `run:` script as GitHub's default bash shell does, its output appended to the log
+/// with the secrets masked.
 async fn run_script(
     script: &str,
     temp: &Path,
     n: usize,
     workspace: &Path,
     env: &BTreeMap<String, String>,
-    log: &std::fs::File,
+    log: &mut MaskedLog,
 ) -> Result<(), String> {
     let file = temp.join(format!("_step_{n}.sh"));
     std::fs::write(&file, script).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    let out = log.try_clone().map_err(|e| e.to_string())?;
-    let err = log.try_clone().map_err(|e| e.to_string())?;
     // A process group of its own: a stopped job (timeout, cancel) takes make and the compilers
     // with it, not only bash.
     let mut child = tokio::process::Command::new("bash")
@@ -522,17 +576,36 @@ async fn run_script(
         .env_clear()
         .envs(env)
         .stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start bash: {e}"))?;
     let mut group = GroupKill(child.id());
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("cannot wait for bash: {e}"))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("cannot read the step's output".into());
+    };
+    let (tx, mut lines) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let forwarders = [
+        tokio::spawn(forward_lines(stdout, tx.clone())),
+        tokio::spawn(forward_lines(stderr, tx)),
+    ];
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.map_err(|e| format!("cannot wait for bash: {e}"))?,
+            Some(line) = lines.recv() => log.line(&line),
+        }
+    };
+    // What the step printed before it ended; a background process that keeps the streams open
+    // does not hold the step (the job's end stops it).
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(200), lines.recv()).await
+    {
+        log.line(&line);
+    }
+    for f in forwarders {
+        f.abort();
+    }
     group.0 = None;
     if status.success() {
         Ok(())
@@ -541,6 +614,160 @@ async fn run_script(
             Some(code) => format!("exit code {code}"),
             None => "killed by a signal".to_string(),
         })
+    }
+}
+
+/// The longest piece of output written to the log as one line (a longer one is cut).
+const MAX_LINE: usize = 64 * 1024;
+
+/// Sends a stream's lines (each with its newline, at most [`MAX_LINE`] bytes) until it closes.
+async fn forward_lines(
+    mut stream: impl tokio::io::AsyncRead + Unpin,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = vec![0u8; 8192];
+    let mut pending = Vec::new();
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = memchr::memchr(b'\n', &pending) {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        if pending.len() >= MAX_LINE && tx.send(std::mem::take(&mut pending)).await.is_err() {
+            return;
+        }
+    }
+    if !pending.is_empty() {
+        let _ = tx.send(pending).await;
+    }
+}
+
+/// The values a job's log must not show, as GitHub masks them: each line of every secret and the
+/// job's token.
+#[derive(Clone, Debug, Default)]
+pub struct Mask(Vec<Vec<u8>>);
+
+impl Mask {
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut values: Vec<Vec<u8>> = secrets
+            .into_iter()
+            .flat_map(str::lines)
+            .map(str::trim)
+            // Masking one or two characters would mask the log itself.
+            .filter(|v| v.len() >= 3)
+            .map(|v| v.as_bytes().to_vec())
+            .collect();
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
+        Self(values)
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn apply(&self, text: &[u8]) -> Vec<u8> {
+        let mut out = text.to_vec();
+        for secret in &self.0 {
+            let finder = memchr::memmem::Finder::new(secret);
+            if finder.find(&out).is_none() {
+                continue;
+            }
+            let mut masked = Vec::with_capacity(out.len());
+            let mut rest = &out[..];
+            while let Some(at) = finder.find(rest) {
+                masked.extend_from_slice(&rest[..at]);
+                masked.extend_from_slice(b"***");
+                rest = &rest[at + secret.len()..];
+            }
+            masked.extend_from_slice(rest);
+            out = masked;
+        }
+        out
+    }
+}
+
+/// The job's log: every step's output goes through the mask.
+struct MaskedLog {
+    file: std::fs::File,
+    mask: Mask,
+}
+
+impl MaskedLog {
+    fn new(file: std::fs::File, mask: Mask) -> Self {
+        Self { file, mask }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        use std::io::Write as _;
+        let _ = self.file.write_all(&self.mask.apply(line));
+    }
+}
+
+impl std::io::Write for MaskedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Ends every process that still carries a job's tracking mark when dropped: after the job
+/// succeeded, failed, timed out or was abandoned.
+struct JobProcesses(String);
+
+impl Drop for JobProcesses {
+    fn drop(&mut self) {
+        kill_marked(&self.0);
+    }
+}
+
+/// Kills the processes whose environment holds `RUNNER_TRACKING_ID=mark`, again until none is
+/// left (one may fork while the others are killed).
+fn kill_marked(mark: &str) {
+    let needle = format!("{TRACKING_VAR}={mark}");
+    let me = std::process::id();
+    for _ in 0..20 {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let mut found = false;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid as u32 == me {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if environ
+                .split(|b| *b == 0)
+                .any(|var| var == needle.as_bytes())
+            {
+                found = true;
+                // SAFETY: kill has no memory preconditions; a pid that is gone is an error we ignore.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        if !found {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -559,8 +786,10 @@ impl Drop for GroupKill {
 }
 
 /// Copies a directory tree (files, directories, symbolic links as links), as a checkout would
-/// bring the repository.
-fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+/// bring the repository; anything else (a FIFO, a socket, a device) is left out and returned, as
+/// reading one could block the job forever. Runs on a blocking thread.
+fn copy_tree(from: &Path, to: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut skipped = Vec::new();
     let entries =
         std::fs::read_dir(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
     for entry in entries {
@@ -569,16 +798,18 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
         let target = to.join(entry.file_name());
         if kind.is_dir() {
             std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
-            copy_tree(&entry.path(), &target)?;
+            skipped.extend(copy_tree(&entry.path(), &target)?);
         } else if kind.is_symlink() {
             let link = std::fs::read_link(entry.path()).map_err(|e| e.to_string())?;
             std::os::unix::fs::symlink(link, &target).map_err(|e| e.to_string())?;
-        } else {
+        } else if kind.is_file() {
             std::fs::copy(entry.path(), &target)
                 .map_err(|e| format!("cannot copy {}: {e}", entry.path().display()))?;
+        } else {
+            skipped.push(entry.path());
         }
     }
-    Ok(())
+    Ok(skipped)
 }
 
 #[cfg(test)]
@@ -586,7 +817,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jobs_see_no_token_and_no_kfleet_setting_but_the_header_sources() {
+    fn jobs_see_an_allow_list_of_the_environment() {
         for name in [
             "GITHUB_TOKEN",
             "GH_TOKEN",
@@ -594,11 +825,25 @@ mod tests {
             "KFLEET_SERVICE_TOKEN",
             "KFLEET_STATE_URL",
             "KFLEET_SANDBOX_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "PGPASSWORD",
+            "VAULT_TOKEN",
+            "DATABASE_URL",
+            "SSH_AUTH_SOCK",
         ] {
-            assert!(hidden(name, &[]), "{name}");
+            assert!(!passed(name, &[]), "{name}");
         }
-        assert!(!hidden("KFLEET_HEADER_SOURCES", &[]));
-        assert!(!hidden("PATH", &[]));
-        assert!(hidden("PATH", &["PATH".into()]));
+        assert!(passed("KFLEET_HEADER_SOURCES", &[]));
+        assert!(passed("PATH", &[]) && passed("LC_ALL", &[]));
+        assert!(passed("MY_MIRROR", &["MY_MIRROR".into()]));
+    }
+
+    #[test]
+    fn secrets_are_masked_line_by_line() {
+        let mask = Mask::new(["s3cr3t-value", "first line\nsecond line", "ab"]);
+        assert_eq!(
+            mask.apply(b"token s3cr3t-value, then second line and ab\n"),
+            b"token ***, then *** and ab\n"
+        );
     }
 }

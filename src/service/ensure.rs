@@ -34,11 +34,19 @@ pub const DEFAULT_MAX_DOWNLOAD: u64 = 512 << 20;
 /// Largest answer from the build service (a build status is a few hundred bytes).
 const MAX_STATUS_BODY: usize = 64 << 10;
 
+/// A verified artifact: where it was written, and the very bytes whose sha256 was checked (an
+/// install uses these, never a second read of a file another process could have replaced).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    pub path: PathBuf,
+    pub bytes: bytes::Bytes,
+}
+
 /// How it ended, each with its own exit code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EnsureOutcome {
-    /// The verified artifact is at this path.
-    Available(PathBuf),
+    /// The verified artifact.
+    Available(Artifact),
     TimedOut(String),
     Failed(String),
     /// The service refused the identity (invalid or unsupported).
@@ -80,6 +88,59 @@ pub enum EnsureError {
         "{url}: the download is larger than {max} bytes; refusing it (raise --max-download if it is right)"
     )]
     TooLarge { url: String, max: u64 },
+    #[error("{url}: {status} (the asset may be being replaced)")]
+    Gone { url: String, status: u16 },
+    #[error("the asset name '{0}' is not a plain file name; nothing was written")]
+    BadName(String),
+}
+
+impl EnsureError {
+    /// What an asset being replaced looks like for a moment (a 404 or a digest that no longer
+    /// matches): worth asking again until the deadline.
+    fn passing(&self) -> bool {
+        matches!(self, Self::Gone { .. } | Self::ChecksumMismatch { .. })
+    }
+}
+
+/// Temporary downloads older than this in `--out` were left by an `ensure` that was killed.
+const STALE_DOWNLOAD: Duration = Duration::from_secs(600);
+
+/// Removes what killed downloads left in `dir` (`.kfleet-download-*` not written to for
+/// [`STALE_DOWNLOAD`]); one still being written by another `ensure` is younger and kept.
+fn remove_stale_downloads(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(".kfleet-download-"))
+            && entry.metadata().is_ok_and(|m| {
+                m.is_file()
+                    && m.modified()
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age >= STALE_DOWNLOAD)
+            });
+        if stale {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(
+                    "removed {} (a download that was cut off)",
+                    entry.path().display()
+                ),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
+}
+
+/// A name that stays inside `--out`: one path component, not hidden, no separators.
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 255
+        && !name.contains(['/', '\\', '\0'])
 }
 
 struct Client<'a> {
@@ -143,7 +204,7 @@ impl Client<'_> {
         Ok(Some((code, status)))
     }
 
-    async fn download(&self, status: &BuildStatus) -> Result<PathBuf, EnsureError> {
+    async fn download(&self, status: &BuildStatus) -> Result<Artifact, EnsureError> {
         let url = status
             .download_url
             .clone()
@@ -165,19 +226,23 @@ async fn download_verified(
     expected: &str,
     options: &EnsureOptions,
     deadline_at: Instant,
-) -> Result<PathBuf, EnsureError> {
+) -> Result<Artifact, EnsureError> {
     crate::net::check_transport(url, options.insecure_http).map_err(EnsureError::Insecure)?;
     let name = &options.asset_name;
+    if !plain_file_name(name) {
+        return Err(EnsureError::BadName(name.clone()));
+    }
     let out = &options.out;
     let expected = expected.trim_start_matches("sha256:").to_ascii_lowercase();
     std::fs::create_dir_all(out).map_err(|e| EnsureError::Write {
         path: out.display().to_string(),
         message: e.to_string(),
     })?;
+    remove_stale_downloads(out);
     let mut pause = options.poll_min.max(Duration::from_millis(100));
     loop {
         match download_once(http, url, options.max_download, out).await {
-            Ok((tmp, actual)) => {
+            Ok((tmp, actual, bytes)) => {
                 if actual != expected {
                     return Err(EnsureError::ChecksumMismatch {
                         name: name.clone(),
@@ -193,7 +258,7 @@ async fn download_verified(
                 tmp.as_file().sync_all().map_err(write_err)?;
                 tmp.persist(&path).map_err(|e| write_err(e.error))?;
                 crate::fsio::sync_dir(out).map_err(write_err)?;
-                return Ok(path);
+                return Ok(Artifact { path, bytes });
             }
             Err(Attempt::Final(e)) => return Err(e),
             Err(Attempt::Retry(message)) => {
@@ -218,13 +283,14 @@ enum Attempt {
     Final(EnsureError),
 }
 
-/// One streamed download into a temporary file in `dir`; returns it with its sha256.
+/// One streamed download into a temporary file in `dir`; returns it with its sha256 and the
+/// bytes that were hashed.
 async fn download_once(
     http: &reqwest::Client,
     url: &str,
     max: u64,
     dir: &std::path::Path,
-) -> Result<(tempfile::NamedTempFile, String), Attempt> {
+) -> Result<(tempfile::NamedTempFile, String, bytes::Bytes), Attempt> {
     use std::io::Write as _;
     let mut response = http
         .get(url)
@@ -234,6 +300,12 @@ async fn download_once(
     let status = response.status();
     if status.is_server_error() || status.as_u16() == 429 {
         return Err(Attempt::Retry(format!("HTTP {}", status.as_u16())));
+    }
+    if status.as_u16() == 404 || status.as_u16() == 410 {
+        return Err(Attempt::Final(EnsureError::Gone {
+            url: url.to_string(),
+            status: status.as_u16(),
+        }));
     }
     if !status.is_success() {
         return Err(Attempt::Final(EnsureError::Http {
@@ -261,20 +333,20 @@ async fn download_once(
         .tempfile_in(dir)
         .map_err(write_err)?;
     let mut hasher = sha2::Sha256::new();
-    let mut written: u64 = 0;
+    let mut kept = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
         .map_err(|e| Attempt::Retry(e.to_string()))?
     {
-        written += chunk.len() as u64;
-        if written > max {
+        if (kept.len() + chunk.len()) as u64 > max {
             return Err(too_large());
         }
         hasher.update(&chunk);
         tmp.write_all(&chunk).map_err(write_err)?;
+        kept.extend_from_slice(&chunk);
     }
-    Ok((tmp, crate::fsio::hex(&hasher.finalize())))
+    Ok((tmp, crate::fsio::hex(&hasher.finalize()), kept.into()))
 }
 
 /// Without a service: the same planner against the forge directly (the node needs a GitHub
@@ -312,10 +384,15 @@ pub async fn ensure_direct(
             digest: Some(digest),
             ..
         } => {
-            return Ok(EnsureOutcome::Available(
-                download_verified(&http, &url, &digest, options, started + options.deadline)
-                    .await?,
-            ));
+            match download_verified(&http, &url, &digest, options, started + options.deadline).await
+            {
+                Ok(artifact) => return Ok(EnsureOutcome::Available(artifact)),
+                Err(e) if e.passing() => {
+                    tracing::info!("waiting: {e}; asking again");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         }
         Decision::Dispatched { run_id, .. } => Some(run_id),
         Decision::Building { run_id, .. } => run_id,
@@ -360,10 +437,14 @@ pub async fn ensure_direct(
                 .find(|a| a.key == key)
             && let (Some(url), Some(digest)) = (asset.url, asset.digest)
         {
-            return Ok(EnsureOutcome::Available(
-                download_verified(&http, &url, &digest, options, started + options.deadline)
-                    .await?,
-            ));
+            match download_verified(&http, &url, &digest, options, started + options.deadline).await
+            {
+                Ok(artifact) => return Ok(EnsureOutcome::Available(artifact)),
+                Err(e) if e.passing() && started.elapsed() < options.deadline => {
+                    tracing::info!("waiting: {e}; asking again");
+                }
+                Err(e) => return Err(e),
+            }
         }
         if started.elapsed() >= options.deadline {
             return Ok(EnsureOutcome::TimedOut(format!(
@@ -427,9 +508,15 @@ pub async fn ensure(
         };
         if let Some((code, status)) = answer {
             match (code, status.status) {
-                (200, ServiceStatus::Available) => {
-                    return Ok(EnsureOutcome::Available(client.download(&status).await?));
-                }
+                (200, ServiceStatus::Available) => match client.download(&status).await {
+                    Ok(artifact) => return Ok(EnsureOutcome::Available(artifact)),
+                    // Replaced while we read it: the service's next answer names the new one.
+                    Err(e) if e.passing() && started.elapsed() < options.deadline => {
+                        tracing::info!("waiting: {e}; asking the service again");
+                        id = None;
+                    }
+                    Err(e) => return Err(e),
+                },
                 (400, _) => return Ok(EnsureOutcome::Rejected(status.reason.unwrap_or_default())),
                 (_, ServiceStatus::Failed) => {
                     return Ok(EnsureOutcome::Failed(format!(

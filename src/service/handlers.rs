@@ -112,14 +112,22 @@ pub(super) async fn build(
                 .into_response();
         }
         Lookup::NoRelease => {
+            // A release published a moment ago is not in the listing yet: the listing is read
+            // again (at most every few seconds, however many nodes ask) and the node asks again.
             state.metrics.count("unknown_release");
-            return json_error(
-                StatusCode::BAD_REQUEST,
+            state.refresh_if_older(&listing, UNLISTED_REFRESH.min(state.options.listing_ttl));
+            let mut r = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "driver_version {dv}: the repository has no such release; ask for a published release (a release made in the last {}s may not be seen yet)",
-                    state.options.listing_ttl.as_secs()
+                    "driver_version {dv}: the repository has no such release in the service's listing yet; the listing is being read again, retry in {}s",
+                    UNLISTED_RETRY_AFTER
                 ),
             );
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(UNLISTED_RETRY_AFTER),
+            );
+            return r;
         }
         Lookup::NotBuilt => {}
     }
@@ -168,6 +176,11 @@ pub(super) async fn build(
     tokio::spawn(async move { worker.dispatch(id, dv, job_rid).await });
     accepted(rid, key)
 }
+
+/// How often a request for a release the listing lacks may have the listing read again.
+const UNLISTED_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+/// The `Retry-After` of that answer, in seconds.
+const UNLISTED_RETRY_AFTER: u64 = 5;
 
 fn joined(state: &ServiceState, rid: String, key: String) -> Response {
     state.metrics.dedup_hits.fetch_add(1, Ordering::Relaxed);

@@ -432,18 +432,22 @@ impl ServiceState {
         let current = self.listing.read_now().clone();
         match current {
             Some(listing) => {
-                if self.elapsed_since(listing.fetched) >= self.options.listing_ttl
-                    && self.refreshing.try_lock().is_ok()
-                {
-                    let me = self.clone();
-                    let seen = listing.fetched;
-                    tokio::spawn(async move {
-                        let _ = me.refresh_listing(Some(seen)).await;
-                    });
-                }
+                self.refresh_if_older(&listing, self.options.listing_ttl);
                 Ok(listing)
             }
             None => self.refresh_listing(None).await,
+        }
+    }
+
+    /// Reads the listing again in the background when `listing` is at least `age` old and no
+    /// refresh is under way.
+    fn refresh_if_older(self: &Arc<Self>, listing: &Listing, age: Duration) {
+        if self.elapsed_since(listing.fetched) >= age && self.refreshing.try_lock().is_ok() {
+            let me = self.clone();
+            let seen = listing.fetched;
+            tokio::spawn(async move {
+                let _ = me.refresh_listing(Some(seen)).await;
+            });
         }
     }
 

@@ -32,51 +32,105 @@ fn boxed(p: Param) -> Box<dyn ToSql + Sync + Send> {
     }
 }
 
-/// What the URL says about TLS, and the URL without what tokio-postgres does not parse.
-struct TlsOptions {
-    url: String,
-    required: bool,
+/// A PostgreSQL URL parsed once by the driver, with what the driver does not take (`verify-ca`,
+/// `verify-full`, `sslrootcert`) read apart. The credentials run to the first `@`, as the driver
+/// reads them, so a password holding `/`, `?` or `&` never reaches the query or a label.
+struct ParsedUrl {
+    config: tokio_postgres::Config,
     root_cert: Option<std::path::PathBuf>,
 }
 
-impl TlsOptions {
-    fn split(url: &str) -> Result<Self, String> {
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+impl ParsedUrl {
+    fn parse(url: &str) -> Result<Self, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or("not a PostgreSQL URL: give postgres://USER@HOST/DB")?;
+        let (credentials, location) = match rest.find('@') {
+            Some(at) => rest.split_at(at + 1),
+            None => ("", rest),
+        };
+        let (base, query) = location.split_once('?').unwrap_or((location, ""));
+        if base.contains('@') {
+            return Err(
+                "the URL has more than one '@' before its host: write an '@' in the user or password as %40"
+                    .into(),
+            );
+        }
         let mut kept = Vec::new();
-        let mut required = false;
         let mut root_cert = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "sslmode" => {
-                    required = match value {
-                        "disable" | "allow" | "prefer" => false,
-                        "require" | "verify-ca" | "verify-full" => true,
+                    let mode = match value {
+                        "disable" | "allow" | "prefer" => "disable",
+                        // The certificate and host name are verified whichever of these is asked.
+                        "require" | "verify-ca" | "verify-full" => "require",
                         other => {
                             return Err(format!(
                                 "sslmode={other}: use disable, require or verify-full"
                             ));
                         }
-                    }
+                    };
+                    kept.push(format!("sslmode={mode}"));
                 }
                 "sslrootcert" => root_cert = Some(std::path::PathBuf::from(value)),
-                _ => kept.push(pair),
+                _ => kept.push(pair.to_string()),
             }
         }
-        if root_cert.is_some() && !required {
+        let driver_url = if kept.is_empty() {
+            format!("{scheme}://{credentials}{base}")
+        } else {
+            format!("{scheme}://{credentials}{base}?{}", kept.join("&"))
+        };
+        let config: tokio_postgres::Config =
+            driver_url.parse().map_err(|e: tokio_postgres::Error| {
+                format!("not a PostgreSQL URL ({})", describe(&e))
+            })?;
+        let parsed = Self { config, root_cert };
+        if parsed.root_cert.is_some() && !parsed.tls() {
             return Err("sslrootcert is given without sslmode=verify-full (or require)".into());
         }
-        let url = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        Ok(Self {
-            url,
-            required,
-            root_cert,
-        })
+        Ok(parsed)
     }
+
+    fn tls(&self) -> bool {
+        self.config.get_ssl_mode() == tokio_postgres::config::SslMode::Require
+    }
+
+    /// `postgres://USER@HOST:PORT/DB` from the parsed parts: never a password, whatever the URL holds.
+    fn label(&self) -> String {
+        label_of(&self.config)
+    }
+}
+
+/// A store's name in messages, built from the parsed user, hosts, ports and database.
+fn label_of(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let name = match host {
+                tokio_postgres::config::Host::Tcp(name) if name.contains(':') => {
+                    format!("[{name}]")
+                }
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            match ports.get(i).or(ports.first()) {
+                Some(port) => format!("{name}:{port}"),
+                None => name,
+            }
+        })
+        .collect();
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let db = config.get_dbname().unwrap_or_default();
+    format!("postgres://{user}{}/{db}", hosts.join(","))
 }
 
 /// A rustls connector trusting `root_cert` (PEM), or the system's roots.
@@ -154,22 +208,26 @@ fn describe(e: &tokio_postgres::Error) -> String {
 
 impl PgStore {
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        let label = super::redact_url(url);
+        let parsed = ParsedUrl::parse(url).map_err(|message| StoreError::Invalid {
+            store: "the PostgreSQL URL (--state, KFLEET_STATE_URL)".into(),
+            message,
+        })?;
+        let label = parsed.label();
         let invalid = |message: String| StoreError::Invalid {
             store: label.clone(),
             message,
         };
-        let options = TlsOptions::split(url).map_err(invalid)?;
-        let mut config: tokio_postgres::Config =
-            options.url.parse().map_err(|e: tokio_postgres::Error| {
-                invalid(format!("not a PostgreSQL URL ({})", describe(&e)))
-            })?;
+        let tls = parsed.tls();
+        let ParsedUrl {
+            mut config,
+            root_cert,
+        } = parsed;
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .application_name("kfleet");
-        let tls = if options.required {
+        let tls = if tls {
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
-            Some(tls_connector(options.root_cert.as_deref()).map_err(invalid)?)
+            Some(tls_connector(root_cert.as_deref()).map_err(invalid)?)
         } else {
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
             None

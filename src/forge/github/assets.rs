@@ -234,7 +234,12 @@ impl GithubClient {
             }
         };
         let request = builder.body(body).map_err(|e| e.to_string())?;
-        self.exchange(self.octo.execute(request), timeout).await
+        let octo = if url.starts_with(&self.uploads) {
+            &self.upload_octo
+        } else {
+            &self.octo
+        };
+        self.exchange(octo.execute(request), timeout).await
     }
 }
 

@@ -146,6 +146,9 @@ type Notify = Box<dyn Fn(&str) + Send + Sync>;
 
 pub struct GithubClient {
     octo: octocrab::Octocrab,
+    /// The same client rooted at the upload base: octocrab puts its base's path (`/api/v3` on
+    /// GitHub Enterprise) in front of every request it sends, absolute URLs included.
+    upload_octo: octocrab::Octocrab,
     api: String,
     /// Where release assets are uploaded (see [`assets::upload_base`]).
     uploads: String,
@@ -253,19 +256,24 @@ impl GithubClient {
             })?;
         let uploads = assets::upload_base(&api);
         // octocrab sends the token only to these two hosts.
-        let octo = octocrab::Octocrab::builder()
-            .base_uri(api.as_str())
-            .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
-            .upload_uri(uploads.as_str())
-            .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
-            .personal_token(token)
-            .set_connect_timeout(Some(policy.timeout))
-            .set_read_timeout(Some(policy.timeout))
-            .set_write_timeout(Some(policy.timeout))
-            .build()
-            .map_err(|e| ForgeError::Setup(e.to_string()))?;
+        let client = |base: &str| {
+            octocrab::Octocrab::builder()
+                .base_uri(base)
+                .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
+                .upload_uri(uploads.as_str())
+                .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
+                .personal_token(token.clone())
+                .set_connect_timeout(Some(policy.timeout))
+                .set_read_timeout(Some(policy.timeout))
+                .set_write_timeout(Some(policy.timeout))
+                .build()
+                .map_err(|e| ForgeError::Setup(e.to_string()))
+        };
+        let octo = client(&api)?;
+        let upload_octo = client(&uploads)?;
         Ok(Self {
             octo,
+            upload_octo,
             api,
             uploads,
             repo,

@@ -67,12 +67,36 @@ fn authorised(state: &SandboxState, headers: &HeaderMap) -> bool {
             == 0
 }
 
+/// Whether a request's `Host` names this machine's loopback: a page on another site that
+/// resolves its own name to 127.0.0.1 (DNS rebinding) sends its own host name and is turned away.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Counts, authenticates and applies faults before any handler runs.
 async fn gatekeeper(
     State(state): State<Arc<SandboxState>>,
     request: Request,
     next: Next,
 ) -> Response {
+    if !loopback_host(request.headers()) {
+        return github_error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "The sandbox answers loopback host names only (localhost, 127.0.0.1, [::1])",
+        );
+    }
     let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let (latency, fault) = {
         let mut faults = state.faults.locked();

@@ -98,7 +98,7 @@ impl Default for Simulation {
 
 #[derive(Clone, Debug, Default)]
 pub struct SandboxOptions {
-    /// Required bearer token; `None` accepts any request.
+    /// Required bearer token; `None` accepts any request (`kfleet sandbox` always sets one).
     pub token: Option<String>,
     /// Repository served, `OWNER/NAME`; other repositories are 404.
     pub repo: String,
@@ -171,6 +171,8 @@ pub enum SandboxError {
     },
     #[error("cannot load sandbox data: {0}")]
     Data(String),
+    #[error("cannot make the sandbox's token: {0}")]
+    Random(#[from] std::io::Error),
 }
 
 /// Loads `DIR/releases.json` (a release listing) for the sandbox.
