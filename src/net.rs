@@ -51,3 +51,35 @@ mod tests {
         assert!(check_transport("file:///etc/passwd", true).is_err());
     }
 }
+
+/// Why a capped read of a response body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the answer is over {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// A response's body, refused as soon as it would pass `max` bytes: a `Content-Length` over it
+/// before anything is read, and the stream as it arrives (a server may send more than it said).
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge(max));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Transport(error_chain(&e)))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -1196,6 +1196,253 @@ fn loading_is_idempotent_and_replaces_only_when_asked() {
     assert!(locked.calls.lock().unwrap().is_empty());
 }
 
+/// A loader that knows modules by the kernel's name, and refuses the first `fail_loads` loads.
+#[derive(Default)]
+struct KernelLoader {
+    loaded: std::sync::Mutex<std::collections::BTreeMap<String, kfleet::install::Loaded>>,
+    fail_loads: std::sync::Mutex<u32>,
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+impl kfleet::install::Loader for KernelLoader {
+    fn loaded(&self, name: &str) -> Option<kfleet::install::Loaded> {
+        self.calls.lock().unwrap().push(format!("loaded? {name}"));
+        self.loaded.lock().unwrap().get(name).cloned()
+    }
+    fn load(&self, name: &str) -> Result<(), String> {
+        self.calls.lock().unwrap().push(format!("load {name}"));
+        let mut fail = self.fail_loads.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(format!(
+                "modprobe: ERROR: could not insert '{name}': Exec format error"
+            ));
+        }
+        Ok(())
+    }
+    fn unload(&self, name: &str) -> Result<(), String> {
+        self.calls.lock().unwrap().push(format!("unload {name}"));
+        Ok(())
+    }
+    fn signatures_enforced(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A `.tar.xz` package holding `entries` (path in the package, bytes).
+fn repack(dir: &Path, entries: &[(&str, &[u8])]) -> PathBuf {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, bytes) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, *bytes).unwrap();
+    }
+    let tar = tar.into_inner().unwrap();
+    let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+    std::io::Write::write_all(&mut xz, &tar).unwrap();
+    let path = dir.join(format!("package-{}.tar.xz", entries.len()));
+    std::fs::write(&path, xz.finish().unwrap()).unwrap();
+    path
+}
+
+/// The built module with its `.modinfo` `name=` changed to another of the same length.
+fn renamed_module(bytes: &[u8], to: &str) -> Vec<u8> {
+    let from = format!("name={MODULE}\0");
+    let to = format!("name={to}\0");
+    assert_eq!(from.len(), to.len());
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .expect("the module's name= in .modinfo");
+    let mut out = bytes.to_vec();
+    out[at..at + to.len()].copy_from_slice(to.as_bytes());
+    out
+}
+
+/// The kernel knows a module by its `.modinfo` name with `-` as `_`, whatever its file is called:
+/// that is the name asked about, unloaded and loaded. Two modules of one name refuse the package.
+#[test]
+fn modules_are_known_by_the_kernels_name_and_twins_are_refused() {
+    use kfleet::install::{InstallOptions, install, read_package};
+    let (_, package, id) = built_package();
+    let ko = read_package(package).unwrap().remove(0).bytes;
+    let dir = tempfile::tempdir().unwrap();
+    let dashed = renamed_module(&ko, "k_drivr");
+    let options = |root: &Path| InstallOptions {
+        root: root.to_path_buf(),
+        kernel_version: id.kernel_version.clone(),
+        running_kernel: Some(id.kernel_version.clone()),
+        subdir: "extra".into(),
+        load: true,
+        replace: true,
+        require_signed: false,
+        depmod: depmod(),
+    };
+    let package = repack(dir.path(), &[("k-drivr.ko", &dashed)]);
+    let loader = KernelLoader::default();
+    loader.loaded.lock().unwrap().insert(
+        "k_drivr".into(),
+        kfleet::install::Loaded {
+            srcversion: Some("0123456789ABCDEF0123456".into()),
+            version: Some("1.4.1".into()),
+        },
+    );
+    let root = tempfile::tempdir().unwrap();
+    install(&package, &options(root.path()), &loader).unwrap();
+    assert_eq!(
+        *loader.calls.lock().unwrap(),
+        ["loaded? k_drivr", "unload k_drivr", "load k_drivr"]
+    );
+    assert!(
+        root.path()
+            .join(format!(
+                "lib/modules/{}/extra/k-drivr.ko",
+                id.kernel_version
+            ))
+            .is_file()
+    );
+
+    for twins in [
+        vec![
+            ("kdriver.ko", ko.as_slice()),
+            ("sub/kdriver.ko", ko.as_slice()),
+        ],
+        vec![
+            ("k-drivr.ko", dashed.as_slice()),
+            ("k_drivr.ko", dashed.as_slice()),
+        ],
+    ] {
+        let package = repack(dir.path(), &twins);
+        let root = tempfile::tempdir().unwrap();
+        let err = install(&package, &options(root.path()), &KernelLoader::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("one would silently replace the other"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+}
+
+/// `--replace` whose new module will not load puts the node back: the old file, depmod again,
+/// and the old module loaded again; with two modules, the first one's new version is unloaded
+/// too (all or nothing).
+#[test]
+fn a_failed_load_puts_the_node_back_as_it_was() {
+    use kfleet::install::{InstallOptions, install, read_package};
+    let (_, package, id) = built_package();
+    let ko = read_package(package).unwrap().remove(0).bytes;
+    let options = |root: &Path| InstallOptions {
+        root: root.to_path_buf(),
+        kernel_version: id.kernel_version.clone(),
+        running_kernel: Some(id.kernel_version.clone()),
+        subdir: "extra".into(),
+        load: true,
+        replace: true,
+        require_signed: false,
+        depmod: depmod(),
+    };
+    let old = |name: &str| {
+        (
+            name.to_string(),
+            kfleet::install::Loaded {
+                srcversion: Some("0123456789ABCDEF0123456".into()),
+                version: Some("1.4.1".into()),
+            },
+        )
+    };
+    let root = tempfile::tempdir().unwrap();
+    let dir = root
+        .path()
+        .join(format!("lib/modules/{}/extra", id.kernel_version));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{MODULE}.ko")), b"the old module").unwrap();
+    let loader = KernelLoader::default();
+    loader.loaded.lock().unwrap().extend([old(MODULE)]);
+    *loader.fail_loads.lock().unwrap() = 1;
+    let err = install(package, &options(root.path()), &loader).unwrap_err();
+    let said = err.to_string();
+    assert!(said.contains("could not insert"), "{said}");
+    assert!(said.contains("the previous files were restored"), "{said}");
+    assert!(said.contains("depmod ran again"), "{said}");
+    assert!(
+        said.contains(&format!("the previous {MODULE} is loaded again")),
+        "{said}"
+    );
+    assert_eq!(err.exit_code(), 8);
+    assert_eq!(
+        std::fs::read(dir.join(format!("{MODULE}.ko"))).unwrap(),
+        b"the old module"
+    );
+    assert_eq!(
+        *loader.calls.lock().unwrap(),
+        [
+            format!("loaded? {MODULE}"),
+            format!("unload {MODULE}"),
+            format!("load {MODULE}"),
+            format!("load {MODULE}"),
+        ]
+    );
+
+    // Two modules, the second will not load: the first one's new version goes too.
+    let second = renamed_module(&ko, "kdrivez");
+    let pair = tempfile::tempdir().unwrap();
+    let package = repack(
+        pair.path(),
+        &[
+            ("kdriver.ko", ko.as_slice()),
+            ("kdrivez.ko", second.as_slice()),
+        ],
+    );
+    let root = tempfile::tempdir().unwrap();
+    let loader = KernelLoader::default();
+    loader.loaded.lock().unwrap().extend([old(MODULE)]);
+    let loader = FailSecond(loader);
+    let err = install(&package, &options(root.path()), &loader).unwrap_err();
+    assert!(err.to_string().contains("kdrivez"), "{err}");
+    let calls = loader.0.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls[2..],
+        [
+            format!("unload {MODULE}"),
+            format!("load {MODULE}"),
+            "load kdrivez".to_string(),
+            format!("unload {MODULE}"),
+            format!("load {MODULE}"),
+        ],
+        "{calls:?}"
+    );
+    let modules = root
+        .path()
+        .join(format!("lib/modules/{}/extra", id.kernel_version));
+    assert!(!modules.join("kdriver.ko").exists() && !modules.join("kdrivez.ko").exists());
+}
+
+/// Fails the load of `kdrivez` only.
+struct FailSecond(KernelLoader);
+
+impl kfleet::install::Loader for FailSecond {
+    fn loaded(&self, name: &str) -> Option<kfleet::install::Loaded> {
+        self.0.loaded(name)
+    }
+    fn load(&self, name: &str) -> Result<(), String> {
+        if name == "kdrivez" {
+            self.0.calls.lock().unwrap().push(format!("load {name}"));
+            return Err("modprobe: ERROR: could not insert 'kdrivez': Unknown symbol".into());
+        }
+        self.0.calls.lock().unwrap().push(format!("load {name}"));
+        Ok(())
+    }
+    fn unload(&self, name: &str) -> Result<(), String> {
+        self.0.unload(name)
+    }
+    fn signatures_enforced(&self) -> Option<String> {
+        None
+    }
+}
+
 /// The whole last mile without GitHub: the sandbox serves the real package from its assets
 /// directory (size and sha256 from the file), `kfleet ensure --repo … --install` finds it in the
 /// release, downloads and verifies it, and installs the module into a root where depmod lists it.

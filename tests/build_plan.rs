@@ -321,3 +321,64 @@ fn images_are_pinned_from_the_registry_and_the_plan_uses_the_digest() {
         "{stderr}"
     );
 }
+
+/// A token realm that never stops sending is cut off at 64 KiB (the body is read with a cap,
+/// not whole and then measured), and one that announces gigabytes is refused before reading.
+#[test]
+fn a_token_service_that_sends_without_end_is_cut_off() {
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    for announced in [false, true] {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let realm = format!("{url}/token");
+        let app = axum::Router::new().fallback(move |uri: Uri| {
+            let realm = realm.clone();
+            async move {
+                if uri.path() == "/token" {
+                    let endless = futures_util::stream::unfold((), |()| async {
+                        Some((
+                            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'a'; 1 << 16])),
+                            (),
+                        ))
+                    });
+                    let mut response = axum::body::Body::from_stream(endless).into_response();
+                    if announced {
+                        response
+                            .headers_mut()
+                            .insert("content-length", "3000000000".parse().unwrap());
+                    }
+                    return response;
+                }
+                let mut out = HeaderMap::new();
+                out.insert(
+                    "www-authenticate",
+                    format!("Bearer realm=\"{realm}\",service=\"registry.example\"")
+                        .parse()
+                        .unwrap(),
+                );
+                (StatusCode::UNAUTHORIZED, out).into_response()
+            }
+        });
+        rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("timeout")
+            .arg("60")
+            .arg(env!("CARGO_BIN_EXE_kfleet"))
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .args(["images", "pin", "--out"])
+            .arg(dir.path().join("digests.toml"))
+            .args(["--registry", &format!("docker.io={url}")])
+            .args(["--identity", "debian/12/x86_64/6.1.0-18-amd64"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("is over 64 KiB"), "{stderr}");
+    }
+}

@@ -1237,6 +1237,46 @@ fn a_corrupt_primary_db_is_reported_not_fatal() {
     assert!(last.starts_with("bad primary_db: "), "{last}");
 }
 
+/// A hostile `primary_db` whose `packages` is a view that recurses without end is refused at once
+/// (before the source's timeout, with no thread left spinning on it).
+#[test]
+fn a_primary_db_whose_packages_is_an_endless_view_is_refused() {
+    let fx = fixture();
+    let repo = "/2/core/2.0/x86_64/abc/";
+    fx.put(
+        "/2/core/latest/x86_64/mirror.list",
+        format!("{}{repo}\n", fx.base),
+    );
+    rpm_repo_with(&fx, repo, &[], &[Meta::SqliteBz2], "Packages/", false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("primary.sqlite");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(
+        "CREATE VIEW packages AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r)
+         SELECT n AS pkgKey, 'x' AS pkgId, 'kernel-devel' AS name, 'x86_64' AS arch,
+           '4.9.85' AS version, 'nope' AS release, 0 AS time_build, 'h' AS location_href,
+           'sha256' AS checksum_type FROM r;",
+    )
+    .unwrap();
+    drop(db);
+    fx.put(
+        &format!("{repo}repodata/def456-primary.sqlite.bz2"),
+        bzip2_bytes(&std::fs::read(&path).unwrap()),
+    );
+    let started = std::time::Instant::now();
+    let res = fx
+        ._rt
+        .block_on(resolver(chain(&fx, &al2_source(&fx)), 2000).resolve(&id(AL2)))
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(res.resolved_by, None);
+    let last = &res.attempts.last().unwrap().outcome;
+    assert!(
+        last.contains("bad primary_db: 'packages' is a view, not a table"),
+        "{last}"
+    );
+}
+
 /// `--offline` plans for the real CentOS Linux 8 kernels name their vault point release: the
 /// vault repository and the exact package URL kernel-crawler found on CERN's vault mirror.
 #[test]

@@ -33,6 +33,16 @@ struct FakeService {
 }
 
 fn fake_service(file_name: &'static str, payload: Vec<u8>, flaky: u32) -> FakeService {
+    fake_service_answering(file_name, payload, flaky, 503)
+}
+
+/// [`fake_service`] whose first `flaky` downloads answer `status`.
+fn fake_service_answering(
+    file_name: &'static str,
+    payload: Vec<u8>,
+    flaky: u32,
+    status: u16,
+) -> FakeService {
     use axum::http::StatusCode;
     use axum::routing::{get, post};
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -64,7 +74,7 @@ fn fake_service(file_name: &'static str, payload: Vec<u8>, flaky: u32) -> FakeSe
                 let payload = payload.clone();
                 async move {
                     if n < flaky {
-                        (StatusCode::SERVICE_UNAVAILABLE, Vec::new())
+                        (StatusCode::from_u16(status).unwrap(), Vec::new())
                     } else {
                         (StatusCode::OK, payload.to_vec())
                     }
@@ -119,6 +129,76 @@ fn ensure_names_the_file_itself_and_retries_a_flaky_download() {
         3,
         "two 503s, then the file"
     );
+}
+
+/// While an upload is being replaced its download is a 404 for a moment: `ensure` asks again
+/// until the deadline instead of giving up. What killed downloads left in `--out` is removed;
+/// one another `ensure` is writing now is not.
+#[test]
+fn ensure_waits_out_an_asset_being_replaced_and_clears_stale_downloads() {
+    let fake = fake_service_answering("x.tar.xz", b"the package".to_vec(), 2, 404);
+    let out = tempfile::tempdir().unwrap();
+    let stale = out.path().join(".kfleet-download-AbC123");
+    let fresh = out.path().join(".kfleet-download-XyZ789");
+    std::fs::write(&stale, vec![0u8; 4096]).unwrap();
+    std::fs::write(&fresh, b"being written").unwrap();
+    assert!(
+        std::process::Command::new("touch")
+            .args(["-d", "1 hour ago"])
+            .arg(&stale)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let run = ensure(&fake.url, out.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert_eq!(fake.downloads.load(Ordering::SeqCst), 3, "{stderr}");
+    assert!(stderr.contains("404"), "{stderr}");
+    assert_eq!(files_in(out.path()), [".kfleet-download-XyZ789", NAME]);
+    assert_eq!(
+        std::fs::read(out.path().join(NAME)).unwrap(),
+        b"the package"
+    );
+}
+
+/// An asset template is a file name on the node: a working-directory kfleet.toml cannot set
+/// it (nor the state directory), and one that would leave `--out` is refused wherever it comes
+/// from.
+#[test]
+fn an_asset_template_cannot_write_outside_out() {
+    let fake = fake_service("x.tar.xz", b"the package".to_vec(), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::write(
+        dir.path().join("kfleet.toml"),
+        "asset_template = \"../../escaped-{module}-{driver_version}-{distribution}-{distro_version}-{architecture}-{kernel_version}\"\nstate_dir = \"/tmp/elsewhere\"\n",
+    )
+    .unwrap();
+    let run = ensure(&fake.url, &out)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("ignoring asset_template"), "{stderr}");
+    assert!(stderr.contains("ignoring state_dir"), "{stderr}");
+    assert_eq!(files_in(&out), [NAME]);
+    assert!(
+        !dir.path()
+            .parent()
+            .unwrap()
+            .join("escaped-kdriver")
+            .exists()
+    );
+
+    let run = ensure(&fake.url, &out)
+        .args(["--asset-template", "../{module}-{driver_version}-{distribution}-{distro_version}-{architecture}-{kernel_version}"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("must make a plain file name"), "{stderr}");
 }
 
 #[test]

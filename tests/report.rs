@@ -655,3 +655,101 @@ fn parquet_inventories_report_like_their_csv() {
     assert!(stderr.contains("kernel_version"), "{stderr}");
     assert!(stderr.contains("node, os, version_id, arch"), "{stderr}");
 }
+
+/// A Parquet footer that claims billions of rows in a few kilobytes is refused with a clear error
+/// naming the file, before anything is sized from it (run under a 4 GiB address-space limit).
+#[test]
+fn a_parquet_footer_that_lies_about_its_rows_is_refused() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 12345;
+    let mut frame = df!(
+        "distribution" => vec!["ubuntu"; rows],
+        "distro_version" => vec!["22.04"; rows],
+        "architecture" => vec!["x86_64"; rows],
+        "kernel_version" => vec!["5.15.0-91-generic"; rows],
+    )
+    .unwrap();
+    let honest = dir.path().join("honest.parquet");
+    ParquetWriter::new(std::fs::File::create(&honest).unwrap())
+        .finish(&mut frame)
+        .unwrap();
+    // The footer's row counts (the file's, the row group's, each column's values) are thrift
+    // compact i64 fields with a field delta of 1: 0x16, then the zigzag varint.
+    let varint = |mut v: u64| {
+        let mut out = vec![0x16u8];
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(byte);
+                return out;
+            }
+            out.push(byte | 0x80);
+        }
+    };
+    let bytes = std::fs::read(&honest).unwrap();
+    let footer_len =
+        u32::from_le_bytes(bytes[bytes.len() - 8..bytes.len() - 4].try_into().unwrap()) as usize;
+    let footer_at = bytes.len() - 8 - footer_len;
+    let (from, to) = (varint(2 * rows as u64), varint(2 * (1u64 << 33)));
+    let mut footer = Vec::new();
+    let mut rest = &bytes[footer_at..bytes.len() - 8];
+    let mut replaced = 0;
+    while !rest.is_empty() {
+        if rest.starts_with(&from) {
+            footer.extend_from_slice(&to);
+            rest = &rest[from.len()..];
+            replaced += 1;
+        } else {
+            footer.push(rest[0]);
+            rest = &rest[1..];
+        }
+    }
+    assert!(replaced >= 3, "{replaced}");
+    let mut lying = bytes[..footer_at].to_vec();
+    lying.extend_from_slice(&footer);
+    lying.extend_from_slice(&(footer.len() as u32).to_le_bytes());
+    lying.extend_from_slice(b"PAR1");
+    let bad = dir.path().join("lying.parquet");
+    std::fs::write(&bad, &lying).unwrap();
+    assert!(lying.len() < 16 << 10);
+    let releases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small-releases.json");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -v 4194304; exec \"$@\"")
+        .arg("kfleet")
+        .arg(env!("CARGO_BIN_EXE_kfleet"))
+        .args(["report", "-i"])
+        .arg(&bad)
+        .arg("-r")
+        .arg(&releases)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lying.parquet"), "{stderr}");
+    assert!(stderr.contains("declares 8589934592 rows"), "{stderr}");
+
+    // The honest file reads under the same limit.
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -v 4194304; exec \"$@\"")
+        .arg("kfleet")
+        .arg(env!("CARGO_BIN_EXE_kfleet"))
+        .args(["report", "--format", "json", "-i"])
+        .arg(&honest)
+        .arg("-r")
+        .arg(&releases)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["nodes"], 12345);
+}

@@ -202,13 +202,14 @@ async fn resolve(
                 reply.status()
             )));
         }
-        let body = reply
-            .bytes()
+        let body = crate::net::read_capped(reply, 64 << 10)
             .await
-            .map_err(|e| err(crate::net::error_chain(&e)))?;
-        if body.len() > 64 << 10 {
-            return Err(err(format!("the token from {realm} is over 64 KiB")));
-        }
+            .map_err(|e| match e {
+                crate::net::BodyError::TooLarge(_) => {
+                    err(format!("the token from {realm} is over 64 KiB"))
+                }
+                crate::net::BodyError::Transport(e) => err(e),
+            })?;
         let json: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| err(format!("the token from {realm} is not JSON: {e}")))?;
         let token = json

@@ -160,6 +160,7 @@ impl Resolver {
     ) -> sources::Ctx<'a> {
         sources::Ctx {
             listings,
+            deadline: Instant::now() + self.options.source_timeout,
             http: &self.http,
             parts,
             source,

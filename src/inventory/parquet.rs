@@ -15,6 +15,12 @@ pub(super) const MAGIC: &[u8; 4] = b"PAR1";
 /// Rows decoded at a time.
 const SLICE: usize = 1 << 20;
 
+/// The most rows a byte of column data is believed to hold. A run-length-encoded column of one
+/// repeated identity packs about 30,000 rows in a page header and a few bytes, and a row group has
+/// four such columns with at least one page each; a footer that claims more than this is damaged
+/// or hostile, and decoding it would size buffers from the claim.
+const ROWS_PER_BYTE: u64 = 8192;
+
 pub(super) fn read(file: &str, path: &Path, fleet: &mut FleetGroups) -> Result<(), InventoryError> {
     let polars_err = |source| InventoryError::Polars {
         file: file.to_string(),
@@ -36,6 +42,46 @@ pub(super) fn read(file: &str, path: &Path, fleet: &mut FleetGroups) -> Result<(
     distinct.dedup();
     let metadata = first.get_metadata().map_err(polars_err)?.clone();
     let total = metadata.num_rows;
+    let file_len = std::fs::metadata(path)
+        .map_err(|source| InventoryError::Io {
+            file: file.to_string(),
+            source,
+        })?
+        .len();
+    let damaged = |message: String| InventoryError::Format {
+        file: file.to_string(),
+        message: format!(
+            "{message}; the file is damaged (or not what it claims), nothing was read"
+        ),
+    };
+    // The footer is checked against what the file can hold before anything is sized from it.
+    for (g, group) in metadata.row_groups.iter().enumerate() {
+        let rows = group.num_rows() as u64;
+        let mut bytes = 0u64;
+        for chunk in group.parquet_columns() {
+            let range = chunk.byte_range();
+            if range.start > range.end || range.end > file_len {
+                return Err(damaged(format!(
+                    "row group {g} places column data at bytes {}..{} of a {file_len}-byte file",
+                    range.start, range.end
+                )));
+            }
+            let values = u64::try_from(chunk.num_values()).unwrap_or(u64::MAX);
+            let flat = chunk.descriptor().descriptor.max_rep_level == 0;
+            if flat && values != rows {
+                return Err(damaged(format!(
+                    "row group {g} declares {rows} rows but a column of it {values} values"
+                )));
+            }
+            bytes += range.end - range.start;
+        }
+        let can_hold = bytes.saturating_mul(ROWS_PER_BYTE);
+        if rows > can_hold {
+            return Err(damaged(format!(
+                "row group {g} declares {rows} rows in {bytes} bytes of column data, more than they can hold ({can_hold})"
+            )));
+        }
+    }
     // Slices follow the row groups (a slice across two groups decodes both), cut to at most
     // SLICE rows, and are shared out between one thread per core, each with its own tally.
     let mut slices: Vec<(usize, usize)> = Vec::new();

@@ -366,7 +366,17 @@ impl RunnerConfig {
         let started = Instant::now();
         match tokio::time::timeout(
             job.timeout,
-            self.steps(&job, inputs, target, &workspace, &temp, &log, &tracking),
+            self.steps(
+                &job,
+                inputs,
+                target,
+                &JobDirs {
+                    workspace: &workspace,
+                    temp: &temp,
+                    log: &log,
+                    tracking: &tracking,
+                },
+            ),
         )
         .await
         {
@@ -407,11 +417,14 @@ impl RunnerConfig {
         job: &Job,
         inputs: &BTreeMap<String, String>,
         target: &JobTarget,
-        workspace: &Path,
-        temp: &Path,
-        log: &Path,
-        tracking: &str,
+        dirs: &JobDirs<'_>,
     ) -> Result<Vec<(String, Duration)>, (String, Vec<(String, Duration)>)> {
+        let JobDirs {
+            workspace,
+            temp,
+            log,
+            tracking,
+        } = *dirs;
         let mut done = Vec::new();
         let mut ctx = Contexts::default();
         for (k, v) in inputs {
@@ -549,6 +562,15 @@ impl RunnerConfig {
         }
         Ok(done)
     }
+}
+
+/// Where one job runs, and the mark its processes carry.
+#[derive(Clone, Copy)]
+struct JobDirs<'a> {
+    workspace: &'a Path,
+    temp: &'a Path,
+    log: &'a Path,
+    tracking: &'a str,
 }
 
 fn substitute(text: &str, ctx: &Contexts) -> Result<String, String> {

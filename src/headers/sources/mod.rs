@@ -28,6 +28,9 @@ pub(super) struct Ctx<'a> {
     pub metadata: Option<std::path::PathBuf>,
     /// Indexes already read in this listing pass (upcoming kernels over many lines).
     pub listings: Option<&'a ListingMemo>,
+    /// When this source's time is up: work on blocking threads (reading a SQLite index) stops
+    /// there too.
+    pub deadline: std::time::Instant,
 }
 
 /// The header package names of each APT suite read so far, by the suite's index URLs.

@@ -91,12 +91,12 @@ pub(super) async fn list(ctx: &mut Ctx<'_>) -> Vec<Listed> {
         let Some(base) = base_of(ctx, repository).await else {
             continue;
         };
-        let (name, arch) = (name.clone(), arch.clone());
+        let (name, arch, deadline) = (name.clone(), arch.clone(), ctx.deadline);
         let listed = scan_metadata(ctx, &base, move |kind, raw| {
             if kind == "primary" {
                 list_in_primary(raw, &name, &arch)
             } else {
-                list_in_primary_db(raw, &name, &arch)
+                list_in_primary_db(raw, &name, &arch, deadline)
             }
         })
         .await;
@@ -172,8 +172,14 @@ fn bad_db(e: &dyn std::fmt::Display) -> String {
 }
 
 /// A `primary_db` opened read-only from a private copy (the copy lives as long as the file
-/// handle returned with it).
-fn open_primary_db(db: &[u8]) -> Outcome<(tempfile::NamedTempFile, rusqlite::Connection)> {
+/// handle returned with it). The file came over the network: its schema is not trusted (no
+/// functions or virtual tables run from it), `packages` must be a plain table (a view could
+/// recurse without end), and every statement is stopped at the source's `deadline` (the async
+/// timeout cannot stop this blocking thread).
+fn open_primary_db(
+    db: &[u8],
+    deadline: std::time::Instant,
+) -> Outcome<(tempfile::NamedTempFile, rusqlite::Connection)> {
     use std::io::Write;
     let mut file = tempfile::NamedTempFile::new().map_err(|e| bad_db(&e))?;
     file.write_all(db).map_err(|e| bad_db(&e))?;
@@ -182,12 +188,33 @@ fn open_primary_db(db: &[u8]) -> Outcome<(tempfile::NamedTempFile, rusqlite::Con
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| bad_db(&e))?;
+    conn.progress_handler(10_000, Some(move || std::time::Instant::now() >= deadline))
+        .map_err(|e| bad_db(&e))?;
+    conn.pragma_update(None, "trusted_schema", "OFF")
+        .map_err(|e| bad_db(&e))?;
+    let kind: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row(
+        "SELECT type FROM sqlite_master WHERE name = 'packages'",
+        [],
+        |row| row.get(0),
+    ))
+    .map_err(|e| bad_db(&e))?;
+    if kind.as_deref() != Some("table") {
+        return Err(bad_db(&format!(
+            "'packages' is {}, not a table",
+            kind.map_or("missing".to_string(), |k| format!("a {k}"))
+        )));
+    }
     Ok((file, conn))
 }
 
 /// The same listing in a `primary_db` SQLite database.
-fn list_in_primary_db(db: &[u8], name: &str, arch: &str) -> Outcome<Vec<Listed>> {
-    let (_file, conn) = open_primary_db(db)?;
+fn list_in_primary_db(
+    db: &[u8],
+    name: &str,
+    arch: &str,
+    deadline: std::time::Instant,
+) -> Outcome<Vec<Listed>> {
+    let (_file, conn) = open_primary_db(db, deadline)?;
     let mut query = conn
         .prepare("SELECT version, release, time_build FROM packages WHERE name = ?1 AND arch = ?2")
         .map_err(|e| bad_db(&e))?;
@@ -380,8 +407,9 @@ fn find_in_primary_db(
     version: &str,
     release: &str,
     arch: &str,
+    deadline: std::time::Instant,
 ) -> Outcome<Found> {
-    let (_file, conn) = open_primary_db(db)?;
+    let (_file, conn) = open_primary_db(db, deadline)?;
     let mut query = conn
         .prepare(
             "SELECT location_href, checksum_type, pkgId FROM packages \
@@ -427,12 +455,13 @@ async fn rpm_repo_base(ctx: &mut Ctx<'_>, base: &str, names: &[&str]) -> Option<
     let p = ctx.parts.clone();
     let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let (version, release, arch) = (p.version.clone(), p.release.clone(), p.arch.clone());
+    let deadline = ctx.deadline;
     let hits = scan_metadata(ctx, base, move |kind, raw| {
         let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
         if kind == "primary" {
             find_in_primary(raw, &names, &version, &release, &arch)
         } else {
-            find_in_primary_db(raw, &names, &version, &release, &arch)
+            find_in_primary_db(raw, &names, &version, &release, &arch, deadline)
         }
     })
     .await?;
