@@ -28,9 +28,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
+/// Like [`write_atomic`] for state and private listings: the file is 0600 whatever it was.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_as(path, true, |w| w.write_all(bytes))
+}
+
 /// Like [`write_atomic`], streaming the content through `fill`.
 pub fn write_atomic_with(
     path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    write_atomic_as(path, false, fill)
+}
+
+fn write_atomic_as(
+    path: &Path,
+    private: bool,
     fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let dir = parent_dir(path);
@@ -42,9 +55,10 @@ pub fn write_atomic_with(
         fill(&mut w)?;
         w.flush()?;
     }
-    // Temp files are created 0600; an output is an ordinary file, or keeps the mode it had.
+    // Temp files are created 0600 (kept for private files); an output is an ordinary file, or
+    // keeps the mode it had.
     #[cfg(unix)]
-    {
+    if !private {
         use std::os::unix::fs::PermissionsExt;
         let permissions = std::fs::metadata(path)
             .map(|m| m.permissions())

@@ -128,6 +128,14 @@ async fn the_next_process_starts_conditional_from_the_disk_cache() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(files.len(), 2, "one entry per page: {files:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache.path().join("http-cache")), 0o700);
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+    }
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
         assert!(!text.contains(TOKEN), "the token never reaches the cache");

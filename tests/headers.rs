@@ -902,6 +902,28 @@ fn resolutions_are_cached_with_a_ttl() {
         stale.resolved_by, None,
         "an expired entry is resolved again"
     );
+    assert_private(state.path());
+}
+
+/// Every directory under `dir` is 0700 and every file 0600 (caches hold private listings).
+fn assert_private(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            if path.is_dir() {
+                assert_eq!(mode, 0o700, "{}", path.display());
+                stack.push(path);
+            } else {
+                assert_eq!(mode, 0o600, "{}", path.display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen > 0, "nothing cached under {}", dir.display());
 }
 
 /// With a cache directory, repository metadata is kept with its ETag: resolving again (the

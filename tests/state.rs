@@ -185,9 +185,18 @@ async fn contract(store: &Store) {
 #[tokio::test]
 async fn sqlite_keeps_the_claim_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::in_dir(dir.path()).await.unwrap();
+    let state = dir.path().join("state");
+    let store = Store::in_dir(&state).await.unwrap();
     contract(&store).await;
     assert_eq!(store.kind(), "sqlite");
+    // The state is this user's alone: the directory 0700, the database and its WAL 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

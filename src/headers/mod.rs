@@ -254,11 +254,11 @@ impl Resolver {
             && let Some((path, _)) = self.cache_path(id)
         {
             if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
+                let _ = crate::fsio::create_private_dir(dir);
             }
             // A cache that cannot be written only costs a lookup next time.
             if let Ok(json) = serde_json::to_vec_pretty(&resolution) {
-                let _ = crate::fsio::write_atomic(&path, &json);
+                let _ = crate::fsio::write_private(&path, &json);
             }
         }
         Ok(resolution)
@@ -278,7 +278,7 @@ impl Resolver {
                 attempts: format_attempts(&resolution.attempts),
             });
         }
-        std::fs::create_dir_all(out).map_err(|source| HeaderError::Write {
+        crate::fsio::create_private_dir(out).map_err(|source| HeaderError::Write {
             path: out.display().to_string(),
             source,
         })?;
@@ -338,7 +338,7 @@ impl Resolver {
             }
         }
         let path = out.join(&package.name);
-        crate::fsio::write_atomic(&path, &body).map_err(|source| HeaderError::Write {
+        crate::fsio::write_private(&path, &body).map_err(|source| HeaderError::Write {
             path: path.display().to_string(),
             source,
         })?;

@@ -98,7 +98,7 @@ pub struct LedgerState {
 impl Ledger {
     /// The ledger in `state_dir` (created if needed).
     pub fn open(state_dir: &Path) -> Result<Self, LedgerError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| LedgerError::Io {
+        crate::fsio::create_private_dir(state_dir).map_err(|source| LedgerError::Io {
             path: state_dir.display().to_string(),
             source,
         })?;

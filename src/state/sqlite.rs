@@ -53,7 +53,22 @@ impl SqliteStore {
             message: e.to_string(),
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+            crate::fsio::create_private_dir(dir).map_err(|e| fail(&e))?;
+        }
+        // The database (and the WAL and shared-memory files SQLite makes with its mode) is 0600.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(fail(&e)),
+            }
         }
         let mut conn = rusqlite::Connection::open(path).map_err(|e| fail(&e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(&e))?;

@@ -326,13 +326,14 @@ impl GithubClient {
             etag: etag.to_string(),
             body: body.to_string(),
         };
+        // Listings of a private repository are private: 0600 files in a 0700 directory.
         let written = path
             .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_or(Ok(()), crate::fsio::create_private_dir)
             .map_err(|e| e.to_string())
             .and_then(|()| {
                 let json = serde_json::to_vec(&page).map_err(|e| e.to_string())?;
-                crate::fsio::write_atomic(&path, &json).map_err(|e| e.to_string())
+                crate::fsio::write_private(&path, &json).map_err(|e| e.to_string())
             });
         if let Err(e) = written {
             tracing::warn!("cannot keep the response cache in {}: {e}", path.display());

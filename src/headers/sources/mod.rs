@@ -83,11 +83,11 @@ fn write_kept(dir: &std::path::Path, url: &str, headers: &reqwest::header::Heade
         return;
     }
     let (meta, body_path) = kept(dir, url);
-    let written = std::fs::create_dir_all(dir)
-        .and_then(|()| crate::fsio::write_atomic(&body_path, body))
+    let written = crate::fsio::create_private_dir(dir)
+        .and_then(|()| crate::fsio::write_private(&body_path, body))
         .and_then(|()| {
             let json = serde_json::to_vec(&validators).map_err(std::io::Error::other)?;
-            crate::fsio::write_atomic(&meta, &json)
+            crate::fsio::write_private(&meta, &json)
         });
     if let Err(e) = written {
         tracing::warn!("cannot keep {url} in {}: {e}", dir.display());
