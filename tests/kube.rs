@@ -259,3 +259,143 @@ async fn a_busy_api_server_is_asked_again_briefly() {
         started.elapsed()
     );
 }
+
+/// A kubeconfig whose cluster says `insecure-skip-tls-verify: true` is refused unless the
+/// operator passes `--kube-insecure-skip-tls-verify`, and then read with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipping_tls_verification_needs_the_flag_and_warns() {
+    let nodes = recorded_nodes(&sample("nodes.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let (api, _ca) = KubeFixture::start_tls(nodes, dir.path()).await;
+    let other = tempfile::tempdir().unwrap();
+    let config = kubeconfig(other.path(), &[("lab", &api.url)]);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("server: {}\n", api.url),
+        &format!("server: {}\n    insecure-skip-tls-verify: true\n", api.url),
+    );
+    std::fs::write(&config, text).unwrap();
+    let run = move |extra: &'static [&'static str]| {
+        let mut cmd = Command::cargo_bin("kfleet").unwrap();
+        cmd.env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("KUBECONFIG", &config)
+            .args(extra)
+            .args(["report", "-i", "kube:lab", "-r"])
+            .arg(fixture("small-releases.json"))
+            .args(["--format", "json"]);
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = tokio::task::spawn_blocking(move || {
+        let refused = run(&[]);
+        let allowed = run(&["--kube-insecure-skip-tls-verify"]);
+        (refused, allowed)
+    })
+    .await
+    .map(|((ok, refused), allowed)| {
+        assert!(!ok, "{refused}");
+        assert!(
+            refused.contains("sets insecure-skip-tls-verify")
+                && refused.contains("--kube-insecure-skip-tls-verify"),
+            "{refused}"
+        );
+        allowed
+    })
+    .unwrap();
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("not verifying the API server's certificate"),
+        "{stderr}"
+    );
+}
+
+/// An API server on 127.0.0.1 that answers a watch with an event that never ends, and a node
+/// list with bytes that never end (or, `list_ok`, an empty list).
+async fn endless_api(list_ok: bool) -> String {
+    use axum::extract::RawQuery;
+    use futures_util::StreamExt;
+    let app = axum::Router::new().route(
+        "/api/v1/nodes",
+        axum::routing::get(move |RawQuery(query): RawQuery| async move {
+            let watch = query.unwrap_or_default().contains("watch=true");
+            if !watch && list_ok {
+                return axum::response::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(
+                        "{\"kind\":\"NodeList\",\"apiVersion\":\"v1\",\"metadata\":{\"resourceVersion\":\"1\"},\"items\":[]}",
+                    ))
+                    .unwrap();
+            }
+            let endless = futures_util::stream::unfold((), |()| async {
+                Some((
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1 << 16])),
+                    (),
+                ))
+            });
+            let head = if watch {
+                "{\"type\":\"ADDED\",\"object\":"
+            } else {
+                "{\"kind\":\"NodeList\",\"apiVersion\":\"v1\",\"metadata\":{},\"items\":["
+            };
+            let body = futures_util::stream::once(async move {
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(head.as_bytes()))
+            })
+            .chain(endless);
+            axum::response::Response::builder()
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from_stream(body))
+                .unwrap()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// A list answer and a watch event each have a size cap: an API server that sends without end
+/// is an error that says so, not memory without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_that_sends_without_end_is_cut_off() {
+    let url = endless_api(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = kfleet::inventory::kube::KubeSource {
+        context: Some("big".into()),
+        kubeconfig: Some(kubeconfig(dir.path(), &[("big", &url)])),
+    };
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        kfleet::inventory::kube::list(&source, 500),
+    )
+    .await
+    .expect("the listing was cut off")
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("an answer over 67108864 bytes"), "{err}");
+
+    // The watch: the list is fine, then an event that never ends.
+    let url = endless_api(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = kfleet::inventory::kube::KubeSource {
+        context: Some("big".into()),
+        kubeconfig: Some(kubeconfig(dir.path(), &[("big", &url)])),
+    };
+    let mut updates = kfleet::inventory::kube::watch(vec![source]);
+    let mut notices = Vec::new();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(update) = updates.recv().await {
+            if let kfleet::inventory::kube::WatchUpdate::Notice(n) = update {
+                if n.contains("a watch event over 4194304 bytes") {
+                    return true;
+                }
+                notices.push(n);
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{notices:?}");
+}

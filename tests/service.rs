@@ -545,7 +545,7 @@ fn ensure_without_a_service_goes_to_the_forge_directly() {
         .unwrap();
     let state = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let run = |kernel: &str, distribution: &str, version: &str| {
+    let run = |kernel: &str, distribution: &str, version: &str, deadline: &str| {
         Command::cargo_bin("kfleet")
             .unwrap()
             .env("XDG_CONFIG_HOME", "/nonexistent")
@@ -562,7 +562,7 @@ fn ensure_without_a_service_goes_to_the_forge_directly() {
                 "--driver-version",
                 "v1.1.0",
                 "--deadline",
-                "60s",
+                deadline,
                 "--distribution",
                 distribution,
             ])
@@ -579,7 +579,9 @@ fn ensure_without_a_service_goes_to_the_forge_directly() {
             .output()
             .unwrap()
     };
-    let built = run("5.15.0-91-generic", "ubuntu", "22.04");
+    // A digest that does not match may be an asset being replaced: asked again until the
+    // deadline, then the mismatch is the error.
+    let built = run("5.15.0-91-generic", "ubuntu", "22.04", "3s");
     assert!(
         !built.status.success(),
         "the fixture's digests are not the served bytes"
@@ -594,7 +596,12 @@ fn ensure_without_a_service_goes_to_the_forge_directly() {
         "a mismatch keeps nothing"
     );
 
-    let fresh = run("6.1.66-91.160.amzn2023.x86_64", "amazonlinux", "2023");
+    let fresh = run(
+        "6.1.66-91.160.amzn2023.x86_64",
+        "amazonlinux",
+        "2023",
+        "60s",
+    );
     assert!(
         fresh.status.success(),
         "{}",

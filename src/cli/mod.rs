@@ -27,6 +27,11 @@ pub struct Cli {
         env = "KFLEET_LOG_FORMAT"
     )]
     pub log_format: crate::notice::LogFormat,
+    /// Honour `insecure-skip-tls-verify` in a kubeconfig (`-i kube:`): the API server's
+    /// certificate is then not checked, with a warning. Without it such a context is refused.
+    #[cfg(feature = "fleet")]
+    #[arg(long, global = true)]
+    pub kube_insecure_skip_tls_verify: bool,
     /// Without a command: the dashboard on the built-in sample fleet and sandbox forge.
     #[command(subcommand)]
     pub command: Option<Command>,

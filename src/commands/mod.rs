@@ -210,6 +210,8 @@ pub fn on_error(err: &anyhow::Error) -> (ExitCode, Option<String>) {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let _runtime = runtime()?.enter();
     let (config, _) = Config::load(cli.config.as_deref())?;
+    #[cfg(feature = "fleet")]
+    crate::inventory::kube::allow_insecure_tls(cli.kube_insecure_skip_tls_verify);
     let Some(command) = cli.command else {
         #[cfg(feature = "fleet")]
         return tui::tui_cmd(TuiArgs::default(), &config);

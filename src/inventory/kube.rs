@@ -31,6 +31,25 @@ const PAGE_RETRIES: u32 = 3;
 /// How long the dashboard gathers watch events before it shows the fleet again: a reboot wave
 /// of 50 nodes is one update, not fifty.
 pub const SETTLE: Duration = Duration::from_millis(300);
+/// Largest answer to a list request (a page of 500 nodes is about 10 MiB).
+pub const MAX_LIST_BODY: usize = 64 << 20;
+/// Largest watch event (one line of the stream; a Node is tens of KiB).
+pub const MAX_WATCH_EVENT: usize = 4 << 20;
+/// The watch asks the API server to end each watch after this long (kube's default), and a
+/// connection that sends nothing (not even a bookmark) for longer than [`WATCH_READ_TIMEOUT`]
+/// is taken as dead and reconnected.
+const WATCH_SERVER_TIMEOUT: u32 = 290;
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(330);
+
+/// Whether a kubeconfig's `insecure-skip-tls-verify` is honoured (`--kube-insecure-skip-tls-verify`);
+/// otherwise such a context is refused.
+static INSECURE_TLS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Honours `insecure-skip-tls-verify` in kubeconfigs for this process, with a warning each time a
+/// context uses it. Set once by the command line.
+pub fn allow_insecure_tls(allow: bool) {
+    INSECURE_TLS.store(allow, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// One cluster to read: a kubeconfig context, or the current one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +124,16 @@ impl KubeSource {
                 (config, name)
             }
         };
+        if config.accept_invalid_certs {
+            if !INSECURE_TLS.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(format!(
+                    "kube context '{name}' sets insecure-skip-tls-verify: its API server's certificate would not be checked, so anyone on the way could read and change the node list; give the cluster's certificate-authority, or pass --kube-insecure-skip-tls-verify to accept it"
+                ));
+            }
+            tracing::warn!(
+                "kube context '{name}': not verifying the API server's certificate (insecure-skip-tls-verify, allowed by --kube-insecure-skip-tls-verify)"
+            );
+        }
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = read_timeout;
         // kube's own retry waits up to 15 times (minutes in all) on a 503: a report would seem
@@ -112,8 +141,10 @@ impl KubeSource {
         // watch reconnects with its backoff and reports each failure.
         config.default_retry = false;
         let url = crate::report::clean(&config.cluster_url.to_string()).into_owned();
-        let client = Client::try_from(config)
-            .map_err(|e| format!("cannot build a client for kube context '{name}': {e}"))?;
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| format!("cannot build a client for kube context '{name}': {e}"))?
+            .with_layer(&capped::CapLayer)
+            .build();
         Ok((client, name, url))
     }
 }
@@ -491,7 +522,7 @@ async fn follow(i: usize, source: KubeSource, events: mpsc::Sender<(usize, Sourc
     let spec = source.spec();
     let mut delay = Duration::from_millis(500);
     let client = loop {
-        match source.connect(None).await {
+        match source.connect(Some(WATCH_READ_TIMEOUT)).await {
             Ok((client, name, _)) => {
                 if events
                     .send((i, SourceEvent::Connected(name)))
@@ -516,7 +547,9 @@ async fn follow(i: usize, source: KubeSource, events: mpsc::Sender<(usize, Sourc
             }
         }
     };
-    let config = watcher::Config::default().page_size(PAGE_SIZE);
+    let config = watcher::Config::default()
+        .page_size(PAGE_SIZE)
+        .timeout(WATCH_SERVER_TIMEOUT);
     let mut stream = std::pin::pin!(watcher(nodes_api(client), config).default_backoff());
     while let Some(event) = stream.next().await {
         let event = match event {
@@ -611,4 +644,124 @@ pub fn merge_watched(
         ..watched
     });
     merged
+}
+
+/// Caps on what an API server can make kfleet hold: a list answer as a whole, and each event of a
+/// watch stream (its lines), as kube's client reads both without a limit.
+mod capped {
+    use super::{MAX_LIST_BODY, MAX_WATCH_EVENT};
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body::{Body, Frame};
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+    #[derive(Clone, Copy)]
+    pub(super) struct CapLayer;
+
+    impl<S> tower_layer::Layer<S> for CapLayer {
+        type Service = Capped<S>;
+        fn layer(&self, inner: S) -> Capped<S> {
+            Capped { inner }
+        }
+    }
+
+    #[derive(Clone)]
+    pub(super) struct Capped<S> {
+        inner: S,
+    }
+
+    impl<S, B> tower_service::Service<Request<kube::client::Body>> for Capped<S>
+    where
+        S: tower_service::Service<Request<kube::client::Body>, Response = Response<B>>,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        type Response = Response<CappedBody<B>>;
+        type Error = S::Error;
+        type Future =
+            Pin<Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, request: Request<kube::client::Body>) -> Self::Future {
+            let watch = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+            let answer = self.inner.call(request);
+            Box::pin(async move {
+                let response = answer.await?;
+                Ok(response.map(|body| CappedBody {
+                    inner: body,
+                    watch,
+                    seen: 0,
+                }))
+            })
+        }
+    }
+
+    /// A body that fails once a list answer passes [`MAX_LIST_BODY`] bytes, or a watch goes
+    /// [`MAX_WATCH_EVENT`] bytes without ending an event.
+    pub(super) struct CappedBody<B> {
+        inner: B,
+        watch: bool,
+        /// List: bytes so far; watch: bytes since the last newline.
+        seen: usize,
+    }
+
+    impl<B> Body for CappedBody<B>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            };
+            if let Some(data) = frame.data_ref() {
+                let over = if self.watch {
+                    self.seen = match memchr::memrchr(b'\n', data) {
+                        Some(at) => data.len() - at - 1,
+                        None => self.seen + data.len(),
+                    };
+                    (self.seen > MAX_WATCH_EVENT)
+                        .then(|| format!("a watch event over {MAX_WATCH_EVENT} bytes"))
+                } else {
+                    self.seen += data.len();
+                    (self.seen > MAX_LIST_BODY)
+                        .then(|| format!("an answer over {MAX_LIST_BODY} bytes"))
+                };
+                if let Some(what) = over {
+                    return Poll::Ready(Some(Err(format!(
+                        "the API server sent {what}; refusing it"
+                    )
+                    .into())));
+                }
+            }
+            Poll::Ready(Some(Ok(frame)))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.inner.is_end_stream()
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            self.inner.size_hint()
+        }
+    }
 }
