@@ -2,7 +2,7 @@
 # CLI. Multi-stage: the build stage compiles with the locked dependencies; the runtime stage is a
 # slim Debian with only what kfleet runs (CA roots for HTTPS, kmod for `ensure --install`), and
 # runs as an unprivileged user unless a pod says otherwise (loading a module needs root and
-# CAP_SYS_MODULE: the init container examples in the README set both).
+# CAP_SYS_MODULE: the init container examples in docs/operations.md set both).
 #
 #   docker build -t kfleet .
 #   docker run --rm kfleet report --help

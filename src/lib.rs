@@ -28,5 +28,6 @@ pub mod report;
 pub mod sample;
 pub mod service;
 pub mod state;
+pub mod text;
 #[cfg(feature = "fleet")]
 pub mod tui;

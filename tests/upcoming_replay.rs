@@ -19,7 +19,7 @@
 //!   line published at least 2 days earlier (the update lag of unattended upgrades).
 //!
 //! The counts are deterministic, so the test asserts how the policies compare and prints the
-//! table the README quotes:
+//! table docs/commands.md quotes:
 //!
 //!   cargo test --test upcoming_replay -- --nocapture
 

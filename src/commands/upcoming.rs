@@ -38,7 +38,7 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
             let cells = crate::report::upcoming_cells(&found.rows);
             out!(
                 "{}",
-                crate::report::grid(&crate::report::UPCOMING_COLUMNS, &cells, &[1])
+                crate::text::grid(&crate::report::UPCOMING_COLUMNS, &cells, &[1])
             );
             let missing = found
                 .rows

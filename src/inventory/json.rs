@@ -123,7 +123,7 @@ fn node_list(
                 line: None,
                 reason: format!(
                     "items[{i}] (node {}): status.nodeInfo.{} is missing",
-                    crate::report::clean(&missing.node),
+                    crate::text::clean(&missing.node),
                     missing.field
                 ),
             }),
@@ -155,7 +155,7 @@ impl std::fmt::Display for MissingField {
         write!(
             f,
             "node {}: status.nodeInfo.{} is missing",
-            crate::report::clean(&self.node),
+            crate::text::clean(&self.node),
             self.field
         )
     }

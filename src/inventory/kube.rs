@@ -140,7 +140,7 @@ impl KubeSource {
         // to hang and the dashboard would not say why. Listing retries briefly itself; the
         // watch reconnects with its backoff and reports each failure.
         config.default_retry = false;
-        let url = crate::report::clean(&config.cluster_url.to_string()).into_owned();
+        let url = crate::text::clean(&config.cluster_url.to_string()).into_owned();
         let client = kube::client::ClientBuilder::try_from(config)
             .map_err(|e| format!("cannot build a client for kube context '{name}': {e}"))?
             .with_layer(&capped::CapLayer)
@@ -601,7 +601,7 @@ fn kube_error(e: &kube::Error) -> String {
 }
 
 fn status_text(status: &kube::core::Status) -> String {
-    crate::report::clean(&format!(
+    crate::text::clean(&format!(
         "{} {}: {}",
         status.code, status.reason, status.message
     ))

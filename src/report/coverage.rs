@@ -1,8 +1,9 @@
 //! Coverage reports as a table, CSV, JSON, Markdown and HTML (the `fleet` feature).
 
-use super::{Format, ReportError, clean, csv_cell, finish_csv, grid, markdown_text, thousands};
+use super::{Format, ReportError, finish_csv};
 use crate::coverage::upcoming::{UpcomingReport, UpcomingStatus};
 use crate::coverage::{CoverageReport, CoverageStatus, IdentityRow};
+use crate::text::{clean, csv_cell, grid, markdown_text, thousands};
 use std::fmt::Write as _;
 
 /// What to show of a report.
@@ -24,28 +25,6 @@ impl View {
             .filter(|r| self.statuses.is_empty() || self.statuses.contains(&r.status))
             .collect()
     }
-}
-
-/// Renders a coverage report, with the upcoming kernels as a section of their own when given
-/// (counted apart: node coverage stays the coverage of running kernels; CSV stays the
-/// identities alone).
-pub fn render(
-    report: &CoverageReport,
-    format: Format,
-    view: &View,
-    upcoming: Option<&UpcomingReport>,
-) -> Result<String, ReportError> {
-    let text = match format {
-        Format::Table => table(report, view),
-        Format::Csv => return identities_csv(&view.rows(report)),
-        Format::Json => return json(report, view, upcoming),
-        Format::Markdown => markdown(report, view),
-        Format::Html => super::html::html(report, view),
-    };
-    Ok(match upcoming {
-        Some(found) => with_upcoming(text, report, found, format),
-        None => text,
-    })
 }
 
 /// Whether any row came from a kube context: then reports show a contexts column.
@@ -97,7 +76,7 @@ pub fn identities_csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
     finish_csv(w)
 }
 
-fn json(
+pub(super) fn json(
     report: &CoverageReport,
     view: &View,
     upcoming: Option<&UpcomingReport>,
@@ -157,7 +136,7 @@ pub(super) fn plan_sentence(report: &CoverageReport) -> String {
     )
 }
 
-fn table(report: &CoverageReport, view: &View) -> String {
+pub(super) fn table(report: &CoverageReport, view: &View) -> String {
     let s = &report.summary;
     let mut out = String::new();
     let _ = writeln!(
@@ -354,7 +333,7 @@ fn mermaid_charts(report: &CoverageReport) -> String {
     out
 }
 
-fn markdown(report: &CoverageReport, view: &View) -> String {
+pub(super) fn markdown(report: &CoverageReport, view: &View) -> String {
     let s = &report.summary;
     let mut out = String::new();
     let _ = writeln!(
@@ -457,7 +436,7 @@ impl UpcomingCounts {
 }
 
 /// A text report with the upcoming kernels' section after it (before the script in HTML).
-fn with_upcoming(
+pub(super) fn with_upcoming(
     text: String,
     report: &CoverageReport,
     found: &UpcomingReport,
@@ -504,14 +483,14 @@ fn with_upcoming(
         Format::Html => {
             let mut section = format!(
                 "<h2>Upcoming kernels</h2>\n<p>Not counted in coverage: {}</p>\n",
-                super::html_text(&sentence)
+                crate::text::html_text(&sentence)
             );
             if !cells.is_empty() {
                 section.push_str("<table><tr><th>line</th><th>nodes</th><th>fleet newest</th><th>upcoming</th><th>published</th><th>status</th><th>headers from</th></tr>\n");
                 for c in &cells {
                     section.push_str("<tr>");
                     for x in c {
-                        let _ = write!(section, "<td>{}</td>", super::html_text(x));
+                        let _ = write!(section, "<td>{}</td>", crate::text::html_text(x));
                     }
                     section.push_str("</tr>\n");
                 }

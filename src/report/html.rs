@@ -4,8 +4,8 @@
 //! styles, charts and the sorting script are in the file; every value is HTML-escaped.
 
 use super::coverage::{View, plan_sentence, status_lines};
-use super::{html_text as esc, thousands};
 use crate::coverage::CoverageReport;
+use crate::text::{html_text as esc, thousands};
 use std::fmt::Write as _;
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\

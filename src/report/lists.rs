@@ -2,9 +2,10 @@
 //! and prints what comes back. Tables pass every value that came from a file or the network
 //! through [`clean`]; JSON is serde's (control characters escaped).
 
-use super::{ListFormat, clean, grid};
+use super::ListFormat;
 use crate::builds::Decision;
 use crate::headers::{PlannedSource, Resolution};
+use crate::text::{clean, grid};
 use serde::Serialize;
 
 /// One build run as `kfleet runs` shows it.

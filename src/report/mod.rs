@@ -6,10 +6,11 @@ mod coverage;
 mod html;
 mod lists;
 #[cfg(feature = "fleet")]
-pub use coverage::{UPCOMING_COLUMNS, View, identities_csv, render, upcoming_cells};
+pub use coverage::{UPCOMING_COLUMNS, View, identities_csv, upcoming_cells};
 pub use lists::{RunRow, decisions, header_plan, header_resolution, runs};
 
 use crate::artifacts::MatchedAsset;
+use crate::text::{csv_cell, grid, html_text, markdown_text};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -128,81 +129,6 @@ pub fn render_unused(unused: &[MatchedAsset], format: Format) -> Result<String, 
     }
 }
 
-/// Text from inventories and the network for a terminal or a file: control characters (escape
-/// sequences, newlines, carriage returns) and bidirectional overrides become `?`.
-pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
-    let bad =
-        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-    if s.chars().any(bad) {
-        s.chars()
-            .map(|c| if bad(c) { '?' } else { c })
-            .collect::<String>()
-            .into()
-    } else {
-        s.into()
-    }
-}
-
-/// HTML text and attribute values with `& < > " '` escaped (control characters blanked).
-pub fn html_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// [`clean`] text, with Markdown's and HTML's active characters escaped so a table cell stays
-/// one cell and renders as the text it is.
-pub fn markdown_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in clean(s).chars() {
-        if matches!(
-            c,
-            '\\' | '`'
-                | '*'
-                | '_'
-                | '{'
-                | '}'
-                | '['
-                | ']'
-                | '<'
-                | '>'
-                | '('
-                | ')'
-                | '#'
-                | '+'
-                | '!'
-                | '|'
-                | '~'
-                | '&'
-        ) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A [`clean`] CSV cell; one that a spreadsheet would run as a formula (`= + - @`, or a tab or
-/// carriage return first) is prefixed with `'`.
-pub fn csv_cell(s: &str) -> String {
-    let cleaned = clean(s);
-    if cleaned.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{cleaned}")
-    } else {
-        cleaned.into_owned()
-    }
-}
-
 fn finish_csv(w: ::csv::Writer<Vec<u8>>) -> Result<String, ReportError> {
     let bytes = w
         .into_inner()
@@ -210,53 +136,25 @@ fn finish_csv(w: ::csv::Writer<Vec<u8>>) -> Result<String, ReportError> {
     String::from_utf8(bytes).map_err(|e| ReportError::Encode(e.to_string()))
 }
 
-/// Formats an integer with thousands separators.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A plain text grid; columns listed in `right` are right-aligned.
-pub fn grid(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| r.iter().map(|c| clean(c).into_owned()).collect())
-        .collect();
-    let rows = rows.as_slice();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            let w = widths[i];
-            if i > 0 {
-                s.push_str("  ");
-            }
-            if right.contains(&i) {
-                let _ = write!(s, "{cell:>w$}");
-            } else if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                let _ = write!(s, "{cell:<w$}");
-            }
-        }
-        s.push('\n');
-        s
+/// Renders a coverage report, with the upcoming kernels as a section of their own when given
+/// (counted apart: node coverage stays the coverage of running kernels; CSV stays the
+/// identities alone).
+#[cfg(feature = "fleet")]
+pub fn render(
+    report: &crate::coverage::CoverageReport,
+    format: Format,
+    view: &View,
+    upcoming: Option<&crate::coverage::upcoming::UpcomingReport>,
+) -> Result<String, ReportError> {
+    let text = match format {
+        Format::Table => coverage::table(report, view),
+        Format::Csv => return coverage::identities_csv(&view.rows(report)),
+        Format::Json => return coverage::json(report, view, upcoming),
+        Format::Markdown => coverage::markdown(report, view),
+        Format::Html => html::html(report, view),
     };
-    let mut out = line(header.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+    Ok(match upcoming {
+        Some(found) => coverage::with_upcoming(text, report, found, format),
+        None => text,
+    })
 }

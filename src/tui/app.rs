@@ -7,34 +7,7 @@ use crate::coverage::{CoverageReport, CoverageStatus, IdentityRow};
 use crate::forge::WorkflowRun;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tab {
-    Overview,
-    Kernels,
-    Builds,
-    Headers,
-    Upcoming,
-}
-
-impl Tab {
-    pub const ALL: [Tab; 5] = [
-        Tab::Overview,
-        Tab::Kernels,
-        Tab::Builds,
-        Tab::Headers,
-        Tab::Upcoming,
-    ];
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Tab::Overview => "Overview",
-            Tab::Kernels => "Kernels",
-            Tab::Builds => "Builds",
-            Tab::Headers => "Headers",
-            Tab::Upcoming => "Upcoming",
-        }
-    }
-}
+pub use super::keys::Tab;
 
 /// A dispatch the user asked for, waiting for confirmation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -490,16 +463,16 @@ impl App {
                 None
             }
             Action::Failed(message) => {
-                self.status_line = format!("error: {}", crate::report::clean(&message));
+                self.status_line = format!("error: {}", crate::text::clean(&message));
                 None
             }
             Action::RefreshFailed(message) => {
                 // The last good data stays on screen.
-                self.status_line = format!("error: {}", crate::report::clean(&message));
+                self.status_line = format!("error: {}", crate::text::clean(&message));
                 self.refreshed()
             }
             Action::Notice(message) => {
-                self.status_line = crate::report::clean(&message).into_owned();
+                self.status_line = crate::text::clean(&message).into_owned();
                 None
             }
             Action::Upcoming(found) => {
@@ -522,12 +495,12 @@ impl App {
                 self.upcoming_loading = false;
                 self.status_line = format!(
                     "error: cannot read upcoming kernels: {}",
-                    crate::report::clean(&message)
+                    crate::text::clean(&message)
                 );
                 None
             }
             Action::FleetChanged(change) => {
-                self.status_line = format!("{} · refreshing…", crate::report::clean(&change));
+                self.status_line = format!("{} · refreshing…", crate::text::clean(&change));
                 self.refresh()
             }
         }

@@ -2,9 +2,38 @@
 //! screen and the footer are drawn from the same list, so they cannot disagree. Single-character
 //! keys come from the key map (`[keys]` in kfleet.toml).
 
-use super::app::Tab;
 use crate::config::KeyMap;
 use crossterm::event::KeyCode;
+
+/// The dashboard's views, in tab order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tab {
+    Overview,
+    Kernels,
+    Builds,
+    Headers,
+    Upcoming,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 5] = [
+        Tab::Overview,
+        Tab::Kernels,
+        Tab::Builds,
+        Tab::Headers,
+        Tab::Upcoming,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Overview => "Overview",
+            Tab::Kernels => "Kernels",
+            Tab::Builds => "Builds",
+            Tab::Headers => "Headers",
+            Tab::Upcoming => "Upcoming",
+        }
+    }
+}
 
 /// What a key asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use crate::builds::Decision;
 use crate::coverage::CoverageStatus;
 use crate::headers::{Chain, plan};
 use crate::identity::KernelIdentity;
-use crate::report::thousands;
+use crate::text::thousands;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};

@@ -3,8 +3,9 @@
 
 use super::*;
 
-/// The routes GitHub has for what kfleet calls, behind the gatekeeper.
-pub(super) fn router(state: Arc<SandboxState>) -> Router {
+/// The routes GitHub has for runs, dispatches, release listings and downloads (the release-asset
+/// API is `assets`'; the parent puts both behind the gatekeeper).
+pub(super) fn routes() -> Router<Arc<SandboxState>> {
     Router::new()
         .route("/repos/{owner}/{repo}/releases", get(list_releases))
         .route(
@@ -24,10 +25,6 @@ pub(super) fn router(state: Arc<SandboxState>) -> Router {
             "/{owner}/{repo}/releases/download/{tag}/{name}",
             get(download),
         )
-        .merge(super::assets::routes())
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), gatekeeper))
-        .with_state(state)
 }
 
 pub(super) fn github_error(status: StatusCode, message: &str) -> Response {
@@ -86,7 +83,7 @@ fn loopback_host(headers: &HeaderMap) -> bool {
 }
 
 /// Counts, authenticates and applies faults before any handler runs.
-async fn gatekeeper(
+pub(super) async fn gatekeeper(
     State(state): State<Arc<SandboxState>>,
     request: Request,
     next: Next,

@@ -260,7 +260,15 @@ impl Sandbox {
             uploads: Mutex::new(HashMap::new()),
             next_asset_id: AtomicU64::new(900_000),
         });
-        let app = api::router(state.clone());
+        let app = Router::new()
+            .merge(api::routes())
+            .merge(assets::routes())
+            .fallback(api::not_found)
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                api::gatekeeper,
+            ))
+            .with_state(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
