@@ -452,7 +452,13 @@ async fn unknown_workflow_ref_or_inputs_are_rejected_like_github() {
         m.as_object().unwrap().clone()
     };
     let err = client
-        .dispatch("nope.yml", "main", &inputs(None), "r-1")
+        .dispatch(
+            "nope.yml",
+            "main",
+            &inputs(None),
+            "r-1",
+            &kfleet::forge::Unguarded,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -460,7 +466,13 @@ async fn unknown_workflow_ref_or_inputs_are_rejected_like_github() {
         "{err}"
     );
     let err = client
-        .dispatch("build-driver.yml", "nope", &inputs(None), "r-1")
+        .dispatch(
+            "build-driver.yml",
+            "nope",
+            &inputs(None),
+            "r-1",
+            &kfleet::forge::Unguarded,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -473,6 +485,7 @@ async fn unknown_workflow_ref_or_inputs_are_rejected_like_github() {
             "main",
             &inputs(Some(("extra", "x"))),
             "r-1",
+            &kfleet::forge::Unguarded,
         )
         .await
         .unwrap_err();

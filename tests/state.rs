@@ -113,18 +113,22 @@ async fn contract(store: &Store) {
     assert!(store.by_request_id("r2").await.unwrap().is_empty());
     assert!(
         store
-            .take_over(&first, "b", Utc::now(), long)
+            .take_over(&first, "b", Utc::now(), long, Duration::ZERO)
             .await
             .unwrap()
             .is_none(),
         "a live claim is not taken over"
     );
-    assert!(!store.renew(&first, "b", Utc::now(), long).await.unwrap());
-    assert!(store.renew(&first, "a", Utc::now(), long).await.unwrap());
-    store
-        .mark_dispatched(&first, 42, Some("https://example.test/run/42"), Utc::now())
-        .await
-        .unwrap();
+    let mut not_mine = first.clone();
+    not_mine.owner = Some("b".into());
+    assert!(!store.renew(&not_mine, Utc::now(), long).await.unwrap());
+    assert!(store.renew(&first, Utc::now(), long).await.unwrap());
+    assert!(
+        store
+            .mark_dispatched(&first, 42, Some("https://example.test/run/42"), Utc::now())
+            .await
+            .unwrap()
+    );
     let open = store.open_build(key, "v1.0.0").await.unwrap().unwrap();
     assert_eq!((open.phase, open.run_id), (Phase::Dispatched, Some(42)));
     assert!(
@@ -149,18 +153,44 @@ async fn contract(store: &Store) {
         panic!("a settled build does not hold the kernel");
     };
     tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(
+        store
+            .take_over(&second, "d", Utc::now(), long, long)
+            .await
+            .unwrap()
+            .is_none(),
+        "not before the lease and the longest send after it have passed"
+    );
     let taken = store
-        .take_over(&second, "d", Utc::now(), long)
+        .take_over(&second, "d", Utc::now(), long, Duration::ZERO)
         .await
         .unwrap()
         .expect("an expired claim is taken over");
     assert_eq!(
-        (taken.request_id.as_str(), taken.owner.as_deref()),
-        ("r3", Some("d"))
+        (
+            taken.request_id.as_str(),
+            taken.owner.as_deref(),
+            taken.fence
+        ),
+        ("r3", Some("d"), second.fence + 1)
+    );
+    // The holder that lost it can neither renew it, record a run on it, nor end it.
+    assert!(!store.renew(&second, Utc::now(), long).await.unwrap());
+    assert!(
+        !store
+            .mark_dispatched(&second, 7, None, Utc::now())
+            .await
+            .unwrap()
+    );
+    assert!(!store.abandon(&second, "late", Utc::now()).await.unwrap());
+    let still = store.open_build(key, "v1.0.0").await.unwrap().unwrap();
+    assert_eq!(
+        (still.phase, still.owner.as_deref()),
+        (Phase::Claimed, Some("d"))
     );
     assert!(
         store
-            .take_over(&second, "e", Utc::now(), long)
+            .take_over(&second, "e", Utc::now(), long, Duration::ZERO)
             .await
             .unwrap()
             .is_none(),
@@ -711,4 +741,47 @@ async fn postgres_down_answers_503_and_the_service_resumes_when_it_returns() {
         first,
         "the build from before the outage is still joined"
     );
+}
+
+/// Two replicas on one store, a 4 s claim lease, and a dispatch GitHub answers with 429 and
+/// `retry-after: 20`: the replica that waits loses its claim to the other one's sweep (after the
+/// lease and the longest send), which dispatches; the waiting one renews before it would send
+/// again, finds the claim taken (its fence raised) and does not send. One run, not two.
+async fn one_run_when_a_rate_limit_outlasts_the_lease(state: &str) {
+    let sb = sandbox(60_000, 60_000).await;
+    let a = Replica::start(&sb.base_url(), state, "0s");
+    let b = Replica::start(&sb.base_url(), state, "0s");
+    sb.set_faults(Faults {
+        dispatch_rate_limits: 1,
+        retry_after_secs: 20,
+        ..Faults::default()
+    });
+    let id = missing_kernels(1).remove(0);
+    let http = reqwest::Client::new();
+    let rid = ask(&http, std::slice::from_ref(&a.url), &body(&id, "v1.1.0")).await;
+    let urls = [a.url.clone(), b.url.clone()];
+    wait_for_run(&http, &urls, &rid, Duration::from_secs(60)).await;
+    // Past the waiting replica's retry-after, when it would have sent again.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let logs = format!(
+        "replica a:\n{}\nreplica b:\n{}",
+        a.log.lock().unwrap(),
+        b.log.lock().unwrap()
+    );
+    assert_eq!(sb.dispatches(), 1, "{logs}");
+    assert!(logs.contains("took over the claim"), "{logs}");
+    assert!(logs.contains("stopped dispatching"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_replicas_dispatch_once_when_a_rate_limit_outlasts_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kfleet.db");
+    one_run_when_a_rate_limit_outlasts_the_lease(&format!("sqlite:{}", db.display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_replicas_dispatch_once_when_a_rate_limit_outlasts_the_lease() {
+    let pg = Postgres::start();
+    one_run_when_a_rate_limit_outlasts_the_lease(&pg.url()).await;
 }

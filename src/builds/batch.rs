@@ -3,7 +3,7 @@
 
 use super::{BuildError, Decision, Planner, building, new_request_id};
 use crate::identity::KernelIdentity;
-use crate::state::{Claim, Phase};
+use crate::state::Claim;
 
 /// GitHub's limits for one batch dispatch: jobs per matrix, characters of inputs.
 pub const MAX_MATRIX_JOBS: usize = 256;
@@ -87,6 +87,12 @@ impl Planner {
                 ("request_id", rid.clone()),
             ]);
             self.pace(last_dispatch).await;
+            let guard = super::ClaimGuard {
+                planner: self,
+                claims: claims.iter().map(|(_, record)| record.clone()).collect(),
+                lease: self.config.claim_lease,
+                taken_over: std::sync::atomic::AtomicBool::new(false),
+            };
             let dispatched = self
                 .client
                 .dispatch(
@@ -94,6 +100,7 @@ impl Planner {
                     &self.config.git_ref,
                     &inputs,
                     &rid,
+                    &guard,
                 )
                 .await;
             let run = match dispatched {
@@ -102,7 +109,7 @@ impl Planner {
                     let reason = format!("the batch dispatch failed: {e}");
                     for (_, record) in &claims {
                         self.store
-                            .settle(record, Phase::Failed, Some(&reason), self.clock.now())
+                            .abandon(record, &reason, self.clock.now())
                             .await?;
                     }
                     return Err(e.into());

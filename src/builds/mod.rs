@@ -15,7 +15,7 @@ pub use states::build_states;
 use crate::artifacts::AssetTemplate;
 use crate::artifacts::{index_assets, select_release};
 use crate::clock::SharedClock;
-use crate::forge::{Forge, ForgeError, WorkflowRun};
+use crate::forge::{DISPATCH_SEND_TIMEOUT, Forge, ForgeError, WorkflowRun};
 use crate::identity::KernelIdentity;
 use crate::state::{BuildRecord, Claim, NewClaim, Phase, Store, StoreError};
 use batch::workflow_inputs;
@@ -291,6 +291,7 @@ impl Planner {
         // A claim this call holds: the service's own (made when it answered the node), or one
         // whose holder stopped before it dispatched.
         let mut mine: Option<BuildRecord> = None;
+        let mut taken_over = false;
         if let Some(open) = open {
             match open.phase {
                 Phase::Dispatched => {
@@ -303,10 +304,16 @@ impl Planner {
                 {
                     mine = Some(open.clone());
                 }
-                _ if open.claim_expired(self.clock.now()) && !dry_run => {
+                _ if open.claim_expired(self.clock.now(), DISPATCH_SEND_TIMEOUT) && !dry_run => {
                     match self
                         .store
-                        .take_over(open, &self.owner, self.clock.now(), lease)
+                        .take_over(
+                            open,
+                            &self.owner,
+                            self.clock.now(),
+                            lease,
+                            DISPATCH_SEND_TIMEOUT,
+                        )
                         .await?
                     {
                         Some(taken) => {
@@ -316,6 +323,7 @@ impl Planner {
                                 open.owner.as_deref().unwrap_or("?")
                             );
                             mine = Some(taken);
+                            taken_over = true;
                         }
                         None => return Ok(building(open)),
                     }
@@ -370,16 +378,14 @@ impl Planner {
             ("request_id", claim.request_id.clone()),
         ]);
         self.pace(last_dispatch).await;
-        // After the wait, the claim must still be this process's, with a whole lease ahead for
-        // the dispatch to be made and recorded.
-        if !self
-            .store
-            .renew(&claim, &self.owner, self.clock.now(), lease)
-            .await?
-        {
-            let now_open = self.store.open_build(&key, driver_version).await?;
-            return Ok(building(now_open.as_ref().unwrap_or(&claim)));
-        }
+        // Every send of the dispatch (the first, and each after a rate-limit wait or an error)
+        // renews the claim first: one that was taken over meanwhile is not sent again.
+        let guard = ClaimGuard {
+            planner: self,
+            claims: vec![claim.clone()],
+            lease,
+            taken_over: std::sync::atomic::AtomicBool::new(taken_over),
+        };
         let run = match self
             .client
             .dispatch(
@@ -387,21 +393,44 @@ impl Planner {
                 &self.config.git_ref,
                 &inputs,
                 &claim.request_id,
+                &guard,
             )
             .await
         {
             Ok(run) => run,
+            Err(ForgeError::ClaimLost { why, .. }) => {
+                tracing::warn!(
+                    "stopped dispatching {key} {driver_version} ({}): {why}; the new holder dispatches it",
+                    claim.request_id
+                );
+                let now_open = self.store.open_build(&key, driver_version).await?;
+                return Ok(building(now_open.as_ref().unwrap_or(&claim)));
+            }
             Err(e) => {
                 let reason = format!("the dispatch failed: {e}");
                 self.store
-                    .settle(&claim, Phase::Failed, Some(&reason), self.clock.now())
+                    .abandon(&claim, &reason, self.clock.now())
                     .await?;
                 return Err(e.into());
             }
         };
-        self.store
+        if !self
+            .store
             .mark_dispatched(&claim, run.id, run.html_url.as_deref(), self.clock.now())
-            .await?;
+            .await?
+        {
+            tracing::warn!(
+                "run {} for {key} {driver_version} ({}) was started, but the claim was taken over meanwhile; its new holder adopts the run by the request id",
+                run.id,
+                claim.request_id
+            );
+            return Ok(Decision::Building {
+                run_id: Some(run.id),
+                status: run.status,
+                url: run.html_url,
+                request_id: Some(claim.request_id),
+            });
+        }
         Ok(Decision::Dispatched {
             run_id: run.id,
             url: run.html_url,
@@ -525,6 +554,43 @@ impl Planner {
                 lease: self.config.claim_lease,
             })
             .await
+    }
+}
+
+/// The claims a dispatch is for, renewed before each send; a claim taken over meanwhile (its
+/// fence raised) stops the dispatch.
+pub(crate) struct ClaimGuard<'a> {
+    pub(crate) planner: &'a Planner,
+    pub(crate) claims: Vec<BuildRecord>,
+    pub(crate) lease: Duration,
+    /// Set for a claim taken over from a holder that may have sent it: the first send looks for
+    /// that holder's run first.
+    pub(crate) taken_over: std::sync::atomic::AtomicBool,
+}
+
+impl crate::forge::DispatchGuard for ClaimGuard<'_> {
+    fn hold(&self) -> crate::forge::BoxFuture<'_, Result<crate::forge::Held, String>> {
+        Box::pin(async move {
+            for claim in &self.claims {
+                let held = self
+                    .planner
+                    .store
+                    .renew(claim, self.planner.clock.now(), self.lease)
+                    .await
+                    .map_err(|e| format!("cannot renew the claim: {e}"))?;
+                if !held {
+                    return Err(format!(
+                        "the claim {} on {} {} is no longer this replica's (its lease ended and another took it over)",
+                        claim.request_id, claim.key, claim.driver_version
+                    ));
+                }
+            }
+            Ok(crate::forge::Held {
+                taken_over: self
+                    .taken_over
+                    .swap(false, std::sync::atomic::Ordering::Relaxed),
+            })
+        })
     }
 }
 

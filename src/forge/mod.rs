@@ -32,6 +32,35 @@ pub fn run_history_start() -> chrono::DateTime<chrono::Utc> {
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type Inputs = serde_json::Map<String, serde_json::Value>;
 
+/// What a dispatch's guard answers before each send that may happen (the right to dispatch is
+/// held, and was just renewed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The right was taken over from a holder that may have sent the dispatch already: look
+    /// for a run carrying the request id before sending.
+    pub taken_over: bool,
+}
+
+/// Asked before every send of a dispatch (the first and each resend after a rate limit or an
+/// error): whether the caller still holds the right to dispatch, renewed. A send happens only
+/// after a yes, and a dispatch that lost the right stops with [`ForgeError::ClaimLost`].
+pub trait DispatchGuard: Send + Sync {
+    fn hold(&self) -> BoxFuture<'_, Result<Held, String>>;
+}
+
+/// A dispatch nobody else could send (a single process, a test).
+pub struct Unguarded;
+
+impl DispatchGuard for Unguarded {
+    fn hold(&self) -> BoxFuture<'_, Result<Held, String>> {
+        Box::pin(async { Ok(Held { taken_over: false }) })
+    }
+}
+
+/// The longest one send of a dispatch takes, answer included: a claim is taken over only this
+/// long after its lease ended, so a send made at the end of a lease has finished by then.
+pub const DISPATCH_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Releases and builds of one repository.
 pub trait Forge: Send + Sync {
     /// What this forge is, for status lines: `github acme/kdriver`, `SANDBOX http://127.0.0.1:PORT`.
@@ -55,6 +84,7 @@ pub trait Forge: Send + Sync {
         git_ref: &'a str,
         inputs: &'a Inputs,
         request_id: &'a str,
+        guard: &'a dyn DispatchGuard,
     ) -> BoxFuture<'a, Result<WorkflowRun, ForgeError>>;
 }
 
@@ -88,9 +118,10 @@ impl Forge for GithubClient {
         git_ref: &'a str,
         inputs: &'a Inputs,
         request_id: &'a str,
+        guard: &'a dyn DispatchGuard,
     ) -> BoxFuture<'a, Result<WorkflowRun, ForgeError>> {
         Box::pin(GithubClient::dispatch(
-            self, workflow, git_ref, inputs, request_id,
+            self, workflow, git_ref, inputs, request_id, guard,
         ))
     }
 }
@@ -163,7 +194,8 @@ impl Forge for SandboxForge {
         git_ref: &'a str,
         inputs: &'a Inputs,
         request_id: &'a str,
+        guard: &'a dyn DispatchGuard,
     ) -> BoxFuture<'a, Result<WorkflowRun, ForgeError>> {
-        Forge::dispatch(&self.client, workflow, git_ref, inputs, request_id)
+        Forge::dispatch(&self.client, workflow, git_ref, inputs, request_id, guard)
     }
 }

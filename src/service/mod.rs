@@ -611,7 +611,7 @@ impl ServiceState {
     pub async fn sweep(&self) -> Result<(), crate::state::StoreError> {
         let now = self.clock().now();
         for record in self.store().open_builds().await? {
-            if record.claim_expired(now) {
+            if record.claim_expired(now, crate::forge::DISPATCH_SEND_TIMEOUT) {
                 if self.older_than(record.accepted_at, self.options.deadline) {
                     self.store()
                         .settle(

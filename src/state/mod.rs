@@ -77,6 +77,9 @@ pub struct BuildRecord {
     /// The process that holds a claim.
     pub owner: Option<String>,
     pub lease_until: Option<DateTime<Utc>>,
+    /// The claim's fencing token: raised by every take-over; a write on a claim names the token
+    /// it holds, so one from a holder that lost the claim changes nothing.
+    pub fence: i64,
     pub accepted_at: DateTime<Utc>,
     pub dispatched_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
@@ -88,9 +91,13 @@ impl BuildRecord {
         self.dispatched_at.unwrap_or(self.accepted_at)
     }
 
-    /// A claim whose holder did not dispatch within its lease.
-    pub fn claim_expired(&self, now: DateTime<Utc>) -> bool {
-        self.phase == Phase::Claimed && self.lease_until.is_none_or(|l| l < now)
+    /// A claim whose holder did not dispatch within its lease and `grace` after it (the longest
+    /// a dispatch sent at the end of the lease can take).
+    pub fn claim_expired(&self, now: DateTime<Utc>, grace: Duration) -> bool {
+        self.phase == Phase::Claimed
+            && self.lease_until.is_none_or(|l| {
+                l + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::zero()) < now
+            })
     }
 }
 
@@ -219,19 +226,19 @@ fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
 }
 
 const COLUMNS: &str = "request_id, key, driver_version, phase, run_id, url, conclusion, owner, \
-     lease_until, accepted_at, dispatched_at, updated_at";
+     lease_until, accepted_at, dispatched_at, updated_at, fence";
 
 const OPEN: &str = "phase IN ('claimed', 'dispatched')";
 
 /// One row as the backends read it: text and integer columns by position.
 struct RawRow {
     texts: [Option<String>; 7],
-    ints: [Option<i64>; 5],
+    ints: [Option<i64>; 6],
 }
 
 /// Column positions in [`COLUMNS`]: which are text and which integers.
 const TEXT_COLUMNS: [usize; 7] = [0, 1, 2, 3, 5, 6, 7];
-const INT_COLUMNS: [usize; 5] = [4, 8, 9, 10, 11];
+const INT_COLUMNS: [usize; 6] = [4, 8, 9, 10, 11, 12];
 
 impl RawRow {
     fn decode(self, store: &str) -> Result<BuildRecord, StoreError> {
@@ -240,7 +247,7 @@ impl RawRow {
             message,
         };
         let [rid, key, dv, phase, url, conclusion, owner] = self.texts;
-        let [run_id, lease, accepted, dispatched, updated] = self.ints;
+        let [run_id, lease, accepted, dispatched, updated, fence] = self.ints;
         let time = |ms: Option<i64>| ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single());
         let phase_text = phase.unwrap_or_default();
         let phase = Phase::parse(&phase_text).ok_or_else(|| {
@@ -258,6 +265,7 @@ impl RawRow {
             conclusion,
             owner,
             lease_until: time(lease),
+            fence: fence.unwrap_or(1),
             accepted_at: time(accepted)
                 .ok_or_else(|| invalid("a build row has no accepted_at".into()))?,
             dispatched_at: time(dispatched),
@@ -358,7 +366,7 @@ impl Store {
     /// atomic insert against the unique index of open builds.
     pub async fn claim(&self, claim: &NewClaim<'_>) -> Result<Claim, StoreError> {
         let insert = format!(
-            "INSERT INTO builds ({COLUMNS}) VALUES ($1, $2, $3, 'claimed', NULL, NULL, NULL, $4, $5, $6, NULL, $6) \
+            "INSERT INTO builds ({COLUMNS}) VALUES ($1, $2, $3, 'claimed', NULL, NULL, NULL, $4, $5, $6, NULL, $6, 1) \
              ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
         );
         let select = format!(
@@ -403,48 +411,62 @@ impl Store {
         })
     }
 
-    /// Takes over a claim whose lease ended (its holder stopped before it dispatched).
+    /// Takes over a claim whose lease ended `grace` ago or more (its holder stopped before it
+    /// dispatched, or waited too long): the claim gets this owner, a new lease and a raised fence,
+    /// so the old holder's renewal and writes change nothing from now on.
     pub async fn take_over(
         &self,
         build: &BuildRecord,
         owner: &str,
         now: DateTime<Utc>,
         lease: Duration,
+        grace: Duration,
     ) -> Result<Option<BuildRecord>, StoreError> {
+        let expired_before =
+            now - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::zero());
         self.one(
             &format!(
-                "UPDATE builds SET owner = $4, lease_until = $5, updated_at = $6 \
+                "UPDATE builds SET owner = $4, lease_until = $5, updated_at = $6, fence = fence + 1 \
                  WHERE request_id = $1 AND key = $2 AND driver_version = $3 \
-                 AND phase = 'claimed' AND (lease_until IS NULL OR lease_until < $6) \
+                 AND phase = 'claimed' AND fence = $7 AND (lease_until IS NULL OR lease_until < $8) \
                  RETURNING {COLUMNS}"
             ),
             [
                 BuildId::from(build).params(),
-                vec![text(owner), millis(lease_end(now, lease)), millis(now)],
+                vec![
+                    text(owner),
+                    millis(lease_end(now, lease)),
+                    millis(now),
+                    Param::Int(Some(build.fence)),
+                    millis(expired_before),
+                ],
             ]
             .concat(),
         )
         .await
     }
 
-    /// Renews this owner's claim for a full lease, right before it dispatches: false when the
-    /// claim is no longer this owner's (it expired and was taken over, or was settled).
-    pub async fn renew<'a>(
+    /// Renews a claim for a full lease, right before each send of its dispatch: false when it is
+    /// no longer `claim`'s (taken over, which raised its fence, or settled).
+    pub async fn renew(
         &self,
-        build: impl Into<BuildId<'a>>,
-        owner: &str,
+        claim: &BuildRecord,
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let build: BuildId<'_> = build.into();
         let n = self
             .execute(
                 "UPDATE builds SET lease_until = $5, updated_at = $6 \
                  WHERE request_id = $1 AND key = $2 AND driver_version = $3 \
-                 AND phase = 'claimed' AND owner = $4",
+                 AND phase = 'claimed' AND owner = $4 AND fence = $7",
                 [
-                    build.params(),
-                    vec![text(owner), millis(lease_end(now, lease)), millis(now)],
+                    BuildId::from(claim).params(),
+                    vec![
+                        opt_text(claim.owner.as_deref()),
+                        millis(lease_end(now, lease)),
+                        millis(now),
+                        Param::Int(Some(claim.fence)),
+                    ],
                 ]
                 .concat(),
             )
@@ -452,31 +474,63 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Records the run that builds a claimed identity.
-    pub async fn mark_dispatched<'a>(
+    /// Records the run that builds a claimed identity, if the claim is still `claim`'s: false
+    /// when it was taken over (the new holder adopts the run by its request id) or settled.
+    pub async fn mark_dispatched(
         &self,
-        build: impl Into<BuildId<'a>>,
+        claim: &BuildRecord,
         run_id: u64,
         url: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let build: BuildId<'_> = build.into();
-        self.execute(
-            "UPDATE builds SET phase = 'dispatched', run_id = $4, url = $5, dispatched_at = $6, \
-             updated_at = $6, lease_until = NULL \
-             WHERE request_id = $1 AND key = $2 AND driver_version = $3",
-            [
-                build.params(),
-                vec![
-                    Param::Int(Some(i64::try_from(run_id).unwrap_or(i64::MAX))),
-                    opt_text(url),
-                    millis(now),
-                ],
-            ]
-            .concat(),
-        )
-        .await?;
-        Ok(())
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "UPDATE builds SET phase = 'dispatched', run_id = $4, url = $5, dispatched_at = $6, \
+                 updated_at = $6, lease_until = NULL \
+                 WHERE request_id = $1 AND key = $2 AND driver_version = $3 \
+                 AND phase = 'claimed' AND owner = $7 AND fence = $8",
+                [
+                    BuildId::from(claim).params(),
+                    vec![
+                        Param::Int(Some(i64::try_from(run_id).unwrap_or(i64::MAX))),
+                        opt_text(url),
+                        millis(now),
+                        opt_text(claim.owner.as_deref()),
+                        Param::Int(Some(claim.fence)),
+                    ],
+                ]
+                .concat(),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Gives up a claim its holder could not dispatch (`reason` says why), if it is still
+    /// `claim`'s: a holder that lost it must not end the new holder's build.
+    pub async fn abandon(
+        &self,
+        claim: &BuildRecord,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "UPDATE builds SET phase = 'failed', conclusion = $4, updated_at = $5, lease_until = NULL \
+                 WHERE request_id = $1 AND key = $2 AND driver_version = $3 \
+                 AND phase = 'claimed' AND owner = $6 AND fence = $7",
+                [
+                    BuildId::from(claim).params(),
+                    vec![
+                        text(reason),
+                        millis(now),
+                        opt_text(claim.owner.as_deref()),
+                        Param::Int(Some(claim.fence)),
+                    ],
+                ]
+                .concat(),
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     /// Ends an open build; a later request starts a new one. False when it was already settled.
@@ -570,7 +624,7 @@ impl Store {
         let n = self
             .execute(
                 &format!(
-                    "INSERT INTO builds ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                    "INSERT INTO builds ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                      ON CONFLICT DO NOTHING"
                 ),
                 vec![
@@ -586,6 +640,7 @@ impl Store {
                     millis(r.accepted_at),
                     Param::Int(r.dispatched_at.map(|t| t.timestamp_millis())),
                     millis(r.updated_at),
+                    Param::Int(Some(r.fence)),
                 ],
             )
             .await?;

@@ -148,6 +148,7 @@ impl GithubClient {
         git_ref: &str,
         inputs: &serde_json::Map<String, serde_json::Value>,
         request_id: &str,
+        guard: &dyn crate::forge::DispatchGuard,
     ) -> Result<WorkflowRun, ForgeError> {
         let url = self.workflow_url(workflow, "/dispatches");
         let mut with_details = true;
@@ -155,6 +156,24 @@ impl GithubClient {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            // Every send, the first and each resend, only while the caller holds the right to.
+            let held = guard.hold().await.map_err(|why| ForgeError::ClaimLost {
+                url: url.clone(),
+                why,
+            })?;
+            if attempts == 1
+                && held.taken_over
+                && let Some(run) = self
+                    .find_run_by_request(
+                        workflow,
+                        request_id,
+                        self.policy.run_lookup_attempts.min(3),
+                    )
+                    .await?
+            {
+                // The previous holder's dispatch went out: its run is this claim's.
+                return Ok(run);
+            }
             let mut body = serde_json::json!({"ref": git_ref, "inputs": inputs});
             if with_details {
                 body["return_run_details"] = serde_json::Value::Bool(true);
@@ -164,7 +183,22 @@ impl GithubClient {
                 headers: HeaderMap::new(),
                 body: Some(&body),
             };
-            let last = match self.attempt(&call).await {
+            // One send is bounded, so a claim taken over after its lease and this long has seen
+            // its holder's send finish.
+            let send = tokio::time::timeout(
+                crate::forge::DISPATCH_SEND_TIMEOUT.min(self.policy.timeout),
+                self.attempt(&call),
+            );
+            let sent = match send.await {
+                Ok(sent) => sent,
+                Err(_) => Err(format!(
+                    "no answer within {}s",
+                    crate::forge::DISPATCH_SEND_TIMEOUT
+                        .min(self.policy.timeout)
+                        .as_secs_f32()
+                )),
+            };
+            let last = match sent {
                 Ok(r) if r.status == StatusCode::OK => {
                     let id = serde_json::from_slice::<serde_json::Value>(&r.body)
                         .ok()

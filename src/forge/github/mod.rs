@@ -60,6 +60,9 @@ pub enum ForgeError {
     BadRepo(String),
     #[error("cannot set up the GitHub client: {0}")]
     Setup(String),
+    /// The dispatch's guard said the caller no longer holds the right to send it.
+    #[error("{url}: not sent: {why}")]
+    ClaimLost { url: String, why: String },
 }
 
 /// `OWNER/NAME`.

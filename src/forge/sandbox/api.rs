@@ -321,6 +321,22 @@ async fn dispatch(
     if !same_repo(&state, &owner, &repo) || !state.simulation.workflows.contains(&workflow) {
         return not_found().await;
     }
+    let limited = {
+        let mut faults = state.faults.locked();
+        (faults.dispatch_rate_limits > 0).then(|| {
+            faults.dispatch_rate_limits -= 1;
+            faults.retry_after_secs
+        })
+    };
+    if let Some(wait) = limited {
+        let mut r = github_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return r;
+    }
     let (fail_before, fail_after) = {
         let mut faults = state.faults.locked();
         let before = faults.dispatch_errors > 0;

@@ -42,6 +42,8 @@ pub struct Faults {
     pub malformed: u32,
     /// The next N dispatches answer 502 without starting a run.
     pub dispatch_errors: u32,
+    /// The next N dispatches answer 429 with `retry-after` (`retry_after_secs`), starting nothing.
+    pub dispatch_rate_limits: u32,
     /// The next N dispatches start their run, then answer 502 (the ambiguous failure).
     pub dispatch_errors_after_start: u32,
     /// The next N successful responses drop the connection halfway through the body.
