@@ -603,3 +603,29 @@ async fn builds_are_keyed_by_identity_and_driver_version() {
     assert!(matches!(seen, Decision::Building { .. }), "{seen:?}");
     assert_eq!(sb.dispatches(), 2);
 }
+
+/// With less than a tenth of the token's hourly budget left (`x-ratelimit-remaining`), the
+/// planner spreads dispatches over what remains of the window instead of spending the rest at
+/// once: the next dispatch waits its turn (minutes), where with budget to spare it went at once.
+#[tokio::test]
+async fn dispatches_slow_down_before_the_budget_runs_out() {
+    let sb = sandbox(quick(60_000, 1000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false).await;
+    let keys: Vec<String> = (0..2)
+        .map(|i| format!("amazonlinux/2023/x86_64/6.1.{i}-1.1.amzn2023.x86_64"))
+        .collect();
+    // Plenty left: both at once.
+    let both = tokio::time::timeout(Duration::from_secs(20), p.plan_many(&ids(&keys), false))
+        .await
+        .expect("two dispatches with budget to spare do not wait")
+        .unwrap();
+    assert_eq!(sb.dispatches(), 2, "{both:?}");
+    // Another client of the token spent all but 30 requests.
+    sb.spend(5000 - 2 * 20 - 30);
+    let more = ["amazonlinux/2023/x86_64/6.1.2-1.1.amzn2023.x86_64".to_string()];
+    let slowed =
+        tokio::time::timeout(Duration::from_secs(5), p.plan_many(&ids(&more), false)).await;
+    assert!(slowed.is_err(), "the next dispatch waits for budget");
+    assert_eq!(sb.dispatches(), 2);
+}

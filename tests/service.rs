@@ -348,14 +348,15 @@ async fn bad_requests_get_their_codes() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     assert_eq!(status(&svc.url, "nope").await.0, 404);
-    assert_eq!(
-        reqwest::get(format!("{}/healthz", svc.url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok\nstore: sqlite ok\n"
+    let health = reqwest::get(format!("{}/healthz", svc.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        health.starts_with("ok\nstore: sqlite ok\ngithub: "),
+        "{health}"
     );
     let ready = reqwest::get(format!("{}/readyz", svc.url)).await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
@@ -1010,5 +1011,121 @@ async fn settled_builds_are_pruned_after_the_retention() {
         assert!(started.elapsed() < Duration::from_secs(10), "never pruned");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    svc.stop().await;
+}
+
+/// What open builds cost: runs are read from one conditional run listing per interval for all of
+/// them, so 20 open builds polled by 20 nodes for eight intervals cost a handful of charged GitHub
+/// requests (304s are free), not one `get_run` per build per interval (160 before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_builds_polled_by_many_nodes_cost_a_fixed_budget() {
+    use std::sync::atomic::Ordering;
+    let f = forge(60_000, 600_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(250);
+    let svc = service_with(
+        f.clone(),
+        dir.path(),
+        ServiceOptions {
+            status_ttl: interval,
+            ..test_options()
+        },
+    )
+    .await;
+    let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap();
+    let built: std::collections::HashSet<String> =
+        read_release_file(&fixtures().join("small-releases.json"))
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.assets.iter().map(|a| a.name.clone()))
+            .collect();
+    let kernels: Vec<_> = kfleet::sample::real_identities()
+        .into_iter()
+        .filter(|id| !built.contains(&template.render(id, "v1.1.0")))
+        .take(20)
+        .collect();
+    let mut ids = Vec::new();
+    for id in &kernels {
+        let body = json!({"kernel_version": id.kernel_version, "architecture": id.architecture.as_str(),
+            "distribution": id.distribution.as_str(), "distro_version": id.distro_version,
+            "driver_version": "v1.1.0"});
+        let (code, answer) = post(&svc.url, &body).await;
+        assert_eq!(code, 202, "{answer}");
+        ids.push(answer["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        poll_status(&svc.url, id, |st| st["run_url"].is_string()).await;
+    }
+    assert_eq!(f.sandbox().dispatches(), 20);
+    let charged = || {
+        let s = f.stats();
+        s.requests.load(Ordering::Relaxed) - s.not_modified.load(Ordering::Relaxed)
+    };
+    let before = charged();
+    // 20 nodes, each polling its build every 50 ms, for eight run-poll intervals.
+    let until = tokio::time::Instant::now() + interval * 8;
+    let nodes: Vec<_> = ids
+        .iter()
+        .cloned()
+        .map(|id| {
+            let url = svc.url.clone();
+            tokio::spawn(async move {
+                let mut polls = 0;
+                while tokio::time::Instant::now() < until {
+                    let (code, st) = status(&url, &id).await;
+                    assert_eq!(code, 200, "{st}");
+                    assert_eq!(st["status"], "queued", "{st}");
+                    polls += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                polls
+            })
+        })
+        .collect();
+    let mut polls = 0;
+    for n in nodes {
+        polls += n.await.unwrap();
+    }
+    let spent = charged() - before;
+    assert!(polls >= 20 * 3, "{polls} polls");
+    assert!(
+        spent <= 8,
+        "{spent} charged GitHub requests for {polls} status polls of 20 builds"
+    );
+    eprintln!("{polls} status polls of 20 open builds cost {spent} charged GitHub requests");
+    // What the token has left, as GitHub last said, in /metrics and /healthz.
+    let http = reqwest::Client::new();
+    let metrics = http
+        .get(format!("{}/metrics", svc.url))
+        .bearer_auth(CLIENT)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let remaining: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kfleet_github_ratelimit_remaining "))
+        .unwrap_or_else(|| panic!("{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(remaining < 5000 && remaining > 4000, "{metrics}");
+    assert!(
+        metrics.contains("kfleet_github_ratelimit_limit 5000"),
+        "{metrics}"
+    );
+    let health = http
+        .get(format!("{}/healthz", svc.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        health.contains("of 5000 requests left, renewed in"),
+        "{health}"
+    );
     svc.stop().await;
 }

@@ -125,6 +125,10 @@ impl Planner {
         &self.store
     }
 
+    pub fn config(&self) -> &PlannerConfig {
+        &self.config
+    }
+
     /// Plans (and unless `dry_run`, dispatches) each identity, in order, one run each.
     pub async fn plan_many(
         &self,
@@ -268,11 +272,37 @@ impl Planner {
     }
 
     /// Waits until `dispatch_interval` has passed since the last dispatch, then marks this one.
+    /// When the forge says less than a tenth of the token's budget is left, dispatches are spread
+    /// over what remains of the window instead (before the limit, not after it).
     async fn pace(&self, last_dispatch: &mut Option<tokio::time::Instant>) {
+        let interval = self.config.dispatch_interval.max(self.budget_interval());
         if let Some(last) = *last_dispatch {
-            tokio::time::sleep_until(last + self.config.dispatch_interval).await;
+            tokio::time::sleep_until(last + interval).await;
         }
         *last_dispatch = Some(tokio::time::Instant::now());
+    }
+
+    /// The spacing the token's remaining budget asks for: zero while more than a tenth is left.
+    fn budget_interval(&self) -> Duration {
+        let Some(budget) = self.client.stats().budget() else {
+            return Duration::ZERO;
+        };
+        if budget.remaining.saturating_mul(10) >= budget.limit {
+            return Duration::ZERO;
+        }
+        // A dispatch costs about five requests (the checks, the send, the run read back).
+        let left = budget.remaining / 5;
+        let window = budget
+            .reset
+            .saturating_sub(self.clock.now().timestamp().max(0) as u64);
+        let spacing = Duration::from_secs(window / left.max(1)).min(Duration::from_secs(600));
+        tracing::warn!(
+            "{} of {} GitHub requests left until the window renews in {window}s: one dispatch every {}s",
+            budget.remaining,
+            budget.limit,
+            spacing.as_secs()
+        );
+        spacing
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -7,8 +7,8 @@ mod runs;
 mod sandbox;
 
 pub use github::{
-    CancelOutcome, ClientStats, ForgeError, GITHUB_API, GithubClient, Listing, MAX_RUN_PAGES,
-    MAX_UPLOAD, RepoRef, RetryPolicy, next_link, token_from_environment,
+    Budget, CancelOutcome, ClientStats, ForgeError, GITHUB_API, GithubClient, Listing,
+    MAX_RUN_PAGES, MAX_UPLOAD, RepoRef, RetryPolicy, next_link, token_from_environment,
 };
 // Release listings are artifacts' data; the forge fetches them.
 pub use crate::artifacts::{

@@ -223,7 +223,8 @@ pub(super) async fn status(
         return *r;
     }
     // The store is the truth (another replica may have dispatched or settled the build); the
-    // cache keeps the run's status for the status TTL.
+    // run poll keeps each open build's run state, so a status never costs a GitHub request.
+    state.polled_once().await;
     let record = match state.store().by_request_id(&id).await {
         Ok(records) => records.into_iter().next(),
         Err(e) => return store_down(&state, &e),
@@ -257,60 +258,16 @@ pub(super) async fn status(
         failed.reason = Some(reason);
         (StatusCode::OK, axum::Json(failed)).into_response()
     };
-    // The cached status is trusted for `status_ttl` after it was fetched, however often a node
-    // polls; only a fetch resets that clock.
-    let cached = match (&tracked.settled(), &tracked.status) {
-        (Some(Settled::Available), _) => Some(RunState::Succeeded),
+    let run_status = match (&tracked.settled(), &tracked.status) {
+        (Some(Settled::Available), _) => RunState::Succeeded,
         (Some(Settled::TimedOut), _) => {
             let answer = answer(ServiceStatus::TimedOut);
             return (StatusCode::OK, axum::Json(answer)).into_response();
         }
         (Some(Settled::Failed(reason)), _) => return failed(reason.clone()),
-        (None, Some((s, at))) if state.elapsed_since(*at) < state.options.status_ttl => Some(*s),
-        _ => None,
-    };
-    let run_status = match cached {
-        Some(s) => s,
-        None => {
-            let record = &tracked.record;
-            let fetched = match record.run_id {
-                Some(run_id) => match state.forge.get_run(run_id).await {
-                    Ok(run) => {
-                        if run.is_finished() {
-                            // Seen finished here: every replica answers from the store now, and
-                            // a failed build lets the next request start afresh.
-                            let conclusion = run.conclusion.map(|c| c.to_string());
-                            state
-                                .settle(record.into(), Phase::Finished, conclusion.as_deref())
-                                .await;
-                        }
-                        RunState::of(&run)
-                    }
-                    Err(crate::forge::ForgeError::NotFound { .. }) => {
-                        let reason = format!(
-                            "run {run_id} is no longer known to the forge (deleted, or the forge restarted); ask again"
-                        );
-                        state
-                            .settle(record.into(), Phase::Finished, Some("run-not-found"))
-                            .await;
-                        return failed(reason);
-                    }
-                    Err(e) => {
-                        tracing::warn!("cannot read run {run_id}: {e}");
-                        state.metrics.count("forge_error");
-                        return json_error(
-                            StatusCode::BAD_GATEWAY,
-                            "the build service cannot reach the forge right now; retry",
-                        );
-                    }
-                },
-                None => RunState::Queued,
-            };
-            if let Some(t) = state.builds.lock().await.get_mut(&id) {
-                t.status = Some((fetched, state.clock().instant()));
-            }
-            fetched
-        }
+        (None, Some((s, _))) => *s,
+        // Dispatched moments ago: the next run poll reads it.
+        (None, None) => RunState::Queued,
     };
     state.metrics.count("status");
     let response = match run_status {
@@ -425,6 +382,33 @@ pub(super) async fn metrics(
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
+    if let Some(budget) = stats.budget() {
+        let resets_in = budget
+            .reset
+            .saturating_sub(state.clock().now().timestamp().max(0) as u64);
+        for (name, help, value) in [
+            (
+                "kfleet_github_ratelimit_limit",
+                "Requests the forge allows the token per window (x-ratelimit-limit).",
+                budget.limit,
+            ),
+            (
+                "kfleet_github_ratelimit_remaining",
+                "Requests left in the window, as the forge last said (x-ratelimit-remaining).",
+                budget.remaining,
+            ),
+            (
+                "kfleet_github_ratelimit_reset_seconds",
+                "Seconds until the window renews (x-ratelimit-reset).",
+                resets_in,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP kfleet_build_duration_seconds Dispatch to available, for builds this service saw finish."
@@ -465,7 +449,17 @@ pub(super) async fn healthz(State(state): State<Arc<ServiceState>>) -> Response 
             )
         }
     };
-    (StatusCode::OK, format!("ok\n{line}\n")).into_response()
+    let github = match state.forge.stats().budget() {
+        Some(b) => format!(
+            "github: {} of {} requests left, renewed in {}s",
+            b.remaining,
+            b.limit,
+            b.reset
+                .saturating_sub(state.clock().now().timestamp().max(0) as u64)
+        ),
+        None => "github: no request budget seen yet".to_string(),
+    };
+    (StatusCode::OK, format!("ok\n{line}\n{github}\n")).into_response()
 }
 
 /// Readiness: fails while the state store cannot be reached, so a load balancer sends nodes to

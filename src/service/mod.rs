@@ -32,7 +32,9 @@ pub struct ServiceOptions {
     pub client_tokens: Vec<String>,
     /// How long the release listing is trusted before a conditional refresh.
     pub listing_ttl: Duration,
-    /// How long a run's status is trusted before asking the forge again.
+    /// How often the open builds' runs are read again: one conditional run listing for all of
+    /// them (an unchanged one is a 304, which GitHub does not charge), however many builds are
+    /// open and however often nodes poll `/status`.
     pub status_ttl: Duration,
     /// A build not done this long after dispatch is `timed_out`.
     pub deadline: Duration,
@@ -266,8 +268,18 @@ pub struct ServiceState {
     /// [`JOIN_TTL`]: a storm of requests for one missing kernel costs one store query a second.
     joins: std::sync::Mutex<HashMap<(String, String), (String, Instant)>>,
     buckets: std::sync::Mutex<HashMap<[u8; 32], Bucket>>,
+    /// Single flight for run polls, and when the last one finished (`None`: not since start).
+    run_poll: tokio::sync::Mutex<Option<Instant>>,
+    /// Set once a run poll finished: `/status` checks it without waiting for a poll under way.
+    polled: std::sync::atomic::AtomicBool,
+    /// Runs missing from a listing that were then found one by one (a listing lagging behind a
+    /// dispatch), and when: asked about again only after [`CONFIRM_AGAIN`].
+    confirmed: std::sync::Mutex<HashMap<u64, Instant>>,
     metrics: Metrics,
 }
+
+/// How long a run found by id while the run listing lacked it is not asked about again.
+const CONFIRM_AGAIN: Duration = Duration::from_secs(60);
 
 impl ServiceState {
     /// The service's time: the planner's clock.
@@ -305,6 +317,9 @@ impl ServiceState {
             builds: tokio::sync::Mutex::new(HashMap::new()),
             buckets: std::sync::Mutex::new(HashMap::new()),
             joins: std::sync::Mutex::new(HashMap::new()),
+            run_poll: tokio::sync::Mutex::new(None),
+            polled: std::sync::atomic::AtomicBool::new(false),
+            confirmed: std::sync::Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
         })
     }
@@ -602,6 +617,111 @@ impl ServiceState {
                 build.driver_version,
                 phase.as_str()
             );
+        }
+    }
+
+    /// Reads the runs of every open dispatched build from one conditional run listing (per
+    /// workflow that has one), records each run's state for `/status`, and settles builds whose
+    /// run finished. A run the listing lacks is asked for by id, at most once a minute (a listing
+    /// may lag behind a dispatch); one the forge no longer knows settles its build. The cost is
+    /// one request per interval, whatever the number of builds and pollers, and nothing when the
+    /// listing is unchanged.
+    pub async fn poll_runs(&self) -> Result<(), String> {
+        let mut last = self.run_poll.lock().await;
+        let dispatched: Vec<BuildRecord> = self
+            .store()
+            .open_builds()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|r| r.phase == Phase::Dispatched && r.run_id.is_some())
+            .collect();
+        let mut runs: HashMap<u64, crate::forge::WorkflowRun> = HashMap::new();
+        if let Some(since) = dispatched.iter().map(BuildRecord::started_at).min() {
+            let config = self.planner.config();
+            let mut workflows = vec![config.workflow.clone()];
+            if config.batch_workflow != config.workflow {
+                workflows.push(config.batch_workflow.clone());
+            }
+            for workflow in workflows {
+                if dispatched
+                    .iter()
+                    .all(|r| r.run_id.is_some_and(|id| runs.contains_key(&id)))
+                {
+                    break;
+                }
+                let listed = self
+                    .forge
+                    .list_runs(&workflow, None, Some(since))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                runs.extend(listed.into_iter().map(|run| (run.id, run)));
+            }
+        }
+        let now = self.clock().instant();
+        for record in &dispatched {
+            let Some(run_id) = record.run_id else {
+                continue;
+            };
+            let run = match runs.remove(&run_id) {
+                Some(run) => run,
+                None => {
+                    let recent = self
+                        .confirmed
+                        .locked()
+                        .get(&run_id)
+                        .is_some_and(|at| now.saturating_duration_since(*at) < CONFIRM_AGAIN);
+                    if recent {
+                        continue;
+                    }
+                    match self.forge.get_run(run_id).await {
+                        Ok(run) => {
+                            self.confirmed.locked().insert(run_id, now);
+                            run
+                        }
+                        Err(crate::forge::ForgeError::NotFound { .. }) => {
+                            self.settle(record.into(), Phase::Finished, Some("run-not-found"))
+                                .await;
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!("cannot read run {run_id}: {e}");
+                            continue;
+                        }
+                    }
+                }
+            };
+            if run.is_finished() {
+                let conclusion = run.conclusion.map(|c| c.to_string());
+                self.settle(record.into(), Phase::Finished, conclusion.as_deref())
+                    .await;
+            }
+            let mut builds = self.builds.lock().await;
+            let tracked = builds
+                .entry(record.request_id.clone())
+                .or_insert_with(|| Tracked {
+                    record: record.clone(),
+                    status: None,
+                });
+            tracked.status = Some((RunState::of(&run), now));
+        }
+        {
+            let mut confirmed = self.confirmed.locked();
+            confirmed.retain(|_, at| now.saturating_duration_since(*at) < CONFIRM_AGAIN);
+        }
+        *last = Some(now);
+        self.polled.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Polls the runs now if this replica has not since it started (a node asks right after a
+    /// restart), so `/status` never reads a run by itself.
+    pub(super) async fn polled_once(&self) {
+        if !self.polled.load(Ordering::Relaxed)
+            && self.run_poll.lock().await.is_none()
+            && let Err(e) = self.poll_runs().await
+        {
+            tracing::warn!("cannot read the open builds' runs: {e}");
         }
     }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 /// The router: `POST /build`, `GET /status/{id}`, `GET /healthz`, `GET /readyz`, `GET /metrics`,
 /// with a request timeout and a limit on requests handled at once. Called within a tokio runtime,
-/// it also starts the sweep of claims whose holder stopped ([`ServiceState::sweep`]), which runs
-/// until the state is dropped.
+/// it also starts the sweep of claims whose holder stopped ([`ServiceState::sweep`]) and the poll
+/// of the open builds' runs ([`ServiceState::poll_runs`]), which run until the state is dropped.
 pub fn router(state: Arc<ServiceState>) -> Router {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         let weak = Arc::downgrade(&state);
@@ -24,6 +24,18 @@ pub fn router(state: Arc<ServiceState>) -> Router {
                 let Some(state) = weak.upgrade() else { break };
                 if let Err(e) = state.sweep().await {
                     tracing::warn!("sweep of open builds: {e}");
+                }
+                drop(state);
+                tokio::time::sleep(every).await;
+            }
+        });
+        let weak = Arc::downgrade(&state);
+        let every = state.options.status_ttl.max(Duration::from_millis(50));
+        runtime.spawn(async move {
+            loop {
+                let Some(state) = weak.upgrade() else { break };
+                if let Err(e) = state.poll_runs().await {
+                    tracing::warn!("cannot read the open builds' runs: {e}");
                 }
                 drop(state);
                 tokio::time::sleep(every).await;

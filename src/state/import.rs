@@ -66,7 +66,8 @@ pub(super) async fn import_ledger(store: &Store, path: &Path) -> Result<(), Stor
             url: None,
             conclusion: None,
             owner: Some(IMPORTED.into()),
-            lease_until: Some(r.at),
+            // Its holder, the old process, is gone: nothing to wait for before taking it over.
+            lease_until: None,
             fence: 1,
             accepted_at: r.at,
             dispatched_at: None,

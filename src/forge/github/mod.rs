@@ -129,12 +129,64 @@ impl Default for RetryPolicy {
 }
 
 /// Counters a caller can show or assert on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClientStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub rate_limit_waits: AtomicU64,
     pub not_modified: AtomicU64,
+    /// The last `x-ratelimit-*` the forge sent (`u64::MAX`: none yet).
+    ratelimit_limit: AtomicU64,
+    ratelimit_remaining: AtomicU64,
+    ratelimit_reset: AtomicU64,
+}
+
+impl Default for ClientStats {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            rate_limit_waits: AtomicU64::new(0),
+            not_modified: AtomicU64::new(0),
+            ratelimit_limit: AtomicU64::new(u64::MAX),
+            ratelimit_remaining: AtomicU64::new(u64::MAX),
+            ratelimit_reset: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+/// The token's request budget as the forge last stated it (`x-ratelimit-limit`, `-remaining`,
+/// `-reset`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub limit: u64,
+    pub remaining: u64,
+    /// When the budget is renewed, in seconds since the Unix epoch.
+    pub reset: u64,
+}
+
+impl ClientStats {
+    /// The budget the last answer stated, if any answer did.
+    pub fn budget(&self) -> Option<Budget> {
+        let get = |a: &AtomicU64| Some(a.load(Ordering::Relaxed)).filter(|v| *v != u64::MAX);
+        Some(Budget {
+            limit: get(&self.ratelimit_limit)?,
+            remaining: get(&self.ratelimit_remaining)?,
+            reset: get(&self.ratelimit_reset)?,
+        })
+    }
+
+    fn note_budget(&self, headers: &HeaderMap) {
+        if let (Some(limit), Some(remaining), Some(reset)) = (
+            header_u64(headers, "x-ratelimit-limit"),
+            header_u64(headers, "x-ratelimit-remaining"),
+            header_u64(headers, "x-ratelimit-reset"),
+        ) {
+            self.ratelimit_limit.store(limit, Ordering::Relaxed);
+            self.ratelimit_remaining.store(remaining, Ordering::Relaxed);
+            self.ratelimit_reset.store(reset, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A release listing and whether every page came back unchanged (304).
@@ -418,6 +470,7 @@ impl GithubClient {
         let read = async {
             let res = send.await.map_err(|e| crate::net::error_chain(&e))?;
             let (parts, body) = res.into_parts();
+            self.stats.note_budget(&parts.headers);
             let body = body
                 .collect()
                 .await

@@ -173,7 +173,30 @@ pub(super) async fn gatekeeper(
         )
             .into_response();
     }
+    let mut response = response;
+    budget_headers(&state, &mut response);
     response
+}
+
+/// The budget a personal token has on GitHub (requests an hour).
+pub(super) const HOURLY_BUDGET: u64 = 5000;
+
+/// `x-ratelimit-*` as GitHub sends them: a 304 is not charged.
+fn budget_headers(state: &SandboxState, response: &mut Response) {
+    let used = if response.status() == StatusCode::NOT_MODIFIED {
+        state.charged.load(Ordering::SeqCst)
+    } else {
+        state.charged.fetch_add(1, Ordering::SeqCst) + 1
+    };
+    let reset = (chrono::Utc::now().timestamp() / 3600 + 1) * 3600;
+    let headers = response.headers_mut();
+    headers.insert("x-ratelimit-limit", HeaderValue::from(HOURLY_BUDGET));
+    headers.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(HOURLY_BUDGET.saturating_sub(used)),
+    );
+    headers.insert("x-ratelimit-used", HeaderValue::from(used));
+    headers.insert("x-ratelimit-reset", HeaderValue::from(reset));
 }
 
 pub(super) async fn not_found() -> Response {

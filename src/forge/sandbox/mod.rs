@@ -140,6 +140,8 @@ struct SandboxState {
     releases: Mutex<Vec<Release>>,
     faults: Mutex<Faults>,
     requests: AtomicU64,
+    /// Requests GitHub would charge (everything but 304s), for the `x-ratelimit-*` headers.
+    charged: AtomicU64,
     rng: Mutex<fastrand::Rng>,
     simulation: Simulation,
     runs: Mutex<BTreeMap<u64, SimRun>>,
@@ -252,6 +254,7 @@ impl Sandbox {
             releases: Mutex::new(releases),
             faults: Mutex::new(options.faults),
             requests: AtomicU64::new(0),
+            charged: AtomicU64::new(0),
             rng: Mutex::new(fastrand::Rng::with_seed(addr.port() as u64)),
             simulation: options.simulation,
             runs: Mutex::new(BTreeMap::new()),
@@ -299,6 +302,12 @@ impl Sandbox {
     /// Requests received so far, faults included.
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Counts `n` more charged requests against the token's hourly budget (as other clients of
+    /// the same token would), so `x-ratelimit-remaining` drops.
+    pub fn spend(&self, n: u64) {
+        self.state.charged.fetch_add(n, Ordering::SeqCst);
     }
 
     /// Dispatches accepted so far.
