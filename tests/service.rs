@@ -1129,3 +1129,83 @@ async fn open_builds_polled_by_many_nodes_cost_a_fixed_budget() {
     );
     svc.stop().await;
 }
+
+/// A `workflow_run` delivery signed with the service's secret settles the build at once (the
+/// run poll is a minute away); a forged, unsigned or repeated delivery changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_webhooks_settle_builds_and_forged_ones_change_nothing() {
+    use hmac::{KeyInit, Mac};
+    use kfleet::forge::{Conclusion, RunStatus};
+    let secret = "webhook-secret-0123456789abcdef";
+    let f = forge(60_000, 600_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service_with(
+        f.clone(),
+        dir.path(),
+        ServiceOptions {
+            status_ttl: Duration::from_secs(60),
+            webhook_secret: Some(kfleet::service::Secret::new(secret.into())),
+            ..test_options()
+        },
+    )
+    .await;
+    let (_, body) = post(&svc.url, &missing_body()).await;
+    let id = body["id"].as_str().unwrap().to_string();
+    poll_status(&svc.url, &id, |st| st["run_url"].is_string()).await;
+    let mut run = f
+        .list_runs("build-driver.yml", None, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.request_id() == Some(id.as_str()))
+        .unwrap();
+    run.status = Some(RunStatus::Completed);
+    run.conclusion = Some(Conclusion::Failure);
+    let event = serde_json::to_vec(&json!({"action": "completed", "workflow_run": run})).unwrap();
+    let sign = |body: &[u8], key: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(body);
+        format!("sha256={}", kfleet::fsio::hex(&mac.finalize().into_bytes()))
+    };
+    let deliver = |body: Vec<u8>, signature: Option<String>, delivery: &str| {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/webhooks/github", svc.url))
+            .header("x-github-event", "workflow_run")
+            .header("x-github-delivery", delivery)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = signature {
+            request = request.header("x-hub-signature-256", s);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Forged (another key) and unsigned: refused, the build stays as it was.
+    assert_eq!(
+        deliver(
+            event.clone(),
+            Some(sign(&event, "not-the-secret-0123")),
+            "d-1"
+        )
+        .await,
+        401
+    );
+    assert_eq!(deliver(event.clone(), None, "d-2").await, 401);
+    assert_eq!(status(&svc.url, &id).await.1["status"], "queued");
+    // Signed: settled now, not at the next run poll.
+    assert_eq!(
+        deliver(event.clone(), Some(sign(&event, secret)), "d-3").await,
+        202
+    );
+    let (_, st) = status(&svc.url, &id).await;
+    assert_eq!(st["status"], "failed", "{st}");
+    assert!(st["reason"].as_str().unwrap().contains("failure"), "{st}");
+    // A redelivery of the same id, even saying something else, changes nothing.
+    run.conclusion = Some(Conclusion::Success);
+    let other = serde_json::to_vec(&json!({"action": "completed", "workflow_run": run})).unwrap();
+    assert_eq!(
+        deliver(other.clone(), Some(sign(&other, secret)), "d-3").await,
+        200
+    );
+    assert_eq!(status(&svc.url, &id).await.1["status"], "failed");
+    svc.stop().await;
+}

@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// Settled builds are deleted from the build state this long after they settled.
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = duration)]
     pub retention: Duration,
+    /// File holding the secret GitHub signs webhook deliveries with (env KFLEET_WEBHOOK_SECRET):
+    /// POST /webhooks/github then settles builds from workflow_run events as they happen.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret: Option<PathBuf>,
     #[command(flatten)]
     pub build: BuildArgs,
     #[command(flatten)]

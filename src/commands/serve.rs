@@ -35,8 +35,31 @@ pub(crate) fn client_tokens(file: Option<&PathBuf>) -> Result<Vec<String>> {
     Ok(tokens)
 }
 
+/// The webhook secret: `--webhook-secret FILE`, else `KFLEET_WEBHOOK_SECRET`; none turns webhooks
+/// off.
+fn webhook_secret(file: Option<&PathBuf>) -> Result<Option<crate::service::Secret>> {
+    let secret = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the webhook secret {}", path.display()))?
+            .trim()
+            .to_string(),
+        None => match std::env::var("KFLEET_WEBHOOK_SECRET") {
+            Ok(s) => s.trim().to_string(),
+            Err(_) => return Ok(None),
+        },
+    };
+    if secret.len() < 16 {
+        bail!(
+            "the webhook secret has {} characters; use at least 16 (openssl rand -hex 32), the same as in the repository's webhook settings",
+            secret.len()
+        );
+    }
+    Ok(Some(crate::service::Secret::new(secret)))
+}
+
 pub(crate) fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
     let tokens = client_tokens(args.client_tokens.as_ref())?;
+    let webhook_secret = webhook_secret(args.webhook_secret.as_ref())?;
     let forge = args.build.client(config)?;
     let template = args.naming.template(config)?;
     let planner_config = args.build.planner_config(config, String::new())?;
@@ -52,6 +75,7 @@ pub(crate) fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
         // Claims whose holder stopped are found within half a lease.
         sweep_interval: (args.build.claim_lease / 2).min(std::time::Duration::from_secs(10)),
         retention: args.retention,
+        webhook_secret,
         ..crate::service::ServiceOptions::default()
     };
     let state = crate::service::ServiceState::new(forge.clone(), planner, template, options);

@@ -189,7 +189,7 @@ fn joined(state: &ServiceState, rid: String, key: String) -> Response {
 }
 
 /// The answer while the state store cannot be reached: nothing is dispatched without a claim.
-fn store_down(state: &ServiceState, e: &StoreError) -> Response {
+pub(super) fn store_down(state: &ServiceState, e: &StoreError) -> Response {
     state.metrics.count("store_error");
     tracing::error!("{e}");
     let mut r = json_error(

@@ -5,6 +5,7 @@
 pub mod ensure;
 mod handlers;
 mod server;
+mod webhooks;
 
 pub use server::{router, serve};
 
@@ -58,6 +59,28 @@ pub struct ServiceOptions {
     pub sweep_interval: Duration,
     /// Settled builds are deleted from the state store this long after they settled.
     pub retention: Duration,
+    /// The shared secret GitHub signs webhook deliveries with; `None`: `/webhooks/github` is off.
+    pub webhook_secret: Option<Secret>,
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl Default for ServiceOptions {
@@ -76,6 +99,7 @@ impl Default for ServiceOptions {
             shutdown_grace: Duration::from_secs(10),
             sweep_interval: Duration::from_secs(10),
             retention: Duration::from_secs(30 * 24 * 3600),
+            webhook_secret: None,
         }
     }
 }
@@ -272,6 +296,8 @@ pub struct ServiceState {
     run_poll: tokio::sync::Mutex<Option<Instant>>,
     /// Set once a run poll finished: `/status` checks it without waiting for a poll under way.
     polled: std::sync::atomic::AtomicBool,
+    /// Webhook deliveries seen (redeliveries change nothing) and when the last one came.
+    deliveries: std::sync::Mutex<webhooks::Deliveries>,
     /// Runs missing from a listing that were then found one by one (a listing lagging behind a
     /// dispatch), and when: asked about again only after [`CONFIRM_AGAIN`].
     confirmed: std::sync::Mutex<HashMap<u64, Instant>>,
@@ -319,6 +345,7 @@ impl ServiceState {
             joins: std::sync::Mutex::new(HashMap::new()),
             run_poll: tokio::sync::Mutex::new(None),
             polled: std::sync::atomic::AtomicBool::new(false),
+            deliveries: std::sync::Mutex::new(webhooks::Deliveries::default()),
             confirmed: std::sync::Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
         })
@@ -712,6 +739,19 @@ impl ServiceState {
         *last = Some(now);
         self.polled.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How long to wait before the next run poll: the status interval, stretched twelvefold
+    /// while webhook deliveries arrive (they settle builds at once); polling takes over again
+    /// when they stop.
+    pub(super) fn run_poll_interval(&self) -> Duration {
+        let every = self.options.status_ttl.max(Duration::from_millis(50));
+        let live = self
+            .deliveries
+            .locked()
+            .last()
+            .is_some_and(|at| self.elapsed_since(at) < webhooks::LIVE);
+        if live { every * 12 } else { every }
     }
 
     /// Polls the runs now if this replica has not since it started (a node asks right after a

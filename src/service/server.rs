@@ -30,13 +30,13 @@ pub fn router(state: Arc<ServiceState>) -> Router {
             }
         });
         let weak = Arc::downgrade(&state);
-        let every = state.options.status_ttl.max(Duration::from_millis(50));
         runtime.spawn(async move {
             loop {
                 let Some(state) = weak.upgrade() else { break };
                 if let Err(e) = state.poll_runs().await {
                     tracing::warn!("cannot read the open builds' runs: {e}");
                 }
+                let every = state.run_poll_interval();
                 drop(state);
                 tokio::time::sleep(every).await;
             }
@@ -53,6 +53,11 @@ pub fn router(state: Arc<ServiceState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .route(
+            "/webhooks/github",
+            post(super::webhooks::github)
+                .layer(DefaultBodyLimit::max(super::webhooks::MAX_WEBHOOK_BODY)),
+        )
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 let limit = limit.clone();
