@@ -1209,3 +1209,102 @@ async fn signed_webhooks_settle_builds_and_forged_ones_change_nothing() {
     assert_eq!(status(&svc.url, &id).await.1["status"], "failed");
     svc.stop().await;
 }
+
+#[path = "support/certs.rs"]
+#[allow(dead_code, clippy::unwrap_used)]
+mod certs;
+
+/// `serve --tls-cert --tls-key`: nodes reach the service over HTTPS (`ensure --ca-file` for a
+/// private CA), a client that does not trust the CA or speaks plain HTTP gets nothing, and a
+/// certificate rotated in place is served without a restart.
+#[test]
+fn the_service_speaks_tls_and_picks_up_a_rotated_certificate() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let f = rt.block_on(forge(100, 300));
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let ca = certs::issue(pki.path(), "server.key", "server.crt");
+    let files = kfleet::service::tls::TlsFiles {
+        cert: pki.path().join("server.crt"),
+        key: pki.path().join("server.key"),
+    };
+    let svc = rt.block_on(service_with(
+        f.clone(),
+        dir.path(),
+        ServiceOptions {
+            tls: Some(files.clone()),
+            ..test_options()
+        },
+    ));
+    let https = svc.url.replace("http://", "https://");
+    let trusting = |ca: &Path| {
+        reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let healthz = |client: reqwest::Client, url: String| {
+        rt.block_on(async move { client.get(format!("{url}/healthz")).send().await })
+    };
+    assert_eq!(healthz(trusting(&ca), https.clone()).unwrap().status(), 200);
+    let err = healthz(reqwest::Client::new(), https.clone()).unwrap_err();
+    assert!(
+        format!("{err:?}").to_lowercase().contains("certificate"),
+        "{err:?}"
+    );
+    assert!(
+        healthz(reqwest::Client::new(), svc.url.clone()).is_err(),
+        "plain HTTP"
+    );
+
+    // A node with the CA gets its driver over HTTPS.
+    let out = tempfile::tempdir().unwrap();
+    let ensure = |ca_file: Option<&Path>| {
+        let mut cmd = Command::cargo_bin("kfleet").unwrap();
+        cmd.env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("KFLEET_SERVICE_TOKEN", CLIENT)
+            .args(["ensure", "--service", &https, "--driver-version", "v1.1.0"])
+            .args(["--deadline", "60s", "--distribution", "amazonlinux"])
+            .args(["--distro-version", "2023", "--architecture", "x86_64"])
+            .args(["--kernel-version", "6.1.66-91.160.amzn2023.x86_64", "--out"])
+            .arg(out.path());
+        if let Some(ca) = ca_file {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        cmd.timeout(Duration::from_secs(90)).output().unwrap()
+    };
+    let got = ensure(Some(&ca));
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+
+    // Rotated in place (a new CA's certificate renamed over the old files): served within the
+    // reload check, to clients that trust only the new CA.
+    let next = tempfile::tempdir().unwrap();
+    let new_ca = certs::issue(next.path(), "server.key", "server.crt");
+    for name in ["server.key", "server.crt"] {
+        let staged = pki.path().join(format!("{name}.new"));
+        std::fs::copy(next.path().join(name), &staged).unwrap();
+        std::fs::rename(&staged, pki.path().join(name)).unwrap();
+    }
+    let started = std::time::Instant::now();
+    loop {
+        if healthz(trusting(&new_ca), https.clone()).is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the rotated certificate was not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        healthz(trusting(&ca), https.clone()).is_err(),
+        "the old certificate is gone"
+    );
+    rt.block_on(svc.stop());
+}

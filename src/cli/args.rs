@@ -67,6 +67,12 @@ pub struct ServeArgs {
     /// POST /webhooks/github then settles builds from workflow_run events as they happen.
     #[arg(long, value_name = "FILE")]
     pub webhook_secret: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM), read again when it changes.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub build: BuildArgs,
     #[command(flatten)]
@@ -106,6 +112,10 @@ pub struct EnsureArgs {
     /// Allow plain http:// to a service that is not on loopback (the token travels in the clear).
     #[arg(long)]
     pub insecure_http: bool,
+    /// Also trust this CA certificate (PEM) for the service and downloads: a service whose
+    /// certificate a private CA signed.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Largest artifact accepted, in MiB.
     #[arg(long, default_value_t = 512, value_name = "MIB")]
     pub max_download: u64,

@@ -47,6 +47,7 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
         asset_name: template.render(&identity, &args.driver_version),
         max_download: args.max_download.saturating_mul(1 << 20),
         insecure_http: args.insecure_http,
+        ca_file: args.ca_file.clone(),
         service: args.service.clone().unwrap_or_default(),
         token,
         driver_version: args.driver_version.clone(),

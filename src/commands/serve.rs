@@ -76,15 +76,28 @@ pub(crate) fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
         sweep_interval: (args.build.claim_lease / 2).min(std::time::Duration::from_secs(10)),
         retention: args.retention,
         webhook_secret,
+        tls: args
+            .tls_cert
+            .clone()
+            .zip(args.tls_key.clone())
+            .map(|(cert, key)| crate::service::tls::TlsFiles { cert, key }),
         ..crate::service::ServiceOptions::default()
     };
+    if let Some(files) = &options.tls {
+        crate::service::tls::Reloading::new(files.clone())?;
+    }
     let state = crate::service::ServiceState::new(forge.clone(), planner, template, options);
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         eprintln!(
-            "kfleet build service on http://{} for {}",
+            "kfleet build service on {}://{} for {}",
+            if args.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             listener.local_addr()?,
             forge.label()
         );

@@ -27,6 +27,36 @@ pub struct EnsureOptions {
     pub max_download: u64,
     /// Allow plain `http://` to a service or download that is not on loopback.
     pub insecure_http: bool,
+    /// A CA certificate (PEM) trusted besides the system's, for a service a private CA signed.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The HTTP client `ensure` talks through: the system's roots, and `ca_file` when given.
+fn http_client(options: &EnsureOptions) -> Result<reqwest::Client, EnsureError> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
+    if let Some(path) = &options.ca_file {
+        let pem = std::fs::read(path).map_err(|e| EnsureError::Http {
+            url: path.display().to_string(),
+            message: format!("cannot read --ca-file: {e}"),
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| EnsureError::Http {
+            url: path.display().to_string(),
+            message: format!("--ca-file holds no PEM certificate: {e}"),
+        })?;
+        if certs.is_empty() {
+            return Err(EnsureError::Http {
+                url: path.display().to_string(),
+                message: "--ca-file holds no PEM certificate".into(),
+            });
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| EnsureError::Http {
+        url: options.service.clone(),
+        message: e.to_string(),
+    })
 }
 
 /// Largest artifact `ensure` downloads by default (a driver package is a few MiB).
@@ -359,13 +389,7 @@ pub async fn ensure_direct(
     options: &EnsureOptions,
 ) -> Result<EnsureOutcome, EnsureError> {
     use crate::builds::Decision;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| EnsureError::Http {
-            url: String::new(),
-            message: e.to_string(),
-        })?;
+    let http = http_client(options)?;
     let forge_err = |e: String| EnsureError::Http {
         url: forge.label(),
         message: e,
@@ -467,13 +491,7 @@ pub async fn ensure(
         .map_err(EnsureError::Insecure)?;
     let started = Instant::now();
     let client = Client {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| EnsureError::Http {
-                url: options.service.clone(),
-                message: e.to_string(),
-            })?,
+        http: http_client(options)?,
         options,
         deadline_at: started + options.deadline,
     };

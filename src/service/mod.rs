@@ -5,6 +5,7 @@
 pub mod ensure;
 mod handlers;
 mod server;
+pub mod tls;
 mod webhooks;
 
 pub use server::{router, serve};
@@ -61,6 +62,8 @@ pub struct ServiceOptions {
     pub retention: Duration,
     /// The shared secret GitHub signs webhook deliveries with; `None`: `/webhooks/github` is off.
     pub webhook_secret: Option<Secret>,
+    /// Serve HTTPS with this certificate and key (read again when they change); `None`: HTTP.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 /// A secret that never shows in `Debug` output or logs.
@@ -100,6 +103,7 @@ impl Default for ServiceOptions {
             sweep_interval: Duration::from_secs(10),
             retention: Duration::from_secs(30 * 24 * 3600),
             webhook_secret: None,
+            tls: None,
         }
     }
 }

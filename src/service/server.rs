@@ -89,6 +89,25 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let options = state.options.clone();
+    let tls = match &options.tls {
+        Some(files) => {
+            let (acceptor, resolver) =
+                super::tls::acceptor(files).map_err(std::io::Error::other)?;
+            // Certificates rotated in place are picked up within a few seconds.
+            let weak = Arc::downgrade(&resolver);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(super::tls::RELOAD_CHECK).await;
+                    let Some(resolver) = weak.upgrade() else {
+                        break;
+                    };
+                    let _ = tokio::task::spawn_blocking(move || resolver.reload_if_changed()).await;
+                }
+            });
+            Some((acceptor, resolver))
+        }
+        None => None,
+    };
     let app = router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
@@ -118,12 +137,32 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let connection = http.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-            drop(permit);
-        });
+        match &tls {
+            None => {
+                let connection = http.serve_connection(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                    drop(permit);
+                });
+            }
+            Some((acceptor, _)) => {
+                let (acceptor, http, watcher) =
+                    (acceptor.clone(), http.clone(), graceful.watcher());
+                let handshake_timeout = options.header_read_timeout;
+                tokio::spawn(async move {
+                    // A client that does not finish its handshake in time is dropped like one
+                    // that does not send its headers.
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                    {
+                        let connection = http.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(connection).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     tracing::info!(
