@@ -1308,3 +1308,94 @@ fn the_service_speaks_tls_and_picks_up_a_rotated_certificate() {
     );
     rt.block_on(svc.stop());
 }
+
+/// No dispatch storms: a kernel whose build run failed is answered `failed` (its run, and when a
+/// retry is allowed) without a new dispatch or a GitHub call until the backoff passes; each
+/// client token starts at most its quota of new builds an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_builds_back_off_and_clients_have_an_hourly_quota() {
+    let releases = read_release_file(&fixtures().join("small-releases.json")).unwrap();
+    let failing = Arc::new(
+        SandboxForge::start(
+            releases,
+            SandboxOptions {
+                repo: "acme/kdriver".into(),
+                simulation: Simulation {
+                    queue_time: Duration::from_millis(50),
+                    run_time: Duration::from_millis(100),
+                    fail_rate: 1.0,
+                    ..Simulation::default()
+                },
+                ..SandboxOptions::default()
+            },
+            RetryPolicy {
+                run_lookup_interval: Duration::from_millis(50),
+                ..RetryPolicy::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service_with(
+        failing.clone(),
+        dir.path(),
+        ServiceOptions {
+            builds_per_hour: 2,
+            ..test_options()
+        },
+    )
+    .await;
+    let (_, first) = post(&svc.url, &missing_body()).await;
+    let id = first["id"].as_str().unwrap().to_string();
+    poll_status(&svc.url, &id, |st| st["status"] == "failed").await;
+    let calls = failing
+        .stats()
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..30 {
+        let (code, again) = post(&svc.url, &missing_body()).await;
+        assert_eq!(code, 200, "{again}");
+        assert_eq!(again["status"], "failed", "{again}");
+        assert!(again["run_url"].is_string(), "{again}");
+        assert!(
+            again["reason"]
+                .as_str()
+                .unwrap()
+                .contains("kfleet builds it again after"),
+            "{again}"
+        );
+    }
+    assert_eq!(failing.sandbox().dispatches(), 1);
+    // The run poll goes on (its listings are 304s); the 30 requests asked GitHub nothing.
+    let after = failing
+        .stats()
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let polls = after - calls;
+    assert!(
+        polls <= 10,
+        "{polls} GitHub requests while 30 nodes asked for a failed kernel"
+    );
+
+    // The quota: 2 new builds an hour for this token; the first failed kernel was one.
+    let other = |kernel: &str| {
+        json!({"kernel_version": kernel, "architecture": "x86_64",
+               "distribution": "amazonlinux", "distro_version": "2023", "driver_version": "v1.1.0"})
+    };
+    let (code, second) = post(&svc.url, &other("6.1.70-1.1.amzn2023.x86_64")).await;
+    assert_eq!(code, 202, "{second}");
+    let raw = reqwest::Client::new()
+        .post(format!("{}/build", svc.url))
+        .bearer_auth(CLIENT)
+        .json(&other("6.1.71-1.1.amzn2023.x86_64"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 429);
+    assert!(raw.headers().contains_key("retry-after"));
+    let text = raw.text().await.unwrap();
+    assert!(text.contains("quota"), "{text}");
+    assert_eq!(failing.sandbox().dispatches(), 2);
+    svc.stop().await;
+}

@@ -63,6 +63,13 @@ pub struct ServeArgs {
     /// Settled builds are deleted from the build state this long after they settled.
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = duration)]
     pub retention: Duration,
+    /// A build whose run failed is not dispatched again for the same kernel and driver version
+    /// for this long; nodes asking meanwhile are answered `failed` with the run and the time.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    pub retry_failed_after: Duration,
+    /// New builds each client token may start in an hour (429 with Retry-After beyond).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub client_builds_per_hour: u32,
     /// File holding the secret GitHub signs webhook deliveries with (env KFLEET_WEBHOOK_SECRET):
     /// POST /webhooks/github then settles builds from workflow_run events as they happen.
     #[arg(long, value_name = "FILE")]

@@ -75,6 +75,8 @@ pub(crate) fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
         // Claims whose holder stopped are found within half a lease.
         sweep_interval: (args.build.claim_lease / 2).min(std::time::Duration::from_secs(10)),
         retention: args.retention,
+        retry_failed_after: args.retry_failed_after,
+        builds_per_hour: args.client_builds_per_hour,
         webhook_secret,
         tls: args
             .tls_cert

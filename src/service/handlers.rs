@@ -146,6 +146,37 @@ pub(super) async fn build(
         Ok(None) => {}
         Err(e) => return store_down(&state, &e),
     }
+    // A kernel whose build just failed is not built again until the backoff passes: a fleet of
+    // nodes asking for it costs neither a dispatch nor a GitHub call.
+    match state.recent_failure(&key, &dv).await {
+        Ok(Some(failure)) => {
+            state.metrics.count("recently_failed");
+            let retry_in = (failure.retry_at - state.clock().now())
+                .num_seconds()
+                .max(1);
+            let mut r = (
+                StatusCode::OK,
+                axum::Json(BuildStatus {
+                    status: ServiceStatus::Failed,
+                    identity: Some(key.clone()),
+                    run_url: failure.run_url,
+                    reason: Some(format!(
+                        "{}; kfleet builds it again after {} ({retry_in}s from now)",
+                        failure.reason,
+                        failure.retry_at.format("%Y-%m-%dT%H:%M:%SZ")
+                    )),
+                    ..BuildStatus::default()
+                }),
+            )
+                .into_response();
+            if let Ok(v) = header::HeaderValue::from_str(&retry_in.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        Ok(None) => {}
+        Err(e) => return store_down(&state, &e),
+    }
     // Only what can cost GitHub calls is rate-limited.
     if let Err(r) = state.charge(&client) {
         return *r;

@@ -64,6 +64,11 @@ pub struct ServiceOptions {
     pub webhook_secret: Option<Secret>,
     /// Serve HTTPS with this certificate and key (read again when they change); `None`: HTTP.
     pub tls: Option<tls::TlsFiles>,
+    /// A build that failed is not dispatched again for the same kernel and driver version for
+    /// this long: nodes asking meanwhile get `failed`, its run, and when a retry is allowed.
+    pub retry_failed_after: Duration,
+    /// New builds each client token may start in an hour.
+    pub builds_per_hour: u32,
 }
 
 /// A secret that never shows in `Debug` output or logs.
@@ -104,6 +109,8 @@ impl Default for ServiceOptions {
             retention: Duration::from_secs(30 * 24 * 3600),
             webhook_secret: None,
             tls: None,
+            retry_failed_after: Duration::from_secs(3600),
+            builds_per_hour: 200,
         }
     }
 }
@@ -277,6 +284,17 @@ impl Metrics {
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// New builds started in the current hour, and when that hour began.
+    hour_start: Instant,
+    hour_builds: u32,
+}
+
+/// A build that failed, remembered until a new one may be dispatched.
+#[derive(Clone, Debug)]
+pub(super) struct RecentFailure {
+    pub(super) reason: String,
+    pub(super) run_url: Option<String>,
+    pub(super) retry_at: chrono::DateTime<chrono::Utc>,
 }
 
 pub struct ServiceState {
@@ -296,6 +314,8 @@ pub struct ServiceState {
     /// [`JOIN_TTL`]: a storm of requests for one missing kernel costs one store query a second.
     joins: std::sync::Mutex<HashMap<(String, String), (String, Instant)>>,
     buckets: std::sync::Mutex<HashMap<[u8; 32], Bucket>>,
+    /// (key, driver version) -> its recent failure: answered without the store or the forge.
+    failures: std::sync::Mutex<HashMap<(String, String), RecentFailure>>,
     /// Single flight for run polls, and when the last one finished (`None`: not since start).
     run_poll: tokio::sync::Mutex<Option<Instant>>,
     /// Set once a run poll finished: `/status` checks it without waiting for a poll under way.
@@ -307,6 +327,9 @@ pub struct ServiceState {
     confirmed: std::sync::Mutex<HashMap<u64, Instant>>,
     metrics: Metrics,
 }
+
+/// Failures remembered at most (older ones are dropped first when full).
+const MAX_REMEMBERED_FAILURES: usize = 100_000;
 
 /// How long a run found by id while the run listing lacked it is not asked about again.
 const CONFIRM_AGAIN: Duration = Duration::from_secs(60);
@@ -346,6 +369,7 @@ impl ServiceState {
             refreshing: tokio::sync::Mutex::new(()),
             builds: tokio::sync::Mutex::new(HashMap::new()),
             buckets: std::sync::Mutex::new(HashMap::new()),
+            failures: std::sync::Mutex::new(HashMap::new()),
             joins: std::sync::Mutex::new(HashMap::new()),
             run_poll: tokio::sync::Mutex::new(None),
             polled: std::sync::atomic::AtomicBool::new(false),
@@ -422,7 +446,31 @@ impl ServiceState {
         let bucket = buckets.entry(client.0).or_insert(Bucket {
             tokens: rate * 10.0,
             at: now,
+            hour_start: now,
+            hour_builds: 0,
         });
+        if now.saturating_duration_since(bucket.hour_start) >= Duration::from_secs(3600) {
+            bucket.hour_start = now;
+            bucket.hour_builds = 0;
+        }
+        if bucket.hour_builds >= self.options.builds_per_hour {
+            self.metrics.count("quota_exceeded");
+            let mut r = json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this client started {} new builds this hour, its quota; ask again later",
+                    bucket.hour_builds
+                ),
+            );
+            let wait = Duration::from_secs(3600)
+                .saturating_sub(now.saturating_duration_since(bucket.hour_start))
+                .as_secs()
+                .max(1);
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Err(Box::new(r));
+        }
         bucket.tokens =
             (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(rate * 10.0);
         bucket.at = now;
@@ -439,7 +487,64 @@ impl ServiceState {
             return Err(Box::new(r));
         }
         bucket.tokens -= 1.0;
+        bucket.hour_builds += 1;
         Ok(())
+    }
+
+    /// The build of (key, driver version) that failed within `retry_failed_after`, if any: from
+    /// a memory of failures, else the store's history (then remembered, so a storm for a kernel
+    /// that cannot be built costs one store query, and nothing of the forge).
+    pub(super) async fn recent_failure(
+        &self,
+        key: &str,
+        driver_version: &str,
+    ) -> Result<Option<RecentFailure>, crate::state::StoreError> {
+        let now = self.clock().now();
+        let id = (key.to_string(), driver_version.to_string());
+        if let Some(known) = self.failures.locked().get(&id).cloned() {
+            if known.retry_at > now {
+                return Ok(Some(known));
+            }
+            self.failures.locked().remove(&id);
+            return Ok(None);
+        }
+        let last = self.store().history(key, driver_version).await?.pop();
+        // Only a run that ran and failed: a dispatch GitHub refused or a run that vanished says
+        // nothing about the kernel.
+        let Some(last) = last.filter(|r| {
+            r.phase == Phase::Finished
+                && !matches!(
+                    r.conclusion.as_deref(),
+                    None | Some("success" | AVAILABLE | "run-not-found")
+                )
+        }) else {
+            return Ok(None);
+        };
+        let tracked = Tracked {
+            record: last.clone(),
+            status: None,
+        };
+        let reason = match tracked.settled() {
+            Some(Settled::Failed(reason)) => reason,
+            _ => return Ok(None),
+        };
+        let wait = chrono::Duration::from_std(self.options.retry_failed_after)
+            .unwrap_or(chrono::Duration::hours(1));
+        let retry_at = last.updated_at + wait;
+        if retry_at <= now {
+            return Ok(None);
+        }
+        let failure = RecentFailure {
+            reason,
+            run_url: last.url.clone(),
+            retry_at,
+        };
+        let mut failures = self.failures.locked();
+        if failures.len() >= MAX_REMEMBERED_FAILURES {
+            failures.retain(|_, f| f.retry_at > now);
+        }
+        failures.insert(id, failure.clone());
+        Ok(Some(failure))
     }
 
     /// Fetches the listing now, unless another task is already at it (then waits for that one).
