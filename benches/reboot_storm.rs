@@ -76,6 +76,7 @@ fn release(ids: &[KernelIdentity], template: &AssetTemplate) -> Release {
         created_at: Some(chrono::Utc::now()),
         published_at: Some(chrono::Utc::now()),
         html_url: None,
+        immutable: false,
         assets,
     }
 }

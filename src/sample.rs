@@ -317,6 +317,7 @@ fn releases(spec: &FleetSpec, ids: &[KernelIdentity], rng: &mut fastrand::Rng) -
                 "https://github.com/{}/releases/tag/{tag}",
                 spec.repo
             )),
+            immutable: false,
             assets,
         });
     }

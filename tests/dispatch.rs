@@ -629,3 +629,36 @@ async fn dispatches_slow_down_before_the_budget_runs_out() {
     assert!(slowed.is_err(), "the next dispatch waits for budget");
     assert_eq!(sb.dispatches(), 2);
 }
+
+/// An immutable release (GitHub refuses new assets once it is published) gets no dispatch: a
+/// missing kernel is refused with what to do, an available one is still available.
+#[tokio::test]
+async fn nothing_is_dispatched_into_an_immutable_release() {
+    let mut releases = read_release_file(&fixtures().join("small-releases.json")).unwrap();
+    for r in releases.iter_mut().filter(|r| r.tag_name == "v1.1.0") {
+        r.immutable = true;
+    }
+    let sb = Sandbox::start(
+        "127.0.0.1:0".parse().unwrap(),
+        releases,
+        SandboxOptions {
+            token: Some(TOKEN.into()),
+            repo: REPO.into(),
+            simulation: quick(60_000, 1000),
+            ..SandboxOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false).await;
+    let decision = one(&p, MISSING).await;
+    match &decision {
+        Decision::Refused { reason } => {
+            assert!(reason.contains("release v1.1.0 is immutable"), "{reason}");
+            assert!(reason.contains("draft"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sb.dispatches(), 0);
+}

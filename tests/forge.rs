@@ -28,6 +28,7 @@ fn releases(n: usize) -> Vec<Release> {
             created_at: Some(base + Duration::hours(i as i64)),
             published_at: Some(base + Duration::hours(i as i64)),
             html_url: None,
+            immutable: false,
             assets: vec![ReleaseAsset {
                 id: Some(10_000 + i as u64),
                 name: format!("kdriver-v0.{i}.0-ubuntu-22.04-x86_64-5.15.0-91-generic.tar.xz"),
@@ -607,11 +608,12 @@ async fn uploads_on_github_enterprise_go_to_api_uploads() {
         .route(
             "/api/uploads/repos/acme/kdriver/releases/5/assets",
             post(|body: axum::body::Bytes| async move {
+                use sha2::Digest as _;
                 (
                     axum::http::StatusCode::CREATED,
                     axum::Json(serde_json::json!({
                         "id": 9, "name": "kdriver.tar.xz", "size": body.len(),
-                        "digest": "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                        "digest": format!("sha256:{}", kfleet::fsio::hex(&sha2::Sha256::digest(&body))),
                         "browser_download_url": "https://ghe.example.com/acme/kdriver/releases/download/v1.0.0/kdriver.tar.xz"
                     })),
                 )
@@ -654,4 +656,104 @@ async fn uploads_on_github_enterprise_go_to_api_uploads() {
         "{seen:?}"
     );
     assert!(!seen.iter().any(|s| s.contains("/api/v3/api/")), "{seen:?}");
+}
+
+/// An upload GitHub answers with another name, size or digest than what was sent is deleted
+/// and fails; one into an immutable release is refused before anything is sent.
+#[tokio::test]
+async fn uploads_are_verified_and_immutable_releases_refused() {
+    use axum::routing::{delete, get, post};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let app = axum::Router::new()
+        .route(
+            "/repos/acme/kdriver/releases/tags/v1.0.0",
+            get(|| async { axum::Json(serde_json::json!({"id": 5})) }),
+        )
+        .route(
+            "/repos/acme/kdriver/releases/tags/v2.0.0",
+            get(|| async { axum::Json(serde_json::json!({"id": 6, "immutable": true})) }),
+        )
+        .route(
+            "/repos/acme/kdriver/releases/5/assets",
+            get(|| async { axum::Json(serde_json::json!([])) }).post(|| async {
+                (
+                    axum::http::StatusCode::CREATED,
+                    axum::Json(serde_json::json!({
+                        "id": 9, "name": "other.tar.xz", "size": 1024,
+                        "digest": "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+                    })),
+                )
+            }),
+        )
+        .route(
+            "/repos/acme/kdriver/releases/assets/9",
+            delete(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
+        .route(
+            "/repos/acme/kdriver/releases/6/assets",
+            post(|| async { axum::http::StatusCode::CREATED }),
+        )
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let log = log.clone();
+                async move {
+                    log.lock()
+                        .unwrap()
+                        .push(format!("{} {}", req.method(), req.uri().path()));
+                    next.run(req).await
+                }
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = GithubClient::new(
+        &format!("http://{addr}"),
+        REPO.parse().unwrap(),
+        TOKEN.into(),
+        fast_policy(),
+        None,
+    )
+    .unwrap();
+    let err = client
+        .upload_asset(
+            "v1.0.0",
+            "kdriver.tar.xz",
+            bytes::Bytes::from_static(b"abc"),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("its name is 'other.tar.xz'"), "{err}");
+    assert!(
+        err.contains("its size is 1024, not the 3 bytes sent"),
+        "{err}"
+    );
+    assert!(err.contains("its digest is sha256:1111"), "{err}");
+    assert!(err.contains("it was deleted"), "{err}");
+    assert!(
+        seen.lock()
+            .unwrap()
+            .contains(&"DELETE /repos/acme/kdriver/releases/assets/9".to_string())
+    );
+
+    let err = client
+        .upload_asset(
+            "v2.0.0",
+            "kdriver.tar.xz",
+            bytes::Bytes::from_static(b"abc"),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("release v2.0.0 is immutable"), "{err}");
+    assert!(
+        !seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.starts_with("POST /repos/acme/kdriver/releases/6")),
+        "nothing was sent"
+    );
 }

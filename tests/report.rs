@@ -753,3 +753,30 @@ fn a_parquet_footer_that_lies_about_its_rows_is_refused() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["summary"]["nodes"], 12345);
 }
+
+/// A report on an immutable release with kernels missing says they cannot be built into it.
+#[test]
+fn a_report_on_an_immutable_release_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut releases =
+        kfleet::forge::read_release_file(&fixtures.join("small-releases.json")).unwrap();
+    for r in &mut releases {
+        r.immutable = true;
+    }
+    let file = dir.path().join("releases.json");
+    std::fs::write(&file, serde_json::to_string(&releases).unwrap()).unwrap();
+    let out = kfleet()
+        .args(["report", "-i"])
+        .arg(fixtures.join("small-fleet.csv"))
+        .arg("-r")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is immutable") && stderr.contains("draft"),
+        "{stderr}"
+    );
+}

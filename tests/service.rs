@@ -1399,3 +1399,27 @@ async fn failed_builds_back_off_and_clients_have_an_hourly_quota() {
     assert_eq!(failing.sandbox().dispatches(), 2);
     svc.stop().await;
 }
+
+/// A missing kernel of an immutable release is answered 409 with what to do, before any claim.
+#[tokio::test]
+async fn an_immutable_release_is_answered_before_a_claim() {
+    let f = forge(60_000, 1000).await;
+    let mut releases = read_release_file(&fixtures().join("small-releases.json")).unwrap();
+    for r in releases.iter_mut().filter(|r| r.tag_name == "v1.1.0") {
+        r.immutable = true;
+    }
+    f.sandbox().set_releases(releases);
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(f.clone(), dir.path(), Duration::from_secs(900)).await;
+    let (code, answer) = post(&svc.url, &missing_body()).await;
+    assert_eq!(code, 409, "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("release v1.1.0 is immutable"),
+        "{answer}"
+    );
+    assert_eq!(f.sandbox().dispatches(), 0);
+    svc.stop().await;
+}

@@ -25,6 +25,9 @@ pub struct Release {
     pub published_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub html_url: Option<String>,
+    /// GitHub's immutable releases (2025): once published, no asset can be added or replaced.
+    #[serde(default)]
+    pub immutable: bool,
     #[serde(default)]
     pub assets: Vec<ReleaseAsset>,
 }
@@ -208,4 +211,11 @@ pub fn index_assets(release: &Release, template: &AssetTemplate) -> AssetIndex {
         });
     }
     index
+}
+
+/// Why nothing is built into an immutable release, and what to do instead.
+pub fn immutable_reason(tag: &str) -> String {
+    format!(
+        "release {tag} is immutable (GitHub refuses new assets once such a release is published): build into the next release while it is still a draft, before it is published"
+    )
 }

@@ -15,6 +15,10 @@ pub enum Decision {
     Unsupported {
         reason: String,
     },
+    /// The release cannot take the artifact (an immutable release): nothing is dispatched.
+    Refused {
+        reason: String,
+    },
     /// The release already has the artifact.
     Available {
         asset: String,
@@ -52,6 +56,7 @@ impl Decision {
         match self {
             Self::Invalid { reason } => format!("invalid: {reason}"),
             Self::Unsupported { reason } => format!("unsupported: {reason}"),
+            Self::Refused { reason } => format!("refused: {reason}"),
             Self::Available { asset, .. } => format!("available: {asset}"),
             Self::Building {
                 run_id,

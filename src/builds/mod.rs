@@ -227,6 +227,11 @@ impl Planner {
                     };
                     break 'decided decision;
                 }
+                if release.immutable {
+                    break 'decided Decision::Refused {
+                        reason: crate::artifacts::immutable_reason(&release.tag_name),
+                    };
+                }
                 if let Some((run_id, url, rid)) = dispatched_now.get(&key) {
                     break 'decided Decision::Building {
                         run_id: Some(*run_id),

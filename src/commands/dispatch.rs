@@ -92,7 +92,12 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
     })?;
     let rejected = decisions
         .iter()
-        .filter(|(_, d)| matches!(d, Decision::Invalid { .. } | Decision::Unsupported { .. }))
+        .filter(|(_, d)| {
+            matches!(
+                d,
+                Decision::Invalid { .. } | Decision::Unsupported { .. } | Decision::Refused { .. }
+            )
+        })
         .count();
     out!("{}", report::decisions(&decisions, args.format));
     Ok(if rejected > 0 {

@@ -20,6 +20,17 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
         },
         &builds,
     )?;
+    let missing: u64 = [CoverageStatus::Missing, CoverageStatus::LongTail]
+        .iter()
+        .filter_map(|s| report.summary.statuses.get(s))
+        .map(|c| c.identities)
+        .sum();
+    if release.immutable && missing > 0 {
+        tracing::warn!(
+            "{missing} kernels have no artifact, and {}",
+            crate::artifacts::immutable_reason(&release.tag_name)
+        );
+    }
     let text = if args.unused {
         report::render_unused(&report.unused, args.format)?
     } else {

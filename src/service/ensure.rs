@@ -429,6 +429,7 @@ pub async fn ensure_direct(
         Decision::Invalid { reason } | Decision::Unsupported { reason } => {
             return Ok(EnsureOutcome::Rejected(reason));
         }
+        Decision::Refused { reason } => return Ok(EnsureOutcome::Failed(reason)),
         Decision::WouldDispatch => None,
     };
     tracing::info!(

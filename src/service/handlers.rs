@@ -129,6 +129,13 @@ pub(super) async fn build(
             );
             return r;
         }
+        Lookup::Immutable(tag) => {
+            state.metrics.count("immutable_release");
+            return json_error(
+                StatusCode::CONFLICT,
+                crate::artifacts::immutable_reason(&tag),
+            );
+        }
         Lookup::NotBuilt => {}
     }
     // One id per kernel and driver version, whichever replica is asked: the open build's, or a

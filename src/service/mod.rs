@@ -262,6 +262,8 @@ struct Listing {
 enum Lookup {
     Found(MatchedAsset),
     NotBuilt,
+    /// The release lacks it and is immutable: nothing can be added to it.
+    Immutable(String),
     /// The listing has no such release.
     NoRelease,
 }
@@ -629,7 +631,10 @@ impl ServiceState {
             None => Lookup::NoRelease,
             Some(index) => match index.get(key) {
                 Some(asset) => Lookup::Found(asset.clone()),
-                None => Lookup::NotBuilt,
+                None => match select_release(&listing.releases, Some(driver_version)) {
+                    Ok(release) if release.immutable => Lookup::Immutable(release.tag_name.clone()),
+                    _ => Lookup::NotBuilt,
+                },
             },
         }
     }

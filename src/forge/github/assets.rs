@@ -54,14 +54,20 @@ fn check_asset_name(name: &str) -> Result<(), ForgeError> {
 #[derive(serde::Deserialize)]
 struct ReleaseId {
     id: u64,
+    #[serde(default)]
+    immutable: bool,
 }
 
 impl GithubClient {
     /// The id of the release tagged `tag`; a missing release says what to do.
     pub async fn release_id(&self, tag: &str) -> Result<u64, ForgeError> {
+        Ok(self.release_by_tag(tag).await?.id)
+    }
+
+    async fn release_by_tag(&self, tag: &str) -> Result<ReleaseId, ForgeError> {
         let url = self.repo_url(&format!("/releases/tags/{}", query_value(tag)));
         match self.get_json::<ReleaseId>(&url).await {
-            Ok(r) => Ok(r.id),
+            Ok(r) => Ok(r),
             Err(ForgeError::NotFound { .. }) => Err(ForgeError::Http {
                 url,
                 status: 404,
@@ -131,7 +137,11 @@ impl GithubClient {
                 bytes.len()
             )));
         }
-        let release = self.release_id(tag).await?;
+        let found = self.release_by_tag(tag).await?;
+        if found.immutable {
+            return Err(ForgeError::Setup(crate::artifacts::immutable_reason(tag)));
+        }
+        let release = found.id;
         let url = format!(
             "{}/repos/{}/{}/releases/{release}/assets?name={}",
             self.uploads,
@@ -160,10 +170,12 @@ impl GithubClient {
                 .await
             {
                 Ok(r) if r.status == StatusCode::CREATED || r.status == StatusCode::OK => {
-                    return serde_json::from_slice(&r.body).map_err(|e| ForgeError::Malformed {
-                        url: url.clone(),
-                        message: e.to_string(),
-                    });
+                    let stored: ReleaseAsset =
+                        serde_json::from_slice(&r.body).map_err(|e| ForgeError::Malformed {
+                            url: url.clone(),
+                            message: e.to_string(),
+                        })?;
+                    return self.verify_stored(&url, name, &bytes, stored).await;
                 }
                 Ok(r) if r.status.is_server_error() || r.status.as_u16() == 422 => {
                     format!("{} {}", r.status, github_message(&r.body))
@@ -177,6 +189,54 @@ impl GithubClient {
             self.pause(&mut backoff, &url, attempts, last, "retrying the upload")
                 .await?;
         }
+    }
+
+    /// The asset GitHub says it stored must be what was sent: its name, its size and (where the
+    /// answer has one) its sha256 digest. Anything else is deleted and the upload fails.
+    async fn verify_stored(
+        &self,
+        url: &str,
+        name: &str,
+        sent: &[u8],
+        stored: ReleaseAsset,
+    ) -> Result<ReleaseAsset, ForgeError> {
+        use sha2::Digest as _;
+        let digest = format!("sha256:{}", crate::fsio::hex(&sha2::Sha256::digest(sent)));
+        let mut wrong = Vec::new();
+        if stored.name != name {
+            wrong.push(format!("its name is '{}', not '{name}'", stored.name));
+        }
+        if stored.size != Some(sent.len() as u64) {
+            wrong.push(format!(
+                "its size is {}, not the {} bytes sent",
+                stored
+                    .size
+                    .map_or_else(|| "missing".to_string(), |s| s.to_string()),
+                sent.len()
+            ));
+        }
+        if let Some(d) = &stored.digest
+            && !d.eq_ignore_ascii_case(&digest)
+        {
+            wrong.push(format!("its digest is {d}, not {digest}"));
+        }
+        if wrong.is_empty() {
+            return Ok(stored);
+        }
+        let deleted = match stored.id {
+            Some(id) => match self.delete_asset(id).await {
+                Ok(()) => "it was deleted".to_string(),
+                Err(e) => format!("deleting it failed too: {e}"),
+            },
+            None => "it has no id to delete".to_string(),
+        };
+        Err(ForgeError::Malformed {
+            url: url.to_string(),
+            message: format!(
+                "the stored asset is not what was sent: {}; {deleted}",
+                wrong.join(", ")
+            ),
+        })
     }
 
     /// Deletes asset `id`; one already gone is not an error.

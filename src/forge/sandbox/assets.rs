@@ -116,6 +116,9 @@ async fn upload(
     let Some(release) = releases.iter_mut().find(|r| r.id == Some(id)) else {
         return missing();
     };
+    if release.immutable {
+        return unprocessable("Cannot upload assets to an immutable release.");
+    }
     if release.assets.iter().any(|a| a.name == name) {
         return github_error(
             StatusCode::UNPROCESSABLE_ENTITY,
