@@ -196,6 +196,24 @@ async fn contract(store: &Store) {
             .is_none(),
         "only once"
     );
+    // Leases run on the database's clock: a replica whose clock is ten minutes ahead cannot
+    // take a live claim over early.
+    let Claim::Won(live) = store
+        .claim(&claim("r5", "debian/12/x86_64/6.1.0-18-amd64", "f", long))
+        .await
+        .unwrap()
+    else {
+        panic!("a claim on another kernel wins");
+    };
+    let ahead = Utc::now() + chrono::Duration::minutes(10);
+    assert!(
+        store
+            .take_over(&live, "g", ahead, long, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none(),
+        "a skewed clock does not end a lease"
+    );
     assert_eq!(store.history(key, "v1.0.0").await.unwrap().len(), 2);
     assert_eq!(
         store

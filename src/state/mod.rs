@@ -221,14 +221,19 @@ fn millis(t: DateTime<Utc>) -> Param {
     Param::Int(Some(t.timestamp_millis()))
 }
 
-fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(2))
-}
-
 const COLUMNS: &str = "request_id, key, driver_version, phase, run_id, url, conclusion, owner, \
      lease_until, accepted_at, dispatched_at, updated_at, fence";
 
 const OPEN: &str = "phase IN ('claimed', 'dispatched')";
+
+/// The database's own clock, in milliseconds since the epoch: leases are set and compared with
+/// it, never with a replica's clock (two replicas whose clocks differ would disagree on when a
+/// lease ends). Each backend writes it in its own dialect.
+const DB_NOW: &str = "{db_now_ms}";
+
+fn millis_of(d: Duration) -> Param {
+    Param::Int(Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+}
 
 /// One row as the backends read it: text and integer columns by position.
 struct RawRow {
@@ -366,7 +371,7 @@ impl Store {
     /// atomic insert against the unique index of open builds.
     pub async fn claim(&self, claim: &NewClaim<'_>) -> Result<Claim, StoreError> {
         let insert = format!(
-            "INSERT INTO builds ({COLUMNS}) VALUES ($1, $2, $3, 'claimed', NULL, NULL, NULL, $4, $5, $6, NULL, $6, 1) \
+            "INSERT INTO builds ({COLUMNS}) VALUES ($1, $2, $3, 'claimed', NULL, NULL, NULL, $4, {DB_NOW} + $5, $6, NULL, $6, 1) \
              ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
         );
         let select = format!(
@@ -377,7 +382,7 @@ impl Store {
             text(claim.key),
             text(claim.driver_version),
             text(claim.owner),
-            millis(lease_end(claim.now, claim.lease)),
+            millis_of(claim.lease),
             millis(claim.now),
         ];
         let lookup = vec![text(claim.key), text(claim.driver_version)];
@@ -422,23 +427,21 @@ impl Store {
         lease: Duration,
         grace: Duration,
     ) -> Result<Option<BuildRecord>, StoreError> {
-        let expired_before =
-            now - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::zero());
         self.one(
             &format!(
-                "UPDATE builds SET owner = $4, lease_until = $5, updated_at = $6, fence = fence + 1 \
+                "UPDATE builds SET owner = $4, lease_until = {DB_NOW} + $5, updated_at = $6, fence = fence + 1 \
                  WHERE request_id = $1 AND key = $2 AND driver_version = $3 \
-                 AND phase = 'claimed' AND fence = $7 AND (lease_until IS NULL OR lease_until < $8) \
+                 AND phase = 'claimed' AND fence = $7 AND (lease_until IS NULL OR lease_until < {DB_NOW} - $8) \
                  RETURNING {COLUMNS}"
             ),
             [
                 BuildId::from(build).params(),
                 vec![
                     text(owner),
-                    millis(lease_end(now, lease)),
+                    millis_of(lease),
                     millis(now),
                     Param::Int(Some(build.fence)),
-                    millis(expired_before),
+                    millis_of(grace),
                 ],
             ]
             .concat(),
@@ -456,14 +459,16 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let n = self
             .execute(
-                "UPDATE builds SET lease_until = $5, updated_at = $6 \
-                 WHERE request_id = $1 AND key = $2 AND driver_version = $3 \
-                 AND phase = 'claimed' AND owner = $4 AND fence = $7",
+                &format!(
+                    "UPDATE builds SET lease_until = {DB_NOW} + $5, updated_at = $6 \
+                     WHERE request_id = $1 AND key = $2 AND driver_version = $3 \
+                     AND phase = 'claimed' AND owner = $4 AND fence = $7"
+                ),
                 [
                     BuildId::from(claim).params(),
                     vec![
                         opt_text(claim.owner.as_deref()),
-                        millis(lease_end(now, lease)),
+                        millis_of(lease),
                         millis(now),
                         Param::Int(Some(claim.fence)),
                     ],

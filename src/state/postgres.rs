@@ -198,6 +198,15 @@ fn raw(row: &tokio_postgres::Row) -> Result<RawRow, tokio_postgres::Error> {
     Ok(out)
 }
 
+/// The statement with the database's clock in PostgreSQL's words (every replica reads the same
+/// one).
+fn dialect(sql: &str) -> String {
+    sql.replace(
+        super::DB_NOW,
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint",
+    )
+}
+
 /// What went wrong, with the server's own message when it sent one.
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
@@ -340,6 +349,7 @@ impl PgStore {
         sql: &str,
         params: Vec<Param>,
     ) -> Result<Vec<super::BuildRecord>, StoreError> {
+        let sql = &dialect(sql);
         self.timed(async {
             let client = self.client().await?;
             let values: Vec<_> = params.into_iter().map(boxed).collect();
@@ -364,6 +374,7 @@ impl PgStore {
     }
 
     pub(super) async fn execute(&self, sql: &str, params: Vec<Param>) -> Result<u64, StoreError> {
+        let sql = &dialect(sql);
         self.timed(async {
             let client = self.client().await?;
             let values: Vec<_> = params.into_iter().map(boxed).collect();
@@ -402,6 +413,7 @@ impl PgStore {
         select: &str,
         lookup: Vec<Param>,
     ) -> Result<Option<(bool, RawRow)>, StoreError> {
+        let (insert, select) = (&dialect(insert), &dialect(select));
         self.timed(async {
             let mut client = self.client().await?;
             let fail = |e: tokio_postgres::Error| self.unavailable(describe(&e));

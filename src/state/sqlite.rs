@@ -26,9 +26,10 @@ fn to_value(p: Param) -> rusqlite::types::Value {
     }
 }
 
-/// `$1` placeholders as SQLite writes them.
+/// `$1` placeholders as SQLite writes them, and its clock (one host: the same for every process).
 fn dialect(sql: &str) -> String {
-    sql.replace('$', "?")
+    sql.replace(super::DB_NOW, "CAST(unixepoch('subsec') * 1000 AS INTEGER)")
+        .replace('$', "?")
 }
 
 fn raw(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
