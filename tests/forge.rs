@@ -757,3 +757,248 @@ async fn uploads_are_verified_and_immutable_releases_refused() {
         "nothing was sent"
     );
 }
+
+/// Base64url without padding, as JWTs use it.
+fn base64url(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'-' => 62,
+        b'_' => 63,
+        _ => panic!("not base64url: {c}"),
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        acc = (acc << 6) | u32::from(value(c));
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// Checks a GitHub App JWT as GitHub does: RS256 by the App's key (openssl verifies the signature
+/// with the public key), `iss` the App id, issued in the past, valid at most 10 minutes.
+fn app_jwt_ok(authorization: Option<&str>, public_key: &Path, app_id: u64) -> Result<(), String> {
+    let jwt = authorization
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .ok_or("no bearer JWT")?;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return Err("not a JWT".into());
+    }
+    let header: serde_json::Value = serde_json::from_slice(&base64url(parts[0])).unwrap();
+    if header["alg"] != "RS256" {
+        return Err(format!("alg {}", header["alg"]));
+    }
+    let claims: serde_json::Value = serde_json::from_slice(&base64url(parts[1])).unwrap();
+    let iss_ok = claims["iss"].as_str() == Some(app_id.to_string().as_str())
+        || claims["iss"].as_u64() == Some(app_id);
+    let now = Utc::now().timestamp();
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    if !iss_ok || iat > now + 5 || exp <= now || exp - iat > 600 {
+        return Err(format!("claims {claims}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("input"),
+        format!("{}.{}", parts[0], parts[1]),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("sig"), base64url(parts[2])).unwrap();
+    let verified = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(public_key)
+        .arg("-signature")
+        .arg(dir.path().join("sig"))
+        .arg(dir.path().join("input"))
+        .output()
+        .unwrap();
+    if verified.status.success() {
+        Ok(())
+    } else {
+        Err("the JWT's signature does not verify with the App's public key".into())
+    }
+}
+
+/// `--github-app-id`/`--github-app-key`: kfleet signs the App's JWT, finds the installation on the
+/// repository, takes an installation token scoped to it, and calls the API with that token; a
+/// key that is not the App's is refused by the fixture (it checks the signature and the claims).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_app_uses_installation_tokens_scoped_to_the_repository() {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+    let keys = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        assert!(
+            std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(keys.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        "app.pem",
+    ]);
+    openssl(&["pkey", "-in", "app.pem", "-pubout", "-out", "app.pub"]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        "other.pem",
+    ]);
+    let public = keys.path().join("app.pub");
+    let app_id = 123_456u64;
+    let token = "ghs_installationTOKEN0123456789abcdef";
+    let scopes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let (pk1, pk2, seen) = (public.clone(), public.clone(), scopes.clone());
+    let user = serde_json::json!({
+        "login": "acme", "id": 1, "node_id": "MDQ6VXNlcjE=",
+        "avatar_url": "https://github.com/images/error/acme.gif", "gravatar_id": "",
+        "url": "https://api.github.com/users/acme", "html_url": "https://github.com/acme",
+        "followers_url": "https://api.github.com/users/acme/followers",
+        "following_url": "https://api.github.com/users/acme/following{/other_user}",
+        "gists_url": "https://api.github.com/users/acme/gists{/gist_id}",
+        "starred_url": "https://api.github.com/users/acme/starred{/owner}{/repo}",
+        "subscriptions_url": "https://api.github.com/users/acme/subscriptions",
+        "organizations_url": "https://api.github.com/users/acme/orgs",
+        "repos_url": "https://api.github.com/users/acme/repos",
+        "events_url": "https://api.github.com/users/acme/events{/privacy}",
+        "received_events_url": "https://api.github.com/users/acme/received_events",
+        "type": "Organization", "site_admin": false
+    });
+    let app = axum::Router::new()
+        .route(
+            "/repos/acme/kdriver/installation",
+            get(move |headers: HeaderMap| {
+                let (public, user) = (pk1.clone(), user.clone());
+                async move {
+                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+                    if let Err(why) = app_jwt_ok(auth, &public, app_id) {
+                        return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"message": why})));
+                    }
+                    (
+                        StatusCode::OK,
+                        axum::Json(serde_json::json!({
+                            "id": 77, "account": user, "app_id": app_id, "target_id": 1,
+                            "target_type": "Organization",
+                            "access_tokens_url": "https://api.github.com/app/installations/77/access_tokens",
+                            "repositories_url": "https://api.github.com/installation/repositories",
+                            "html_url": "https://github.com/organizations/acme/settings/installations/77",
+                            "permissions": {"actions": "write", "contents": "write", "metadata": "read"},
+                            "events": ["workflow_run"], "repository_selection": "selected",
+                            "single_file_name": null,
+                            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+                        })),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/app/installations/77/access_tokens",
+            post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let (public, seen) = (pk2.clone(), seen.clone());
+                async move {
+                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+                    if let Err(why) = app_jwt_ok(auth, &public, app_id) {
+                        return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"message": why})));
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap_or_default());
+                    (
+                        StatusCode::CREATED,
+                        axum::Json(serde_json::json!({
+                            "token": token,
+                            "expires_at": (Utc::now() + Duration::hours(1)).to_rfc3339(),
+                            "permissions": {"actions": "write", "contents": "write"},
+                            "repository_selection": "selected"
+                        })),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/repos/acme/kdriver/releases",
+            get(move |headers: HeaderMap| async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+                if auth != Some(&format!("Bearer {token}")) && auth != Some(&format!("token {token}")) {
+                    return (StatusCode::UNAUTHORIZED, "[]".to_string());
+                }
+                (StatusCode::OK, "[]".to_string())
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let api = format!("http://{addr}");
+
+    let key = std::fs::read(keys.path().join("app.pem")).unwrap();
+    let client = GithubClient::new_app(
+        &api,
+        REPO.parse().unwrap(),
+        app_id,
+        &key,
+        fast_policy(),
+        None,
+    )
+    .await
+    .unwrap();
+    let listing = client.list_releases().await.unwrap();
+    assert!(listing.releases.is_empty());
+    let scopes = scopes.lock().unwrap().clone();
+    assert_eq!(scopes.len(), 1, "one installation token for the calls");
+    assert_eq!(
+        scopes[0]["repositories"],
+        serde_json::json!(["kdriver"]),
+        "{scopes:?}"
+    );
+
+    // Another key is not the App's: the installation lookup is refused, with the reason.
+    let other = std::fs::read(keys.path().join("other.pem")).unwrap();
+    let err = GithubClient::new_app(
+        &api,
+        REPO.parse().unwrap(),
+        app_id,
+        &other,
+        fast_policy(),
+        None,
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("installation"), "{err}");
+    let err = GithubClient::new_app(
+        &api,
+        REPO.parse().unwrap(),
+        app_id,
+        b"not a key",
+        fast_policy(),
+        None,
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("not an RSA private key in PEM"), "{err}");
+}

@@ -766,14 +766,25 @@ async fn postgres_down_answers_503_and_the_service_resumes_when_it_returns() {
 /// lease and the longest send), which dispatches; the waiting one renews before it would send
 /// again, finds the claim taken (its fence raised) and does not send. One run, not two.
 async fn one_run_when_a_rate_limit_outlasts_the_lease(state: &str) {
+    one_run_when_the_forge_misbehaves(
+        state,
+        Faults {
+            dispatch_rate_limits: 1,
+            retry_after_secs: 20,
+            ..Faults::default()
+        },
+        true,
+    )
+    .await;
+}
+
+/// Two replicas, one dispatch; `faults` make GitHub misbehave on it. With `taken_over`, the
+/// waiting replica must lose its claim to the other one and say so.
+async fn one_run_when_the_forge_misbehaves(state: &str, faults: Faults, taken_over: bool) {
     let sb = sandbox(60_000, 60_000).await;
     let a = Replica::start(&sb.base_url(), state, "0s");
     let b = Replica::start(&sb.base_url(), state, "0s");
-    sb.set_faults(Faults {
-        dispatch_rate_limits: 1,
-        retry_after_secs: 20,
-        ..Faults::default()
-    });
+    sb.set_faults(faults);
     let id = missing_kernels(1).remove(0);
     let http = reqwest::Client::new();
     let rid = ask(&http, std::slice::from_ref(&a.url), &body(&id, "v1.1.0")).await;
@@ -787,8 +798,29 @@ async fn one_run_when_a_rate_limit_outlasts_the_lease(state: &str) {
         b.log.lock().unwrap()
     );
     assert_eq!(sb.dispatches(), 1, "{logs}");
-    assert!(logs.contains("took over the claim"), "{logs}");
-    assert!(logs.contains("stopped dispatching"), "{logs}");
+    if taken_over {
+        assert!(logs.contains("took over the claim"), "{logs}");
+        assert!(logs.contains("stopped dispatching"), "{logs}");
+    }
+}
+
+/// GitHub starts the run but does not answer for 20 s: the replica's send gives up after 10 s,
+/// finds its run by the request id and records it, before the other replica may take the claim
+/// over (lease and the longest send): one run.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_replicas_dispatch_once_when_github_stalls() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kfleet.db");
+    one_run_when_the_forge_misbehaves(
+        &format!("sqlite:{}", db.display()),
+        Faults {
+            dispatch_stalls: 1,
+            dispatch_stall: Duration::from_secs(20),
+            ..Faults::default()
+        },
+        false,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -26,7 +26,7 @@ pub struct Release {
     #[serde(default)]
     pub html_url: Option<String>,
     /// GitHub's immutable releases (2025): once published, no asset can be added or replaced.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub immutable: bool,
     #[serde(default)]
     pub assets: Vec<ReleaseAsset>,

@@ -476,6 +476,23 @@ pub struct ForgeArgs {
     /// GitHub API base URL [config: api_url; default https://api.github.com].
     #[arg(long, env = "KFLEET_API_URL", value_name = "URL")]
     pub api_url: Option<String>,
+    /// Authenticate as this GitHub App (with --github-app-key) instead of a personal token:
+    /// installation tokens scoped to the repository, renewed before they expire.
+    #[arg(
+        long,
+        env = "KFLEET_GITHUB_APP_ID",
+        value_name = "ID",
+        requires = "github_app_key"
+    )]
+    pub github_app_id: Option<u64>,
+    /// The GitHub App's private key (the PEM file GitHub generated).
+    #[arg(
+        long,
+        env = "KFLEET_GITHUB_APP_KEY",
+        value_name = "FILE",
+        requires = "github_app_id"
+    )]
+    pub github_app_key: Option<PathBuf>,
     /// Use an in-process sandbox forge serving DIR/releases.json instead of GitHub (a demo: its
     /// runs live as long as the command).
     #[arg(long, value_name = "DIR", conflicts_with = "repo")]

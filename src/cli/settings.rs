@@ -98,6 +98,8 @@ impl BuildArgs {
             forge: ForgeArgs {
                 repo,
                 api_url,
+                github_app_id: None,
+                github_app_key: None,
                 sandbox: None,
                 runner: RunnerArgs::default(),
             },
@@ -230,9 +232,14 @@ impl ForgeArgs {
         let Some(repo) = self.repo.clone().or_else(|| config.repo.clone()) else {
             return Ok(None);
         };
+        let client = match (self.github_app_id, &self.github_app_key) {
+            (Some(app_id), Some(key_file)) => {
+                github_app_client(&repo, self.api_url.as_deref(), config, app_id, key_file)?
+            }
+            _ => github_client(&repo, self.api_url.as_deref(), config)?,
+        };
         Ok(Some(Arc::new(
-            github_client(&repo, self.api_url.as_deref(), config)?
-                .with_disk_cache(http_cache.to_path_buf()),
+            client.with_disk_cache(http_cache.to_path_buf()),
         )))
     }
 }
@@ -283,6 +290,33 @@ impl ForgeRepoArgs {
         let api = self.api_url.clone().or_else(|| job("GITHUB_API_URL"));
         github_client(&repo, api.as_deref(), config)
     }
+}
+
+/// A GitHub client for `repo` at `api` (or the config's, or GitHub's) that authenticates as the
+/// GitHub App `app_id` with the private key in `key_file`.
+fn github_app_client(
+    repo: &str,
+    api: Option<&str>,
+    config: &Config,
+    app_id: u64,
+    key_file: &std::path::Path,
+) -> Result<GithubClient> {
+    let repo: RepoRef = repo.parse()?;
+    let api = api
+        .map(str::to_string)
+        .or_else(|| config.api_url.clone())
+        .unwrap_or_else(|| GITHUB_API.to_string());
+    let key = std::fs::read(key_file)
+        .with_context(|| format!("cannot read --github-app-key {}", key_file.display()))?;
+    let notify = Box::new(|msg: &str| tracing::info!("waiting: {msg}"));
+    Ok(runtime()?.block_on(GithubClient::new_app(
+        &api,
+        repo,
+        app_id,
+        &key,
+        RetryPolicy::default(),
+        Some(notify),
+    ))?)
 }
 
 /// A GitHub client for `repo` at `api` (or the config's, or GitHub's), with the token of the

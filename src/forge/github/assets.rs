@@ -275,9 +275,13 @@ impl GithubClient {
         body: Option<bytes::Bytes>,
         timeout: Duration,
     ) -> Result<Response, String> {
+        let (octo, path) = match relative(url, &self.uploads) {
+            Some(path) => (&self.upload_octo, path),
+            None => (&self.octo, relative(url, &self.api).unwrap_or(url)),
+        };
         let mut builder = http::Request::builder()
             .method(method)
-            .uri(url)
+            .uri(path)
             .header(http::header::ACCEPT, "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
             .header(http::header::USER_AGENT, "kfleet");
@@ -294,11 +298,6 @@ impl GithubClient {
             }
         };
         let request = builder.body(body).map_err(|e| e.to_string())?;
-        let octo = if url.starts_with(&self.uploads) {
-            &self.upload_octo
-        } else {
-            &self.octo
-        };
         self.exchange(octo.execute(request), timeout).await
     }
 }

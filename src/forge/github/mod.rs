@@ -263,6 +263,12 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// `url` without `base` when it lies under it (`/repos/...`), for a client rooted at `base`.
+fn relative<'a>(url: &'a str, base: &str) -> Option<&'a str> {
+    url.strip_prefix(base)
+        .filter(|rest| rest.starts_with('/') || rest.starts_with('?'))
+}
+
 fn github_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
@@ -312,21 +318,131 @@ impl GithubClient {
         let uploads = assets::upload_base(&api);
         // octocrab sends the token only to these two hosts.
         let client = |base: &str| {
-            octocrab::Octocrab::builder()
-                .base_uri(base)
-                .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
-                .upload_uri(uploads.as_str())
-                .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
+            Self::builder(&api, base, &uploads, &policy)?
                 .personal_token(token.clone())
-                .set_connect_timeout(Some(policy.timeout))
-                .set_read_timeout(Some(policy.timeout))
-                .set_write_timeout(Some(policy.timeout))
                 .build()
                 .map_err(|e| ForgeError::Setup(e.to_string()))
         };
         let octo = client(&api)?;
         let upload_octo = client(&uploads)?;
-        Ok(Self {
+        Ok(Self::assemble(
+            octo,
+            upload_octo,
+            api,
+            uploads,
+            repo,
+            policy,
+            notify,
+        ))
+    }
+
+    /// A client that authenticates as a GitHub App: it signs the App's JWT with `key_pem` (the
+    /// App's RSA private key), finds the App's installation on `repo`, and uses installation
+    /// tokens scoped to that one repository, minted again before they expire. No person's token
+    /// sits in the service.
+    pub async fn new_app(
+        api: &str,
+        repo: RepoRef,
+        app_id: u64,
+        key_pem: &[u8],
+        policy: RetryPolicy,
+        notify: Option<Notify>,
+    ) -> Result<Self, ForgeError> {
+        let api = api.trim_end_matches('/').to_string();
+        crate::net::check_transport(&api, false).map_err(|_| {
+            ForgeError::Setup(format!(
+                "--api-url {api}: GitHub App credentials are only sent over https:// (or http:// to loopback)"
+            ))
+        })?;
+        let key = octocrab::EncodingKey::from_rsa_pem(key_pem).map_err(|e| {
+            ForgeError::Setup(format!(
+                "--github-app-key: not an RSA private key in PEM ({e}); use the .pem file GitHub generated for the App"
+            ))
+        })?;
+        let uploads = assets::upload_base(&api);
+        let app = |base: &str| {
+            Self::builder(&api, base, &uploads, &policy)?
+                .app(octocrab::models::AppId(app_id), key.clone())
+                .build()
+                .map_err(|e| ForgeError::Setup(e.to_string()))
+        };
+        let as_app = app(&api)?;
+        let url = format!("{api}/repos/{}/{}/installation", repo.owner, repo.name);
+        let installation = as_app
+            .apps()
+            .get_repository_installation(&repo.owner, &repo.name)
+            .await
+            .map_err(|e| match &e {
+                octocrab::Error::GitHub { source, .. } if source.status_code.as_u16() == 404 => {
+                    ForgeError::Setup(format!(
+                        "GitHub App {app_id} is not installed on {}/{}: install it on the repository (Settings, GitHub Apps)",
+                        repo.owner, repo.name
+                    ))
+                }
+                _ => ForgeError::Http {
+                    url: url.clone(),
+                    status: 0,
+                    message: format!(
+                        "cannot find GitHub App {app_id}'s installation: {}",
+                        crate::net::error_chain(&e)
+                    ),
+                },
+            })?;
+        let scoped = |octo: &octocrab::Octocrab| {
+            octo.installation_builder(installation.id)
+                .repositories(vec![repo.name.clone()])
+                .build()
+                .map_err(|e| ForgeError::Setup(e.to_string()))
+        };
+        let octo = scoped(&as_app)?;
+        let upload_octo = scoped(&app(&uploads)?)?;
+        Ok(Self::assemble(
+            octo,
+            upload_octo,
+            api,
+            uploads,
+            repo,
+            policy,
+            notify,
+        ))
+    }
+
+    /// An octocrab builder for `base` with the client's timeouts; the token goes to the API and
+    /// upload hosts only.
+    fn builder(
+        api: &str,
+        base: &str,
+        uploads: &str,
+        policy: &RetryPolicy,
+    ) -> Result<
+        octocrab::OctocrabBuilder<
+            octocrab::NoSvc,
+            octocrab::DefaultOctocrabBuilderConfig,
+            octocrab::NoAuth,
+            octocrab::NotLayerReady,
+        >,
+        ForgeError,
+    > {
+        Ok(octocrab::Octocrab::builder()
+            .base_uri(base)
+            .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
+            .upload_uri(uploads)
+            .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
+            .set_connect_timeout(Some(policy.timeout))
+            .set_read_timeout(Some(policy.timeout))
+            .set_write_timeout(Some(policy.timeout)))
+    }
+
+    fn assemble(
+        octo: octocrab::Octocrab,
+        upload_octo: octocrab::Octocrab,
+        api: String,
+        uploads: String,
+        repo: RepoRef,
+        policy: RetryPolicy,
+        notify: Option<Notify>,
+    ) -> Self {
+        Self {
             octo,
             upload_octo,
             api,
@@ -337,11 +453,17 @@ impl GithubClient {
             disk_cache: None,
             stats: ClientStats::default(),
             notify: notify.unwrap_or_else(|| Box::new(|_| {})),
-        })
+        }
     }
 
     pub fn stats(&self) -> &ClientStats {
         &self.stats
+    }
+
+    /// A URL on the API as the path octocrab expects: it adds its base (and the base's path on
+    /// GitHub Enterprise) and the credentials, which it sends only with paths of its own base.
+    fn path_of<'a>(&self, url: &'a str) -> &'a str {
+        relative(url, &self.api).unwrap_or(url)
     }
 
     /// Keeps each listing page's ETag and body in `dir`, so the next process's first request is
@@ -447,10 +569,10 @@ impl GithubClient {
             match call.body {
                 None => {
                     self.octo
-                        ._get_with_headers(call.url, Some(call.headers.clone()))
+                        ._get_with_headers(self.path_of(call.url), Some(call.headers.clone()))
                         .await
                 }
-                Some(body) => self.octo._post(call.url, Some(body)).await,
+                Some(body) => self.octo._post(self.path_of(call.url), Some(body)).await,
             }
         };
         self.exchange(send, self.policy.timeout).await

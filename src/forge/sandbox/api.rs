@@ -507,6 +507,16 @@ async fn dispatch(
     if fail_after {
         return github_error(StatusCode::BAD_GATEWAY, "Server Error");
     }
+    let stall = {
+        let mut faults = state.faults.locked();
+        (faults.dispatch_stalls > 0).then(|| {
+            faults.dispatch_stalls -= 1;
+            faults.dispatch_stall
+        })
+    };
+    if let Some(stall) = stall {
+        tokio::time::sleep(stall).await;
+    }
     if body.return_run_details == Some(true) {
         let api = format!("{}/repos/{}/actions/runs/{id}", state.base_url, state.repo);
         let html = format!("{}/{}/actions/runs/{id}", state.base_url, state.repo);

@@ -44,6 +44,10 @@ pub struct Faults {
     pub dispatch_errors: u32,
     /// The next N dispatches answer 429 with `retry-after` (`retry_after_secs`), starting nothing.
     pub dispatch_rate_limits: u32,
+    /// The next N dispatches start their run, then answer only after `dispatch_stall` (a
+    /// GitHub that stalls: the caller's send times out without knowing whether it started).
+    pub dispatch_stalls: u32,
+    pub dispatch_stall: Duration,
     /// The next N dispatches start their run, then answer 502 (the ambiguous failure).
     pub dispatch_errors_after_start: u32,
     /// The next N successful responses drop the connection halfway through the body.
