@@ -1261,16 +1261,9 @@ fn renamed_module(bytes: &[u8], to: &str) -> Vec<u8> {
     out
 }
 
-/// The kernel knows a module by its `.modinfo` name with `-` as `_`, whatever its file is called:
-/// that is the name asked about, unloaded and loaded. Two modules of one name refuse the package.
-#[test]
-fn modules_are_known_by_the_kernels_name_and_twins_are_refused() {
-    use kfleet::install::{InstallOptions, install, read_package};
-    let (_, package, id) = built_package();
-    let ko = read_package(package).unwrap().remove(0).bytes;
-    let dir = tempfile::tempdir().unwrap();
-    let dashed = renamed_module(&ko, "k_drivr");
-    let options = |root: &Path| InstallOptions {
+/// Installing into `root` for `id`'s kernel as the running one, loading and replacing.
+fn replacing(root: &Path, id: &KernelIdentity) -> kfleet::install::InstallOptions {
+    kfleet::install::InstallOptions {
         root: root.to_path_buf(),
         kernel_version: id.kernel_version.clone(),
         running_kernel: Some(id.kernel_version.clone()),
@@ -1279,7 +1272,19 @@ fn modules_are_known_by_the_kernels_name_and_twins_are_refused() {
         replace: true,
         require_signed: false,
         depmod: depmod(),
-    };
+    }
+}
+
+/// The kernel knows a module by its `.modinfo` name with `-` as `_`, whatever its file is called:
+/// that is the name asked about, unloaded and loaded. Two modules of one name refuse the package.
+#[test]
+fn modules_are_known_by_the_kernels_name_and_twins_are_refused() {
+    use kfleet::install::{install, read_package};
+    let (_, package, id) = built_package();
+    let ko = read_package(package).unwrap().remove(0).bytes;
+    let dir = tempfile::tempdir().unwrap();
+    let dashed = renamed_module(&ko, "k_drivr");
+    let options = |root: &Path| replacing(root, id);
     let package = repack(dir.path(), &[("k-drivr.ko", &dashed)]);
     let loader = KernelLoader::default();
     loader.loaded.lock().unwrap().insert(
@@ -1331,19 +1336,10 @@ fn modules_are_known_by_the_kernels_name_and_twins_are_refused() {
 /// too (all or nothing).
 #[test]
 fn a_failed_load_puts_the_node_back_as_it_was() {
-    use kfleet::install::{InstallOptions, install, read_package};
+    use kfleet::install::{install, read_package};
     let (_, package, id) = built_package();
     let ko = read_package(package).unwrap().remove(0).bytes;
-    let options = |root: &Path| InstallOptions {
-        root: root.to_path_buf(),
-        kernel_version: id.kernel_version.clone(),
-        running_kernel: Some(id.kernel_version.clone()),
-        subdir: "extra".into(),
-        load: true,
-        replace: true,
-        require_signed: false,
-        depmod: depmod(),
-    };
+    let options = |root: &Path| replacing(root, id);
     let old = |name: &str| {
         (
             name.to_string(),

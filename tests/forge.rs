@@ -594,8 +594,6 @@ async fn the_sandbox_command_has_a_token_and_answers_loopback_names_only() {
 #[tokio::test]
 async fn uploads_on_github_enterprise_go_to_api_uploads() {
     use axum::routing::{get, post};
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let log = seen.clone();
     let app = axum::Router::new()
         .route(
             "/api/v3/repos/acme/kdriver/releases/tags/v1.0.0",
@@ -619,20 +617,8 @@ async fn uploads_on_github_enterprise_go_to_api_uploads() {
                 )
             }),
         )
-        .layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let log = log.clone();
-                async move {
-                    log.lock()
-                        .unwrap()
-                        .push(format!("{} {}", req.method(), req.uri().path()));
-                    next.run(req).await
-                }
-            },
-        ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+;
+    let (addr, seen) = recording_server(app).await;
     let client = GithubClient::new(
         &format!("http://{addr}/api/v3"),
         REPO.parse().unwrap(),
@@ -663,8 +649,6 @@ async fn uploads_on_github_enterprise_go_to_api_uploads() {
 #[tokio::test]
 async fn uploads_are_verified_and_immutable_releases_refused() {
     use axum::routing::{delete, get, post};
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let log = seen.clone();
     let app = axum::Router::new()
         .route(
             "/repos/acme/kdriver/releases/tags/v1.0.0",
@@ -694,20 +678,8 @@ async fn uploads_are_verified_and_immutable_releases_refused() {
             "/repos/acme/kdriver/releases/6/assets",
             post(|| async { axum::http::StatusCode::CREATED }),
         )
-        .layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let log = log.clone();
-                async move {
-                    log.lock()
-                        .unwrap()
-                        .push(format!("{} {}", req.method(), req.uri().path()));
-                    next.run(req).await
-                }
-            },
-        ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+;
+    let (addr, seen) = recording_server(app).await;
     let client = GithubClient::new(
         &format!("http://{addr}"),
         REPO.parse().unwrap(),
@@ -1001,4 +973,31 @@ async fn a_github_app_uses_installation_tokens_scoped_to_the_repository() {
     .unwrap()
     .to_string();
     assert!(err.contains("not an RSA private key in PEM"), "{err}");
+}
+
+/// Serves `app` on 127.0.0.1, recording each request's method and path; returns its address and
+/// the record.
+async fn recording_server(
+    app: axum::Router,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let app = app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let log = log.clone();
+            async move {
+                log.lock()
+                    .unwrap()
+                    .push(format!("{} {}", req.method(), req.uri().path()));
+                next.run(req).await
+            }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
 }

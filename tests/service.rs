@@ -35,18 +35,27 @@ async fn forge(queue_ms: u64, run_ms: u64) -> Arc<SandboxForge> {
 
 /// A sandbox forge whose runs progress by `clock`; the service built on it reads the same clock.
 async fn forge_on(queue_ms: u64, run_ms: u64, clock: SharedClock) -> Arc<SandboxForge> {
+    forge_simulating(
+        Simulation {
+            queue_time: Duration::from_millis(queue_ms),
+            run_time: Duration::from_millis(run_ms),
+            fail_rate: 0.0,
+            ..Simulation::default()
+        },
+        clock,
+    )
+    .await
+}
+
+/// A sandbox forge whose runs behave as `simulation` says.
+async fn forge_simulating(simulation: Simulation, clock: SharedClock) -> Arc<SandboxForge> {
     let releases = read_release_file(&fixtures().join("small-releases.json")).unwrap();
     Arc::new(
         SandboxForge::start(
             releases,
             SandboxOptions {
                 repo: "acme/kdriver".into(),
-                simulation: Simulation {
-                    queue_time: Duration::from_millis(queue_ms),
-                    run_time: Duration::from_millis(run_ms),
-                    fail_rate: 0.0,
-                    ..Simulation::default()
-                },
+                simulation,
                 clock,
                 ..SandboxOptions::default()
             },
@@ -1314,28 +1323,16 @@ fn the_service_speaks_tls_and_picks_up_a_rotated_certificate() {
 /// client token starts at most its quota of new builds an hour.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_builds_back_off_and_clients_have_an_hourly_quota() {
-    let releases = read_release_file(&fixtures().join("small-releases.json")).unwrap();
-    let failing = Arc::new(
-        SandboxForge::start(
-            releases,
-            SandboxOptions {
-                repo: "acme/kdriver".into(),
-                simulation: Simulation {
-                    queue_time: Duration::from_millis(50),
-                    run_time: Duration::from_millis(100),
-                    fail_rate: 1.0,
-                    ..Simulation::default()
-                },
-                ..SandboxOptions::default()
-            },
-            RetryPolicy {
-                run_lookup_interval: Duration::from_millis(50),
-                ..RetryPolicy::default()
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let failing = forge_simulating(
+        Simulation {
+            queue_time: Duration::from_millis(50),
+            run_time: Duration::from_millis(100),
+            fail_rate: 1.0,
+            ..Simulation::default()
+        },
+        SharedClock::default(),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let svc = service_with(
         failing.clone(),
