@@ -33,7 +33,12 @@ pub(super) struct Deliveries {
 }
 
 impl Deliveries {
-    /// Records `id`; false when it was seen before.
+    /// Whether `id` was handled before (a redelivery).
+    fn seen(&self, id: &str) -> bool {
+        self.seen.contains(id)
+    }
+
+    /// Records `id` as handled; false when it was already.
     fn first_time(&mut self, id: &str, now: Instant) -> bool {
         self.last = Some(now);
         if !self.seen.insert(id.to_string()) {
@@ -102,19 +107,25 @@ pub(super) async fn github(
     else {
         return json_error(StatusCode::BAD_REQUEST, "no X-GitHub-Delivery id");
     };
-    let now = state.clock().instant();
-    if !state.deliveries.locked().first_time(delivery, now) {
+    if state.deliveries.locked().seen(delivery) {
         state.metrics.count("webhook_redelivered");
         return (StatusCode::OK, "already seen\n").into_response();
     }
     state.metrics.count("webhook");
-    match header("x-github-event") {
+    let response = match header("x-github-event") {
         Some("ping") => (StatusCode::OK, "pong\n").into_response(),
         Some("workflow_run") => workflow_run(&state, &body).await,
         // Jobs say a run started; the run's own events say how it ended.
         Some("workflow_job") => (StatusCode::ACCEPTED, "noted\n").into_response(),
         _ => (StatusCode::ACCEPTED, "ignored\n").into_response(),
+    };
+    // Only a delivery that was handled counts as seen: one that failed (the store was down)
+    // is handled when GitHub delivers it again.
+    if response.status().is_success() {
+        let now = state.clock().instant();
+        state.deliveries.locked().first_time(delivery, now);
     }
+    response
 }
 
 /// A run's state from its event: the build it is for is looked up by the request id in its

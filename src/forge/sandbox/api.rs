@@ -183,6 +183,11 @@ pub(super) const HOURLY_BUDGET: u64 = 5000;
 
 /// `x-ratelimit-*` as GitHub sends them: a 304 is not charged.
 fn budget_headers(state: &SandboxState, response: &mut Response) {
+    // A new hour renews the budget, as GitHub's window does.
+    let hour = (chrono::Utc::now().timestamp() / 3600).max(0) as u64;
+    if state.charged_hour.swap(hour, Ordering::SeqCst) != hour {
+        state.charged.store(0, Ordering::SeqCst);
+    }
     let used = if response.status() == StatusCode::NOT_MODIFIED {
         state.charged.load(Ordering::SeqCst)
     } else {

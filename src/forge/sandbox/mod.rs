@@ -144,8 +144,10 @@ struct SandboxState {
     releases: Mutex<Vec<Release>>,
     faults: Mutex<Faults>,
     requests: AtomicU64,
-    /// Requests GitHub would charge (everything but 304s), for the `x-ratelimit-*` headers.
+    /// Requests GitHub would charge (everything but 304s) in the current hour, for the
+    /// `x-ratelimit-*` headers, and which hour that is (hours since the epoch).
     charged: AtomicU64,
+    charged_hour: AtomicU64,
     rng: Mutex<fastrand::Rng>,
     simulation: Simulation,
     runs: Mutex<BTreeMap<u64, SimRun>>,
@@ -259,6 +261,7 @@ impl Sandbox {
             faults: Mutex::new(options.faults),
             requests: AtomicU64::new(0),
             charged: AtomicU64::new(0),
+            charged_hour: AtomicU64::new(0),
             rng: Mutex::new(fastrand::Rng::with_seed(addr.port() as u64)),
             simulation: options.simulation,
             runs: Mutex::new(BTreeMap::new()),
