@@ -1011,3 +1011,22 @@ fn the_dashboard_takes_the_report_and_dispatch_flags() {
         assert!(help.contains(flag), "{flag} in {help}");
     }
 }
+
+/// A batch dispatch into an immutable release says why nothing was built, not "nothing new".
+#[test]
+fn a_refused_batch_says_why() {
+    let mut a = app();
+    let refused = Decision::Refused {
+        reason: kfleet::artifacts::immutable_reason("v1.1.0"),
+    };
+    a.update(Action::Dispatched(vec![
+        ("debian/12/x86_64/6.1.0-18-amd64".into(), refused.clone()),
+        ("debian/12/x86_64/6.1.0-17-amd64".into(), refused),
+    ]));
+    assert!(
+        a.status_line
+            .starts_with("2 identities: 0 dispatched; refused: release v1.1.0 is immutable"),
+        "{}",
+        a.status_line
+    );
+}

@@ -430,11 +430,22 @@ impl App {
                             .iter()
                             .filter(|(_, d)| matches!(d, Decision::Dispatched { .. }))
                             .count();
-                        format!(
-                            "{} identities: {dispatched} dispatched, {} need nothing new",
-                            many.len(),
-                            many.len() - dispatched
-                        )
+                        let refused = many
+                            .iter()
+                            .find(|(_, d)| matches!(d, Decision::Refused { .. }));
+                        match refused {
+                            // An immutable release refuses every build: say why, not "nothing new".
+                            Some((_, d)) => format!(
+                                "{} identities: {dispatched} dispatched; {}",
+                                many.len(),
+                                d.describe()
+                            ),
+                            None => format!(
+                                "{} identities: {dispatched} dispatched, {} need nothing new",
+                                many.len(),
+                                many.len() - dispatched
+                            ),
+                        }
                     }
                 };
                 self.dispatch_note = Some(self.status_line.clone());

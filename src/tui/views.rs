@@ -641,8 +641,13 @@ fn confirm(app: &App, pending: &Pending, frame: &mut Frame) {
                 .iter()
                 .filter(|(_, d)| *d == Decision::WouldDispatch)
                 .count();
+            let refused = preview
+                .iter()
+                .find(|(_, d)| matches!(d, Decision::Refused { .. }));
             if let [(_, only)] = preview.as_slice() {
                 lines.push(Line::raw(format!("planner: {}", only.describe())));
+            } else if let Some((_, refused)) = refused {
+                lines.push(Line::raw(format!("planner: {}", refused.describe())));
             } else {
                 lines.push(Line::raw(format!(
                     "planner: {would} would dispatch, {} need nothing new",
