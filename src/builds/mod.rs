@@ -297,9 +297,7 @@ impl Planner {
         }
         // A dispatch costs about five requests (the checks, the send, the run read back).
         let left = budget.remaining / 5;
-        let window = budget
-            .reset
-            .saturating_sub(self.clock.now().timestamp().max(0) as u64);
+        let window = budget.renews_in(self.clock.now());
         let spacing = Duration::from_secs(window / left.max(1)).min(Duration::from_secs(600));
         tracing::warn!(
             "{} of {} GitHub requests left until the window renews in {window}s: one dispatch every {}s",

@@ -674,28 +674,32 @@ async fn forward_lines(
 /// The values a job's log must not show, as GitHub masks them: each line of every secret and the
 /// job's token.
 #[derive(Clone, Debug, Default)]
-pub struct Mask(Vec<Vec<u8>>);
+pub struct Mask(Vec<memchr::memmem::Finder<'static>>);
 
 impl Mask {
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut values: Vec<Vec<u8>> = secrets
+        let mut values: Vec<&str> = secrets
             .into_iter()
             .flat_map(str::lines)
             .map(str::trim)
             // Masking one or two characters would mask the log itself.
             .filter(|v| v.len() >= 3)
-            .map(|v| v.as_bytes().to_vec())
             .collect();
+        // The longest first: a secret that holds another is masked whole.
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         values.dedup();
-        Self(values)
+        Self(
+            values
+                .into_iter()
+                .map(|v| memchr::memmem::Finder::new(v.as_bytes()).into_owned())
+                .collect(),
+        )
     }
 
     /// `text` with every secret replaced by `***`.
     pub fn apply(&self, text: &[u8]) -> Vec<u8> {
         let mut out = text.to_vec();
-        for secret in &self.0 {
-            let finder = memchr::memmem::Finder::new(secret);
+        for finder in &self.0 {
             if finder.find(&out).is_none() {
                 continue;
             }
@@ -704,7 +708,7 @@ impl Mask {
             while let Some(at) = finder.find(rest) {
                 masked.extend_from_slice(&rest[..at]);
                 masked.extend_from_slice(b"***");
-                rest = &rest[at + secret.len()..];
+                rest = &rest[at + finder.needle().len()..];
             }
             masked.extend_from_slice(rest);
             out = masked;
@@ -798,11 +802,12 @@ struct GroupKill(Option<u32>);
 
 impl Drop for GroupKill {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pgid}")])
-                .stderr(std::process::Stdio::null())
-                .status();
+        if let Some(pgid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: killpg has no memory preconditions; a group that is gone is an error we
+            // ignore.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
         }
     }
 }

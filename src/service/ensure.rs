@@ -205,28 +205,21 @@ impl Client<'_> {
             tracing::info!("waiting: {url} answered {code}; retrying");
             return Ok(None);
         }
-        let mut response = response;
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_STATUS_BODY {
-                        return Err(EnsureError::Http {
-                            url: url.to_string(),
-                            message: format!(
-                                "answered {code} with more than {MAX_STATUS_BODY} bytes; not a build status"
-                            ),
-                        });
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::info!("waiting: {url}: {e}; retrying");
-                    return Ok(None);
-                }
+        let body = match crate::net::read_capped(response, MAX_STATUS_BODY).await {
+            Ok(body) => body,
+            Err(crate::net::BodyError::TooLarge(_)) => {
+                return Err(EnsureError::Http {
+                    url: url.to_string(),
+                    message: format!(
+                        "answered {code} with more than {MAX_STATUS_BODY} bytes; not a build status"
+                    ),
+                });
             }
-        }
+            Err(crate::net::BodyError::Transport(e)) => {
+                tracing::info!("waiting: {url}: {e}; retrying");
+                return Ok(None);
+            }
+        };
         let status: BuildStatus = serde_json::from_slice(&body).map_err(|e| EnsureError::Http {
             url: url.to_string(),
             message: format!("answered {code} with a body that is not a build status: {e}"),

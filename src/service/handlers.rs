@@ -421,9 +421,7 @@ pub(super) async fn metrics(
         );
     }
     if let Some(budget) = stats.budget() {
-        let resets_in = budget
-            .reset
-            .saturating_sub(state.clock().now().timestamp().max(0) as u64);
+        let resets_in = budget.renews_in(state.clock().now());
         for (name, help, value) in [
             (
                 "kfleet_github_ratelimit_limit",
@@ -492,8 +490,7 @@ pub(super) async fn healthz(State(state): State<Arc<ServiceState>>) -> Response 
             "github: {} of {} requests left, renewed in {}s",
             b.remaining,
             b.limit,
-            b.reset
-                .saturating_sub(state.clock().now().timestamp().max(0) as u64)
+            b.renews_in(state.clock().now())
         ),
         None => "github: no request budget seen yet".to_string(),
     };

@@ -253,9 +253,16 @@ enum Settled {
 /// One release listing as fetched; requests read it while a refresh runs in the background.
 struct Listing {
     releases: Vec<Release>,
-    /// Per release tag: identity key -> artifact, built on first use.
-    indexes: std::sync::Mutex<HashMap<String, Arc<HashMap<String, MatchedAsset>>>>,
+    /// Per release tag: its artifacts by identity key, built on first use.
+    indexes: std::sync::Mutex<HashMap<String, Arc<ReleaseIndex>>>,
     fetched: Instant,
+}
+
+/// One release's artifacts by identity key, and whether it can take new ones.
+struct ReleaseIndex {
+    tag: String,
+    immutable: bool,
+    assets: HashMap<String, MatchedAsset>,
 }
 
 /// What the service knows of a driver version from the listing.
@@ -318,8 +325,8 @@ pub struct ServiceState {
     buckets: std::sync::Mutex<HashMap<[u8; 32], Bucket>>,
     /// (key, driver version) -> its recent failure: answered without the store or the forge.
     failures: std::sync::Mutex<HashMap<(String, String), RecentFailure>>,
-    /// Single flight for run polls, and when the last one finished (`None`: not since start).
-    run_poll: tokio::sync::Mutex<Option<Instant>>,
+    /// Single flight for run polls.
+    run_poll: tokio::sync::Mutex<()>,
     /// Set once a run poll finished: `/status` checks it without waiting for a poll under way.
     polled: std::sync::atomic::AtomicBool,
     /// Webhook deliveries seen (redeliveries change nothing) and when the last one came.
@@ -373,7 +380,7 @@ impl ServiceState {
             buckets: std::sync::Mutex::new(HashMap::new()),
             failures: std::sync::Mutex::new(HashMap::new()),
             joins: std::sync::Mutex::new(HashMap::new()),
-            run_poll: tokio::sync::Mutex::new(None),
+            run_poll: tokio::sync::Mutex::new(()),
             polled: std::sync::atomic::AtomicBool::new(false),
             deliveries: std::sync::Mutex::new(webhooks::Deliveries::default()),
             confirmed: std::sync::Mutex::new(HashMap::new()),
@@ -613,13 +620,15 @@ impl ServiceState {
                 Some(index) => Some(index.clone()),
                 None => match select_release(&listing.releases, Some(driver_version)) {
                     Ok(release) => {
-                        let index: Arc<HashMap<String, MatchedAsset>> = Arc::new(
-                            index_assets(release, &self.template)
+                        let index = Arc::new(ReleaseIndex {
+                            tag: release.tag_name.clone(),
+                            immutable: release.immutable,
+                            assets: index_assets(release, &self.template)
                                 .matched
                                 .into_iter()
                                 .map(|a| (a.key.clone(), a))
                                 .collect(),
-                        );
+                        });
                         indexes.insert(driver_version.to_string(), index.clone());
                         Some(index)
                     }
@@ -629,12 +638,10 @@ impl ServiceState {
         };
         match index {
             None => Lookup::NoRelease,
-            Some(index) => match index.get(key) {
+            Some(index) => match index.assets.get(key) {
                 Some(asset) => Lookup::Found(asset.clone()),
-                None => match select_release(&listing.releases, Some(driver_version)) {
-                    Ok(release) if release.immutable => Lookup::Immutable(release.tag_name.clone()),
-                    _ => Lookup::NotBuilt,
-                },
+                None if index.immutable => Lookup::Immutable(index.tag.clone()),
+                None => Lookup::NotBuilt,
             },
         }
     }
@@ -768,7 +775,7 @@ impl ServiceState {
     /// one request per interval, whatever the number of builds and pollers, and nothing when the
     /// listing is unchanged.
     pub async fn poll_runs(&self) -> Result<(), String> {
-        let mut last = self.run_poll.lock().await;
+        let _one = self.run_poll.lock().await;
         let dispatched: Vec<BuildRecord> = self
             .store()
             .open_builds()
@@ -832,27 +839,36 @@ impl ServiceState {
                     }
                 }
             };
-            if run.is_finished() {
-                let conclusion = run.conclusion.map(|c| c.to_string());
-                self.settle(record.into(), Phase::Finished, conclusion.as_deref())
-                    .await;
-            }
-            let mut builds = self.builds.lock().await;
-            let tracked = builds
-                .entry(record.request_id.clone())
-                .or_insert_with(|| Tracked {
-                    record: record.clone(),
-                    status: None,
-                });
-            tracked.status = Some((RunState::of(&run), now));
+            self.record_run(record, &run, now).await;
         }
-        {
-            let mut confirmed = self.confirmed.locked();
-            confirmed.retain(|_, at| now.saturating_duration_since(*at) < CONFIRM_AGAIN);
-        }
-        *last = Some(now);
+        self.confirmed
+            .locked()
+            .retain(|_, at| now.saturating_duration_since(*at) < CONFIRM_AGAIN);
         self.polled.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// What `run` says of the dispatched build `record`, seen at `now` (by the run poll or a
+    /// webhook): its state for `/status`, and the build settled when the run finished.
+    pub(super) async fn record_run(
+        &self,
+        record: &BuildRecord,
+        run: &crate::forge::WorkflowRun,
+        now: Instant,
+    ) {
+        if run.is_finished() {
+            let conclusion = run.conclusion.map(|c| c.to_string());
+            self.settle(record.into(), Phase::Finished, conclusion.as_deref())
+                .await;
+        }
+        let mut builds = self.builds.lock().await;
+        builds
+            .entry(record.request_id.clone())
+            .or_insert_with(|| Tracked {
+                record: record.clone(),
+                status: None,
+            })
+            .status = Some((RunState::of(run), now));
     }
 
     /// How long to wait before the next run poll: the status interval, stretched twelvefold
@@ -872,7 +888,6 @@ impl ServiceState {
     /// restart), so `/status` never reads a run by itself.
     pub(super) async fn polled_once(&self) {
         if !self.polled.load(Ordering::Relaxed)
-            && self.run_poll.lock().await.is_none()
             && let Err(e) = self.poll_runs().await
         {
             tracing::warn!("cannot read the open builds' runs: {e}");

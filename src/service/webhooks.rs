@@ -4,7 +4,7 @@
 //! constant time); a delivery id seen before changes nothing; while deliveries arrive the run
 //! poll stretches, and it takes over again when they stop.
 
-use super::{RunState, ServiceState, Tracked, json_error};
+use super::{ServiceState, json_error};
 use crate::forge::WorkflowRun;
 use crate::locks::Lock;
 use crate::state::Phase;
@@ -38,19 +38,17 @@ impl Deliveries {
         self.seen.contains(id)
     }
 
-    /// Records `id` as handled; false when it was already.
-    fn first_time(&mut self, id: &str, now: Instant) -> bool {
+    /// Records `id` as handled, forgetting the oldest beyond [`REMEMBERED`].
+    fn remember(&mut self, id: &str, now: Instant) {
         self.last = Some(now);
-        if !self.seen.insert(id.to_string()) {
-            return false;
+        if self.seen.insert(id.to_string()) {
+            self.order.push_back(id.to_string());
+            if self.order.len() > REMEMBERED
+                && let Some(old) = self.order.pop_front()
+            {
+                self.seen.remove(&old);
+            }
         }
-        self.order.push_back(id.to_string());
-        if self.order.len() > REMEMBERED
-            && let Some(old) = self.order.pop_front()
-        {
-            self.seen.remove(&old);
-        }
-        true
     }
 
     /// When the last verified delivery arrived.
@@ -123,7 +121,7 @@ pub(super) async fn github(
     // is handled when GitHub delivers it again.
     if response.status().is_success() {
         let now = state.clock().instant();
-        state.deliveries.locked().first_time(delivery, now);
+        state.deliveries.locked().remember(delivery, now);
     }
     response
 }
@@ -157,21 +155,8 @@ async fn workflow_run(state: &ServiceState, body: &[u8]) -> Response {
         .iter()
         .filter(|r| r.phase == Phase::Dispatched && r.run_id == Some(run.id))
     {
-        if run.is_finished() {
-            let conclusion = run.conclusion.map(|c| c.to_string());
-            state
-                .settle(record.into(), Phase::Finished, conclusion.as_deref())
-                .await;
-            settled += 1;
-        }
-        let mut builds = state.builds.lock().await;
-        builds
-            .entry(record.request_id.clone())
-            .or_insert_with(|| Tracked {
-                record: record.clone(),
-                status: None,
-            })
-            .status = Some((RunState::of(&run), now));
+        state.record_run(record, &run, now).await;
+        settled += usize::from(run.is_finished());
     }
     (StatusCode::ACCEPTED, format!("{settled} builds settled\n")).into_response()
 }
@@ -198,15 +183,13 @@ mod tests {
     fn redeliveries_are_recognised_and_memory_is_bounded() {
         let mut d = Deliveries::default();
         let now = Instant::now();
-        assert!(d.first_time("a", now));
-        assert!(!d.first_time("a", now));
+        assert!(!d.seen("a"));
+        d.remember("a", now);
+        assert!(d.seen("a"));
         for i in 0..REMEMBERED + 5 {
-            d.first_time(&i.to_string(), now);
+            d.remember(&i.to_string(), now);
         }
         assert!(d.seen.len() <= REMEMBERED);
-        assert!(
-            d.first_time("a", now),
-            "forgotten after {REMEMBERED} others"
-        );
+        assert!(!d.seen("a"), "forgotten after {REMEMBERED} others");
     }
 }

@@ -185,18 +185,10 @@ impl GithubClient {
             };
             // One send is bounded, so a claim taken over after its lease and this long has seen
             // its holder's send finish.
-            let send = tokio::time::timeout(
-                crate::forge::DISPATCH_SEND_TIMEOUT.min(self.policy.timeout),
-                self.attempt(&call),
-            );
-            let sent = match send.await {
+            let bound = crate::forge::DISPATCH_SEND_TIMEOUT.min(self.policy.timeout);
+            let sent = match tokio::time::timeout(bound, self.attempt(&call)).await {
                 Ok(sent) => sent,
-                Err(_) => Err(format!(
-                    "no answer within {}s",
-                    crate::forge::DISPATCH_SEND_TIMEOUT
-                        .min(self.policy.timeout)
-                        .as_secs_f32()
-                )),
+                Err(_) => Err(format!("no answer within {}s", bound.as_secs_f32())),
             };
             let last = match sent {
                 Ok(r) if r.status == StatusCode::OK => {

@@ -129,30 +129,14 @@ impl Default for RetryPolicy {
 }
 
 /// Counters a caller can show or assert on.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ClientStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub rate_limit_waits: AtomicU64,
     pub not_modified: AtomicU64,
-    /// The last `x-ratelimit-*` the forge sent (`u64::MAX`: none yet).
-    ratelimit_limit: AtomicU64,
-    ratelimit_remaining: AtomicU64,
-    ratelimit_reset: AtomicU64,
-}
-
-impl Default for ClientStats {
-    fn default() -> Self {
-        Self {
-            requests: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            rate_limit_waits: AtomicU64::new(0),
-            not_modified: AtomicU64::new(0),
-            ratelimit_limit: AtomicU64::new(u64::MAX),
-            ratelimit_remaining: AtomicU64::new(u64::MAX),
-            ratelimit_reset: AtomicU64::new(u64::MAX),
-        }
-    }
+    /// The last `x-ratelimit-*` the forge sent.
+    budget: Mutex<Option<Budget>>,
 }
 
 /// The token's request budget as the forge last stated it (`x-ratelimit-limit`, `-remaining`,
@@ -165,15 +149,17 @@ pub struct Budget {
     pub reset: u64,
 }
 
+impl Budget {
+    /// Seconds from `now` until the window renews.
+    pub fn renews_in(&self, now: chrono::DateTime<chrono::Utc>) -> u64 {
+        self.reset.saturating_sub(now.timestamp().max(0) as u64)
+    }
+}
+
 impl ClientStats {
     /// The budget the last answer stated, if any answer did.
     pub fn budget(&self) -> Option<Budget> {
-        let get = |a: &AtomicU64| Some(a.load(Ordering::Relaxed)).filter(|v| *v != u64::MAX);
-        Some(Budget {
-            limit: get(&self.ratelimit_limit)?,
-            remaining: get(&self.ratelimit_remaining)?,
-            reset: get(&self.ratelimit_reset)?,
-        })
+        *self.budget.locked()
     }
 
     fn note_budget(&self, headers: &HeaderMap) {
@@ -182,9 +168,11 @@ impl ClientStats {
             header_u64(headers, "x-ratelimit-remaining"),
             header_u64(headers, "x-ratelimit-reset"),
         ) {
-            self.ratelimit_limit.store(limit, Ordering::Relaxed);
-            self.ratelimit_remaining.store(remaining, Ordering::Relaxed);
-            self.ratelimit_reset.store(reset, Ordering::Relaxed);
+            *self.budget.locked() = Some(Budget {
+                limit,
+                remaining,
+                reset,
+            });
         }
     }
 }
@@ -263,6 +251,18 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// The API base without its trailing `/`; the credentials (`what` names them, with its verb) go
+/// with every request, so never in the clear to a host off this machine.
+fn checked_api(api: &str, what: &str) -> Result<String, ForgeError> {
+    let api = api.trim_end_matches('/').to_string();
+    crate::net::check_transport(&api, false).map_err(|_| {
+        ForgeError::Setup(format!(
+            "--api-url {api}: {what} only sent over https:// (or http:// to loopback)"
+        ))
+    })?;
+    Ok(api)
+}
+
 /// `url` without `base` when it lies under it (`/repos/...`), for a client rooted at `base`.
 fn relative<'a>(url: &'a str, base: &str) -> Option<&'a str> {
     url.strip_prefix(base)
@@ -307,14 +307,7 @@ impl GithubClient {
         policy: RetryPolicy,
         notify: Option<Notify>,
     ) -> Result<Self, ForgeError> {
-        let api = api.trim_end_matches('/').to_string();
-        // The token goes with every request: never in the clear to a host off this machine.
-        crate::net::check_transport(&api, false)
-            .map_err(|_| {
-                ForgeError::Setup(format!(
-                    "--api-url {api}: the GitHub token is only sent over https:// (or http:// to loopback)"
-                ))
-            })?;
+        let api = checked_api(api, "the GitHub token is")?;
         let uploads = assets::upload_base(&api);
         // octocrab sends the token only to these two hosts.
         let client = |base: &str| {
@@ -348,12 +341,7 @@ impl GithubClient {
         policy: RetryPolicy,
         notify: Option<Notify>,
     ) -> Result<Self, ForgeError> {
-        let api = api.trim_end_matches('/').to_string();
-        crate::net::check_transport(&api, false).map_err(|_| {
-            ForgeError::Setup(format!(
-                "--api-url {api}: GitHub App credentials are only sent over https:// (or http:// to loopback)"
-            ))
-        })?;
+        let api = checked_api(api, "GitHub App credentials are")?;
         let key = octocrab::EncodingKey::from_rsa_pem(key_pem).map_err(|e| {
             ForgeError::Setup(format!(
                 "--github-app-key: not an RSA private key in PEM ({e}); use the .pem file GitHub generated for the App"
