@@ -1,7 +1,7 @@
 //! The build state store for real: the claim contract on SQLite and on a throwaway PostgreSQL,
-//! SQLite through a kill -9 mid-write, and three `kfleet serve` replicas on one PostgreSQL against
-//! the sandbox forge: a storm of build requests, a replica killed during it, the database stopped
-//! and started again.
+//! SQLite through a kill -9 mid-write, and three `kfleet serve` replicas on one store against
+//! the sandbox forge: a storm of build requests, a replica killed during it, replicas killed
+//! while GitHub rate-limits and stalls their dispatches, the database stopped and started again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -834,4 +834,94 @@ async fn sqlite_replicas_dispatch_once_when_a_rate_limit_outlasts_the_lease() {
 async fn postgres_replicas_dispatch_once_when_a_rate_limit_outlasts_the_lease() {
     let pg = Postgres::start();
     one_run_when_a_rate_limit_outlasts_the_lease(&pg.url()).await;
+}
+
+/// Waits until `replica`'s log contains `needle`.
+async fn wait_for_log(replica: &Replica, needle: &str, within: Duration) {
+    let started = Instant::now();
+    while !replica.log.lock().unwrap().contains(needle) {
+        assert!(
+            started.elapsed() < within,
+            "never logged {needle:?}: {}",
+            replica.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Three replicas on one store under a forge that rate-limits and stalls. Replica a is killed
+/// with SIGKILL while it waits out a 429 on its dispatch (nothing started); replica b is killed
+/// while GitHub stalls on its dispatch (the run started, unrecorded). Replica c takes both claims
+/// over after their lease and the longest send: it dispatches the first and adopts the second's
+/// run by its request id. One run per build, and both nodes' ids get theirs.
+async fn one_run_per_build_when_replicas_die_under_rate_limits(state: &str) {
+    let sb = sandbox(60_000, 60_000).await;
+    let mut a = Replica::start(&sb.base_url(), state, "0s");
+    let mut b = Replica::start(&sb.base_url(), state, "0s");
+    let c = Replica::start(&sb.base_url(), state, "0s");
+    let http = reqwest::Client::new();
+    let kernels = missing_kernels(2);
+
+    sb.set_faults(Faults {
+        dispatch_rate_limits: 1,
+        retry_after_secs: 30,
+        ..Faults::default()
+    });
+    let first = ask(
+        &http,
+        std::slice::from_ref(&a.url),
+        &body(&kernels[0], "v1.1.0"),
+    )
+    .await;
+    wait_for_log(&a, "rate limited (429)", Duration::from_secs(30)).await;
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    assert_eq!(sb.dispatches(), 0, "a 429 starts nothing");
+
+    sb.set_faults(Faults {
+        dispatch_stalls: 1,
+        dispatch_stall: Duration::from_secs(60),
+        ..Faults::default()
+    });
+    let second = ask(
+        &http,
+        std::slice::from_ref(&b.url),
+        &body(&kernels[1], "v1.1.0"),
+    )
+    .await;
+    let started = Instant::now();
+    while sb.dispatches() < 1 {
+        assert!(started.elapsed() < Duration::from_secs(30), "b never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+
+    let urls = [c.url.clone()];
+    wait_for_run(&http, &urls, &first, Duration::from_secs(90)).await;
+    wait_for_run(&http, &urls, &second, Duration::from_secs(90)).await;
+    let log = c.log.lock().unwrap().clone();
+    assert_eq!(sb.dispatches(), 2, "one run per build: {log}");
+    assert_eq!(log.matches("took over the claim").count(), 2, "{log}");
+    for (kernel, rid) in kernels.iter().zip([&first, &second]) {
+        assert_eq!(
+            ask(&http, &urls, &body(kernel, "v1.1.0")).await,
+            *rid,
+            "a later node joins the build its claim started"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_replicas_killed_under_rate_limits_leave_one_run_per_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kfleet.db");
+    one_run_per_build_when_replicas_die_under_rate_limits(&format!("sqlite:{}", db.display()))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_replicas_killed_under_rate_limits_leave_one_run_per_build() {
+    let pg = Postgres::start();
+    one_run_per_build_when_replicas_die_under_rate_limits(&pg.url()).await;
 }
