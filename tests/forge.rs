@@ -802,7 +802,9 @@ fn app_jwt_ok(authorization: Option<&str>, public_key: &Path, app_id: u64) -> Re
 
 /// `--github-app-id`/`--github-app-key`: kfleet signs the App's JWT, finds the installation on the
 /// repository, takes an installation token scoped to it, and calls the API with that token; a
-/// key that is not the App's is refused by the fixture (it checks the signature and the claims).
+/// token about to expire is replaced by a new one (scoped again) before a call, never sent
+/// expired; a key that is not the App's is refused by the fixture (it checks the signature and
+/// the claims).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_github_app_uses_installation_tokens_scoped_to_the_repository() {
     use axum::http::{HeaderMap, StatusCode};
@@ -840,9 +842,14 @@ async fn a_github_app_uses_installation_tokens_scoped_to_the_repository() {
     ]);
     let public = keys.path().join("app.pub");
     let app_id = 123_456u64;
-    let token = "ghs_installationTOKEN0123456789abcdef";
+    // Tokens the fixture minted, with when each expires; GitHub's live an hour, these 32 s, so
+    // the client (which renews within 30 s of the expiry) needs a new one after 2 s.
+    let minted = std::sync::Arc::new(std::sync::Mutex::new(
+        Vec::<(String, chrono::DateTime<Utc>)>::new(),
+    ));
     let scopes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
     let (pk1, pk2, seen) = (public.clone(), public.clone(), scopes.clone());
+    let (mint, valid) = (minted.clone(), minted.clone());
     let user = serde_json::json!({
         "login": "acme", "id": 1, "node_id": "MDQ6VXNlcjE=",
         "avatar_url": "https://github.com/images/error/acme.gif", "gravatar_id": "",
@@ -888,7 +895,7 @@ async fn a_github_app_uses_installation_tokens_scoped_to_the_repository() {
         .route(
             "/app/installations/77/access_tokens",
             post(move |headers: HeaderMap, body: axum::body::Bytes| {
-                let (public, seen) = (pk2.clone(), seen.clone());
+                let (public, seen, mint) = (pk2.clone(), seen.clone(), mint.clone());
                 async move {
                     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
                     if let Err(why) = app_jwt_ok(auth, &public, app_id) {
@@ -897,11 +904,15 @@ async fn a_github_app_uses_installation_tokens_scoped_to_the_repository() {
                     seen.lock()
                         .unwrap()
                         .push(serde_json::from_slice(&body).unwrap_or_default());
+                    let mut minted = mint.lock().unwrap();
+                    let token = format!("ghs_installationTOKEN{}abcdef0123456789", minted.len());
+                    let expires_at = Utc::now() + Duration::seconds(32);
+                    minted.push((token.clone(), expires_at));
                     (
                         StatusCode::CREATED,
                         axum::Json(serde_json::json!({
                             "token": token,
-                            "expires_at": (Utc::now() + Duration::hours(1)).to_rfc3339(),
+                            "expires_at": expires_at.to_rfc3339(),
                             "permissions": {"actions": "write", "contents": "write"},
                             "repository_selection": "selected"
                         })),
@@ -911,12 +922,21 @@ async fn a_github_app_uses_installation_tokens_scoped_to_the_repository() {
         )
         .route(
             "/repos/acme/kdriver/releases",
-            get(move |headers: HeaderMap| async move {
-                let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
-                if auth != Some(&format!("Bearer {token}")) && auth != Some(&format!("token {token}")) {
-                    return (StatusCode::UNAUTHORIZED, "[]".to_string());
+            get(move |headers: HeaderMap| {
+                let valid = valid.clone();
+                async move {
+                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+                    let token = auth.and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("token ")));
+                    let live = valid
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|(t, expires)| Some(t.as_str()) == token && *expires > Utc::now());
+                    if !live {
+                        return (StatusCode::UNAUTHORIZED, r#"{"message":"Bad credentials"}"#.to_string());
+                    }
+                    (StatusCode::OK, "[]".to_string())
                 }
-                (StatusCode::OK, "[]".to_string())
             }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -937,13 +957,25 @@ async fn a_github_app_uses_installation_tokens_scoped_to_the_repository() {
     .unwrap();
     let listing = client.list_releases().await.unwrap();
     assert!(listing.releases.is_empty());
-    let scopes = scopes.lock().unwrap().clone();
-    assert_eq!(scopes.len(), 1, "one installation token for the calls");
+    assert!(client.list_releases().await.is_ok());
     assert_eq!(
-        scopes[0]["repositories"],
-        serde_json::json!(["kdriver"]),
-        "{scopes:?}"
+        minted.lock().unwrap().len(),
+        1,
+        "one token while it is fresh"
     );
+
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let listing = client.list_releases().await.unwrap();
+    assert!(listing.releases.is_empty());
+    let scopes = scopes.lock().unwrap().clone();
+    assert_eq!(scopes.len(), 2, "a token near its expiry is renewed");
+    for scope in &scopes {
+        assert_eq!(
+            scope["repositories"],
+            serde_json::json!(["kdriver"]),
+            "{scopes:?}"
+        );
+    }
 
     // Another key is not the App's: the installation lookup is refused, with the reason.
     let other = std::fs::read(keys.path().join("other.pem")).unwrap();

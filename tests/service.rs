@@ -1420,3 +1420,71 @@ async fn an_immutable_release_is_answered_before_a_claim() {
     assert_eq!(f.sandbox().dispatches(), 0);
     svc.stop().await;
 }
+
+/// While signed webhook deliveries arrive, the run poll stretches twelvefold (the events settle
+/// builds); when they stop for two minutes, polling takes over at its own interval again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_stretch_the_run_poll_and_polling_resumes_when_they_stop() {
+    use hmac::{KeyInit, Mac};
+    use std::sync::atomic::Ordering;
+    let secret = "webhook-secret-0123456789abcdef";
+    let clock = ManualClock::new();
+    let f = forge_on(60_000, 600_000, clock.clone().into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(100);
+    let svc = service_with(
+        f.clone(),
+        dir.path(),
+        ServiceOptions {
+            status_ttl: interval,
+            webhook_secret: Some(kfleet::service::Secret::new(secret.into())),
+            ..test_options()
+        },
+    )
+    .await;
+    let (_, body) = post(&svc.url, &missing_body()).await;
+    let id = body["id"].as_str().unwrap().to_string();
+    poll_status(&svc.url, &id, |st| st["run_url"].is_string()).await;
+    let requests = || f.stats().requests.load(Ordering::Relaxed);
+    let window = interval * 15;
+    let spent_over = |window: Duration| async move {
+        let before = requests();
+        tokio::time::sleep(window).await;
+        requests() - before
+    };
+    let polling = spent_over(window).await;
+    assert!(polling >= 8, "{polling} run polls in 15 intervals");
+
+    let ping = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#.to_vec();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&ping);
+    let signature = format!("sha256={}", kfleet::fsio::hex(&mac.finalize().into_bytes()));
+    let code = reqwest::Client::new()
+        .post(format!("{}/webhooks/github", svc.url))
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", "d-ping")
+        .header("x-hub-signature-256", signature)
+        .body(ping)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(code, 200);
+    // The poll in progress finishes its wait, then waits twelve intervals.
+    tokio::time::sleep(interval * 2).await;
+    let stretched = spent_over(window).await;
+    assert!(
+        stretched <= 2,
+        "{stretched} run polls in 15 intervals while webhooks arrive (polling alone: {polling})"
+    );
+
+    clock.advance(Duration::from_secs(121));
+    tokio::time::sleep(interval * 13).await;
+    let resumed = spent_over(window).await;
+    assert!(
+        resumed >= 8,
+        "{resumed} run polls in 15 intervals after webhooks stopped"
+    );
+    svc.stop().await;
+}
