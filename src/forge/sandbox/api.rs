@@ -191,6 +191,7 @@ fn budget_headers(state: &SandboxState, response: &mut Response) {
     let used = if response.status() == StatusCode::NOT_MODIFIED {
         state.charged.load(Ordering::SeqCst)
     } else {
+        state.charged_total.fetch_add(1, Ordering::SeqCst);
         state.charged.fetch_add(1, Ordering::SeqCst) + 1
     };
     let reset = (chrono::Utc::now().timestamp() / 3600 + 1) * 3600;

@@ -148,6 +148,8 @@ struct SandboxState {
     /// `x-ratelimit-*` headers, and which hour that is (hours since the epoch).
     charged: AtomicU64,
     charged_hour: AtomicU64,
+    /// Every charged request since the sandbox started, across hours.
+    charged_total: AtomicU64,
     rng: Mutex<fastrand::Rng>,
     simulation: Simulation,
     runs: Mutex<BTreeMap<u64, SimRun>>,
@@ -262,6 +264,7 @@ impl Sandbox {
             requests: AtomicU64::new(0),
             charged: AtomicU64::new(0),
             charged_hour: AtomicU64::new(0),
+            charged_total: AtomicU64::new(0),
             rng: Mutex::new(fastrand::Rng::with_seed(addr.port() as u64)),
             simulation: options.simulation,
             runs: Mutex::new(BTreeMap::new()),
@@ -309,6 +312,11 @@ impl Sandbox {
     /// Requests received so far, faults included.
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests GitHub would have charged so far (all but `304 Not Modified`), across hours.
+    pub fn charged(&self) -> u64 {
+        self.state.charged_total.load(Ordering::SeqCst)
     }
 
     /// Counts `n` more charged requests against the token's hourly budget (as other clients of
