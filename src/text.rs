@@ -92,6 +92,11 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// `n` things with thousands separators and the noun's number: `1 node`, `1,204 nodes`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}
+
 /// A plain text grid; columns listed in `right` are right-aligned.
 pub fn grid(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
     let rows: Vec<Vec<String>> = rows

@@ -662,3 +662,107 @@ async fn nothing_is_dispatched_into_an_immutable_release() {
     }
     assert_eq!(sb.dispatches(), 0);
 }
+
+/// While the builds `dispatch --missing` started run, the batch plan counts their nodes toward
+/// the target instead of planning them again, and when the target is out of reach it says what
+/// is left uncovered (by status), never blaming unsupported kernels for nodes that are building.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_plan_counts_running_builds_and_names_what_is_left() {
+    let sb = sandbox(quick(600_000, 600_000)).await;
+    let state = tempfile::tempdir().unwrap();
+    let url = sb.base_url();
+    let dir = state.path().to_path_buf();
+    let fleet = fixtures().join("small-fleet.csv");
+    let report = move |format: &str| {
+        let out = kfleet(&url, &dir)
+            .arg("report")
+            .arg("-i")
+            .arg(&fleet)
+            .args(["--format", format, "--target", "99"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report_before = report.clone();
+    let before: serde_json::Value = serde_json::from_str(
+        &tokio::task::spawn_blocking(move || report_before("json"))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let plan = &before["summary"]["batch_plan"];
+    assert!(plan["builds"].as_u64().unwrap() > 0, "{plan}");
+    assert_eq!(plan["nodes_building"], 0, "{plan}");
+
+    let (url, dir, fleet) = (
+        sb.base_url(),
+        state.path().to_path_buf(),
+        fixtures().join("small-fleet.csv"),
+    );
+    let dispatched = tokio::task::spawn_blocking(move || {
+        kfleet(&url, &dir)
+            .arg("dispatch")
+            .arg("--missing")
+            .arg("-i")
+            .arg(&fleet)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        dispatched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dispatched.stderr)
+    );
+    assert!(sb.dispatches() > 0);
+
+    let (json, text) = tokio::task::spawn_blocking(move || (report("json"), report("table")))
+        .await
+        .unwrap();
+    let after: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let building: u64 = after["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "building")
+        .map(|i| i["nodes"].as_u64().unwrap())
+        .sum();
+    assert!(building > 0, "{json}");
+    let plan = &after["summary"]["batch_plan"];
+    assert_eq!(plan["nodes_building"], building, "{plan}");
+    let left: u64 = plan["left_uncovered"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert!(
+        plan["left_uncovered"].get("building").is_none(),
+        "running builds are not left uncovered: {plan}"
+    );
+    let nodes = after["summary"]["nodes"].as_u64().unwrap();
+    let covered = after["summary"]["covered_nodes"].as_u64().unwrap();
+    let gained = plan["nodes_gained"].as_u64().unwrap();
+    assert_eq!(covered + building + gained + left, nodes, "{plan}");
+    let sentence = text
+        .lines()
+        .find(|l| l.contains("atch plan"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        sentence.contains(&format!("{building} nodes whose build is running"))
+            || sentence.contains(&format!(
+                "once the running builds finish ({building} nodes)"
+            )),
+        "{sentence}"
+    );
+    if plan["reachable"] == false {
+        assert!(sentence.contains("left uncovered are"), "{sentence}");
+        assert!(!sentence.contains("building"), "{sentence}");
+    }
+}

@@ -422,6 +422,48 @@ fn the_in_process_sandbox_forge_serves_the_sample_data() {
     let (from_sandbox, stderr) = run(&["--sandbox", root.join("sample-data").to_str().unwrap()]);
     assert!(stderr.starts_with("SANDBOX http://127.0.0.1:"), "{stderr}");
     assert_eq!(from_sandbox["summary"], from_file["summary"]);
+
+    // The README's sequence: builds dispatched to one sandbox end with it; the next command's
+    // sandbox shows no ghost "building" rows, and the real build state holds none of them.
+    let dispatched = Command::cargo_bin("kfleet")
+        .unwrap()
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("KFLEET_STATE_DIR", state.path())
+        .args(["dispatch", "--missing", "--dispatch-interval", "0s", "-i"])
+        .arg(root.join("sample-data/fleet.csv"))
+        .arg("--sandbox")
+        .arg(root.join("sample-data"))
+        .output()
+        .unwrap();
+    assert!(dispatched.status.success(), "{dispatched:?}");
+    assert!(String::from_utf8_lossy(&dispatched.stdout).contains("dispatched run"));
+    let (after, _) = run(&["--sandbox", root.join("sample-data").to_str().unwrap()]);
+    assert_eq!(
+        after["summary"]["statuses"]["building"]["nodes"], 0,
+        "{}",
+        after["summary"]
+    );
+    assert_eq!(after["summary"], from_file["summary"]);
+    let kept: Vec<_> = walkdir(state.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "db"))
+        .collect();
+    assert!(
+        kept.is_empty(),
+        "sandbox builds in the real state: {kept:?}"
+    );
+}
+
+fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        }
+        out.push(path);
+    }
+    out
 }
 
 /// `kfleet release`, as the build job runs it (repository and API from `GITHUB_REPOSITORY` and

@@ -390,6 +390,10 @@ pub struct BuildArgs {
     /// Pause between dispatches (GitHub allows about 80 content-creating requests a minute).
     #[arg(long, value_name = "DURATION", default_value = "750ms", value_parser = duration)]
     pub dispatch_interval: Duration,
+    /// The build state of a sandbox forge: a directory of this process's own, removed when the
+    /// command ends, as the sandbox's runs are.
+    #[arg(skip)]
+    pub sandbox_state: std::sync::OnceLock<tempfile::TempDir>,
 }
 
 #[derive(Debug, Args)]

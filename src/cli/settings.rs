@@ -112,6 +112,7 @@ impl BuildArgs {
             cancel_on_timeout: false,
             batch_workflow: DEFAULT_BATCH_WORKFLOW.into(),
             dispatch_interval: DEFAULT_DISPATCH_INTERVAL,
+            sandbox_state: std::sync::OnceLock::new(),
         }
     }
 
@@ -174,15 +175,28 @@ impl BuildArgs {
         })
     }
 
-    /// Where the build state lives: `--state`, else `kfleet.db` in the state directory (for a
-    /// sandbox forge, in its own subdirectory: sandbox runs are make-believe).
+    /// Where the build state lives: `--state`, else `kfleet.db` in the state directory. A
+    /// sandbox forge's builds live only as long as the sandbox that runs them: without `--state`
+    /// they go to a temporary directory of this command's own, so no later command sees a build
+    /// "running" in a sandbox that has ended, and none mixes into the real build state.
     fn state_spec(&self, config: &Config, sandbox: bool) -> Result<StateSpec> {
-        let mut dir = self.state_root(config);
-        if sandbox {
-            dir = dir.join("sandbox");
-        }
-        StateSpec::parse(self.state_url.as_deref().unwrap_or_default(), &dir)
-            .map_err(|e| anyhow::anyhow!(e))
+        let url = self.state_url.as_deref().unwrap_or_default();
+        let dir = if sandbox && url.is_empty() {
+            if self.sandbox_state.get().is_none() {
+                let made = tempfile::Builder::new()
+                    .prefix("kfleet-sandbox-state-")
+                    .tempdir()
+                    .context("cannot make a directory for the sandbox's build state")?;
+                let _ = self.sandbox_state.set(made);
+            }
+            self.sandbox_state
+                .get()
+                .map(|d| d.path().to_path_buf())
+                .context("the sandbox's build state directory")?
+        } else {
+            self.state_root(config)
+        };
+        StateSpec::parse(url, &dir).map_err(|e| anyhow::anyhow!(e))
     }
 
     /// Opens the build state store.

@@ -119,11 +119,19 @@ pub struct BatchPlan {
     pub target_pct: f64,
     /// Builds needed: the identities below, most nodes first.
     pub builds: usize,
+    /// Nodes those builds cover.
     pub nodes_gained: u64,
+    /// Nodes whose build is already running: counted toward the target, never built again.
+    pub nodes_building: u64,
+    /// Node coverage once the builds running and the builds above have finished.
     pub node_coverage_after_pct: f64,
     /// False when building every missing and long-tail identity still falls short.
     pub reachable: bool,
     pub identities: Vec<String>,
+    /// Nodes still uncovered after the plan, by status (failed, timed-out, unsupported,
+    /// invalid, and missing or long-tail ones the plan did not need): what stands between the
+    /// plan and full coverage.
+    pub left_uncovered: BTreeMap<CoverageStatus, u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -344,25 +352,33 @@ fn rows_from_frame(df: &DataFrame) -> PolarsResult<Vec<IdentityRow>> {
 
 fn batch_plan(rows: &[IdentityRow], total: u64, covered: u64, target: f64) -> BatchPlan {
     let reached = |c: u64| total == 0 || c as f64 / total as f64 >= target - 1e-12;
-    let mut now = covered;
-    let mut picked = Vec::new();
-    for row in rows
+    let building: u64 = rows
         .iter()
-        .filter(|r| matches!(r.status, CoverageStatus::Missing | CoverageStatus::LongTail))
-    {
-        if reached(now) {
-            break;
+        .filter(|r| r.status == CoverageStatus::Building)
+        .map(|r| r.nodes)
+        .sum();
+    let mut now = covered + building;
+    let mut picked = Vec::new();
+    let mut left_uncovered = BTreeMap::new();
+    for row in rows {
+        match row.status {
+            CoverageStatus::Covered | CoverageStatus::Building => {}
+            CoverageStatus::Missing | CoverageStatus::LongTail if !reached(now) => {
+                now += row.nodes;
+                picked.push(row.key.clone());
+            }
+            status => *left_uncovered.entry(status).or_insert(0) += row.nodes,
         }
-        now += row.nodes;
-        picked.push(row.key.clone());
     }
     BatchPlan {
         target_pct: (target * 10000.0).round() / 100.0,
         builds: picked.len(),
-        nodes_gained: now - covered,
+        nodes_gained: now - covered - building,
+        nodes_building: building,
         node_coverage_after_pct: pct(now, total),
         reachable: reached(now),
         identities: picked,
+        left_uncovered,
     }
 }
 

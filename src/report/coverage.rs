@@ -3,7 +3,7 @@
 use super::{Format, ReportError, finish_csv};
 use crate::coverage::upcoming::{UpcomingReport, UpcomingStatus};
 use crate::coverage::{CoverageReport, CoverageStatus, IdentityRow};
-use crate::text::{clean, csv_cell, grid, markdown_text, thousands};
+use crate::text::{clean, count, csv_cell, grid, markdown_text, thousands};
 use std::fmt::Write as _;
 
 /// What to show of a report.
@@ -117,19 +117,43 @@ pub(super) fn status_lines(report: &CoverageReport) -> Vec<Vec<String>> {
 
 pub(super) fn plan_sentence(report: &CoverageReport) -> String {
     let p = &report.summary.batch_plan;
+    let running = if p.nodes_building > 0 {
+        format!(
+            ", counting {} whose build is running",
+            count(p.nodes_building, "node", "nodes")
+        )
+    } else {
+        String::new()
+    };
     if p.builds == 0 && p.reachable {
-        return format!("node coverage already meets {}%", p.target_pct);
+        return if p.nodes_building > 0 {
+            format!(
+                "node coverage reaches {}% (target {}%) once the running builds finish ({})",
+                p.node_coverage_after_pct,
+                p.target_pct,
+                count(p.nodes_building, "node", "nodes")
+            )
+        } else {
+            format!("node coverage already meets {}%", p.target_pct)
+        };
     }
     let verdict = if p.reachable {
         String::new()
     } else {
+        let left: Vec<String> = p
+            .left_uncovered
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(status, n)| format!("{} {status}", count(*n, "node", "nodes")))
+            .collect();
         format!(
-            " (short of {}%: the rest is unsupported or invalid)",
-            p.target_pct
+            " (short of {}%: left uncovered are {})",
+            p.target_pct,
+            left.join(", ")
         )
     };
     format!(
-        "{} build(s) lift node coverage to {}% (+{} nodes){verdict}",
+        "{} build(s) lift node coverage to {}% (+{} nodes{running}){verdict}",
         p.builds,
         p.node_coverage_after_pct,
         thousands(p.nodes_gained)

@@ -233,11 +233,23 @@ fn overview(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         p.builds,
         p.node_coverage_after_pct,
         if p.reachable {
-            ""
+            String::new()
         } else {
-            " (target out of reach)"
+            let left: Vec<String> = p
+                .left_uncovered
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(status, n)| format!("{n} {status}"))
+                .collect();
+            format!(" (out of reach: {} nodes)", left.join(", "))
         }
     )));
+    if p.nodes_building > 0 {
+        lines.push(Line::raw(format!(
+            "  counting {} nodes whose build is running",
+            p.nodes_building
+        )));
+    }
     lines.push(Line::raw(format!(
         "artifacts {} · unused {} · unrecognised {} · bad rows {}",
         s.artifacts, s.unused_artifacts, s.unrecognised_assets, s.bad_rows
