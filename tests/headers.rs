@@ -2308,7 +2308,8 @@ fn upcoming_reports_the_fleets_lines_against_the_release() {
     // The GA and HWE lines share Ubuntu 22.04's index: it is read once for both.
     let index_gets = || fx.files.lock().unwrap().gets["/ubuntu/dists/jammy-updates/main/binary-amd64/Packages.xz"];
     assert_eq!(index_gets(), 1);
-    let rows: Vec<(String, u64, String, String)> = json
+    assert_eq!(json["errors"], serde_json::json!([]), "{json}");
+    let rows: Vec<(String, u64, String, String)> = json["rows"]
         .as_array()
         .unwrap()
         .iter()
@@ -2357,6 +2358,56 @@ fn upcoming_reports_the_fleets_lines_against_the_release() {
         "{table}"
     );
     assert!(!table.contains("aws"), "{table}");
+
+    // Every repository down (nothing listens there): not "nothing new" but a warning per line,
+    // the lines in the JSON's errors, and exit 1, so a nightly job tells a broken mirror from a
+    // quiet week.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        chain_text(&fx, "").replace(&fx.base, "http://127.0.0.1:9"),
+    )
+    .unwrap();
+    let out = kfleet(&[
+        "upcoming",
+        "-i",
+        "fleet.csv",
+        "--releases",
+        "releases.json",
+        "--format",
+        "json",
+    ])
+    .env("KFLEET_HEADER_SOURCES", &broken)
+    .assert()
+    .code(1);
+    let out = out.get_output();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let failed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(failed["rows"], serde_json::json!([]), "{failed}");
+    let unread: Vec<&str> = failed["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_str().unwrap())
+        .collect();
+    assert_eq!(unread.len(), 3, "{failed}");
+    for line in unread {
+        assert!(
+            stderr.contains(&format!("warning: {line}: no repository could be read")),
+            "{stderr}"
+        );
+    }
+    let out = kfleet(&["upcoming", "-i", "fleet.csv", "--releases", "releases.json"])
+        .env("KFLEET_HEADER_SOURCES", &broken)
+        .assert()
+        .code(1);
+    let table = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        table.contains(
+            "0 upcoming kernels on 0 of 3 lines; 0 without an artifact in 1.0.0; 3 lines unread"
+        ),
+        "{table}"
+    );
 
     // The same kernels through the planner: the covered one needs nothing, the others would be
     // dispatched (the sandbox serves the same release).

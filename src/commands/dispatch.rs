@@ -127,5 +127,8 @@ async fn upcoming_keys(
     for note in &found.notes {
         eprintln!("note: {note}");
     }
+    for unread in &found.errors {
+        eprintln!("warning: {}", unread.error);
+    }
     Ok(found.rows.iter().map(|r| r.key()).collect())
 }

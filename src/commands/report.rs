@@ -52,6 +52,9 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
             for note in &found.notes {
                 eprintln!("note: {note}");
             }
+            for unread in &found.errors {
+                eprintln!("warning: {}", unread.error);
+            }
             Some(found)
         } else {
             None

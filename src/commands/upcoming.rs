@@ -32,8 +32,20 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
     for note in &found.notes {
         eprintln!("note: {note}");
     }
+    for unread in &found.errors {
+        eprintln!("warning: {}", unread.error);
+    }
     match args.format {
-        ListFormat::Json => outln!("{}", serde_json::to_string_pretty(&found.rows)?),
+        ListFormat::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "rows": found.rows,
+                "lines": found.lines,
+                "lines_with_upcoming": found.lines_with_upcoming,
+                "notes": found.notes,
+                "errors": found.errors,
+            }))?
+        ),
         ListFormat::Table => {
             let cells = crate::report::upcoming_cells(&found.rows);
             out!(
@@ -46,16 +58,26 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
                 .filter(|r| r.status == UpcomingStatus::UpcomingMissing)
                 .count();
             outln!(
-                "{} upcoming kernels on {} of {} lines{}",
+                "{} upcoming kernels on {} of {} lines{}{}",
                 found.rows.len(),
                 found.lines_with_upcoming,
                 found.lines,
                 match release {
                     Some(r) => format!("; {missing} without an artifact in {}", r.tag_name),
                     None => String::new(),
+                },
+                match found.errors.len() {
+                    0 => String::new(),
+                    n =>
+                        format!("; {n} lines unread (their repositories failed, see the warnings)"),
                 }
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    // A nightly job must tell a broken mirror from a quiet week.
+    Ok(if found.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -55,7 +55,18 @@ pub struct UpcomingReport {
     pub rows: Vec<UpcomingRow>,
     pub lines: usize,
     pub lines_with_upcoming: usize,
+    /// Lines the chain has no source for.
     pub notes: Vec<String>,
+    /// Lines whose repositories could not be read: what they publish is unknown, which is
+    /// not the same as nothing new.
+    pub errors: Vec<UnreadLine>,
+}
+
+/// A line of the fleet none of whose repositories could be listed, and why.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct UnreadLine {
+    pub line: String,
+    pub error: String,
 }
 
 impl UpcomingReport {
@@ -103,8 +114,15 @@ pub async fn find(
     for line in ranked {
         let upcoming = match resolver.newer_on_line_in(&line.newest, &pass).await {
             Ok((upcoming, _)) => upcoming,
-            Err(e) => {
+            Err(e @ crate::headers::HeaderError::NoSources(_)) => {
                 report.notes.push(format!("{}: {e}", line.line));
+                continue;
+            }
+            Err(e) => {
+                report.errors.push(UnreadLine {
+                    line: line.line.clone(),
+                    error: e.to_string(),
+                });
                 continue;
             }
         };

@@ -59,6 +59,10 @@ pub enum HeaderError {
     NoSources(String),
     #[error("kernel headers for {key} are unresolvable; tried:\n{attempts}")]
     Unresolvable { key: String, attempts: String },
+    /// Every source of a line was tried and none could be listed (down, refused, timed out):
+    /// not "no newer kernels".
+    #[error("{line}: no repository could be read; tried:\n{attempts}")]
+    Unlisted { line: String, attempts: String },
     #[error("{url}: {message}")]
     Download { url: String, message: String },
     #[error("{name}: {algorithm} is {actual} but the source says {expected}; nothing was kept")]

@@ -158,14 +158,32 @@ impl Resolver {
         let parts = KernelParts::of(newest);
         let mut attempts = Vec::new();
         let mut found: Vec<Upcoming> = Vec::new();
+        // Whether any source answered with a listing: when none did, the line is unread, not
+        // quiet.
+        let mut read = false;
         for spec in specs {
+            let before = attempts.len();
             let mut ctx = self.listing_context(&parts, spec, &mut attempts, Some(&pass.0));
-            let Ok(listed) =
+            let listed =
                 tokio::time::timeout(self.options.source_timeout, sources::list_kernels(&mut ctx))
-                    .await
-            else {
+                    .await;
+            let Ok(listed) = listed else {
+                attempts.push(super::Attempt {
+                    source: spec.name.clone(),
+                    kind: spec.kind(),
+                    url: String::new(),
+                    outcome: format!(
+                        "no listing within {}s",
+                        self.options.source_timeout.as_secs_f32()
+                    ),
+                    millis: self.options.source_timeout.as_millis() as u64,
+                });
                 continue;
             };
+            read |= !listed.is_empty()
+                || attempts[before..]
+                    .iter()
+                    .any(|a| a.outcome.starts_with("ok"));
             for kernel in listed {
                 let Ok(id) = KernelIdentity::parse(
                     newest.distribution.as_str(),
@@ -189,6 +207,12 @@ impl Resolver {
                     source: spec.name.clone(),
                 });
             }
+        }
+        if !read {
+            return Err(HeaderError::Unlisted {
+                line,
+                attempts: super::format_attempts(&attempts),
+            });
         }
         found.sort_by(|a, b| {
             compare_kernels(&a.identity.kernel_version, &b.identity.kernel_version)

@@ -99,6 +99,7 @@ pub(super) fn json(
             "prebuilt_unused_artifacts": counts.prebuilt,
             "rows": found.rows,
             "notes": found.notes,
+            "errors": found.errors,
         });
     }
     serde_json::to_string_pretty(&doc)

@@ -478,7 +478,11 @@ fn upcoming(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     };
     let [table_area, notes_area] = Layout::vertical([
         Constraint::Min(3),
-        Constraint::Length(if found.notes.is_empty() { 0 } else { 3 }),
+        Constraint::Length(if found.notes.is_empty() && found.errors.is_empty() {
+            0
+        } else {
+            3
+        }),
     ])
     .areas(area);
     let block = Block::bordered().title(format!(
@@ -541,7 +545,20 @@ fn upcoming(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     )
     .block(block);
     frame.render_widget(table, table_area);
-    if !found.notes.is_empty() {
+    if !found.errors.is_empty() {
+        // What a failed repository hides is unknown: say so before any note.
+        let unread: Vec<&str> = found.errors.iter().map(|e| e.line.as_str()).collect();
+        frame.render_widget(
+            Paragraph::new(format!(
+                "{} lines unread, their repositories failed ({}); r reads them again",
+                unread.len(),
+                unread.join(", ")
+            ))
+            .wrap(Wrap { trim: true })
+            .style(theme.fg(Color::Red)),
+            notes_area,
+        );
+    } else if !found.notes.is_empty() {
         frame.render_widget(
             Paragraph::new(found.notes.join("; "))
                 .wrap(Wrap { trim: true })

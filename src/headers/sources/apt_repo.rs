@@ -153,11 +153,19 @@ async fn read_suite_once(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> std::sync::
         .flat_map(|(_, urls)| urls.iter().map(String::as_str))
         .collect::<Vec<_>>()
         .join("\n");
-    if let Some(memo) = ctx.listings
-        && let Some(names) = memo.locked().get(&key)
-    {
-        return names.clone();
+    let memo = ctx
+        .listings
+        .and_then(|memo| memo.locked().get(&key).cloned());
+    if let Some(names) = memo {
+        let first = key.lines().next().unwrap_or_default().to_string();
+        ctx.record(
+            &first,
+            std::time::Instant::now(),
+            "ok (read for another line)",
+        );
+        return names;
     }
+    let before = ctx.attempts.len();
     let names: std::sync::Arc<Vec<String>> = std::sync::Arc::new(
         read_suite(ctx, suite)
             .await
@@ -165,7 +173,11 @@ async fn read_suite_once(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> std::sync::
             .filter(|p| p.starts_with("linux-headers-"))
             .collect(),
     );
-    if let Some(memo) = ctx.listings {
+    // Only a suite that was read is shared: one that failed is tried again for the next line.
+    let read = ctx.attempts[before..]
+        .iter()
+        .any(|a| a.outcome.starts_with("ok"));
+    if read && let Some(memo) = ctx.listings {
         memo.locked().insert(key, names.clone());
     }
     names
