@@ -238,3 +238,21 @@ fn identity_local_reads_the_host_root() {
         String::from_utf8_lossy(&none.stderr)
     );
 }
+
+/// `kfleet` with its output piped (cron, CI, `ssh host kfleet`): the dashboard says it needs a
+/// terminal and names the command that does not, instead of an OS error number.
+#[test]
+fn the_dashboard_without_a_terminal_names_the_command_that_needs_none() {
+    for args in [&[][..], &["tui"][..]] {
+        let out = kfleet(args);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("the dashboard needs a terminal"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("`kfleet report`"), "{stderr}");
+        assert!(!stderr.contains("os error"), "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}

@@ -780,6 +780,17 @@ mod with_the_sandbox {
             app.status_line
         );
         assert_eq!(status_of(&app, MISSING), "building");
+        // `d` on the building row: the planner says it is building, never "would dispatch".
+        assert_eq!(app.selected_row().map(|r| r.key.as_str()), Some(MISSING));
+        let preview = key(&mut app, KeyCode::Char('d')).unwrap();
+        carry_out(&dash, &mut app, preview).await;
+        let decided = app.preview.clone().unwrap_or_default();
+        assert!(
+            matches!(decided.as_slice(), [(k, Decision::Building { .. })] if k == MISSING),
+            "{decided:?}"
+        );
+        key(&mut app, KeyCode::Esc);
+        assert_eq!(sandbox.sandbox().dispatches(), 1);
 
         let runs = dash
             .forge

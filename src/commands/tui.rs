@@ -6,6 +6,9 @@ pub(crate) const SAMPLE_FLEET: &str = include_str!("../../sample-data/fleet.csv"
 
 pub(crate) const SAMPLE_RELEASES: &str = include_str!("../../sample-data/releases.json");
 
+/// What to say when the dashboard has no terminal to draw on (a pipe, cron, CI, `ssh host kfleet`).
+const NEEDS_A_TERMINAL: &str = "the dashboard needs a terminal, and this one has none (its output is piped or it runs without a controlling terminal, as under cron or CI); `kfleet report` prints the same coverage without one (--format table, json, markdown or html), `ssh -t` gives a remote command a terminal";
+
 pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
     let sample = args.inventory.is_empty();
     // The built-in sample fleet is read like any inventory, from a file.
@@ -102,7 +105,18 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         let report = dash.report().await.map_err(|e| anyhow::anyhow!(e))?;
         let app = crate::tui::app::App::new(forge.label(), report, deadline.as_secs())
             .with_keys(config.keys.clone().unwrap_or_default());
-        crate::tui::run(dash, app).await?;
+        // Checked after the flags and inputs, so their errors come first.
+        if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            anyhow::bail!(NEEDS_A_TERMINAL);
+        }
+        crate::tui::run(dash, app).await.map_err(|e| {
+            // ENXIO: stdout is a terminal but the process has no controlling one (/dev/tty).
+            if e.raw_os_error() == Some(6) {
+                anyhow::anyhow!(NEEDS_A_TERMINAL)
+            } else {
+                anyhow::anyhow!(e)
+            }
+        })?;
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }
