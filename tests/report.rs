@@ -779,4 +779,23 @@ fn a_report_on_an_immutable_release_says_what_to_do() {
         stderr.contains("is immutable") && stderr.contains("draft"),
         "{stderr}"
     );
+    // The report itself says it beside the batch plan, and the JSON summary carries it.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let plan = stdout
+        .lines()
+        .find(|l| l.contains("batch plan"))
+        .unwrap_or_default();
+    assert!(
+        plan.contains("; but release v1.1.0 is immutable"),
+        "{stdout}"
+    );
+    let json = kfleet()
+        .args(["report", "--format", "json", "-i"])
+        .arg(fixtures.join("small-fleet.csv"))
+        .arg("-r")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["summary"]["release_immutable"], true);
 }

@@ -1488,3 +1488,148 @@ async fn webhooks_stretch_the_run_poll_and_polling_resumes_when_they_stop() {
     );
     svc.stop().await;
 }
+
+/// `ensure` checks an artifact against GitHub's digest of the stored asset and against the
+/// release's `.sha256` beside it: both agreeing, it installs; a `.sha256` that states another
+/// hash (or names another file) keeps nothing and says which two disagree. The checksum file is
+/// not reported as an unrecognised asset.
+#[test]
+fn ensure_checks_the_listing_digest_and_the_release_checksum_file() {
+    use kfleet::forge::{GithubClient, RetryPolicy};
+    use sha2::Digest;
+    const TOKEN: &str = "ghp_checksumSECRET0123456789";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _entered = rt.enter();
+    let releases = read_release_file(&fixtures().join("small-releases.json")).unwrap();
+    let sandbox = rt
+        .block_on(kfleet::forge::Sandbox::start(
+            "127.0.0.1:0".parse().unwrap(),
+            releases,
+            SandboxOptions {
+                token: Some(TOKEN.into()),
+                repo: "acme/kdriver".into(),
+                ..SandboxOptions::default()
+            },
+        ))
+        .unwrap();
+    let client = GithubClient::new(
+        &sandbox.base_url(),
+        "acme/kdriver".parse().unwrap(),
+        TOKEN.into(),
+        RetryPolicy::default(),
+        None,
+    )
+    .unwrap();
+    let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap();
+    // Three kernels the release has no artifact for, each uploaded with a checksum file.
+    let kernels = ["6.1.0-18-amd64", "6.1.0-17-amd64", "6.1.0-16-amd64"];
+    let upload = |kernel: &str, checksum: &dyn Fn(&str, &str) -> String| {
+        let id = kfleet::identity::KernelIdentity::from_key(&format!("debian/12/x86_64/{kernel}"))
+            .unwrap();
+        let name = template.render(&id, "v1.1.0");
+        let bytes = format!("driver package for {kernel}").into_bytes();
+        let hex = kfleet::fsio::hex(&sha2::Sha256::digest(&bytes));
+        rt.block_on(client.upload_asset("v1.1.0", &name, bytes.into()))
+            .unwrap();
+        rt.block_on(client.upload_asset(
+            "v1.1.0",
+            &format!("{name}.sha256"),
+            checksum(&hex, &name).into_bytes().into(),
+        ))
+        .unwrap();
+        name
+    };
+    let good = upload(kernels[0], &|hex, name| format!("{hex}  {name}\n"));
+    upload(kernels[1], &|_, name| {
+        format!("{}  {name}\n", "ab".repeat(32))
+    });
+    upload(kernels[2], &|hex, _| {
+        format!("{hex}  kdriver-other.tar.xz\n")
+    });
+
+    let state = tempfile::tempdir().unwrap();
+    let run = |kernel: &str, out: &Path| {
+        Command::cargo_bin("kfleet")
+            .unwrap()
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("GITHUB_TOKEN", TOKEN)
+            .env("KFLEET_STATE_DIR", state.path())
+            .args(["ensure", "--repo", "acme/kdriver", "--api-url"])
+            .arg(sandbox.base_url())
+            .args(["--driver-version", "v1.1.0", "--deadline", "2s"])
+            .args(["--distribution", "debian", "--distro-version", "12"])
+            .args([
+                "--architecture",
+                "x86_64",
+                "--kernel-version",
+                kernel,
+                "--out",
+            ])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let ok = run(kernels[0], out.path());
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        std::fs::read(out.path().join(&good)).unwrap(),
+        format!("driver package for {}", kernels[0]).into_bytes()
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let disagree = run(kernels[1], out.path());
+    let stderr = String::from_utf8_lossy(&disagree.stderr);
+    assert!(!disagree.status.success());
+    assert!(
+        stderr.contains("GitHub's digest of the stored asset is")
+            && stderr.contains(&format!("the release's .sha256 says {}", "ab".repeat(32))),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read_dir(out.path()).unwrap().next().is_none(),
+        "nothing kept"
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let other = run(kernels[2], out.path());
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success());
+    assert!(
+        stderr.contains("names kdriver-other.tar.xz, not the artifact"),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read_dir(out.path()).unwrap().next().is_none(),
+        "nothing kept"
+    );
+
+    // The release's listing: three artifacts with their checksum files, none unrecognised.
+    let listing = rt.block_on(client.list_releases()).unwrap();
+    let release = listing
+        .releases
+        .iter()
+        .find(|r| r.tag_name == "v1.1.0")
+        .unwrap();
+    let index = kfleet::artifacts::index_assets(release, &template);
+    assert!(
+        index
+            .unrecognised
+            .iter()
+            .all(|u| !u.name.ends_with(".sha256")),
+        "{:?}",
+        index.unrecognised
+    );
+    let matched: Vec<_> = index
+        .matched
+        .iter()
+        .filter(|a| a.checksum_url.is_some())
+        .map(|a| a.name.clone())
+        .collect();
+    assert_eq!(matched.len(), 3, "{matched:?}");
+    drop(sandbox);
+}

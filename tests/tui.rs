@@ -1026,6 +1026,15 @@ fn the_dashboard_takes_the_report_and_dispatch_flags() {
 /// A batch dispatch into an immutable release says why nothing was built, not "nothing new".
 #[test]
 fn a_refused_batch_says_why() {
+    // The overview says so before anyone presses a key.
+    let mut report = report();
+    report.summary.release_immutable = true;
+    let mut standing = App::new("SANDBOX http://127.0.0.1:PORT".into(), report, 900);
+    let text = screen(&mut standing, 120, 30);
+    assert!(
+        text.contains("release v1.1.0 is immutable: build into the next"),
+        "{text}"
+    );
     let mut a = app();
     let refused = Decision::Refused {
         reason: kfleet::artifacts::immutable_reason("v1.1.0"),

@@ -7,6 +7,7 @@ mod releases;
 
 pub use naming::{AssetName, AssetTemplate, DEFAULT_ASSET_TEMPLATE, TemplateError};
 pub use releases::{
-    AssetIndex, MatchedAsset, Release, ReleaseAsset, ReleaseError, UnrecognisedAsset,
-    immutable_reason, index_assets, parse_release_listing, read_release_file, select_release,
+    AssetIndex, CHECKSUM_SUFFIX, MatchedAsset, Release, ReleaseAsset, ReleaseError,
+    UnrecognisedAsset, immutable_reason, index_assets, parse_release_listing, read_release_file,
+    select_release,
 };

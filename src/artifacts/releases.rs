@@ -140,6 +140,9 @@ pub struct MatchedAsset {
     pub name: String,
     pub url: Option<String>,
     pub digest: Option<String>,
+    /// Where the release's `NAME.sha256` beside it is downloaded from, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum_url: Option<String>,
 }
 
 /// An asset of the release that is not an artifact for any valid identity, and why.
@@ -153,13 +156,39 @@ pub struct UnrecognisedAsset {
 pub struct AssetIndex {
     pub matched: Vec<MatchedAsset>,
     pub unrecognised: Vec<UnrecognisedAsset>,
+    /// The release is immutable: nothing can be added to it any more.
+    pub immutable: bool,
 }
 
 /// Matches a release's assets to identities through the naming template.
 pub fn index_assets(release: &Release, template: &AssetTemplate) -> AssetIndex {
-    let mut index = AssetIndex::default();
+    let mut index = AssetIndex {
+        immutable: release.immutable,
+        ..AssetIndex::default()
+    };
     let mut seen: HashMap<String, String> = HashMap::new();
+    // `NAME.sha256` beside an asset NAME is its checksum file (the build job uploads both), not
+    // an artifact of its own.
+    let names: std::collections::HashSet<&str> =
+        release.assets.iter().map(|a| a.name.as_str()).collect();
+    let checksums: HashMap<&str, Option<&String>> = release
+        .assets
+        .iter()
+        .filter_map(|a| {
+            let stem = a.name.strip_suffix(CHECKSUM_SUFFIX)?;
+            names
+                .contains(stem)
+                .then_some((stem, a.browser_download_url.as_ref()))
+        })
+        .collect();
     for asset in &release.assets {
+        if asset
+            .name
+            .strip_suffix(CHECKSUM_SUFFIX)
+            .is_some_and(|stem| checksums.contains_key(stem))
+        {
+            continue;
+        }
         let reject = |reason: String| UnrecognisedAsset {
             name: asset.name.clone(),
             reason,
@@ -208,10 +237,19 @@ pub fn index_assets(release: &Release, template: &AssetTemplate) -> AssetIndex {
             name: asset.name.clone(),
             url: asset.browser_download_url.clone(),
             digest: asset.digest.clone(),
+            checksum_url: checksums
+                .get(asset.name.as_str())
+                .copied()
+                .flatten()
+                .cloned(),
         });
     }
     index
 }
+
+/// The suffix of the checksum file the build job uploads beside each artifact
+/// (`sha256sum` output: the hex digest, two spaces, the artifact's name).
+pub const CHECKSUM_SUFFIX: &str = ".sha256";
 
 /// Why nothing is built into an immutable release, and what to do instead.
 pub fn immutable_reason(tag: &str) -> String {

@@ -24,6 +24,8 @@ pub enum Decision {
         asset: String,
         url: Option<String>,
         digest: Option<String>,
+        /// The release's `.sha256` file for the asset, when it has one.
+        checksum_url: Option<String>,
     },
     /// A run for the identity is queued or in progress.
     Building {

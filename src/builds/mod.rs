@@ -224,6 +224,7 @@ impl Planner {
                         asset: a.name.clone(),
                         url: a.url.clone(),
                         digest: a.digest.clone(),
+                        checksum_url: a.checksum_url.clone(),
                     };
                     break 'decided decision;
                 }
@@ -514,6 +515,7 @@ impl Planner {
                 asset: self.template.render(identity, driver_version),
                 url: run.html_url.clone(),
                 digest: None,
+                checksum_url: None,
             }));
         }
         let overdue = self

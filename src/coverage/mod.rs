@@ -151,6 +151,9 @@ pub struct Summary {
     pub bad_rows: u64,
     pub breakdown: Vec<Breakdown>,
     pub batch_plan: BatchPlan,
+    /// The release is immutable: its missing kernels can only be built into another release.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub release_immutable: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -550,6 +553,7 @@ pub fn compute(
         bad_rows: fleet.bad_row_count,
         breakdown,
         batch_plan: batch_plan(&identities, nodes, covered_nodes, options.target),
+        release_immutable: assets.immutable,
     };
     Ok(CoverageReport {
         summary,

@@ -117,6 +117,19 @@ pub(super) fn status_lines(report: &CoverageReport) -> Vec<Vec<String>> {
 }
 
 pub(super) fn plan_sentence(report: &CoverageReport) -> String {
+    let sentence = plan_only(report);
+    let p = &report.summary.batch_plan;
+    if report.summary.release_immutable && p.builds > 0 {
+        format!(
+            "{sentence}; but {}",
+            crate::artifacts::immutable_reason(&report.summary.driver_version)
+        )
+    } else {
+        sentence
+    }
+}
+
+fn plan_only(report: &CoverageReport) -> String {
     let p = &report.summary.batch_plan;
     let running = if p.nodes_building > 0 {
         format!(

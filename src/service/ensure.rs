@@ -102,12 +102,22 @@ pub enum EnsureError {
     Unauthorized(String),
     #[error("{url}: {message}")]
     Http { url: String, message: String },
-    #[error("{name}: sha256 is {actual} but the service says {expected}; nothing was kept")]
+    #[error("{name}: sha256 is {actual} but the release says {expected}; nothing was kept")]
     ChecksumMismatch {
         name: String,
         expected: String,
         actual: String,
     },
+    #[error(
+        "{name}: GitHub's digest of the stored asset is {digest} but the release's .sha256 says {file}; nothing was kept"
+    )]
+    ChecksumsDisagree {
+        name: String,
+        digest: String,
+        file: String,
+    },
+    #[error("{url}: {message}; nothing was kept")]
+    ChecksumFile { url: String, message: String },
     #[error("the service said available but gave no {0}")]
     Incomplete(&'static str),
     #[error("cannot write {path}: {message}")]
@@ -128,7 +138,10 @@ impl EnsureError {
     /// What an asset being replaced looks like for a moment (a 404 or a digest that no longer
     /// matches): worth asking again until the deadline.
     fn passing(&self) -> bool {
-        matches!(self, Self::Gone { .. } | Self::ChecksumMismatch { .. })
+        matches!(
+            self,
+            Self::Gone { .. } | Self::ChecksumMismatch { .. } | Self::ChecksumsDisagree { .. }
+        )
     }
 }
 
@@ -232,11 +245,110 @@ impl Client<'_> {
             .download_url
             .clone()
             .ok_or(EnsureError::Incomplete("download_url"))?;
-        let expected = status
-            .sha256
-            .clone()
-            .ok_or(EnsureError::Incomplete("sha256"))?;
+        let expected = Expected {
+            digest: status.sha256.clone(),
+            checksum_url: status.sha256_url.clone(),
+        };
         download_verified(&self.http, &url, &expected, self.options, self.deadline_at).await
+    }
+}
+
+/// What an artifact's bytes must hash to: GitHub's digest of the stored asset (from the release
+/// listing) and the release's `.sha256` file beside it; either may be missing (assets uploaded
+/// before GitHub kept digests; a release without checksum files), never both, and where both
+/// are there they must agree.
+#[derive(Clone, Debug, Default)]
+pub struct Expected {
+    pub digest: Option<String>,
+    pub checksum_url: Option<String>,
+}
+
+/// Largest `.sha256` file read (one line: 64 hex digits, two spaces, a file name).
+const MAX_CHECKSUM_FILE: usize = 4096;
+
+/// The hex sha256 a `sha256sum` line states, checked to name `names` (when it names a file).
+fn parse_checksum_line(text: &str, names: &[&str]) -> Result<String, String> {
+    let line = text.lines().next().unwrap_or_default();
+    let mut words = line.split_whitespace();
+    let hex = words.next().unwrap_or_default();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("not a sha256sum line (64 hex digits, then the file name)".into());
+    }
+    if let Some(named) = words.next().map(|n| n.trim_start_matches('*'))
+        && !names.contains(&named)
+    {
+        return Err(format!(
+            "names {}, not the artifact {}",
+            crate::text::clean(named),
+            names.first().copied().unwrap_or_default()
+        ));
+    }
+    Ok(hex.to_ascii_lowercase())
+}
+
+/// The sha256 the artifact at `url` must have: the listing's digest, the `.sha256` file's, or
+/// both when they agree.
+async fn expected_sha256(
+    http: &reqwest::Client,
+    url: &str,
+    expected: &Expected,
+    options: &EnsureOptions,
+) -> Result<String, Attempt> {
+    let digest = expected
+        .digest
+        .as_deref()
+        .map(|d| d.trim_start_matches("sha256:").to_ascii_lowercase());
+    let Some(checksum_url) = &expected.checksum_url else {
+        return digest.ok_or(Attempt::Final(EnsureError::Incomplete("sha256")));
+    };
+    crate::net::check_transport(checksum_url, options.insecure_http)
+        .map_err(|e| Attempt::Final(EnsureError::Insecure(e)))?;
+    let file_err = |message: String| {
+        Attempt::Final(EnsureError::ChecksumFile {
+            url: checksum_url.clone(),
+            message,
+        })
+    };
+    let response = http
+        .get(checksum_url)
+        .send()
+        .await
+        .map_err(|e| Attempt::Retry(e.to_string()))?;
+    let status = response.status();
+    if status.is_server_error() || status.as_u16() == 429 {
+        return Err(Attempt::Retry(format!(
+            "{checksum_url}: HTTP {}",
+            status.as_u16()
+        )));
+    }
+    if status.as_u16() == 404 || status.as_u16() == 410 {
+        return Err(Attempt::Final(EnsureError::Gone {
+            url: checksum_url.clone(),
+            status: status.as_u16(),
+        }));
+    }
+    if !status.is_success() {
+        return Err(file_err(format!("HTTP {}", status.as_u16())));
+    }
+    let body = match crate::net::read_capped(response, MAX_CHECKSUM_FILE).await {
+        Ok(body) => body,
+        Err(crate::net::BodyError::TooLarge(max)) => {
+            return Err(file_err(format!(
+                "larger than {max} bytes, not a checksum file"
+            )));
+        }
+        Err(crate::net::BodyError::Transport(e)) => return Err(Attempt::Retry(e)),
+    };
+    let served = url.rsplit('/').next().unwrap_or_default();
+    let names = [options.asset_name.as_str(), served];
+    let file = parse_checksum_line(&String::from_utf8_lossy(&body), &names).map_err(file_err)?;
+    match digest {
+        Some(digest) if digest != file => Err(Attempt::Final(EnsureError::ChecksumsDisagree {
+            name: options.asset_name.clone(),
+            digest,
+            file,
+        })),
+        _ => Ok(file),
     }
 }
 
@@ -246,7 +358,7 @@ impl Client<'_> {
 async fn download_verified(
     http: &reqwest::Client,
     url: &str,
-    expected: &str,
+    expected: &Expected,
     options: &EnsureOptions,
     deadline_at: Instant,
 ) -> Result<Artifact, EnsureError> {
@@ -256,7 +368,6 @@ async fn download_verified(
         return Err(EnsureError::BadName(name.clone()));
     }
     let out = &options.out;
-    let expected = expected.trim_start_matches("sha256:").to_ascii_lowercase();
     std::fs::create_dir_all(out).map_err(|e| EnsureError::Write {
         path: out.display().to_string(),
         message: e.to_string(),
@@ -264,8 +375,14 @@ async fn download_verified(
     remove_stale_downloads(out);
     let mut pause = options.poll_min.max(Duration::from_millis(100));
     loop {
-        match download_once(http, url, options.max_download, out).await {
-            Ok((tmp, actual, bytes)) => {
+        let attempt = match expected_sha256(http, url, expected, options).await {
+            Ok(sha256) => download_once(http, url, options.max_download, out)
+                .await
+                .map(|got| (sha256, got)),
+            Err(e) => Err(e),
+        };
+        match attempt {
+            Ok((expected, (tmp, actual, bytes))) => {
                 if actual != expected {
                     return Err(EnsureError::ChecksumMismatch {
                         name: name.clone(),
@@ -398,10 +515,16 @@ pub async fn ensure_direct(
     let run_id = match decision {
         Decision::Available {
             url: Some(url),
-            digest: Some(digest),
+            digest,
+            checksum_url,
             ..
-        } => {
-            match download_verified(&http, &url, &digest, options, started + options.deadline).await
+        } if digest.is_some() || checksum_url.is_some() => {
+            let expected = Expected {
+                digest,
+                checksum_url,
+            };
+            match download_verified(&http, &url, &expected, options, started + options.deadline)
+                .await
             {
                 Ok(artifact) => return Ok(EnsureOutcome::Available(artifact)),
                 Err(e) if e.passing() => {
@@ -453,9 +576,15 @@ pub async fn ensure_direct(
                 .matched
                 .into_iter()
                 .find(|a| a.key == key)
-            && let (Some(url), Some(digest)) = (asset.url, asset.digest)
+            && let Some(url) = asset.url
+            && (asset.digest.is_some() || asset.checksum_url.is_some())
         {
-            match download_verified(&http, &url, &digest, options, started + options.deadline).await
+            let expected = Expected {
+                digest: asset.digest,
+                checksum_url: asset.checksum_url,
+            };
+            match download_verified(&http, &url, &expected, options, started + options.deadline)
+                .await
             {
                 Ok(artifact) => return Ok(EnsureOutcome::Available(artifact)),
                 Err(e) if e.passing() && started.elapsed() < options.deadline => {

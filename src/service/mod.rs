@@ -168,6 +168,10 @@ pub struct BuildStatus {
     pub download_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The release's `.sha256` file for the artifact: a node checks it as well as `sha256`
+    /// (GitHub's own digest of the stored asset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -655,6 +659,7 @@ impl ServiceState {
             sha256: asset
                 .digest
                 .map(|d| d.trim_start_matches("sha256:").to_string()),
+            sha256_url: asset.checksum_url,
             run_url: None,
             reason: None,
         }

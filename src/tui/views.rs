@@ -250,6 +250,15 @@ fn overview(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             p.nodes_building
         )));
     }
+    if s.release_immutable && p.builds > 0 {
+        lines.push(Line::styled(
+            format!(
+                "release {} is immutable: build into the next release while it is a draft",
+                s.driver_version
+            ),
+            theme.fg(Color::Red),
+        ));
+    }
     lines.push(Line::raw(format!(
         "artifacts {} · unused {} · unrecognised {} · bad rows {}",
         s.artifacts, s.unused_artifacts, s.unrecognised_assets, s.bad_rows
