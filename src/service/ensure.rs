@@ -309,27 +309,7 @@ async fn expected_sha256(
             message,
         })
     };
-    let response = http
-        .get(checksum_url)
-        .send()
-        .await
-        .map_err(|e| Attempt::Retry(e.to_string()))?;
-    let status = response.status();
-    if status.is_server_error() || status.as_u16() == 429 {
-        return Err(Attempt::Retry(format!(
-            "{checksum_url}: HTTP {}",
-            status.as_u16()
-        )));
-    }
-    if status.as_u16() == 404 || status.as_u16() == 410 {
-        return Err(Attempt::Final(EnsureError::Gone {
-            url: checksum_url.clone(),
-            status: status.as_u16(),
-        }));
-    }
-    if !status.is_success() {
-        return Err(file_err(format!("HTTP {}", status.as_u16())));
-    }
+    let response = fetch(http, checksum_url).await?;
     let body = match crate::net::read_capped(response, MAX_CHECKSUM_FILE).await {
         Ok(body) => body,
         Err(crate::net::BodyError::TooLarge(max)) => {
@@ -423,6 +403,29 @@ enum Attempt {
     Final(EnsureError),
 }
 
+/// GET `url`: a transport error, a 5xx or a 429 is worth another try; a 404 or 410 is an asset
+/// that is gone (or being replaced); any other answer but a success is final.
+async fn fetch(http: &reqwest::Client, url: &str) -> Result<reqwest::Response, Attempt> {
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| Attempt::Retry(e.to_string()))?;
+    let status = response.status().as_u16();
+    match status {
+        429 | 500..=599 => Err(Attempt::Retry(format!("{url}: HTTP {status}"))),
+        404 | 410 => Err(Attempt::Final(EnsureError::Gone {
+            url: url.to_string(),
+            status,
+        })),
+        200..=299 => Ok(response),
+        _ => Err(Attempt::Final(EnsureError::Http {
+            url: url.to_string(),
+            message: format!("HTTP {status}"),
+        })),
+    }
+}
+
 /// One streamed download into a temporary file in `dir`; returns it with its sha256 and the
 /// bytes that were hashed.
 async fn download_once(
@@ -432,27 +435,7 @@ async fn download_once(
     dir: &std::path::Path,
 ) -> Result<(tempfile::NamedTempFile, String, bytes::Bytes), Attempt> {
     use std::io::Write as _;
-    let mut response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| Attempt::Retry(e.to_string()))?;
-    let status = response.status();
-    if status.is_server_error() || status.as_u16() == 429 {
-        return Err(Attempt::Retry(format!("HTTP {}", status.as_u16())));
-    }
-    if status.as_u16() == 404 || status.as_u16() == 410 {
-        return Err(Attempt::Final(EnsureError::Gone {
-            url: url.to_string(),
-            status: status.as_u16(),
-        }));
-    }
-    if !status.is_success() {
-        return Err(Attempt::Final(EnsureError::Http {
-            url: url.to_string(),
-            message: format!("HTTP {}", status.as_u16()),
-        }));
-    }
+    let mut response = fetch(http, url).await?;
     let too_large = || {
         Attempt::Final(EnsureError::TooLarge {
             url: url.to_string(),
