@@ -230,3 +230,133 @@ fn many_bad_rows_list_the_first_thousand() {
         bad[999]
     );
 }
+
+/// `kfleet nodes IDENTITY` in every file shape (CSV plain and gzipped, JSON Lines with labels,
+/// Parquet, a NodeList): as many nodes as `report` counts for the identity, listed by name with
+/// their source and the row's other fields, cut at `--limit` while all are counted.
+#[test]
+fn nodes_of_an_identity_agree_with_the_report_in_every_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let kfleet = |args: &[&str]| {
+        let out = assert_cmd::Command::cargo_bin("kfleet")
+            .unwrap()
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = dir.path().to_str().unwrap();
+    kfleet(&["gen-fleet", "--nodes", "3000", "--seed", "7", "--out", out]);
+    let csv = dir.path().join("fleet.csv");
+    let parquet_dir = dir.path().join("pq");
+    kfleet(&[
+        "gen-fleet",
+        "--nodes",
+        "3000",
+        "--seed",
+        "7",
+        "--format",
+        "parquet",
+        "--out",
+        parquet_dir.to_str().unwrap(),
+    ]);
+    let parquet = std::fs::read_dir(&parquet_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    let gzipped = write(dir.path(), "fleet.csv.gz", &gz.finish().unwrap());
+    let mut jsonl = String::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        jsonl.push_str(
+            &serde_json::json!({"hostname": f[0], "distribution": f[1], "distro_version": f[2],
+                "architecture": f[3], "kernel_version": f[4], "rack": "r7"})
+            .to_string(),
+        );
+        jsonl.push('\n');
+    }
+    let jsonl = write(dir.path(), "fleet.jsonl", jsonl.as_bytes());
+    let report: serde_json::Value = serde_json::from_str(&kfleet(&[
+        "report",
+        "-i",
+        csv.to_str().unwrap(),
+        "-r",
+        dir.path().join("releases.json").to_str().unwrap(),
+        "-f",
+        "json",
+    ]))
+    .unwrap();
+    let identities = report["identities"].as_array().unwrap();
+    // The head, a long-tail kernel and the last (the rarest).
+    for row in [
+        &identities[0],
+        &identities[identities.len() / 2],
+        identities.last().unwrap(),
+    ] {
+        let key = row["key"].as_str().unwrap();
+        let expected = row["nodes"].as_u64().unwrap();
+        for file in [&csv, &gzipped, &jsonl, &parquet] {
+            let v: serde_json::Value = serde_json::from_str(&kfleet(&[
+                "nodes",
+                key,
+                "-i",
+                file.to_str().unwrap(),
+                "-f",
+                "json",
+                "--limit",
+                "5",
+            ]))
+            .unwrap();
+            assert_eq!(v["total"], expected, "{key} in {}", file.display());
+            let listed = v["nodes"].as_array().unwrap();
+            assert_eq!(listed.len() as u64, expected.min(5));
+            assert!(
+                listed[0]["name"].as_str().unwrap().starts_with("node-"),
+                "{v}"
+            );
+            assert_eq!(listed[0]["source"], file.display().to_string());
+            if file == &jsonl {
+                assert_eq!(
+                    listed[0]["labels"],
+                    serde_json::json!({"rack": "r7"}),
+                    "{v}"
+                );
+            }
+        }
+    }
+    let key = identities[0]["key"].as_str().unwrap();
+    let table = kfleet(&["nodes", key, "-i", csv.to_str().unwrap(), "--limit", "2"]);
+    assert!(table.starts_with("NODE"), "{table}");
+    assert!(
+        table.ends_with(&format!(
+            "{} nodes run {key} (the first 2 shown; --limit N shows more)\n",
+            identities[0]["nodes"]
+        )),
+        "{table}"
+    );
+
+    // A NodeList: the nodes with their Kubernetes labels.
+    let nodelist = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/nodes.json");
+    let v: serde_json::Value = serde_json::from_str(&kfleet(&[
+        "nodes",
+        "ubuntu/22.04/x86_64/5.15.0-1034-aws",
+        "-i",
+        nodelist.to_str().unwrap(),
+        "-f",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(v["total"], 8, "{v}");
+    assert_eq!(v["nodes"][0]["name"], "ip-10-0-0-11.ec2.internal");
+    assert_eq!(v["nodes"][0]["labels"]["kubernetes.io/arch"], "amd64");
+}

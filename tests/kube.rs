@@ -399,3 +399,38 @@ async fn an_api_server_that_sends_without_end_is_cut_off() {
     .await;
     assert_eq!(found, Ok(true), "{notices:?}");
 }
+
+/// `kfleet nodes` on a live context: the nodes that run one identity, with their context and
+/// labels, as many as `report` counts for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_an_identity_come_from_a_live_context_with_their_labels() {
+    let eu = KubeFixture::start(recorded_nodes(&sample("nodes.json"))).await;
+    eu.max_page(7);
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), &[("prod-eu", &eu.url)]);
+    let (ok, from_kube, stderr) = report(&config, &["kube:prod-eu"], "json").await;
+    assert!(ok, "{stderr}");
+    let (ids, _, _) = shape(&from_kube);
+    let (key, nodes, _) = ids[0].clone();
+    let mut cmd = Command::cargo_bin("kfleet").unwrap();
+    cmd.env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("KUBECONFIG", &config)
+        .args(["nodes", &key, "-i", "kube:prod-eu", "--format", "json"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total"], nodes, "{v}");
+    let listed = v["nodes"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, nodes);
+    for n in listed {
+        assert_eq!(n["source"], "kube:prod-eu", "{n}");
+        assert_eq!(n["labels"]["kubernetes.io/os"], "linux", "{n}");
+        assert!(n["name"].as_str().unwrap().ends_with(".internal"), "{n}");
+    }
+}

@@ -543,6 +543,23 @@ pub struct NamingArgs {
 
 #[cfg(feature = "fleet")]
 #[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// Identity key DISTRIBUTION/VERSION/ARCH/KERNEL, as `report` and the dashboard show it.
+    #[arg(value_name = "IDENTITY")]
+    pub identity: String,
+    /// Fleet inventory (a file or `kube:CONTEXT`); repeatable.
+    #[arg(long, short = 'i', value_name = "FILE", required = true)]
+    pub inventory: Vec<PathBuf>,
+    /// Nodes listed at most (all are counted).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+    /// Output format (table or json).
+    #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+#[cfg(feature = "fleet")]
+#[derive(Debug, Args)]
 pub struct UpcomingArgs {
     /// Fleet inventory (a file or `kube:CONTEXT`); repeatable.
     #[arg(long, short = 'i', value_name = "FILE", required = true)]

@@ -49,6 +49,9 @@ pub enum Command {
     /// newest the fleet runs: what nodes will boot next, and whether the release has it.
     #[cfg(feature = "fleet")]
     Upcoming(UpcomingArgs),
+    /// The nodes that run one kernel identity (name, inventory or kube context, labels).
+    #[cfg(feature = "fleet")]
+    Nodes(NodesArgs),
     /// Check or show kernel identities.
     #[command(subcommand)]
     Identity(IdentityCommand),

@@ -26,6 +26,8 @@ pub(crate) mod ensure;
 pub(crate) mod gen_fleet;
 pub(crate) mod headers;
 pub(crate) mod identity;
+#[cfg(feature = "fleet")]
+pub(crate) mod nodes;
 pub(crate) mod prelude;
 pub(crate) mod release;
 #[cfg(feature = "fleet")]
@@ -227,6 +229,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Report(args) => report::report_cmd(args, &config),
         #[cfg(feature = "fleet")]
         Command::Upcoming(args) => upcoming::upcoming_cmd(args, &config),
+        #[cfg(feature = "fleet")]
+        Command::Nodes(args) => nodes::nodes_cmd(args),
         Command::Identity(cmd) => identity::identity_cmd(cmd, &config),
         #[cfg(feature = "fleet")]
         Command::GenFleet(args) => gen_fleet::gen_fleet_cmd(args, &config),

@@ -6,7 +6,7 @@ use super::{
 use crate::identity::distribution_from_os_image;
 use serde_json::Value;
 
-const FIELD_ALIASES: [&[&str]; 4] = [
+pub(super) const FIELD_ALIASES: [&[&str]; 4] = [
     &["distribution", "distro", "os", "ID", "id"],
     &["distro_version", "version", "VERSION_ID", "version_id"],
     &["architecture", "arch", "uname_m"],
@@ -47,7 +47,7 @@ pub(super) fn read(
     Ok(())
 }
 
-fn as_text(v: &Value) -> Option<String> {
+pub(super) fn as_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

@@ -169,9 +169,34 @@ fn seen(obj: &DynamicObject) -> (String, Seen) {
 pub struct Listed {
     pub context: String,
     nodes: BTreeMap<String, Seen>,
+    labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// A Node's `metadata.labels` as text pairs (the drill-down shows them).
+pub(crate) fn labels_of(labels: Option<&serde_json::Value>) -> BTreeMap<String, String> {
+    labels
+        .and_then(serde_json::Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Listed {
+    /// Each node with an identity: its name, its identity fields and its labels.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = (&str, &NodeRow, &BTreeMap<String, String>)> {
+        static NONE: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+        self.nodes.iter().filter_map(|(name, seen)| {
+            let labels = self
+                .labels
+                .get(name)
+                .unwrap_or_else(|| NONE.get_or_init(BTreeMap::new));
+            seen.as_ref().ok().map(|row| (name.as_str(), row, labels))
+        })
+    }
+
     /// Nodes listed.
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -196,6 +221,7 @@ pub async fn list(source: &KubeSource, page: u32) -> Result<Listed, InventoryErr
         .map_err(err)?;
     let api = nodes_api(client);
     let mut nodes = BTreeMap::new();
+    let mut labels = BTreeMap::new();
     let mut token: Option<String> = None;
     let (mut pages, mut relists, mut retries) = (0usize, 0usize, 0u32);
     loop {
@@ -208,6 +234,15 @@ pub async fn list(source: &KubeSource, page: u32) -> Result<Listed, InventoryErr
                 retries = 0;
                 for obj in &list.items {
                     let (name, row) = seen(obj);
+                    let node_labels: BTreeMap<String, String> = obj
+                        .metadata
+                        .labels
+                        .clone()
+                        .map(|l| l.into_iter().collect())
+                        .unwrap_or_default();
+                    if !node_labels.is_empty() {
+                        labels.insert(name.clone(), node_labels);
+                    }
                     nodes.insert(name, row);
                 }
                 token = list.metadata.continue_.filter(|t| !t.is_empty());
@@ -230,6 +265,7 @@ pub async fn list(source: &KubeSource, page: u32) -> Result<Listed, InventoryErr
             Err(kube::Error::Api(status)) if status.code == 410 && relists < MAX_RELISTS => {
                 relists += 1;
                 nodes.clear();
+                labels.clear();
                 token = None;
             }
             Err(e) => {
@@ -240,7 +276,11 @@ pub async fn list(source: &KubeSource, page: u32) -> Result<Listed, InventoryErr
             }
         }
     }
-    Ok(Listed { context, nodes })
+    Ok(Listed {
+        context,
+        nodes,
+        labels,
+    })
 }
 
 /// Lists every source's nodes into one fleet (each group keeps its context).
@@ -255,13 +295,16 @@ pub async fn read(sources: &[KubeSource]) -> Result<FleetGroups, InventoryError>
     Ok(fleet)
 }
 
-/// [`read`] on a thread of its own, so it works inside or outside a runtime; adds the nodes to
-/// `fleet`.
-pub fn read_blocking(
-    sources: &[KubeSource],
-    fleet: &mut FleetGroups,
-) -> Result<(), InventoryError> {
-    let read = std::thread::scope(|s| {
+/// [`list`] of one source on a thread of its own, so it works inside or outside a runtime.
+pub fn list_blocking(source: &KubeSource) -> Result<Listed, InventoryError> {
+    on_own_runtime(|| list(source, PAGE_SIZE))
+}
+
+/// Runs the future `make` returns on a current-thread runtime of a thread of its own.
+fn on_own_runtime<T: Send, F: std::future::Future<Output = Result<T, InventoryError>>>(
+    make: impl FnOnce() -> F + Send,
+) -> Result<T, InventoryError> {
+    std::thread::scope(|s| {
         s.spawn(|| {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -270,7 +313,7 @@ pub fn read_blocking(
                     file: PREFIX.to_string(),
                     source,
                 })?
-                .block_on(read(sources))
+                .block_on(make())
         })
         .join()
         .unwrap_or_else(|_| {
@@ -279,7 +322,16 @@ pub fn read_blocking(
                 message: "the listing thread failed".into(),
             })
         })
-    })?;
+    })
+}
+
+/// [`read`] on a thread of its own, so it works inside or outside a runtime; adds the nodes to
+/// `fleet`.
+pub fn read_blocking(
+    sources: &[KubeSource],
+    fleet: &mut FleetGroups,
+) -> Result<(), InventoryError> {
+    let read = on_own_runtime(|| read(sources))?;
     fleet.extend(read);
     Ok(())
 }

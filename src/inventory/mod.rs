@@ -4,8 +4,11 @@
 mod csv;
 mod json;
 pub mod kube;
+mod nodes;
 mod parquet;
 mod tally;
+
+pub use nodes::{NodeEntry, NodesOf, nodes_of};
 
 use polars::prelude::*;
 use std::io::Read;
@@ -183,14 +186,34 @@ fn read_one(
     fleet: &mut FleetGroups,
     csv_reader: CsvReader,
 ) -> Result<(), InventoryError> {
-    let file = path.display().to_string();
+    let (file, loaded) = load(path)?;
     fleet.files.push(file.clone());
+    match loaded {
+        Loaded::Parquet => parquet::read(&file, path, fleet),
+        Loaded::Json(bytes) => json::read(&file, &bytes, fleet),
+        Loaded::Csv(data) => csv::read(&file, data, fleet, csv_reader == CsvReader::Exact),
+    }
+}
+
+/// An inventory file by what its bytes are.
+pub(crate) enum Loaded {
+    /// Read in place, by row group.
+    Parquet,
+    /// A NodeList or JSON Lines, decompressed when it was gzipped.
+    Json(Vec<u8>),
+    Csv(Data),
+}
+
+/// Opens an inventory file: Parquet by its magic, gzip decompressed (bounded), then JSON or CSV
+/// by the first byte that is not whitespace. Returns the file's name as errors show it.
+pub(crate) fn load(path: &Path) -> Result<(String, Loaded), InventoryError> {
+    let file = path.display().to_string();
     let mut head = [0u8; 4];
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut head))
         .map_err(io_err(&file))?;
     if n == 4 && &head == parquet::MAGIC {
-        return parquet::read(&file, path, fleet);
+        return Ok((file, Loaded::Parquet));
     }
     let data = if n >= 2 && head[..2] == [0x1f, 0x8b] {
         let compressed = std::fs::File::open(path).map_err(io_err(&file))?;
@@ -216,16 +239,14 @@ fn read_one(
     } else {
         Data::Path(path.to_path_buf())
     };
-    match sniff(&data).map_err(io_err(&file))? {
-        Sniffed::Json => {
-            let bytes = match data {
-                Data::Bytes(b) => b,
-                Data::Path(p) => std::fs::read(&p).map_err(io_err(&file))?,
-            };
-            json::read(&file, &bytes, fleet)
-        }
-        Sniffed::Csv => csv::read(&file, data, fleet, csv_reader == CsvReader::Exact),
-    }
+    let loaded = match sniff(&data).map_err(io_err(&file))? {
+        Sniffed::Json => Loaded::Json(match data {
+            Data::Bytes(b) => b,
+            Data::Path(p) => std::fs::read(&p).map_err(io_err(&file))?,
+        }),
+        Sniffed::Csv => Loaded::Csv(data),
+    };
+    Ok((file, loaded))
 }
 
 enum Sniffed {

@@ -117,16 +117,7 @@ pub(super) fn read(file: &str, path: &Path, fleet: &mut FleetGroups) -> Result<(
                 .read_parallel(ParallelStrategy::None);
             reader.set_metadata(metadata.clone());
             let frame = reader.finish().map_err(polars_err)?;
-            let strings = columns
-                .iter()
-                .map(|name| {
-                    frame
-                        .column(name)
-                        .and_then(|c| c.cast(&DataType::String))
-                        .and_then(|c| c.str().cloned())
-                })
-                .collect::<PolarsResult<Vec<StringChunked>>>()
-                .map_err(polars_err)?;
+            let strings = string_columns(&frame, &columns).map_err(polars_err)?;
             let mut fields: Vec<_> = strings.iter().map(|c| c.iter()).collect();
             for row in 0..frame.height() {
                 let mut next = |k: usize| {
@@ -152,4 +143,20 @@ pub(super) fn read(file: &str, path: &Path, fleet: &mut FleetGroups) -> Result<(
     }
     tally.absorb(file, fleet, Position::Row);
     Ok(())
+}
+
+/// `names` of `frame` as text columns (a column of numbers, a distro version, becomes text).
+pub(super) fn string_columns(
+    frame: &DataFrame,
+    names: &[String],
+) -> PolarsResult<Vec<StringChunked>> {
+    names
+        .iter()
+        .map(|name| {
+            frame
+                .column(name)
+                .and_then(|c| c.cast(&DataType::String))
+                .and_then(|c| c.str().cloned())
+        })
+        .collect()
 }
