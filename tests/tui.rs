@@ -355,6 +355,7 @@ mod with_the_sandbox {
             Store::in_dir(state).await.unwrap(),
         )
         .with_clock(clock.clone().into());
+        let fleet_files = fleet.files.iter().map(std::path::PathBuf::from).collect();
         let dash = Arc::new(Dashboard {
             forge,
             planner: Arc::new(planner),
@@ -366,6 +367,7 @@ mod with_the_sandbox {
             workflow: "build-driver.yml".into(),
             deadline: Duration::from_secs(900),
             driver_version: None,
+            inventories: fleet_files,
             resolver: kfleet::headers::Resolver::new(
                 chain,
                 kfleet::headers::ResolverOptions::default(),
@@ -674,6 +676,43 @@ mod with_the_sandbox {
             ),
         )
         .unwrap()
+    }
+
+    /// Enter on a kernel row drills down to the nodes that run it (read again from the
+    /// inventory): their names in a popup, "+N more" past what fits, any key closes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn enter_on_a_kernel_lists_the_nodes_that_run_it() {
+        let state = tempfile::tempdir().unwrap();
+        let (dash, _sandbox, _clock) = dashboard(state.path()).await;
+        let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
+        key(&mut app, KeyCode::Char('2'));
+        let row = app.selected_row().unwrap().clone();
+        let effect = key(&mut app, KeyCode::Enter);
+        assert_eq!(effect, Some(Effect::Nodes(row.key.clone())));
+        carry_out(&dash, &mut app, effect.unwrap()).await;
+        assert_eq!(app.mode, Mode::Nodes, "{}", app.status_line);
+        let found = app.nodes.clone().unwrap();
+        assert_eq!(found.total, row.nodes);
+        let tall = screen(&mut app, 120, 60);
+        assert!(
+            tall.contains(&format!("{} nodes running {}", row.nodes, row.key)),
+            "{tall}"
+        );
+        assert!(tall.contains(&found.nodes[0].name), "{tall}");
+        assert!(!tall.contains("more (kfleet nodes"), "{tall}");
+        // A short terminal: what does not fit is counted.
+        let short = screen(&mut app, 120, 12);
+        let shown = 12 - 6;
+        assert!(
+            short.contains(&format!(
+                "+{} more (kfleet nodes {}",
+                row.nodes - shown,
+                row.key
+            )),
+            "{short}"
+        );
+        key(&mut app, KeyCode::Char('x'));
+        assert_eq!(app.mode, Mode::Normal);
     }
 
     /// The Upcoming view: opening it reads the repositories; the newer kernels of the fleet's

@@ -91,6 +91,7 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
             workflow: build.workflow(config),
             deadline,
             driver_version: args.driver_version.clone(),
+            inventories: inventories.clone(),
             resolver: crate::headers::Resolver::new(
                 chain,
                 ResolverOptions {

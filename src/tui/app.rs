@@ -24,6 +24,8 @@ pub enum Mode {
     Filter,
     Help,
     Confirm(Pending),
+    /// The nodes that run the selected kernel (any key closes).
+    Nodes,
 }
 
 /// Columns of the Kernels view, in order; sorting cycles through them.
@@ -86,6 +88,8 @@ pub enum Action {
     Upcoming(Box<UpcomingReport>),
     /// Reading the upcoming kernels failed.
     UpcomingFailed(String),
+    /// The nodes that run one kernel, read again from the inventories.
+    Nodes(Box<crate::inventory::NodesOf>),
 }
 
 /// What `update` asks the event loop to do.
@@ -104,6 +108,8 @@ pub enum Effect {
     Cancel(u64),
     /// Read the upcoming kernels on the fleet's lines.
     LoadUpcoming,
+    /// Find the nodes that run this identity key.
+    Nodes(String),
     Quit,
 }
 
@@ -137,6 +143,8 @@ pub struct App {
     dispatch_note: Option<String>,
     /// The last header resolution shown in the Headers view.
     pub headers: Option<crate::headers::Resolution>,
+    /// The nodes of the kernel last drilled into.
+    pub nodes: Option<crate::inventory::NodesOf>,
     pub keys: KeyMap,
     /// The planner's dry run for the pending confirmation, once it arrives.
     /// The time the Builds view measures elapsed runs against; the event loop sets it from the
@@ -176,6 +184,7 @@ impl App {
             bindings: keys::bindings(&KeyMap::default()),
             dispatch_note: None,
             headers: None,
+            nodes: None,
             keys: KeyMap::default(),
             preview: None,
             run_selected: 0,
@@ -457,6 +466,14 @@ impl App {
                 }
                 None
             }
+            Action::Nodes(found) => {
+                self.status_line = format!("{} nodes run {}", found.total, found.key);
+                self.nodes = Some(*found);
+                if self.mode == Mode::Normal {
+                    self.mode = Mode::Nodes;
+                }
+                None
+            }
             Action::Headers(resolution) => {
                 self.status_line = match &resolution.resolved_by {
                     Some(by) => format!("headers for {} from {by}", resolution.key),
@@ -522,7 +539,7 @@ impl App {
             return Some(Effect::Quit);
         }
         let mode = match self.mode {
-            Mode::Help => {
+            Mode::Help | Mode::Nodes => {
                 self.mode = Mode::Normal;
                 return None;
             }
@@ -649,6 +666,11 @@ impl App {
                 return Some(Effect::Export {
                     rows: self.view.clone(),
                 });
+            }
+            Command::ShowNodes => {
+                let key = self.selected_row()?.key.clone();
+                self.status_line = format!("finding the nodes that run {key}…");
+                return Some(Effect::Nodes(key));
             }
             Command::ResolveHeaders => {
                 let key = self.selected_row()?.key.clone();

@@ -37,7 +37,13 @@ pub struct Dashboard {
     pub driver_version: Option<String>,
     /// The header fallback chain, the same one `kfleet headers` uses.
     pub resolver: crate::headers::Resolver,
+    /// The inventories the fleet was read from (files, `kube:` contexts): the drill-down to
+    /// nodes reads them again.
+    pub inventories: Vec<std::path::PathBuf>,
 }
+
+/// Nodes the drill-down lists at most (all are counted).
+const NODES_LISTED: usize = 200;
 
 impl Dashboard {
     /// The release the dashboard reports on, from the forge's current listing.
@@ -209,6 +215,21 @@ impl Dashboard {
                     let action = match me.upcoming().await {
                         Ok(found) => Action::Upcoming(Box::new(found)),
                         Err(e) => Action::UpcomingFailed(e),
+                    };
+                    let _ = tx.send(action);
+                });
+            }
+            Effect::Nodes(key) => {
+                tokio::spawn(async move {
+                    let paths = me.inventories.clone();
+                    let found = tokio::task::spawn_blocking(move || {
+                        crate::inventory::nodes_of(&paths, &key, NODES_LISTED)
+                    })
+                    .await;
+                    let action = match found {
+                        Ok(Ok(found)) => Action::Nodes(Box::new(found)),
+                        Ok(Err(e)) => Action::Failed(e.to_string()),
+                        Err(e) => Action::Failed(format!("the node listing stopped: {e}")),
                     };
                     let _ = tx.send(action);
                 });

@@ -117,6 +117,7 @@ pub fn render(app: &mut App, frame: &mut Frame, theme: &Theme) {
     frame.render_widget(Paragraph::new(hint).style(theme.fg(Color::Gray)), footer);
     match &app.mode {
         Mode::Help => help(app, frame),
+        Mode::Nodes => nodes(app, frame),
         Mode::Confirm(p) => confirm(app, p, frame),
         _ => {}
     }
@@ -665,6 +666,44 @@ fn help(app: &App, frame: &mut Frame) {
                 .borders(Borders::ALL)
                 .title("keys (any key closes)"),
         ),
+        area,
+    );
+}
+
+/// The nodes that run the kernel drilled into: name, source, labels; "+N more" past the rows
+/// that fit or were read.
+fn nodes(app: &App, frame: &mut Frame) {
+    let Some(found) = &app.nodes else { return };
+    let room = frame.area().height.saturating_sub(6).max(3) as usize;
+    let shown = found.nodes.len().min(room);
+    let mut lines: Vec<Line> = found
+        .nodes
+        .iter()
+        .take(shown)
+        .map(|n| {
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            Line::raw(format!(
+                "{:<32} {:<24} {}",
+                crate::text::clean(&n.name),
+                crate::text::clean(&n.source),
+                crate::text::clean(&labels.join(","))
+            ))
+        })
+        .collect();
+    let more = found.total.saturating_sub(shown as u64);
+    if more > 0 {
+        lines.push(Line::raw(format!(
+            "+{more} more (kfleet nodes {} lists them)",
+            crate::text::clean(&found.key)
+        )));
+    }
+    let area = popup(frame, 110, lines.len() as u16 + 2);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(format!(
+            "{} running {} (any key closes)",
+            crate::text::count(found.total, "node", "nodes"),
+            crate::text::clean(&found.key)
+        ))),
         area,
     );
 }
