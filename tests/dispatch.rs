@@ -766,3 +766,76 @@ async fn the_batch_plan_counts_running_builds_and_names_what_is_left() {
         assert!(!sentence.contains("building"), "{sentence}");
     }
 }
+
+/// A run's jobs and steps, and the tail of its log, through the client as GitHub serves them:
+/// steps move with the run (queued, one in progress, done); a failed run's build step fails,
+/// the steps after it are skipped, and the log (behind a redirect to a URL that takes no token)
+/// ends with the error.
+#[tokio::test]
+async fn a_runs_jobs_steps_and_log_tail_follow_the_run() {
+    let clock = ManualClock::new();
+    let sb = sandbox_on(
+        Simulation {
+            queue_time: Duration::from_secs(10),
+            run_time: Duration::from_secs(40),
+            fail_rate: 1.0,
+            ..Simulation::default()
+        },
+        clock.clone().into(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = planner(&sb, dir.path(), Duration::from_secs(900), false).await;
+    let decided = p
+        .plan_many(&ids(&[MISSING.to_string()]), false)
+        .await
+        .unwrap();
+    let Decision::Dispatched { run_id, .. } = decided[0].1 else {
+        panic!("{decided:?}")
+    };
+    let client = GithubClient::new(
+        &sb.base_url(),
+        REPO.parse().unwrap(),
+        TOKEN.into(),
+        RetryPolicy::default(),
+        None,
+    )
+    .unwrap();
+    let states = |jobs: &[kfleet::forge::Job]| -> Vec<String> {
+        jobs[0]
+            .steps
+            .iter()
+            .map(|s| match s.conclusion {
+                Some(c) => c.to_string(),
+                None => s.status.map(|s| s.to_string()).unwrap_or_default(),
+            })
+            .collect()
+    };
+    let jobs = client.list_jobs(run_id).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].run_id, run_id);
+    assert_eq!(states(&jobs), ["queued", "queued", "queued", "queued"]);
+
+    clock.advance(Duration::from_secs(25));
+    let jobs = client.list_jobs(run_id).await.unwrap();
+    assert_eq!(
+        states(&jobs),
+        ["success", "in_progress", "queued", "queued"]
+    );
+    assert!(jobs[0].steps[0].completed_at.is_some());
+
+    clock.advance(Duration::from_secs(30));
+    let jobs = client.list_jobs(run_id).await.unwrap();
+    assert_eq!(states(&jobs), ["success", "success", "failure", "skipped"]);
+    assert_eq!(jobs[0].conclusion, Some(kfleet::forge::Conclusion::Failure));
+    let tail = client.job_log_tail(jobs[0].id, 3).await.unwrap();
+    assert_eq!(tail.lines().count(), 3, "{tail}");
+    assert!(tail.contains("##[error]build failed"), "{tail}");
+
+    // The redirect's URL is signed: another one is refused, and it never needed the token.
+    let blob = reqwest::get(format!("{}/_job-logs/{run_id}/0000", sb.base_url()))
+        .await
+        .unwrap();
+    assert_eq!(blob.status().as_u16(), 403);
+    assert!(client.job_log_tail(1, 3).await.is_err(), "no such job");
+}

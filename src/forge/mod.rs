@@ -15,7 +15,10 @@ pub use crate::artifacts::{
     AssetIndex, MatchedAsset, Release, ReleaseAsset, ReleaseError, UnrecognisedAsset, index_assets,
     parse_release_listing, read_release_file, select_release,
 };
-pub use runs::{Conclusion, RunList, RunStatus, RunTitle, WorkflowRun, parse_run_title, run_title};
+pub use runs::{
+    Conclusion, Job, JobList, JobStep, RunList, RunStatus, RunTitle, WorkflowRun, parse_run_title,
+    run_title,
+};
 pub use sandbox::{Faults, Sandbox, SandboxError, SandboxOptions, Simulation, load_releases};
 
 use std::future::Future;
@@ -78,6 +81,10 @@ pub trait Forge: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<WorkflowRun>, ForgeError>>;
     fn get_run(&self, run_id: u64) -> BoxFuture<'_, Result<WorkflowRun, ForgeError>>;
     fn cancel_run(&self, run_id: u64) -> BoxFuture<'_, Result<CancelOutcome, ForgeError>>;
+    /// The jobs of a run with their steps (every page).
+    fn list_jobs(&self, run_id: u64) -> BoxFuture<'_, Result<Vec<Job>, ForgeError>>;
+    /// The last `lines` lines of a job's log (GitHub answers with a redirect to the log).
+    fn job_log_tail(&self, job_id: u64, lines: usize) -> BoxFuture<'_, Result<String, ForgeError>>;
     fn dispatch<'a>(
         &'a self,
         workflow: &'a str,
@@ -111,6 +118,12 @@ impl Forge for GithubClient {
     }
     fn cancel_run(&self, run_id: u64) -> BoxFuture<'_, Result<CancelOutcome, ForgeError>> {
         Box::pin(GithubClient::cancel_run(self, run_id))
+    }
+    fn list_jobs(&self, run_id: u64) -> BoxFuture<'_, Result<Vec<Job>, ForgeError>> {
+        Box::pin(GithubClient::list_jobs(self, run_id))
+    }
+    fn job_log_tail(&self, job_id: u64, lines: usize) -> BoxFuture<'_, Result<String, ForgeError>> {
+        Box::pin(GithubClient::job_log_tail(self, job_id, lines))
     }
     fn dispatch<'a>(
         &'a self,
@@ -187,6 +200,12 @@ impl Forge for SandboxForge {
     }
     fn cancel_run(&self, run_id: u64) -> BoxFuture<'_, Result<CancelOutcome, ForgeError>> {
         Forge::cancel_run(&self.client, run_id)
+    }
+    fn list_jobs(&self, run_id: u64) -> BoxFuture<'_, Result<Vec<Job>, ForgeError>> {
+        Forge::list_jobs(&self.client, run_id)
+    }
+    fn job_log_tail(&self, job_id: u64, lines: usize) -> BoxFuture<'_, Result<String, ForgeError>> {
+        Forge::job_log_tail(&self.client, job_id, lines)
     }
     fn dispatch<'a>(
         &'a self,

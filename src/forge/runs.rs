@@ -218,3 +218,51 @@ mod tests {
         assert_eq!(done.conclusion.map(Conclusion::as_str), Some("timed_out"));
     }
 }
+
+/// One job of a run, as `GET /repos/{owner}/{repo}/actions/runs/{id}/jobs` lists it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Job {
+    pub id: u64,
+    #[serde(default)]
+    pub run_id: u64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub status: Option<RunStatus>,
+    #[serde(default)]
+    pub conclusion: Option<Conclusion>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub html_url: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<JobStep>,
+}
+
+/// One step of a job.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct JobStep {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub number: u64,
+    #[serde(default)]
+    pub status: Option<RunStatus>,
+    #[serde(default)]
+    pub conclusion: Option<Conclusion>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A page of a run's jobs.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct JobList {
+    #[serde(default)]
+    pub total_count: u64,
+    #[serde(default)]
+    pub jobs: Vec<Job>,
+}

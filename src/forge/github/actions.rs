@@ -11,6 +11,11 @@ pub enum CancelOutcome {
     AlreadyFinished,
 }
 
+/// The most of a job log read to find its tail.
+const MAX_JOB_LOG: u64 = 64 << 20;
+/// The tail of a job log kept.
+const LOG_TAIL_BYTES: usize = 64 << 10;
+
 impl GithubClient {
     fn workflow_url(&self, workflow: &str, tail: &str) -> String {
         self.repo_url(&format!("/actions/workflows/{workflow}{tail}"))
@@ -94,6 +99,98 @@ impl GithubClient {
     pub async fn get_run(&self, run_id: u64) -> Result<WorkflowRun, ForgeError> {
         self.get_json(&self.repo_url(&format!("/actions/runs/{run_id}")))
             .await
+    }
+
+    /// The jobs of a run with their steps, every page (a run has one job, or one per kernel of a
+    /// batch: at most [`MAX_RUN_PAGES`] pages of 100).
+    pub async fn list_jobs(&self, run_id: u64) -> Result<Vec<Job>, ForgeError> {
+        let mut jobs = Vec::new();
+        let mut url = Some(self.repo_url(&format!("/actions/runs/{run_id}/jobs?per_page=100")));
+        let mut pages = 0;
+        while let Some(page_url) = url.take() {
+            let (body, headers, _) = self.get_cached_in_memory(&page_url).await?;
+            pages += 1;
+            let page: JobList =
+                serde_json::from_slice(&body).map_err(|e| ForgeError::Malformed {
+                    url: page_url.clone(),
+                    message: e.to_string(),
+                })?;
+            let empty = page.jobs.is_empty();
+            jobs.extend(page.jobs);
+            url = next_link(&headers).filter(|_| !empty && pages < MAX_RUN_PAGES);
+        }
+        Ok(jobs)
+    }
+
+    /// The last `lines` lines of job `job_id`'s log. GitHub answers the log call with a redirect
+    /// to a short-lived URL on another host: it is followed without the token (only over https,
+    /// or to loopback), and the log is streamed with only its tail kept (at most
+    /// [`MAX_JOB_LOG`] bytes read).
+    pub async fn job_log_tail(&self, job_id: u64, lines: usize) -> Result<String, ForgeError> {
+        let url = self.repo_url(&format!("/actions/jobs/{job_id}/logs"));
+        let r = self
+            .send(&Call {
+                url: &url,
+                headers: HeaderMap::new(),
+                body: None,
+            })
+            .await?;
+        let body = if r.status.is_redirection() {
+            let location = r
+                .headers
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| ForgeError::Malformed {
+                    url: url.clone(),
+                    message: format!("{} without a Location", r.status.as_u16()),
+                })?;
+            crate::net::check_transport(location, false).map_err(|e| ForgeError::Malformed {
+                url: url.clone(),
+                message: format!("the log is at {location}, which is refused: {e}"),
+            })?;
+            self.read_log_tail(location).await?
+        } else {
+            Self::check_status(&url, &r)?;
+            r.body.to_vec()
+        };
+        let text = String::from_utf8_lossy(&body);
+        let all: Vec<&str> = text.lines().collect();
+        Ok(all[all.len().saturating_sub(lines)..].join("\n"))
+    }
+
+    /// Streams `url` (no credentials), keeping the last [`LOG_TAIL_BYTES`] of at most
+    /// [`MAX_JOB_LOG`] bytes.
+    async fn read_log_tail(&self, url: &str) -> Result<Vec<u8>, ForgeError> {
+        let err = |message: String| ForgeError::Http {
+            url: url.to_string(),
+            status: 0,
+            message,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(self.policy.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let mut response = http.get(url).send().await.map_err(|e| err(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(ForgeError::Http {
+                url: url.to_string(),
+                status: response.status().as_u16(),
+                message: "the job log could not be read".into(),
+            });
+        }
+        let mut tail: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
+        let mut read = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(|e| err(e.to_string()))? {
+            read += chunk.len() as u64;
+            if read > MAX_JOB_LOG {
+                break;
+            }
+            tail.extend(chunk.iter());
+            let over = tail.len().saturating_sub(LOG_TAIL_BYTES);
+            tail.drain(..over);
+        }
+        Ok(tail.into())
     }
 
     /// Cancels a run; a run that already finished is reported, not an error.

@@ -5,7 +5,7 @@
 mod actions;
 mod assets;
 
-use super::runs::{RunList, WorkflowRun};
+use super::runs::{Job, JobList, RunList, WorkflowRun};
 use crate::artifacts::{Release, parse_release_listing};
 use crate::locks::Lock;
 pub use actions::CancelOutcome;

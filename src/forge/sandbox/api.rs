@@ -131,7 +131,8 @@ pub(super) async fn gatekeeper(
         return response;
     }
     // Release downloads are public on GitHub; everything else needs the token.
-    let public = request.uri().path().contains("/releases/download/");
+    let public = request.uri().path().contains("/releases/download/")
+        || request.uri().path().starts_with(super::jobs::LOG_PATH);
     if !public && !authorised(&state, request.headers()) {
         return github_error(StatusCode::UNAUTHORIZED, "Bad credentials");
     }

@@ -19,6 +19,15 @@ pub(super) fn start(
         run_id,
     };
     let done = outcome.clone();
+    let log = if jobs.len() > 1 {
+        runner
+            .work_dir
+            .join(format!("run-{run_id}-batch"))
+            .join("run-1")
+    } else {
+        runner.work_dir.join(format!("run-{run_id}"))
+    }
+    .join("job.log");
     let task = tokio::spawn(async move {
         let mut success = !jobs.is_empty();
         for (n, inputs) in jobs.iter().enumerate() {
@@ -49,5 +58,6 @@ pub(super) fn start(
     LocalJob {
         outcome,
         task: task.abort_handle(),
+        log,
     }
 }

@@ -4,9 +4,10 @@
 
 mod api;
 mod assets;
+mod jobs;
 mod local;
 
-use super::runs::{RunList, WorkflowRun, run_title};
+use super::runs::{Conclusion, RunList, RunStatus, WorkflowRun, run_title};
 use crate::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use crate::artifacts::{Release, ReleaseAsset, parse_release_listing};
 use crate::clock::SharedClock;
@@ -135,6 +136,8 @@ struct SimRun {
 struct LocalJob {
     outcome: Arc<Mutex<Option<bool>>>,
     task: tokio::task::AbortHandle,
+    /// The runner's log of the run's (first) job.
+    log: std::path::PathBuf,
 }
 
 struct SandboxState {
@@ -278,6 +281,7 @@ impl Sandbox {
         let app = Router::new()
             .merge(api::routes())
             .merge(assets::routes())
+            .merge(jobs::routes())
             .fallback(api::not_found)
             .layer(middleware::from_fn_with_state(
                 state.clone(),
