@@ -93,6 +93,64 @@ fn builds_view_with_a_run() {
     insta::assert_snapshot!("builds", screen(&mut a, 120, 8));
 }
 
+/// A failed run's steps: the failed one marked, the ones after it skipped, and the last lines
+/// of the job's log under them, with control characters from the log made harmless.
+#[test]
+fn a_failed_runs_steps_and_log_tail_show_under_the_runs() {
+    use kfleet::forge::{Conclusion, Job, JobStep, RunStatus};
+    use kfleet::tui::app::RunDetail;
+    let mut a = app();
+    a.now = at();
+    a.update(Action::Runs(vec![a_run()]));
+    let effect = key(&mut a, KeyCode::Char('3'));
+    assert_eq!(effect, Some(Effect::RunDetail(7000000001)));
+    let step = |n: u64, name: &str, conclusion: Option<Conclusion>| JobStep {
+        name: name.into(),
+        number: n,
+        status: Some(RunStatus::Completed),
+        conclusion,
+        started_at: None,
+        completed_at: None,
+    };
+    let detail = RunDetail {
+        run_id: 7000000001,
+        jobs: vec![Job {
+            id: 1,
+            run_id: 7000000001,
+            name: "build".into(),
+            status: Some(RunStatus::Completed),
+            conclusion: Some(Conclusion::Failure),
+            started_at: None,
+            completed_at: None,
+            html_url: None,
+            steps: vec![
+                step(1, "Resolve kernel headers", Some(Conclusion::Success)),
+                step(2, "Build the module", Some(Conclusion::Failure)),
+                step(3, "Upload the artifact", Some(Conclusion::Skipped)),
+            ],
+        }],
+        log_tail: Some("make: *** [modules] Error 2\n##[error]build failed\x1b[2J".into()),
+    };
+    assert_eq!(a.update(Action::RunDetail(Box::new(detail))), None);
+    let text = screen(&mut a, 120, 24);
+    for line in [
+        "✔ Resolve kernel headers",
+        "✗ Build the module",
+        "– Upload the artifact",
+        "log of the failed job, last lines:",
+        "make: *** [modules] Error 2",
+        "##[error]build failed?[2J",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    // The detail of another run is not shown under this one.
+    let mut other = a.run_detail.clone().unwrap();
+    other.run_id = 1;
+    a.run_detail = None;
+    a.update(Action::RunDetail(Box::new(other)));
+    assert!(a.run_detail.is_none());
+}
+
 #[test]
 fn x_confirms_then_cancels_the_selected_run() {
     let mut a = app();
@@ -791,6 +849,61 @@ mod with_the_sandbox {
         let dispatch = key(&mut app, KeyCode::Enter).unwrap();
         carry_out(&dash, &mut app, dispatch).await;
         assert_eq!(sandbox.sandbox().dispatches(), 1, "never twice");
+    }
+
+    /// The Builds view shows what the selected run is doing: its job's steps, read when the
+    /// view opens, again with each run poll while it runs, and once more when it finished.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_builds_view_shows_the_selected_runs_steps_as_it_goes() {
+        let state = tempfile::tempdir().unwrap();
+        let (dash, _sandbox, clock) = dashboard(state.path()).await;
+        let mut app = App::new(dash.forge.label(), dash.report().await.unwrap(), 900);
+        dash.planner
+            .plan_many(
+                &[kfleet::identity::KernelIdentity::from_key(MISSING).unwrap()],
+                false,
+            )
+            .await
+            .unwrap();
+        let poll = |dash: Arc<Dashboard>| async move {
+            dash.forge
+                .list_runs("build-driver.yml", None, None)
+                .await
+                .unwrap()
+        };
+        assert_eq!(app.update(Action::Runs(poll(dash.clone()).await)), None);
+        let run_id = app.runs[0].id;
+        let effect = key(&mut app, KeyCode::Char('3'));
+        assert_eq!(effect, Some(Effect::RunDetail(run_id)));
+        carry_out(&dash, &mut app, effect.unwrap()).await;
+        let text = screen(&mut app, 120, 24);
+        assert!(
+            text.contains(&format!("run {run_id}: jobs and steps")),
+            "{text}"
+        );
+        assert!(text.contains("· Set up job"), "{text}");
+
+        // Steps of 75 ms after 100 ms in the queue: the first one runs.
+        clock.advance(Duration::from_millis(150));
+        let effect = app.update(Action::Runs(poll(dash.clone()).await));
+        assert_eq!(
+            effect,
+            Some(Effect::RunDetail(run_id)),
+            "read again while it runs"
+        );
+        carry_out(&dash, &mut app, effect.unwrap()).await;
+        let text = screen(&mut app, 120, 24);
+        assert!(text.contains("▶ Set up job"), "{text}");
+        assert!(text.contains("· Upload the artifact"), "{text}");
+
+        // Finished: the poll asks for a refresh, which reads the steps once more.
+        clock.advance(Duration::from_secs(1));
+        let effect = app.update(Action::Runs(poll(dash.clone()).await));
+        assert_eq!(effect, Some(Effect::Refresh));
+        carry_out(&dash, &mut app, effect.unwrap()).await;
+        let text = screen(&mut app, 120, 24);
+        assert!(text.contains("✔ Upload the artifact"), "{text}");
+        assert!(!text.contains("log of the failed job"), "{text}");
     }
 
     // polars blocks in place inside a tokio context: kfleet runs a multi-threaded runtime.

@@ -90,6 +90,16 @@ pub enum Action {
     UpcomingFailed(String),
     /// The nodes that run one kernel, read again from the inventories.
     Nodes(Box<crate::inventory::NodesOf>),
+    /// The selected run's jobs and steps, and its failed job's log tail.
+    RunDetail(Box<RunDetail>),
+}
+
+/// What one run is doing: its jobs with their steps, and the last lines of a failed job's log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunDetail {
+    pub run_id: u64,
+    pub jobs: Vec<crate::forge::Job>,
+    pub log_tail: Option<String>,
 }
 
 /// What `update` asks the event loop to do.
@@ -110,6 +120,8 @@ pub enum Effect {
     LoadUpcoming,
     /// Find the nodes that run this identity key.
     Nodes(String),
+    /// Read this run's jobs and steps (and a failed job's log tail).
+    RunDetail(u64),
     Quit,
 }
 
@@ -145,6 +157,8 @@ pub struct App {
     pub headers: Option<crate::headers::Resolution>,
     /// The nodes of the kernel last drilled into.
     pub nodes: Option<crate::inventory::NodesOf>,
+    /// What the selected run is doing, as last read.
+    pub run_detail: Option<RunDetail>,
     pub keys: KeyMap,
     /// The planner's dry run for the pending confirmation, once it arrives.
     /// The time the Builds view measures elapsed runs against; the event loop sets it from the
@@ -185,6 +199,7 @@ impl App {
             dispatch_note: None,
             headers: None,
             nodes: None,
+            run_detail: None,
             keys: KeyMap::default(),
             preview: None,
             run_selected: 0,
@@ -356,7 +371,26 @@ impl App {
         if self.tab == Tab::Upcoming && self.upcoming.is_none() && !self.upcoming_loading {
             return self.load_upcoming();
         }
+        if self.tab == Tab::Builds {
+            return self.read_run_detail(true);
+        }
         None
+    }
+
+    /// Reads the selected run's jobs again: when it is another run than the one shown, or
+    /// (unless `changed_only`) when the run is still going.
+    fn read_run_detail(&mut self, changed_only: bool) -> Option<Effect> {
+        let run = self.runs.get(self.run_selected)?;
+        let shown = self.run_detail.as_ref().map(|d| d.run_id);
+        // Steps read while the run went on, and the run has finished since.
+        let outdated = self.run_detail.as_ref().is_some_and(|d| {
+            run.is_finished()
+                && d.jobs
+                    .iter()
+                    .any(|j| j.status != Some(crate::forge::RunStatus::Completed))
+        });
+        let stale = shown != Some(run.id) || outdated || (!changed_only && !run.is_finished());
+        (self.tab == Tab::Builds && stale).then_some(Effect::RunDetail(run.id))
     }
 
     fn load_upcoming(&mut self) -> Option<Effect> {
@@ -402,7 +436,8 @@ impl App {
                 self.fresh_missing.extend(newly);
                 self.settle_upcoming();
                 self.rebuild_view();
-                self.refreshed()
+                // A run that finished asked for this refresh: its steps are read again too.
+                self.refreshed().or_else(|| self.read_run_detail(true))
             }
             Action::Runs(runs) => {
                 // A run that finished since the last poll changes coverage (its artifact is in
@@ -429,7 +464,11 @@ impl App {
                 }
                 self.runs = runs;
                 self.run_selected = self.run_selected.min(self.runs.len().saturating_sub(1));
-                if refresh { self.refresh() } else { None }
+                if refresh {
+                    self.refresh()
+                } else {
+                    self.read_run_detail(false)
+                }
             }
             Action::Dispatched(decisions) => {
                 self.status_line = match decisions.as_slice() {
@@ -463,6 +502,13 @@ impl App {
             Action::Previewed(lines) => {
                 if matches!(self.mode, Mode::Confirm(_)) {
                     self.preview = Some(lines);
+                }
+                None
+            }
+            Action::RunDetail(detail) => {
+                let selected = self.runs.get(self.run_selected).map(|r| r.id);
+                if selected == Some(detail.run_id) {
+                    self.run_detail = Some(*detail);
                 }
                 None
             }
@@ -589,8 +635,14 @@ impl App {
                 self.tab = Tab::Kernels;
                 self.mode = Mode::Filter;
             }
-            Command::Down if builds => self.move_run(1),
-            Command::Up if builds => self.move_run(-1),
+            Command::Down if builds => {
+                self.move_run(1);
+                return self.read_run_detail(true);
+            }
+            Command::Up if builds => {
+                self.move_run(-1);
+                return self.read_run_detail(true);
+            }
             Command::Down if upcoming => self.move_upcoming(1),
             Command::Up if upcoming => self.move_upcoming(-1),
             Command::Dispatch if upcoming => {

@@ -44,6 +44,8 @@ pub struct Dashboard {
 
 /// Nodes the drill-down lists at most (all are counted).
 const NODES_LISTED: usize = 200;
+/// Lines of a failed job's log the Builds view shows.
+const RUN_LOG_LINES: usize = 12;
 
 impl Dashboard {
     /// The release the dashboard reports on, from the forge's current listing.
@@ -215,6 +217,30 @@ impl Dashboard {
                     let action = match me.upcoming().await {
                         Ok(found) => Action::Upcoming(Box::new(found)),
                         Err(e) => Action::UpcomingFailed(e),
+                    };
+                    let _ = tx.send(action);
+                });
+            }
+            Effect::RunDetail(run_id) => {
+                tokio::spawn(async move {
+                    let action = match me.forge.list_jobs(run_id).await {
+                        Ok(jobs) => {
+                            let failed = jobs
+                                .iter()
+                                .find(|j| j.conclusion == Some(crate::forge::Conclusion::Failure));
+                            let log_tail = match failed {
+                                Some(job) => {
+                                    me.forge.job_log_tail(job.id, RUN_LOG_LINES).await.ok()
+                                }
+                                None => None,
+                            };
+                            Action::RunDetail(Box::new(app::RunDetail {
+                                run_id,
+                                jobs,
+                                log_tail,
+                            }))
+                        }
+                        Err(e) => Action::Notice(format!("run {run_id}'s jobs: {e}")),
                     };
                     let _ = tx.send(action);
                 });

@@ -7,7 +7,7 @@ use crate::builds::Decision;
 use crate::coverage::CoverageStatus;
 use crate::headers::{Chain, plan};
 use crate::identity::KernelIdentity;
-use crate::text::thousands;
+use crate::text::{clean, thousands};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -468,7 +468,94 @@ fn builds(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     } else {
         "builds"
     }));
-    frame.render_widget(table, area);
+    let selected = app.runs.get(app.run_selected).map(|r| r.id);
+    let detail = app
+        .run_detail
+        .as_ref()
+        .filter(|d| Some(d.run_id) == selected);
+    let Some(detail) = detail else {
+        frame.render_widget(table, area);
+        return;
+    };
+    let lines = run_detail_lines(detail, app.now, theme);
+    let height = (lines.len() as u16 + 2).min(area.height / 2).max(3);
+    let [top, bottom] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(height)]).areas(area);
+    frame.render_widget(table, top);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(Block::bordered().title(format!("run {}: jobs and steps", detail.run_id))),
+        bottom,
+    );
+}
+
+/// How long from `from` to `to` (or to `now` while it runs), as `1m05s`.
+fn took(
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let Some(from) = from else {
+        return String::new();
+    };
+    let secs = to
+        .unwrap_or(now)
+        .signed_duration_since(from)
+        .num_seconds()
+        .max(0);
+    format!("{}m{:02}s", secs / 60, secs % 60)
+}
+
+/// A run's jobs, each with its steps (a mark, the name, how long), then a failed job's log tail.
+fn run_detail_lines<'a>(
+    detail: &'a crate::tui::app::RunDetail,
+    now: chrono::DateTime<chrono::Utc>,
+    theme: &Theme,
+) -> Vec<Line<'a>> {
+    use crate::forge::{Conclusion, RunStatus};
+    let state = |status: Option<RunStatus>, conclusion: Option<Conclusion>| match conclusion {
+        Some(c) => c.to_string(),
+        None => status.map(|s| s.to_string()).unwrap_or_default(),
+    };
+    let mut lines = Vec::new();
+    for job in &detail.jobs {
+        lines.push(Line::raw(format!(
+            "job {}: {} {}",
+            clean(&job.name),
+            state(job.status, job.conclusion),
+            took(job.started_at, job.completed_at, now)
+        )));
+        for step in &job.steps {
+            let (mark, style) = match (step.status, step.conclusion) {
+                (_, Some(Conclusion::Success)) => ("✔", Style::default()),
+                (_, Some(Conclusion::Failure)) => ("✗", theme.fg(Color::Red)),
+                (_, Some(Conclusion::Skipped | Conclusion::Cancelled)) => {
+                    ("–", theme.fg(Color::DarkGray))
+                }
+                (Some(RunStatus::InProgress), _) => ("▶", theme.fg(Color::Yellow)),
+                _ => ("·", theme.fg(Color::DarkGray)),
+            };
+            lines.push(Line::styled(
+                format!(
+                    "  {mark} {:<40} {:<12} {}",
+                    clean(&step.name),
+                    state(step.status, step.conclusion),
+                    took(step.started_at, step.completed_at, now)
+                ),
+                style,
+            ));
+        }
+    }
+    if let Some(tail) = &detail.log_tail {
+        lines.push(Line::raw("log of the failed job, last lines:"));
+        for line in tail.lines() {
+            lines.push(Line::styled(
+                format!("  {}", clean(line)),
+                theme.fg(Color::Red),
+            ));
+        }
+    }
+    lines
 }
 
 /// Kernels the distributions publish on the fleet's most-run lines, newer than the newest the
