@@ -541,6 +541,21 @@ fn runs_and_cancel_commands_show_what_happened() {
         .stdout(format!(
             "run {run_id} had already finished; nothing to cancel\n"
         ));
+
+    // A cancelled run is not a failed build: the kernel is missing again, as before it.
+    let out = kfleet(&url, state.path())
+        .args(["report", "--format", "json", "-i"])
+        .arg(fixtures().join("small-fleet.csv"))
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = report["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["key"] == MISSING)
+        .unwrap();
+    assert_eq!(row["status"], "missing", "{row}");
     drop(sb);
 }
 

@@ -36,6 +36,41 @@ fn same_seed_same_files_other_seed_other_files() {
     }
 }
 
+/// A second run into the same directory keeps what is there unless told to replace it.
+#[test]
+fn existing_files_are_kept_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), "500", "7");
+    let before = std::fs::read(dir.path().join("fleet.csv")).unwrap();
+    let out = kfleet()
+        .args(["gen-fleet", "--nodes", "600", "--seed", "8", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("fleet.csv and ")
+            && stderr.contains("already exist; nothing was written (pass --force to replace them"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("fleet.csv")).unwrap(), before);
+    kfleet()
+        .args([
+            "gen-fleet",
+            "--nodes",
+            "600",
+            "--seed",
+            "8",
+            "--force",
+            "--out",
+        ])
+        .arg(dir.path())
+        .assert()
+        .success();
+    assert_ne!(std::fs::read(dir.path().join("fleet.csv")).unwrap(), before);
+}
+
 #[test]
 fn committed_sample_data_is_what_gen_fleet_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,7 +79,7 @@ fn committed_sample_data_is_what_gen_fleet_writes() {
     for f in ["fleet.csv", "releases.json"] {
         assert!(
             std::fs::read(dir.path().join(f)).unwrap() == std::fs::read(sample.join(f)).unwrap(),
-            "sample-data/{f} is stale: regenerate with `kfleet gen-fleet --nodes 3000 --seed 1 --out sample-data`"
+            "sample-data/{f} is stale: regenerate with `kfleet gen-fleet --nodes 3000 --seed 1 --out sample-data --force`"
         );
     }
 }

@@ -63,6 +63,29 @@ fn kernels_view_sorted_by_nodes() {
     insta::assert_snapshot!("kernels", screen(&mut a, 100, 16));
 }
 
+/// `G` and `g` go to the last and first kernel, as in less and vim; a key map that gives `g` to
+/// a command keeps it.
+#[test]
+fn g_and_shift_g_jump_to_the_ends() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('2'));
+    key(&mut a, KeyCode::Char('G'));
+    assert_eq!(a.selected, a.view.len() - 1);
+    key(&mut a, KeyCode::Char('g'));
+    assert_eq!(a.selected, 0);
+    let map = kfleet::tui::app::KeyMap {
+        export: 'g',
+        ..Default::default()
+    };
+    let mut b = app().with_keys(map);
+    key(&mut b, KeyCode::Char('2'));
+    key(&mut b, KeyCode::Char('G'));
+    assert!(matches!(
+        key(&mut b, KeyCode::Char('g')),
+        Some(Effect::Export { .. })
+    ));
+}
+
 /// The time the Builds view is drawn at in these tests.
 fn at() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z")

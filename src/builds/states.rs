@@ -22,6 +22,7 @@ pub fn build_states(
                 key: run.builds(driver_version)?.to_string(),
                 created_at: run.created_at,
                 succeeded: run.is_finished().then(|| run.succeeded()),
+                cancelled: run.conclusion == Some(crate::forge::Conclusion::Cancelled),
             })
         })
         .collect();

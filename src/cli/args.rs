@@ -747,6 +747,9 @@ pub struct GenFleetArgs {
     /// The fleet file's format.
     #[arg(long, value_enum, default_value_t = FleetFormat::Csv)]
     pub format: FleetFormat,
+    /// Replace fleet and release files already in --out.
+    #[arg(long)]
+    pub force: bool,
     /// Repository named in download URLs.
     #[arg(long, default_value = "example/kdriver")]
     pub repo: String,

@@ -10,6 +10,28 @@ pub(crate) fn gen_fleet_cmd(args: GenFleetArgs, config: &Config) -> Result<ExitC
         template: args.naming.template(config)?,
         repo: args.repo,
     };
+    // What this writes (Parquet is converted from a fleet.csv written on the way).
+    let touched = match args.format {
+        FleetFormat::Csv => &["fleet.csv", "releases.json"][..],
+        FleetFormat::Parquet => &["fleet.csv", "fleet.parquet", "releases.json"][..],
+    };
+    let present: Vec<String> = touched
+        .iter()
+        .map(|f| args.out.join(f))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !present.is_empty() && !args.force {
+        let (verb, them) = if present.len() == 1 {
+            ("exists", "it")
+        } else {
+            ("exist", "them")
+        };
+        bail!(
+            "{} already {verb}; nothing was written (pass --force to replace {them}, or another --out)",
+            present.join(" and ")
+        );
+    }
     let made = generate(&spec, &args.out)?;
     let fleet = match args.format {
         FleetFormat::Csv => "fleet.csv",

@@ -403,12 +403,15 @@ pub struct ObservedRun {
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
     /// `None` while queued or in progress; `Some(true)` for success.
     pub succeeded: Option<bool>,
+    /// Someone cancelled it: the kernel is as if it had not been built (`missing` or
+    /// `long-tail`), not `failed`.
+    pub cancelled: bool,
 }
 
 /// Build states from runs and from dispatches not yet listed as runs: the newest run of an
-/// identity decides; an unfinished run is `building` (`timed-out` past `deadline`); a failed or
-/// cancelled one is `failed`; a success leaves coverage to the artifact; a dispatch without a
-/// listed run is `building` within the deadline.
+/// identity decides; an unfinished run is `building` (`timed-out` past `deadline`); a failed one
+/// is `failed`; a cancelled one and a success leave the kernel to its artifact (or to `missing`
+/// and `long-tail`); a dispatch without a listed run is `building` within the deadline.
 pub fn build_states(
     runs: &[ObservedRun],
     open_dispatches: &[(String, chrono::DateTime<chrono::Utc>)],
@@ -430,6 +433,7 @@ pub fn build_states(
             None if age(run.created_at).is_some_and(|a| a > deadline) => CoverageStatus::TimedOut,
             None => CoverageStatus::Building,
             Some(true) => continue,
+            Some(false) if run.cancelled => continue,
             Some(false) => CoverageStatus::Failed,
         };
         out.insert(run.key.clone(), state);

@@ -102,6 +102,15 @@ fn bind(
     }
 }
 
+/// `key`, and `extra` (as less does, `g` and `G`) unless the key map gives it to a command.
+fn with_free(map: &KeyMap, key: KeyCode, extra: char) -> Vec<KeyCode> {
+    if map.all().iter().any(|(_, c)| *c == extra) {
+        vec![key]
+    } else {
+        vec![key, KeyCode::Char(extra)]
+    }
+}
+
 /// Every command of the dashboard with the keys `map` gives it, in the order help lists them.
 pub fn bindings(map: &KeyMap) -> Vec<Binding> {
     use Command::*;
@@ -121,8 +130,8 @@ pub fn bindings(map: &KeyMap) -> Vec<Binding> {
         bind(Normal, vec![c(map.up), KeyCode::Up], None, Up, "move"),
         bind(Normal, vec![KeyCode::PageDown], None, PageDown, "move"),
         bind(Normal, vec![KeyCode::PageUp], None, PageUp, "move"),
-        bind(Normal, vec![Home], None, First, "move"),
-        bind(Normal, vec![End], None, Last, "move"),
+        bind(Normal, with_free(map, Home, 'g'), None, First, "move"),
+        bind(Normal, with_free(map, End, 'G'), None, Last, "move"),
         bind(
             Normal,
             vec![c(map.filter)],
