@@ -29,7 +29,7 @@ pub struct Config {
     /// How long a build may take before it is timed out, e.g. "15m".
     pub deadline: Option<String>,
     /// Dashboard keys, `[keys]`: any of down up filter sort reverse dispatch batch export
-    /// refresh help quit cancel, each one character (checked even where the dashboard is not
+    /// refresh help quit cancel copy open, each one character (checked even where the dashboard is not
     /// built in).
     pub keys: Option<KeyMap>,
 }
@@ -50,6 +50,10 @@ pub struct KeyMap {
     pub help: char,
     pub quit: char,
     pub cancel: char,
+    /// Copy the selected identity (or run URL) to the clipboard, over SSH too (OSC 52).
+    pub copy: char,
+    /// Open the selected run in the browser.
+    pub open: char,
     /// In a confirmation (Enter too).
     pub confirm: char,
 }
@@ -69,13 +73,15 @@ impl Default for KeyMap {
             help: '?',
             quit: 'q',
             cancel: 'x',
+            copy: 'y',
+            open: 'o',
             confirm: 'y',
         }
     }
 }
 
 impl KeyMap {
-    pub fn all(&self) -> [(&'static str, char); 12] {
+    pub fn all(&self) -> [(&'static str, char); 14] {
         [
             ("down", self.down),
             ("up", self.up),
@@ -89,6 +95,8 @@ impl KeyMap {
             ("help", self.help),
             ("quit", self.quit),
             ("cancel", self.cancel),
+            ("copy", self.copy),
+            ("open", self.open),
         ]
     }
 

@@ -38,8 +38,19 @@ impl Terminal {
     }
 }
 
-#[test]
-fn starts_shows_help_quits_and_restores_the_terminal() {
+/// The dashboard started in a 30x100 pseudo-terminal with `env`; the pump also keeps every
+/// byte kfleet wrote (escapes the screen does not show, such as OSC 52).
+struct Session {
+    term: Terminal,
+    parser: Arc<Mutex<vt100::Parser>>,
+    raw: Arc<Mutex<Vec<u8>>>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    master: Box<dyn portable_pty::MasterPty + Send>,
+    pump: std::thread::JoinHandle<()>,
+    _state: tempfile::TempDir,
+}
+
+fn start(env: &[(&str, &str)]) -> Session {
     let state = tempfile::tempdir().unwrap();
     let pty = native_pty_system()
         .openpty(PtySize {
@@ -54,12 +65,16 @@ fn starts_shows_help_quits_and_restores_the_terminal() {
     cmd.env("XDG_STATE_HOME", state.path());
     cmd.env("TERM", "xterm-256color");
     cmd.env_remove("KFLEET_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     cmd.cwd(state.path());
-    let mut child = pty.slave.spawn_command(cmd).unwrap();
+    let child = pty.slave.spawn_command(cmd).unwrap();
     drop(pty.slave);
     let parser = Arc::new(Mutex::new(vt100::Parser::new(30, 100, 0)));
+    let raw = Arc::new(Mutex::new(Vec::new()));
     let mut reader = pty.master.try_clone_reader().unwrap();
-    let fed = parser.clone();
+    let (fed, kept) = (parser.clone(), raw.clone());
     let pump = std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         while let Ok(n) = reader.read(&mut buf) {
@@ -67,12 +82,34 @@ fn starts_shows_help_quits_and_restores_the_terminal() {
                 break;
             }
             fed.lock().unwrap().process(&buf[..n]);
+            kept.lock().unwrap().extend_from_slice(&buf[..n]);
         }
     });
-    let mut term = Terminal {
+    let term = Terminal {
         parser: parser.clone(),
         writer: pty.master.take_writer().unwrap(),
     };
+    Session {
+        term,
+        parser,
+        raw,
+        child,
+        master: pty.master,
+        pump,
+        _state: state,
+    }
+}
+
+#[test]
+fn starts_shows_help_quits_and_restores_the_terminal() {
+    let Session {
+        mut term,
+        parser,
+        mut child,
+        master,
+        pump,
+        ..
+    } = start(&[]);
 
     // A frame arrives in pieces: wait for its last part before reading the rest.
     let screen = term.wait_for("identity coverage");
@@ -101,7 +138,7 @@ fn starts_shows_help_quits_and_restores_the_terminal() {
     };
     assert!(status.success(), "{status:?}");
     drop(term);
-    drop(pty.master);
+    drop(master);
     let _ = pump.join();
     let screen = parser.lock().unwrap();
     assert!(
@@ -113,4 +150,80 @@ fn starts_shows_help_quits_and_restores_the_terminal() {
         "the dashboard is gone: {}",
         screen.screen().contents()
     );
+}
+
+/// `y` puts the selected identity on the terminal's clipboard with OSC 52 (so it works over
+/// SSH); in the Builds view `o` opens the selected run with `$BROWSER`, and `y` copies its URL.
+#[test]
+fn y_copies_with_osc_52_and_o_opens_the_run_in_the_browser() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let opened = dir.path().join("opened");
+    let browser = dir.path().join("browser");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\nprintf '%s' \"$1\" > {}\n", opened.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &browser,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut s = start(&[("BROWSER", browser.to_str().unwrap())]);
+    s.term.wait_for("identity coverage");
+    s.term.keys(b"2");
+    s.term.wait_for("STATUS");
+    s.term.keys(b"y");
+    let screen = s.term.wait_for("copied ");
+    let copied = |raw: &[u8]| -> Option<String> {
+        let text = String::from_utf8_lossy(raw);
+        let start = text.rfind("\x1b]52;c;")? + 7;
+        let end = start + text[start..].find('\x07')?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&text[start..end])
+            .ok()?;
+        String::from_utf8(bytes).ok()
+    };
+    let key = copied(&s.raw.lock().unwrap()).unwrap_or_else(|| panic!("no OSC 52: {screen}"));
+    assert_eq!(key.split('/').count(), 4, "{key}");
+    assert!(screen.contains(&format!("copied {key}")), "{screen}");
+
+    // Dispatch a missing kernel, then open its run.
+    s.term.keys(b"/missing\r");
+    s.term.wait_for("missing");
+    s.term.keys(b"d");
+    s.term.wait_for("Enter/y: dispatch");
+    s.term.keys(b"\r");
+    s.term.wait_for("dispatched run");
+    s.term.keys(b"3");
+    let screen = s.term.wait_for("jobs and steps");
+    s.term.keys(b"o");
+    let started = Instant::now();
+    while !opened.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not opened: {}",
+            s.term.screen()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let url = std::fs::read_to_string(&opened).unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/actions/runs/"),
+        "{url}"
+    );
+    assert!(
+        screen.contains(url.split("/actions/runs/").nth(1).unwrap()),
+        "{screen}"
+    );
+    s.term.keys(b"y");
+    s.term.wait_for("copied http");
+    assert_eq!(
+        copied(&s.raw.lock().unwrap()).as_deref(),
+        Some(url.as_str())
+    );
+    s.term.keys(b"q");
+    let _ = s.child.wait();
 }

@@ -122,6 +122,10 @@ pub enum Effect {
     Nodes(String),
     /// Read this run's jobs and steps (and a failed job's log tail).
     RunDetail(u64),
+    /// Put this text on the terminal's clipboard (OSC 52).
+    Copy(String),
+    /// Open this URL in the browser.
+    Open(String),
     Quit,
 }
 
@@ -718,6 +722,20 @@ impl App {
                 return Some(Effect::Export {
                     rows: self.view.clone(),
                 });
+            }
+            Command::Copy => {
+                let text = match self.tab {
+                    Tab::Builds => self.runs.get(self.run_selected)?.html_url.clone()?,
+                    Tab::Upcoming => self.selected_upcoming()?.key(),
+                    _ => self.selected_row()?.key.clone(),
+                };
+                self.status_line = format!("copied {text}");
+                return Some(Effect::Copy(text));
+            }
+            Command::Open => {
+                let url = self.runs.get(self.run_selected)?.html_url.clone()?;
+                self.status_line = format!("opening {url}");
+                return Some(Effect::Open(url));
             }
             Command::ShowNodes => {
                 let key = self.selected_row()?.key.clone();

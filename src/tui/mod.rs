@@ -245,6 +245,17 @@ impl Dashboard {
                     let _ = tx.send(action);
                 });
             }
+            Effect::Open(url) => {
+                let action = match open_in_browser(&url) {
+                    Ok(done) => Action::Notice(done),
+                    Err(e) => Action::Failed(e),
+                };
+                let _ = tx.send(action);
+            }
+            Effect::Copy(text) => {
+                // The event loop writes it to the terminal; elsewhere there is none to write to.
+                let _ = tx.send(Action::Notice(format!("no terminal to copy {text} to")));
+            }
             Effect::Nodes(key) => {
                 tokio::spawn(async move {
                     let paths = me.inventories.clone();
@@ -291,6 +302,36 @@ impl Dashboard {
             }
         }
     }
+}
+
+/// Puts `text` on the clipboard of the terminal the dashboard draws on, with the OSC 52 escape
+/// (xterm, kitty, iTerm2, Windows Terminal, tmux with `set-clipboard on`): it works over SSH,
+/// where no local clipboard tool could reach the user's machine.
+fn copy_to_clipboard(out: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+    write!(out, "\x1b]52;c;{encoded}\x07")?;
+    out.flush()
+}
+
+/// Opens `url` in the user's browser (`$BROWSER`, else `xdg-open`) without a shell; only a
+/// URL kfleet would fetch itself (https, or http on loopback) is handed over.
+fn open_in_browser(url: &str) -> Result<String, String> {
+    crate::net::check_transport(url, false).map_err(|e| format!("not opening {url}: {e}"))?;
+    let browser = std::env::var("BROWSER")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| "xdg-open".into());
+    let mut child = std::process::Command::new(&browser)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {browser} to open {url}: {e} (set BROWSER)"))?;
+    // Reaped when it exits, so no zombie is left behind.
+    std::thread::spawn(move || child.wait());
+    Ok(format!("opened {url} with {browser}"))
 }
 
 /// Restores the terminal however the dashboard ends (ratatui's panic hook covers panics).
@@ -372,6 +413,7 @@ pub async fn run(dash: Arc<Dashboard>, mut app: App) -> std::io::Result<()> {
         };
         match effect {
             Some(Effect::Quit) => return Ok(()),
+            Some(Effect::Copy(text)) => copy_to_clipboard(terminal.backend_mut(), &text)?,
             Some(effect) => dash.effect(&app, effect, &tx),
             None => {}
         }
