@@ -86,6 +86,97 @@ fn g_and_shift_g_jump_to_the_ends() {
     ));
 }
 
+/// Kernel and distro versions sort as package managers order them (-91 before -100 before
+/// -125; 9 before 10), not as text.
+#[test]
+fn versions_sort_as_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.csv");
+    std::fs::write(
+        &fleet,
+        "node,distribution,distro_version,architecture,kernel_version\n\
+         a,ubuntu,22.04,x86_64,5.15.0-125-generic\n\
+         b,ubuntu,22.04,x86_64,5.15.0-91-generic\n\
+         c,ubuntu,22.04,x86_64,5.15.0-100-generic\n\
+         d,almalinux,10.0,x86_64,6.12.0-55.9.1.el10_0.x86_64\n\
+         e,almalinux,9.4,x86_64,5.14.0-427.13.1.el9_4.x86_64\n",
+    )
+    .unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let releases = read_release_file(&fixtures.join("small-releases.json")).unwrap();
+    let release = select_release(&releases, None).unwrap();
+    let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap();
+    let report = coverage::compute(
+        &read_inventory(&[fleet], false).unwrap(),
+        &index_assets(release, &template),
+        &release.tag_name,
+        CoverageOptions::default(),
+        &BuildStates::new(),
+    )
+    .unwrap();
+    let mut a = App::new("SANDBOX".into(), report, 900);
+    let order = |a: &mut App, column: kfleet::tui::app::Column| -> Vec<String> {
+        a.sort = column;
+        a.descending = false;
+        a.rebuild_view();
+        a.view
+            .iter()
+            .map(|&i| {
+                let r = &a.report.identities[i];
+                match column {
+                    kfleet::tui::app::Column::Version => r.distro_version.clone(),
+                    _ => r.kernel_version.clone(),
+                }
+            })
+            .collect()
+    };
+    let kernels = order(&mut a, kfleet::tui::app::Column::Kernel);
+    let ubuntu: Vec<&String> = kernels.iter().filter(|k| k.ends_with("generic")).collect();
+    assert_eq!(
+        ubuntu,
+        [
+            "5.15.0-91-generic",
+            "5.15.0-100-generic",
+            "5.15.0-125-generic"
+        ],
+        "{kernels:?}"
+    );
+    let versions = order(&mut a, kfleet::tui::app::Column::Version);
+    let alma: Vec<&String> = versions.iter().filter(|v| !v.starts_with("22")).collect();
+    assert_eq!(alma, ["9.4", "10.0"], "{versions:?}");
+}
+
+/// The filter line: terms must all match, `!term` must not; Ctrl-W deletes the last word and
+/// Ctrl-U the whole line, as in a shell.
+#[test]
+fn the_filter_negates_and_edits_like_a_shell() {
+    let mut a = app();
+    let all = a.view.len();
+    key(&mut a, KeyCode::Char('/'));
+    for c in "!covered".chars() {
+        key(&mut a, KeyCode::Char(c));
+    }
+    let uncovered = a.view.len();
+    assert!(uncovered > 0 && uncovered < all, "{uncovered} of {all}");
+    assert!(
+        a.view
+            .iter()
+            .all(|&i| a.report.identities[i].status.as_str() != "covered")
+    );
+    for c in " ubuntu".chars() {
+        key(&mut a, KeyCode::Char(c));
+    }
+    assert!(a.view.len() <= uncovered);
+    let ctrl = |c: char| KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL);
+    a.update(Action::Key(ctrl('w')));
+    assert_eq!(a.filter, "!covered ");
+    assert_eq!(a.view.len(), uncovered);
+    a.update(Action::Key(ctrl('u')));
+    assert_eq!(a.filter, "");
+    assert_eq!(a.view.len(), all);
+    assert_eq!(a.mode, Mode::Filter, "still editing");
+}
+
 /// The time the Builds view is drawn at in these tests.
 fn at() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z")

@@ -131,6 +131,7 @@ pub enum Effect {
 
 use super::keys::{self, Binding, Command, KeyMode};
 pub use crate::config::KeyMap;
+use crate::headers::compare_kernels;
 
 pub struct App {
     /// `SANDBOX http://127.0.0.1:PORT` or `github OWNER/NAME`.
@@ -267,8 +268,15 @@ impl App {
         let mut view: Vec<usize> = (0..rows.len())
             .filter(|&i| {
                 let r = &rows[i];
+                // Every term matches the key or the status; `!term` must match neither.
                 terms.iter().all(|t| {
-                    r.key.to_ascii_lowercase().contains(t) || r.status.as_str().contains(t)
+                    let (negated, t) = match t.strip_prefix('!') {
+                        Some(rest) if !rest.is_empty() => (true, rest),
+                        _ => (false, *t),
+                    };
+                    let hit =
+                        r.key.to_ascii_lowercase().contains(t) || r.status.as_str().contains(t);
+                    hit != negated
                 })
             })
             .collect();
@@ -277,9 +285,10 @@ impl App {
             let (x, y) = (&rows[a], &rows[b]);
             let ord = match sort {
                 Column::Distribution => x.distribution.cmp(&y.distribution),
-                Column::Version => x.distro_version.cmp(&y.distro_version),
+                // Versions as package managers order them: 9 before 10, -91 before -125.
+                Column::Version => compare_kernels(&x.distro_version, &y.distro_version),
                 Column::Arch => x.architecture.cmp(&y.architecture),
-                Column::Kernel => x.kernel_version.cmp(&y.kernel_version),
+                Column::Kernel => compare_kernels(&x.kernel_version, &y.kernel_version),
                 Column::Nodes => x.nodes.cmp(&y.nodes),
                 Column::Status => x.status.cmp(&y.status),
             };
@@ -597,6 +606,21 @@ impl App {
             Mode::Filter => KeyMode::Filter,
             Mode::Confirm(_) => KeyMode::Confirm,
         };
+        // The filter line edits like a shell's: Ctrl-U clears it, Ctrl-W deletes the last word.
+        if self.mode == Mode::Filter && key.modifiers.contains(KeyModifiers::CONTROL) {
+            match key.code {
+                KeyCode::Char('u') => self.filter.clear(),
+                KeyCode::Char('w') => {
+                    let kept = self.filter.trim_end().len();
+                    self.filter.truncate(kept);
+                    let word = self.filter.rfind(' ').map_or(0, |i| i + 1);
+                    self.filter.truncate(word);
+                }
+                _ => return None,
+            }
+            self.rebuild_view();
+            return None;
+        }
         match keys::lookup(&self.bindings, mode, self.tab, key.code) {
             Some(command) => self.run(command),
             None => match (&self.mode, key.code) {
