@@ -256,3 +256,30 @@ fn the_dashboard_without_a_terminal_names_the_command_that_needs_none() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// `--version` names the commit the binary was built from and its date, as `git` sees the
+/// checkout the tests run in.
+#[test]
+fn version_names_the_commit_and_its_date() {
+    let out = kfleet(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let (Some(commit), Some(date)) = (
+        git(&["rev-parse", "--short=12", "HEAD"]),
+        git(&["log", "-1", "--format=%cs"]),
+    ) else {
+        panic!("the tests run in a git checkout")
+    };
+    let expected = format!("kfleet {} (commit {commit}", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text} (HEAD is {commit})");
+    assert!(text.trim_end().ends_with(&format!(", {date})")), "{text}");
+}

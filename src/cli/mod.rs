@@ -12,7 +12,17 @@ use prelude::*;
 
 /// Which kernels in your fleet have a prebuilt driver, which are missing, and what to build.
 #[derive(Debug, Parser)]
-#[command(name = "kfleet", version)]
+#[command(
+    name = "kfleet",
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("KFLEET_COMMIT"),
+        ", ",
+        env!("KFLEET_COMMIT_DATE"),
+        ")"
+    )
+)]
 pub struct Cli {
     /// Config file (default: ./kfleet.toml, then $XDG_CONFIG_HOME/kfleet/kfleet.toml).
     #[arg(long, global = true, value_name = "FILE", env = "KFLEET_CONFIG")]
