@@ -360,3 +360,55 @@ fn nodes_of_an_identity_agree_with_the_report_in_every_shape() {
     assert_eq!(v["nodes"][0]["name"], "ip-10-0-0-11.ec2.internal");
     assert_eq!(v["nodes"][0]["labels"]["kubernetes.io/arch"], "amd64");
 }
+
+/// `-i -` reads the inventory from standard input, told apart by content as files are:
+/// `kubectl get nodes -o json | kfleet report -i -` reports what the NodeList file does, a
+/// gzipped CSV too; Parquet (read from its footer) asks for the file instead.
+#[test]
+fn an_inventory_piped_to_standard_input_reports_like_its_file() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data");
+    let releases = sample.join("releases.json");
+    let report = |inventory: &str, stdin: Option<Vec<u8>>| {
+        let mut cmd = assert_cmd::Command::cargo_bin("kfleet").unwrap();
+        cmd.env("XDG_CONFIG_HOME", "/nonexistent")
+            .args(["report", "-f", "json", "-i", inventory, "-r"])
+            .arg(&releases);
+        if let Some(bytes) = stdin {
+            cmd.write_stdin(bytes);
+        }
+        cmd.output().unwrap()
+    };
+    let summary = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v["summary"].clone(), v["identities"].clone())
+    };
+    for (file, gzip) in [("nodes.json", false), ("fleet.csv", true)] {
+        let bytes = std::fs::read(sample.join(file)).unwrap();
+        let piped = if gzip {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&bytes).unwrap();
+            gz.finish().unwrap()
+        } else {
+            bytes
+        };
+        let from_file = report(sample.join(file).to_str().unwrap(), None);
+        let from_stdin = report("-", Some(piped));
+        assert_eq!(summary(&from_stdin), summary(&from_file), "{file}");
+        assert!(
+            String::from_utf8_lossy(&from_stdin.stderr).contains("standard input"),
+            "bad rows name where they came from"
+        );
+    }
+    let out = report("-", Some(b"PAR1 not really parquet".to_vec()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass the file instead of -"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

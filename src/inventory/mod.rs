@@ -115,6 +115,48 @@ impl FleetGroups {
 /// from kubectl is indented JSON, one field per line).
 const MAX_LINE: usize = 16 << 20;
 
+/// The inventory path that means standard input (`kubectl get nodes -o json | kfleet report -i -`).
+pub const STDIN: &str = "-";
+/// Most bytes read from standard input (a file is read in place instead, with no such limit).
+const MAX_STDIN: u64 = 2 << 30;
+
+/// An inventory piped in: CSV, a NodeList or JSON Lines (gzipped too), told apart by content as
+/// files are; kept in memory up to [`MAX_STDIN`].
+fn load_stdin() -> Result<(String, Loaded), InventoryError> {
+    let file = "standard input".to_string();
+    let limits = crate::bounded::Limits {
+        max_bytes: MAX_STDIN,
+        max_line: Some(MAX_LINE),
+    };
+    let too_much = |e: crate::bounded::BoundedError| InventoryError::Format {
+        file: file.clone(),
+        message: format!("{e}; write it to a file and pass the file (files are read in place)"),
+    };
+    let mut bytes =
+        crate::bounded::read_to_end(std::io::stdin().lock(), limits).map_err(too_much)?;
+    if bytes.starts_with(parquet::MAGIC) {
+        return Err(InventoryError::Format {
+            file,
+            message:
+                "Parquet is read from its footer, which needs a file: pass the file instead of -"
+                    .into(),
+        });
+    }
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let decoder = flate2::read::MultiGzDecoder::new(&bytes[..]);
+        bytes = crate::bounded::read_to_end(decoder, limits).map_err(too_much)?;
+    }
+    let data = Data::Bytes(bytes);
+    let loaded = match sniff(&data).map_err(io_err(&file))? {
+        Sniffed::Json => Loaded::Json(match data {
+            Data::Bytes(b) => b,
+            Data::Path(_) => Vec::new(),
+        }),
+        Sniffed::Csv => Loaded::Csv(data),
+    };
+    Ok((file, loaded))
+}
+
 /// Where an inventory's bytes are: a file polars can scan in place, or decompressed memory.
 pub(crate) enum Data {
     Path(PathBuf),
@@ -207,6 +249,9 @@ pub(crate) enum Loaded {
 /// Opens an inventory file: Parquet by its magic, gzip decompressed (bounded), then JSON or CSV
 /// by the first byte that is not whitespace. Returns the file's name as errors show it.
 pub(crate) fn load(path: &Path) -> Result<(String, Loaded), InventoryError> {
+    if path == Path::new(STDIN) {
+        return load_stdin();
+    }
     let file = path.display().to_string();
     let mut head = [0u8; 4];
     let n = std::fs::File::open(path)
