@@ -799,3 +799,50 @@ fn a_report_on_an_immutable_release_says_what_to_do() {
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["summary"]["release_immutable"], true);
 }
+
+/// With more distribution and architecture pairs than the chart holds, the Markdown chart is
+/// horizontal (one label per line, readable at 12 bars) and says how many more the table has.
+#[test]
+fn a_markdown_chart_of_many_pairs_stays_readable() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data");
+    let out = kfleet()
+        .args(["report", "-f", "markdown", "-i"])
+        .arg(sample.join("fleet.csv"))
+        .arg("-r")
+        .arg(sample.join("releases.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let md = String::from_utf8(out.stdout).unwrap();
+    let json = kfleet()
+        .args(["report", "-f", "json", "-i"])
+        .arg(sample.join("fleet.csv"))
+        .arg("-r")
+        .arg(sample.join("releases.json"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let pairs = v["summary"]["breakdown"].as_array().unwrap().len();
+    assert!(pairs > 12, "{pairs}");
+    let chart = md.split("```mermaid\n").nth(1).unwrap();
+    assert!(chart.starts_with("xychart-beta horizontal"), "{chart}");
+    assert_eq!(
+        chart
+            .split("x-axis [")
+            .nth(1)
+            .unwrap()
+            .split("]")
+            .next()
+            .unwrap()
+            .matches("\", \"")
+            .count(),
+        11
+    );
+    assert!(
+        md.contains(&format!(
+            "+{} more distribution and architecture pairs in the table below.",
+            pairs - 12
+        )),
+        "{md}"
+    );
+}

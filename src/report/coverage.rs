@@ -327,12 +327,21 @@ fn mermaid_charts(report: &CoverageReport) -> String {
             .iter()
             .map(|b| format!("{}", b.node_coverage_pct))
             .collect();
+        // Horizontal: each label is one line beside its bar, readable at 12 bars where labels
+        // under vertical bars overlap.
         let _ = writeln!(
             out,
-            "```mermaid\nxychart-beta\n    title \"Node coverage by distribution and architecture\"\n    x-axis [{}]\n    y-axis \"node coverage %\" 0 --> 100\n    bar [{}]\n```\n",
+            "```mermaid\nxychart-beta horizontal\n    title \"Node coverage by distribution and architecture\"\n    x-axis [{}]\n    y-axis \"node coverage %\" 0 --> 100\n    bar [{}]\n```\n",
             labels.join(", "),
             values.join(", ")
         );
+        if s.breakdown.len() > pairs.len() {
+            let _ = writeln!(
+                out,
+                "+{} more distribution and architecture pairs in the table below.\n",
+                s.breakdown.len() - pairs.len()
+            );
+        }
     }
     let total: u64 = report.identities.iter().map(|r| r.nodes).sum();
     let n = report.identities.len();

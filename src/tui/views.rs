@@ -270,6 +270,15 @@ fn overview(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             theme.fg(Color::DarkGray),
         ));
     }
+    if app.report.unused.len() > 3 {
+        lines.push(Line::styled(
+            format!(
+                "  +{} more (kfleet report --unused)",
+                app.report.unused.len() - 3
+            ),
+            theme.fg(Color::DarkGray),
+        ));
+    }
     frame.render_widget(
         Paragraph::new(lines)
             .block(Block::bordered().title("statuses"))
@@ -277,10 +286,17 @@ fn overview(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         left,
     );
     let width = (right.width as usize).saturating_sub(40).clamp(5, 30);
-    let rows: Vec<Line> = s
+    let room = right.height.saturating_sub(2) as usize;
+    // A line for "+N more" when the pairs do not all fit.
+    let fits = if s.breakdown.len() > room {
+        room.saturating_sub(1)
+    } else {
+        room
+    };
+    let mut rows: Vec<Line> = s
         .breakdown
         .iter()
-        .take(right.height.saturating_sub(2) as usize)
+        .take(fits)
         .map(|b| {
             Line::from(vec![
                 Span::raw(format!("{:<12} {:<8}", b.distribution, b.architecture)),
@@ -293,6 +309,15 @@ fn overview(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             ])
         })
         .collect();
+    if s.breakdown.len() > fits {
+        rows.push(Line::styled(
+            format!(
+                "+{} more (the Kernels view, or kfleet report)",
+                s.breakdown.len() - fits
+            ),
+            theme.fg(Color::DarkGray),
+        ));
+    }
     frame.render_widget(
         Paragraph::new(rows)
             .block(Block::bordered().title("covered nodes per distribution / arch")),
