@@ -4,7 +4,14 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = kfleet::cli::Cli::parse();
     let format = cli.log_format;
-    kfleet::notice::install(format);
+    let most = if cli.quiet {
+        tracing::Level::WARN
+    } else if cli.verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
+    kfleet::notice::install_at(format, most);
     match kfleet::commands::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -28,7 +28,13 @@ pub enum LogFormat {
 /// Installs the notice subscriber (once per process; later calls do nothing). Notices print on
 /// stderr in `format` until [`redirect`] sends them elsewhere.
 pub fn install(format: LogFormat) {
-    let _ = tracing::subscriber::set_global_default(Notices { format });
+    install_at(format, Level::INFO);
+}
+
+/// [`install`], printing notices at `most` and more severe: `WARN` for `-q` (warnings and
+/// errors only), `INFO` by default, `DEBUG` for `-v`.
+pub fn install_at(format: LogFormat, most: Level) {
+    let _ = tracing::subscriber::set_global_default(Notices { format, most });
 }
 
 /// Prints the error a command ended with on stderr, in the notices' format.
@@ -53,6 +59,7 @@ pub fn redirect(to: Option<Sink>) {
 
 struct Notices {
     format: LogFormat,
+    most: Level,
 }
 
 /// An event's message and its other fields.
@@ -104,7 +111,7 @@ impl Message {
 
 impl Subscriber for Notices {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        *metadata.level() <= Level::INFO && metadata.target().starts_with("kfleet")
+        *metadata.level() <= self.most && metadata.target().starts_with("kfleet")
     }
     fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
         span::Id::from_u64(1)

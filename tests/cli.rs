@@ -283,3 +283,51 @@ fn version_names_the_commit_and_its_date() {
     assert!(text.starts_with(&expected), "{text} (HEAD is {commit})");
     assert!(text.trim_end().ends_with(&format!(", {date})")), "{text}");
 }
+
+/// `-q`, `-v` and `--log-format json` mean the same for every command: `-q` keeps warnings and
+/// errors only, `-v` adds detail (for `report`, every bad row), and with `--log-format json`
+/// every line on standard error is a JSON object, bad-row warnings included.
+#[test]
+fn quiet_verbose_and_json_logs_hold_for_every_line() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-data");
+    let fleet = format!("{sample}/fleet.csv");
+    let report = |extra: &[&str]| {
+        let mut args = vec!["report", "-i", &fleet, "--sandbox", sample];
+        args.extend_from_slice(extra);
+        let out = kfleet(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (plain_out, plain) = report(&[]);
+    assert!(plain.starts_with("SANDBOX http://127.0.0.1:"), "{plain}");
+    assert!(plain.contains("warning: skipped bad row"), "{plain}");
+
+    let (quiet_out, quiet) = report(&["-q"]);
+    assert_eq!(quiet_out, plain_out, "standard output is the same");
+    assert!(!quiet.contains("SANDBOX"), "{quiet}");
+    assert!(quiet.lines().all(|l| l.starts_with("warning: ")), "{quiet}");
+
+    let (verbose_out, _) = report(&["-v"]);
+    assert!(verbose_out.len() > plain_out.len(), "-v lists more");
+
+    let (_, json) = report(&["--log-format", "json"]);
+    assert!(json.lines().count() >= 2, "{json}");
+    for line in json.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    assert!(
+        json.contains("\"level\":\"warn\"") && json.contains("skipped bad row"),
+        "{json}"
+    );
+    let both = kfleet(&["report", "-q", "-v", "-i", &fleet]);
+    assert_eq!(both.status.code(), Some(2), "-q and -v conflict");
+}

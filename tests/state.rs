@@ -902,6 +902,9 @@ async fn one_run_per_build_when_replicas_die_under_rate_limits(state: &str) {
     wait_for_run(&http, &urls, &second, Duration::from_secs(90)).await;
     let log = c.log.lock().unwrap().clone();
     assert_eq!(sb.dispatches(), 2, "one run per build: {log}");
+    // The access log: one line per answered request, never the client's token.
+    assert!(log.contains(&format!("GET /status/{first} 200 ")), "{log}");
+    assert!(!log.contains(CLIENT), "{log}");
     assert_eq!(log.matches("took over the claim").count(), 2, "{log}");
     for (kernel, rid) in kernels.iter().zip([&first, &second]) {
         assert_eq!(

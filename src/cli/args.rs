@@ -624,8 +624,8 @@ pub struct ReportArgs {
     /// Fail on bad inventory rows instead of skipping them.
     #[arg(long)]
     pub strict: bool,
-    /// Also list unrecognised asset names and every bad row.
-    #[arg(long, short = 'v')]
+    /// Also list unrecognised asset names and every bad row: the global `-v`/`--verbose`.
+    #[arg(skip)]
     pub verbose: bool,
     /// Also count the upcoming kernels on the fleet's most-run lines (read from the header
     /// chain's repositories), apart from coverage: covered, missing, and the unused artifacts

@@ -37,6 +37,14 @@ pub struct Cli {
         env = "KFLEET_LOG_FORMAT"
     )]
     pub log_format: crate::notice::LogFormat,
+    /// Only warnings and errors on standard error (what a command prints on standard output is
+    /// unchanged).
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More on standard error: debug notices; `report` also lists unrecognised asset names and
+    /// every bad row.
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
     /// Honour `insecure-skip-tls-verify` in a kubeconfig (`-i kube:`): the API server's
     /// certificate is then not checked, with a warning. Without it such a context is refused.
     #[cfg(feature = "fleet")]

@@ -240,7 +240,7 @@ impl ForgeArgs {
                 },
                 RetryPolicy::default(),
             ))?;
-            eprintln!("{}", Forge::label(&forge));
+            tracing::info!("{}", Forge::label(&forge));
             return Ok(Some(Arc::new(forge)));
         }
         let Some(repo) = self.repo.clone().or_else(|| config.repo.clone()) else {
@@ -281,7 +281,7 @@ impl RunnerArgs {
             Some((d, v)) => format!("on this host, {d} {v} kernels only (no docker or podman)"),
             None => "in containers".to_string(),
         };
-        eprintln!(
+        tracing::info!(
             "local runner: builds from {} run {mode}; work and logs in {}",
             runner.checkout.display(),
             work.display()

@@ -56,7 +56,7 @@ pub(crate) fn build_plan_cmd(args: BuildPlanArgs) -> Result<ExitCode> {
     match planned {
         Planned::Plan(_) => Ok(ExitCode::SUCCESS),
         Planned::Unsupported { identity, reason } => {
-            eprintln!("unsupported: {identity}: {reason}");
+            tracing::info!("unsupported: {identity}: {reason}");
             Ok(ExitCode::from(1))
         }
     }
@@ -91,7 +91,7 @@ pub(crate) fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
             Planned::Plan(p) => {
                 images.insert(p.image);
             }
-            Planned::Unsupported { reason, .. } => eprintln!("skipped {key}: {reason}"),
+            Planned::Unsupported { reason, .. } => tracing::info!("skipped {key}: {reason}"),
         }
     }
     let images: Vec<String> = images.into_iter().collect();
@@ -102,7 +102,7 @@ pub(crate) fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
     };
     for image in &images {
         if let Some(digest) = pinned.get(image) {
-            eprintln!("{image} {digest}");
+            tracing::info!("{image} {digest}");
             digests.insert(image.clone(), digest.to_string());
         }
     }
@@ -110,7 +110,7 @@ pub(crate) fn images_cmd(cmd: ImagesCommand) -> Result<ExitCode> {
         Some(path) => {
             crate::fsio::write_atomic(path, digests.to_toml().as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!(
+            tracing::info!(
                 "{} of {} images pinned in {}",
                 images.len(),
                 digests.len(),

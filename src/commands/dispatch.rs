@@ -125,10 +125,10 @@ async fn upcoming_keys(
     )
     .await;
     for note in &found.notes {
-        eprintln!("note: {note}");
+        tracing::info!("note: {note}");
     }
     for unread in &found.errors {
-        eprintln!("warning: {}", unread.error);
+        tracing::warn!("{}", unread.error);
     }
     Ok(found.rows.iter().map(|r| r.key()).collect())
 }

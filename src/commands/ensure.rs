@@ -34,7 +34,7 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
             match local.verdict {
                 Verdict::Valid(id) => id,
                 Verdict::Unsupported(r) | Verdict::Invalid(r) => {
-                    eprintln!("this machine ({key}) cannot get a driver: {r}");
+                    tracing::info!("this machine ({key}) cannot get a driver: {r}");
                     return Ok(ExitCode::from(5));
                 }
             }
@@ -84,7 +84,7 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
     };
     match &outcome {
         crate::service::ensure::EnsureOutcome::Available(artifact) if args.install => {
-            eprintln!("verified {}", artifact.path.display());
+            tracing::info!("verified {}", artifact.path.display());
             // The bytes that were verified, not a second read of the file in --out.
             return install_package(
                 &artifact.path,
@@ -97,8 +97,8 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
             outln!("{}", artifact.path.display())
         }
         crate::service::ensure::EnsureOutcome::TimedOut(why)
-        | crate::service::ensure::EnsureOutcome::Failed(why) => eprintln!("{why}"),
-        crate::service::ensure::EnsureOutcome::Rejected(why) => eprintln!("rejected: {why}"),
+        | crate::service::ensure::EnsureOutcome::Failed(why) => tracing::info!("{why}"),
+        crate::service::ensure::EnsureOutcome::Rejected(why) => tracing::info!("rejected: {why}"),
     }
     Ok(ExitCode::from(outcome.exit_code()))
 }
@@ -162,7 +162,7 @@ fn install_package(
             for p in &paths {
                 outln!("{}", p.display());
             }
-            eprintln!(
+            tracing::info!(
                 "already installed{}; nothing to do",
                 if options.load { " and loaded" } else { "" }
             );
@@ -173,7 +173,7 @@ fn install_package(
                 outln!("{}", p.display());
             }
             let running = options.running_kernel.as_deref() == Some(kernel);
-            eprintln!(
+            tracing::info!(
                 "installed for {kernel}; depmod ran; {}",
                 match (loaded, options.load, running) {
                     (true, _, _) => "loaded",
@@ -185,7 +185,7 @@ fn install_package(
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            tracing::error!("{e}");
             Ok(ExitCode::from(e.exit_code()))
         }
     }

@@ -36,7 +36,7 @@ pub(crate) fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCo
             let id = identity.identity()?;
             let resolver = chain.resolver(config)?;
             let (resolution, files) = runtime()?.block_on(resolver.fetch(&id, &out))?;
-            eprintln!(
+            tracing::info!(
                 "headers for {} from {}",
                 id.key(),
                 resolution.resolved_by.as_deref().unwrap_or("?")

@@ -47,11 +47,11 @@ pub(crate) fn identity_cmd(cmd: IdentityCommand, config: &Config) -> Result<Exit
         }
         Verdict::Unsupported(reason) => {
             outln!("{}", checked.key());
-            eprintln!("unsupported: {reason}");
+            tracing::info!("unsupported: {reason}");
             Ok(ExitCode::from(1))
         }
         Verdict::Invalid(reason) => {
-            eprintln!("invalid: {reason}");
+            tracing::info!("invalid: {reason}");
             Ok(ExitCode::from(1))
         }
     }

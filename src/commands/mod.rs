@@ -83,7 +83,7 @@ pub(crate) fn load_listing(
             Ok(runs) => runs,
             // Coverage still stands without build states (no such workflow, no actions:read).
             Err(e) => {
-                eprintln!("warning: cannot list runs of {workflow} ({e}); building, failed and timed-out are not shown");
+                tracing::warn!("cannot list runs of {workflow} ({e}); building, failed and timed-out are not shown");
                 Vec::new()
             }
         };
@@ -106,7 +106,7 @@ pub(crate) fn emit(output: Option<&PathBuf>, text: &str) -> Result<()> {
     match output {
         Some(path) => {
             write_atomic(path, text.as_bytes())?;
-            eprintln!("wrote {}", path.display());
+            tracing::info!("wrote {}", path.display());
         }
         None => out!("{text}"),
     }
@@ -141,11 +141,11 @@ pub(crate) fn read_fleet(paths: &[PathBuf], strict: bool, verbose: bool) -> Resu
         .iter()
         .take(if verbose { usize::MAX } else { 10 })
     {
-        eprintln!("warning: skipped bad row {bad}");
+        tracing::warn!("skipped bad row {bad}");
     }
     if fleet.bad_row_count > 10 && !verbose {
-        eprintln!(
-            "warning: {} bad rows in all; --verbose lists them (--strict fails on them)",
+        tracing::warn!(
+            "{} bad rows in all; --verbose lists them (--strict fails on them)",
             fleet.bad_row_count
         );
     }
@@ -226,7 +226,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         #[cfg(feature = "fleet")]
         Command::Tui(args) => tui::tui_cmd(args, &config),
         #[cfg(feature = "fleet")]
-        Command::Report(args) => report::report_cmd(args, &config),
+        Command::Report(mut args) => {
+            args.verbose = cli.verbose;
+            report::report_cmd(args, &config)
+        }
         #[cfg(feature = "fleet")]
         Command::Upcoming(args) => upcoming::upcoming_cmd(args, &config),
         #[cfg(feature = "fleet")]

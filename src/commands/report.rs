@@ -50,10 +50,10 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
                 Some((release, &template)),
             ));
             for note in &found.notes {
-                eprintln!("note: {note}");
+                tracing::info!("note: {note}");
             }
             for unread in &found.errors {
-                eprintln!("warning: {}", unread.error);
+                tracing::warn!("{}", unread.error);
             }
             Some(found)
         } else {
@@ -65,7 +65,7 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
     if let Some(floor) = args.fail_under
         && report.summary.node_coverage_pct < floor
     {
-        eprintln!(
+        tracing::info!(
             "node coverage {}% is below --fail-under {floor}%",
             report.summary.node_coverage_pct
         );

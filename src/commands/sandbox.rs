@@ -56,11 +56,11 @@ pub(crate) fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode
         let sandbox = Sandbox::start(args.listen, releases, options).await?;
         outln!("{}", sandbox.base_url());
         if generated {
-            eprintln!(
+            tracing::info!(
                 "sandbox token (clients send it as GITHUB_TOKEN; give --token or KFLEET_SANDBOX_TOKEN to choose one): {token}"
             );
         }
-        eprintln!(
+        tracing::info!(
             "sandbox forge serving {count} releases of {} at {} (Ctrl-C stops it); use --api-url {} --repo {}",
             args.repo,
             sandbox.base_url(),

@@ -64,7 +64,7 @@ pub(crate) fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
     let template = args.naming.template(config)?;
     let planner_config = args.build.planner_config(config, String::new())?;
     let store = runtime()?.block_on(args.build.store(config))?;
-    eprintln!("build state: {} {}", store.kind(), store.label());
+    tracing::info!("build state: {} {}", store.kind(), store.label());
     let planner = Planner::new(forge.clone(), template.clone(), planner_config, store);
     let options = crate::service::ServiceOptions {
         client_tokens: tokens,
@@ -93,7 +93,7 @@ pub(crate) fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        eprintln!(
+        tracing::info!(
             "kfleet build service on {}://{} for {}",
             if args.tls_cert.is_some() {
                 "https"

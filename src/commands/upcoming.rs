@@ -30,10 +30,10 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
         release.map(|r| (r, &template)),
     ));
     for note in &found.notes {
-        eprintln!("note: {note}");
+        tracing::info!("note: {note}");
     }
     for unread in &found.errors {
-        eprintln!("warning: {}", unread.error);
+        tracing::warn!("{}", unread.error);
     }
     match args.format {
         ListFormat::Json => outln!(

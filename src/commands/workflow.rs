@@ -54,7 +54,7 @@ pub(crate) fn workflow_init(dir: &std::path::Path, force: bool) -> Result<ExitCo
         }
         outln!("wrote {}", path.display());
     }
-    eprintln!(
+    tracing::info!(
         "set repository variables KFLEET_MODULE (module name), KFLEET_MODULE_DIR (where its Kbuild is) and, if needed, KFLEET_RUNNER_X86_64 / KFLEET_RUNNER_AARCH64"
     );
     Ok(ExitCode::SUCCESS)

@@ -11,6 +11,30 @@ use axum::routing::{get, post};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// One line per request once it is answered: method, path, status and how long it took, as
+/// fields of the event (`--log-format json` makes them JSON fields). Never the headers, so no
+/// bearer token; the path's control characters are made harmless.
+async fn access_log(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = crate::text::clean(request.uri().path()).into_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let millis = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        target: "kfleet::service::access",
+        method = %method,
+        path = %path,
+        status,
+        millis,
+        "{method} {path} {status} {millis}ms"
+    );
+    response
+}
+
 /// The router: `POST /build`, `GET /status/{id}`, `GET /healthz`, `GET /readyz`, `GET /metrics`,
 /// with a request timeout and a limit on requests handled at once. Called within a tokio runtime,
 /// it also starts the sweep of claims whose holder stopped ([`ServiceState::sweep`]) and the poll
@@ -76,6 +100,8 @@ pub fn router(state: Arc<ServiceState>) -> Router {
                 }
             },
         ))
+        // Outermost: a request the timeout answered is logged too.
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
 }
 
