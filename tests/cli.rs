@@ -331,3 +331,41 @@ fn quiet_verbose_and_json_logs_hold_for_every_line() {
     let both = kfleet(&["report", "-q", "-v", "-i", &fleet]);
     assert_eq!(both.status.code(), Some(2), "-q and -v conflict");
 }
+
+/// `kfleet man --dir DIR` writes one page per command and subcommand, and the main page names
+/// every command's page (`kfleet-report(1)`).
+#[test]
+fn man_writes_a_page_per_command_and_the_main_page_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kfleet(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let main = std::fs::read_to_string(dir.path().join("kfleet.1")).unwrap();
+    let help = String::from_utf8(kfleet(&["--help"]).stdout).unwrap();
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("Options:")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() > 15, "{commands:?}");
+    for command in commands {
+        let page = dir.path().join(format!("kfleet-{command}.1"));
+        let text =
+            std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{command}");
+        assert!(
+            main.contains(&format!("kfleet\\-{}(1)", command.replace('-', "\\-"))),
+            "the main page names {command}"
+        );
+    }
+    assert!(dir.path().join("kfleet-headers-resolve.1").exists());
+}

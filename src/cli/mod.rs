@@ -111,8 +111,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `kfleet man > /usr/local/share/man/man1/kfleet.1`.
-    Man,
+    /// Print the man page (roff), e.g. `kfleet man > /usr/local/share/man/man1/kfleet.1`; with
+    /// `--dir`, write one page per command there (kfleet.1, kfleet-report.1, ...).
+    Man {
+        /// Directory to write kfleet.1 and a page per command into.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// The one async runtime of the process; `run` enters it so clients can be built anywhere.

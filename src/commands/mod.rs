@@ -252,6 +252,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ensure(args) => ensure::ensure_cmd(args, &config),
         Command::Install(args) => ensure::install_cmd(args),
         Command::Completions { shell } => docs::completions(shell),
-        Command::Man => docs::man(),
+        Command::Man { dir } => docs::man(dir.as_deref()),
     }
 }
