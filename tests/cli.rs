@@ -369,3 +369,76 @@ fn man_writes_a_page_per_command_and_the_main_page_names_them() {
     }
     assert!(dir.path().join("kfleet-headers-resolve.1").exists());
 }
+
+/// `--json` makes every command print its result as one JSON document: the same as `--format
+/// json` where a command has one, and an object for those that print a line (identity,
+/// gen-fleet).
+#[test]
+fn json_is_one_flag_for_every_command() {
+    let parse = |out: std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let id = [
+        "--distribution",
+        "debian",
+        "--distro-version",
+        "12",
+        "--architecture",
+        "x86_64",
+        "--kernel-version",
+        "6.1.0-18-amd64",
+    ];
+    let mut args = vec!["identity", "check", "--json"];
+    args.extend_from_slice(&id);
+    let v = parse(kfleet(&args));
+    assert_eq!(v["key"], "debian/12/x86_64/6.1.0-18-amd64");
+    assert_eq!(v["verdict"], "valid");
+    let bad = kfleet(&[
+        "identity",
+        "check",
+        "--json",
+        "--distribution",
+        "debian",
+        "--distro-version",
+        "12",
+        "--architecture",
+        "x86_64",
+        "--kernel-version",
+        "6.1.0-18-arm64",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let v = parse(bad);
+    assert_eq!(v["verdict"], "invalid");
+    assert!(v["reason"].as_str().unwrap().contains("arm64"), "{v}");
+
+    let mut args = vec![
+        "identity",
+        "asset-name",
+        "--driver-version",
+        "v1.0.0",
+        "--json",
+    ];
+    args.extend_from_slice(&id);
+    let v = parse(kfleet(&args));
+    assert!(v["asset"].as_str().unwrap().ends_with(".tar.xz"), "{v}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let v = parse(kfleet(&[
+        "gen-fleet",
+        "--nodes",
+        "300",
+        "--out",
+        out,
+        "--json",
+    ]));
+    assert_eq!(v["nodes"], 300);
+    let fleet = v["fleet"].as_str().unwrap().to_string();
+    let releases = v["releases"].as_str().unwrap().to_string();
+    let as_json = parse(kfleet(&["report", "-i", &fleet, "-r", &releases, "--json"]));
+    let as_format = parse(kfleet(&[
+        "report", "-i", &fleet, "-r", &releases, "-f", "json",
+    ]));
+    assert_eq!(as_json, as_format);
+}

@@ -541,6 +541,15 @@ fn runs_and_cancel_commands_show_what_happened() {
         .stdout(format!(
             "run {run_id} had already finished; nothing to cancel\n"
         ));
+    let out = kfleet(&url, state.path())
+        .args(["cancel", &run_id.to_string(), "--json"])
+        .output()
+        .unwrap();
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        said,
+        serde_json::json!({"run_id": run_id, "cancel": "already_finished"})
+    );
 
     // A cancelled run is not a failed build: the kernel is missing again, as before it.
     let out = kfleet(&url, state.path())

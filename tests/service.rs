@@ -1551,6 +1551,7 @@ fn ensure_checks_the_listing_digest_and_the_release_checksum_file() {
     let run = |kernel: &str, out: &Path| {
         Command::cargo_bin("kfleet")
             .unwrap()
+            .arg("--json")
             .env("XDG_CONFIG_HOME", "/nonexistent")
             .env("GITHUB_TOKEN", TOKEN)
             .env("KFLEET_STATE_DIR", state.path())
@@ -1580,10 +1581,15 @@ fn ensure_checks_the_listing_digest_and_the_release_checksum_file() {
         std::fs::read(out.path().join(&good)).unwrap(),
         format!("driver package for {}", kernels[0]).into_bytes()
     );
+    let said: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(said["status"], "available", "{said}");
+    assert_eq!(said["path"], out.path().join(&good).display().to_string());
 
     let out = tempfile::tempdir().unwrap();
     let disagree = run(kernels[1], out.path());
     let stderr = String::from_utf8_lossy(&disagree.stderr);
+    let said: Value = serde_json::from_slice(&disagree.stdout).unwrap_or_default();
+    assert_ne!(said["status"], "available", "{said}");
     assert!(!disagree.status.success());
     assert!(
         stderr.contains("GitHub's digest of the stored asset is")

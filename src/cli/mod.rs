@@ -37,6 +37,10 @@ pub struct Cli {
         env = "KFLEET_LOG_FORMAT"
     )]
     pub log_format: crate::notice::LogFormat,
+    /// Print the result as JSON (one document on standard output), for every command; the same
+    /// as `--format json` where a command has one.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// Only warnings and errors on standard error (what a command prints on standard output is
     /// unchanged).
     #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]

@@ -4,7 +4,16 @@ use super::prelude::*;
 
 pub(crate) fn cancel_cmd(args: CancelArgs, config: &Config) -> Result<ExitCode> {
     let client = args.build.client(config)?;
-    match runtime()?.block_on(client.cancel_run(args.run_id))? {
+    let outcome = runtime()?.block_on(client.cancel_run(args.run_id))?;
+    if super::json_wanted() {
+        let said = match outcome {
+            CancelOutcome::Requested => "requested",
+            CancelOutcome::AlreadyFinished => "already_finished",
+        };
+        super::print_json(&serde_json::json!({"run_id": args.run_id, "cancel": said}))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match outcome {
         CancelOutcome::Requested => outln!("cancel requested for run {}", args.run_id),
         CancelOutcome::AlreadyFinished => {
             outln!(

@@ -93,8 +93,30 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
                 &args.node,
             );
         }
+        crate::service::ensure::EnsureOutcome::Available(artifact) if super::json_wanted() => {
+            super::print_json(&serde_json::json!({
+                "status": "available",
+                "identity": identity.key(),
+                "path": artifact.path,
+                "bytes": artifact.bytes.len(),
+            }))?;
+        }
         crate::service::ensure::EnsureOutcome::Available(artifact) => {
             outln!("{}", artifact.path.display())
+        }
+        crate::service::ensure::EnsureOutcome::TimedOut(why)
+        | crate::service::ensure::EnsureOutcome::Failed(why)
+        | crate::service::ensure::EnsureOutcome::Rejected(why)
+            if super::json_wanted() =>
+        {
+            let status = match &outcome {
+                crate::service::ensure::EnsureOutcome::TimedOut(_) => "timed_out",
+                crate::service::ensure::EnsureOutcome::Failed(_) => "failed",
+                _ => "rejected",
+            };
+            super::print_json(&serde_json::json!({
+                "status": status, "identity": identity.key(), "reason": why,
+            }))?;
         }
         crate::service::ensure::EnsureOutcome::TimedOut(why)
         | crate::service::ensure::EnsureOutcome::Failed(why) => tracing::info!("{why}"),
@@ -158,6 +180,18 @@ fn install_package(
         None => crate::install::install(package, &options, &loader),
     };
     match installed {
+        Ok(crate::install::InstallOutcome::AlreadyInstalled { paths }) if super::json_wanted() => {
+            super::print_json(&serde_json::json!({
+                "status": "already_installed", "kernel": kernel, "paths": paths,
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(crate::install::InstallOutcome::Installed { paths, loaded }) if super::json_wanted() => {
+            super::print_json(&serde_json::json!({
+                "status": "installed", "kernel": kernel, "paths": paths, "loaded": loaded,
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Ok(crate::install::InstallOutcome::AlreadyInstalled { paths }) => {
             for p in &paths {
                 outln!("{}", p.display());

@@ -43,6 +43,17 @@ pub(crate) fn gen_fleet_cmd(args: GenFleetArgs, config: &Config) -> Result<ExitC
             "fleet.parquet"
         }
     };
+    if super::json_wanted() {
+        super::print_json(&serde_json::json!({
+            "fleet": args.out.join(fleet),
+            "releases": args.out.join("releases.json"),
+            "nodes": made.nodes,
+            "identities": made.identities,
+            "bad_rows": made.bad_rows,
+            "release_count": made.releases,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     outln!(
         "wrote {}/{fleet} ({} nodes, {} identities, {} bad rows) and releases.json ({} releases)",
         args.out.display(),

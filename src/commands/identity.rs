@@ -12,7 +12,14 @@ pub(crate) fn identity_cmd(cmd: IdentityCommand, config: &Config) -> Result<Exit
             let id = identity.identity()?;
             crate::identity::check_driver_version(driver_version)
                 .map_err(|e| anyhow::anyhow!("--driver-version: {e}"))?;
-            outln!("{}", naming.template(config)?.render(&id, driver_version));
+            let asset = naming.template(config)?.render(&id, driver_version);
+            if super::json_wanted() {
+                super::print_json(&serde_json::json!({
+                    "key": id.key(), "driver_version": driver_version, "asset": asset,
+                }))?;
+            } else {
+                outln!("{asset}");
+            }
             return Ok(ExitCode::SUCCESS);
         }
         IdentityCommand::Check {
@@ -40,6 +47,17 @@ pub(crate) fn identity_cmd(cmd: IdentityCommand, config: &Config) -> Result<Exit
                 .context("cannot determine this machine's identity")?,
         },
     };
+    if super::json_wanted() {
+        let (verdict, reason) = match &checked.verdict {
+            Verdict::Valid(_) => ("valid", None),
+            Verdict::Unsupported(r) => ("unsupported", Some(r.to_string())),
+            Verdict::Invalid(r) => ("invalid", Some(r.to_string())),
+        };
+        super::print_json(&serde_json::json!({
+            "key": checked.key(), "verdict": verdict, "reason": reason,
+        }))?;
+        return Ok(ExitCode::from(u8::from(verdict != "valid")));
+    }
     match &checked.verdict {
         Verdict::Valid(_) => {
             outln!("{}", checked.key());

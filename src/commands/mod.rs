@@ -10,6 +10,19 @@ macro_rules! out {
     };
 }
 
+/// Whether `--json` asked for the result as JSON (set once, before the command runs).
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn json_wanted() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Prints `value` as pretty JSON on standard output.
+pub(crate) fn print_json(value: &serde_json::Value) -> Result<()> {
+    stdout(format_args!("{}\n", serde_json::to_string_pretty(value)?))?;
+    Ok(())
+}
+
 /// `println!` to standard output, as `out!`.
 macro_rules! outln {
     ($($arg:tt)*) => {
@@ -222,24 +235,41 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             "no command given, and this kfleet was built without the dashboard (the fleet feature); see kfleet --help"
         );
     };
+    JSON.store(cli.json, std::sync::atomic::Ordering::Relaxed);
+    let list_format = |format: ListFormat| if cli.json { ListFormat::Json } else { format };
     match command {
         #[cfg(feature = "fleet")]
         Command::Tui(args) => tui::tui_cmd(args, &config),
         #[cfg(feature = "fleet")]
         Command::Report(mut args) => {
             args.verbose = cli.verbose;
+            if cli.json {
+                args.format = crate::report::Format::Json;
+            }
             report::report_cmd(args, &config)
         }
         #[cfg(feature = "fleet")]
-        Command::Upcoming(args) => upcoming::upcoming_cmd(args, &config),
+        Command::Upcoming(mut args) => {
+            args.format = list_format(args.format);
+            upcoming::upcoming_cmd(args, &config)
+        }
         #[cfg(feature = "fleet")]
-        Command::Nodes(args) => nodes::nodes_cmd(args),
+        Command::Nodes(mut args) => {
+            args.format = list_format(args.format);
+            nodes::nodes_cmd(args)
+        }
         Command::Identity(cmd) => identity::identity_cmd(cmd, &config),
         #[cfg(feature = "fleet")]
         Command::GenFleet(args) => gen_fleet::gen_fleet_cmd(args, &config),
         Command::Sandbox(args) => sandbox::sandbox_cmd(args, &config),
-        Command::Dispatch(args) => dispatch::dispatch_cmd(args, &config),
-        Command::Runs(args) => runs::runs_cmd(args, &config),
+        Command::Dispatch(mut args) => {
+            args.format = list_format(args.format);
+            dispatch::dispatch_cmd(args, &config)
+        }
+        Command::Runs(mut args) => {
+            args.format = list_format(args.format);
+            runs::runs_cmd(args, &config)
+        }
         Command::Cancel(args) => cancel::cancel_cmd(args, &config),
         Command::Headers(cmd) => headers::headers_cmd(cmd, &config),
         Command::Workflow(WorkflowCommand::Init { dir, force }) => {

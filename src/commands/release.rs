@@ -8,7 +8,13 @@ pub(crate) fn release_cmd(cmd: ReleaseCommand, config: &Config) -> Result<ExitCo
         ReleaseCommand::Asset { tag, name, forge } => {
             let client = forge.client(config)?;
             let found = runtime()?.block_on(client.find_asset(&tag, &name))?;
-            outln!("{}", if found.is_some() { "present" } else { "absent" });
+            if super::json_wanted() {
+                super::print_json(&serde_json::json!({
+                    "tag": tag, "name": name, "present": found.is_some(), "asset": found,
+                }))?;
+            } else {
+                outln!("{}", if found.is_some() { "present" } else { "absent" });
+            }
         }
         ReleaseCommand::Upload { tag, files, forge } => {
             let client = forge.client(config)?;
@@ -34,14 +40,22 @@ pub(crate) fn release_cmd(cmd: ReleaseCommand, config: &Config) -> Result<ExitCo
                     .with_context(|| format!("cannot read {}", path.display()))?;
                 uploads.push((name, bytes::Bytes::from(bytes)));
             }
+            let mut uploaded = Vec::new();
             for (name, bytes) in uploads {
                 let asset = runtime()?.block_on(client.upload_asset(&tag, &name, bytes))?;
+                if super::json_wanted() {
+                    uploaded.push(asset);
+                    continue;
+                }
                 outln!(
                     "uploaded {} to {tag} ({} bytes{})",
                     asset.name,
                     asset.size.unwrap_or_default(),
                     asset.digest.map(|d| format!(", {d}")).unwrap_or_default()
                 );
+            }
+            if super::json_wanted() {
+                super::print_json(&serde_json::json!({"tag": tag, "uploaded": uploaded}))?;
             }
         }
     }
