@@ -177,6 +177,41 @@ fn the_filter_negates_and_edits_like_a_shell() {
     assert_eq!(a.mode, Mode::Filter, "still editing");
 }
 
+/// The mouse: the wheel moves the selection three rows at a time, a click selects the kernel
+/// under it (as drawn), a click outside the rows selects nothing.
+#[test]
+fn the_wheel_scrolls_and_a_click_selects() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mouse = |kind, column, row| {
+        Action::Mouse(MouseEvent {
+            kind,
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    let mut a = app();
+    key(&mut a, KeyCode::Char('2'));
+    let text = screen(&mut a, 100, 16);
+    let (top, left, _) = a.rows_at.unwrap();
+    a.update(mouse(MouseEventKind::ScrollDown, 10, 10));
+    assert_eq!(a.selected, 3);
+    a.update(mouse(MouseEventKind::ScrollUp, 10, 10));
+    assert_eq!(a.selected, 0);
+    a.update(mouse(
+        MouseEventKind::Down(MouseButton::Left),
+        left + 2,
+        top + 4,
+    ));
+    assert_eq!(a.selected, 4, "{text}");
+    let key_on_screen = a.selected_row().unwrap().key.clone();
+    let line = text.lines().nth(usize::from(top + 4)).unwrap();
+    let first_field = key_on_screen.split('/').next().unwrap();
+    assert!(line.contains(first_field), "{line} / {key_on_screen}");
+    a.update(mouse(MouseEventKind::Down(MouseButton::Left), left + 2, 0));
+    assert_eq!(a.selected, 4, "a click on the title bar changes nothing");
+}
+
 /// The time the Builds view is drawn at in these tests.
 fn at() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z")

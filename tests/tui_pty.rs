@@ -117,6 +117,11 @@ fn starts_shows_help_quits_and_restores_the_terminal() {
     assert!(screen.contains("1 Overview"), "{screen}");
     assert!(screen.contains("identity coverage"), "{screen}");
     assert!(parser.lock().unwrap().screen().alternate_screen());
+    assert_ne!(
+        parser.lock().unwrap().screen().mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None,
+        "the wheel and clicks reach the dashboard"
+    );
 
     term.keys(b"?");
     let screen = term.wait_for("keys (any key closes)");
@@ -144,6 +149,11 @@ fn starts_shows_help_quits_and_restores_the_terminal() {
     assert!(
         !screen.screen().alternate_screen(),
         "the alternate screen is left"
+    );
+    assert_eq!(
+        screen.screen().mouse_protocol_mode(),
+        vt100::MouseProtocolMode::None,
+        "the mouse is the terminal's again"
     );
     assert!(
         !screen.screen().contents().contains("node coverage"),

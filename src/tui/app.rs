@@ -65,6 +65,8 @@ impl Column {
 #[derive(Debug)]
 pub enum Action {
     Key(KeyEvent),
+    /// The wheel scrolls the list under way; a click selects the row under it.
+    Mouse(crossterm::event::MouseEvent),
     /// A refreshed coverage report.
     Report(Box<CoverageReport>),
     Runs(Vec<WorkflowRun>),
@@ -149,6 +151,8 @@ pub struct App {
     /// First row drawn; kept by the renderer's height through `page`.
     pub offset: usize,
     pub page: usize,
+    /// The Kernels view's first row on screen: (row, column, width), as last drawn.
+    pub rows_at: Option<(u16, u16, u16)>,
     pub status_line: String,
     pub deadline_secs: u64,
     pub loading: bool,
@@ -205,6 +209,7 @@ impl App {
             headers: None,
             nodes: None,
             run_detail: None,
+            rows_at: None,
             keys: KeyMap::default(),
             preview: None,
             run_selected: 0,
@@ -418,6 +423,7 @@ impl App {
     pub fn update(&mut self, action: Action) -> Option<Effect> {
         match action {
             Action::Key(key) => self.key(key),
+            Action::Mouse(mouse) => self.mouse(mouse),
             Action::Report(report) => {
                 let was_missing: std::collections::HashSet<String> =
                     self.missing_head().into_iter().collect();
@@ -589,6 +595,43 @@ impl App {
             Action::FleetChanged(change) => {
                 self.status_line = format!("{} · refreshing…", crate::text::clean(&change));
                 self.refresh()
+            }
+        }
+    }
+
+    fn mouse(&mut self, mouse: crossterm::event::MouseEvent) -> Option<Effect> {
+        use crossterm::event::{MouseButton, MouseEventKind};
+        if self.mode != Mode::Normal {
+            return None;
+        }
+        let step = match mouse.kind {
+            MouseEventKind::ScrollDown => 3,
+            MouseEventKind::ScrollUp => -3,
+            MouseEventKind::Down(MouseButton::Left) if self.tab == Tab::Kernels => {
+                let (top, left, width) = self.rows_at?;
+                let inside = mouse.row >= top
+                    && mouse.column >= left
+                    && mouse.column < left.saturating_add(width);
+                let row = self.offset + usize::from(mouse.row.checked_sub(top)?);
+                if inside && row < self.view.len().min(self.offset + self.page) {
+                    self.selected = row;
+                }
+                return None;
+            }
+            _ => return None,
+        };
+        match self.tab {
+            Tab::Builds => {
+                self.move_run(step);
+                self.read_run_detail(true)
+            }
+            Tab::Upcoming => {
+                self.move_upcoming(step);
+                None
+            }
+            _ => {
+                self.move_by(step);
+                None
             }
         }
     }

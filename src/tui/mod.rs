@@ -339,6 +339,7 @@ struct TerminalGuard;
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
         ratatui::restore();
     }
 }
@@ -356,6 +357,8 @@ impl Drop for NoticesToStderr {
 pub async fn run(dash: Arc<Dashboard>, mut app: App) -> std::io::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let _guard = TerminalGuard;
+    // The wheel scrolls and a click selects (the terminal's own selection takes Shift).
+    crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture)?;
     let theme = views::Theme::from_env();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Action>();
     // Notices from background work show in the status line, never on the screen's raw stderr.
@@ -386,6 +389,7 @@ pub async fn run(dash: Arc<Dashboard>, mut app: App) -> std::io::Result<()> {
                 dirty = true;
                 match event {
                     Some(Ok(Event::Key(key))) if key.kind == KeyEventKind::Press => app.update(Action::Key(key)),
+                    Some(Ok(Event::Mouse(mouse))) => app.update(Action::Mouse(mouse)),
                     Some(Ok(_)) => None,
                     Some(Err(e)) => return Err(e),
                     None => Some(Effect::Quit),

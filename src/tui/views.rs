@@ -339,6 +339,8 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let inner = block.inner(area);
     // Header row; the rest are rows, built only for the visible window.
     app.page = (inner.height as usize).saturating_sub(1).max(1);
+    // Where the rows are drawn, for a mouse click to find its row.
+    app.rows_at = Some((inner.y.saturating_add(1), inner.x, inner.width));
     if app.selected >= app.offset + app.page {
         app.offset = app.selected + 1 - app.page;
     }
