@@ -166,6 +166,15 @@ fn asset(repo: &str, tag: &str, name: String, id: u64, at: DateTime<Utc>) -> Rel
 
 /// Writes `fleet.csv` and `releases.json` into `out`.
 pub fn generate(spec: &FleetSpec, out: &Path) -> Result<GeneratedFleet, ReportError> {
+    generate_with(spec, out, &|_| {})
+}
+
+/// [`generate`], calling `progress` with the nodes written so far every 65,536 nodes.
+pub fn generate_with(
+    spec: &FleetSpec,
+    out: &Path,
+    progress: &dyn Fn(u64),
+) -> Result<GeneratedFleet, ReportError> {
     std::fs::create_dir_all(out).map_err(|source| ReportError::Write {
         path: out.display().to_string(),
         source,
@@ -186,6 +195,9 @@ pub fn generate(spec: &FleetSpec, out: &Path) -> Result<GeneratedFleet, ReportEr
             "node,distribution,distro_version,architecture,kernel_version"
         )?;
         for i in 0..spec.nodes {
+            if i % (1 << 16) == 0 {
+                progress(i);
+            }
             let node = format!("node-{i:07}");
             if i % bad_every == bad_every / 2 {
                 bad_rows += 1;

@@ -51,6 +51,11 @@ struct Session {
 }
 
 fn start(env: &[(&str, &str)]) -> Session {
+    start_with(&[], env)
+}
+
+/// `kfleet ARGS` in the pseudo-terminal.
+fn start_with(args: &[&str], env: &[(&str, &str)]) -> Session {
     let state = tempfile::tempdir().unwrap();
     let pty = native_pty_system()
         .openpty(PtySize {
@@ -61,6 +66,7 @@ fn start(env: &[(&str, &str)]) -> Session {
         })
         .unwrap();
     let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_kfleet"));
+    cmd.args(args);
     cmd.env("XDG_CONFIG_HOME", "/nonexistent");
     cmd.env("XDG_STATE_HOME", state.path());
     cmd.env("TERM", "xterm-256color");
@@ -236,4 +242,33 @@ fn y_copies_with_osc_52_and_o_opens_the_run_in_the_browser() {
     );
     s.term.keys(b"q");
     let _ = s.child.wait();
+}
+
+/// Long work shows how far it got on a terminal (and nothing when piped: the gen-fleet tests
+/// read its output): a big `gen-fleet` draws a progress bar, then clears it.
+#[test]
+fn gen_fleet_shows_progress_on_a_terminal() {
+    let out = tempfile::tempdir().unwrap();
+    let mut s = start_with(
+        &[
+            "gen-fleet",
+            "--nodes",
+            "1500000",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let status = s.child.wait().unwrap();
+    assert!(status.success());
+    drop(s.master);
+    let _ = s.pump.join();
+    let raw = String::from_utf8_lossy(&s.raw.lock().unwrap()).into_owned();
+    assert!(raw.contains("/1,500,000 nodes"), "{raw}");
+    assert!(s.term.screen().contains("wrote "), "{}", s.term.screen());
+    assert!(
+        !s.term.screen().contains("nodes ETA") && !s.term.screen().contains("█"),
+        "cleared: {}",
+        s.term.screen()
+    );
 }

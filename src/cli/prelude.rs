@@ -26,7 +26,7 @@ pub(crate) use crate::report::Format;
 pub(crate) use crate::report::View;
 pub(crate) use crate::report::{self, ListFormat, write_atomic};
 #[cfg(feature = "fleet")]
-pub(crate) use crate::sample::{FleetSpec, generate};
+pub(crate) use crate::sample::FleetSpec;
 pub(crate) use crate::state::{StateSpec, Store};
 pub(crate) use anyhow::{Context, Result, bail};
 pub(crate) use clap::{Args, Parser, Subcommand};

@@ -32,7 +32,17 @@ pub(crate) fn gen_fleet_cmd(args: GenFleetArgs, config: &Config) -> Result<ExitC
             present.join(" and ")
         );
     }
-    let made = generate(&spec, &args.out)?;
+    // On a terminal, how far it got (a 100M-node fleet takes minutes); nothing when piped.
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(spec.nodes),
+        indicatif::ProgressDrawTarget::stderr(),
+    )
+    .with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} nodes {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let made = crate::sample::generate_with(&spec, &args.out, &|done| bar.set_position(done))?;
+    bar.finish_and_clear();
     let fleet = match args.format {
         FleetFormat::Csv => "fleet.csv",
         FleetFormat::Parquet => {
