@@ -58,6 +58,18 @@ fn quick(queue_ms: u64, run_ms: u64) -> Simulation {
     }
 }
 
+/// The GitHub client on `sb` with the default retry policy.
+fn sandbox_client(sb: &Sandbox) -> GithubClient {
+    GithubClient::new(
+        &sb.base_url(),
+        REPO.parse().unwrap(),
+        TOKEN.into(),
+        RetryPolicy::default(),
+        None,
+    )
+    .unwrap()
+}
+
 async fn planner(sb: &Sandbox, state_dir: &Path, deadline: Duration, cancel: bool) -> Planner {
     let client = GithubClient::new(
         &sb.base_url(),
@@ -281,14 +293,7 @@ async fn a_run_past_the_deadline_is_timed_out_and_cancelled() {
         matches!(d, Decision::TimedOut { run_id: Some(id), cancelled: true, .. } if id == run_id),
         "{d:?}"
     );
-    let client = GithubClient::new(
-        &sb.base_url(),
-        REPO.parse().unwrap(),
-        TOKEN.into(),
-        RetryPolicy::default(),
-        None,
-    )
-    .unwrap();
+    let client = sandbox_client(&sb);
     let run = client.get_run(run_id).await.unwrap();
     assert_eq!(run.conclusion, Some(kfleet::forge::Conclusion::Cancelled));
     assert_eq!(
@@ -432,14 +437,7 @@ async fn matrix_dispatch_chunks_at_256_and_uploads_every_artifact() {
 #[tokio::test]
 async fn unknown_workflow_ref_or_inputs_are_rejected_like_github() {
     let sb = sandbox(quick(60_000, 1000)).await;
-    let client = GithubClient::new(
-        &sb.base_url(),
-        REPO.parse().unwrap(),
-        TOKEN.into(),
-        RetryPolicy::default(),
-        None,
-    )
-    .unwrap();
+    let client = sandbox_client(&sb);
     let inputs = |extra: Option<(&str, &str)>| {
         let mut m = serde_json::json!({
             "kernel_version": "6.1.66-91.160.amzn2023.x86_64", "architecture": "x86_64",
@@ -817,14 +815,7 @@ async fn a_runs_jobs_steps_and_log_tail_follow_the_run() {
     let Decision::Dispatched { run_id, .. } = decided[0].1 else {
         panic!("{decided:?}")
     };
-    let client = GithubClient::new(
-        &sb.base_url(),
-        REPO.parse().unwrap(),
-        TOKEN.into(),
-        RetryPolicy::default(),
-        None,
-    )
-    .unwrap();
+    let client = sandbox_client(&sb);
     let states = |jobs: &[kfleet::forge::Job]| -> Vec<String> {
         jobs[0]
             .steps
