@@ -663,8 +663,11 @@ async fn three_replicas_on_postgres_dispatch_each_build_once() {
 async fn a_replica_killed_mid_storm_loses_no_request_and_its_claims_are_settled() {
     let pg = Postgres::start();
     let sb = sandbox(60_000, 60_000).await;
-    let mut replicas: Vec<Replica> = (0..3)
-        .map(|_| Replica::start(&sb.base_url(), &pg.url(), "250ms"))
+    // Replica 0 paces its dispatches slowly, so it holds claims it has not dispatched yet for
+    // long enough to be killed holding them even on a loaded machine.
+    let mut replicas: Vec<Replica> = ["2s", "250ms", "250ms"]
+        .iter()
+        .map(|pace| Replica::start(&sb.base_url(), &pg.url(), pace))
         .collect();
     let ids = storm(&mut replicas, true, &pg).await;
     assert_eq!(ids.len(), 40);
