@@ -615,7 +615,8 @@ async fn storm(
             // Generous: on a loaded 2-core machine three replicas start and claim slowly.
             assert!(
                 started.elapsed() < Duration::from_secs(90),
-                "replica 0 never claimed"
+                "replica 0 never claimed; its log:\n{}",
+                replicas[0].log.lock().unwrap()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

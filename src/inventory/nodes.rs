@@ -157,13 +157,19 @@ fn csv(
     let mut record = ::csv::StringRecord::new();
     let mut line = 1u64;
     loop {
+        line += 1;
         match rows.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
+            Err(e) if e.is_io_error() => {
+                return Err(InventoryError::Format {
+                    file: file.to_string(),
+                    message: format!("cannot read line {line}: {e}"),
+                });
+            }
             // A bad row is skipped here as the report skips it.
             Err(_) => continue,
         }
-        line += 1;
         let field = |i: usize| record.get(i).unwrap_or_default().trim();
         if !matcher.matches(
             [field(at[0]), field(at[1]), field(at[2]), field(at[3])],
