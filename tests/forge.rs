@@ -1020,32 +1020,26 @@ async fn a_github_app_uses_installation_tokens_scoped_to_the_repository() {
     }
 
     // Another key is not the App's: the installation lookup is refused, with the reason.
-    let other = std::fs::read(keys.path().join("other.pem")).unwrap();
-    let err = GithubClient::new_app(
-        &api,
-        REPO.parse().unwrap(),
-        app_id,
-        &other,
-        fast_policy(),
-        None,
-    )
-    .await
-    .err()
-    .unwrap()
-    .to_string();
+    let refused = |key: Vec<u8>| {
+        let api = api.clone();
+        async move {
+            GithubClient::new_app(
+                &api,
+                REPO.parse().unwrap(),
+                app_id,
+                &key,
+                fast_policy(),
+                None,
+            )
+            .await
+            .err()
+            .unwrap()
+            .to_string()
+        }
+    };
+    let err = refused(std::fs::read(keys.path().join("other.pem")).unwrap()).await;
     assert!(err.contains("installation"), "{err}");
-    let err = GithubClient::new_app(
-        &api,
-        REPO.parse().unwrap(),
-        app_id,
-        b"not a key",
-        fast_policy(),
-        None,
-    )
-    .await
-    .err()
-    .unwrap()
-    .to_string();
+    let err = refused(b"not a key".to_vec()).await;
     assert!(err.contains("not an RSA private key in PEM"), "{err}");
 }
 

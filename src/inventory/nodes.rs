@@ -45,19 +45,18 @@ impl NodesOf {
 struct Matcher {
     key: String,
     seen: HashMap<String, bool>,
+    /// The raw identity being looked up, reused row after row (no allocation per row).
+    raw: String,
 }
 
 impl Matcher {
     fn matches(&mut self, fields: [&str; 4], os_image: Option<&str>) -> bool {
-        let raw = format!(
-            "{}\0{}\0{}\0{}\0{}",
-            fields[0],
-            fields[1],
-            fields[2],
-            fields[3],
-            os_image.unwrap_or_default()
-        );
-        if let Some(&hit) = self.seen.get(&raw) {
+        self.raw.clear();
+        for part in fields.iter().chain([&os_image.unwrap_or_default()]) {
+            self.raw.push_str(part);
+            self.raw.push('\0');
+        }
+        if let Some(&hit) = self.seen.get(self.raw.as_str()) {
             return hit;
         }
         let checked = check_with_os_image(
@@ -70,7 +69,7 @@ impl Matcher {
             os_image,
         );
         let hit = checked.key() == self.key;
-        self.seen.insert(raw, hit);
+        self.seen.insert(self.raw.clone(), hit);
         hit
     }
 }
@@ -86,6 +85,7 @@ pub fn nodes_of(paths: &[PathBuf], key: &str, limit: usize) -> Result<NodesOf, I
     let mut matcher = Matcher {
         key: key.to_string(),
         seen: HashMap::new(),
+        raw: String::new(),
     };
     for path in paths {
         if let Some(source) = path.to_str().and_then(super::kube::KubeSource::parse) {
