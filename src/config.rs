@@ -19,6 +19,8 @@ pub struct Config {
     pub repo: Option<String>,
     /// GitHub API base URL (GitHub Enterprise: `https://HOST/api/v3`; the sandbox's URL).
     pub api_url: Option<String>,
+    /// An OCI repository holding the drivers instead of the releases (`oci://HOST/NS/NAME`).
+    pub store: Option<String>,
     /// Workflow file that builds one identity.
     pub workflow: Option<String>,
     /// Git ref the workflow runs on.

@@ -23,6 +23,7 @@ pub mod localrun;
 pub mod locks;
 pub mod net;
 pub mod notice;
+pub mod oci;
 pub mod report;
 #[cfg(feature = "fleet")]
 pub mod sample;

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "bounded", "clock", "config", "distros", "fsio", "kmod", "locks", "net", "notice", "text",
     ],
-    &["identity"],
+    &["identity", "oci"],
     &["artifacts", "headers", "install", "localrun", "state"],
     &["buildenv", "forge", "inventory"],
     &["coverage"],

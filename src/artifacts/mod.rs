@@ -1,8 +1,10 @@
 //! Artifacts: how a driver package is named for an identity (the naming template, both ways),
-//! and releases with their assets matched to identities. Below the forge (which fetches
-//! listings) and coverage (which counts them); above identity.
+//! releases with their assets matched to identities, and a driver as an OCI artifact (its tag
+//! and manifest). Below the forge (which fetches listings) and coverage (which counts them);
+//! above identity.
 
 mod naming;
+pub mod oci;
 mod releases;
 
 pub use naming::{AssetName, AssetTemplate, DEFAULT_ASSET_TEMPLATE, TemplateError};

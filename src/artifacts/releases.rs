@@ -101,7 +101,8 @@ fn strip_v(tag: &str) -> &str {
 }
 
 /// Picks the release for `driver_version` (its tag), or the newest published release that is
-/// neither draft nor prerelease.
+/// neither draft nor prerelease (in an OCI store's listing, whose releases have no id and no
+/// publication time, the highest driver version).
 pub fn select_release<'a>(
     releases: &'a [Release],
     driver_version: Option<&str>,
@@ -124,10 +125,16 @@ pub fn select_release<'a>(
                     .join(", "),
             });
     }
-    releases
-        .iter()
-        .filter(|r| !r.draft && !r.prerelease && r.published_at.is_some())
+    let candidates = || releases.iter().filter(|r| !r.draft && !r.prerelease);
+    candidates()
+        .filter(|r| r.published_at.is_some())
         .max_by_key(|r| (r.published_at, r.id))
+        // An OCI store's listing has no publication times: its highest driver version.
+        .or_else(|| {
+            candidates()
+                .filter(|r| r.id.is_none())
+                .max_by(|a, b| crate::text::compare_versions(&a.tag_name, &b.tag_name))
+        })
         .ok_or(ReleaseError::NoPublished {
             count: releases.len(),
         })

@@ -24,13 +24,7 @@ pub enum RegistryError {
     Registry { image: String, message: String },
 }
 
-fn valid_digest(d: &str) -> bool {
-    d.len() == 71
-        && d.starts_with("sha256:")
-        && d[7..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+use crate::oci::valid_digest;
 
 impl Digests {
     /// Reads a digests file; every entry must be a plain reference and a sha256 digest.
@@ -115,17 +109,6 @@ fn base_for(host: &str, overrides: &BTreeMap<String, String>) -> String {
     }
 }
 
-/// `Bearer realm="…",service="…",scope="…"` parameters.
-fn challenge(header: &str) -> Option<BTreeMap<String, String>> {
-    let params = header.trim().strip_prefix("Bearer ")?;
-    let mut out = BTreeMap::new();
-    for part in params.split(',') {
-        let (k, v) = part.split_once('=')?;
-        out.insert(k.trim().to_string(), v.trim().trim_matches('"').to_string());
-    }
-    Some(out)
-}
-
 /// Reads the digest of each image tag from its registry (anonymous pulls), within `timeout`
 /// per request.
 pub async fn pin(
@@ -178,7 +161,9 @@ async fn resolve(
             .headers()
             .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
-            .and_then(challenge)
+            .and_then(crate::oci::challenge)
+            .filter(|(scheme, _)| scheme == "bearer")
+            .map(|(_, params)| params)
             .ok_or_else(|| err(format!("{url} answered 401 without a bearer challenge")))?;
         let realm = params
             .get("realm")
@@ -266,14 +251,6 @@ mod tests {
         ] {
             assert!(parse_image(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn bearer_challenges_parse() {
-        let c = challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/debian:pull""#).unwrap();
-        assert_eq!(c["realm"], "https://auth.docker.io/token");
-        assert_eq!(c["scope"], "repository:library/debian:pull");
-        assert!(challenge("Basic realm=x").is_none());
     }
 
     #[test]

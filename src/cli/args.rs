@@ -12,7 +12,7 @@ pub struct TuiArgs {
     #[arg(long, short = 'i', value_name = "FILE")]
     pub inventory: Vec<PathBuf>,
     /// Release listing file, served by an in-process sandbox forge.
-    #[arg(long, short = 'r', value_name = "FILE", conflicts_with_all = ["repo", "sandbox"])]
+    #[arg(long, short = 'r', value_name = "FILE", conflicts_with_all = ["repo", "sandbox", "store"])]
     pub releases: Option<PathBuf>,
     #[command(flatten)]
     pub build: BuildArgs,
@@ -21,6 +21,8 @@ pub struct TuiArgs {
     pub driver_version: Option<String>,
     #[command(flatten)]
     pub naming: NamingArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub shares: ShareArgs,
     /// Header sources file replacing the built-in chain (assets/header-sources.toml).
@@ -84,6 +86,8 @@ pub struct ServeArgs {
     pub build: BuildArgs,
     #[command(flatten)]
     pub naming: NamingArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +132,8 @@ pub struct EnsureArgs {
     pub max_download: u64,
     #[command(flatten)]
     pub naming: NamingArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// This identity instead of the machine's own (/etc/os-release and the running kernel).
     #[arg(long, requires_all = ["distro_version", "architecture", "kernel_version"])]
     pub distribution: Option<String>,
@@ -233,6 +239,46 @@ pub enum ReleaseCommand {
         files: Vec<PathBuf>,
         #[command(flatten)]
         forge: ForgeRepoArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Push driver packages to the OCI store as kfleet artifacts (what the build job runs): the
+    /// identity is read from each file's name through the asset template; a tag that holds
+    /// another artifact is never replaced.
+    Push {
+        /// The driver version the packages are (it is in their names as well).
+        #[arg(long, value_name = "VERSION")]
+        driver_version: String,
+        /// Driver packages (`.tar.xz`, named by the asset template).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        naming: NamingArgs,
+    },
+    /// Print `present` or `absent` for asset NAME of a driver version in the store.
+    Has {
+        #[arg(long, value_name = "VERSION")]
+        driver_version: String,
+        /// Asset name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        naming: NamingArgs,
+    },
+    /// List the drivers in the store: driver versions, identities, tags.
+    List {
+        /// Only this driver version.
+        #[arg(long, value_name = "VERSION")]
+        driver_version: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        naming: NamingArgs,
     },
 }
 
@@ -447,6 +493,8 @@ pub struct DispatchArgs {
     pub build: BuildArgs,
     #[command(flatten)]
     pub naming: NamingArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -531,6 +579,16 @@ pub enum RunnerKind {
     Local,
 }
 
+/// Where the drivers are stored, when not in the repository's releases.
+#[derive(Debug, Args, Default)]
+pub struct StoreArgs {
+    /// An OCI registry repository holding the drivers instead of the releases,
+    /// oci://REGISTRY/NAMESPACE/NAME (login: KFLEET_REGISTRY_USERNAME, KFLEET_REGISTRY_PASSWORD)
+    /// [config: store].
+    #[arg(long, env = "KFLEET_STORE", value_name = "URL")]
+    pub store: Option<String>,
+}
+
 #[derive(Debug, Args, Default)]
 pub struct NamingArgs {
     /// Module name in asset names [config: module; default: kdriver].
@@ -565,7 +623,7 @@ pub struct UpcomingArgs {
     #[arg(long, short = 'i', value_name = "FILE", required = true)]
     pub inventory: Vec<PathBuf>,
     /// Release listing file the statuses are computed against.
-    #[arg(long, short = 'r', value_name = "FILE", conflicts_with = "repo")]
+    #[arg(long, short = 'r', value_name = "FILE", conflicts_with_all = ["repo", "store"])]
     pub releases: Option<PathBuf>,
     #[command(flatten)]
     pub forge: ForgeRepoArgs,
@@ -582,6 +640,8 @@ pub struct UpcomingArgs {
     pub chain: HeaderChainArgs,
     #[command(flatten)]
     pub naming: NamingArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[cfg(feature = "fleet")]
@@ -592,7 +652,7 @@ pub struct ReportArgs {
     #[arg(long, short = 'i', required = true, value_name = "FILE")]
     pub inventory: Vec<PathBuf>,
     /// GitHub release listing (`gh api repos/OWNER/REPO/releases --paginate > FILE`); instead of --repo.
-    #[arg(long, short = 'r', value_name = "FILE", conflicts_with = "repo")]
+    #[arg(long, short = 'r', value_name = "FILE", conflicts_with_all = ["repo", "store"])]
     pub releases: Option<PathBuf>,
     #[command(flatten)]
     pub build: BuildArgs,
@@ -601,6 +661,8 @@ pub struct ReportArgs {
     pub driver_version: Option<String>,
     #[command(flatten)]
     pub naming: NamingArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub shares: ShareArgs,
     /// Output format.

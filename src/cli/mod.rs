@@ -104,6 +104,10 @@ pub enum Command {
     /// The build job's calls on the driver's release: does an asset exist, upload assets.
     #[command(subcommand)]
     Release(ReleaseCommand),
+    /// The build job's calls on an OCI registry holding the drivers (`--store oci://…`): push,
+    /// is a driver there, list.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Run the build service nodes ask for their driver (POST /build, GET /status/{id}).
     Serve(ServeArgs),
     /// On a node: get the driver for this kernel from the build service, verified.

@@ -10,9 +10,9 @@ pub(crate) use crate::config::{Config, DEFAULT_MODULE, default_state_dir};
 #[cfg(feature = "fleet")]
 pub(crate) use crate::coverage::{self, BuildStates, CoverageOptions, CoverageStatus};
 pub(crate) use crate::forge::{
-    CancelOutcome, Faults, Forge, GITHUB_API, GithubClient, RepoRef, RetryPolicy, Sandbox,
-    SandboxForge, SandboxOptions, Simulation, WorkflowRun, load_releases, select_release,
-    token_from_environment,
+    CancelOutcome, Faults, Forge, GITHUB_API, GithubClient, OciStore, RepoRef, RetryPolicy,
+    Sandbox, SandboxForge, SandboxOptions, Simulation, StoreForge, WorkflowRun, load_releases,
+    select_release, token_from_environment,
 };
 #[cfg(feature = "fleet")]
 pub(crate) use crate::forge::{Release, index_assets, read_release_file};
@@ -20,6 +20,7 @@ pub(crate) use crate::headers::{Chain, Resolver, ResolverOptions, plan};
 pub(crate) use crate::identity::{RawIdentity, Verdict, check, local_identity};
 #[cfg(feature = "fleet")]
 pub(crate) use crate::inventory::{FleetGroups, read_inventory};
+pub(crate) use crate::oci::Credentials;
 #[cfg(feature = "fleet")]
 pub(crate) use crate::report::Format;
 #[cfg(feature = "fleet")]

@@ -28,6 +28,7 @@ impl Default for TuiArgs {
             build: BuildArgs::for_repo(None, None, None, None),
             driver_version: None,
             naming: NamingArgs::default(),
+            store: StoreArgs::default(),
             shares: ShareArgs::default(),
             sources: std::env::var_os("KFLEET_HEADER_SOURCES").map(PathBuf::from),
             upcoming_lines: 10,
@@ -350,6 +351,36 @@ fn github_client(repo: &str, api: Option<&str>, config: &Config) -> Result<Githu
         RetryPolicy::default(),
         Some(notify),
     )?)
+}
+
+impl StoreArgs {
+    /// The OCI store the flags or config name, if any, opened with the registry login of the
+    /// environment.
+    pub(crate) fn open(
+        &self,
+        config: &Config,
+        template: &AssetTemplate,
+    ) -> Result<Option<Arc<OciStore>>> {
+        let Some(url) = self.store.clone().or_else(|| config.store.clone()) else {
+            return Ok(None);
+        };
+        let store = OciStore::open(&url, template.clone(), Credentials::from_environment())?;
+        tracing::info!("artifacts in {}", store.label());
+        Ok(Some(Arc::new(store)))
+    }
+
+    /// `forge` with its releases replaced by the OCI store, when one is named.
+    pub(crate) fn wrap(
+        &self,
+        forge: Arc<dyn Forge>,
+        config: &Config,
+        template: &AssetTemplate,
+    ) -> Result<Arc<dyn Forge>> {
+        Ok(match self.open(config, template)? {
+            Some(store) => Arc::new(StoreForge::new(forge, store)),
+            None => forge,
+        })
+    }
 }
 
 impl NamingArgs {

@@ -3,8 +3,10 @@
 use super::prelude::*;
 
 pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCode> {
-    let client = args.build.client(config)?;
     let template = args.naming.template(config)?;
+    let client = args
+        .store
+        .wrap(args.build.client(config)?, config, &template)?;
     let mut keys = args.identity.clone();
     if let Some(path) = &args.from {
         keys.extend(read_keys_csv(path)?);

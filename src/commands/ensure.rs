@@ -43,6 +43,7 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
     crate::identity::check_driver_version(&args.driver_version)
         .map_err(|e| anyhow::anyhow!("--driver-version: {e}"))?;
     let template = args.naming.template(config)?;
+    let store = args.store.open(config, &template)?;
     let options = crate::service::ensure::EnsureOptions {
         asset_name: template.render(&identity, &args.driver_version),
         max_download: args.max_download.saturating_mul(1 << 20),
@@ -55,6 +56,7 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
         deadline: args.deadline,
         poll_min: std::time::Duration::from_secs(1),
         poll_max: std::time::Duration::from_secs(15),
+        store: store.clone(),
     };
     let outcome = if args.service.is_some() {
         runtime()?.block_on(crate::service::ensure::ensure(&identity, &options))?
@@ -65,7 +67,10 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
             args.state_dir.clone(),
             Some(args.deadline),
         );
-        let forge = build.client(config)?;
+        let forge: Arc<dyn Forge> = match &store {
+            Some(store) => Arc::new(StoreForge::new(build.client(config)?, store.clone())),
+            None => build.client(config)?,
+        };
         let planner_config = build.planner_config(config, args.driver_version.clone())?;
         runtime()?.block_on(async {
             let planner = Planner::new(

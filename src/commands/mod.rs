@@ -75,15 +75,23 @@ pub(crate) type BuildStatesFor = Box<dyn Fn(&str) -> BuildStates>;
 pub(crate) fn load_listing(
     releases: Option<&PathBuf>,
     build: &BuildArgs,
+    store: Option<Arc<OciStore>>,
     config: &Config,
 ) -> Result<(Vec<Release>, BuildStatesFor)> {
     if let Some(path) = releases {
         return Ok((read_release_file(path)?, Box::new(|_| BuildStates::new())));
     }
-    let Some(client) = build.forge_client(config)? else {
-        bail!(
-            "no release listing: pass --releases FILE, or --repo OWNER/NAME (or set repo in kfleet.toml)"
-        );
+    let client: Arc<dyn Forge> = match (build.forge_client(config)?, store) {
+        (Some(forge), Some(store)) => Arc::new(StoreForge::new(forge, store)),
+        (Some(forge), None) => forge,
+        // The store alone: coverage without build states.
+        (None, Some(store)) => {
+            let listing = runtime()?.block_on(store.list())?;
+            return Ok((listing.releases, Box::new(|_| BuildStates::new())));
+        }
+        (None, None) => bail!(
+            "no release listing: pass --releases FILE, --repo OWNER/NAME or --store oci://… (or set repo or store in kfleet.toml)"
+        ),
     };
     let workflow = build.workflow(config);
     let deadline = build.deadline(config)?;
@@ -278,6 +286,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::BuildPlan(args) => build_plan::build_plan_cmd(args),
         Command::Images(cmd) => build_plan::images_cmd(cmd),
         Command::Release(cmd) => release::release_cmd(cmd, &config),
+        Command::Store(cmd) => release::store_cmd(cmd, &config),
         Command::Serve(args) => serve::serve_cmd(args, &config),
         Command::Ensure(args) => ensure::ensure_cmd(args, &config),
         Command::Install(args) => ensure::install_cmd(args),

@@ -61,3 +61,160 @@ pub(crate) fn release_cmd(cmd: ReleaseCommand, config: &Config) -> Result<ExitCo
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `kfleet store`: the build job's calls on an OCI registry holding the drivers.
+pub(crate) fn store_cmd(cmd: StoreCommand, config: &Config) -> Result<ExitCode> {
+    let open = |store: &StoreArgs, naming: &NamingArgs| -> Result<(Arc<OciStore>, AssetTemplate)> {
+        let template = naming.template(config)?;
+        let store = store.open(config, &template)?.context(
+            "no store: pass --store oci://REGISTRY/NAMESPACE/NAME (or set store in kfleet.toml)",
+        )?;
+        Ok((store, template))
+    };
+    match cmd {
+        StoreCommand::Push {
+            driver_version,
+            files,
+            store,
+            naming,
+        } => {
+            let (store, template) = open(&store, &naming)?;
+            // Every package is read and checked before the first push.
+            let mut pushes = Vec::with_capacity(files.len());
+            for path in &files {
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .with_context(|| format!("{}: not a file name", path.display()))?;
+                let parsed = template.parse(name).with_context(|| {
+                    format!(
+                        "{}: the name does not follow the asset template {}",
+                        path.display(),
+                        template.template()
+                    )
+                })?;
+                if parsed
+                    .driver_version
+                    .as_deref()
+                    .is_some_and(|v| v != driver_version)
+                {
+                    bail!(
+                        "{}: the name says driver version {}, not --driver-version {driver_version}",
+                        path.display(),
+                        parsed.driver_version.unwrap_or_default()
+                    );
+                }
+                let Verdict::Valid(identity) = &parsed.checked.verdict else {
+                    bail!("{}: the name holds no valid identity", path.display());
+                };
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let modules = crate::install::read_package_bytes(path, &bytes)?;
+                let mut vermagics: Vec<&str> =
+                    modules.iter().map(|m| m.vermagic.as_str()).collect();
+                vermagics.dedup();
+                let [vermagic] = vermagics.as_slice() else {
+                    bail!(
+                        "{}: the modules disagree on vermagic ({}); one package is one kernel's",
+                        path.display(),
+                        vermagics.join(" | ")
+                    );
+                };
+                pushes.push((
+                    identity.key(),
+                    bytes::Bytes::from(bytes),
+                    vermagic.to_string(),
+                ));
+            }
+            let mut pushed = Vec::new();
+            for (key, bytes, vermagic) in pushes {
+                let done = runtime()?.block_on(store.push(
+                    &key,
+                    &driver_version,
+                    bytes,
+                    Some(vermagic),
+                ))?;
+                if !super::json_wanted() {
+                    outln!(
+                        "{} {}:{} ({}, {} bytes, layer {})",
+                        if done.unchanged {
+                            "already in"
+                        } else {
+                            "pushed to"
+                        },
+                        store.label(),
+                        done.tag,
+                        done.manifest_digest,
+                        done.driver.size,
+                        done.driver.layer_digest
+                    );
+                }
+                pushed.push(done);
+            }
+            if super::json_wanted() {
+                super::print_json(&serde_json::json!({"store": store.label(), "pushed": pushed}))?;
+            }
+        }
+        StoreCommand::Has {
+            driver_version,
+            name,
+            store,
+            naming,
+        } => {
+            let (store, _) = open(&store, &naming)?;
+            let listing = runtime()?.block_on(store.list())?;
+            let present = listing
+                .releases
+                .iter()
+                .filter(|r| r.tag_name == driver_version)
+                .flat_map(|r| &r.assets)
+                .any(|a| a.name == name);
+            if super::json_wanted() {
+                super::print_json(&serde_json::json!({
+                    "store": store.label(), "driver_version": driver_version, "name": name, "present": present,
+                }))?;
+            } else {
+                outln!("{}", if present { "present" } else { "absent" });
+            }
+        }
+        StoreCommand::List {
+            driver_version,
+            store,
+            naming,
+        } => {
+            let (store, template) = open(&store, &naming)?;
+            let listing = runtime()?.block_on(store.list())?;
+            let mut rows = Vec::new();
+            for release in &listing.releases {
+                if driver_version
+                    .as_ref()
+                    .is_some_and(|v| *v != release.tag_name)
+                {
+                    continue;
+                }
+                for asset in crate::artifacts::index_assets(release, &template).matched {
+                    let tag = store.tag(&asset.key, &release.tag_name)?.0;
+                    rows.push(serde_json::json!({
+                        "driver_version": release.tag_name, "identity": asset.key, "tag": tag,
+                    }));
+                }
+            }
+            if super::json_wanted() {
+                super::print_json(&serde_json::json!({"store": store.label(), "drivers": rows}))?;
+            } else {
+                for row in &rows {
+                    outln!(
+                        "{}  {}  {}",
+                        row["driver_version"].as_str().unwrap_or_default(),
+                        row["identity"].as_str().unwrap_or_default(),
+                        row["tag"].as_str().unwrap_or_default()
+                    );
+                }
+                if rows.is_empty() {
+                    outln!("no drivers in {}", store.label());
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

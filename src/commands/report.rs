@@ -5,7 +5,12 @@ use super::prelude::*;
 pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
     let (head_share, target) = args.shares.resolve(config);
     let template = args.naming.template(config)?;
-    let (releases, builds) = load_listing(args.releases.as_ref(), &args.build, config)?;
+    let (releases, builds) = load_listing(
+        args.releases.as_ref(),
+        &args.build,
+        args.store.open(config, &template)?,
+        config,
+    )?;
     let release = select_release(&releases, args.driver_version.as_deref())?;
     let builds = builds(&release.tag_name);
     let assets = index_assets(release, &template);

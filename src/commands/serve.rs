@@ -60,8 +60,10 @@ fn webhook_secret(file: Option<&PathBuf>) -> Result<Option<crate::service::Secre
 pub(crate) fn serve_cmd(args: ServeArgs, config: &Config) -> Result<ExitCode> {
     let tokens = client_tokens(args.client_tokens.as_ref())?;
     let webhook_secret = webhook_secret(args.webhook_secret.as_ref())?;
-    let forge = args.build.client(config)?;
     let template = args.naming.template(config)?;
+    let forge = args
+        .store
+        .wrap(args.build.client(config)?, config, &template)?;
     let planner_config = args.build.planner_config(config, String::new())?;
     let store = runtime()?.block_on(args.build.store(config))?;
     tracing::info!("build state: {} {}", store.kind(), store.label());

@@ -59,6 +59,7 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         None => build.client(config)?,
     };
     let template = args.naming.template(config)?;
+    let forge = args.store.wrap(forge, config, &template)?;
     let deadline = build.deadline(config)?;
     let mut planner_config = build.planner_config(config, String::new())?;
     let state_root = build.state_root(config);

@@ -8,19 +8,21 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
     let fleet = read_fleet(&args.inventory, false, false)?;
     // The release the statuses are computed against, when one is named.
     let repo_named = args.forge.repo.is_some() || config.repo.is_some();
-    let releases = match &args.releases {
-        Some(path) => Some(read_release_file(path)?),
-        None if repo_named => {
+    let template = args.naming.template(config)?;
+    let store = args.store.open(config, &template)?;
+    let releases = match (&args.releases, store) {
+        (Some(path), _) => Some(read_release_file(path)?),
+        (None, Some(store)) => Some(runtime()?.block_on(store.list())?.releases),
+        (None, None) if repo_named => {
             let client = args.forge.client(config)?;
             Some(runtime()?.block_on(client.list_releases())?.releases)
         }
-        None => None,
+        (None, None) => None,
     };
     let release = releases
         .as_deref()
         .map(|r| select_release(r, args.driver_version.as_deref()))
         .transpose()?;
-    let template = args.naming.template(config)?;
     let resolver = args.chain.resolver(config)?;
     let found = runtime()?.block_on(find(
         &resolver,

@@ -5,6 +5,7 @@
 mod github;
 mod runs;
 mod sandbox;
+mod store;
 
 pub use github::{
     Budget, CancelOutcome, ClientStats, ForgeError, GITHUB_API, GithubClient, Listing,
@@ -20,6 +21,7 @@ pub use runs::{
     run_title,
 };
 pub use sandbox::{Faults, Sandbox, SandboxError, SandboxOptions, Simulation, load_releases};
+pub use store::{OciStore, Pushed, StoreError, StoreForge};
 
 use std::future::Future;
 use std::pin::Pin;

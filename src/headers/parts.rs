@@ -263,6 +263,11 @@ mod tests {
             (d13.abi.as_str(), d13.flavour.as_str(), d13.version.as_str()),
             ("6.12.57+deb13", "amd64", "6.12.57")
         );
+        let security = p("debian/13/x86_64/6.12.115+deb13.1-amd64");
+        assert_eq!(
+            (security.abi.as_str(), security.flavour.as_str()),
+            ("6.12.115+deb13.1", "amd64")
+        );
         let u = p("ubuntu/22.04/x86_64/5.15.0-1034-aws");
         assert_eq!(
             (u.abi.as_str(), u.flavour.as_str(), u.codename.as_str()),

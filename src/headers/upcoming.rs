@@ -44,51 +44,9 @@ pub fn line_of(id: &KernelIdentity) -> String {
     }
 }
 
-/// Orders kernel versions as package managers do: runs of digits compare as numbers, runs of
-/// letters as text, digits after letters (`5.15.0-125-generic` after `5.15.0-91-generic`,
-/// `5.14.0-503.11.1.el9_5` after `5.14.0-427.42.1.el9_4`).
+/// Orders kernel versions as package managers do (see [`crate::text::compare_versions`]).
 pub fn compare_kernels(a: &str, b: &str) -> Ordering {
-    /// Runs of digits and runs of letters; anything else separates them.
-    fn segments(s: &str) -> Vec<&str> {
-        let mut out = Vec::new();
-        let mut start: Option<(usize, bool)> = None;
-        for (i, c) in s.char_indices() {
-            let kind = c.is_ascii_alphanumeric().then(|| c.is_ascii_digit());
-            match (start, kind) {
-                (Some((_, digits)), Some(k)) if digits == k => {}
-                (Some((st, _)), _) => {
-                    out.push(&s[st..i]);
-                    start = kind.map(|k| (i, k));
-                }
-                (None, Some(k)) => start = Some((i, k)),
-                (None, None) => {}
-            }
-        }
-        if let Some((st, _)) = start {
-            out.push(&s[st..]);
-        }
-        out
-    }
-    let (x, y) = (segments(a), segments(b));
-    for (p, q) in x.iter().zip(&y) {
-        let (pn, qn) = (
-            p.bytes().all(|c| c.is_ascii_digit()),
-            q.bytes().all(|c| c.is_ascii_digit()),
-        );
-        let order = match (pn, qn) {
-            (true, true) => {
-                let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
-                p.len().cmp(&q.len()).then_with(|| p.cmp(q))
-            }
-            (true, false) => Ordering::Greater,
-            (false, true) => Ordering::Less,
-            (false, false) => p.cmp(q),
-        };
-        if order != Ordering::Equal {
-            return order;
-        }
-    }
-    x.len().cmp(&y.len())
+    crate::text::compare_versions(a, b)
 }
 
 /// One line of a fleet: its nodes and the newest kernel it runs.

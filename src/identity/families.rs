@@ -153,7 +153,7 @@ static DEBIAN_BACKPORT_BPO: LazyLock<Regex> = LazyLock::new(|| {
 });
 static DEBIAN_PLUS_DEB: LazyLock<Regex> = LazyLock::new(|| {
     re(&format!(
-        r"^(\d+)\.(\d+)\.(\d+)\+deb(\d+)(?:\+(\d+))?-{DEBIAN_FLAVOUR}$"
+        r"^(\d+)\.(\d+)\.(\d+)\+deb(\d+)(?:[.+](\d+))?-{DEBIAN_FLAVOUR}$"
     ))
 });
 

@@ -98,6 +98,8 @@ fn debian_forms_and_cross_checks() {
         ("10", "aarch64", "4.19.0-17-rt-arm64"),
         ("13", "aarch64", "6.12.57+deb13-cloud-arm64"),
         ("13", "x86_64", "6.12.74+deb13+1-amd64"),
+        // A security update of the same upstream release (trixie-security 6.12.115-2).
+        ("13", "x86_64", "6.12.115+deb13.1-amd64"),
         ("9", "x86_64", "4.19.0-0.bpo.6-amd64"),
         ("12", "x86_64", "6.12.12+bpo-amd64"),
     ] {

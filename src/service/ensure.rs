@@ -29,6 +29,9 @@ pub struct EnsureOptions {
     pub insecure_http: bool,
     /// A CA certificate (PEM) trusted besides the system's, for a service a private CA signed.
     pub ca_file: Option<PathBuf>,
+    /// The OCI store the driver is pulled from (the registry, or a mirror of it near the node),
+    /// by the tag this node computes for its own identity.
+    pub store: Option<std::sync::Arc<crate::forge::OciStore>>,
 }
 
 /// The HTTP client `ensure` talks through: the system's roots, and `ca_file` when given.
@@ -132,6 +135,12 @@ pub enum EnsureError {
     Gone { url: String, status: u16 },
     #[error("the asset name '{0}' is not a plain file name; nothing was written")]
     BadName(String),
+    #[error(
+        "the driver is in an OCI registry ({0}); pass --store oci://REGISTRY/NAMESPACE/NAME (the registry, or a mirror of it)"
+    )]
+    NeedsStore(String),
+    #[error("{0}")]
+    Store(String),
 }
 
 impl EnsureError {
@@ -240,17 +249,88 @@ impl Client<'_> {
         Ok(Some((code, status)))
     }
 
-    async fn download(&self, status: &BuildStatus) -> Result<Artifact, EnsureError> {
+    async fn download(&self, status: &BuildStatus, key: &str) -> Result<Artifact, EnsureError> {
+        if let Some(store) = &self.options.store {
+            // The store answers for this node's own identity, whatever the service named.
+            return pull_from_store(store, key, self.options)
+                .await?
+                .ok_or_else(|| EnsureError::Gone {
+                    url: store.label(),
+                    status: 404,
+                });
+        }
         let url = status
             .download_url
             .clone()
             .ok_or(EnsureError::Incomplete("download_url"))?;
+        if status.sha256.is_none() && status.sha256_url.is_none() && is_oci_manifest_url(&url) {
+            return Err(EnsureError::NeedsStore(
+                crate::text::clean(&url).into_owned(),
+            ));
+        }
         let expected = Expected {
             digest: status.sha256.clone(),
             checksum_url: status.sha256_url.clone(),
         };
         download_verified(&self.http, &url, &expected, self.options, self.deadline_at).await
     }
+}
+
+/// Whether `url` names a manifest in an OCI registry (`…/v2/NAME/manifests/TAG`).
+fn is_oci_manifest_url(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .is_ok_and(|u| u.path().starts_with("/v2/") && u.path().contains("/manifests/"))
+}
+
+/// The driver of `key` from the OCI store (its manifest checked: kfleet's artifact, this identity
+/// and driver version, the layer digest; the package checked against that digest), written
+/// into `options.out` like a download. `None`: the store has no such driver (yet).
+async fn pull_from_store(
+    store: &crate::forge::OciStore,
+    key: &str,
+    options: &EnsureOptions,
+) -> Result<Option<Artifact>, EnsureError> {
+    let pulled = store
+        .pull(key, &options.driver_version, options.max_download)
+        .await
+        .map_err(|e| EnsureError::Store(e.to_string()))?;
+    let Some((driver, package)) = pulled else {
+        return Ok(None);
+    };
+    tracing::info!(
+        "pulled {key} {} from {} (layer {})",
+        options.driver_version,
+        store.label(),
+        driver.layer_digest
+    );
+    write_artifact(&options.out, &options.asset_name, package).map(Some)
+}
+
+/// Writes verified bytes into `out` under `name`: a temporary file there, synced, then renamed.
+fn write_artifact(
+    out: &std::path::Path,
+    name: &str,
+    bytes: bytes::Bytes,
+) -> Result<Artifact, EnsureError> {
+    use std::io::Write as _;
+    if !plain_file_name(name) {
+        return Err(EnsureError::BadName(name.to_string()));
+    }
+    let path = out.join(name);
+    let write_err = |e: std::io::Error| EnsureError::Write {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(out).map_err(write_err)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kfleet-download-")
+        .tempfile_in(out)
+        .map_err(write_err)?;
+    tmp.write_all(&bytes).map_err(write_err)?;
+    tmp.as_file().sync_all().map_err(write_err)?;
+    tmp.persist(&path).map_err(|e| write_err(e.error))?;
+    crate::fsio::sync_dir(out).map_err(write_err)?;
+    Ok(Artifact { path, bytes })
 }
 
 /// What an artifact's bytes must hash to: GitHub's digest of the stored asset (from the release
@@ -549,12 +629,23 @@ pub async fn ensure_direct(
                 )));
             }
         }
-        let listing = forge
-            .list_releases()
-            .await
-            .map_err(|e| forge_err(e.to_string()))?;
-        if let Ok(release) =
-            crate::artifacts::select_release(&listing.releases, Some(&options.driver_version))
+        if let Some(store) = &options.store
+            && let Some(artifact) = pull_from_store(store, &key, options).await?
+        {
+            return Ok(EnsureOutcome::Available(artifact));
+        }
+        let listing = match options.store {
+            Some(_) => None,
+            None => Some(
+                forge
+                    .list_releases()
+                    .await
+                    .map_err(|e| forge_err(e.to_string()))?,
+            ),
+        };
+        if let Some(listing) = listing
+            && let Ok(release) =
+                crate::artifacts::select_release(&listing.releases, Some(&options.driver_version))
             && let Some(asset) = crate::artifacts::index_assets(release, template)
                 .matched
                 .into_iter()
@@ -632,15 +723,17 @@ pub async fn ensure(
         };
         if let Some((code, status)) = answer {
             match (code, status.status) {
-                (200, ServiceStatus::Available) => match client.download(&status).await {
-                    Ok(artifact) => return Ok(EnsureOutcome::Available(artifact)),
-                    // Replaced while we read it: the service's next answer names the new one.
-                    Err(e) if e.passing() && started.elapsed() < options.deadline => {
-                        tracing::info!("waiting: {e}; asking the service again");
-                        id = None;
+                (200, ServiceStatus::Available) => {
+                    match client.download(&status, &identity.key()).await {
+                        Ok(artifact) => return Ok(EnsureOutcome::Available(artifact)),
+                        // Replaced while we read it: the service's next answer names the new one.
+                        Err(e) if e.passing() && started.elapsed() < options.deadline => {
+                            tracing::info!("waiting: {e}; asking the service again");
+                            id = None;
+                        }
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
-                },
+                }
                 (400, _) => return Ok(EnsureOutcome::Rejected(status.reason.unwrap_or_default())),
                 (_, ServiceStatus::Failed) => {
                     return Ok(EnsureOutcome::Failed(format!(

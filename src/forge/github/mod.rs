@@ -63,6 +63,9 @@ pub enum ForgeError {
     /// The dispatch's guard said the caller no longer holds the right to send it.
     #[error("{url}: not sent: {why}")]
     ClaimLost { url: String, why: String },
+    /// The artifact store (an OCI registry) in place of the releases failed.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// `OWNER/NAME`.
