@@ -454,3 +454,80 @@ fn sandbox_url(dir: &tempfile::TempDir) -> String {
     SANDBOXES.lock().unwrap().push((rt, sandbox));
     url
 }
+
+/// `serve --store` answers from the registry's tags: a node with `ensure --store` pulls the
+/// driver it is told is there, and a node without one is told to name the store.
+#[test]
+fn a_service_with_a_store_sends_its_nodes_to_the_registry() {
+    use std::io::BufRead as _;
+    let registry = Registry::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let name = asset("ubuntu", "22.04", "5.15.0-91-generic");
+    let file = package(dir.path(), &name, "5.15.0-91-generic SMP mod_unload ");
+    let out = push(&registry, &[&file], false);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let sandbox = tempfile::tempdir().unwrap();
+    std::fs::write(sandbox.path().join("releases.json"), "[]").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut service = kfleet()
+        .args(["serve", "--listen", "127.0.0.1:0", "--sandbox"])
+        .arg(sandbox.path())
+        .args(["--store", &registry.store(REPO)])
+        .env("KFLEET_CLIENT_TOKENS", "node-token-0123456789")
+        .env("KFLEET_STATE_DIR", state.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(service.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split("kfleet build service on ")
+                .nth(1)
+                .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+        })
+        .expect("the service says where it listens");
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let ensure = |store: bool, out_dir: &Path| {
+        let mut cmd = kfleet();
+        cmd.env("KFLEET_SERVICE_TOKEN", "node-token-0123456789")
+            .args(["ensure", "--service", &url, "--driver-version", "1.4.2"])
+            .args(["--deadline", "20s"])
+            .args(["--distribution", "ubuntu", "--distro-version", "22.04"])
+            .args([
+                "--architecture",
+                "x86_64",
+                "--kernel-version",
+                "5.15.0-91-generic",
+            ])
+            .arg("--out")
+            .arg(out_dir);
+        if store {
+            cmd.args(["--store", &registry.store(REPO)]);
+        }
+        run(&mut cmd)
+    };
+    let bare = tempfile::tempdir().unwrap();
+    let told = ensure(false, bare.path());
+    assert_eq!(told.status.code(), Some(1), "{}", text(&told));
+    assert!(
+        String::from_utf8_lossy(&told.stderr).contains("pass --store oci://"),
+        "{}",
+        text(&told)
+    );
+    assert_eq!(std::fs::read_dir(bare.path()).unwrap().count(), 0);
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let pulled = ensure(true, out_dir.path());
+    assert!(pulled.status.success(), "{}", text(&pulled));
+    assert_eq!(
+        std::fs::read(out_dir.path().join(&name)).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    let _ = service.kill();
+    let _ = service.wait();
+}
