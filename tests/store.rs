@@ -531,3 +531,71 @@ fn a_service_with_a_store_sends_its_nodes_to_the_registry() {
     let _ = service.kill();
     let _ = service.wait();
 }
+
+/// A registry behind a token service (as GHCR and Docker Hub are): kfleet answers the Bearer
+/// challenge with a token for the repository's scope from the realm, pull for reads and
+/// pull,push for a push, reuses it across requests, and never prints it. Without a login the
+/// token service refuses, and kfleet says which variables to set.
+#[test]
+fn a_registry_behind_bearer_tokens_is_pushed_and_pulled_with_scoped_tokens() {
+    use std::sync::atomic::Ordering;
+    let registry = Registry::start(false);
+    let proxy = registry::TokenProxy::start(&registry, REPO);
+    let dir = tempfile::tempdir().unwrap();
+    let name = asset("ubuntu", "22.04", "5.15.0-91-generic");
+    let file = package(dir.path(), &name, "5.15.0-91-generic SMP mod_unload ");
+    let login = |cmd: &mut Command| {
+        cmd.env("KFLEET_REGISTRY_USERNAME", registry::USER)
+            .env("KFLEET_REGISTRY_PASSWORD", registry::PASSWORD);
+    };
+
+    let mut cmd = kfleet();
+    cmd.args(["store", "push", "--store", &proxy.store(REPO)])
+        .args(["--driver-version", "1.4.2"])
+        .arg(&file);
+    login(&mut cmd);
+    let pushed = run(&mut cmd);
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    // One pull token for the first look at the tag, one push token for the uploads, reused.
+    let tokens = proxy.issued.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&tokens), "{tokens} tokens for one push");
+    for secret in [
+        registry::PULL_TOKEN,
+        registry::PUSH_TOKEN,
+        registry::PASSWORD,
+    ] {
+        assert!(!text(&pushed).contains(secret), "{}", text(&pushed));
+    }
+
+    let anonymous = run(kfleet().args(["store", "list", "--store", &proxy.store(REPO)]));
+    assert!(!anonymous.status.success(), "{}", text(&anonymous));
+    assert!(
+        String::from_utf8_lossy(&anonymous.stderr).contains("KFLEET_REGISTRY_USERNAME"),
+        "{}",
+        text(&anonymous)
+    );
+
+    let mut cmd = kfleet();
+    cmd.args(["--json", "store", "list", "--store", &proxy.store(REPO)]);
+    login(&mut cmd);
+    let listed = run(&mut cmd);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed["drivers"][0]["identity"],
+        "ubuntu/22.04/x86_64/5.15.0-91-generic"
+    );
+
+    // The same artifact through the token service and straight from the registry.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &registry.docker(REPO, &name.replace('_', "__")),
+    ]);
+    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        manifest["annotations"]["io.kfleet.identity"],
+        "ubuntu/22.04/x86_64/5.15.0-91-generic"
+    );
+}

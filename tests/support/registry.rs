@@ -88,3 +88,154 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A token service in front of a registry, as GHCR and Docker Hub work: every request needs
+/// `Authorization: Bearer TOKEN`; a 401 names the realm `/token`, which hands out a token for
+/// `repository:NAME:pull` (or `pull,push`) to the Basic login [`USER`]/[`PASSWORD`]. Pulls take
+/// either token, pushes only the push token. Requests are forwarded to the registry.
+pub struct TokenProxy {
+    pub port: u16,
+    /// Tokens handed out.
+    pub issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+pub const PULL_TOKEN: &str = "pull-token-abcdef0123456789";
+pub const PUSH_TOKEN: &str = "push-token-abcdef0123456789";
+
+impl TokenProxy {
+    pub fn start(registry: &Registry, repository: &'static str) -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let proxy = std::sync::Arc::new(Proxy {
+            upstream: format!("http://127.0.0.1:{}", registry.port),
+            port,
+            repository,
+            issued: issued.clone(),
+        });
+        let app = axum::Router::new().fallback(forward).with_state(proxy);
+        runtime.spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            port,
+            issued,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn store(&self, repository: &str) -> String {
+        format!("oci://127.0.0.1:{}/{repository}", self.port)
+    }
+}
+
+struct Proxy {
+    upstream: String,
+    port: u16,
+    repository: &'static str,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn forward(
+    axum::extract::State(proxy): axum::extract::State<std::sync::Arc<Proxy>>,
+    request: axum::http::Request<axum::body::Body>,
+) -> axum::http::Response<axum::body::Body> {
+    use axum::body::Body;
+    use axum::http::Response;
+    use base64::Engine as _;
+    let (parts, body) = request.into_parts();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let auth = header("authorization");
+    let repository = proxy.repository;
+    if parts.uri.path() == "/token" {
+        let login = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+        );
+        let query = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .replace("%3A", ":")
+            .replace("%2C", ",")
+            .replace("%2F", "/");
+        let token = if query.contains(&format!("scope=repository:{repository}:pull,push")) {
+            PUSH_TOKEN
+        } else if query.contains(&format!("scope=repository:{repository}:pull")) {
+            PULL_TOKEN
+        } else {
+            return Response::builder()
+                .status(400)
+                .body(Body::from("bad scope"))
+                .unwrap();
+        };
+        if auth != login {
+            return Response::builder().status(401).body(Body::empty()).unwrap();
+        }
+        proxy
+            .issued
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(format!("{{\"token\":\"{token}\"}}")))
+            .unwrap();
+    }
+    let push = !matches!(parts.method.as_str(), "GET" | "HEAD");
+    let allowed =
+        auth == format!("Bearer {PUSH_TOKEN}") || (!push && auth == format!("Bearer {PULL_TOKEN}"));
+    let here = format!("http://127.0.0.1:{}", proxy.port);
+    if !allowed {
+        let actions = if push { "pull,push" } else { "pull" };
+        return Response::builder()
+            .status(401)
+            .header(
+                "www-authenticate",
+                format!(
+                    "Bearer realm=\"{here}/token\",service=\"fixture\",scope=\"repository:{repository}:{actions}\""
+                ),
+            )
+            .body(Body::empty())
+            .unwrap();
+    }
+    let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap();
+    let url = format!(
+        "{}{}",
+        proxy.upstream,
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut request = reqwest::Client::new().request(method, url);
+    for name in ["content-type", "accept"] {
+        let value = header(name);
+        if !value.is_empty() {
+            request = request.header(name, value);
+        }
+    }
+    let body = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+    let answer = request.body(body).send().await.unwrap();
+    let mut response = Response::builder().status(answer.status().as_u16());
+    for (name, value) in answer.headers() {
+        if matches!(name.as_str(), "content-length" | "transfer-encoding") {
+            continue;
+        }
+        let value = value.to_str().unwrap_or("").replace(&proxy.upstream, &here);
+        response = response.header(name.as_str(), value);
+    }
+    response
+        .body(Body::from(answer.bytes().await.unwrap()))
+        .unwrap()
+}
