@@ -731,7 +731,8 @@ fn a_node_gets_a_driver_built_by_the_workflows_own_steps() {
             .join(format!("lib/modules/{}/modules.dep", id.kernel_version)),
     )
     .unwrap();
-    assert!(deps.contains(&format!("extra/{MODULE}.ko:")), "{deps}");
+    // A Debian node: updates/, which its depmod ranks above the kernel's own modules.
+    assert!(deps.contains(&format!("updates/{MODULE}.ko:")), "{deps}");
     assert!(
         service.log().contains("Install kfleet"),
         "the job installed the pinned kfleet: {logs}"
@@ -1504,10 +1505,43 @@ fn ensure_installs_a_real_package_served_by_the_sandbox() {
     )
     .unwrap();
     assert!(
-        deps.contains(&format!("extra/{MODULE}.ko:")),
+        deps.contains(&format!("updates/{MODULE}.ko:")),
         "{deps}\n{stderr}"
     );
     drop(sandbox);
+}
+
+/// Where the root's os-release names Debian or Ubuntu, `install` puts the module in `updates/`
+/// (their depmod searches it before the kernel's own modules, `extra/` after them); an
+/// explicit `--module-dir` still wins.
+#[test]
+fn a_debian_root_takes_the_module_in_updates() {
+    let (_, package, id) = built_package();
+    let kernel = id.kernel_version.as_str();
+    for (extra, dir) in [
+        (&[][..], "updates"),
+        (&["--module-dir", "extra"][..], "extra"),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(
+            root.path().join("etc/os-release"),
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+        )
+        .unwrap();
+        let out = install_cmd(package, root.path(), kernel, extra);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deps = std::fs::read_to_string(
+            root.path()
+                .join(format!("lib/modules/{kernel}/modules.dep")),
+        )
+        .unwrap();
+        assert!(deps.contains(&format!("{dir}/{MODULE}.ko:")), "{deps}");
+    }
 }
 
 /// With SIGN_KEY and SIGN_CERT the build signs each module with the kernel tree's sign-file; the

@@ -197,10 +197,20 @@ fn plan_in(
         })
         .collect();
     compilers.sort_by_key(|c| c.major);
-    let expected_gcc = env
-        .kernel_compilers
-        .get(&parts.series)
-        .and_then(|m| m.parse().ok());
+    // The flavour's own entry (`6.8-azure`) wins over the series'.
+    let flavoured = format!("{}-{}", parts.series, parts.flavour);
+    let (kernels, expected_gcc) = match env.kernel_compilers.get(&flavoured) {
+        Some(m) if !parts.flavour.is_empty() => (
+            format!("{} {}", parts.series, parts.flavour),
+            m.parse().ok(),
+        ),
+        _ => (
+            parts.series.clone(),
+            env.kernel_compilers
+                .get(&parts.series)
+                .and_then(|m| m.parse().ok()),
+        ),
+    };
     let mut notes: Vec<String> = env.note.iter().cloned().collect();
     if !pinned {
         notes.push("the image is a tag, not pinned: `kfleet images pin` writes its digest".into());
@@ -208,13 +218,13 @@ fn plan_in(
     if let Some(major) = expected_gcc {
         if compilers.iter().any(|c| c.major == major) {
             notes.push(format!(
-                "{family} {} builds {} kernels with gcc {major}",
-                id.distro_version, parts.series
+                "{family} {} builds {kernels} kernels with gcc {major}",
+                id.distro_version
             ));
         } else {
             notes.push(format!(
-                "{} kernels are built with gcc {major}, which {family} {} does not ship: the build uses the default gcc",
-                parts.series, id.distro_version
+                "{kernels} kernels are built with gcc {major}, which {family} {} does not ship: the build uses the default gcc",
+                id.distro_version
             ));
         }
     }
@@ -388,6 +398,21 @@ mod tests {
         );
         let ga = planned("ubuntu/22.04/x86_64/5.15.0-91-generic");
         assert_eq!(ga.expected_gcc, None);
+        // The flavour decides where 22.04's kernels of one series differ.
+        for (key, gcc) in [
+            ("ubuntu/22.04/x86_64/6.8.0-1017-azure", 11),
+            ("ubuntu/22.04/x86_64/6.8.0-1015-aws", 12),
+            ("ubuntu/22.04/x86_64/6.5.0-1024-aws", 11),
+            ("ubuntu/22.04/x86_64/6.2.0-39-generic", 11),
+        ] {
+            assert_eq!(planned(key).expected_gcc, Some(gcc), "{key}");
+        }
+        assert!(
+            planned("ubuntu/22.04/x86_64/6.8.0-1017-azure")
+                .notes
+                .iter()
+                .any(|n| n.contains("builds 6.8 azure kernels with gcc 11"))
+        );
     }
 
     #[test]

@@ -160,9 +160,10 @@ pub struct NodeArgs {
     /// Install under this root instead of / (preparing an image); nothing is loaded.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// The directory under /lib/modules/KERNEL that takes the module.
-    #[arg(long, value_enum, default_value_t = ModuleDir::Extra)]
-    pub module_dir: ModuleDir,
+    /// The directory under /lib/modules/KERNEL that takes the module [default: updates on Debian
+    /// and Ubuntu, whose depmod ranks it above the kernel's own modules; extra elsewhere].
+    #[arg(long, value_enum)]
+    pub module_dir: Option<ModuleDir>,
     /// Install and run depmod, but do not load the module.
     #[arg(long)]
     pub no_load: bool,

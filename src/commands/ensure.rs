@@ -95,6 +95,7 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
                 &artifact.path,
                 Some(&artifact.bytes),
                 &identity.kernel_version,
+                Some(identity.distribution),
                 &args.node,
             );
         }
@@ -138,7 +139,29 @@ pub(crate) fn install_cmd(args: InstallArgs) -> Result<ExitCode> {
             running_kernel().context("cannot read the running kernel; pass --kernel-version")?
         }
     };
-    install_package(&args.package, None, &kernel, &args.node)
+    let distribution = root_distribution(&install_root(&args.node));
+    install_package(&args.package, None, &kernel, distribution, &args.node)
+}
+
+/// The root a package is installed under: `--host-root`, `--root`, or `/`.
+fn install_root(node: &NodeArgs) -> PathBuf {
+    node.host_root
+        .clone()
+        .or_else(|| node.root.clone())
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// The distribution the root's os-release names, if it names one kfleet knows.
+fn root_distribution(root: &std::path::Path) -> Option<crate::identity::Distribution> {
+    ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|file| std::fs::read_to_string(root.join(file)).ok())
+        .and_then(|text| {
+            crate::identity::parse_os_release(&text)
+                .get("ID")
+                .and_then(|id| crate::identity::Distribution::from_alias(id))
+                .map(|(d, _)| d)
+        })
 }
 
 fn running_kernel() -> std::io::Result<String> {
@@ -151,13 +174,10 @@ fn install_package(
     package: &std::path::Path,
     verified: Option<&[u8]>,
     kernel: &str,
+    distribution: Option<crate::identity::Distribution>,
     node: &NodeArgs,
 ) -> Result<ExitCode> {
-    let root = node
-        .host_root
-        .clone()
-        .or_else(|| node.root.clone())
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let root = install_root(node);
     // Installing into another root for an image never loads; a host root is this kernel's.
     let running = if node.root.is_some() {
         None
@@ -169,8 +189,11 @@ fn install_package(
         kernel_version: kernel.to_string(),
         running_kernel: running,
         subdir: match node.module_dir {
-            ModuleDir::Extra => "extra".into(),
-            ModuleDir::Updates => "updates".into(),
+            Some(ModuleDir::Extra) => "extra".into(),
+            Some(ModuleDir::Updates) => "updates".into(),
+            None => distribution
+                .map_or("extra", crate::identity::Distribution::module_dir)
+                .into(),
         },
         load: !node.no_load,
         replace: node.replace,

@@ -223,6 +223,15 @@ mod tests {
             line_of(&id("debian/13/x86_64/6.12.57+deb13-amd64")),
             line_of(&id("debian/13/x86_64/6.12.63+deb13-amd64"))
         );
+        // A security ABI (+deb13.1) is the same line, and newer than the +deb13 it follows.
+        assert_eq!(
+            line_of(&id("debian/13/x86_64/6.12.57+deb13-amd64")),
+            line_of(&id("debian/13/x86_64/6.12.115+deb13.1-amd64"))
+        );
+        assert_eq!(
+            compare_kernels("6.12.115+deb13-amd64", "6.12.115+deb13.1-amd64"),
+            Ordering::Less
+        );
         let al = line_of(&id("amazonlinux/2023/x86_64/6.1.100-1.amzn2023.x86_64"));
         assert_ne!(
             al,

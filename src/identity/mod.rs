@@ -60,7 +60,8 @@ impl Distribution {
         let found = match lower.as_str() {
             "ubuntu" => (Self::Ubuntu, None),
             "debian" => (Self::Debian, None),
-            "fedora" => (Self::Fedora, None),
+            // Fedora CoreOS runs Fedora's kernels.
+            "fedora" | "fedora-coreos" | "fcos" => (Self::Fedora, None),
             "centos" | "centos-stream" | "centos_stream" | "centosstream" => (Self::Centos, None),
             "amazonlinux" | "amzn" | "amazon" | "amazon-linux" => (Self::Amazonlinux, None),
             "al2" | "amzn2" => (Self::Amazonlinux, Some("2")),
@@ -77,6 +78,17 @@ impl Distribution {
     pub fn buildable(self) -> bool {
         self != Self::Rhel
     }
+
+    /// The directory under `/lib/modules/KERNEL` an out-of-tree module goes to: Debian's and
+    /// Ubuntu's depmod configuration searches `updates/` before the kernel's own modules and
+    /// `extra/` after them, so only `updates/` wins over an in-tree module of the same name;
+    /// the EL family's weak-modules and kmods use `extra/`.
+    pub fn module_dir(self) -> &'static str {
+        match self {
+            Self::Ubuntu | Self::Debian => "updates",
+            _ => "extra",
+        }
+    }
 }
 
 impl fmt::Display for Distribution {
@@ -92,9 +104,7 @@ fn known_unsupported_os(name: &str) -> Option<&'static str> {
         "bottlerocket" => {
             "Bottlerocket is an immutable OS; it loads drivers through its own images"
         }
-        "flatcar" | "coreos" | "fedora-coreos" | "rhcos" => {
-            "container OSes (Flatcar, CoreOS) are not a build target"
-        }
+        "flatcar" | "coreos" | "rhcos" => "container OSes (Flatcar, CoreOS) are not a build target",
         "cos" | "container-optimized-os" => "Container-Optimized OS is not a build target",
         "talos" => "Talos is an immutable OS and not a build target",
         "sles" | "sle-micro" | "suse" | "opensuse" | "opensuse-leap" | "opensuse-tumbleweed" => {
