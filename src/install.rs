@@ -25,6 +25,9 @@ pub struct InstallOptions {
     pub replace: bool,
     /// Refuse unsigned modules even where the kernel does not enforce signatures.
     pub require_signed: bool,
+    /// Where signatures are required, refuse a module whose signer the machine's trust stores
+    /// (UEFI `db`, shim's `MokListRT`, `/proc/keys`) do not hold, when they can be read.
+    pub check_signer: bool,
     /// The `depmod` to run.
     pub depmod: PathBuf,
 }
@@ -45,6 +48,56 @@ pub trait Loader {
     fn unload(&self, name: &str) -> Result<(), String>;
     /// Why unsigned modules would be refused (lockdown, `sig_enforce`), if they would.
     fn signatures_enforced(&self) -> Option<String>;
+    /// The keys the machine trusts for modules, when its trust stores can be read.
+    fn trusted_keys(&self) -> Option<TrustStore> {
+        None
+    }
+}
+
+/// The certificates and key identifiers a machine trusts for modules, and where they were read.
+#[derive(Clone, Debug, Default)]
+pub struct TrustStore {
+    pub certificates: Vec<crate::modsign::Trusted>,
+    pub key_ids: Vec<Vec<u8>>,
+    pub sources: Vec<String>,
+}
+
+impl TrustStore {
+    pub fn trusts(&self, signer: &crate::modsign::Signer) -> bool {
+        self.certificates.iter().any(|c| c.vouches_for(signer))
+            || matches!(signer, crate::modsign::Signer::KeyId(id) if self.key_ids.contains(id))
+    }
+
+    /// Reads the UEFI variables `db` and `MokListRT` under `efivars` and the key identifiers of
+    /// `proc_keys`; `None` when no certificate store could be read.
+    pub fn read(efivars: &Path, proc_keys: Option<&Path>) -> Option<Self> {
+        let mut store = Self::default();
+        for var in [
+            "db-d719b2cb-3d3a-4596-a3bc-dad00e67656f",
+            "MokListRT-605dab50-e046-4300-abb6-3dd810dd8b23",
+        ] {
+            let path = efivars.join(var);
+            if let Ok(bytes) = std::fs::read(&path) {
+                match crate::modsign::efi_certificates(&bytes) {
+                    Ok(certs) => {
+                        store.certificates.extend(certs);
+                        store.sources.push(path.display().to_string());
+                    }
+                    Err(e) => tracing::warn!("{}: {e}; its keys are not counted", path.display()),
+                }
+            }
+        }
+        if store.sources.is_empty() {
+            return None;
+        }
+        if let Some(proc_keys) = proc_keys
+            && let Ok(text) = std::fs::read_to_string(proc_keys)
+        {
+            store.key_ids = crate::modsign::proc_keys_ids(&text);
+            store.sources.push(proc_keys.display().to_string());
+        }
+        Some(store)
+    }
 }
 
 /// `modprobe`, `rmmod` and `/sys` of the machine kfleet runs on; `modprobe` looks for modules
@@ -83,7 +136,10 @@ impl Loader for SystemLoader {
     }
 
     fn signatures_enforced(&self) -> Option<String> {
-        let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
+        // Inside a container securityfs is often not mounted: read it under the host's root.
+        let lockdown = std::fs::read_to_string(self.root.join("sys/kernel/security/lockdown"))
+            .or_else(|_| std::fs::read_to_string("/sys/kernel/security/lockdown"))
+            .unwrap_or_default();
         if let Some(mode) = lockdown
             .split_whitespace()
             .find(|w| w.starts_with('[') && *w != "[none]")
@@ -94,6 +150,16 @@ impl Loader for SystemLoader {
             .unwrap_or_default();
         (enforce.trim() == "Y")
             .then(|| "the kernel enforces module signatures (sig_enforce)".into())
+    }
+
+    /// The trust stores of the root the module goes into: this machine's, or the host's
+    /// mounted at `--host-root` (its `/sys`); an image root (`--root`) has none.
+    fn trusted_keys(&self) -> Option<TrustStore> {
+        let own = self.root == Path::new("/");
+        TrustStore::read(
+            &self.root.join("sys/firmware/efi/efivars"),
+            own.then_some(Path::new("/proc/keys")),
+        )
     }
 }
 
@@ -155,6 +221,15 @@ pub enum InstallError {
     )]
     SignatureRequired { module: String, why: String },
     #[error(
+        "{module}.ko is signed by {signer}, which this machine does not trust ({sources} hold no such key), and {why}; nothing was installed. Enrol the signing certificate with `mokutil --import CERT.der` and confirm it at the next boot, or sign with a key the machine trusts (--no-signer-check skips this check)"
+    )]
+    UntrustedSigner {
+        module: String,
+        signer: String,
+        sources: String,
+        why: String,
+    },
+    #[error(
         "{module} version {loaded} is loaded; pass --replace to unload it and load the new one (nothing was installed)"
     )]
     OtherVersionLoaded { module: String, loaded: String },
@@ -179,11 +254,47 @@ impl InstallError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::VermagicMismatch { .. } => 6,
-            Self::SignatureRequired { .. } => 7,
+            Self::SignatureRequired { .. } | Self::UntrustedSigner { .. } => 7,
             Self::Load { .. } | Self::OtherVersionLoaded { .. } => 8,
             Self::Package { .. } | Self::Write { .. } | Self::Depmod(_) => 1,
         }
     }
+}
+
+/// Refuses a module whose signer the root's trust stores do not hold; where they cannot be read
+/// (no EFI variables), says that the signer was not checked.
+fn check_signers(
+    modules: &[Module],
+    why: &str,
+    package: &Path,
+    loader: &dyn Loader,
+) -> Result<(), InstallError> {
+    let Some(store) = loader.trusted_keys() else {
+        tracing::warn!(
+            "the module's signer is not checked: no UEFI db or MokListRT under the install root (in a container, mount the host's /sys under --host-root)"
+        );
+        return Ok(());
+    };
+    for m in modules {
+        let signer = crate::modsign::module_signer(&m.bytes)
+            .map_err(|message| InstallError::Package {
+                path: package.display().to_string(),
+                message: format!("{}.ko: {message}", m.file),
+            })?
+            .ok_or_else(|| InstallError::SignatureRequired {
+                module: m.name.clone(),
+                why: why.to_string(),
+            })?;
+        if !store.trusts(&signer) {
+            return Err(InstallError::UntrustedSigner {
+                module: m.name.clone(),
+                signer: signer.to_string(),
+                sources: store.sources.join(", "),
+                why: why.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The marker the kernel's `sign-file` appends after a module's signature.
@@ -352,6 +463,9 @@ pub fn install_bytes(
             module: m.name.clone(),
             why: why.clone(),
         });
+    }
+    if let Some(why) = enforced.as_ref().filter(|_| options.check_signer) {
+        check_signers(&modules, why, package, loader)?;
     }
     let dir = options
         .root
@@ -528,5 +642,31 @@ impl Transaction<'_> {
             }
         }
         said.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In a container securityfs is often not mounted: the host's lockdown is read under its root.
+    #[test]
+    fn lockdown_is_read_under_the_host_root() {
+        let host = tempfile::tempdir().unwrap();
+        let security = host.path().join("sys/kernel/security");
+        std::fs::create_dir_all(&security).unwrap();
+        std::fs::write(
+            security.join("lockdown"),
+            "none [integrity] confidentiality\n",
+        )
+        .unwrap();
+        let loader = SystemLoader {
+            root: host.path().to_path_buf(),
+        };
+        assert_eq!(
+            loader.signatures_enforced().as_deref(),
+            Some("the kernel is in lockdown [integrity]")
+        );
+        assert!(loader.trusted_keys().is_none(), "no EFI variables there");
     }
 }

@@ -21,6 +21,7 @@ pub mod inventory;
 pub mod kmod;
 pub mod localrun;
 pub mod locks;
+pub mod modsign;
 pub mod net;
 pub mod notice;
 pub mod oci;

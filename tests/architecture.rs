@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// The layers, bottom first: a module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
     &[
-        "bounded", "clock", "config", "distros", "fsio", "kmod", "locks", "net", "notice", "text",
+        "bounded", "clock", "config", "distros", "fsio", "kmod", "locks", "modsign", "net",
+        "notice", "text",
     ],
     &["identity", "oci"],
     &["artifacts", "headers", "install", "localrun", "state"],

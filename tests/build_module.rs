@@ -1117,6 +1117,7 @@ fn loading_is_idempotent_and_replaces_only_when_asked() {
         load: true,
         replace: false,
         require_signed: false,
+        check_signer: true,
         depmod: depmod(),
     };
     let root = tempfile::tempdir().unwrap();
@@ -1272,6 +1273,7 @@ fn replacing(root: &Path, id: &KernelIdentity) -> kfleet::install::InstallOption
         load: true,
         replace: true,
         require_signed: false,
+        check_signer: true,
         depmod: depmod(),
     }
 }
@@ -1544,6 +1546,28 @@ fn a_debian_root_takes_the_module_in_updates() {
     }
 }
 
+/// A UEFI variable as efivarfs shows it (attributes, then one `EFI_SIGNATURE_LIST` of type
+/// X.509) holding the PEM certificate `cert`.
+fn efi_signature_list(cert: &Path) -> Vec<u8> {
+    let der = run(Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(cert))
+    .stdout;
+    let x509: [u8; 16] = [
+        0xa1, 0x59, 0xc0, 0xa5, 0xe4, 0x94, 0xa7, 0x4a, 0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0,
+        0x72,
+    ];
+    let entry = 16 + der.len();
+    let mut var = vec![7, 0, 0, 0];
+    var.extend_from_slice(&x509);
+    var.extend_from_slice(&((28 + entry) as u32).to_le_bytes());
+    var.extend_from_slice(&0u32.to_le_bytes());
+    var.extend_from_slice(&(entry as u32).to_le_bytes());
+    var.extend_from_slice(&[0x11; 16]);
+    var.extend_from_slice(&der);
+    var
+}
+
 /// With SIGN_KEY and SIGN_CERT the build signs each module with the kernel tree's sign-file; the
 /// MANIFEST says so and names the certificate, and `kfleet install --require-signed` takes it
 /// (the unsigned build is refused with exit 7, above).
@@ -1613,6 +1637,75 @@ fn a_module_signed_in_the_build_installs_where_signatures_are_required() {
         installed.status.success(),
         "{}",
         String::from_utf8_lossy(&installed.stderr)
+    );
+
+    // A root whose firmware trusts the signing certificate (enrolled in shim's MOK list) takes
+    // the module; one whose db holds only another certificate refuses it before writing.
+    let other = keys.path().join("other.crt");
+    stdout(
+        Command::new("openssl")
+            .args([
+                "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=someone else's key",
+                "-outform",
+                "PEM",
+                "-keyout",
+            ])
+            .arg(keys.path().join("other.key"))
+            .arg("-out")
+            .arg(&other),
+    );
+    let trusting = |var: &str, cert: &Path| {
+        let root = tempfile::tempdir().unwrap();
+        let efivars = root.path().join("sys/firmware/efi/efivars");
+        std::fs::create_dir_all(&efivars).unwrap();
+        std::fs::write(efivars.join(var), efi_signature_list(cert)).unwrap();
+        root
+    };
+    let mok = trusting("MokListRT-605dab50-e046-4300-abb6-3dd810dd8b23", &cert);
+    let installed = install_cmd(
+        &package,
+        mok.path(),
+        &id.kernel_version,
+        &["--require-signed"],
+    );
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let db = trusting("db-d719b2cb-3d3a-4596-a3bc-dad00e67656f", &other);
+    let refused = install_cmd(
+        &package,
+        db.path(),
+        &id.kernel_version,
+        &["--require-signed"],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("CN=kfleet test signing key")
+            && stderr.contains("which this machine does not trust")
+            && stderr.contains("mokutil --import"),
+        "{stderr}"
+    );
+    assert!(
+        !db.path().join("lib/modules").exists(),
+        "nothing was written"
+    );
+    let waived = install_cmd(
+        &package,
+        db.path(),
+        &id.kernel_version,
+        &["--require-signed", "--no-signer-check"],
+    );
+    assert!(
+        waived.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waived.stderr)
     );
 
     // Half a key is a mistake, not an unsigned build.

@@ -173,6 +173,10 @@ pub struct NodeArgs {
     /// Refuse an unsigned module even where the kernel does not require signatures.
     #[arg(long)]
     pub require_signed: bool,
+    /// Where signatures are required, do not check the module's signer against the keys the
+    /// machine trusts (UEFI db and MokListRT under the host's /sys, /proc/keys).
+    #[arg(long)]
+    pub no_signer_check: bool,
     /// The depmod to run.
     #[arg(
         long,

@@ -198,6 +198,7 @@ fn install_package(
         load: !node.no_load,
         replace: node.replace,
         require_signed: node.require_signed,
+        check_signer: !node.no_signer_check,
         depmod: node.depmod.clone(),
     };
     let loader = crate::install::SystemLoader {
