@@ -28,22 +28,70 @@ pub struct DistroRelease {
     pub end_of_life: bool,
 }
 
+/// Kernels only an entitled archive serves (Ubuntu Pro's ESM and FIPS pockets): which, and why.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Entitled {
+    pub distribution: String,
+    /// The releases it applies to; empty: every release.
+    #[serde(default)]
+    pub versions: Vec<String>,
+    /// The kernel series (`5.4`); absent: every series.
+    #[serde(default)]
+    pub kernel_series: Option<String>,
+    /// Only ABIs above this one (`5.4.0-217` and later after 216).
+    #[serde(default)]
+    pub after_abi: Option<u32>,
+    /// The flavours it applies to; empty: every flavour.
+    #[serde(default)]
+    pub flavours: Vec<String>,
+    /// What the kernel needs (`Ubuntu Pro`) and why.
+    pub needs: String,
+    pub reason: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DataFile {
     release: Vec<DistroRelease>,
+    #[serde(default)]
+    entitled: Vec<Entitled>,
 }
 
-static RELEASES: LazyLock<Vec<DistroRelease>> = LazyLock::new(|| {
+static DATA: LazyLock<DataFile> = LazyLock::new(|| {
     toml::from_str::<DataFile>(include_str!("../assets/distro-releases.toml"))
-        .map(|f| f.release)
         // Embedded and checked by the unit test below: a parse failure is a build defect.
-        .unwrap_or_default()
+        .unwrap_or(DataFile {
+            release: Vec::new(),
+            entitled: Vec::new(),
+        })
 });
+
+static RELEASES: LazyLock<&'static [DistroRelease]> = LazyLock::new(|| DATA.release.as_slice());
+
+/// What a Debian-style kernel (`VERSION-ABI-FLAVOUR`, such as `5.4.0-217-generic`) of this
+/// release needs beyond the public archive, and why: `None` for a public kernel.
+pub fn entitlement(distribution: &str, version: &str, kernel: &str) -> Option<&'static Entitled> {
+    let (upstream, rest) = kernel.split_once('-')?;
+    let (abi, flavour) = rest.split_once('-')?;
+    let abi: u32 = abi.parse().ok()?;
+    let series = upstream
+        .splitn(3, '.')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".");
+    DATA.entitled.iter().find(|e| {
+        e.distribution == distribution
+            && (e.versions.is_empty() || e.versions.iter().any(|v| v == version))
+            && e.kernel_series.as_ref().is_none_or(|s| *s == series)
+            && e.after_abi.is_none_or(|after| abi > after)
+            && (e.flavours.is_empty() || e.flavours.iter().any(|f| f == flavour))
+    })
+}
 
 /// Every known release.
 pub fn all() -> &'static [DistroRelease] {
-    &RELEASES
+    *RELEASES
 }
 
 /// One release of one distribution (canonical names: `debian`, `ubuntu`, ...).
@@ -100,6 +148,14 @@ mod tests {
         toml::from_str::<DataFile>(include_str!("../assets/distro-releases.toml")).unwrap();
         assert!(all().len() >= 25);
         assert_eq!(codename("ubuntu", "26.04"), Some("resolute"));
+        let pro = |v: &str, k: &str| entitlement("ubuntu", v, k).map(|e| e.needs.as_str());
+        assert_eq!(pro("20.04", "5.4.0-216-generic"), None);
+        assert_eq!(pro("20.04", "5.4.0-217-generic"), Some("Ubuntu Pro"));
+        assert_eq!(pro("20.04", "5.15.0-139-generic"), None);
+        assert_eq!(pro("20.04", "5.15.0-140-generic"), Some("Ubuntu Pro"));
+        assert_eq!(pro("22.04", "5.15.0-1060-azure-fips"), Some("Ubuntu Pro"));
+        assert_eq!(pro("22.04", "5.15.0-1060-realtime"), Some("Ubuntu Pro"));
+        assert_eq!(pro("22.04", "5.15.0-125-generic"), None);
         assert_eq!(codename("ubuntu", "25.10"), Some("questing"));
         assert_eq!(codename("debian", "12"), Some("bookworm"));
         assert_eq!(version_of_codename("debian", "trixie"), Some("13"));

@@ -472,6 +472,15 @@ pub fn check_with_os_image(raw: &RawIdentity<'_>, os_image: Option<&str>) -> Che
         };
     out.distro_version = distro_version.clone();
 
+    if let Some(entitled) =
+        crate::distros::entitlement(distribution.as_str(), &distro_version, kver)
+    {
+        return unsupported(
+            out,
+            format!("needs {}: {}", entitled.needs, entitled.reason),
+        );
+    }
+
     if !distribution.buildable() {
         return unsupported(
             out,
