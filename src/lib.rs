@@ -14,6 +14,7 @@ pub mod distros;
 pub mod forge;
 pub mod fsio;
 pub mod headers;
+pub mod hooks;
 pub mod identity;
 pub mod install;
 #[cfg(feature = "fleet")]

@@ -141,8 +141,14 @@ pub struct EnsureArgs {
     pub distro_version: Option<String>,
     #[arg(long)]
     pub architecture: Option<String>,
+    /// This kernel of the machine's own distribution (a kernel being installed, not yet running).
     #[arg(long)]
     pub kernel_version: Option<String>,
+    /// Every kernel installed on the machine (under --host-root): each `lib/modules/VERSION` with
+    /// its kernel image; those not running are installed with --no-load. Exit 0 when every one has
+    /// its driver, else the first other code.
+    #[arg(long, conflicts_with_all = ["distribution", "kernel_version"])]
+    pub all_installed: bool,
     /// After the download: install the module and load it (see `kfleet install`).
     #[arg(long)]
     pub install: bool,
@@ -245,6 +251,43 @@ pub enum ReleaseCommand {
         #[command(flatten)]
         forge: ForgeRepoArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Write the hook the distribution's kernel tooling runs when a kernel is installed (it gets
+    /// that kernel's driver before the reboot, within --timeout), and the systemd unit that tries
+    /// again at boot.
+    Install {
+        /// The root to write under.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+        /// postinst (Debian, Ubuntu: /etc/kernel/postinst.d) or kernel-install (Fedora, EL,
+        /// systemd: /etc/kernel/install.d) [default: by the root's os-release].
+        #[arg(long, value_enum)]
+        kind: Option<HookKindArg>,
+        /// The longest the hook holds the package manager.
+        #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = duration)]
+        timeout: Duration,
+        /// The kfleet the hook runs, as the node sees it [default: this one].
+        #[arg(long, value_name = "PATH")]
+        kfleet: Option<PathBuf>,
+        /// KEY=value lines the hook and the unit read (KFLEET_SERVICE, KFLEET_DRIVER_VERSION,
+        /// KFLEET_SERVICE_TOKEN).
+        #[arg(long, value_name = "FILE", default_value = "/etc/kfleet/ensure.env")]
+        env_file: PathBuf,
+    },
+    /// Remove what `hook install` wrote (only files that carry its marker).
+    Remove {
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookKindArg {
+    Postinst,
+    KernelInstall,
 }
 
 #[derive(Debug, Subcommand)]

@@ -104,6 +104,9 @@ pub enum Command {
     /// The build job's calls on the driver's release: does an asset exist, upload assets.
     #[command(subcommand)]
     Release(ReleaseCommand),
+    /// On a node: the hook that gets a kernel's driver when the kernel is installed.
+    #[command(subcommand)]
+    Hook(HookCommand),
     /// The build job's calls on an OCI registry holding the drivers (`--store oci://…`): push,
     /// is a driver there, list.
     #[command(subcommand)]

@@ -13,6 +13,11 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
     if token.is_empty() && args.service.is_some() {
         bail!("no service token: pass --token-file FILE or set KFLEET_SERVICE_TOKEN");
     }
+    crate::identity::check_driver_version(&args.driver_version)
+        .map_err(|e| anyhow::anyhow!("--driver-version: {e}"))?;
+    if args.all_installed {
+        return ensure_all_installed(&args, config, &token);
+    }
     let identity = match &args.distribution {
         Some(d) => crate::identity::KernelIdentity::parse(
             d,
@@ -21,15 +26,7 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
             args.kernel_version.as_deref().unwrap_or(""),
         )?,
         None => {
-            let local = match &args.node.host_root {
-                Some(root) => crate::identity::host_identity(root).with_context(|| {
-                    format!(
-                        "cannot determine the identity of the host at {}",
-                        root.display()
-                    )
-                })?,
-                None => local_identity(None).context("cannot determine this machine's identity")?,
-            };
+            let local = machine_identity(&args, args.kernel_version.as_deref())?;
             let key = local.key();
             match local.verdict {
                 Verdict::Valid(id) => id,
@@ -40,17 +37,83 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
             }
         }
     };
-    crate::identity::check_driver_version(&args.driver_version)
-        .map_err(|e| anyhow::anyhow!("--driver-version: {e}"))?;
+    ensure_identity(&args, config, &token, &identity)
+}
+
+/// This machine's identity (the host's under --host-root), with `kernel` instead of the running
+/// kernel when one is named.
+fn machine_identity(args: &EnsureArgs, kernel: Option<&str>) -> Result<crate::identity::Checked> {
+    let local = match &args.node.host_root {
+        Some(root) => crate::identity::host_identity(root).with_context(|| {
+            format!(
+                "cannot determine the identity of the host at {}",
+                root.display()
+            )
+        })?,
+        None => local_identity(None).context("cannot determine this machine's identity")?,
+    };
+    Ok(match kernel {
+        Some(kernel) => check(&RawIdentity {
+            distribution: &local.distribution,
+            distro_version: &local.distro_version,
+            architecture: &local.architecture,
+            kernel_version: kernel,
+        }),
+        None => local,
+    })
+}
+
+/// `ensure --all-installed`: every kernel installed on the machine, one after another.
+fn ensure_all_installed(args: &EnsureArgs, config: &Config, token: &str) -> Result<ExitCode> {
+    let root = args
+        .node
+        .host_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let kernels = crate::hooks::installed_kernels(&root);
+    if kernels.is_empty() {
+        bail!(
+            "no installed kernel under {}: no lib/modules/VERSION beside a boot/vmlinuz-VERSION",
+            root.display()
+        );
+    }
+    let mut first_failure = None;
+    for kernel in &kernels {
+        let checked = machine_identity(args, Some(kernel))?;
+        let key = checked.key();
+        let code = match checked.verdict {
+            Verdict::Valid(id) => {
+                tracing::info!("{key}: asking for its driver");
+                ensure_identity(args, config, token, &id)?
+            }
+            Verdict::Unsupported(r) | Verdict::Invalid(r) => {
+                tracing::info!("{key} cannot get a driver: {r}");
+                ExitCode::from(5)
+            }
+        };
+        if code != ExitCode::SUCCESS && first_failure.is_none() {
+            first_failure = Some(code);
+        }
+    }
+    Ok(first_failure.unwrap_or(ExitCode::SUCCESS))
+}
+
+/// Gets (and with --install installs) the driver of one identity.
+fn ensure_identity(
+    args: &EnsureArgs,
+    config: &Config,
+    token: &str,
+    identity: &crate::identity::KernelIdentity,
+) -> Result<ExitCode> {
     let template = args.naming.template(config)?;
     let store = args.store.open(config, &template)?;
     let options = crate::service::ensure::EnsureOptions {
-        asset_name: template.render(&identity, &args.driver_version),
+        asset_name: template.render(identity, &args.driver_version),
         max_download: args.max_download.saturating_mul(1 << 20),
         insecure_http: args.insecure_http,
         ca_file: args.ca_file.clone(),
         service: args.service.clone().unwrap_or_default(),
-        token,
+        token: token.to_string(),
         driver_version: args.driver_version.clone(),
         out: args.out.clone(),
         deadline: args.deadline,
@@ -59,7 +122,7 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
         store: store.clone(),
     };
     let outcome = if args.service.is_some() {
-        runtime()?.block_on(crate::service::ensure::ensure(&identity, &options))?
+        runtime()?.block_on(crate::service::ensure::ensure(identity, &options))?
     } else {
         let build = BuildArgs::for_repo(
             args.repo.clone(),
@@ -81,7 +144,7 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
             );
             anyhow::Ok(
                 crate::service::ensure::ensure_direct(
-                    &identity, &*forge, &planner, &template, &options,
+                    identity, &*forge, &planner, &template, &options,
                 )
                 .await?,
             )
@@ -252,4 +315,65 @@ fn install_package(
             Ok(ExitCode::from(e.exit_code()))
         }
     }
+}
+
+/// `kfleet hook install|remove`.
+pub(crate) fn hook_cmd(cmd: HookCommand) -> Result<ExitCode> {
+    use crate::hooks::{HookKind, HookSettings};
+    match cmd {
+        HookCommand::Install {
+            root,
+            kind,
+            timeout,
+            kfleet,
+            env_file,
+        } => {
+            let kind = match kind {
+                Some(HookKindArg::Postinst) => HookKind::Postinst,
+                Some(HookKindArg::KernelInstall) => HookKind::KernelInstall,
+                None => HookKind::for_distribution(root_distribution(&root)),
+            };
+            let kfleet = match kfleet {
+                Some(path) => path,
+                None => std::env::current_exe()
+                    .context("cannot tell where this kfleet is; pass --kfleet PATH")?,
+            };
+            let settings = HookSettings {
+                kfleet,
+                timeout,
+                env_file,
+            };
+            let written = crate::hooks::install(&root, kind, &settings)?;
+            for path in &written {
+                outln!("wrote {}", path.display());
+            }
+            if !root
+                .join(
+                    settings
+                        .env_file
+                        .strip_prefix("/")
+                        .unwrap_or(&settings.env_file),
+                )
+                .exists()
+            {
+                tracing::warn!(
+                    "{} does not exist yet: the hook needs KFLEET_SERVICE, KFLEET_DRIVER_VERSION and KFLEET_SERVICE_TOKEN there (mode 0600)",
+                    settings.env_file.display()
+                );
+            }
+        }
+        HookCommand::Remove { root } => {
+            let (removed, kept) = crate::hooks::remove(&root)?;
+            for path in &removed {
+                outln!("removed {}", path.display());
+            }
+            for path in &kept {
+                tracing::warn!("{} is not kfleet's; left as it is", path.display());
+            }
+            if removed.is_empty() && kept.is_empty() {
+                outln!("no kfleet hook under {}", root.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -287,6 +287,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Images(cmd) => build_plan::images_cmd(cmd),
         Command::Release(cmd) => release::release_cmd(cmd, &config),
         Command::Store(cmd) => release::store_cmd(cmd, &config),
+        Command::Hook(cmd) => ensure::hook_cmd(cmd),
         Command::Serve(args) => serve::serve_cmd(args, &config),
         Command::Ensure(args) => ensure::ensure_cmd(args, &config),
         Command::Install(args) => ensure::install_cmd(args),
