@@ -854,3 +854,70 @@ async fn a_runs_jobs_steps_and_log_tail_follow_the_run() {
     assert_eq!(blob.status().as_u16(), 403);
     assert!(client.job_log_tail(1, 3).await.is_err(), "no such job");
 }
+
+/// `preflight` is the gate before a node pool moves to new kernels: it exits 0 only when every
+/// target kernel has its driver, 2 while any is still to be built (dispatching it once, unless
+/// --dry-run), and 1 when a target cannot be built at all.
+#[test]
+fn preflight_gates_an_upgrade_until_every_target_kernel_has_its_driver() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Runs that take an hour: the build stays open for the whole test.
+    let sb = rt.block_on(sandbox(quick(0, 3_600_000)));
+    let url = sb.base_url();
+    let state = tempfile::tempdir().unwrap();
+    let covered = "ubuntu/22.04/x86_64/5.15.0-91-generic";
+    let targets = state.path().join("targets.txt");
+    std::fs::write(
+        &targets,
+        format!("# the node pool's next image\n{covered}\n\n{MISSING}\n"),
+    )
+    .unwrap();
+    let preflight = |extra: &[&str]| {
+        kfleet(&url, state.path())
+            .args(["preflight", "--driver-version", "v1.1.0"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let said = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    let ready = preflight(&["--identity", covered]);
+    assert_eq!(ready.status.code(), Some(0), "{}", said(&ready));
+    assert!(said(&ready).contains("1 of 1 target kernels have a driver in v1.1.0"));
+
+    let file = targets.to_str().unwrap();
+    let dry = preflight(&["--target-kernels", file, "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(2), "{}", said(&dry));
+    assert!(
+        said(&dry).contains(&format!("{MISSING}: would dispatch")),
+        "{}",
+        said(&dry)
+    );
+    assert_eq!(sb.dispatches(), 0, "a dry run dispatches nothing");
+
+    let first = preflight(&["--target-kernels", file]);
+    assert_eq!(first.status.code(), Some(2), "{}", said(&first));
+    assert!(said(&first).contains("dispatched run"), "{}", said(&first));
+    assert!(said(&first).contains("1 still to be built: not ready"));
+    let again = preflight(&["--target-kernels", file]);
+    assert_eq!(again.status.code(), Some(2), "{}", said(&again));
+    assert!(
+        said(&again).contains("already building"),
+        "{}",
+        said(&again)
+    );
+    assert_eq!(
+        sb.dispatches(),
+        1,
+        "the gate dispatches a missing kernel once"
+    );
+
+    let bad = preflight(&["--identity", "ubuntu/22.04/x86_64/not-a-kernel"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", said(&bad));
+}

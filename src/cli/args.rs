@@ -545,6 +545,34 @@ pub struct DispatchArgs {
     pub store: StoreArgs,
 }
 
+/// `kfleet preflight`: the gate before a fleet moves to new kernels.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("targets").required(true).multiple(true).args(["identity", "target_kernels"])))]
+pub struct PreflightArgs {
+    /// A target kernel's identity key DISTRIBUTION/VERSION/ARCH/KERNEL; repeatable.
+    #[arg(long, value_name = "KEY")]
+    pub identity: Vec<String>,
+    /// The target kernels: one identity key per line, or a CSV with distribution,
+    /// distro_version, architecture, kernel_version columns (such as `report --format csv`).
+    #[arg(long, value_name = "FILE")]
+    pub target_kernels: Option<PathBuf>,
+    /// The driver release the fleet will run (default: newest published release).
+    #[arg(long, value_name = "TAG")]
+    pub driver_version: Option<String>,
+    /// Only say what is missing; dispatch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    #[command(flatten)]
+    pub build: BuildArgs,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct RunsArgs {
     /// Redraw until every run has finished.

@@ -104,6 +104,9 @@ pub enum Command {
     /// The build job's calls on the driver's release: does an asset exist, upload assets.
     #[command(subcommand)]
     Release(ReleaseCommand),
+    /// Before a fleet moves to new kernels: which target kernels lack a driver, dispatch their
+    /// builds, and exit 2 until every one has its driver (an upgrade pipeline gates on it).
+    Preflight(PreflightArgs),
     /// On a node: the hook that gets a kernel's driver when the kernel is installed.
     #[command(subcommand)]
     Hook(HookCommand),

@@ -134,3 +134,81 @@ async fn upcoming_keys(
     }
     Ok(found.rows.iter().map(|r| r.key()).collect())
 }
+
+/// `kfleet preflight`: every target kernel's decision (dispatching the missing ones unless
+/// --dry-run), then exit 0 when each has its driver, 2 while any is still to be built, 1 when
+/// one cannot be (invalid, unsupported, refused).
+pub(crate) fn preflight_cmd(args: PreflightArgs, config: &Config) -> Result<ExitCode> {
+    let template = args.naming.template(config)?;
+    let client = args
+        .store
+        .wrap(args.build.client(config)?, config, &template)?;
+    let mut keys = args.identity.clone();
+    if let Some(path) = &args.target_kernels {
+        keys.extend(read_target_kernels(path)?);
+    }
+    let decisions = runtime()?.block_on(async {
+        let listing = client.list_releases().await?;
+        let release = select_release(&listing.releases, args.driver_version.as_deref())?;
+        let planner = Planner::new(
+            client.clone(),
+            template,
+            args.build
+                .planner_config(config, release.tag_name.clone())?,
+            args.build.store(config).await?,
+        );
+        let parsed = parse_keys(&keys);
+        let ids: Vec<_> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().cloned())
+            .collect();
+        let planned = planner.plan_many(&ids, args.dry_run).await?;
+        anyhow::Ok((release.tag_name.clone(), merge_decisions(parsed, planned)))
+    })?;
+    let (driver_version, decisions) = decisions;
+    out!("{}", report::decisions(&decisions, args.format));
+    let count = |f: fn(&Decision) -> bool| decisions.iter().filter(|(_, d)| f(d)).count();
+    let covered = count(|d| matches!(d, Decision::Available { .. }));
+    let impossible = count(|d| {
+        matches!(
+            d,
+            Decision::Invalid { .. } | Decision::Unsupported { .. } | Decision::Refused { .. }
+        )
+    });
+    let total = decisions.len();
+    tracing::info!(
+        "{covered} of {total} target kernels have a driver in {driver_version}{}",
+        match (total - covered - impossible, impossible) {
+            (0, 0) => String::new(),
+            (waiting, 0) => format!("; {waiting} still to be built: not ready"),
+            (waiting, bad) => format!("; {waiting} still to be built, {bad} cannot be: not ready"),
+        }
+    );
+    Ok(if impossible > 0 {
+        ExitCode::from(1)
+    } else if covered < total {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Target kernels: a CSV with the four identity columns, or one identity key per line (blank
+/// lines and `#` comments skipped).
+fn read_target_kernels(path: &PathBuf) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if text
+        .lines()
+        .next()
+        .is_some_and(|l| l.split(',').any(|c| c.trim() == "kernel_version"))
+    {
+        return read_keys_csv(path);
+    }
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}

@@ -288,6 +288,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Release(cmd) => release::release_cmd(cmd, &config),
         Command::Store(cmd) => release::store_cmd(cmd, &config),
         Command::Hook(cmd) => ensure::hook_cmd(cmd),
+        Command::Preflight(mut args) => {
+            args.format = list_format(args.format);
+            dispatch::preflight_cmd(args, &config)
+        }
         Command::Serve(args) => serve::serve_cmd(args, &config),
         Command::Ensure(args) => ensure::ensure_cmd(args, &config),
         Command::Install(args) => ensure::install_cmd(args),
