@@ -1351,3 +1351,28 @@ fn a_refused_batch_says_why() {
         a.status_line
     );
 }
+
+/// The Headers view plans from the chain the dashboard resolves with (`--sources`), not from
+/// the built-in one: what it shows is what Enter would try.
+#[test]
+fn the_headers_view_plans_from_the_chain_that_resolves() {
+    let chain = kfleet::headers::Chain::parse(
+        "sources.toml",
+        r#"
+[[sources]]
+family = "amazonlinux"
+name = "corp-mirror"
+kind = "url"
+urls = ["https://mirror.corp.example/{package}-{version}-{release}.{arch}.rpm"]
+"#,
+    )
+    .unwrap();
+    let mut a = app().with_chain(chain);
+    key(&mut a, KeyCode::Char('2'));
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Char('4'));
+    let text = screen(&mut a, 140, 16);
+    assert!(text.contains("1. corp-mirror (url)"), "{text}");
+    assert!(text.contains("https://mirror.corp.example/"), "{text}");
+    assert!(!text.contains("al2023-core"), "{text}");
+}

@@ -489,7 +489,7 @@ impl Planner {
                         .settle(
                             open,
                             Phase::Finished,
-                            Some("run-not-found"),
+                            Some(crate::state::RUN_NOT_FOUND),
                             self.clock.now(),
                         )
                         .await?;

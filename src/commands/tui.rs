@@ -63,7 +63,7 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
     let deadline = build.deadline(config)?;
     let mut planner_config = build.planner_config(config, String::new())?;
     let state_root = build.state_root(config);
-    let sandbox = build.forge.sandbox.is_some() || forge.label().starts_with("SANDBOX");
+    let sandbox = build.forge.sandbox.is_some() || forge.is_sandbox();
     let (head_share, target) = args.shares.resolve(config);
     let options = CoverageOptions {
         head_share,
@@ -106,6 +106,7 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         });
         let report = dash.report().await.map_err(|e| anyhow::anyhow!(e))?;
         let app = crate::tui::app::App::new(forge.label(), report, deadline.as_secs())
+            .with_chain(dash.resolver.chain().clone())
             .with_keys(config.keys.clone().unwrap_or_default());
         // Checked after the flags and inputs, so their errors come first.
         if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {

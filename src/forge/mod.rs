@@ -70,6 +70,10 @@ pub const DISPATCH_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from
 pub trait Forge: Send + Sync {
     /// What this forge is, for status lines: `github acme/kdriver`, `SANDBOX http://127.0.0.1:PORT`.
     fn label(&self) -> String;
+    /// An in-process sandbox, whose runs last as long as the process.
+    fn is_sandbox(&self) -> bool {
+        false
+    }
     /// Request counters of the client behind the forge.
     fn stats(&self) -> &ClientStats;
     fn list_releases(&self) -> BoxFuture<'_, Result<Listing, ForgeError>>;
@@ -182,6 +186,9 @@ impl SandboxForge {
 impl Forge for SandboxForge {
     fn label(&self) -> String {
         format!("SANDBOX {}", self.sandbox.base_url())
+    }
+    fn is_sandbox(&self) -> bool {
+        true
     }
     fn stats(&self) -> &ClientStats {
         self.client.stats()

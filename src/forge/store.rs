@@ -328,6 +328,9 @@ impl Forge for StoreForge {
             self.store.label()
         )
     }
+    fn is_sandbox(&self) -> bool {
+        self.forge.is_sandbox()
+    }
     fn stats(&self) -> &ClientStats {
         self.forge.stats()
     }

@@ -199,7 +199,7 @@ impl Tracked {
             Phase::Claimed | Phase::Dispatched => None,
             Phase::Finished => match r.conclusion.as_deref() {
                 Some("success" | AVAILABLE) => Some(Settled::Available),
-                Some("run-not-found") => Some(Settled::Failed(format!(
+                Some(crate::state::RUN_NOT_FOUND) => Some(Settled::Failed(format!(
                     "run {} is no longer known to the forge (deleted, or the forge restarted); ask again",
                     r.run_id
                         .map(|i| i.to_string())
@@ -528,7 +528,7 @@ impl ServiceState {
             r.phase == Phase::Finished
                 && !matches!(
                     r.conclusion.as_deref(),
-                    None | Some("success" | AVAILABLE | "run-not-found")
+                    None | Some("success" | AVAILABLE | crate::state::RUN_NOT_FOUND)
                 )
         }) else {
             return Ok(None);
@@ -833,8 +833,12 @@ impl ServiceState {
                             run
                         }
                         Err(crate::forge::ForgeError::NotFound { .. }) => {
-                            self.settle(record.into(), Phase::Finished, Some("run-not-found"))
-                                .await;
+                            self.settle(
+                                record.into(),
+                                Phase::Finished,
+                                Some(crate::state::RUN_NOT_FOUND),
+                            )
+                            .await;
                             continue;
                         }
                         Err(e) => {

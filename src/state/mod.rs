@@ -15,6 +15,10 @@ use std::time::Duration;
 
 refinery::embed_migrations!("migrations");
 
+/// The conclusion recorded for a build whose run the forge no longer knows (retention, a
+/// sandbox that restarted): over, and saying nothing about the kernel.
+pub const RUN_NOT_FOUND: &str = "run-not-found";
+
 /// Where a build stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {

@@ -164,6 +164,8 @@ pub struct App {
     dispatch_note: Option<String>,
     /// The last header resolution shown in the Headers view.
     pub headers: Option<crate::headers::Resolution>,
+    /// The header chain the Headers view plans from: the one that resolves (`--sources`).
+    pub chain: std::sync::Arc<crate::headers::Chain>,
     /// The nodes of the kernel last drilled into.
     pub nodes: Option<crate::inventory::NodesOf>,
     /// What the selected run is doing, as last read.
@@ -207,6 +209,7 @@ impl App {
             bindings: keys::bindings(&KeyMap::default()),
             dispatch_note: None,
             headers: None,
+            chain: std::sync::Arc::new(crate::headers::Chain::builtin()),
             nodes: None,
             run_detail: None,
             rows_at: None,
@@ -224,6 +227,12 @@ impl App {
     }
 
     /// Uses `keys` instead of the default key map.
+    /// Plans the Headers view from `chain` (the resolver's) instead of the built-in one.
+    pub fn with_chain(mut self, chain: crate::headers::Chain) -> Self {
+        self.chain = std::sync::Arc::new(chain);
+        self
+    }
+
     pub fn with_keys(mut self, keys: KeyMap) -> Self {
         self.bindings = keys::bindings(&keys);
         self.keys = keys;

@@ -5,7 +5,7 @@ use super::app::{App, Column, Mode, Pending, Tab};
 use super::keys::{self, Command, KeyMode};
 use crate::builds::Decision;
 use crate::coverage::CoverageStatus;
-use crate::headers::{Chain, plan};
+use crate::headers::plan;
 use crate::identity::KernelIdentity;
 use crate::text::{clean, thousands};
 use ratatui::Frame;
@@ -15,9 +15,6 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{
     Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Sparkline, Table, Tabs, Wrap,
 };
-use std::sync::LazyLock;
-
-static CHAIN: LazyLock<Chain> = LazyLock::new(Chain::builtin);
 
 /// Colours unless `NO_COLOR` is set.
 pub struct Theme {
@@ -729,7 +726,7 @@ fn headers(app: &App, frame: &mut Frame, area: Rect) {
                 format!("header chain for {} (plan; Enter resolves)", row.key),
                 Style::default().add_modifier(Modifier::BOLD),
             ));
-            for (i, source) in plan(&CHAIN, &id).iter().enumerate() {
+            for (i, source) in plan(&app.chain, &id).iter().enumerate() {
                 lines.push(Line::raw(format!(
                     "{}. {} ({}) for {}",
                     i + 1,
