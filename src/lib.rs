@@ -26,6 +26,7 @@ pub mod modsign;
 pub mod net;
 pub mod notice;
 pub mod oci;
+pub mod readiness;
 pub mod report;
 #[cfg(feature = "fleet")]
 pub mod sample;

@@ -273,3 +273,136 @@ fn ensure_all_installed_gets_every_installed_kernels_driver() {
     assert!(!stdout.contains("6.1.0-9-amd64"), "{stdout}");
     drop(sandbox);
 }
+
+#[path = "support/kube.rs"]
+mod kube;
+
+/// A node created with the `kfleet.io/driver-missing` taint, beside another taint of its own.
+fn tainted_node(name: &str) -> serde_json::Value {
+    let mut node = kube::node(
+        name,
+        "Debian GNU/Linux 12 (bookworm)",
+        "6.1.0-18-amd64",
+        "amd64",
+    );
+    node["spec"]["taints"] = serde_json::json!([
+        {"key": "kfleet.io/driver-missing", "effect": "NoSchedule"},
+        {"key": "dedicated", "value": "gpu", "effect": "NoExecute"},
+    ]);
+    node
+}
+
+/// Once the driver is in, the node is labelled with the driver version, annotated with what
+/// happened, and its driver-missing taint is removed (its other taints stay), through the API
+/// server with the service account's token; a kubelet heartbeat landing between the read and
+/// the patch makes the guarded patch fail, and the node is read again.
+#[test]
+fn a_ready_node_is_labelled_and_loses_its_driver_missing_taint() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fixture = rt.block_on(kube::KubeFixture::start(vec![tainted_node("ip-10-0-0-11")]));
+    fixture.heartbeat_after_reads(1);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), format!("{}\n", kube::TOKEN)).unwrap();
+    let target = kfleet::readiness::KubeTarget::in_cluster(
+        Some(fixture.url.clone()),
+        Some(dir.path().join("token")),
+        None,
+        Some("ip-10-0-0-11".into()),
+    )
+    .unwrap();
+    let mark = kfleet::readiness::Mark {
+        label: "v0.5.16".into(),
+        status: "driver v0.5.16 installed and loaded for 6.1.0-18-amd64".into(),
+        ready: true,
+    };
+    rt.block_on(kfleet::readiness::mark_node(&target, &mark))
+        .unwrap();
+    let node = fixture.node("ip-10-0-0-11");
+    assert_eq!(
+        node["metadata"]["labels"]["kfleet.io/driver-ready"],
+        "v0.5.16"
+    );
+    assert_eq!(
+        node["metadata"]["labels"]["kubernetes.io/hostname"], "ip-10-0-0-11",
+        "other labels stay"
+    );
+    assert_eq!(
+        node["metadata"]["annotations"]["kfleet.io/driver-status"],
+        "driver v0.5.16 installed and loaded for 6.1.0-18-amd64"
+    );
+    assert_eq!(
+        node["spec"]["taints"],
+        serde_json::json!([{"key": "dedicated", "value": "gpu", "effect": "NoExecute"}])
+    );
+    let kinds: Vec<String> = fixture.patches().into_iter().map(|(_, k)| k).collect();
+    assert_eq!(
+        kinds,
+        [
+            "application/merge-patch+json",
+            "application/json-patch+json",
+            "application/json-patch+json"
+        ],
+        "the label, then the taint patch twice: the first lost to the heartbeat"
+    );
+
+    // A wrong token is told apart, with what the service account needs.
+    std::fs::write(dir.path().join("token"), "not-the-token").unwrap();
+    let err = rt
+        .block_on(kfleet::readiness::mark_node(&target, &mark))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("401") && err.contains("ClusterRole"), "{err}");
+}
+
+/// `ensure --mark-node` says on the node what happened: a host kfleet cannot build for is
+/// labelled `unsupported` with the reason in the annotation, and keeps its taint.
+#[test]
+fn ensure_marks_a_node_it_cannot_serve_with_the_reason() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fixture = rt.block_on(kube::KubeFixture::start(vec![tainted_node("ip-10-0-0-12")]));
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(host.path().join("etc")).unwrap();
+    std::fs::write(
+        host.path().join("etc/os-release"),
+        "ID=\"rhel\"\nVERSION_ID=\"9.4\"\n",
+    )
+    .unwrap();
+    std::fs::write(host.path().join("token"), kube::TOKEN).unwrap();
+    let out = kfleet()
+        .env("KFLEET_SERVICE_TOKEN", "node-token")
+        .args([
+            "ensure",
+            "--service",
+            "http://127.0.0.1:9",
+            "--driver-version",
+            "1.0.0",
+        ])
+        .arg("--host-root")
+        .arg(host.path())
+        .args(["--kernel-version", "5.14.0-427.13.1.el9_4.x86_64"])
+        .args([
+            "--mark-node",
+            "--node-name",
+            "ip-10-0-0-12",
+            "--kube-api",
+            &fixture.url,
+        ])
+        .arg("--kube-token-file")
+        .arg(host.path().join("token"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let node = fixture.node("ip-10-0-0-12");
+    assert_eq!(
+        node["metadata"]["labels"]["kfleet.io/driver-ready"],
+        "unsupported"
+    );
+    let status = node["metadata"]["annotations"]["kfleet.io/driver-status"]
+        .as_str()
+        .unwrap();
+    assert!(
+        status.contains("RHEL is recognised but not built"),
+        "{status}"
+    );
+    assert_eq!(node["spec"]["taints"].as_array().unwrap().len(), 2);
+}

@@ -152,6 +152,23 @@ pub struct EnsureArgs {
     /// After the download: install the module and load it (see `kfleet install`).
     #[arg(long)]
     pub install: bool,
+    /// Then mark this Kubernetes node: the label kfleet.io/driver-ready=VERSION (or a word
+    /// saying why not), the annotation kfleet.io/driver-status, and, once the driver is loaded,
+    /// no kfleet.io/driver-missing taint. Uses the pod's service account; the node is NODE_NAME
+    /// (the downward API's spec.nodeName) or --node-name.
+    #[arg(long, conflicts_with = "all_installed")]
+    pub mark_node: bool,
+    #[arg(long, value_name = "NAME", requires = "mark_node")]
+    pub node_name: Option<String>,
+    /// The API server [default: the pod's, from KUBERNETES_SERVICE_HOST and _PORT].
+    #[arg(long, value_name = "URL", requires = "mark_node")]
+    pub kube_api: Option<String>,
+    /// [default: the service account's token]
+    #[arg(long, value_name = "FILE", requires = "mark_node")]
+    pub kube_token_file: Option<PathBuf>,
+    /// [default: the service account's ca.crt]
+    #[arg(long, value_name = "FILE", requires = "mark_node")]
+    pub kube_ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub node: NodeArgs,
 }

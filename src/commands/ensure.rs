@@ -32,12 +32,96 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
                 Verdict::Valid(id) => id,
                 Verdict::Unsupported(r) | Verdict::Invalid(r) => {
                     tracing::info!("this machine ({key}) cannot get a driver: {r}");
+                    if args.mark_node {
+                        let status = format!("this machine ({key}) cannot get a driver: {r}");
+                        let target = kube_target(&args)?;
+                        let mark = crate::readiness::Mark {
+                            label: "unsupported".into(),
+                            status,
+                            ready: false,
+                        };
+                        runtime()?.block_on(crate::readiness::mark_node(&target, &mark))?;
+                    }
                     return Ok(ExitCode::from(5));
                 }
             }
         }
     };
-    ensure_identity(&args, config, &token, &identity)
+    let result = ensure_identity(&args, config, &token, &identity);
+    if args.mark_node {
+        mark_node(&args, &identity, &result)?;
+    }
+    result.map(ExitCode::from)
+}
+
+/// The API server and node `--mark-node` marks: the pod's, each replaced where a flag names it.
+fn kube_target(args: &EnsureArgs) -> Result<crate::readiness::KubeTarget> {
+    Ok(crate::readiness::KubeTarget::in_cluster(
+        args.kube_api.clone(),
+        args.kube_token_file.clone(),
+        args.kube_ca_file.clone(),
+        args.node_name.clone(),
+    )?)
+}
+
+/// `--mark-node`: the node's label, annotation and taint after `ensure` ended with `result`.
+fn mark_node(
+    args: &EnsureArgs,
+    identity: &crate::identity::KernelIdentity,
+    result: &Result<u8>,
+) -> Result<()> {
+    use crate::readiness::Mark;
+    let kernel = &identity.kernel_version;
+    let version = &args.driver_version;
+    let loaded = args.install && !args.node.no_load;
+    let mark = match result {
+        Ok(0) => Mark {
+            label: version.clone(),
+            status: if loaded {
+                format!("driver {version} installed and loaded for {kernel}")
+            } else {
+                format!("driver {version} downloaded for {kernel}, not loaded")
+            },
+            ready: loaded,
+        },
+        Ok(code) => {
+            let why = match code {
+                3 => "timed-out",
+                4 => "build-failed",
+                5 => "unsupported",
+                6 => "vermagic-mismatch",
+                7 => "signature-required",
+                8 => "load-failed",
+                _ => "error",
+            };
+            Mark {
+                label: why.into(),
+                status: format!(
+                    "no driver {version} for {kernel}: {why} (exit {code}); the pod's log says more"
+                ),
+                ready: false,
+            }
+        }
+        Err(e) => Mark {
+            label: "error".into(),
+            status: format!("no driver {version} for {kernel}: {e:#}"),
+            ready: false,
+        },
+    };
+    let target = kube_target(args)?;
+    runtime()?.block_on(crate::readiness::mark_node(&target, &mark))?;
+    tracing::info!(
+        "node {}: {}={}{}",
+        target.node,
+        crate::readiness::LABEL,
+        crate::readiness::label_value(&mark.label),
+        if mark.ready {
+            format!(", {} taint removed", crate::readiness::TAINT)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
 }
 
 /// This machine's identity (the host's under --host-root), with `kernel` instead of the running
@@ -88,14 +172,14 @@ fn ensure_all_installed(args: &EnsureArgs, config: &Config, token: &str) -> Resu
             }
             Verdict::Unsupported(r) | Verdict::Invalid(r) => {
                 tracing::info!("{key} cannot get a driver: {r}");
-                ExitCode::from(5)
+                5
             }
         };
-        if code != ExitCode::SUCCESS && first_failure.is_none() {
+        if code != 0 && first_failure.is_none() {
             first_failure = Some(code);
         }
     }
-    Ok(first_failure.unwrap_or(ExitCode::SUCCESS))
+    Ok(ExitCode::from(first_failure.unwrap_or(0)))
 }
 
 /// Gets (and with --install installs) the driver of one identity.
@@ -104,7 +188,7 @@ fn ensure_identity(
     config: &Config,
     token: &str,
     identity: &crate::identity::KernelIdentity,
-) -> Result<ExitCode> {
+) -> Result<u8> {
     let template = args.naming.template(config)?;
     let store = args.store.open(config, &template)?;
     let options = crate::service::ensure::EnsureOptions {
@@ -191,7 +275,7 @@ fn ensure_identity(
         | crate::service::ensure::EnsureOutcome::Failed(why) => tracing::info!("{why}"),
         crate::service::ensure::EnsureOutcome::Rejected(why) => tracing::info!("rejected: {why}"),
     }
-    Ok(ExitCode::from(outcome.exit_code()))
+    Ok(outcome.exit_code())
 }
 
 /// `kfleet install PACKAGE`: a package already on the node.
@@ -203,7 +287,7 @@ pub(crate) fn install_cmd(args: InstallArgs) -> Result<ExitCode> {
         }
     };
     let distribution = root_distribution(&install_root(&args.node));
-    install_package(&args.package, None, &kernel, distribution, &args.node)
+    install_package(&args.package, None, &kernel, distribution, &args.node).map(ExitCode::from)
 }
 
 /// The root a package is installed under: `--host-root`, `--root`, or `/`.
@@ -239,7 +323,7 @@ fn install_package(
     kernel: &str,
     distribution: Option<crate::identity::Distribution>,
     node: &NodeArgs,
-) -> Result<ExitCode> {
+) -> Result<u8> {
     let root = install_root(node);
     // Installing into another root for an image never loads; a host root is this kernel's.
     let running = if node.root.is_some() {
@@ -276,13 +360,13 @@ fn install_package(
             super::print_json(&serde_json::json!({
                 "status": "already_installed", "kernel": kernel, "paths": paths,
             }))?;
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Ok(crate::install::InstallOutcome::Installed { paths, loaded }) if super::json_wanted() => {
             super::print_json(&serde_json::json!({
                 "status": "installed", "kernel": kernel, "paths": paths, "loaded": loaded,
             }))?;
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Ok(crate::install::InstallOutcome::AlreadyInstalled { paths }) => {
             for p in &paths {
@@ -292,7 +376,7 @@ fn install_package(
                 "already installed{}; nothing to do",
                 if options.load { " and loaded" } else { "" }
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Ok(crate::install::InstallOutcome::Installed { paths, loaded }) => {
             for p in &paths {
@@ -308,11 +392,11 @@ fn install_package(
                     (false, true, true) => "not loaded",
                 }
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Err(e) => {
             tracing::error!("{e}");
-            Ok(ExitCode::from(e.exit_code()))
+            Ok(e.exit_code())
         }
     }
 }

@@ -43,6 +43,10 @@ struct Inner {
     refuse_next: usize,
     /// Bumped to end every open watch connection.
     generation: u64,
+    /// Reads of one node after which a heartbeat changes it (before the reader's patch lands).
+    heartbeat_after_reads: usize,
+    /// Every PATCH: (node, content type).
+    patches: Vec<(String, String)>,
 }
 
 pub struct KubeFixture {
@@ -146,6 +150,8 @@ impl KubeFixture {
             refuse_lists: false,
             refuse_next: 0,
             generation: 0,
+            heartbeat_after_reads: 0,
+            patches: Vec::new(),
         };
         for mut n in nodes {
             inner.rv += 1;
@@ -160,6 +166,10 @@ impl KubeFixture {
         };
         let router = axum::Router::new()
             .route("/api/v1/nodes", axum::routing::get(nodes_route))
+            .route(
+                "/api/v1/nodes/{name}",
+                axum::routing::get(node_route).patch(patch_node_route),
+            )
             .with_state(app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -192,6 +202,22 @@ impl KubeFixture {
     }
 
     /// Returns at most `n` items per page from now on.
+    /// The node as the API server holds it now.
+    pub fn node(&self, name: &str) -> Value {
+        self.inner.lock().unwrap().nodes[name].clone()
+    }
+
+    /// The next `n` reads of one node are each followed by a kubelet heartbeat, so a patch
+    /// guarded by the resourceVersion read fails as it does on a busy node.
+    pub fn heartbeat_after_reads(&self, n: usize) {
+        self.inner.lock().unwrap().heartbeat_after_reads = n;
+    }
+
+    /// Every PATCH so far: (node, content type).
+    pub fn patches(&self) -> Vec<(String, String)> {
+        self.inner.lock().unwrap().patches.clone()
+    }
+
     pub fn max_page(&self, n: usize) {
         self.inner.lock().unwrap().max_page = n;
     }
@@ -509,4 +535,154 @@ pub fn kubeconfig_with_ca(dir: &Path, contexts: &[(&str, &str)], ca: Option<&Pat
     let path = dir.join("kubeconfig");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {TOKEN}"))
+}
+
+/// Stores a changed node under a new resourceVersion and tells watchers (MODIFIED).
+fn store_modified(app: &App, g: &mut Inner, name: &str, mut node: Value) -> Value {
+    g.rv += 1;
+    let rv = g.rv;
+    node["metadata"]["resourceVersion"] = json!(rv.to_string());
+    g.nodes.insert(name.to_string(), node.clone());
+    let event = json!({"type": "MODIFIED", "object": node});
+    g.history.push((rv, event.clone()));
+    let _ = app.live.send(Some((rv, event)));
+    node
+}
+
+async fn node_route(
+    State(app): State<App>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    if !authorized(&headers) {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    }
+    let mut g = app.inner.lock().unwrap();
+    let Some(node) = g.nodes.get(&name).cloned() else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("nodes \"{name}\" not found"),
+        );
+    };
+    if g.heartbeat_after_reads > 0 {
+        g.heartbeat_after_reads -= 1;
+        let mut beat = node.clone();
+        beat["status"]["conditions"][0]["lastHeartbeatTime"] = json!(format!("beat-{}", g.rv));
+        store_modified(&app, &mut g, &name, beat);
+    }
+    axum::Json(node).into_response()
+}
+
+/// RFC 7386: objects merge key by key, null removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (k, v) in fields {
+        if v.is_null() {
+            target.as_object_mut().unwrap().remove(k);
+        } else {
+            merge_patch(
+                target
+                    .as_object_mut()
+                    .unwrap()
+                    .entry(k.clone())
+                    .or_insert(Value::Null),
+                v,
+            );
+        }
+    }
+}
+
+async fn patch_node_route(
+    State(app): State<App>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&headers) {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    }
+    let kind = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the patch is not JSON",
+        );
+    };
+    let mut g = app.inner.lock().unwrap();
+    g.patches.push((name.clone(), kind.clone()));
+    let Some(mut node) = g.nodes.get(&name).cloned() else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("nodes \"{name}\" not found"),
+        );
+    };
+    match kind.as_str() {
+        "application/merge-patch+json" => merge_patch(&mut node, &patch),
+        "application/json-patch+json" => {
+            for op in patch.as_array().cloned().unwrap_or_default() {
+                let pointer = op["path"].as_str().unwrap_or("");
+                match op["op"].as_str() {
+                    Some("test") if node.pointer(pointer) != Some(&op["value"]) => {
+                        return status(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "Invalid",
+                            &format!(
+                                "the server rejected our request due to an error in our request: testing value {pointer} failed"
+                            ),
+                        );
+                    }
+                    Some("test") => {}
+                    Some("replace") => match node.pointer_mut(pointer) {
+                        Some(slot) => *slot = op["value"].clone(),
+                        None => {
+                            // Kubernetes' replace of a missing taint list fails too.
+                            return status(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                "Invalid",
+                                "replace: no such path",
+                            );
+                        }
+                    },
+                    _ => {
+                        return status(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "Invalid",
+                            "unsupported op",
+                        );
+                    }
+                }
+            }
+        }
+        _ => {
+            return status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                &format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {kind}"
+                ),
+            );
+        }
+    }
+    let stored = store_modified(&app, &mut g, &name, node);
+    axum::Json(stored).into_response()
 }
