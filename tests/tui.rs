@@ -1376,3 +1376,47 @@ urls = ["https://mirror.corp.example/{package}-{version}-{release}.{arch}.rpm"]
     assert!(text.contains("https://mirror.corp.example/"), "{text}");
     assert!(!text.contains("al2023-core"), "{text}");
 }
+
+/// The filter line has a cursor: Left, Right, Home and End (Ctrl-A, Ctrl-E) move it, typing
+/// inserts there, Backspace and Delete take the character before and under it, Ctrl-W the word
+/// before it, and the footer draws it where it is.
+#[test]
+fn the_filter_line_edits_at_its_cursor() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('/'));
+    for c in "ubuntu aws".chars() {
+        key(&mut a, KeyCode::Char(c));
+    }
+    for _ in 0..4 {
+        key(&mut a, KeyCode::Left);
+    }
+    key(&mut a, KeyCode::Char('2'));
+    key(&mut a, KeyCode::Char('2'));
+    assert_eq!(a.filter, "ubuntu22 aws");
+    let text = screen(&mut a, 100, 12);
+    assert!(text.contains("/ubuntu22▏ aws"), "{text}");
+    key(&mut a, KeyCode::Backspace);
+    assert_eq!(a.filter, "ubuntu2 aws");
+    key(&mut a, KeyCode::Home);
+    key(&mut a, KeyCode::Delete);
+    assert_eq!(a.filter, "buntu2 aws");
+    key(&mut a, KeyCode::Char('!'));
+    assert_eq!(a.filter, "!buntu2 aws");
+    key(&mut a, KeyCode::End);
+    key(&mut a, KeyCode::Right);
+    key(&mut a, KeyCode::Char('x'));
+    assert_eq!(a.filter, "!buntu2 awsx");
+    let ctrl = |c: char| KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL);
+    a.update(Action::Key(ctrl('a')));
+    for _ in 0..7 {
+        key(&mut a, KeyCode::Right);
+    }
+    a.update(Action::Key(ctrl('w')));
+    assert_eq!(a.filter, " awsx");
+    assert_eq!(a.filter_cursor, 0);
+    a.update(Action::Key(ctrl('e')));
+    key(&mut a, KeyCode::Char('é'));
+    key(&mut a, KeyCode::Left);
+    key(&mut a, KeyCode::Backspace);
+    assert_eq!(a.filter, " awsé", "characters, not bytes");
+}

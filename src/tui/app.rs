@@ -143,6 +143,8 @@ pub struct App {
     pub tab: Tab,
     pub mode: Mode,
     pub filter: String,
+    /// Where typing goes in the filter line, in characters from its start.
+    pub filter_cursor: usize,
     pub sort: Column,
     pub descending: bool,
     /// Indices into `report.identities`: filtered, sorted.
@@ -196,6 +198,7 @@ impl App {
             tab: Tab::Overview,
             mode: Mode::Normal,
             filter: String::new(),
+            filter_cursor: 0,
             sort: Column::Nodes,
             descending: true,
             view: Vec::new(),
@@ -231,6 +234,14 @@ impl App {
     pub fn with_chain(mut self, chain: crate::headers::Chain) -> Self {
         self.chain = std::sync::Arc::new(chain);
         self
+    }
+
+    /// The byte offset of the filter's `chars`-th character (its end past the last).
+    fn filter_byte(&self, chars: usize) -> usize {
+        self.filter
+            .char_indices()
+            .nth(chars)
+            .map_or(self.filter.len(), |(i, _)| i)
     }
 
     pub fn with_keys(mut self, keys: KeyMap) -> Self {
@@ -658,16 +669,23 @@ impl App {
             Mode::Filter => KeyMode::Filter,
             Mode::Confirm(_) => KeyMode::Confirm,
         };
-        // The filter line edits like a shell's: Ctrl-U clears it, Ctrl-W deletes the last word.
+        // The filter line edits like a shell's: Ctrl-U deletes to the start, Ctrl-W the word
+        // before the cursor, Ctrl-A and Ctrl-E go to the start and the end.
         if self.mode == Mode::Filter && key.modifiers.contains(KeyModifiers::CONTROL) {
+            let at = self.filter_byte(self.filter_cursor);
             match key.code {
-                KeyCode::Char('u') => self.filter.clear(),
-                KeyCode::Char('w') => {
-                    let kept = self.filter.trim_end().len();
-                    self.filter.truncate(kept);
-                    let word = self.filter.rfind(' ').map_or(0, |i| i + 1);
-                    self.filter.truncate(word);
+                KeyCode::Char('u') => {
+                    self.filter.replace_range(..at, "");
+                    self.filter_cursor = 0;
                 }
+                KeyCode::Char('w') => {
+                    let before = self.filter[..at].trim_end();
+                    let word = before.rfind(' ').map_or(0, |i| i + 1);
+                    self.filter.replace_range(word..at, "");
+                    self.filter_cursor = self.filter[..word].chars().count();
+                }
+                KeyCode::Char('a') => self.filter_cursor = 0,
+                KeyCode::Char('e') => self.filter_cursor = self.filter.chars().count(),
                 _ => return None,
             }
             self.rebuild_view();
@@ -677,8 +695,34 @@ impl App {
             Some(command) => self.run(command),
             None => match (&self.mode, key.code) {
                 (Mode::Filter, KeyCode::Char(c)) => {
-                    self.filter.push(c);
+                    let at = self.filter_byte(self.filter_cursor);
+                    self.filter.insert(at, c);
+                    self.filter_cursor += 1;
                     self.rebuild_view();
+                    None
+                }
+                (Mode::Filter, KeyCode::Left) => {
+                    self.filter_cursor = self.filter_cursor.saturating_sub(1);
+                    None
+                }
+                (Mode::Filter, KeyCode::Right) => {
+                    self.filter_cursor = (self.filter_cursor + 1).min(self.filter.chars().count());
+                    None
+                }
+                (Mode::Filter, KeyCode::Home) => {
+                    self.filter_cursor = 0;
+                    None
+                }
+                (Mode::Filter, KeyCode::End) => {
+                    self.filter_cursor = self.filter.chars().count();
+                    None
+                }
+                (Mode::Filter, KeyCode::Delete) => {
+                    let at = self.filter_byte(self.filter_cursor);
+                    if at < self.filter.len() {
+                        self.filter.remove(at);
+                        self.rebuild_view();
+                    }
                     None
                 }
                 (Mode::Confirm(_), _) => {
@@ -714,6 +758,7 @@ impl App {
             Command::Filter => {
                 self.tab = Tab::Kernels;
                 self.mode = Mode::Filter;
+                self.filter_cursor = self.filter.chars().count();
             }
             Command::Down if builds => {
                 self.move_run(1);
@@ -830,12 +875,17 @@ impl App {
             Command::KeepFilter => self.mode = Mode::Normal,
             Command::ClearFilter => {
                 self.filter.clear();
+                self.filter_cursor = 0;
                 self.mode = Mode::Normal;
                 self.rebuild_view();
             }
             Command::DeleteFilterChar => {
-                self.filter.pop();
-                self.rebuild_view();
+                if self.filter_cursor > 0 {
+                    self.filter_cursor -= 1;
+                    let at = self.filter_byte(self.filter_cursor);
+                    self.filter.remove(at);
+                    self.rebuild_view();
+                }
             }
             Command::Confirm => {
                 let Mode::Confirm(pending) = std::mem::replace(&mut self.mode, Mode::Normal) else {

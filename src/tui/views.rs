@@ -101,8 +101,15 @@ pub fn render(app: &mut App, frame: &mut Frame, theme: &Theme) {
     }
     let hint = match app.mode {
         Mode::Filter => format!(
-            " /{}▏ {}",
-            app.filter,
+            " /{}▏{} {}",
+            app.filter
+                .chars()
+                .take(app.filter_cursor)
+                .collect::<String>(),
+            app.filter
+                .chars()
+                .skip(app.filter_cursor)
+                .collect::<String>(),
             keys::hint(
                 &app.bindings,
                 KeyMode::Filter,
