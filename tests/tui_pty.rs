@@ -245,7 +245,8 @@ fn y_copies_with_osc_52_and_o_opens_the_run_in_the_browser() {
 }
 
 /// Long work shows how far it got on a terminal (and nothing when piped: the gen-fleet tests
-/// read its output): a big `gen-fleet` draws a progress bar, then clears it.
+/// read its output): a big `gen-fleet` draws a progress bar, then clears it, and so does the
+/// `report` that reads that fleet.
 #[test]
 fn gen_fleet_shows_progress_on_a_terminal() {
     let out = tempfile::tempdir().unwrap();
@@ -270,5 +271,32 @@ fn gen_fleet_shows_progress_on_a_terminal() {
         !s.term.screen().contains("nodes ETA") && !s.term.screen().contains("█"),
         "cleared: {}",
         s.term.screen()
+    );
+
+    // Reading that fleet back takes a moment too: `report` shows how much is read, then
+    // clears it before the report.
+    let fleet = out.path().join("fleet.csv");
+    let releases = out.path().join("releases.json");
+    let mut r = start_with(
+        &[
+            "report",
+            "-i",
+            fleet.to_str().unwrap(),
+            "-r",
+            releases.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let status = r.child.wait().unwrap();
+    assert!(status.success());
+    drop(r.master);
+    let _ = r.pump.join();
+    let raw = String::from_utf8_lossy(&r.raw.lock().unwrap()).into_owned();
+    assert!(raw.contains("of the inventory read"), "{raw}");
+    assert!(raw.contains("MiB/"), "{raw}");
+    assert!(
+        !r.term.screen().contains("of the inventory read"),
+        "cleared: {}",
+        r.term.screen()
     );
 }

@@ -156,7 +156,7 @@ pub(crate) fn upcoming_resolver(
 #[cfg(feature = "fleet")]
 /// Reads the inventories and warns about bad rows on stderr.
 pub(crate) fn read_fleet(paths: &[PathBuf], strict: bool, verbose: bool) -> Result<FleetGroups> {
-    let fleet = read_inventory(paths, strict)?;
+    let fleet = with_read_progress(|| read_inventory(paths, strict))?;
     for bad in fleet
         .bad_rows
         .iter()
@@ -171,6 +171,58 @@ pub(crate) fn read_fleet(paths: &[PathBuf], strict: bool, verbose: bool) -> Resu
         );
     }
     Ok(fleet)
+}
+
+/// Runs `read`; on a terminal, when it takes longer than a moment (a 100M-node inventory takes
+/// seconds), draws how many of the inventories' bytes are read, then clears it.
+#[cfg(feature = "fleet")]
+fn with_read_progress<T>(read: impl FnOnce() -> T) -> T {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return read();
+    }
+    let progress = crate::inventory::progress();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let wait = |d: std::time::Duration| {
+                let until = std::time::Instant::now() + d;
+                while std::time::Instant::now() < until {
+                    if done.load(std::sync::atomic::Ordering::Relaxed) {
+                        return false;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                true
+            };
+            if !wait(std::time::Duration::from_millis(300)) {
+                return;
+            }
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(progress.total()),
+                indicatif::ProgressDrawTarget::stderr(),
+            )
+            .with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {binary_bytes}/{binary_total_bytes} of the inventory read {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            while wait(std::time::Duration::from_millis(100)) {
+                bar.set_length(progress.total());
+                bar.set_position(progress.read().min(progress.total()));
+            }
+            bar.finish_and_clear();
+        });
+        // Set however `read` ends (a panic too), so the bar's thread always stops.
+        struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _done = Done(&done);
+        read()
+    })
 }
 
 /// Identity keys from a CSV with the four identity columns (a `report --format csv` file).

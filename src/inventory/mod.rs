@@ -10,6 +10,41 @@ mod tally;
 
 pub use nodes::{NodeEntry, NodesOf, nodes_of};
 
+/// How far inventory reading has got, in bytes: what a progress bar shows while a 100M-node file
+/// is read. Readers add to it as they go; the command layer reads it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    read: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    pub fn read(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub fn total(&self) -> u64 {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub(crate) fn add_read(&self, bytes: u64) {
+        self.read
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn add_total(&self, bytes: u64) {
+        self.total
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+static PROGRESS: Progress = Progress {
+    read: std::sync::atomic::AtomicU64::new(0),
+    total: std::sync::atomic::AtomicU64::new(0),
+};
+
+/// This process's inventory reading so far.
+pub fn progress() -> &'static Progress {
+    &PROGRESS
+}
+
 use polars::prelude::*;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -230,11 +265,23 @@ fn read_one(
 ) -> Result<(), InventoryError> {
     let (file, loaded) = load(path)?;
     fleet.files.push(file.clone());
-    match loaded {
+    let size = match &loaded {
+        Loaded::Parquet | Loaded::Csv(Data::Path(_)) => {
+            std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+        }
+        Loaded::Json(bytes) | Loaded::Csv(Data::Bytes(bytes)) => bytes.len() as u64,
+    };
+    PROGRESS.add_total(size);
+    let before = PROGRESS.read();
+    let read = match loaded {
         Loaded::Parquet => parquet::read(&file, path, fleet),
         Loaded::Json(bytes) => json::read(&file, &bytes, fleet),
         Loaded::Csv(data) => csv::read(&file, data, fleet, csv_reader == CsvReader::Exact),
-    }
+    };
+    // Whatever the reader did not count as it went (JSON, the exact CSV reader) is done now.
+    let counted = PROGRESS.read().saturating_sub(before);
+    PROGRESS.add_read(size.saturating_sub(counted));
+    read
 }
 
 /// An inventory file by what its bytes are.

@@ -130,6 +130,10 @@ pub(super) fn read(file: &str, path: &Path, fleet: &mut FleetGroups) -> Result<(
                 let values = [next(0), next(1), next(2), next(3)];
                 tally.record((offset + row + 1) as u64, 4, 4, values);
             }
+            // The file's share of these rows, for the progress bar.
+            super::progress().add_read(
+                file_len.saturating_mul(len as u64) / u64::try_from(total.max(1)).unwrap_or(1),
+            );
         }
         Ok(tally)
     };

@@ -277,6 +277,7 @@ fn scan_range(
             break;
         }
         let n = source.read_at(&mut buf[filled..], pos).map_err(Stop::Io)?;
+        super::progress().add_read(n as u64);
         pos += n as u64;
         filled += n;
         let at_eof = pos >= len || n == 0;
