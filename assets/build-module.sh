@@ -223,14 +223,25 @@ uts=$(sed -n 's/^#define UTS_RELEASE "\(.*\)"$/\1/p' "$kdir/include/generated/ut
 [ -n "$uts" ] || die "$kdir is not a prepared kernel build tree: include/generated/utsrelease.h has no UTS_RELEASE"
 [ "$uts" = "$KERNEL_VERSION" ] || die "$kdir is for kernel $uts, not KERNEL_VERSION=$KERNEL_VERSION"
 
-# The gcc the kernel was built with (CONFIG_CC_VERSION_TEXT, Linux 5.8 and later): use it where
-# the plan lists it, installing its package in the container; otherwise say what is used.
+# The gcc the kernel was built with (CONFIG_CC_VERSION_TEXT, Linux 5.8 and later; before that
+# CONFIG_GCC_VERSION): use it where the plan lists it, installing its package in the container;
+# otherwise say what is used.
 cc_text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(.*\)"$/\1/p' "$kdir/include/config/auto.conf" "$kdir/.config" 2>/dev/null | head -n 1 || true)
 gcc_major=''
 case "$cc_text" in
   *clang*) echo "build-module.sh: the kernel was built with clang ($cc_text); building with the default compiler" >&2 ;;
   *gcc* | *GCC*) gcc_major=$(printf '%s\n' "$cc_text" | sed -n 's/.*) \([0-9][0-9]*\)\..*/\1/p') ;;
-  '') gcc_major=${KFLEET_EXPECTED_GCC:-} ;;
+  '')
+    # Linux 4.18 to 5.7 name only the version (CONFIG_GCC_VERSION=90400 is gcc 9.4); older
+    # kernels nothing, where the plan's expectation stands.
+    gcc_version=$(sed -n 's/^CONFIG_GCC_VERSION=\([1-9][0-9]*\)$/\1/p' "$kdir/include/config/auto.conf" "$kdir/.config" 2>/dev/null | head -n 1 || true)
+    if [ -n "$gcc_version" ]; then
+      gcc_major=$((gcc_version / 10000))
+      cc_text="CONFIG_GCC_VERSION=$gcc_version"
+    else
+      gcc_major=${KFLEET_EXPECTED_GCC:-}
+    fi
+    ;;
 esac
 make_cc=()
 if [ -n "$gcc_major" ]; then

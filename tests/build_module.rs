@@ -1513,6 +1513,52 @@ fn ensure_installs_a_real_package_served_by_the_sandbox() {
     drop(sandbox);
 }
 
+/// Kernels before 5.8 name their compiler only as CONFIG_GCC_VERSION (90400 is gcc 9.4): the
+/// build reads the gcc major from it as it reads CONFIG_CC_VERSION_TEXT from newer ones.
+#[test]
+fn a_kernel_that_names_only_its_gcc_version_is_built_knowing_it() {
+    if std::env::var_os("KFLEET_KERNEL_DIR").is_some() {
+        // The tree is copied with its unpacked root, which a tree of the machine's own lacks.
+        eprintln!("skipped: KFLEET_KERNEL_DIR names a tree this test must not copy");
+        return;
+    }
+    let (kdir, id) = kernel_tree();
+    // Hard links of the whole unpacked root: Debian's headers link into -common beside them and
+    // into linux-kbuild under usr/lib.
+    let copy = tempfile::tempdir().unwrap();
+    let unpacked = kdir.ancestors().nth(3).unwrap();
+    let root_copy = copy.path().join("root");
+    stdout(Command::new("cp").arg("-al").arg(unpacked).arg(&root_copy));
+    let tree = root_copy.join(kdir.strip_prefix(unpacked).unwrap());
+    for file in [".config", "include/config/auto.conf"] {
+        let path = tree.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                !l.starts_with("CONFIG_CC_VERSION_TEXT=") && !l.starts_with("CONFIG_GCC_VERSION=")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        // A new file, not the hard link's shared one; auto.conf last, so it stays the newer.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, format!("{kept}CONFIG_GCC_VERSION=120200\n")).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let result = run(&mut build_command(
+        Headers::Tree(&tree),
+        &id,
+        &id.kernel_version,
+        out.path(),
+    ));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains("the kernel was built with gcc 12 (CONFIG_GCC_VERSION=120200)"),
+        "{stderr}"
+    );
+    assert!(result.status.success(), "{stderr}");
+}
+
 /// Where the root's os-release names Debian or Ubuntu, `install` puts the module in `updates/`
 /// (their depmod searches it before the kernel's own modules, `extra/` after them); an
 /// explicit `--module-dir` still wins.
