@@ -23,6 +23,24 @@ fn is_loopback(url: &reqwest::Url) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// `builder` trusting the PEM certificates of `path` besides the system's roots: a file that
+/// cannot be read, or holds no certificate, is an error saying which.
+pub fn trust_pem_file(
+    builder: reqwest::ClientBuilder,
+    path: &std::path::Path,
+) -> Result<reqwest::ClientBuilder, String> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{shown} holds no PEM certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{shown} holds no PEM certificate"));
+    }
+    Ok(certs
+        .into_iter()
+        .fold(builder, |b, cert| b.add_root_certificate(cert)))
+}
+
 /// An error and its causes on one line (`connect failed: tcp: connection refused`), as transport
 /// errors nest them.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

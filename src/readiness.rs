@@ -131,15 +131,7 @@ pub async fn mark_node(target: &KubeTarget, mark: &Mark) -> Result<(), Readiness
     crate::net::check_transport(&url, false).map_err(api_err)?;
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
     if let Some(ca) = &target.ca_file {
-        let pem = std::fs::read(ca).map_err(|source| ReadinessError::Read {
-            path: ca.display().to_string(),
-            source,
-        })?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| api_err(format!("{}: no PEM certificate: {e}", ca.display())))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
+        builder = crate::net::trust_pem_file(builder, ca).map_err(api_err)?;
     }
     let http = builder
         .build()

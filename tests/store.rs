@@ -111,6 +111,23 @@ fn pushed_drivers_are_oci_artifacts_that_skopeo_reads() {
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.matches("pushed to").count(), 2, "{stdout}");
+    // The build job's check before it builds: one manifest, by the name's own tag.
+    let has = |name: &str| {
+        let out = run(kfleet()
+            .args(["store", "has", "--store", &registry.store(REPO)])
+            .args(["--driver-version", "1.4.2", name]));
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        has(&asset("debian", "13", "6.12.115+deb13.1-amd64")),
+        "present\n"
+    );
+    assert_eq!(
+        has(&asset("debian", "13", "6.12.57+deb13-amd64")),
+        "absent\n"
+    );
+    assert_eq!(has("not-a-driver.tar.xz"), "absent\n");
 
     let tags: serde_json::Value = serde_json::from_str(&skopeo(&[
         "list-tags",

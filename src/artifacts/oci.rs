@@ -136,6 +136,13 @@ pub struct DriverManifest {
     pub created: Option<String>,
 }
 
+impl DriverManifest {
+    /// Whether the manifest is the driver of (identity key, driver version).
+    pub fn is_for(&self, key: &str, driver_version: &str) -> bool {
+        self.identity == key && self.driver_version == driver_version
+    }
+}
+
 /// The manifest of a driver package whose bytes hash to `layer_digest`.
 pub fn driver_manifest(
     driver: &DriverManifest,

@@ -33,14 +33,14 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
                 Verdict::Unsupported(r) | Verdict::Invalid(r) => {
                     tracing::info!("this machine ({key}) cannot get a driver: {r}");
                     if args.mark_node {
-                        let status = format!("this machine ({key}) cannot get a driver: {r}");
-                        let target = kube_target(&args)?;
-                        let mark = crate::readiness::Mark {
-                            label: "unsupported".into(),
-                            status,
-                            ready: false,
-                        };
-                        runtime()?.block_on(crate::readiness::mark_node(&target, &mark))?;
+                        apply_mark(
+                            &args,
+                            crate::readiness::Mark {
+                                label: "unsupported".into(),
+                                status: format!("this machine ({key}) cannot get a driver: {r}"),
+                                ready: false,
+                            },
+                        )?;
                     }
                     return Ok(ExitCode::from(5));
                 }
@@ -108,6 +108,11 @@ fn mark_node(
             ready: false,
         },
     };
+    apply_mark(args, mark)
+}
+
+/// Marks the node `--mark-node` names with `mark`, and says so.
+fn apply_mark(args: &EnsureArgs, mark: crate::readiness::Mark) -> Result<()> {
     let target = kube_target(args)?;
     runtime()?.block_on(crate::readiness::mark_node(&target, &mark))?;
     tracing::info!(
@@ -300,15 +305,8 @@ fn install_root(node: &NodeArgs) -> PathBuf {
 
 /// The distribution the root's os-release names, if it names one kfleet knows.
 fn root_distribution(root: &std::path::Path) -> Option<crate::identity::Distribution> {
-    ["etc/os-release", "usr/lib/os-release"]
-        .iter()
-        .find_map(|file| std::fs::read_to_string(root.join(file)).ok())
-        .and_then(|text| {
-            crate::identity::parse_os_release(&text)
-                .get("ID")
-                .and_then(|id| crate::identity::Distribution::from_alias(id))
-                .map(|(d, _)| d)
-        })
+    let host = crate::identity::host_identity(root).ok()?;
+    crate::identity::Distribution::from_alias(&host.distribution).map(|(d, _)| d)
 }
 
 fn running_kernel() -> std::io::Result<String> {

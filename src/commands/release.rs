@@ -161,14 +161,21 @@ pub(crate) fn store_cmd(cmd: StoreCommand, config: &Config) -> Result<ExitCode> 
             store,
             naming,
         } => {
-            let (store, _) = open(&store, &naming)?;
-            let listing = runtime()?.block_on(store.list())?;
-            let present = listing
-                .releases
-                .iter()
-                .filter(|r| r.tag_name == driver_version)
-                .flat_map(|r| &r.assets)
-                .any(|a| a.name == name);
+            let (store, template) = open(&store, &naming)?;
+            // A name the template does not give is no driver the store can hold.
+            let key = template.parse(&name).and_then(|parsed| {
+                let driver_named = parsed.driver_version.as_deref();
+                match parsed.checked.verdict {
+                    Verdict::Valid(id) if driver_named.is_none_or(|v| v == driver_version) => {
+                        Some(id.key())
+                    }
+                    _ => None,
+                }
+            });
+            let present = match key {
+                Some(key) => runtime()?.block_on(store.has(&key, &driver_version))?,
+                None => false,
+            };
             if super::json_wanted() {
                 super::print_json(&serde_json::json!({
                     "store": store.label(), "driver_version": driver_version, "name": name, "present": present,

@@ -210,11 +210,10 @@ impl OciStore {
         };
         if let Some((digest, bytes)) = self.client.manifest(&tag).await? {
             let existing = layout::read_driver_manifest(&bytes).ok();
-            if existing.as_ref().is_some_and(|e| {
-                e.layer_digest == layer_digest
-                    && e.identity == key
-                    && e.driver_version == driver_version
-            }) {
+            if existing
+                .as_ref()
+                .is_some_and(|e| e.layer_digest == layer_digest && e.is_for(key, driver_version))
+            {
                 return Ok(Pushed {
                     tag,
                     manifest_digest: digest,
@@ -270,6 +269,15 @@ impl OciStore {
         })
     }
 
+    /// Whether the store holds the driver of (identity key, driver version): one manifest read,
+    /// not a listing of every tag.
+    pub async fn has(&self, key: &str, driver_version: &str) -> Result<bool, StoreError> {
+        let (tag, _) = self.tag(key, driver_version)?;
+        Ok(self.client.manifest(&tag).await?.is_some_and(|(_, bytes)| {
+            layout::read_driver_manifest(&bytes).is_ok_and(|d| d.is_for(key, driver_version))
+        }))
+    }
+
     /// The driver of (identity key, driver version), if the store has it: its manifest checked
     /// (kfleet's artifact, this identity and version, the layer digest its annotation repeats),
     /// then the package, checked against the layer digest, at most `max` bytes.
@@ -289,7 +297,7 @@ impl OciStore {
             message,
         };
         let driver = layout::read_driver_manifest(&bytes).map_err(untrusted)?;
-        if driver.identity != key || driver.driver_version != driver_version {
+        if !driver.is_for(key, driver_version) {
             return Err(untrusted(format!(
                 "its manifest names {} {}, not {key} {driver_version}",
                 crate::text::clean(&driver.identity),

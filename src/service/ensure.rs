@@ -38,23 +38,11 @@ pub struct EnsureOptions {
 fn http_client(options: &EnsureOptions) -> Result<reqwest::Client, EnsureError> {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
     if let Some(path) = &options.ca_file {
-        let pem = std::fs::read(path).map_err(|e| EnsureError::Http {
-            url: path.display().to_string(),
-            message: format!("cannot read --ca-file: {e}"),
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| EnsureError::Http {
-            url: path.display().to_string(),
-            message: format!("--ca-file holds no PEM certificate: {e}"),
-        })?;
-        if certs.is_empty() {
-            return Err(EnsureError::Http {
+        builder =
+            crate::net::trust_pem_file(builder, path).map_err(|message| EnsureError::Http {
                 url: path.display().to_string(),
-                message: "--ca-file holds no PEM certificate".into(),
-            });
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
+                message: format!("--ca-file: {message}"),
+            })?;
     }
     builder.build().map_err(|e| EnsureError::Http {
         url: options.service.clone(),
@@ -316,9 +304,8 @@ fn write_artifact(
     if !plain_file_name(name) {
         return Err(EnsureError::BadName(name.to_string()));
     }
-    let path = out.join(name);
     let write_err = |e: std::io::Error| EnsureError::Write {
-        path: path.display().to_string(),
+        path: out.display().to_string(),
         message: e.to_string(),
     };
     std::fs::create_dir_all(out).map_err(write_err)?;
@@ -327,6 +314,22 @@ fn write_artifact(
         .tempfile_in(out)
         .map_err(write_err)?;
     tmp.write_all(&bytes).map_err(write_err)?;
+    keep(tmp, out, name, bytes)
+}
+
+/// Keeps a verified temporary download in `out` as `name`: synced, renamed, the directory
+/// synced.
+fn keep(
+    tmp: tempfile::NamedTempFile,
+    out: &std::path::Path,
+    name: &str,
+    bytes: bytes::Bytes,
+) -> Result<Artifact, EnsureError> {
+    let path = out.join(name);
+    let write_err = |e: std::io::Error| EnsureError::Write {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
     tmp.as_file().sync_all().map_err(write_err)?;
     tmp.persist(&path).map_err(|e| write_err(e.error))?;
     crate::fsio::sync_dir(out).map_err(write_err)?;
@@ -450,15 +453,7 @@ async fn download_verified(
                         actual,
                     });
                 }
-                let path = out.join(name);
-                let write_err = |e: std::io::Error| EnsureError::Write {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                };
-                tmp.as_file().sync_all().map_err(write_err)?;
-                tmp.persist(&path).map_err(|e| write_err(e.error))?;
-                crate::fsio::sync_dir(out).map_err(write_err)?;
-                return Ok(Artifact { path, bytes });
+                return keep(tmp, out, name, bytes);
             }
             Err(Attempt::Final(e)) => return Err(e),
             Err(Attempt::Retry(message)) => {
@@ -629,13 +624,13 @@ pub async fn ensure_direct(
                 )));
             }
         }
-        if let Some(store) = &options.store
-            && let Some(artifact) = pull_from_store(store, &key, options).await?
-        {
-            return Ok(EnsureOutcome::Available(artifact));
-        }
-        let listing = match options.store {
-            Some(_) => None,
+        let listing = match &options.store {
+            Some(store) => {
+                if let Some(artifact) = pull_from_store(store, &key, options).await? {
+                    return Ok(EnsureOutcome::Available(artifact));
+                }
+                None
+            }
             None => Some(
                 forge
                     .list_releases()
