@@ -6,6 +6,7 @@ mod json;
 pub mod kube;
 mod nodes;
 mod parquet;
+mod parquet_codes;
 mod tally;
 
 pub use nodes::{NodeEntry, NodesOf, nodes_of};

@@ -82,6 +82,14 @@ pub(super) fn read(file: &str, path: &Path, fleet: &mut FleetGroups) -> Result<(
             )));
         }
     }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let names: [&str; 4] = std::array::from_fn(|k| columns[k].as_str());
+    if let Some(tally) = super::parquet_codes::count(file, &open()?, &metadata, names, threads)? {
+        tally.absorb(file, fleet, Position::Row);
+        return Ok(());
+    }
     // Slices follow the row groups (a slice across two groups decodes both), cut to at most
     // SLICE rows, and are shared out between one thread per core, each with its own tally.
     let mut slices: Vec<(usize, usize)> = Vec::new();
@@ -104,10 +112,7 @@ pub(super) fn read(file: &str, path: &Path, fleet: &mut FleetGroups) -> Result<(
             ),
         });
     }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, slices.len().max(1));
+    let threads = threads.clamp(1, slices.len().max(1));
     let read_slices = |first: usize| -> Result<Tally, InventoryError> {
         let mut tally = Tally::default();
         for &(offset, len) in slices.iter().skip(first).step_by(threads) {

@@ -48,12 +48,7 @@ impl Tally {
             );
             return;
         }
-        self.key.clear();
-        for f in &fields {
-            self.key
-                .extend_from_slice(&u32::try_from(f.len()).unwrap_or(u32::MAX).to_le_bytes());
-            self.key.extend_from_slice(f);
-        }
+        self.set_key(&fields);
         if let Some(n) = self.good.get_mut(self.key.as_slice()) {
             *n += 1;
             return;
@@ -71,6 +66,31 @@ impl Tally {
                 self.bad_keys.insert(self.key.clone(), reason.clone());
                 self.add_bad(line, reason);
             }
+        }
+    }
+
+    /// Whether rows of this identity are counted (the others are bad rows).
+    pub(super) fn is_good(fields: [&[u8]; 4]) -> bool {
+        key_problem(&fields).is_none()
+    }
+
+    /// Counts `n` rows of one good identity ([`Tally::is_good`]).
+    pub(super) fn record_many(&mut self, fields: [&[u8]; 4], n: u64) {
+        self.set_key(&fields);
+        match self.good.get_mut(self.key.as_slice()) {
+            Some(count) => *count += n,
+            None => {
+                self.good.insert(self.key.clone(), n);
+            }
+        }
+    }
+
+    fn set_key(&mut self, fields: &[&[u8]; 4]) {
+        self.key.clear();
+        for f in fields {
+            self.key
+                .extend_from_slice(&u32::try_from(f.len()).unwrap_or(u32::MAX).to_le_bytes());
+            self.key.extend_from_slice(f);
         }
     }
 
