@@ -159,9 +159,17 @@ else:
     import pyarrow as pa, pyarrow.csv as pc, pyarrow.parquet as pq
     cols = ["node", "distribution", "distro_version", "architecture", "kernel_version"]
     reader = pc.open_csv(src, convert_options=pc.ConvertOptions(column_types={c: pa.string() for c in cols}))
+    # pyarrow's own default row group (1Mi rows), written as the CSV streams in.
     with pq.ParquetWriter(dst, reader.schema) as w:
+        batches, rows = [], 0
         for batch in reader:
-            w.write_batch(batch)
+            batches.append(batch)
+            rows += batch.num_rows
+            if rows >= 1 << 20:
+                w.write_table(pa.Table.from_batches(batches))
+                batches, rows = [], 0
+        if batches:
+            w.write_table(pa.Table.from_batches(batches))
 """
 
 

@@ -94,10 +94,15 @@ pub(super) fn count(
         at += group.num_rows() as u64;
     }
     let threads = threads.clamp(1, metadata.row_groups.len());
-    let work = |first: usize| -> Result<Tally, Stop> {
+    // Each thread takes the next row group not yet taken: writers mix large and small groups.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = |_: usize| -> Result<Tally, Stop> {
         let mut counter = Counter::new(leaves.len(), which);
-        for g in (first..metadata.row_groups.len()).step_by(threads) {
-            let group = &metadata.row_groups[g];
+        loop {
+            let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(group) = metadata.row_groups.get(g) else {
+                break;
+            };
             counter.count_group(handle, group, g, &leaves, starts[g])?;
             super::progress().add_read(group.compressed_size() as u64);
         }
