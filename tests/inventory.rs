@@ -412,3 +412,54 @@ fn an_inventory_piped_to_standard_input_reports_like_its_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Random files mixing LF and CRLF, blank lines, quoted fields, lone carriage returns, rows
+    /// with missing or extra fields, and the identity columns in any order: the scanner (its
+    /// one-pass path for clean lines and its line-by-line path) and the csv crate agree.
+    #[test]
+    fn the_scanner_agrees_with_the_csv_crate_on_random_files(
+        order in proptest::sample::select(vec![
+            "node,distribution,distro_version,architecture,kernel_version",
+            "distribution,distro_version,architecture,kernel_version,node",
+            "kernel_version,node,architecture,distribution,distro_version",
+        ]),
+        rows in proptest::collection::vec((0usize..9, 0usize..4, proptest::bool::ANY), 0..60),
+    ) {
+        let names: Vec<&str> = order.split(',').collect();
+        let mut text = format!("{order}\n");
+        for (shape, kernel, crlf) in rows {
+            let value = |name: &str| match name {
+                "node" => "n1".to_string(),
+                "distribution" => "ubuntu".to_string(),
+                "distro_version" => "22.04".to_string(),
+                "architecture" => if kernel % 2 == 0 { "x86_64".into() } else { "arm64".into() },
+                _ => format!("5.15.0-{}-generic", 90 + kernel),
+            };
+            let mut fields: Vec<String> = names.iter().map(|n| value(n)).collect();
+            match shape {
+                0 => fields[kernel % 5] = String::new(),
+                1 => fields[kernel % 5] = format!("\"{}\"", fields[kernel % 5]),
+                2 => { fields.pop(); }
+                3 => fields.push("extra".into()),
+                4 => fields = vec![],
+                5 => fields[kernel % 5].push('\r'),
+                _ => {}
+            }
+            text.push_str(&fields.join(","));
+            text.push_str(if crlf { "\r\n" } else { "\n" });
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "random.csv", text.as_bytes());
+        let paths = [path];
+        let fast = read_inventory(&paths, false).map(|f| summary(&f));
+        let exact = read_inventory_exactly(&paths, false).map(|f| summary(&f));
+        match (fast, exact) {
+            (Ok(fast), Ok(exact)) => proptest::prop_assert_eq!(fast, exact),
+            (Err(a), Err(b)) => proptest::prop_assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => proptest::prop_assert!(false, "one failed: {:?} / {:?}", a.map(|_| ()), b.map(|_| ())),
+        }
+    }
+}

@@ -23,6 +23,9 @@ pub(super) struct Tally {
     bad: Vec<(u64, String)>,
     bad_count: u64,
     key: Vec<u8>,
+    /// Good rows counted by the raw bytes of their four identity fields, commas included, where
+    /// the fields are adjacent and unquoted (the scanner's common case): no key is built per row.
+    spans: Map<u64>,
 }
 
 /// Why a row is bad, checked field by field in column order (as the exact reader always did).
@@ -69,6 +72,38 @@ impl Tally {
         }
     }
 
+    /// Counts one unquoted record whose four identity fields are adjacent: `span` is their bytes
+    /// from the first field's start to the last one's end.
+    pub(super) fn record_span(
+        &mut self,
+        line: u64,
+        count: usize,
+        width: usize,
+        span: &[u8],
+        fields: [&[u8]; 4],
+    ) {
+        if count == width {
+            if let Some(n) = self.spans.get_mut(span) {
+                *n += 1;
+                return;
+            }
+            if key_problem(&fields).is_none() {
+                self.spans.insert(span.to_vec(), 1);
+                return;
+            }
+        }
+        self.record(line, count, width, fields);
+    }
+
+    /// Moves the span counts into the keyed counts.
+    fn fold_spans(&mut self) {
+        for (span, n) in std::mem::take(&mut self.spans) {
+            let mut parts = span.splitn(4, |&b| b == b',');
+            let fields: [&[u8]; 4] = std::array::from_fn(|_| parts.next().unwrap_or_default());
+            self.record_many(fields, n);
+        }
+    }
+
     /// Whether rows of this identity are counted (the others are bad rows).
     pub(super) fn is_good(fields: [&[u8]; 4]) -> bool {
         key_problem(&fields).is_none()
@@ -103,6 +138,9 @@ impl Tally {
 
     /// Adds another tally whose lines are `offset` further down the file.
     pub(super) fn merge(&mut self, other: Tally, offset: u64) {
+        for (k, n) in other.spans {
+            *self.spans.entry(k).or_insert(0) += n;
+        }
         for (k, n) in other.good {
             *self.good.entry(k).or_insert(0) += n;
         }
@@ -115,7 +153,8 @@ impl Tally {
 
     /// Moves the counts and bad rows into the fleet; bad rows are named by their line, or for a
     /// table without lines (Parquet) by their row in the reason.
-    pub(super) fn absorb(self, file: &str, fleet: &mut FleetGroups, at: Position) {
+    pub(super) fn absorb(mut self, file: &str, fleet: &mut FleetGroups, at: Position) {
+        self.fold_spans();
         for (key, nodes) in self.good {
             let mut fields = decode(&key).into_iter();
             let mut next = || fields.next().unwrap_or_default();
@@ -302,6 +341,19 @@ fn scan_range(
         filled += n;
         let at_eof = pos >= len || n == 0;
         let mut cursor = 0usize;
+        if !skip_partial {
+            let (used, counted) = clean_lines(
+                &mut tally,
+                lines,
+                &buf[..filled],
+                line_start_pos,
+                end,
+                layout,
+            );
+            cursor = used;
+            lines += counted;
+            line_start_pos += used as u64;
+        }
         while line_start_pos < end {
             let rest = &buf[cursor..filled];
             let (line, next) = match memchr::memchr(b'\n', rest) {
@@ -328,6 +380,74 @@ fn scan_range(
         filled -= cursor;
     }
     Ok((tally, lines))
+}
+
+/// Counts the whole lines at the start of `buf` (the first starts at file offset `at`) that
+/// start before `end`, in one pass over their commas and newlines, when none of them holds a
+/// quote or a carriage return other than a CRLF's; returns the bytes and lines used. Anything
+/// else is left to the line-by-line reader (nothing is used when the buffer holds one).
+fn clean_lines(
+    tally: &mut Tally,
+    first_line: u64,
+    buf: &[u8],
+    at: u64,
+    end: u64,
+    layout: Layout,
+) -> (usize, u64) {
+    let Some(last) = memchr::memrchr(b'\n', buf) else {
+        return (0, 0);
+    };
+    let region = &buf[..last + 1];
+    // A `\r` is allowed only as the end of a CRLF line break.
+    if memchr::memchr(b'"', region).is_some()
+        || memchr::memchr_iter(b'\r', region).any(|r| region.get(r + 1) != Some(&b'\n'))
+    {
+        return (0, 0);
+    }
+    let p = layout.positions;
+    let adjacent = (1..4).all(|k| p[k] == p[0] + k);
+    let mut fields: [&[u8]; 4] = [&[]; 4];
+    let (mut count, mut field_start, mut line_start, mut span_start) = (0usize, 0usize, 0usize, 0);
+    let mut lines = 0u64;
+    for i in memchr::memchr2_iter(b',', b'\n', region) {
+        if at + line_start as u64 >= end {
+            break;
+        }
+        if count == p[0] {
+            span_start = field_start;
+        }
+        let newline = region[i] == b'\n';
+        let field_end = if newline && i > field_start && region[i - 1] == b'\r' {
+            i - 1
+        } else {
+            i
+        };
+        take(&mut fields, &p, count, &region[field_start..field_end]);
+        count += 1;
+        field_start = i + 1;
+        if newline {
+            if field_end > line_start {
+                let line_no = first_line + lines;
+                if adjacent && count > p[3] {
+                    let span_end = span_start + fields.iter().map(|f| f.len()).sum::<usize>() + 3;
+                    tally.record_span(
+                        line_no,
+                        count,
+                        layout.width,
+                        &region[span_start..span_end],
+                        fields,
+                    );
+                } else {
+                    tally.record(line_no, count, layout.width, fields);
+                }
+            }
+            lines += 1;
+            fields = [&[]; 4];
+            count = 0;
+            line_start = i + 1;
+        }
+    }
+    (line_start, lines)
 }
 
 /// One physical line (without its `\n`).
