@@ -19,6 +19,7 @@ pub mod identity;
 pub mod install;
 #[cfg(feature = "fleet")]
 pub mod inventory;
+pub mod kabi;
 pub mod kmod;
 pub mod localrun;
 pub mod locks;

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
         "bounded", "clock", "config", "distros", "fsio", "kmod", "locks", "modsign", "net",
         "notice", "text",
     ],
-    &["identity", "oci", "readiness"],
+    &["identity", "kabi", "oci", "readiness"],
     &[
         "artifacts",
         "headers",

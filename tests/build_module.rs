@@ -955,47 +955,59 @@ fn built_package() -> &'static (tempfile::TempDir, PathBuf, KernelIdentity) {
 /// Debian's depmod, fetched like the header packages (`apt-get download kmod`, unpacked; its
 /// library is part of every Debian base system) when the machine has none.
 fn depmod() -> PathBuf {
-    static DEPMOD: OnceLock<PathBuf> = OnceLock::new();
-    DEPMOD
-        .get_or_init(|| {
-            for dir in ["/usr/sbin", "/sbin"] {
-                let p = Path::new(dir).join("depmod");
-                if p.exists() {
-                    return p;
-                }
-            }
-            let cache = std::env::var_os("KFLEET_DEBS")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kfleet-debs"))
-                })
-                .unwrap()
-                .join("kmod");
-            std::fs::create_dir_all(&cache).unwrap();
-            let lock = std::fs::File::create(cache.join(".lock")).unwrap();
-            lock.lock().unwrap();
-            let link = cache.join("depmod");
-            if !link.exists() {
-                let out = run(Command::new("apt-get")
-                    .args(["download", "-qq", "kmod"])
-                    .current_dir(&cache));
-                assert!(
-                    out.status.success(),
-                    "apt-get download kmod: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let deb = std::fs::read_dir(&cache)
-                    .unwrap()
-                    .map(|e| e.unwrap().path())
-                    .find(|p| p.extension().is_some_and(|x| x == "deb"))
-                    .expect("the kmod package");
-                let root = cache.join("root");
-                stdout(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
-                std::os::unix::fs::symlink(root.join("bin/kmod"), &link).unwrap();
-            }
-            link
-        })
-        .clone()
+    kmod_tool("depmod")
+}
+
+/// A kmod program (`depmod`, `modprobe`): the machine's, or kmod's multi-call binary fetched
+/// like the header packages and linked under that name.
+fn kmod_tool(name: &'static str) -> PathBuf {
+    static TOOLS: std::sync::Mutex<Vec<(&str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut tools = TOOLS.lock().unwrap();
+    if let Some((_, p)) = tools.iter().find(|(n, _)| *n == name) {
+        return p.clone();
+    }
+    let path = find_or_fetch_kmod_tool(name);
+    tools.push((name, path.clone()));
+    path
+}
+
+fn find_or_fetch_kmod_tool(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    let cache = debs_dir().join("kmod");
+    std::fs::create_dir_all(&cache).unwrap();
+    let lock = std::fs::File::create(cache.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    if !cache.join("root/bin/kmod").exists() {
+        let out = run(Command::new("apt-get")
+            .args(["download", "-qq", "kmod"])
+            .current_dir(&cache));
+        assert!(
+            out.status.success(),
+            "apt-get download kmod: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deb = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .expect("the kmod package");
+        stdout(
+            Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(cache.join("root")),
+        );
+    }
+    let link = cache.join(name);
+    if !link.exists() {
+        std::os::unix::fs::symlink(cache.join("root/bin/kmod"), &link).unwrap();
+    }
+    link
 }
 
 fn install_cmd(package: &Path, root: &Path, kernel: &str, extra: &[&str]) -> Output {
@@ -1765,5 +1777,202 @@ fn a_module_signed_in_the_build_installs_where_signatures_are_required() {
             .contains("SIGN_KEY and SIGN_CERT must both name PEM files"),
         "{}",
         String::from_utf8_lossy(&half.stderr)
+    );
+}
+
+/// Where downloaded packages are kept between runs: `KFLEET_DEBS` or `~/.cache/kfleet-debs`.
+fn debs_dir() -> PathBuf {
+    std::env::var_os("KFLEET_DEBS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kfleet-debs")))
+        .expect("HOME or KFLEET_DEBS is set")
+}
+
+/// Another ABI of the metapackage's kernel line and flavour (the lowest one the package lists
+/// still name, such as 6.1.0-42-amd64 beside 6.1.0-48-amd64): its headers package alone,
+/// unpacked, for its Module.symvers, .config and release. Downloaded once.
+fn other_abi_tree() -> PathBuf {
+    static TREE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, dir) = TREE.get_or_init(|| {
+        let current = headers_identity().kernel_version;
+        let (line, rest) = current.split_once('-').expect("LINE-ABI-FLAVOUR");
+        let (abi, flavour) = rest.split_once('-').expect("LINE-ABI-FLAVOUR");
+        let pattern = format!(
+            "^linux-headers-{}-[0-9]+-{}$",
+            line.replace('.', "\\."),
+            flavour
+        );
+        let listed = stdout(Command::new("apt-cache").args(["search", "--names-only", &pattern]));
+        let other = listed
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|name| {
+                let n: u32 = name
+                    .strip_prefix(&format!("linux-headers-{line}-"))?
+                    .strip_suffix(&format!("-{flavour}"))?
+                    .parse()
+                    .ok()?;
+                (n.to_string() != abi).then_some((n, name.to_string()))
+            })
+            .min()
+            .unwrap_or_else(|| {
+                panic!("the package lists name no other ABI than {current}: {listed}")
+            })
+            .1;
+        let cache = debs_dir().join("other-abi");
+        std::fs::create_dir_all(&cache).unwrap();
+        let lock = std::fs::File::create(cache.join(".lock")).unwrap();
+        lock.lock().unwrap();
+        let find = || {
+            std::fs::read_dir(&cache)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{other}_")))
+                })
+        };
+        if find().is_none() {
+            let out = run(Command::new("apt-get")
+                .args(["download", "-qq", &other])
+                .current_dir(&cache));
+            assert!(
+                out.status.success(),
+                "apt-get download {other}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let deb = find().expect("the downloaded headers package");
+        let root = tempfile::tempdir().unwrap();
+        stdout(
+            Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(root.path()),
+        );
+        let release = other.trim_start_matches("linux-headers-");
+        let dir = root.path().join(format!("usr/src/linux-headers-{release}"));
+        (root, dir)
+    });
+    dir.clone()
+}
+
+fn kabi(args: &[&std::ffi::OsStr]) -> Output {
+    run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .arg("kabi")
+        .args(args))
+}
+
+/// The example module built for this machine's Debian ABI, checked against real kernels: exact
+/// for its own tree (so the vermagic kfleet derives from the tree's .config is the one kbuild
+/// wrote), compatible with a kernel that exports the same CRCs under another release, and not
+/// compatible with the other ABI Debian ships, whose CRCs differ (a `compatible` there would load
+/// a module that oopses). The imports kfleet reads are the ones `modprobe --dump-modversions`
+/// lists.
+#[test]
+fn kabi_verdicts_on_a_real_module_against_real_debian_kernels() {
+    let (kdir, id) = kernel_tree();
+    let out = tempfile::tempdir().unwrap();
+    let result = build_module(&kdir, &id, &id.kernel_version, out.path());
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let asset = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.xz"))
+        .expect("the packaged module");
+    let unpacked = tempfile::tempdir().unwrap();
+    stdout(
+        Command::new("tar")
+            .arg("-xJf")
+            .arg(&asset)
+            .arg("-C")
+            .arg(unpacked.path()),
+    );
+    let ko = unpacked.path().join(format!("{MODULE}.ko"));
+
+    let dumped = stdout(
+        Command::new(kmod_tool("modprobe"))
+            .arg("--dump-modversions")
+            .arg(&ko),
+    );
+    let imports = kabi(&["imports".as_ref(), ko.as_os_str()]);
+    assert!(imports.status.success());
+    let listed: Vec<String> = String::from_utf8_lossy(&imports.stdout)
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    let mut expected: Vec<String> = dumped.lines().map(str::to_string).collect();
+    assert!(expected.len() > 3, "{dumped}");
+    let mut sorted = listed.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected);
+
+    let own = kabi(&[
+        "check".as_ref(),
+        ko.as_os_str(),
+        "--kernel-tree".as_ref(),
+        kdir.as_os_str(),
+    ]);
+    let own_text = String::from_utf8_lossy(&own.stdout);
+    assert_eq!(
+        own.status.code(),
+        Some(0),
+        "{own_text}{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+    assert!(
+        own_text.starts_with("exact: built for this kernel"),
+        "{own_text}"
+    );
+
+    let other = other_abi_tree();
+    let verdict = kabi(&[
+        "check".as_ref(),
+        ko.as_os_str(),
+        "--kernel-tree".as_ref(),
+        other.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(
+        verdict.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&verdict.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&verdict.stdout).unwrap();
+    assert_eq!(json["verdict"], "incompatible");
+    let reason = json["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the module was built against CRC") || reason.contains("does not export"),
+        "{reason}"
+    );
+
+    let vermagic = kfleet::kmod::vermagic(&std::fs::read(&ko).unwrap())
+        .unwrap()
+        .unwrap()
+        .replace(&id.kernel_version, "6.1.0-999-amd64");
+    let same_crcs = kabi(&[
+        "check".as_ref(),
+        ko.as_os_str(),
+        "--symvers".as_ref(),
+        kdir.join("Module.symvers").as_os_str(),
+        "--vermagic".as_ref(),
+        vermagic.as_ref(),
+    ]);
+    let text = String::from_utf8_lossy(&same_crcs.stdout);
+    assert_eq!(same_crcs.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "compatible: all {} imported symbols",
+            listed.len()
+        )),
+        "{text}"
     );
 }

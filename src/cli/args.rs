@@ -308,6 +308,33 @@ pub enum HookKindArg {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum KabiCommand {
+    /// The module's vermagic and the symbols it imports with their CRCs (`__versions`, and the
+    /// extended modversions of 6.13+ kernels): what a build records beside its artifact.
+    Imports {
+        /// The module file (`.ko`).
+        module: PathBuf,
+    },
+    /// Whether the module loads into a kernel it was not built for: same vermagic apart from
+    /// the release, modversions on both sides, every imported symbol exported with the same
+    /// CRC. Exit 0 when it loads (exact or compatible), 2 when it does not.
+    Check {
+        /// The module file (`.ko`).
+        module: PathBuf,
+        /// The other kernel's built tree (a headers package's /usr/src/linux-headers-RELEASE, or
+        /// /lib/modules/RELEASE/build): its Module.symvers, .config and release.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["symvers", "vermagic"])]
+        kernel_tree: Option<PathBuf>,
+        /// The other kernel's Module.symvers (with --vermagic).
+        #[arg(long, value_name = "FILE", requires = "vermagic")]
+        symvers: Option<PathBuf>,
+        /// The other kernel's vermagic (`modinfo -F vermagic` of any of its modules).
+        #[arg(long, value_name = "STRING", requires = "symvers")]
+        vermagic: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Push driver packages to the OCI store as kfleet artifacts (what the build job runs): the
     /// identity is read from each file's name through the asset template; a tag that holds

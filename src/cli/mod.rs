@@ -116,6 +116,10 @@ pub enum Command {
     Store(StoreCommand),
     /// Run the build service nodes ask for their driver (POST /build, GET /status/{id}).
     Serve(ServeArgs),
+    /// Symbol versions (kABI): what a built module imports, and whether it loads into another
+    /// kernel release (exit 2 when it does not, with the first reason).
+    #[command(subcommand)]
+    Kabi(KabiCommand),
     /// On a node: get the driver for this kernel from the build service, verified.
     Ensure(EnsureArgs),
     /// On a node: install a driver package's modules, run depmod and load them.

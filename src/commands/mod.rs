@@ -39,6 +39,7 @@ pub(crate) mod ensure;
 pub(crate) mod gen_fleet;
 pub(crate) mod headers;
 pub(crate) mod identity;
+pub(crate) mod kabi;
 #[cfg(feature = "fleet")]
 pub(crate) mod nodes;
 pub(crate) mod prelude;
@@ -345,6 +346,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             dispatch::preflight_cmd(args, &config)
         }
         Command::Serve(args) => serve::serve_cmd(args, &config),
+        Command::Kabi(cmd) => kabi::kabi_cmd(cmd),
         Command::Ensure(args) => ensure::ensure_cmd(args, &config),
         Command::Install(args) => ensure::install_cmd(args),
         Command::Completions { shell } => docs::completions(shell),

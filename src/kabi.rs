@@ -1,0 +1,333 @@
+//! Symbol-version (kABI) compatibility: may a module built for one kernel release load into
+//! another?
+//!
+//! A kernel built with `CONFIG_MODVERSIONS` loads a module whose vermagic differs from its own
+//! only in the release (the kernel's `same_magic` skips the release when the module carries
+//! CRCs) if every symbol the module imports is exported with the same CRC (`check_version`);
+//! a symbol it does not export at all fails the load. [`check`] answers the same question from
+//! what a module records ([`ModuleAbi`], its vermagic and `__versions`) and what a kernel offers
+//! (its vermagic and its `Module.symvers`, [`Symvers`]), and names the first reason it is not.
+//! A false "compatible" would load code that oopses a node, so every doubt is "no": a module or
+//! a kernel without modversions is never compatible with another release.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KabiError {
+    #[error("{file}:{line}: {reason}")]
+    Symvers {
+        file: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("{0}")]
+    Module(#[from] crate::kmod::ModInfoError),
+    #[error("the module has no vermagic in its .modinfo; not a kernel module built by kbuild")]
+    NoVermagic,
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The exported symbols of one kernel and their CRCs, as its `Module.symvers` lists them
+/// (`0xCRC<TAB>symbol<TAB>module<TAB>export type[<TAB>namespace]`; kernels before 5.4 have no
+/// namespace column).
+#[derive(Debug, Default, Clone)]
+pub struct Symvers {
+    crcs: HashMap<String, u32>,
+}
+
+/// The most lines a `Module.symvers` is believed to hold (a distribution kernel exports about
+/// 30,000 symbols).
+const MAX_SYMVERS_LINES: usize = 1_000_000;
+
+impl Symvers {
+    /// Reads a `Module.symvers`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, KabiError> {
+        let mut crcs = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let bad = |reason: String| KabiError::Symvers {
+                file: file.to_string(),
+                line: i + 1,
+                reason,
+            };
+            if i >= MAX_SYMVERS_LINES {
+                return Err(bad(format!(
+                    "more than {MAX_SYMVERS_LINES} lines; not a Module.symvers"
+                )));
+            }
+            if line.trim().is_empty() {
+                continue;
+            }
+            let mut fields = line.split('\t');
+            let (Some(crc), Some(symbol)) = (fields.next(), fields.next()) else {
+                return Err(bad("expected `0xCRC<TAB>symbol<TAB>...`".into()));
+            };
+            let crc = crc
+                .strip_prefix("0x")
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| bad(format!("`{crc}` is not a CRC (0x followed by hex digits)")))?;
+            if symbol.is_empty() || symbol.contains(char::is_whitespace) {
+                return Err(bad(format!("`{symbol}` is not a symbol name")));
+            }
+            crcs.insert(symbol.to_string(), crc);
+        }
+        Ok(Symvers { crcs })
+    }
+
+    pub fn get(&self, symbol: &str) -> Option<u32> {
+        self.crcs.get(symbol).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.crcs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.crcs.is_empty()
+    }
+
+    /// A table from (symbol, CRC) pairs.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, u32)>) -> Self {
+        Symvers {
+            crcs: pairs.into_iter().collect(),
+        }
+    }
+}
+
+/// A vermagic string split at its first space: the kernel release, and the rest (SMP, preempt,
+/// mod_unload, modversions, the architecture's part) that must match exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vermagic {
+    pub release: String,
+    pub rest: String,
+}
+
+impl Vermagic {
+    pub fn parse(text: &str) -> Self {
+        let text = text.trim();
+        let (release, rest) = text.split_once(' ').unwrap_or((text, ""));
+        Vermagic {
+            release: release.to_string(),
+            rest: rest.split_whitespace().collect::<Vec<_>>().join(" "),
+        }
+    }
+
+    /// Whether the kernel (or the module's kernel) was built with `CONFIG_MODVERSIONS`.
+    pub fn modversions(&self) -> bool {
+        self.rest.split(' ').any(|f| f == "modversions")
+    }
+}
+
+/// The vermagic a module built against a kernel tree gets, from the tree's `.config`, its
+/// release and architecture (`include/linux/vermagic.h` of kernels 5.x and 6.x): `UTS_RELEASE`,
+/// then `SMP `, `preempt ` (or `preempt_rt `), `mod_unload `, `modversions `, the
+/// architecture's part (`aarch64` on arm64, nothing on x86_64) and `RANDSTRUCT_<seed>` where
+/// structure layout randomisation is on (`randstruct_seed` from
+/// `include/generated/randstruct_hash.h`).
+pub fn vermagic_from_config(
+    release: &str,
+    config: &str,
+    architecture: &str,
+    randstruct_seed: Option<&str>,
+) -> String {
+    let on = |option: &str| {
+        config
+            .lines()
+            .any(|l| l.trim() == format!("CONFIG_{option}=y"))
+    };
+    let mut out = format!("{release} ");
+    if on("SMP") {
+        out.push_str("SMP ");
+    }
+    if on("PREEMPT_BUILD") || (on("PREEMPT") && !on("PREEMPT_RT")) {
+        out.push_str("preempt ");
+    } else if on("PREEMPT_RT") {
+        out.push_str("preempt_rt ");
+    }
+    if on("MODULE_UNLOAD") {
+        out.push_str("mod_unload ");
+    }
+    if on("MODVERSIONS") {
+        out.push_str("modversions ");
+    }
+    if architecture == "aarch64" {
+        out.push_str("aarch64");
+    }
+    if let Some(seed) = randstruct_seed.filter(|_| on("RANDSTRUCT") || on("GCC_PLUGIN_RANDSTRUCT"))
+    {
+        out.push_str(&format!("RANDSTRUCT_{seed}"));
+    }
+    out
+}
+
+/// What a built module needs from the kernel that loads it: its vermagic and the symbols it
+/// imports with their CRCs. Recorded beside a driver artifact (`kfleet kabi imports`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleAbi {
+    pub vermagic: String,
+    pub imports: Vec<Import>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Import {
+    pub symbol: String,
+    /// The CRC as `modprobe --dump-modversions` prints it (`0x` and eight hex digits).
+    pub crc: String,
+}
+
+impl ModuleAbi {
+    /// Reads a module file (`.ko`).
+    pub fn read(bytes: &[u8]) -> Result<Self, KabiError> {
+        let vermagic = crate::kmod::vermagic(bytes)?.ok_or(KabiError::NoVermagic)?;
+        let mut seen = std::collections::HashSet::new();
+        let imports = crate::kmod::modversions(bytes)?
+            .into_iter()
+            .filter(|(symbol, _)| seen.insert(symbol.clone()))
+            .map(|(symbol, crc)| Import {
+                symbol,
+                crc: format!("0x{crc:08x}"),
+            })
+            .collect();
+        Ok(ModuleAbi { vermagic, imports })
+    }
+
+    fn crcs(&self) -> impl Iterator<Item = (&str, Option<u32>)> {
+        self.imports.iter().map(|i| {
+            (
+                i.symbol.as_str(),
+                i.crc
+                    .strip_prefix("0x")
+                    .and_then(|h| u32::from_str_radix(h, 16).ok()),
+            )
+        })
+    }
+}
+
+/// Whether a module may load into a kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Built for this very kernel: the vermagic matches whole.
+    Exact,
+    /// Built for another release whose symbols this kernel exports with the same CRCs.
+    Compatible { imports: usize },
+    /// It may not load; the first reason found.
+    Incompatible { reason: String },
+}
+
+impl Verdict {
+    pub fn loads(&self) -> bool {
+        !matches!(self, Verdict::Incompatible { .. })
+    }
+}
+
+/// Checks `module` against a kernel whose vermagic is `kernel_vermagic` and which exports
+/// `symvers`, as the kernel's module loader would.
+pub fn check(module: &ModuleAbi, kernel_vermagic: &str, symvers: &Symvers) -> Verdict {
+    let no = |reason: String| Verdict::Incompatible { reason };
+    let m = Vermagic::parse(&module.vermagic);
+    let k = Vermagic::parse(kernel_vermagic);
+    if m == k {
+        return Verdict::Exact;
+    }
+    if m.rest != k.rest {
+        return no(format!(
+            "vermagic differs beyond the release: the module has `{}`, the kernel `{}`",
+            m.rest, k.rest
+        ));
+    }
+    if !k.modversions() {
+        return no(format!(
+            "the kernel {} is built without modversions: it loads only modules built for itself",
+            k.release
+        ));
+    }
+    if module.imports.is_empty() {
+        return no(format!(
+            "the module records no symbol CRCs (__versions): it loads only into {}",
+            m.release
+        ));
+    }
+    if symvers.is_empty() {
+        return no(format!("no exported symbols are known for {}", k.release));
+    }
+    for (symbol, crc) in module.crcs() {
+        let Some(crc) = crc else {
+            return no(format!("the module's CRC of {symbol} is unreadable"));
+        };
+        match symvers.get(symbol) {
+            None => {
+                return no(format!("{} does not export {symbol}", k.release));
+            }
+            Some(theirs) if theirs != crc => {
+                return no(format!(
+                    "{symbol}: the module was built against CRC 0x{crc:08x}, {} exports 0x{theirs:08x}",
+                    k.release
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Verdict::Compatible {
+        imports: module.imports.len(),
+    }
+}
+
+/// A kernel as a built tree (a headers package's `/usr/src/linux-headers-RELEASE`, or
+/// `/lib/modules/RELEASE/build`) describes it: the vermagic modules built against it get, and
+/// the symbols it exports.
+pub struct KernelAbi {
+    pub vermagic: String,
+    pub symvers: Symvers,
+}
+
+impl KernelAbi {
+    /// Reads `DIR/Module.symvers`, `DIR/.config`, the release from
+    /// `DIR/include/generated/utsrelease.h` (or `include/config/kernel.release`) and, where
+    /// structure randomisation is on, `DIR/include/generated/randstruct_hash.h`.
+    pub fn from_tree(dir: &std::path::Path) -> Result<Self, KabiError> {
+        let read = |rel: &str| {
+            let path = dir.join(rel);
+            std::fs::read_to_string(&path).map_err(|source| KabiError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let symvers_path = dir.join("Module.symvers");
+        let symvers = Symvers::parse(
+            &symvers_path.display().to_string(),
+            &read("Module.symvers")?,
+        )?;
+        let config = read(".config")?;
+        // UTS_RELEASE is what `uname -r` says; Debian's kernel.release holds the upstream version.
+        let uts = read("include/generated/utsrelease.h").ok().and_then(|h| {
+            h.lines()
+                .find_map(|l| l.strip_prefix("#define UTS_RELEASE"))
+                .map(|v| v.trim().trim_matches('"').to_string())
+        });
+        let release = match uts {
+            Some(release) => release,
+            None => read("include/config/kernel.release")?,
+        };
+        let architecture = if config.lines().any(|l| l.trim() == "CONFIG_ARM64=y") {
+            "aarch64"
+        } else {
+            "x86_64"
+        };
+        let seed = read("include/generated/randstruct_hash.h")
+            .ok()
+            .and_then(|h| {
+                h.lines()
+                    .find_map(|l| l.strip_prefix("#define RANDSTRUCT_HASHED_SEED"))
+                    .map(|v| v.trim().trim_matches('"').to_string())
+            });
+        Ok(KernelAbi {
+            vermagic: vermagic_from_config(release.trim(), &config, architecture, seed.as_deref()),
+            symvers,
+        })
+    }
+}
