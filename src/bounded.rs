@@ -39,6 +39,24 @@ pub enum BoundedError {
     Io(#[from] std::io::Error),
 }
 
+/// A file's bytes within `max_bytes`; a `.xz` or `.gz` file (EL's `/boot/symvers-RELEASE.xz`, a
+/// compressed module) decompressed.
+pub fn read_file(path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, BoundedError> {
+    let file = std::fs::File::open(path)?;
+    let limits = Limits {
+        max_bytes,
+        max_line: None,
+    };
+    let name = path.to_string_lossy();
+    if name.ends_with(".xz") {
+        read_to_end(liblzma::read::XzDecoder::new_multi_decoder(file), limits)
+    } else if name.ends_with(".gz") {
+        read_to_end(flate2::read::MultiGzDecoder::new(file), limits)
+    } else {
+        read_to_end(file, limits)
+    }
+}
+
 /// Reads `reader` to its end within `limits`.
 pub fn read_to_end(mut reader: impl Read, limits: Limits) -> Result<Vec<u8>, BoundedError> {
     let mut out = Vec::new();

@@ -30,6 +30,10 @@ pub struct InstallOptions {
     pub check_signer: bool,
     /// The `depmod` to run.
     pub depmod: PathBuf,
+    /// Accept a module built for another release of the kernel when the kernel exports every
+    /// symbol it imports with the same CRC (modversions, as EL's weak-modules does); such a
+    /// module goes into `weak-updates/`.
+    pub kabi: bool,
 }
 
 /// The module the kernel has loaded, as `/sys/module/NAME` describes it.
@@ -238,6 +242,15 @@ pub enum InstallError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "{module}.ko is built for {built}, and its symbol versions do not fit {kernel}: {reason}; nothing was installed"
+    )]
+    KabiMismatch {
+        module: String,
+        built: String,
+        kernel: String,
+        reason: String,
+    },
     #[error("depmod: {0}")]
     Depmod(String),
     #[error("cannot load {module}: {message}")]
@@ -253,12 +266,52 @@ impl InstallError {
     /// Exit codes beside `ensure`'s (0 installed, 3 timed out, 4 failed, 5 rejected).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::VermagicMismatch { .. } => 6,
+            Self::VermagicMismatch { .. } | Self::KabiMismatch { .. } => 6,
             Self::SignatureRequired { .. } | Self::UntrustedSigner { .. } => 7,
             Self::Load { .. } | Self::OtherVersionLoaded { .. } => 8,
             Self::Package { .. } | Self::Write { .. } | Self::Depmod(_) => 1,
         }
     }
+}
+
+/// What the kernel `kernel` under `root` exports and the vermagic its modules carry: its build
+/// tree (`lib/modules/KERNEL/build`, where the headers package links it), else EL's
+/// `boot/symvers-KERNEL.xz` (or `.gz`) with `boot/config-KERNEL`.
+fn target_abi(root: &Path, kernel: &str) -> Result<crate::kabi::KernelAbi, String> {
+    let build = root.join("lib/modules").join(kernel).join("build");
+    // The link names a path on the target system: read it under the root.
+    let tree = match std::fs::read_link(&build) {
+        Ok(target) if target.is_absolute() => {
+            root.join(target.strip_prefix("/").unwrap_or(&target))
+        }
+        Ok(target) => build.parent().map(|p| p.join(&target)).unwrap_or(target),
+        Err(_) => build.clone(),
+    };
+    if tree.join("Module.symvers").is_file() {
+        return crate::kabi::KernelAbi::from_tree(&tree).map_err(|e| e.to_string());
+    }
+    let boot = root.join("boot");
+    for name in [
+        format!("symvers-{kernel}.xz"),
+        format!("symvers-{kernel}.gz"),
+    ] {
+        let path = boot.join(&name);
+        if !path.is_file() {
+            continue;
+        }
+        let text = crate::bounded::read_file(&path, 256 << 20)
+            .map_err(|e| format!("/boot/{name}: {e}"))?;
+        let symvers =
+            crate::kabi::Symvers::parse(&format!("/boot/{name}"), &String::from_utf8_lossy(&text))
+                .map_err(|e| e.to_string())?;
+        let config = std::fs::read_to_string(boot.join(format!("config-{kernel}")))
+            .map_err(|e| format!("/boot/config-{kernel}: {e}"))?;
+        return Ok(crate::kabi::KernelAbi::new(kernel, &config, None, symvers));
+    }
+    Err(format!(
+        "no symbol versions of {kernel} to check against (neither lib/modules/{kernel}/build/Module.symvers nor /boot/symvers-{kernel}.xz under {}); install its headers package",
+        root.display()
+    ))
 }
 
 /// Refuses a module whose signer the root's trust stores do not hold; where they cannot be read
@@ -438,15 +491,35 @@ pub fn install_bytes(
     loader: &dyn Loader,
 ) -> Result<InstallOutcome, InstallError> {
     let modules = read_package_bytes(package, compressed)?;
+    let mut subdir = options.subdir.as_str();
+    let mut target: Option<Result<crate::kabi::KernelAbi, String>> = None;
     for m in &modules {
         let built = m.vermagic.split_whitespace().next().unwrap_or_default();
-        if built != options.kernel_version {
+        if built == options.kernel_version {
+            continue;
+        }
+        if !options.kabi {
             return Err(InstallError::VermagicMismatch {
                 module: m.name.clone(),
                 built: built.to_string(),
                 kernel: options.kernel_version.clone(),
                 vermagic: m.vermagic.clone(),
             });
+        }
+        let refuse = |reason: String| InstallError::KabiMismatch {
+            module: m.name.clone(),
+            built: built.to_string(),
+            kernel: options.kernel_version.clone(),
+            reason,
+        };
+        let abi = crate::kabi::ModuleAbi::read(&m.bytes).map_err(|e| refuse(e.to_string()))?;
+        let kernel = target
+            .get_or_insert_with(|| target_abi(&options.root, &options.kernel_version))
+            .as_ref()
+            .map_err(|e| refuse(e.clone()))?;
+        match crate::kabi::check(&abi, &kernel.vermagic, &kernel.symvers) {
+            crate::kabi::Verdict::Incompatible { reason } => return Err(refuse(reason)),
+            _ => subdir = "weak-updates",
         }
     }
     let running = options.running_kernel.as_deref() == Some(options.kernel_version.as_str());
@@ -471,7 +544,7 @@ pub fn install_bytes(
         .root
         .join("lib/modules")
         .join(&options.kernel_version)
-        .join(&options.subdir);
+        .join(subdir);
     let paths: Vec<PathBuf> = modules
         .iter()
         .map(|m| dir.join(format!("{}.ko", m.file)))

@@ -302,32 +302,53 @@ impl KernelAbi {
             &symvers_path.display().to_string(),
             &read("Module.symvers")?,
         )?;
-        let config = read(".config")?;
         // UTS_RELEASE is what `uname -r` says; Debian's kernel.release holds the upstream version.
-        let uts = read("include/generated/utsrelease.h").ok().and_then(|h| {
-            h.lines()
-                .find_map(|l| l.strip_prefix("#define UTS_RELEASE"))
-                .map(|v| v.trim().trim_matches('"').to_string())
-        });
-        let release = match uts {
+        let release = match read("include/generated/utsrelease.h")
+            .ok()
+            .and_then(|h| define(&h, "UTS_RELEASE"))
+        {
             Some(release) => release,
-            None => read("include/config/kernel.release")?,
+            None => read("include/config/kernel.release")?.trim().to_string(),
         };
+        let seed = read("include/generated/randstruct_hash.h")
+            .ok()
+            .and_then(|h| define(&h, "RANDSTRUCT_HASHED_SEED"));
+        Ok(KernelAbi::new(
+            &release,
+            &read(".config")?,
+            seed.as_deref(),
+            symvers,
+        ))
+    }
+
+    /// A kernel from its release, its `.config` (`/boot/config-RELEASE`), the randstruct seed
+    /// where it has one, and its symbol table.
+    pub fn new(
+        release: &str,
+        config: &str,
+        randstruct_seed: Option<&str>,
+        symvers: Symvers,
+    ) -> Self {
         let architecture = if config.lines().any(|l| l.trim() == "CONFIG_ARM64=y") {
             "aarch64"
         } else {
             "x86_64"
         };
-        let seed = read("include/generated/randstruct_hash.h")
-            .ok()
-            .and_then(|h| {
-                h.lines()
-                    .find_map(|l| l.strip_prefix("#define RANDSTRUCT_HASHED_SEED"))
-                    .map(|v| v.trim().trim_matches('"').to_string())
-            });
-        Ok(KernelAbi {
-            vermagic: vermagic_from_config(release.trim(), &config, architecture, seed.as_deref()),
+        KernelAbi {
+            vermagic: vermagic_from_config(release, config, architecture, randstruct_seed),
             symvers,
-        })
+        }
     }
+}
+
+/// The string a generated header `#define`s `name` to.
+fn define(header: &str, name: &str) -> Option<String> {
+    header.lines().find_map(|l| {
+        let rest = l
+            .strip_prefix("#define ")?
+            .trim_start()
+            .strip_prefix(name)?;
+        rest.starts_with(char::is_whitespace)
+            .then(|| rest.trim().trim_matches('"').to_string())
+    })
 }

@@ -1131,6 +1131,7 @@ fn loading_is_idempotent_and_replaces_only_when_asked() {
         require_signed: false,
         check_signer: true,
         depmod: depmod(),
+        kabi: false,
     };
     let root = tempfile::tempdir().unwrap();
     let loader = FakeLoader::default();
@@ -1287,6 +1288,7 @@ fn replacing(root: &Path, id: &KernelIdentity) -> kfleet::install::InstallOption
         require_signed: false,
         check_signer: true,
         depmod: depmod(),
+        kabi: false,
     }
 }
 
@@ -1974,5 +1976,113 @@ fn kabi_verdicts_on_a_real_module_against_real_debian_kernels() {
             listed.len()
         )),
         "{text}"
+    );
+}
+
+/// A fake root whose kernel `release` has the symbol versions of the tree `symvers_from` and the
+/// configuration of `config_from`: its `lib/modules/RELEASE/build` links to its headers, as the
+/// headers package installs them.
+fn root_with_kernel(release: &str, symvers_from: &Path, config_from: &Path) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join(format!("usr/src/linux-headers-{release}"));
+    std::fs::create_dir_all(tree.join("include/generated")).unwrap();
+    std::fs::copy(
+        symvers_from.join("Module.symvers"),
+        tree.join("Module.symvers"),
+    )
+    .unwrap();
+    std::fs::copy(config_from.join(".config"), tree.join(".config")).unwrap();
+    std::fs::write(
+        tree.join("include/generated/utsrelease.h"),
+        format!("#define UTS_RELEASE \"{release}\"\n"),
+    )
+    .unwrap();
+    let modules = root.path().join(format!("lib/modules/{release}"));
+    std::fs::create_dir_all(&modules).unwrap();
+    std::os::unix::fs::symlink(
+        format!("/usr/src/linux-headers-{release}"),
+        modules.join("build"),
+    )
+    .unwrap();
+    root
+}
+
+/// `install --kabi` takes a module built for another release of the kernel when the kernel
+/// exports its imports with the same CRCs, into weak-updates/ where depmod finds it; against the
+/// symbol versions of Debian's other ABI it refuses and names the symbol, and without --kabi the
+/// release must match as before. Nothing is written when it refuses.
+#[test]
+fn install_kabi_takes_a_module_whose_symbol_versions_fit_and_refuses_one_that_does_not() {
+    let (_, package, id) = built_package();
+    let (kdir, _) = kernel_tree();
+    let release = "6.1.0-999-amd64";
+
+    let same = root_with_kernel(release, &kdir, &kdir);
+    let plain = install_cmd(package, same.path(), release, &["--no-load"]);
+    assert_eq!(
+        plain.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let out = install_cmd(package, same.path(), release, &["--no-load", "--kabi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let ko = same
+        .path()
+        .join(format!("lib/modules/{release}/weak-updates/{MODULE}.ko"));
+    assert!(ko.is_file(), "{}", String::from_utf8_lossy(&out.stdout));
+    let dep = std::fs::read_to_string(
+        same.path()
+            .join(format!("lib/modules/{release}/modules.dep")),
+    )
+    .unwrap();
+    assert!(dep.contains(&format!("weak-updates/{MODULE}.ko:")), "{dep}");
+
+    let other = root_with_kernel(release, &other_abi_tree(), &kdir);
+    let out = install_cmd(package, other.path(), release, &["--no-load", "--kabi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "is built for {}, and its symbol versions do not fit {release}",
+            id.kernel_version
+        )) && stderr.contains("module_layout"),
+        "{stderr}"
+    );
+    assert!(
+        !other
+            .path()
+            .join(format!("lib/modules/{release}/weak-updates"))
+            .exists()
+    );
+
+    // EL's way: /boot/symvers-RELEASE.xz beside /boot/config-RELEASE, no headers installed.
+    let el = tempfile::tempdir().unwrap();
+    let boot = el.path().join("boot");
+    std::fs::create_dir_all(&boot).unwrap();
+    std::fs::copy(kdir.join(".config"), boot.join(format!("config-{release}"))).unwrap();
+    let symvers = boot.join(format!("symvers-{release}"));
+    std::fs::copy(kdir.join("Module.symvers"), &symvers).unwrap();
+    stdout(Command::new("xz").arg(&symvers));
+    let out = install_cmd(package, el.path(), release, &["--no-load", "--kabi"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        el.path()
+            .join(format!("lib/modules/{release}/weak-updates/{MODULE}.ko"))
+            .is_file()
+    );
+
+    let bare = tempfile::tempdir().unwrap();
+    let out = install_cmd(package, bare.path(), release, &["--no-load", "--kabi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains("no symbol versions of 6.1.0-999-amd64"),
+        "{stderr}"
     );
 }

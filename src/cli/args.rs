@@ -200,6 +200,11 @@ pub struct NodeArgs {
     /// machine trusts (UEFI db and MokListRT under the host's /sys, /proc/keys).
     #[arg(long)]
     pub no_signer_check: bool,
+    /// Accept a module built for another release of this kernel when the kernel exports every
+    /// symbol it imports with the same CRC (modversions; checked against the kernel's
+    /// Module.symvers or /boot/symvers), into weak-updates/ as EL's weak-modules does.
+    #[arg(long)]
+    pub kabi: bool,
     /// The depmod to run.
     #[arg(
         long,

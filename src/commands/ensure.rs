@@ -345,6 +345,7 @@ fn install_package(
         require_signed: node.require_signed,
         check_signer: !node.no_signer_check,
         depmod: node.depmod.clone(),
+        kabi: node.kabi,
     };
     let loader = crate::install::SystemLoader {
         root: options.root.clone(),

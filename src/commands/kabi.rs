@@ -6,24 +6,9 @@ use crate::kabi::{KernelAbi, ModuleAbi, Symvers, Verdict, check};
 /// The most a module or a symbol table (decompressed) may hold.
 const MAX_BYTES: u64 = 256 << 20;
 
-/// A file's bytes; `.xz` and `.gz` files (EL's `/boot/symvers-RELEASE.xz`, compressed modules)
-/// decompressed, within [`MAX_BYTES`].
 fn read(path: &std::path::Path) -> Result<Vec<u8>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let limits = crate::bounded::Limits {
-        max_bytes: MAX_BYTES,
-        max_line: None,
-    };
-    let name = path.to_string_lossy();
-    let bytes = if name.ends_with(".xz") {
-        crate::bounded::read_to_end(liblzma::read::XzDecoder::new_multi_decoder(file), limits)
-    } else if name.ends_with(".gz") {
-        crate::bounded::read_to_end(flate2::read::MultiGzDecoder::new(file), limits)
-    } else {
-        crate::bounded::read_to_end(file, limits)
-    };
-    bytes.with_context(|| format!("cannot read {}", path.display()))
+    crate::bounded::read_file(path, MAX_BYTES)
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
 fn read_module(path: &std::path::Path) -> Result<ModuleAbi> {
