@@ -128,3 +128,49 @@ fn vermagic_follows_the_kernel_config() {
         "6.1.0-48-rt-arm64 SMP preempt_rt mod_unload modversions aarch64"
     );
 }
+
+fn kfleet(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A file that is not a module, a missing tree and a damaged symbol table are errors that say
+/// what is wrong and where, with exit 1 (not the verdict's 2).
+#[test]
+fn bad_inputs_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_elf = dir.path().join("kdriver.ko");
+    std::fs::write(&not_elf, b"#!/bin/sh\necho not a module\n").unwrap();
+    let out = kfleet(&["kabi", "imports", not_elf.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("kdriver.ko") && stderr.contains("not an ELF object"),
+        "{stderr}"
+    );
+
+    let missing = dir.path().join("no-tree");
+    let out = kfleet(&[
+        "kabi",
+        "check",
+        not_elf.to_str().unwrap(),
+        "--kernel-tree",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let symvers = dir.path().join("Module.symvers");
+    std::fs::write(
+        &symvers,
+        "0x12345678\tprintk\tvmlinux\tEXPORT_SYMBOL\nnot a line\n",
+    )
+    .unwrap();
+    let table = Symvers::parse(
+        "Module.symvers",
+        &std::fs::read_to_string(&symvers).unwrap(),
+    );
+    assert!(table.unwrap_err().to_string().contains("Module.symvers:2:"));
+}
