@@ -148,6 +148,10 @@ struct Counter {
     columns: Vec<Column>,
     which: [usize; 4],
     slots: FastMap<u128, u32>,
+    /// By the code of the kernel release (the fourth field): the last identity seen with it and
+    /// its slot. A release nearly always comes with the same distribution, version and
+    /// architecture, so most rows find their slot here without hashing.
+    recent: Vec<(u128, u32)>,
     keys: Vec<u128>,
     counts: Vec<u64>,
     tally: Tally,
@@ -159,6 +163,7 @@ impl Counter {
             columns: (0..leaves).map(|_| Column::new()).collect(),
             which,
             slots: FastMap::default(),
+            recent: Vec::new(),
             keys: Vec::new(),
             counts: Vec::new(),
             tally: Tally::default(),
@@ -214,23 +219,34 @@ impl Counter {
             .zip(slices[1])
             .zip(slices[2])
             .zip(slices[3]);
+        let releases = self.columns[self.which[3]].values.len();
+        if self.recent.len() < releases {
+            self.recent.resize(releases, (u128::MAX, BAD));
+        }
         for (r, (((&a, &b), &c), &d)) in rows.enumerate() {
             let k = key([a, b, c, d]);
             if k != last {
                 last = k;
-                slot = match self.slots.get(&k) {
-                    Some(&s) => s,
-                    None => {
-                        let s = if Tally::is_good(fields(&self.columns, self.which, k)) {
-                            self.keys.push(k);
-                            self.counts.push(0);
-                            (self.counts.len() - 1) as u32
-                        } else {
-                            BAD
-                        };
-                        self.slots.insert(k, s);
-                        s
-                    }
+                let recent = self.recent[d as usize];
+                slot = if recent.0 == k {
+                    recent.1
+                } else {
+                    let s = match self.slots.get(&k) {
+                        Some(&s) => s,
+                        None => {
+                            let s = if Tally::is_good(fields(&self.columns, self.which, k)) {
+                                self.keys.push(k);
+                                self.counts.push(0);
+                                (self.counts.len() - 1) as u32
+                            } else {
+                                BAD
+                            };
+                            self.slots.insert(k, s);
+                            s
+                        }
+                    };
+                    self.recent[d as usize] = (k, s);
+                    s
                 };
             }
             if slot == BAD {
