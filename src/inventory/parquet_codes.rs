@@ -28,6 +28,9 @@ use std::os::unix::fs::FileExt;
 
 /// The largest page (compressed or not) this reader holds; writers cut pages at about 1 MiB.
 const MAX_PAGE: usize = 64 << 20;
+/// The most rows of one data page decoded at once (writers cut pages at 20,000 rows or about
+/// 1 MiB): 16 MiB of codes per column.
+const MAX_PAGE_ROWS: usize = 1 << 22;
 /// Bytes read from the file at a time while walking a column chunk's pages.
 const WINDOW: usize = 1 << 20;
 
@@ -181,7 +184,7 @@ impl Counter {
     ) -> Result<(), Stop> {
         let rows = group.num_rows();
         for (column, &leaf) in self.columns.iter_mut().zip(leaves) {
-            column.start(&group.parquet_columns()[leaf], g);
+            column.start(&group.parquet_columns()[leaf], g, rows);
         }
         let mut done = 0usize;
         while done < rows {
@@ -298,6 +301,8 @@ struct Column {
     dictionary: Vec<u32>,
     has_dictionary: bool,
     data_pages: usize,
+    /// Rows of the row group not yet in a decoded page.
+    remaining: usize,
     codes: Vec<u32>,
     at: usize,
     /// File bytes `window_at..window_at + window.len()`.
@@ -321,6 +326,7 @@ impl Column {
             dictionary: Vec::new(),
             has_dictionary: false,
             data_pages: 0,
+            remaining: 0,
             codes: Vec::new(),
             at: 0,
             window: Vec::new(),
@@ -331,7 +337,8 @@ impl Column {
     }
 
     /// Starts on the column's chunk in row group `group`.
-    fn start(&mut self, chunk: &ColumnChunkMetadata, group: usize) {
+    fn start(&mut self, chunk: &ColumnChunkMetadata, group: usize, rows: usize) {
+        self.remaining = rows;
         let range = chunk.byte_range();
         self.name = chunk.descriptor().path_in_schema.join(".");
         self.group = group;
@@ -518,11 +525,23 @@ impl Column {
         }
     }
 
-    fn row_count(&self, values: i32) -> Result<usize, Stop> {
-        usize::try_from(values)
+    /// The rows a data page claims, within what its row group has left; a page of more than
+    /// [`MAX_PAGE_ROWS`] (its codes would be held at once) goes to the general reader.
+    fn row_count(&mut self, values: i32) -> Result<usize, Stop> {
+        let rows = usize::try_from(values)
             .ok()
-            .filter(|&n| n <= MAX_PAGE * 8)
-            .ok_or_else(|| self.damaged(format!("a page claims {values} values")))
+            .filter(|&n| n <= self.remaining)
+            .ok_or_else(|| {
+                self.damaged(format!(
+                    "a page claims {values} rows where the row group has {} left",
+                    self.remaining
+                ))
+            })?;
+        if rows > MAX_PAGE_ROWS {
+            return Err(Stop::Unsupported(format!("a page of {rows} rows")));
+        }
+        self.remaining -= rows;
+        Ok(rows)
     }
 
     /// Reads a page body into `self.page`, decompressed; the first `plain` bytes (a v2 page's
