@@ -32,7 +32,7 @@ const MAX_PAGE: usize = 64 << 20;
 /// 1 MiB): 16 MiB of codes per column.
 const MAX_PAGE_ROWS: usize = 1 << 22;
 /// Bytes read from the file at a time while walking a column chunk's pages.
-const WINDOW: usize = 1 << 20;
+const WINDOW: usize = 256 << 10;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
