@@ -419,7 +419,16 @@ impl Column {
             let len = cursor.position();
             (header, len)
         };
-        let header = header.map_err(|e| self.damaged(format!("unreadable page header ({e})")))?;
+        let header = match header {
+            Ok(header) => header,
+            // A header longer than the window (huge statistics) is not damage: read it elsewhere.
+            Err(_) if avail == WINDOW => {
+                return Err(Stop::Unsupported(
+                    "a page header over the read window".into(),
+                ));
+            }
+            Err(e) => return Err(self.damaged(format!("unreadable page header ({e})"))),
+        };
         let compressed = usize::try_from(header.compressed_page_size).unwrap_or(usize::MAX);
         let uncompressed = usize::try_from(header.uncompressed_page_size).unwrap_or(usize::MAX);
         if compressed > MAX_PAGE || uncompressed > MAX_PAGE {
