@@ -299,11 +299,7 @@ fn target_abi(root: &Path, kernel: &str) -> Result<crate::kabi::KernelAbi, Strin
         if !path.is_file() {
             continue;
         }
-        let text = crate::bounded::read_file(&path, 256 << 20)
-            .map_err(|e| format!("/boot/{name}: {e}"))?;
-        let symvers =
-            crate::kabi::Symvers::parse(&format!("/boot/{name}"), &String::from_utf8_lossy(&text))
-                .map_err(|e| e.to_string())?;
+        let symvers = crate::kabi::Symvers::read(&path).map_err(|e| e.to_string())?;
         let config = std::fs::read_to_string(boot.join(format!("config-{kernel}")))
             .map_err(|e| format!("/boot/config-{kernel}: {e}"))?;
         return Ok(crate::kabi::KernelAbi::new(kernel, &config, None, symvers));

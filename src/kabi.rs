@@ -78,6 +78,23 @@ impl Symvers {
         Ok(Symvers { crcs })
     }
 
+    /// Reads a `Module.symvers` file (EL's `/boot/symvers-RELEASE.xz` and `.gz` decompressed),
+    /// within 256 MiB.
+    pub fn read(path: &std::path::Path) -> Result<Self, KabiError> {
+        let io = |source: std::io::Error| KabiError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let bytes = crate::bounded::read_file(path, 256 << 20).map_err(|e| match e {
+            crate::bounded::BoundedError::Io(source) => io(source),
+            other => io(std::io::Error::other(other.to_string())),
+        })?;
+        Self::parse(
+            &path.display().to_string(),
+            &String::from_utf8_lossy(&bytes),
+        )
+    }
+
     pub fn get(&self, symbol: &str) -> Option<u32> {
         self.crcs.get(symbol).copied()
     }
@@ -135,9 +152,8 @@ pub fn vermagic_from_config(
     randstruct_seed: Option<&str>,
 ) -> String {
     let on = |option: &str| {
-        config
-            .lines()
-            .any(|l| l.trim() == format!("CONFIG_{option}=y"))
+        let line = format!("CONFIG_{option}=y");
+        config.lines().any(|l| l.trim() == line)
     };
     let mut out = format!("{release} ");
     if on("SMP") {
@@ -297,11 +313,7 @@ impl KernelAbi {
                 source,
             })
         };
-        let symvers_path = dir.join("Module.symvers");
-        let symvers = Symvers::parse(
-            &symvers_path.display().to_string(),
-            &read("Module.symvers")?,
-        )?;
+        let symvers = Symvers::read(&dir.join("Module.symvers"))?;
         // UTS_RELEASE is what `uname -r` says; Debian's kernel.release holds the upstream version.
         let release = match read("include/generated/utsrelease.h")
             .ok()

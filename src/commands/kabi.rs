@@ -38,16 +38,10 @@ pub(crate) fn kabi_cmd(cmd: KabiCommand) -> Result<ExitCode> {
             let abi = read_module(&module)?;
             let kernel = match (kernel_tree, symvers, vermagic) {
                 (Some(dir), _, _) => KernelAbi::from_tree(&dir)?,
-                (None, Some(file), Some(vermagic)) => {
-                    let text = read(&file)?;
-                    KernelAbi {
-                        vermagic,
-                        symvers: Symvers::parse(
-                            &file.display().to_string(),
-                            &String::from_utf8_lossy(&text),
-                        )?,
-                    }
-                }
+                (None, Some(file), Some(vermagic)) => KernelAbi {
+                    vermagic,
+                    symvers: Symvers::read(&file)?,
+                },
                 _ => {
                     bail!("say which kernel: --kernel-tree DIR, or --symvers FILE with --vermagic")
                 }

@@ -300,7 +300,8 @@ struct Column {
     /// The codes of the current chunk's dictionary entries.
     dictionary: Vec<u32>,
     has_dictionary: bool,
-    data_pages: usize,
+    /// Whether a data page of the current chunk was decoded (a dictionary page must come first).
+    seen_data: bool,
     /// Rows of the row group not yet in a decoded page.
     remaining: usize,
     codes: Vec<u32>,
@@ -325,7 +326,7 @@ impl Column {
             interned: FastMap::default(),
             dictionary: Vec::new(),
             has_dictionary: false,
-            data_pages: 0,
+            seen_data: false,
             remaining: 0,
             codes: Vec::new(),
             at: 0,
@@ -348,7 +349,7 @@ impl Column {
         self.nullable = chunk.descriptor().descriptor.max_def_level > 0;
         self.dictionary.clear();
         self.has_dictionary = false;
-        self.data_pages = 0;
+        self.seen_data = false;
         self.codes.clear();
         self.at = 0;
         self.window.clear();
@@ -449,7 +450,7 @@ impl Column {
                 let Some(dict) = &header.dictionary_page_header else {
                     return Err(self.damaged("a dictionary page without its header"));
                 };
-                if self.data_pages > 0 || self.has_dictionary {
+                if self.seen_data || self.has_dictionary {
                     return Err(self.damaged("a dictionary page after the first page"));
                 }
                 if dict.encoding != Encoding::PLAIN && dict.encoding != Encoding::PLAIN_DICTIONARY {
@@ -618,7 +619,7 @@ impl Column {
         values: &[u8],
         encoding: Encoding,
     ) -> Result<(), Stop> {
-        self.data_pages += 1;
+        self.seen_data = true;
         self.codes.drain(..self.at);
         self.at = 0;
         // Which rows hold a value (the others are nulls, code 0).
@@ -649,7 +650,8 @@ impl Column {
         if encoding == Encoding::RLE_DICTIONARY || encoding == Encoding::PLAIN_DICTIONARY {
             let Some((&width, indices)) = values.split_first() else {
                 if filled == 0 {
-                    return self.place(rows, present, decoded);
+                    self.place(rows, present, decoded);
+                    return Ok(());
                 }
                 return Err(self.damaged("a dictionary page without its indices"));
             };
@@ -682,16 +684,12 @@ impl Column {
         } else {
             return Err(Stop::Unsupported(format!("page encoding {encoding:?}")));
         }
-        self.place(rows, present, decoded)
+        self.place(rows, present, decoded);
+        Ok(())
     }
 
     /// Appends a page's codes: `decoded` are the non-null rows' codes in order.
-    fn place(
-        &mut self,
-        rows: usize,
-        present: Option<Vec<bool>>,
-        decoded: Vec<u32>,
-    ) -> Result<(), Stop> {
+    fn place(&mut self, rows: usize, present: Option<Vec<bool>>, decoded: Vec<u32>) {
         match present {
             None => self.codes.extend(decoded),
             Some(present) => {
@@ -703,7 +701,6 @@ impl Column {
                 }
             }
         }
-        Ok(())
     }
 }
 
