@@ -575,7 +575,8 @@ fn markdown_and_html_reports_snapshot() {
             "{external} in a self-contained file"
         );
     }
-    assert_eq!(html.matches("<svg").count(), 2);
+    assert_eq!(html.matches("<svg").count(), 1);
+    assert_eq!(html.matches("class=\"bars\"").count(), 1);
     assert!(html.contains("<table id=\"identities\">"));
     insta::assert_snapshot!("report-html", html);
 }

@@ -1,6 +1,7 @@
 //! `report --format html`: one self-contained file for people who will not open a terminal: the
-//! summary, two inline SVG charts (node coverage per distribution and architecture; the head/tail
-//! curve), the status counts and a table sortable by clicking its headers. No external asset:
+//! summary, two charts (node coverage per distribution and architecture as bars that take the
+//! page's width; the head/tail curve on axes, with the head marked), the status counts and a table
+//! sorted by its header buttons (mouse or keyboard, the order in `aria-sort`). No external asset:
 //! styles, charts and the sorting script are in the file; every value is HTML-escaped.
 
 use super::coverage::{View, plan_sentence, status_lines};
@@ -10,91 +11,154 @@ use std::fmt::Write as _;
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em}\
-th{background:#f3f3f3;cursor:pointer;user-select:none}td.n{text-align:right}\
+#identities{width:100%}th{background:#f3f3f3;text-align:left;white-space:nowrap}\
+td.n{text-align:right}th button{all:unset;cursor:pointer;font-weight:bold}\
+th button:focus-visible{outline:2px solid #1f5fbf;outline-offset:2px}\
+th[aria-sort=ascending] button::after{content:\" \\25B2\"}\
+th[aria-sort=descending] button::after{content:\" \\25BC\"}\
 .covered{color:#16794b}.missing{color:#b3261e}.long-tail{color:#8a6d00}\
-svg text{font:11px system-ui,sans-serif}";
+.bars{display:grid;grid-template-columns:max-content 1fr max-content;gap:6px 10px;\
+align-items:center;margin:1em 0}.bars .label{white-space:nowrap}\
+.bars .track{background:#eee;height:18px}.bars .fill{background:#16794b;height:100%}\
+.curve{display:block;width:100%;max-width:72em;height:auto}\
+.curve text{font:11px system-ui,sans-serif}";
 
-/// Sorts `#identities` by the clicked column (numbers as numbers), toggling the direction.
+/// Sorts `#identities` by the header button pressed (click, Enter or Space), numbers as numbers
+/// and names naturally; the header's `aria-sort` says the order and shows its arrow.
 const SCRIPT: &str = "document.querySelectorAll('#identities th').forEach(function(th,i){\
-th.addEventListener('click',function(){var t=th.closest('table'),b=t.tBodies[0],\
-r=Array.from(b.rows),d=th.dataset.dir==='asc'?-1:1;th.dataset.dir=d===1?'asc':'desc';\
+th.querySelector('button').addEventListener('click',function(){var t=th.closest('table'),\
+b=t.tBodies[0],r=Array.from(b.rows),up=th.getAttribute('aria-sort')!=='ascending',d=up?1:-1;\
+t.querySelectorAll('th').forEach(function(o){o.setAttribute('aria-sort','none');});\
+th.setAttribute('aria-sort',up?'ascending':'descending');\
 r.sort(function(x,y){var a=x.cells[i].dataset.v||x.cells[i].textContent,\
 c=y.cells[i].dataset.v||y.cells[i].textContent,p=parseFloat(a),q=parseFloat(c);\
-return d*(isNaN(p)||isNaN(q)?a.localeCompare(c):p-q);});r.forEach(function(x){b.appendChild(x);});});});";
+return d*(isNaN(p)||isNaN(q)?a.localeCompare(c,undefined,{numeric:true}):p-q);});\
+r.forEach(function(x){b.appendChild(x);});});});";
 
-/// Node coverage per distribution and architecture, one bar each (at most 12).
+/// Node coverage per distribution and architecture, one bar each (at most 12): a grid whose
+/// label column is as wide as the longest label, so no label is ever cut, and whose bars take
+/// the rest of the page's width.
 fn coverage_bars(report: &CoverageReport) -> String {
     let pairs: Vec<_> = report.summary.breakdown.iter().take(12).collect();
     if pairs.is_empty() {
         return String::new();
     }
-    let (bar_h, gap, label_w, width) = (18.0, 6.0, 170.0, 360.0);
-    let height = pairs.len() as f64 * (bar_h + gap) + 10.0;
-    let mut svg = format!(
-        "<svg role=\"img\" aria-label=\"Node coverage by distribution and architecture\" width=\"{}\" height=\"{height}\" viewBox=\"0 0 {} {height}\">",
-        label_w + width + 60.0,
-        label_w + width + 60.0
+    let mut out = String::from(
+        "<div class=\"bars\" role=\"list\" aria-label=\"Node coverage by distribution and architecture\">",
     );
-    for (i, b) in pairs.iter().enumerate() {
-        let y = i as f64 * (bar_h + gap) + 5.0;
-        let w = (b.node_coverage_pct.clamp(0.0, 100.0) / 100.0 * width).round();
+    for b in pairs {
+        let pct = b.node_coverage_pct.clamp(0.0, 100.0);
+        let label = format!(
+            "{} {} ({} nodes)",
+            b.distribution,
+            b.architecture,
+            thousands(b.nodes)
+        );
         let _ = write!(
-            svg,
-            "<text x=\"0\" y=\"{}\">{} {} ({} nodes)</text>\
-             <rect x=\"{label_w}\" y=\"{y}\" width=\"{width}\" height=\"{bar_h}\" fill=\"#eee\"/>\
-             <rect x=\"{label_w}\" y=\"{y}\" width=\"{w}\" height=\"{bar_h}\" fill=\"#16794b\"/>\
-             <text x=\"{}\" y=\"{}\">{}%</text>",
-            y + 13.0,
-            esc(&b.distribution),
-            esc(&b.architecture),
-            thousands(b.nodes),
-            label_w + width + 6.0,
-            y + 13.0,
-            b.node_coverage_pct
+            out,
+            "<span class=\"label\" role=\"listitem\" aria-label=\"{}: {pct}% covered\">{}</span>\
+             <span class=\"track\" aria-hidden=\"true\"><span class=\"fill\" style=\"display:block;width:{pct}%\"></span></span>\
+             <span class=\"n\" aria-hidden=\"true\">{pct}%</span>",
+            esc(&label),
+            esc(&label),
         );
     }
-    svg.push_str("</svg>");
-    svg
+    out.push_str("</div>");
+    out
 }
 
-/// The share of nodes held by the N most-run identities, N from 1 to all.
+/// The share of nodes held by the N most-run identities, N from 1 to all, on axes with ticks,
+/// and a mark where the head ends (the identities that hold `head_share` of the nodes).
 fn head_tail_curve(report: &CoverageReport) -> String {
     let total: u64 = report.identities.iter().map(|r| r.nodes).sum();
     let n = report.identities.len();
     if total == 0 || n == 0 {
         return String::new();
     }
-    let (w, h, pad) = (520.0, 200.0, 30.0);
+    let (w, h, left, top, bottom) = (600.0, 220.0, 48.0, 12.0, 44.0);
+    let x_of = |i: f64| left + i / n as f64 * w;
+    let y_of = |share: f64| top + h - share * h;
     let mut sum = 0u64;
-    let mut points = vec![format!("{pad},{}", h + pad)];
+    let mut points = vec![format!("{left},{}", y_of(0.0))];
     for (i, r) in report.identities.iter().enumerate() {
         sum += r.nodes;
-        let x = pad + (i + 1) as f64 / n as f64 * w;
-        let y = pad + h - sum as f64 / total as f64 * h;
-        points.push(format!("{x:.1},{y:.1}"));
+        points.push(format!(
+            "{:.1},{:.1}",
+            x_of((i + 1) as f64),
+            y_of(sum as f64 / total as f64)
+        ));
     }
-    format!(
-        "<svg role=\"img\" aria-label=\"Head and tail: share of nodes held by the most-run identities\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\">\
-         <line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#999\"/>\
-         <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"#999\"/>\
-         <polyline fill=\"none\" stroke=\"#1f5fbf\" stroke-width=\"2\" points=\"{}\"/>\
-         <text x=\"{pad}\" y=\"{}\">0</text><text x=\"{}\" y=\"{}\">{} identities</text>\
-         <text x=\"0\" y=\"{}\">100%</text></svg>",
-        w + 2.0 * pad,
-        h + 2.0 * pad,
-        w + 2.0 * pad,
-        h + 2.0 * pad,
-        h + pad,
-        w + pad,
-        h + pad,
-        h + pad,
-        points.join(" "),
-        h + pad + 14.0,
-        w - 40.0,
-        h + pad + 14.0,
-        thousands(n as u64),
-        pad + 4.0
-    )
+    let mut svg = format!(
+        "<svg class=\"curve\" role=\"img\" aria-label=\"Head and tail: share of nodes held by the most-run identities\" viewBox=\"0 0 {} {}\">",
+        left + w + 16.0,
+        top + h + bottom
+    );
+    // Axes, ticks and their labels.
+    let _ = write!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#555\"/>\
+         <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{0}\" stroke=\"#555\"/>",
+        y_of(0.0),
+        left + w
+    );
+    for quarter in 0..=4 {
+        let share = f64::from(quarter) / 4.0;
+        let y = y_of(share);
+        let _ = write!(
+            svg,
+            "<line x1=\"{}\" y1=\"{y}\" x2=\"{left}\" y2=\"{y}\" stroke=\"#555\"/>\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}%</text>",
+            left - 4.0,
+            left - 6.0,
+            y + 4.0,
+            quarter * 25
+        );
+        let at = (n as f64 * share).round();
+        let x = x_of(at);
+        let _ = write!(
+            svg,
+            "<line x1=\"{x}\" y1=\"{0}\" x2=\"{x}\" y2=\"{1}\" stroke=\"#555\"/>\
+             <text x=\"{x}\" y=\"{2}\" text-anchor=\"middle\">{3}</text>",
+            y_of(0.0),
+            y_of(0.0) + 4.0,
+            y_of(0.0) + 16.0,
+            thousands(at as u64)
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text class=\"axis\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">identities, most nodes first</text>\
+         <text class=\"axis\" transform=\"translate(12 {}) rotate(-90)\" text-anchor=\"middle\">share of nodes</text>",
+        left + w / 2.0,
+        top + h + bottom - 6.0,
+        top + h / 2.0
+    );
+    // The head: where the curve reaches the head share.
+    let s = &report.summary;
+    let (hx, hy) = (x_of(s.head_identities as f64), y_of(s.head_share));
+    let _ = write!(
+        svg,
+        "<g class=\"head\"><line x1=\"{left}\" y1=\"{hy}\" x2=\"{hx}\" y2=\"{hy}\" stroke=\"#b3261e\" stroke-dasharray=\"4 3\"/>\
+         <line x1=\"{hx}\" y1=\"{hy}\" x2=\"{hx}\" y2=\"{}\" stroke=\"#b3261e\" stroke-dasharray=\"4 3\"/>\
+         <circle cx=\"{hx}\" cy=\"{hy}\" r=\"4\" fill=\"#b3261e\"/>\
+         <text x=\"{}\" y=\"{}\">head: {} identities hold {}% of nodes</text></g>",
+        y_of(0.0),
+        hx + 8.0,
+        hy + 16.0,
+        thousands(s.head_identities),
+        (s.head_share * 100.0).round()
+    );
+    let _ = write!(
+        svg,
+        "<polyline fill=\"none\" stroke=\"#1f5fbf\" stroke-width=\"2\" points=\"{}\"/></svg>",
+        points.join(" ")
+    );
+    svg
+}
+
+/// A header cell the keyboard reaches: a button inside, the sort order in `aria-sort`.
+fn sortable(name: &str, sort: &str) -> String {
+    format!("<th aria-sort=\"{sort}\"><button type=\"button\">{name}</button></th>")
 }
 
 /// The whole report as one HTML document.
@@ -102,7 +166,7 @@ pub fn html(report: &CoverageReport, view: &View) -> String {
     let s = &report.summary;
     let title = format!("kfleet coverage: driver {}", esc(&s.driver_version));
     let mut out = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title><style>{STYLE}</style></head><body>\n<h1>{title}</h1>\n"
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title><style>{STYLE}</style></head><body>\n<h1>{title}</h1>\n"
     );
     let _ = writeln!(
         out,
@@ -139,17 +203,20 @@ pub fn html(report: &CoverageReport, view: &View) -> String {
             esc(&row[2])
         );
     }
-    out.push_str("</table>\n<h2>Identities</h2>\n<p>Click a column to sort.</p>\n");
+    out.push_str("</table>\n<h2>Identities</h2>\n<p>Click a column, or focus it and press Enter, to sort.</p>\n");
     let rows = view.rows(report);
     let with_contexts = super::coverage::has_contexts(&rows);
+    let mut head = sortable("identity", "none") + &sortable("nodes", "descending");
+    head.push_str(&sortable("status", "none"));
+    if with_contexts {
+        head.push_str(&sortable("contexts", "none"));
+    }
+    for name in ["reason", "asset"] {
+        head.push_str(&sortable(name, "none"));
+    }
     let _ = writeln!(
         out,
-        "<table id=\"identities\"><thead><tr><th>identity</th><th>nodes</th><th>status</th>{}<th>reason</th><th>asset</th></tr></thead><tbody>",
-        if with_contexts {
-            "<th>contexts</th>"
-        } else {
-            ""
-        }
+        "<table id=\"identities\"><thead><tr>{head}</tr></thead><tbody>"
     );
     for r in rows {
         let contexts = if with_contexts {

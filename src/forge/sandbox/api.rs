@@ -9,6 +9,17 @@ pub(super) fn routes() -> Router<Arc<SandboxState>> {
     Router::new()
         .route("/repos/{owner}/{repo}/releases", get(list_releases))
         .route(
+            "/repos/{owner}/{repo}/actions/workflows",
+            get(list_workflows),
+        )
+        .route(
+            "/repos/{owner}/{repo}/actions/workflows/{workflow}",
+            get(get_workflow),
+        )
+        .route("/repos/{owner}/{repo}/actions/runs", get(list_repo_runs))
+        .route("/rate_limit", get(rate_limit))
+        .route("/repos/{owner}/{repo}", get(get_repository))
+        .route(
             "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches",
             post(dispatch),
         )
@@ -136,6 +147,7 @@ pub(super) async fn gatekeeper(
     if !public && !authorised(&state, request.headers()) {
         return github_error(StatusCode::UNAUTHORIZED, "Bad credentials");
     }
+    let free = request.uri().path() == "/rate_limit";
     let response = next.run(request).await;
     let (malformed, dropped) = {
         let mut faults = state.faults.locked();
@@ -175,27 +187,34 @@ pub(super) async fn gatekeeper(
             .into_response();
     }
     let mut response = response;
-    budget_headers(&state, &mut response);
+    budget_headers(&state, free, &mut response);
     response
 }
 
 /// The budget a personal token has on GitHub (requests an hour).
 pub(super) const HOURLY_BUDGET: u64 = 5000;
 
-/// `x-ratelimit-*` as GitHub sends them: a 304 is not charged.
-fn budget_headers(state: &SandboxState, response: &mut Response) {
-    // A new hour renews the budget, as GitHub's window does.
-    let hour = (chrono::Utc::now().timestamp() / 3600).max(0) as u64;
+/// Requests charged in the current hour (a new hour renews the budget, as GitHub's window
+/// does), and when the hour ends (seconds since the epoch).
+fn budget_used(state: &SandboxState) -> (u64, i64) {
+    let now = chrono::Utc::now().timestamp();
+    let hour = (now / 3600).max(0) as u64;
     if state.charged_hour.swap(hour, Ordering::SeqCst) != hour {
         state.charged.store(0, Ordering::SeqCst);
     }
-    let used = if response.status() == StatusCode::NOT_MODIFIED {
-        state.charged.load(Ordering::SeqCst)
-    } else {
+    (
+        state.charged.load(Ordering::SeqCst),
+        (now / 3600 + 1) * 3600,
+    )
+}
+
+/// `x-ratelimit-*` as GitHub sends them: a 304 is not charged, nor is `/rate_limit`.
+fn budget_headers(state: &SandboxState, free: bool, response: &mut Response) {
+    let (mut used, reset) = budget_used(state);
+    if !free && response.status() != StatusCode::NOT_MODIFIED {
         state.charged_total.fetch_add(1, Ordering::SeqCst);
-        state.charged.fetch_add(1, Ordering::SeqCst) + 1
-    };
-    let reset = (chrono::Utc::now().timestamp() / 3600 + 1) * 3600;
+        used = state.charged.fetch_add(1, Ordering::SeqCst) + 1;
+    }
     let headers = response.headers_mut();
     headers.insert("x-ratelimit-limit", HeaderValue::from(HOURLY_BUDGET));
     headers.insert(
@@ -218,6 +237,24 @@ pub(super) struct PageQuery {
 
 pub(super) fn same_repo(state: &SandboxState, owner: &str, repo: &str) -> bool {
     state.repo.is_empty() || state.repo == format!("{owner}/{repo}")
+}
+
+/// The repository a request names, for the shapes of what it answers.
+pub(super) fn repo_of<'a>(
+    state: &'a SandboxState,
+    owner: &'a str,
+    repo: &'a str,
+) -> shapes::Repo<'a> {
+    shapes::Repo {
+        base: &state.base_url,
+        owner,
+        name: repo,
+    }
+}
+
+/// A JSON value as a response body.
+pub(super) fn json_body(value: &serde_json::Value) -> serde_json::Result<String> {
+    serde_json::to_string(value)
 }
 
 fn etag_of(body: &[u8]) -> String {
@@ -283,10 +320,12 @@ async fn list_releases(
     state.advance();
     let (body, total) = {
         let releases = state.releases.locked();
-        let slice: Vec<&Release> = releases
+        let shapes = repo_of(&state, &owner, &repo);
+        let slice: Vec<serde_json::Value> = releases
             .iter()
             .skip((page - 1) * per_page)
             .take(per_page)
+            .map(|r| shapes.release(r, state.started_at))
             .collect();
         (serde_json::to_string(&slice), releases.len())
     };
@@ -348,9 +387,13 @@ async fn dispatch(
     Path((owner, repo, workflow)): Path<(String, String, String)>,
     body: Result<Json<DispatchBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if !same_repo(&state, &owner, &repo) || !state.simulation.workflows.contains(&workflow) {
+    let Some(workflow) = state
+        .workflow(&workflow)
+        .filter(|_| same_repo(&state, &owner, &repo))
+        .map(|(_, file)| file.to_string())
+    else {
         return not_found().await;
-    }
+    };
     let limited = {
         let mut faults = state.faults.locked();
         (faults.dispatch_rate_limits > 0).then(|| {
@@ -499,6 +542,7 @@ async fn dispatch(
                     updated_at: Some(now),
                 },
                 workflow,
+                git_ref,
                 identities,
                 driver_version: input("driver_version").to_string(),
                 started: state.clock.instant(),
@@ -592,7 +636,34 @@ async fn list_runs(
     Query(q): Query<RunQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if !same_repo(&state, &owner, &repo) || !state.simulation.workflows.contains(&workflow) {
+    let Some(workflow) = state.workflow(&workflow).map(|(_, file)| file.to_string()) else {
+        return not_found().await;
+    };
+    let path = format!("/repos/{owner}/{repo}/actions/workflows/{workflow}/runs");
+    runs_page(&state, (&owner, &repo), Some(&workflow), &path, q, &headers).await
+}
+
+/// `GET /repos/{owner}/{repo}/actions/runs`: every workflow's runs.
+async fn list_repo_runs(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(q): Query<RunQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/repos/{owner}/{repo}/actions/runs");
+    runs_page(&state, (&owner, &repo), None, &path, q, &headers).await
+}
+
+/// A page of runs, newest first, of one workflow or all, filtered as GitHub filters them.
+async fn runs_page(
+    state: &SandboxState,
+    (owner, repo): (&str, &str),
+    workflow: Option<&str>,
+    path: &str,
+    q: RunQuery,
+    headers: &HeaderMap,
+) -> Response {
+    if !same_repo(state, owner, repo) {
         return not_found().await;
     }
     let created_since = match q.created.as_deref() {
@@ -606,44 +677,47 @@ async fn list_runs(
         },
     };
     state.advance();
-    let runs = state.runs.locked();
-    let matching: Vec<WorkflowRun> = runs
-        .values()
-        .rev()
-        .filter(|r| r.workflow == workflow)
-        .filter(|r| {
-            state.clock.instant().saturating_duration_since(r.started)
-                >= state.simulation.listing_delay
-        })
-        .filter(|r| {
-            q.status
-                .as_deref()
-                .is_none_or(|s| r.run.status == Some(s.into()))
-        })
-        .filter(|r| {
-            q.event
-                .as_deref()
-                .is_none_or(|e| r.run.event.as_deref() == Some(e))
-        })
-        .filter(|r| created_since.is_none_or(|since| r.run.created_at >= Some(since)))
-        .map(|r| r.run.clone())
-        .collect();
-    let total = matching.len();
     let per_page = q.per_page.unwrap_or(30).clamp(1, 100);
     let page = q.page.unwrap_or(1).max(1);
-    let workflow_runs = matching
-        .into_iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .collect();
-    let body = serde_json::to_string(&RunList {
-        total_count: total as u64,
-        workflow_runs,
-    });
+    let shapes = repo_of(state, owner, repo);
+    let (total, workflow_runs) = {
+        let runs = state.runs.locked();
+        let matching: Vec<&SimRun> = runs
+            .values()
+            .rev()
+            .filter(|r| workflow.is_none_or(|w| r.workflow == w))
+            .filter(|r| {
+                state.clock.instant().saturating_duration_since(r.started)
+                    >= state.simulation.listing_delay
+            })
+            .filter(|r| {
+                q.status
+                    .as_deref()
+                    .is_none_or(|s| r.run.status == Some(s.into()))
+            })
+            .filter(|r| {
+                q.event
+                    .as_deref()
+                    .is_none_or(|e| r.run.event.as_deref() == Some(e))
+            })
+            .filter(|r| created_since.is_none_or(|since| r.run.created_at >= Some(since)))
+            .collect();
+        let page_runs: Vec<serde_json::Value> = matching
+            .iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(|sim| state.run_json(&shapes, sim))
+            .collect();
+        (matching.len(), page_runs)
+    };
+    let body = json_body(&serde_json::json!({
+        "total_count": total,
+        "workflow_runs": workflow_runs,
+    }));
     let last = total.div_ceil(per_page).max(1);
     let link = (page < last).then(|| {
         let mut next = format!(
-            "{}/repos/{owner}/{repo}/actions/workflows/{workflow}/runs?per_page={per_page}&page={}",
+            "{}{path}?per_page={per_page}&page={}",
             state.base_url,
             page + 1
         );
@@ -661,7 +735,7 @@ async fn list_runs(
         }
         format!("<{next}>; rel=\"next\"")
     });
-    conditional_json(&headers, body, link)
+    conditional_json(headers, body, link)
 }
 
 async fn get_run(
@@ -672,11 +746,78 @@ async fn get_run(
         return not_found().await;
     }
     state.advance();
-    let run = state.runs.locked().get(&id).map(|r| r.run.clone());
+    let shapes = repo_of(&state, &owner, &repo);
+    let run = state
+        .runs
+        .locked()
+        .get(&id)
+        .map(|sim| state.run_json(&shapes, sim));
     match run {
         Some(run) => Json(run).into_response(),
         None => not_found().await,
     }
+}
+
+/// `GET /repos/{owner}/{repo}/actions/workflows`: the workflow files the sandbox runs.
+async fn list_workflows(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !same_repo(&state, &owner, &repo) {
+        return not_found().await;
+    }
+    let shapes = repo_of(&state, &owner, &repo);
+    let workflows: Vec<serde_json::Value> = state
+        .simulation
+        .workflows
+        .iter()
+        .filter_map(|file| state.workflow(file))
+        .map(|(id, file)| shapes.workflow(id, file, state.started_at))
+        .collect();
+    let body = json_body(&serde_json::json!({
+        "total_count": workflows.len(),
+        "workflows": workflows,
+    }));
+    conditional_json(&headers, body, None)
+}
+
+/// `GET /repos/{owner}/{repo}/actions/workflows/{id or file name}`.
+async fn get_workflow(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo, workflow)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !same_repo(&state, &owner, &repo) {
+        return not_found().await;
+    }
+    match state.workflow(&workflow) {
+        Some((id, file)) => {
+            let value = repo_of(&state, &owner, &repo).workflow(id, file, state.started_at);
+            conditional_json(&headers, json_body(&value), None)
+        }
+        None => not_found().await,
+    }
+}
+
+/// `GET /repos/{owner}/{repo}`: the repository the sandbox serves.
+async fn get_repository(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !same_repo(&state, &owner, &repo) {
+        return not_found().await;
+    }
+    let value = repo_of(&state, &owner, &repo).full_repository(state.started_at);
+    conditional_json(&headers, json_body(&value), None)
+}
+
+/// `GET /rate_limit`: the token's budget, as the `x-ratelimit-*` headers count it (the call
+/// itself is free, as on GitHub).
+async fn rate_limit(State(state): State<Arc<SandboxState>>) -> Response {
+    let (used, reset) = budget_used(&state);
+    Json(shapes::rate_limit(used, reset)).into_response()
 }
 
 async fn cancel_run(

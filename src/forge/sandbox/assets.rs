@@ -1,7 +1,10 @@
 //! The sandbox's release-asset API, as the build job uses it: a release by tag, its assets page
 //! by page, uploads (kept in memory, within a total) and deletes.
 
-use super::api::{PageQuery, conditional_json, github_error, page_links, same_repo, unprocessable};
+use super::api::{
+    PageQuery, conditional_json, github_error, json_body, page_links, repo_of, same_repo,
+    unprocessable,
+};
 use super::*;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::delete;
@@ -12,6 +15,8 @@ pub(super) const MAX_UPLOADED: usize = 512 << 20;
 pub(super) fn routes() -> Router<Arc<SandboxState>> {
     Router::new()
         .route("/repos/{owner}/{repo}/releases/tags/{tag}", get(by_tag))
+        .route("/repos/{owner}/{repo}/releases/latest", get(latest))
+        .route("/repos/{owner}/{repo}/releases/{id}", get(by_id))
         .route(
             "/repos/{owner}/{repo}/releases/{id}/assets",
             get(list_assets)
@@ -33,24 +38,47 @@ async fn by_tag(
     Path((owner, repo, tag)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if !same_repo(&state, &owner, &repo) {
+    one_release(&state, (&owner, &repo), &headers, |r| r.tag_name == tag)
+}
+
+async fn by_id(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo, id)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+) -> Response {
+    one_release(&state, (&owner, &repo), &headers, |r| r.id == Some(id))
+}
+
+/// The newest release that is neither a draft nor a prerelease, as GitHub's `latest` is.
+async fn latest(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    one_release(&state, (&owner, &repo), &headers, |r| {
+        !r.draft && !r.prerelease
+    })
+}
+
+/// The first release (newest first) that `pick` takes, in GitHub's shape.
+fn one_release(
+    state: &SandboxState,
+    (owner, repo): (&str, &str),
+    headers: &HeaderMap,
+    pick: impl Fn(&Release) -> bool,
+) -> Response {
+    if !same_repo(state, owner, repo) {
         return missing();
     }
     state.advance();
     let body = {
         let releases = state.releases.locked();
-        let Some(release) = releases.iter().find(|r| r.tag_name == tag) else {
+        let Some(release) = releases.iter().find(|r| pick(r)) else {
             return missing();
         };
-        let mut json = serde_json::to_value(release).unwrap_or_default();
-        json["upload_url"] = serde_json::Value::String(format!(
-            "{}/repos/{owner}/{repo}/releases/{}/assets{{?name,label}}",
-            state.base_url,
-            release.id.unwrap_or_default()
-        ));
-        serde_json::to_string(&json)
+        json_body(&repo_of(state, owner, repo).release(release, state.started_at))
     };
-    conditional_json(&headers, body, None)
+    conditional_json(headers, body, None)
 }
 
 async fn list_assets(
@@ -70,11 +98,14 @@ async fn list_assets(
         let Some(release) = releases.iter().find(|r| r.id == Some(id)) else {
             return missing();
         };
-        let slice: Vec<&ReleaseAsset> = release
+        let shapes = repo_of(&state, &owner, &repo);
+        let created = release.created_at.unwrap_or(state.started_at);
+        let slice: Vec<serde_json::Value> = release
             .assets
             .iter()
             .skip((page - 1) * per_page)
             .take(per_page)
+            .map(|a| shapes.asset(a, created))
             .collect();
         (serde_json::to_string(&slice), release.assets.len())
     };
@@ -136,9 +167,10 @@ async fn upload(
         updated_at: Some(state.clock.now()),
         name: name.clone(),
     };
-    release.assets.push(asset.clone());
+    let answer = repo_of(&state, &owner, &repo).asset(&asset, state.started_at);
+    release.assets.push(asset);
     uploads.insert(name, body.to_vec());
-    (StatusCode::CREATED, Json(asset)).into_response()
+    (StatusCode::CREATED, Json(answer)).into_response()
 }
 
 async fn delete_asset(

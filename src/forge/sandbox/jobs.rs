@@ -5,7 +5,7 @@
 //! run's steps and log are the runner's own (`## STEP` headers in its job log).
 
 use super::*;
-use crate::forge::{Job, JobList, JobStep};
+use crate::forge::{Job, JobStep};
 
 /// Where a job's log is served without credentials; the gatekeeper lets it through.
 pub(super) const LOG_PATH: &str = "/_job-logs/";
@@ -26,11 +26,17 @@ pub(super) fn routes() -> Router<Arc<SandboxState>> {
             "/repos/{owner}/{repo}/actions/runs/{id}/jobs",
             get(list_jobs),
         )
+        .route("/repos/{owner}/{repo}/actions/jobs/{id}", get(get_job))
         .route(
             "/repos/{owner}/{repo}/actions/jobs/{id}/logs",
             get(job_logs),
         )
+        .route(
+            "/repos/{owner}/{repo}/actions/runs/{id}/logs",
+            get(run_logs),
+        )
         .route("/_job-logs/{id}/{signature}", get(log_blob))
+        .route("/_job-logs/{id}/{signature}/logs.zip", get(run_log_archive))
 }
 
 /// A signature for job `id`'s log URL: only the sandbox that handed it out serves it.
@@ -39,22 +45,54 @@ fn signature(state: &SandboxState, id: u64) -> String {
     api::hex_sha256(format!("{secret}\0job-log\0{id}").as_bytes())[..32].to_string()
 }
 
+/// `302 Found` to `location`, as GitHub answers for logs.
+fn found(location: &str) -> Response {
+    (
+        StatusCode::FOUND,
+        [(
+            header::LOCATION,
+            HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/")),
+        )],
+    )
+        .into_response()
+}
+
 async fn list_jobs(
     State(state): State<Arc<SandboxState>>,
     Path((owner, repo, id)): Path<(String, String, u64)>,
 ) -> Response {
-    if !api::same_repo(&state, &owner, &repo) {
-        return api::not_found().await;
-    }
-    state.advance();
-    match job_of(&state, id) {
-        Some((job, _)) => Json(JobList {
-            total_count: 1,
-            jobs: vec![job],
-        })
-        .into_response(),
+    match job_json(&state, (&owner, &repo), id) {
+        Some(job) => Json(serde_json::json!({"total_count": 1, "jobs": [job]})).into_response(),
         None => api::not_found().await,
     }
+}
+
+/// `GET /repos/{owner}/{repo}/actions/jobs/{id}`: one job (a run's one job has the run's id).
+async fn get_job(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo, id)): Path<(String, String, u64)>,
+) -> Response {
+    match job_json(&state, (&owner, &repo), id) {
+        Some(job) => Json(job).into_response(),
+        None => api::not_found().await,
+    }
+}
+
+/// Run `id`'s job in GitHub's shape, if the run exists in this repository.
+fn job_json(
+    state: &SandboxState,
+    (owner, repo): (&str, &str),
+    id: u64,
+) -> Option<serde_json::Value> {
+    if !api::same_repo(state, owner, repo) {
+        return None;
+    }
+    state.advance();
+    let (job, _) = job_of(state, id)?;
+    let runs = state.runs.locked();
+    let sim = runs.get(&id)?;
+    let created = sim.run.created_at.unwrap_or(state.started_at);
+    Some(api::repo_of(state, owner, repo).job(&job, sim, created))
 }
 
 async fn job_logs(
@@ -67,34 +105,115 @@ async fn job_logs(
     if !state.runs.locked().contains_key(&id) {
         return api::not_found().await;
     }
-    let location = format!("{}{LOG_PATH}{id}/{}", state.base_url, signature(&state, id));
-    (
-        StatusCode::FOUND,
-        [(
-            header::LOCATION,
-            HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/")),
-        )],
-    )
-        .into_response()
+    found(&format!(
+        "{}{LOG_PATH}{id}/{}",
+        state.base_url,
+        signature(&state, id)
+    ))
+}
+
+/// `GET .../actions/runs/{id}/logs`: `302` to a zip archive of the run's job logs.
+async fn run_logs(
+    State(state): State<Arc<SandboxState>>,
+    Path((owner, repo, id)): Path<(String, String, u64)>,
+) -> Response {
+    if !api::same_repo(&state, &owner, &repo) || !state.runs.locked().contains_key(&id) {
+        return api::not_found().await;
+    }
+    found(&format!(
+        "{}{LOG_PATH}{id}/{}/logs.zip",
+        state.base_url,
+        signature(&state, id)
+    ))
+}
+
+async fn run_log_archive(
+    State(state): State<Arc<SandboxState>>,
+    Path((id, given)): Path<(u64, String)>,
+) -> Response {
+    signed_log(&state, id, &given, true).await
+}
+
+/// A zip archive of `files`, stored without compression (GitHub's run log archive is a zip
+/// of `N_job.txt` files). Entries and the archive stay far below zip's 4 GiB limits: a job
+/// log is served from at most its last MiB.
+fn stored_zip(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    const DOS_DATE_1980_01_01: u16 = 0x21;
+    const UTF8_NAMES: u16 = 1 << 11;
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in files {
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        let offset = out.len() as u32;
+        let fields = |out: &mut Vec<u8>| {
+            out.extend_from_slice(&UTF8_NAMES.to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes()); // stored
+            out.extend_from_slice(&0u16.to_le_bytes()); // time
+            out.extend_from_slice(&DOS_DATE_1980_01_01.to_le_bytes());
+            out.extend_from_slice(&crc.sum().to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes()); // extra
+        };
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&20u16.to_le_bytes());
+        fields(&mut out);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&20u16.to_le_bytes());
+        central.extend_from_slice(&20u16.to_le_bytes());
+        fields(&mut central);
+        central.extend_from_slice(&[0; 6]); // comment length, disk, internal attributes
+        central.extend_from_slice(&0u32.to_le_bytes()); // external attributes
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let central_at = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]); // this disk, the central directory's disk
+    out.extend_from_slice(&(files.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(files.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&central_at.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes()); // comment
+    out
 }
 
 async fn log_blob(
     State(state): State<Arc<SandboxState>>,
     Path((id, given)): Path<(u64, String)>,
 ) -> Response {
-    if given != signature(&state, id) {
+    signed_log(&state, id, &given, false).await
+}
+
+/// Job `id`'s log at a URL signed for it: the text, or the run's zip archive of it.
+async fn signed_log(state: &SandboxState, id: u64, given: &str, archive: bool) -> Response {
+    if given != signature(state, id) {
         return api::github_error(StatusCode::FORBIDDEN, "the log URL is not valid");
     }
     state.advance();
-    match job_of(&state, id) {
-        Some((_, log)) => (
+    let Some((job, log)) = job_of(state, id) else {
+        return api::not_found().await;
+    };
+    if archive {
+        let zip = stored_zip(&[(format!("0_{}.txt", job.name), log.into_bytes())]);
+        return (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            log,
+            [(header::CONTENT_TYPE, "application/zip")],
+            zip,
         )
-            .into_response(),
-        None => api::not_found().await,
+            .into_response();
     }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        log,
+    )
+        .into_response()
 }
 
 /// Run `id`'s one job (its id is the run's) and its log so far.

@@ -6,8 +6,9 @@ mod api;
 mod assets;
 mod jobs;
 mod local;
+mod shapes;
 
-use super::runs::{Conclusion, RunList, RunStatus, WorkflowRun, run_title};
+use super::runs::{Conclusion, RunStatus, WorkflowRun, run_title};
 use crate::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use crate::artifacts::{Release, ReleaseAsset, parse_release_listing};
 use crate::clock::SharedClock;
@@ -122,6 +123,8 @@ pub struct SandboxOptions {
 struct SimRun {
     run: WorkflowRun,
     workflow: String,
+    /// The ref it was dispatched on (its `head_branch`).
+    git_ref: String,
     /// What a successful run uploads: one identity, or a batch's.
     identities: Vec<KernelIdentity>,
     driver_version: String,
@@ -164,6 +167,8 @@ struct SandboxState {
     /// Bytes of uploaded assets by name (within [`assets::MAX_UPLOADED`]).
     uploads: Mutex<HashMap<String, Vec<u8>>>,
     next_asset_id: AtomicU64,
+    /// When the sandbox started: the date of what a listing file leaves undated.
+    started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A running sandbox; dropping it stops the server.
@@ -277,6 +282,7 @@ impl Sandbox {
             assets_dir: options.assets_dir,
             uploads: Mutex::new(HashMap::new()),
             next_asset_id: AtomicU64::new(900_000),
+            started_at: chrono::Utc::now(),
         });
         let app = Router::new()
             .merge(api::routes())
@@ -363,7 +369,32 @@ impl Drop for Sandbox {
     }
 }
 
+/// Workflow ids: the n-th workflow file of the simulation is `WORKFLOW_ID_BASE + n`.
+const WORKFLOW_ID_BASE: u64 = 161_335;
+
 impl SandboxState {
+    /// The workflow a path names, by file name or by id, as GitHub accepts both.
+    fn workflow(&self, given: &str) -> Option<(u64, &str)> {
+        self.simulation
+            .workflows
+            .iter()
+            .enumerate()
+            .map(|(n, file)| (WORKFLOW_ID_BASE + n as u64, file.as_str()))
+            .find(|(id, file)| *file == given || id.to_string() == given)
+    }
+
+    /// A run's number within the repository (GitHub counts per workflow; one count is enough
+    /// for the sandbox's few workflows).
+    fn run_number(&self, id: u64) -> u64 {
+        id.saturating_sub(self.run_id_base)
+    }
+
+    /// A run in GitHub's shape.
+    fn run_json(&self, repo: &shapes::Repo<'_>, sim: &SimRun) -> serde_json::Value {
+        let workflow_id = self.workflow(&sim.workflow).map_or(0, |(id, _)| id);
+        repo.run(sim, self.run_number(sim.run.id), workflow_id)
+    }
+
     /// Moves simulated runs along the clock; a successful build attaches its asset.
     fn advance(&self) {
         let now = self.clock.instant();
