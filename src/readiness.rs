@@ -12,6 +12,9 @@ use std::time::Duration;
 pub const LABEL: &str = "kfleet.io/driver-ready";
 pub const ANNOTATION: &str = "kfleet.io/driver-status";
 pub const TAINT: &str = "kfleet.io/driver-missing";
+/// The kernels a node has installed (the one it runs among them), separated by spaces:
+/// inventories count those it does not run as next-boot demand.
+pub const INSTALLED_ANNOTATION: &str = "kfleet.io/installed-kernels";
 
 /// Where the pod's service account puts its token and the cluster's CA.
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -85,7 +88,7 @@ impl KubeTarget {
 }
 
 /// What the node is marked with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Mark {
     /// The label's value: the driver version, or a word saying why not (`timed-out`, ...).
     pub label: String,
@@ -93,6 +96,8 @@ pub struct Mark {
     pub status: String,
     /// Remove the driver-missing taint.
     pub ready: bool,
+    /// The kernels the node has installed ([`INSTALLED_ANNOTATION`]; none removes it).
+    pub installed: Vec<String>,
 }
 
 /// A label value as Kubernetes takes it: at most 63 of `[A-Za-z0-9._-]`, starting and ending
@@ -167,7 +172,10 @@ pub async fn mark_node(target: &KubeTarget, mark: &Mark) -> Result<(), Readiness
     let patch = serde_json::json!({
         "metadata": {
             "labels": {LABEL: label_value(&mark.label)},
-            "annotations": {ANNOTATION: mark.status},
+            "annotations": {
+                ANNOTATION: mark.status,
+                INSTALLED_ANNOTATION: (!mark.installed.is_empty()).then(|| mark.installed.join(" ")),
+            },
         }
     });
     let (status, body) = send(

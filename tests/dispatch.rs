@@ -921,3 +921,62 @@ fn preflight_gates_an_upgrade_until_every_target_kernel_has_its_driver() {
     let bad = preflight(&["--identity", "ubuntu/22.04/x86_64/not-a-kernel"]);
     assert_eq!(bad.status.code(), Some(1), "{}", said(&bad));
 }
+
+/// A kernel nodes have installed but do not run yet is built by `dispatch --missing` before
+/// they reboot into it, though no node runs it and its node count alone would make it tail;
+/// the report then shows it building.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_missing_builds_the_kernel_nodes_boot_next() {
+    let sb = sandbox(quick(600_000, 600_000)).await;
+    let state = tempfile::tempdir().unwrap();
+    let fleet = state.path().join("fleet.csv");
+    let mut text = String::from("os,version,arch,kernel,installed_kernels\n");
+    for n in 0..50 {
+        let installed = if n == 0 { "6.1.0-21-amd64" } else { "" };
+        text.push_str(&format!("debian,12,x86_64,6.1.0-18-amd64,{installed}\n"));
+    }
+    std::fs::write(&fleet, text).unwrap();
+    let (url, dir) = (sb.base_url(), state.path().to_path_buf());
+    let (dispatched, report) = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| {
+            let out = kfleet(&url, &dir)
+                .args(args)
+                .arg("-i")
+                .arg(&fleet)
+                .args(["--driver-version", "v1.1.0"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        (
+            run(&["dispatch", "--missing", "--dispatch-interval", "0s"]),
+            run(&["report", "--format", "json"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        dispatched.contains("debian/12/x86_64/6.1.0-21-amd64"),
+        "{dispatched}"
+    );
+    assert_eq!(
+        sb.dispatches(),
+        1,
+        "the running kernel has its driver: {dispatched}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let next = report["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kernel_version"] == "6.1.0-21-amd64")
+        .unwrap()
+        .clone();
+    assert_eq!(next["status"], "building", "{next}");
+    assert_eq!(next["next_boot"], 1);
+}

@@ -314,6 +314,7 @@ fn a_ready_node_is_labelled_and_loses_its_driver_missing_taint() {
         label: "v0.5.16".into(),
         status: "driver v0.5.16 installed and loaded for 6.1.0-18-amd64".into(),
         ready: true,
+        installed: vec!["6.1.0-18-amd64".into(), "6.1.0-21-amd64".into()],
     };
     rt.block_on(kfleet::readiness::mark_node(&target, &mark))
         .unwrap();
@@ -334,6 +335,30 @@ fn a_ready_node_is_labelled_and_loses_its_driver_missing_taint() {
         node["spec"]["taints"],
         serde_json::json!([{"key": "dedicated", "value": "gpu", "effect": "NoExecute"}])
     );
+    assert_eq!(
+        node["metadata"]["annotations"]["kfleet.io/installed-kernels"],
+        "6.1.0-18-amd64 6.1.0-21-amd64"
+    );
+    // The cluster read as an inventory counts the kernel the node has installed but does not
+    // run as next-boot demand: missing until it has a driver.
+    let config = kube::kubeconfig(dir.path(), &[("prod", &fixture.url)]);
+    let out = kfleet()
+        .env("KUBECONFIG", &config)
+        .args(["report", "-i", "kube:prod", "--format", "json", "-r"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small-releases.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let next = report["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kernel_version"] == "6.1.0-21-amd64")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(next["nodes"], 0);
+    assert_eq!(next["next_boot"], 1);
+    assert_eq!(next["status"], "missing");
     let kinds: Vec<String> = fixture.patches().into_iter().map(|(_, k)| k).collect();
     assert_eq!(
         kinds,
@@ -368,6 +393,18 @@ fn ensure_marks_a_node_it_cannot_serve_with_the_reason() {
     )
     .unwrap();
     std::fs::write(host.path().join("token"), kube::TOKEN).unwrap();
+    // Two kernels installed: the running one and the next; a third directory has no image.
+    for (kernel, image) in [
+        ("5.14.0-427.13.1.el9_4.x86_64", true),
+        ("5.14.0-503.11.1.el9_5.x86_64", true),
+        ("5.14.0-362.8.1.el9_3.x86_64", false),
+    ] {
+        let modules = host.path().join("lib/modules").join(kernel);
+        std::fs::create_dir_all(&modules).unwrap();
+        if image {
+            std::fs::write(modules.join("vmlinuz"), b"kernel").unwrap();
+        }
+    }
     let out = kfleet()
         .env("KFLEET_SERVICE_TOKEN", "node-token")
         .args([
@@ -405,4 +442,9 @@ fn ensure_marks_a_node_it_cannot_serve_with_the_reason() {
         "{status}"
     );
     assert_eq!(node["spec"]["taints"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        node["metadata"]["annotations"]["kfleet.io/installed-kernels"],
+        "5.14.0-427.13.1.el9_4.x86_64 5.14.0-503.11.1.el9_5.x86_64",
+        "the kernels the node has installed, for the next-boot demand"
+    );
 }

@@ -847,3 +847,114 @@ fn a_markdown_chart_of_many_pairs_stays_readable() {
         "{md}"
     );
 }
+
+/// Nodes that say which kernels they have installed (a CSV column, a JSON Lines field, a
+/// NodeList annotation) make those kernels next-boot demand: a kernel no node runs yet but some
+/// will boot into is `missing` (never long tail, so `dispatch --missing` builds it before the
+/// reboot), one with an artifact is covered, and node coverage still counts running nodes only.
+#[test]
+fn installed_kernels_are_next_boot_demand_in_every_inventory_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("fleet.csv");
+    let mut text = String::from("hostname,os,version,arch,kernel,installed_kernels\n");
+    // Twenty nodes on one kernel make every other identity tail by node count.
+    for n in 0..20 {
+        let installed = match n {
+            // The running kernel listed too, separators of every kind, a repeat.
+            0 => "\"6.1.0-18-amd64;6.1.0-21-amd64, 6.1.0-21-amd64\"",
+            1 => "6.1.0-21-amd64",
+            _ => "",
+        };
+        text.push_str(&format!(
+            "n{n},debian,12,x86_64,6.1.0-18-amd64,{installed}\n"
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let jsonl = dir.path().join("fleet.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"os\":\"ubuntu\",\"version\":\"22.04\",\"arch\":\"x86_64\",\"kernel\":\"5.15.0-91-generic\",\"installed_kernels\":[\"5.15.0-91-generic\",\"5.15.0-92-generic\",\"5.15.0-94-generic\"]}\n",
+    )
+    .unwrap();
+    let nodelist = dir.path().join("nodes.json");
+    std::fs::write(
+        &nodelist,
+        serde_json::json!({"kind": "NodeList", "items": [{
+            "metadata": {"name": "k1", "annotations": {"kfleet.io/installed-kernels": "6.1.0-18-amd64 6.1.0-21-amd64"}},
+            "status": {"nodeInfo": {"kernelVersion": "6.1.0-18-amd64", "osImage": "Debian GNU/Linux 12 (bookworm)", "architecture": "amd64"}}
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    let run = |format: &str| {
+        String::from_utf8(stdout_of(
+            kfleet()
+                .arg("report")
+                .arg("-i")
+                .arg(&csv)
+                .arg("-i")
+                .arg(&jsonl)
+                .arg("-i")
+                .arg(&nodelist)
+                .arg("-r")
+                .arg(fixture("small-releases.json"))
+                .args(["--driver-version", "v1.1.0"])
+                .args(["--format", format, "--limit", "0"]),
+        ))
+        .unwrap()
+    };
+    let report: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    let row = |key: &str| {
+        report["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("no {key} in {report}"))
+            .clone()
+    };
+    let next = row("debian/12/x86_64/6.1.0-21-amd64");
+    assert_eq!(next["nodes"], 0);
+    assert_eq!(
+        next["next_boot"], 3,
+        "two CSV nodes and the NodeList's node"
+    );
+    assert_eq!(next["status"], "missing");
+    let ubuntu = row("ubuntu/22.04/x86_64/5.15.0-94-generic");
+    assert_eq!(
+        (ubuntu["next_boot"].clone(), ubuntu["status"].clone()),
+        (1.into(), "missing".into())
+    );
+    // The release has a driver for this one: covered before any node boots it.
+    let covered = row("ubuntu/22.04/x86_64/5.15.0-92-generic");
+    assert_eq!(
+        (covered["next_boot"].clone(), covered["status"].clone()),
+        (1.into(), "covered".into())
+    );
+    let running = row("debian/12/x86_64/6.1.0-18-amd64");
+    assert_eq!(running["nodes"], 21);
+    assert!(running.get("next_boot").is_none(), "{running}");
+    let s = &report["summary"];
+    assert_eq!(s["nodes"], 22, "only running nodes are nodes");
+    assert_eq!(s["next_boot_nodes"], 5);
+    assert_eq!(s["next_boot_uncovered"], 4);
+
+    let table = run("table");
+    assert!(table.contains("NEXT BOOT"), "{table}");
+    assert!(
+        table.contains("next boot: nodes have 5 installed kernel(s) they do not run yet; 4 of those, across 2 kernel version(s), have no driver"),
+        "{table}"
+    );
+    let csv_out = run("csv");
+    assert!(
+        csv_out.lines().next().unwrap().ends_with(",next_boot"),
+        "{csv_out}"
+    );
+
+    // A fleet that says nothing about installed kernels reads as before: no column, no line.
+    let plain = fixture_report("table", &[]);
+    assert!(
+        !plain.contains("NEXT BOOT") && !plain.contains("next boot:"),
+        "{plain}"
+    );
+}

@@ -1420,3 +1420,47 @@ fn the_filter_line_edits_at_its_cursor() {
     key(&mut a, KeyCode::Backspace);
     assert_eq!(a.filter, " awsé", "characters, not bytes");
 }
+
+/// Kernels nodes have installed but do not run yet show as next-boot demand: the overview says
+/// how many would boot without a driver, and the Kernels view shows the count beside the nodes.
+#[test]
+fn next_boot_demand_shows_in_the_overview_and_the_kernels_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("fleet.csv");
+    let mut text =
+        String::from("distribution,distro_version,architecture,kernel_version,installed_kernels\n");
+    for n in 0..4 {
+        let installed = if n < 3 { "6.1.0-21-amd64" } else { "" };
+        text.push_str(&format!("debian,12,x86_64,6.1.0-18-amd64,{installed}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let fleet = read_inventory(&[csv], false).unwrap();
+    let releases = read_release_file(&fixtures.join("small-releases.json")).unwrap();
+    let release = select_release(&releases, Some("v1.1.0")).unwrap();
+    let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap();
+    let report = coverage::compute(
+        &fleet,
+        &index_assets(release, &template),
+        &release.tag_name,
+        CoverageOptions::default(),
+        &BuildStates::new(),
+    )
+    .unwrap();
+    let mut a = App::new("SANDBOX http://127.0.0.1:PORT".into(), report, 900);
+    let overview = screen(&mut a, 120, 30);
+    assert!(
+        overview.contains("next boot: 3 kernels installed, 3 without a driver"),
+        "{overview}"
+    );
+    key(&mut a, KeyCode::Char('2'));
+    let kernels = screen(&mut a, 120, 10);
+    let line = kernels
+        .lines()
+        .find(|l| l.contains("6.1.0-21-amd64"))
+        .unwrap_or_else(|| panic!("{kernels}"));
+    assert!(
+        line.contains("0 +3 next") && line.contains("missing"),
+        "{line}"
+    );
+}

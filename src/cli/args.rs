@@ -545,7 +545,8 @@ pub struct DispatchArgs {
     /// Identity key DISTRIBUTION/VERSION/ARCH/KERNEL; repeatable.
     #[arg(long, value_name = "KEY")]
     pub identity: Vec<String>,
-    /// Every `missing` identity of the inventory (the head without artifacts).
+    /// Every `missing` identity of the inventory (the head without artifacts, and the kernels
+    /// nodes have installed to boot next).
     #[arg(long, requires = "inventory")]
     pub missing: bool,
     /// Every `long-tail` identity of the inventory.

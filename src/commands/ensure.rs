@@ -39,6 +39,7 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
                                 label: "unsupported".into(),
                                 status: format!("this machine ({key}) cannot get a driver: {r}"),
                                 ready: false,
+                                ..Default::default()
                             },
                         )?;
                     }
@@ -83,6 +84,7 @@ fn mark_node(
                 format!("driver {version} downloaded for {kernel}, not loaded")
             },
             ready: loaded,
+            ..Default::default()
         },
         Ok(code) => {
             let why = match code {
@@ -100,20 +102,24 @@ fn mark_node(
                     "no driver {version} for {kernel}: {why} (exit {code}); the pod's log says more"
                 ),
                 ready: false,
+                ..Default::default()
             }
         }
         Err(e) => Mark {
             label: "error".into(),
             status: format!("no driver {version} for {kernel}: {e:#}"),
             ready: false,
+            ..Default::default()
         },
     };
     apply_mark(args, mark)
 }
 
 /// Marks the node `--mark-node` names with `mark`, and says so.
-fn apply_mark(args: &EnsureArgs, mark: crate::readiness::Mark) -> Result<()> {
+fn apply_mark(args: &EnsureArgs, mut mark: crate::readiness::Mark) -> Result<()> {
     let target = kube_target(args)?;
+    // The kernels the node may boot next, for inventories read from the cluster.
+    mark.installed = crate::hooks::installed_kernels(&install_root(&args.node));
     runtime()?.block_on(crate::readiness::mark_node(&target, &mark))?;
     tracing::info!(
         "node {}: {}={}{}",

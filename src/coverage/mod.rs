@@ -88,6 +88,10 @@ pub struct IdentityRow {
     pub architecture: String,
     pub kernel_version: String,
     pub nodes: u64,
+    /// Nodes that have this kernel installed without running it: they boot into it next, so an
+    /// identity with next-boot demand is never long tail.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub next_boot: u64,
     pub status: CoverageStatus,
     pub reason: Option<String>,
     pub asset: Option<String>,
@@ -149,6 +153,12 @@ pub struct Summary {
     pub unused_artifacts: u64,
     pub unrecognised_assets: u64,
     pub bad_rows: u64,
+    /// Nodes with another kernel installed besides the one they run (counted per kernel), and
+    /// how many of those kernels have no driver yet: nodes that would reboot without one.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub next_boot_nodes: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub next_boot_uncovered: u64,
     pub breakdown: Vec<Breakdown>,
     pub batch_plan: BatchPlan,
     /// The release is immutable: its missing kernels can only be built into another release.
@@ -164,6 +174,10 @@ pub struct CoverageReport {
     pub unused: Vec<MatchedAsset>,
     pub unrecognised: Vec<UnrecognisedAsset>,
     pub bad_rows: Vec<BadRow>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn pct(part: u64, whole: u64) -> f64 {
@@ -183,6 +197,7 @@ struct Parsed {
     base: &'static str,
     reason: Option<String>,
     nodes: u64,
+    next_boot: u64,
     contexts: std::collections::BTreeSet<String>,
 }
 
@@ -202,6 +217,7 @@ fn parse_groups(fleet: &FleetGroups) -> BTreeMap<String, Parsed> {
         let key = checked.key();
         if let Some(p) = by_key.get_mut(&key) {
             p.nodes += g.nodes;
+            p.next_boot += g.next_boot;
             p.contexts.extend(g.context.clone());
             continue;
         }
@@ -220,6 +236,7 @@ fn parse_groups(fleet: &FleetGroups) -> BTreeMap<String, Parsed> {
                 base,
                 reason,
                 nodes: g.nodes,
+                next_boot: g.next_boot,
                 contexts: g.context.iter().cloned().collect(),
             },
         );
@@ -238,6 +255,7 @@ fn rank(
     let mut base = Vec::with_capacity(n);
     let mut reason = Vec::with_capacity(n);
     let mut nodes = Vec::with_capacity(n);
+    let mut next_boot = Vec::with_capacity(n);
     for (key, p) in parsed {
         cols[0].push(key);
         cols[1].push(p.distribution);
@@ -247,6 +265,7 @@ fn rank(
         base.push(p.base);
         reason.push(p.reason);
         nodes.push(p.nodes);
+        next_boot.push(p.next_boot);
     }
     let [key, dist, ver, arch, kver] = cols;
     let identities = DataFrame::new_infer_height(vec![
@@ -256,6 +275,7 @@ fn rank(
         Column::new("architecture".into(), arch),
         Column::new("kernel_version".into(), kver),
         Column::new("nodes".into(), nodes),
+        Column::new("next_boot".into(), next_boot),
         Column::new("base".into(), base),
         Column::new("reason".into(), reason),
     ])?;
@@ -308,7 +328,7 @@ fn rank(
                 .then(lit("unsupported"))
                 .when(col("asset").is_not_null())
                 .then(lit("covered"))
-                .when(col("in_head"))
+                .when(col("in_head").or(col("next_boot").gt(lit(0u64))))
                 .then(lit("missing"))
                 .otherwise(lit("long-tail"))
                 .alias("status"),
@@ -329,6 +349,7 @@ fn rows_from_frame(df: &DataFrame) -> PolarsResult<Vec<IdentityRow>> {
         s("asset")?,
     );
     let nodes = df.column("nodes")?.u64()?.clone();
+    let next_boot = df.column("next_boot")?.u64()?.clone();
     let in_head = df.column("in_head")?.bool()?.clone();
     let text = |ca: &StringChunked, i: usize| ca.get(i).unwrap_or_default().to_string();
     (0..df.height())
@@ -343,6 +364,7 @@ fn rows_from_frame(df: &DataFrame) -> PolarsResult<Vec<IdentityRow>> {
                 architecture: text(&arch, i),
                 kernel_version: text(&kver, i),
                 nodes: nodes.get(i).unwrap_or(0),
+                next_boot: next_boot.get(i).unwrap_or(0),
                 status,
                 reason: reason.get(i).map(str::to_string),
                 asset: asset.get(i).map(str::to_string),
@@ -541,6 +563,12 @@ pub fn compute(
         .cloned()
         .collect();
     let head_identities = identities.iter().filter(|r| r.in_head).count() as u64;
+    let next_boot_nodes = identities.iter().map(|r| r.next_boot).sum();
+    let next_boot_uncovered = identities
+        .iter()
+        .filter(|r| r.status != CoverageStatus::Covered)
+        .map(|r| r.next_boot)
+        .sum();
     let summary = Summary {
         driver_version: driver_version.to_string(),
         nodes,
@@ -555,6 +583,8 @@ pub fn compute(
         unused_artifacts: unused.len() as u64,
         unrecognised_assets: assets.unrecognised.len() as u64,
         bad_rows: fleet.bad_row_count,
+        next_boot_nodes,
+        next_boot_uncovered,
         breakdown,
         batch_plan: batch_plan(&identities, nodes, covered_nodes, options.target),
         release_immutable: assets.immutable,

@@ -72,6 +72,11 @@ pub(super) fn read(
     })?;
     let data_start = rdr.position().byte();
     let positions = header_positions(file, &header)?;
+    let installed = header.iter().position(|h| {
+        h.trim()
+            .trim_start_matches('\u{feff}')
+            .eq_ignore_ascii_case(super::INSTALLED_KERNELS)
+    });
     let file_handle;
     let source: &dyn Source = match &data {
         Data::Path(p) => {
@@ -93,9 +98,12 @@ pub(super) fn read(
         data_start,
         first_line: memchr::memchr_iter(b'\n', &head[..n]).count() as u64 + 1,
         positions,
+        installed,
         width: header.len(),
     };
-    let scanned = if exactly {
+    // The line scanner counts identities only; a file that lists installed kernels is read by
+    // the exact reader, which counts them too.
+    let scanned = if exactly || installed.is_some() {
         Err(Stop::NotLines)
     } else {
         tally::scan(source, layout)
@@ -131,12 +139,13 @@ pub(super) fn read_exactly(
                 let byte = record.position().map(|p| p.byte()).unwrap_or(0);
                 let line = rdr.get_mut().line_at(byte);
                 let field = |k: usize| record.get(layout.positions[k]).unwrap_or_default();
-                tally.record(
-                    line,
-                    record.len(),
-                    layout.width,
-                    [field(0), field(1), field(2), field(3)],
-                );
+                let fields = [field(0), field(1), field(2), field(3)];
+                tally.record(line, record.len(), layout.width, fields);
+                if let Some(at) = layout.installed
+                    && record.len() == layout.width
+                {
+                    tally.record_next_boot(fields, record.get(at).unwrap_or_default());
+                }
             }
             Err(e) => {
                 return Err(InventoryError::Format {

@@ -1,7 +1,8 @@
 //! JSON inventories: `kubectl get nodes -o json` NodeLists and JSON Lines with the CSV field names.
 
 use super::{
-    BadRow, COLUMNS, FleetGroups, InventoryError, OS_IMAGE, absorb, frame_from_rows, group,
+    BadRow, COLUMNS, FleetGroups, INSTALLED_KERNELS, InventoryError, NextBoot, OS_IMAGE, absorb,
+    frame_from_rows, group,
 };
 use crate::identity::distribution_from_os_image;
 use serde_json::Value;
@@ -27,8 +28,11 @@ pub(super) fn read(
     let text = text.trim_start_matches('\u{feff}');
     let first_line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let mut rows: Rows = Default::default();
+    let mut next_boot = NextBoot::default();
     match serde_json::from_str::<Value>(first_line) {
-        Ok(Value::Object(obj)) if !obj.contains_key("items") => jsonl(file, text, &mut rows, fleet),
+        Ok(Value::Object(obj)) if !obj.contains_key("items") => {
+            jsonl(file, text, &mut rows, &mut next_boot, fleet);
+        }
         _ => {
             let doc: Value = serde_json::from_str(text).map_err(|e| InventoryError::Format {
                 file: file.to_string(),
@@ -38,13 +42,27 @@ pub(super) fn read(
                     e.column()
                 ),
             })?;
-            node_list(file, &doc, &mut rows, fleet)?;
+            node_list(file, &doc, &mut rows, &mut next_boot, fleet)?;
         }
     }
     let keys = [COLUMNS[0], COLUMNS[1], COLUMNS[2], COLUMNS[3], OS_IMAGE];
     let groups = group(file, frame_from_rows(file, rows)?, &keys)?;
     absorb(file, &groups, fleet)?;
+    fleet.groups.extend(next_boot.into_groups(None));
     Ok(())
+}
+
+/// A node's installed kernels as a JSON value: a list of strings or one separated string.
+fn installed_text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
 }
 
 pub(super) fn as_text(v: &Value) -> Option<String> {
@@ -55,7 +73,13 @@ pub(super) fn as_text(v: &Value) -> Option<String> {
     }
 }
 
-fn jsonl(file: &str, text: &str, rows: &mut Rows, fleet: &mut FleetGroups) {
+fn jsonl(
+    file: &str,
+    text: &str,
+    rows: &mut Rows,
+    next_boot: &mut NextBoot,
+    fleet: &mut FleetGroups,
+) {
     for (i, line) in text.lines().enumerate() {
         let line_no = i as u64 + 1;
         if line.trim().is_empty() {
@@ -89,6 +113,13 @@ fn jsonl(file: &str, text: &str, rows: &mut Rows, fleet: &mut FleetGroups) {
             fleet.add_bad(bad(format!("{name} is missing or empty")));
             continue;
         }
+        let running = fields.each_ref().map(|f| f.as_deref().unwrap_or_default());
+        next_boot.add(
+            running,
+            None,
+            &installed_text(obj.get(INSTALLED_KERNELS)),
+            1,
+        );
         for (k, f) in fields.into_iter().enumerate() {
             rows[k].push(f);
         }
@@ -100,6 +131,7 @@ fn node_list(
     file: &str,
     doc: &Value,
     rows: &mut Rows,
+    next_boot: &mut NextBoot,
     fleet: &mut FleetGroups,
 ) -> Result<(), InventoryError> {
     let items = doc
@@ -112,6 +144,7 @@ fn node_list(
     for (i, item) in items.iter().enumerate() {
         match node_row(item) {
             Ok(row) => {
+                row.count_next_boot(next_boot, 1);
                 rows[0].push(Some(row.distribution));
                 rows[1].push(row.distro_version);
                 rows[2].push(Some(row.architecture));
@@ -141,6 +174,26 @@ pub(crate) struct NodeRow {
     pub architecture: String,
     pub kernel_version: String,
     pub os_image: String,
+    /// Kernels installed besides the running one (the node's
+    /// [`crate::readiness::INSTALLED_ANNOTATION`]).
+    pub installed: Vec<String>,
+}
+
+impl NodeRow {
+    /// Counts the kernels `n` nodes like this one have installed as next-boot demand.
+    pub(crate) fn count_next_boot(&self, next_boot: &mut NextBoot, n: u64) {
+        next_boot.add(
+            [
+                &self.distribution,
+                self.distro_version.as_deref().unwrap_or_default(),
+                &self.architecture,
+                &self.kernel_version,
+            ],
+            Some(&self.os_image),
+            &self.installed.join(" "),
+            n,
+        );
+    }
 }
 
 /// A node whose kubelet has not reported a field kfleet needs.
@@ -167,7 +220,21 @@ pub(crate) fn node_row(item: &Value) -> Result<NodeRow, MissingField> {
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("?");
-    node_info_row(name, item.pointer("/status/nodeInfo"))
+    let mut row = node_info_row(name, item.pointer("/status/nodeInfo"))?;
+    row.installed = installed_of(item.pointer("/metadata/annotations"), &row.kernel_version);
+    Ok(row)
+}
+
+/// The kernels a Node's annotations say it has installed besides `running`.
+pub(crate) fn installed_of(annotations: Option<&Value>, running: &str) -> Vec<String> {
+    let listed = annotations
+        .and_then(|a| a.get(crate::readiness::INSTALLED_ANNOTATION))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    super::next_boot_kernels(listed, running)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// The `status.nodeInfo` of node `name` to its identity fields: the one mapping every Kubernetes
@@ -191,5 +258,6 @@ pub(crate) fn node_info_row(name: &str, info: Option<&Value>) -> Result<NodeRow,
         architecture: arch,
         kernel_version: kernel,
         os_image: image,
+        installed: Vec::new(),
     })
 }

@@ -5,7 +5,7 @@
 //! on 410 Gone, reconnects with backoff). Every Node becomes an identity through
 //! [`super::json::node_info_row`], the mapping the NodeList file reader uses.
 
-use super::json::{NodeRow, node_info_row};
+use super::json::{NodeRow, installed_of, node_info_row};
 use super::{BadRow, FleetGroups, InventoryError, RawGroup};
 use futures_util::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
@@ -161,6 +161,15 @@ type Seen = Result<NodeRow, String>;
 fn seen(obj: &DynamicObject) -> (String, Seen) {
     let name = obj.metadata.name.clone().unwrap_or_default();
     let row = node_info_row(&name, obj.data.pointer("/status/nodeInfo"))
+        .map(|mut row| {
+            let annotations = obj
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| serde_json::to_value(a).ok());
+            row.installed = installed_of(annotations.as_ref(), &row.kernel_version);
+            row
+        })
         .map_err(|missing| missing.to_string());
     (name, row)
 }
@@ -354,18 +363,24 @@ fn add_nodes<'a>(
             }),
         }
     }
+    let mut next_boot = super::NextBoot::default();
     let mut groups: Vec<RawGroup> = counts
         .into_iter()
-        .map(|(row, nodes)| RawGroup {
-            distribution: row.distribution.clone(),
-            distro_version: row.distro_version.clone().unwrap_or_default(),
-            architecture: row.architecture.clone(),
-            kernel_version: row.kernel_version.clone(),
-            os_image: Some(row.os_image.clone()),
-            context: Some(context.to_string()),
-            nodes,
+        .map(|(row, nodes)| {
+            row.count_next_boot(&mut next_boot, nodes);
+            RawGroup {
+                distribution: row.distribution.clone(),
+                distro_version: row.distro_version.clone().unwrap_or_default(),
+                architecture: row.architecture.clone(),
+                kernel_version: row.kernel_version.clone(),
+                os_image: Some(row.os_image.clone()),
+                context: Some(context.to_string()),
+                nodes,
+                next_boot: 0,
+            }
         })
         .collect();
+    groups.extend(next_boot.into_groups(Some(context)));
     groups.sort_by(|a, b| {
         (
             &a.distribution,

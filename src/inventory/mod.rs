@@ -59,6 +59,70 @@ pub const COLUMNS: [&str; 4] = [
 ];
 /// The Kubernetes osImage a row was derived from (null for CSV and JSON Lines).
 pub const OS_IMAGE: &str = "os_image";
+/// The CSV column and JSON Lines field that list the kernels a node has installed besides the
+/// one it runs (Kubernetes nodes say it in [`crate::readiness::INSTALLED_ANNOTATION`]).
+pub const INSTALLED_KERNELS: &str = "installed_kernels";
+
+/// The kernels a node may boot next: those in its installed list (separated by spaces, commas or
+/// semicolons) other than the one it runs, each once.
+pub fn next_boot_kernels<'a>(installed: &'a str, running: &str) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for kernel in installed.split([' ', '\t', ',', ';']) {
+        if !kernel.is_empty() && kernel != running && !out.contains(&kernel) {
+            out.push(kernel);
+        }
+    }
+    out
+}
+
+/// Nodes per raw identity that have it installed but do not run it, gathered while reading;
+/// [`NextBoot::into_groups`] makes them groups of their own (no running nodes).
+#[derive(Default)]
+pub(crate) struct NextBoot(std::collections::HashMap<([String; 4], Option<String>), u64>);
+
+impl NextBoot {
+    /// Counts `n` nodes of `running` (on `os_image`, where the identity came from one) that have
+    /// the kernels of `installed` too.
+    pub(crate) fn add(
+        &mut self,
+        running: [&str; 4],
+        os_image: Option<&str>,
+        installed: &str,
+        n: u64,
+    ) {
+        for kernel in next_boot_kernels(installed, running[3]) {
+            let key = [running[0], running[1], running[2], kernel].map(str::to_string);
+            *self
+                .0
+                .entry((key, os_image.map(str::to_string)))
+                .or_default() += n;
+        }
+    }
+
+    /// The demand as groups of their own, seen in `context`.
+    pub(crate) fn into_groups(self, context: Option<&str>) -> Vec<RawGroup> {
+        let mut groups: Vec<RawGroup> = self
+            .0
+            .into_iter()
+            .map(
+                |(([distribution, distro_version, architecture, kernel_version], os_image), n)| {
+                    RawGroup {
+                        distribution,
+                        distro_version,
+                        architecture,
+                        kernel_version,
+                        os_image,
+                        context: context.map(str::to_string),
+                        nodes: 0,
+                        next_boot: n,
+                    }
+                },
+            )
+            .collect();
+        groups.sort_by(|a, b| a.kernel_version.cmp(&b.kernel_version));
+        groups
+    }
+}
 /// Bad rows listed individually; the rest are only counted.
 pub const MAX_LISTED_BAD_ROWS: usize = 1000;
 
@@ -115,6 +179,8 @@ pub struct RawGroup {
     /// The kube context the nodes were seen in (`None` for files).
     pub context: Option<String>,
     pub nodes: u64,
+    /// Nodes that have this kernel installed without running it: they may boot into it next.
+    pub next_boot: u64,
 }
 
 /// The fleet reduced to distinct raw identities.
@@ -425,6 +491,7 @@ pub(crate) fn absorb(
             os_image: os_image.map(str::to_string),
             context: None,
             nodes: n,
+            next_boot: 0,
         });
     }
     Ok(())

@@ -26,6 +26,8 @@ pub(super) struct Tally {
     /// Good rows counted by the raw bytes of their four identity fields, commas included, where
     /// the fields are adjacent and unquoted (the scanner's common case): no key is built per row.
     spans: Map<u64>,
+    /// Nodes per identity that have its kernel installed without running it.
+    next_boot: Map<u64>,
 }
 
 /// Why a row is bad, checked field by field in column order (as the exact reader always did).
@@ -95,6 +97,29 @@ impl Tally {
         self.record(line, count, width, fields);
     }
 
+    /// Counts a good row's installed kernels (its `installed_kernels` field) as next-boot
+    /// demand on its distribution, release and architecture.
+    pub(super) fn record_next_boot(&mut self, fields: [&[u8]; 4], installed: &[u8]) {
+        if key_problem(&fields).is_some() {
+            return;
+        }
+        let (Ok(installed), Ok(running)) = (
+            std::str::from_utf8(installed),
+            std::str::from_utf8(fields[3]),
+        ) else {
+            return;
+        };
+        for kernel in super::next_boot_kernels(installed, running) {
+            self.set_key(&[fields[0], fields[1], fields[2], kernel.as_bytes()]);
+            match self.next_boot.get_mut(self.key.as_slice()) {
+                Some(n) => *n += 1,
+                None => {
+                    self.next_boot.insert(self.key.clone(), 1);
+                }
+            }
+        }
+    }
+
     /// Moves the span counts into the keyed counts.
     fn fold_spans(&mut self) {
         for (span, n) in std::mem::take(&mut self.spans) {
@@ -144,6 +169,9 @@ impl Tally {
         for (k, n) in other.good {
             *self.good.entry(k).or_insert(0) += n;
         }
+        for (k, n) in other.next_boot {
+            *self.next_boot.entry(k).or_insert(0) += n;
+        }
         self.bad_count += other.bad_count;
         self.bad
             .extend(other.bad.into_iter().map(|(l, r)| (l + offset, r)));
@@ -155,7 +183,9 @@ impl Tally {
     /// table without lines (Parquet) by their row in the reason.
     pub(super) fn absorb(mut self, file: &str, fleet: &mut FleetGroups, at: Position) {
         self.fold_spans();
-        for (key, nodes) in self.good {
+        let running = self.good.into_iter().map(|(key, n)| (key, n, 0));
+        let next_boot = self.next_boot.into_iter().map(|(key, n)| (key, 0, n));
+        for (key, nodes, next_boot) in running.chain(next_boot) {
             let mut fields = decode(&key).into_iter();
             let mut next = || fields.next().unwrap_or_default();
             fleet.groups.push(RawGroup {
@@ -166,6 +196,7 @@ impl Tally {
                 os_image: None,
                 context: None,
                 nodes,
+                next_boot,
             });
         }
         let listed = self.bad.len() as u64;
@@ -245,6 +276,8 @@ pub(super) struct Layout {
     pub first_line: u64,
     /// Where the four identity columns are.
     pub positions: [usize; 4],
+    /// Where the installed-kernels column is, if the file has one (read by the exact reader).
+    pub installed: Option<usize>,
     /// Fields in the header.
     pub width: usize,
 }

@@ -32,6 +32,34 @@ pub(super) fn has_contexts(rows: &[&IdentityRow]) -> bool {
     rows.iter().any(|r| !r.contexts.is_empty())
 }
 
+/// Whether any node has another kernel installed: then reports show a next-boot column.
+pub(super) fn has_next_boot(rows: &[&IdentityRow]) -> bool {
+    rows.iter().any(|r| r.next_boot > 0)
+}
+
+/// What the fleet boots into next, when nodes say what they have installed.
+pub(super) fn next_boot_sentence(report: &CoverageReport) -> Option<String> {
+    let s = &report.summary;
+    (s.next_boot_nodes > 0).then(|| {
+        let kernels = report
+            .identities
+            .iter()
+            .filter(|r| r.next_boot > 0 && r.status != CoverageStatus::Covered)
+            .count();
+        match s.next_boot_uncovered {
+            0 => format!(
+                "nodes have {} installed kernel(s) they do not run yet; every one has its driver",
+                thousands(s.next_boot_nodes)
+            ),
+            n => format!(
+                "nodes have {} installed kernel(s) they do not run yet; {} of those, across {kernels} kernel version(s), have no driver (counted missing: dispatch --missing builds them before the reboot)",
+                thousands(s.next_boot_nodes),
+                thousands(n)
+            ),
+        }
+    })
+}
+
 /// A row's kube contexts as one cell.
 pub(super) fn contexts_cell(r: &IdentityRow) -> String {
     clean(&r.contexts.join(" ")).into_owned()
@@ -43,6 +71,7 @@ pub fn identities_csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
     let mut w = ::csv::Writer::from_writer(Vec::new());
     let enc = |e: ::csv::Error| ReportError::Encode(e.to_string());
     let with_contexts = has_contexts(rows);
+    let with_next_boot = has_next_boot(rows);
     let mut header = vec![
         "distribution",
         "distro_version",
@@ -55,6 +84,9 @@ pub fn identities_csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
     ];
     if with_contexts {
         header.push("contexts");
+    }
+    if with_next_boot {
+        header.push("next_boot");
     }
     w.write_record(&header).map_err(enc)?;
     for r in rows {
@@ -70,6 +102,9 @@ pub fn identities_csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
         ];
         if with_contexts {
             record.push(csv_cell(&contexts_cell(r)));
+        }
+        if with_next_boot {
+            record.push(r.next_boot.to_string());
         }
         w.write_record(&record).map_err(enc)?;
     }
@@ -201,6 +236,9 @@ pub(super) fn table(report: &CoverageReport, view: &View) -> String {
         "artifacts {}  unused {}  unrecognised assets {}  bad rows {}",
         s.artifacts, s.unused_artifacts, s.unrecognised_assets, s.bad_rows
     );
+    if let Some(next_boot) = next_boot_sentence(report) {
+        let _ = writeln!(out, "next boot: {next_boot}");
+    }
     let _ = writeln!(
         out,
         "batch plan to {}%: {}\n",
@@ -239,6 +277,7 @@ pub(super) fn table(report: &CoverageReport, view: &View) -> String {
         view.limit.min(rows.len())
     };
     let with_contexts = has_contexts(&rows);
+    let with_next_boot = has_next_boot(&rows);
     let cells: Vec<Vec<String>> = rows[..shown]
         .iter()
         .map(|r| {
@@ -248,8 +287,11 @@ pub(super) fn table(report: &CoverageReport, view: &View) -> String {
                 r.architecture.clone(),
                 r.kernel_version.clone(),
                 thousands(r.nodes),
-                r.status.to_string(),
             ];
+            if with_next_boot {
+                cells.push(thousands(r.next_boot));
+            }
+            cells.push(r.status.to_string());
             if with_contexts {
                 cells.push(contexts_cell(r));
             }
@@ -257,19 +299,18 @@ pub(super) fn table(report: &CoverageReport, view: &View) -> String {
             cells
         })
         .collect();
-    let mut header = vec![
-        "DISTRIBUTION",
-        "VERSION",
-        "ARCH",
-        "KERNEL",
-        "NODES",
-        "STATUS",
-    ];
+    let mut header = vec!["DISTRIBUTION", "VERSION", "ARCH", "KERNEL", "NODES"];
+    let mut numeric = vec![4];
+    if with_next_boot {
+        header.push("NEXT BOOT");
+        numeric.push(5);
+    }
+    header.push("STATUS");
     if with_contexts {
         header.push("CONTEXTS");
     }
     header.push("REASON");
-    out.push_str(&grid(&header, &cells, &[4]));
+    out.push_str(&grid(&header, &cells, &numeric));
     if shown < rows.len() {
         let _ = writeln!(
             out,
@@ -403,6 +444,9 @@ pub(super) fn markdown(report: &CoverageReport, view: &View) -> String {
         s.unused_artifacts,
         s.bad_rows
     );
+    if let Some(next_boot) = next_boot_sentence(report) {
+        let _ = writeln!(out, "**Next boot:** {}\n", markdown_text(&next_boot));
+    }
     let _ = writeln!(
         out,
         "**Batch plan to {}%:** {}\n",

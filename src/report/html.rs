@@ -4,7 +4,7 @@
 //! sorted by its header buttons (mouse or keyboard, the order in `aria-sort`). No external asset:
 //! styles, charts and the sorting script are in the file; every value is HTML-escaped.
 
-use super::coverage::{View, plan_sentence, status_lines};
+use super::coverage::{View, next_boot_sentence, plan_sentence, status_lines};
 use crate::coverage::CoverageReport;
 use crate::text::{html_text as esc, thousands};
 use std::fmt::Write as _;
@@ -185,6 +185,9 @@ pub fn html(report: &CoverageReport, view: &View) -> String {
         s.batch_plan.target_pct,
         esc(&plan_sentence(report))
     );
+    if let Some(next_boot) = next_boot_sentence(report) {
+        let _ = writeln!(out, "<p><b>Next boot:</b> {}</p>", esc(&next_boot));
+    }
     let _ = writeln!(
         out,
         "<h2>Node coverage by distribution and architecture</h2>\n{}\n<h2>Head and tail</h2>\n{}",

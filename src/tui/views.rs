@@ -255,6 +255,21 @@ fn overview(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             p.nodes_building
         )));
     }
+    if s.next_boot_nodes > 0 {
+        let style = if s.next_boot_uncovered > 0 {
+            theme.fg(Color::Yellow)
+        } else {
+            Style::default()
+        };
+        lines.push(Line::styled(
+            format!(
+                "next boot: {} kernels installed, {} without a driver",
+                thousands(s.next_boot_nodes),
+                thousands(s.next_boot_uncovered)
+            ),
+            style,
+        ));
+    }
     if s.release_immutable && p.builds > 0 {
         lines.push(Line::styled(
             format!(
@@ -386,7 +401,10 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
                 Cell::from(r.distro_version.clone()),
                 Cell::from(r.architecture.clone()),
                 Cell::from(r.kernel_version.clone()),
-                Cell::from(thousands(r.nodes)),
+                Cell::from(match r.next_boot {
+                    0 => thousands(r.nodes),
+                    next => format!("{} +{} next", thousands(r.nodes), thousands(next)),
+                }),
                 Cell::from(status).style(style),
             ];
             if with_contexts {
@@ -416,7 +434,11 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
         Constraint::Length(8),
         Constraint::Length(8),
         Constraint::Length(32),
-        Constraint::Length(8),
+        Constraint::Length(if app.report.summary.next_boot_nodes > 0 {
+            16
+        } else {
+            8
+        }),
         Constraint::Length(14),
     ];
     if with_contexts {
