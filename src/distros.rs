@@ -50,12 +50,29 @@ pub struct Entitled {
     pub reason: String,
 }
 
+/// An image-based OS: its `/lib/modules` is read-only, and it has a route of its own for
+/// modules that belong to the image.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageBased {
+    /// os-release `ID`.
+    pub os_id: String,
+    /// os-release `VARIANT_ID`, where `ID` alone also names package-based systems.
+    #[serde(default)]
+    pub variant_id: Option<String>,
+    pub name: String,
+    /// How that OS makes a module part of its image.
+    pub route: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DataFile {
     release: Vec<DistroRelease>,
     #[serde(default)]
     entitled: Vec<Entitled>,
+    #[serde(default)]
+    image_based: Vec<ImageBased>,
 }
 
 static DATA: LazyLock<DataFile> = LazyLock::new(|| {
@@ -64,6 +81,7 @@ static DATA: LazyLock<DataFile> = LazyLock::new(|| {
         .unwrap_or(DataFile {
             release: Vec::new(),
             entitled: Vec::new(),
+            image_based: Vec::new(),
         })
 });
 
@@ -86,6 +104,16 @@ pub fn entitlement(distribution: &str, version: &str, kernel: &str) -> Option<&'
             && e.kernel_series.as_ref().is_none_or(|s| *s == series)
             && e.after_abi.is_none_or(|after| abi > after)
             && (e.flavours.is_empty() || e.flavours.iter().any(|f| f == flavour))
+    })
+}
+
+/// The image-based OS an os-release's `ID` and `VARIANT_ID` name, if it is one.
+pub fn image_based(os_id: &str, variant_id: Option<&str>) -> Option<&'static ImageBased> {
+    DATA.image_based.iter().find(|i| {
+        i.os_id == os_id
+            && i.variant_id
+                .as_deref()
+                .is_none_or(|v| Some(v) == variant_id)
     })
 }
 

@@ -1,6 +1,7 @@
 //! The last mile on the node: a verified driver package (`.tar.xz` with `MANIFEST` and `.ko`
 //! files) installed under `{root}/lib/modules/{kernel}/{extra|updates}/`, `depmod` run, and the
-//! module loaded. The package is read in memory: only regular files at plain relative paths are
+//! module loaded. On an image-based OS (a read-only `/lib/modules`) the modules go to
+//! `{root}/var/lib/kfleet/modules/{kernel}/` instead and are loaded by path, in dependency order. The package is read in memory: only regular files at plain relative paths are
 //! taken (no links, no absolute paths, no `..`), and nothing is written until every module's
 //! vermagic names the target kernel and, where signatures are required, carries one.
 
@@ -49,6 +50,13 @@ pub trait Loader {
     /// The loaded module called `name`, if any.
     fn loaded(&self, name: &str) -> Option<Loaded>;
     fn load(&self, name: &str) -> Result<(), String>;
+    /// Loads the module file at `path` (`insmod`), for modules outside `/lib/modules`.
+    fn load_file(&self, path: &Path) -> Result<(), String> {
+        Err(format!(
+            "this loader cannot load {} by path",
+            path.display()
+        ))
+    }
     fn unload(&self, name: &str) -> Result<(), String>;
     /// Why unsigned modules would be refused (lockdown, `sig_enforce`), if they would.
     fn signatures_enforced(&self) -> Option<String>;
@@ -139,6 +147,10 @@ impl Loader for SystemLoader {
         run(Command::new("rmmod").arg(name))
     }
 
+    fn load_file(&self, path: &Path) -> Result<(), String> {
+        run(Command::new("insmod").arg(path))
+    }
+
     fn signatures_enforced(&self) -> Option<String> {
         // Inside a container securityfs is often not mounted: read it under the host's root.
         let lockdown = std::fs::read_to_string(self.root.join("sys/kernel/security/lockdown"))
@@ -182,6 +194,75 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     ))
 }
 
+/// Where a root's modules go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModulePlace {
+    /// `lib/modules/KERNEL/SUBDIR`, indexed by depmod, loaded by name.
+    Tree,
+    /// An image-based OS (`os`) whose `/lib/modules` is read-only: `var/lib/kfleet/modules/KERNEL`,
+    /// loaded by path; `route` is how that OS makes a module part of its image.
+    Writable { os: String, route: String },
+}
+
+/// Where modules in the image-based route go, under the root.
+pub const WRITABLE_MODULES: &str = "var/lib/kfleet/modules";
+
+/// The place for modules under `root`: an image-based OS (its os-release's `ID` and `VARIANT_ID`
+/// in `assets/distro-releases.toml`, or an ostree deployment) keeps them out of its read-only
+/// `/lib/modules`; any other root takes them in its module tree.
+pub fn module_place(root: &Path) -> ModulePlace {
+    let os_release = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(root.join(p)).ok())
+        .map(|text| crate::identity::parse_os_release(&text))
+        .unwrap_or_default();
+    let id = os_release.get("ID").map(String::as_str).unwrap_or_default();
+    let variant = os_release.get("VARIANT_ID").map(String::as_str);
+    if let Some(image) = crate::distros::image_based(id, variant) {
+        return ModulePlace::Writable {
+            os: image.name.clone(),
+            route: image.route.clone(),
+        };
+    }
+    if root.join("run/ostree-booted").exists() {
+        let name = os_release
+            .get("PRETTY_NAME")
+            .cloned()
+            .unwrap_or_else(|| "an ostree-based OS".into());
+        return ModulePlace::Writable {
+            os: crate::text::clean(&name).into_owned(),
+            route: "layer the module with rpm-ostree or build it into a derived image".into(),
+        };
+    }
+    ModulePlace::Tree
+}
+
+/// The package's modules in an order each can be loaded in: after the package's modules it
+/// depends on (`.modinfo` `depends=`); a cycle keeps the package's order.
+fn load_order(modules: &[Module]) -> Vec<usize> {
+    let mut order: Vec<usize> = Vec::with_capacity(modules.len());
+    while order.len() < modules.len() {
+        let ready = (0..modules.len()).find(|&i| {
+            !order.contains(&i)
+                && modules[i].depends.iter().all(|d| {
+                    modules
+                        .iter()
+                        .position(|m| &m.name == d)
+                        .is_none_or(|j| order.contains(&j))
+                })
+        });
+        match ready {
+            Some(i) => order.push(i),
+            None => order.extend(
+                (0..modules.len())
+                    .filter(|i| !order.contains(i))
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    }
+    order
+}
+
 /// One module of a package.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Module {
@@ -196,15 +277,24 @@ pub struct Module {
     /// `MODULE_VERSION`, where the module declares one.
     pub version: Option<String>,
     pub signed: bool,
+    /// The modules it needs loaded first (`.modinfo` `depends=`, kernel names).
+    pub depends: Vec<String>,
 }
 
 /// What `install` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InstallOutcome {
     /// Written (and `depmod` run); `loaded` says whether the modules were loaded too.
-    Installed { paths: Vec<PathBuf>, loaded: bool },
+    Installed {
+        paths: Vec<PathBuf>,
+        loaded: bool,
+        place: ModulePlace,
+    },
     /// The same modules were already installed (and loaded, where loading was asked for).
-    AlreadyInstalled { paths: Vec<PathBuf> },
+    AlreadyInstalled {
+        paths: Vec<PathBuf>,
+        place: ModulePlace,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -452,6 +542,14 @@ pub fn read_package_bytes(path: &Path, compressed: &[u8]) -> Result<Vec<Module>,
             signed: bytes.ends_with(SIGNATURE_MARKER),
             srcversion: field("srcversion"),
             version: field("version"),
+            depends: field("depends")
+                .map(|d| {
+                    d.split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(kernel_module_name)
+                        .collect()
+                })
+                .unwrap_or_default(),
             vermagic,
             bytes,
         });
@@ -536,11 +634,18 @@ pub fn install_bytes(
     if let Some(why) = enforced.as_ref().filter(|_| options.check_signer) {
         check_signers(&modules, why, package, loader)?;
     }
-    let dir = options
-        .root
-        .join("lib/modules")
-        .join(&options.kernel_version)
-        .join(subdir);
+    let place = module_place(&options.root);
+    let dir = match place {
+        ModulePlace::Tree => options
+            .root
+            .join("lib/modules")
+            .join(&options.kernel_version)
+            .join(subdir),
+        ModulePlace::Writable { .. } => options
+            .root
+            .join(WRITABLE_MODULES)
+            .join(&options.kernel_version),
+    };
     let paths: Vec<PathBuf> = modules
         .iter()
         .map(|m| dir.join(format!("{}.ko", m.file)))
@@ -564,7 +669,7 @@ pub fn install_bytes(
         )
     };
     if in_place && (!load || modules.iter().zip(&loaded).all(|(m, l)| same_loaded(m, l))) {
-        return Ok(InstallOutcome::AlreadyInstalled { paths });
+        return Ok(InstallOutcome::AlreadyInstalled { paths, place });
     }
     if load && !options.replace {
         for (m, l) in modules.iter().zip(&loaded) {
@@ -588,6 +693,7 @@ pub fn install_bytes(
         paths: &paths,
         previous: &previous,
         options,
+        place: &place,
     };
     for (i, (m, p)) in modules.iter().zip(&paths).enumerate() {
         if let Err(source) = crate::fsio::write_atomic(p, &m.bytes) {
@@ -598,14 +704,15 @@ pub fn install_bytes(
             });
         }
     }
-    if let Err(e) = depmod(options) {
+    if let Err(e) = transaction.depmod() {
         let restored = transaction.restore_files(paths.len());
         return Err(InstallError::Depmod(format!("{e}; {restored}")));
     }
     if load {
         // Modules switched so far: (index, whether an old one was unloaded for it).
         let mut switched: Vec<(usize, bool)> = Vec::new();
-        for (i, (m, l)) in modules.iter().zip(&loaded).enumerate() {
+        for i in load_order(&modules) {
+            let (m, l) = (&modules[i], &loaded[i]);
             if same_loaded(m, l) {
                 continue;
             }
@@ -616,7 +723,7 @@ pub fn install_bytes(
             };
             let step = step.and_then(|unloaded| {
                 switched.push((i, unloaded));
-                loader.load(&m.name)
+                transaction.load(&modules, i, loader)
             });
             if let Err(message) = step {
                 let rolled = transaction.roll_back(&modules, &switched, loader);
@@ -630,6 +737,7 @@ pub fn install_bytes(
     Ok(InstallOutcome::Installed {
         paths,
         loaded: load,
+        place,
     })
 }
 
@@ -648,9 +756,34 @@ struct Transaction<'a> {
     paths: &'a [PathBuf],
     previous: &'a [Option<Vec<u8>>],
     options: &'a InstallOptions,
+    place: &'a ModulePlace,
 }
 
 impl Transaction<'_> {
+    /// Indexes the module tree; the image-based route has none to index.
+    fn depmod(&self) -> Result<(), String> {
+        match self.place {
+            ModulePlace::Tree => depmod(self.options),
+            ModulePlace::Writable { .. } => Ok(()),
+        }
+    }
+
+    /// Loads module `i`: by name from the tree, or by path (after the modules it needs from
+    /// outside the package, by name from the OS's own tree).
+    fn load(&self, modules: &[Module], i: usize, loader: &dyn Loader) -> Result<(), String> {
+        match self.place {
+            ModulePlace::Tree => loader.load(&modules[i].name),
+            ModulePlace::Writable { .. } => {
+                for dep in &modules[i].depends {
+                    if !modules.iter().any(|m| &m.name == dep) && loader.loaded(dep).is_none() {
+                        loader.load(dep)?;
+                    }
+                }
+                loader.load_file(&self.paths[i])
+            }
+        }
+    }
+
     /// Puts the first `n` files back as they were (the old module, or no file); says how it went.
     fn restore_files(&self, n: usize) -> String {
         let mut failures = Vec::new();
@@ -694,16 +827,18 @@ impl Transaction<'_> {
             }
         }
         said.push(self.restore_files(self.paths.len()));
-        match depmod(self.options) {
-            Ok(()) => said.push("depmod ran again".to_string()),
-            Err(e) => said.push(format!("depmod after the restore failed: {e}")),
+        if *self.place == ModulePlace::Tree {
+            match depmod(self.options) {
+                Ok(()) => said.push("depmod ran again".to_string()),
+                Err(e) => said.push(format!("depmod after the restore failed: {e}")),
+            }
         }
         for (i, unloaded) in switched {
             if !unloaded {
                 continue;
             }
             let name = &modules[*i].name;
-            match loader.load(name) {
+            match self.load(modules, *i, loader) {
                 Ok(()) => said.push(format!("the previous {name} is loaded again")),
                 Err(e) => said.push(format!(
                     "the previous {name} could not be loaded again ({e}): the node has no {name} loaded"

@@ -1108,9 +1108,127 @@ impl kfleet::install::Loader for FakeLoader {
         self.calls.lock().unwrap().push(format!("unload {name}"));
         Ok(())
     }
+    fn load_file(&self, path: &Path) -> Result<(), String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("insmod {}", path.display()));
+        Ok(())
+    }
     fn signatures_enforced(&self) -> Option<String> {
         self.enforced.clone()
     }
+}
+
+/// An image-based OS keeps /lib/modules in a read-only image: the driver goes to
+/// /var/lib/kfleet/modules/KERNEL, no depmod runs, it is loaded by path, and the OS's own route
+/// is named; an ostree deployment is told apart by /run/ostree-booted. Through the binary the
+/// same install says so in its JSON and on stderr.
+#[test]
+fn an_image_based_os_gets_the_driver_from_var_loaded_by_path() {
+    use kfleet::install::{InstallOptions, InstallOutcome, ModulePlace, install};
+    let (_, package, id) = built_package();
+    let kernel = &id.kernel_version;
+    let options = |root: &Path| InstallOptions {
+        root: root.to_path_buf(),
+        kernel_version: kernel.clone(),
+        running_kernel: Some(kernel.clone()),
+        subdir: "updates".into(),
+        load: true,
+        replace: false,
+        require_signed: false,
+        check_signer: true,
+        depmod: PathBuf::from("/nonexistent/depmod"),
+        kabi: false,
+    };
+    let flatcar = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(flatcar.path().join("etc")).unwrap();
+    std::fs::write(
+        flatcar.path().join("etc/os-release"),
+        "NAME=\"Flatcar Container Linux by Kinvolk\"\nID=flatcar\nVERSION_ID=4152.2.0\n",
+    )
+    .unwrap();
+    let loader = FakeLoader::default();
+    let done = install(package, &options(flatcar.path()), &loader).unwrap();
+    let path = flatcar
+        .path()
+        .join(format!("var/lib/kfleet/modules/{kernel}/{MODULE}.ko"));
+    match &done {
+        InstallOutcome::Installed {
+            paths,
+            loaded: true,
+            place: ModulePlace::Writable { os, route },
+        } => {
+            assert_eq!(paths, std::slice::from_ref(&path));
+            assert_eq!(os, "Flatcar Container Linux");
+            assert!(route.contains("systemd-sysext"), "{route}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(path.exists());
+    assert!(
+        !flatcar.path().join("lib/modules").exists(),
+        "nothing in the read-only tree, no depmod (its path does not exist)"
+    );
+    assert_eq!(
+        *loader.calls.lock().unwrap(),
+        [format!("insmod {}", path.display())]
+    );
+
+    // Fedora CoreOS is ID=fedora with VARIANT_ID=coreos; plain Fedora is a package-based root.
+    for (variant, writable) in [("coreos", true), ("workstation", false)] {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(
+            root.path().join("etc/os-release"),
+            format!("ID=fedora\nVERSION_ID=41\nVARIANT_ID={variant}\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            matches!(
+                kfleet::install::module_place(root.path()),
+                ModulePlace::Writable { .. }
+            ),
+            writable,
+            "{variant}"
+        );
+    }
+    let ostree = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(ostree.path().join("run")).unwrap();
+    std::fs::write(ostree.path().join("run/ostree-booted"), "").unwrap();
+    assert!(matches!(
+        kfleet::install::module_place(ostree.path()),
+        ModulePlace::Writable { .. }
+    ));
+
+    // The binary, not loading (no insmod here): the JSON and the log name the route.
+    let bottlerocket = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(bottlerocket.path().join("usr/lib")).unwrap();
+    std::fs::write(
+        bottlerocket.path().join("usr/lib/os-release"),
+        "ID=bottlerocket\nVERSION_ID=1.30.0\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .args(["install", "--json", "--no-load", "--kernel-version", kernel])
+        .arg("--host-root")
+        .arg(bottlerocket.path())
+        .arg(package)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["status"], "installed");
+    assert_eq!(json["loaded"], false);
+    assert_eq!(json["image_based"]["os"], "Bottlerocket");
+    assert!(
+        bottlerocket
+            .path()
+            .join(format!("var/lib/kfleet/modules/{kernel}/{MODULE}.ko"))
+            .exists()
+    );
 }
 
 /// On the running kernel: the module is loaded once; the same version loaded is a no-op; another

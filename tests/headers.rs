@@ -2491,4 +2491,91 @@ fn upcoming_reports_the_fleets_lines_against_the_release() {
         markdown.contains("| 20 | 6.8.0-40-generic | 6.8.0-45-generic | - | upcoming-missing |"),
         "{markdown}"
     );
+
+    // The upgrade gate: `preflight -i` targets the same kernels and exits 2 while any still
+    // needs its build; `--kernel-line` targets one line's newer kernel; with `-i`, explicit
+    // targets on a line the fleet does not run are skipped.
+    let preflight = |extra: &[&str]| {
+        let mut args = vec!["preflight", "--sandbox", ".", "--format", "json"];
+        args.extend_from_slice(extra);
+        let out = kfleet(&args).output().unwrap();
+        let decisions: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let keys: Vec<(String, String)> = decisions
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["key"].as_str().unwrap().into(),
+                    d["outcome"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        (
+            out.status.code(),
+            keys,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, keys, _) = preflight(&["-i", "fleet.csv", "--dry-run"]);
+    assert_eq!(code, Some(2), "{keys:?}");
+    assert_eq!(
+        keys, outcomes,
+        "the fleet's upcoming kernels are the targets"
+    );
+    let (code, keys, _) = preflight(&[
+        "--kernel-line",
+        "ubuntu/22.04/x86_64/6.8.0-40-generic",
+        "--dry-run",
+    ]);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        keys,
+        [(
+            "ubuntu/22.04/x86_64/6.8.0-45-generic".into(),
+            "would-dispatch".into()
+        )]
+    );
+    let (code, keys, stderr) = preflight(&[
+        "-i",
+        "fleet.csv",
+        "--identity",
+        "ubuntu/22.04/x86_64/5.15.0-100-generic",
+        "--identity",
+        "debian/12/x86_64/6.1.0-44-amd64",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        keys,
+        [(
+            "ubuntu/22.04/x86_64/5.15.0-100-generic".into(),
+            "available".into()
+        )]
+    );
+    assert!(
+        stderr.contains("debian/12/x86_64/6.1.0-44-amd64: not on a line the fleet runs"),
+        "{stderr}"
+    );
+    // Lines whose repositories cannot be read leave the targets unknown: not ready, exit 1.
+    let (code, keys, stderr) = {
+        let out = kfleet(&[
+            "preflight",
+            "-i",
+            "fleet.csv",
+            "--sandbox",
+            ".",
+            "--dry-run",
+        ])
+        .env("KFLEET_HEADER_SOURCES", &broken)
+        .output()
+        .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(1), "{keys}{stderr}");
+    assert!(stderr.contains("3 line(s) could not be read"), "{stderr}");
 }

@@ -597,7 +597,7 @@ pub struct DispatchArgs {
 
 /// `kfleet preflight`: the gate before a fleet moves to new kernels.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("targets").required(true).multiple(true).args(["identity", "target_kernels"])))]
+#[command(group(clap::ArgGroup::new("targets").required(true).multiple(true).args(["identity", "target_kernels", "inventory", "kernel_line"])))]
 pub struct PreflightArgs {
     /// A target kernel's identity key DISTRIBUTION/VERSION/ARCH/KERNEL; repeatable.
     #[arg(long, value_name = "KEY")]
@@ -606,6 +606,25 @@ pub struct PreflightArgs {
     /// distro_version, architecture, kernel_version columns (such as `report --format csv`).
     #[arg(long, value_name = "FILE")]
     pub target_kernels: Option<PathBuf>,
+    /// A kernel a line runs now (an identity key); the targets are the newer kernels its
+    /// distribution publishes on that line (read from the archives, as `kfleet upcoming`);
+    /// repeatable.
+    #[arg(long, value_name = "KEY")]
+    pub kernel_line: Vec<String>,
+    /// The fleet that moves (a file or `kube:CONTEXT`; repeatable). Alone: the targets are the
+    /// kernels published on its most-run lines, newer than the newest it runs. With --identity
+    /// or --target-kernels: only those targets on a line the fleet runs.
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub inventory: Vec<PathBuf>,
+    /// -i alone and --kernel-line: how many of the fleet's most-run lines.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub lines: usize,
+    /// -i alone and --kernel-line: how many of the newest kernels on each line.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub kernels_per_line: usize,
+    /// Header sources file replacing the built-in chain (where newer kernels are listed).
+    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    pub sources: Option<PathBuf>,
     /// The driver release the fleet will run (default: newest published release).
     #[arg(long, value_name = "TAG")]
     pub driver_version: Option<String>,

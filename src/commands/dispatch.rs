@@ -1,6 +1,7 @@
 //! `kfleet dispatch`: builds for identities without an artifact, through the planner.
 
 use super::prelude::*;
+use crate::identity::KernelIdentity;
 
 pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCode> {
     let template = args.naming.template(config)?;
@@ -147,6 +148,69 @@ pub(crate) fn preflight_cmd(args: PreflightArgs, config: &Config) -> Result<Exit
     if let Some(path) = &args.target_kernels {
         keys.extend(read_target_kernels(path)?);
     }
+    let mut unread = 0;
+    if !args.inventory.is_empty() {
+        #[cfg(not(feature = "fleet"))]
+        bail!(
+            "-i reads the fleet, and this kfleet was built without the fleet feature; name the target kernels with --identity, --target-kernels or --kernel-line"
+        );
+        #[cfg(feature = "fleet")]
+        {
+            let fleet = read_fleet(&args.inventory, false, false)?;
+            if !keys.is_empty() {
+                keys = on_fleet_lines(keys, &fleet);
+            } else {
+                let resolver = super::upcoming_resolver(
+                    args.sources.as_ref(),
+                    &args.build.state_root(config),
+                )?;
+                let found = runtime()?.block_on(crate::coverage::upcoming::find(
+                    &resolver,
+                    &fleet,
+                    args.lines,
+                    Some(args.kernels_per_line),
+                    None,
+                ));
+                for note in &found.notes {
+                    tracing::info!("note: {note}");
+                }
+                for line in &found.errors {
+                    tracing::warn!("{}", line.error);
+                }
+                unread += found.errors.len();
+                keys.extend(found.rows.iter().map(|r| r.key()));
+            }
+        }
+    }
+    if !args.kernel_line.is_empty() {
+        let resolver =
+            super::upcoming_resolver(args.sources.as_ref(), &args.build.state_root(config))?;
+        for key in &args.kernel_line {
+            let id = KernelIdentity::from_key(key)
+                .map_err(|e| anyhow::anyhow!("--kernel-line {}: {e}", crate::text::clean(key)))?;
+            let newest: Vec<String> = match runtime()?.block_on(resolver.newer_on_line(&id)) {
+                Ok((found, _)) => found
+                    .into_iter()
+                    .rev()
+                    .take(args.kernels_per_line)
+                    .map(|u| u.identity.key())
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!("{}: {e}", crate::headers::line_of(&id));
+                    unread += 1;
+                    continue;
+                }
+            };
+            if newest.is_empty() {
+                tracing::info!(
+                    "{}: no kernel newer than {} is published",
+                    crate::headers::line_of(&id),
+                    id.kernel_version
+                );
+            }
+            keys.extend(newest);
+        }
+    }
     let decisions = runtime()?.block_on(async {
         let listing = client.list_releases().await?;
         let release = select_release(&listing.releases, args.driver_version.as_deref())?;
@@ -176,6 +240,11 @@ pub(crate) fn preflight_cmd(args: PreflightArgs, config: &Config) -> Result<Exit
         )
     });
     let total = decisions.len();
+    if unread > 0 {
+        tracing::warn!(
+            "{unread} line(s) could not be read (see the warnings): their targets are unknown, so the fleet is not ready"
+        );
+    }
     tracing::info!(
         "{covered} of {total} target kernels have a driver in {driver_version}{}",
         match (total - covered - impossible, impossible) {
@@ -184,13 +253,37 @@ pub(crate) fn preflight_cmd(args: PreflightArgs, config: &Config) -> Result<Exit
             (waiting, bad) => format!("; {waiting} still to be built, {bad} cannot be: not ready"),
         }
     );
-    Ok(if impossible > 0 {
+    Ok(if impossible > 0 || unread > 0 {
         ExitCode::from(1)
     } else if covered < total {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The target kernels on a line `fleet` runs; the others are named and dropped (the fleet does
+/// not move to them). Keys that do not parse stay, for the planner to call invalid.
+#[cfg(feature = "fleet")]
+fn on_fleet_lines(keys: Vec<String>, fleet: &crate::inventory::FleetGroups) -> Vec<String> {
+    let lines: std::collections::HashSet<String> =
+        crate::headers::fleet_lines(crate::coverage::upcoming::fleet_identities(fleet))
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+    keys.into_iter()
+        .filter(|key| match KernelIdentity::from_key(key) {
+            Ok(id) if !lines.contains(&crate::headers::line_of(&id)) => {
+                tracing::info!(
+                    "{}: not on a line the fleet runs ({}); skipped",
+                    crate::text::clean(key),
+                    crate::headers::line_of(&id)
+                );
+                false
+            }
+            _ => true,
+        })
+        .collect()
 }
 
 /// Target kernels: a CSV with the four identity columns, or one identity key per line (blank

@@ -360,50 +360,72 @@ fn install_package(
         Some(bytes) => crate::install::install_bytes(package, bytes, &options, &loader),
         None => crate::install::install(package, &options, &loader),
     };
-    match installed {
-        Ok(crate::install::InstallOutcome::AlreadyInstalled { paths }) if super::json_wanted() => {
-            super::print_json(&serde_json::json!({
-                "status": "already_installed", "kernel": kernel, "paths": paths,
-            }))?;
-            Ok(0)
-        }
-        Ok(crate::install::InstallOutcome::Installed { paths, loaded }) if super::json_wanted() => {
-            super::print_json(&serde_json::json!({
-                "status": "installed", "kernel": kernel, "paths": paths, "loaded": loaded,
-            }))?;
-            Ok(0)
-        }
-        Ok(crate::install::InstallOutcome::AlreadyInstalled { paths }) => {
-            for p in &paths {
-                outln!("{}", p.display());
-            }
-            tracing::info!(
-                "already installed{}; nothing to do",
-                if options.load { " and loaded" } else { "" }
-            );
-            Ok(0)
-        }
-        Ok(crate::install::InstallOutcome::Installed { paths, loaded }) => {
-            for p in &paths {
-                outln!("{}", p.display());
-            }
-            let running = options.running_kernel.as_deref() == Some(kernel);
-            tracing::info!(
-                "installed for {kernel}; depmod ran; {}",
-                match (loaded, options.load, running) {
-                    (true, _, _) => "loaded",
-                    (false, false, _) => "not loaded (--no-load)",
-                    (false, true, false) => "not loaded: it is not the running kernel",
-                    (false, true, true) => "not loaded",
-                }
-            );
-            Ok(0)
-        }
+    let outcome = match installed {
+        Ok(outcome) => outcome,
         Err(e) => {
             tracing::error!("{e}");
-            Ok(e.exit_code())
+            return Ok(e.exit_code());
         }
+    };
+    use crate::install::{InstallOutcome, ModulePlace};
+    let (paths, loaded, place) = match outcome {
+        InstallOutcome::AlreadyInstalled { paths, place } => (paths, None, place),
+        InstallOutcome::Installed {
+            paths,
+            loaded,
+            place,
+        } => (paths, Some(loaded), place),
+    };
+    let image_based = match &place {
+        ModulePlace::Writable { os, route } => Some((os, route)),
+        ModulePlace::Tree => None,
+    };
+    if super::json_wanted() {
+        let mut json = serde_json::json!({
+            "status": if loaded.is_some() { "installed" } else { "already_installed" },
+            "kernel": kernel,
+            "paths": paths,
+        });
+        if let Some(loaded) = loaded {
+            json["loaded"] = loaded.into();
+        }
+        if let Some((os, route)) = image_based {
+            json["image_based"] = serde_json::json!({"os": os, "route": route});
+        }
+        super::print_json(&json)?;
+        return Ok(0);
     }
+    for p in &paths {
+        outln!("{}", p.display());
+    }
+    let running = options.running_kernel.as_deref() == Some(kernel);
+    match loaded {
+        None => tracing::info!(
+            "already installed{}; nothing to do",
+            if options.load { " and loaded" } else { "" }
+        ),
+        Some(loaded) => tracing::info!(
+            "installed for {kernel}; {}{}",
+            if image_based.is_some() {
+                ""
+            } else {
+                "depmod ran; "
+            },
+            match (loaded, options.load, running) {
+                (true, _, _) => "loaded",
+                (false, false, _) => "not loaded (--no-load)",
+                (false, true, false) => "not loaded: it is not the running kernel",
+                (false, true, true) => "not loaded",
+            }
+        ),
+    }
+    if let Some((os, route)) = image_based {
+        tracing::info!(
+            "{os} keeps /lib/modules in a read-only image: the driver is in /{}/{kernel} and is loaded by path (insmod); kfleet-ensure.service loads it again after a reboot. To make it part of the image, {os}'s own route is: {route}",
+            crate::install::WRITABLE_MODULES
+        );
+    }
+    Ok(0)
 }
 
 /// `kfleet hook install|remove`.

@@ -137,7 +137,6 @@ pub(crate) fn emit(output: Option<&PathBuf>, text: &str) -> Result<()> {
 
 /// The header chain (`--sources`, or the built-in one) as `--upcoming` reads it, its metadata
 /// cached for a day under the state directory.
-#[cfg(feature = "fleet")]
 pub(crate) fn upcoming_resolver(
     sources: Option<&PathBuf>,
     state_root: &std::path::Path,
