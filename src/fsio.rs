@@ -29,6 +29,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Like [`write_atomic`] for state and private listings: the file is 0600 whatever it was.
+/// Runs file work (fsync'd writes) on tokio's blocking pool and waits for it, so it never holds
+/// an async worker.
+pub async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_as(path, true, |w| w.write_all(bytes))
 }

@@ -1,5 +1,7 @@
 //! kfleet: which kernels in a fleet have a prebuilt driver, which are missing, and what to build.
 
+#[cfg(feature = "fleet")]
+pub mod app;
 pub mod artifacts;
 pub mod bounded;
 pub mod buildenv;

@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["buildenv", "forge", "inventory"],
     &["coverage"],
     &["builds"],
-    &["report", "service"],
+    &["app", "report", "service"],
     &["sample", "tui"],
     &["cli"],
     &["commands"],

@@ -458,12 +458,12 @@ pub struct HeaderChainArgs {
     /// Header sources file replacing the built-in chain (assets/header-sources.toml).
     #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
     pub sources: Option<PathBuf>,
-    /// Longest time one source may take.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
-    pub source_timeout: Duration,
-    /// How long a resolution stays cached in the state directory (0s: no cache).
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration)]
-    pub cache_ttl: Duration,
+    /// Longest time one source may take [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub source_timeout: Option<Duration>,
+    /// How long a resolution stays cached in the state directory (0s: no cache) [default: 24h].
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub cache_ttl: Option<Duration>,
     /// State directory holding the cache [default $XDG_STATE_HOME/kfleet].
     #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

@@ -3,8 +3,6 @@
 
 pub(crate) use super::runtime;
 pub(crate) use crate::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
-#[cfg(feature = "fleet")]
-pub(crate) use crate::builds::build_states;
 pub(crate) use crate::builds::{Decision, Planner, PlannerConfig, merge_decisions, parse_keys};
 pub(crate) use crate::config::{Config, DEFAULT_MODULE, default_state_dir};
 #[cfg(feature = "fleet")]
@@ -15,7 +13,7 @@ pub(crate) use crate::forge::{
     select_release, token_from_environment,
 };
 #[cfg(feature = "fleet")]
-pub(crate) use crate::forge::{Release, index_assets, read_release_file};
+pub(crate) use crate::forge::{index_assets, read_release_file};
 pub(crate) use crate::headers::{Chain, Resolver, ResolverOptions, plan};
 pub(crate) use crate::identity::{RawIdentity, Verdict, check, local_identity};
 #[cfg(feature = "fleet")]

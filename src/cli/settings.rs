@@ -18,6 +18,29 @@ pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(60);
 pub const DEFAULT_WORKFLOW: &str = "build-driver.yml";
 pub const DEFAULT_BATCH_WORKFLOW: &str = "build-batch.yml";
 pub const DEFAULT_REF: &str = "main";
+/// Longest time one header source may take.
+pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long header resolutions and repository listings stay cached in the state directory.
+pub const DEFAULT_HEADER_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The header resolver of every command and the dashboard: the chain from `sources` (or the
+/// built-in one), `source_timeout` per source, resolutions and listings cached under
+/// `STATE/headers` for `cache_ttl` (zero: no cache); defaults above.
+pub(crate) fn header_resolver(
+    sources: Option<&std::path::Path>,
+    state_root: &std::path::Path,
+    source_timeout: Option<Duration>,
+    cache_ttl: Option<Duration>,
+) -> Result<Resolver> {
+    let ttl = cache_ttl.unwrap_or(DEFAULT_HEADER_CACHE_TTL);
+    Ok(Resolver::new(
+        Chain::load_or_builtin(sources)?,
+        ResolverOptions {
+            source_timeout: source_timeout.unwrap_or(DEFAULT_SOURCE_TIMEOUT),
+            cache: (!ttl.is_zero()).then(|| (state_root.join("headers"), ttl)),
+        },
+    )?)
+}
 
 #[cfg(feature = "fleet")]
 impl Default for TuiArgs {
@@ -69,21 +92,17 @@ impl HeaderChainArgs {
     }
 
     pub(crate) fn resolver(&self, config: &Config) -> Result<Resolver> {
-        let timeout = self.source_timeout;
-        let ttl = self.cache_ttl;
-        let dir = self
+        let state_root = self
             .state_dir
             .clone()
             .or_else(|| config.state_dir.clone())
-            .unwrap_or_else(default_state_dir)
-            .join("headers");
-        Ok(Resolver::new(
-            self.chain()?,
-            ResolverOptions {
-                source_timeout: timeout,
-                cache: (!ttl.is_zero()).then_some((dir, ttl)),
-            },
-        )?)
+            .unwrap_or_else(default_state_dir);
+        header_resolver(
+            self.sources.as_deref(),
+            &state_root,
+            self.source_timeout,
+            self.cache_ttl,
+        )
     }
 }
 

@@ -66,21 +66,18 @@ pub(crate) fn stdout(args: std::fmt::Arguments<'_>) -> std::result::Result<(), S
         .map_err(StdoutError)
 }
 
-/// Build states for the release a caller selects (runs and builds are keyed by driver version).
 #[cfg(feature = "fleet")]
-pub(crate) type BuildStatesFor = Box<dyn Fn(&str) -> BuildStates>;
-
-#[cfg(feature = "fleet")]
-/// The release listing and build states, from the file or from the forge named on the command
-/// line (whose runs and build state then give `building`, `failed` and `timed-out`).
+/// What coverage is computed from: the listing file, or the forge (and store) named on the
+/// command line, whose runs and build state then give `building`, `failed` and `timed-out`.
 pub(crate) fn load_listing(
     releases: Option<&PathBuf>,
     build: &BuildArgs,
     store: Option<Arc<OciStore>>,
     config: &Config,
-) -> Result<(Vec<Release>, BuildStatesFor)> {
+) -> Result<crate::app::snapshot::Snapshot> {
+    use crate::app::snapshot::Snapshot;
     if let Some(path) = releases {
-        return Ok((read_release_file(path)?, Box::new(|_| BuildStates::new())));
+        return Ok(Snapshot::releases_only(read_release_file(path)?));
     }
     let client: Arc<dyn Forge> = match (build.forge_client(config)?, store) {
         (Some(forge), Some(store)) => Arc::new(StoreForge::new(forge, store)),
@@ -88,7 +85,7 @@ pub(crate) fn load_listing(
         // The store alone: coverage without build states.
         (None, Some(store)) => {
             let listing = runtime()?.block_on(store.list())?;
-            return Ok((listing.releases, Box::new(|_| BuildStates::new())));
+            return Ok(Snapshot::releases_only(listing.releases));
         }
         (None, None) => bail!(
             "no release listing: pass --releases FILE, --repo OWNER/NAME or --store oci://… (or set repo or store in kfleet.toml)"
@@ -96,31 +93,16 @@ pub(crate) fn load_listing(
     };
     let workflow = build.workflow(config);
     let deadline = build.deadline(config)?;
-    runtime()?.block_on(async {
-        let listing = client.list_releases().await?;
-        let runs = match client
-            .list_runs(&workflow, None, Some(crate::forge::run_history_start()))
-            .await
-        {
-            Ok(runs) => runs,
-            // Coverage still stands without build states (no such workflow, no actions:read).
-            Err(e) => {
-                tracing::warn!("cannot list runs of {workflow} ({e}); building, failed and timed-out are not shown");
-                Vec::new()
-            }
-        };
-        let open = build.store(config).await?.open_builds().await?;
-        let states: BuildStatesFor = Box::new(move |driver_version: &str| {
-            build_states(
-                &runs,
-                &open,
-                driver_version,
-                deadline,
-                chrono::Utc::now(),
-            )
-        });
-        Ok((listing.releases, states))
-    })
+    let snapshot = runtime()?.block_on(async {
+        let store = build.store(config).await?;
+        anyhow::Ok(Snapshot::read(client.as_ref(), &store, &workflow, deadline).await?)
+    })?;
+    if let Some(e) = &snapshot.runs_unread {
+        tracing::warn!(
+            "cannot list runs of {workflow} ({e}); building, failed and timed-out are not shown"
+        );
+    }
+    Ok(snapshot)
 }
 
 #[cfg(feature = "fleet")]
@@ -135,22 +117,13 @@ pub(crate) fn emit(output: Option<&PathBuf>, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// The header chain (`--sources`, or the built-in one) as `--upcoming` reads it, its metadata
-/// cached for a day under the state directory.
+/// The header chain (`--sources`, or the built-in one) as `--upcoming` and `preflight` read it,
+/// with the default timeout and cache.
 pub(crate) fn upcoming_resolver(
     sources: Option<&PathBuf>,
     state_root: &std::path::Path,
 ) -> Result<crate::headers::Resolver> {
-    Ok(crate::headers::Resolver::new(
-        crate::headers::Chain::load_or_builtin(sources.map(PathBuf::as_path))?,
-        crate::headers::ResolverOptions {
-            cache: Some((
-                state_root.join("headers"),
-                std::time::Duration::from_secs(24 * 3600),
-            )),
-            ..Default::default()
-        },
-    )?)
+    crate::cli::header_resolver(sources.map(PathBuf::as_path), state_root, None, None)
 }
 
 #[cfg(feature = "fleet")]

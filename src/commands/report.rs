@@ -5,26 +5,25 @@ use super::prelude::*;
 pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
     let (head_share, target) = args.shares.resolve(config);
     let template = args.naming.template(config)?;
-    let (releases, builds) = load_listing(
+    let snapshot = load_listing(
         args.releases.as_ref(),
         &args.build,
         args.store.open(config, &template)?,
         config,
     )?;
-    let release = select_release(&releases, args.driver_version.as_deref())?;
-    let builds = builds(&release.tag_name);
-    let assets = index_assets(release, &template);
-    let fleet = read_fleet(&args.inventory, args.strict, args.verbose)?;
-    let report = coverage::compute(
-        &fleet,
-        &assets,
-        &release.tag_name,
-        CoverageOptions {
-            head_share,
-            target: target / 100.0,
-        },
-        &builds,
-    )?;
+    let release = snapshot.release(args.driver_version.as_deref())?;
+    let fleet = Arc::new(read_fleet(&args.inventory, args.strict, args.verbose)?);
+    let options = CoverageOptions {
+        head_share,
+        target: target / 100.0,
+    };
+    let report = runtime()?.block_on(snapshot.coverage(
+        fleet.clone(),
+        release,
+        &template,
+        options,
+        chrono::Utc::now(),
+    ))?;
     let missing: u64 = [CoverageStatus::Missing, CoverageStatus::LongTail]
         .iter()
         .filter_map(|s| report.summary.statuses.get(s))

@@ -69,7 +69,7 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         head_share,
         target: target / 100.0,
     };
-    let chain = Chain::load_or_builtin(args.sources.as_deref())?;
+    let resolver = crate::cli::header_resolver(args.sources.as_deref(), &state_root, None, None)?;
     runtime()?.block_on(async move {
         let listing = forge.list_releases().await?;
         let release = select_release(&listing.releases, args.driver_version.as_deref())?;
@@ -93,16 +93,7 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
             deadline,
             driver_version: args.driver_version.clone(),
             inventories: inventories.clone(),
-            resolver: crate::headers::Resolver::new(
-                chain,
-                ResolverOptions {
-                    source_timeout: std::time::Duration::from_secs(30),
-                    cache: Some((
-                        state_root.join("headers"),
-                        std::time::Duration::from_secs(86_400),
-                    )),
-                },
-            )?,
+            resolver,
         });
         let report = dash.report().await.map_err(|e| anyhow::anyhow!(e))?;
         let app = crate::tui::app::App::new(forge.label(), report, deadline.as_secs())

@@ -257,12 +257,15 @@ impl Resolver {
         if resolution.resolved_by.is_some()
             && let Some((path, _)) = self.cache_path(id)
         {
-            if let Some(dir) = path.parent() {
-                let _ = crate::fsio::create_private_dir(dir);
-            }
             // A cache that cannot be written only costs a lookup next time.
             if let Ok(json) = serde_json::to_vec_pretty(&resolution) {
-                let _ = crate::fsio::write_private(&path, &json);
+                let _ = crate::fsio::off_runtime(move || {
+                    if let Some(dir) = path.parent() {
+                        crate::fsio::create_private_dir(dir)?;
+                    }
+                    crate::fsio::write_private(&path, &json)
+                })
+                .await;
             }
         }
         Ok(resolution)
@@ -342,10 +345,13 @@ impl Resolver {
             }
         }
         let path = out.join(&package.name);
-        crate::fsio::write_private(&path, &body).map_err(|source| HeaderError::Write {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let target = path.clone();
+        crate::fsio::off_runtime(move || crate::fsio::write_private(&target, &body))
+            .await
+            .map_err(|source| HeaderError::Write {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(path)
     }
 }

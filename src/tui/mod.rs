@@ -5,10 +5,11 @@ pub mod app;
 pub mod keys;
 pub mod views;
 
+use crate::app::snapshot::Snapshot;
 use crate::artifacts::AssetTemplate;
-use crate::artifacts::{index_assets, select_release};
+use crate::artifacts::select_release;
 use crate::builds::{Decision, Planner};
-use crate::coverage::{self, CoverageOptions, CoverageReport};
+use crate::coverage::{CoverageOptions, CoverageReport};
 use crate::forge::Forge;
 use crate::inventory::FleetGroups;
 use crate::locks::ReadWrite;
@@ -60,29 +61,29 @@ impl Dashboard {
             .map_err(|e| e.to_string())
     }
 
-    /// Coverage against the forge's current release listing and runs.
+    /// Coverage against the forge's current release listing, runs and open builds.
     pub async fn report(&self) -> Result<CoverageReport, String> {
-        let release = &self.release().await?;
-        let runs = self
-            .forge
-            .list_runs(
-                &self.workflow,
-                None,
-                Some(crate::forge::run_history_start()),
+        let snapshot = Snapshot::read(
+            self.forge.as_ref(),
+            self.planner.store(),
+            &self.workflow,
+            self.deadline,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let release = snapshot
+            .release(self.driver_version.as_deref())
+            .map_err(|e| e.to_string())?;
+        let fleet = self.fleet.read_now().clone();
+        snapshot
+            .coverage(
+                fleet,
+                release,
+                &self.template,
+                self.options,
+                self.planner.clock().now(),
             )
             .await
-            .unwrap_or_default();
-        let open = self.planner.store().open_builds().await.unwrap_or_default();
-        let builds = crate::builds::build_states(
-            &runs,
-            &open,
-            &release.tag_name,
-            self.deadline,
-            self.planner.clock().now(),
-        );
-        let assets = index_assets(release, &self.template);
-        let fleet = self.fleet.read_now().clone();
-        coverage::compute(&fleet, &assets, &release.tag_name, self.options, &builds)
             .map_err(|e| e.to_string())
     }
 
@@ -292,13 +293,24 @@ impl Dashboard {
                     "kfleet-kernels-{}.csv",
                     chrono::Local::now().format("%Y%m%d-%H%M%S")
                 );
-                let action = crate::report::identities_csv(&chosen)
-                    .and_then(|text| {
-                        crate::report::write_atomic(std::path::Path::new(&path), text.as_bytes())
-                    })
-                    .map(|()| Action::Exported(path))
-                    .unwrap_or_else(|e| Action::Failed(e.to_string()));
-                let _ = tx.send(action);
+                // The CSV is built here (the rows are the app's); the fsync'd write is not.
+                let tx = tx.clone();
+                match crate::report::identities_csv(&chosen) {
+                    Ok(text) => {
+                        tokio::task::spawn_blocking(move || {
+                            let action = crate::report::write_atomic(
+                                std::path::Path::new(&path),
+                                text.as_bytes(),
+                            )
+                            .map(|()| Action::Exported(path))
+                            .unwrap_or_else(|e| Action::Failed(e.to_string()));
+                            let _ = tx.send(action);
+                        });
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Action::Failed(e.to_string()));
+                    }
+                }
             }
         }
     }

@@ -482,7 +482,7 @@ impl GithubClient {
         Some((etag, bytes::Bytes::from(page.body)))
     }
 
-    fn write_disk(&self, url: &str, etag: &HeaderValue, body: &bytes::Bytes) {
+    async fn write_disk(&self, url: &str, etag: &HeaderValue, body: &bytes::Bytes) {
         let Some(path) = self.disk_path(url) else {
             return;
         };
@@ -494,15 +494,18 @@ impl GithubClient {
             etag: etag.to_string(),
             body: body.to_string(),
         };
+        let Ok(json) = serde_json::to_vec(&page) else {
+            return;
+        };
         // Listings of a private repository are private: 0600 files in a 0700 directory.
-        let written = path
-            .parent()
-            .map_or(Ok(()), crate::fsio::create_private_dir)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                let json = serde_json::to_vec(&page).map_err(|e| e.to_string())?;
-                crate::fsio::write_private(&path, &json).map_err(|e| e.to_string())
-            });
+        let target = path.clone();
+        let written = crate::fsio::off_runtime(move || {
+            if let Some(dir) = target.parent() {
+                crate::fsio::create_private_dir(dir)?;
+            }
+            crate::fsio::write_private(&target, &json)
+        })
+        .await;
         if let Err(e) = written {
             tracing::warn!("cannot keep the response cache in {}: {e}", path.display());
         }
@@ -740,7 +743,7 @@ impl GithubClient {
         }
         if let Some(etag) = r.headers.get(http::header::ETAG) {
             if persist {
-                self.write_disk(url, etag, &r.body);
+                self.write_disk(url, etag, &r.body).await;
             }
             let mut etags = self.etags.locked();
             // A run listing whose window moved on replaces the old window's pages.

@@ -67,7 +67,12 @@ fn read_kept(dir: &std::path::Path, url: &str) -> Option<(Validators, bytes::Byt
 
 /// Keeps a response that carries a validator; a cache that cannot be written only costs a full
 /// download next time. The body is written before the validators that point at it.
-fn write_kept(dir: &std::path::Path, url: &str, headers: &reqwest::header::HeaderMap, body: &[u8]) {
+async fn write_kept(
+    dir: &std::path::Path,
+    url: &str,
+    headers: &reqwest::header::HeaderMap,
+    body: bytes::Bytes,
+) {
     let header = |name| {
         headers
             .get(name)
@@ -83,12 +88,14 @@ fn write_kept(dir: &std::path::Path, url: &str, headers: &reqwest::header::Heade
         return;
     }
     let (meta, body_path) = kept(dir, url);
-    let written = crate::fsio::create_private_dir(dir)
-        .and_then(|()| crate::fsio::write_private(&body_path, body))
-        .and_then(|()| {
-            let json = serde_json::to_vec(&validators).map_err(std::io::Error::other)?;
-            crate::fsio::write_private(&meta, &json)
-        });
+    let owned = dir.to_path_buf();
+    let written = crate::fsio::off_runtime(move || {
+        crate::fsio::create_private_dir(&owned)?;
+        crate::fsio::write_private(&body_path, &body)?;
+        let json = serde_json::to_vec(&validators).map_err(std::io::Error::other)?;
+        crate::fsio::write_private(&meta, &json)
+    })
+    .await;
     if let Err(e) = written {
         tracing::warn!("cannot keep {url} in {}: {e}", dir.display());
     }
@@ -152,10 +159,11 @@ impl Ctx<'_> {
                 }
                 body.extend_from_slice(&chunk);
             }
+            let body = bytes::Bytes::from(body);
             if let Some(dir) = &self.metadata {
-                write_kept(dir, url, &headers, &body);
+                write_kept(dir, url, &headers, body.clone()).await;
             }
-            Ok(bytes::Bytes::from(body))
+            Ok(body)
         }
         .await;
         match &result {
