@@ -188,6 +188,21 @@ pub struct ModuleAbi {
     pub imports: Vec<Import>,
 }
 
+/// What a driver package's modules need: the record the build job uploads beside the artifact
+/// as `NAME.kabi.json` ([`crate::artifacts::KABI_SUFFIX`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageAbi {
+    pub modules: Vec<NamedModuleAbi>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedModuleAbi {
+    /// The name the kernel knows the module by.
+    pub module: String,
+    #[serde(flatten)]
+    pub abi: ModuleAbi,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Import {
     pub symbol: String,

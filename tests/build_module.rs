@@ -813,12 +813,42 @@ fn a_node_gets_a_driver_built_by_the_workflows_own_steps() {
         names.contains(&format!("{name}.sha256").as_str()),
         "{names:?}"
     );
+    // Beside them, what the module imports: the same record `kabi imports` reads from the
+    // installed module, and not an unrecognised asset in the report.
+    let kabi_url = release
+        .assets
+        .iter()
+        .find(|a| a.name == format!("{name}.kabi.json"))
+        .and_then(|a| a.browser_download_url.clone())
+        .unwrap_or_else(|| panic!("no {name}.kabi.json in {names:?}"));
+    let recorded: serde_json::Value = rt
+        .block_on(async { reqwest::get(&kabi_url).await?.json().await })
+        .unwrap();
+    let installed = node_root.path().join(format!(
+        "lib/modules/{}/updates/{MODULE}.ko",
+        id.kernel_version
+    ));
+    let read = run(kfleet().args(["--json", "kabi", "imports"]).arg(&installed));
+    let read: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(recorded["modules"][0]["module"], MODULE);
+    assert_eq!(recorded["modules"][0]["vermagic"], read["vermagic"]);
+    assert_eq!(recorded["modules"][0]["imports"], read["imports"]);
+    assert!(
+        read["imports"].as_array().unwrap().len() > 3,
+        "a real module imports symbols: {read}"
+    );
     let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, MODULE).unwrap();
     let inventory =
         kfleet::inventory::read_inventory(&[fleet.path().to_path_buf()], false).unwrap();
+    let index = kfleet::forge::index_assets(release, &template);
+    assert!(index.unrecognised.is_empty(), "{:?}", index.unrecognised);
+    assert_eq!(
+        index.matched[0].kabi_url.as_deref(),
+        Some(kabi_url.as_str())
+    );
     let coverage = kfleet::coverage::compute(
         &inventory,
-        &kfleet::forge::index_assets(release, &template),
+        &index,
         &release.tag_name,
         kfleet::coverage::CoverageOptions::default(),
         &kfleet::coverage::BuildStates::new(),

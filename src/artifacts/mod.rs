@@ -9,7 +9,7 @@ mod releases;
 
 pub use naming::{AssetName, AssetTemplate, DEFAULT_ASSET_TEMPLATE, TemplateError};
 pub use releases::{
-    AssetIndex, CHECKSUM_SUFFIX, MatchedAsset, Release, ReleaseAsset, ReleaseError,
+    AssetIndex, CHECKSUM_SUFFIX, KABI_SUFFIX, MatchedAsset, Release, ReleaseAsset, ReleaseError,
     UnrecognisedAsset, immutable_reason, index_assets, parse_release_listing, read_release_file,
     select_release,
 };

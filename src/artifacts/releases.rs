@@ -150,6 +150,9 @@ pub struct MatchedAsset {
     /// Where the release's `NAME.sha256` beside it is downloaded from, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checksum_url: Option<String>,
+    /// Where the release's `NAME.kabi.json` beside it is downloaded from, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kabi_url: Option<String>,
 }
 
 /// An asset of the release that is not an artifact for any valid identity, and why.
@@ -174,26 +177,33 @@ pub fn index_assets(release: &Release, template: &AssetTemplate) -> AssetIndex {
         ..AssetIndex::default()
     };
     let mut seen: HashMap<String, String> = HashMap::new();
-    // `NAME.sha256` beside an asset NAME is its checksum file (the build job uploads both), not
-    // an artifact of its own.
+    // `NAME.sha256` and `NAME.kabi.json` beside an asset NAME are its checksum file and its
+    // symbol-version record (the build job uploads them with it), not artifacts of their own.
     let names: std::collections::HashSet<&str> =
         release.assets.iter().map(|a| a.name.as_str()).collect();
-    let checksums: HashMap<&str, Option<&String>> = release
-        .assets
-        .iter()
-        .filter_map(|a| {
-            let stem = a.name.strip_suffix(CHECKSUM_SUFFIX)?;
-            names
-                .contains(stem)
-                .then_some((stem, a.browser_download_url.as_ref()))
-        })
-        .collect();
+    let companions = |suffix: &str| -> HashMap<&str, Option<&String>> {
+        release
+            .assets
+            .iter()
+            .filter_map(|a| {
+                let stem = a.name.strip_suffix(suffix)?;
+                names
+                    .contains(stem)
+                    .then_some((stem, a.browser_download_url.as_ref()))
+            })
+            .collect()
+    };
+    let (checksums, kabi) = (companions(CHECKSUM_SUFFIX), companions(KABI_SUFFIX));
     for asset in &release.assets {
-        if asset
-            .name
-            .strip_suffix(CHECKSUM_SUFFIX)
-            .is_some_and(|stem| checksums.contains_key(stem))
-        {
+        let companion = [(CHECKSUM_SUFFIX, &checksums), (KABI_SUFFIX, &kabi)]
+            .iter()
+            .any(|(suffix, of)| {
+                asset
+                    .name
+                    .strip_suffix(suffix)
+                    .is_some_and(|stem| of.contains_key(stem))
+            });
+        if companion {
             continue;
         }
         let reject = |reason: String| UnrecognisedAsset {
@@ -249,6 +259,7 @@ pub fn index_assets(release: &Release, template: &AssetTemplate) -> AssetIndex {
                 .copied()
                 .flatten()
                 .cloned(),
+            kabi_url: kabi.get(asset.name.as_str()).copied().flatten().cloned(),
         });
     }
     index
@@ -257,6 +268,10 @@ pub fn index_assets(release: &Release, template: &AssetTemplate) -> AssetIndex {
 /// The suffix of the checksum file the build job uploads beside each artifact
 /// (`sha256sum` output: the hex digest, two spaces, the artifact's name).
 pub const CHECKSUM_SUFFIX: &str = ".sha256";
+
+/// The suffix of the symbol-version record the build job uploads beside each artifact: the
+/// vermagic and imported symbols with their CRCs of each module ([`crate::kabi::PackageAbi`]).
+pub const KABI_SUFFIX: &str = ".kabi.json";
 
 /// Why nothing is built into an immutable release, and what to do instead.
 pub fn immutable_reason(tag: &str) -> String {

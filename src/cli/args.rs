@@ -317,7 +317,8 @@ pub enum KabiCommand {
     /// The module's vermagic and the symbols it imports with their CRCs (`__versions`, and the
     /// extended modversions of 6.13+ kernels): what a build records beside its artifact.
     Imports {
-        /// The module file (`.ko`).
+        /// The module file (`.ko`), or a driver package (`.tar.xz`): then every module in it,
+        /// as the record the build job uploads beside the artifact (`NAME.kabi.json`).
         module: PathBuf,
     },
     /// Whether the module loads into a kernel it was not built for: same vermagic apart from
