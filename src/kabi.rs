@@ -45,6 +45,16 @@ pub struct Symvers {
 const MAX_SYMVERS_LINES: usize = 1_000_000;
 
 impl Symvers {
+    /// A table of these CRCs by symbol.
+    pub fn from_crcs(crcs: HashMap<String, u32>) -> Self {
+        Self { crcs }
+    }
+
+    /// The CRCs by symbol.
+    pub fn crcs(&self) -> &HashMap<String, u32> {
+        &self.crcs
+    }
+
     /// Reads a `Module.symvers`; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self, KabiError> {
         let mut crcs = HashMap::new();
@@ -369,7 +379,7 @@ impl KernelAbi {
 }
 
 /// The string a generated header `#define`s `name` to.
-fn define(header: &str, name: &str) -> Option<String> {
+pub fn define(header: &str, name: &str) -> Option<String> {
     header.lines().find_map(|l| {
         let rest = l
             .strip_prefix("#define ")?

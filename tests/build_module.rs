@@ -447,8 +447,13 @@ struct Mirror {
 }
 
 fn debian_mirror() -> Mirror {
+    debian_mirror_with(&[])
+}
+
+/// [`debian_mirror`] that also serves `extra` packages (their control fields indexed the same way).
+fn debian_mirror_with(extra: &[PathBuf]) -> Mirror {
     use std::io::Write as _;
-    let debs = header_debs();
+    let debs: Vec<PathBuf> = header_debs().iter().chain(extra).cloned().collect();
     let installed = headers_identity();
     let deb_arch = installed.architecture.debian_name();
     let id = installed;
@@ -456,7 +461,7 @@ fn debian_mirror() -> Mirror {
     // A Debian mirror: dists/CODENAME/main/binary-ARCH/Packages.xz and the pool.
     let mut files: std::collections::HashMap<String, Vec<u8>> = Default::default();
     let mut index = String::new();
-    for deb in debs {
+    for deb in &debs {
         let bytes = std::fs::read(deb).unwrap();
         let name = deb.file_name().unwrap().to_string_lossy().into_owned();
         let pool = format!("pool/main/l/linux/{name}");
@@ -2232,5 +2237,111 @@ fn install_kabi_takes_a_module_whose_symbol_versions_fit_and_refuses_one_that_do
     assert!(
         stderr.contains("no symbol versions of 6.1.0-999-amd64"),
         "{stderr}"
+    );
+}
+
+/// A headers package of kernel `release` whose built tree has the symbol table, `.config` and
+/// randstruct seed of `tree` (a real Debian tree): what Debian ships, under another release.
+fn headers_deb_like(dir: &Path, release: &str, tree: &Path) -> PathBuf {
+    let read = |rel: &str| std::fs::read_to_string(tree.join(rel)).unwrap();
+    let base = format!("usr/src/linux-headers-{release}");
+    let uts = format!("#define UTS_RELEASE \"{release}\"\n");
+    let (symvers, config) = (read("Module.symvers"), read(".config"));
+    let seed = std::fs::read_to_string(tree.join("include/generated/randstruct_hash.h")).ok();
+    let paths = [
+        format!("{base}/Module.symvers"),
+        format!("{base}/.config"),
+        format!("{base}/include/generated/utsrelease.h"),
+        format!("{base}/include/generated/randstruct_hash.h"),
+    ];
+    let mut entries: Vec<(&str, Result<&str, &str>)> = vec![
+        (&paths[0], Err(&symvers)),
+        (&paths[1], Err(&config)),
+        (&paths[2], Err(&uts)),
+    ];
+    if let Some(seed) = &seed {
+        entries.push((&paths[3], Err(seed)));
+    }
+    make_deb(dir, &format!("linux-headers-{release}"), &entries)
+}
+
+/// `kabi check --kernel KEY` reads the kernel's ABI from the headers package the chain fetches
+/// (the real Debian `.deb`, unpacked by kfleet itself): exact for the package's own kernel, kept
+/// so a second check needs no mirror; compatible with a kernel whose package carries the same
+/// CRCs under another release; not compatible with one carrying the other Debian ABI's CRCs.
+#[test]
+fn kabi_check_reads_the_kernel_from_its_headers_package_through_the_chain() {
+    let (_, package, id) = built_package();
+    let (kdir, _) = kernel_tree();
+    let debs = tempfile::tempdir().unwrap();
+    let twin = headers_deb_like(debs.path(), "6.1.0-99-amd64", &kdir);
+    let other = headers_deb_like(debs.path(), "6.1.0-98-amd64", &other_abi_tree());
+    let mirror = debian_mirror_with(&[twin, other]);
+    let state = tempfile::tempdir().unwrap();
+    let check = |kernel: &str| {
+        run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("KFLEET_STATE_DIR", state.path())
+            .env("KFLEET_HEADER_SOURCES", mirror.sources.path())
+            .args(["--json", "kabi", "check"])
+            .arg(package)
+            .args(["--kernel", kernel]))
+    };
+    let verdict = |out: &Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let own = check(&id.key());
+    assert_eq!(
+        own.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+    assert_eq!(verdict(&own)["verdict"], "exact", "{}", verdict(&own));
+    let kept = std::fs::read_dir(state.path().join("kabi"))
+        .unwrap()
+        .count();
+    assert_eq!(kept, 1, "the kernel's ABI is kept");
+
+    let twin = check("debian/12/x86_64/6.1.0-99-amd64");
+    assert_eq!(
+        twin.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&twin.stderr)
+    );
+    assert_eq!(
+        verdict(&twin)["verdict"],
+        "compatible",
+        "{}",
+        verdict(&twin)
+    );
+
+    let other = check("debian/12/x86_64/6.1.0-98-amd64");
+    assert_eq!(
+        other.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    let v = verdict(&other);
+    assert_eq!(v["verdict"], "incompatible", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("CRC"), "{v}");
+
+    // The kept ABI answers without the mirror.
+    drop(mirror);
+    let again = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("KFLEET_STATE_DIR", state.path())
+        // The built-in chain: the public archives, which this machine cannot reach.
+        .env_remove("KFLEET_HEADER_SOURCES")
+        .args(["kabi", "check"])
+        .arg(package)
+        .args(["--kernel", &id.key()]));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
     );
 }

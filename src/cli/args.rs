@@ -325,8 +325,12 @@ pub enum KabiCommand {
     /// the release, modversions on both sides, every imported symbol exported with the same
     /// CRC. Exit 0 when it loads (exact or compatible), 2 when it does not.
     Check {
-        /// The module file (`.ko`).
+        /// The module file (`.ko`), or a driver package (`.tar.xz`: every module must load).
         module: PathBuf,
+        /// The other kernel by its identity key: its headers package is fetched through the
+        /// header chain and its built tree read (kept under the state directory).
+        #[arg(long, value_name = "KEY", conflicts_with_all = ["kernel_tree", "symvers", "vermagic"])]
+        kernel: Option<String>,
         /// The other kernel's built tree (a headers package's /usr/src/linux-headers-RELEASE, or
         /// /lib/modules/RELEASE/build): its Module.symvers, .config and release.
         #[arg(long, value_name = "DIR", conflicts_with_all = ["symvers", "vermagic"])]
@@ -337,6 +341,8 @@ pub enum KabiCommand {
         /// The other kernel's vermagic (`modinfo -F vermagic` of any of its modules).
         #[arg(long, value_name = "STRING", requires = "symvers")]
         vermagic: Option<String>,
+        #[command(flatten)]
+        chain: HeaderChainArgs,
     },
 }
 

@@ -318,7 +318,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             dispatch::preflight_cmd(args, &config)
         }
         Command::Serve(args) => serve::serve_cmd(args, &config),
-        Command::Kabi(cmd) => kabi::kabi_cmd(cmd),
+        Command::Kabi(cmd) => kabi::kabi_cmd(cmd, &config),
         Command::Ensure(args) => ensure::ensure_cmd(args, &config),
         Command::Install(args) => ensure::install_cmd(args),
         Command::Completions { shell } => docs::completions(shell),

@@ -3,6 +3,7 @@
 //! TTL; `fetch` downloads and verifies the packages. The build workflow runs the same code.
 
 pub mod chain;
+mod kernel_abi;
 pub mod parts;
 mod sources;
 pub mod spec;
