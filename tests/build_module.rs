@@ -442,16 +442,19 @@ fn the_asset_name_kfleet_gives_is_the_one_packaged() {
 struct Mirror {
     /// The Debian kernel the packages are for.
     id: KernelIdentity,
+    /// Where it is served.
+    base: String,
     sources: tempfile::NamedTempFile,
     _rt: tokio::runtime::Runtime,
 }
 
 fn debian_mirror() -> Mirror {
-    debian_mirror_with(&[])
+    debian_mirror_with(&[], Vec::new())
 }
 
-/// [`debian_mirror`] that also serves `extra` packages (their control fields indexed the same way).
-fn debian_mirror_with(extra: &[PathBuf]) -> Mirror {
+/// [`debian_mirror`] that also serves `extra` packages (their control fields indexed the same
+/// way) and `files` (path, bytes) as they are.
+fn debian_mirror_with(extra: &[PathBuf], files_too: Vec<(String, Vec<u8>)>) -> Mirror {
     use std::io::Write as _;
     let debs: Vec<PathBuf> = header_debs().iter().chain(extra).cloned().collect();
     let installed = headers_identity();
@@ -486,6 +489,7 @@ fn debian_mirror_with(extra: &[PathBuf]) -> Mirror {
         format!("/debian/dists/{codename}/main/binary-{deb_arch}/Packages.xz"),
         xz,
     );
+    files.extend(files_too);
     let files = std::sync::Arc::new(files);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let listener = rt
@@ -511,6 +515,7 @@ fn debian_mirror_with(extra: &[PathBuf]) -> Mirror {
     .unwrap();
     Mirror {
         id,
+        base,
         sources,
         _rt: rt,
     }
@@ -2276,7 +2281,7 @@ fn kabi_check_reads_the_kernel_from_its_headers_package_through_the_chain() {
     let debs = tempfile::tempdir().unwrap();
     let twin = headers_deb_like(debs.path(), "6.1.0-99-amd64", &kdir);
     let other = headers_deb_like(debs.path(), "6.1.0-98-amd64", &other_abi_tree());
-    let mirror = debian_mirror_with(&[twin, other]);
+    let mirror = debian_mirror_with(&[twin, other], Vec::new());
     let state = tempfile::tempdir().unwrap();
     let check = |kernel: &str| {
         run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
@@ -2344,4 +2349,112 @@ fn kabi_check_reads_the_kernel_from_its_headers_package_through_the_chain() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+}
+
+/// `report --kabi`: a kernel without an artifact whose headers carry the CRCs the release's
+/// artifact was built against is `compatible` (counted as covered, with the artifact it uses);
+/// one whose CRCs differ stays uncovered. The artifact's record is the one the build job writes
+/// (`kabi imports --json` of the package), downloaded from the release.
+#[test]
+fn report_kabi_counts_kernels_another_artifact_loads_into() {
+    let (_, package, id) = built_package();
+    let (kdir, _) = kernel_tree();
+    let debs = tempfile::tempdir().unwrap();
+    let twin = headers_deb_like(debs.path(), "6.1.0-99-amd64", &kdir);
+    let other = headers_deb_like(debs.path(), "6.1.0-98-amd64", &other_abi_tree());
+    let name = package.file_name().unwrap().to_string_lossy().into_owned();
+    let record = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .args(["--json", "kabi", "imports"])
+        .arg(package));
+    assert!(record.status.success());
+    let mirror = debian_mirror_with(
+        &[twin, other],
+        vec![(format!("/records/{name}.kabi.json"), record.stdout)],
+    );
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("releases.json"),
+        serde_json::json!([{
+            "id": 1, "tag_name": "1.4.2", "draft": false, "prerelease": false,
+            "created_at": "2026-11-20T00:00:00Z", "published_at": "2026-11-20T00:00:00Z",
+            "assets": [
+                {"id": 10, "name": name, "browser_download_url": format!("{}/pool/{name}", mirror.base)},
+                {"id": 11, "name": format!("{name}.kabi.json"),
+                 "browser_download_url": format!("{}/records/{name}.kabi.json", mirror.base)}
+            ]
+        }])
+        .to_string(),
+    )
+    .unwrap();
+    let mut fleet = String::from("distribution,distro_version,architecture,kernel_version\n");
+    for (kernel, nodes) in [
+        (id.kernel_version.as_str(), 10),
+        ("6.1.0-99-amd64", 3),
+        ("6.1.0-98-amd64", 2),
+    ] {
+        for _ in 0..nodes {
+            fleet.push_str(&format!(
+                "debian,12,{},{kernel}\n",
+                id.architecture.as_str()
+            ));
+        }
+    }
+    std::fs::write(work.path().join("fleet.csv"), fleet).unwrap();
+    let report = |extra: &[&str]| -> serde_json::Value {
+        let out = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("KFLEET_STATE_DIR", work.path().join("state"))
+            .env("KFLEET_HEADER_SOURCES", mirror.sources.path())
+            .current_dir(work.path())
+            .args([
+                "report",
+                "-i",
+                "fleet.csv",
+                "-r",
+                "releases.json",
+                "--format",
+                "json",
+            ])
+            .args(extra));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let status = |r: &serde_json::Value, kernel: &str| {
+        let row = r["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["kernel_version"] == kernel)
+            .unwrap()
+            .clone();
+        (
+            row["status"].as_str().unwrap().to_string(),
+            row["asset"].clone(),
+        )
+    };
+    let plain = report(&[]);
+    assert_ne!(status(&plain, "6.1.0-99-amd64").0, "compatible");
+    assert_eq!(plain["summary"]["covered_nodes"], 10);
+
+    let checked = report(&["--kabi"]);
+    assert_eq!(
+        status(&checked, "6.1.0-99-amd64"),
+        (
+            "compatible".to_string(),
+            serde_json::Value::from(name.clone())
+        )
+    );
+    let (other, _) = status(&checked, "6.1.0-98-amd64");
+    assert!(other == "missing" || other == "long-tail", "{other}");
+    let s = &checked["summary"];
+    assert_eq!(
+        s["covered_nodes"], 13,
+        "compatible nodes count as covered: {s}"
+    );
+    assert_eq!(s["statuses"]["compatible"]["nodes"], 3);
+    assert_eq!(s["node_coverage_pct"], 86.67);
 }

@@ -2,4 +2,5 @@
 //! showing the result is the caller's job. (The build service keeps its own flows in
 //! `service/`.)
 
+pub mod compatible;
 pub mod snapshot;

@@ -3,7 +3,7 @@
 //! them, and coverage computed on a blocking thread (polars is CPU-bound work that must not hold
 //! an async worker). `kfleet report` and the dashboard both start here.
 
-use crate::artifacts::{AssetTemplate, Release, ReleaseError, index_assets, select_release};
+use crate::artifacts::{AssetIndex, Release, ReleaseError, select_release};
 use crate::coverage::{self, BuildStates, CoverageError, CoverageOptions, CoverageReport};
 use crate::forge::{Forge, ForgeError, WorkflowRun};
 use crate::inventory::FleetGroups;
@@ -86,19 +86,18 @@ impl Snapshot {
         crate::builds::build_states(&self.runs, &self.open, driver_version, self.deadline, now)
     }
 
-    /// Coverage of `fleet` by `release` (one of [`Snapshot::releases`]) with its build states at
-    /// `now`, computed on a blocking thread.
+    /// Coverage of `fleet` by the artifacts `assets` of release `tag` (one of
+    /// [`Snapshot::releases`]) with its build states at `now`, computed on a blocking thread.
     pub async fn coverage(
         &self,
         fleet: Arc<FleetGroups>,
-        release: &Release,
-        template: &AssetTemplate,
+        tag: &str,
+        assets: AssetIndex,
         options: CoverageOptions,
         now: DateTime<Utc>,
     ) -> Result<CoverageReport, SnapshotError> {
-        let states = self.build_states(&release.tag_name, now);
-        let assets = index_assets(release, template);
-        let tag = release.tag_name.clone();
+        let states = self.build_states(tag, now);
+        let tag = tag.to_string();
         let report = tokio::task::spawn_blocking(move || {
             coverage::compute(&fleet, &assets, &tag, options, &states)
         })

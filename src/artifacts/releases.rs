@@ -168,6 +168,9 @@ pub struct AssetIndex {
     pub unrecognised: Vec<UnrecognisedAsset>,
     /// The release is immutable: nothing can be added to it any more.
     pub immutable: bool,
+    /// Kernels without an artifact of their own that another artifact loads into (its symbol
+    /// versions checked against the kernel's): identity key, and the artifact it uses.
+    pub compatible: Vec<(String, String)>,
 }
 
 /// Matches a release's assets to identities through the naming template.

@@ -849,7 +849,13 @@ pub struct ReportArgs {
     /// --upcoming: how many of the most-run lines.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub upcoming_lines: usize,
-    /// --upcoming: header sources file replacing the built-in chain.
+    /// Kernels without an artifact that another artifact of their line loads into (its
+    /// recorded imports against the kernel's CRCs, read from the kernel's headers package
+    /// through the header chain) are `compatible`: counted as covered, shown apart, with the
+    /// artifact they use.
+    #[arg(long)]
+    pub kabi: bool,
+    /// --upcoming and --kabi: header sources file replacing the built-in chain.
     #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
     pub sources: Option<PathBuf>,
 }

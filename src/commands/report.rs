@@ -17,13 +17,41 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
         head_share,
         target: target / 100.0,
     };
-    let report = runtime()?.block_on(snapshot.coverage(
+    let mut assets = index_assets(release, &template);
+    let mut report = runtime()?.block_on(snapshot.coverage(
         fleet.clone(),
-        release,
-        &template,
+        &release.tag_name,
+        assets.clone(),
         options,
         chrono::Utc::now(),
     ))?;
+    if args.kabi {
+        let state_root = args.build.state_root(config);
+        let resolver = super::upcoming_resolver(args.sources.as_ref(), &state_root)?;
+        let found = runtime()?.block_on(crate::app::compatible::find(
+            &report,
+            &assets,
+            &resolver,
+            &state_root.join("kabi"),
+        ));
+        for note in &found.notes {
+            tracing::warn!("kabi: {note}");
+        }
+        if !found.served.is_empty() {
+            tracing::info!(
+                "{} kernel(s) without an artifact load another one of their line (kABI)",
+                found.served.len()
+            );
+            assets.compatible = found.served;
+            report = runtime()?.block_on(snapshot.coverage(
+                fleet.clone(),
+                &release.tag_name,
+                assets,
+                options,
+                chrono::Utc::now(),
+            ))?;
+        }
+    }
     let missing: u64 = [CoverageStatus::Missing, CoverageStatus::LongTail]
         .iter()
         .filter_map(|s| report.summary.statuses.get(s))

@@ -15,6 +15,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 #[serde(rename_all = "kebab-case")]
 pub enum CoverageStatus {
     Covered,
+    /// No artifact of its own, but another one's symbol versions fit it (counted as covered).
+    Compatible,
     /// A run for it is queued or in progress.
     Building,
     /// Its latest run failed.
@@ -28,8 +30,9 @@ pub enum CoverageStatus {
 }
 
 impl CoverageStatus {
-    pub const ALL: [CoverageStatus; 8] = [
+    pub const ALL: [CoverageStatus; 9] = [
         Self::Covered,
+        Self::Compatible,
         Self::Building,
         Self::Failed,
         Self::TimedOut,
@@ -42,6 +45,7 @@ impl CoverageStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Covered => "covered",
+            Self::Compatible => "compatible",
             Self::Building => "building",
             Self::Failed => "failed",
             Self::TimedOut => "timed-out",
@@ -50,6 +54,11 @@ impl CoverageStatus {
             Self::Unsupported => "unsupported",
             Self::Invalid => "invalid",
         }
+    }
+
+    /// A driver loads on it: its own artifact, or a compatible one.
+    pub fn is_covered(self) -> bool {
+        matches!(self, Self::Covered | Self::Compatible)
     }
 
     fn from_str(s: &str) -> Option<Self> {
@@ -387,7 +396,7 @@ fn batch_plan(rows: &[IdentityRow], total: u64, covered: u64, target: f64) -> Ba
     let mut left_uncovered = BTreeMap::new();
     for row in rows {
         match row.status {
-            CoverageStatus::Covered | CoverageStatus::Building => {}
+            CoverageStatus::Covered | CoverageStatus::Compatible | CoverageStatus::Building => {}
             CoverageStatus::Missing | CoverageStatus::LongTail if !reached(now) => {
                 now += row.nodes;
                 picked.push(row.key.clone());
@@ -501,6 +510,16 @@ pub fn compute(
         {
             row.status = *state;
         }
+        if row.asset.is_none()
+            && !matches!(
+                row.status,
+                CoverageStatus::Unsupported | CoverageStatus::Invalid
+            )
+            && let Some((_, asset)) = assets.compatible.iter().find(|(k, _)| *k == row.key)
+        {
+            row.status = CoverageStatus::Compatible;
+            row.asset = Some(asset.clone());
+        }
     }
 
     let nodes: u64 = identities.iter().map(|r| r.nodes).sum();
@@ -536,7 +555,7 @@ pub fn compute(
             });
         b.nodes += r.nodes;
         b.identities += 1;
-        if r.status == CoverageStatus::Covered {
+        if r.status.is_covered() {
             b.covered_nodes += r.nodes;
         }
     }
@@ -553,8 +572,11 @@ pub fn compute(
             .then_with(|| a.distribution.cmp(&b.distribution))
     });
 
-    let covered = &statuses[&CoverageStatus::Covered];
-    let (covered_nodes, covered_ids) = (covered.nodes, covered.identities);
+    // A compatible kernel is covered: the artifact it uses loads into it.
+    let (covered_nodes, covered_ids) = [CoverageStatus::Covered, CoverageStatus::Compatible]
+        .iter()
+        .map(|s| &statuses[s])
+        .fold((0, 0), |(n, i), c| (n + c.nodes, i + c.identities));
     let in_fleet: HashSet<&str> = identities.iter().map(|r| r.key.as_str()).collect();
     let unused: Vec<MatchedAsset> = assets
         .matched
@@ -566,7 +588,7 @@ pub fn compute(
     let next_boot_nodes = identities.iter().map(|r| r.next_boot).sum();
     let next_boot_uncovered = identities
         .iter()
-        .filter(|r| r.status != CoverageStatus::Covered)
+        .filter(|r| !r.status.is_covered())
         .map(|r| r.next_boot)
         .sum();
     let summary = Summary {

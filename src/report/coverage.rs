@@ -44,7 +44,7 @@ pub(super) fn next_boot_sentence(report: &CoverageReport) -> Option<String> {
         let kernels = report
             .identities
             .iter()
-            .filter(|r| r.next_boot > 0 && r.status != CoverageStatus::Covered)
+            .filter(|r| r.next_boot > 0 && !r.status.is_covered())
             .count();
         match s.next_boot_uncovered {
             0 => format!(
@@ -147,6 +147,8 @@ pub(super) fn status_lines(report: &CoverageReport) -> Vec<Vec<String>> {
         .summary
         .statuses
         .iter()
+        // Only kABI-checked reports can have compatible kernels: the row shows where any are.
+        .filter(|(s, c)| **s != CoverageStatus::Compatible || c.identities > 0)
         .map(|(s, c)| vec![s.to_string(), thousands(c.identities), thousands(c.nodes)])
         .collect()
 }
@@ -459,10 +461,7 @@ pub(super) fn markdown(report: &CoverageReport, view: &View) -> String {
         let _ = writeln!(out, "| {} | {} | {} |", row[0], row[1], row[2]);
     }
     let rows = view.rows(report);
-    let gaps: Vec<&&IdentityRow> = rows
-        .iter()
-        .filter(|r| r.status != CoverageStatus::Covered)
-        .collect();
+    let gaps: Vec<&&IdentityRow> = rows.iter().filter(|r| !r.status.is_covered()).collect();
     if !gaps.is_empty() {
         let with_contexts = has_contexts(&rows);
         let _ = writeln!(

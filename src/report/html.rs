@@ -16,7 +16,7 @@ td.n{text-align:right}th button{all:unset;cursor:pointer;font-weight:bold}\
 th button:focus-visible{outline:2px solid #1f5fbf;outline-offset:2px}\
 th[aria-sort=ascending] button::after{content:\" \\25B2\"}\
 th[aria-sort=descending] button::after{content:\" \\25BC\"}\
-.covered{color:#16794b}.missing{color:#b3261e}.long-tail{color:#8a6d00}\
+.covered,.compatible{color:#16794b}.missing{color:#b3261e}.long-tail{color:#8a6d00}\
 .bars{display:grid;grid-template-columns:max-content 1fr max-content;gap:6px 10px;\
 align-items:center;margin:1em 0}.bars .label{white-space:nowrap}\
 .bars .track{background:#eee;height:18px}.bars .fill{background:#16794b;height:100%}\

@@ -393,7 +393,7 @@ impl App {
                 self.report
                     .identities
                     .iter()
-                    .filter(|r| r.status == CoverageStatus::Covered)
+                    .filter(|r| r.status.is_covered())
                     .map(|r| r.key.as_str()),
             )
             .collect();

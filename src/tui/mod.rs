@@ -78,8 +78,8 @@ impl Dashboard {
         snapshot
             .coverage(
                 fleet,
-                release,
-                &self.template,
+                &release.tag_name,
+                crate::artifacts::index_assets(release, &self.template),
                 self.options,
                 self.planner.clock().now(),
             )

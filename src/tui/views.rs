@@ -39,6 +39,7 @@ impl Theme {
     fn status(&self, s: CoverageStatus) -> (String, Style) {
         let (sym, color) = match s {
             CoverageStatus::Covered => ("✔", Color::Green),
+            CoverageStatus::Compatible => ("≈", Color::Green),
             CoverageStatus::Building => ("⟳", Color::Cyan),
             CoverageStatus::Failed => ("✖", Color::Red),
             CoverageStatus::TimedOut => ("⌛", Color::Red),
@@ -201,7 +202,8 @@ fn overview(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             s.identity_coverage_pct,
             format!(
                 "{} of {} kernels",
-                s.statuses[&CoverageStatus::Covered].identities,
+                s.statuses[&CoverageStatus::Covered].identities
+                    + s.statuses[&CoverageStatus::Compatible].identities,
                 s.identities
             ),
         ),

@@ -1,0 +1,156 @@
+//! Kernels another artifact serves. For each kernel without an artifact of its own, the
+//! artifacts of its line (same distribution, release, architecture and flavour) whose recorded
+//! imports (`NAME.kabi.json`, written by the build job) it exports with the same CRCs, and whose
+//! vermagic matches apart from the release (`kabi::check`, the kernel's own rule). The kernel's
+//! ABI comes from its headers package through the chain; records are downloaded once. Both are
+//! kept under the cache directory.
+
+use crate::artifacts::AssetIndex;
+use crate::coverage::{CoverageReport, CoverageStatus};
+use crate::headers::{Resolver, compare_kernels, line_of};
+use crate::identity::KernelIdentity;
+use crate::kabi::PackageAbi;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The largest record read (a module imports a few hundred symbols).
+const MAX_RECORD: usize = 4 << 20;
+
+/// What [`find`] found: the kernels another artifact serves (identity key, artifact), and what
+/// could not be checked.
+#[derive(Debug, Default)]
+pub struct Compatible {
+    pub served: Vec<(String, String)>,
+    pub notes: Vec<String>,
+}
+
+/// The kernels of `report` without an artifact (missing, long tail, failed or timed out) that an
+/// artifact of `index` on their line loads into; the newest such artifact serves each.
+pub async fn find(
+    report: &CoverageReport,
+    index: &AssetIndex,
+    resolver: &Resolver,
+    cache: &Path,
+) -> Compatible {
+    let mut found = Compatible::default();
+    // The artifacts with a record, per line, newest kernel first.
+    let mut lines: BTreeMap<String, Vec<(KernelIdentity, &str, &str)>> = BTreeMap::new();
+    for asset in &index.matched {
+        let (Some(url), Ok(id)) = (&asset.kabi_url, KernelIdentity::from_key(&asset.key)) else {
+            continue;
+        };
+        lines
+            .entry(line_of(&id))
+            .or_default()
+            .push((id, asset.name.as_str(), url.as_str()));
+    }
+    for artifacts in lines.values_mut() {
+        artifacts.sort_by(|a, b| compare_kernels(&b.0.kernel_version, &a.0.kernel_version));
+    }
+    let http = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .user_agent(concat!("kfleet/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(http) => http,
+        Err(e) => {
+            found.notes.push(format!("cannot set up HTTP: {e}"));
+            return found;
+        }
+    };
+    let mut records: BTreeMap<String, Option<PackageAbi>> = BTreeMap::new();
+    for row in &report.identities {
+        if !matches!(
+            row.status,
+            CoverageStatus::Missing
+                | CoverageStatus::LongTail
+                | CoverageStatus::Failed
+                | CoverageStatus::TimedOut
+        ) {
+            continue;
+        }
+        let Ok(id) = KernelIdentity::from_key(&row.key) else {
+            continue;
+        };
+        let Some(artifacts) = lines.get(&line_of(&id)) else {
+            continue;
+        };
+        let kernel = match resolver.kernel_abi(&id, &cache.join("kernels")).await {
+            Ok(kernel) => kernel,
+            Err(e) => {
+                found.notes.push(format!(
+                    "{}: its symbol versions cannot be read: {e}",
+                    row.key
+                ));
+                continue;
+            }
+        };
+        for (_, name, url) in artifacts {
+            if !records.contains_key(*url) {
+                let record = match record(&http, url, &cache.join("records")).await {
+                    Ok(record) => Some(record),
+                    Err(e) => {
+                        found.notes.push(format!("{name}: {e}"));
+                        None
+                    }
+                };
+                records.insert(url.to_string(), record);
+            }
+            let Some(Some(record)) = records.get(*url) else {
+                continue;
+            };
+            let loads = !record.modules.is_empty()
+                && record
+                    .modules
+                    .iter()
+                    .all(|m| crate::kabi::check(&m.abi, &kernel.vermagic, &kernel.symvers).loads());
+            if loads {
+                found.served.push((row.key.clone(), name.to_string()));
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// The record at `url`: kept under `dir` by the URL's digest (an uploaded asset does not change
+/// under its URL), else downloaded (https, or http to loopback) and kept.
+async fn record(http: &reqwest::Client, url: &str, dir: &Path) -> Result<PackageAbi, String> {
+    let kept = dir.join(format!(
+        "{}.json",
+        &crate::fsio::hex(&<sha2::Sha256 as sha2::Digest>::digest(url.as_bytes()))[..32]
+    ));
+    if let Ok(bytes) = std::fs::read(&kept)
+        && let Ok(record) = serde_json::from_slice(&bytes)
+    {
+        return Ok(record);
+    }
+    crate::net::check_transport(url, false)?;
+    let response = http.get(url).send().await.map_err(|e| {
+        format!(
+            "{}: {}",
+            crate::text::clean(url),
+            crate::net::error_chain(&e)
+        )
+    })?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "{}: HTTP {}",
+            crate::text::clean(url),
+            response.status().as_u16()
+        ));
+    }
+    let body = crate::net::read_capped(response, MAX_RECORD)
+        .await
+        .map_err(|e| format!("{}: {e}", crate::text::clean(url)))?;
+    let record: PackageAbi = serde_json::from_slice(&body)
+        .map_err(|e| format!("{}: not a kABI record: {e}", crate::text::clean(url)))?;
+    let dir = dir.to_path_buf();
+    // A record that cannot be kept is only downloaded again next time.
+    let _ = crate::fsio::off_runtime(move || {
+        crate::fsio::create_private_dir(&dir)?;
+        crate::fsio::write_private(&kept, &body)
+    })
+    .await;
+    Ok(record)
+}
