@@ -2457,4 +2457,83 @@ fn report_kabi_counts_kernels_another_artifact_loads_into() {
     );
     assert_eq!(s["statuses"]["compatible"]["nodes"], 3);
     assert_eq!(s["node_coverage_pct"], 86.67);
+
+    // The dashboard with --kabi: the same verdict from a forge that serves the release (the
+    // sandbox, its assets' bytes from a directory).
+    let served = tempfile::tempdir().unwrap();
+    let record = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .args(["--json", "kabi", "imports"])
+        .arg(package));
+    std::fs::write(
+        served.path().join(format!("{name}.kabi.json")),
+        record.stdout,
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(async {
+        use kfleet::forge::{Forge, RetryPolicy, SandboxForge, SandboxOptions};
+        let releases =
+            kfleet::forge::read_release_file(&work.path().join("releases.json")).unwrap();
+        let sandbox = std::sync::Arc::new(
+            SandboxForge::start(
+                releases,
+                SandboxOptions {
+                    assets_dir: Some(served.path().to_path_buf()),
+                    ..SandboxOptions::default()
+                },
+                RetryPolicy::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let forge: std::sync::Arc<dyn Forge> = sandbox.clone();
+        let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, MODULE).unwrap();
+        let dashboard_state = tempfile::tempdir().unwrap();
+        let planner = kfleet::builds::Planner::new(
+            forge.clone(),
+            template.clone(),
+            kfleet::builds::PlannerConfig {
+                workflow: "build-driver.yml".into(),
+                git_ref: "main".into(),
+                driver_version: "1.4.2".into(),
+                deadline: std::time::Duration::from_secs(900),
+                cancel_on_timeout: false,
+                claim_lease: std::time::Duration::from_secs(60),
+                dispatch_interval: std::time::Duration::ZERO,
+                batch_workflow: "build-batch.yml".into(),
+            },
+            kfleet::state::Store::in_dir(dashboard_state.path())
+                .await
+                .unwrap(),
+        );
+        let fleet =
+            kfleet::inventory::read_inventory(&[work.path().join("fleet.csv")], false).unwrap();
+        let dash = kfleet::tui::Dashboard {
+            forge,
+            planner: std::sync::Arc::new(planner),
+            fleet: std::sync::RwLock::new(std::sync::Arc::new(fleet)),
+            live: Vec::new(),
+            upcoming_lines: 10,
+            kabi: Some(dashboard_state.path().join("kabi")),
+            template,
+            options: kfleet::coverage::CoverageOptions::default(),
+            workflow: "build-driver.yml".into(),
+            deadline: std::time::Duration::from_secs(900),
+            driver_version: None,
+            inventories: Vec::new(),
+            resolver: kfleet::headers::Resolver::new(
+                kfleet::headers::Chain::load(mirror.sources.path()).unwrap(),
+                kfleet::headers::ResolverOptions::default(),
+            )
+            .unwrap(),
+        };
+        dash.report().await.unwrap()
+    });
+    let twin = report
+        .identities
+        .iter()
+        .find(|r| r.kernel_version == "6.1.0-99-amd64")
+        .unwrap();
+    assert_eq!(twin.status, kfleet::coverage::CoverageStatus::Compatible);
+    assert_eq!(twin.asset.as_deref(), Some(name.as_str()));
 }

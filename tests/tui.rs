@@ -569,6 +569,7 @@ mod with_the_sandbox {
             fleet: std::sync::RwLock::new(Arc::new(fleet)),
             live,
             upcoming_lines: 10,
+            kabi: None,
             template,
             options: CoverageOptions::default(),
             workflow: "build-driver.yml".into(),

@@ -31,6 +31,10 @@ pub struct TuiArgs {
     /// The Upcoming view reads this many of the fleet's most-run kernel lines.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub upcoming_lines: usize,
+    /// Show kernels another artifact of their line loads into as `compatible` (as `report
+    /// --kabi`).
+    #[arg(long)]
+    pub kabi: bool,
 }
 
 /// The head and the batch plan's target, shared by the commands that compute coverage.

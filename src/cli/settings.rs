@@ -55,6 +55,7 @@ impl Default for TuiArgs {
             shares: ShareArgs::default(),
             sources: std::env::var_os("KFLEET_HEADER_SOURCES").map(PathBuf::from),
             upcoming_lines: 10,
+            kabi: false,
         }
     }
 }

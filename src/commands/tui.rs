@@ -87,6 +87,7 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
             fleet: std::sync::RwLock::new(Arc::new(fleet)),
             live,
             upcoming_lines: args.upcoming_lines,
+            kabi: args.kabi.then(|| state_root.join("kabi")),
             template,
             options,
             workflow: build.workflow(config),

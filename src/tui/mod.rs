@@ -30,6 +30,9 @@ pub struct Dashboard {
     pub live: Vec<crate::inventory::kube::KubeSource>,
     /// The Upcoming view reads this many of the fleet's most-run kernel lines.
     pub upcoming_lines: usize,
+    /// Check kernels without an artifact against their line's artifacts (kABI), keeping what
+    /// is read in this directory.
+    pub kabi: Option<std::path::PathBuf>,
     pub template: AssetTemplate,
     pub options: CoverageOptions,
     pub workflow: String,
@@ -75,14 +78,31 @@ impl Dashboard {
             .release(self.driver_version.as_deref())
             .map_err(|e| e.to_string())?;
         let fleet = self.fleet.read_now().clone();
-        snapshot
+        let mut assets = crate::artifacts::index_assets(release, &self.template);
+        let now = self.planner.clock().now();
+        let report = snapshot
             .coverage(
-                fleet,
+                fleet.clone(),
                 &release.tag_name,
-                crate::artifacts::index_assets(release, &self.template),
+                assets.clone(),
                 self.options,
-                self.planner.clock().now(),
+                now,
             )
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(cache) = &self.kabi else {
+            return Ok(report);
+        };
+        let found = crate::app::compatible::find(&report, &assets, &self.resolver, cache).await;
+        for note in &found.notes {
+            tracing::warn!("kabi: {note}");
+        }
+        if found.served.is_empty() {
+            return Ok(report);
+        }
+        assets.compatible = found.served;
+        snapshot
+            .coverage(fleet, &release.tag_name, assets, self.options, now)
             .await
             .map_err(|e| e.to_string())
     }
