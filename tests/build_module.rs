@@ -2362,16 +2362,24 @@ fn report_kabi_counts_kernels_another_artifact_loads_into() {
     let debs = tempfile::tempdir().unwrap();
     let twin = headers_deb_like(debs.path(), "6.1.0-99-amd64", &kdir);
     let other = headers_deb_like(debs.path(), "6.1.0-98-amd64", &other_abi_tree());
+    let other_twin = headers_deb_like(debs.path(), "6.1.0-96-amd64", &other_abi_tree());
     let name = package.file_name().unwrap().to_string_lossy().into_owned();
     let record = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
         .args(["--json", "kabi", "imports"])
         .arg(package));
     assert!(record.status.success());
+    // `--sandbox .` serves the release from here, the record's bytes from assets/.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("assets")).unwrap();
+    std::fs::write(
+        work.path().join(format!("assets/{name}.kabi.json")),
+        &record.stdout,
+    )
+    .unwrap();
     let mirror = debian_mirror_with(
-        &[twin, other],
+        &[twin, other, other_twin],
         vec![(format!("/records/{name}.kabi.json"), record.stdout)],
     );
-    let work = tempfile::tempdir().unwrap();
     std::fs::write(
         work.path().join("releases.json"),
         serde_json::json!([{
@@ -2391,6 +2399,7 @@ fn report_kabi_counts_kernels_another_artifact_loads_into() {
         (id.kernel_version.as_str(), 10),
         ("6.1.0-99-amd64", 3),
         ("6.1.0-98-amd64", 2),
+        ("6.1.0-96-amd64", 1),
     ] {
         for _ in 0..nodes {
             fleet.push_str(&format!(
@@ -2439,6 +2448,7 @@ fn report_kabi_counts_kernels_another_artifact_loads_into() {
     let plain = report(&[]);
     assert_ne!(status(&plain, "6.1.0-99-amd64").0, "compatible");
     assert_eq!(plain["summary"]["covered_nodes"], 10);
+    assert_eq!(plain["summary"]["batch_plan"]["builds"], 3);
 
     let checked = report(&["--kabi"]);
     assert_eq!(
@@ -2456,7 +2466,48 @@ fn report_kabi_counts_kernels_another_artifact_loads_into() {
         "compatible nodes count as covered: {s}"
     );
     assert_eq!(s["statuses"]["compatible"]["nodes"], 3);
-    assert_eq!(s["node_coverage_pct"], 86.67);
+    assert_eq!(s["node_coverage_pct"], 81.25);
+    // 6.1.0-98 and 6.1.0-96 export the same CRCs for what the driver imports: one build serves
+    // both, and the plan says so.
+    let plan = &s["batch_plan"];
+    assert_eq!(plan["builds"], 1, "{plan}");
+    assert_eq!(
+        plan["identities"],
+        serde_json::json!(["debian/12/x86_64/6.1.0-98-amd64"])
+    );
+    assert_eq!(plan["nodes_gained"], 3, "{plan}");
+    assert_eq!(plan["node_coverage_after_pct"], 100.0, "{plan}");
+
+    // dispatch --kabi builds exactly that one kernel: 6.1.0-99 (missing) needs no build, and
+    // 6.1.0-96 (long tail) is served by 6.1.0-98's.
+    let dispatch = |which: &str| {
+        let out = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("KFLEET_STATE_DIR", work.path().join("state"))
+            .env("KFLEET_HEADER_SOURCES", mirror.sources.path())
+            .current_dir(work.path())
+            .args(["dispatch", which, "--kabi", "-i", "fleet.csv"])
+            .args(["--sandbox", ".", "--dry-run", "--format", "json"]));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let decisions: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let keys: Vec<String> = decisions
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["key"].as_str().unwrap().to_string())
+            .collect();
+        (keys, stderr)
+    };
+    let (keys, stderr) = dispatch("--missing");
+    assert_eq!(keys, ["debian/12/x86_64/6.1.0-98-amd64"], "{stderr}");
+    assert!(stderr.contains("6.1.0-99-amd64: "), "{stderr}");
+    let (keys, stderr) = dispatch("--long-tail");
+    assert!(keys.is_empty(), "{keys:?}");
+    assert!(
+        stderr.contains("debian/12/x86_64/6.1.0-96-amd64: the build for debian/12/x86_64/6.1.0-98-amd64 serves it too"),
+        "{stderr}"
+    );
 
     // The dashboard with --kabi: the same verdict from a forge that serves the release (the
     // sandbox, its assets' bytes from a directory).

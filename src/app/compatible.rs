@@ -16,13 +16,20 @@ use std::path::Path;
 /// The largest record read (a module imports a few hundred symbols).
 const MAX_RECORD: usize = 4 << 20;
 
-/// What [`find`] found: the kernels another artifact serves (identity key, artifact), and what
-/// could not be checked.
+/// What [`find`] found: the kernels another artifact serves (identity key, artifact), the
+/// classes of the others that one build each serves, and what could not be checked.
 #[derive(Debug, Default)]
 pub struct Compatible {
     pub served: Vec<(String, String)>,
+    /// Kernels no artifact serves that export the same CRCs for every symbol the driver imports
+    /// (its line's newest record says which) and share the vermagic apart from the release.
+    pub classes: Vec<Vec<String>>,
     pub notes: Vec<String>,
 }
+
+/// What makes kernels of one line interchangeable for the driver: the vermagic apart from the
+/// release, and the CRC (or none) of each symbol it imports.
+type ClassKey = (String, String, Vec<(String, Option<u32>)>);
 
 /// The kernels of `report` without an artifact (missing, long tail, failed or timed out) that an
 /// artifact of `index` on their line loads into; the newest such artifact serves each.
@@ -59,6 +66,7 @@ pub async fn find(
         }
     };
     let mut records: BTreeMap<String, Option<PackageAbi>> = BTreeMap::new();
+    let mut classes: BTreeMap<ClassKey, Vec<String>> = BTreeMap::new();
     for row in &report.identities {
         if !matches!(
             row.status,
@@ -85,6 +93,7 @@ pub async fn find(
                 continue;
             }
         };
+        let mut served = false;
         for (_, name, url) in artifacts {
             if !records.contains_key(*url) {
                 let record = match record(&http, url, &cache.join("records")).await {
@@ -106,10 +115,34 @@ pub async fn find(
                     .all(|m| crate::kabi::check(&m.abi, &kernel.vermagic, &kernel.symvers).loads());
             if loads {
                 found.served.push((row.key.clone(), name.to_string()));
+                served = true;
                 break;
             }
         }
+        // Not served: its class, by what the line's newest readable record imports.
+        let imports = artifacts
+            .iter()
+            .find_map(|(_, _, url)| records.get(*url).and_then(Option::as_ref));
+        if let (false, Some(record)) = (served, imports) {
+            let mut crcs: Vec<(String, Option<u32>)> = record
+                .modules
+                .iter()
+                .flat_map(|m| &m.abi.imports)
+                .map(|i| {
+                    let crc = kernel.symvers.crcs().get(&i.symbol).copied();
+                    (i.symbol.clone(), crc)
+                })
+                .collect();
+            crcs.sort();
+            crcs.dedup();
+            let rest = crate::kabi::Vermagic::parse(&kernel.vermagic).rest;
+            classes
+                .entry((line_of(&id), rest, crcs))
+                .or_default()
+                .push(row.key.clone());
+        }
     }
+    found.classes = classes.into_values().filter(|c| c.len() > 1).collect();
     found
 }
 

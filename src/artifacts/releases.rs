@@ -171,6 +171,9 @@ pub struct AssetIndex {
     /// Kernels without an artifact of their own that another artifact loads into (its symbol
     /// versions checked against the kernel's): identity key, and the artifact it uses.
     pub compatible: Vec<(String, String)>,
+    /// Kernels without an artifact that export the same CRCs for everything the driver imports
+    /// (and share the vermagic apart from the release): one build serves each class.
+    pub kabi_classes: Vec<Vec<String>>,
 }
 
 /// Matches a release's assets to identities through the naming template.

@@ -570,10 +570,15 @@ pub struct DispatchArgs {
     /// --upcoming: how many of the most-run lines.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub upcoming_lines: usize,
+    /// --missing/--long-tail: skip kernels another artifact of their line loads into, and
+    /// build one kernel per kABI class (kernels exporting the same CRCs for the driver's
+    /// imports), as `report --kabi` plans.
+    #[arg(long)]
+    pub kabi: bool,
     /// --upcoming: how many of the newest kernels on each line.
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub upcoming_kernels: usize,
-    /// --upcoming: header sources file replacing the built-in chain (where kernels are listed).
+    /// --upcoming and --kabi: header sources file replacing the built-in chain.
     #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
     pub sources: Option<PathBuf>,
     /// Identities from a CSV with distribution,distro_version,architecture,kernel_version columns

@@ -49,6 +49,39 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
                 options,
                 &BuildStates::new(),
             )?;
+            // With --kabi, kernels another artifact loads into need no build, and one kernel of
+            // each class (the first, most nodes) builds for the class.
+            let mut skip: std::collections::HashSet<String> = Default::default();
+            if args.kabi {
+                let state_root = args.build.state_root(config);
+                let resolver = super::upcoming_resolver(args.sources.as_ref(), &state_root)?;
+                let found = crate::app::compatible::find(
+                    &report,
+                    &assets,
+                    &resolver,
+                    &state_root.join("kabi"),
+                )
+                .await;
+                for note in &found.notes {
+                    tracing::warn!("kabi: {note}");
+                }
+                for (key, asset) in found.served {
+                    tracing::info!("{key}: {asset} loads into it (kABI); nothing to build");
+                    skip.insert(key);
+                }
+                for class in found.classes {
+                    let (first, rest) = class
+                        .split_first()
+                        .map_or((None, &[][..]), |(f, r)| (Some(f), r));
+                    for key in rest {
+                        tracing::info!(
+                            "{key}: the build for {} serves it too (kABI)",
+                            first.map_or("", String::as_str)
+                        );
+                        skip.insert(key.clone());
+                    }
+                }
+            }
             keys.extend(
                 report
                     .identities
@@ -57,6 +90,7 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
                         (args.missing && r.status == CoverageStatus::Missing)
                             || (args.long_tail && r.status == CoverageStatus::LongTail)
                     })
+                    .filter(|r| !skip.contains(&r.key))
                     .map(|r| r.key.clone()),
             );
         }

@@ -37,12 +37,14 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
         for note in &found.notes {
             tracing::warn!("kabi: {note}");
         }
-        if !found.served.is_empty() {
+        if !found.served.is_empty() || !found.classes.is_empty() {
             tracing::info!(
-                "{} kernel(s) without an artifact load another one of their line (kABI)",
-                found.served.len()
+                "{} kernel(s) without an artifact load another one of their line; {} more share a build with another (kABI)",
+                found.served.len(),
+                found.classes.iter().map(|c| c.len() - 1).sum::<usize>()
             );
             assets.compatible = found.served;
+            assets.kabi_classes = found.classes;
             report = runtime()?.block_on(snapshot.coverage(
                 fleet.clone(),
                 &release.tag_name,

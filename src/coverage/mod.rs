@@ -384,8 +384,21 @@ fn rows_from_frame(df: &DataFrame) -> PolarsResult<Vec<IdentityRow>> {
         .collect()
 }
 
-fn batch_plan(rows: &[IdentityRow], total: u64, covered: u64, target: f64) -> BatchPlan {
+/// The batch plan; a build for one kernel of a kABI class (`classes`) serves the whole class.
+fn batch_plan(
+    rows: &[IdentityRow],
+    total: u64,
+    covered: u64,
+    target: f64,
+    classes: &[Vec<String>],
+) -> BatchPlan {
     let reached = |c: u64| total == 0 || c as f64 / total as f64 >= target - 1e-12;
+    let class_of: HashMap<&str, &Vec<String>> = classes
+        .iter()
+        .flat_map(|class| class.iter().map(move |key| (key.as_str(), class)))
+        .collect();
+    let nodes_of: HashMap<&str, u64> = rows.iter().map(|r| (r.key.as_str(), r.nodes)).collect();
+    let mut served: HashSet<&str> = HashSet::new();
     let building: u64 = rows
         .iter()
         .filter(|r| r.status == CoverageStatus::Building)
@@ -397,9 +410,17 @@ fn batch_plan(rows: &[IdentityRow], total: u64, covered: u64, target: f64) -> Ba
     for row in rows {
         match row.status {
             CoverageStatus::Covered | CoverageStatus::Compatible | CoverageStatus::Building => {}
+            _ if served.contains(row.key.as_str()) => {}
             CoverageStatus::Missing | CoverageStatus::LongTail if !reached(now) => {
                 now += row.nodes;
                 picked.push(row.key.clone());
+                if let Some(class) = class_of.get(row.key.as_str()) {
+                    for key in class.iter().filter(|k| **k != row.key) {
+                        if served.insert(key.as_str()) {
+                            now += nodes_of.get(key.as_str()).copied().unwrap_or(0);
+                        }
+                    }
+                }
             }
             status => *left_uncovered.entry(status).or_insert(0) += row.nodes,
         }
@@ -608,7 +629,13 @@ pub fn compute(
         next_boot_nodes,
         next_boot_uncovered,
         breakdown,
-        batch_plan: batch_plan(&identities, nodes, covered_nodes, options.target),
+        batch_plan: batch_plan(
+            &identities,
+            nodes,
+            covered_nodes,
+            options.target,
+            &assets.kabi_classes,
+        ),
         release_immutable: assets.immutable,
     };
     Ok(CoverageReport {
