@@ -1,9 +1,10 @@
 //! The last mile on the node: a verified driver package (`.tar.xz` with `MANIFEST` and `.ko`
 //! files) installed under `{root}/lib/modules/{kernel}/{extra|updates}/`, `depmod` run, and the
 //! module loaded. On an image-based OS (a read-only `/lib/modules`) the modules go to
-//! `{root}/var/lib/kfleet/modules/{kernel}/` instead and are loaded by path, in dependency order. The package is read in memory: only regular files at plain relative paths are
-//! taken (no links, no absolute paths, no `..`), and nothing is written until every module's
-//! vermagic names the target kernel and, where signatures are required, carries one.
+//! `{root}/var/lib/kfleet/modules/{kernel}/` instead and are loaded by path, in dependency order.
+//! The package is read in memory: only regular files at plain relative paths are taken (no
+//! links, no absolute paths, no `..`), and nothing is written until every module's vermagic
+//! names the target kernel and, where signatures are required, carries one.
 
 use crate::bounded::{Limits, read_to_end};
 use std::path::{Path, PathBuf};
