@@ -27,8 +27,8 @@ struct Kept {
 
 impl Resolver {
     /// The ABI of kernel `id`: from `cache/KEY.json` when it was read before, else from the
-    /// headers packages the chain fetches (architecture packages first; a `-common` package
-    /// holds no built tree).
+    /// headers packages the chain finds, downloaded one at a time until one holds the built
+    /// tree (architecture packages first: Debian's `-common` package, the largest, holds none).
     pub async fn kernel_abi(
         &self,
         id: &KernelIdentity,
@@ -49,19 +49,20 @@ impl Resolver {
             path: std::env::temp_dir().display().to_string(),
             source,
         })?;
-        let (_, mut packages) = self.fetch(id, work.path()).await?;
-        packages.sort_by_key(|p| p.to_string_lossy().contains("-common"));
+        let resolution = self.resolved(id).await?;
+        let mut packages: Vec<&super::HeaderPackage> = resolution.packages.iter().collect();
+        packages.sort_by_key(|p| p.name.contains("-common"));
         let unread = |message: String| HeaderError::Download {
             url: key.clone(),
             message,
         };
         let mut found = None;
         for package in &packages {
-            let path = package.clone();
+            let path = self.download(package, work.path()).await?;
             let tree = crate::fsio::off_runtime(move || Ok(tree_files(&path)))
                 .await
                 .map_err(|e| unread(e.to_string()))?
-                .map_err(|e| unread(format!("{}: {e}", package.display())))?;
+                .map_err(|e| unread(format!("{}: {e}", package.name)))?;
             if let Some(tree) = tree {
                 found = Some(tree);
                 break;
@@ -72,8 +73,7 @@ impl Resolver {
                 "no headers package holds a built tree (Module.symvers, .config, utsrelease.h); read: {}",
                 packages
                     .iter()
-                    .filter_map(|p| p.file_name())
-                    .map(|n| n.to_string_lossy().into_owned())
+                    .map(|p| p.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             )));

@@ -279,13 +279,7 @@ impl Resolver {
         id: &KernelIdentity,
         out: &Path,
     ) -> Result<(Resolution, Vec<PathBuf>), HeaderError> {
-        let resolution = self.resolve(id).await?;
-        if resolution.resolved_by.is_none() {
-            return Err(HeaderError::Unresolvable {
-                key: resolution.key.clone(),
-                attempts: format_attempts(&resolution.attempts),
-            });
-        }
+        let resolution = self.resolved(id).await?;
         crate::fsio::create_private_dir(out).map_err(|source| HeaderError::Write {
             path: out.display().to_string(),
             source,
@@ -295,6 +289,18 @@ impl Resolver {
             written.push(self.download(package, out).await?);
         }
         Ok((resolution, written))
+    }
+
+    /// The resolution of `id`, or why the chain is exhausted.
+    async fn resolved(&self, id: &KernelIdentity) -> Result<Resolution, HeaderError> {
+        let resolution = self.resolve(id).await?;
+        if resolution.resolved_by.is_none() {
+            return Err(HeaderError::Unresolvable {
+                key: resolution.key.clone(),
+                attempts: format_attempts(&resolution.attempts),
+            });
+        }
+        Ok(resolution)
     }
 
     async fn download(&self, package: &HeaderPackage, out: &Path) -> Result<PathBuf, HeaderError> {
