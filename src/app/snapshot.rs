@@ -104,4 +104,33 @@ impl Snapshot {
         .await??;
         Ok(report)
     }
+
+    /// [`Snapshot::coverage`]; with `kabi` (the header resolver, and where to keep what the check
+    /// reads) the kernels without an artifact are checked against their line's artifacts
+    /// ([`super::compatible::find`]) and coverage computed once more with those another artifact
+    /// serves and the kABI classes. What the check found comes back beside the report.
+    pub async fn checked_coverage(
+        &self,
+        fleet: Arc<FleetGroups>,
+        tag: &str,
+        mut assets: AssetIndex,
+        options: CoverageOptions,
+        now: DateTime<Utc>,
+        kabi: Option<(&crate::headers::Resolver, &std::path::Path)>,
+    ) -> Result<(CoverageReport, super::compatible::Compatible), SnapshotError> {
+        let report = self
+            .coverage(fleet.clone(), tag, assets.clone(), options, now)
+            .await?;
+        let Some((resolver, cache)) = kabi else {
+            return Ok((report, Default::default()));
+        };
+        let found = super::compatible::find(&report, &assets, resolver, cache).await;
+        if found.served.is_empty() && found.classes.is_empty() {
+            return Ok((report, found));
+        }
+        assets.compatible = found.served.clone();
+        assets.kabi_classes = found.classes.clone();
+        let report = self.coverage(fleet, tag, assets, options, now).await?;
+        Ok((report, found))
+    }
 }

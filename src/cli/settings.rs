@@ -92,15 +92,18 @@ impl HeaderChainArgs {
         Ok(Chain::load_or_builtin(self.sources.as_deref())?)
     }
 
-    pub(crate) fn resolver(&self, config: &Config) -> Result<Resolver> {
-        let state_root = self
-            .state_dir
+    /// `--state-dir`, else the config's, else the default.
+    pub(crate) fn state_root(&self, config: &Config) -> PathBuf {
+        self.state_dir
             .clone()
             .or_else(|| config.state_dir.clone())
-            .unwrap_or_else(default_state_dir);
+            .unwrap_or_else(default_state_dir)
+    }
+
+    pub(crate) fn resolver(&self, config: &Config) -> Result<Resolver> {
         header_resolver(
             self.sources.as_deref(),
-            &state_root,
+            &self.state_root(config),
             self.source_timeout,
             self.cache_ttl,
         )

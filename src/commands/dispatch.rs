@@ -69,15 +69,12 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
                     tracing::info!("{key}: {asset} loads into it (kABI); nothing to build");
                     skip.insert(key);
                 }
-                for class in found.classes {
-                    let (first, rest) = class
-                        .split_first()
-                        .map_or((None, &[][..]), |(f, r)| (Some(f), r));
+                for class in &found.classes {
+                    let Some((first, rest)) = class.split_first() else {
+                        continue;
+                    };
                     for key in rest {
-                        tracing::info!(
-                            "{key}: the build for {} serves it too (kABI)",
-                            first.map_or("", String::as_str)
-                        );
+                        tracing::info!("{key}: the build for {first} serves it too (kABI)");
                         skip.insert(key.clone());
                     }
                 }

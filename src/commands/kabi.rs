@@ -87,14 +87,8 @@ pub(crate) fn kabi_cmd(cmd: KabiCommand, config: &Config) -> Result<ExitCode> {
                     let id = crate::identity::KernelIdentity::from_key(&key).map_err(|e| {
                         anyhow::anyhow!("--kernel {}: {e}", crate::text::clean(&key))
                     })?;
-                    let resolver = chain.resolver(config)?;
-                    let cache = chain
-                        .state_dir
-                        .clone()
-                        .or_else(|| config.state_dir.clone())
-                        .unwrap_or_else(default_state_dir)
-                        .join("kabi");
-                    runtime()?.block_on(resolver.kernel_abi(&id, &cache))?
+                    let cache = chain.state_root(config).join("kabi").join("kernels");
+                    runtime()?.block_on(chain.resolver(config)?.kernel_abi(&id, &cache))?
                 }
                 (None, Some(dir), _, _) => KernelAbi::from_tree(&dir)?,
                 (None, None, Some(file), Some(vermagic)) => KernelAbi {

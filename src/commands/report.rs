@@ -17,42 +17,29 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
         head_share,
         target: target / 100.0,
     };
-    let mut assets = index_assets(release, &template);
-    let mut report = runtime()?.block_on(snapshot.coverage(
+    let state_root = args.build.state_root(config);
+    let resolver = args
+        .kabi
+        .then(|| super::upcoming_resolver(args.sources.as_ref(), &state_root))
+        .transpose()?;
+    let cache = state_root.join("kabi");
+    let (report, found) = runtime()?.block_on(snapshot.checked_coverage(
         fleet.clone(),
         &release.tag_name,
-        assets.clone(),
+        index_assets(release, &template),
         options,
         chrono::Utc::now(),
+        resolver.as_ref().map(|r| (r, cache.as_path())),
     ))?;
-    if args.kabi {
-        let state_root = args.build.state_root(config);
-        let resolver = super::upcoming_resolver(args.sources.as_ref(), &state_root)?;
-        let found = runtime()?.block_on(crate::app::compatible::find(
-            &report,
-            &assets,
-            &resolver,
-            &state_root.join("kabi"),
-        ));
-        for note in &found.notes {
-            tracing::warn!("kabi: {note}");
-        }
-        if !found.served.is_empty() || !found.classes.is_empty() {
-            tracing::info!(
-                "{} kernel(s) without an artifact load another one of their line; {} more share a build with another (kABI)",
-                found.served.len(),
-                found.classes.iter().map(|c| c.len() - 1).sum::<usize>()
-            );
-            assets.compatible = found.served;
-            assets.kabi_classes = found.classes;
-            report = runtime()?.block_on(snapshot.coverage(
-                fleet.clone(),
-                &release.tag_name,
-                assets,
-                options,
-                chrono::Utc::now(),
-            ))?;
-        }
+    for note in &found.notes {
+        tracing::warn!("kabi: {note}");
+    }
+    if !found.served.is_empty() || !found.classes.is_empty() {
+        tracing::info!(
+            "{} kernel(s) without an artifact load another one of their line; {} more share a build with another (kABI)",
+            found.served.len(),
+            found.classes.iter().map(|c| c.len() - 1).sum::<usize>()
+        );
     }
     let missing: u64 = [CoverageStatus::Missing, CoverageStatus::LongTail]
         .iter()

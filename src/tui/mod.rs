@@ -78,33 +78,21 @@ impl Dashboard {
             .release(self.driver_version.as_deref())
             .map_err(|e| e.to_string())?;
         let fleet = self.fleet.read_now().clone();
-        let mut assets = crate::artifacts::index_assets(release, &self.template);
-        let now = self.planner.clock().now();
-        let report = snapshot
-            .coverage(
-                fleet.clone(),
+        let (report, found) = snapshot
+            .checked_coverage(
+                fleet,
                 &release.tag_name,
-                assets.clone(),
+                crate::artifacts::index_assets(release, &self.template),
                 self.options,
-                now,
+                self.planner.clock().now(),
+                self.kabi.as_deref().map(|cache| (&self.resolver, cache)),
             )
             .await
             .map_err(|e| e.to_string())?;
-        let Some(cache) = &self.kabi else {
-            return Ok(report);
-        };
-        let found = crate::app::compatible::find(&report, &assets, &self.resolver, cache).await;
         for note in &found.notes {
             tracing::warn!("kabi: {note}");
         }
-        if found.served.is_empty() {
-            return Ok(report);
-        }
-        assets.compatible = found.served;
-        snapshot
-            .coverage(fleet, &release.tag_name, assets, self.options, now)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(report)
     }
 
     /// The kernels the distributions publish on the fleet's most-run lines, newer than the
