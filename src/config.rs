@@ -142,9 +142,8 @@ pub enum ConfigError {
 /// Where the config is looked for when `--config` is not given.
 pub fn default_locations() -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from("kfleet.toml")];
-    let xdg = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    use crate::environment::{HOME, XDG_CONFIG_HOME, path};
+    let xdg = path(XDG_CONFIG_HOME).or_else(|| path(HOME).map(|h| h.join(".config")));
     if let Some(dir) = xdg {
         out.push(dir.join("kfleet").join("kfleet.toml"));
     }
@@ -221,11 +220,9 @@ impl Config {
 
 /// `$XDG_STATE_HOME/kfleet`, else `~/.local/state/kfleet`.
 pub fn default_state_dir() -> std::path::PathBuf {
-    std::env::var_os("XDG_STATE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
-        })
+    use crate::environment::{HOME, XDG_STATE_HOME, path};
+    path(XDG_STATE_HOME)
+        .or_else(|| path(HOME).map(|h| h.join(".local/state")))
         .unwrap_or_else(|| std::path::PathBuf::from("."))
         .join("kfleet")
 }

@@ -13,6 +13,7 @@ pub mod config;
 #[cfg(feature = "fleet")]
 pub mod coverage;
 pub mod distros;
+pub mod environment;
 pub mod forge;
 pub mod fsio;
 pub mod headers;

@@ -23,9 +23,41 @@ fn is_loopback(url: &reqwest::Url) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The user agent of every request kfleet sends.
+pub const USER_AGENT: &str = concat!("kfleet/", env!("CARGO_PKG_VERSION"));
+
+/// Redirects a client follows: none where a redirect would carry a token elsewhere.
+#[derive(Clone, Copy, Debug)]
+pub enum Redirects {
+    None,
+    Limited(usize),
+}
+
+/// The one way kfleet builds an HTTP client: its user agent, a connect timeout of at most 10 s,
+/// `timeout` for a whole request, `redirects`, and the PEM certificates of `ca_file` trusted
+/// besides the system's roots.
+pub fn http_client(
+    timeout: std::time::Duration,
+    redirects: Redirects,
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
+        .timeout(timeout)
+        .redirect(match redirects {
+            Redirects::None => reqwest::redirect::Policy::none(),
+            Redirects::Limited(n) => reqwest::redirect::Policy::limited(n),
+        });
+    if let Some(path) = ca_file {
+        builder = trust_pem_file(builder, path)?;
+    }
+    builder.build().map_err(|e| error_chain(&e))
+}
+
 /// `builder` trusting the PEM certificates of `path` besides the system's roots: a file that
 /// cannot be read, or holds no certificate, is an error saying which.
-pub fn trust_pem_file(
+fn trust_pem_file(
     builder: reqwest::ClientBuilder,
     path: &std::path::Path,
 ) -> Result<reqwest::ClientBuilder, String> {

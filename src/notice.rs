@@ -16,7 +16,7 @@ fn sink() -> &'static Mutex<Option<Sink>> {
 }
 
 /// How notices print on standard error.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogFormat {
     /// `warning: ...`
     #[default]

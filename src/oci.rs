@@ -118,10 +118,10 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// `KFLEET_REGISTRY_USERNAME` and `KFLEET_REGISTRY_PASSWORD`, when both are set.
     pub fn from_environment() -> Option<Self> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        use crate::environment::{KFLEET_REGISTRY_PASSWORD, KFLEET_REGISTRY_USERNAME, var};
         Some(Self {
-            username: var("KFLEET_REGISTRY_USERNAME")?,
-            password: var("KFLEET_REGISTRY_PASSWORD")?,
+            username: var(KFLEET_REGISTRY_USERNAME)?,
+            password: var(KFLEET_REGISTRY_PASSWORD)?,
         })
     }
 }
@@ -185,14 +185,10 @@ impl Client {
                 message,
             }
         })?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .user_agent(concat!("kfleet/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| OciError::Transport {
+        let http = crate::net::http_client(timeout, crate::net::Redirects::Limited(5), None)
+            .map_err(|message| OciError::Transport {
                 url: reference.base.clone(),
-                message: crate::net::error_chain(&e),
+                message,
             })?;
         Ok(Self {
             http,

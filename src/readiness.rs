@@ -57,15 +57,17 @@ impl KubeTarget {
         ca_file: Option<PathBuf>,
         node: Option<String>,
     ) -> Result<Self, ReadinessError> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        use crate::environment::{
+            KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT, NODE_NAME, var as env,
+        };
         let node = node
-            .or_else(|| env("NODE_NAME"))
+            .or_else(|| env(NODE_NAME))
             .ok_or(ReadinessError::NoNodeName)?;
         let api = match api {
             Some(api) => api,
             None => {
-                let host = env("KUBERNETES_SERVICE_HOST").ok_or(ReadinessError::NoApiServer)?;
-                let port = env("KUBERNETES_SERVICE_PORT").unwrap_or_else(|| "443".into());
+                let host = env(KUBERNETES_SERVICE_HOST).ok_or(ReadinessError::NoApiServer)?;
+                let port = env(KUBERNETES_SERVICE_PORT).unwrap_or_else(|| "443".into());
                 let host = if host.contains(':') {
                     format!("[{host}]")
                 } else {
@@ -134,13 +136,12 @@ pub async fn mark_node(target: &KubeTarget, mark: &Mark) -> Result<(), Readiness
         message,
     };
     crate::net::check_transport(&url, false).map_err(api_err)?;
-    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
-    if let Some(ca) = &target.ca_file {
-        builder = crate::net::trust_pem_file(builder, ca).map_err(api_err)?;
-    }
-    let http = builder
-        .build()
-        .map_err(|e| api_err(crate::net::error_chain(&e)))?;
+    let http = crate::net::http_client(
+        Duration::from_secs(30),
+        crate::net::Redirects::None,
+        target.ca_file.as_deref(),
+    )
+    .map_err(api_err)?;
     let send = |request: reqwest::RequestBuilder| async {
         let response = request
             .bearer_auth(&token)

@@ -10,10 +10,19 @@ use std::path::{Path, PathBuf};
 /// The layers, bottom first: a module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
     &[
-        "bounded", "clock", "config", "distros", "fsio", "kmod", "locks", "modsign", "net",
-        "notice", "text",
+        "bounded",
+        "clock",
+        "distros",
+        "environment",
+        "fsio",
+        "kmod",
+        "locks",
+        "modsign",
+        "net",
+        "notice",
+        "text",
     ],
-    &["identity", "kabi", "oci", "readiness"],
+    &["config", "identity", "kabi", "oci", "readiness"],
     &[
         "artifacts",
         "headers",
@@ -236,4 +245,42 @@ fn every_module_is_in_the_code_map() {
             );
         }
     }
+}
+
+/// Environment variables are read in one module, and every one it names is documented for
+/// operators.
+#[test]
+fn the_environment_is_read_in_one_place_and_documented() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    for file in &files {
+        if file.ends_with("environment.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        for read in ["env::var(", "env::var_os("] {
+            assert!(
+                !text.contains(read),
+                "{} reads the environment itself ({read}); name the variable in environment.rs and read it there",
+                file.display()
+            );
+        }
+    }
+    let names = std::fs::read_to_string(src().join("environment.rs")).unwrap();
+    let operations =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+            .unwrap();
+    let mut count = 0;
+    for line in names.lines() {
+        let Some(rest) = line.strip_prefix("pub const ") else {
+            continue;
+        };
+        let name = rest.split(':').next().unwrap();
+        count += 1;
+        assert!(
+            operations.contains(&format!("`{name}`")),
+            "{name} is read but docs/operations.md's environment table does not name it"
+        );
+    }
+    assert!(count > 20, "only {count} variables found in environment.rs");
 }

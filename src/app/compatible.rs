@@ -54,11 +54,11 @@ pub async fn find(
     for artifacts in lines.values_mut() {
         artifacts.sort_by(|a, b| compare_kernels(&b.0.kernel_version, &a.0.kernel_version));
     }
-    let http = match reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .user_agent(concat!("kfleet/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let http = match crate::net::http_client(
+        std::time::Duration::from_secs(30),
+        crate::net::Redirects::Limited(10),
+        None,
+    ) {
         Ok(http) => http,
         Err(e) => {
             found.notes.push(format!("cannot set up HTTP: {e}"));

@@ -116,14 +116,10 @@ pub async fn pin(
     overrides: &BTreeMap<String, String>,
     timeout: Duration,
 ) -> Result<Digests, RegistryError> {
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .user_agent("kfleet")
-        .build()
-        .map_err(|e| RegistryError::Registry {
+    let client = crate::net::http_client(timeout, crate::net::Redirects::Limited(3), None)
+        .map_err(|message| RegistryError::Registry {
             image: String::new(),
-            message: e.to_string(),
+            message,
         })?;
     let mut digests = Digests::default();
     for image in images {

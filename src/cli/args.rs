@@ -2,6 +2,7 @@
 //! percentages, rates and durations are checked by clap, not later).
 
 use super::prelude::*;
+use crate::environment;
 use std::time::Duration;
 
 #[cfg(feature = "fleet")]
@@ -26,7 +27,7 @@ pub struct TuiArgs {
     #[command(flatten)]
     pub shares: ShareArgs,
     /// Header sources file replacing the built-in chain (assets/header-sources.toml).
-    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    #[arg(long, value_name = "FILE", env = environment::KFLEET_HEADER_SOURCES)]
     pub sources: Option<PathBuf>,
     /// The Upcoming view reads this many of the fleet's most-run kernel lines.
     #[arg(long, value_name = "N", default_value_t = 10)]
@@ -99,7 +100,7 @@ pub struct EnsureArgs {
     /// Base URL of the build service (env KFLEET_SERVICE).
     #[arg(
         long,
-        env = "KFLEET_SERVICE",
+        env = environment::KFLEET_SERVICE,
         value_name = "URL",
         required_unless_present = "repo"
     )]
@@ -110,13 +111,13 @@ pub struct EnsureArgs {
     #[arg(long, value_name = "URL", requires = "repo")]
     pub api_url: Option<String>,
     /// State directory for --repo (the build state, kfleet.db) [default $XDG_STATE_HOME/kfleet].
-    #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
+    #[arg(long, env = environment::KFLEET_STATE_DIR, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// File holding the service's bearer token (else env KFLEET_SERVICE_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Driver release to fetch.
-    #[arg(long, env = "KFLEET_DRIVER_VERSION")]
+    #[arg(long, env = environment::KFLEET_DRIVER_VERSION)]
     pub driver_version: String,
     /// Directory for the verified artifact.
     #[arg(long, default_value = ".")]
@@ -212,7 +213,7 @@ pub struct NodeArgs {
     /// The depmod to run.
     #[arg(
         long,
-        env = "KFLEET_DEPMOD",
+        env = environment::KFLEET_DEPMOD,
         default_value = "depmod",
         value_name = "PATH"
     )]
@@ -398,10 +399,10 @@ pub struct BuildPlanArgs {
     #[arg(long, short = 'f', value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
     /// Header sources file replacing the built-in chain (names the packages fetched).
-    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    #[arg(long, value_name = "FILE", env = environment::KFLEET_HEADER_SOURCES)]
     pub sources: Option<PathBuf>,
     /// Image digests (`kfleet images pin` writes them): the plan names image@sha256:….
-    #[arg(long, value_name = "FILE", env = "KFLEET_IMAGE_DIGESTS")]
+    #[arg(long, value_name = "FILE", env = environment::KFLEET_IMAGE_DIGESTS)]
     pub digests: Option<PathBuf>,
 }
 
@@ -442,10 +443,10 @@ pub enum PlanFormat {
 #[derive(Debug, Args)]
 pub struct ForgeRepoArgs {
     /// Repository holding the driver's releases, OWNER/NAME [config: repo; in a job: $GITHUB_REPOSITORY].
-    #[arg(long, env = "KFLEET_REPO", value_name = "OWNER/NAME")]
+    #[arg(long, env = environment::KFLEET_REPO, value_name = "OWNER/NAME")]
     pub repo: Option<String>,
     /// GitHub API base URL [config: api_url; in a job: $GITHUB_API_URL; default https://api.github.com].
-    #[arg(long, env = "KFLEET_API_URL", value_name = "URL")]
+    #[arg(long, env = environment::KFLEET_API_URL, value_name = "URL")]
     pub api_url: Option<String>,
 }
 
@@ -467,7 +468,7 @@ pub struct IdentityArgs {
 #[derive(Debug, Args)]
 pub struct HeaderChainArgs {
     /// Header sources file replacing the built-in chain (assets/header-sources.toml).
-    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    #[arg(long, value_name = "FILE", env = environment::KFLEET_HEADER_SOURCES)]
     pub sources: Option<PathBuf>,
     /// Longest time one source may take [default: 60s].
     #[arg(long, value_name = "DURATION", value_parser = duration)]
@@ -476,7 +477,7 @@ pub struct HeaderChainArgs {
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub cache_ttl: Option<Duration>,
     /// State directory holding the cache [default $XDG_STATE_HOME/kfleet].
-    #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
+    #[arg(long, env = environment::KFLEET_STATE_DIR, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
 
@@ -518,13 +519,13 @@ pub struct BuildArgs {
     #[arg(long = "ref", value_name = "REF")]
     pub git_ref: Option<String>,
     /// Directory for the build state (kfleet.db) and caches [config: state_dir; default $XDG_STATE_HOME/kfleet].
-    #[arg(long, env = "KFLEET_STATE_DIR", value_name = "DIR")]
+    #[arg(long, env = environment::KFLEET_STATE_DIR, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Shared build state for several service replicas: postgres://USER@HOST/DB (or sqlite:PATH)
     /// [default: kfleet.db in the state directory].
     #[arg(
         long = "state",
-        env = "KFLEET_STATE_URL",
+        env = environment::KFLEET_STATE_URL,
         value_name = "URL",
         hide_env_values = true
     )]
@@ -579,7 +580,7 @@ pub struct DispatchArgs {
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub upcoming_kernels: usize,
     /// --upcoming and --kabi: header sources file replacing the built-in chain.
-    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    #[arg(long, value_name = "FILE", env = environment::KFLEET_HEADER_SOURCES)]
     pub sources: Option<PathBuf>,
     /// Identities from a CSV with distribution,distro_version,architecture,kernel_version columns
     /// (such as `kfleet report --format csv`).
@@ -639,7 +640,7 @@ pub struct PreflightArgs {
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub kernels_per_line: usize,
     /// Header sources file replacing the built-in chain (where newer kernels are listed).
-    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    #[arg(long, value_name = "FILE", env = environment::KFLEET_HEADER_SOURCES)]
     pub sources: Option<PathBuf>,
     /// The driver release the fleet will run (default: newest published release).
     #[arg(long, value_name = "TAG")]
@@ -684,16 +685,16 @@ pub struct CancelArgs {
 #[derive(Debug, Args)]
 pub struct ForgeArgs {
     /// Repository holding the driver's releases, OWNER/NAME [config: repo].
-    #[arg(long, env = "KFLEET_REPO", value_name = "OWNER/NAME")]
+    #[arg(long, env = environment::KFLEET_REPO, value_name = "OWNER/NAME")]
     pub repo: Option<String>,
     /// GitHub API base URL [config: api_url; default https://api.github.com].
-    #[arg(long, env = "KFLEET_API_URL", value_name = "URL")]
+    #[arg(long, env = environment::KFLEET_API_URL, value_name = "URL")]
     pub api_url: Option<String>,
     /// Authenticate as this GitHub App (with --github-app-key) instead of a personal token:
     /// installation tokens scoped to the repository, renewed before they expire.
     #[arg(
         long,
-        env = "KFLEET_GITHUB_APP_ID",
+        env = environment::KFLEET_GITHUB_APP_ID,
         value_name = "ID",
         requires = "github_app_key"
     )]
@@ -701,7 +702,7 @@ pub struct ForgeArgs {
     /// The GitHub App's private key (the PEM file GitHub generated).
     #[arg(
         long,
-        env = "KFLEET_GITHUB_APP_KEY",
+        env = environment::KFLEET_GITHUB_APP_KEY,
         value_name = "FILE",
         requires = "github_app_id"
     )]
@@ -746,17 +747,17 @@ pub struct StoreArgs {
     /// An OCI registry repository holding the drivers instead of the releases,
     /// oci://REGISTRY/NAMESPACE/NAME (login: KFLEET_REGISTRY_USERNAME, KFLEET_REGISTRY_PASSWORD)
     /// [config: store].
-    #[arg(long, env = "KFLEET_STORE", value_name = "URL")]
+    #[arg(long, env = environment::KFLEET_STORE, value_name = "URL")]
     pub store: Option<String>,
 }
 
 #[derive(Debug, Args, Default)]
 pub struct NamingArgs {
     /// Module name in asset names [config: module; default: kdriver].
-    #[arg(long, env = "KFLEET_MODULE")]
+    #[arg(long, env = environment::KFLEET_MODULE)]
     pub module: Option<String>,
     /// Asset naming template [config: asset_template].
-    #[arg(long, env = "KFLEET_ASSET_TEMPLATE")]
+    #[arg(long, env = environment::KFLEET_ASSET_TEMPLATE)]
     pub asset_template: Option<String>,
 }
 
@@ -865,7 +866,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub kabi: bool,
     /// --upcoming and --kabi: header sources file replacing the built-in chain.
-    #[arg(long, value_name = "FILE", env = "KFLEET_HEADER_SOURCES")]
+    #[arg(long, value_name = "FILE", env = environment::KFLEET_HEADER_SOURCES)]
     pub sources: Option<PathBuf>,
 }
 
@@ -883,7 +884,7 @@ pub struct SandboxArgs {
     pub repo: String,
     /// Bearer token clients must present (env KFLEET_SANDBOX_TOKEN) [default: a random one,
     /// printed at start].
-    #[arg(long, env = "KFLEET_SANDBOX_TOKEN", hide_env_values = true)]
+    #[arg(long, env = environment::KFLEET_SANDBOX_TOKEN, hide_env_values = true)]
     pub token: Option<String>,
     /// Share of requests answered 503 at random (0..1).
     #[arg(long, default_value_t = 0.0)]

@@ -4,10 +4,12 @@
 mod args;
 pub(crate) mod prelude;
 mod settings;
+mod values;
 
 pub use args::*;
 pub use settings::*;
 
+use crate::environment;
 use prelude::*;
 
 /// Which kernels in your fleet have a prebuilt driver, which are missing, and what to build.
@@ -25,7 +27,7 @@ use prelude::*;
 )]
 pub struct Cli {
     /// Config file (default: ./kfleet.toml, then $XDG_CONFIG_HOME/kfleet/kfleet.toml).
-    #[arg(long, global = true, value_name = "FILE", env = "KFLEET_CONFIG")]
+    #[arg(long, global = true, value_name = "FILE", env = environment::KFLEET_CONFIG)]
     pub config: Option<PathBuf>,
     /// Notices (retries, waits, warnings) on standard error: `text` lines, or one JSON object
     /// per line (`serve` under a log collector).
@@ -34,7 +36,7 @@ pub struct Cli {
         global = true,
         value_enum,
         default_value_t = crate::notice::LogFormat::Text,
-        env = "KFLEET_LOG_FORMAT"
+        env = environment::KFLEET_LOG_FORMAT
     )]
     pub log_format: crate::notice::LogFormat,
     /// Print the result as JSON (one document on standard output), for every command; the same

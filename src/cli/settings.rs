@@ -53,7 +53,7 @@ impl Default for TuiArgs {
             naming: NamingArgs::default(),
             store: StoreArgs::default(),
             shares: ShareArgs::default(),
-            sources: std::env::var_os("KFLEET_HEADER_SOURCES").map(PathBuf::from),
+            sources: crate::environment::path(crate::environment::KFLEET_HEADER_SOURCES),
             upcoming_lines: 10,
             kabi: false,
         }
@@ -252,9 +252,7 @@ impl ForgeArgs {
                 releases,
                 SandboxOptions {
                     // Other kfleet commands can read this sandbox with the token they are given.
-                    token: std::env::var("KFLEET_SANDBOX_TOKEN")
-                        .ok()
-                        .filter(|t| !t.is_empty()),
+                    token: crate::environment::var(crate::environment::KFLEET_SANDBOX_TOKEN),
                     assets_dir: Some(dir.join("assets")),
                     simulation: Simulation {
                         local: self.runner.local()?,
@@ -318,14 +316,14 @@ impl ForgeRepoArgs {
     /// The GitHub client for the repository of the flags, the config, or the job
     /// (`GITHUB_REPOSITORY`, `GITHUB_API_URL`).
     pub(crate) fn client(&self, config: &Config) -> Result<GithubClient> {
-        let job = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+        use crate::environment::{GITHUB_API_URL, GITHUB_REPOSITORY, var as job};
         let repo = self
             .repo
             .clone()
             .or_else(|| config.repo.clone())
-            .or_else(|| job("GITHUB_REPOSITORY"))
+            .or_else(|| job(GITHUB_REPOSITORY))
             .context("no repository: pass --repo OWNER/NAME (a job has GITHUB_REPOSITORY)")?;
-        let api = self.api_url.clone().or_else(|| job("GITHUB_API_URL"));
+        let api = self.api_url.clone().or_else(|| job(GITHUB_API_URL));
         github_client(&repo, api.as_deref(), config)
     }
 }

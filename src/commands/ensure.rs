@@ -8,7 +8,9 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
             .with_context(|| format!("cannot read the service token {}", path.display()))?
             .trim()
             .to_string(),
-        None => std::env::var("KFLEET_SERVICE_TOKEN").unwrap_or_default(),
+        None => {
+            crate::environment::var(crate::environment::KFLEET_SERVICE_TOKEN).unwrap_or_default()
+        }
     };
     if token.is_empty() && args.service.is_some() {
         bail!("no service token: pass --token-file FILE or set KFLEET_SERVICE_TOKEN");

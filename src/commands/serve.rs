@@ -13,7 +13,7 @@ pub(crate) fn client_tokens(file: Option<&PathBuf>) -> Result<Vec<String>> {
             .collect(),
         None => Vec::new(),
     };
-    if let Ok(env) = std::env::var("KFLEET_CLIENT_TOKENS") {
+    if let Some(env) = crate::environment::var(crate::environment::KFLEET_CLIENT_TOKENS) {
         tokens.extend(
             env.split(',')
                 .map(str::trim)
@@ -43,9 +43,9 @@ fn webhook_secret(file: Option<&PathBuf>) -> Result<Option<crate::service::Secre
             .with_context(|| format!("cannot read the webhook secret {}", path.display()))?
             .trim()
             .to_string(),
-        None => match std::env::var("KFLEET_WEBHOOK_SECRET") {
-            Ok(s) => s.trim().to_string(),
-            Err(_) => return Ok(None),
+        None => match crate::environment::var(crate::environment::KFLEET_WEBHOOK_SECRET) {
+            Some(s) => s.trim().to_string(),
+            None => return Ok(None),
         },
     };
     if secret.len() < 16 {

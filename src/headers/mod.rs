@@ -127,12 +127,12 @@ fn format_attempts(attempts: &[Attempt]) -> String {
 
 impl Resolver {
     pub fn new(chain: Chain, options: ResolverOptions) -> Result<Self, HeaderError> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("kfleet/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(options.source_timeout)
-            .build()
-            .map_err(|e| HeaderError::Setup(e.to_string()))?;
+        let http = crate::net::http_client(
+            options.source_timeout,
+            crate::net::Redirects::Limited(10),
+            None,
+        )
+        .map_err(HeaderError::Setup)?;
         Ok(Self {
             chain,
             http,

@@ -14,7 +14,7 @@ use crate::text::{csv_cell, grid, html_text, markdown_text};
 use std::fmt::Write as _;
 use std::path::Path;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Format {
     #[default]
     Table,
@@ -26,7 +26,7 @@ pub enum Format {
 }
 
 /// Output of commands that print a list (runs, decisions, header attempts): a table or JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ListFormat {
     #[default]
     Table,

@@ -36,17 +36,14 @@ pub struct EnsureOptions {
 
 /// The HTTP client `ensure` talks through: the system's roots, and `ca_file` when given.
 fn http_client(options: &EnsureOptions) -> Result<reqwest::Client, EnsureError> {
-    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
-    if let Some(path) = &options.ca_file {
-        builder =
-            crate::net::trust_pem_file(builder, path).map_err(|message| EnsureError::Http {
-                url: path.display().to_string(),
-                message: format!("--ca-file: {message}"),
-            })?;
-    }
-    builder.build().map_err(|e| EnsureError::Http {
+    crate::net::http_client(
+        Duration::from_secs(60),
+        crate::net::Redirects::Limited(10),
+        options.ca_file.as_deref(),
+    )
+    .map_err(|message| EnsureError::Http {
         url: options.service.clone(),
-        message: e.to_string(),
+        message,
     })
 }
 

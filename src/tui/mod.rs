@@ -338,10 +338,8 @@ fn copy_to_clipboard(out: &mut impl std::io::Write, text: &str) -> std::io::Resu
 /// URL kfleet would fetch itself (https, or http on loopback) is handed over.
 fn open_in_browser(url: &str) -> Result<String, String> {
     crate::net::check_transport(url, false).map_err(|e| format!("not opening {url}: {e}"))?;
-    let browser = std::env::var("BROWSER")
-        .ok()
-        .filter(|b| !b.trim().is_empty())
-        .unwrap_or_else(|| "xdg-open".into());
+    let browser =
+        crate::environment::var(crate::environment::BROWSER).unwrap_or_else(|| "xdg-open".into());
     let mut child = std::process::Command::new(&browser)
         .arg(url)
         .stdin(std::process::Stdio::null())

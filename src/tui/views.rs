@@ -24,7 +24,7 @@ pub struct Theme {
 impl Theme {
     pub fn from_env() -> Self {
         Self {
-            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            color: !crate::environment::is_set(crate::environment::NO_COLOR),
         }
     }
 

@@ -166,11 +166,8 @@ impl GithubClient {
             status: 0,
             message,
         };
-        let http = reqwest::Client::builder()
-            .timeout(self.policy.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| err(e.to_string()))?;
+        let http = crate::net::http_client(self.policy.timeout, crate::net::Redirects::None, None)
+            .map_err(err)?;
         let mut response = http.get(url).send().await.map_err(|e| err(e.to_string()))?;
         if !response.status().is_success() {
             return Err(ForgeError::Http {

@@ -284,7 +284,7 @@ impl GithubClient {
             .uri(path)
             .header(http::header::ACCEPT, "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
-            .header(http::header::USER_AGENT, "kfleet");
+            .header(http::header::USER_AGENT, crate::net::USER_AGENT);
         let body = match body {
             Some(bytes) => {
                 builder = builder

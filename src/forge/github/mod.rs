@@ -221,12 +221,9 @@ pub const MAX_RUN_PAGES: usize = 50;
 
 /// Finds a token: `GITHUB_TOKEN`, `GH_TOKEN`, then `gh auth token` when `gh` is installed.
 pub fn token_from_environment() -> Option<String> {
-    for var in ["GITHUB_TOKEN", "GH_TOKEN"] {
-        if let Ok(t) = std::env::var(var)
-            && !t.trim().is_empty()
-        {
-            return Some(t.trim().to_string());
-        }
+    use crate::environment::{GH_TOKEN, GITHUB_TOKEN, var};
+    if let Some(t) = var(GITHUB_TOKEN).or_else(|| var(GH_TOKEN)) {
+        return Some(t.trim().to_string());
     }
     let out = std::process::Command::new("gh")
         .args(["auth", "token"])
