@@ -17,9 +17,7 @@ pub mod environment;
 pub mod forge;
 pub mod fsio;
 pub mod headers;
-pub mod hooks;
 pub mod identity;
-pub mod install;
 #[cfg(feature = "fleet")]
 pub mod inventory;
 pub mod kabi;
@@ -28,8 +26,10 @@ pub mod localrun;
 pub mod locks;
 pub mod modsign;
 pub mod net;
+pub mod node;
 pub mod notice;
 pub mod oci;
+pub mod protocol;
 pub mod readiness;
 pub mod report;
 #[cfg(feature = "fleet")]

@@ -1131,13 +1131,13 @@ fn a_built_module_installs_into_a_root_where_depmod_lists_it() {
 /// A loader that records what it was asked and says what the test tells it.
 #[derive(Default)]
 struct FakeLoader {
-    loaded: std::sync::Mutex<Option<kfleet::install::Loaded>>,
+    loaded: std::sync::Mutex<Option<kfleet::node::install::Loaded>>,
     enforced: Option<String>,
     calls: std::sync::Mutex<Vec<String>>,
 }
 
-impl kfleet::install::Loader for FakeLoader {
-    fn loaded(&self, _: &str) -> Option<kfleet::install::Loaded> {
+impl kfleet::node::install::Loader for FakeLoader {
+    fn loaded(&self, _: &str) -> Option<kfleet::node::install::Loaded> {
         self.loaded.lock().unwrap().clone()
     }
     fn load(&self, name: &str) -> Result<(), String> {
@@ -1166,7 +1166,7 @@ impl kfleet::install::Loader for FakeLoader {
 /// same install says so in its JSON and on stderr.
 #[test]
 fn an_image_based_os_gets_the_driver_from_var_loaded_by_path() {
-    use kfleet::install::{InstallOptions, InstallOutcome, ModulePlace, install};
+    use kfleet::node::install::{InstallOptions, InstallOutcome, ModulePlace, install};
     let (_, package, id) = built_package();
     let kernel = &id.kernel_version;
     let options = |root: &Path| InstallOptions {
@@ -1226,7 +1226,7 @@ fn an_image_based_os_gets_the_driver_from_var_loaded_by_path() {
         .unwrap();
         assert_eq!(
             matches!(
-                kfleet::install::module_place(root.path()),
+                kfleet::node::install::module_place(root.path()),
                 ModulePlace::Writable { .. }
             ),
             writable,
@@ -1237,7 +1237,7 @@ fn an_image_based_os_gets_the_driver_from_var_loaded_by_path() {
     std::fs::create_dir_all(ostree.path().join("run")).unwrap();
     std::fs::write(ostree.path().join("run/ostree-booted"), "").unwrap();
     assert!(matches!(
-        kfleet::install::module_place(ostree.path()),
+        kfleet::node::install::module_place(ostree.path()),
         ModulePlace::Writable { .. }
     ));
 
@@ -1276,7 +1276,9 @@ fn an_image_based_os_gets_the_driver_from_var_loaded_by_path() {
 /// unsigned module before anything is written.
 #[test]
 fn loading_is_idempotent_and_replaces_only_when_asked() {
-    use kfleet::install::{InstallError, InstallOptions, InstallOutcome, install, read_package};
+    use kfleet::node::install::{
+        InstallError, InstallOptions, InstallOutcome, install, read_package,
+    };
     let (_, package, id) = built_package();
     let module = read_package(package).unwrap().remove(0);
     let options = |root: &Path| InstallOptions {
@@ -1308,7 +1310,7 @@ fn loading_is_idempotent_and_replaces_only_when_asked() {
             .exists()
     );
 
-    *loader.loaded.lock().unwrap() = Some(kfleet::install::Loaded {
+    *loader.loaded.lock().unwrap() = Some(kfleet::node::install::Loaded {
         srcversion: module.srcversion.clone(),
         version: None,
     });
@@ -1325,7 +1327,7 @@ fn loading_is_idempotent_and_replaces_only_when_asked() {
 
     let elsewhere = tempfile::tempdir().unwrap();
     let older = FakeLoader::default();
-    *older.loaded.lock().unwrap() = Some(kfleet::install::Loaded {
+    *older.loaded.lock().unwrap() = Some(kfleet::node::install::Loaded {
         srcversion: Some("0123456789ABCDEF0123456".into()),
         version: Some("1.4.1".into()),
     });
@@ -1372,13 +1374,13 @@ fn loading_is_idempotent_and_replaces_only_when_asked() {
 /// A loader that knows modules by the kernel's name, and refuses the first `fail_loads` loads.
 #[derive(Default)]
 struct KernelLoader {
-    loaded: std::sync::Mutex<std::collections::BTreeMap<String, kfleet::install::Loaded>>,
+    loaded: std::sync::Mutex<std::collections::BTreeMap<String, kfleet::node::install::Loaded>>,
     fail_loads: std::sync::Mutex<u32>,
     calls: std::sync::Mutex<Vec<String>>,
 }
 
-impl kfleet::install::Loader for KernelLoader {
-    fn loaded(&self, name: &str) -> Option<kfleet::install::Loaded> {
+impl kfleet::node::install::Loader for KernelLoader {
+    fn loaded(&self, name: &str) -> Option<kfleet::node::install::Loaded> {
         self.calls.lock().unwrap().push(format!("loaded? {name}"));
         self.loaded.lock().unwrap().get(name).cloned()
     }
@@ -1435,8 +1437,8 @@ fn renamed_module(bytes: &[u8], to: &str) -> Vec<u8> {
 }
 
 /// Installing into `root` for `id`'s kernel as the running one, loading and replacing.
-fn replacing(root: &Path, id: &KernelIdentity) -> kfleet::install::InstallOptions {
-    kfleet::install::InstallOptions {
+fn replacing(root: &Path, id: &KernelIdentity) -> kfleet::node::install::InstallOptions {
+    kfleet::node::install::InstallOptions {
         root: root.to_path_buf(),
         kernel_version: id.kernel_version.clone(),
         running_kernel: Some(id.kernel_version.clone()),
@@ -1454,7 +1456,7 @@ fn replacing(root: &Path, id: &KernelIdentity) -> kfleet::install::InstallOption
 /// that is the name asked about, unloaded and loaded. Two modules of one name refuse the package.
 #[test]
 fn modules_are_known_by_the_kernels_name_and_twins_are_refused() {
-    use kfleet::install::{install, read_package};
+    use kfleet::node::install::{install, read_package};
     let (_, package, id) = built_package();
     let ko = read_package(package).unwrap().remove(0).bytes;
     let dir = tempfile::tempdir().unwrap();
@@ -1464,7 +1466,7 @@ fn modules_are_known_by_the_kernels_name_and_twins_are_refused() {
     let loader = KernelLoader::default();
     loader.loaded.lock().unwrap().insert(
         "k_drivr".into(),
-        kfleet::install::Loaded {
+        kfleet::node::install::Loaded {
             srcversion: Some("0123456789ABCDEF0123456".into()),
             version: Some("1.4.1".into()),
         },
@@ -1511,14 +1513,14 @@ fn modules_are_known_by_the_kernels_name_and_twins_are_refused() {
 /// too (all or nothing).
 #[test]
 fn a_failed_load_puts_the_node_back_as_it_was() {
-    use kfleet::install::{install, read_package};
+    use kfleet::node::install::{install, read_package};
     let (_, package, id) = built_package();
     let ko = read_package(package).unwrap().remove(0).bytes;
     let options = |root: &Path| replacing(root, id);
     let old = |name: &str| {
         (
             name.to_string(),
-            kfleet::install::Loaded {
+            kfleet::node::install::Loaded {
                 srcversion: Some("0123456789ABCDEF0123456".into()),
                 version: Some("1.4.1".into()),
             },
@@ -1594,8 +1596,8 @@ fn a_failed_load_puts_the_node_back_as_it_was() {
 /// Fails the load of `kdrivez` only.
 struct FailSecond(KernelLoader);
 
-impl kfleet::install::Loader for FailSecond {
-    fn loaded(&self, name: &str) -> Option<kfleet::install::Loaded> {
+impl kfleet::node::install::Loader for FailSecond {
+    fn loaded(&self, name: &str) -> Option<kfleet::node::install::Loaded> {
         self.0.loaded(name)
     }
     fn load(&self, name: &str) -> Result<(), String> {
@@ -1820,7 +1822,7 @@ fn a_module_signed_in_the_build_installs_where_signatures_are_required() {
         .unwrap()
         .render(&id, "1.4.2");
     let package = out.path().join(&name);
-    let modules = kfleet::install::read_package(&package).unwrap();
+    let modules = kfleet::node::install::read_package(&package).unwrap();
     assert!(
         modules.iter().all(|m| m.signed),
         "every module carries a signature"

@@ -15,9 +15,10 @@ pub(crate) use crate::forge::{
 #[cfg(feature = "fleet")]
 pub(crate) use crate::forge::{index_assets, read_release_file};
 pub(crate) use crate::headers::{Chain, Resolver, ResolverOptions, plan};
-pub(crate) use crate::identity::{RawIdentity, Verdict, check, local_identity};
+pub(crate) use crate::identity::{RawIdentity, Verdict, check};
 #[cfg(feature = "fleet")]
 pub(crate) use crate::inventory::{FleetGroups, read_inventory};
+pub(crate) use crate::node::local_identity;
 pub(crate) use crate::oci::Credentials;
 #[cfg(feature = "fleet")]
 pub(crate) use crate::report::Format;

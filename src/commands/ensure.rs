@@ -121,7 +121,7 @@ fn mark_node(
 fn apply_mark(args: &EnsureArgs, mut mark: crate::readiness::Mark) -> Result<()> {
     let target = kube_target(args)?;
     // The kernels the node may boot next, for inventories read from the cluster.
-    mark.installed = crate::hooks::installed_kernels(&install_root(&args.node));
+    mark.installed = crate::node::hooks::installed_kernels(&install_root(&args.node));
     runtime()?.block_on(crate::readiness::mark_node(&target, &mark))?;
     tracing::info!(
         "node {}: {}={}{}",
@@ -141,7 +141,7 @@ fn apply_mark(args: &EnsureArgs, mut mark: crate::readiness::Mark) -> Result<()>
 /// kernel when one is named.
 fn machine_identity(args: &EnsureArgs, kernel: Option<&str>) -> Result<crate::identity::Checked> {
     let local = match &args.node.host_root {
-        Some(root) => crate::identity::host_identity(root).with_context(|| {
+        Some(root) => crate::node::host_identity(root).with_context(|| {
             format!(
                 "cannot determine the identity of the host at {}",
                 root.display()
@@ -167,7 +167,7 @@ fn ensure_all_installed(args: &EnsureArgs, config: &Config, token: &str) -> Resu
         .host_root
         .clone()
         .unwrap_or_else(|| PathBuf::from("/"));
-    let kernels = crate::hooks::installed_kernels(&root);
+    let kernels = crate::node::hooks::installed_kernels(&root);
     if kernels.is_empty() {
         bail!(
             "no installed kernel under {}: no lib/modules/VERSION beside a boot/vmlinuz-VERSION",
@@ -204,7 +204,7 @@ fn ensure_identity(
 ) -> Result<u8> {
     let template = args.naming.template(config)?;
     let store = args.store.open(config, &template)?;
-    let options = crate::service::ensure::EnsureOptions {
+    let options = crate::node::ensure::EnsureOptions {
         asset_name: template.render(identity, &args.driver_version),
         max_download: args.max_download.saturating_mul(1 << 20),
         insecure_http: args.insecure_http,
@@ -219,7 +219,7 @@ fn ensure_identity(
         store: store.clone(),
     };
     let outcome = if args.service.is_some() {
-        runtime()?.block_on(crate::service::ensure::ensure(identity, &options))?
+        runtime()?.block_on(crate::node::ensure::ensure(identity, &options))?
     } else {
         let build = BuildArgs::for_repo(
             args.repo.clone(),
@@ -240,7 +240,7 @@ fn ensure_identity(
                 build.store(config).await?,
             );
             anyhow::Ok(
-                crate::service::ensure::ensure_direct(
+                crate::node::ensure::ensure_direct(
                     identity, &*forge, &planner, &template, &options,
                 )
                 .await?,
@@ -248,7 +248,7 @@ fn ensure_identity(
         })?
     };
     match &outcome {
-        crate::service::ensure::EnsureOutcome::Available(artifact) if args.install => {
+        crate::node::ensure::EnsureOutcome::Available(artifact) if args.install => {
             tracing::info!("verified {}", artifact.path.display());
             // The bytes that were verified, not a second read of the file in --out.
             return install_package(
@@ -259,7 +259,7 @@ fn ensure_identity(
                 &args.node,
             );
         }
-        crate::service::ensure::EnsureOutcome::Available(artifact) if super::json_wanted() => {
+        crate::node::ensure::EnsureOutcome::Available(artifact) if super::json_wanted() => {
             super::print_json(&serde_json::json!({
                 "status": "available",
                 "identity": identity.key(),
@@ -267,26 +267,26 @@ fn ensure_identity(
                 "bytes": artifact.bytes.len(),
             }))?;
         }
-        crate::service::ensure::EnsureOutcome::Available(artifact) => {
+        crate::node::ensure::EnsureOutcome::Available(artifact) => {
             outln!("{}", artifact.path.display())
         }
-        crate::service::ensure::EnsureOutcome::TimedOut(why)
-        | crate::service::ensure::EnsureOutcome::Failed(why)
-        | crate::service::ensure::EnsureOutcome::Rejected(why)
+        crate::node::ensure::EnsureOutcome::TimedOut(why)
+        | crate::node::ensure::EnsureOutcome::Failed(why)
+        | crate::node::ensure::EnsureOutcome::Rejected(why)
             if super::json_wanted() =>
         {
             let status = match &outcome {
-                crate::service::ensure::EnsureOutcome::TimedOut(_) => "timed_out",
-                crate::service::ensure::EnsureOutcome::Failed(_) => "failed",
+                crate::node::ensure::EnsureOutcome::TimedOut(_) => "timed_out",
+                crate::node::ensure::EnsureOutcome::Failed(_) => "failed",
                 _ => "rejected",
             };
             super::print_json(&serde_json::json!({
                 "status": status, "identity": identity.key(), "reason": why,
             }))?;
         }
-        crate::service::ensure::EnsureOutcome::TimedOut(why)
-        | crate::service::ensure::EnsureOutcome::Failed(why) => tracing::info!("{why}"),
-        crate::service::ensure::EnsureOutcome::Rejected(why) => tracing::info!("rejected: {why}"),
+        crate::node::ensure::EnsureOutcome::TimedOut(why)
+        | crate::node::ensure::EnsureOutcome::Failed(why) => tracing::info!("{why}"),
+        crate::node::ensure::EnsureOutcome::Rejected(why) => tracing::info!("rejected: {why}"),
     }
     Ok(outcome.exit_code())
 }
@@ -313,7 +313,7 @@ fn install_root(node: &NodeArgs) -> PathBuf {
 
 /// The distribution the root's os-release names, if it names one kfleet knows.
 fn root_distribution(root: &std::path::Path) -> Option<crate::identity::Distribution> {
-    let host = crate::identity::host_identity(root).ok()?;
+    let host = crate::node::host_identity(root).ok()?;
     crate::identity::Distribution::from_alias(&host.distribution).map(|(d, _)| d)
 }
 
@@ -337,7 +337,7 @@ fn install_package(
     } else {
         running_kernel().ok()
     };
-    let options = crate::install::InstallOptions {
+    let options = crate::node::install::InstallOptions {
         root,
         kernel_version: kernel.to_string(),
         running_kernel: running,
@@ -355,12 +355,12 @@ fn install_package(
         depmod: node.depmod.clone(),
         kabi: node.kabi,
     };
-    let loader = crate::install::SystemLoader {
+    let loader = crate::node::install::SystemLoader {
         root: options.root.clone(),
     };
     let installed = match verified {
-        Some(bytes) => crate::install::install_bytes(package, bytes, &options, &loader),
-        None => crate::install::install(package, &options, &loader),
+        Some(bytes) => crate::node::install::install_bytes(package, bytes, &options, &loader),
+        None => crate::node::install::install(package, &options, &loader),
     };
     let outcome = match installed {
         Ok(outcome) => outcome,
@@ -369,7 +369,7 @@ fn install_package(
             return Ok(e.exit_code());
         }
     };
-    use crate::install::{InstallOutcome, ModulePlace};
+    use crate::node::install::{InstallOutcome, ModulePlace};
     let (paths, loaded, place) = match outcome {
         InstallOutcome::AlreadyInstalled { paths, place } => (paths, None, place),
         InstallOutcome::Installed {
@@ -424,7 +424,7 @@ fn install_package(
     if let Some((os, route)) = image_based {
         tracing::info!(
             "{os} keeps /lib/modules in a read-only image: the driver is in /{}/{kernel} and is loaded by path (insmod); kfleet-ensure.service loads it again after a reboot. To make it part of the image, {os}'s own route is: {route}",
-            crate::install::WRITABLE_MODULES
+            crate::node::install::WRITABLE_MODULES
         );
     }
     Ok(0)
@@ -432,7 +432,7 @@ fn install_package(
 
 /// `kfleet hook install|remove`.
 pub(crate) fn hook_cmd(cmd: HookCommand) -> Result<ExitCode> {
-    use crate::hooks::{HookKind, HookSettings};
+    use crate::node::hooks::{HookKind, HookSettings};
     match cmd {
         HookCommand::Install {
             root,
@@ -456,7 +456,7 @@ pub(crate) fn hook_cmd(cmd: HookCommand) -> Result<ExitCode> {
                 timeout,
                 env_file,
             };
-            let written = crate::hooks::install(&root, kind, &settings)?;
+            let written = crate::node::hooks::install(&root, kind, &settings)?;
             for path in &written {
                 outln!("wrote {}", path.display());
             }
@@ -476,7 +476,7 @@ pub(crate) fn hook_cmd(cmd: HookCommand) -> Result<ExitCode> {
             }
         }
         HookCommand::Remove { root } => {
-            let (removed, kept) = crate::hooks::remove(&root)?;
+            let (removed, kept) = crate::node::hooks::remove(&root)?;
             for path in &removed {
                 outln!("removed {}", path.display());
             }

@@ -37,7 +37,7 @@ pub(crate) fn identity_cmd(cmd: IdentityCommand, config: &Config) -> Result<Exit
             os_release,
             host_root,
         } => match &host_root {
-            Some(root) => crate::identity::host_identity(root).with_context(|| {
+            Some(root) => crate::node::host_identity(root).with_context(|| {
                 format!(
                     "cannot determine the identity of the host at {}",
                     root.display()

@@ -24,7 +24,10 @@ fn read_modules(path: &std::path::Path) -> Result<(bool, Vec<(String, ModuleAbi)
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let stem = name.split(".ko").next().unwrap_or_default();
-        return Ok((false, vec![(crate::install::kernel_module_name(stem), abi)]));
+        return Ok((
+            false,
+            vec![(crate::node::install::kernel_module_name(stem), abi)],
+        ));
     }
     let size = std::fs::metadata(path)?.len();
     if size > MAX_BYTES {
@@ -32,7 +35,7 @@ fn read_modules(path: &std::path::Path) -> Result<(bool, Vec<(String, ModuleAbi)
     }
     let compressed =
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let modules = crate::install::read_package_bytes(path, &compressed)?
+    let modules = crate::node::install::read_package_bytes(path, &compressed)?
         .iter()
         .map(|m| {
             let abi = ModuleAbi::read(&m.bytes)

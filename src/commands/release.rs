@@ -109,7 +109,7 @@ pub(crate) fn store_cmd(cmd: StoreCommand, config: &Config) -> Result<ExitCode> 
                 };
                 let bytes = std::fs::read(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                let modules = crate::install::read_package_bytes(path, &bytes)?;
+                let modules = crate::node::install::read_package_bytes(path, &bytes)?;
                 let mut vermagics: Vec<&str> =
                     modules.iter().map(|m| m.vermagic.as_str()).collect();
                 vermagics.dedup();

@@ -2,10 +2,10 @@
 //! driver artifact is built for, with alias normalisation and per-family validation.
 
 mod families;
-mod local;
+mod os_release;
 mod osimage;
 
-pub use local::{host_identity, local_identity, parse_os_release};
+pub use os_release::parse_os_release;
 pub use osimage::distribution_from_os_image;
 
 use serde::{Deserialize, Serialize};

@@ -1,18 +1,16 @@
 //! The endpoints: `POST /build`, `GET /status/{id}`, `GET /metrics`.
 
-use super::{
-    BuildRequest, BuildStatus, Listing, Lookup, MAX_BODY, RunState, ServiceState, ServiceStatus,
-    Settled, Tracked, json_error,
-};
+use super::listing::{Listing, Lookup};
+use super::tracker::{RunState, Settled, Tracked};
+use super::{MAX_BODY, ServiceState, json_error};
 use crate::builds::new_request_id;
 use crate::identity::{KernelIdentity, Rejection};
-use crate::locks::Lock;
+use crate::protocol::{BuildRequest, BuildStatus, ServiceStatus};
 use crate::state::{Claim, Phase, StoreError};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// Reads at most [`MAX_BODY`] bytes of a request body (413 past it).
 async fn read_body(headers: &HeaderMap, body: axum::body::Body) -> Result<bytes::Bytes, Response> {
@@ -192,7 +190,7 @@ pub(super) async fn build(
     match state.planner.claim(&rid, &key, &dv).await {
         Ok(Claim::Won(record)) => {
             state.remember_join(&key, &dv, &rid);
-            let mut builds = state.builds.lock().await;
+            let mut builds = state.tracker.builds.lock().await;
             state.prune_cache(&mut builds);
             builds.insert(
                 rid.clone(),
@@ -221,7 +219,7 @@ const UNLISTED_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 const UNLISTED_RETRY_AFTER: u64 = 5;
 
 fn joined(state: &ServiceState, rid: String, key: String) -> Response {
-    state.metrics.dedup_hits.fetch_add(1, Ordering::Relaxed);
+    state.metrics.joined();
     state.metrics.count("joined");
     accepted(rid, key)
 }
@@ -275,7 +273,7 @@ pub(super) async fn status(
         state.forget_join((&record).into());
     }
     let tracked = {
-        let mut builds = state.builds.lock().await;
+        let mut builds = state.tracker.builds.lock().await;
         let status = builds
             .get(&id)
             .filter(|t| t.record.run_id == record.run_id)
@@ -319,11 +317,7 @@ pub(super) async fn status(
                     .num_milliseconds()
                     .max(0) as f64
                     / 1000.0;
-                *state.metrics.build_seconds_sum.locked() += took;
-                state
-                    .metrics
-                    .build_seconds_count
-                    .fetch_add(1, Ordering::Relaxed);
+                state.metrics.build_finished(took);
             }
             let find =
                 |l: &Listing| state.find(l, &tracked.record.key, &tracked.record.driver_version);
@@ -366,100 +360,14 @@ pub(super) async fn metrics(
     State(state): State<Arc<ServiceState>>,
     headers: HeaderMap,
 ) -> Response {
-    use std::fmt::Write as _;
     if !state.options.metrics_public
         && let Err(r) = state.authenticate(&headers)
     {
         return *r;
     }
-    let m = &state.metrics;
-    let stats = state.forge.stats();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP kfleet_requests_total Requests to the build service by outcome."
-    );
-    let _ = writeln!(out, "# TYPE kfleet_requests_total counter");
-    for (outcome, n) in m.requests.locked().iter() {
-        let _ = writeln!(out, "kfleet_requests_total{{outcome=\"{outcome}\"}} {n}");
-    }
-    for (name, help, value) in [
-        (
-            "kfleet_dispatches_total",
-            "Workflow dispatches made.",
-            m.dispatches.load(Ordering::Relaxed),
-        ),
-        (
-            "kfleet_dedup_hits_total",
-            "Requests that joined a build already under way.",
-            m.dedup_hits.load(Ordering::Relaxed),
-        ),
-        (
-            "kfleet_github_requests_total",
-            "Requests made to the forge API.",
-            stats.requests.load(Ordering::Relaxed),
-        ),
-        (
-            "kfleet_github_retries_total",
-            "Forge requests retried after 5xx, timeouts or dropped connections.",
-            stats.retries.load(Ordering::Relaxed),
-        ),
-        (
-            "kfleet_github_rate_limit_waits_total",
-            "Waits for a forge rate limit.",
-            stats.rate_limit_waits.load(Ordering::Relaxed),
-        ),
-        (
-            "kfleet_github_not_modified_total",
-            "Conditional requests answered 304.",
-            stats.not_modified.load(Ordering::Relaxed),
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    }
-    if let Some(budget) = stats.budget() {
-        let resets_in = budget.renews_in(state.clock().now());
-        for (name, help, value) in [
-            (
-                "kfleet_github_ratelimit_limit",
-                "Requests the forge allows the token per window (x-ratelimit-limit).",
-                budget.limit,
-            ),
-            (
-                "kfleet_github_ratelimit_remaining",
-                "Requests left in the window, as the forge last said (x-ratelimit-remaining).",
-                budget.remaining,
-            ),
-            (
-                "kfleet_github_ratelimit_reset_seconds",
-                "Seconds until the window renews (x-ratelimit-reset).",
-                resets_in,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP kfleet_build_duration_seconds Dispatch to available, for builds this service saw finish."
-    );
-    let _ = writeln!(out, "# TYPE kfleet_build_duration_seconds summary");
-    let _ = writeln!(
-        out,
-        "kfleet_build_duration_seconds_sum {}",
-        m.build_seconds_sum.locked()
-    );
-    let _ = writeln!(
-        out,
-        "kfleet_build_duration_seconds_count {}",
-        m.build_seconds_count.load(Ordering::Relaxed)
-    );
+    let out = state
+        .metrics
+        .render(state.forge.stats(), state.clock().now());
     (
         StatusCode::OK,
         [(

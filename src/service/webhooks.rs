@@ -105,7 +105,7 @@ pub(super) async fn github(
     else {
         return json_error(StatusCode::BAD_REQUEST, "no X-GitHub-Delivery id");
     };
-    if state.deliveries.locked().seen(delivery) {
+    if state.tracker.deliveries.locked().seen(delivery) {
         state.metrics.count("webhook_redelivered");
         return (StatusCode::OK, "already seen\n").into_response();
     }
@@ -121,7 +121,7 @@ pub(super) async fn github(
     // is handled when GitHub delivers it again.
     if response.status().is_success() {
         let now = state.clock().instant();
-        state.deliveries.locked().remember(delivery, now);
+        state.tracker.deliveries.locked().remember(delivery, now);
     }
     response
 }

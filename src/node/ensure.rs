@@ -1,8 +1,8 @@
 //! The node side (`kfleet ensure`): ask the build service for this kernel's driver, wait for it
 //! with backoff up to the deadline, download it, verify its sha256, and say where it is.
 
-use super::{BuildRequest, BuildStatus, ServiceStatus};
 use crate::identity::KernelIdentity;
+use crate::protocol::{BuildRequest, BuildStatus, ServiceStatus};
 use sha2::Digest;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
