@@ -70,9 +70,9 @@ fn g_and_shift_g_jump_to_the_ends() {
     let mut a = app();
     key(&mut a, KeyCode::Char('2'));
     key(&mut a, KeyCode::Char('G'));
-    assert_eq!(a.selected, a.view.len() - 1);
+    assert_eq!(a.kernels.selected, a.kernels.view.len() - 1);
     key(&mut a, KeyCode::Char('g'));
-    assert_eq!(a.selected, 0);
+    assert_eq!(a.kernels.selected, 0);
     let map = kfleet::tui::app::KeyMap {
         export: 'g',
         ..Default::default()
@@ -116,10 +116,11 @@ fn versions_sort_as_versions() {
     .unwrap();
     let mut a = App::new("SANDBOX".into(), report, 900);
     let order = |a: &mut App, column: kfleet::tui::app::Column| -> Vec<String> {
-        a.sort = column;
-        a.descending = false;
+        a.kernels.sort = column;
+        a.kernels.descending = false;
         a.rebuild_view();
-        a.view
+        a.kernels
+            .view
             .iter()
             .map(|&i| {
                 let r = &a.report.identities[i];
@@ -151,29 +152,30 @@ fn versions_sort_as_versions() {
 #[test]
 fn the_filter_negates_and_edits_like_a_shell() {
     let mut a = app();
-    let all = a.view.len();
+    let all = a.kernels.view.len();
     key(&mut a, KeyCode::Char('/'));
     for c in "!covered".chars() {
         key(&mut a, KeyCode::Char(c));
     }
-    let uncovered = a.view.len();
+    let uncovered = a.kernels.view.len();
     assert!(uncovered > 0 && uncovered < all, "{uncovered} of {all}");
     assert!(
-        a.view
+        a.kernels
+            .view
             .iter()
             .all(|&i| a.report.identities[i].status.as_str() != "covered")
     );
     for c in " ubuntu".chars() {
         key(&mut a, KeyCode::Char(c));
     }
-    assert!(a.view.len() <= uncovered);
+    assert!(a.kernels.view.len() <= uncovered);
     let ctrl = |c: char| KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL);
     a.update(Action::Key(ctrl('w')));
-    assert_eq!(a.filter, "!covered ");
-    assert_eq!(a.view.len(), uncovered);
+    assert_eq!(a.kernels.filter, "!covered ");
+    assert_eq!(a.kernels.view.len(), uncovered);
     a.update(Action::Key(ctrl('u')));
-    assert_eq!(a.filter, "");
-    assert_eq!(a.view.len(), all);
+    assert_eq!(a.kernels.filter, "");
+    assert_eq!(a.kernels.view.len(), all);
     assert_eq!(a.mode, Mode::Filter, "still editing");
 }
 
@@ -193,23 +195,26 @@ fn the_wheel_scrolls_and_a_click_selects() {
     let mut a = app();
     key(&mut a, KeyCode::Char('2'));
     let text = screen(&mut a, 100, 16);
-    let (top, left, _) = a.rows_at.unwrap();
+    let (top, left, _) = a.kernels.rows_at.unwrap();
     a.update(mouse(MouseEventKind::ScrollDown, 10, 10));
-    assert_eq!(a.selected, 3);
+    assert_eq!(a.kernels.selected, 3);
     a.update(mouse(MouseEventKind::ScrollUp, 10, 10));
-    assert_eq!(a.selected, 0);
+    assert_eq!(a.kernels.selected, 0);
     a.update(mouse(
         MouseEventKind::Down(MouseButton::Left),
         left + 2,
         top + 4,
     ));
-    assert_eq!(a.selected, 4, "{text}");
+    assert_eq!(a.kernels.selected, 4, "{text}");
     let key_on_screen = a.selected_row().unwrap().key.clone();
     let line = text.lines().nth(usize::from(top + 4)).unwrap();
     let first_field = key_on_screen.split('/').next().unwrap();
     assert!(line.contains(first_field), "{line} / {key_on_screen}");
     a.update(mouse(MouseEventKind::Down(MouseButton::Left), left + 2, 0));
-    assert_eq!(a.selected, 4, "a click on the title bar changes nothing");
+    assert_eq!(
+        a.kernels.selected, 4,
+        "a click on the title bar changes nothing"
+    );
 }
 
 /// The time the Builds view is drawn at in these tests.
@@ -293,11 +298,11 @@ fn a_failed_runs_steps_and_log_tail_show_under_the_runs() {
         assert!(text.contains(line), "{line}: {text}");
     }
     // The detail of another run is not shown under this one.
-    let mut other = a.run_detail.clone().unwrap();
+    let mut other = a.builds.detail.clone().unwrap();
     other.run_id = 1;
-    a.run_detail = None;
+    a.builds.detail = None;
     a.update(Action::RunDetail(Box::new(other)));
-    assert!(a.run_detail.is_none());
+    assert!(a.builds.detail.is_none());
 }
 
 #[test]
@@ -359,6 +364,7 @@ fn filter_narrows_the_table_and_keeps_it() {
     }
     key(&mut a, KeyCode::Enter);
     let keys: Vec<&str> = a
+        .kernels
         .view
         .iter()
         .map(|&i| a.report.identities[i].key.as_str())
@@ -366,7 +372,7 @@ fn filter_narrows_the_table_and_keeps_it() {
     assert_eq!(keys, [MISSING, "fedora/40/aarch64/6.8.9-300.fc40.aarch64"]);
     key(&mut a, KeyCode::Char('/'));
     key(&mut a, KeyCode::Esc);
-    assert_eq!(a.view.len(), 8, "Esc clears the filter");
+    assert_eq!(a.kernels.view.len(), 8, "Esc clears the filter");
 }
 
 #[test]
@@ -449,15 +455,15 @@ fn sorting_and_failures_keep_the_last_good_data() {
     let mut a = app();
     key(&mut a, KeyCode::Char('s'));
     key(&mut a, KeyCode::Char('S'));
-    let first = &a.report.identities[a.view[0]];
+    let first = &a.report.identities[a.kernels.view[0]];
     assert_eq!(
         first.status.as_str(),
         "covered",
         "sorted by status ascending"
     );
-    let before = a.view.clone();
+    let before = a.kernels.view.clone();
     a.update(Action::Failed("api.github.com: timed out".into()));
-    assert_eq!(a.view, before);
+    assert_eq!(a.kernels.view, before);
     assert_eq!(a.status_line, "error: api.github.com: timed out");
     assert_eq!(
         a.update(Action::Key(KeyEvent::new(
@@ -705,7 +711,7 @@ mod with_the_sandbox {
         .await;
         assert_eq!(nodes_of(&app, COVERED), Some(50));
         assert_eq!(status_of(&app, NEW), "missing");
-        assert!(app.fresh_missing.contains(NEW));
+        assert!(app.kernels.fresh_missing.contains(NEW));
         assert!(
             app.status_line
                 .contains("new missing kernel: ubuntu/22.04/x86_64/5.15.0-125-generic"),
@@ -899,7 +905,7 @@ mod with_the_sandbox {
         assert_eq!(effect, Some(Effect::Nodes(row.key.clone())));
         carry_out(&dash, &mut app, effect.unwrap()).await;
         assert_eq!(app.mode, Mode::Nodes, "{}", app.status_line);
-        let found = app.nodes.clone().unwrap();
+        let found = app.kernels.nodes.clone().unwrap();
         assert_eq!(found.total, row.nodes);
         let tall = screen(&mut app, 120, 60);
         assert!(
@@ -944,7 +950,7 @@ mod with_the_sandbox {
         assert_eq!(effect, Some(Effect::LoadUpcoming));
         assert!(screen(&mut app, 120, 10).contains("reading the distributions' repositories"));
         carry_out(&dash, &mut app, Effect::LoadUpcoming).await;
-        let found = app.upcoming.as_ref().unwrap();
+        let found = app.upcoming.report.as_ref().unwrap();
         let rows: Vec<(String, &str)> = found
             .rows
             .iter()
@@ -1022,7 +1028,7 @@ mod with_the_sandbox {
                 .unwrap()
         };
         assert_eq!(app.update(Action::Runs(poll(dash.clone()).await)), None);
-        let run_id = app.runs[0].id;
+        let run_id = app.builds.runs[0].id;
         let effect = key(&mut app, KeyCode::Char('3'));
         assert_eq!(effect, Some(Effect::RunDetail(run_id)));
         carry_out(&dash, &mut app, effect.unwrap()).await;
@@ -1393,33 +1399,33 @@ fn the_filter_line_edits_at_its_cursor() {
     }
     key(&mut a, KeyCode::Char('2'));
     key(&mut a, KeyCode::Char('2'));
-    assert_eq!(a.filter, "ubuntu22 aws");
+    assert_eq!(a.kernels.filter, "ubuntu22 aws");
     let text = screen(&mut a, 100, 12);
     assert!(text.contains("/ubuntu22▏ aws"), "{text}");
     key(&mut a, KeyCode::Backspace);
-    assert_eq!(a.filter, "ubuntu2 aws");
+    assert_eq!(a.kernels.filter, "ubuntu2 aws");
     key(&mut a, KeyCode::Home);
     key(&mut a, KeyCode::Delete);
-    assert_eq!(a.filter, "buntu2 aws");
+    assert_eq!(a.kernels.filter, "buntu2 aws");
     key(&mut a, KeyCode::Char('!'));
-    assert_eq!(a.filter, "!buntu2 aws");
+    assert_eq!(a.kernels.filter, "!buntu2 aws");
     key(&mut a, KeyCode::End);
     key(&mut a, KeyCode::Right);
     key(&mut a, KeyCode::Char('x'));
-    assert_eq!(a.filter, "!buntu2 awsx");
+    assert_eq!(a.kernels.filter, "!buntu2 awsx");
     let ctrl = |c: char| KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL);
     a.update(Action::Key(ctrl('a')));
     for _ in 0..7 {
         key(&mut a, KeyCode::Right);
     }
     a.update(Action::Key(ctrl('w')));
-    assert_eq!(a.filter, " awsx");
-    assert_eq!(a.filter_cursor, 0);
+    assert_eq!(a.kernels.filter, " awsx");
+    assert_eq!(a.kernels.filter_cursor, 0);
     a.update(Action::Key(ctrl('e')));
     key(&mut a, KeyCode::Char('é'));
     key(&mut a, KeyCode::Left);
     key(&mut a, KeyCode::Backspace);
-    assert_eq!(a.filter, " awsé", "characters, not bytes");
+    assert_eq!(a.kernels.filter, " awsé", "characters, not bytes");
 }
 
 /// Kernels nodes have installed but do not run yet show as next-boot demand: the overview says

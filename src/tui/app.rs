@@ -135,13 +135,8 @@ use super::keys::{self, Binding, Command, KeyMode};
 pub use crate::config::KeyMap;
 use crate::headers::compare_kernels;
 
-pub struct App {
-    /// `SANDBOX http://127.0.0.1:PORT` or `github OWNER/NAME`.
-    pub forge_label: String,
-    pub report: CoverageReport,
-    pub runs: Vec<WorkflowRun>,
-    pub tab: Tab,
-    pub mode: Mode,
+/// The Kernels view: its filter, sort, the rows it shows and where the selection is.
+pub struct KernelsView {
     pub filter: String,
     /// Where typing goes in the filter line, in characters from its start.
     pub filter_cursor: usize,
@@ -153,50 +148,17 @@ pub struct App {
     /// First row drawn; kept by the renderer's height through `page`.
     pub offset: usize,
     pub page: usize,
-    /// The Kernels view's first row on screen: (row, column, width), as last drawn.
+    /// The first row on screen: (row, column, width), as last drawn.
     pub rows_at: Option<(u16, u16, u16)>,
-    pub status_line: String,
-    pub deadline_secs: u64,
-    pub loading: bool,
-    /// A refresh was asked for while one was under way: it runs when that one ends.
-    refresh_again: bool,
-    /// Every command and its keys, for the key handling, the help and the footer.
-    pub bindings: Vec<Binding>,
-    /// What the last dispatch did, kept in the status line across the refresh it triggers.
-    dispatch_note: Option<String>,
-    /// The last header resolution shown in the Headers view.
-    pub headers: Option<crate::headers::Resolution>,
-    /// The header chain the Headers view plans from: the one that resolves (`--sources`).
-    pub chain: std::sync::Arc<crate::headers::Chain>,
+    /// Keys that became `missing` with the last refreshed report: highlighted.
+    pub fresh_missing: std::collections::HashSet<String>,
     /// The nodes of the kernel last drilled into.
     pub nodes: Option<crate::inventory::NodesOf>,
-    /// What the selected run is doing, as last read.
-    pub run_detail: Option<RunDetail>,
-    pub keys: KeyMap,
-    /// The planner's dry run for the pending confirmation, once it arrives.
-    /// The time the Builds view measures elapsed runs against; the event loop sets it from the
-    /// dashboard's clock before each frame.
-    pub now: chrono::DateTime<chrono::Utc>,
-    pub preview: Option<Vec<(String, Decision)>>,
-    /// Selected row of the Builds view.
-    pub run_selected: usize,
-    /// Keys that became `missing` with the last refreshed report: highlighted in the Kernels view.
-    pub fresh_missing: std::collections::HashSet<String>,
-    /// The Upcoming view's kernels, once read.
-    pub upcoming: Option<UpcomingReport>,
-    pub upcoming_selected: usize,
-    pub upcoming_loading: bool,
 }
 
-impl App {
-    pub fn new(forge_label: String, report: CoverageReport, deadline_secs: u64) -> Self {
-        let mut app = Self {
-            now: chrono::Utc::now(),
-            forge_label,
-            report,
-            runs: Vec::new(),
-            tab: Tab::Overview,
-            mode: Mode::Normal,
+impl Default for KernelsView {
+    fn default() -> Self {
+        Self {
             filter: String::new(),
             filter_cursor: 0,
             sort: Column::Nodes,
@@ -205,91 +167,23 @@ impl App {
             selected: 0,
             offset: 0,
             page: 20,
-            status_line: String::new(),
-            deadline_secs,
-            loading: false,
-            refresh_again: false,
-            bindings: keys::bindings(&KeyMap::default()),
-            dispatch_note: None,
-            headers: None,
-            chain: std::sync::Arc::new(crate::headers::Chain::builtin()),
-            nodes: None,
-            run_detail: None,
             rows_at: None,
-            keys: KeyMap::default(),
-            preview: None,
-            run_selected: 0,
             fresh_missing: Default::default(),
-            upcoming: None,
-            upcoming_selected: 0,
-            upcoming_loading: false,
-        };
-        app.status_line = app.hint();
-        app.rebuild_view();
-        app
-    }
-
-    /// Uses `keys` instead of the default key map.
-    /// Plans the Headers view from `chain` (the resolver's) instead of the built-in one.
-    pub fn with_chain(mut self, chain: crate::headers::Chain) -> Self {
-        self.chain = std::sync::Arc::new(chain);
-        self
-    }
-
-    /// The byte offset of the filter's `chars`-th character (its end past the last).
-    fn filter_byte(&self, chars: usize) -> usize {
-        self.filter
-            .char_indices()
-            .nth(chars)
-            .map_or(self.filter.len(), |(i, _)| i)
-    }
-
-    pub fn with_keys(mut self, keys: KeyMap) -> Self {
-        self.bindings = keys::bindings(&keys);
-        self.keys = keys;
-        self.status_line = self.hint();
-        self
-    }
-
-    fn hint(&self) -> String {
-        keys::hint(
-            &self.bindings,
-            KeyMode::Normal,
-            &[Command::Refresh, Command::Help, Command::Quit],
-        )
-    }
-
-    /// A refresh, unless one is under way: then it follows when that one ends.
-    fn refresh(&mut self) -> Option<Effect> {
-        if self.loading {
-            self.refresh_again = true;
-            return None;
+            nodes: None,
         }
-        self.loading = true;
-        Some(Effect::Refresh)
     }
+}
 
-    /// The refresh under way ended (with a report or an error): the one asked for meanwhile.
-    fn refreshed(&mut self) -> Option<Effect> {
-        self.loading = false;
-        if std::mem::take(&mut self.refresh_again) {
-            return self.refresh();
-        }
-        None
-    }
-
-    pub fn selected_row(&self) -> Option<&IdentityRow> {
-        self.view
-            .get(self.selected)
-            .and_then(|&i| self.report.identities.get(i))
-    }
-
+impl KernelsView {
     /// Recomputes the filtered, sorted index; keeps the selection on the same identity.
-    pub fn rebuild_view(&mut self) {
-        let keep = self.selected_row().map(|r| r.key.clone());
+    pub fn rebuild(&mut self, rows: &[IdentityRow]) {
+        let keep = self
+            .view
+            .get(self.selected)
+            .and_then(|&i| rows.get(i))
+            .map(|r| r.key.clone());
         let needle = self.filter.to_ascii_lowercase();
         let terms: Vec<&str> = needle.split_whitespace().collect();
-        let rows = &self.report.identities;
         let mut view: Vec<usize> = (0..rows.len())
             .filter(|&i| {
                 let r = &rows[i];
@@ -328,7 +222,15 @@ impl App {
         self.clamp_offset();
     }
 
-    fn clamp_offset(&mut self) {
+    /// The byte offset of the filter's `chars`-th character (its end past the last).
+    pub(super) fn filter_byte(&self, chars: usize) -> usize {
+        self.filter
+            .char_indices()
+            .nth(chars)
+            .map_or(self.filter.len(), |(i, _)| i)
+    }
+
+    pub(super) fn clamp_offset(&mut self) {
         let page = self.page.max(1);
         if self.selected < self.offset {
             self.offset = self.selected;
@@ -338,7 +240,7 @@ impl App {
         self.offset = self.offset.min(self.view.len().saturating_sub(1));
     }
 
-    fn move_by(&mut self, delta: isize) {
+    pub(super) fn move_by(&mut self, delta: isize) {
         if self.view.is_empty() {
             return;
         }
@@ -346,15 +248,153 @@ impl App {
         self.selected = (self.selected as isize + delta).clamp(0, last) as usize;
         self.clamp_offset();
     }
+}
+
+/// The Builds view: the runs, the selected one and what it is doing.
+#[derive(Default)]
+pub struct BuildsView {
+    pub runs: Vec<WorkflowRun>,
+    pub selected: usize,
+    /// What the selected run is doing, as last read.
+    pub detail: Option<RunDetail>,
+}
+
+/// The Headers view: the chain it plans from and the last resolution.
+pub struct HeadersView {
+    /// The header chain the view plans from: the one that resolves (`--sources`).
+    pub chain: std::sync::Arc<crate::headers::Chain>,
+    /// The last header resolution shown.
+    pub resolution: Option<crate::headers::Resolution>,
+}
+
+/// The Upcoming view: the kernels read from the repositories, once read.
+#[derive(Default)]
+pub struct UpcomingView {
+    pub report: Option<UpcomingReport>,
+    pub selected: usize,
+    pub loading: bool,
+}
+
+/// The dashboard: what every view shares (the report, the tab, the mode, the status line, the
+/// keys) and one state per view.
+pub struct App {
+    /// `SANDBOX http://127.0.0.1:PORT` or `github OWNER/NAME`.
+    pub forge_label: String,
+    pub report: CoverageReport,
+    pub tab: Tab,
+    pub mode: Mode,
+    pub status_line: String,
+    pub deadline_secs: u64,
+    pub loading: bool,
+    /// A refresh was asked for while one was under way: it runs when that one ends.
+    refresh_again: bool,
+    /// Every command and its keys, for the key handling, the help and the footer.
+    pub bindings: Vec<Binding>,
+    /// What the last dispatch did, kept in the status line across the refresh it triggers.
+    dispatch_note: Option<String>,
+    pub keys: KeyMap,
+    /// The time the Builds view measures elapsed runs against; the event loop sets it from the
+    /// dashboard's clock before each frame.
+    pub now: chrono::DateTime<chrono::Utc>,
+    /// The planner's dry run for the pending confirmation, once it arrives.
+    pub preview: Option<Vec<(String, Decision)>>,
+    pub kernels: KernelsView,
+    pub builds: BuildsView,
+    pub headers: HeadersView,
+    pub upcoming: UpcomingView,
+}
+
+impl App {
+    pub fn new(forge_label: String, report: CoverageReport, deadline_secs: u64) -> Self {
+        let mut app = Self {
+            now: chrono::Utc::now(),
+            forge_label,
+            report,
+            tab: Tab::Overview,
+            mode: Mode::Normal,
+            status_line: String::new(),
+            deadline_secs,
+            loading: false,
+            refresh_again: false,
+            bindings: keys::bindings(&KeyMap::default()),
+            dispatch_note: None,
+            keys: KeyMap::default(),
+            preview: None,
+            kernels: KernelsView::default(),
+            builds: BuildsView::default(),
+            headers: HeadersView {
+                chain: std::sync::Arc::new(crate::headers::Chain::builtin()),
+                resolution: None,
+            },
+            upcoming: UpcomingView::default(),
+        };
+        app.status_line = app.hint();
+        app.rebuild_view();
+        app
+    }
+
+    /// Uses `keys` instead of the default key map.
+    /// Plans the Headers view from `chain` (the resolver's) instead of the built-in one.
+    pub fn with_chain(mut self, chain: crate::headers::Chain) -> Self {
+        self.headers.chain = std::sync::Arc::new(chain);
+        self
+    }
+
+    pub fn with_keys(mut self, keys: KeyMap) -> Self {
+        self.bindings = keys::bindings(&keys);
+        self.keys = keys;
+        self.status_line = self.hint();
+        self
+    }
+
+    fn hint(&self) -> String {
+        keys::hint(
+            &self.bindings,
+            KeyMode::Normal,
+            &[Command::Refresh, Command::Help, Command::Quit],
+        )
+    }
+
+    /// A refresh, unless one is under way: then it follows when that one ends.
+    fn refresh(&mut self) -> Option<Effect> {
+        if self.loading {
+            self.refresh_again = true;
+            return None;
+        }
+        self.loading = true;
+        Some(Effect::Refresh)
+    }
+
+    /// The refresh under way ended (with a report or an error): the one asked for meanwhile.
+    fn refreshed(&mut self) -> Option<Effect> {
+        self.loading = false;
+        if std::mem::take(&mut self.refresh_again) {
+            return self.refresh();
+        }
+        None
+    }
+
+    /// Recomputes the Kernels view's filtered, sorted index; keeps the selection on the same
+    /// identity.
+    pub fn rebuild_view(&mut self) {
+        self.kernels.rebuild(&self.report.identities);
+    }
+
+    pub fn selected_row(&self) -> Option<&IdentityRow> {
+        self.kernels
+            .view
+            .get(self.kernels.selected)
+            .and_then(|&i| self.report.identities.get(i))
+    }
 
     fn move_upcoming(&mut self, delta: isize) {
         let last = self.upcoming_rows().saturating_sub(1) as isize;
-        self.upcoming_selected = (self.upcoming_selected as isize + delta).clamp(0, last) as usize;
+        self.upcoming.selected = (self.upcoming.selected as isize + delta).clamp(0, last) as usize;
     }
 
     fn move_run(&mut self, delta: isize) {
-        let last = self.runs.len().saturating_sub(1) as isize;
-        self.run_selected = (self.run_selected as isize + delta).clamp(0, last) as usize;
+        let last = self.builds.runs.len().saturating_sub(1) as isize;
+        self.builds.selected = (self.builds.selected as isize + delta).clamp(0, last) as usize;
     }
 
     /// The missing head: what `D` dispatches.
@@ -368,20 +408,21 @@ impl App {
     }
 
     fn upcoming_rows(&self) -> usize {
-        self.upcoming.as_ref().map_or(0, |u| u.rows.len())
+        self.upcoming.report.as_ref().map_or(0, |u| u.rows.len())
     }
 
     /// The selected row of the Upcoming view.
     pub fn selected_upcoming(&self) -> Option<&crate::coverage::upcoming::UpcomingRow> {
         self.upcoming
+            .report
             .as_ref()
-            .and_then(|u| u.rows.get(self.upcoming_selected))
+            .and_then(|u| u.rows.get(self.upcoming.selected))
     }
 
     /// An upcoming kernel whose artifact the release now has (the report matched it to an
     /// asset, as an unused artifact or a covered identity) is covered.
     fn settle_upcoming(&mut self) {
-        let Some(found) = self.upcoming.as_mut() else {
+        let Some(found) = self.upcoming.report.as_mut() else {
             return;
         };
         let covered: std::collections::HashSet<&str> = self
@@ -406,7 +447,7 @@ impl App {
 
     /// Reads the upcoming kernels when the Upcoming view opens for the first time.
     fn entered(&mut self) -> Option<Effect> {
-        if self.tab == Tab::Upcoming && self.upcoming.is_none() && !self.upcoming_loading {
+        if self.tab == Tab::Upcoming && self.upcoming.report.is_none() && !self.upcoming.loading {
             return self.load_upcoming();
         }
         if self.tab == Tab::Builds {
@@ -418,10 +459,10 @@ impl App {
     /// Reads the selected run's jobs again: when it is another run than the one shown, or
     /// (unless `changed_only`) when the run is still going.
     fn read_run_detail(&mut self, changed_only: bool) -> Option<Effect> {
-        let run = self.runs.get(self.run_selected)?;
-        let shown = self.run_detail.as_ref().map(|d| d.run_id);
+        let run = self.builds.runs.get(self.builds.selected)?;
+        let shown = self.builds.detail.as_ref().map(|d| d.run_id);
         // Steps read while the run went on, and the run has finished since.
-        let outdated = self.run_detail.as_ref().is_some_and(|d| {
+        let outdated = self.builds.detail.as_ref().is_some_and(|d| {
             run.is_finished()
                 && d.jobs
                     .iter()
@@ -432,10 +473,10 @@ impl App {
     }
 
     fn load_upcoming(&mut self) -> Option<Effect> {
-        if self.upcoming_loading {
+        if self.upcoming.loading {
             return None;
         }
-        self.upcoming_loading = true;
+        self.upcoming.loading = true;
         self.status_line = "reading the distributions' repositories for upcoming kernels…".into();
         Some(Effect::LoadUpcoming)
     }
@@ -449,7 +490,9 @@ impl App {
                     self.missing_head().into_iter().collect();
                 self.report = *report;
                 let missing_now = self.missing_head();
-                self.fresh_missing.retain(|k| missing_now.contains(k));
+                self.kernels
+                    .fresh_missing
+                    .retain(|k| missing_now.contains(k));
                 let newly: Vec<String> = missing_now
                     .into_iter()
                     .filter(|k| !was_missing.contains(k))
@@ -472,7 +515,7 @@ impl App {
                             format!("{} new missing kernels · {}", many.len(), self.status_line)
                     }
                 }
-                self.fresh_missing.extend(newly);
+                self.kernels.fresh_missing.extend(newly);
                 self.settle_upcoming();
                 self.rebuild_view();
                 // A run that finished asked for this refresh: its steps are read again too.
@@ -482,6 +525,7 @@ impl App {
                 // A run that finished since the last poll changes coverage (its artifact is in
                 // the release now, or it failed): refresh the listing and the report.
                 let was_running: std::collections::HashSet<u64> = self
+                    .builds
                     .runs
                     .iter()
                     .filter(|r| !r.is_finished())
@@ -501,8 +545,11 @@ impl App {
                 } else if refresh {
                     self.status_line = format!("{} runs finished", finished.len());
                 }
-                self.runs = runs;
-                self.run_selected = self.run_selected.min(self.runs.len().saturating_sub(1));
+                self.builds.runs = runs;
+                self.builds.selected = self
+                    .builds
+                    .selected
+                    .min(self.builds.runs.len().saturating_sub(1));
                 if refresh {
                     self.refresh()
                 } else {
@@ -545,15 +592,15 @@ impl App {
                 None
             }
             Action::RunDetail(detail) => {
-                let selected = self.runs.get(self.run_selected).map(|r| r.id);
+                let selected = self.builds.runs.get(self.builds.selected).map(|r| r.id);
                 if selected == Some(detail.run_id) {
-                    self.run_detail = Some(*detail);
+                    self.builds.detail = Some(*detail);
                 }
                 None
             }
             Action::Nodes(found) => {
                 self.status_line = format!("{} nodes run {}", found.total, found.key);
-                self.nodes = Some(*found);
+                self.kernels.nodes = Some(*found);
                 if self.mode == Mode::Normal {
                     self.mode = Mode::Nodes;
                 }
@@ -564,7 +611,7 @@ impl App {
                     Some(by) => format!("headers for {} from {by}", resolution.key),
                     None => format!("headers for {} are unresolvable", resolution.key),
                 };
-                self.headers = Some(*resolution);
+                self.headers.resolution = Some(*resolution);
                 None
             }
             Action::Cancelled(line) => {
@@ -572,7 +619,7 @@ impl App {
                 self.refresh()
             }
             Action::Exported(path) => {
-                self.status_line = format!("exported {} rows to {path}", self.view.len());
+                self.status_line = format!("exported {} rows to {path}", self.kernels.view.len());
                 None
             }
             Action::Failed(message) => {
@@ -589,7 +636,7 @@ impl App {
                 None
             }
             Action::Upcoming(found) => {
-                self.upcoming_loading = false;
+                self.upcoming.loading = false;
                 self.status_line = format!(
                     "{} upcoming kernels on {} of the fleet's {} lines; {} without an artifact",
                     found.rows.len(),
@@ -597,15 +644,16 @@ impl App {
                     found.lines,
                     found.missing().count()
                 );
-                self.upcoming = Some(*found);
+                self.upcoming.report = Some(*found);
                 self.settle_upcoming();
-                self.upcoming_selected = self
-                    .upcoming_selected
+                self.upcoming.selected = self
+                    .upcoming
+                    .selected
                     .min(self.upcoming_rows().saturating_sub(1));
                 None
             }
             Action::UpcomingFailed(message) => {
-                self.upcoming_loading = false;
+                self.upcoming.loading = false;
                 self.status_line = format!(
                     "error: cannot read upcoming kernels: {}",
                     crate::text::clean(&message)
@@ -628,13 +676,20 @@ impl App {
             MouseEventKind::ScrollDown => 3,
             MouseEventKind::ScrollUp => -3,
             MouseEventKind::Down(MouseButton::Left) if self.tab == Tab::Kernels => {
-                let (top, left, width) = self.rows_at?;
+                let (top, left, width) = self.kernels.rows_at?;
                 let inside = mouse.row >= top
                     && mouse.column >= left
                     && mouse.column < left.saturating_add(width);
-                let row = self.offset + usize::from(mouse.row.checked_sub(top)?);
-                if inside && row < self.view.len().min(self.offset + self.page) {
-                    self.selected = row;
+                let row = self.kernels.offset + usize::from(mouse.row.checked_sub(top)?);
+                if inside
+                    && row
+                        < self
+                            .kernels
+                            .view
+                            .len()
+                            .min(self.kernels.offset + self.kernels.page)
+                {
+                    self.kernels.selected = row;
                 }
                 return None;
             }
@@ -650,7 +705,7 @@ impl App {
                 None
             }
             _ => {
-                self.move_by(step);
+                self.kernels.move_by(step);
                 None
             }
         }
@@ -672,20 +727,22 @@ impl App {
         // The filter line edits like a shell's: Ctrl-U deletes to the start, Ctrl-W the word
         // before the cursor, Ctrl-A and Ctrl-E go to the start and the end.
         if self.mode == Mode::Filter && key.modifiers.contains(KeyModifiers::CONTROL) {
-            let at = self.filter_byte(self.filter_cursor);
+            let at = self.kernels.filter_byte(self.kernels.filter_cursor);
             match key.code {
                 KeyCode::Char('u') => {
-                    self.filter.replace_range(..at, "");
-                    self.filter_cursor = 0;
+                    self.kernels.filter.replace_range(..at, "");
+                    self.kernels.filter_cursor = 0;
                 }
                 KeyCode::Char('w') => {
-                    let before = self.filter[..at].trim_end();
+                    let before = self.kernels.filter[..at].trim_end();
                     let word = before.rfind(' ').map_or(0, |i| i + 1);
-                    self.filter.replace_range(word..at, "");
-                    self.filter_cursor = self.filter[..word].chars().count();
+                    self.kernels.filter.replace_range(word..at, "");
+                    self.kernels.filter_cursor = self.kernels.filter[..word].chars().count();
                 }
-                KeyCode::Char('a') => self.filter_cursor = 0,
-                KeyCode::Char('e') => self.filter_cursor = self.filter.chars().count(),
+                KeyCode::Char('a') => self.kernels.filter_cursor = 0,
+                KeyCode::Char('e') => {
+                    self.kernels.filter_cursor = self.kernels.filter.chars().count()
+                }
                 _ => return None,
             }
             self.rebuild_view();
@@ -695,32 +752,33 @@ impl App {
             Some(command) => self.run(command),
             None => match (&self.mode, key.code) {
                 (Mode::Filter, KeyCode::Char(c)) => {
-                    let at = self.filter_byte(self.filter_cursor);
-                    self.filter.insert(at, c);
-                    self.filter_cursor += 1;
+                    let at = self.kernels.filter_byte(self.kernels.filter_cursor);
+                    self.kernels.filter.insert(at, c);
+                    self.kernels.filter_cursor += 1;
                     self.rebuild_view();
                     None
                 }
                 (Mode::Filter, KeyCode::Left) => {
-                    self.filter_cursor = self.filter_cursor.saturating_sub(1);
+                    self.kernels.filter_cursor = self.kernels.filter_cursor.saturating_sub(1);
                     None
                 }
                 (Mode::Filter, KeyCode::Right) => {
-                    self.filter_cursor = (self.filter_cursor + 1).min(self.filter.chars().count());
+                    self.kernels.filter_cursor =
+                        (self.kernels.filter_cursor + 1).min(self.kernels.filter.chars().count());
                     None
                 }
                 (Mode::Filter, KeyCode::Home) => {
-                    self.filter_cursor = 0;
+                    self.kernels.filter_cursor = 0;
                     None
                 }
                 (Mode::Filter, KeyCode::End) => {
-                    self.filter_cursor = self.filter.chars().count();
+                    self.kernels.filter_cursor = self.kernels.filter.chars().count();
                     None
                 }
                 (Mode::Filter, KeyCode::Delete) => {
-                    let at = self.filter_byte(self.filter_cursor);
-                    if at < self.filter.len() {
-                        self.filter.remove(at);
+                    let at = self.kernels.filter_byte(self.kernels.filter_cursor);
+                    if at < self.kernels.filter.len() {
+                        self.kernels.filter.remove(at);
                         self.rebuild_view();
                     }
                     None
@@ -758,7 +816,7 @@ impl App {
             Command::Filter => {
                 self.tab = Tab::Kernels;
                 self.mode = Mode::Filter;
-                self.filter_cursor = self.filter.chars().count();
+                self.kernels.filter_cursor = self.kernels.filter.chars().count();
             }
             Command::Down if builds => {
                 self.move_run(1);
@@ -779,6 +837,7 @@ impl App {
             Command::Batch if upcoming => {
                 let keys: Vec<String> = self
                     .upcoming
+                    .report
                     .iter()
                     .flat_map(|u| u.missing().map(|r| r.key()))
                     .collect();
@@ -791,16 +850,16 @@ impl App {
                 }
             }
             Command::Refresh if upcoming => {
-                self.upcoming = None;
+                self.upcoming.report = None;
                 return self.load_upcoming();
             }
-            Command::Down => self.move_by(1),
-            Command::Up => self.move_by(-1),
-            Command::PageDown => self.move_by(self.page as isize),
-            Command::PageUp => self.move_by(-(self.page as isize)),
-            Command::First => self.move_by(-(self.view.len() as isize)),
-            Command::Last => self.move_by(self.view.len() as isize),
-            Command::CancelRun => match self.runs.get(self.run_selected) {
+            Command::Down => self.kernels.move_by(1),
+            Command::Up => self.kernels.move_by(-1),
+            Command::PageDown => self.kernels.move_by(self.kernels.page as isize),
+            Command::PageUp => self.kernels.move_by(-(self.kernels.page as isize)),
+            Command::First => self.kernels.move_by(-(self.kernels.view.len() as isize)),
+            Command::Last => self.kernels.move_by(self.kernels.view.len() as isize),
+            Command::CancelRun => match self.builds.runs.get(self.builds.selected) {
                 Some(run) if !run.is_finished() => {
                     let what = run
                         .identity()
@@ -814,13 +873,13 @@ impl App {
             Command::Sort => {
                 let i = Column::ALL
                     .iter()
-                    .position(|c| *c == self.sort)
+                    .position(|c| *c == self.kernels.sort)
                     .unwrap_or(0);
-                self.sort = Column::ALL[(i + 1) % Column::ALL.len()];
+                self.kernels.sort = Column::ALL[(i + 1) % Column::ALL.len()];
                 self.rebuild_view();
             }
             Command::Reverse => {
-                self.descending = !self.descending;
+                self.kernels.descending = !self.kernels.descending;
                 self.rebuild_view();
             }
             Command::Dispatch => {
@@ -841,12 +900,17 @@ impl App {
             }
             Command::Export => {
                 return Some(Effect::Export {
-                    rows: self.view.clone(),
+                    rows: self.kernels.view.clone(),
                 });
             }
             Command::Copy => {
                 let text = match self.tab {
-                    Tab::Builds => self.runs.get(self.run_selected)?.html_url.clone()?,
+                    Tab::Builds => self
+                        .builds
+                        .runs
+                        .get(self.builds.selected)?
+                        .html_url
+                        .clone()?,
                     Tab::Upcoming => self.selected_upcoming()?.key(),
                     _ => self.selected_row()?.key.clone(),
                 };
@@ -854,7 +918,12 @@ impl App {
                 return Some(Effect::Copy(text));
             }
             Command::Open => {
-                let url = self.runs.get(self.run_selected)?.html_url.clone()?;
+                let url = self
+                    .builds
+                    .runs
+                    .get(self.builds.selected)?
+                    .html_url
+                    .clone()?;
                 self.status_line = format!("opening {url}");
                 return Some(Effect::Open(url));
             }
@@ -874,16 +943,16 @@ impl App {
             }
             Command::KeepFilter => self.mode = Mode::Normal,
             Command::ClearFilter => {
-                self.filter.clear();
-                self.filter_cursor = 0;
+                self.kernels.filter.clear();
+                self.kernels.filter_cursor = 0;
                 self.mode = Mode::Normal;
                 self.rebuild_view();
             }
             Command::DeleteFilterChar => {
-                if self.filter_cursor > 0 {
-                    self.filter_cursor -= 1;
-                    let at = self.filter_byte(self.filter_cursor);
-                    self.filter.remove(at);
+                if self.kernels.filter_cursor > 0 {
+                    self.kernels.filter_cursor -= 1;
+                    let at = self.kernels.filter_byte(self.kernels.filter_cursor);
+                    self.kernels.filter.remove(at);
                     self.rebuild_view();
                 }
             }

@@ -103,13 +103,15 @@ pub fn render(app: &mut App, frame: &mut Frame, theme: &Theme) {
     let hint = match app.mode {
         Mode::Filter => format!(
             " /{}▏{} {}",
-            app.filter
+            app.kernels
+                .filter
                 .chars()
-                .take(app.filter_cursor)
+                .take(app.kernels.filter_cursor)
                 .collect::<String>(),
-            app.filter
+            app.kernels
+                .filter
                 .chars()
-                .skip(app.filter_cursor)
+                .skip(app.kernels.filter_cursor)
                 .collect::<String>(),
             keys::hint(
                 &app.bindings,
@@ -347,31 +349,35 @@ fn overview(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
 }
 
 fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
-    let filter = if app.filter.is_empty() {
+    let filter = if app.kernels.filter.is_empty() {
         String::new()
     } else {
-        format!(" filter: {}", app.filter)
+        format!(" filter: {}", app.kernels.filter)
     };
     let block = Block::bordered().title(format!(
         "{} of {} kernels{filter}",
-        app.view.len(),
+        app.kernels.view.len(),
         app.report.identities.len()
     ));
     let inner = block.inner(area);
     // Header row; the rest are rows, built only for the visible window.
-    app.page = (inner.height as usize).saturating_sub(1).max(1);
+    app.kernels.page = (inner.height as usize).saturating_sub(1).max(1);
     // Where the rows are drawn, for a mouse click to find its row.
-    app.rows_at = Some((inner.y.saturating_add(1), inner.x, inner.width));
-    if app.selected >= app.offset + app.page {
-        app.offset = app.selected + 1 - app.page;
+    app.kernels.rows_at = Some((inner.y.saturating_add(1), inner.x, inner.width));
+    if app.kernels.selected >= app.kernels.offset + app.kernels.page {
+        app.kernels.offset = app.kernels.selected + 1 - app.kernels.page;
     }
     let with_contexts = app.report.identities.iter().any(|r| !r.contexts.is_empty());
     let header = Row::new(
         Column::ALL
             .iter()
             .map(|c| {
-                let mark = if *c == app.sort {
-                    if app.descending { " ▼" } else { " ▲" }
+                let mark = if *c == app.kernels.sort {
+                    if app.kernels.descending {
+                        " ▼"
+                    } else {
+                        " ▲"
+                    }
                 } else {
                     ""
                 };
@@ -382,17 +388,18 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
     )
     .style(Style::default().add_modifier(Modifier::BOLD));
     let rows: Vec<Row> = app
+        .kernels
         .view
         .iter()
         .enumerate()
-        .skip(app.offset)
-        .take(app.page)
+        .skip(app.kernels.offset)
+        .take(app.kernels.page)
         .map(|(pos, &i)| {
             let r = &app.report.identities[i];
             let (status, style) = theme.status(r.status);
             // A kernel that became missing since the fleet last changed is marked until the
             // operator acts on it or it is covered.
-            let fresh = app.fresh_missing.contains(&r.key);
+            let fresh = app.kernels.fresh_missing.contains(&r.key);
             let status = if fresh {
                 format!("{status} NEW")
             } else {
@@ -422,7 +429,7 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
                 .style(theme.fg(Color::DarkGray)),
             );
             let row = Row::new(cells);
-            if pos == app.selected {
+            if pos == app.kernels.selected {
                 row.style(Style::default().add_modifier(Modifier::REVERSED))
             } else if fresh {
                 row.style(Style::default().add_modifier(Modifier::BOLD))
@@ -454,6 +461,7 @@ fn kernels(app: &mut App, frame: &mut Frame, area: Rect, theme: &Theme) {
 fn builds(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let now = app.now;
     let rows: Vec<Row> = app
+        .builds
         .runs
         .iter()
         .enumerate()
@@ -479,7 +487,7 @@ fn builds(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             } else {
                 Style::default()
             };
-            if pos == app.run_selected {
+            if pos == app.builds.selected {
                 style = style.add_modifier(Modifier::REVERSED);
             }
             Row::new(vec![
@@ -523,9 +531,10 @@ fn builds(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     } else {
         "builds"
     }));
-    let selected = app.runs.get(app.run_selected).map(|r| r.id);
+    let selected = app.builds.runs.get(app.builds.selected).map(|r| r.id);
     let detail = app
-        .run_detail
+        .builds
+        .detail
         .as_ref()
         .filter(|d| Some(d.run_id) == selected);
     let Some(detail) = detail else {
@@ -616,8 +625,8 @@ fn run_detail_lines<'a>(
 /// Kernels the distributions publish on the fleet's most-run lines, newer than the newest the
 /// fleet runs: not counted in coverage; `d` prebuilds the selected one, `D` every missing one.
 fn upcoming(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
-    let Some(found) = &app.upcoming else {
-        let text = if app.upcoming_loading {
+    let Some(found) = &app.upcoming.report else {
+        let text = if app.upcoming.loading {
             "reading the distributions' repositories (the header chain's APT and RPM sources)…"
         } else {
             "no upcoming kernels read yet: r reads them"
@@ -647,7 +656,7 @@ fn upcoming(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let page = (block.inner(table_area).height as usize)
         .saturating_sub(1)
         .max(1);
-    let offset = app.upcoming_selected.saturating_sub(page - 1);
+    let offset = app.upcoming.selected.saturating_sub(page - 1);
     let cells = crate::report::upcoming_cells(&found.rows);
     let rows: Vec<Row> = found
         .rows
@@ -672,7 +681,7 @@ fn upcoming(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
                     Cell::from(text)
                 }
             }));
-            if i == app.upcoming_selected {
+            if i == app.upcoming.selected {
                 row.style(Style::default().add_modifier(Modifier::REVERSED))
             } else {
                 row
@@ -724,6 +733,7 @@ fn headers(app: &App, frame: &mut Frame, area: Rect) {
     let mut lines = Vec::new();
     let resolved = app
         .headers
+        .resolution
         .as_ref()
         .filter(|h| app.selected_row().is_some_and(|r| r.key == h.key));
     match app
@@ -757,7 +767,7 @@ fn headers(app: &App, frame: &mut Frame, area: Rect) {
                 format!("header chain for {} (plan; Enter resolves)", row.key),
                 Style::default().add_modifier(Modifier::BOLD),
             ));
-            for (i, source) in plan(&app.chain, &id).iter().enumerate() {
+            for (i, source) in plan(&app.headers.chain, &id).iter().enumerate() {
                 lines.push(Line::raw(format!(
                     "{}. {} ({}) for {}",
                     i + 1,
@@ -815,7 +825,9 @@ fn help(app: &App, frame: &mut Frame) {
 /// The nodes that run the kernel drilled into: name, source, labels; "+N more" past the rows
 /// that fit or were read.
 fn nodes(app: &App, frame: &mut Frame) {
-    let Some(found) = &app.nodes else { return };
+    let Some(found) = &app.kernels.nodes else {
+        return;
+    };
     let room = frame.area().height.saturating_sub(6).max(3) as usize;
     let shown = found.nodes.len().min(room);
     let mut lines: Vec<Line> = found
