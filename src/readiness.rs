@@ -25,11 +25,9 @@ const CONFLICT_TRIES: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadinessError {
-    #[error(
-        "no node name: set NODE_NAME from the downward API (fieldRef: spec.nodeName) or pass --node-name"
-    )]
+    #[error("no node name: set NODE_NAME from the downward API (fieldRef: spec.nodeName)")]
     NoNodeName,
-    #[error("no API server: not in a pod (KUBERNETES_SERVICE_HOST is unset); pass --kube-api URL")]
+    #[error("no API server: not in a pod (KUBERNETES_SERVICE_HOST is unset)")]
     NoApiServer,
     #[error("cannot read {path}: {source}")]
     Read {

@@ -433,3 +433,41 @@ fn json_is_one_flag_for_every_command() {
     ]));
     assert_eq!(as_json, as_format);
 }
+
+/// Library errors say what failed; the command line adds which flag changes it, once, for every
+/// command that meets the error.
+#[test]
+fn errors_end_with_the_flag_that_fixes_them() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("kfleet")
+        .unwrap()
+        .args(["runs", "--repo", "nonsense"])
+        .env("HOME", home.path())
+        .env("GITHUB_TOKEN", "not-a-real-token")
+        .env_remove("KFLEET_REPO")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad repository 'nonsense': expected OWNER/NAME; pass --repo OWNER/NAME"),
+        "{stderr}"
+    );
+    let checkout = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("kfleet")
+        .unwrap()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["sandbox", "--runner", "local", "--checkout"])
+        .arg(checkout.path())
+        .env("HOME", home.path())
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has no .github/workflows/build-driver.yml")
+            && stderr.contains("; check --checkout"),
+        "{stderr}"
+    );
+}

@@ -297,8 +297,7 @@ impl RunnerArgs {
                 .context("cannot create the local runner's work directory")?
                 .keep(),
         };
-        let runner = crate::localrun::RunnerConfig::for_sandbox(&self.checkout, &work)
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let runner = crate::localrun::RunnerConfig::for_sandbox(&self.checkout, &work)?;
         let mode = match &runner.host_only {
             Some((d, v)) => format!("on this host, {d} {v} kernels only (no docker or podman)"),
             None => "in containers".to_string(),

@@ -365,7 +365,7 @@ fn install_package(
     let outcome = match installed {
         Ok(outcome) => outcome,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("{}", super::hints::with_hint(&e));
             return Ok(e.exit_code());
         }
     };

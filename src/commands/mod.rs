@@ -38,6 +38,7 @@ pub(crate) mod ensure;
 #[cfg(feature = "fleet")]
 pub(crate) mod gen_fleet;
 pub(crate) mod headers;
+mod hints;
 pub(crate) mod identity;
 pub(crate) mod kabi;
 #[cfg(feature = "fleet")]
@@ -250,6 +251,9 @@ pub fn on_error(err: &anyhow::Error) -> (ExitCode, Option<String>) {
         if !message.contains(&cause) {
             message = format!("{message}: {cause}");
         }
+    }
+    if let Some(hint) = err.chain().find_map(hints::hint) {
+        message = format!("{message}; {hint}");
     }
     (ExitCode::from(1), Some(message))
 }

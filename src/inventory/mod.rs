@@ -146,7 +146,7 @@ pub enum InventoryError {
     Format { file: String, message: String },
     #[error("{file}: the polars pipeline failed: {source}")]
     Polars { file: String, source: PolarsError },
-    #[error("{count} bad inventory row(s) and --strict is set; first: {first}")]
+    #[error("{count} bad inventory row(s) in a strict read; first: {first}")]
     Strict { count: u64, first: String },
 }
 

@@ -13,6 +13,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use yaml_rust2::{Yaml, YamlLoader};
 
+/// Why the local runner cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("the checkout {path}: {message}")]
+    Checkout { path: String, message: String },
+    #[error(
+        "the checkout {path} has no .github/workflows/build-driver.yml; run `kfleet workflow init` in the driver repository"
+    )]
+    NoWorkflow { path: String },
+    #[error("the runner's work directory {path}: {message}")]
+    WorkDir { path: String, message: String },
+    #[error("{0}")]
+    Stage(String),
+}
+
 /// Where jobs run and what they are told.
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
@@ -78,28 +93,33 @@ impl RunnerConfig {
     /// `work_dir/dist`, reached through the `KFLEET_DOWNLOAD` variable), so the workflow's install
     /// step runs for real. The build runs in docker or podman when one works, else on this host
     /// for the host's own distribution and release.
-    pub fn for_sandbox(checkout: &Path, work_dir: &Path) -> Result<Self, String> {
-        let checkout = std::fs::canonicalize(checkout)
-            .map_err(|e| format!("--checkout {}: {e}", checkout.display()))?;
+    pub fn for_sandbox(checkout: &Path, work_dir: &Path) -> Result<Self, SetupError> {
+        let checkout = std::fs::canonicalize(checkout).map_err(|e| SetupError::Checkout {
+            path: checkout.display().to_string(),
+            message: e.to_string(),
+        })?;
         if !checkout
             .join(".github/workflows/build-driver.yml")
             .is_file()
         {
-            return Err(format!(
-                "--checkout {}: no .github/workflows/build-driver.yml; run `kfleet workflow init` in the driver repository",
-                checkout.display()
-            ));
+            return Err(SetupError::NoWorkflow {
+                path: checkout.display().to_string(),
+            });
         }
-        crate::fsio::own_private_dir(work_dir).map_err(|e| format!("--runner-dir: {e}"))?;
+        crate::fsio::own_private_dir(work_dir).map_err(|e| SetupError::WorkDir {
+            path: work_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
         let version = env!("CARGO_PKG_VERSION");
         let dist = work_dir.join("dist");
         let release = dist.join(format!("v{version}"));
         std::fs::create_dir_all(&release)
-            .map_err(|e| format!("cannot create {}: {e}", release.display()))?;
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find kfleet itself: {e}"))?;
+            .map_err(|e| SetupError::Stage(format!("cannot create {}: {e}", release.display())))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| SetupError::Stage(format!("cannot find kfleet itself: {e}")))?;
         let name = format!("kfleet-{version}-{}-linux", std::env::consts::ARCH);
-        let bytes =
-            std::fs::read(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+        let bytes = std::fs::read(&exe)
+            .map_err(|e| SetupError::Stage(format!("cannot read {}: {e}", exe.display())))?;
         let digest = crate::fsio::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         crate::fsio::write_atomic(&release.join(&name), &bytes)
             .and_then(|()| {
@@ -108,7 +128,9 @@ impl RunnerConfig {
                     format!("{digest}  {name}\n").as_bytes(),
                 )
             })
-            .map_err(|e| format!("cannot stage kfleet in {}: {e}", release.display()))?;
+            .map_err(|e| {
+                SetupError::Stage(format!("cannot stage kfleet in {}: {e}", release.display()))
+            })?;
         let vars = BTreeMap::from([
             ("KFLEET_VERSION".to_string(), version.to_string()),
             (

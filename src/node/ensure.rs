@@ -84,9 +84,7 @@ impl EnsureOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnsureError {
-    #[error(
-        "the build service at {0} rejected the token (401); check KFLEET_SERVICE_TOKEN or --token-file"
-    )]
+    #[error("the build service at {0} rejected the token (401)")]
     Unauthorized(String),
     #[error("{url}: {message}")]
     Http { url: String, message: String },
@@ -112,9 +110,7 @@ pub enum EnsureError {
     Write { path: String, message: String },
     #[error("{0}")]
     Insecure(String),
-    #[error(
-        "{url}: the download is larger than {max} bytes; refusing it (raise --max-download if it is right)"
-    )]
+    #[error("{url}: the download is larger than {max} bytes; refusing it")]
     TooLarge { url: String, max: u64 },
     #[error("{url}: {status} (the asset may be being replaced)")]
     Gone { url: String, status: u16 },

@@ -316,7 +316,7 @@ pub enum InstallError {
     )]
     SignatureRequired { module: String, why: String },
     #[error(
-        "{module}.ko is signed by {signer}, which this machine does not trust ({sources} hold no such key), and {why}; nothing was installed. Enrol the signing certificate with `mokutil --import CERT.der` and confirm it at the next boot, or sign with a key the machine trusts (--no-signer-check skips this check)"
+        "{module}.ko is signed by {signer}, which this machine does not trust ({sources} hold no such key), and {why}; nothing was installed. Enrol the signing certificate with `mokutil --import CERT.der` and confirm it at the next boot, or sign with a key the machine trusts"
     )]
     UntrustedSigner {
         module: String,
@@ -324,9 +324,7 @@ pub enum InstallError {
         sources: String,
         why: String,
     },
-    #[error(
-        "{module} version {loaded} is loaded; pass --replace to unload it and load the new one (nothing was installed)"
-    )]
+    #[error("{module} version {loaded} is loaded (nothing was installed)")]
     OtherVersionLoaded { module: String, loaded: String },
     #[error("cannot write {path}: {source}")]
     Write {
@@ -620,7 +618,7 @@ pub fn install_bytes(
     let running = options.running_kernel.as_deref() == Some(options.kernel_version.as_str());
     let load = options.load && running;
     let enforced = if options.require_signed {
-        Some("--require-signed was given".to_string())
+        Some("signatures were required".to_string())
     } else if running {
         loader.signatures_enforced()
     } else {

@@ -18,6 +18,7 @@ use limits::Limits;
 use listing::Listings;
 use metrics::Metrics;
 pub use server::{router, serve};
+pub use tracker::PollError;
 use tracker::Tracker;
 
 use crate::artifacts::AssetTemplate;

@@ -25,7 +25,7 @@ pub const RELOAD_CHECK: Duration = Duration::from_secs(5);
 pub enum TlsError {
     #[error("{path}: {message}")]
     File { path: String, message: String },
-    #[error("--tls-key {path}: {message}")]
+    #[error("the TLS key {path}: {message}")]
     Key { path: String, message: String },
     #[error("cannot set up TLS: {0}")]
     Setup(String),

@@ -101,6 +101,15 @@ const MAX_REMEMBERED_FAILURES: usize = 100_000;
 /// How long a run found by id while the run listing lacked it is not asked about again.
 const CONFIRM_AGAIN: Duration = Duration::from_secs(60);
 
+/// Why a run poll could not read the open builds' runs.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("cannot read the open builds: {0}")]
+    Store(#[from] crate::state::StoreError),
+    #[error("cannot list the runs: {0}")]
+    Forge(#[from] crate::forge::ForgeError),
+}
+
 /// What the service keeps of builds between requests.
 pub(super) struct Tracker {
     /// request id -> build, as last read from the store, with its run status.
@@ -306,13 +315,12 @@ impl ServiceState {
     /// may lag behind a dispatch); one the forge no longer knows settles its build. The cost is
     /// one request per interval, whatever the number of builds and pollers, and nothing when the
     /// listing is unchanged.
-    pub async fn poll_runs(&self) -> Result<(), String> {
+    pub async fn poll_runs(&self) -> Result<(), PollError> {
         let _one = self.tracker.run_poll.lock().await;
         let dispatched: Vec<BuildRecord> = self
             .store()
             .open_builds()
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_iter()
             .filter(|r| r.phase == Phase::Dispatched && r.run_id.is_some())
             .collect();
@@ -330,11 +338,7 @@ impl ServiceState {
                 {
                     break;
                 }
-                let listed = self
-                    .forge
-                    .list_runs(&workflow, None, Some(since))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let listed = self.forge.list_runs(&workflow, None, Some(since)).await?;
                 runs.extend(listed.into_iter().map(|run| (run.id, run)));
             }
         }

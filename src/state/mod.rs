@@ -170,7 +170,7 @@ impl StateSpec {
         if let Some(path) = value.strip_prefix("sqlite:") {
             if path.is_empty() {
                 return Err(
-                    "--state sqlite: names no file; write sqlite:/path/to/kfleet.db".into(),
+                    "a sqlite: state names no file; write sqlite:/path/to/kfleet.db".into(),
                 );
             }
             return Ok(Self::Sqlite(PathBuf::from(path)));

@@ -5,7 +5,7 @@ pub mod app;
 pub mod keys;
 pub mod views;
 
-use crate::app::snapshot::Snapshot;
+use crate::app::snapshot::{Snapshot, SnapshotError};
 use crate::artifacts::AssetTemplate;
 use crate::artifacts::select_release;
 use crate::builds::{Decision, Planner};
@@ -53,30 +53,21 @@ const RUN_LOG_LINES: usize = 12;
 
 impl Dashboard {
     /// The release the dashboard reports on, from the forge's current listing.
-    async fn release(&self) -> Result<crate::artifacts::Release, String> {
-        let listing = self
-            .forge
-            .list_releases()
-            .await
-            .map_err(|e| e.to_string())?;
-        select_release(&listing.releases, self.driver_version.as_deref())
-            .cloned()
-            .map_err(|e| e.to_string())
+    async fn release(&self) -> Result<crate::artifacts::Release, SnapshotError> {
+        let listing = self.forge.list_releases().await?;
+        Ok(select_release(&listing.releases, self.driver_version.as_deref())?.clone())
     }
 
     /// Coverage against the forge's current release listing, runs and open builds.
-    pub async fn report(&self) -> Result<CoverageReport, String> {
+    pub async fn report(&self) -> Result<CoverageReport, SnapshotError> {
         let snapshot = Snapshot::read(
             self.forge.as_ref(),
             self.planner.store(),
             &self.workflow,
             self.deadline,
         )
-        .await
-        .map_err(|e| e.to_string())?;
-        let release = snapshot
-            .release(self.driver_version.as_deref())
-            .map_err(|e| e.to_string())?;
+        .await?;
+        let release = snapshot.release(self.driver_version.as_deref())?;
         let fleet = self.fleet.read_now().clone();
         let (report, found) = snapshot
             .checked_coverage(
@@ -87,8 +78,7 @@ impl Dashboard {
                 self.planner.clock().now(),
                 self.kabi.as_deref().map(|cache| (&self.resolver, cache)),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for note in &found.notes {
             tracing::warn!("kabi: {note}");
         }
@@ -97,7 +87,9 @@ impl Dashboard {
 
     /// The kernels the distributions publish on the fleet's most-run lines, newer than the
     /// newest the fleet runs, against the release the dashboard reports on.
-    pub async fn upcoming(&self) -> Result<crate::coverage::upcoming::UpcomingReport, String> {
+    pub async fn upcoming(
+        &self,
+    ) -> Result<crate::coverage::upcoming::UpcomingReport, SnapshotError> {
         let release = &self.release().await?;
         let fleet = self.fleet.read_now().clone();
         Ok(crate::coverage::upcoming::find(
@@ -177,7 +169,7 @@ impl Dashboard {
                 tokio::spawn(async move {
                     let action = match me.report().await {
                         Ok(r) => Action::Report(Box::new(r)),
-                        Err(e) => Action::RefreshFailed(e),
+                        Err(e) => Action::RefreshFailed(e.to_string()),
                     };
                     let _ = tx.send(action);
                 });
@@ -225,7 +217,7 @@ impl Dashboard {
                 tokio::spawn(async move {
                     let action = match me.upcoming().await {
                         Ok(found) => Action::Upcoming(Box::new(found)),
-                        Err(e) => Action::UpcomingFailed(e),
+                        Err(e) => Action::UpcomingFailed(e.to_string()),
                     };
                     let _ = tx.send(action);
                 });

@@ -31,7 +31,7 @@ pub enum ForgeError {
     )]
     Unauthorized { url: String },
     #[error(
-        "not found (404): {url}; check --repo and --api-url, and that the token can see the repository"
+        "not found (404): {url}; check the repository and the API URL, and that the token can see the repository"
     )]
     NotFound { url: String },
     #[error("{url} answered {status}: {message}")]
@@ -56,10 +56,18 @@ pub enum ForgeError {
         wait_secs: u64,
         max_secs: u64,
     },
-    #[error("bad --repo '{0}': expected OWNER/NAME")]
+    #[error("bad repository '{0}': expected OWNER/NAME")]
     BadRepo(String),
     #[error("cannot set up the GitHub client: {0}")]
     Setup(String),
+    /// The API base URL cannot be used.
+    #[error("the GitHub API URL {url}: {message}")]
+    ApiUrl { url: String, message: String },
+    /// The GitHub App's private key is not an RSA key in PEM.
+    #[error(
+        "the GitHub App key is not an RSA private key in PEM ({0}); use the .pem file GitHub generated for the App"
+    )]
+    AppKey(String),
     /// The dispatch's guard said the caller no longer holds the right to send it.
     #[error("{url}: not sent: {why}")]
     ClaimLost { url: String, why: String },
@@ -342,11 +350,8 @@ impl GithubClient {
         notify: Option<Notify>,
     ) -> Result<Self, ForgeError> {
         let api = checked_api(api, "GitHub App credentials are")?;
-        let key = octocrab::EncodingKey::from_rsa_pem(key_pem).map_err(|e| {
-            ForgeError::Setup(format!(
-                "--github-app-key: not an RSA private key in PEM ({e}); use the .pem file GitHub generated for the App"
-            ))
-        })?;
+        let key = octocrab::EncodingKey::from_rsa_pem(key_pem)
+            .map_err(|e| ForgeError::AppKey(e.to_string()))?;
         let uploads = assets::upload_base(&api);
         let app = |base: &str| {
             Self::builder(&api, base, &uploads, &policy)?
@@ -413,9 +418,15 @@ impl GithubClient {
     > {
         Ok(octocrab::Octocrab::builder()
             .base_uri(base)
-            .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
+            .map_err(|e| ForgeError::ApiUrl {
+                url: api.to_string(),
+                message: e.to_string(),
+            })?
             .upload_uri(uploads)
-            .map_err(|e| ForgeError::Setup(format!("--api-url {api}: {e}")))?
+            .map_err(|e| ForgeError::ApiUrl {
+                url: api.to_string(),
+                message: e.to_string(),
+            })?
             .set_connect_timeout(Some(policy.timeout))
             .set_read_timeout(Some(policy.timeout))
             .set_write_timeout(Some(policy.timeout)))
