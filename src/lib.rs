@@ -9,6 +9,7 @@ pub mod builds;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod conditional;
 pub mod config;
 #[cfg(feature = "fleet")]
 pub mod coverage;

@@ -210,17 +210,9 @@ pub struct GithubClient {
     policy: RetryPolicy,
     etags: Mutex<HashMap<String, (HeaderValue, bytes::Bytes)>>,
     /// Where validators and bodies outlive the process (see [`GithubClient::with_disk_cache`]).
-    disk_cache: Option<std::path::PathBuf>,
+    disk_cache: Option<crate::conditional::ConditionalCache>,
     stats: ClientStats,
     notify: Notify,
-}
-
-/// One cached page on disk: the URL it answers (a guard against hash collisions), its ETag and body.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct CachedPage {
-    url: String,
-    etag: String,
-    body: String,
 }
 
 /// Pages of 100 runs read at most for one listing (GitHub itself returns at most 1,000 runs for a
@@ -469,54 +461,16 @@ impl GithubClient {
     /// conditional too and an unchanged listing costs no rate limit. A damaged or unreadable
     /// entry is a cache miss, never an error.
     pub fn with_disk_cache(mut self, dir: std::path::PathBuf) -> Self {
-        self.disk_cache = Some(dir);
+        self.disk_cache = Some(crate::conditional::ConditionalCache::new(dir));
         self
     }
 
-    fn disk_path(&self, url: &str) -> Option<std::path::PathBuf> {
-        use sha2::Digest;
-        let dir = self.disk_cache.as_ref()?;
-        let hash = crate::fsio::hex(&sha2::Sha256::digest(url.as_bytes())[..16]);
-        Some(dir.join(format!("{hash}.json")))
-    }
-
     fn read_disk(&self, url: &str) -> Option<(HeaderValue, bytes::Bytes)> {
-        let bytes = std::fs::read(self.disk_path(url)?).ok()?;
-        let page: CachedPage = serde_json::from_slice(&bytes).ok()?;
-        if page.url != url {
-            return None;
-        }
-        let etag = HeaderValue::from_str(&page.etag).ok()?;
-        Some((etag, bytes::Bytes::from(page.body)))
-    }
-
-    async fn write_disk(&self, url: &str, etag: &HeaderValue, body: &bytes::Bytes) {
-        let Some(path) = self.disk_path(url) else {
-            return;
-        };
-        let (Ok(etag), Ok(body)) = (etag.to_str(), std::str::from_utf8(body)) else {
-            return;
-        };
-        let page = CachedPage {
-            url: url.to_string(),
-            etag: etag.to_string(),
-            body: body.to_string(),
-        };
-        let Ok(json) = serde_json::to_vec(&page) else {
-            return;
-        };
-        // Listings of a private repository are private: 0600 files in a 0700 directory.
-        let target = path.clone();
-        let written = crate::fsio::off_runtime(move || {
-            if let Some(dir) = target.parent() {
-                crate::fsio::create_private_dir(dir)?;
-            }
-            crate::fsio::write_private(&target, &json)
-        })
-        .await;
-        if let Err(e) = written {
-            tracing::warn!("cannot keep the response cache in {}: {e}", path.display());
-        }
+        let kept = self.disk_cache.as_ref()?.read(url)?;
+        Some((
+            HeaderValue::from_str(kept.etag.as_deref()?).ok()?,
+            kept.body,
+        ))
     }
 
     pub fn repo(&self) -> &RepoRef {
@@ -750,8 +704,9 @@ impl GithubClient {
             return Ok((body, r.headers, true));
         }
         if let Some(etag) = r.headers.get(http::header::ETAG) {
-            if persist {
-                self.write_disk(url, etag, &r.body).await;
+            if persist && let Some(cache) = &self.disk_cache {
+                // Listings of a private repository are private: 0600 files in a 0700 directory.
+                cache.keep(url, &r.headers, r.body.clone()).await;
             }
             let mut etags = self.etags.locked();
             // A run listing whose window moved on replaces the old window's pages.

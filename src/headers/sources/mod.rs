@@ -37,70 +37,6 @@ pub(super) struct Ctx<'a> {
 pub(crate) type ListingMemo =
     std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Vec<String>>>>;
 
-/// A kept response: its URL (a guard against hash collisions) and validators.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Validators {
-    url: String,
-    etag: Option<String>,
-    last_modified: Option<String>,
-}
-
-/// The files that keep one URL's response: validators and body.
-fn kept(dir: &std::path::Path, url: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    use sha2::Digest;
-    let hash = crate::fsio::hex(&sha2::Sha256::digest(url.as_bytes())[..16]);
-    (
-        dir.join(format!("{hash}.json")),
-        dir.join(format!("{hash}.body")),
-    )
-}
-
-/// The kept body of `url` and its validators, when both are there and belong to it.
-fn read_kept(dir: &std::path::Path, url: &str) -> Option<(Validators, bytes::Bytes)> {
-    let (meta, body) = kept(dir, url);
-    let validators: Validators = serde_json::from_slice(&std::fs::read(meta).ok()?).ok()?;
-    if validators.url != url {
-        return None;
-    }
-    Some((validators, bytes::Bytes::from(std::fs::read(body).ok()?)))
-}
-
-/// Keeps a response that carries a validator; a cache that cannot be written only costs a full
-/// download next time. The body is written before the validators that point at it.
-async fn write_kept(
-    dir: &std::path::Path,
-    url: &str,
-    headers: &reqwest::header::HeaderMap,
-    body: bytes::Bytes,
-) {
-    let header = |name| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let validators = Validators {
-        url: url.to_string(),
-        etag: header(reqwest::header::ETAG),
-        last_modified: header(reqwest::header::LAST_MODIFIED),
-    };
-    if validators.etag.is_none() && validators.last_modified.is_none() {
-        return;
-    }
-    let (meta, body_path) = kept(dir, url);
-    let owned = dir.to_path_buf();
-    let written = crate::fsio::off_runtime(move || {
-        crate::fsio::create_private_dir(&owned)?;
-        crate::fsio::write_private(&body_path, &body)?;
-        let json = serde_json::to_vec(&validators).map_err(std::io::Error::other)?;
-        crate::fsio::write_private(&meta, &json)
-    })
-    .await;
-    if let Err(e) = written {
-        tracing::warn!("cannot keep {url} in {}: {e}", dir.display());
-    }
-}
-
 impl Ctx<'_> {
     /// Sets the outcome of the last attempt (a request that answered, but not with what was
     /// wanted).
@@ -124,25 +60,24 @@ impl Ctx<'_> {
     /// a body kept from before is asked for conditionally and a 304 answers from it.
     async fn get(&mut self, url: &str) -> Outcome<bytes::Bytes> {
         let started = Instant::now();
-        let previous = self.metadata.as_deref().and_then(|dir| read_kept(dir, url));
+        let cache = self
+            .metadata
+            .as_ref()
+            .map(|dir| crate::conditional::ConditionalCache::new(dir.clone()));
+        let previous = cache.as_ref().and_then(|c| c.read(url));
         let mut not_modified = false;
         let result = async {
             let mut request = self.http.get(url);
-            if let Some((v, _)) = &previous {
-                if let Some(etag) = &v.etag {
-                    request = request.header(reqwest::header::IF_NONE_MATCH, etag);
-                }
-                if let Some(date) = &v.last_modified {
-                    request = request.header(reqwest::header::IF_MODIFIED_SINCE, date);
-                }
+            for (name, value) in previous.iter().flat_map(|kept| kept.conditions()) {
+                request = request.header(name, value);
             }
             let r = request.send().await.map_err(|e| describe(&e))?;
             let status = r.status();
             if status == reqwest::StatusCode::NOT_MODIFIED
-                && let Some((_, body)) = &previous
+                && let Some(kept) = &previous
             {
                 not_modified = true;
-                return Ok(body.clone());
+                return Ok(kept.body.clone());
             }
             if !status.is_success() {
                 return Err(format!("HTTP {}", status.as_u16()));
@@ -160,8 +95,8 @@ impl Ctx<'_> {
                 body.extend_from_slice(&chunk);
             }
             let body = bytes::Bytes::from(body);
-            if let Some(dir) = &self.metadata {
-                write_kept(dir, url, &headers, body.clone()).await;
+            if let Some(cache) = &cache {
+                cache.keep(url, &headers, body.clone()).await;
             }
             Ok(body)
         }
