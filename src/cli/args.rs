@@ -1,8 +1,16 @@
 //! The command line as clap definitions: every command's flags with typed value parsers (shares,
 //! percentages, rates and durations are checked by clap, not later).
 
-use super::prelude::*;
+#[cfg(feature = "fleet")]
+use crate::coverage::CoverageStatus;
 use crate::environment;
+#[cfg(feature = "fleet")]
+use crate::report::Format;
+use crate::report::ListFormat;
+use anyhow::Result;
+use clap::Args;
+use clap::Subcommand;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[cfg(feature = "fleet")]

@@ -2,7 +2,6 @@
 //! (`settings`), and the process's async runtime. `commands::run` carries the parsed line out.
 
 mod args;
-pub(crate) mod prelude;
 mod settings;
 mod values;
 
@@ -10,7 +9,11 @@ pub use args::*;
 pub use settings::*;
 
 use crate::environment;
-use prelude::*;
+use anyhow::Context;
+use anyhow::Result;
+use clap::Parser;
+use clap::Subcommand;
+use std::path::PathBuf;
 
 /// Which kernels in your fleet have a prebuilt driver, which are missing, and what to build.
 #[derive(Debug, Parser)]

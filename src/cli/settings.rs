@@ -1,7 +1,46 @@
 //! Settings resolved from flags, then `kfleet.toml`, then the defaults (which live here once).
 
-use super::prelude::*;
-use super::*;
+use crate::artifacts::AssetTemplate;
+use crate::artifacts::DEFAULT_ASSET_TEMPLATE;
+use crate::builds::PlannerConfig;
+use crate::cli::BuildArgs;
+use crate::cli::ForgeArgs;
+use crate::cli::ForgeRepoArgs;
+use crate::cli::HeaderChainArgs;
+use crate::cli::IdentityArgs;
+use crate::cli::NamingArgs;
+use crate::cli::RunnerArgs;
+use crate::cli::RunnerKind;
+use crate::cli::ShareArgs;
+use crate::cli::StoreArgs;
+#[cfg(feature = "fleet")]
+use crate::cli::TuiArgs;
+use crate::cli::runtime;
+use crate::config::Config;
+use crate::config::DEFAULT_MODULE;
+use crate::config::default_state_dir;
+use crate::forge::Forge;
+use crate::forge::GITHUB_API;
+use crate::forge::GithubClient;
+use crate::forge::OciStore;
+use crate::forge::RepoRef;
+use crate::forge::RetryPolicy;
+use crate::forge::SandboxForge;
+use crate::forge::SandboxOptions;
+use crate::forge::Simulation;
+use crate::forge::StoreForge;
+use crate::forge::load_releases;
+use crate::forge::token_from_environment;
+use crate::headers::Chain;
+use crate::headers::Resolver;
+use crate::headers::ResolverOptions;
+use crate::oci::Credentials;
+use crate::state::StateSpec;
+use crate::state::Store;
+use anyhow::Context;
+use anyhow::Result;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Share of nodes the head holds.

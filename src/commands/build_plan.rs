@@ -1,7 +1,14 @@
 //! `kfleet build-plan`: the environment one kernel's build runs in.
 
-use super::prelude::*;
+use super::read_keys_csv;
 use crate::buildenv::{Digests, Planned, plan};
+use crate::cli::BuildPlanArgs;
+use crate::cli::ImagesCommand;
+use crate::cli::PlanFormat;
+use crate::cli::runtime;
+use anyhow::Context;
+use anyhow::Result;
+use std::process::ExitCode;
 
 pub(crate) fn build_plan_cmd(args: BuildPlanArgs) -> Result<ExitCode> {
     let id = args.identity.identity()?;

@@ -1,6 +1,11 @@
 //! `kfleet cancel`: cancel a build run.
 
-use super::prelude::*;
+use crate::cli::CancelArgs;
+use crate::cli::runtime;
+use crate::config::Config;
+use crate::forge::CancelOutcome;
+use anyhow::Result;
+use std::process::ExitCode;
 
 pub(crate) fn cancel_cmd(args: CancelArgs, config: &Config) -> Result<ExitCode> {
     let client = args.build.client(config)?;

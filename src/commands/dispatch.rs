@@ -1,7 +1,33 @@
 //! `kfleet dispatch`: builds for identities without an artifact, through the planner.
 
-use super::prelude::*;
+#[cfg(feature = "fleet")]
+use super::read_fleet;
+use super::read_keys_csv;
+use crate::builds::Decision;
+use crate::builds::Planner;
+use crate::builds::merge_decisions;
+use crate::builds::parse_keys;
+use crate::cli::DispatchArgs;
+use crate::cli::PreflightArgs;
+use crate::cli::runtime;
+use crate::config::Config;
+#[cfg(feature = "fleet")]
+use crate::coverage;
+#[cfg(feature = "fleet")]
+use crate::coverage::BuildStates;
+#[cfg(feature = "fleet")]
+use crate::coverage::CoverageOptions;
+#[cfg(feature = "fleet")]
+use crate::coverage::CoverageStatus;
+#[cfg(feature = "fleet")]
+use crate::forge::index_assets;
+use crate::forge::select_release;
 use crate::identity::KernelIdentity;
+use crate::report;
+use anyhow::Context;
+use anyhow::Result;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCode> {
     let template = args.naming.template(config)?;
@@ -20,7 +46,7 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
     };
     #[cfg(not(feature = "fleet"))]
     if args.missing || args.long_tail || args.upcoming {
-        bail!(
+        anyhow::bail!(
             "--missing, --long-tail and --upcoming read the fleet, and this kfleet was built without the fleet feature; name identities or use --from FILE"
         );
     }
@@ -182,7 +208,7 @@ pub(crate) fn preflight_cmd(args: PreflightArgs, config: &Config) -> Result<Exit
     let mut unread = 0;
     if !args.inventory.is_empty() {
         #[cfg(not(feature = "fleet"))]
-        bail!(
+        anyhow::bail!(
             "-i reads the fleet, and this kfleet was built without the fleet feature; name the target kernels with --identity, --target-kernels or --kernel-line"
         );
         #[cfg(feature = "fleet")]

@@ -1,8 +1,11 @@
 //! `kfleet completions SHELL` and `kfleet man`: generated from the same clap definition as the
 //! parser, so they never drift from the flags.
 
-use super::prelude::*;
+use crate::cli::Cli;
+use anyhow::Context;
+use anyhow::Result;
 use clap::CommandFactory;
+use std::process::ExitCode;
 
 pub(crate) fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
     let mut command = Cli::command();

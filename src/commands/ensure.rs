@@ -1,6 +1,27 @@
 //! `kfleet ensure`: the node side of the build service.
 
-use super::prelude::*;
+use crate::builds::Planner;
+use crate::cli::BuildArgs;
+use crate::cli::EnsureArgs;
+use crate::cli::HookCommand;
+use crate::cli::HookKindArg;
+use crate::cli::InstallArgs;
+use crate::cli::ModuleDir;
+use crate::cli::NodeArgs;
+use crate::cli::runtime;
+use crate::config::Config;
+use crate::forge::Forge;
+use crate::forge::StoreForge;
+use crate::identity::RawIdentity;
+use crate::identity::Verdict;
+use crate::identity::check;
+use crate::node::local_identity;
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
 
 pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> {
     let token = match &args.token_file {

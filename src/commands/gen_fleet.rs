@@ -1,6 +1,13 @@
 //! `kfleet gen-fleet`: a deterministic synthetic fleet and releases.
 
-use super::prelude::*;
+use crate::cli::FleetFormat;
+use crate::cli::GenFleetArgs;
+use crate::config::Config;
+use crate::sample::FleetSpec;
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use std::process::ExitCode;
 
 pub(crate) fn gen_fleet_cmd(args: GenFleetArgs, config: &Config) -> Result<ExitCode> {
     let spec = FleetSpec {

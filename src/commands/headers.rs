@@ -1,6 +1,13 @@
 //! `kfleet headers`: kernel headers through the fallback chain.
 
-use super::prelude::*;
+use crate::cli::HeadersCommand;
+use crate::cli::runtime;
+use crate::config::Config;
+use crate::headers::plan;
+use crate::report;
+use anyhow::Result;
+use anyhow::bail;
+use std::process::ExitCode;
 
 pub(crate) fn headers_cmd(cmd: HeadersCommand, config: &Config) -> Result<ExitCode> {
     match cmd {

@@ -1,6 +1,14 @@
 //! `kfleet identity`: check and show kernel identities.
 
-use super::prelude::*;
+use crate::cli::IdentityCommand;
+use crate::config::Config;
+use crate::identity::RawIdentity;
+use crate::identity::Verdict;
+use crate::identity::check;
+use crate::node::local_identity;
+use anyhow::Context;
+use anyhow::Result;
+use std::process::ExitCode;
 
 pub(crate) fn identity_cmd(cmd: IdentityCommand, config: &Config) -> Result<ExitCode> {
     let checked = match &cmd {

@@ -1,7 +1,13 @@
 //! `kfleet kabi`: what a built module imports, and whether it loads into another kernel release.
 
-use super::prelude::*;
+use crate::cli::KabiCommand;
+use crate::cli::runtime;
+use crate::config::Config;
 use crate::kabi::{KernelAbi, ModuleAbi, Symvers, Verdict, check};
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use std::process::ExitCode;
 
 /// The most a module or a symbol table (decompressed) may hold.
 const MAX_BYTES: u64 = 256 << 20;

@@ -43,7 +43,6 @@ pub(crate) mod identity;
 pub(crate) mod kabi;
 #[cfg(feature = "fleet")]
 pub(crate) mod nodes;
-pub(crate) mod prelude;
 pub(crate) mod release;
 #[cfg(feature = "fleet")]
 pub(crate) mod report;
@@ -56,7 +55,39 @@ pub(crate) mod tui;
 pub(crate) mod upcoming;
 pub(crate) mod workflow;
 
-use prelude::*;
+#[cfg(feature = "fleet")]
+use crate::cli::BuildArgs;
+use crate::cli::Cli;
+use crate::cli::Command;
+#[cfg(feature = "fleet")]
+use crate::cli::TuiArgs;
+use crate::cli::WorkflowCommand;
+use crate::cli::runtime;
+use crate::config::Config;
+#[cfg(feature = "fleet")]
+use crate::forge::Forge;
+#[cfg(feature = "fleet")]
+use crate::forge::OciStore;
+#[cfg(feature = "fleet")]
+use crate::forge::StoreForge;
+#[cfg(feature = "fleet")]
+use crate::forge::read_release_file;
+use crate::identity::RawIdentity;
+use crate::identity::check;
+#[cfg(feature = "fleet")]
+use crate::inventory::FleetGroups;
+#[cfg(feature = "fleet")]
+use crate::inventory::read_inventory;
+use crate::report::ListFormat;
+#[cfg(feature = "fleet")]
+use crate::report::write_atomic;
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use std::path::PathBuf;
+use std::process::ExitCode;
+#[cfg(feature = "fleet")]
+use std::sync::Arc;
 
 /// Writes to standard output and flushes, so a closed pipe or a full disk is seen here.
 pub(crate) fn stdout(args: std::fmt::Arguments<'_>) -> std::result::Result<(), StdoutError> {

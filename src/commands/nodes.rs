@@ -1,6 +1,9 @@
 //! `kfleet nodes IDENTITY`: which nodes run a kernel, read again from the inventories.
 
-use super::prelude::*;
+use crate::cli::NodesArgs;
+use crate::report::ListFormat;
+use anyhow::Result;
+use std::process::ExitCode;
 
 pub(crate) fn nodes_cmd(args: NodesArgs) -> Result<ExitCode> {
     let given = args.identity.trim();

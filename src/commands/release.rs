@@ -1,7 +1,20 @@
 //! `kfleet release`: the build job's calls on the driver's release (is the asset there; upload
 //! the artifact and its checksum), through the same client as every other GitHub call.
 
-use super::prelude::*;
+use crate::artifacts::AssetTemplate;
+use crate::cli::NamingArgs;
+use crate::cli::ReleaseCommand;
+use crate::cli::StoreArgs;
+use crate::cli::StoreCommand;
+use crate::cli::runtime;
+use crate::config::Config;
+use crate::forge::OciStore;
+use crate::identity::Verdict;
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use std::process::ExitCode;
+use std::sync::Arc;
 
 pub(crate) fn release_cmd(cmd: ReleaseCommand, config: &Config) -> Result<ExitCode> {
     match cmd {

@@ -1,6 +1,19 @@
 //! `kfleet report`: coverage of the fleet by one release's artifacts.
 
-use super::prelude::*;
+use super::emit;
+use super::load_listing;
+use super::read_fleet;
+use crate::cli::ReportArgs;
+use crate::cli::runtime;
+use crate::config::Config;
+use crate::coverage::CoverageOptions;
+use crate::coverage::CoverageStatus;
+use crate::forge::index_assets;
+use crate::report;
+use crate::report::View;
+use anyhow::Result;
+use std::process::ExitCode;
+use std::sync::Arc;
 
 pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
     let (head_share, target) = args.shares.resolve(config);

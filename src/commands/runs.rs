@@ -1,6 +1,13 @@
 //! `kfleet runs`: build runs with their status against the deadline.
 
-use super::prelude::*;
+use crate::cli::RunsArgs;
+use crate::cli::runtime;
+use crate::config::Config;
+use crate::forge::WorkflowRun;
+use crate::report;
+use crate::report::ListFormat;
+use anyhow::Result;
+use std::process::ExitCode;
 
 /// Whether the run is still active, and how long it has taken so far (or took).
 fn elapsed(run: &WorkflowRun) -> (bool, std::time::Duration) {

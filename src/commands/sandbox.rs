@@ -1,6 +1,17 @@
 //! `kfleet sandbox`: a GitHub-compatible forge on loopback.
 
-use super::prelude::*;
+use crate::cli::SandboxArgs;
+use crate::cli::runtime;
+use crate::config::Config;
+use crate::forge::Faults;
+use crate::forge::Sandbox;
+use crate::forge::SandboxOptions;
+use crate::forge::Simulation;
+use crate::forge::load_releases;
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use std::process::ExitCode;
 
 pub(crate) fn sandbox_cmd(args: SandboxArgs, config: &Config) -> Result<ExitCode> {
     let releases = load_releases(&args.data)?;

@@ -1,6 +1,14 @@
 //! `kfleet serve`: the build service nodes ask for their driver.
 
-use super::prelude::*;
+use crate::builds::Planner;
+use crate::cli::ServeArgs;
+use crate::cli::runtime;
+use crate::config::Config;
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 pub(crate) fn client_tokens(file: Option<&PathBuf>) -> Result<Vec<String>> {
     let mut tokens: Vec<String> = match file {

@@ -1,6 +1,22 @@
 //! `kfleet tui` (and `kfleet` alone): the terminal dashboard.
 
-use super::prelude::*;
+use crate::builds::Planner;
+use crate::cli::TuiArgs;
+use crate::cli::runtime;
+use crate::config::Config;
+use crate::coverage::CoverageOptions;
+use crate::forge::Forge;
+use crate::forge::RetryPolicy;
+use crate::forge::SandboxForge;
+use crate::forge::SandboxOptions;
+use crate::forge::Simulation;
+use crate::forge::load_releases;
+use crate::forge::read_release_file;
+use crate::forge::select_release;
+use crate::inventory::read_inventory;
+use anyhow::Result;
+use std::process::ExitCode;
+use std::sync::Arc;
 
 pub(crate) const SAMPLE_FLEET: &str = include_str!("../../sample-data/fleet.csv");
 

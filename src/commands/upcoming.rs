@@ -1,8 +1,16 @@
 //! `kfleet upcoming`: the kernels the distributions already publish on the lines the fleet runs,
 //! newer than the newest the fleet runs on each, and whether the release has them.
 
-use super::prelude::*;
+use super::read_fleet;
+use crate::cli::UpcomingArgs;
+use crate::cli::runtime;
+use crate::config::Config;
 use crate::coverage::upcoming::{UpcomingStatus, find};
+use crate::forge::read_release_file;
+use crate::forge::select_release;
+use crate::report::ListFormat;
+use anyhow::Result;
+use std::process::ExitCode;
 
 pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCode> {
     let fleet = read_fleet(&args.inventory, false, false)?;

@@ -1,6 +1,11 @@
 //! `kfleet workflow init`: the GitHub Actions workflows that build the driver.
 
-use super::prelude::*;
+use crate::report::write_atomic;
+use anyhow::Context;
+use anyhow::Result;
+use anyhow::bail;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// The files `workflow init` writes: the workflows, then the build script they run, which goes
 /// to `.github/kfleet/` beside the workflows directory.
