@@ -457,3 +457,130 @@ impl NamingArgs {
         Ok(AssetTemplate::compile(&template, &module)?)
     }
 }
+
+/// What every command that computes coverage resolves the same way, once: the head and target
+/// shares, the asset template, the state directory and the release asked for.
+#[cfg(feature = "fleet")]
+pub struct CoverageSettings {
+    pub options: crate::coverage::CoverageOptions,
+    pub template: AssetTemplate,
+    pub state_root: PathBuf,
+    /// The release to report on; the newest published when `None`.
+    pub driver_version: Option<String>,
+}
+
+#[cfg(feature = "fleet")]
+impl CoverageSettings {
+    pub fn resolve(
+        shares: &ShareArgs,
+        naming: &NamingArgs,
+        build: &BuildArgs,
+        driver_version: Option<&String>,
+        config: &Config,
+    ) -> Result<Self> {
+        let (head_share, target) = shares.resolve(config);
+        Ok(Self {
+            options: crate::coverage::CoverageOptions {
+                head_share,
+                target: target / 100.0,
+            },
+            template: naming.template(config)?,
+            state_root: build.state_root(config),
+            driver_version: driver_version.cloned(),
+        })
+    }
+
+    /// Where kernels' symbol versions and artifacts' records are kept for `--kabi`.
+    pub fn kabi_cache(&self) -> PathBuf {
+        self.state_root.join("kabi")
+    }
+}
+
+/// `kfleet report`, resolved: what to read, what to compute, how to print it.
+#[cfg(feature = "fleet")]
+pub struct ReportSettings {
+    pub coverage: CoverageSettings,
+    pub inventories: Vec<PathBuf>,
+    pub strict: bool,
+    pub format: crate::report::Format,
+    pub view: crate::report::View,
+    pub output: Option<PathBuf>,
+    pub fail_under: Option<f64>,
+    pub unused: bool,
+    /// `--upcoming`: how many of the fleet's most-run lines.
+    pub upcoming_lines: Option<usize>,
+    pub kabi: bool,
+    /// The header chain, built once when `--kabi` or `--upcoming` reads it.
+    pub resolver: Option<Resolver>,
+}
+
+#[cfg(feature = "fleet")]
+impl ReportSettings {
+    pub fn resolve(args: &crate::cli::ReportArgs, config: &Config) -> Result<Self> {
+        let coverage = CoverageSettings::resolve(
+            &args.shares,
+            &args.naming,
+            &args.build,
+            args.driver_version.as_ref(),
+            config,
+        )?;
+        let resolver = (args.kabi || args.upcoming)
+            .then(|| header_resolver(args.sources.as_deref(), &coverage.state_root, None, None))
+            .transpose()?;
+        Ok(Self {
+            coverage,
+            inventories: args.inventory.clone(),
+            strict: args.strict,
+            format: args.format,
+            view: crate::report::View {
+                statuses: args.status.clone(),
+                limit: args.limit,
+                verbose: args.verbose,
+            },
+            output: args.output.clone(),
+            fail_under: args.fail_under,
+            unused: args.unused,
+            upcoming_lines: args.upcoming.then_some(args.upcoming_lines),
+            kabi: args.kabi,
+            resolver,
+        })
+    }
+}
+
+/// `kfleet tui`, resolved: coverage as `report` computes it, and what the dashboard follows.
+#[cfg(feature = "fleet")]
+pub struct TuiSettings {
+    pub coverage: CoverageSettings,
+    /// Builds unfinished this long after dispatch are timed out.
+    pub deadline: Duration,
+    /// The workflow whose runs the Builds view lists.
+    pub workflow: String,
+    /// The header chain the Headers and Upcoming views read: the one `kfleet headers` resolves.
+    pub resolver: Resolver,
+    pub upcoming_lines: usize,
+    pub kabi: bool,
+    pub keys: crate::config::KeyMap,
+}
+
+#[cfg(feature = "fleet")]
+impl TuiSettings {
+    pub fn resolve(args: &TuiArgs, config: &Config) -> Result<Self> {
+        let coverage = CoverageSettings::resolve(
+            &args.shares,
+            &args.naming,
+            &args.build,
+            args.driver_version.as_ref(),
+            config,
+        )?;
+        let resolver = header_resolver(args.sources.as_deref(), &coverage.state_root, None, None)?;
+        Ok(Self {
+            deadline: args.build.deadline(config)?,
+            workflow: args.build.workflow(config),
+            resolver,
+            upcoming_lines: args.upcoming_lines,
+            kabi: args.kabi,
+            keys: config.keys.clone().unwrap_or_default(),
+            coverage,
+        })
+    }
+}

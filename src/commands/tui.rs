@@ -2,9 +2,9 @@
 
 use crate::builds::Planner;
 use crate::cli::TuiArgs;
+use crate::cli::TuiSettings;
 use crate::cli::runtime;
 use crate::config::Config;
-use crate::coverage::CoverageOptions;
 use crate::forge::Forge;
 use crate::forge::RetryPolicy;
 use crate::forge::SandboxForge;
@@ -74,26 +74,19 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
         ))?),
         None => build.client(config)?,
     };
-    let template = args.naming.template(config)?;
-    let forge = args.store.wrap(forge, config, &template)?;
-    let deadline = build.deadline(config)?;
+    let settings = TuiSettings::resolve(&args, config)?;
+    let coverage = settings.coverage;
+    let forge = args.store.wrap(forge, config, &coverage.template)?;
     let mut planner_config = build.planner_config(config, String::new())?;
-    let state_root = build.state_root(config);
     let sandbox = build.forge.sandbox.is_some() || forge.is_sandbox();
-    let (head_share, target) = args.shares.resolve(config);
-    let options = CoverageOptions {
-        head_share,
-        target: target / 100.0,
-    };
-    let resolver = crate::cli::header_resolver(args.sources.as_deref(), &state_root, None, None)?;
     runtime()?.block_on(async move {
         let listing = forge.list_releases().await?;
-        let release = select_release(&listing.releases, args.driver_version.as_deref())?;
+        let release = select_release(&listing.releases, coverage.driver_version.as_deref())?;
         planner_config.driver_version = release.tag_name.clone();
         let store = build.store_for(config, sandbox).await?;
         let planner = Arc::new(Planner::new(
             forge.clone(),
-            template.clone(),
+            coverage.template.clone(),
             planner_config,
             store,
         ));
@@ -102,20 +95,20 @@ pub(crate) fn tui_cmd(args: TuiArgs, config: &Config) -> Result<ExitCode> {
             planner,
             fleet: std::sync::RwLock::new(Arc::new(fleet)),
             live,
-            upcoming_lines: args.upcoming_lines,
-            kabi: args.kabi.then(|| state_root.join("kabi")),
-            template,
-            options,
-            workflow: build.workflow(config),
-            deadline,
-            driver_version: args.driver_version.clone(),
+            upcoming_lines: settings.upcoming_lines,
+            kabi: settings.kabi.then(|| coverage.kabi_cache()),
+            template: coverage.template,
+            options: coverage.options,
+            workflow: settings.workflow,
+            deadline: settings.deadline,
+            driver_version: coverage.driver_version,
             inventories: inventories.clone(),
-            resolver,
+            resolver: settings.resolver,
         });
-        let report = dash.report().await.map_err(|e| anyhow::anyhow!(e))?;
-        let app = crate::tui::app::App::new(forge.label(), report, deadline.as_secs())
+        let report = dash.report().await?;
+        let app = crate::tui::app::App::new(forge.label(), report, settings.deadline.as_secs())
             .with_chain(dash.resolver.chain().clone())
-            .with_keys(config.keys.clone().unwrap_or_default());
+            .with_keys(settings.keys);
         // Checked after the flags and inputs, so their errors come first.
         if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             anyhow::bail!(NEEDS_A_TERMINAL);
