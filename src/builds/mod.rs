@@ -489,7 +489,7 @@ impl Planner {
                         .settle(
                             open,
                             Phase::Finished,
-                            Some(crate::state::RUN_NOT_FOUND),
+                            Some(crate::state::Ending::RunNotFound.as_str()),
                             self.clock.now(),
                         )
                         .await?;

@@ -309,20 +309,29 @@ pub fn list_blocking(source: &KubeSource) -> Result<Listed, InventoryError> {
     on_own_runtime(|| list(source, PAGE_SIZE))
 }
 
-/// Runs the future `make` returns on a current-thread runtime of a thread of its own.
+/// Runs the future `make` returns from a thread of its own, on the process's runtime when the
+/// caller is inside a multi-threaded one (the command line always is), else on a current-thread
+/// runtime made for it: so a synchronous reader can list a cluster whether or not it is called from async code,
+/// and the command line keeps one runtime.
 fn on_own_runtime<T: Send, F: std::future::Future<Output = Result<T, InventoryError>>>(
     make: impl FnOnce() -> F + Send,
 ) -> Result<T, InventoryError> {
+    // A current-thread runtime's only thread is the caller, blocked here: it could not drive
+    // the listing's I/O.
+    let current = tokio::runtime::Handle::try_current()
+        .ok()
+        .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     std::thread::scope(|s| {
-        s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
+        s.spawn(|| match current {
+            Some(handle) => handle.block_on(make()),
+            None => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|source| InventoryError::Io {
                     file: PREFIX.to_string(),
                     source,
                 })?
-                .block_on(make())
+                .block_on(make()),
         })
         .join()
         .unwrap_or_else(|_| {

@@ -6,7 +6,7 @@ use super::{ServiceState, webhooks};
 use crate::builds::Decision;
 use crate::identity::KernelIdentity;
 use crate::locks::Lock;
-use crate::state::{BuildId, BuildRecord, Phase};
+use crate::state::{BuildId, BuildRecord, Ending, Phase};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -30,9 +30,9 @@ impl Tracked {
         };
         match r.phase {
             Phase::Claimed | Phase::Dispatched => None,
-            Phase::Finished => match r.conclusion.as_deref() {
-                Some("success" | AVAILABLE) => Some(Settled::Available),
-                Some(crate::state::RUN_NOT_FOUND) => Some(Settled::Failed(format!(
+            Phase::Finished => match r.conclusion.as_deref().map(Ending::of) {
+                Some(ending) if ending.is_built() => Some(Settled::Available),
+                Some(Ending::RunNotFound) => Some(Settled::Failed(format!(
                     "run {} is no longer known to the forge (deleted, or the forge restarted); ask again",
                     r.run_id
                         .map(|i| i.to_string())
@@ -52,9 +52,6 @@ impl Tracked {
 /// How long the service trusts that a build it saw open is still the one to join (another replica
 /// may settle it meanwhile; a node that joins a build just settled sees that in its status).
 const JOIN_TTL: Duration = Duration::from_secs(1);
-
-/// The conclusion of a build settled because its artifact turned up without a run.
-pub(super) const AVAILABLE: &str = "available";
 
 /// A run as the service last saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,9 +164,9 @@ impl ServiceState {
         // nothing about the kernel.
         let Some(last) = last.filter(|r| {
             r.phase == Phase::Finished
-                && !matches!(
-                    r.conclusion.as_deref(),
-                    None | Some("success" | AVAILABLE | crate::state::RUN_NOT_FOUND)
+                && matches!(
+                    r.conclusion.as_deref().map(Ending::of),
+                    Some(Ending::Other(_))
                 )
         }) else {
             return Ok(None);
@@ -271,7 +268,9 @@ impl ServiceState {
             }
             // The planner settled it.
             Ok(Decision::TimedOut { .. }) => return,
-            Ok(Decision::Available { .. }) => (Phase::Finished, AVAILABLE.to_string()),
+            Ok(Decision::Available { .. }) => {
+                (Phase::Finished, Ending::Available.as_str().to_string())
+            }
             Ok(other) => (Phase::Failed, other.describe()),
             Err(e) => {
                 tracing::warn!("dispatch for {key} {driver_version} failed: {e}");
@@ -368,7 +367,7 @@ impl ServiceState {
                             self.settle(
                                 record.into(),
                                 Phase::Finished,
-                                Some(crate::state::RUN_NOT_FOUND),
+                                Some(Ending::RunNotFound.as_str()),
                             )
                             .await;
                             continue;

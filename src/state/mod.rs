@@ -15,9 +15,46 @@ use std::time::Duration;
 
 refinery::embed_migrations!("migrations");
 
-/// The conclusion recorded for a build whose run the forge no longer knows (retention, a
-/// sandbox that restarted): over, and saying nothing about the kernel.
-pub const RUN_NOT_FOUND: &str = "run-not-found";
+/// How a finished build ended, as the store records it (its `conclusion`): its run's conclusion
+/// as GitHub names it, or one of kfleet's own. One type, so the words are written once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending<'a> {
+    /// The run succeeded.
+    Success,
+    /// The artifact turned up without a run of this build's (another dispatcher built it).
+    Available,
+    /// The forge no longer knows the run (retention, a sandbox that restarted): over, and saying
+    /// nothing about the kernel.
+    RunNotFound,
+    /// Any other conclusion: a run's `failure`, `cancelled`, ..., or why no run was made.
+    Other(&'a str),
+}
+
+impl<'a> Ending<'a> {
+    pub fn of(conclusion: &'a str) -> Self {
+        match conclusion {
+            "success" => Self::Success,
+            "available" => Self::Available,
+            "run-not-found" => Self::RunNotFound,
+            other => Self::Other(other),
+        }
+    }
+
+    /// The word the store keeps.
+    pub fn as_str(self) -> &'a str {
+        match self {
+            Self::Success => "success",
+            Self::Available => "available",
+            Self::RunNotFound => "run-not-found",
+            Self::Other(text) => text,
+        }
+    }
+
+    /// The driver was built (by this build's run or another's).
+    pub fn is_built(self) -> bool {
+        matches!(self, Self::Success | Self::Available)
+    }
+}
 
 /// Where a build stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
