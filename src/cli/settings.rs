@@ -103,12 +103,15 @@ impl ShareArgs {
     /// Flags, then config, then the defaults (0.90 and 99%).
     pub fn resolve(&self, config: &Config) -> (f64, f64) {
         (
-            self.head_share
-                .or(config.head_share)
-                .unwrap_or(DEFAULT_HEAD_SHARE),
+            head_share(self.head_share, config),
             self.target.or(config.target).unwrap_or(DEFAULT_TARGET),
         )
     }
+}
+
+/// The head's share: the flag, else the config, else the default.
+fn head_share(flag: Option<f64>, config: &Config) -> f64 {
+    flag.or(config.head_share).unwrap_or(DEFAULT_HEAD_SHARE)
 }
 
 impl IdentityArgs {
@@ -581,6 +584,52 @@ impl TuiSettings {
             kabi: args.kabi,
             keys: config.keys.clone().unwrap_or_default(),
             coverage,
+        })
+    }
+}
+
+/// `kfleet dispatch`, resolved.
+pub struct DispatchSettings {
+    pub template: AssetTemplate,
+    /// The head's share for `--missing` and `--long-tail`.
+    pub head_share: f64,
+    /// Where `--kabi` keeps kernels' symbol versions and artifacts' records.
+    pub kabi_cache: PathBuf,
+    /// The header chain, built once when `--kabi` or `--upcoming` reads it.
+    pub resolver: Option<Resolver>,
+}
+
+impl DispatchSettings {
+    pub fn resolve(args: &crate::cli::DispatchArgs, config: &Config) -> Result<Self> {
+        let state_root = args.build.state_root(config);
+        Ok(Self {
+            template: args.naming.template(config)?,
+            head_share: head_share(args.head_share, config),
+            resolver: (args.kabi || args.upcoming)
+                .then(|| header_resolver(args.sources.as_deref(), &state_root, None, None))
+                .transpose()?,
+            kabi_cache: state_root.join("kabi"),
+        })
+    }
+}
+
+/// `kfleet preflight`, resolved.
+pub struct PreflightSettings {
+    pub template: AssetTemplate,
+    /// The header chain the targets are read from (`-i` without targets, `--kernel-line`).
+    pub resolver: Resolver,
+}
+
+impl PreflightSettings {
+    pub fn resolve(args: &crate::cli::PreflightArgs, config: &Config) -> Result<Self> {
+        Ok(Self {
+            template: args.naming.template(config)?,
+            resolver: header_resolver(
+                args.sources.as_deref(),
+                &args.build.state_root(config),
+                None,
+                None,
+            )?,
         })
     }
 }

@@ -8,7 +8,9 @@ use crate::builds::Planner;
 use crate::builds::merge_decisions;
 use crate::builds::parse_keys;
 use crate::cli::DispatchArgs;
+use crate::cli::DispatchSettings;
 use crate::cli::PreflightArgs;
+use crate::cli::PreflightSettings;
 use crate::cli::runtime;
 use crate::config::Config;
 #[cfg(feature = "fleet")]
@@ -30,7 +32,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCode> {
-    let template = args.naming.template(config)?;
+    let settings = DispatchSettings::resolve(&args, config)?;
+    let template = settings.template.clone();
     let client = args
         .store
         .wrap(args.build.client(config)?, config, &template)?;
@@ -54,18 +57,16 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
         let listing = client.list_releases().await?;
         let release = select_release(&listing.releases, args.driver_version.as_deref())?;
         #[cfg(feature = "fleet")]
-        if let Some(fleet) = fleet.as_ref().filter(|_| args.upcoming) {
-            keys.extend(upcoming_keys(&args, fleet, config).await?);
+        if let (Some(fleet), Some(resolver)) =
+            (fleet.as_ref().filter(|_| args.upcoming), &settings.resolver)
+        {
+            keys.extend(upcoming_keys(&args, fleet, resolver).await);
         }
         #[cfg(feature = "fleet")]
         if let Some(fleet) = fleet.as_ref().filter(|_| args.missing || args.long_tail) {
-            let head_share = args
-                .head_share
-                .or(config.head_share)
-                .unwrap_or(crate::cli::DEFAULT_HEAD_SHARE);
             let assets = index_assets(release, &template);
             let options = CoverageOptions {
-                head_share,
+                head_share: settings.head_share,
                 ..CoverageOptions::default()
             };
             let report = coverage::compute(
@@ -78,16 +79,10 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
             // With --kabi, kernels another artifact loads into need no build, and one kernel of
             // each class (the first, most nodes) builds for the class.
             let mut skip: std::collections::HashSet<String> = Default::default();
-            if args.kabi {
-                let state_root = args.build.state_root(config);
-                let resolver = super::upcoming_resolver(args.sources.as_ref(), &state_root)?;
-                let found = crate::app::compatible::find(
-                    &report,
-                    &assets,
-                    &resolver,
-                    &state_root.join("kabi"),
-                )
-                .await;
+            if let Some(resolver) = settings.resolver.as_ref().filter(|_| args.kabi) {
+                let found =
+                    crate::app::compatible::find(&report, &assets, resolver, &settings.kabi_cache)
+                        .await;
                 for note in &found.notes {
                     tracing::warn!("kabi: {note}");
                 }
@@ -173,11 +168,10 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
 async fn upcoming_keys(
     args: &DispatchArgs,
     fleet: &crate::inventory::FleetGroups,
-    config: &Config,
-) -> Result<Vec<String>> {
-    let resolver = super::upcoming_resolver(args.sources.as_ref(), &args.build.state_root(config))?;
+    resolver: &crate::headers::Resolver,
+) -> Vec<String> {
     let found = crate::coverage::upcoming::find(
-        &resolver,
+        resolver,
         fleet,
         args.upcoming_lines,
         Some(args.upcoming_kernels),
@@ -190,14 +184,16 @@ async fn upcoming_keys(
     for unread in &found.errors {
         tracing::warn!("{}", unread.error);
     }
-    Ok(found.rows.iter().map(|r| r.key()).collect())
+    found.rows.iter().map(|r| r.key()).collect()
 }
 
 /// `kfleet preflight`: every target kernel's decision (dispatching the missing ones unless
 /// --dry-run), then exit 0 when each has its driver, 2 while any is still to be built, 1 when
 /// one cannot be (invalid, unsupported, refused).
 pub(crate) fn preflight_cmd(args: PreflightArgs, config: &Config) -> Result<ExitCode> {
-    let template = args.naming.template(config)?;
+    let settings = PreflightSettings::resolve(&args, config)?;
+    let template = settings.template.clone();
+    let resolver = &settings.resolver;
     let client = args
         .store
         .wrap(args.build.client(config)?, config, &template)?;
@@ -217,12 +213,8 @@ pub(crate) fn preflight_cmd(args: PreflightArgs, config: &Config) -> Result<Exit
             if !keys.is_empty() {
                 keys = on_fleet_lines(keys, &fleet);
             } else {
-                let resolver = super::upcoming_resolver(
-                    args.sources.as_ref(),
-                    &args.build.state_root(config),
-                )?;
                 let found = runtime()?.block_on(crate::coverage::upcoming::find(
-                    &resolver,
+                    resolver,
                     &fleet,
                     args.lines,
                     Some(args.kernels_per_line),
@@ -240,8 +232,6 @@ pub(crate) fn preflight_cmd(args: PreflightArgs, config: &Config) -> Result<Exit
         }
     }
     if !args.kernel_line.is_empty() {
-        let resolver =
-            super::upcoming_resolver(args.sources.as_ref(), &args.build.state_root(config))?;
         for key in &args.kernel_line {
             let id = KernelIdentity::from_key(key)
                 .map_err(|e| anyhow::anyhow!("--kernel-line {}: {e}", crate::text::clean(key)))?;

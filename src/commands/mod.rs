@@ -149,15 +149,6 @@ pub(crate) fn emit(output: Option<&PathBuf>, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// The header chain (`--sources`, or the built-in one) as `--upcoming` and `preflight` read it,
-/// with the default timeout and cache.
-pub(crate) fn upcoming_resolver(
-    sources: Option<&PathBuf>,
-    state_root: &std::path::Path,
-) -> Result<crate::headers::Resolver> {
-    crate::cli::header_resolver(sources.map(PathBuf::as_path), state_root, None, None)
-}
-
 #[cfg(feature = "fleet")]
 /// Reads the inventories and warns about bad rows on stderr.
 pub(crate) fn read_fleet(paths: &[PathBuf], strict: bool, verbose: bool) -> Result<FleetGroups> {
