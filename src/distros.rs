@@ -1,6 +1,10 @@
 //! Facts about distribution releases (`assets/distro-releases.toml`, embedded): codenames,
-//! stock kernel series, how other kernel series are packaged, end of life. Identities, the header chain and the build job
-//! read them here, not from `match` arms of their own.
+//! stock kernel series, how other kernel series are packaged, end of life. Identities, the header
+//! chain and the build job read them here, not from `match` arms of their own.
+//!
+//! The embedded facts are the offline fallback. A release they do not know yet (an Ubuntu release
+//! published after this kfleet was built) is read from the archive itself by the header chain
+//! (`headers::releases`) and [`learn`]ed here for the rest of the process.
 
 use serde::Deserialize;
 use std::sync::LazyLock;
@@ -23,9 +27,14 @@ pub struct DistroRelease {
     /// `kernel6.12`, whose headers are `kernel6.12-devel`); absent: they are packaged as `kernel`.
     #[serde(default)]
     pub series_package: Option<String>,
-    /// Past its end of life: its packages moved to the distribution's archive.
+    /// Past its end of life: the distribution no longer supports it (its packages may have
+    /// moved to the archive of old releases; the header chain and the build job look there
+    /// after the main archive).
     #[serde(default)]
     pub end_of_life: bool,
+    /// Its packages moved for good to the archive of old releases: the main archive is not asked.
+    #[serde(default)]
+    pub archived: bool,
 }
 
 /// Kernels only an entitled archive serves (Ubuntu Pro's ESM and FIPS pockets): which, and why.
@@ -117,16 +126,45 @@ pub fn image_based(os_id: &str, variant_id: Option<&str>) -> Option<&'static Ima
     })
 }
 
-/// Every known release.
+/// Releases read from the archives during this process: each learned once, so the few leaked
+/// entries are bounded by the releases that exist.
+static LEARNED: std::sync::RwLock<Vec<&'static DistroRelease>> = std::sync::RwLock::new(Vec::new());
+
+/// Every embedded release.
 pub fn all() -> &'static [DistroRelease] {
     *RELEASES
 }
 
-/// One release of one distribution (canonical names: `debian`, `ubuntu`, ...).
-pub fn release(distribution: &str, version: &str) -> Option<&'static DistroRelease> {
-    RELEASES
+/// Adds a release read from its archive, unless it is known already (embedded or learned).
+pub fn learn(release: DistroRelease) {
+    if self::release(&release.distribution, &release.version).is_some() {
+        return;
+    }
+    let mut learned = LEARNED.write().unwrap_or_else(|e| e.into_inner());
+    if !learned
         .iter()
-        .find(|r| r.distribution == distribution && r.version == version)
+        .any(|r| r.distribution == release.distribution && r.version == release.version)
+    {
+        learned.push(Box::leak(Box::new(release)));
+    }
+}
+
+/// The first release `matches` takes: embedded, else learned from its archive.
+fn find(matches: impl Fn(&DistroRelease) -> bool) -> Option<&'static DistroRelease> {
+    RELEASES.iter().find(|r| matches(r)).or_else(|| {
+        LEARNED
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .find(|r| matches(r))
+    })
+}
+
+/// One release of one distribution (canonical names: `debian`, `ubuntu`, ...): embedded, or
+/// learned from its archive.
+pub fn release(distribution: &str, version: &str) -> Option<&'static DistroRelease> {
+    find(|r| r.distribution == distribution && r.version == version)
 }
 
 /// The release's codename (`bookworm`, `noble`).
@@ -141,6 +179,11 @@ pub fn end_of_life(distribution: &str, version: &str) -> bool {
     release(distribution, version).is_some_and(|r| r.end_of_life)
 }
 
+/// Whether the release's packages moved for good to the archive of old releases.
+pub fn archived(distribution: &str, version: &str) -> bool {
+    release(distribution, version).is_some_and(|r| r.archived)
+}
+
 /// The source package a kernel of `series` (`6.12`) is built from on this release: `kernel`,
 /// unless the release packages other series under their own name (`kernel6.12`).
 pub fn kernel_source_package(distribution: &str, version: &str, series: &str) -> String {
@@ -152,11 +195,7 @@ pub fn kernel_source_package(distribution: &str, version: &str, series: &str) ->
 
 /// The release a codename names (`bookworm` -> `12`).
 pub fn version_of_codename(distribution: &str, codename: &str) -> Option<&'static str> {
-    RELEASES
-        .iter()
-        .find(|r| {
-            r.distribution == distribution && !r.codename.is_empty() && r.codename == codename
-        })
+    find(|r| r.distribution == distribution && !r.codename.is_empty() && r.codename == codename)
         .map(|r| r.version.as_str())
 }
 

@@ -2579,3 +2579,148 @@ fn upcoming_reports_the_fleets_lines_against_the_release() {
     assert_eq!(code, Some(1), "{keys}{stderr}");
     assert!(stderr.contains("3 line(s) could not be read"), "{stderr}");
 }
+
+/// Ubuntu's `Packages` stanza of a headers package in `root` (served by `fx`), and its file.
+fn ubuntu_headers(fx: &Fixture, root: &str, package: &str, file: &str) -> String {
+    let path = format!("pool/main/l/linux/{file}");
+    fx.put(&format!("{root}{path}"), package.as_bytes().to_vec());
+    stanza(package, &path, package.as_bytes(), "")
+}
+
+/// A release past its end of life that has not moved for good (Ubuntu 25.10, whose support
+/// ended in July 2026) is read from the main archive first, where it stays for a while, then
+/// from old-releases.ubuntu.com once it moved.
+#[test]
+fn an_end_of_life_release_is_read_from_the_archive_then_from_old_releases() {
+    let fx = fixture();
+    let archive = "/archive.ubuntu.com/ubuntu/";
+    let old = "/old-releases.ubuntu.com/ubuntu/";
+    let on_archive = ubuntu_headers(
+        &fx,
+        archive,
+        "linux-headers-6.17.0-19-generic",
+        "linux-headers-6.17.0-19-generic_6.17.0-19.19_amd64.deb",
+    );
+    fx.put(
+        &format!("{archive}dists/questing-updates/main/binary-amd64/Packages.xz"),
+        xz(on_archive.as_bytes()),
+    );
+    let moved = ubuntu_headers(
+        &fx,
+        old,
+        "linux-headers-6.17.0-8-generic",
+        "linux-headers-6.17.0-8-generic_6.17.0-8.8_amd64.deb",
+    );
+    fx.put(
+        &format!("{old}dists/questing/main/binary-amd64/Packages.xz"),
+        xz(moved.as_bytes()),
+    );
+    let resolver = resolver(builtin_chain_at(&fx), 2000);
+    let r = fx
+        ._rt
+        .block_on(resolver.resolve(&id("ubuntu/25.10/x86_64/6.17.0-19-generic")))
+        .unwrap();
+    assert_eq!(
+        r.resolved_by.as_deref(),
+        Some("ubuntu-archive"),
+        "{}",
+        attempted(&r)
+    );
+    let r = fx
+        ._rt
+        .block_on(resolver.resolve(&id("ubuntu/25.10/x86_64/6.17.0-8-generic")))
+        .unwrap();
+    assert_eq!(
+        r.resolved_by.as_deref(),
+        Some("ubuntu-old-releases"),
+        "{}",
+        attempted(&r)
+    );
+    assert_eq!(
+        r.attempts[0].source,
+        "ubuntu-archive",
+        "the main archive is asked first: {}",
+        attempted(&r)
+    );
+}
+
+/// A release kfleet's own facts do not list (an Ubuntu release published after this kfleet was
+/// built) gets its codename from the archive: the suites its `dists/` index lists, and the
+/// `Version:` and `Codename:` of each one's `Release` file. The codename here is the fixture's
+/// own; the shapes are the archive's.
+#[test]
+fn a_release_missing_from_the_facts_is_read_from_the_archives_release_files() {
+    let fx = fixture();
+    let archive = "/archive.ubuntu.com/ubuntu/";
+    fx.put(
+        &format!("{archive}dists/"),
+        r#"<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">
+<html><head><title>Index of /ubuntu/dists</title></head><body><h1>Index of /ubuntu/dists</h1>
+<pre><a href="?C=N;O=D">Name</a> <a href="?C=M;O=A">Last modified</a><hr><a href="/ubuntu/">Parent Directory</a>
+<a href="devel/">devel/</a>                  2026-10-16 11:10    -
+<a href="noble/">noble/</a>                  2024-04-25 15:19    -
+<a href="noble-updates/">noble-updates/</a>          2026-12-06 09:02    -
+<a href="resolute/">resolute/</a>               2026-04-23 15:10    -
+<a href="zesty/">zesty/</a>                   2026-10-16 11:10    -
+<a href="zesty-updates/">zesty-updates/</a>   2026-12-06 09:02    -
+</pre></body></html>"#,
+    );
+    fx.put(
+        &format!("{archive}dists/devel/Release"),
+        "Origin: Ubuntu\nLabel: Ubuntu\nSuite: devel\nVersion: 27.04\nCodename: yodel\nDate: Thu, 16 Oct 2026 11:10:00 UTC\n",
+    );
+    fx.put(
+        &format!("{archive}dists/zesty/Release"),
+        "Origin: Ubuntu\nLabel: Ubuntu\nSuite: zesty\nVersion: 26.10\nCodename: zesty\nDate: Thu, 15 Oct 2026 14:05:11 UTC\nArchitectures: amd64 arm64 armhf i386 ppc64el riscv64 s390x\nComponents: main restricted universe multiverse\nDescription: Ubuntu 26.10\nSHA256:\n 0123 1234 main/binary-amd64/Packages.xz\n",
+    );
+    let index = ubuntu_headers(
+        &fx,
+        archive,
+        "linux-headers-7.1.0-9-generic",
+        "linux-headers-7.1.0-9-generic_7.1.0-9.9_amd64.deb",
+    );
+    fx.put(
+        &format!("{archive}dists/zesty-updates/main/binary-amd64/Packages.xz"),
+        xz(index.as_bytes()),
+    );
+    let r = fx
+        ._rt
+        .block_on(
+            resolver(builtin_chain_at(&fx), 2000)
+                .resolve(&id("ubuntu/26.10/x86_64/7.1.0-9-generic")),
+        )
+        .unwrap();
+    assert_eq!(
+        r.resolved_by.as_deref(),
+        Some("ubuntu-archive"),
+        "{}",
+        attempted(&r)
+    );
+    assert_eq!(
+        r.packages[0].url,
+        format!(
+            "{}{archive}pool/main/l/linux/linux-headers-7.1.0-9-generic_7.1.0-9.9_amd64.deb",
+            fx.base
+        )
+    );
+    assert_eq!(kfleet::distros::codename("ubuntu", "26.10"), Some("zesty"));
+    let gets = fx.files.lock().unwrap().gets.clone();
+    assert_eq!(
+        gets.get(&format!("{archive}dists/noble/Release")),
+        None,
+        "a suite kfleet knows is not read"
+    );
+    let r = fx
+        ._rt
+        .block_on(
+            resolver(builtin_chain_at(&fx), 2000)
+                .resolve(&id("ubuntu/27.10/x86_64/7.3.0-2-generic")),
+        )
+        .unwrap();
+    assert!(r.resolved_by.is_none());
+    assert!(
+        attempted(&r).contains("no codename for ubuntu 27.10"),
+        "a release no archive lists says so: {}",
+        attempted(&r)
+    );
+}

@@ -962,3 +962,55 @@ fn installed_kernels_are_next_boot_demand_in_every_inventory_format() {
         "{plain}"
     );
 }
+
+/// `report` says which kernels run on a release past its end of life (Debian 11 since its LTS
+/// ended in August 2026, Amazon Linux 2 since June 2026), in every format, and not for a
+/// supported one.
+#[test]
+fn report_names_the_releases_past_their_end_of_life() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fleet.csv");
+    std::fs::write(
+        &file,
+        "node,distribution,distro_version,architecture,kernel_version\n\
+         n1,debian,11,x86_64,5.10.0-32-amd64\n\
+         n2,debian,11,x86_64,5.10.0-32-amd64\n\
+         n3,ubuntu,24.04,x86_64,6.8.0-45-generic\n\
+         n4,amazonlinux,2,x86_64,4.14.355-275.582.amzn2.x86_64\n",
+    )
+    .unwrap();
+    let run = |format: &str| {
+        let out = kfleet()
+            .arg("report")
+            .arg("-i")
+            .arg(&file)
+            .arg("-r")
+            .arg(fixture("small-releases.json"))
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(run("table").contains(
+        "end of life: 3 nodes on 2 kernel(s) run a release past its end of life, with no more fixes from its distribution: debian 11 (2 nodes), amazonlinux 2 (1 node)"
+    ));
+    assert!(run("markdown").contains("**End of life:** 3 nodes"));
+    assert!(run("html").contains("<p><b>End of life:</b> 3 nodes"));
+    let json: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(
+        json["summary"]["end_of_life"],
+        serde_json::json!([
+            {"distribution": "debian", "distro_version": "11", "identities": 1, "nodes": 2},
+            {"distribution": "amazonlinux", "distro_version": "2", "identities": 1, "nodes": 1},
+        ])
+    );
+    std::fs::write(
+        &file,
+        "node,distribution,distro_version,architecture,kernel_version\nn3,ubuntu,24.04,x86_64,6.8.0-45-generic\n",
+    )
+    .unwrap();
+    assert!(!run("table").contains("end of life"));
+    let json: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert!(json["summary"].get("end_of_life").is_none());
+}

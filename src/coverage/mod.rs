@@ -127,6 +127,16 @@ pub struct Breakdown {
     pub node_coverage_pct: f64,
 }
 
+/// A release the fleet runs that is past its end of life (`assets/distro-releases.toml`): its
+/// kernels get no more security fixes from the distribution.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EndOfLife {
+    pub distribution: String,
+    pub distro_version: String,
+    pub identities: u64,
+    pub nodes: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BatchPlan {
     pub target_pct: f64,
@@ -168,6 +178,9 @@ pub struct Summary {
     pub next_boot_nodes: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub next_boot_uncovered: u64,
+    /// The releases past their end of life the fleet runs, most nodes first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub end_of_life: Vec<EndOfLife>,
     pub breakdown: Vec<Breakdown>,
     pub batch_plan: BatchPlan,
     /// The release is immutable: its missing kernels can only be built into another release.
@@ -612,7 +625,26 @@ pub fn compute(
         .filter(|r| !r.status.is_covered())
         .map(|r| r.next_boot)
         .sum();
+    let mut end_of_life: BTreeMap<(&str, &str), EndOfLife> = BTreeMap::new();
+    for r in identities
+        .iter()
+        .filter(|r| crate::distros::end_of_life(&r.distribution, &r.distro_version))
+    {
+        let entry = end_of_life
+            .entry((&r.distribution, &r.distro_version))
+            .or_insert_with(|| EndOfLife {
+                distribution: r.distribution.clone(),
+                distro_version: r.distro_version.clone(),
+                identities: 0,
+                nodes: 0,
+            });
+        entry.identities += 1;
+        entry.nodes += r.nodes;
+    }
+    let mut end_of_life: Vec<EndOfLife> = end_of_life.into_values().collect();
+    end_of_life.sort_by_key(|e| std::cmp::Reverse(e.nodes));
     let summary = Summary {
+        end_of_life,
         driver_version: driver_version.to_string(),
         nodes,
         identities: identities.len() as u64,

@@ -5,6 +5,7 @@
 pub mod chain;
 mod kernel_abi;
 pub mod parts;
+mod releases;
 mod sources;
 pub mod spec;
 pub mod upcoming;
@@ -202,6 +203,7 @@ impl Resolver {
         {
             return Ok(cached);
         }
+        self.learn_release(id).await;
         let specs = self.chain.for_identity(id);
         if specs.is_empty() {
             return Err(HeaderError::NoSources(id.key()));

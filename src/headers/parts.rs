@@ -41,6 +41,8 @@ pub struct KernelParts {
     pub srpm: String,
     /// The release is past its end of life (`assets/distro-releases.toml`).
     pub end_of_life: bool,
+    /// Its packages moved for good to the archive of old releases.
+    pub archived: bool,
 }
 
 /// CentOS Linux point releases by the kernel release's first number (each point release rebased
@@ -171,6 +173,7 @@ impl KernelParts {
             series,
             srpm,
             end_of_life: crate::distros::end_of_life(id.distribution.as_str(), &id.distro_version),
+            archived: crate::distros::archived(id.distribution.as_str(), &id.distro_version),
             version,
             release,
             deb_arch: id.architecture.debian_name().to_string(),

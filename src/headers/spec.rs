@@ -89,6 +89,8 @@ pub struct Filters {
     pub kernel_series: Option<Vec<String>>,
     /// Releases past (`true`) or before (`false`) their end of life.
     pub end_of_life: Option<bool>,
+    /// Releases whose packages moved for good to the archive of old releases (`true`), or not.
+    pub archived: Option<bool>,
 }
 
 impl Filters {
@@ -101,6 +103,7 @@ impl Filters {
             && listed(&self.variant, &parts.variant)
             && listed(&self.kernel_series, &parts.series)
             && self.end_of_life.is_none_or(|eol| eol == parts.end_of_life)
+            && self.archived.is_none_or(|moved| moved == parts.archived)
     }
 }
 
@@ -200,6 +203,8 @@ struct RawSource {
     when_variant: Option<Vec<String>>,
     when_kernel_series: Option<Vec<String>>,
     when_end_of_life: Option<bool>,
+    #[serde(default)]
+    when_archived: Option<bool>,
 }
 
 /// A string or a list of strings.
@@ -308,6 +313,7 @@ impl TryFrom<RawSource> for SourceSpec {
                 variant: raw.when_variant,
                 kernel_series: raw.when_kernel_series,
                 end_of_life: raw.when_end_of_life,
+                archived: raw.when_archived,
             },
             protocol,
         };

@@ -108,6 +108,7 @@ impl Resolver {
         newest: &KernelIdentity,
         pass: &ListingPass,
     ) -> Result<(Vec<Upcoming>, Vec<Attempt>), HeaderError> {
+        self.learn_release(newest).await;
         let specs = self.chain.for_identity(newest);
         if specs.is_empty() {
             return Err(HeaderError::NoSources(newest.key()));

@@ -37,6 +37,32 @@ pub(super) fn has_next_boot(rows: &[&IdentityRow]) -> bool {
     rows.iter().any(|r| r.next_boot > 0)
 }
 
+/// The releases past their end of life the fleet runs, when it runs any.
+pub(super) fn end_of_life_sentence(report: &CoverageReport) -> Option<String> {
+    let eol = &report.summary.end_of_life;
+    (!eol.is_empty()).then(|| {
+        let nodes: u64 = eol.iter().map(|e| e.nodes).sum();
+        let kernels: u64 = eol.iter().map(|e| e.identities).sum();
+        let releases = eol
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} ({} node{})",
+                    e.distribution,
+                    e.distro_version,
+                    thousands(e.nodes),
+                    if e.nodes == 1 { "" } else { "s" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "{} nodes on {kernels} kernel(s) run a release past its end of life, with no more fixes from its distribution: {releases}",
+            thousands(nodes)
+        )
+    })
+}
+
 /// What the fleet boots into next, when nodes say what they have installed.
 pub(super) fn next_boot_sentence(report: &CoverageReport) -> Option<String> {
     let s = &report.summary;
@@ -240,6 +266,9 @@ pub(super) fn table(report: &CoverageReport, view: &View) -> String {
     );
     if let Some(next_boot) = next_boot_sentence(report) {
         let _ = writeln!(out, "next boot: {next_boot}");
+    }
+    if let Some(eol) = end_of_life_sentence(report) {
+        let _ = writeln!(out, "end of life: {eol}");
     }
     let _ = writeln!(
         out,
@@ -448,6 +477,9 @@ pub(super) fn markdown(report: &CoverageReport, view: &View) -> String {
     );
     if let Some(next_boot) = next_boot_sentence(report) {
         let _ = writeln!(out, "**Next boot:** {}\n", markdown_text(&next_boot));
+    }
+    if let Some(eol) = end_of_life_sentence(report) {
+        let _ = writeln!(out, "**End of life:** {}\n", markdown_text(&eol));
     }
     let _ = writeln!(
         out,

@@ -4,7 +4,9 @@
 //! sorted by its header buttons (mouse or keyboard, the order in `aria-sort`). No external asset:
 //! styles, charts and the sorting script are in the file; every value is HTML-escaped.
 
-use super::coverage::{View, next_boot_sentence, plan_sentence, status_lines};
+use super::coverage::{
+    View, end_of_life_sentence, next_boot_sentence, plan_sentence, status_lines,
+};
 use crate::coverage::CoverageReport;
 use crate::text::{html_text as esc, thousands};
 use std::fmt::Write as _;
@@ -187,6 +189,9 @@ pub fn html(report: &CoverageReport, view: &View) -> String {
     );
     if let Some(next_boot) = next_boot_sentence(report) {
         let _ = writeln!(out, "<p><b>Next boot:</b> {}</p>", esc(&next_boot));
+    }
+    if let Some(eol) = end_of_life_sentence(report) {
+        let _ = writeln!(out, "<p><b>End of life:</b> {}</p>", esc(&eol));
     }
     let _ = writeln!(
         out,

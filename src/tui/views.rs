@@ -274,6 +274,20 @@ fn overview(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             style,
         ));
     }
+    if !s.end_of_life.is_empty() {
+        lines.push(Line::styled(
+            format!(
+                "end of life: {} nodes run {}",
+                thousands(s.end_of_life.iter().map(|e| e.nodes).sum()),
+                s.end_of_life
+                    .iter()
+                    .map(|e| format!("{} {}", e.distribution, e.distro_version))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            theme.fg(Color::Yellow),
+        ));
+    }
     if s.release_immutable && p.builds > 0 {
         lines.push(Line::styled(
             format!(
