@@ -372,6 +372,17 @@ mod tests {
         let bookworm = planned("debian/12/x86_64/6.1.0-18-amd64");
         assert!(bookworm.setup.is_empty());
         assert_eq!(bookworm.image, "docker.io/library/debian:12");
+        // A backports kernel of 12 and 13's own: headers whose image package the container's
+        // sources lack are unpacked anyway; pahole comes with the toolchain.
+        for key in [
+            "debian/12/x86_64/6.12.95+deb12-amd64",
+            "debian/13/x86_64/7.3.4+deb13-amd64",
+            "debian/13/x86_64/6.12.115+deb13.1-amd64",
+        ] {
+            let plan = planned(key);
+            assert_eq!(plan.install_headers, "dpkg -i --force-depends", "{key}");
+            assert!(plan.install_toolchain.contains(" dwarves"), "{key}");
+        }
     }
 
     #[test]
