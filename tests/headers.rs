@@ -2724,3 +2724,67 @@ fn a_release_missing_from_the_facts_is_read_from_the_archives_release_files() {
         attempted(&r)
     );
 }
+
+/// A line is where its nodes move: besides the newer kernels of the series, the kernel the
+/// flavour's meta-package points at now, as noble's `linux-headers-aws` moved from 6.17 to 7.0
+/// (and `-hwe-24.04` for HWE nodes); a meta of another flavour or release leads nowhere.
+#[test]
+fn upcoming_follows_the_flavours_meta_package_into_its_next_series() {
+    let fx = fixture();
+    let mut index = String::new();
+    for (package, depends) in [
+        ("linux-headers-6.17.0-19-aws", ""),
+        ("linux-headers-6.17.0-21-aws", ""),
+        ("linux-headers-7.0.0-1018-aws", ""),
+        ("linux-headers-aws", "linux-headers-7.0.0-1018-aws"),
+        ("linux-headers-7.0.0-44-generic", ""),
+        ("linux-headers-6.17.0-42-generic", ""),
+        (
+            "linux-headers-generic-hwe-24.04",
+            "linux-headers-7.0.0-44-generic",
+        ),
+        (
+            "linux-headers-generic-hwe-22.04",
+            "linux-headers-6.17.0-42-generic",
+        ),
+        ("linux-headers-7.1.0-3-azure", ""),
+        ("linux-headers-azure", "linux-headers-7.1.0-3-azure"),
+    ] {
+        let file = format!("pool/main/l/linux/{package}_amd64.deb");
+        index.push_str(&stanza(package, &file, b"DEB", depends));
+        index.push('\n');
+    }
+    fx.put(
+        "/ubuntu/dists/noble-updates/main/binary-amd64/Packages.xz",
+        xz(index.as_bytes()),
+    );
+    let r = resolver(chain(&fx, ""), 2000);
+    let newer = |key: &str| -> Vec<(String, Option<String>)> {
+        let (found, _) = fx._rt.block_on(r.newer_on_line(&id(key))).unwrap();
+        found
+            .into_iter()
+            .map(|u| (u.identity.kernel_version, u.via))
+            .collect()
+    };
+    assert_eq!(
+        newer("ubuntu/24.04/x86_64/6.17.0-19-aws"),
+        [
+            ("6.17.0-21-aws".to_string(), None),
+            (
+                "7.0.0-1018-aws".to_string(),
+                Some("linux-headers-aws".to_string())
+            ),
+        ]
+    );
+    assert_eq!(
+        newer("ubuntu/24.04/x86_64/6.17.0-40-generic"),
+        [
+            ("6.17.0-42-generic".to_string(), None),
+            (
+                "7.0.0-44-generic".to_string(),
+                Some("linux-headers-generic-hwe-24.04".to_string())
+            ),
+        ],
+        "22.04's HWE meta is not noble's"
+    );
+}

@@ -86,6 +86,10 @@ pub struct Upcoming {
     pub published: Option<chrono::DateTime<chrono::Utc>>,
     /// The source whose metadata lists it (its headers are there).
     pub source: String,
+    /// The meta-package that points at it (`linux-headers-aws`): where nodes that follow the
+    /// flavour's meta go next, even into another series than the line's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// One pass over many lines: an APT suite's index is read once however many lines ask for it.
@@ -152,11 +156,14 @@ impl Resolver {
                 ) else {
                     continue;
                 };
-                if line_of(&id) != line
+                if (kernel.via.is_none() && line_of(&id) != line)
                     || compare_kernels(&id.kernel_version, &newest.kernel_version)
                         != Ordering::Greater
-                    || found.iter().any(|u| u.identity == id)
                 {
+                    continue;
+                }
+                if let Some(known) = found.iter_mut().find(|u| u.identity == id) {
+                    known.via = known.via.take().or(kernel.via);
                     continue;
                 }
                 found.push(Upcoming {
@@ -164,6 +171,7 @@ impl Resolver {
                     identity: id,
                     published: kernel.published,
                     source: spec.name.clone(),
+                    via: kernel.via,
                 });
             }
         }

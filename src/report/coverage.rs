@@ -627,8 +627,9 @@ pub(super) fn with_upcoming(
     out
 }
 
-/// The upcoming kernels' table columns: HEADERS FROM is the source whose metadata lists the
-/// kernel's header package (its headers resolve there).
+/// The upcoming kernels' table columns: UPCOMING names the meta-package that points at a kernel
+/// of another series (`7.0.0-1018-aws (via linux-headers-aws)`); HEADERS FROM is the source whose
+/// metadata lists the kernel's header package (its headers resolve there).
 pub const UPCOMING_COLUMNS: [&str; 7] = [
     "LINE",
     "NODES",
@@ -647,7 +648,14 @@ pub fn upcoming_cells(rows: &[crate::coverage::upcoming::UpcomingRow]) -> Vec<Ve
                 clean(&r.line).into_owned(),
                 thousands(r.nodes),
                 clean(&r.fleet_newest).into_owned(),
-                clean(&r.upcoming.identity.kernel_version).into_owned(),
+                match &r.upcoming.via {
+                    Some(meta) => clean(&format!(
+                        "{} (via {meta})",
+                        r.upcoming.identity.kernel_version
+                    ))
+                    .into_owned(),
+                    None => clean(&r.upcoming.identity.kernel_version).into_owned(),
+                },
                 r.upcoming
                     .published
                     .map(|t| t.format("%Y-%m-%d").to_string())

@@ -126,17 +126,60 @@ pub(super) fn indexes(spec: &SourceSpec, parts: &KernelParts) -> Vec<SuiteIndexe
     out
 }
 
+/// What one suite's indexes list for the upcoming-kernel view: every header package name, and
+/// each header meta-package (`linux-headers-aws`, `linux-headers-generic-hwe-24.04`,
+/// `linux-headers-cloud-amd64`) with the kernel's header package it depends on now.
+#[derive(Debug, Default)]
+pub(crate) struct SuiteListing {
+    headers: Vec<String>,
+    metas: HashMap<String, String>,
+}
+
+/// The meta-packages a node of this flavour follows: Ubuntu's `linux-headers-{flavour}` and its
+/// HWE and edge variants (`-hwe-24.04`, `-hwe-24.04-edge`), Debian's `linux-headers-{flavour}`
+/// (`linux-headers-amd64`, `linux-headers-cloud-amd64`).
+fn follows(meta: &str, flavour: &str, distro_version: &str) -> bool {
+    let Some(rest) = meta
+        .strip_prefix("linux-headers-")
+        .and_then(|m| m.strip_prefix(flavour))
+    else {
+        return false;
+    };
+    rest.is_empty()
+        || rest
+            .strip_prefix("-hwe-")
+            .and_then(|r| r.strip_prefix(distro_version))
+            .is_some_and(|r| r.is_empty() || r == "-edge")
+}
+
 /// Every kernel of the identity's flavour whose headers package the source's indexes list
-/// (`linux-headers-{kernel}` ending in `-{flavour}`), for the upcoming-kernel view.
-pub(super) async fn list(ctx: &mut Ctx<'_>) -> Vec<String> {
+/// (`linux-headers-{kernel}` ending in `-{flavour}`), and the kernels the flavour's
+/// meta-packages point at (with the meta's name), for the upcoming-kernel view.
+pub(super) async fn list(ctx: &mut Ctx<'_>) -> Vec<(String, Option<String>)> {
     let suffix = format!("-{}", ctx.parts.flavour);
-    let mut kernels = Vec::new();
+    // Backports are opt-in: their metas lead only the nodes that already run a backports kernel
+    // (another series than the release's own).
+    let on_backports = crate::distros::release(&ctx.parts.distribution, &ctx.parts.distro_version)
+        .and_then(|r| r.kernel_series.as_deref())
+        .is_some_and(|stock| stock != ctx.parts.series);
+    let mut kernels: Vec<(String, Option<String>)> = Vec::new();
     for suite in indexes(ctx.source, ctx.parts) {
+        let metas_apply = on_backports || !suite.suite.ends_with("-backports");
         let index = read_suite_once(ctx, &suite).await;
-        kernels.extend(index.iter().filter_map(|p| {
+        kernels.extend(index.headers.iter().filter_map(|p| {
             let kernel = p.strip_prefix("linux-headers-")?;
-            kernel.ends_with(&suffix).then(|| kernel.to_string())
+            kernel
+                .ends_with(&suffix)
+                .then(|| (kernel.to_string(), None))
         }));
+        for (meta, target) in index.metas.iter().filter(|_| metas_apply) {
+            if follows(meta, &ctx.parts.flavour, &ctx.parts.distro_version)
+                && let Some(kernel) = target.strip_prefix("linux-headers-")
+                && kernel.ends_with(&suffix)
+            {
+                kernels.push((kernel.to_string(), Some(meta.clone())));
+            }
+        }
     }
     kernels.sort();
     kernels.dedup();
@@ -146,7 +189,7 @@ pub(super) async fn list(ctx: &mut Ctx<'_>) -> Vec<String> {
 /// The header package names of one suite's indexes, read once per listing pass: lines that share
 /// a release (Ubuntu's GA, HWE and cloud flavours) share its index instead of each downloading
 /// (or asking again) and parsing it.
-async fn read_suite_once(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> std::sync::Arc<Vec<String>> {
+async fn read_suite_once(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> std::sync::Arc<SuiteListing> {
     let key: String = suite
         .components
         .iter()
@@ -166,13 +209,22 @@ async fn read_suite_once(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> std::sync::
         return names;
     }
     let before = ctx.attempts.len();
-    let names: std::sync::Arc<Vec<String>> = std::sync::Arc::new(
-        read_suite(ctx, suite)
-            .await
-            .into_keys()
-            .filter(|p| p.starts_with("linux-headers-"))
-            .collect(),
-    );
+    let mut listing = SuiteListing::default();
+    for (name, stanza) in read_suite(ctx, suite).await {
+        let Some(kernel) = name.strip_prefix("linux-headers-") else {
+            continue;
+        };
+        // A kernel's headers name its version (`6.8.0-45-generic`); a meta-package's do not.
+        if kernel.starts_with(|c: char| c.is_ascii_digit()) {
+            listing.headers.push(name);
+        } else if let Some(target) = stanza.depends.iter().find(|d| {
+            d.strip_prefix("linux-headers-")
+                .is_some_and(|k| k.starts_with(|c: char| c.is_ascii_digit()))
+        }) {
+            listing.metas.insert(name, target.clone());
+        }
+    }
+    let names = std::sync::Arc::new(listing);
     // Only a suite that was read is shared: one that failed is tried again for the next line.
     let read = ctx.attempts[before..]
         .iter()

@@ -33,9 +33,9 @@ pub(super) struct Ctx<'a> {
     pub deadline: std::time::Instant,
 }
 
-/// The header package names of each APT suite read so far, by the suite's index URLs.
+/// What each APT suite read so far lists, by the suite's index URLs.
 pub(crate) type ListingMemo =
-    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Vec<String>>>>;
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<apt_repo::SuiteListing>>>;
 
 impl Ctx<'_> {
     /// Sets the outcome of the last attempt (a request that answered, but not with what was
@@ -202,6 +202,9 @@ fn decompress(name: &str, body: &[u8]) -> Outcome<Vec<u8>> {
 pub(super) struct ListedKernel {
     pub kernel: String,
     pub published: Option<chrono::DateTime<chrono::Utc>>,
+    /// The meta-package whose dependency names it (`linux-headers-aws`), where a node that
+    /// follows the meta moves to it whatever its series.
+    pub via: Option<String>,
 }
 
 /// Every kernel of the identity's flavour or package the source's indexes list (APT and RPM
@@ -214,9 +217,10 @@ pub(super) async fn list_kernels(ctx: &mut Ctx<'_>) -> Vec<ListedKernel> {
         Protocol::AptRepo { .. } => apt_repo::list(ctx)
             .await
             .into_iter()
-            .map(|kernel| ListedKernel {
+            .map(|(kernel, via)| ListedKernel {
                 kernel,
                 published: None,
+                via,
             })
             .collect(),
         Protocol::RpmRepo { .. } => {
@@ -234,6 +238,7 @@ pub(super) async fn list_kernels(ctx: &mut Ctx<'_>) -> Vec<ListedKernel> {
                 .map(|l| ListedKernel {
                     kernel: format!("{}-{}.{arch}{suffix}", l.version, l.release),
                     published: l.built.and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
+                    via: None,
                 })
                 .collect()
         }
