@@ -2788,3 +2788,42 @@ fn upcoming_follows_the_flavours_meta_package_into_its_next_series() {
         "22.04's HWE meta is not noble's"
     );
 }
+
+/// AlmaLinux nodes on 9.6 move to 9.7's kernels by updating: their line is the major release's,
+/// read from its repositories (`/9/`, the current minor), not the node's minor.
+#[test]
+fn alma_lines_follow_the_major_release_into_the_next_minor() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/almalinux/9/BaseOS/x86_64/os/",
+        &[
+            ("kernel-devel", "5.14.0", "570.12.1.el9_6", "x86_64", b"A"),
+            ("kernel-devel", "5.14.0", "611.5.1.el9_7", "x86_64", b"B"),
+        ],
+        false,
+        false,
+    );
+    let extra = format!(
+        r#"
+[[sources]]
+family = "almalinux"
+name = "almalinux-repo"
+kind = "rpm-repo"
+urls = ["{}/almalinux/{{vault_release}}/BaseOS/{{arch}}/os/"]
+"#,
+        fx.base
+    );
+    let r = resolver(chain(&fx, &extra), 2000);
+    let (found, attempts) = fx
+        ._rt
+        .block_on(r.newer_on_line(&id("almalinux/9.6/x86_64/5.14.0-570.12.1.el9_6.x86_64")))
+        .unwrap();
+    let keys: Vec<String> = found.iter().map(|u| u.identity.key()).collect();
+    assert_eq!(
+        keys,
+        ["almalinux/9.7/x86_64/5.14.0-611.5.1.el9_7.x86_64"],
+        "{attempts:?}"
+    );
+    assert_eq!(found[0].line, "almalinux/9/x86_64 kernel");
+}

@@ -13,12 +13,15 @@ use std::cmp::Ordering;
 /// HWE ones; the series for Debian's `6.12.57+deb13` style) and the flavour. RPM families:
 /// release, architecture, variant and source package (`kernel6.12` on Amazon Linux 2023), and
 /// the series on Amazon Linux 2 (its 4.14, 5.4, 5.10 and 5.15 kernels are separate lines).
+/// AlmaLinux and Rocky by major release: their nodes move from 9.6 to 9.7 by updating.
 pub fn line_of(id: &KernelIdentity) -> String {
     let p = KernelParts::of(id);
-    let base = format!(
-        "{}/{}/{}",
-        id.distribution, id.distro_version, id.architecture
-    );
+    let release = if follows_major(id.distribution) {
+        &p.major
+    } else {
+        &id.distro_version
+    };
+    let base = format!("{}/{release}/{}", id.distribution, id.architecture);
     match id.distribution {
         Distribution::Ubuntu | Distribution::Debian => {
             let stem = if p.abi.contains('+') {
@@ -42,6 +45,26 @@ pub fn line_of(id: &KernelIdentity) -> String {
             line
         }
     }
+}
+
+/// Families whose nodes follow the major release's repositories from minor to minor.
+fn follows_major(distribution: Distribution) -> bool {
+    matches!(distribution, Distribution::Almalinux | Distribution::Rocky)
+}
+
+/// The release a listed `kernel` belongs to on `newest`'s line: the minor its `elN_M` names where
+/// the line follows the major (a 9.7 kernel is for 9.7 nodes), else `newest`'s release.
+fn release_of(newest: &KernelIdentity, kernel: &str) -> String {
+    if follows_major(newest.distribution) {
+        let major = newest.distro_version.split('.').next().unwrap_or_default();
+        if let Some(rest) = kernel.split(&format!(".el{major}_")).nth(1) {
+            let minor: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if !minor.is_empty() {
+                return format!("{major}.{minor}");
+            }
+        }
+    }
+    newest.distro_version.clone()
 }
 
 /// Orders kernel versions as package managers do (see [`crate::text::compare_versions`]).
@@ -118,7 +141,11 @@ impl Resolver {
             return Err(HeaderError::NoSources(newest.key()));
         }
         let line = line_of(newest);
-        let parts = KernelParts::of(newest);
+        let mut parts = KernelParts::of(newest);
+        if follows_major(newest.distribution) {
+            // The major's repositories (`/9/`) are the current minor's: where a node goes next.
+            parts.vault_release = parts.major.clone();
+        }
         let mut attempts = Vec::new();
         let mut found: Vec<Upcoming> = Vec::new();
         // Whether any source answered with a listing: when none did, the line is unread, not
@@ -150,7 +177,7 @@ impl Resolver {
             for kernel in listed {
                 let Ok(id) = KernelIdentity::parse(
                     newest.distribution.as_str(),
-                    &newest.distro_version,
+                    &release_of(newest, &kernel.kernel),
                     newest.architecture.as_str(),
                     &kernel.kernel,
                 ) else {
@@ -240,6 +267,17 @@ mod tests {
         assert_eq!(
             compare_kernels("6.12.115+deb13-amd64", "6.12.115+deb13.1-amd64"),
             Ordering::Less
+        );
+        // AlmaLinux and Rocky nodes move from minor to minor: one line per major.
+        let alma = line_of(&id("almalinux/9.6/x86_64/5.14.0-570.12.1.el9_6.x86_64"));
+        assert_eq!(alma, "almalinux/9/x86_64 kernel");
+        assert_eq!(
+            alma,
+            line_of(&id("almalinux/9.7/x86_64/5.14.0-611.5.1.el9_7.x86_64"))
+        );
+        assert_ne!(
+            alma,
+            line_of(&id("almalinux/8.10/x86_64/4.18.0-553.el8_10.x86_64"))
         );
         let al = line_of(&id("amazonlinux/2023/x86_64/6.1.100-1.amzn2023.x86_64"));
         assert_ne!(
