@@ -418,6 +418,7 @@ fn resolver(chain: Chain, timeout_ms: u64) -> Resolver {
         ResolverOptions {
             source_timeout: Duration::from_millis(timeout_ms),
             cache: None,
+            proposed: false,
         },
     )
     .unwrap()
@@ -874,6 +875,7 @@ fn caching_resolver(fx: &Fixture, dir: &std::path::Path, ttl: Duration) -> Resol
         ResolverOptions {
             source_timeout: Duration::from_secs(2),
             cache: Some((dir.to_path_buf(), ttl)),
+            proposed: false,
         },
     )
     .unwrap()
@@ -2826,4 +2828,83 @@ urls = ["{}/almalinux/{{vault_release}}/BaseOS/{{arch}}/os/"]
         "{attempts:?}"
     );
     assert_eq!(found[0].line, "almalinux/9/x86_64 kernel");
+}
+
+/// Pockets before release are an opt-in for earlier builds: `-proposed`'s kernels are upcoming
+/// only when asked for, and a kernel only -proposed holds still resolves there.
+#[test]
+fn proposed_pockets_are_upcoming_only_on_request() {
+    let fx = fixture();
+    let mut updates = String::new();
+    let mut proposed = String::new();
+    for (index, kernel) in [
+        (&mut updates, "6.8.0-45-generic"),
+        (&mut proposed, "6.8.0-47-generic"),
+    ] {
+        let file = format!("pool/main/l/linux/linux-headers-{kernel}_amd64.deb");
+        fx.put(
+            &format!("/archive.ubuntu.com/ubuntu/{file}"),
+            b"DEB".to_vec(),
+        );
+        index.push_str(&stanza(
+            &format!("linux-headers-{kernel}"),
+            &file,
+            b"DEB",
+            "",
+        ));
+    }
+    fx.put(
+        "/archive.ubuntu.com/ubuntu/dists/noble-updates/main/binary-amd64/Packages.xz",
+        xz(updates.as_bytes()),
+    );
+    fx.put(
+        "/archive.ubuntu.com/ubuntu/dists/noble-proposed/main/binary-amd64/Packages.xz",
+        xz(proposed.as_bytes()),
+    );
+    let resolver = |proposed: bool| {
+        Resolver::new(
+            builtin_chain_at(&fx),
+            ResolverOptions {
+                source_timeout: Duration::from_secs(2),
+                cache: None,
+                proposed,
+            },
+        )
+        .unwrap()
+    };
+    let newest = id("ubuntu/24.04/x86_64/6.8.0-40-generic");
+    let newer = |proposed: bool| -> Vec<(String, String)> {
+        let (found, _) = fx
+            ._rt
+            .block_on(resolver(proposed).newer_on_line(&newest))
+            .unwrap();
+        found
+            .into_iter()
+            .map(|u| (u.identity.kernel_version, u.source))
+            .collect()
+    };
+    assert_eq!(
+        newer(false),
+        [("6.8.0-45-generic".to_string(), "ubuntu-archive".to_string())]
+    );
+    assert_eq!(
+        newer(true),
+        [
+            ("6.8.0-45-generic".to_string(), "ubuntu-archive".to_string()),
+            (
+                "6.8.0-47-generic".to_string(),
+                "ubuntu-proposed".to_string()
+            ),
+        ]
+    );
+    let r = fx
+        ._rt
+        .block_on(resolver(false).resolve(&id("ubuntu/24.04/x86_64/6.8.0-47-generic")))
+        .unwrap();
+    assert_eq!(
+        r.resolved_by.as_deref(),
+        Some("ubuntu-proposed"),
+        "{}",
+        attempted(&r)
+    );
 }

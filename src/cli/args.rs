@@ -803,6 +803,10 @@ pub struct UpcomingArgs {
     /// The most-run lines to look at.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub lines: usize,
+    /// Also list kernels of the pockets before release (Ubuntu's -proposed, Debian's
+    /// proposed-updates, Fedora's updates-testing): days earlier, not yet released.
+    #[arg(long)]
+    pub proposed: bool,
     /// Output format (table or json).
     #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
     pub format: ListFormat,

@@ -71,14 +71,24 @@ pub(crate) fn header_resolver(
     source_timeout: Option<Duration>,
     cache_ttl: Option<Duration>,
 ) -> Result<Resolver> {
-    let ttl = cache_ttl.unwrap_or(DEFAULT_HEADER_CACHE_TTL);
     Ok(Resolver::new(
         Chain::load_or_builtin(sources)?,
-        ResolverOptions {
-            source_timeout: source_timeout.unwrap_or(DEFAULT_SOURCE_TIMEOUT),
-            cache: (!ttl.is_zero()).then(|| (state_root.join("headers"), ttl)),
-        },
+        header_resolver_options(state_root, source_timeout, cache_ttl),
     )?)
+}
+
+/// [`header_resolver`]'s options: the defaults above where a flag left one out.
+fn header_resolver_options(
+    state_root: &std::path::Path,
+    source_timeout: Option<Duration>,
+    cache_ttl: Option<Duration>,
+) -> ResolverOptions {
+    let ttl = cache_ttl.unwrap_or(DEFAULT_HEADER_CACHE_TTL);
+    ResolverOptions {
+        source_timeout: source_timeout.unwrap_or(DEFAULT_SOURCE_TIMEOUT),
+        cache: (!ttl.is_zero()).then(|| (state_root.join("headers"), ttl)),
+        proposed: false,
+    }
 }
 
 #[cfg(feature = "fleet")]
@@ -149,6 +159,20 @@ impl HeaderChainArgs {
             self.source_timeout,
             self.cache_ttl,
         )
+    }
+
+    /// [`Self::resolver`] whose upcoming kernels include the pockets before release.
+    pub(crate) fn resolver_with_proposed(&self, config: &Config) -> Result<Resolver> {
+        let mut options = header_resolver_options(
+            &self.state_root(config),
+            self.source_timeout,
+            self.cache_ttl,
+        );
+        options.proposed = true;
+        Ok(Resolver::new(
+            Chain::load_or_builtin(self.sources.as_deref())?,
+            options,
+        )?)
     }
 }
 

@@ -31,7 +31,11 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
         .as_deref()
         .map(|r| select_release(r, args.driver_version.as_deref()))
         .transpose()?;
-    let resolver = args.chain.resolver(config)?;
+    let resolver = if args.proposed {
+        args.chain.resolver_with_proposed(config)?
+    } else {
+        args.chain.resolver(config)?
+    };
     let found = runtime()?.block_on(find(
         &resolver,
         &fleet,

@@ -201,6 +201,12 @@ mod tests {
             err.to_string().contains("unknown field `when_varient`"),
             "{err}"
         );
-        assert_eq!(Chain::builtin().sources.len(), 32);
+        let builtin = Chain::builtin();
+        assert_eq!(builtin.sources.len(), 36);
+        assert_eq!(
+            builtin.sources.iter().filter(|s| s.proposed).count(),
+            4,
+            "Ubuntu's -proposed (archive and ports), Debian's proposed-updates, Fedora's updates-testing"
+        );
     }
 }

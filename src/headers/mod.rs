@@ -92,6 +92,9 @@ pub struct ResolverOptions {
     /// is kept there too (`metadata/`) and asked for again only conditionally (ETag,
     /// Last-Modified), so an unchanged index costs a 304.
     pub cache: Option<(PathBuf, Duration)>,
+    /// Upcoming kernels include those of pockets before release (Ubuntu's `-proposed`,
+    /// Debian's `proposed-updates`, Fedora's `updates-testing`): earlier builds, opted in.
+    pub proposed: bool,
 }
 
 impl Default for ResolverOptions {
@@ -99,6 +102,7 @@ impl Default for ResolverOptions {
         Self {
             source_timeout: Duration::from_secs(60),
             cache: None,
+            proposed: false,
         }
     }
 }

@@ -115,6 +115,10 @@ pub struct SourceSpec {
     pub urls: Vec<String>,
     pub when: Filters,
     pub protocol: Protocol,
+    /// A pocket before release: listed as upcoming only with [`ResolverOptions::proposed`].
+    ///
+    /// [`ResolverOptions::proposed`]: crate::headers::ResolverOptions::proposed
+    pub proposed: bool,
 }
 
 const DEFAULT_RPM_PACKAGES: &[&str] = &["kernel-devel"];
@@ -205,6 +209,10 @@ struct RawSource {
     when_end_of_life: Option<bool>,
     #[serde(default)]
     when_archived: Option<bool>,
+    /// A pocket before release (`-proposed`, `updates-testing`): its kernels are listed as
+    /// upcoming only on request; headers are still resolved from it, after the released ones.
+    #[serde(default)]
+    proposed: bool,
 }
 
 /// A string or a list of strings.
@@ -316,6 +324,7 @@ impl TryFrom<RawSource> for SourceSpec {
                 archived: raw.when_archived,
             },
             protocol,
+            proposed: raw.proposed,
         };
         let url_kind = kind == SourceKind::Url;
         for template in spec.templates() {

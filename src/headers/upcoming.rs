@@ -136,7 +136,12 @@ impl Resolver {
         pass: &ListingPass,
     ) -> Result<(Vec<Upcoming>, Vec<Attempt>), HeaderError> {
         self.learn_release(newest).await;
-        let specs = self.chain.for_identity(newest);
+        let specs: Vec<_> = self
+            .chain
+            .for_identity(newest)
+            .into_iter()
+            .filter(|s| !s.proposed || self.options.proposed)
+            .collect();
         if specs.is_empty() {
             return Err(HeaderError::NoSources(newest.key()));
         }
