@@ -162,6 +162,7 @@ impl HeaderChainArgs {
     }
 
     /// [`Self::resolver`] whose upcoming kernels include the pockets before release.
+    #[cfg(feature = "fleet")]
     pub(crate) fn resolver_with_proposed(&self, config: &Config) -> Result<Resolver> {
         let mut options = header_resolver_options(
             &self.state_root(config),
