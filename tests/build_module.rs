@@ -2382,20 +2382,7 @@ fn report_kabi_counts_kernels_another_artifact_loads_into() {
         &[twin, other, other_twin],
         vec![(format!("/records/{name}.kabi.json"), record.stdout)],
     );
-    std::fs::write(
-        work.path().join("releases.json"),
-        serde_json::json!([{
-            "id": 1, "tag_name": "1.4.2", "draft": false, "prerelease": false,
-            "created_at": "2026-11-20T00:00:00Z", "published_at": "2026-11-20T00:00:00Z",
-            "assets": [
-                {"id": 10, "name": name, "browser_download_url": format!("{}/pool/{name}", mirror.base)},
-                {"id": 11, "name": format!("{name}.kabi.json"),
-                 "browser_download_url": format!("{}/records/{name}.kabi.json", mirror.base)}
-            ]
-        }])
-        .to_string(),
-    )
-    .unwrap();
+    write_kabi_release(work.path(), &mirror, &name);
     let mut fleet = String::from("distribution,distro_version,architecture,kernel_version\n");
     for (kernel, nodes) in [
         (id.kernel_version.as_str(), 10),
@@ -2412,27 +2399,17 @@ fn report_kabi_counts_kernels_another_artifact_loads_into() {
     }
     std::fs::write(work.path().join("fleet.csv"), fleet).unwrap();
     let report = |extra: &[&str]| -> serde_json::Value {
-        let out = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
-            .env("XDG_CONFIG_HOME", "/nonexistent")
-            .env("KFLEET_STATE_DIR", work.path().join("state"))
-            .env("KFLEET_HEADER_SOURCES", mirror.sources.path())
-            .current_dir(work.path())
-            .args([
-                "report",
-                "-i",
-                "fleet.csv",
-                "-r",
-                "releases.json",
-                "--format",
-                "json",
-            ])
-            .args(extra));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        let mut args = vec![
+            "report",
+            "-i",
+            "fleet.csv",
+            "-r",
+            "releases.json",
+            "--format",
+            "json",
+        ];
+        args.extend(extra);
+        kfleet_json_in(work.path(), &mirror, &args)
     };
     let status = |r: &serde_json::Value, kernel: &str| {
         let row = r["identities"]
@@ -2589,4 +2566,118 @@ fn report_kabi_counts_kernels_another_artifact_loads_into() {
         .unwrap();
     assert_eq!(twin.status, kfleet::coverage::CoverageStatus::Compatible);
     assert_eq!(twin.asset.as_deref(), Some(name.as_str()));
+}
+
+/// `upcoming --kabi`: a kernel the archive already publishes on the fleet's line, with no artifact
+/// of its own, that the fleet's artifact loads into (the same CRCs for every symbol it imports)
+/// is `upcoming-compatible`, with the artifact; one whose CRCs differ stays `upcoming-missing`.
+#[test]
+fn upcoming_kabi_marks_published_kernels_an_artifact_already_serves() {
+    let (_, package, id) = built_package();
+    let (kdir, _) = kernel_tree();
+    let debs = tempfile::tempdir().unwrap();
+    let twin = headers_deb_like(debs.path(), "6.1.0-99-amd64", &kdir);
+    let other = headers_deb_like(debs.path(), "6.1.0-98-amd64", &other_abi_tree());
+    let name = package.file_name().unwrap().to_string_lossy().into_owned();
+    let record = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .args(["--json", "kabi", "imports"])
+        .arg(package));
+    assert!(record.status.success());
+    let mirror = debian_mirror_with(
+        &[twin, other],
+        vec![(format!("/records/{name}.kabi.json"), record.stdout)],
+    );
+    let work = tempfile::tempdir().unwrap();
+    write_kabi_release(work.path(), &mirror, &name);
+    std::fs::write(
+        work.path().join("fleet.csv"),
+        format!(
+            "distribution,distro_version,architecture,kernel_version\ndebian,12,{},{}\n",
+            id.architecture.as_str(),
+            id.kernel_version
+        ),
+    )
+    .unwrap();
+    let upcoming = |extra: &[&str]| -> Vec<(String, String, Option<String>)> {
+        let mut args = vec![
+            "upcoming",
+            "-i",
+            "fleet.csv",
+            "-r",
+            "releases.json",
+            "--format",
+            "json",
+        ];
+        args.extend(extra);
+        let json = kfleet_json_in(work.path(), &mirror, &args);
+        let mut rows: Vec<_> = json["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["identity"]["kernel_version"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    r["status"].as_str().unwrap().to_string(),
+                    r["served_by"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(
+        upcoming(&[]),
+        [
+            ("6.1.0-98-amd64".into(), "upcoming-missing".into(), None),
+            ("6.1.0-99-amd64".into(), "upcoming-missing".into(), None),
+        ]
+    );
+    assert_eq!(
+        upcoming(&["--kabi"]),
+        [
+            ("6.1.0-98-amd64".into(), "upcoming-missing".into(), None),
+            (
+                "6.1.0-99-amd64".into(),
+                "upcoming-compatible".into(),
+                Some(name.clone())
+            ),
+        ]
+    );
+}
+
+/// A release whose one artifact is `name`, with its kABI record, both served by `mirror`.
+fn write_kabi_release(dir: &Path, mirror: &Mirror, name: &str) {
+    std::fs::write(
+        dir.join("releases.json"),
+        serde_json::json!([{
+            "id": 1, "tag_name": "1.4.2", "draft": false, "prerelease": false,
+            "created_at": "2026-11-20T00:00:00Z", "published_at": "2026-11-20T00:00:00Z",
+            "assets": [
+                {"id": 10, "name": name, "browser_download_url": format!("{}/pool/{name}", mirror.base)},
+                {"id": 11, "name": format!("{name}.kabi.json"),
+                 "browser_download_url": format!("{}/records/{name}.kabi.json", mirror.base)}
+            ]
+        }])
+        .to_string(),
+    )
+    .unwrap();
+}
+
+/// kfleet in `dir` with `mirror`'s header chain, its standard output read as JSON.
+fn kfleet_json_in(dir: &Path, mirror: &Mirror, args: &[&str]) -> serde_json::Value {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("KFLEET_STATE_DIR", dir.join("state"))
+        .env("KFLEET_HEADER_SOURCES", mirror.sources.path())
+        .current_dir(dir)
+        .args(args));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -39,6 +39,31 @@ pub async fn find(
     resolver: &Resolver,
     cache: &Path,
 ) -> Compatible {
+    let keys: Vec<&str> = report
+        .identities
+        .iter()
+        .filter(|row| {
+            matches!(
+                row.status,
+                CoverageStatus::Missing
+                    | CoverageStatus::LongTail
+                    | CoverageStatus::Failed
+                    | CoverageStatus::TimedOut
+            )
+        })
+        .map(|row| row.key.as_str())
+        .collect();
+    find_for(&keys, index, resolver, cache).await
+}
+
+/// Of the kernels `keys` names (none with an artifact of its own), those an artifact of `index`
+/// on their line loads into, and the classes of the others.
+pub async fn find_for(
+    keys: &[&str],
+    index: &AssetIndex,
+    resolver: &Resolver,
+    cache: &Path,
+) -> Compatible {
     let mut found = Compatible::default();
     // The artifacts with a record, per line, newest kernel first.
     let mut lines: BTreeMap<String, Vec<(KernelIdentity, &str, &str)>> = BTreeMap::new();
@@ -67,17 +92,8 @@ pub async fn find(
     };
     let mut records: BTreeMap<String, Option<PackageAbi>> = BTreeMap::new();
     let mut classes: BTreeMap<ClassKey, Vec<String>> = BTreeMap::new();
-    for row in &report.identities {
-        if !matches!(
-            row.status,
-            CoverageStatus::Missing
-                | CoverageStatus::LongTail
-                | CoverageStatus::Failed
-                | CoverageStatus::TimedOut
-        ) {
-            continue;
-        }
-        let Ok(id) = KernelIdentity::from_key(&row.key) else {
+    for key in keys {
+        let Ok(id) = KernelIdentity::from_key(key) else {
             continue;
         };
         let Some(artifacts) = lines.get(&line_of(&id)) else {
@@ -86,10 +102,9 @@ pub async fn find(
         let kernel = match resolver.kernel_abi(&id, &cache.join("kernels")).await {
             Ok(kernel) => kernel,
             Err(e) => {
-                found.notes.push(format!(
-                    "{}: its symbol versions cannot be read: {e}",
-                    row.key
-                ));
+                found
+                    .notes
+                    .push(format!("{}: its symbol versions cannot be read: {e}", key));
                 continue;
             }
         };
@@ -114,7 +129,7 @@ pub async fn find(
                     .iter()
                     .all(|m| crate::kabi::check(&m.abi, &kernel.vermagic, &kernel.symvers).loads());
             if loads {
-                found.served.push((row.key.clone(), name.to_string()));
+                found.served.push((key.to_string(), name.to_string()));
                 served = true;
                 break;
             }
@@ -139,11 +154,34 @@ pub async fn find(
             classes
                 .entry((line_of(&id), rest, crcs))
                 .or_default()
-                .push(row.key.clone());
+                .push(key.to_string());
         }
     }
     found.classes = classes.into_values().filter(|c| c.len() > 1).collect();
     found
+}
+
+/// `--kabi` for upcoming kernels: each `upcoming-missing` kernel an artifact of its line loads
+/// into becomes `upcoming-compatible`, with the artifact that serves it. Says what could not be
+/// checked.
+pub async fn mark_upcoming(
+    found: &mut crate::coverage::upcoming::UpcomingReport,
+    index: &AssetIndex,
+    resolver: &Resolver,
+    cache: &Path,
+) -> Compatible {
+    use crate::coverage::upcoming::UpcomingStatus;
+    let keys: Vec<String> = found.missing().map(|r| r.key()).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let compatible = find_for(&keys, index, resolver, cache).await;
+    for row in &mut found.rows {
+        let key = row.key();
+        if let Some((_, artifact)) = compatible.served.iter().find(|(k, _)| *k == key) {
+            row.status = UpcomingStatus::UpcomingCompatible;
+            row.served_by = Some(artifact.clone());
+        }
+    }
+    compatible
 }
 
 /// The record at `url`: kept under `dir` by the URL's digest (an uploaded asset does not change

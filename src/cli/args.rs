@@ -807,6 +807,11 @@ pub struct UpcomingArgs {
     /// proposed-updates, Fedora's updates-testing): days earlier, not yet released.
     #[arg(long)]
     pub proposed: bool,
+    /// An upcoming kernel without an artifact that another artifact of its line loads into
+    /// (its recorded imports against the kernel's CRCs, read from its headers package) is
+    /// `upcoming-compatible`, with the artifact; needs a release.
+    #[arg(long)]
+    pub kabi: bool,
     /// Output format (table or json).
     #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
     pub format: ListFormat,

@@ -36,13 +36,28 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
     } else {
         args.chain.resolver(config)?
     };
-    let found = runtime()?.block_on(find(
+    if args.kabi && release.is_none() {
+        anyhow::bail!(
+            "--kabi checks upcoming kernels against a release's artifacts: name one with --releases, --repo or --store"
+        );
+    }
+    let mut found = runtime()?.block_on(find(
         &resolver,
         &fleet,
         args.lines,
         None,
         release.map(|r| (r, &template)),
     ));
+    if let (true, Some(release)) = (args.kabi, release) {
+        let index = crate::forge::index_assets(release, &template);
+        let cache = args.chain.state_root(config).join("kabi");
+        let compatible = runtime()?.block_on(crate::app::compatible::mark_upcoming(
+            &mut found, &index, &resolver, &cache,
+        ));
+        for note in &compatible.notes {
+            tracing::warn!("kabi: {note}");
+        }
+    }
     for note in &found.notes {
         tracing::info!("note: {note}");
     }

@@ -16,14 +16,22 @@ pub enum UpcomingStatus {
     /// No release to compare with.
     Upcoming,
     UpcomingCovered,
+    /// No artifact of its own, but another of its line loads into it (kABI, `--kabi`).
+    UpcomingCompatible,
     UpcomingMissing,
 }
 
 impl UpcomingStatus {
+    /// A driver will load on it: its own artifact, or a compatible one.
+    pub fn is_covered(self) -> bool {
+        matches!(self, Self::UpcomingCovered | Self::UpcomingCompatible)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             UpcomingStatus::Upcoming => "upcoming",
             UpcomingStatus::UpcomingCovered => "upcoming-covered",
+            UpcomingStatus::UpcomingCompatible => "upcoming-compatible",
             UpcomingStatus::UpcomingMissing => "upcoming-missing",
         }
     }
@@ -41,6 +49,9 @@ pub struct UpcomingRow {
     #[serde(flatten)]
     pub upcoming: Upcoming,
     pub status: UpcomingStatus,
+    /// `upcoming-compatible`: the artifact that loads into it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
 }
 
 impl UpcomingRow {
@@ -146,6 +157,7 @@ pub async fn find(
                 fleet_newest: line.newest.kernel_version.clone(),
                 upcoming: u,
                 status,
+                served_by: None,
             });
         }
     }

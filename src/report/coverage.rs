@@ -1,7 +1,7 @@
 //! Coverage reports as a table, CSV, JSON, Markdown and HTML (the `fleet` feature).
 
 use super::{Format, ReportError, finish_csv};
-use crate::coverage::upcoming::{UpcomingReport, UpcomingStatus};
+use crate::coverage::upcoming::UpcomingReport;
 use crate::coverage::{CoverageReport, CoverageStatus, IdentityRow};
 use crate::text::{clean, count, csv_cell, grid, markdown_text, thousands};
 use std::fmt::Write as _;
@@ -542,11 +542,7 @@ impl UpcomingCounts {
     fn of(report: &CoverageReport, found: &UpcomingReport) -> Self {
         let keys: std::collections::HashSet<String> = found.rows.iter().map(|r| r.key()).collect();
         UpcomingCounts {
-            covered: found
-                .rows
-                .iter()
-                .filter(|r| r.status == UpcomingStatus::UpcomingCovered)
-                .count(),
+            covered: found.rows.iter().filter(|r| r.status.is_covered()).count(),
             missing: found.missing().count(),
             prebuilt: report
                 .unused
@@ -660,7 +656,12 @@ pub fn upcoming_cells(rows: &[crate::coverage::upcoming::UpcomingRow]) -> Vec<Ve
                     .published
                     .map(|t| t.format("%Y-%m-%d").to_string())
                     .unwrap_or_else(|| "-".into()),
-                r.status.as_str().to_string(),
+                match &r.served_by {
+                    Some(artifact) => {
+                        clean(&format!("{} ({artifact})", r.status.as_str())).into_owned()
+                    }
+                    None => r.status.as_str().to_string(),
+                },
                 clean(&r.upcoming.source).into_owned(),
             ]
         })

@@ -684,6 +684,9 @@ fn upcoming(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
                 crate::coverage::upcoming::UpcomingStatus::UpcomingCovered => {
                     theme.fg(Color::Green)
                 }
+                crate::coverage::upcoming::UpcomingStatus::UpcomingCompatible => {
+                    theme.fg(Color::Cyan)
+                }
                 crate::coverage::upcoming::UpcomingStatus::UpcomingMissing => theme.fg(Color::Red),
                 crate::coverage::upcoming::UpcomingStatus::Upcoming => Style::default(),
             };
