@@ -2725,6 +2725,14 @@ fn a_release_missing_from_the_facts_is_read_from_the_archives_release_files() {
         "a release no archive lists says so: {}",
         attempted(&r)
     );
+    // However many unknown releases an inventory names, an archive's suites are read once.
+    let gets = fx.files.lock().unwrap().gets.clone();
+    assert_eq!(gets.get(&format!("{archive}dists/")), Some(&1), "{gets:?}");
+    assert_eq!(
+        gets.get(&format!("{archive}dists/zesty/Release")),
+        Some(&1),
+        "{gets:?}"
+    );
 }
 
 /// A line is where its nodes move: besides the newer kernels of the series, the kernel the

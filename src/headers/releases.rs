@@ -17,6 +17,14 @@ const MAX_FILE: usize = 4 << 20;
 /// Suites whose `Release` is read at most per archive (Debian's and Ubuntu's list a few dozen).
 const MAX_SUITES: usize = 64;
 
+/// An archive's unknown suites, as `(Version, Codename)`.
+type SuiteReleases = std::sync::Arc<Vec<(String, String)>>;
+
+/// The unknown suites of each archive read during this process.
+static READ_ARCHIVES: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, SuiteReleases>>,
+> = std::sync::LazyLock::new(Default::default);
+
 /// Releases looked for in the archives during this process and not found: not asked again.
 static NOT_FOUND: std::sync::Mutex<Vec<(Distribution, String)>> = std::sync::Mutex::new(Vec::new());
 
@@ -138,9 +146,31 @@ impl Resolver {
         distribution: Distribution,
         distro_version: &str,
     ) -> Result<Option<String>, String> {
+        let releases = self.releases_of(archive, distribution).await?;
+        Ok(releases
+            .iter()
+            .find(|(version, _)| names_version(distribution, version, distro_version))
+            .map(|(_, codename)| codename.clone()))
+    }
+
+    /// The `(Version, Codename)` of every suite `archive` lists that kfleet's facts do not know:
+    /// read once per archive and process, however many unknown releases an inventory names.
+    async fn releases_of(
+        &self,
+        archive: &str,
+        distribution: Distribution,
+    ) -> Result<SuiteReleases, String> {
+        if let Some(known) = READ_ARCHIVES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(archive)
+        {
+            return Ok(known.clone());
+        }
         let base = archive.trim_end_matches('/');
         let index = self.small_get(&format!("{base}/dists/")).await?;
         let suites = suites_of(&String::from_utf8_lossy(&index));
+        let mut found = Vec::new();
         for suite in suites
             .iter()
             .filter(|s| crate::distros::version_of_codename(distribution.as_str(), s).is_none())
@@ -154,13 +184,17 @@ impl Resolver {
             };
             if let Some((version, codename)) =
                 version_and_codename(&String::from_utf8_lossy(&release))
-                && names_version(distribution, &version, distro_version)
                 && codename.bytes().all(|b| b.is_ascii_lowercase())
             {
-                return Ok(Some(codename));
+                found.push((version, codename));
             }
         }
-        Ok(None)
+        let found = std::sync::Arc::new(found);
+        READ_ARCHIVES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(archive.to_string(), found.clone());
+        Ok(found)
     }
 
     /// GET a small file through the conditional cache (metadata kept with the header cache).
