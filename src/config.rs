@@ -1,6 +1,7 @@
 //! `kfleet.toml`: found in the working directory, then `$XDG_CONFIG_HOME/kfleet/`; `--config`
 //! names one explicitly. Flags and `KFLEET_*` environment variables override it.
 
+use crate::text::Cause;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -135,8 +136,8 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    #[error("config {path}: {message}")]
-    Invalid { path: String, message: String },
+    #[error("config {path}: {source}")]
+    Invalid { path: String, source: Cause },
 }
 
 /// Where the config is looked for when `--config` is not given.
@@ -168,7 +169,7 @@ impl Config {
         })?;
         let mut config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
             path: shown.clone(),
-            message,
+            source: Cause::from(message),
         })?;
         // A kfleet.toml found in the working directory may come with a checkout someone else
         // wrote: it must not send the GitHub token to its own host, point at its own repository,

@@ -57,6 +57,10 @@ pub struct Entitled {
     /// What the kernel needs (`Ubuntu Pro`) and why.
     pub needs: String,
     pub reason: String,
+    /// The header chain's credential that serves these kernels (`ubuntu-pro`): with it
+    /// configured they are ordinary kernels.
+    #[serde(default)]
+    pub credential: Option<String>,
 }
 
 /// An image-based OS: its `/lib/modules` is read-only, and it has a route of its own for
@@ -96,8 +100,29 @@ static DATA: LazyLock<DataFile> = LazyLock::new(|| {
 
 static RELEASES: LazyLock<&'static [DistroRelease]> = LazyLock::new(|| DATA.release.as_slice());
 
+/// Credentials this process holds (the header chain's, `grant`ed once at start): entitled
+/// kernels they serve are ordinary kernels.
+static GRANTED: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Records that the header chain holds `credential` (`ubuntu-pro`) for this process.
+pub fn grant(credential: &str) {
+    let mut granted = GRANTED.write().unwrap_or_else(|e| e.into_inner());
+    if !granted.iter().any(|g| g == credential) {
+        granted.push(credential.to_string());
+    }
+}
+
+fn granted(credential: &str) -> bool {
+    GRANTED
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|g| g == credential)
+}
+
 /// What a Debian-style kernel (`VERSION-ABI-FLAVOUR`, such as `5.4.0-217-generic`) of this
-/// release needs beyond the public archive, and why: `None` for a public kernel.
+/// release needs beyond the public archive, and why: `None` for a public kernel, or one a
+/// [`grant`]ed credential serves.
 pub fn entitlement(distribution: &str, version: &str, kernel: &str) -> Option<&'static Entitled> {
     let (upstream, rest) = kernel.split_once('-')?;
     let (abi, flavour) = rest.split_once('-')?;
@@ -113,6 +138,7 @@ pub fn entitlement(distribution: &str, version: &str, kernel: &str) -> Option<&'
             && e.kernel_series.as_ref().is_none_or(|s| *s == series)
             && e.after_abi.is_none_or(|after| abi > after)
             && (e.flavours.is_empty() || e.flavours.iter().any(|f| f == flavour))
+            && e.credential.as_deref().is_none_or(|c| !granted(c))
     })
 }
 

@@ -29,6 +29,10 @@ pub const KFLEET_DRIVER_VERSION: &str = "KFLEET_DRIVER_VERSION";
 pub const KFLEET_MODULE: &str = "KFLEET_MODULE";
 /// The header chain's sources file (`--sources`).
 pub const KFLEET_HEADER_SOURCES: &str = "KFLEET_HEADER_SOURCES";
+/// Ubuntu Pro's login for the header chain: a token, or an apt auth.conf's entries; or the file
+/// that holds either (`/etc/apt/auth.conf.d/90ubuntu-advantage` of an attached machine).
+pub const KFLEET_UBUNTU_PRO_TOKEN: &str = "KFLEET_UBUNTU_PRO_TOKEN";
+pub const KFLEET_UBUNTU_PRO_TOKEN_FILE: &str = "KFLEET_UBUNTU_PRO_TOKEN_FILE";
 /// Image digest pins (`--image-digests`).
 pub const KFLEET_IMAGE_DIGESTS: &str = "KFLEET_IMAGE_DIGESTS";
 /// The state directory (`--state-dir`).

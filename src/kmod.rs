@@ -2,12 +2,13 @@
 //! section (`vermagic`, `name`, `version`, `license`, ...), read without `modinfo`, and the
 //! symbols it imports with the CRCs it was built against (its modversions).
 
+use crate::text::Cause;
 use object::{Object, ObjectSection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModInfoError {
     #[error("not an ELF object: {0}")]
-    NotElf(String),
+    NotElf(#[source] Cause),
     #[error("has no .modinfo section; not a kernel module")]
     NoModInfo,
     #[error("its {section} section is damaged: {reason}")]
@@ -19,13 +20,13 @@ pub enum ModInfoError {
 
 /// Every `key=value` entry of the module's `.modinfo`, in file order.
 pub fn modinfo(bytes: &[u8]) -> Result<Vec<(String, String)>, ModInfoError> {
-    let file = object::File::parse(bytes).map_err(|e| ModInfoError::NotElf(e.to_string()))?;
+    let file = object::File::parse(bytes).map_err(|e| ModInfoError::NotElf(Cause::of(e)))?;
     let section = file
         .section_by_name(".modinfo")
         .ok_or(ModInfoError::NoModInfo)?;
     let data = section
         .data()
-        .map_err(|e| ModInfoError::NotElf(e.to_string()))?;
+        .map_err(|e| ModInfoError::NotElf(Cause::of(e)))?;
     Ok(data
         .split(|b| *b == 0)
         .filter_map(|entry| {
@@ -53,7 +54,7 @@ const VERSION_ENTRY: usize = 64;
 /// extended `__version_ext_crcs`/`__version_ext_names` pair of kernels since 6.13, where names
 /// are not cut at 56 bytes. Empty for a module built without modversions.
 pub fn modversions(bytes: &[u8]) -> Result<Vec<(String, u32)>, ModInfoError> {
-    let file = object::File::parse(bytes).map_err(|e| ModInfoError::NotElf(e.to_string()))?;
+    let file = object::File::parse(bytes).map_err(|e| ModInfoError::NotElf(Cause::of(e)))?;
     let little = file.is_little_endian();
     let word = if file.is_64() { 8 } else { 4 };
     let data = |name: &str| -> Result<Option<&[u8]>, ModInfoError> {

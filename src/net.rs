@@ -52,7 +52,7 @@ pub fn http_client(
     if let Some(path) = ca_file {
         builder = trust_pem_file(builder, path)?;
     }
-    builder.build().map_err(|e| error_chain(&e))
+    builder.build().map_err(|e| crate::text::error_chain(&e))
 }
 
 /// `builder` trusting the PEM certificates of `path` besides the system's roots: a file that
@@ -71,18 +71,6 @@ fn trust_pem_file(
     Ok(certs
         .into_iter()
         .fold(builder, |b, cert| b.add_root_certificate(cert)))
-}
-
-/// An error and its causes on one line (`connect failed: tcp: connection refused`), as transport
-/// errors nest them.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]
@@ -124,7 +112,7 @@ pub async fn read_capped(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| BodyError::Transport(error_chain(&e)))?
+        .map_err(|e| BodyError::Transport(crate::text::error_chain(&e)))?
     {
         if body.len() + chunk.len() > max {
             return Err(BodyError::TooLarge(max));

@@ -4,6 +4,7 @@
 //! and pushes (blob uploads, then the manifest). GHCR, Harbor, ECR, Artifactory, Docker Hub and
 //! CNCF distribution all speak it.
 
+use crate::text::Cause;
 use sha2::Digest as _;
 use std::time::Duration;
 
@@ -22,20 +23,20 @@ pub enum OciError {
         "'{0}' is not an OCI repository: write oci://REGISTRY/NAMESPACE/NAME (oci://ghcr.io/acme/kdriver)"
     )]
     BadReference(String),
-    #[error("{url}: {message}")]
-    Transport { url: String, message: String },
-    #[error("{url} answered {status}{message}")]
+    #[error("{url}: {source}")]
+    Transport { url: String, source: Cause },
+    #[error("{url} answered {status}{detail}")]
     Status {
         url: String,
         status: u16,
-        message: String,
+        detail: String,
     },
     #[error(
         "{url}: the registry refused the credentials ({status}); set KFLEET_REGISTRY_USERNAME and KFLEET_REGISTRY_PASSWORD (a token with read access, write access to push)"
     )]
     Unauthorized { url: String, status: u16 },
-    #[error("{url}: {message}")]
-    Invalid { url: String, message: String },
+    #[error("{url}: {source}")]
+    Invalid { url: String, source: Cause },
 }
 
 /// A repository in a registry: `oci://ghcr.io/acme/kdriver` is `https://ghcr.io` and
@@ -182,13 +183,13 @@ impl Client {
         crate::net::check_transport(&reference.base, false).map_err(|message| {
             OciError::Transport {
                 url: reference.base.clone(),
-                message,
+                source: Cause::from(message),
             }
         })?;
         let http = crate::net::http_client(timeout, crate::net::Redirects::Limited(5), None)
             .map_err(|message| OciError::Transport {
                 url: reference.base.clone(),
-                message,
+                source: Cause::from(message),
             })?;
         Ok(Self {
             http,
@@ -213,7 +214,7 @@ impl Client {
     ) -> Result<reqwest::Response, OciError> {
         let transport = |e: reqwest::Error| OciError::Transport {
             url: url.to_string(),
-            message: crate::net::error_chain(&e),
+            source: Cause::of(e),
         };
         let current = self
             .auth
@@ -274,13 +275,13 @@ impl Client {
             "bearer" => {
                 let realm = params.get("realm").ok_or_else(|| OciError::Invalid {
                     url: url.to_string(),
-                    message: "the registry's bearer challenge names no realm".into(),
+                    source: Cause::from("the registry's bearer challenge names no realm"),
                 })?;
                 // The realm came over the network: credentials go only to https (or loopback).
                 crate::net::check_transport(realm, false).map_err(|message| {
                     OciError::Transport {
                         url: realm.clone(),
-                        message,
+                        source: Cause::from(message),
                     }
                 })?;
                 let actions = if push { "pull,push" } else { "pull" };
@@ -294,7 +295,7 @@ impl Client {
                 }
                 let response = request.send().await.map_err(|e| OciError::Transport {
                     url: realm.clone(),
-                    message: crate::net::error_chain(&e),
+                    source: Cause::of(e),
                 })?;
                 if !response.status().is_success() {
                     return Err(OciError::Unauthorized {
@@ -310,7 +311,7 @@ impl Client {
                     .filter(|t| !t.is_empty())
                     .ok_or_else(|| OciError::Invalid {
                         url: realm.clone(),
-                        message: "the token service answered without a token".into(),
+                        source: Cause::from("the token service answered without a token"),
                     })?;
                 Ok(format!("Bearer {token}"))
             }
@@ -347,7 +348,7 @@ impl Client {
             let body = read_capped(response, MAX_JSON, &url).await?;
             let page: Page = serde_json::from_slice(&body).map_err(|e| OciError::Invalid {
                 url: url.clone(),
-                message: format!("not a tag list: {e}"),
+                source: Cause::from(format!("not a tag list: {e}")),
             })?;
             tags.extend(page.tags.unwrap_or_default());
             match next {
@@ -357,7 +358,7 @@ impl Client {
         }
         Err(OciError::Invalid {
             url,
-            message: format!("more than {MAX_TAG_PAGES} pages of tags"),
+            source: Cause::from(format!("more than {MAX_TAG_PAGES} pages of tags")),
         })
     }
 
@@ -379,10 +380,10 @@ impl Client {
             if !next.starts_with(&format!("{}/v2/", self.reference.base)) {
                 return Err(OciError::Invalid {
                     url: url.to_string(),
-                    message: format!(
+                    source: Cause::from(format!(
                         "the next page is on another host ({}); not followed",
                         crate::text::clean(target)
-                    ),
+                    )),
                 });
             }
             return Ok(Some(next));
@@ -421,10 +422,10 @@ impl Client {
             if expected != digest {
                 return Err(OciError::Invalid {
                     url,
-                    message: format!(
+                    source: Cause::from(format!(
                         "the manifest hashes to {digest}, not {}",
                         crate::text::clean(expected)
-                    ),
+                    )),
                 });
             }
         }
@@ -441,7 +442,7 @@ impl Client {
         if actual != digest {
             return Err(OciError::Invalid {
                 url,
-                message: format!("the blob hashes to {actual}, not {digest}"),
+                source: Cause::from(format!("the blob hashes to {actual}, not {digest}")),
             });
         }
         Ok(body.into())
@@ -468,7 +469,7 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| OciError::Invalid {
                 url: start.clone(),
-                message: "the upload was accepted without a Location".into(),
+                source: Cause::from("the upload was accepted without a Location"),
             })?;
         let mut upload = if location.starts_with('/') {
             format!("{}{location}", self.reference.base)
@@ -479,10 +480,10 @@ impl Client {
         if !upload.starts_with(&format!("{}/v2/", self.reference.base)) {
             return Err(OciError::Invalid {
                 url: start,
-                message: format!(
+                source: Cause::from(format!(
                     "the upload location is on another host ({}); not followed",
                     crate::text::clean(location)
-                ),
+                )),
             });
         }
         upload.push(if upload.contains('?') { '&' } else { '?' });
@@ -524,10 +525,10 @@ impl Client {
         {
             return Err(OciError::Invalid {
                 url,
-                message: format!(
+                source: Cause::from(format!(
                     "the registry stored the manifest as {}, not {digest}",
                     crate::text::clean(stated)
-                ),
+                )),
             });
         }
         Ok(digest)
@@ -564,7 +565,7 @@ async fn success(response: reqwest::Response, url: &str) -> Result<reqwest::Resp
     Err(OciError::Status {
         url: url.to_string(),
         status: status.as_u16(),
-        message,
+        detail: message,
     })
 }
 
@@ -578,11 +579,11 @@ async fn read_capped(
         .map_err(|e| match e {
             crate::net::BodyError::TooLarge(max) => OciError::Invalid {
                 url: url.to_string(),
-                message: format!("the answer is over {max} bytes"),
+                source: Cause::from(format!("the answer is over {max} bytes")),
             },
             crate::net::BodyError::Transport(message) => OciError::Transport {
                 url: url.to_string(),
-                message,
+                source: Cause::from(message),
             },
         })
 }
@@ -591,7 +592,7 @@ async fn read_json(response: reqwest::Response, url: &str) -> Result<serde_json:
     let body = read_capped(response, MAX_JSON, url).await?;
     serde_json::from_slice(&body).map_err(|e| OciError::Invalid {
         url: url.to_string(),
-        message: format!("not JSON: {e}"),
+        source: Cause::from(format!("not JSON: {e}")),
     })
 }
 

@@ -6,6 +6,7 @@
 //! (a merge patch for the label, a JSON patch guarded by the node's resourceVersion for the
 //! taint), through plain HTTP: the node-side binary carries no Kubernetes client.
 
+use crate::text::Cause;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,8 +35,8 @@ pub enum ReadinessError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{url}: {message}")]
-    Api { url: String, message: String },
+    #[error("{url}: {source}")]
+    Api { url: String, source: Cause },
 }
 
 /// Where the API server is and how to authenticate.
@@ -131,7 +132,11 @@ pub async fn mark_node(target: &KubeTarget, mark: &Mark) -> Result<(), Readiness
     let url = format!("{}/api/v1/nodes/{}", target.api, target.node);
     let api_err = |message: String| ReadinessError::Api {
         url: url.clone(),
-        message,
+        source: Cause::from(message),
+    };
+    let failed = |e: reqwest::Error| ReadinessError::Api {
+        url: url.clone(),
+        source: Cause::of(e),
     };
     crate::net::check_transport(&url, false).map_err(api_err)?;
     let http = crate::net::http_client(
@@ -141,15 +146,14 @@ pub async fn mark_node(target: &KubeTarget, mark: &Mark) -> Result<(), Readiness
     )
     .map_err(api_err)?;
     let send = |request: reqwest::RequestBuilder| async {
-        let response = request
-            .bearer_auth(&token)
-            .send()
-            .await
-            .map_err(|e| api_err(crate::net::error_chain(&e)))?;
+        let response = request.bearer_auth(&token).send().await.map_err(failed)?;
         let status = response.status();
         let body = crate::net::read_capped(response, MAX_NODE)
             .await
-            .map_err(|e| api_err(e.to_string()))?;
+            .map_err(|e| ReadinessError::Api {
+                url: url.clone(),
+                source: Cause::of(e),
+            })?;
         Ok::<_, ReadinessError>((status, body))
     };
     let explain = |status: reqwest::StatusCode, body: &[u8]| {

@@ -6,6 +6,7 @@ use crate::artifacts::AssetTemplate;
 use crate::artifacts::{Release, ReleaseAsset};
 use crate::identity::KernelIdentity;
 use crate::report::{ReportError, write_atomic, write_atomic_with};
+use crate::text::Cause;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -241,7 +242,7 @@ pub fn generate_with(
 
     let releases = releases(spec, &ids, &mut rng);
     let json =
-        serde_json::to_vec_pretty(&releases).map_err(|e| ReportError::Encode(e.to_string()))?;
+        serde_json::to_vec_pretty(&releases).map_err(|e| ReportError::Encode(Cause::of(e)))?;
     write_atomic(&out.join("releases.json"), &json)?;
     Ok(GeneratedFleet {
         nodes: spec.nodes,
@@ -342,7 +343,8 @@ fn releases(spec: &FleetSpec, ids: &[KernelIdentity], rng: &mut fastrand::Rng) -
 pub fn csv_to_parquet(csv: &Path, parquet: &Path) -> Result<(), ReportError> {
     use polars::prelude::*;
     const ROWS_PER_GROUP: usize = 1_000_000;
-    let failed = |e: &dyn std::fmt::Display| ReportError::Encode(format!("{}: {e}", csv.display()));
+    let failed =
+        |e: &dyn std::fmt::Display| ReportError::Encode(format!("{}: {e}", csv.display()).into());
     let mut rdr = ::csv::Reader::from_path(csv).map_err(|e| failed(&e))?;
     let names: Vec<PlSmallStr> = rdr
         .headers()

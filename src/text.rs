@@ -181,3 +181,110 @@ pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
     }
     x.len().cmp(&y.len())
 }
+
+/// Why something failed, kept by the error that wraps it: another error, typed (downcast it, or
+/// walk its own causes through `source()`), or a sentence where nothing typed is underneath. Its
+/// text is the whole chain on one line, so a message that includes it says everything, and
+/// [`error_chain`] does not repeat it.
+#[derive(Debug)]
+pub struct Cause(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Cause {
+    /// `e`, typed.
+    pub fn of(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
+    }
+
+    /// A sentence, where no error is underneath.
+    pub fn text(message: impl Into<String>) -> Self {
+        Self(Box::new(Message(message.into())))
+    }
+
+    /// The error underneath, if it is a `T`.
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Self::text(message)
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        Self::text(message)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&error_chain(&*self.0))
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+#[derive(Debug)]
+struct Message(String);
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
+
+/// An error and its causes on one line (`connect failed: tcp: connection refused`), as transport
+/// errors nest them; a cause whose text the message already holds is not repeated.
+pub fn error_chain(e: &(dyn std::error::Error + '_)) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg = format!("{msg}: {text}");
+        }
+        source = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {path}: {source}")]
+    struct Read {
+        path: &'static str,
+        source: Cause,
+    }
+
+    #[test]
+    fn a_cause_keeps_its_type_and_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = Read {
+            path: "x.toml",
+            source: Cause::of(io),
+        };
+        let said = error_chain(&e);
+        assert_eq!(said, "cannot read x.toml: no such file");
+        let typed = std::error::Error::source(&e)
+            .and_then(|c| c.downcast_ref::<Cause>())
+            .and_then(|c| c.downcast_ref::<std::io::Error>())
+            .map(|io| io.kind());
+        assert_eq!(typed, Some(std::io::ErrorKind::NotFound));
+        let text = Read {
+            path: "y",
+            source: "not TOML".into(),
+        };
+        assert_eq!(error_chain(&text), "cannot read y: not TOML");
+    }
+}

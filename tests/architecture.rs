@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, bottom first: a module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
+    &["text"],
     &[
         "bounded",
         "clock",
@@ -21,7 +22,6 @@ const LAYERS: &[&[&str]] = &[
         "net",
         "notice",
         "protocol",
-        "text",
     ],
     &[
         "conditional",

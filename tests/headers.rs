@@ -29,6 +29,10 @@ struct Files {
     not_modified: usize,
     /// GET requests per path.
     gets: std::collections::HashMap<String, usize>,
+    /// Paths under these prefixes answer 401 without this `Authorization` header.
+    guarded: Vec<(String, String)>,
+    /// The `Authorization` header of every request, by path.
+    authorizations: Vec<(String, Option<String>)>,
 }
 
 type Shared = Arc<Mutex<Files>>;
@@ -41,6 +45,21 @@ async fn serve(State(files): State<Shared>, request: Request) -> Response {
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
     let method = request.method().clone();
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    {
+        let mut f = files.lock().unwrap();
+        f.authorizations.push((path.clone(), authorization.clone()));
+        let refused = f.guarded.iter().any(|(prefix, wanted)| {
+            path.starts_with(prefix.as_str()) && authorization.as_ref() != Some(wanted)
+        });
+        if refused {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+    }
     if files
         .lock()
         .unwrap()
@@ -418,7 +437,7 @@ fn resolver(chain: Chain, timeout_ms: u64) -> Resolver {
         ResolverOptions {
             source_timeout: Duration::from_millis(timeout_ms),
             cache: None,
-            proposed: false,
+            ..ResolverOptions::default()
         },
     )
     .unwrap()
@@ -875,7 +894,7 @@ fn caching_resolver(fx: &Fixture, dir: &std::path::Path, ttl: Duration) -> Resol
         ResolverOptions {
             source_timeout: Duration::from_secs(2),
             cache: Some((dir.to_path_buf(), ttl)),
-            proposed: false,
+            ..ResolverOptions::default()
         },
     )
     .unwrap()
@@ -2134,7 +2153,10 @@ fn the_offline_plan_is_what_the_resolver_asks_for() {
         };
         for source in &plan {
             let asked = asked_by(&source.name);
-            if source.kind == kfleet::headers::SourceKind::Url {
+            if source.credential.is_some() {
+                // Without a login the source is not tried: one attempt, no URL.
+                assert_eq!(asked, [""], "{key} {}", source.name);
+            } else if source.kind == kfleet::headers::SourceKind::Url {
                 assert!(
                     !asked.is_empty()
                         && source
@@ -2876,6 +2898,7 @@ fn proposed_pockets_are_upcoming_only_on_request() {
                 source_timeout: Duration::from_secs(2),
                 cache: None,
                 proposed,
+                ..ResolverOptions::default()
             },
         )
         .unwrap()
@@ -2915,4 +2938,195 @@ fn proposed_pockets_are_upcoming_only_on_request() {
         "{}",
         attempted(&r)
     );
+}
+
+/// Ubuntu Pro: a focal kernel past its standard support is `unsupported: needs Ubuntu Pro`
+/// without a login; with one (a token, or an apt auth.conf naming the service) it is an ordinary
+/// kernel whose headers come from the Pro archive, the index and the packages fetched with apt's
+/// Basic login, the token printed nowhere. A wrong token is a 401 the chain reports and moves past.
+#[test]
+fn ubuntu_pro_kernels_resolve_through_the_pro_archive_with_a_token() {
+    use base64::Engine as _;
+    const TOKEN: &str = "pro-resource-token-4f1c9e";
+    let fx = fixture();
+    let (h, c) = (b"PRO-HDR".as_slice(), b"PRO-COMMON".as_slice());
+    let pool = "pool/main/l/linux";
+    let esm = "/esm.ubuntu.com/infra/ubuntu";
+    for (file, body) in [
+        ("linux-headers-5.4.0-218-generic_5.4.0-218.238_amd64.deb", h),
+        ("linux-headers-5.4.0-218_5.4.0-218.238_all.deb", c),
+    ] {
+        fx.put(&format!("{esm}/{pool}/{file}"), body.to_vec());
+    }
+    let stanza = |pkg: &str, file: &str, body: &[u8], depends: &str| {
+        format!(
+            "Package: {pkg}\nSource: linux\nVersion: 5.4.0-218.238\nArchitecture: amd64\nDepends: {depends}\nFilename: {pool}/{file}\nSize: {}\nSHA256: {}\nDescription: headers\n",
+            body.len(),
+            sha256(body)
+        )
+    };
+    let index = [
+        stanza(
+            "linux-headers-5.4.0-218-generic",
+            "linux-headers-5.4.0-218-generic_5.4.0-218.238_amd64.deb",
+            h,
+            "linux-headers-5.4.0-218, libc6 (>= 2.31)",
+        ),
+        stanza(
+            "linux-headers-5.4.0-218",
+            "linux-headers-5.4.0-218_5.4.0-218.238_all.deb",
+            c,
+            "",
+        ),
+    ]
+    .join("\n");
+    fx.put(
+        &format!("{esm}/dists/focal-infra-security/main/binary-amd64/Packages.xz"),
+        xz(index.as_bytes()),
+    );
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("bearer:{TOKEN}"))
+    );
+    fx.files
+        .lock()
+        .unwrap()
+        .guarded
+        .push(("/esm.ubuntu.com/".into(), basic.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let sources = dir.path().join("sources.toml");
+    std::fs::write(
+        &sources,
+        kfleet::headers::chain::BUILTIN_SOURCES.replace("https://", &format!("{}/", fx.base)),
+    )
+    .unwrap();
+    let kfleet = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::cargo_bin("kfleet").unwrap();
+        cmd.env("XDG_CONFIG_HOME", "/nonexistent")
+            .env_remove("KFLEET_UBUNTU_PRO_TOKEN")
+            .env_remove("KFLEET_UBUNTU_PRO_TOKEN_FILE")
+            .env("KFLEET_STATE_DIR", dir.path().join("state"))
+            .env("KFLEET_HEADER_SOURCES", &sources)
+            .args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let identity = [
+        "--distribution",
+        "ubuntu",
+        "--distro-version",
+        "20.04",
+        "--architecture",
+        "x86_64",
+        "--kernel-version",
+        "5.4.0-218-generic",
+    ];
+    fn with<'a>(first: &[&'a str], identity: &[&'a str]) -> Vec<&'a str> {
+        [first, identity].concat()
+    }
+
+    // No login: not a kernel kfleet can build, and it says what it needs.
+    let out = kfleet(&[], &with(&["identity", "check"], &identity));
+    assert!(!out.status.success());
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("needs Ubuntu Pro"), "{said}");
+
+    // A token: the identity is valid and the Pro archive holds its headers.
+    let pro = [("KFLEET_UBUNTU_PRO_TOKEN", TOKEN)];
+    let out = kfleet(&pro, &with(&["identity", "check"], &identity));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let headers = dir.path().join("headers");
+    let out = kfleet(
+        &pro,
+        &with(
+            &["headers", "fetch", "--out", headers.to_str().unwrap()],
+            &identity,
+        ),
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("ubuntu-pro-esm-infra"), "{stderr}");
+    assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
+    assert_eq!(
+        std::fs::read(headers.join("linux-headers-5.4.0-218_5.4.0-218.238_all.deb")).unwrap(),
+        c
+    );
+    {
+        let f = fx.files.lock().unwrap();
+        let sent = |suffix: &str| {
+            f.authorizations
+                .iter()
+                .filter(|(p, _)| p.ends_with(suffix))
+                .all(|(_, a)| a.as_deref() == Some(basic.as_str()))
+                && f.authorizations.iter().any(|(p, _)| p.ends_with(suffix))
+        };
+        assert!(sent("focal-infra-security/main/binary-amd64/Packages.xz"));
+        assert!(sent(
+            "linux-headers-5.4.0-218-generic_5.4.0-218.238_amd64.deb"
+        ));
+        // The public archive never sees the login.
+        assert!(
+            f.authorizations
+                .iter()
+                .filter(|(p, _)| !p.starts_with("/esm.ubuntu.com/"))
+                .all(|(_, a)| a.is_none())
+        );
+    }
+
+    let resolve_json = with(
+        &[
+            "headers",
+            "resolve",
+            "--cache-ttl",
+            "0s",
+            "--format",
+            "json",
+        ],
+        &identity,
+    );
+    // apt's auth.conf of an attached machine, from a file: the entry for the service is used.
+    let conf = dir.path().join("90ubuntu-advantage");
+    let host = fx.base.trim_start_matches("http://");
+    std::fs::write(
+        &conf,
+        format!(
+            "machine {host}/esm.ubuntu.com/fips-updates/ubuntu/ login bearer password other\nmachine {host}/esm.ubuntu.com/infra/ubuntu/ login bearer password {TOKEN}\n"
+        ),
+    )
+    .unwrap();
+    let out = kfleet(
+        &[("KFLEET_UBUNTU_PRO_TOKEN_FILE", conf.to_str().unwrap())],
+        &resolve_json,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["resolved_by"], "ubuntu-pro-esm-infra", "{json}");
+
+    // A wrong token: the archive's 401 is in the attempts, and nothing resolves.
+    let out = kfleet(
+        &[("KFLEET_UBUNTU_PRO_TOKEN", "stale-token-0000")],
+        &resolve_json,
+    );
+    assert!(!out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let attempts = json["attempts"].to_string();
+    assert!(
+        attempts.contains("infra-security") && attempts.contains("HTTP 401"),
+        "{attempts}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("stale-token-0000"));
 }

@@ -201,7 +201,7 @@ async fn record(http: &reqwest::Client, url: &str, dir: &Path) -> Result<Package
         format!(
             "{}: {}",
             crate::text::clean(url),
-            crate::net::error_chain(&e)
+            crate::text::error_chain(&e)
         )
     })?;
     if !response.status().is_success() {

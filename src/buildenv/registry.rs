@@ -2,6 +2,7 @@
 //! and reading a tag's digest from its registry (OCI distribution API: the manifest's
 //! `Docker-Content-Digest`, after the anonymous bearer-token challenge registries answer with).
 
+use crate::text::Cause;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -16,12 +17,12 @@ pub struct Digests {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{path}: {message}")]
-    File { path: String, message: String },
+    #[error("{path}: {source}")]
+    File { path: String, source: Cause },
     #[error("'{0}' is not an image reference HOST/REPOSITORY:TAG")]
     BadReference(String),
-    #[error("{image}: {message}")]
-    Registry { image: String, message: String },
+    #[error("{image}: {source}")]
+    Registry { image: String, source: Cause },
 }
 
 use crate::oci::valid_digest;
@@ -29,18 +30,18 @@ use crate::oci::valid_digest;
 impl Digests {
     /// Reads a digests file; every entry must be a plain reference and a sha256 digest.
     pub fn load(path: &Path) -> Result<Self, RegistryError> {
-        let err = |message: String| RegistryError::File {
+        let err = |source: Cause| RegistryError::File {
             path: path.display().to_string(),
-            message,
+            source,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let digests: Digests = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| err(Cause::of(e)))?;
+        let digests: Digests = toml::from_str(&text).map_err(|e| err(Cause::of(e)))?;
         for (image, digest) in &digests.digests {
-            parse_image(image).map_err(|e| err(e.to_string()))?;
+            parse_image(image).map_err(|e| err(Cause::of(e)))?;
             if !valid_digest(digest) {
-                return Err(err(format!(
+                return Err(err(Cause::text(format!(
                     "{image} = '{digest}': a digest is sha256: and 64 lowercase hex digits"
-                )));
+                ))));
             }
         }
         Ok(digests)
@@ -119,7 +120,7 @@ pub async fn pin(
     let client = crate::net::http_client(timeout, crate::net::Redirects::Limited(3), None)
         .map_err(|message| RegistryError::Registry {
             image: String::new(),
-            message,
+            source: Cause::from(message),
         })?;
     let mut digests = Digests::default();
     for image in images {
@@ -137,7 +138,11 @@ async fn resolve(
     let (host, repo, tag) = parse_image(image)?;
     let err = |message: String| RegistryError::Registry {
         image: image.to_string(),
-        message,
+        source: Cause::from(message),
+    };
+    let failed = |e: reqwest::Error| RegistryError::Registry {
+        image: image.to_string(),
+        source: Cause::of(e),
     };
     let base = base_for(&host, overrides);
     crate::net::check_transport(&base, false).map_err(err)?;
@@ -149,9 +154,7 @@ async fn resolve(
         }
         req.send()
     };
-    let mut response = head(None)
-        .await
-        .map_err(|e| err(crate::net::error_chain(&e)))?;
+    let mut response = head(None).await.map_err(failed)?;
     if response.status() == reqwest::StatusCode::UNAUTHORIZED {
         let params = response
             .headers()
@@ -173,10 +176,7 @@ async fn resolve(
                 token_req = token_req.query(&[(key, v)]);
             }
         }
-        let reply = token_req
-            .send()
-            .await
-            .map_err(|e| err(crate::net::error_chain(&e)))?;
+        let reply = token_req.send().await.map_err(failed)?;
         if !reply.status().is_success() {
             return Err(err(format!(
                 "the token service {realm} answered {}",
@@ -198,9 +198,7 @@ async fn resolve(
             .or_else(|| json.get("access_token"))
             .and_then(|t| t.as_str())
             .ok_or_else(|| err(format!("{realm} gave no token")))?;
-        response = head(Some(token.to_string()))
-            .await
-            .map_err(|e| err(crate::net::error_chain(&e)))?;
+        response = head(Some(token.to_string())).await.map_err(failed)?;
     }
     match response.status() {
         s if s.is_success() => {}

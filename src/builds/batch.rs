@@ -4,6 +4,7 @@
 use super::{BuildError, Decision, Planner, building, new_request_id};
 use crate::identity::KernelIdentity;
 use crate::state::Claim;
+use crate::text::Cause;
 
 /// GitHub's limits for one batch dispatch: jobs per matrix, characters of inputs.
 pub const MAX_MATRIX_JOBS: usize = 256;
@@ -80,7 +81,7 @@ impl Planner {
             }
             let batch: Vec<&KernelIdentity> = claims.iter().map(|(id, _)| id).collect();
             let identities =
-                serde_json::to_string(&batch).map_err(|e| BuildError::Inputs(e.to_string()))?;
+                serde_json::to_string(&batch).map_err(|e| BuildError::Inputs(Cause::of(e)))?;
             let inputs = workflow_inputs([
                 ("identities", identities),
                 ("driver_version", driver_version.to_string()),

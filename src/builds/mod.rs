@@ -18,6 +18,7 @@ use crate::clock::SharedClock;
 use crate::forge::{DISPATCH_SEND_TIMEOUT, Forge, ForgeError, WorkflowRun};
 use crate::identity::KernelIdentity;
 use crate::state::{BuildRecord, Claim, NewClaim, Phase, Store, StoreError};
+use crate::text::Cause;
 use batch::workflow_inputs;
 use chrono::Utc;
 use std::collections::HashMap;
@@ -52,7 +53,7 @@ pub enum BuildError {
     #[error("release {0}: {1}")]
     Release(String, String),
     #[error("cannot encode the workflow inputs: {0}")]
-    Inputs(String),
+    Inputs(#[source] Cause),
 }
 
 /// Hears each identity key and its decision as the planner reaches it.

@@ -2,6 +2,7 @@
 //! (`settings`), and the process's async runtime. `commands::run` carries the parsed line out.
 
 mod args;
+mod clients;
 mod settings;
 mod values;
 

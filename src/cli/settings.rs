@@ -5,42 +5,24 @@ use crate::artifacts::DEFAULT_ASSET_TEMPLATE;
 use crate::builds::PlannerConfig;
 use crate::cli::BuildArgs;
 use crate::cli::ForgeArgs;
-use crate::cli::ForgeRepoArgs;
 use crate::cli::HeaderChainArgs;
 use crate::cli::IdentityArgs;
 use crate::cli::NamingArgs;
 use crate::cli::RunnerArgs;
-use crate::cli::RunnerKind;
 use crate::cli::ShareArgs;
-use crate::cli::StoreArgs;
 #[cfg(feature = "fleet")]
 use crate::cli::TuiArgs;
-use crate::cli::runtime;
 use crate::config::Config;
 use crate::config::DEFAULT_MODULE;
 use crate::config::default_state_dir;
-use crate::forge::Forge;
-use crate::forge::GITHUB_API;
-use crate::forge::GithubClient;
-use crate::forge::OciStore;
-use crate::forge::RepoRef;
-use crate::forge::RetryPolicy;
-use crate::forge::SandboxForge;
-use crate::forge::SandboxOptions;
-use crate::forge::Simulation;
-use crate::forge::StoreForge;
-use crate::forge::load_releases;
-use crate::forge::token_from_environment;
 use crate::headers::Chain;
+use crate::headers::Credentials;
 use crate::headers::Resolver;
 use crate::headers::ResolverOptions;
-use crate::oci::Credentials;
-use crate::state::StateSpec;
-use crate::state::Store;
+use crate::headers::credentials::UBUNTU_PRO;
 use anyhow::Context;
 use anyhow::Result;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Share of nodes the head holds.
@@ -73,8 +55,34 @@ pub(crate) fn header_resolver(
 ) -> Result<Resolver> {
     Ok(Resolver::new(
         Chain::load_or_builtin(sources)?,
-        header_resolver_options(state_root, source_timeout, cache_ttl),
+        header_resolver_options(state_root, source_timeout, cache_ttl)?,
     )?)
+}
+
+/// The header chain's credentials from the environment: Ubuntu Pro's login from
+/// `KFLEET_UBUNTU_PRO_TOKEN`, else from the file `KFLEET_UBUNTU_PRO_TOKEN_FILE` names.
+pub(crate) fn header_credentials() -> Result<Credentials> {
+    use crate::environment::{KFLEET_UBUNTU_PRO_TOKEN, KFLEET_UBUNTU_PRO_TOKEN_FILE};
+    let mut credentials = Credentials::default();
+    let text = match (
+        crate::environment::var(KFLEET_UBUNTU_PRO_TOKEN),
+        crate::environment::path(KFLEET_UBUNTU_PRO_TOKEN_FILE),
+    ) {
+        (Some(token), _) => Some(token),
+        (None, Some(path)) => Some(std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {KFLEET_UBUNTU_PRO_TOKEN_FILE} {}",
+                path.display()
+            )
+        })?),
+        (None, None) => None,
+    };
+    if let Some(text) = text {
+        credentials.add(UBUNTU_PRO, &text).with_context(|| {
+            format!("{KFLEET_UBUNTU_PRO_TOKEN} or {KFLEET_UBUNTU_PRO_TOKEN_FILE}")
+        })?;
+    }
+    Ok(credentials)
 }
 
 /// [`header_resolver`]'s options: the defaults above where a flag left one out.
@@ -82,13 +90,14 @@ fn header_resolver_options(
     state_root: &std::path::Path,
     source_timeout: Option<Duration>,
     cache_ttl: Option<Duration>,
-) -> ResolverOptions {
+) -> Result<ResolverOptions> {
     let ttl = cache_ttl.unwrap_or(DEFAULT_HEADER_CACHE_TTL);
-    ResolverOptions {
+    Ok(ResolverOptions {
         source_timeout: source_timeout.unwrap_or(DEFAULT_SOURCE_TIMEOUT),
         cache: (!ttl.is_zero()).then(|| (state_root.join("headers"), ttl)),
         proposed: false,
-    }
+        credentials: header_credentials()?,
+    })
 }
 
 #[cfg(feature = "fleet")]
@@ -100,7 +109,7 @@ impl Default for TuiArgs {
             build: BuildArgs::for_repo(None, None, None, None),
             driver_version: None,
             naming: NamingArgs::default(),
-            store: StoreArgs::default(),
+            store: crate::cli::StoreArgs::default(),
             shares: ShareArgs::default(),
             sources: crate::environment::path(crate::environment::KFLEET_HEADER_SOURCES),
             upcoming_lines: 10,
@@ -168,7 +177,7 @@ impl HeaderChainArgs {
             &self.state_root(config),
             self.source_timeout,
             self.cache_ttl,
-        );
+        )?;
         options.proposed = true;
         Ok(Resolver::new(
             Chain::load_or_builtin(self.sources.as_deref())?,
@@ -234,17 +243,6 @@ impl BuildArgs {
             .unwrap_or_else(default_state_dir)
     }
 
-    pub(crate) fn forge_client(&self, config: &Config) -> Result<Option<Arc<dyn Forge>>> {
-        self.forge
-            .client(config, &self.state_root(config).join("http-cache"))
-    }
-
-    pub(crate) fn client(&self, config: &Config) -> Result<Arc<dyn Forge>> {
-        self.forge_client(config)?.ok_or_else(|| {
-            anyhow::anyhow!("no repository: pass --repo OWNER/NAME (or set repo in kfleet.toml)")
-        })
-    }
-
     pub(crate) fn planner_config(
         &self,
         config: &Config,
@@ -263,209 +261,6 @@ impl BuildArgs {
             batch_workflow: self.batch_workflow.clone(),
             dispatch_interval: self.dispatch_interval,
             claim_lease: self.claim_lease,
-        })
-    }
-
-    /// Where the build state lives: `--state`, else `kfleet.db` in the state directory. A
-    /// sandbox forge's builds live only as long as the sandbox that runs them: without `--state`
-    /// they go to a temporary directory of this command's own, so no later command sees a build
-    /// "running" in a sandbox that has ended, and none mixes into the real build state.
-    fn state_spec(&self, config: &Config, sandbox: bool) -> Result<StateSpec> {
-        let url = self.state_url.as_deref().unwrap_or_default();
-        let dir = if sandbox && url.is_empty() {
-            if self.sandbox_state.get().is_none() {
-                let made = tempfile::Builder::new()
-                    .prefix("kfleet-sandbox-state-")
-                    .tempdir()
-                    .context("cannot make a directory for the sandbox's build state")?;
-                let _ = self.sandbox_state.set(made);
-            }
-            self.sandbox_state
-                .get()
-                .map(|d| d.path().to_path_buf())
-                .context("the sandbox's build state directory")?
-        } else {
-            self.state_root(config)
-        };
-        StateSpec::parse(url, &dir).map_err(|e| anyhow::anyhow!(e))
-    }
-
-    /// Opens the build state store.
-    pub(crate) async fn store(&self, config: &Config) -> Result<Store> {
-        self.store_for(config, self.forge.sandbox.is_some()).await
-    }
-
-    /// Opens the build state store; `sandbox`: the forge is a sandbox (the dashboard starts the
-    /// built-in one without `--sandbox`).
-    pub(crate) async fn store_for(&self, config: &Config, sandbox: bool) -> Result<Store> {
-        let spec = self.state_spec(config, sandbox)?;
-        Store::open(&spec)
-            .await
-            .context("cannot open the build state store")
-    }
-}
-
-impl ForgeArgs {
-    /// The forge named by the flags or config: the sandbox, or GitHub for a repository, keeping
-    /// its listing validators in `http_cache`.
-    pub(crate) fn client(
-        &self,
-        config: &Config,
-        http_cache: &std::path::Path,
-    ) -> Result<Option<Arc<dyn Forge>>> {
-        if let Some(dir) = &self.sandbox {
-            let releases = load_releases(dir)?;
-            let forge = runtime()?.block_on(SandboxForge::start(
-                releases,
-                SandboxOptions {
-                    // Other kfleet commands can read this sandbox with the token they are given.
-                    token: crate::environment::var(crate::environment::KFLEET_SANDBOX_TOKEN),
-                    assets_dir: Some(dir.join("assets")),
-                    simulation: Simulation {
-                        local: self.runner.local()?,
-                        ..Simulation::default()
-                    },
-                    ..SandboxOptions::default()
-                },
-                RetryPolicy::default(),
-            ))?;
-            tracing::info!("{}", Forge::label(&forge));
-            return Ok(Some(Arc::new(forge)));
-        }
-        let Some(repo) = self.repo.clone().or_else(|| config.repo.clone()) else {
-            return Ok(None);
-        };
-        let client = match (self.github_app_id, &self.github_app_key) {
-            (Some(app_id), Some(key_file)) => {
-                github_app_client(&repo, self.api_url.as_deref(), config, app_id, key_file)?
-            }
-            _ => github_client(&repo, self.api_url.as_deref(), config)?,
-        };
-        Ok(Some(Arc::new(
-            client.with_disk_cache(http_cache.to_path_buf()),
-        )))
-    }
-}
-
-impl RunnerArgs {
-    /// The local runner, when asked for: jobs run in a work directory of this process, by default
-    /// a new one with a random name and mode 0700 under the system's temp directory (kept
-    /// afterwards for their logs), never one another user could have made first.
-    pub(crate) fn local(&self) -> Result<Option<crate::localrun::RunnerConfig>> {
-        if self.runner != RunnerKind::Local {
-            return Ok(None);
-        }
-        let work = match &self.runner_dir {
-            Some(dir) => dir.clone(),
-            None => tempfile::Builder::new()
-                .prefix("kfleet-runner-")
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir()
-                .context("cannot create the local runner's work directory")?
-                .keep(),
-        };
-        let runner = crate::localrun::RunnerConfig::for_sandbox(&self.checkout, &work)?;
-        let mode = match &runner.host_only {
-            Some((d, v)) => format!("on this host, {d} {v} kernels only (no docker or podman)"),
-            None => "in containers".to_string(),
-        };
-        tracing::info!(
-            "local runner: builds from {} run {mode}; work and logs in {}",
-            runner.checkout.display(),
-            work.display()
-        );
-        Ok(Some(runner))
-    }
-}
-
-impl ForgeRepoArgs {
-    /// The GitHub client for the repository of the flags, the config, or the job
-    /// (`GITHUB_REPOSITORY`, `GITHUB_API_URL`).
-    pub(crate) fn client(&self, config: &Config) -> Result<GithubClient> {
-        use crate::environment::{GITHUB_API_URL, GITHUB_REPOSITORY, var as job};
-        let repo = self
-            .repo
-            .clone()
-            .or_else(|| config.repo.clone())
-            .or_else(|| job(GITHUB_REPOSITORY))
-            .context("no repository: pass --repo OWNER/NAME (a job has GITHUB_REPOSITORY)")?;
-        let api = self.api_url.clone().or_else(|| job(GITHUB_API_URL));
-        github_client(&repo, api.as_deref(), config)
-    }
-}
-
-/// A GitHub client for `repo` at `api` (or the config's, or GitHub's) that authenticates as the
-/// GitHub App `app_id` with the private key in `key_file`.
-fn github_app_client(
-    repo: &str,
-    api: Option<&str>,
-    config: &Config,
-    app_id: u64,
-    key_file: &std::path::Path,
-) -> Result<GithubClient> {
-    let repo: RepoRef = repo.parse()?;
-    let api = api
-        .map(str::to_string)
-        .or_else(|| config.api_url.clone())
-        .unwrap_or_else(|| GITHUB_API.to_string());
-    let key = std::fs::read(key_file)
-        .with_context(|| format!("cannot read --github-app-key {}", key_file.display()))?;
-    let notify = Box::new(|msg: &str| tracing::info!("waiting: {msg}"));
-    Ok(runtime()?.block_on(GithubClient::new_app(
-        &api,
-        repo,
-        app_id,
-        &key,
-        RetryPolicy::default(),
-        Some(notify),
-    ))?)
-}
-
-/// A GitHub client for `repo` at `api` (or the config's, or GitHub's), with the token of the
-/// environment.
-fn github_client(repo: &str, api: Option<&str>, config: &Config) -> Result<GithubClient> {
-    let repo: RepoRef = repo.parse()?;
-    let api = api
-        .map(str::to_string)
-        .or_else(|| config.api_url.clone())
-        .unwrap_or_else(|| GITHUB_API.to_string());
-    let token = token_from_environment().ok_or(crate::forge::ForgeError::NoToken)?;
-    let notify = Box::new(|msg: &str| tracing::info!("waiting: {msg}"));
-    Ok(GithubClient::new(
-        &api,
-        repo,
-        token,
-        RetryPolicy::default(),
-        Some(notify),
-    )?)
-}
-
-impl StoreArgs {
-    /// The OCI store the flags or config name, if any, opened with the registry login of the
-    /// environment.
-    pub(crate) fn open(
-        &self,
-        config: &Config,
-        template: &AssetTemplate,
-    ) -> Result<Option<Arc<OciStore>>> {
-        let Some(url) = self.store.clone().or_else(|| config.store.clone()) else {
-            return Ok(None);
-        };
-        let store = OciStore::open(&url, template.clone(), Credentials::from_environment())?;
-        tracing::info!("artifacts in {}", store.label());
-        Ok(Some(Arc::new(store)))
-    }
-
-    /// `forge` with its releases replaced by the OCI store, when one is named.
-    pub(crate) fn wrap(
-        &self,
-        forge: Arc<dyn Forge>,
-        config: &Config,
-        template: &AssetTemplate,
-    ) -> Result<Arc<dyn Forge>> {
-        Ok(match self.open(config, template)? {
-            Some(store) => Arc::new(StoreForge::new(forge, store)),
-            None => forge,
         })
     }
 }
@@ -655,6 +450,199 @@ impl PreflightSettings {
                 None,
                 None,
             )?,
+        })
+    }
+}
+
+/// `kfleet serve`, resolved: who may ask, how the service paces and keeps builds, where it
+/// listens. The forge, the build state and the store are opened from the flags afterwards.
+pub struct ServeSettings {
+    pub template: AssetTemplate,
+    pub planner: PlannerConfig,
+    pub options: crate::service::ServiceOptions,
+    pub listen: std::net::SocketAddr,
+}
+
+impl ServeSettings {
+    pub fn resolve(args: &crate::cli::ServeArgs, config: &Config) -> Result<Self> {
+        Ok(Self {
+            template: args.naming.template(config)?,
+            planner: args.build.planner_config(config, String::new())?,
+            options: crate::service::ServiceOptions {
+                client_tokens: client_tokens(args.client_tokens.as_ref())?,
+                listing_ttl: Duration::from_secs(args.listing_ttl),
+                deadline: args.build.deadline(config)?,
+                rate_per_client: args.client_rate,
+                metrics_public: args.metrics_public,
+                // Claims whose holder stopped are found within half a lease.
+                sweep_interval: (args.build.claim_lease / 2).min(Duration::from_secs(10)),
+                retention: args.retention,
+                retry_failed_after: args.retry_failed_after,
+                builds_per_hour: args.client_builds_per_hour,
+                webhook_secret: webhook_secret(args.webhook_secret.as_ref())?,
+                tls: args
+                    .tls_cert
+                    .clone()
+                    .zip(args.tls_key.clone())
+                    .map(|(cert, key)| crate::service::tls::TlsFiles { cert, key }),
+                ..crate::service::ServiceOptions::default()
+            },
+            listen: args.listen,
+        })
+    }
+}
+
+fn client_tokens(file: Option<&PathBuf>) -> Result<Vec<String>> {
+    let mut tokens: Vec<String> = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read client tokens {}", path.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
+    if let Some(env) = crate::environment::var(crate::environment::KFLEET_CLIENT_TOKENS) {
+        tokens.extend(
+            env.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+        );
+    }
+    if tokens.is_empty() {
+        anyhow::bail!(
+            "no client tokens: pass --client-tokens FILE (one token per line) or set KFLEET_CLIENT_TOKENS"
+        );
+    }
+    if let Some(short) = tokens.iter().find(|t| t.len() < 16) {
+        anyhow::bail!(
+            "a client token of {} characters is too short to be a secret; use at least 16",
+            short.len()
+        );
+    }
+    Ok(tokens)
+}
+
+/// The webhook secret: `--webhook-secret FILE`, else `KFLEET_WEBHOOK_SECRET`; none turns webhooks
+/// off.
+fn webhook_secret(file: Option<&PathBuf>) -> Result<Option<crate::service::Secret>> {
+    let secret = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the webhook secret {}", path.display()))?
+            .trim()
+            .to_string(),
+        None => match crate::environment::var(crate::environment::KFLEET_WEBHOOK_SECRET) {
+            Some(s) => s.trim().to_string(),
+            None => return Ok(None),
+        },
+    };
+    if secret.len() < 16 {
+        anyhow::bail!(
+            "the webhook secret has {} characters; use at least 16 (openssl rand -hex 32), the same as in the repository's webhook settings",
+            secret.len()
+        );
+    }
+    Ok(Some(crate::service::Secret::new(secret)))
+}
+
+/// `kfleet ensure`, resolved: the service token, the naming template, and what every identity's
+/// `ensure` shares (`asset_name` and `store` are filled in per identity and per store).
+pub struct EnsureSettings {
+    /// `--token-file`, else `KFLEET_SERVICE_TOKEN`; empty without either (only `--repo` may).
+    pub token: String,
+    pub template: AssetTemplate,
+    pub options: crate::node::ensure::EnsureOptions,
+}
+
+impl EnsureSettings {
+    pub fn resolve(args: &crate::cli::EnsureArgs, config: &Config) -> Result<Self> {
+        let token = match &args.token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the service token {}", path.display()))?
+                .trim()
+                .to_string(),
+            None => crate::environment::var(crate::environment::KFLEET_SERVICE_TOKEN)
+                .unwrap_or_default(),
+        };
+        if token.is_empty() && args.service.is_some() {
+            anyhow::bail!("no service token: pass --token-file FILE or set KFLEET_SERVICE_TOKEN");
+        }
+        crate::identity::check_driver_version(&args.driver_version)
+            .map_err(|e| anyhow::anyhow!("--driver-version: {e}"))?;
+        Ok(Self {
+            template: args.naming.template(config)?,
+            options: crate::node::ensure::EnsureOptions {
+                asset_name: String::new(),
+                max_download: args.max_download.saturating_mul(1 << 20),
+                insecure_http: args.insecure_http,
+                ca_file: args.ca_file.clone(),
+                service: args.service.clone().unwrap_or_default(),
+                token: token.clone(),
+                driver_version: args.driver_version.clone(),
+                out: args.out.clone(),
+                deadline: args.deadline,
+                poll_min: ENSURE_POLL_MIN,
+                poll_max: ENSURE_POLL_MAX,
+                store: None,
+            },
+            token,
+        })
+    }
+}
+
+/// `ensure` asks again after this at first, backing off to [`ENSURE_POLL_MAX`].
+pub const ENSURE_POLL_MIN: Duration = Duration::from_secs(1);
+pub const ENSURE_POLL_MAX: Duration = Duration::from_secs(15);
+
+/// `kfleet runs`, resolved.
+pub struct RunsSettings {
+    pub workflow: String,
+    pub deadline: Duration,
+}
+
+impl RunsSettings {
+    pub fn resolve(args: &crate::cli::RunsArgs, config: &Config) -> Result<Self> {
+        Ok(Self {
+            workflow: args.build.workflow(config),
+            deadline: args.build.deadline(config)?,
+        })
+    }
+}
+
+/// `kfleet upcoming`, resolved.
+#[cfg(feature = "fleet")]
+pub struct UpcomingSettings {
+    pub template: AssetTemplate,
+    /// The header chain the lines are read from (with the pockets before release for
+    /// `--proposed`).
+    pub resolver: Resolver,
+    /// A repository is named (flags or config): the release is read from it.
+    pub repo_named: bool,
+    /// Where `--kabi` keeps kernels' symbol versions and artifacts' records.
+    pub kabi_cache: PathBuf,
+}
+
+#[cfg(feature = "fleet")]
+impl UpcomingSettings {
+    pub fn resolve(args: &crate::cli::UpcomingArgs, config: &Config) -> Result<Self> {
+        let repo_named = args.forge.repo.is_some() || config.repo.is_some();
+        let store_named = args.store.store.is_some() || config.store.is_some();
+        if args.kabi && args.releases.is_none() && !repo_named && !store_named {
+            anyhow::bail!(
+                "--kabi checks upcoming kernels against a release's artifacts: name one with --releases, --repo or --store"
+            );
+        }
+        Ok(Self {
+            template: args.naming.template(config)?,
+            resolver: if args.proposed {
+                args.chain.resolver_with_proposed(config)?
+            } else {
+                args.chain.resolver(config)?
+            },
+            repo_named,
+            kabi_cache: args.chain.state_root(config).join("kabi"),
         })
     }
 }

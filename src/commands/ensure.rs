@@ -3,6 +3,7 @@
 use crate::builds::Planner;
 use crate::cli::BuildArgs;
 use crate::cli::EnsureArgs;
+use crate::cli::EnsureSettings;
 use crate::cli::HookCommand;
 use crate::cli::HookKindArg;
 use crate::cli::InstallArgs;
@@ -24,22 +25,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> {
-    let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the service token {}", path.display()))?
-            .trim()
-            .to_string(),
-        None => {
-            crate::environment::var(crate::environment::KFLEET_SERVICE_TOKEN).unwrap_or_default()
-        }
-    };
-    if token.is_empty() && args.service.is_some() {
-        bail!("no service token: pass --token-file FILE or set KFLEET_SERVICE_TOKEN");
-    }
-    crate::identity::check_driver_version(&args.driver_version)
-        .map_err(|e| anyhow::anyhow!("--driver-version: {e}"))?;
+    let settings = EnsureSettings::resolve(&args, config)?;
     if args.all_installed {
-        return ensure_all_installed(&args, config, &token);
+        return ensure_all_installed(&args, config, &settings);
     }
     let identity = match &args.distribution {
         Some(d) => crate::identity::KernelIdentity::parse(
@@ -71,7 +59,7 @@ pub(crate) fn ensure_cmd(args: EnsureArgs, config: &Config) -> Result<ExitCode> 
             }
         }
     };
-    let result = ensure_identity(&args, config, &token, &identity);
+    let result = ensure_identity(&args, config, &settings, &identity);
     if args.mark_node {
         mark_node(&args, &identity, &result)?;
     }
@@ -182,7 +170,11 @@ fn machine_identity(args: &EnsureArgs, kernel: Option<&str>) -> Result<crate::id
 }
 
 /// `ensure --all-installed`: every kernel installed on the machine, one after another.
-fn ensure_all_installed(args: &EnsureArgs, config: &Config, token: &str) -> Result<ExitCode> {
+fn ensure_all_installed(
+    args: &EnsureArgs,
+    config: &Config,
+    settings: &EnsureSettings,
+) -> Result<ExitCode> {
     let root = args
         .node
         .host_root
@@ -202,7 +194,7 @@ fn ensure_all_installed(args: &EnsureArgs, config: &Config, token: &str) -> Resu
         let code = match checked.verdict {
             Verdict::Valid(id) => {
                 tracing::info!("{key}: asking for its driver");
-                ensure_identity(args, config, token, &id)?
+                ensure_identity(args, config, settings, &id)?
             }
             Verdict::Unsupported(r) | Verdict::Invalid(r) => {
                 tracing::info!("{key} cannot get a driver: {r}");
@@ -220,24 +212,15 @@ fn ensure_all_installed(args: &EnsureArgs, config: &Config, token: &str) -> Resu
 fn ensure_identity(
     args: &EnsureArgs,
     config: &Config,
-    token: &str,
+    settings: &EnsureSettings,
     identity: &crate::identity::KernelIdentity,
 ) -> Result<u8> {
-    let template = args.naming.template(config)?;
-    let store = args.store.open(config, &template)?;
+    let template = &settings.template;
+    let store = args.store.open(config, template)?;
     let options = crate::node::ensure::EnsureOptions {
         asset_name: template.render(identity, &args.driver_version),
-        max_download: args.max_download.saturating_mul(1 << 20),
-        insecure_http: args.insecure_http,
-        ca_file: args.ca_file.clone(),
-        service: args.service.clone().unwrap_or_default(),
-        token: token.to_string(),
-        driver_version: args.driver_version.clone(),
-        out: args.out.clone(),
-        deadline: args.deadline,
-        poll_min: std::time::Duration::from_secs(1),
-        poll_max: std::time::Duration::from_secs(15),
         store: store.clone(),
+        ..settings.options.clone()
     };
     let outcome = if args.service.is_some() {
         runtime()?.block_on(crate::node::ensure::ensure(identity, &options))?
@@ -261,10 +244,8 @@ fn ensure_identity(
                 build.store(config).await?,
             );
             anyhow::Ok(
-                crate::node::ensure::ensure_direct(
-                    identity, &*forge, &planner, &template, &options,
-                )
-                .await?,
+                crate::node::ensure::ensure_direct(identity, &*forge, &planner, template, &options)
+                    .await?,
             )
         })?
     };

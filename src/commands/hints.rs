@@ -66,6 +66,9 @@ fn hint_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
         return match e {
             EnsureError::Unauthorized(_) => Some("check KFLEET_SERVICE_TOKEN or --token-file"),
             EnsureError::TooLarge { .. } => Some("raise --max-download if it is right"),
+            EnsureError::NeedsStore(_) => {
+                Some("pass --store oci://REGISTRY/NAMESPACE/NAME (the registry, or a mirror of it)")
+            }
             _ => None,
         };
     }

@@ -267,13 +267,7 @@ pub fn on_error(err: &anyhow::Error) -> (ExitCode, Option<String>) {
     {
         return (ExitCode::SUCCESS, None);
     }
-    let mut message = err.to_string();
-    for cause in err.chain().skip(1) {
-        let cause = cause.to_string();
-        if !message.contains(&cause) {
-            message = format!("{message}: {cause}");
-        }
-    }
+    let mut message = crate::text::error_chain(err.as_ref());
     if let Some(hint) = err.chain().find_map(hints::hint) {
         message = format!("{message}; {hint}");
     }
@@ -284,6 +278,10 @@ pub fn on_error(err: &anyhow::Error) -> (ExitCode, Option<String>) {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let _runtime = runtime()?.enter();
     let (config, _) = Config::load(cli.config.as_deref())?;
+    // Kernels only Ubuntu Pro serves are ordinary kernels when the header chain can read it.
+    if crate::cli::header_credentials()?.has(crate::headers::credentials::UBUNTU_PRO) {
+        crate::distros::grant(crate::headers::credentials::UBUNTU_PRO);
+    }
     #[cfg(feature = "fleet")]
     crate::inventory::kube::allow_insecure_tls(cli.kube_insecure_skip_tls_verify);
     let Some(command) = cli.command else {

@@ -1,6 +1,7 @@
 //! `kfleet runs`: build runs with their status against the deadline.
 
 use crate::cli::RunsArgs;
+use crate::cli::RunsSettings;
 use crate::cli::runtime;
 use crate::config::Config;
 use crate::forge::WorkflowRun;
@@ -24,9 +25,8 @@ fn elapsed(run: &WorkflowRun) -> (bool, std::time::Duration) {
 }
 
 pub(crate) fn runs_cmd(args: RunsArgs, config: &Config) -> Result<ExitCode> {
+    let RunsSettings { workflow, deadline } = RunsSettings::resolve(&args, config)?;
     let client = args.build.client(config)?;
-    let workflow = args.build.workflow(config);
-    let deadline = args.build.deadline(config)?;
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdout());
     runtime()?.block_on(async {
         loop {

@@ -3,6 +3,7 @@
 
 use super::read_fleet;
 use crate::cli::UpcomingArgs;
+use crate::cli::UpcomingSettings;
 use crate::cli::runtime;
 use crate::config::Config;
 use crate::coverage::upcoming::{UpcomingStatus, find};
@@ -13,15 +14,16 @@ use anyhow::Result;
 use std::process::ExitCode;
 
 pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCode> {
+    let settings = UpcomingSettings::resolve(&args, config)?;
+    let template = &settings.template;
+    let resolver = &settings.resolver;
     let fleet = read_fleet(&args.inventory, false, false)?;
     // The release the statuses are computed against, when one is named.
-    let repo_named = args.forge.repo.is_some() || config.repo.is_some();
-    let template = args.naming.template(config)?;
-    let store = args.store.open(config, &template)?;
+    let store = args.store.open(config, template)?;
     let releases = match (&args.releases, store) {
         (Some(path), _) => Some(read_release_file(path)?),
         (None, Some(store)) => Some(runtime()?.block_on(store.list())?.releases),
-        (None, None) if repo_named => {
+        (None, None) if settings.repo_named => {
             let client = args.forge.client(config)?;
             Some(runtime()?.block_on(client.list_releases())?.releases)
         }
@@ -31,28 +33,20 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
         .as_deref()
         .map(|r| select_release(r, args.driver_version.as_deref()))
         .transpose()?;
-    let resolver = if args.proposed {
-        args.chain.resolver_with_proposed(config)?
-    } else {
-        args.chain.resolver(config)?
-    };
-    if args.kabi && release.is_none() {
-        anyhow::bail!(
-            "--kabi checks upcoming kernels against a release's artifacts: name one with --releases, --repo or --store"
-        );
-    }
     let mut found = runtime()?.block_on(find(
-        &resolver,
+        resolver,
         &fleet,
         args.lines,
         None,
-        release.map(|r| (r, &template)),
+        release.map(|r| (r, template)),
     ));
     if let (true, Some(release)) = (args.kabi, release) {
-        let index = crate::forge::index_assets(release, &template);
-        let cache = args.chain.state_root(config).join("kabi");
+        let index = crate::forge::index_assets(release, template);
         let compatible = runtime()?.block_on(crate::app::compatible::mark_upcoming(
-            &mut found, &index, &resolver, &cache,
+            &mut found,
+            &index,
+            resolver,
+            &settings.kabi_cache,
         ));
         for note in &compatible.notes {
             tracing::warn!("kabi: {note}");

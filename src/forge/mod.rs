@@ -23,6 +23,7 @@ pub use runs::{
 pub use sandbox::{Faults, Sandbox, SandboxError, SandboxOptions, Simulation, load_releases};
 pub use store::{OciStore, Pushed, StoreError, StoreForge};
 
+use crate::text::Cause;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -171,10 +172,10 @@ impl SandboxForge {
         let repo: RepoRef = options
             .repo
             .parse()
-            .map_err(|e: ForgeError| SandboxError::Data(e.to_string()))?;
+            .map_err(|e: ForgeError| SandboxError::Data(Cause::of(e)))?;
         let sandbox = Sandbox::start(([127, 0, 0, 1], 0).into(), releases, options).await?;
         let client = GithubClient::new(&sandbox.base_url(), repo, token, policy, None)
-            .map_err(|e| SandboxError::Data(e.to_string()))?;
+            .map_err(|e| SandboxError::Data(Cause::of(e)))?;
         Ok(Self { sandbox, client })
     }
 

@@ -10,6 +10,7 @@ use super::{
 use crate::artifacts::oci::{self as layout, DriverManifest, TagName};
 use crate::artifacts::{AssetTemplate, Release, ReleaseAsset};
 use crate::oci::{Client, Credentials, OciError, Reference};
+use crate::text::Cause;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -21,13 +22,13 @@ const MAX_HASHED_READS: usize = 2000;
 pub enum StoreError {
     #[error(transparent)]
     Oci(#[from] OciError),
-    #[error("{store}: {message}")]
-    Refused { store: String, message: String },
-    #[error("{store}: {tag} is not the driver asked for: {message}; nothing was installed from it")]
+    #[error("{store}: {source}")]
+    Refused { store: String, source: Cause },
+    #[error("{store}: {tag} is not the driver asked for: {source}; nothing was installed from it")]
     Untrusted {
         store: String,
         tag: String,
-        message: String,
+        source: Cause,
     },
 }
 
@@ -67,10 +68,10 @@ impl OciStore {
         if !template.template().contains("{driver_version}") {
             return Err(StoreError::Refused {
                 store: reference.display(),
-                message: format!(
+                source: Cause::from(format!(
                     "the asset template {} lacks {{driver_version}}; every driver version shares one OCI repository, so its tags must name it",
                     template.template()
-                ),
+                )),
             });
         }
         let client = Client::new(reference, credentials, std::time::Duration::from_secs(60))?;
@@ -94,7 +95,7 @@ impl OciStore {
         let identity =
             crate::identity::KernelIdentity::from_key(key).map_err(|e| StoreError::Refused {
                 store: self.label(),
-                message: e.to_string(),
+                source: Cause::of(e),
             })?;
         let name = self.template.render(&identity, driver_version);
         Ok((layout::tag_for(&name, driver_version, key), name))
@@ -223,16 +224,18 @@ impl OciStore {
             }
             return Err(StoreError::Refused {
                 store: self.label(),
-                message: format!(
+                source: Cause::from(format!(
                     "tag {tag} already holds another artifact ({digest}); a pushed driver is never replaced: bump the driver version"
-                ),
+                )),
             });
         }
         let pushed = self.client.push_blob(package).await?;
         if pushed != layer_digest {
             return Err(StoreError::Refused {
                 store: self.label(),
-                message: format!("the layer was stored as {pushed}, not {layer_digest}"),
+                source: Cause::from(format!(
+                    "the layer was stored as {pushed}, not {layer_digest}"
+                )),
             });
         }
         let config = self
@@ -242,7 +245,7 @@ impl OciStore {
         let manifest =
             layout::driver_manifest(&driver, &config).map_err(|e| StoreError::Refused {
                 store: self.label(),
-                message: e.to_string(),
+                source: Cause::of(e),
             })?;
         let manifest_digest = self
             .client
@@ -254,10 +257,10 @@ impl OciStore {
             other => {
                 return Err(StoreError::Refused {
                     store: self.label(),
-                    message: format!(
+                    source: Cause::from(format!(
                         "after the push, {tag} names {}, not the pushed manifest {manifest_digest}",
                         other.map(|(d, _)| d).unwrap_or_else(|| "nothing".into())
-                    ),
+                    )),
                 });
             }
         }
@@ -294,7 +297,7 @@ impl OciStore {
         let untrusted = |message: String| StoreError::Untrusted {
             store: self.label(),
             tag: tag.clone(),
-            message,
+            source: Cause::from(message),
         };
         let driver = layout::read_driver_manifest(&bytes).map_err(untrusted)?;
         if !driver.is_for(key, driver_version) {
@@ -347,7 +350,7 @@ impl Forge for StoreForge {
             self.store
                 .list()
                 .await
-                .map_err(|e| ForgeError::Store(e.to_string()))
+                .map_err(|e| ForgeError::Store(Box::new(e)))
         })
     }
     fn list_runs<'a>(

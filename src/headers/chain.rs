@@ -4,6 +4,7 @@
 use super::parts::KernelParts;
 use super::spec::{SourceKind, SourceSpec};
 use crate::identity::{Distribution, KernelIdentity};
+use crate::text::Cause;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -22,8 +23,8 @@ pub enum ChainError {
         path: String,
         source: std::io::Error,
     },
-    #[error("header sources {path}: {message}")]
-    Invalid { path: String, message: String },
+    #[error("header sources {path}: {source}")]
+    Invalid { path: String, source: Cause },
 }
 
 /// The ordered sources, per family.
@@ -63,7 +64,7 @@ impl Chain {
     pub fn parse(path: &str, text: &str) -> Result<Self, ChainError> {
         let file: ChainFile = toml::from_str(text).map_err(|e| ChainError::Invalid {
             path: path.to_string(),
-            message: e.to_string(),
+            source: Cause::of(e),
         })?;
         Ok(Self {
             sources: file.sources,
@@ -93,6 +94,9 @@ pub struct PlannedSource {
     /// Why the source cannot be tried for this kernel (a release missing from the data file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The credential its requests carry (`ubuntu-pro`); without it the source is not tried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     /// The packages it looks for: the RPMs for rpm-repo, url and koji; the headers package (and
     /// its dependencies) for apt-repo, snapshot and launchpad.
     pub packages: Vec<String>,
@@ -116,6 +120,7 @@ pub fn plan(chain: &Chain, id: &KernelIdentity) -> Vec<PlannedSource> {
                     super::sources::first_requests(s, &parts)
                 },
                 problem,
+                credential: s.credential.clone(),
                 packages: super::sources::wanted(s, &parts),
             }
         })
@@ -202,7 +207,16 @@ mod tests {
             "{err}"
         );
         let builtin = Chain::builtin();
-        assert_eq!(builtin.sources.len(), 36);
+        assert_eq!(builtin.sources.len(), 39);
+        assert_eq!(
+            builtin
+                .sources
+                .iter()
+                .filter(|s| s.credential.as_deref() == Some(super::super::credentials::UBUNTU_PRO))
+                .count(),
+            3,
+            "Ubuntu Pro's ESM infra, FIPS updates and real-time archives"
+        );
         assert_eq!(
             builtin.sources.iter().filter(|s| s.proposed).count(),
             4,

@@ -7,6 +7,7 @@
 use super::{HeaderError, Resolver};
 use crate::identity::KernelIdentity;
 use crate::kabi::{KernelAbi, Symvers};
+use crate::text::Cause;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
@@ -54,14 +55,17 @@ impl Resolver {
         packages.sort_by_key(|p| p.name.contains("-common"));
         let unread = |message: String| HeaderError::Download {
             url: key.clone(),
-            message,
+            source: Cause::from(message),
         };
         let mut found = None;
         for package in &packages {
-            let path = self.download(package, work.path()).await?;
+            let path = self.download(&resolution, package, work.path()).await?;
             let tree = crate::fsio::off_runtime(move || Ok(tree_files(&path)))
                 .await
-                .map_err(|e| unread(e.to_string()))?
+                .map_err(|e| HeaderError::Download {
+                    url: key.clone(),
+                    source: Cause::of(e),
+                })?
                 .map_err(|e| unread(format!("{}: {e}", package.name)))?;
             if let Some(tree) = tree {
                 found = Some(tree);
@@ -78,8 +82,13 @@ impl Resolver {
                     .join(", ")
             )));
         };
-        let symvers = Symvers::parse(&format!("{key}: Module.symvers"), &tree.symvers)
-            .map_err(|e| unread(e.to_string()))?;
+        let symvers =
+            Symvers::parse(&format!("{key}: Module.symvers"), &tree.symvers).map_err(|e| {
+                HeaderError::Download {
+                    url: key.clone(),
+                    source: Cause::of(e),
+                }
+            })?;
         let abi = KernelAbi::new(
             &tree.release,
             &tree.config,

@@ -3,6 +3,7 @@
 //! TTL; `fetch` downloads and verifies the packages. The build workflow runs the same code.
 
 pub mod chain;
+pub mod credentials;
 mod kernel_abi;
 pub mod parts;
 mod releases;
@@ -11,11 +12,13 @@ pub mod spec;
 pub mod upcoming;
 
 pub use chain::{Chain, ChainError, PlannedSource, plan};
+pub use credentials::{CredentialError, Credentials};
 pub use parts::KernelParts;
 pub use spec::{Protocol, SourceKind, SourceSpec};
 pub use upcoming::{FleetLine, ListingPass, Upcoming, compare_kernels, fleet_lines, line_of};
 
 use crate::identity::KernelIdentity;
+use crate::text::Cause;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::path::{Path, PathBuf};
@@ -65,8 +68,8 @@ pub enum HeaderError {
     /// not "no newer kernels".
     #[error("{line}: no repository could be read; tried:\n{attempts}")]
     Unlisted { line: String, attempts: String },
-    #[error("{url}: {message}")]
-    Download { url: String, message: String },
+    #[error("{url}: {source}")]
+    Download { url: String, source: Cause },
     #[error("{name}: {algorithm} is {actual} but the source says {expected}; nothing was kept")]
     ChecksumMismatch {
         name: String,
@@ -95,6 +98,8 @@ pub struct ResolverOptions {
     /// Upcoming kernels include those of pockets before release (Ubuntu's `-proposed`,
     /// Debian's `proposed-updates`, Fedora's `updates-testing`): earlier builds, opted in.
     pub proposed: bool,
+    /// Logins for the sources that name a credential (Ubuntu Pro's archives).
+    pub credentials: Credentials,
 }
 
 impl Default for ResolverOptions {
@@ -103,6 +108,7 @@ impl Default for ResolverOptions {
             source_timeout: Duration::from_secs(60),
             cache: None,
             proposed: false,
+            credentials: Credentials::default(),
         }
     }
 }
@@ -172,6 +178,7 @@ impl Resolver {
             listings,
             deadline: Instant::now() + self.options.source_timeout,
             http: &self.http,
+            credentials: &self.options.credentials,
             parts,
             source,
             attempts,
@@ -292,7 +299,7 @@ impl Resolver {
         })?;
         let mut written = Vec::new();
         for package in &resolution.packages {
-            written.push(self.download(package, out).await?);
+            written.push(self.download(&resolution, package, out).await?);
         }
         Ok((resolution, written))
     }
@@ -309,10 +316,21 @@ impl Resolver {
         Ok(resolution)
     }
 
-    async fn download(&self, package: &HeaderPackage, out: &Path) -> Result<PathBuf, HeaderError> {
+    /// Downloads one package of a resolution `resolution` found, with the login of the source
+    /// that found it where that source names a credential.
+    async fn download(
+        &self,
+        resolution: &Resolution,
+        package: &HeaderPackage,
+        out: &Path,
+    ) -> Result<PathBuf, HeaderError> {
         let err = |message: String| HeaderError::Download {
             url: package.url.clone(),
-            message,
+            source: Cause::from(message),
+        };
+        let failed = |e: reqwest::Error| HeaderError::Download {
+            url: package.url.clone(),
+            source: Cause::of(e),
         };
         if package.name.contains('/') || package.name.contains("..") || package.name.is_empty() {
             return Err(err(format!(
@@ -320,12 +338,21 @@ impl Resolver {
                 package.name
             )));
         }
-        let response = self
-            .http
-            .get(&package.url)
-            .send()
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let credential = resolution.resolved_by.as_deref().and_then(|name| {
+            self.chain
+                .sources
+                .iter()
+                .find(|s| s.name == name)
+                .and_then(|s| s.credential.as_deref())
+        });
+        let request = sources::authorized(
+            &self.options.credentials,
+            credential,
+            self.http.get(&package.url),
+            &package.url,
+        )
+        .map_err(err)?;
+        let response = request.send().await.map_err(failed)?;
         if !response.status().is_success() {
             return Err(err(format!("HTTP {}", response.status().as_u16())));
         }
@@ -335,7 +362,7 @@ impl Resolver {
         }
         let mut response = response;
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| err(e.to_string()))? {
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
             if body.len() as u64 + chunk.len() as u64 > limit {
                 return Err(err(format!("larger than {limit} bytes; nothing was kept")));
             }

@@ -212,7 +212,7 @@ impl Resolver {
         let response = request
             .send()
             .await
-            .map_err(|e| crate::net::error_chain(&e))?;
+            .map_err(|e| crate::text::error_chain(&e))?;
         if response.status() == reqwest::StatusCode::NOT_MODIFIED
             && let Some(kept) = kept
         {

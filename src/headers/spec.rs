@@ -119,6 +119,9 @@ pub struct SourceSpec {
     ///
     /// [`ResolverOptions::proposed`]: crate::headers::ResolverOptions::proposed
     pub proposed: bool,
+    /// The credential its requests carry (`ubuntu-pro`): without one configured the source is
+    /// not tried.
+    pub credential: Option<String>,
 }
 
 const DEFAULT_RPM_PACKAGES: &[&str] = &["kernel-devel"];
@@ -213,6 +216,8 @@ struct RawSource {
     /// upcoming only on request; headers are still resolved from it, after the released ones.
     #[serde(default)]
     proposed: bool,
+    /// The credential its requests carry (see `headers::credentials`).
+    credential: Option<String>,
 }
 
 /// A string or a list of strings.
@@ -241,6 +246,15 @@ impl TryFrom<RawSource> for SourceSpec {
         }
         if raw.urls.is_empty() {
             return Err(fail("no urls".into()));
+        }
+        if let Some(credential) = &raw.credential
+            && credential != super::credentials::UBUNTU_PRO
+        {
+            return Err(fail(format!(
+                "unknown credential '{}'; kfleet knows {}",
+                crate::text::clean(credential),
+                super::credentials::UBUNTU_PRO
+            )));
         }
         // Fields of other kinds: say which kinds take them.
         use SourceKind::{AptRepo, Koji, RpmRepo, Url};
@@ -325,6 +339,7 @@ impl TryFrom<RawSource> for SourceSpec {
             },
             protocol,
             proposed: raw.proposed,
+            credential: raw.credential,
         };
         let url_kind = kind == SourceKind::Url;
         for template in spec.templates() {

@@ -3,6 +3,7 @@
 
 use super::tally::{self, Layout, Source, Stop, Tally};
 use super::{COLUMNS, Data, FleetGroups, InventoryError};
+use crate::text::Cause;
 use std::io::Read;
 
 const ALIASES: [&[&str]; 4] = [
@@ -68,7 +69,7 @@ pub(super) fn read(
     let mut rdr = csv_reader(reader(&data).map_err(io)?);
     let header = rdr.headers().cloned().map_err(|e| InventoryError::Format {
         file: file.to_string(),
-        message: format!("cannot read the CSV header: {e}"),
+        source: Cause::from(format!("cannot read the CSV header: {e}")),
     })?;
     let data_start = rdr.position().byte();
     let positions = header_positions(file, &header)?;
@@ -150,7 +151,7 @@ pub(super) fn read_exactly(
             Err(e) => {
                 return Err(InventoryError::Format {
                     file: file.to_string(),
-                    message: e.to_string(),
+                    source: Cause::of(e),
                 });
             }
         }

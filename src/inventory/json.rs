@@ -5,6 +5,7 @@ use super::{
     frame_from_rows, group,
 };
 use crate::identity::distribution_from_os_image;
+use crate::text::Cause;
 use serde_json::Value;
 
 pub(super) const FIELD_ALIASES: [&[&str]; 4] = [
@@ -23,7 +24,7 @@ pub(super) fn read(
 ) -> Result<(), InventoryError> {
     let text = std::str::from_utf8(bytes).map_err(|e| InventoryError::Format {
         file: file.to_string(),
-        message: format!("not UTF-8 JSON: {e}"),
+        source: Cause::from(format!("not UTF-8 JSON: {e}")),
     })?;
     let text = text.trim_start_matches('\u{feff}');
     let first_line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
@@ -36,11 +37,11 @@ pub(super) fn read(
         _ => {
             let doc: Value = serde_json::from_str(text).map_err(|e| InventoryError::Format {
                 file: file.to_string(),
-                message: format!(
+                source: Cause::from(format!(
                     "not a Kubernetes NodeList nor JSON Lines: {e} (line {}, column {})",
                     e.line(),
                     e.column()
-                ),
+                )),
             })?;
             node_list(file, &doc, &mut rows, &mut next_boot, fleet)?;
         }
@@ -139,7 +140,7 @@ fn node_list(
         .and_then(Value::as_array)
         .ok_or_else(|| InventoryError::Format {
             file: file.to_string(),
-            message: "a JSON document without an 'items' array; expected `kubectl get nodes -o json` output or JSON Lines".into(),
+            source: Cause::from("a JSON document without an 'items' array; expected `kubectl get nodes -o json` output or JSON Lines"),
         })?;
     for (i, item) in items.iter().enumerate() {
         match node_row(item) {

@@ -7,6 +7,7 @@
 
 use super::json::{NodeRow, installed_of, node_info_row};
 use super::{BadRow, FleetGroups, InventoryError, RawGroup};
+use crate::text::Cause;
 use futures_util::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -222,7 +223,7 @@ pub async fn list(source: &KubeSource, page: u32) -> Result<Listed, InventoryErr
     let spec = source.spec();
     let err = |message: String| InventoryError::Format {
         file: spec.clone(),
-        message,
+        source: Cause::from(message),
     };
     let (client, context, url) = source
         .connect(Some(Duration::from_secs(60)))
@@ -337,7 +338,7 @@ fn on_own_runtime<T: Send, F: std::future::Future<Output = Result<T, InventoryEr
         .unwrap_or_else(|_| {
             Err(InventoryError::Format {
                 file: PREFIX.to_string(),
-                message: "the listing thread failed".into(),
+                source: Cause::from("the listing thread failed"),
             })
         })
     })
@@ -672,7 +673,7 @@ fn describe_watch_error(spec: &str, e: &watcher::Error) -> String {
 fn kube_error(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(status) => status_text(status),
-        other => crate::net::error_chain(other),
+        other => crate::text::error_chain(other),
     }
 }
 

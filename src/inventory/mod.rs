@@ -46,6 +46,7 @@ pub fn progress() -> &'static Progress {
     &PROGRESS
 }
 
+use crate::text::Cause;
 use polars::prelude::*;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -142,8 +143,8 @@ pub enum InventoryError {
         aliases: String,
         found: String,
     },
-    #[error("{file}: {message}")]
-    Format { file: String, message: String },
+    #[error("{file}: {source}")]
+    Format { file: String, source: Cause },
     #[error("{file}: the polars pipeline failed: {source}")]
     Polars { file: String, source: PolarsError },
     #[error("{count} bad inventory row(s) in a strict read; first: {first}")]
@@ -232,16 +233,18 @@ fn load_stdin() -> Result<(String, Loaded), InventoryError> {
     };
     let too_much = |e: crate::bounded::BoundedError| InventoryError::Format {
         file: file.clone(),
-        message: format!("{e}; write it to a file and pass the file (files are read in place)"),
+        source: Cause::from(format!(
+            "{e}; write it to a file and pass the file (files are read in place)"
+        )),
     };
     let mut bytes =
         crate::bounded::read_to_end(std::io::stdin().lock(), limits).map_err(too_much)?;
     if bytes.starts_with(parquet::MAGIC) {
         return Err(InventoryError::Format {
             file,
-            message:
-                "Parquet is read from its footer, which needs a file: pass the file instead of -"
-                    .into(),
+            source: Cause::from(
+                "Parquet is read from its footer, which needs a file: pass the file instead of -",
+            ),
         });
     }
     if bytes.starts_with(&[0x1f, 0x8b]) {
@@ -384,14 +387,14 @@ pub(crate) fn load(path: &Path) -> Result<(String, Loaded), InventoryError> {
         let out = crate::bounded::read_to_end(decoder, limits).map_err(|e| {
             InventoryError::Format {
                 file: file.clone(),
-                message: match e {
+                source: Cause::from(match e {
                     crate::bounded::BoundedError::Io(e) => {
                         format!("looks gzipped but does not decompress: {e}")
                     }
                     other => format!(
                         "gzip content {other}; refusing it (decompress it yourself and pass the plain file if it is right)"
                     ),
-                },
+                }),
             }
         })?;
         Data::Bytes(out)

@@ -5,6 +5,7 @@
 use super::json::{FIELD_ALIASES, as_text, node_row};
 use super::{InventoryError, Loaded, io_err};
 use crate::identity::{RawIdentity, check_with_os_image};
+use crate::text::Cause;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -146,7 +147,7 @@ fn csv(
         .headers()
         .map_err(|e| InventoryError::Format {
             file: file.to_string(),
-            message: format!("cannot read the header: {e}"),
+            source: Cause::from(format!("cannot read the header: {e}")),
         })?
         .iter()
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
@@ -164,7 +165,7 @@ fn csv(
             Err(e) if e.is_io_error() => {
                 return Err(InventoryError::Format {
                     file: file.to_string(),
-                    message: format!("cannot read line {line}: {e}"),
+                    source: Cause::from(format!("cannot read line {line}: {e}")),
                 });
             }
             // A bad row is skipped here as the report skips it.
@@ -252,7 +253,7 @@ fn json(
     let doc: serde_json::Value =
         serde_json::from_str(text).map_err(|e| InventoryError::Format {
             file: file.to_string(),
-            message: format!("not a Kubernetes NodeList nor JSON Lines: {e}"),
+            source: Cause::from(format!("not a Kubernetes NodeList nor JSON Lines: {e}")),
         })?;
     let items = doc
         .get("items")

@@ -6,6 +6,7 @@
 
 use super::tally::{Position, Tally, on_threads};
 use super::{FleetGroups, InventoryError};
+use crate::text::Cause;
 use polars::prelude::*;
 use std::path::Path;
 
@@ -50,9 +51,9 @@ pub(super) fn read(file: &str, path: &Path, fleet: &mut FleetGroups) -> Result<(
         .len();
     let damaged = |message: String| InventoryError::Format {
         file: file.to_string(),
-        message: format!(
+        source: Cause::from(format!(
             "{message}; the file is damaged (or not what it claims), nothing was read"
-        ),
+        )),
     };
     // The footer is checked against what the file can hold before anything is sized from it.
     for (g, group) in metadata.row_groups.iter().enumerate() {
@@ -107,9 +108,9 @@ pub(super) fn read(file: &str, path: &Path, fleet: &mut FleetGroups) -> Result<(
     if group_start != total {
         return Err(InventoryError::Format {
             file: file.to_string(),
-            message: format!(
+            source: Cause::from(format!(
                 "the row groups hold {group_start} rows but the footer says {total}; the file is damaged"
-            ),
+            )),
         });
     }
     let threads = threads.clamp(1, slices.len().max(1));
@@ -144,7 +145,7 @@ pub(super) fn read(file: &str, path: &Path, fleet: &mut FleetGroups) -> Result<(
     };
     let parts = on_threads(threads, read_slices, || InventoryError::Format {
         file: file.to_string(),
-        message: "a reader thread failed".into(),
+        source: Cause::from("a reader thread failed"),
     });
     let mut tally = Tally::default();
     for part in parts {

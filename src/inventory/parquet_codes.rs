@@ -16,6 +16,7 @@
 
 use super::InventoryError;
 use super::tally::{Tally, on_threads};
+use crate::text::Cause;
 use polars_parquet::parquet::compression::{Compression, DecompressionContext, decompress};
 use polars_parquet::parquet::encoding::hybrid_rle::{HybridRleChunk, HybridRleDecoder};
 use polars_parquet::parquet::metadata::{ColumnChunkMetadata, FileMetadata, RowGroupMetadata};
@@ -125,7 +126,9 @@ pub(super) fn count(
             Err(Stop::Damaged(message)) => {
                 return Err(InventoryError::Format {
                     file: file.to_string(),
-                    message: format!("{message}; the file is damaged, nothing was read"),
+                    source: Cause::from(format!(
+                        "{message}; the file is damaged, nothing was read"
+                    )),
                 });
             }
             Err(Stop::Io(source)) => {

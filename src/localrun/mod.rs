@@ -7,6 +7,7 @@
 
 pub mod expr;
 
+use crate::text::Cause;
 use expr::Contexts;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,14 +17,14 @@ use yaml_rust2::{Yaml, YamlLoader};
 /// Why the local runner cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("the checkout {path}: {message}")]
-    Checkout { path: String, message: String },
+    #[error("the checkout {path}: {source}")]
+    Checkout { path: String, source: Cause },
     #[error(
         "the checkout {path} has no .github/workflows/build-driver.yml; run `kfleet workflow init` in the driver repository"
     )]
     NoWorkflow { path: String },
-    #[error("the runner's work directory {path}: {message}")]
-    WorkDir { path: String, message: String },
+    #[error("the runner's work directory {path}: {source}")]
+    WorkDir { path: String, source: Cause },
     #[error("{0}")]
     Stage(String),
 }
@@ -96,7 +97,7 @@ impl RunnerConfig {
     pub fn for_sandbox(checkout: &Path, work_dir: &Path) -> Result<Self, SetupError> {
         let checkout = std::fs::canonicalize(checkout).map_err(|e| SetupError::Checkout {
             path: checkout.display().to_string(),
-            message: e.to_string(),
+            source: Cause::of(e),
         })?;
         if !checkout
             .join(".github/workflows/build-driver.yml")
@@ -108,7 +109,7 @@ impl RunnerConfig {
         }
         crate::fsio::own_private_dir(work_dir).map_err(|e| SetupError::WorkDir {
             path: work_dir.display().to_string(),
-            message: e.to_string(),
+            source: Cause::of(e),
         })?;
         let version = env!("CARGO_PKG_VERSION");
         let dist = work_dir.join("dist");

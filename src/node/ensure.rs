@@ -3,6 +3,7 @@
 
 use crate::identity::KernelIdentity;
 use crate::protocol::{BuildRequest, BuildStatus, ServiceStatus};
+use crate::text::Cause;
 use sha2::Digest;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -43,7 +44,7 @@ fn http_client(options: &EnsureOptions) -> Result<reqwest::Client, EnsureError> 
     )
     .map_err(|message| EnsureError::Http {
         url: options.service.clone(),
-        message,
+        source: message.into(),
     })
 }
 
@@ -86,8 +87,8 @@ impl EnsureOutcome {
 pub enum EnsureError {
     #[error("the build service at {0} rejected the token (401)")]
     Unauthorized(String),
-    #[error("{url}: {message}")]
-    Http { url: String, message: String },
+    #[error("{url}: {source}")]
+    Http { url: String, source: Cause },
     #[error("{name}: sha256 is {actual} but the release says {expected}; nothing was kept")]
     ChecksumMismatch {
         name: String,
@@ -102,12 +103,15 @@ pub enum EnsureError {
         digest: String,
         file: String,
     },
-    #[error("{url}: {message}; nothing was kept")]
-    ChecksumFile { url: String, message: String },
+    #[error("{url}: {source}; nothing was kept")]
+    ChecksumFile { url: String, source: Cause },
     #[error("the service said available but gave no {0}")]
     Incomplete(&'static str),
-    #[error("cannot write {path}: {message}")]
-    Write { path: String, message: String },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Insecure(String),
     #[error("{url}: the download is larger than {max} bytes; refusing it")]
@@ -116,12 +120,10 @@ pub enum EnsureError {
     Gone { url: String, status: u16 },
     #[error("the asset name '{0}' is not a plain file name; nothing was written")]
     BadName(String),
-    #[error(
-        "the driver is in an OCI registry ({0}); pass --store oci://REGISTRY/NAMESPACE/NAME (the registry, or a mirror of it)"
-    )]
+    #[error("the driver is in an OCI registry ({0}), which the node was not told to pull from")]
     NeedsStore(String),
-    #[error("{0}")]
-    Store(String),
+    #[error(transparent)]
+    Store(#[from] crate::forge::StoreError),
 }
 
 impl EnsureError {
@@ -213,9 +215,10 @@ impl Client<'_> {
             Err(crate::net::BodyError::TooLarge(_)) => {
                 return Err(EnsureError::Http {
                     url: url.to_string(),
-                    message: format!(
+                    source: format!(
                         "answered {code} with more than {MAX_STATUS_BODY} bytes; not a build status"
-                    ),
+                    )
+                    .into(),
                 });
             }
             Err(crate::net::BodyError::Transport(e)) => {
@@ -225,7 +228,9 @@ impl Client<'_> {
         };
         let status: BuildStatus = serde_json::from_slice(&body).map_err(|e| EnsureError::Http {
             url: url.to_string(),
-            message: format!("answered {code} with a body that is not a build status: {e}"),
+            source: Cause::text(format!(
+                "answered {code} with a body that is not a build status: {e}"
+            )),
         })?;
         Ok(Some((code, status)))
     }
@@ -274,7 +279,7 @@ async fn pull_from_store(
     let pulled = store
         .pull(key, &options.driver_version, options.max_download)
         .await
-        .map_err(|e| EnsureError::Store(e.to_string()))?;
+        .map_err(EnsureError::Store)?;
     let Some((driver, package)) = pulled else {
         return Ok(None);
     };
@@ -297,9 +302,9 @@ fn write_artifact(
     if !plain_file_name(name) {
         return Err(EnsureError::BadName(name.to_string()));
     }
-    let write_err = |e: std::io::Error| EnsureError::Write {
-        path: out.display().to_string(),
-        message: e.to_string(),
+    let write_err = |source| EnsureError::Write {
+        path: out.to_path_buf(),
+        source,
     };
     std::fs::create_dir_all(out).map_err(write_err)?;
     let mut tmp = tempfile::Builder::new()
@@ -319,9 +324,9 @@ fn keep(
     bytes: bytes::Bytes,
 ) -> Result<Artifact, EnsureError> {
     let path = out.join(name);
-    let write_err = |e: std::io::Error| EnsureError::Write {
-        path: path.display().to_string(),
-        message: e.to_string(),
+    let write_err = |source| EnsureError::Write {
+        path: path.clone(),
+        source,
     };
     tmp.as_file().sync_all().map_err(write_err)?;
     tmp.persist(&path).map_err(|e| write_err(e.error))?;
@@ -382,7 +387,7 @@ async fn expected_sha256(
     let file_err = |message: String| {
         Attempt::Final(EnsureError::ChecksumFile {
             url: checksum_url.clone(),
-            message,
+            source: message.into(),
         })
     };
     let response = fetch(http, checksum_url).await?;
@@ -424,9 +429,9 @@ async fn download_verified(
         return Err(EnsureError::BadName(name.clone()));
     }
     let out = &options.out;
-    std::fs::create_dir_all(out).map_err(|e| EnsureError::Write {
-        path: out.display().to_string(),
-        message: e.to_string(),
+    std::fs::create_dir_all(out).map_err(|source| EnsureError::Write {
+        path: out.clone(),
+        source,
     })?;
     remove_stale_downloads(out);
     let mut pause = options.poll_min.max(Duration::from_millis(100));
@@ -454,7 +459,7 @@ async fn download_verified(
                 if left.is_zero() {
                     return Err(EnsureError::Http {
                         url: url.to_string(),
-                        message: format!("{message}; gave up at the deadline"),
+                        source: format!("{message}; gave up at the deadline").into(),
                     });
                 }
                 tracing::info!("waiting: {url}: {message}; retrying");
@@ -478,7 +483,7 @@ async fn fetch(http: &reqwest::Client, url: &str) -> Result<reqwest::Response, A
         .get(url)
         .send()
         .await
-        .map_err(|e| Attempt::Retry(e.to_string()))?;
+        .map_err(|e| Attempt::Retry(crate::text::error_chain(&e)))?;
     let status = response.status().as_u16();
     match status {
         429 | 500..=599 => Err(Attempt::Retry(format!("{url}: HTTP {status}"))),
@@ -489,7 +494,7 @@ async fn fetch(http: &reqwest::Client, url: &str) -> Result<reqwest::Response, A
         200..=299 => Ok(response),
         _ => Err(Attempt::Final(EnsureError::Http {
             url: url.to_string(),
-            message: format!("HTTP {status}"),
+            source: format!("HTTP {status}").into(),
         })),
     }
 }
@@ -513,10 +518,10 @@ async fn download_once(
     if response.content_length().is_some_and(|n| n > max) {
         return Err(too_large());
     }
-    let write_err = |e: std::io::Error| {
+    let write_err = |source| {
         Attempt::Final(EnsureError::Write {
-            path: dir.display().to_string(),
-            message: e.to_string(),
+            path: dir.to_path_buf(),
+            source,
         })
     };
     let mut tmp = tempfile::Builder::new()
@@ -528,7 +533,7 @@ async fn download_once(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| Attempt::Retry(e.to_string()))?
+        .map_err(|e| Attempt::Retry(crate::text::error_chain(&e)))?
     {
         if (kept.len() + chunk.len()) as u64 > max {
             return Err(too_large());
@@ -551,16 +556,16 @@ pub async fn ensure_direct(
 ) -> Result<EnsureOutcome, EnsureError> {
     use crate::builds::Decision;
     let http = http_client(options)?;
-    let forge_err = |e: String| EnsureError::Http {
+    let forge_err = |e: Cause| EnsureError::Http {
         url: forge.label(),
-        message: e,
+        source: e,
     };
     let key = identity.key();
     let started = Instant::now();
     let decision = planner
         .plan_for_version(std::slice::from_ref(identity), &options.driver_version)
         .await
-        .map_err(|e| forge_err(e.to_string()))?
+        .map_err(|e| forge_err(Cause::of(e)))?
         .remove(0)
         .1;
     let run_id = match decision {
@@ -609,7 +614,7 @@ pub async fn ensure_direct(
             let run = forge
                 .get_run(run_id)
                 .await
-                .map_err(|e| forge_err(e.to_string()))?;
+                .map_err(|e| forge_err(Cause::of(e)))?;
             if run.is_finished() && !run.succeeded() {
                 return Ok(EnsureOutcome::Failed(format!(
                     "the build for {key} failed{}",
@@ -628,7 +633,7 @@ pub async fn ensure_direct(
                 forge
                     .list_releases()
                     .await
-                    .map_err(|e| forge_err(e.to_string()))?,
+                    .map_err(|e| forge_err(Cause::of(e)))?,
             ),
         };
         if let Some(listing) = listing
@@ -750,12 +755,13 @@ pub async fn ensure(
                 (code, _) => {
                     return Err(EnsureError::Http {
                         url: build_url,
-                        message: format!(
+                        source: format!(
                             "answered {code}: {}",
                             status
                                 .reason
                                 .unwrap_or_else(|| status.status.as_str().to_string())
-                        ),
+                        )
+                        .into(),
                     });
                 }
             }

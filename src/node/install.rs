@@ -7,6 +7,7 @@
 //! names the target kernel and, where signatures are required, carries one.
 
 use crate::bounded::{Limits, read_to_end};
+use crate::text::Cause;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -300,8 +301,8 @@ pub enum InstallOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("the package {path}: {message}")]
-    Package { path: String, message: String },
+    #[error("the package {}: {source}", path.display())]
+    Package { path: PathBuf, source: Cause },
     #[error(
         "{module}.ko is built for {built}, not {kernel} (vermagic '{vermagic}'); nothing was installed"
     )]
@@ -416,8 +417,8 @@ fn check_signers(
     for m in modules {
         let signer = crate::modsign::module_signer(&m.bytes)
             .map_err(|message| InstallError::Package {
-                path: package.display().to_string(),
-                message: format!("{}.ko: {message}", m.file),
+                path: package.to_path_buf(),
+                source: format!("{}.ko: {message}", m.file).into(),
             })?
             .ok_or_else(|| InstallError::SignatureRequired {
                 module: m.name.clone(),
@@ -445,8 +446,8 @@ const MAX_UNPACKED: u64 = 256 << 20;
 /// and directories; any other entry (a link, a device, an absolute or `..` path) refuses it.
 pub fn read_package(path: &Path) -> Result<Vec<Module>, InstallError> {
     let compressed = std::fs::read(path).map_err(|e| InstallError::Package {
-        path: path.display().to_string(),
-        message: e.to_string(),
+        path: path.to_path_buf(),
+        source: Cause::of(e),
     })?;
     read_package_bytes(path, &compressed)
 }
@@ -455,8 +456,12 @@ pub fn read_package(path: &Path) -> Result<Vec<Module>, InstallError> {
 /// kernel would know by one name, or two files that would be installed as one, refuse it.
 pub fn read_package_bytes(path: &Path, compressed: &[u8]) -> Result<Vec<Module>, InstallError> {
     let bad = |message: String| InstallError::Package {
-        path: path.display().to_string(),
-        message,
+        path: path.to_path_buf(),
+        source: message.into(),
+    };
+    let unreadable = |e: std::io::Error| InstallError::Package {
+        path: path.to_path_buf(),
+        source: Cause::of(e),
     };
     let limits = Limits::by_ratio(compressed.len() as u64, 50, 64 << 20, MAX_UNPACKED);
     let tar = read_to_end(
@@ -466,11 +471,11 @@ pub fn read_package_bytes(path: &Path, compressed: &[u8]) -> Result<Vec<Module>,
     .map_err(|e| bad(format!("not a readable .tar.xz: {e}")))?;
     let mut archive = tar::Archive::new(tar.as_slice());
     let mut modules = Vec::new();
-    for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
-        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+    for entry in archive.entries().map_err(unreadable)? {
+        let mut entry = entry.map_err(unreadable)?;
         let name = entry
             .path()
-            .map_err(|e| bad(e.to_string()))?
+            .map_err(unreadable)?
             .to_string_lossy()
             .into_owned();
         let plain = Path::new(&name).components().all(|c| {
@@ -508,7 +513,7 @@ pub fn read_package_bytes(path: &Path, compressed: &[u8]) -> Result<Vec<Module>,
             return Err(bad(format!("refusing the module name '{name}'")));
         }
         let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| bad(e.to_string()))?;
+        std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(unreadable)?;
         let info = crate::kmod::modinfo(&bytes).map_err(|e| bad(format!("{name}: {e}")))?;
         let field = |k: &str| {
             info.iter()
@@ -554,7 +559,7 @@ pub fn read_package_bytes(path: &Path, compressed: &[u8]) -> Result<Vec<Module>,
         });
     }
     if modules.is_empty() {
-        return Err(bad("holds no .ko file".into()));
+        return Err(bad("holds no .ko file".to_string()));
     }
     Ok(modules)
 }
@@ -567,8 +572,8 @@ pub fn install(
     loader: &dyn Loader,
 ) -> Result<InstallOutcome, InstallError> {
     let compressed = std::fs::read(package).map_err(|e| InstallError::Package {
-        path: package.display().to_string(),
-        message: e.to_string(),
+        path: package.to_path_buf(),
+        source: Cause::of(e),
     })?;
     install_bytes(package, &compressed, options, loader)
 }

@@ -3,6 +3,7 @@
 use super::{Format, ReportError, finish_csv};
 use crate::coverage::upcoming::UpcomingReport;
 use crate::coverage::{CoverageReport, CoverageStatus, IdentityRow};
+use crate::text::Cause;
 use crate::text::{clean, count, csv_cell, grid, markdown_text, thousands};
 use std::fmt::Write as _;
 
@@ -95,7 +96,7 @@ pub(super) fn contexts_cell(r: &IdentityRow) -> String {
 /// kube contexts).
 pub fn identities_csv(rows: &[&IdentityRow]) -> Result<String, ReportError> {
     let mut w = ::csv::Writer::from_writer(Vec::new());
-    let enc = |e: ::csv::Error| ReportError::Encode(e.to_string());
+    let enc = |e: ::csv::Error| ReportError::Encode(Cause::of(e));
     let with_contexts = has_contexts(rows);
     let with_next_boot = has_next_boot(rows);
     let mut header = vec![
@@ -165,7 +166,7 @@ pub(super) fn json(
     }
     serde_json::to_string_pretty(&doc)
         .map(|s| s + "\n")
-        .map_err(|e| ReportError::Encode(e.to_string()))
+        .map_err(|e| ReportError::Encode(Cause::of(e)))
 }
 
 pub(super) fn status_lines(report: &CoverageReport) -> Vec<Vec<String>> {

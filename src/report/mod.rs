@@ -10,6 +10,7 @@ pub use coverage::{UPCOMING_COLUMNS, View, identities_csv, upcoming_cells};
 pub use lists::{RunRow, decisions, header_plan, header_resolution, runs};
 
 use crate::artifacts::MatchedAsset;
+use crate::text::Cause;
 use crate::text::{csv_cell, grid, html_text, markdown_text};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -41,7 +42,7 @@ pub enum ReportError {
         source: std::io::Error,
     },
     #[error("cannot encode the report: {0}")]
-    Encode(String),
+    Encode(#[source] Cause),
 }
 
 /// Writes `bytes` to `path` atomically (see [`crate::fsio::write_atomic`]).
@@ -68,10 +69,10 @@ pub fn render_unused(unused: &[MatchedAsset], format: Format) -> Result<String, 
     match format {
         Format::Json => serde_json::to_string_pretty(unused)
             .map(|s| s + "\n")
-            .map_err(|e| ReportError::Encode(e.to_string())),
+            .map_err(|e| ReportError::Encode(Cause::of(e))),
         Format::Csv => {
             let mut w = ::csv::Writer::from_writer(Vec::new());
-            let enc = |e: ::csv::Error| ReportError::Encode(e.to_string());
+            let enc = |e: ::csv::Error| ReportError::Encode(Cause::of(e));
             w.write_record(["asset", "key", "url", "digest"])
                 .map_err(enc)?;
             for a in unused {
@@ -132,8 +133,8 @@ pub fn render_unused(unused: &[MatchedAsset], format: Format) -> Result<String, 
 fn finish_csv(w: ::csv::Writer<Vec<u8>>) -> Result<String, ReportError> {
     let bytes = w
         .into_inner()
-        .map_err(|e| ReportError::Encode(e.to_string()))?;
-    String::from_utf8(bytes).map_err(|e| ReportError::Encode(e.to_string()))
+        .map_err(|e| ReportError::Encode(Cause::of(e)))?;
+    String::from_utf8(bytes).map_err(|e| ReportError::Encode(Cause::of(e)))
 }
 
 /// Renders a coverage report, with the upcoming kernels as a section of their own when given

@@ -3,6 +3,7 @@
 //! changes (cert-manager and similar rotate them in place), the last good pair kept when a new
 //! one cannot be read.
 
+use crate::text::Cause;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -23,19 +24,19 @@ pub const RELOAD_CHECK: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{path}: {message}")]
-    File { path: String, message: String },
-    #[error("the TLS key {path}: {message}")]
-    Key { path: String, message: String },
+    #[error("{path}: {source}")]
+    File { path: String, source: Cause },
+    #[error("the TLS key {path}: {source}")]
+    Key { path: String, source: Cause },
     #[error("cannot set up TLS: {0}")]
-    Setup(String),
+    Setup(#[source] Cause),
 }
 
 /// The certificate and key as read from `files`.
 fn load(files: &TlsFiles) -> Result<Arc<CertifiedKey>, TlsError> {
     let file_err = |path: &Path, message: String| TlsError::File {
         path: path.display().to_string(),
-        message,
+        source: Cause::from(message),
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .map_err(|e| file_err(&files.cert, e.to_string()))?
@@ -46,12 +47,12 @@ fn load(files: &TlsFiles) -> Result<Arc<CertifiedKey>, TlsError> {
     }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Key {
         path: files.key.display().to_string(),
-        message: e.to_string(),
+        source: Cause::of(e),
     })?;
     let provider = rustls::crypto::ring::default_provider();
     let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| TlsError::Key {
         path: files.key.display().to_string(),
-        message: format!("does not go with the certificate: {e}"),
+        source: Cause::from(format!("does not go with the certificate: {e}")),
     })?;
     Ok(Arc::new(certified))
 }
@@ -121,7 +122,7 @@ pub fn acceptor(files: &TlsFiles) -> Result<(tokio_rustls::TlsAcceptor, Arc<Relo
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| TlsError::Setup(e.to_string()))?
+    .map_err(|e| TlsError::Setup(Cause::of(e)))?
     .with_no_client_auth()
     .with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -3,6 +3,7 @@
 
 use super::ledger::{Ledger, LedgerEvent};
 use super::{BuildRecord, Phase, Store, StoreError};
+use crate::text::Cause;
 use std::path::Path;
 
 fn phase_of(event: LedgerEvent) -> Phase {
@@ -22,10 +23,13 @@ const IMPORTED: &str = "ledger.jsonl import";
 pub(super) async fn import_ledger(store: &Store, path: &Path) -> Result<(), StoreError> {
     let invalid = |message: String| StoreError::Invalid {
         store: store.label(),
-        message,
+        source: Cause::from(message),
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let ledger = Ledger::open(dir).map_err(|e| invalid(e.to_string()))?;
+    let ledger = Ledger::open(dir).map_err(|e| StoreError::Invalid {
+        store: store.label(),
+        source: Cause::of(e),
+    })?;
     let state = ledger
         .load()
         .map_err(|e| invalid(format!("cannot import the old ledger: {e}")))?;

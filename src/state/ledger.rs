@@ -2,6 +2,7 @@
 //! record per accepted request, dispatch and state change. Read once, to import it into the
 //! store ([`super::import`]).
 
+use crate::text::Cause;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -62,12 +63,12 @@ pub enum LedgerError {
         source: std::io::Error,
     },
     #[error(
-        "ledger {path}:{line}: not a ledger record ({message}); the file is damaged before its last line, fix or move it"
+        "ledger {path}:{line}: not a ledger record ({source}); the file is damaged before its last line, fix or move it"
     )]
     Corrupt {
         path: String,
         line: usize,
-        message: String,
+        source: Cause,
     },
 }
 
@@ -148,7 +149,7 @@ impl Ledger {
                     return Err(LedgerError::Corrupt {
                         path: self.path.display().to_string(),
                         line: i + 1,
-                        message: e.to_string(),
+                        source: Cause::of(e),
                     });
                 }
             };

@@ -9,6 +9,7 @@ pub mod ledger;
 mod postgres;
 mod sqlite;
 
+use crate::text::Cause;
 use chrono::{DateTime, TimeZone, Utc};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -184,11 +185,11 @@ pub enum Claim {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached or answered with an error; retrying later may work.
-    #[error("state store {store}: {message}")]
-    Unavailable { store: String, message: String },
+    #[error("state store {store}: {source}")]
+    Unavailable { store: String, source: Cause },
     /// The store holds something kfleet cannot read.
-    #[error("state store {store}: {message}")]
-    Invalid { store: String, message: String },
+    #[error("state store {store}: {source}")]
+    Invalid { store: String, source: Cause },
 }
 
 /// Which store to open: `--state` (or `KFLEET_STATE_URL`), else SQLite in the state directory.
@@ -290,7 +291,7 @@ impl RawRow {
     fn decode(self, store: &str) -> Result<BuildRecord, StoreError> {
         let invalid = |message: String| StoreError::Invalid {
             store: store.to_string(),
-            message,
+            source: Cause::from(message),
         };
         let [rid, key, dv, phase, url, conclusion, owner] = self.texts;
         let [run_id, lease, accepted, dispatched, updated, fence] = self.ints;
@@ -343,7 +344,7 @@ impl Store {
                     .await
                     .map_err(|e| StoreError::Unavailable {
                         store: "sqlite".into(),
-                        message: e.to_string(),
+                        source: Cause::of(e),
                     })??;
                 let store = Self::Sqlite(store);
                 if let Some(ledger) = store.ledger_to_import() {
@@ -450,10 +451,10 @@ impl Store {
         }
         Err(StoreError::Unavailable {
             store: self.label(),
-            message: format!(
+            source: Cause::from(format!(
                 "cannot claim {} {}: the open build kept changing; retry",
                 claim.key, claim.driver_version
-            ),
+            )),
         })
     }
 

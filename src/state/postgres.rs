@@ -5,6 +5,7 @@
 //! host name are always verified, against `sslrootcert=FILE` or the system's roots.
 
 use super::{INT_COLUMNS, Param, RawRow, StoreError, TEXT_COLUMNS};
+use crate::text::Cause;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
@@ -211,7 +212,7 @@ fn dialect(sql: &str) -> String {
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => crate::net::error_chain(e),
+        None => crate::text::error_chain(e),
     }
 }
 
@@ -219,12 +220,12 @@ impl PgStore {
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let parsed = ParsedUrl::parse(url).map_err(|message| StoreError::Invalid {
             store: "the PostgreSQL URL (--state, KFLEET_STATE_URL)".into(),
-            message,
+            source: Cause::from(message),
         })?;
         let label = parsed.label();
         let invalid = |message: String| StoreError::Invalid {
             store: label.clone(),
-            message,
+            source: Cause::from(message),
         };
         let tls = parsed.tls();
         let ParsedUrl {
@@ -261,7 +262,10 @@ impl PgStore {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(|e| StoreError::Invalid {
+                store: label.clone(),
+                source: Cause::of(e),
+            })?;
         Ok(Self {
             pool,
             config: Arc::new(config),
@@ -278,7 +282,7 @@ impl PgStore {
     fn unavailable(&self, message: String) -> StoreError {
         StoreError::Unavailable {
             store: self.label.clone(),
-            message,
+            source: Cause::from(message),
         }
     }
 
@@ -308,7 +312,7 @@ impl PgStore {
                         .await;
                     ran.map(|_| ()).map_err(|e| StoreError::Invalid {
                         store: self.label.clone(),
-                        message: format!("cannot create or migrate the schema: {e}"),
+                        source: Cause::from(format!("cannot create or migrate the schema: {e}")),
                     })
                 }
                 .await;

@@ -4,6 +4,7 @@
 
 use super::{INT_COLUMNS, Param, RawRow, StoreError, TEXT_COLUMNS};
 use crate::locks::Lock;
+use crate::text::Cause;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,12 +50,12 @@ fn raw(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let label = path.display().to_string();
-        let fail = |e: &dyn std::fmt::Display| StoreError::Unavailable {
+        let fail = |source: Cause| StoreError::Unavailable {
             store: label.clone(),
-            message: e.to_string(),
+            source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::fsio::create_private_dir(dir).map_err(|e| fail(&e))?;
+            crate::fsio::create_private_dir(dir).map_err(|e| fail(Cause::of(e)))?;
         }
         // The database (and the WAL and shared-memory files SQLite makes with its mode) is 0600.
         #[cfg(unix)]
@@ -68,21 +69,22 @@ impl SqliteStore {
             {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(fail(&e)),
+                Err(e) => return Err(fail(Cause::of(e))),
             }
         }
-        let mut conn = rusqlite::Connection::open(path).map_err(|e| fail(&e))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(&e))?;
+        let mut conn = rusqlite::Connection::open(path).map_err(|e| fail(Cause::of(e)))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| fail(Cause::of(e)))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(|e| fail(&e))?;
+            .map_err(|e| fail(Cause::of(e)))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(fail(&format!(
+            return Err(fail(Cause::text(format!(
                 "cannot switch to WAL mode (got {mode}); is the file on a network file system?"
-            )));
+            ))));
         }
         conn.execute_batch("PRAGMA synchronous=FULL")
-            .map_err(|e| fail(&e))?;
+            .map_err(|e| fail(Cause::of(e)))?;
         // Processes that open a new database at once race to create the schema: the loser sees
         // the winner's tables on its next try.
         let mut tries = 0;
@@ -96,9 +98,9 @@ impl SqliteStore {
                 Err(e) => {
                     return Err(StoreError::Invalid {
                         store: label,
-                        message: format!(
+                        source: Cause::from(format!(
                             "cannot create or migrate the schema: {e}; move the file aside to start afresh"
-                        ),
+                        )),
                     });
                 }
             }
@@ -119,10 +121,10 @@ impl SqliteStore {
         ledger.exists().then_some(ledger)
     }
 
-    fn fail(&self, e: impl std::fmt::Display) -> StoreError {
+    fn fail(&self, source: Cause) -> StoreError {
         StoreError::Unavailable {
             store: self.label(),
-            message: e.to_string(),
+            source,
         }
     }
 
@@ -137,8 +139,9 @@ impl SqliteStore {
             tokio::task::spawn_blocking(move || f(&mut conn.locked())),
         )
         .await
-        .map_err(|_| self.fail("timed out waiting for the database"))?;
-        done.map_err(|e| self.fail(e))?.map_err(|e| self.fail(e))
+        .map_err(|_| self.fail("timed out waiting for the database".into()))?;
+        done.map_err(|e| self.fail(Cause::of(e)))?
+            .map_err(|e| self.fail(Cause::of(e)))
     }
 
     pub(super) async fn query(

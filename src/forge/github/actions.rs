@@ -2,6 +2,7 @@
 //! window), one run, cancel, find a run by its request id, and dispatch with run details.
 
 use super::*;
+use crate::text::Cause;
 
 /// What a cancel request did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +41,7 @@ impl GithubClient {
         Self::check_status(url, &r)?;
         serde_json::from_slice(&r.body).map_err(|e| ForgeError::Malformed {
             url: url.to_string(),
-            message: e.to_string(),
+            source: Cause::of(e),
         })
     }
 
@@ -76,7 +77,7 @@ impl GithubClient {
             let page: RunList =
                 serde_json::from_slice(&body).map_err(|e| ForgeError::Malformed {
                     url: page_url.clone(),
-                    message: e.to_string(),
+                    source: Cause::of(e),
                 })?;
             let empty = page.workflow_runs.is_empty();
             runs.extend(page.workflow_runs);
@@ -85,9 +86,9 @@ impl GithubClient {
                 if url.is_some() && since.is_some() {
                     return Err(ForgeError::Malformed {
                         url: page_url,
-                        message: format!(
+                        source: Cause::from(format!(
                             "more than {MAX_RUN_PAGES} pages of runs inside the deadline window; the Link headers loop"
-                        ),
+                        )),
                     });
                 }
                 break;
@@ -113,7 +114,7 @@ impl GithubClient {
             let page: JobList =
                 serde_json::from_slice(&body).map_err(|e| ForgeError::Malformed {
                     url: page_url.clone(),
-                    message: e.to_string(),
+                    source: Cause::of(e),
                 })?;
             let empty = page.jobs.is_empty();
             jobs.extend(page.jobs);
@@ -142,11 +143,11 @@ impl GithubClient {
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| ForgeError::Malformed {
                     url: url.clone(),
-                    message: format!("{} without a Location", r.status.as_u16()),
+                    source: Cause::from(format!("{} without a Location", r.status.as_u16())),
                 })?;
             crate::net::check_transport(location, false).map_err(|e| ForgeError::Malformed {
                 url: url.clone(),
-                message: format!("the log is at {location}, which is refused: {e}"),
+                source: Cause::from(format!("the log is at {location}, which is refused: {e}")),
             })?;
             self.read_log_tail(location).await?
         } else {
@@ -164,21 +165,26 @@ impl GithubClient {
         let err = |message: String| ForgeError::Http {
             url: url.to_string(),
             status: 0,
-            message,
+            source: Cause::from(message),
+        };
+        let failed = |e: reqwest::Error| ForgeError::Http {
+            url: url.to_string(),
+            status: 0,
+            source: Cause::of(e),
         };
         let http = crate::net::http_client(self.policy.timeout, crate::net::Redirects::None, None)
             .map_err(err)?;
-        let mut response = http.get(url).send().await.map_err(|e| err(e.to_string()))?;
+        let mut response = http.get(url).send().await.map_err(failed)?;
         if !response.status().is_success() {
             return Err(ForgeError::Http {
                 url: url.to_string(),
                 status: response.status().as_u16(),
-                message: "the job log could not be read".into(),
+                source: Cause::from("the job log could not be read"),
             });
         }
         let mut tail: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
         let mut read = 0u64;
-        while let Some(chunk) = response.chunk().await.map_err(|e| err(e.to_string()))? {
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
             read += chunk.len() as u64;
             if read > MAX_JOB_LOG {
                 break;
@@ -330,7 +336,7 @@ impl GithubClient {
                     return Err(ForgeError::Http {
                         url,
                         status: r.status.as_u16(),
-                        message: github_message(&r.body),
+                        source: Cause::from(github_message(&r.body)),
                     });
                 }
                 Err(transport) => transport,
@@ -364,9 +370,9 @@ impl GithubClient {
             .await?
             .ok_or_else(|| ForgeError::Malformed {
                 url: url.to_string(),
-                message: format!(
+                source: Cause::from(format!(
                     "the dispatch was accepted but no run titled with request id {request_id} appeared; does the workflow set run-name from its request_id input?"
-                ),
+                )),
             })
     }
 }

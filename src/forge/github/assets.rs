@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::artifacts::ReleaseAsset;
+use crate::text::Cause;
 
 /// Largest file `upload_asset` sends (GitHub's own limit for a release asset is 2 GiB).
 pub const MAX_UPLOAD: u64 = 2 << 30;
@@ -45,9 +46,9 @@ fn check_asset_name(name: &str) -> Result<(), ForgeError> {
     if plain {
         Ok(())
     } else {
-        Err(ForgeError::Setup(format!(
+        Err(ForgeError::Setup(Cause::text(format!(
             "asset name '{name}': use letters, digits and - . _ + ~ only (GitHub renames anything else)"
-        )))
+        ))))
     }
 }
 
@@ -71,10 +72,10 @@ impl GithubClient {
             Err(ForgeError::NotFound { .. }) => Err(ForgeError::Http {
                 url,
                 status: 404,
-                message: format!(
+                source: Cause::from(format!(
                     "release {tag} does not exist in {} (or the token cannot read it): create it before building for it",
                     self.repo
-                ),
+                )),
             }),
             Err(e) => Err(e),
         }
@@ -90,14 +91,14 @@ impl GithubClient {
             let page: Vec<ReleaseAsset> =
                 serde_json::from_slice(&body).map_err(|e| ForgeError::Malformed {
                     url: page_url.clone(),
-                    message: e.to_string(),
+                    source: Cause::of(e),
                 })?;
             assets.extend(page);
             pages += 1;
             if pages > 1000 {
                 return Err(ForgeError::Malformed {
                     url: page_url,
-                    message: "more than 1000 pages; the Link headers loop".into(),
+                    source: Cause::from("more than 1000 pages; the Link headers loop"),
                 });
             }
             url = next_link(&headers);
@@ -132,14 +133,16 @@ impl GithubClient {
     ) -> Result<ReleaseAsset, ForgeError> {
         check_asset_name(name)?;
         if bytes.len() as u64 > MAX_UPLOAD {
-            return Err(ForgeError::Setup(format!(
+            return Err(ForgeError::Setup(Cause::text(format!(
                 "{name} is {} bytes; a release asset holds at most {MAX_UPLOAD}",
                 bytes.len()
-            )));
+            ))));
         }
         let found = self.release_by_tag(tag).await?;
         if found.immutable {
-            return Err(ForgeError::Setup(crate::artifacts::immutable_reason(tag)));
+            return Err(ForgeError::Setup(
+                crate::artifacts::immutable_reason(tag).into(),
+            ));
         }
         let release = found.id;
         let url = format!(
@@ -173,7 +176,7 @@ impl GithubClient {
                     let stored: ReleaseAsset =
                         serde_json::from_slice(&r.body).map_err(|e| ForgeError::Malformed {
                             url: url.clone(),
-                            message: e.to_string(),
+                            source: Cause::of(e),
                         })?;
                     return self.verify_stored(&url, name, &bytes, stored).await;
                 }
@@ -232,10 +235,10 @@ impl GithubClient {
         };
         Err(ForgeError::Malformed {
             url: url.to_string(),
-            message: format!(
+            source: Cause::from(format!(
                 "the stored asset is not what was sent: {}; {deleted}",
                 wrong.join(", ")
-            ),
+            )),
         })
     }
 

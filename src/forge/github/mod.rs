@@ -8,6 +8,7 @@ mod assets;
 use super::runs::{Job, JobList, RunList, WorkflowRun};
 use crate::artifacts::{Release, parse_release_listing};
 use crate::locks::Lock;
+use crate::text::Cause;
 pub use actions::CancelOutcome;
 pub use assets::MAX_UPLOAD;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -34,14 +35,14 @@ pub enum ForgeError {
         "not found (404): {url}; check the repository and the API URL, and that the token can see the repository"
     )]
     NotFound { url: String },
-    #[error("{url} answered {status}: {message}")]
+    #[error("{url} answered {status}: {source}")]
     Http {
         url: String,
         status: u16,
-        message: String,
+        source: Cause,
     },
-    #[error("{url}: the response is not the JSON GitHub sends: {message}")]
-    Malformed { url: String, message: String },
+    #[error("{url}: the response is not the JSON GitHub sends: {source}")]
+    Malformed { url: String, source: Cause },
     #[error("{url}: gave up after {attempts} attempts: {last}")]
     GaveUp {
         url: String,
@@ -59,21 +60,21 @@ pub enum ForgeError {
     #[error("bad repository '{0}': expected OWNER/NAME")]
     BadRepo(String),
     #[error("cannot set up the GitHub client: {0}")]
-    Setup(String),
+    Setup(#[source] Cause),
     /// The API base URL cannot be used.
-    #[error("the GitHub API URL {url}: {message}")]
-    ApiUrl { url: String, message: String },
+    #[error("the GitHub API URL {url}: {source}")]
+    ApiUrl { url: String, source: Cause },
     /// The GitHub App's private key is not an RSA key in PEM.
     #[error(
         "the GitHub App key is not an RSA private key in PEM ({0}); use the .pem file GitHub generated for the App"
     )]
-    AppKey(String),
+    AppKey(#[source] Cause),
     /// The dispatch's guard said the caller no longer holds the right to send it.
     #[error("{url}: not sent: {why}")]
     ClaimLost { url: String, why: String },
     /// The artifact store (an OCI registry) in place of the releases failed.
-    #[error("{0}")]
-    Store(String),
+    #[error(transparent)]
+    Store(Box<crate::forge::StoreError>),
 }
 
 /// `OWNER/NAME`.
@@ -255,10 +256,9 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
 /// with every request, so never in the clear to a host off this machine.
 fn checked_api(api: &str, what: &str) -> Result<String, ForgeError> {
     let api = api.trim_end_matches('/').to_string();
-    crate::net::check_transport(&api, false).map_err(|_| {
-        ForgeError::Setup(format!(
-            "--api-url {api}: {what} only sent over https:// (or http:// to loopback)"
-        ))
+    crate::net::check_transport(&api, false).map_err(|_| ForgeError::ApiUrl {
+        url: api.clone(),
+        source: format!("{what} only sent over https:// (or http:// to loopback)").into(),
     })?;
     Ok(api)
 }
@@ -314,7 +314,7 @@ impl GithubClient {
             Self::builder(&api, base, &uploads, &policy)?
                 .personal_token(token.clone())
                 .build()
-                .map_err(|e| ForgeError::Setup(e.to_string()))
+                .map_err(|e| ForgeError::Setup(Cause::of(e)))
         };
         let octo = client(&api)?;
         let upload_octo = client(&uploads)?;
@@ -343,13 +343,13 @@ impl GithubClient {
     ) -> Result<Self, ForgeError> {
         let api = checked_api(api, "GitHub App credentials are")?;
         let key = octocrab::EncodingKey::from_rsa_pem(key_pem)
-            .map_err(|e| ForgeError::AppKey(e.to_string()))?;
+            .map_err(|e| ForgeError::AppKey(Cause::of(e)))?;
         let uploads = assets::upload_base(&api);
         let app = |base: &str| {
             Self::builder(&api, base, &uploads, &policy)?
                 .app(octocrab::models::AppId(app_id), key.clone())
                 .build()
-                .map_err(|e| ForgeError::Setup(e.to_string()))
+                .map_err(|e| ForgeError::Setup(Cause::of(e)))
         };
         let as_app = app(&api)?;
         let url = format!("{api}/repos/{}/{}/installation", repo.owner, repo.name);
@@ -359,25 +359,25 @@ impl GithubClient {
             .await
             .map_err(|e| match &e {
                 octocrab::Error::GitHub { source, .. } if source.status_code.as_u16() == 404 => {
-                    ForgeError::Setup(format!(
+                    ForgeError::Setup(Cause::text(format!(
                         "GitHub App {app_id} is not installed on {}/{}: install it on the repository (Settings, GitHub Apps)",
                         repo.owner, repo.name
-                    ))
+                    )))
                 }
                 _ => ForgeError::Http {
                     url: url.clone(),
                     status: 0,
-                    message: format!(
+                    source: Cause::from(format!(
                         "cannot find GitHub App {app_id}'s installation: {}",
-                        crate::net::error_chain(&e)
-                    ),
+                        crate::text::error_chain(&e)
+                    )),
                 },
             })?;
         let scoped = |octo: &octocrab::Octocrab| {
             octo.installation_builder(installation.id)
                 .repositories(vec![repo.name.clone()])
                 .build()
-                .map_err(|e| ForgeError::Setup(e.to_string()))
+                .map_err(|e| ForgeError::Setup(Cause::of(e)))
         };
         let octo = scoped(&as_app)?;
         let upload_octo = scoped(&app(&uploads)?)?;
@@ -412,12 +412,12 @@ impl GithubClient {
             .base_uri(base)
             .map_err(|e| ForgeError::ApiUrl {
                 url: api.to_string(),
-                message: e.to_string(),
+                source: Cause::of(e),
             })?
             .upload_uri(uploads)
             .map_err(|e| ForgeError::ApiUrl {
                 url: api.to_string(),
-                message: e.to_string(),
+                source: Cause::of(e),
             })?
             .set_connect_timeout(Some(policy.timeout))
             .set_read_timeout(Some(policy.timeout))
@@ -546,7 +546,7 @@ impl GithubClient {
     ) -> Result<Response, String> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let read = async {
-            let res = send.await.map_err(|e| crate::net::error_chain(&e))?;
+            let res = send.await.map_err(|e| crate::text::error_chain(&e))?;
             let (parts, body) = res.into_parts();
             self.stats.note_budget(&parts.headers);
             let body = body
@@ -555,7 +555,7 @@ impl GithubClient {
                 .map_err(|e| {
                     format!(
                         "the connection dropped while reading the body: {}",
-                        crate::net::error_chain(&e)
+                        crate::text::error_chain(&e)
                     )
                 })?
                 .to_bytes();
@@ -644,7 +644,7 @@ impl GithubClient {
             s => Err(ForgeError::Http {
                 url: url.to_string(),
                 status: s.as_u16(),
-                message: github_message(&r.body),
+                source: Cause::from(github_message(&r.body)),
             }),
         }
     }
@@ -731,14 +731,14 @@ impl GithubClient {
             let page =
                 parse_release_listing(&page_url, &body).map_err(|e| ForgeError::Malformed {
                     url: page_url.clone(),
-                    message: e.to_string(),
+                    source: Cause::of(e),
                 })?;
             releases.extend(page);
             url = next_link(&headers);
             if pages > 1000 {
                 return Err(ForgeError::Malformed {
                     url: page_url,
-                    message: "more than 1000 pages; the Link headers loop".into(),
+                    source: Cause::from("more than 1000 pages; the Link headers loop"),
                 });
             }
         }

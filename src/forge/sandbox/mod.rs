@@ -14,6 +14,7 @@ use crate::artifacts::{Release, ReleaseAsset, parse_release_listing};
 use crate::clock::SharedClock;
 use crate::identity::KernelIdentity;
 use crate::locks::Lock;
+use crate::text::Cause;
 use axum::Router;
 use axum::extract::{Json, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -190,7 +191,7 @@ pub enum SandboxError {
         source: std::io::Error,
     },
     #[error("cannot load sandbox data: {0}")]
-    Data(String),
+    Data(#[source] Cause),
     #[error("cannot make the sandbox's token: {0}")]
     Random(#[from] std::io::Error),
 }
@@ -212,10 +213,10 @@ fn plain_name(name: &str) -> bool {
 
 pub fn load_releases(dir: &std::path::Path) -> Result<Vec<Release>, SandboxError> {
     let path = dir.join("releases.json");
-    let bytes =
-        std::fs::read(&path).map_err(|e| SandboxError::Data(format!("{}: {e}", path.display())))?;
+    let bytes = std::fs::read(&path)
+        .map_err(|e| SandboxError::Data(format!("{}: {e}", path.display()).into()))?;
     parse_release_listing(&path.display().to_string(), &bytes)
-        .map_err(|e| SandboxError::Data(e.to_string()))
+        .map_err(|e| SandboxError::Data(Cause::of(e)))
 }
 
 /// Gives releases without an id one (the asset API addresses releases by id) and sorts them

@@ -21,6 +21,8 @@ pub(super) type Outcome<T> = Result<T, String>;
 
 pub(super) struct Ctx<'a> {
     pub http: &'a reqwest::Client,
+    /// Logins for sources that name a credential.
+    pub credentials: &'a super::Credentials,
     pub parts: &'a KernelParts,
     pub source: &'a SourceSpec,
     pub attempts: &'a mut Vec<Attempt>,
@@ -38,6 +40,31 @@ pub(crate) type ListingMemo =
     std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<apt_repo::SuiteListing>>>;
 
 impl Ctx<'_> {
+    /// Why this source is not tried: it names a credential none is configured for.
+    fn without_credential(&self) -> Option<String> {
+        let name = self.source.credential.as_deref()?;
+        (!self.credentials.has(name)).then(|| {
+            format!(
+                "not tried: it needs the {name} credential (an Ubuntu Pro token), and none is set"
+            )
+        })
+    }
+
+    /// `request` to `url` with the source's login, if it names a credential: apt's HTTP Basic,
+    /// only over https or to loopback.
+    fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Outcome<reqwest::RequestBuilder> {
+        authorized(
+            self.credentials,
+            self.source.credential.as_deref(),
+            request,
+            url,
+        )
+    }
+
     /// Sets the outcome of the last attempt (a request that answered, but not with what was
     /// wanted).
     fn outcome(&mut self, outcome: String) {
@@ -67,7 +94,7 @@ impl Ctx<'_> {
         let previous = cache.as_ref().and_then(|c| c.read(url));
         let mut not_modified = false;
         let result = async {
-            let mut request = self.http.get(url);
+            let mut request = self.authorized(self.http.get(url), url)?;
             for (name, value) in previous.iter().flat_map(|kept| kept.conditions()) {
                 request = request.header(name, value);
             }
@@ -113,15 +140,18 @@ impl Ctx<'_> {
     async fn probe(&mut self, url: &str) -> Outcome<()> {
         let started = Instant::now();
         let result = async {
-            let head = self.http.head(url).send().await.map_err(|e| describe(&e))?;
+            let head = self
+                .authorized(self.http.head(url), url)?
+                .send()
+                .await
+                .map_err(|e| describe(&e))?;
             let status = head.status();
             if status.is_success() {
                 return Ok(());
             }
             if matches!(status.as_u16(), 403 | 405 | 501) {
                 let ranged = self
-                    .http
-                    .get(url)
+                    .authorized(self.http.get(url), url)?
                     .header(reqwest::header::RANGE, "bytes=0-0")
                     .send()
                     .await
@@ -155,11 +185,30 @@ impl Ctx<'_> {
     }
 }
 
+/// `request` to `url` with the login of `credential` for it (none when `credential` is `None`):
+/// apt's HTTP Basic, only over https or to loopback, and only where a login fits the URL.
+pub(super) fn authorized(
+    credentials: &super::Credentials,
+    credential: Option<&str>,
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Outcome<reqwest::RequestBuilder> {
+    let Some(name) = credential else {
+        return Ok(request);
+    };
+    crate::net::check_transport(url, false)
+        .map_err(|_| format!("the {name} credential is only sent over https"))?;
+    let (login, password) = credentials
+        .for_url(name, url)
+        .ok_or_else(|| format!("no {name} login fits this URL"))?;
+    Ok(request.basic_auth(login, Some(password)))
+}
+
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
     }
-    crate::net::error_chain(e)
+    crate::text::error_chain(e)
 }
 
 /// Largest metadata file or package downloaded (compressed).
@@ -210,7 +259,7 @@ pub(super) struct ListedKernel {
 /// Every kernel of the identity's flavour or package the source's indexes list (APT and RPM
 /// repositories; other kinds list nothing).
 pub(super) async fn list_kernels(ctx: &mut Ctx<'_>) -> Vec<ListedKernel> {
-    if ctx.source.missing_codename(ctx.parts).is_some() {
+    if ctx.source.missing_codename(ctx.parts).is_some() || ctx.without_credential().is_some() {
         return Vec::new();
     }
     match &ctx.source.protocol {
@@ -248,7 +297,11 @@ pub(super) async fn list_kernels(ctx: &mut Ctx<'_>) -> Vec<ListedKernel> {
 
 /// Tries one source; `None` when it does not hold the kernel (every attempt is recorded).
 pub(super) async fn try_source(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
-    if let Some(problem) = ctx.source.missing_codename(ctx.parts) {
+    if let Some(problem) = ctx
+        .source
+        .missing_codename(ctx.parts)
+        .or_else(|| ctx.without_credential())
+    {
         ctx.record("", Instant::now(), &problem);
         return None;
     }

@@ -1,0 +1,231 @@
+//! Credentials for header sources that need them (Ubuntu Pro's archives on esm.ubuntu.com): a
+//! source names a credential (`credential = "ubuntu-pro"`), and the resolver sends it the way
+//! apt does, HTTP Basic with the login apt's auth.conf gives (`bearer` for Ubuntu Pro). Given as
+//! a bare token (sent to every URL of the sources that name the credential) or as the text of an
+//! apt `auth.conf` (`machine esm.ubuntu.com/infra/ubuntu/ login bearer password TOKEN`, one entry
+//! per Pro service, matched to a URL by prefix as apt matches them). Never sent in the clear to a
+//! host off this machine, never printed.
+
+use std::collections::BTreeMap;
+
+/// The credential Ubuntu Pro's sources name.
+pub const UBUNTU_PRO: &str = "ubuntu-pro";
+
+/// Logins by credential name.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    by_name: BTreeMap<String, Vec<Machine>>,
+}
+
+#[derive(Clone)]
+struct Machine {
+    /// `HOST[:PORT]/PATH` without the scheme; empty: every URL of the sources that name it.
+    prefix: String,
+    login: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: a token never reaches a log.
+        f.debug_set().entries(self.by_name.keys()).finish()
+    }
+}
+
+/// Why a credential's text cannot be used (the text itself is never quoted).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CredentialError {
+    #[error("the {0} credential is empty")]
+    Empty(String),
+    #[error(
+        "the {name} credential is neither one token nor apt auth.conf entries (machine HOST/PATH login LOGIN password PASSWORD): {problem}"
+    )]
+    Malformed { name: String, problem: String },
+}
+
+impl Credentials {
+    /// Adds `text` for the credential `name`: one token (Ubuntu Pro's login is `bearer`), or an
+    /// apt auth.conf's entries.
+    pub fn add(&mut self, name: &str, text: &str) -> Result<(), CredentialError> {
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or_default())
+            .collect();
+        let words: Vec<&str> = lines.iter().flat_map(|l| l.split_whitespace()).collect();
+        if words.is_empty() {
+            return Err(CredentialError::Empty(name.to_string()));
+        }
+        let machines = if words.contains(&"machine") {
+            parse_auth_conf(name, &words)?
+        } else if words.len() == 1 {
+            vec![Machine {
+                prefix: String::new(),
+                login: "bearer".into(),
+                password: words[0].to_string(),
+            }]
+        } else {
+            return Err(CredentialError::Malformed {
+                name: name.to_string(),
+                problem: format!("{} words and no `machine` entry", words.len()),
+            });
+        };
+        self.by_name
+            .entry(name.to_string())
+            .or_default()
+            .extend(machines);
+        Ok(())
+    }
+
+    /// Whether any login is known for `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.by_name.get(name).is_some_and(|m| !m.is_empty())
+    }
+
+    /// The login and password to send to `url` for the credential `name`: the entry with the
+    /// longest prefix of the URL (scheme left out), else a bare token.
+    pub fn for_url(&self, name: &str, url: &str) -> Option<(&str, &str)> {
+        let bare = url
+            .split_once("://")
+            .map_or(url, |(_, rest)| rest)
+            .trim_start_matches('/');
+        self.by_name
+            .get(name)?
+            .iter()
+            .filter(|m| m.prefix.is_empty() || prefix_matches(bare, &m.prefix))
+            .max_by_key(|m| m.prefix.len())
+            .map(|m| (m.login.as_str(), m.password.as_str()))
+    }
+}
+
+/// apt's rule: the entry names a host (and port) and a path prefix, and matches at a `/`
+/// boundary (or anywhere below a prefix that ends in `/`).
+fn prefix_matches(url: &str, prefix: &str) -> bool {
+    let prefix = prefix
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    url.strip_prefix(prefix)
+        .is_some_and(|rest| prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'))
+}
+
+fn parse_auth_conf(name: &str, words: &[&str]) -> Result<Vec<Machine>, CredentialError> {
+    let malformed = |problem: String| CredentialError::Malformed {
+        name: name.to_string(),
+        problem,
+    };
+    let mut machines = Vec::new();
+    let mut current: Option<(String, Option<String>, Option<String>)> = None;
+    let mut finish = |m: Option<(String, Option<String>, Option<String>)>| match m {
+        None => Ok(()),
+        Some((prefix, Some(login), Some(password))) => {
+            machines.push(Machine {
+                prefix,
+                login,
+                password,
+            });
+            Ok(())
+        }
+        Some((prefix, _, _)) => Err(malformed(format!(
+            "the entry for {prefix} lacks a login or a password"
+        ))),
+    };
+    let mut i = 0;
+    while i < words.len() {
+        let key = words[i];
+        let value = words
+            .get(i + 1)
+            .ok_or_else(|| malformed(format!("`{key}` has no value")))?;
+        match key {
+            "machine" => {
+                finish(current.take())?;
+                current = Some((value.to_string(), None, None));
+            }
+            "login" | "password" => {
+                let Some(entry) = current.as_mut() else {
+                    return Err(malformed(format!("`{key}` before any `machine`")));
+                };
+                let slot = if key == "login" {
+                    &mut entry.1
+                } else {
+                    &mut entry.2
+                };
+                *slot = Some(value.to_string());
+            }
+            _ => {
+                // The word is not quoted: it may be part of a secret.
+                return Err(malformed(format!(
+                    "an unknown word (word {} of {}); only machine, login and password are read",
+                    i + 1,
+                    words.len()
+                )));
+            }
+        }
+        i += 2;
+    }
+    finish(current.take())?;
+    Ok(machines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_token_is_sent_as_bearer_to_every_url() {
+        let mut c = Credentials::default();
+        c.add(UBUNTU_PRO, "  tok3n \n").unwrap();
+        assert_eq!(
+            c.for_url(UBUNTU_PRO, "https://esm.ubuntu.com/infra/ubuntu/dists/x"),
+            Some(("bearer", "tok3n"))
+        );
+        assert_eq!(c.for_url("other", "https://esm.ubuntu.com/"), None);
+        assert!(!format!("{c:?}").contains("tok3n"));
+    }
+
+    #[test]
+    fn auth_conf_entries_match_by_prefix() {
+        let mut c = Credentials::default();
+        c.add(
+            UBUNTU_PRO,
+            "# written by pro attach\nmachine esm.ubuntu.com/infra/ubuntu/ login bearer password INFRA\nmachine esm.ubuntu.com/fips-updates/ubuntu/ login bearer password FIPS  # fips\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.for_url(
+                UBUNTU_PRO,
+                "https://esm.ubuntu.com/fips-updates/ubuntu/pool/x.deb"
+            ),
+            Some(("bearer", "FIPS"))
+        );
+        assert_eq!(
+            c.for_url(
+                UBUNTU_PRO,
+                "https://esm.ubuntu.com/infra/ubuntu/dists/focal"
+            ),
+            Some(("bearer", "INFRA"))
+        );
+        assert_eq!(
+            c.for_url(UBUNTU_PRO, "https://esm.ubuntu.com/realtime/ubuntu/"),
+            None
+        );
+        assert_eq!(
+            c.for_url(UBUNTU_PRO, "https://esm.ubuntu.com.evil/infra/ubuntu/"),
+            None
+        );
+    }
+
+    #[test]
+    fn malformed_text_is_refused_without_quoting_it() {
+        let mut c = Credentials::default();
+        assert_eq!(
+            c.add(UBUNTU_PRO, " \n# nothing\n"),
+            Err(CredentialError::Empty(UBUNTU_PRO.into()))
+        );
+        let e = c.add(UBUNTU_PRO, "two secret-words").unwrap_err();
+        assert!(!e.to_string().contains("secret-words"), "{e}");
+        let e = c
+            .add(UBUNTU_PRO, "machine esm.ubuntu.com/ login bearer")
+            .unwrap_err();
+        assert!(e.to_string().contains("lacks a login or a password"), "{e}");
+        assert!(!c.has(UBUNTU_PRO));
+    }
+}
