@@ -104,8 +104,9 @@ async fn githubkit_reads_every_sandbox_answer_in_githubs_documented_shapes() {
     assert_eq!(read["by_id_tag"], "v0.6.0-rc.1");
     assert!(read["by_tag_id"].as_u64().is_some());
     assert_eq!(read["latest"], "v0.5.16");
-    // Twelve listed assets across four pages, plus the one the successful build uploaded.
-    assert_eq!(read["assets"], 13, "{read}");
+    // The prerelease's fourteen listed assets across their pages, plus the one the successful
+    // build uploaded.
+    assert_eq!(read["assets"], 15, "{read}");
     assert_eq!(read["asset_digests"], serde_json::json!(["sha256"]));
     assert_eq!(read["asset_states"], serde_json::json!(["uploaded"]));
     assert_eq!(

@@ -3130,3 +3130,140 @@ fn ubuntu_pro_kernels_resolve_through_the_pro_archive_with_a_token() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("stale-token-0000"));
 }
+
+/// Oracle Linux through the built-in chain, served from 127.0.0.1 in yum.oracle.com's layout
+/// (packages under `getPackage/`): a UEK R7 kernel's `kernel-uek-devel` from the major's UEKR7
+/// repository (an R8 kernel is never looked for there), and a Red Hat compatible kernel's
+/// `kernel-devel` and `kernel-headers` from AppStream after BaseOS does not have them.
+#[test]
+fn oracle_linux_uek_and_rhck_from_their_repositories() {
+    let fx = fixture();
+    let ol = "/yum.oracle.com/repo/OracleLinux/OL9";
+    rpm_repo_with(
+        &fx,
+        &format!("{ol}/UEKR7/x86_64/"),
+        &[(
+            "kernel-uek-devel",
+            "5.15.0",
+            "305.176.4.el9uek",
+            "x86_64",
+            b"UEK-DEVEL",
+        )],
+        &[Meta::XmlGz],
+        "getPackage/",
+        false,
+    );
+    rpm_repo_with(
+        &fx,
+        &format!("{ol}/appstream/x86_64/"),
+        &[
+            (
+                "kernel-devel",
+                "5.14.0",
+                "503.11.1.0.1.el9_5",
+                "x86_64",
+                b"RHCK-DEVEL",
+            ),
+            (
+                "kernel-headers",
+                "5.14.0",
+                "503.11.1.0.1.el9_5",
+                "x86_64",
+                b"RHCK-HEADERS",
+            ),
+        ],
+        &[Meta::XmlGz],
+        "getPackage/",
+        false,
+    );
+    let r = Resolver::new(builtin_chain_at(&fx), ResolverOptions::default()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+
+    let uek = id("oraclelinux/9.5/x86_64/5.15.0-305.176.4.el9uek.x86_64");
+    let (res, files) = fetched_by(&fx, &r, &uek, out.path(), "oraclelinux-uek7");
+    assert!(res.attempts.iter().all(|a| !a.url.contains("UEKR8")));
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        files[0].file_name().unwrap(),
+        "kernel-uek-devel-5.15.0-305.176.4.el9uek.x86_64.rpm"
+    );
+    assert_eq!(std::fs::read(&files[0]).unwrap(), b"UEK-DEVEL");
+    assert_eq!(
+        kfleet::headers::line_of(&uek),
+        "oraclelinux/9/x86_64 kernel-uek 5.15"
+    );
+
+    let rhck = id("oraclelinux/9.5/x86_64/5.14.0-503.11.1.0.1.el9_5.x86_64");
+    let (res, files) = fetched_by(&fx, &r, &rhck, out.path(), "oraclelinux-rhck");
+    assert!(
+        res.attempts
+            .iter()
+            .any(|a| a.url.contains("/baseos/latest/") && a.outcome == "HTTP 404"),
+        "{}",
+        attempted(&res)
+    );
+    let mut names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "kernel-devel-5.14.0-503.11.1.0.1.el9_5.x86_64.rpm",
+            "kernel-headers-5.14.0-503.11.1.0.1.el9_5.x86_64.rpm"
+        ]
+    );
+    assert_eq!(
+        kfleet::headers::line_of(&rhck),
+        "oraclelinux/9/x86_64 kernel"
+    );
+}
+
+/// Azure Linux 3 through the built-in chain, served from 127.0.0.1 in packages.microsoft.com's
+/// layout: `kernel-devel` of a `uname -r` without an architecture, from the release's base
+/// repository for the node's architecture.
+#[test]
+fn azure_linux_kernel_devel_from_the_base_repository() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/packages.microsoft.com/azurelinux/3.0/prod/base/aarch64/",
+        &[(
+            "kernel-devel",
+            "6.6.92.2",
+            "2.azl3",
+            "aarch64",
+            b"AZL-DEVEL",
+        )],
+        false,
+        false,
+    );
+    let r = Resolver::new(builtin_chain_at(&fx), ResolverOptions::default()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let azl = id("azurelinux/3.0/aarch64/6.6.92.2-2.azl3");
+    let (_, files) = fetched_by(&fx, &r, &azl, out.path(), "azurelinux-base");
+    assert_eq!(
+        files[0].file_name().unwrap(),
+        "kernel-devel-6.6.92.2-2.azl3.aarch64.rpm"
+    );
+    assert_eq!(std::fs::read(&files[0]).unwrap(), b"AZL-DEVEL");
+}
+
+/// Fetches `id`'s headers into `out`, which `source` must have resolved.
+fn fetched_by(
+    fx: &Fixture,
+    r: &Resolver,
+    id: &KernelIdentity,
+    out: &std::path::Path,
+    source: &str,
+) -> (kfleet::headers::Resolution, Vec<std::path::PathBuf>) {
+    let (res, files) = fx._rt.block_on(r.fetch(id, out)).unwrap();
+    assert_eq!(
+        res.resolved_by.as_deref(),
+        Some(source),
+        "{}",
+        attempted(&res)
+    );
+    (res, files)
+}

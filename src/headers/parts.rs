@@ -138,17 +138,21 @@ impl KernelParts {
         };
         let vault_release = match id.distribution {
             Distribution::Centos => centos_vault_release(&major, &version, &release),
-            Distribution::Almalinux | Distribution::Rocky | Distribution::Rhel => {
-                match el_minor(&release) {
-                    Some(kminor) => format!("{major}.{kminor}"),
-                    None => id.distro_version.clone(),
-                }
-            }
+            Distribution::Almalinux
+            | Distribution::Rocky
+            | Distribution::Oraclelinux
+            | Distribution::Rhel => match el_minor(&release) {
+                Some(kminor) => format!("{major}.{kminor}"),
+                None => id.distro_version.clone(),
+            },
             _ => id.distro_version.clone(),
         };
         let rt_in_release = release.contains(".rt");
+        // Oracle's UEK (`…el9uek`) is its own source package with its own repositories.
+        let uek = id.distribution == Distribution::Oraclelinux && release.ends_with("uek");
         let variant = match id.distribution {
             Distribution::Ubuntu | Distribution::Debian => String::new(),
+            _ if uek => "uek".to_string(),
             _ => match kernel.split_once('+') {
                 Some((_, v)) => v.to_string(),
                 None if rt_in_release => "rt".to_string(),
@@ -165,6 +169,7 @@ impl KernelParts {
         let srpm = match id.distribution {
             Distribution::Ubuntu | Distribution::Debian => String::new(),
             _ if rt_in_release => "kernel-rt".to_string(),
+            _ if uek => "kernel-uek".to_string(),
             d => crate::distros::kernel_source_package(d.as_str(), &id.distro_version, &series),
         };
         Self {

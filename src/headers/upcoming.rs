@@ -13,7 +13,8 @@ use std::cmp::Ordering;
 /// HWE ones; the series for Debian's `6.12.57+deb13` style) and the flavour. RPM families:
 /// release, architecture, variant and source package (`kernel6.12` on Amazon Linux 2023), and
 /// the series on Amazon Linux 2 (its 4.14, 5.4, 5.10 and 5.15 kernels are separate lines).
-/// AlmaLinux and Rocky by major release: their nodes move from 9.6 to 9.7 by updating.
+/// AlmaLinux, Rocky and Oracle Linux by major release: their nodes move from 9.6 to 9.7 by
+/// updating; Oracle's UEK also by series (`kernel-uek 5.15`).
 pub fn line_of(id: &KernelIdentity) -> String {
     let p = KernelParts::of(id);
     let release = if follows_major(id.distribution) {
@@ -36,10 +37,13 @@ pub fn line_of(id: &KernelIdentity) -> String {
                 "{base} {}",
                 if p.srpm.is_empty() { "kernel" } else { &p.srpm }
             );
-            if !p.variant.is_empty() {
+            // UEK's variant is its source package (`kernel-uek`), already in the line.
+            if !p.variant.is_empty() && p.variant != "uek" {
                 line.push_str(&format!(" +{}", p.variant));
             }
-            if id.distribution == Distribution::Amazonlinux {
+            // Amazon Linux 2's kernel series and Oracle's UEK releases (R7 5.15, R8 6.12) are
+            // lines a node stays on until its administrator moves it.
+            if id.distribution == Distribution::Amazonlinux || p.variant == "uek" {
                 line.push_str(&format!(" {}", p.series));
             }
             line
@@ -49,7 +53,10 @@ pub fn line_of(id: &KernelIdentity) -> String {
 
 /// Families whose nodes follow the major release's repositories from minor to minor.
 fn follows_major(distribution: Distribution) -> bool {
-    matches!(distribution, Distribution::Almalinux | Distribution::Rocky)
+    matches!(
+        distribution,
+        Distribution::Almalinux | Distribution::Rocky | Distribution::Oraclelinux
+    )
 }
 
 /// The release a listed `kernel` belongs to on `newest`'s line: the minor its `elN_M` names where

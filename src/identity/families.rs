@@ -91,7 +91,22 @@ pub(super) fn normalise_version(dist: Distribution, text: &str) -> Result<String
                 _ => Err(bad("2, 2022 or 2023")),
             }
         }
-        Distribution::Almalinux | Distribution::Rocky | Distribution::Rhel => {
+        Distribution::Azurelinux => match numeric_major(&lower) {
+            Some(3) => Ok("3.0".to_string()),
+            Some(2) | Some(1) => Err(VersionProblem::Unsupported(format!(
+                "Azure Linux {text} (CBL-Mariner) reached its end of life; kfleet builds Azure Linux 3.0"
+            ))),
+            _ => Err(bad("3.0")),
+        },
+        Distribution::Oraclelinux if numeric_major(&lower).is_some_and(|m| m < 8) => {
+            Err(VersionProblem::Unsupported(format!(
+                "Oracle Linux {text} is in extended support only; kfleet builds Oracle Linux 8, 9 and 10"
+            )))
+        }
+        Distribution::Almalinux
+        | Distribution::Rocky
+        | Distribution::Oraclelinux
+        | Distribution::Rhel => {
             let caps = NUMERIC_VERSION
                 .captures(&lower)
                 .ok_or_else(|| bad("MAJOR.MINOR such as 9.4"))?;
@@ -175,6 +190,14 @@ static EL_KERNEL: LazyLock<Regex> = LazyLock::new(|| {
 static EL_SIDE_LINE: LazyLock<Regex> = LazyLock::new(|| {
     re(r"^\d+\.\d+\.\d+-[0-9][0-9.]*\.el\d+(?:_\d+)?(\.centos\.plus|a)\.(x86_64|aarch64)$")
 });
+/// Oracle's Unbreakable Enterprise Kernel: `5.15.0-309.180.4.el9uek.x86_64` (UEK R7 on 9),
+/// `6.12.0-203.76.7.1.el9uek.x86_64` (R8).
+static UEK_KERNEL: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^(\d+)\.(\d+)\.(\d+)-([0-9][0-9.]*?)\.el(\d+)uek\.([a-z0-9_]+)$"));
+/// Azure Linux 3: `6.6.92.2-2.azl3` (a four-part version, no architecture in `uname -r`);
+/// `6.6.137.mshv1-1.azl3` is the Hyper-V (MSHV) guest kernel of Kata pods.
+static AZURE_KERNEL: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^(\d+)\.(\d+)\.(\d+)\.([0-9a-z]+)-(\d+)\.azl(\d+)$"));
 static AMAZON_KERNEL: LazyLock<Regex> =
     LazyLock::new(|| re(r"^(\d+)\.(\d+)\.(\d+)-(\d+(?:\.\d+)*)\.amzn(\d+)\.([a-z0-9_]+)$"));
 
@@ -200,9 +223,14 @@ pub(super) fn validate_kernel(
         Distribution::Amazonlinux => amazon(distro_version, arch, kver)
             .map(|()| distro_version.to_string())
             .map_err(invalid),
+        Distribution::Azurelinux => azure(distro_version, kver),
+        Distribution::Oraclelinux if kver.contains("uek.") => {
+            uek(distro_version, arch, kver).map_err(invalid)
+        }
         Distribution::Centos
         | Distribution::Almalinux
         | Distribution::Rocky
+        | Distribution::Oraclelinux
         | Distribution::Rhel => {
             if let Some(caps) = EL_SIDE_LINE.captures(kver) {
                 let line = if &caps[1] == "a" {
@@ -381,6 +409,45 @@ fn amazon(distro_version: &str, arch: Architecture, kver: &str) -> Result<(), St
         arch,
         kver,
     )
+}
+
+/// An Azure Linux kernel: its `azlN` must be the release's major; the MSHV guest kernel (Kata
+/// pods' VM) is not a node's kernel.
+fn azure(distro_version: &str, kver: &str) -> Result<String, VersionProblem> {
+    let caps = AZURE_KERNEL.captures(kver).ok_or_else(|| {
+        VersionProblem::Invalid(format!(
+            "'{kver}' is not an Azure Linux kernel; expected VERSION-RELEASE.azlN such as 6.6.92.2-2.azl3"
+        ))
+    })?;
+    if caps[4].starts_with("mshv") {
+        return Err(VersionProblem::Unsupported(format!(
+            "{kver} is the Hyper-V (MSHV) guest kernel of Kata pods, not a node's kernel"
+        )));
+    }
+    let major = &caps[6];
+    if distro_version.split('.').next() != Some(major) {
+        return Err(VersionProblem::Invalid(format!(
+            "azl{major} in kernel_version but distro_version is {distro_version}"
+        )));
+    }
+    Ok(distro_version.to_string())
+}
+
+/// An Oracle UEK kernel: its `elN` must be the release's major; the release keeps its minor
+/// (UEK is one line for every minor of a major).
+fn uek(distro_version: &str, arch: Architecture, kver: &str) -> Result<String, String> {
+    let caps = UEK_KERNEL.captures(kver).ok_or_else(|| {
+        format!("'{kver}' is not an Oracle UEK kernel; expected VERSION-RELEASE.elNuek.ARCH such as 5.15.0-309.180.4.el9uek.x86_64")
+    })?;
+    check_rpm_arch(arch, &caps[6], kver)?;
+    let major = &caps[5];
+    let want = distro_version.split('.').next().unwrap_or(distro_version);
+    if major != want {
+        return Err(format!(
+            "el{major}uek in kernel_version but distro_version is {distro_version}"
+        ));
+    }
+    Ok(distro_version.to_string())
 }
 
 fn el(

@@ -25,11 +25,13 @@ pub enum Distribution {
     Amazonlinux,
     Almalinux,
     Rocky,
+    Oraclelinux,
+    Azurelinux,
     Rhel,
 }
 
 impl Distribution {
-    pub const ALL: [Distribution; 8] = [
+    pub const ALL: [Distribution; 10] = [
         Self::Ubuntu,
         Self::Debian,
         Self::Fedora,
@@ -37,6 +39,8 @@ impl Distribution {
         Self::Amazonlinux,
         Self::Almalinux,
         Self::Rocky,
+        Self::Oraclelinux,
+        Self::Azurelinux,
         Self::Rhel,
     ];
 
@@ -49,6 +53,8 @@ impl Distribution {
             Self::Amazonlinux => "amazonlinux",
             Self::Almalinux => "almalinux",
             Self::Rocky => "rocky",
+            Self::Oraclelinux => "oraclelinux",
+            Self::Azurelinux => "azurelinux",
             Self::Rhel => "rhel",
         }
     }
@@ -68,6 +74,10 @@ impl Distribution {
             "al2023" | "amzn2023" => (Self::Amazonlinux, Some("2023")),
             "almalinux" | "alma" => (Self::Almalinux, None),
             "rocky" | "rockylinux" | "rocky-linux" => (Self::Rocky, None),
+            // os-release ID=ol.
+            "oraclelinux" | "ol" | "oracle" | "oracle-linux" => (Self::Oraclelinux, None),
+            // AKS's node OS; os-release ID=azurelinux.
+            "azurelinux" | "azure-linux" | "azl" => (Self::Azurelinux, None),
             "rhel" | "redhat" | "red-hat" => (Self::Rhel, None),
             _ => return None,
         };
@@ -110,8 +120,10 @@ fn known_unsupported_os(name: &str) -> Option<&'static str> {
         "sles" | "sle-micro" | "suse" | "opensuse" | "opensuse-leap" | "opensuse-tumbleweed" => {
             "SUSE distributions are not a build target"
         }
-        "ol" | "oracle" | "oraclelinux" => "Oracle Linux is not a build target",
-        "photon" | "mariner" | "azurelinux" => "Photon/Azure Linux are not a build target",
+        "photon" => "Photon OS is not a build target",
+        "mariner" | "cbl-mariner" => {
+            "CBL-Mariner 2.0 reached its end of life in July 2025; Azure Linux 3.0 (azurelinux) is its successor"
+        }
         "alpine" | "arch" | "gentoo" | "nixos" | "linuxmint" | "windows" => {
             "this OS is not a build target"
         }
@@ -413,7 +425,7 @@ pub fn check_with_os_image(raw: &RawIdentity<'_>, os_image: Option<&str>) -> Che
         return invalid(
             out,
             format!(
-                "unknown distribution '{dist_in}'; expected one of ubuntu, debian, fedora, centos, amazonlinux, almalinux, rocky, rhel (or an alias such as amzn, al2023, centos-stream)"
+                "unknown distribution '{dist_in}'; expected one of ubuntu, debian, fedora, centos, amazonlinux, almalinux, rocky, oraclelinux, azurelinux, rhel (or an alias such as amzn, al2023, centos-stream, ol)"
             ),
         );
     };

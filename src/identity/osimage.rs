@@ -46,6 +46,8 @@ pub fn distribution_from_os_image(os_image: &str) -> (String, String) {
         ("opensuse", "opensuse"),
         ("oracle linux", "ol"),
         ("cbl-mariner", "mariner"),
+        // AKS: `Microsoft Azure Linux 3.0`; `CBL-Mariner/Linux` before it.
+        ("microsoft azure linux", "azurelinux"),
         ("azure linux", "azurelinux"),
         ("vmware photon", "photon"),
         ("alpine", "alpine"),

@@ -52,7 +52,7 @@ fn every_real_kernel_in_the_shared_data_is_valid() {
         );
         assert_eq!(c.key(), format!("{}/{}/{}/{}", f[0], f[1], f[2], f[3]));
     }
-    assert_eq!(n, 435);
+    assert_eq!(n, 450);
 }
 
 #[test]
@@ -208,6 +208,90 @@ fn amazon_linux_generations_and_aliases() {
     );
     let al1 = verdict("amzn", "2018.03", "x86_64", "4.14.355-196.647.amzn1.x86_64");
     assert!(matches!(al1.verdict, Verdict::Unsupported(_)));
+}
+
+/// Oracle Linux (os-release `ID=ol`): UEK kernels (`elNuek`, any minor of the major) and the
+/// Red Hat compatible kernel (`elN_M`, Oracle's own `.0.N` rebuild suffix); 7 is extended
+/// support only.
+#[test]
+fn oracle_linux_uek_and_rhck() {
+    assert_eq!(
+        key("ol", "9.7", "x86_64", "6.12.0-203.76.7.1.el9uek.x86_64"),
+        "oraclelinux/9.7/x86_64/6.12.0-203.76.7.1.el9uek.x86_64"
+    );
+    assert_eq!(
+        key(
+            "oracle",
+            "8.10",
+            "aarch64",
+            "5.15.0-100.96.32.el8uek.aarch64"
+        ),
+        "oraclelinux/8.10/aarch64/5.15.0-100.96.32.el8uek.aarch64"
+    );
+    assert_eq!(
+        key(
+            "oraclelinux",
+            "9",
+            "x86_64",
+            "5.14.0-70.13.1.0.3.el9_0.x86_64"
+        ),
+        "oraclelinux/9.0/x86_64/5.14.0-70.13.1.0.3.el9_0.x86_64"
+    );
+    assert!(
+        invalid_reason("ol", "9.5", "x86_64", "5.15.0-305.176.4.el8uek.x86_64")
+            .contains("el8uek in kernel_version but distro_version is 9.5")
+    );
+    assert!(
+        invalid_reason("ol", "9.5", "aarch64", "5.15.0-305.176.4.el9uek.x86_64")
+            .contains("built for x86_64 but architecture is aarch64")
+    );
+    assert!(matches!(
+        verdict("ol", "7.9", "x86_64", "5.4.17-2011.6.2.el7uek.x86_64").verdict,
+        Verdict::Unsupported(r) if r.contains("extended support")
+    ));
+    let (dist, version) = osimage::distribution_from_os_image("Oracle Linux Server 9.5");
+    assert_eq!(
+        key(&dist, &version, "x86_64", "5.15.0-305.176.4.el9uek.x86_64"),
+        "oraclelinux/9.5/x86_64/5.15.0-305.176.4.el9uek.x86_64"
+    );
+}
+
+/// Azure Linux 3 (AKS's node OS): `VERSION-RELEASE.azl3` without an architecture; Kubernetes
+/// names it `Microsoft Azure Linux 3.0`; CBL-Mariner 2.0 and Kata's MSHV guest kernel are not
+/// built.
+#[test]
+fn azure_linux_3() {
+    assert_eq!(
+        key("azurelinux", "3.0", "x86_64", "6.6.150.1-1.azl3"),
+        "azurelinux/3.0/x86_64/6.6.150.1-1.azl3"
+    );
+    assert_eq!(
+        key("azl", "3", "aarch64", "6.6.92.2-2.azl3"),
+        "azurelinux/3.0/aarch64/6.6.92.2-2.azl3"
+    );
+    let (dist, version) = osimage::distribution_from_os_image("Microsoft Azure Linux 3.0");
+    assert_eq!(
+        key(&dist, &version, "x86_64", "6.6.43.1-7.azl3"),
+        "azurelinux/3.0/x86_64/6.6.43.1-7.azl3"
+    );
+    assert!(
+        invalid_reason("azurelinux", "3.0", "x86_64", "6.6.43.1-7.azl2")
+            .contains("azl2 in kernel_version but distro_version is 3.0")
+    );
+    assert!(
+        invalid_reason("azurelinux", "3.0", "x86_64", "6.6.43-7.azl3")
+            .contains("is not an Azure Linux kernel")
+    );
+    for (d, v, k, why) in [
+        ("azurelinux", "3.0", "6.6.137.mshv1-1.azl3", "MSHV"),
+        ("mariner", "2.0", "5.15.153.1-2.cm2", "CBL-Mariner 2.0"),
+        ("azurelinux", "2.0", "5.15.153.1-2.cm2", "end of life"),
+    ] {
+        assert!(
+            matches!(&verdict(d, v, "x86_64", k).verdict, Verdict::Unsupported(r) if r.contains(why)),
+            "{d} {v} {k}"
+        );
+    }
 }
 
 #[test]
