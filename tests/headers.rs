@@ -3267,3 +3267,61 @@ fn fetched_by(
     );
     (res, files)
 }
+
+/// A Debian release past Debian's LTS: its later kernels are in Freexian's Extended LTS archive
+/// (free to read), which the built-in chain asks after archive.debian.org and before snapshot.
+#[test]
+fn debian_past_lts_resolves_from_the_extended_lts_archive() {
+    let fx = fixture();
+    let elts = "/deb.freexian.com/extended-lts";
+    let pool = "pool/main/l/linux";
+    let packages: [(&str, &str, &[u8], &str); 3] = [
+        (
+            "linux-headers-4.19.0-28-amd64",
+            "linux-headers-4.19.0-28-amd64_4.19.316-1~deb10u1_amd64.deb",
+            b"ELTS-HDR",
+            "linux-headers-4.19.0-28-common (= 4.19.316-1~deb10u1), linux-kbuild-4.19 (>= 4.19.316-1~deb10u1)",
+        ),
+        (
+            "linux-headers-4.19.0-28-common",
+            "linux-headers-4.19.0-28-common_4.19.316-1~deb10u1_all.deb",
+            b"ELTS-COMMON",
+            "",
+        ),
+        (
+            "linux-kbuild-4.19",
+            "linux-kbuild-4.19_4.19.316-1~deb10u1_amd64.deb",
+            b"ELTS-KBUILD",
+            "libc6 (>= 2.14)",
+        ),
+    ];
+    let mut index = Vec::new();
+    for (name, file, body, depends) in packages {
+        fx.put(&format!("{elts}/{pool}/{file}"), body.to_vec());
+        index.push(format!(
+            "Package: {name}\nSource: linux\nVersion: 4.19.316-1~deb10u1\nArchitecture: amd64\nDepends: {depends}\nFilename: {pool}/{file}\nSize: {}\nSHA256: {}\nDescription: headers\n",
+            body.len(),
+            sha256(body)
+        ));
+    }
+    fx.put(
+        &format!("{elts}/dists/buster/main/binary-amd64/Packages.xz"),
+        xz(index.join("\n").as_bytes()),
+    );
+    let r = Resolver::new(builtin_chain_at(&fx), ResolverOptions::default()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let kernel = id("debian/10/x86_64/4.19.0-28-amd64");
+    let (res, files) = fetched_by(&fx, &r, &kernel, out.path(), "debian-elts");
+    let tried: Vec<&str> = res.attempts.iter().map(|a| a.source.as_str()).collect();
+    assert!(
+        tried.contains(&"debian-archive") && !tried.contains(&"debian-snapshot"),
+        "{}",
+        attempted(&res)
+    );
+    assert_eq!(files.len(), 3);
+    assert!(
+        files
+            .iter()
+            .any(|f| std::fs::read(f).unwrap() == b"ELTS-KBUILD")
+    );
+}

@@ -207,7 +207,7 @@ mod tests {
             "{err}"
         );
         let builtin = Chain::builtin();
-        assert_eq!(builtin.sources.len(), 44);
+        assert_eq!(builtin.sources.len(), 45);
         assert_eq!(
             builtin
                 .sources
