@@ -2,16 +2,34 @@
 
 /// Refuses a URL that would carry a token or an artifact in the clear: `https://`, or `http://`
 /// to a loopback address, or anything with `insecure_http`.
-pub fn check_transport(url: &str, insecure_http: bool) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: not a URL ({e})"))?;
+pub fn check_transport(url: &str, insecure_http: bool) -> Result<(), TransportError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| TransportError::NotUrl {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if insecure_http || is_loopback(&parsed) => Ok(()),
-        "http" => Err(format!(
-            "{url}: plain http to a host that is not loopback; use https://, or pass --insecure-http on a network you trust"
-        )),
-        other => Err(format!("{url}: scheme {other} is not http(s)")),
+        "http" => Err(TransportError::PlainHttp {
+            url: url.to_string(),
+        }),
+        other => Err(TransportError::Scheme {
+            url: url.to_string(),
+            scheme: other.to_string(),
+        }),
     }
+}
+
+/// Why a URL is not one kfleet sends to.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TransportError {
+    #[error("{url}: not a URL ({reason})")]
+    NotUrl { url: String, reason: String },
+    /// `http://` to a host off this machine (a caller may allow it explicitly).
+    #[error("{url}: plain http to a host that is not loopback; use https://")]
+    PlainHttp { url: String },
+    #[error("{url}: scheme {scheme} is not http(s)")]
+    Scheme { url: String, scheme: String },
 }
 
 fn is_loopback(url: &reqwest::Url) -> bool {
@@ -83,8 +101,12 @@ mod tests {
         assert!(check_transport("http://127.0.0.1:8080", false).is_ok());
         assert!(check_transport("http://[::1]:8080", false).is_ok());
         assert!(check_transport("http://localhost:1", false).is_ok());
-        let err = check_transport("http://kfleet.example", false).unwrap_err();
-        assert!(err.contains("--insecure-http"), "{err}");
+        assert_eq!(
+            check_transport("http://kfleet.example", false),
+            Err(TransportError::PlainHttp {
+                url: "http://kfleet.example".into()
+            })
+        );
         assert!(check_transport("http://kfleet.example", true).is_ok());
         assert!(check_transport("file:///etc/passwd", true).is_err());
     }

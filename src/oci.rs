@@ -180,11 +180,9 @@ impl Client {
         credentials: Option<Credentials>,
         timeout: Duration,
     ) -> Result<Self, OciError> {
-        crate::net::check_transport(&reference.base, false).map_err(|message| {
-            OciError::Transport {
-                url: reference.base.clone(),
-                source: Cause::from(message),
-            }
+        crate::net::check_transport(&reference.base, false).map_err(|e| OciError::Transport {
+            url: reference.base.clone(),
+            source: Cause::of(e),
         })?;
         let http = crate::net::http_client(timeout, crate::net::Redirects::Limited(5), None)
             .map_err(|message| OciError::Transport {
@@ -278,11 +276,9 @@ impl Client {
                     source: Cause::from("the registry's bearer challenge names no realm"),
                 })?;
                 // The realm came over the network: credentials go only to https (or loopback).
-                crate::net::check_transport(realm, false).map_err(|message| {
-                    OciError::Transport {
-                        url: realm.clone(),
-                        source: Cause::from(message),
-                    }
+                crate::net::check_transport(realm, false).map_err(|e| OciError::Transport {
+                    url: realm.clone(),
+                    source: Cause::of(e),
                 })?;
                 let actions = if push { "pull,push" } else { "pull" };
                 let scope = format!("repository:{}:{actions}", self.reference.repository);

@@ -138,7 +138,7 @@ pub async fn mark_node(target: &KubeTarget, mark: &Mark) -> Result<(), Readiness
         url: url.clone(),
         source: Cause::of(e),
     };
-    crate::net::check_transport(&url, false).map_err(api_err)?;
+    crate::net::check_transport(&url, false).map_err(|e| api_err(e.to_string()))?;
     let http = crate::net::http_client(
         Duration::from_secs(30),
         crate::net::Redirects::None,

@@ -158,6 +158,29 @@ fn older_release_by_tag_and_unknown_tag() {
         .stderr(predicate::str::contains("v1.1.0, v1.0.0"));
 }
 
+/// Only a prerelease: the library says what is missing, the command line which flag picks one.
+#[test]
+fn only_a_prerelease_names_the_flag_that_picks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let releases = dir.path().join("releases.json");
+    std::fs::write(
+        &releases,
+        r#"[{"id": 1, "tag_name": "v2.0.0-rc.1", "draft": false, "prerelease": true, "assets": []}]"#,
+    )
+    .unwrap();
+    kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(fixture("small-fleet.csv"))
+        .arg("-r")
+        .arg(&releases)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "no published release that is neither draft nor prerelease (of 1); pass --driver-version TAG to pick one",
+        ));
+}
+
 #[test]
 fn csv_shape_and_status_filter() {
     let out = kfleet()

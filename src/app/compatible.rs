@@ -196,7 +196,7 @@ async fn record(http: &reqwest::Client, url: &str, dir: &Path) -> Result<Package
     {
         return Ok(record);
     }
-    crate::net::check_transport(url, false)?;
+    crate::net::check_transport(url, false).map_err(|e| e.to_string())?;
     let response = http.get(url).send().await.map_err(|e| {
         format!(
             "{}: {}",

@@ -66,9 +66,7 @@ pub enum ReleaseError {
     },
     #[error("no release tagged '{wanted}'; releases here: {available}")]
     NoSuchTag { wanted: String, available: String },
-    #[error(
-        "no published release that is neither draft nor prerelease (of {count}); pass --driver-version TAG to pick one"
-    )]
+    #[error("no published release that is neither draft nor prerelease (of {count})")]
     NoPublished { count: usize },
 }
 

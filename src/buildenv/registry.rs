@@ -145,7 +145,7 @@ async fn resolve(
         source: Cause::of(e),
     };
     let base = base_for(&host, overrides);
-    crate::net::check_transport(&base, false).map_err(err)?;
+    crate::net::check_transport(&base, false).map_err(|e| err(e.to_string()))?;
     let url = format!("{base}/v2/{repo}/manifests/{tag}");
     let head = |token: Option<String>| {
         let mut req = client.head(&url).header(reqwest::header::ACCEPT, ACCEPT);
@@ -169,7 +169,7 @@ async fn resolve(
             .ok_or_else(|| err("the bearer challenge names no realm".into()))?;
         // The realm comes over the network: nothing but https (or loopback) is asked, and no
         // credential is sent to it.
-        crate::net::check_transport(realm, false).map_err(err)?;
+        crate::net::check_transport(realm, false).map_err(|e| err(e.to_string()))?;
         let mut token_req = client.get(realm.as_str());
         for key in ["service", "scope"] {
             if let Some(v) = params.get(key) {

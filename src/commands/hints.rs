@@ -30,6 +30,13 @@ pub(crate) fn with_hint(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn hint_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    // A transparent wrapper forwards `source()` past the error it wraps: look inside.
+    #[cfg(feature = "fleet")]
+    if let Some(crate::app::snapshot::SnapshotError::Release(inner)) =
+        e.downcast_ref::<crate::app::snapshot::SnapshotError>()
+    {
+        return hint_of(inner);
+    }
     if let Some(e) = e.downcast_ref::<ForgeError>() {
         return match e {
             ForgeError::BadRepo(_) => Some("pass --repo OWNER/NAME"),
@@ -66,11 +73,25 @@ fn hint_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
         return match e {
             EnsureError::Unauthorized(_) => Some("check KFLEET_SERVICE_TOKEN or --token-file"),
             EnsureError::TooLarge { .. } => Some("raise --max-download if it is right"),
+            EnsureError::Insecure(crate::net::TransportError::PlainHttp { .. }) => {
+                Some("or pass --insecure-http on a network you trust")
+            }
             EnsureError::NeedsStore(_) => {
                 Some("pass --store oci://REGISTRY/NAMESPACE/NAME (the registry, or a mirror of it)")
             }
             _ => None,
         };
+    }
+    if let Some(crate::artifacts::ReleaseError::NoPublished { .. }) =
+        e.downcast_ref::<crate::artifacts::ReleaseError>()
+    {
+        return Some("pass --driver-version TAG to pick one");
+    }
+    if let Some(crate::state::StoreError::Invalid { store, .. }) =
+        e.downcast_ref::<crate::state::StoreError>()
+        && store == crate::state::POSTGRES_URL
+    {
+        return Some("check --state (or KFLEET_STATE_URL)");
     }
     if let Some(e) = e.downcast_ref::<InstallError>() {
         return match e {

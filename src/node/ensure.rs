@@ -112,8 +112,8 @@ pub enum EnsureError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Insecure(String),
+    #[error(transparent)]
+    Insecure(crate::net::TransportError),
     #[error("{url}: the download is larger than {max} bytes; refusing it")]
     TooLarge { url: String, max: u64 },
     #[error("{url}: {status} (the asset may be being replaced)")]

@@ -9,6 +9,9 @@ pub mod ledger;
 mod postgres;
 mod sqlite;
 
+/// How an invalid PostgreSQL URL is named in errors (never the URL itself: it may hold a password).
+pub const POSTGRES_URL: &str = "the PostgreSQL URL";
+
 use crate::text::Cause;
 use chrono::{DateTime, TimeZone, Utc};
 use std::path::{Path, PathBuf};

@@ -219,7 +219,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
 impl PgStore {
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let parsed = ParsedUrl::parse(url).map_err(|message| StoreError::Invalid {
-            store: "the PostgreSQL URL (--state, KFLEET_STATE_URL)".into(),
+            store: super::POSTGRES_URL.into(),
             source: Cause::from(message),
         })?;
         let label = parsed.label();
