@@ -2980,6 +2980,14 @@ fn ubuntu_pro_kernels_resolve_through_the_pro_archive_with_a_token() {
         ),
     ]
     .join("\n");
+    // An index entry whose Filename names another host: the login never goes there.
+    let elsewhere = fixture();
+    elsewhere.put("/x.deb", b"X".to_vec());
+    let index = format!(
+        "{index}\nPackage: linux-headers-5.4.0-219-generic\nSource: linux\nVersion: 5.4.0-219.239\nArchitecture: amd64\nDepends: \nFilename: {}/x.deb\nSize: 1\nSHA256: {}\nDescription: headers\n",
+        elsewhere.base,
+        sha256(b"X")
+    );
     fx.put(
         &format!("{esm}/dists/focal-infra-security/main/binary-amd64/Packages.xz"),
         xz(index.as_bytes()),
@@ -3129,6 +3137,24 @@ fn ubuntu_pro_kernels_resolve_through_the_pro_archive_with_a_token() {
         "{attempts}"
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("stale-token-0000"));
+
+    // The Pro index names a package on another host: resolved, but not fetched with the login.
+    let mut other = identity;
+    other[7] = "5.4.0-219-generic";
+    let out = kfleet(
+        &pro,
+        &with(
+            &["headers", "fetch", "--out", headers.to_str().unwrap()],
+            &other,
+        ),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not sending the ubuntu-pro credential") && !stderr.contains(TOKEN),
+        "{stderr}"
+    );
+    assert!(elsewhere.files.lock().unwrap().authorizations.is_empty());
 }
 
 /// Oracle Linux through the built-in chain, served from 127.0.0.1 in yum.oracle.com's layout

@@ -338,20 +338,20 @@ impl Resolver {
                 package.name
             )));
         }
-        let credential = resolution.resolved_by.as_deref().and_then(|name| {
-            self.chain
-                .sources
-                .iter()
-                .find(|s| s.name == name)
-                .and_then(|s| s.credential.as_deref())
-        });
-        let request = sources::authorized(
-            &self.options.credentials,
-            credential,
-            self.http.get(&package.url),
-            &package.url,
-        )
-        .map_err(err)?;
+        let found_by = resolution
+            .resolved_by
+            .as_deref()
+            .and_then(|name| self.chain.sources.iter().find(|s| s.name == name));
+        let request = match found_by {
+            Some(source) => sources::authorized(
+                &self.options.credentials,
+                source,
+                self.http.get(&package.url),
+                &package.url,
+            )
+            .map_err(err)?,
+            None => self.http.get(&package.url),
+        };
         let response = request.send().await.map_err(failed)?;
         if !response.status().is_success() {
             return Err(err(format!("HTTP {}", response.status().as_u16())));

@@ -57,12 +57,7 @@ impl Ctx<'_> {
         request: reqwest::RequestBuilder,
         url: &str,
     ) -> Outcome<reqwest::RequestBuilder> {
-        authorized(
-            self.credentials,
-            self.source.credential.as_deref(),
-            request,
-            url,
-        )
+        authorized(self.credentials, self.source, request, url)
     }
 
     /// Sets the outcome of the last attempt (a request that answered, but not with what was
@@ -185,19 +180,36 @@ impl Ctx<'_> {
     }
 }
 
-/// `request` to `url` with the login of `credential` for it (none when `credential` is `None`):
-/// apt's HTTP Basic, only over https or to loopback, and only where a login fits the URL.
+/// `request` to `url` with the login of `source`'s credential (none when it names none): apt's
+/// HTTP Basic, only over https or to loopback, only to a host of the source's own URLs (an
+/// index's `Filename` may name any URL), and only where a login fits the URL.
 pub(super) fn authorized(
     credentials: &super::Credentials,
-    credential: Option<&str>,
+    source: &SourceSpec,
     request: reqwest::RequestBuilder,
     url: &str,
 ) -> Outcome<reqwest::RequestBuilder> {
-    let Some(name) = credential else {
+    let Some(name) = source.credential.as_deref() else {
         return Ok(request);
     };
     crate::net::check_transport(url, false)
         .map_err(|_| format!("the {name} credential is only sent over https"))?;
+    let origin = |u: &str| {
+        reqwest::Url::parse(u).ok().map(|u| {
+            (
+                u.host_str().map(str::to_ascii_lowercase),
+                u.port_or_known_default(),
+            )
+        })
+    };
+    let target = origin(url);
+    if target.is_none() || !source.urls.iter().any(|u| origin(u) == target) {
+        return Err(format!(
+            "not sending the {name} credential to {}: not a host of source {}",
+            crate::text::clean(url),
+            source.name
+        ));
+    }
     let (login, password) = credentials
         .for_url(name, url)
         .ok_or_else(|| format!("no {name} login fits this URL"))?;
