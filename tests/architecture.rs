@@ -285,3 +285,20 @@ fn the_environment_is_read_in_one_place_and_documented() {
     }
     assert!(count > 20, "only {count} variables found in environment.rs");
 }
+
+/// An error that wraps another keeps it as its source: `#[error(transparent)]` forwards
+/// `source()` past the wrapped error, which hides it from the chain (and the command line's
+/// hints, which look for it there).
+#[test]
+fn wrapping_errors_keep_the_wrapped_error_in_the_chain() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            !text.contains("#[error(transparent)]"),
+            "{} wraps an error transparently; write #[error(\"{{0}}\")] and keep it as the source",
+            file.display()
+        );
+    }
+}

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error(transparent)]
+    #[error("{0}")]
     Forge(#[from] ForgeError),
-    #[error(transparent)]
+    #[error("{0}")]
     State(#[from] StoreError),
-    #[error(transparent)]
+    #[error("{0}")]
     Release(#[from] ReleaseError),
-    #[error(transparent)]
+    #[error("{0}")]
     Coverage(#[from] CoverageError),
     #[error("the coverage computation stopped: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -46,9 +46,9 @@ pub struct PlannerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error(transparent)]
+    #[error("{0}")]
     Forge(#[from] ForgeError),
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
     #[error("release {0}: {1}")]
     Release(String, String),

@@ -60,8 +60,18 @@ pub(crate) fn header_resolver(
 }
 
 /// The header chain's credentials from the environment: Ubuntu Pro's login from
-/// `KFLEET_UBUNTU_PRO_TOKEN`, else from the file `KFLEET_UBUNTU_PRO_TOKEN_FILE` names.
+/// `KFLEET_UBUNTU_PRO_TOKEN`, else from the file `KFLEET_UBUNTU_PRO_TOKEN_FILE` names. Read once
+/// per process, so the identity check's grant and every resolver see the same login.
 pub(crate) fn header_credentials() -> Result<Credentials> {
+    static READ: std::sync::OnceLock<Credentials> = std::sync::OnceLock::new();
+    if let Some(credentials) = READ.get() {
+        return Ok(credentials.clone());
+    }
+    let credentials = read_header_credentials()?;
+    Ok(READ.get_or_init(|| credentials).clone())
+}
+
+fn read_header_credentials() -> Result<Credentials> {
     use crate::environment::{KFLEET_UBUNTU_PRO_TOKEN, KFLEET_UBUNTU_PRO_TOKEN_FILE};
     let mut credentials = Credentials::default();
     let text = match (

@@ -30,13 +30,6 @@ pub(crate) fn with_hint(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn hint_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
-    // A transparent wrapper forwards `source()` past the error it wraps: look inside.
-    #[cfg(feature = "fleet")]
-    if let Some(crate::app::snapshot::SnapshotError::Release(inner)) =
-        e.downcast_ref::<crate::app::snapshot::SnapshotError>()
-    {
-        return hint_of(inner);
-    }
     if let Some(e) = e.downcast_ref::<ForgeError>() {
         return match e {
             ForgeError::BadRepo(_) => Some("pass --repo OWNER/NAME"),

@@ -20,7 +20,7 @@ const MAX_HASHED_READS: usize = 2000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(transparent)]
+    #[error("{0}")]
     Oci(#[from] OciError),
     #[error("{store}: {source}")]
     Refused { store: String, source: Cause },

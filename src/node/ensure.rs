@@ -112,8 +112,8 @@ pub enum EnsureError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Insecure(crate::net::TransportError),
+    #[error("{0}")]
+    Insecure(#[source] crate::net::TransportError),
     #[error("{url}: the download is larger than {max} bytes; refusing it")]
     TooLarge { url: String, max: u64 },
     #[error("{url}: {status} (the asset may be being replaced)")]
@@ -122,7 +122,7 @@ pub enum EnsureError {
     BadName(String),
     #[error("the driver is in an OCI registry ({0}), which the node was not told to pull from")]
     NeedsStore(String),
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] crate::forge::StoreError),
 }
 

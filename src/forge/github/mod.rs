@@ -73,8 +73,8 @@ pub enum ForgeError {
     #[error("{url}: not sent: {why}")]
     ClaimLost { url: String, why: String },
     /// The artifact store (an OCI registry) in place of the releases failed.
-    #[error(transparent)]
-    Store(Box<crate::forge::StoreError>),
+    #[error("{0}")]
+    Store(#[source] Box<crate::forge::StoreError>),
 }
 
 /// `OWNER/NAME`.
