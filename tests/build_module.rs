@@ -2366,21 +2366,18 @@ fn report_kabi_counts_kernels_another_artifact_loads_into() {
     let other = headers_deb_like(debs.path(), "6.1.0-98-amd64", &other_abi_tree());
     let other_twin = headers_deb_like(debs.path(), "6.1.0-96-amd64", &other_abi_tree());
     let name = package.file_name().unwrap().to_string_lossy().into_owned();
-    let record = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
-        .args(["--json", "kabi", "imports"])
-        .arg(package));
-    assert!(record.status.success());
+    let record = kabi_record(package);
     // `--sandbox .` serves the release from here, the record's bytes from assets/.
     let work = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(work.path().join("assets")).unwrap();
     std::fs::write(
         work.path().join(format!("assets/{name}.kabi.json")),
-        &record.stdout,
+        &record,
     )
     .unwrap();
     let mirror = debian_mirror_with(
         &[twin, other, other_twin],
-        vec![(format!("/records/{name}.kabi.json"), record.stdout)],
+        vec![(format!("/records/{name}.kabi.json"), record)],
     );
     write_kabi_release(work.path(), &mirror, &name);
     let mut fleet = String::from("distribution,distro_version,architecture,kernel_version\n");
@@ -2491,14 +2488,8 @@ fn report_kabi_counts_kernels_another_artifact_loads_into() {
     // The dashboard with --kabi: the same verdict from a forge that serves the release (the
     // sandbox, its assets' bytes from a directory).
     let served = tempfile::tempdir().unwrap();
-    let record = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
-        .args(["--json", "kabi", "imports"])
-        .arg(package));
-    std::fs::write(
-        served.path().join(format!("{name}.kabi.json")),
-        record.stdout,
-    )
-    .unwrap();
+    let record = kabi_record(package);
+    std::fs::write(served.path().join(format!("{name}.kabi.json")), record).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let report = rt.block_on(async {
         use kfleet::forge::{Forge, RetryPolicy, SandboxForge, SandboxOptions};
@@ -2579,13 +2570,10 @@ fn upcoming_kabi_marks_published_kernels_an_artifact_already_serves() {
     let twin = headers_deb_like(debs.path(), "6.1.0-99-amd64", &kdir);
     let other = headers_deb_like(debs.path(), "6.1.0-98-amd64", &other_abi_tree());
     let name = package.file_name().unwrap().to_string_lossy().into_owned();
-    let record = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
-        .args(["--json", "kabi", "imports"])
-        .arg(package));
-    assert!(record.status.success());
+    let record = kabi_record(package);
     let mirror = debian_mirror_with(
         &[twin, other],
-        vec![(format!("/records/{name}.kabi.json"), record.stdout)],
+        vec![(format!("/records/{name}.kabi.json"), record)],
     );
     let work = tempfile::tempdir().unwrap();
     write_kabi_release(work.path(), &mirror, &name);
@@ -2680,4 +2668,13 @@ fn kfleet_json_in(dir: &Path, mirror: &Mirror, args: &[&str]) -> serde_json::Val
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The record the build job writes beside a package (`kfleet --json kabi imports PACKAGE`).
+fn kabi_record(package: &std::path::Path) -> Vec<u8> {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .args(["--json", "kabi", "imports"])
+        .arg(package));
+    assert!(out.status.success());
+    out.stdout
 }
