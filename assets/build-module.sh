@@ -120,6 +120,20 @@ if [ -z "$kdir" ] && [ -z "$extract" ] && [ "${KFLEET_IN_CONTAINER:-}" != 1 ]; t
     "$image" bash /kfleet/build-module.sh --headers /headers --module /module --out /out
 fi
 
+# Where an RPM family's headers put the kernel build tree, under ROOT: Red Hat's layout
+# /usr/src/kernels/KERNEL, or SUSE's /usr/src/linux-VERSION-RELEASE-obj/CPU_ARCH/FLAVOUR (its
+# CPU_ARCH is the kernel's own name, arm64 for aarch64).
+rpm_tree() {
+  local root=$1
+  case "$DISTRIBUTION" in
+    leap | tumbleweed | sles)
+      local trees=("$root/usr/src/linux-${KERNEL_VERSION%-*}-obj"/*/"${KERNEL_VERSION##*-}")
+      if [ ${#trees[@]} -gt 0 ]; then echo "${trees[0]}"; else echo "$root/usr/src/linux-${KERNEL_VERSION%-*}-obj/$ARCHITECTURE/${KERNEL_VERSION##*-}"; fi
+      ;;
+    *) echo "$root/usr/src/kernels/$KERNEL_VERSION" ;;
+  esac
+}
+
 build='' root='' tmp=''
 cleanup() {
   rm -rf "$build" "$root"
@@ -169,10 +183,13 @@ elif [ -n "$extract" ]; then
     *)
       packages=("$headers"/*.rpm)
       [ ${#packages[@]} -gt 0 ] || die "no .rpm packages in $headers"
-      kdir=$root/usr/src/kernels/$KERNEL_VERSION
       ;;
   esac
   for p in "${packages[@]}"; do unpack "$p"; done
+  case "$DISTRIBUTION" in
+    ubuntu | debian) ;;
+    *) kdir=$(rpm_tree "$root") ;;
+  esac
   [ -d "$kdir" ] || die "the packages in $headers hold no ${kdir#"$root"}"
   real_root=$(realpath "$root")
   while IFS= read -r -d '' link; do
@@ -214,7 +231,7 @@ else
       # The target kernel's own kernel-headers (EL, Amazon Linux), even where the image has a newer
       # one: glibc-devel accepts any version, so replace it in place.
       [ ${#userspace[@]} -eq 0 ] || rpm -U --oldpackage --replacepkgs "${userspace[@]}" >&2
-      kdir=/usr/src/kernels/$KERNEL_VERSION
+      kdir=$(rpm_tree "")
       ;;
   esac
   [ -d "$kdir" ] || die "the headers installed, but $kdir is missing"

@@ -120,13 +120,13 @@ fn granted(credential: &str) -> bool {
         .any(|g| g == credential)
 }
 
-/// What a Debian-style kernel (`VERSION-ABI-FLAVOUR`, such as `5.4.0-217-generic`) of this
-/// release needs beyond the public archive, and why: `None` for a public kernel, or one a
-/// [`grant`]ed credential serves.
+/// What a kernel of this release needs beyond the public archive, and why: `None` for a public
+/// kernel, or one a [`grant`]ed credential serves. Series, ABI and flavour are read from the
+/// Debian-style `VERSION-ABI-FLAVOUR` (`5.4.0-217-generic`) where an entry asks for them.
 pub fn entitlement(distribution: &str, version: &str, kernel: &str) -> Option<&'static Entitled> {
-    let (upstream, rest) = kernel.split_once('-')?;
-    let (abi, flavour) = rest.split_once('-')?;
-    let abi: u32 = abi.parse().ok()?;
+    let (upstream, rest) = kernel.split_once('-').unwrap_or((kernel, ""));
+    let (abi, flavour) = rest.split_once('-').unwrap_or((rest, ""));
+    let abi: Option<u32> = abi.parse().ok();
     let series = upstream
         .splitn(3, '.')
         .take(2)
@@ -136,7 +136,8 @@ pub fn entitlement(distribution: &str, version: &str, kernel: &str) -> Option<&'
         e.distribution == distribution
             && (e.versions.is_empty() || e.versions.iter().any(|v| v == version))
             && e.kernel_series.as_ref().is_none_or(|s| *s == series)
-            && e.after_abi.is_none_or(|after| abi > after)
+            && e.after_abi
+                .is_none_or(|after| abi.is_some_and(|abi| abi > after))
             && (e.flavours.is_empty() || e.flavours.iter().any(|f| f == flavour))
             && e.credential.as_deref().is_none_or(|c| !granted(c))
     })
@@ -249,6 +250,9 @@ mod tests {
         assert_eq!(pro("22.04", "5.15.0-1060-azure-fips"), Some("Ubuntu Pro"));
         assert_eq!(pro("22.04", "5.15.0-1060-realtime"), Some("Ubuntu Pro"));
         assert_eq!(pro("22.04", "5.15.0-125-generic"), None);
+        assert_eq!(pro("22.04", "5.15.0-1060-aws"), None);
+        let suse = |v: &str| entitlement("sles", v, "6.4.0-150700.53.3-default").is_some();
+        assert!(suse("15.7") && !suse("15.6"));
         assert_eq!(codename("ubuntu", "25.10"), Some("questing"));
         assert_eq!(codename("debian", "12"), Some("bookworm"));
         assert_eq!(version_of_codename("debian", "trixie"), Some("13"));

@@ -3276,6 +3276,197 @@ fn azure_linux_kernel_devel_from_the_base_repository() {
     assert_eq!(std::fs::read(&files[0]).unwrap(), b"AZL-DEVEL");
 }
 
+/// File names of fetched packages, sorted.
+fn file_names(files: &[std::path::PathBuf]) -> Vec<String> {
+    let mut names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// openSUSE Leap 15.6 through the built-in chain, served from 127.0.0.1 in download.opensuse.org's
+/// layout: the kernel's `kernel-default-devel` and the noarch source tree `kernel-devel` from the
+/// `sle` update repository, at the uname's release with SUSE's rebuild counter added (the
+/// highest counter wins; 150600.23.7 is another kernel). Upcoming kernels on the line are named
+/// back as `uname -r` strings, without the counter.
+#[test]
+fn opensuse_leap_kernel_default_devel_and_its_source_tree() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/download.opensuse.org/update/leap/15.6/sle/",
+        &[
+            (
+                "kernel-default-devel",
+                "6.4.0",
+                "150600.23.7.1",
+                "x86_64",
+                b"OTHER-KERNEL",
+            ),
+            (
+                "kernel-default-devel",
+                "6.4.0",
+                "150600.23.73.1",
+                "x86_64",
+                b"FIRST-BUILD",
+            ),
+            (
+                "kernel-default-devel",
+                "6.4.0",
+                "150600.23.73.2",
+                "x86_64",
+                b"DEFAULT-DEVEL",
+            ),
+            (
+                "kernel-devel",
+                "6.4.0",
+                "150600.23.73.1",
+                "noarch",
+                b"SOURCE-TREE",
+            ),
+            (
+                "kernel-default-devel",
+                "6.4.0",
+                "150600.23.80.1",
+                "x86_64",
+                b"NEXT",
+            ),
+        ],
+        false,
+        false,
+    );
+    let r = Resolver::new(builtin_chain_at(&fx), ResolverOptions::default()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let leap = id("opensuse-leap/15.6/x86_64/6.4.0-150600.23.73-default");
+    let (_, files) = fetched_by(&fx, &r, &leap, out.path(), "opensuse-leap");
+    assert_eq!(
+        file_names(&files),
+        [
+            "kernel-default-devel-6.4.0-150600.23.73.2.x86_64.rpm",
+            "kernel-devel-6.4.0-150600.23.73.1.noarch.rpm"
+        ]
+    );
+    let devel = files
+        .iter()
+        .find(|f| f.to_string_lossy().contains("default-devel"))
+        .unwrap();
+    assert_eq!(std::fs::read(devel).unwrap(), b"DEFAULT-DEVEL");
+
+    let line = kfleet::headers::line_of(&leap);
+    assert_eq!(line, "leap/15.6/x86_64 kernel-default");
+    let (found, _) = fx._rt.block_on(r.newer_on_line(&leap)).unwrap();
+    let kernels: Vec<&str> = found
+        .iter()
+        .map(|u| u.identity.kernel_version.as_str())
+        .collect();
+    assert_eq!(kernels, ["6.4.0-150600.23.80-default"]);
+}
+
+/// SLES 16.0's azure kernel on aarch64 from openSUSE Leap 16.0's repository (the same binaries):
+/// `kernel-azure-devel` with the azure flavour's own source tree `kernel-devel-azure`, not the
+/// default tree of another release; the `sle` update repository Leap 16 does not have is a 404.
+#[test]
+fn sles_16_azure_kernel_from_the_leap_repository_of_its_architecture() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/download.opensuse.org/distribution/leap/16.0/repo/oss/aarch64/",
+        &[
+            (
+                "kernel-azure-devel",
+                "6.12.0",
+                "160000.9.1",
+                "aarch64",
+                b"AZURE-DEVEL",
+            ),
+            (
+                "kernel-devel",
+                "6.12.0",
+                "160000.26.1",
+                "noarch",
+                b"DEFAULT-TREE",
+            ),
+            (
+                "kernel-devel-azure",
+                "6.12.0",
+                "160000.9.1",
+                "noarch",
+                b"AZURE-TREE",
+            ),
+        ],
+        false,
+        false,
+    );
+    let r = Resolver::new(builtin_chain_at(&fx), ResolverOptions::default()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let sles = id("sles/16.0/aarch64/6.12.0-160000.9-azure");
+    let (res, files) = fetched_by(&fx, &r, &sles, out.path(), "sles-via-opensuse-leap");
+    assert!(
+        res.attempts
+            .iter()
+            .any(|a| a.url.contains("/update/leap/16.0/sle/") && a.outcome == "HTTP 404"),
+        "{}",
+        attempted(&res)
+    );
+    assert_eq!(
+        file_names(&files),
+        [
+            "kernel-azure-devel-6.12.0-160000.9.1.aarch64.rpm",
+            "kernel-devel-azure-6.12.0-160000.9.1.noarch.rpm"
+        ]
+    );
+}
+
+/// Tumbleweed: the node's snapshot from openSUSE's history of snapshots (the current repository
+/// is not asked); upcoming kernels of a rolling release are not predicted, and say why.
+#[test]
+fn tumbleweed_from_the_history_of_its_snapshot() {
+    let fx = fixture();
+    rpm_repo(
+        &fx,
+        "/download.opensuse.org/history/20250727/tumbleweed/repo/oss/",
+        &[
+            (
+                "kernel-default-devel",
+                "6.15.8",
+                "1.1",
+                "x86_64",
+                b"TW-DEVEL",
+            ),
+            ("kernel-devel", "6.15.8", "1.1", "noarch", b"TW-TREE"),
+        ],
+        true,
+        false,
+    );
+    let r = Resolver::new(builtin_chain_at(&fx), ResolverOptions::default()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let tw = id("tumbleweed/20250727/x86_64/6.15.8-1-default");
+    let (res, files) = fetched_by(&fx, &r, &tw, out.path(), "tumbleweed-history");
+    assert!(
+        res.attempts
+            .iter()
+            .all(|a| !a.url.contains("/tumbleweed/repo/oss/") || a.url.contains("/history/"))
+    );
+    assert_eq!(
+        file_names(&files),
+        [
+            "kernel-default-devel-6.15.8-1.1.x86_64.rpm",
+            "kernel-devel-6.15.8-1.1.noarch.rpm"
+        ]
+    );
+    let err = fx
+        ._rt
+        .block_on(r.newer_on_line(&tw))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("tumbleweed/*/x86_64 kernel-default: a rolling release"),
+        "{err}"
+    );
+}
+
 /// Fetches `id`'s headers into `out`, which `source` must have resolved.
 fn fetched_by(
     fx: &Fixture,

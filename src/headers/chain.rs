@@ -206,8 +206,27 @@ mod tests {
             err.to_string().contains("unknown field `when_varient`"),
             "{err}"
         );
+        let err = source(
+            "rpm-repo",
+            "packages = [\"kernel-{flavur}-devel\"]",
+            "https://h/",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("package name 'kernel-{flavur}-devel'"),
+            "{err}"
+        );
+        assert!(
+            source(
+                "rpm-repo",
+                "packages = [\"kernel-devel-{flavour}|kernel-devel\"]",
+                "https://h/"
+            )
+            .is_ok()
+        );
         let builtin = Chain::builtin();
-        assert_eq!(builtin.sources.len(), 45);
+        assert_eq!(builtin.sources.len(), 51);
         assert_eq!(
             builtin
                 .sources

@@ -68,6 +68,12 @@ pub enum HeaderError {
     /// not "no newer kernels".
     #[error("{line}: no repository could be read; tried:\n{attempts}")]
     Unlisted { line: String, attempts: String },
+    /// A rolling release (Tumbleweed): a newer kernel arrives with a snapshot not yet published,
+    /// whose number the node's identity would carry.
+    #[error(
+        "{0}: a rolling release; its next kernel comes with a snapshot that is not published yet, so it is built when a node runs it"
+    )]
+    Rolling(String),
     #[error("{url}: {source}")]
     Download { url: String, source: Cause },
     #[error("{name}: {algorithm} is {actual} but the source says {expected}; nothing was kept")]

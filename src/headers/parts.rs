@@ -43,6 +43,11 @@ pub struct KernelParts {
     pub end_of_life: bool,
     /// Its packages moved for good to the archive of old releases.
     pub archived: bool,
+    /// SUSE (Leap, Tumbleweed, SLES): a package's release adds a rebuild counter to the uname's
+    /// (`150600.23.25` is packaged as `150600.23.25.1`), and package names are written out per
+    /// flavour (`kernel-{flavour}-devel`).
+    #[serde(skip)]
+    pub suse: bool,
 }
 
 /// CentOS Linux point releases by the kernel release's first number (each point release rebased
@@ -128,6 +133,17 @@ impl KernelParts {
                     .unwrap_or_default();
                 (version, release, flavour, abi)
             }
+            Distribution::Leap | Distribution::Tumbleweed | Distribution::Sles => {
+                // 6.4.0-150600.23.25-default
+                let (head, flavour) = kernel.rsplit_once('-').unwrap_or((&kernel, ""));
+                let (v, r) = head.split_once('-').unwrap_or((head, ""));
+                (
+                    v.to_string(),
+                    r.to_string(),
+                    flavour.to_string(),
+                    String::new(),
+                )
+            }
             _ => {
                 // VERSION-RELEASE.ARCH[+variant]
                 let base = kernel.split('+').next().unwrap_or(&kernel);
@@ -150,8 +166,13 @@ impl KernelParts {
         let rt_in_release = release.contains(".rt");
         // Oracle's UEK (`…el9uek`) is its own source package with its own repositories.
         let uek = id.distribution == Distribution::Oraclelinux && release.ends_with("uek");
+        let suse = matches!(
+            id.distribution,
+            Distribution::Leap | Distribution::Tumbleweed | Distribution::Sles
+        );
         let variant = match id.distribution {
             Distribution::Ubuntu | Distribution::Debian => String::new(),
+            _ if suse => flavour.clone(),
             _ if uek => "uek".to_string(),
             _ => match kernel.split_once('+') {
                 Some((_, v)) => v.to_string(),
@@ -170,6 +191,8 @@ impl KernelParts {
             Distribution::Ubuntu | Distribution::Debian => String::new(),
             _ if rt_in_release => "kernel-rt".to_string(),
             _ if uek => "kernel-uek".to_string(),
+            // OBS builds each flavour from its own spec: kernel-default, kernel-azure, kernel-rt.
+            _ if suse => format!("kernel-{flavour}"),
             d => crate::distros::kernel_source_package(d.as_str(), &id.distro_version, &series),
         };
         Self {
@@ -179,6 +202,7 @@ impl KernelParts {
             srpm,
             end_of_life: crate::distros::end_of_life(id.distribution.as_str(), &id.distro_version),
             archived: crate::distros::archived(id.distribution.as_str(), &id.distro_version),
+            suse,
             version,
             release,
             deb_arch: id.architecture.debian_name().to_string(),
@@ -201,6 +225,9 @@ impl KernelParts {
     /// headers) is shared by every variant. `None` for a package the kernel's source package does
     /// not build: `kernel-rt` (EL 8's real-time kernels) builds no `kernel-headers`.
     pub fn rpm_package(&self, name: &str) -> Option<String> {
+        if self.suse {
+            return Some(self.expand(name));
+        }
         let Some(rest) = name.strip_prefix("kernel-") else {
             return Some(name.to_string());
         };
@@ -223,6 +250,58 @@ impl KernelParts {
     /// A package's `NAME-VERSION-RELEASE.ARCH` for this kernel.
     pub fn rpm_file_stem(&self, name: &str) -> String {
         format!("{name}-{}-{}.{}", self.version, self.release, self.arch)
+    }
+
+    /// How a plan or an attempt names a wanted package (`rpm_packages_for`'s name): its file stem,
+    /// on SUSE with `.N` for the rebuild counter and without the architecture (the source tree
+    /// is `noarch`), alternatives joined with "or".
+    pub fn rpm_wanted(&self, name: &str) -> String {
+        name.split('|')
+            .map(|n| {
+                if self.suse {
+                    format!("{n}-{}-{}.N", self.version, self.release)
+                } else {
+                    self.rpm_file_stem(n)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+
+    /// Whether a package release listed in a repository is this kernel's: the same, or on SUSE
+    /// the same with a rebuild counter added. The rank orders several matches (the highest
+    /// counter is the build the kernel's own update shipped last).
+    pub fn rpm_release_rank(&self, listed: &str) -> Option<u64> {
+        if listed == self.release {
+            return Some(0);
+        }
+        let counter = listed
+            .strip_prefix(self.release.as_str())?
+            .strip_prefix('.')
+            .filter(|_| self.suse)?;
+        counter.parse::<u64>().ok().map(|n| n + 1)
+    }
+
+    /// The `uname -r` of another package version of this kernel's package, as a repository
+    /// lists it: `VERSION-RELEASE.ARCH` with the variant after a `+` (`…aarch64+64k`); Azure
+    /// Linux's `VERSION-RELEASE`; SUSE's `VERSION-RELEASE-FLAVOUR` without the rebuild counter.
+    pub fn uname_of(&self, version: &str, release: &str) -> String {
+        if self.suse {
+            let release = match release.rsplit_once('.') {
+                Some((head, counter)) if counter.chars().all(|c| c.is_ascii_digit()) => head,
+                _ => release,
+            };
+            return format!("{version}-{release}-{}", self.flavour);
+        }
+        if self.distribution == Distribution::Azurelinux.as_str() {
+            return format!("{version}-{release}");
+        }
+        let suffix = self
+            .kernel
+            .split_once('+')
+            .map(|(_, v)| format!("+{v}"))
+            .unwrap_or_default();
+        format!("{version}-{release}.{}{suffix}", self.arch)
     }
 
     pub fn expand(&self, template: &str) -> String {

@@ -173,6 +173,33 @@ impl SourceSpec {
     }
 }
 
+/// A package an rpm-repo, url or koji source finds: a name (`kernel-devel`) that may use the
+/// identity's placeholders (`kernel-{flavour}-devel`), or alternatives of which the kernel's
+/// version has one (`kernel-devel-{flavour}|kernel-devel`: SUSE's azure and rt flavours have a
+/// source tree of their own).
+fn package_pattern(pattern: &str) -> bool {
+    pattern.split('|').all(|name| {
+        let mut rest = name;
+        let mut plain = String::new();
+        while let Some(open) = rest.find('{') {
+            plain.push_str(&rest[..open]);
+            let Some(close) = rest[open..].find('}') else {
+                return false;
+            };
+            if !PLACEHOLDERS.contains(&&rest[open + 1..open + close]) {
+                return false;
+            }
+            plain.push('x');
+            rest = &rest[open + close + 1..];
+        }
+        plain.push_str(rest);
+        !plain.is_empty()
+            && plain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
+    })
+}
+
 pub(super) const PLACEHOLDERS: &[&str] = &[
     "kernel",
     "version",
@@ -281,14 +308,9 @@ impl TryFrom<RawSource> for SourceSpec {
             }
         }
         let packages = raw.packages.unwrap_or_default();
-        if let Some(bad) = packages.iter().find(|p| {
-            p.is_empty()
-                || !p
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
-        }) {
+        if let Some(bad) = packages.iter().find(|p| !package_pattern(p)) {
             return Err(fail(format!(
-                "package name '{bad}' may only hold letters, digits and - _ . +"
+                "package name '{bad}' may only hold letters, digits, - _ . + and placeholders such as {{flavour}}; '|' separates alternatives"
             )));
         }
         let protocol = match kind {

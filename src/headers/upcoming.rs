@@ -19,6 +19,9 @@ pub fn line_of(id: &KernelIdentity) -> String {
     let p = KernelParts::of(id);
     let release = if follows_major(id.distribution) {
         &p.major
+    } else if id.distribution == Distribution::Tumbleweed {
+        // One rolling line across snapshots.
+        "*"
     } else {
         &id.distro_version
     };
@@ -37,8 +40,9 @@ pub fn line_of(id: &KernelIdentity) -> String {
                 "{base} {}",
                 if p.srpm.is_empty() { "kernel" } else { &p.srpm }
             );
-            // UEK's variant is its source package (`kernel-uek`), already in the line.
-            if !p.variant.is_empty() && p.variant != "uek" {
+            // UEK's variant is its source package (`kernel-uek`), and so is a SUSE flavour
+            // (`kernel-default`): already in the line.
+            if !p.variant.is_empty() && p.variant != "uek" && !p.suse {
                 line.push_str(&format!(" +{}", p.variant));
             }
             // Amazon Linux 2's kernel series and Oracle's UEK releases (R7 5.15, R8 6.12) are
@@ -142,6 +146,9 @@ impl Resolver {
         newest: &KernelIdentity,
         pass: &ListingPass,
     ) -> Result<(Vec<Upcoming>, Vec<Attempt>), HeaderError> {
+        if newest.distribution == Distribution::Tumbleweed {
+            return Err(HeaderError::Rolling(line_of(newest)));
+        }
         self.learn_release(newest).await;
         let specs: Vec<_> = self
             .chain

@@ -98,6 +98,39 @@ pub(super) fn normalise_version(dist: Distribution, text: &str) -> Result<String
             ))),
             _ => Err(bad("3.0")),
         },
+        Distribution::Leap => {
+            let (major, minor) = major_minor(&lower).ok_or_else(|| bad("15.6 or 16.0"))?;
+            match (major, minor) {
+                (15, 6) | (16, _) => Ok(format!("{major}.{minor}")),
+                (15, _) | (42, _) => Err(VersionProblem::Unsupported(format!(
+                    "openSUSE Leap {text} reached its end of life; kfleet builds Leap 15.6 and 16"
+                ))),
+                _ => Err(bad("15.6 or 16.0")),
+            }
+        }
+        Distribution::Tumbleweed => {
+            let snapshot = TUMBLEWEED_SNAPSHOT.is_match(&lower);
+            if !snapshot {
+                return Err(bad(
+                    "its snapshot, YYYYMMDD such as 20261201 (VERSION_ID in /etc/os-release): the same uname -r is rebuilt from snapshot to snapshot",
+                ));
+            }
+            Ok(lower)
+        }
+        Distribution::Sles => {
+            // os-release VERSION `15-SP6`, VERSION_ID `15.6`.
+            let dotted = SLES_SERVICE_PACK.replace(&lower, "$1.$2").into_owned();
+            let (major, minor) = major_minor(&dotted)
+                .or_else(|| (dotted == "16").then_some((16, 0)))
+                .ok_or_else(|| bad("15.6 (15 SP6), 15.7 or 16.0"))?;
+            match (major, minor) {
+                (15, 6..) | (16, _) => Ok(format!("{major}.{minor}")),
+                (11..=15, _) => Err(VersionProblem::Unsupported(format!(
+                    "SUSE Linux Enterprise {text} is past its general support (LTSS only); kfleet builds 15 SP6 and later"
+                ))),
+                _ => Err(bad("15.6 (15 SP6), 15.7 or 16.0")),
+            }
+        }
         Distribution::Oraclelinux if numeric_major(&lower).is_some_and(|m| m < 8) => {
             Err(VersionProblem::Unsupported(format!(
                 "Oracle Linux {text} is in extended support only; kfleet builds Oracle Linux 8, 9 and 10"
@@ -122,6 +155,16 @@ pub(super) fn normalise_version(dist: Distribution, text: &str) -> Result<String
             })
         }
     }
+}
+
+static TUMBLEWEED_SNAPSHOT: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^20\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$"));
+static SLES_SERVICE_PACK: LazyLock<Regex> = LazyLock::new(|| re(r"^(\d+)[- ]?sp(\d+)$"));
+
+/// `MAJOR.MINOR` exactly (`15.6`).
+fn major_minor(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 fn numeric_major(text: &str) -> Option<u32> {
@@ -198,6 +241,10 @@ static UEK_KERNEL: LazyLock<Regex> =
 /// `6.6.137.mshv1-1.azl3` is the Hyper-V (MSHV) guest kernel of Kata pods.
 static AZURE_KERNEL: LazyLock<Regex> =
     LazyLock::new(|| re(r"^(\d+)\.(\d+)\.(\d+)\.([0-9a-z]+)-(\d+)\.azl(\d+)$"));
+/// SUSE kernels: `VERSION-RELEASE-FLAVOUR` (`6.4.0-150600.23.25-default`, Tumbleweed's
+/// `6.17.7-1-default`); the package's release adds a rebuild counter (`150600.23.25.1`).
+static SUSE_KERNEL: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^(\d+)\.(\d+)\.(\d+)-(\d+)((?:\.\d+)*)-([a-z0-9]+)$"));
 static AMAZON_KERNEL: LazyLock<Regex> =
     LazyLock::new(|| re(r"^(\d+)\.(\d+)\.(\d+)-(\d+(?:\.\d+)*)\.amzn(\d+)\.([a-z0-9_]+)$"));
 
@@ -224,6 +271,9 @@ pub(super) fn validate_kernel(
             .map(|()| distro_version.to_string())
             .map_err(invalid),
         Distribution::Azurelinux => azure(distro_version, kver),
+        Distribution::Leap | Distribution::Tumbleweed | Distribution::Sles => {
+            suse(dist, distro_version, arch, kver)
+        }
         Distribution::Oraclelinux if kver.contains("uek.") => {
             uek(distro_version, arch, kver).map_err(invalid)
         }
@@ -429,6 +479,46 @@ fn azure(distro_version: &str, kver: &str) -> Result<String, VersionProblem> {
         return Err(VersionProblem::Invalid(format!(
             "azl{major} in kernel_version but distro_version is {distro_version}"
         )));
+    }
+    Ok(distro_version.to_string())
+}
+
+/// A SUSE kernel. Leap and SLES kernels carry their code stream in the release's first number
+/// (`150600` is 15 SP6, `160000` 16.0); Tumbleweed's is a plain build number. 64 KiB pages
+/// (`64kb`) are an aarch64 flavour.
+fn suse(
+    dist: Distribution,
+    distro_version: &str,
+    arch: Architecture,
+    kver: &str,
+) -> Result<String, VersionProblem> {
+    let invalid = |reason: String| Err(VersionProblem::Invalid(reason));
+    let Some(caps) = SUSE_KERNEL.captures(kver) else {
+        return invalid(format!(
+            "'{kver}' is not a SUSE kernel; expected VERSION-RELEASE-FLAVOUR such as 6.4.0-150600.23.25-default"
+        ));
+    };
+    let flavour = &caps[6];
+    if flavour == "64kb" && arch != Architecture::Aarch64 {
+        return invalid(format!(
+            "{kver} is an aarch64 kernel (64 KiB pages) but architecture is {arch}"
+        ));
+    }
+    let stream: u64 = caps[4].parse().unwrap_or(u64::MAX);
+    if dist == Distribution::Tumbleweed {
+        if stream >= 10_000 {
+            return invalid(format!(
+                "{kver} is a SUSE Linux Enterprise or Leap kernel (code stream {stream}), not Tumbleweed's"
+            ));
+        }
+        return Ok(distro_version.to_string());
+    }
+    let (major, minor) = major_minor(distro_version).unwrap_or((0, 0));
+    let expected = u64::from(major) * 10_000 + u64::from(minor) * 100;
+    if stream != expected {
+        return invalid(format!(
+            "{kver} is not a kernel of {dist} {distro_version}: its release should start with {expected}"
+        ));
     }
     Ok(distro_version.to_string())
 }

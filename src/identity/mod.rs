@@ -27,11 +27,17 @@ pub enum Distribution {
     Rocky,
     Oraclelinux,
     Azurelinux,
+    /// openSUSE Leap (os-release `opensuse-leap`): 15.6 and 16.x, built from SUSE Linux
+    /// Enterprise's own binaries.
+    Leap,
+    /// openSUSE Tumbleweed, keyed by its snapshot (`VERSION_ID`, `20261201`).
+    Tumbleweed,
+    Sles,
     Rhel,
 }
 
 impl Distribution {
-    pub const ALL: [Distribution; 10] = [
+    pub const ALL: [Distribution; 13] = [
         Self::Ubuntu,
         Self::Debian,
         Self::Fedora,
@@ -41,6 +47,9 @@ impl Distribution {
         Self::Rocky,
         Self::Oraclelinux,
         Self::Azurelinux,
+        Self::Leap,
+        Self::Tumbleweed,
+        Self::Sles,
         Self::Rhel,
     ];
 
@@ -55,6 +64,9 @@ impl Distribution {
             Self::Rocky => "rocky",
             Self::Oraclelinux => "oraclelinux",
             Self::Azurelinux => "azurelinux",
+            Self::Leap => "leap",
+            Self::Tumbleweed => "tumbleweed",
+            Self::Sles => "sles",
             Self::Rhel => "rhel",
         }
     }
@@ -78,6 +90,10 @@ impl Distribution {
             "oraclelinux" | "ol" | "oracle" | "oracle-linux" => (Self::Oraclelinux, None),
             // AKS's node OS; os-release ID=azurelinux.
             "azurelinux" | "azure-linux" | "azl" => (Self::Azurelinux, None),
+            // os-release IDs: opensuse-leap, opensuse-tumbleweed, sles (`opensuse` before 2017).
+            "leap" | "opensuse-leap" | "opensuse" => (Self::Leap, None),
+            "tumbleweed" | "opensuse-tumbleweed" => (Self::Tumbleweed, None),
+            "sles" | "sle" | "suse" | "sled" | "sles_sap" => (Self::Sles, None),
             "rhel" | "redhat" | "red-hat" => (Self::Rhel, None),
             _ => return None,
         };
@@ -95,7 +111,8 @@ impl Distribution {
     /// the EL family's weak-modules and kmods use `extra/`.
     pub fn module_dir(self) -> &'static str {
         match self {
-            Self::Ubuntu | Self::Debian => "updates",
+            // SUSE's depmod configuration ranks `updates/` first too; its KMPs install there.
+            Self::Ubuntu | Self::Debian | Self::Leap | Self::Tumbleweed | Self::Sles => "updates",
             _ => "extra",
         }
     }
@@ -117,8 +134,8 @@ fn known_unsupported_os(name: &str) -> Option<&'static str> {
         "flatcar" | "coreos" | "rhcos" => "container OSes (Flatcar, CoreOS) are not a build target",
         "cos" | "container-optimized-os" => "Container-Optimized OS is not a build target",
         "talos" => "Talos is an immutable OS and not a build target",
-        "sles" | "sle-micro" | "suse" | "opensuse" | "opensuse-leap" | "opensuse-tumbleweed" => {
-            "SUSE distributions are not a build target"
+        "sle-micro" | "sl-micro" | "opensuse-leap-micro" | "opensuse-microos" => {
+            "SUSE's transactional systems (SLE Micro, Leap Micro, MicroOS) have a read-only root; their modules ship as packages in a transactional update"
         }
         "photon" => "Photon OS is not a build target",
         "mariner" | "cbl-mariner" => {
@@ -425,7 +442,7 @@ pub fn check_with_os_image(raw: &RawIdentity<'_>, os_image: Option<&str>) -> Che
         return invalid(
             out,
             format!(
-                "unknown distribution '{dist_in}'; expected one of ubuntu, debian, fedora, centos, amazonlinux, almalinux, rocky, oraclelinux, azurelinux, rhel (or an alias such as amzn, al2023, centos-stream, ol)"
+                "unknown distribution '{dist_in}'; expected one of ubuntu, debian, fedora, centos, amazonlinux, almalinux, rocky, oraclelinux, azurelinux, leap, tumbleweed, sles, rhel (or an alias such as amzn, al2023, centos-stream, ol, opensuse-leap)"
             ),
         );
     };

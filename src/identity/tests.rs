@@ -52,7 +52,7 @@ fn every_real_kernel_in_the_shared_data_is_valid() {
         );
         assert_eq!(c.key(), format!("{}/{}/{}/{}", f[0], f[1], f[2], f[3]));
     }
-    assert_eq!(n, 450);
+    assert_eq!(n, 458);
 }
 
 #[test]
@@ -290,6 +290,123 @@ fn azure_linux_3() {
         assert!(
             matches!(&verdict(d, v, "x86_64", k).verdict, Verdict::Unsupported(r) if r.contains(why)),
             "{d} {v} {k}"
+        );
+    }
+}
+
+/// SUSE: Leap and SLES kernels carry their code stream (`150600` is 15 SP6), Tumbleweed is keyed
+/// by its snapshot, and the os-release and Kubernetes spellings all land on one identity.
+#[test]
+fn suse_families() {
+    assert_eq!(
+        key(
+            "opensuse-leap",
+            "15.6",
+            "x86_64",
+            "6.4.0-150600.23.73-default"
+        ),
+        "leap/15.6/x86_64/6.4.0-150600.23.73-default"
+    );
+    assert_eq!(
+        key("leap", "16.0", "aarch64", "6.12.0-160000.26-64kb"),
+        "leap/16.0/aarch64/6.12.0-160000.26-64kb"
+    );
+    assert_eq!(
+        key("sles", "15-SP6", "x86_64", "6.4.0-150600.8.20-azure"),
+        "sles/15.6/x86_64/6.4.0-150600.8.20-azure"
+    );
+    let (dist, version) =
+        osimage::distribution_from_os_image("SUSE Linux Enterprise Server 15 SP6");
+    assert_eq!(
+        key(&dist, &version, "x86_64", "6.4.0-150600.23.53-default"),
+        "sles/15.6/x86_64/6.4.0-150600.23.53-default"
+    );
+    assert_eq!(
+        key(
+            "opensuse-tumbleweed",
+            "20250727",
+            "x86_64",
+            "6.15.8-1-default"
+        ),
+        "tumbleweed/20250727/x86_64/6.15.8-1-default"
+    );
+    for (d, v, a, k, why) in [
+        (
+            "leap",
+            "15.6",
+            "x86_64",
+            "6.4.0-150700.53.3-default",
+            "should start with 150600",
+        ),
+        (
+            "sles",
+            "16.0",
+            "x86_64",
+            "6.4.0-150600.23.53-default",
+            "should start with 160000",
+        ),
+        (
+            "leap",
+            "15.6",
+            "x86_64",
+            "6.4.0-150600.23.73-64kb",
+            "aarch64 kernel",
+        ),
+        (
+            "tumbleweed",
+            "20250727",
+            "x86_64",
+            "6.4.0-150600.23.73-default",
+            "not Tumbleweed's",
+        ),
+        (
+            "leap",
+            "15.6",
+            "x86_64",
+            "6.4.0-150600.23.73.x86_64",
+            "not a SUSE kernel",
+        ),
+        (
+            "tumbleweed",
+            "",
+            "x86_64",
+            "6.15.8-1-default",
+            "distro_version is empty",
+        ),
+        (
+            "tumbleweed",
+            "2025",
+            "x86_64",
+            "6.15.8-1-default",
+            "its snapshot",
+        ),
+    ] {
+        assert!(
+            invalid_reason(d, v, a, k).contains(why),
+            "{d} {v} {k}: {}",
+            invalid_reason(d, v, a, k)
+        );
+    }
+    for (d, v, k, why) in [
+        (
+            "sles",
+            "15.7",
+            "6.4.0-150700.53.3-default",
+            "needs a SUSE registration",
+        ),
+        ("sles", "15.5", "5.14.21-150500.55.39-default", "LTSS only"),
+        (
+            "opensuse-leap",
+            "15.5",
+            "5.14.21-150500.55.39-default",
+            "end of life",
+        ),
+        ("sle-micro", "6.1", "6.4.0-28-default", "read-only root"),
+    ] {
+        assert!(
+            matches!(&verdict(d, v, "x86_64", k).verdict, Verdict::Unsupported(r) if r.contains(why)),
+            "{d} {v} {k}: {:?}",
+            verdict(d, v, "x86_64", k).verdict
         );
     }
 }

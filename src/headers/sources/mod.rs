@@ -285,19 +285,12 @@ pub(super) async fn list_kernels(ctx: &mut Ctx<'_>) -> Vec<ListedKernel> {
             })
             .collect(),
         Protocol::RpmRepo { .. } => {
-            // The uname of a variant kernel carries its variant after a `+` (`…aarch64+64k`).
-            let suffix = ctx
-                .parts
-                .kernel
-                .split_once('+')
-                .map(|(_, v)| format!("+{v}"))
-                .unwrap_or_default();
-            let arch = ctx.parts.arch.clone();
+            let parts = ctx.parts.clone();
             rpm_repo::list(ctx)
                 .await
                 .into_iter()
                 .map(|l| ListedKernel {
-                    kernel: format!("{}-{}.{arch}{suffix}", l.version, l.release),
+                    kernel: parts.uname_of(&l.version, &l.release),
                     published: l.built.and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
                     via: None,
                 })
@@ -369,7 +362,7 @@ pub(super) fn wanted(spec: &SourceSpec, parts: &KernelParts) -> Vec<String> {
         Protocol::RpmRepo { .. } | Protocol::Url { .. } | Protocol::Koji { .. } => spec
             .rpm_packages_for(parts)
             .iter()
-            .map(|p| parts.rpm_file_stem(p))
+            .map(|p| parts.rpm_wanted(p))
             .collect(),
         Protocol::AptRepo { .. } | Protocol::Snapshot | Protocol::Launchpad => {
             vec![format!("linux-headers-{}", parts.kernel)]

@@ -7,8 +7,35 @@ use crate::headers::spec::{Protocol, SourceSpec};
 use crate::headers::{Checksum, HeaderPackage};
 use quick_xml::events::Event;
 
-/// The package locations one repository gave, by wanted package: `None` where it has none.
-type Found = Vec<Option<(String, Option<Checksum>)>>;
+/// One package a repository holds for the kernel.
+#[derive(Clone, Debug)]
+struct Hit {
+    location: String,
+    checksum: Option<Checksum>,
+    /// `NAME-VERSION-RELEASE.ARCH` as the repository has it (a SUSE rebuild counter, `noarch`).
+    stem: String,
+    /// [`KernelParts::rpm_release_rank`]: the highest wins.
+    rank: u64,
+}
+
+/// The packages one repository gave, by wanted package: `None` where it has none.
+type Found = Vec<Option<Hit>>;
+
+/// Keeps `candidate` for wanted package `i` unless a better-ranked build is there already.
+fn keep(found: &mut Found, i: usize, candidate: Hit) {
+    if found[i].as_ref().is_none_or(|h| candidate.rank > h.rank) {
+        found[i] = Some(candidate);
+    }
+}
+
+/// Whether a listed package is one of the kernel's: its version, its release (with SUSE's
+/// rebuild counter) and its architecture or `noarch` (SUSE's `kernel-devel` source tree).
+fn rank_of(parts: &KernelParts, version: &str, release: &str, arch: &str) -> Option<u64> {
+    if version != parts.version || (arch != parts.arch && arch != "noarch") {
+        return None;
+    }
+    parts.rpm_release_rank(release)
+}
 
 /// One repository of a source: its base URL, or a `mirror.list` whose first line names it
 /// (Amazon Linux).
@@ -243,13 +270,12 @@ pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
         let Some(hits) = rpm_repo_base(ctx, &base, &names).await else {
             continue;
         };
-        let p = ctx.parts;
-        for ((i, name), hit) in missing.into_iter().zip(names).zip(hits) {
-            if let Some((location, checksum)) = hit {
+        for (i, hit) in missing.into_iter().zip(hits) {
+            if let Some(hit) = hit {
                 found[i] = Some(HeaderPackage {
-                    name: format!("{}.rpm", p.rpm_file_stem(name)),
-                    url: join(&base, &location),
-                    checksum,
+                    name: format!("{}.rpm", hit.stem),
+                    url: join(&base, &hit.location),
+                    checksum: hit.checksum,
                 });
             }
         }
@@ -307,14 +333,9 @@ fn rpm_checksum(kind: &str, hex: &str) -> Option<Checksum> {
     })
 }
 
-/// Finds each of `names` at exactly version-release.arch in primary.xml: location and checksum.
-fn find_in_primary(
-    primary: &[u8],
-    names: &[&str],
-    version: &str,
-    release: &str,
-    arch: &str,
-) -> Outcome<Found> {
+/// Finds each of `names` at the kernel's version-release.arch in primary.xml: location,
+/// checksum and file name.
+fn find_in_primary(primary: &[u8], names: &[&str], parts: &KernelParts) -> Outcome<Found> {
     let mut found: Found = vec![None; names.len()];
     let mut reader = quick_xml::Reader::from_reader(primary);
     let mut buf = Vec::new();
@@ -381,14 +402,22 @@ fn find_in_primary(
                 field = None;
                 if e.local_name().as_ref() == b"package"
                     && let Some(p) = pkg.take()
-                    && p.arch == arch
-                    && p.ver == version
-                    && p.rel == release
-                    && let Some(i) = names.iter().position(|n| *n == p.name)
-                    && found[i].is_none()
+                    && let Some(rank) = rank_of(parts, &p.ver, &p.rel, &p.arch)
+                    && let Some(i) = names.iter().position(|n| n.split('|').any(|a| a == p.name))
                 {
-                    found[i] = Some((p.location, p.checksum));
-                    if found.iter().all(Option::is_some) {
+                    let stem = format!("{}-{}-{}.{}", p.name, p.ver, p.rel, p.arch);
+                    keep(
+                        &mut found,
+                        i,
+                        Hit {
+                            location: p.location,
+                            checksum: p.checksum,
+                            stem,
+                            rank,
+                        },
+                    );
+                    // An exact release cannot be bettered: stop at the last one wanted.
+                    if !parts.suse && found.iter().all(Option::is_some) {
                         return Ok(found);
                     }
                 }
@@ -404,35 +433,45 @@ fn find_in_primary(
 fn find_in_primary_db(
     db: &[u8],
     names: &[&str],
-    version: &str,
-    release: &str,
-    arch: &str,
+    parts: &KernelParts,
     deadline: std::time::Instant,
 ) -> Outcome<Found> {
     let (_file, conn) = open_primary_db(db, deadline)?;
     let mut query = conn
         .prepare(
-            "SELECT location_href, checksum_type, pkgId FROM packages \
-             WHERE name = ?1 AND version = ?2 AND release = ?3 AND arch = ?4 LIMIT 1",
+            "SELECT location_href, checksum_type, pkgId, release, arch FROM packages \
+             WHERE name = ?1 AND version = ?2",
         )
         .map_err(|e| bad_db(&e))?;
-    names
+    let mut found: Found = vec![None; names.len()];
+    let alternatives = names
         .iter()
-        .map(|name| {
-            let mut rows = query
-                .query([name, &version, &release, &arch])
-                .map_err(|e| bad_db(&e))?;
-            let Some(row) = rows.next().map_err(|e| bad_db(&e))? else {
-                return Ok(None);
-            };
+        .enumerate()
+        .flat_map(|(i, n)| n.split('|').map(move |a| (i, a)));
+    for (i, name) in alternatives {
+        let mut rows = query
+            .query([name, parts.version.as_str()])
+            .map_err(|e| bad_db(&e))?;
+        while let Some(row) = rows.next().map_err(|e| bad_db(&e))? {
             let text = |i: usize| -> Outcome<String> {
                 row.get::<_, Option<String>>(i)
                     .map(Option::unwrap_or_default)
                     .map_err(|e| bad_db(&e))
             };
-            Ok(Some((text(0)?, rpm_checksum(&text(1)?, &text(2)?))))
-        })
-        .collect()
+            let (release, arch) = (text(3)?, text(4)?);
+            let Some(rank) = rank_of(parts, &parts.version, &release, &arch) else {
+                continue;
+            };
+            let hit = Hit {
+                location: text(0)?,
+                checksum: rpm_checksum(&text(1)?, &text(2)?),
+                stem: format!("{name}-{}-{release}.{arch}", parts.version),
+                rank,
+            };
+            keep(&mut found, i, hit);
+        }
+    }
+    Ok(found)
 }
 
 fn read_version(e: &quick_xml::events::BytesStart<'_>, target: Option<(&mut String, &mut String)>) {
@@ -454,24 +493,29 @@ fn read_version(e: &quick_xml::events::BytesStart<'_>, target: Option<(&mut Stri
 async fn rpm_repo_base(ctx: &mut Ctx<'_>, base: &str, names: &[&str]) -> Option<Found> {
     let p = ctx.parts.clone();
     let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let (version, release, arch) = (p.version.clone(), p.release.clone(), p.arch.clone());
     let deadline = ctx.deadline;
+    let scanned = p.clone();
     let hits = scan_metadata(ctx, base, move |kind, raw| {
         let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
         if kind == "primary" {
-            find_in_primary(raw, &names, &version, &release, &arch)
+            find_in_primary(raw, &names, &scanned)
         } else {
-            find_in_primary_db(raw, &names, &version, &release, &arch, deadline)
+            find_in_primary_db(raw, &names, &scanned, deadline)
         }
     })
     .await?;
     let (present, absent): (Vec<_>, Vec<_>) =
         names.iter().zip(&hits).partition(|(_, h)| h.is_some());
-    let present: Vec<&str> = present.into_iter().map(|(n, _)| *n).collect();
-    let absent: Vec<String> = absent
+    // Of alternatives, the one found.
+    let present: Vec<&str> = present
         .into_iter()
-        .map(|(n, _)| format!("{n}-{}-{}.{}", p.version, p.release, p.arch))
+        .filter_map(|(n, h)| {
+            let stem = &h.as_ref()?.stem;
+            n.split('|')
+                .find(|a| stem.starts_with(&format!("{a}-{}-", p.version)))
+        })
         .collect();
+    let absent: Vec<String> = absent.into_iter().map(|(n, _)| p.rpm_wanted(n)).collect();
     let outcome = match (present.is_empty(), absent.is_empty()) {
         (false, true) => format!("found {}", present.join(", ")),
         (true, _) => format!("no {} in the metadata", absent.join(", ")),
