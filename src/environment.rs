@@ -33,6 +33,12 @@ pub const KFLEET_HEADER_SOURCES: &str = "KFLEET_HEADER_SOURCES";
 /// that holds either (`/etc/apt/auth.conf.d/90ubuntu-advantage` of an attached machine).
 pub const KFLEET_UBUNTU_PRO_TOKEN: &str = "KFLEET_UBUNTU_PRO_TOKEN";
 pub const KFLEET_UBUNTU_PRO_TOKEN_FILE: &str = "KFLEET_UBUNTU_PRO_TOKEN_FILE";
+/// Red Hat's CDN for the header chain: the entitlement certificate and its key (PEM files, as a
+/// subscribed system keeps them in `/etc/pki/entitlement/`; one file may hold both), and the
+/// CDN's CA where it is not in the system's roots (`/etc/rhsm/ca/redhat-uep.pem`).
+pub const KFLEET_RHEL_ENTITLEMENT_CERT: &str = "KFLEET_RHEL_ENTITLEMENT_CERT";
+pub const KFLEET_RHEL_ENTITLEMENT_KEY: &str = "KFLEET_RHEL_ENTITLEMENT_KEY";
+pub const KFLEET_RHEL_CDN_CA: &str = "KFLEET_RHEL_CDN_CA";
 /// Image digest pins (`--image-digests`).
 pub const KFLEET_IMAGE_DIGESTS: &str = "KFLEET_IMAGE_DIGESTS";
 /// The state directory (`--state-dir`).

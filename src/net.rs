@@ -59,18 +59,27 @@ pub fn http_client(
     redirects: Redirects,
     ca_file: Option<&std::path::Path>,
 ) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
+    let mut builder = client_builder(timeout, redirects);
+    if let Some(path) = ca_file {
+        builder = trust_pem_file(builder, path)?;
+    }
+    builder.build().map_err(|e| crate::text::error_chain(&e))
+}
+
+/// [`http_client`]'s builder before any CA is added, for clients that add more (a client
+/// certificate).
+pub fn client_builder(
+    timeout: std::time::Duration,
+    redirects: Redirects,
+) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
         .timeout(timeout)
         .redirect(match redirects {
             Redirects::None => reqwest::redirect::Policy::none(),
             Redirects::Limited(n) => reqwest::redirect::Policy::limited(n),
-        });
-    if let Some(path) = ca_file {
-        builder = trust_pem_file(builder, path)?;
-    }
-    builder.build().map_err(|e| crate::text::error_chain(&e))
+        })
 }
 
 /// `builder` trusting the PEM certificates of `path` besides the system's roots: a file that

@@ -170,6 +170,62 @@ fn fixture() -> Fixture {
     }
 }
 
+#[path = "support/certs.rs"]
+#[allow(dead_code, clippy::unwrap_used)]
+mod certs;
+
+/// The fixture over TLS only, for 127.0.0.1 with a certificate of a CA of its own (written in
+/// `pki` as `ca.crt`), accepting only clients that present a certificate that CA signed, as
+/// Red Hat's CDN accepts only entitled systems.
+fn fixture_requiring_client_certificates(pki: &std::path::Path) -> Fixture {
+    use rustls_pki_types::pem::PemObject;
+    let ca = certs::issue(pki, "server.key", "server.crt");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let files: Shared = Arc::default();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(&ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(pki.join("server.crt"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(pki.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let app = Router::new().fallback(serve).with_state(files.clone());
+    rt.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client without a certificate the CA signed ends here.
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Fixture {
+        base,
+        files,
+        _rt: rt,
+    }
+}
+
 impl Fixture {
     fn put(&self, path: &str, body: impl Into<Vec<u8>>) {
         self.files
@@ -3274,6 +3330,172 @@ fn azure_linux_kernel_devel_from_the_base_repository() {
         "kernel-devel-6.6.92.2-2.azl3.aarch64.rpm"
     );
     assert_eq!(std::fs::read(&files[0]).unwrap(), b"AZL-DEVEL");
+}
+
+/// RHEL through Red Hat's CDN with an entitlement certificate, served over TLS from 127.0.0.1 by a
+/// server that accepts only clients presenting a certificate its CA signed. Without the
+/// entitlement a RHEL kernel is `unsupported: needs a Red Hat entitlement`; with it, the kernel is
+/// valid and its `kernel-devel` and `kernel-headers` come from the minor's AppStream after its
+/// BaseOS has neither; a certificate the CDN does not trust gets nothing, and nothing is written.
+#[test]
+fn rhel_headers_come_from_the_cdn_with_an_entitlement_certificate() {
+    let pki = tempfile::tempdir().unwrap();
+    let fx = fixture_requiring_client_certificates(pki.path());
+    let (cert, key) = certs::issue_client(pki.path(), "entitlement", true);
+    let (stranger, stranger_key) = certs::issue_client(pki.path(), "stranger", false);
+    rpm_repo(
+        &fx,
+        "/cdn.redhat.com/content/dist/rhel9/9.4/x86_64/appstream/os/",
+        &[
+            (
+                "kernel-devel",
+                "5.14.0",
+                "427.13.1.el9_4",
+                "x86_64",
+                b"RHEL-DEVEL",
+            ),
+            (
+                "kernel-headers",
+                "5.14.0",
+                "427.13.1.el9_4",
+                "x86_64",
+                b"RHEL-HEADERS",
+            ),
+        ],
+        false,
+        false,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sources = dir.path().join("sources.toml");
+    std::fs::write(
+        &sources,
+        kfleet::headers::chain::BUILTIN_SOURCES.replace("https://", &format!("{}/", fx.base)),
+    )
+    .unwrap();
+    let kfleet = |env: &[(&str, &std::path::Path)], args: &[&str]| {
+        let mut cmd = Command::cargo_bin("kfleet").unwrap();
+        cmd.env("XDG_CONFIG_HOME", "/nonexistent")
+            .env_remove("KFLEET_RHEL_ENTITLEMENT_CERT")
+            .env_remove("KFLEET_RHEL_ENTITLEMENT_KEY")
+            .env_remove("KFLEET_RHEL_CDN_CA")
+            .env("KFLEET_STATE_DIR", dir.path().join("state"))
+            .env("KFLEET_HEADER_SOURCES", &sources)
+            .args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let key_name = "rhel/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64";
+    let out = tempfile::tempdir().unwrap();
+    let fetch = [
+        "headers",
+        "fetch",
+        "--out",
+        out.path().to_str().unwrap(),
+        key_name,
+    ];
+    let check_args = [
+        "identity",
+        "check",
+        "--distribution",
+        "rhel",
+        "--distro-version",
+        "9.4",
+        "--architecture",
+        "x86_64",
+        "--kernel-version",
+        "5.14.0-427.13.1.el9_4.x86_64",
+    ];
+
+    let check = kfleet(&[], &check_args);
+    assert_eq!(check.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.starts_with("unsupported: needs a Red Hat entitlement"),
+        "{stderr}"
+    );
+    assert!(!kfleet(&[], &fetch).status.success());
+
+    let ca = pki.path().join("ca.crt");
+    let entitled = [
+        ("KFLEET_RHEL_ENTITLEMENT_CERT", cert.as_path()),
+        ("KFLEET_RHEL_ENTITLEMENT_KEY", key.as_path()),
+        ("KFLEET_RHEL_CDN_CA", ca.as_path()),
+    ];
+    let check = kfleet(&entitled, &check_args);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let got = kfleet(&entitled, &fetch);
+    let stderr = String::from_utf8_lossy(&got.stderr);
+    assert!(got.status.success(), "{stderr}");
+    let mut names: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "kernel-devel-5.14.0-427.13.1.el9_4.x86_64.rpm",
+            "kernel-headers-5.14.0-427.13.1.el9_4.x86_64.rpm"
+        ]
+    );
+    assert_eq!(
+        std::fs::read(
+            out.path()
+                .join("kernel-devel-5.14.0-427.13.1.el9_4.x86_64.rpm")
+        )
+        .unwrap(),
+        b"RHEL-DEVEL"
+    );
+    let gets = fx.files.lock().unwrap().gets.clone();
+    assert!(
+        gets.contains_key(
+            "/cdn.redhat.com/content/dist/rhel9/9.4/x86_64/baseos/os/repodata/repomd.xml"
+        ),
+        "{gets:?}"
+    );
+
+    // A certificate the CDN's CA did not sign: the handshake fails, nothing is fetched.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let refused = kfleet(
+        &[
+            ("KFLEET_RHEL_ENTITLEMENT_CERT", stranger.as_path()),
+            ("KFLEET_RHEL_ENTITLEMENT_KEY", stranger_key.as_path()),
+            ("KFLEET_RHEL_CDN_CA", ca.as_path()),
+        ],
+        &[
+            "headers",
+            "fetch",
+            "--out",
+            elsewhere.path().to_str().unwrap(),
+            key_name,
+        ],
+    );
+    assert!(!refused.status.success());
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+
+    // A key that is not one: refused before any request, without quoting the file.
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "not-a-key-secret-words").unwrap();
+    let broken = kfleet(
+        &[
+            ("KFLEET_RHEL_ENTITLEMENT_CERT", cert.as_path()),
+            ("KFLEET_RHEL_ENTITLEMENT_KEY", bad.as_path()),
+        ],
+        &check_args,
+    );
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        !broken.status.success()
+            && stderr.contains("rhel-entitlement credential's key")
+            && !stderr.contains("secret-words"),
+        "{stderr}"
+    );
 }
 
 /// File names of fetched packages, sorted.

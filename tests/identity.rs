@@ -41,12 +41,12 @@ fn invalid_identity_prints_the_reason_and_exits_1() {
 }
 
 #[test]
-fn rhel_is_recognised_but_unsupported() {
+fn rhel_without_an_entitlement_is_unsupported() {
     check("rhel", "9.4", "x86_64", "5.14.0-427.13.1.el9_4.x86_64")
         .code(1)
         .stdout("rhel/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64\n")
         .stderr(predicate::str::starts_with(
-            "unsupported: RHEL is recognised but not built",
+            "unsupported: needs a Red Hat entitlement: RHEL's kernel headers are published to subscribed systems only",
         ));
 }
 

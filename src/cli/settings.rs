@@ -19,7 +19,7 @@ use crate::headers::Chain;
 use crate::headers::Credentials;
 use crate::headers::Resolver;
 use crate::headers::ResolverOptions;
-use crate::headers::credentials::UBUNTU_PRO;
+use crate::headers::credentials::{RHEL_ENTITLEMENT, UBUNTU_PRO};
 use anyhow::Context;
 use anyhow::Result;
 use std::path::PathBuf;
@@ -92,7 +92,46 @@ fn read_header_credentials() -> Result<Credentials> {
             format!("{KFLEET_UBUNTU_PRO_TOKEN} or {KFLEET_UBUNTU_PRO_TOKEN_FILE}")
         })?;
     }
+    read_rhel_entitlement(&mut credentials)?;
     Ok(credentials)
+}
+
+/// Red Hat's entitlement certificate, key and CDN CA from the files the environment names: the
+/// key defaults to the certificate's file (one PEM holding both).
+fn read_rhel_entitlement(credentials: &mut Credentials) -> Result<()> {
+    use crate::environment::{
+        KFLEET_RHEL_CDN_CA, KFLEET_RHEL_ENTITLEMENT_CERT, KFLEET_RHEL_ENTITLEMENT_KEY, path,
+    };
+    let (cert, key, ca) = (
+        path(KFLEET_RHEL_ENTITLEMENT_CERT),
+        path(KFLEET_RHEL_ENTITLEMENT_KEY),
+        path(KFLEET_RHEL_CDN_CA),
+    );
+    let Some(cert) = cert else {
+        if key.is_some() {
+            anyhow::bail!(
+                "{KFLEET_RHEL_ENTITLEMENT_KEY} is set without {KFLEET_RHEL_ENTITLEMENT_CERT}"
+            );
+        }
+        return Ok(());
+    };
+    let read = |var: &str, file: &std::path::Path| {
+        std::fs::read(file).with_context(|| format!("cannot read {var} {}", file.display()))
+    };
+    let certificate = read(KFLEET_RHEL_ENTITLEMENT_CERT, &cert)?;
+    let key = match &key {
+        Some(file) => read(KFLEET_RHEL_ENTITLEMENT_KEY, file)?,
+        None => certificate.clone(),
+    };
+    let ca = ca.map(|file| read(KFLEET_RHEL_CDN_CA, &file)).transpose()?;
+    credentials
+        .add_certificate(RHEL_ENTITLEMENT, &certificate, &key, ca.as_deref())
+        .with_context(|| {
+            format!(
+                "{KFLEET_RHEL_ENTITLEMENT_CERT}, {KFLEET_RHEL_ENTITLEMENT_KEY} or {KFLEET_RHEL_CDN_CA}"
+            )
+        })?;
+    Ok(())
 }
 
 /// [`header_resolver`]'s options: the defaults above where a flag left one out.

@@ -278,9 +278,10 @@ pub fn on_error(err: &anyhow::Error) -> (ExitCode, Option<String>) {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let _runtime = runtime()?.enter();
     let (config, _) = Config::load(cli.config.as_deref())?;
-    // Kernels only Ubuntu Pro serves are ordinary kernels when the header chain can read it.
-    if crate::cli::header_credentials()?.has(crate::headers::credentials::UBUNTU_PRO) {
-        crate::distros::grant(crate::headers::credentials::UBUNTU_PRO);
+    // Kernels only an entitled archive serves (Ubuntu Pro, Red Hat's CDN) are ordinary kernels
+    // when the header chain can read it.
+    for name in crate::cli::header_credentials()?.names() {
+        crate::distros::grant(name);
     }
     #[cfg(feature = "fleet")]
     crate::inventory::kube::allow_insecure_tls(cli.kube_insecure_skip_tls_verify);

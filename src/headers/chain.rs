@@ -226,7 +226,7 @@ mod tests {
             .is_ok()
         );
         let builtin = Chain::builtin();
-        assert_eq!(builtin.sources.len(), 51);
+        assert_eq!(builtin.sources.len(), 52);
         assert_eq!(
             builtin
                 .sources

@@ -1,20 +1,49 @@
-//! Credentials for header sources that need them (Ubuntu Pro's archives on esm.ubuntu.com): a
-//! source names a credential (`credential = "ubuntu-pro"`), and the resolver sends it the way
-//! apt does, HTTP Basic with the login apt's auth.conf gives (`bearer` for Ubuntu Pro). Given as
-//! a bare token (sent to every URL of the sources that name the credential) or as the text of an
-//! apt `auth.conf` (`machine esm.ubuntu.com/infra/ubuntu/ login bearer password TOKEN`, one entry
-//! per Pro service, matched to a URL by prefix as apt matches them). Never sent in the clear to a
-//! host off this machine, never printed.
+//! Credentials for header sources that need them: a source names a credential, and the resolver
+//! presents it the way the distribution's own package manager does.
+//!
+//! - Ubuntu Pro's archives on esm.ubuntu.com (`credential = "ubuntu-pro"`): HTTP Basic with the
+//!   login apt's auth.conf gives (`bearer` for Ubuntu Pro). Given as a bare token (sent to every
+//!   URL of the sources that name the credential) or as the text of an apt `auth.conf`
+//!   (`machine esm.ubuntu.com/infra/ubuntu/ login bearer password TOKEN`, one entry per Pro
+//!   service, matched to a URL by prefix as apt matches them).
+//! - Red Hat's CDN (`credential = "rhel-entitlement"`): a TLS client certificate, the
+//!   entitlement certificate and key a subscribed system keeps in `/etc/pki/entitlement/` (what
+//!   dnf presents as `sslclientcert`/`sslclientkey`), with the CDN's CA where it is not a public
+//!   one (`/etc/rhsm/ca/redhat-uep.pem`).
+//!
+//! Never sent in the clear to a host off this machine, never printed.
 
 use std::collections::BTreeMap;
 
 /// The credential Ubuntu Pro's sources name.
 pub const UBUNTU_PRO: &str = "ubuntu-pro";
+/// The credential Red Hat's CDN sources name.
+pub const RHEL_ENTITLEMENT: &str = "rhel-entitlement";
+/// Every credential a source may name.
+pub const KNOWN: &[&str] = &[UBUNTU_PRO, RHEL_ENTITLEMENT];
+
+/// What a credential is, for messages that say one is missing.
+pub fn what(name: &str) -> &'static str {
+    match name {
+        UBUNTU_PRO => "an Ubuntu Pro token",
+        RHEL_ENTITLEMENT => "a Red Hat entitlement certificate and key",
+        _ => "a login",
+    }
+}
 
 /// Logins by credential name.
 #[derive(Clone, Default)]
 pub struct Credentials {
     by_name: BTreeMap<String, Vec<Machine>>,
+    certificates: BTreeMap<String, ClientCertificate>,
+}
+
+/// A TLS client certificate with its key (PEM), and the CA the server's certificate chains to
+/// where it is a private one.
+#[derive(Clone)]
+struct ClientCertificate {
+    identity: Vec<u8>,
+    ca: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -27,8 +56,10 @@ struct Machine {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Names only: a token never reaches a log.
-        f.debug_set().entries(self.by_name.keys()).finish()
+        // Names only: a token or a key never reaches a log.
+        f.debug_set()
+            .entries(self.by_name.keys().chain(self.certificates.keys()))
+            .finish()
     }
 }
 
@@ -41,6 +72,12 @@ pub enum CredentialError {
         "the {name} credential is neither one token nor apt auth.conf entries (machine HOST/PATH login LOGIN password PASSWORD): {problem}"
     )]
     Malformed { name: String, problem: String },
+    #[error("the {name} credential's {what} is not usable: {problem}")]
+    Certificate {
+        name: String,
+        what: &'static str,
+        problem: String,
+    },
 }
 
 impl Credentials {
@@ -76,9 +113,94 @@ impl Credentials {
         Ok(())
     }
 
+    /// Adds a TLS client certificate for the credential `name`: the certificate and its private
+    /// key (PEM; one file may hold both), and the PEM CA certificates its server chains to
+    /// where that is not a public CA. Checked now: a certificate without its key, or a key that
+    /// reqwest cannot use, is refused (neither is quoted).
+    pub fn add_certificate(
+        &mut self,
+        name: &str,
+        certificate: &[u8],
+        key: &[u8],
+        ca: Option<&[u8]>,
+    ) -> Result<(), CredentialError> {
+        use rustls_pki_types::pem::PemObject;
+        let refuse = |what: &'static str, problem: String| CredentialError::Certificate {
+            name: name.to_string(),
+            what,
+            problem,
+        };
+        let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(certificate)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| refuse("certificate", e.to_string()))?;
+        if certificates.is_empty() {
+            return Err(refuse("certificate", "no PEM CERTIFICATE in it".into()));
+        }
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(key)
+            .map_err(|_| refuse("key", "no PEM private key in it".into()))?;
+        let mut identity = certificate.to_vec();
+        identity.push(b'\n');
+        identity.extend_from_slice(key);
+        reqwest::Identity::from_pem(&identity).map_err(|e| refuse("key", e.to_string()))?;
+        if let Some(ca) = ca {
+            let roots = reqwest::Certificate::from_pem_bundle(ca)
+                .map_err(|e| refuse("CA", e.to_string()))?;
+            if roots.is_empty() {
+                return Err(refuse("CA", "no PEM CERTIFICATE in it".into()));
+            }
+        }
+        self.certificates.insert(
+            name.to_string(),
+            ClientCertificate {
+                identity,
+                ca: ca.map(<[u8]>::to_vec),
+            },
+        );
+        Ok(())
+    }
+
     /// Whether any login is known for `name`.
     pub fn has(&self, name: &str) -> bool {
         self.by_name.get(name).is_some_and(|m| !m.is_empty())
+            || self.certificates.contains_key(name)
+    }
+
+    /// Every credential with a login.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name
+            .iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(n, _)| n.as_str())
+            .chain(self.certificates.keys().map(String::as_str))
+    }
+
+    /// Whether `name` is a client certificate (presented in the TLS handshake, not a header).
+    pub fn is_certificate(&self, name: &str) -> bool {
+        self.certificates.contains_key(name)
+    }
+
+    /// `builder` presenting the client certificate `name` (and trusting its CA), if it is one.
+    pub(crate) fn with_certificate(
+        &self,
+        name: &str,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, String> {
+        let Some(c) = self.certificates.get(name) else {
+            return Ok(builder);
+        };
+        let identity = reqwest::Identity::from_pem(&c.identity)
+            .map_err(|e| format!("the {name} certificate: {e}"))?;
+        let mut builder = builder.identity(identity);
+        for root in
+            c.ca.as_deref()
+                .map(reqwest::Certificate::from_pem_bundle)
+                .transpose()
+                .map_err(|e| format!("the {name} CA: {e}"))?
+                .unwrap_or_default()
+        {
+            builder = builder.add_root_certificate(root);
+        }
+        Ok(builder)
     }
 
     /// The login and password to send to `url` for the credential `name`: the entry with the

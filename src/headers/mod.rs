@@ -122,6 +122,9 @@ impl Default for ResolverOptions {
 pub struct Resolver {
     chain: Chain,
     http: reqwest::Client,
+    /// Clients that present a credential's TLS client certificate (Red Hat's CDN), by name:
+    /// used only for the sources that name it.
+    presenting: std::collections::BTreeMap<String, reqwest::Client>,
     options: ResolverOptions,
 }
 
@@ -150,11 +153,37 @@ impl Resolver {
             None,
         )
         .map_err(HeaderError::Setup)?;
+        let mut presenting = std::collections::BTreeMap::new();
+        for name in options.credentials.names() {
+            if options.credentials.is_certificate(name) {
+                let builder = crate::net::client_builder(
+                    options.source_timeout,
+                    crate::net::Redirects::Limited(10),
+                );
+                let client = options
+                    .credentials
+                    .with_certificate(name, builder)
+                    .and_then(|b| b.build().map_err(|e| crate::text::error_chain(&e)))
+                    .map_err(HeaderError::Setup)?;
+                presenting.insert(name.to_string(), client);
+            }
+        }
         Ok(Self {
             chain,
             http,
+            presenting,
             options,
         })
+    }
+
+    /// The client a source's requests go through: one presenting its credential's client
+    /// certificate where it names one, else the shared one.
+    fn client_for(&self, source: &SourceSpec) -> &reqwest::Client {
+        source
+            .credential
+            .as_deref()
+            .and_then(|name| self.presenting.get(name))
+            .unwrap_or(&self.http)
     }
 
     pub fn chain(&self) -> &Chain {
@@ -183,7 +212,7 @@ impl Resolver {
         sources::Ctx {
             listings,
             deadline: Instant::now() + self.options.source_timeout,
-            http: &self.http,
+            http: self.client_for(source),
             credentials: &self.options.credentials,
             parts,
             source,
@@ -352,7 +381,7 @@ impl Resolver {
             Some(source) => sources::authorized(
                 &self.options.credentials,
                 source,
-                self.http.get(&package.url),
+                self.client_for(source).get(&package.url),
                 &package.url,
             )
             .map_err(err)?,

@@ -275,12 +275,12 @@ impl TryFrom<RawSource> for SourceSpec {
             return Err(fail("no urls".into()));
         }
         if let Some(credential) = &raw.credential
-            && credential != super::credentials::UBUNTU_PRO
+            && !super::credentials::KNOWN.contains(&credential.as_str())
         {
             return Err(fail(format!(
                 "unknown credential '{}'; kfleet knows {}",
                 crate::text::clean(credential),
-                super::credentials::UBUNTU_PRO
+                super::credentials::KNOWN.join(", ")
             )));
         }
         // Fields of other kinds: say which kinds take them.

@@ -100,11 +100,6 @@ impl Distribution {
         Some(found)
     }
 
-    /// Whether kfleet builds drivers for this distribution.
-    pub fn buildable(self) -> bool {
-        self != Self::Rhel
-    }
-
     /// The directory under `/lib/modules/KERNEL` an out-of-tree module goes to: Debian's and
     /// Ubuntu's depmod configuration searches `updates/` before the kernel's own modules and
     /// `extra/` after them, so only `updates/` wins over an in-tree module of the same name;
@@ -510,12 +505,6 @@ pub fn check_with_os_image(raw: &RawIdentity<'_>, os_image: Option<&str>) -> Che
         );
     }
 
-    if !distribution.buildable() {
-        return unsupported(
-            out,
-            "RHEL is recognised but not built: its packages need a subscription; use almalinux or rocky builds".to_string(),
-        );
-    }
     out.verdict = Verdict::Valid(KernelIdentity {
         distribution,
         distro_version,

@@ -4,6 +4,7 @@
 //! when a machine lacks it.
 
 #[path = "certs.rs"]
+#[allow(dead_code)] // the client certificates are for other tests
 mod certs;
 
 use std::path::PathBuf;

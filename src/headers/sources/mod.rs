@@ -45,7 +45,8 @@ impl Ctx<'_> {
         let name = self.source.credential.as_deref()?;
         (!self.credentials.has(name)).then(|| {
             format!(
-                "not tried: it needs the {name} credential (an Ubuntu Pro token), and none is set"
+                "not tried: it needs the {name} credential ({}), and none is set",
+                super::credentials::what(name)
             )
         })
     }
@@ -209,6 +210,10 @@ pub(super) fn authorized(
             crate::text::clean(url),
             source.name
         ));
+    }
+    if credentials.is_certificate(name) {
+        // Presented in the TLS handshake by the source's own client.
+        return Ok(request);
     }
     let (login, password) = credentials
         .for_url(name, url)
