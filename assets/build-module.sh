@@ -285,6 +285,14 @@ if [ -n "$gcc_major" ]; then
   fi
 fi
 
+# Kbuild makes each module's BTF with pahole where the kernel has CONFIG_DEBUG_INFO_BTF_MODULES
+# and the tree holds vmlinux (scripts/Makefile.modfinal): say so now, not after compiling with
+# "pahole: not found". kbuild's own PAHOLE variable names another pahole.
+if [ -e "$kdir/vmlinux" ] && grep -qs '^CONFIG_DEBUG_INFO_BTF_MODULES=y' "$kdir/include/config/auto.conf" \
+  && ! command -v "${PAHOLE:-pahole}" >/dev/null; then
+  die "$kdir holds vmlinux and the kernel has CONFIG_DEBUG_INFO_BTF_MODULES=y, so kbuild runs ${PAHOLE:-pahole} for each module's BTF, and it is not installed: install pahole (Debian and Ubuntu: dwarves or pahole; RPM families: dwarves)"
+fi
+
 build=$(mktemp -d)
 cp -R "$module"/. "$build"/
 make -C "$kdir" M="$build" "${make_cc[@]}" modules >&2

@@ -1733,6 +1733,51 @@ fn a_kernel_that_names_only_its_gcc_version_is_built_knowing_it() {
     assert!(result.status.success(), "{stderr}");
 }
 
+/// A tree that holds `vmlinux` of a kernel with `CONFIG_DEBUG_INFO_BTF_MODULES=y` makes kbuild run
+/// pahole for each module: without one the build stops before compiling and says what to
+/// install, and nothing is written.
+#[test]
+fn a_tree_whose_modules_get_btf_needs_pahole_and_says_so_first() {
+    if std::env::var_os("KFLEET_KERNEL_DIR").is_some() {
+        eprintln!("skipped: KFLEET_KERNEL_DIR names a tree this test must not copy");
+        return;
+    }
+    let (kdir, id) = kernel_tree();
+    let copy = tempfile::tempdir().unwrap();
+    let unpacked = kdir.ancestors().nth(3).unwrap();
+    let root_copy = copy.path().join("root");
+    stdout(Command::new("cp").arg("-al").arg(unpacked).arg(&root_copy));
+    let tree = root_copy.join(kdir.strip_prefix(unpacked).unwrap());
+    let auto_conf = tree.join("include/config/auto.conf");
+    let text = std::fs::read_to_string(&auto_conf).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with("CONFIG_DEBUG_INFO_BTF_MODULES="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::remove_file(&auto_conf).unwrap();
+    std::fs::write(
+        &auto_conf,
+        format!("{kept}CONFIG_DEBUG_INFO_BTF_MODULES=y\n"),
+    )
+    .unwrap();
+    std::fs::write(tree.join("vmlinux"), b"\x7fELF").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let result = run(
+        build_command(Headers::Tree(&tree), &id, &id.kernel_version, out.path())
+            .env("PAHOLE", "/nonexistent/pahole"),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success());
+    assert!(
+        stderr.contains("CONFIG_DEBUG_INFO_BTF_MODULES=y, so kbuild runs /nonexistent/pahole")
+            && stderr.contains("install pahole"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("CC [M]"), "it compiled first: {stderr}");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
 /// Where the root's os-release names Debian or Ubuntu, `install` puts the module in `updates/`
 /// (their depmod searches it before the kernel's own modules, `extra/` after them); an
 /// explicit `--module-dir` still wins.
