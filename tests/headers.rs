@@ -2724,6 +2724,62 @@ fn an_end_of_life_release_is_read_from_the_archive_then_from_old_releases() {
     );
 }
 
+/// A release kfleet's facts do not list, found only in the archive of old releases (its suites
+/// moved from the main archive): learned as past its end of life and moved for good, so its
+/// headers come from old-releases and the main archive is not asked for them.
+#[test]
+fn a_release_found_only_among_old_releases_is_learned_as_end_of_life() {
+    let fx = fixture();
+    let (archive, old) = (
+        "/archive.ubuntu.com/ubuntu/",
+        "/old-releases.ubuntu.com/ubuntu/",
+    );
+    fx.put(
+        &format!("{archive}dists/"),
+        "<html><body><a href=\"noble/\">noble/</a> <a href=\"resolute/\">resolute/</a></body></html>",
+    );
+    fx.put(
+        &format!("{old}dists/"),
+        "<html><body><a href=\"wobbly/\">wobbly/</a> <a href=\"wobbly-updates/\">wobbly-updates/</a></body></html>",
+    );
+    fx.put(
+        &format!("{old}dists/wobbly/Release"),
+        "Origin: Ubuntu\nLabel: Ubuntu\nSuite: wobbly\nVersion: 30.04\nCodename: wobbly\nDescription: Ubuntu 30.04\n",
+    );
+    let index = ubuntu_headers(
+        &fx,
+        old,
+        "linux-headers-9.0.0-3-generic",
+        "linux-headers-9.0.0-3-generic_9.0.0-3.3_amd64.deb",
+    );
+    fx.put(
+        &format!("{old}dists/wobbly-updates/main/binary-amd64/Packages.xz"),
+        xz(index.as_bytes()),
+    );
+    let r = fx
+        ._rt
+        .block_on(
+            resolver(builtin_chain_at(&fx), 2000)
+                .resolve(&id("ubuntu/30.04/x86_64/9.0.0-3-generic")),
+        )
+        .unwrap();
+    assert_eq!(
+        r.resolved_by.as_deref(),
+        Some("ubuntu-old-releases"),
+        "{}",
+        attempted(&r)
+    );
+    assert!(kfleet::distros::end_of_life("ubuntu", "30.04"));
+    assert!(kfleet::distros::archived("ubuntu", "30.04"));
+    assert!(
+        r.attempts
+            .iter()
+            .all(|a| !a.url.contains("/archive.ubuntu.com/ubuntu/dists/wobbly")),
+        "the main archive is not asked for a release that moved: {}",
+        attempted(&r)
+    );
+}
+
 /// A release kfleet's own facts do not list (an Ubuntu release published after this kfleet was
 /// built) gets its codename from the archive: the suites its `dists/` index lists, and the
 /// `Version:` and `Codename:` of each one's `Release` file. The codename here is the fixture's

@@ -89,28 +89,41 @@ impl Resolver {
         {
             return None;
         }
-        let archives: Vec<&str> = self
+        // Each archive with whether it serves only releases past their end of life
+        // (old-releases.ubuntu.com, archive.debian.org, Freexian's ELTS). The main archives come
+        // first in the chain: a release found only in such an archive has moved there, so it is
+        // past its end of life and the main archive is not asked for it again.
+        let archives: Vec<(&str, bool)> = self
             .chain()
             .sources
             .iter()
             .filter(|s| {
                 s.kind() == SourceKind::AptRepo
+                    && !s.proposed
+                    && s.credential.is_none()
                     && Distribution::from_alias(&s.family).map(|(d, _)| d) == Some(distribution)
             })
-            .flat_map(|s| s.urls.iter())
-            .map(String::as_str)
-            .filter(|u| !u.contains('{'))
+            .flat_map(|s| {
+                let moved = s.when.archived == Some(true) || s.when.end_of_life == Some(true);
+                s.urls.iter().map(move |u| (u.as_str(), moved))
+            })
+            .filter(|(u, _)| !u.contains('{'))
             .collect();
-        for archive in archives {
+        for (archive, moved) in archives {
             match self
                 .codename_in(archive, distribution, &id.distro_version)
                 .await
             {
                 Ok(Some(codename)) => {
                     tracing::info!(
-                        "{} {} is {codename}, read from {archive} (kfleet's own release facts do not list it yet)",
+                        "{} {} is {codename}, read from {archive}{} (kfleet's own release facts do not list it yet)",
                         distribution.as_str(),
-                        id.distro_version
+                        id.distro_version,
+                        if moved {
+                            ", the archive of old releases: past its end of life"
+                        } else {
+                            ""
+                        }
                     );
                     crate::distros::learn(DistroRelease {
                         distribution: distribution.as_str().to_string(),
@@ -118,8 +131,8 @@ impl Resolver {
                         codename: codename.clone(),
                         kernel_series: None,
                         series_package: None,
-                        end_of_life: false,
-                        archived: false,
+                        end_of_life: moved,
+                        archived: moved,
                     });
                     return Some(codename);
                 }
