@@ -3554,6 +3554,136 @@ fn rhel_headers_come_from_the_cdn_with_an_entitlement_certificate() {
     );
 }
 
+/// An RPM in the real layout (lead, signature header padded to 8 bytes, header, xz cpio `newc`
+/// payload) holding `files`, as `rpmbuild` lays one out; the headers hold no tags kfleet reads.
+fn rpm_package(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut cpio = Vec::new();
+    let entries = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), 0o100644u32, d.as_slice()))
+        .chain([("TRAILER!!!", 0, &[][..])]);
+    for (name, mode, data) in entries {
+        let fields = [
+            1,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        cpio.extend_from_slice(b"070701");
+        for f in fields {
+            cpio.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        cpio.extend_from_slice(name.as_bytes());
+        cpio.push(0);
+        cpio.resize(cpio.len().next_multiple_of(4), 0);
+        cpio.extend_from_slice(data);
+        cpio.resize(cpio.len().next_multiple_of(4), 0);
+    }
+    let mut rpm = vec![0xed, 0xab, 0xee, 0xdb];
+    rpm.resize(96, 0);
+    for data_len in [3u32, 0] {
+        rpm.extend_from_slice(&[0x8e, 0xad, 0xe8, 0x01, 0, 0, 0, 0]);
+        rpm.extend_from_slice(&0u32.to_be_bytes());
+        rpm.extend_from_slice(&data_len.to_be_bytes());
+        rpm.resize(rpm.len() + data_len as usize, 0);
+        rpm.resize(rpm.len().next_multiple_of(8), 0);
+    }
+    rpm.extend_from_slice(&xz(&cpio));
+    rpm
+}
+
+/// A kernel's ABI from an RPM headers package (`kernel-devel`'s payload, read by kfleet itself):
+/// the built tree under `usr/src/kernels/RELEASE/` gives the CRCs and the vermagic, which names
+/// the kernel's release; a package of another kernel is refused, not believed.
+#[test]
+fn a_kernels_abi_is_read_from_its_rpm_headers_package() {
+    let fx = fixture();
+    let release = "5.14.0-427.13.1.el9_4.x86_64";
+    let tree = format!("./usr/src/kernels/{release}");
+    let files = |uts: &str| {
+        vec![
+            (
+                format!("{tree}/Module.symvers"),
+                b"0x9060323f\tmodule_layout\tvmlinux\tEXPORT_SYMBOL\t\n0x1b2c3d4e\t_printk\tvmlinux\tEXPORT_SYMBOL\t\n".to_vec(),
+            ),
+            (
+                format!("{tree}/.config"),
+                b"CONFIG_SMP=y\nCONFIG_PREEMPT_VOLUNTARY=y\nCONFIG_MODULE_UNLOAD=y\nCONFIG_MODVERSIONS=y\n".to_vec(),
+            ),
+            (
+                format!("{tree}/include/generated/utsrelease.h"),
+                format!("#define UTS_RELEASE \"{uts}\"\n").into_bytes(),
+            ),
+        ]
+    };
+    let devel = rpm_package(&files(release));
+    let headers = rpm_package(&[("./usr/include/linux/version.h".into(), b"x".to_vec())]);
+    rpm_repo(
+        &fx,
+        "/repo.almalinux.org/almalinux/9.4/AppStream/x86_64/os/",
+        &[
+            ("kernel-devel", "5.14.0", "427.13.1.el9_4", "x86_64", &devel),
+            (
+                "kernel-headers",
+                "5.14.0",
+                "427.13.1.el9_4",
+                "x86_64",
+                &headers,
+            ),
+        ],
+        false,
+        false,
+    );
+    let r = Resolver::new(builtin_chain_at(&fx), ResolverOptions::default()).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let el = id(&format!("almalinux/9.4/x86_64/{release}"));
+    let abi = fx._rt.block_on(r.kernel_abi(&el, cache.path())).unwrap();
+    assert_eq!(abi.symvers.get("_printk"), Some(0x1b2c_3d4e));
+    assert_eq!(abi.symvers.len(), 2);
+    assert!(
+        abi.vermagic.starts_with(&format!("{release} SMP")),
+        "{}",
+        abi.vermagic
+    );
+    assert!(abi.vermagic.contains("modversions"), "{}", abi.vermagic);
+
+    // A kernel-devel whose tree is another kernel's.
+    let other = "5.14.0-427.18.1.el9_4.x86_64";
+    let lying = rpm_package(&files("5.14.0-427.13.1.el9_4.x86_64"));
+    rpm_repo(
+        &fx,
+        "/repo.almalinux.org/almalinux/9.4/BaseOS/x86_64/os/",
+        &[
+            ("kernel-devel", "5.14.0", "427.18.1.el9_4", "x86_64", &lying),
+            (
+                "kernel-headers",
+                "5.14.0",
+                "427.18.1.el9_4",
+                "x86_64",
+                &headers,
+            ),
+        ],
+        false,
+        false,
+    );
+    let err = fx
+        ._rt
+        .block_on(r.kernel_abi(&id(&format!("almalinux/9.4/x86_64/{other}")), cache.path()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains(&format!("not {other}")), "{err}");
+}
+
 /// File names of fetched packages, sorted.
 fn file_names(files: &[std::path::PathBuf]) -> Vec<String> {
     let mut names: Vec<String> = files

@@ -1,6 +1,7 @@
 //! A kernel's ABI (the vermagic modules built against it get, and the CRC of every symbol it
-//! exports) read from the headers package the chain finds for it: the `.deb`'s data archive holds
-//! the built tree (`usr/src/linux-headers-RELEASE/`: `Module.symvers`, `.config`, the release in
+//! exports) read from the headers package the chain finds for it: a `.deb`'s data archive or an
+//! RPM's payload holds the built tree (`usr/src/linux-headers-RELEASE/`, `usr/src/kernels/RELEASE/`
+//! or SUSE's `usr/src/linux-V-R-obj/ARCH/FLAVOUR/`: `Module.symvers`, `.config`, the release in
 //! `include/generated/utsrelease.h`). Kept per kernel under the cache directory, so a fleet's
 //! kernels are fetched once.
 
@@ -127,18 +128,98 @@ struct TreeFiles {
     randstruct_seed: Option<String>,
 }
 
-/// The built tree in a `.deb` at `path`, if it holds one.
+/// The files of a built tree that are read, by their path inside the tree.
+const WANTED: [&str; 4] = [
+    "Module.symvers",
+    ".config",
+    "include/generated/utsrelease.h",
+    "include/generated/randstruct_hash.h",
+];
+
+/// The wanted files a package holds, by the tree they are in: a `.deb`'s
+/// `usr/src/linux-headers-RELEASE/`, EL's `usr/src/kernels/RELEASE/`, SUSE's
+/// `usr/src/linux-VERSION-RELEASE-obj/ARCH/FLAVOUR/`.
+#[derive(Default)]
+struct Trees(HashMap<String, HashMap<&'static str, String>>);
+
+impl Trees {
+    /// Keeps `reader`'s text if `name` is a wanted file under `usr/src/`.
+    fn offer(&mut self, name: &str, reader: &mut dyn Read) -> Result<(), String> {
+        let Some(inside) = name.trim_start_matches("./").strip_prefix("usr/src/") else {
+            return Ok(());
+        };
+        let Some((root, wanted)) = WANTED.iter().find_map(|w| {
+            inside
+                .strip_suffix(w)
+                .and_then(|root| root.strip_suffix('/'))
+                .filter(|root| !root.is_empty())
+                .map(|root| (root, *w))
+        }) else {
+            return Ok(());
+        };
+        let mut text = String::new();
+        reader
+            .take(MAX_TREE_FILE)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("{name}: {e}"))?;
+        self.0
+            .entry(root.to_string())
+            .or_default()
+            .insert(wanted, text);
+        Ok(())
+    }
+
+    /// The tree that holds `Module.symvers`, `.config` and `utsrelease.h`, if one does.
+    fn built(mut self) -> Result<Option<TreeFiles>, String> {
+        let Some(mut files) = self.0.drain().map(|(_, f)| f).find(|f| {
+            [
+                "Module.symvers",
+                ".config",
+                "include/generated/utsrelease.h",
+            ]
+            .iter()
+            .all(|w| f.contains_key(w))
+        }) else {
+            return Ok(None);
+        };
+        let (Some(symvers), Some(config), Some(uts)) = (
+            files.remove("Module.symvers"),
+            files.remove(".config"),
+            files.remove("include/generated/utsrelease.h"),
+        ) else {
+            return Ok(None);
+        };
+        let Some(release) = crate::kabi::define(&uts, "UTS_RELEASE") else {
+            return Err("include/generated/utsrelease.h defines no UTS_RELEASE".into());
+        };
+        let randstruct_seed = files
+            .remove("include/generated/randstruct_hash.h")
+            .and_then(|h| crate::kabi::define(&h, "RANDSTRUCT_HASHED_SEED"));
+        Ok(Some(TreeFiles {
+            symvers,
+            config,
+            release,
+            randstruct_seed,
+        }))
+    }
+}
+
+/// The built tree in the `.deb` or `.rpm` at `path`, if it holds one.
 fn tree_files(path: &Path) -> Result<Option<TreeFiles>, String> {
     let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
     if size > MAX_PACKAGE {
         return Err(format!("larger than {MAX_PACKAGE} bytes"));
     }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let mut trees = Trees::default();
+    if bytes.starts_with(&super::rpm_payload::LEAD_MAGIC) {
+        super::rpm_payload::for_each_file(&bytes, MAX_UNPACKED, |name, reader| {
+            trees.offer(name, reader)
+        })?;
+        return trees.built();
+    }
     if !bytes.starts_with(b"!<arch>\n") {
-        return Err(
-            "not a Debian package (reading symbol versions from RPM packages is not supported yet)"
-                .into(),
-        );
+        return Err("neither a Debian nor an RPM package".into());
     }
     let (member, data) = deb_data(&bytes)?;
     let reader: Box<dyn Read + '_> = match member.rsplit('.').next() {
@@ -149,13 +230,6 @@ fn tree_files(path: &Path) -> Result<Option<TreeFiles>, String> {
         _ => return Err(format!("{member}: an unknown compression")),
     };
     let mut archive = tar::Archive::new(reader.take(MAX_UNPACKED));
-    let mut files: HashMap<&'static str, String> = HashMap::new();
-    const WANTED: [&str; 4] = [
-        "Module.symvers",
-        ".config",
-        "include/generated/utsrelease.h",
-        "include/generated/randstruct_hash.h",
-    ];
     for entry in archive.entries().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| e.to_string())?;
         if entry.header().entry_type() != tar::EntryType::Regular {
@@ -166,43 +240,9 @@ fn tree_files(path: &Path) -> Result<Option<TreeFiles>, String> {
             .map_err(|e| e.to_string())?
             .to_string_lossy()
             .into_owned();
-        let Some(tree_path) = name
-            .trim_start_matches("./")
-            .strip_prefix("usr/src/")
-            .and_then(|rest| rest.split_once('/'))
-            .map(|(_, inside)| inside.to_string())
-        else {
-            continue;
-        };
-        let Some(wanted) = WANTED.iter().find(|w| **w == tree_path) else {
-            continue;
-        };
-        let mut text = String::new();
-        (&mut entry)
-            .take(MAX_TREE_FILE)
-            .read_to_string(&mut text)
-            .map_err(|e| format!("{name}: {e}"))?;
-        files.insert(wanted, text);
+        trees.offer(&name, &mut entry)?;
     }
-    let (Some(symvers), Some(config), Some(uts)) = (
-        files.remove("Module.symvers"),
-        files.remove(".config"),
-        files.remove("include/generated/utsrelease.h"),
-    ) else {
-        return Ok(None);
-    };
-    let Some(release) = crate::kabi::define(&uts, "UTS_RELEASE") else {
-        return Err("include/generated/utsrelease.h defines no UTS_RELEASE".into());
-    };
-    let randstruct_seed = files
-        .remove("include/generated/randstruct_hash.h")
-        .and_then(|h| crate::kabi::define(&h, "RANDSTRUCT_HASHED_SEED"));
-    Ok(Some(TreeFiles {
-        symvers,
-        config,
-        release,
-        randstruct_seed,
-    }))
+    trees.built()
 }
 
 /// The `data.tar*` member of a `.deb` (an `ar` archive): its name and bytes.
@@ -232,4 +272,66 @@ fn deb_data(bytes: &[u8]) -> Result<(String, &[u8]), String> {
         at = end + (size % 2);
     }
     Err("no data.tar member".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::headers::rpm_payload::tests::rpm_with;
+
+    fn tree_of(rpm: &[u8]) -> Option<TreeFiles> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.rpm");
+        std::fs::write(&path, rpm).unwrap();
+        tree_files(&path).unwrap()
+    }
+
+    /// EL's kernel-devel and SUSE's kernel-default-devel hold their built trees in their own
+    /// places; a package with only part of a tree (SUSE's noarch source tree) holds none.
+    #[test]
+    fn rpm_headers_packages_give_their_built_tree() {
+        let symvers = "0x9060323f\tmodule_layout\tvmlinux\tEXPORT_SYMBOL\t\n";
+        let el = rpm_with(&[
+            (
+                "./usr/src/kernels/5.14.0-427.13.1.el9_4.x86_64/Module.symvers",
+                symvers.as_bytes(),
+            ),
+            (
+                "./usr/src/kernels/5.14.0-427.13.1.el9_4.x86_64/.config",
+                b"CONFIG_MODVERSIONS=y\n",
+            ),
+            (
+                "./usr/src/kernels/5.14.0-427.13.1.el9_4.x86_64/include/generated/utsrelease.h",
+                b"#define UTS_RELEASE \"5.14.0-427.13.1.el9_4.x86_64\"\n",
+            ),
+        ]);
+        let tree = tree_of(&el).unwrap();
+        assert_eq!(tree.release, "5.14.0-427.13.1.el9_4.x86_64");
+        assert_eq!(tree.symvers, symvers);
+        let obj = "./usr/src/linux-6.4.0-150600.23.73-obj/x86_64/default";
+        let suse = rpm_with(&[
+            (&format!("{obj}/Module.symvers"), symvers.as_bytes()),
+            (&format!("{obj}/.config"), b"CONFIG_MODVERSIONS=y\n"),
+            (
+                &format!("{obj}/include/generated/utsrelease.h"),
+                b"#define UTS_RELEASE \"6.4.0-150600.23.73-default\"\n",
+            ),
+        ]);
+        assert_eq!(
+            tree_of(&suse).unwrap().release,
+            "6.4.0-150600.23.73-default"
+        );
+        let source_tree = rpm_with(&[("./usr/src/linux-6.4.0-150600.23.73/Makefile", b"x")]);
+        assert!(tree_of(&source_tree).is_none());
+        // Files of two trees are never mixed into one.
+        let mixed = rpm_with(&[
+            ("./usr/src/kernels/a/Module.symvers", symvers.as_bytes()),
+            ("./usr/src/kernels/b/.config", b"CONFIG_MODVERSIONS=y\n"),
+            (
+                "./usr/src/kernels/b/include/generated/utsrelease.h",
+                b"#define UTS_RELEASE \"b\"\n",
+            ),
+        ]);
+        assert!(tree_of(&mixed).is_none());
+    }
 }

@@ -7,6 +7,7 @@ pub mod credentials;
 mod kernel_abi;
 pub mod parts;
 mod releases;
+mod rpm_payload;
 mod sources;
 pub mod spec;
 pub mod upcoming;
