@@ -30,6 +30,8 @@ pub enum KabiError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{file}: {reason}")]
+    Kallsyms { file: String, reason: String },
 }
 
 /// The exported symbols of one kernel and their CRCs, as its `Module.symvers` lists them
@@ -115,6 +117,54 @@ impl Symvers {
 
     pub fn is_empty(&self) -> bool {
         self.crcs.is_empty()
+    }
+
+    /// The CRCs a running kernel lists in `/proc/kallsyms` (`file` names it in errors): each
+    /// exported symbol's CRC is the value of the absolute symbol `__crc_SYMBOL` (type `A`), in
+    /// kernels that still emit them so (EL 8's 4.18 and EL 9's 5.14 among them). Refused where the
+    /// table cannot be trusted: no `__crc_` symbols (no modversions, or the file is not kallsyms),
+    /// CRCs kept in `__kcrctab` data (not absolute: the listed value is an address), or values
+    /// hidden by `kptr_restrict` (all zero: read as root).
+    pub fn from_kallsyms(file: &str, text: &str) -> Result<Self, KabiError> {
+        let bad = |reason: &str| KabiError::Kallsyms {
+            file: file.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut crcs = HashMap::new();
+        let mut nonzero = false;
+        for line in text.lines().take(MAX_SYMVERS_LINES * 20) {
+            let mut fields = line.split_whitespace();
+            let (Some(value), Some(kind), Some(name)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let Some(symbol) = name.strip_prefix("__crc_") else {
+                continue;
+            };
+            if !matches!(kind, "A" | "a") {
+                return Err(bad(
+                    "this kernel keeps its symbol CRCs in __kcrctab data, which kallsyms lists by address, not value; install its headers package (Module.symvers) to check against",
+                ));
+            }
+            let value = u64::from_str_radix(value, 16)
+                .ok()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| bad(&format!("__crc_{symbol} has no 32-bit CRC as its value")))?;
+            nonzero |= value != 0;
+            crcs.insert(symbol.to_string(), value);
+        }
+        if crcs.is_empty() {
+            return Err(bad(
+                "lists no __crc_ symbols: the kernel has no modversions, or this is not its kallsyms",
+            ));
+        }
+        if !nonzero {
+            return Err(bad(
+                "every __crc_ value reads as zero: kptr_restrict hides symbol values from this user; run as root",
+            ));
+        }
+        Ok(Symvers { crcs })
     }
 
     /// A table from (symbol, CRC) pairs.

@@ -2282,6 +2282,71 @@ fn install_kabi_takes_a_module_whose_symbol_versions_fit_and_refuses_one_that_do
             .is_file()
     );
 
+    // The running kernel without headers or /boot/symvers: its /proc/kallsyms lists each CRC as
+    // the value of the absolute symbol __crc_SYMBOL (EL 8 and 9 kernels do).
+    let kallsyms_root = |edit: &dyn Fn(&str, u32) -> String| {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("proc/sys/kernel")).unwrap();
+        std::fs::create_dir_all(root.path().join("boot")).unwrap();
+        std::fs::write(
+            root.path().join("proc/sys/kernel/osrelease"),
+            format!("{release}\n"),
+        )
+        .unwrap();
+        std::fs::copy(
+            kdir.join(".config"),
+            root.path().join(format!("boot/config-{release}")),
+        )
+        .unwrap();
+        let symvers = kfleet::kabi::Symvers::read(&kdir.join("Module.symvers")).unwrap();
+        let mut text = String::from("ffffffff81000000 T _stext\nffffffff81000100 T _printk\n");
+        for (symbol, crc) in symvers.crcs() {
+            text.push_str(&edit(symbol, *crc));
+        }
+        std::fs::write(root.path().join("proc/kallsyms"), text).unwrap();
+        root
+    };
+    let fits = kallsyms_root(&|symbol, crc| format!("00000000{crc:08x} A __crc_{symbol}\n"));
+    let out = install_cmd(package, fits.path(), release, &["--no-load", "--kabi"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        fits.path()
+            .join(format!("lib/modules/{release}/weak-updates/{MODULE}.ko"))
+            .is_file()
+    );
+    let changed = kallsyms_root(&|symbol, crc| {
+        let crc = if symbol == "module_layout" {
+            crc ^ 1
+        } else {
+            crc
+        };
+        format!("00000000{crc:08x} A __crc_{symbol}\n")
+    });
+    let out = install_cmd(package, changed.path(), release, &["--no-load", "--kabi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("module_layout"), "{stderr}");
+    let hidden = kallsyms_root(&|symbol, _| format!("0000000000000000 A __crc_{symbol}\n"));
+    let out = install_cmd(package, hidden.path(), release, &["--no-load", "--kabi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("kptr_restrict"), "{stderr}");
+    let kcrctab = kallsyms_root(&|symbol, _| format!("ffffffff82a01234 r __crc_{symbol}\n"));
+    let out = install_cmd(package, kcrctab.path(), release, &["--no-load", "--kabi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("__kcrctab"), "{stderr}");
+    assert!(
+        !kcrctab
+            .path()
+            .join(format!("lib/modules/{release}/weak-updates"))
+            .exists()
+    );
+
     let bare = tempfile::tempdir().unwrap();
     let out = install_cmd(package, bare.path(), release, &["--no-load", "--kabi"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -366,7 +366,8 @@ impl InstallError {
 
 /// What the kernel `kernel` under `root` exports and the vermagic its modules carry: its build
 /// tree (`lib/modules/KERNEL/build`, where the headers package links it), else EL's
-/// `boot/symvers-KERNEL.xz` (or `.gz`) with `boot/config-KERNEL`.
+/// `boot/symvers-KERNEL.xz` (or `.gz`) with `boot/config-KERNEL`, else, for the running kernel,
+/// the `__crc_` symbols of `proc/kallsyms` with `boot/config-KERNEL`.
 fn target_abi(root: &Path, kernel: &str) -> Result<crate::kabi::KernelAbi, String> {
     let build = root.join("lib/modules").join(kernel).join("build");
     // The link names a path on the target system: read it under the root.
@@ -394,8 +395,24 @@ fn target_abi(root: &Path, kernel: &str) -> Result<crate::kabi::KernelAbi, Strin
             .map_err(|e| format!("/boot/config-{kernel}: {e}"))?;
         return Ok(crate::kabi::KernelAbi::new(kernel, &config, None, symvers));
     }
+    // The running kernel itself: /proc/kallsyms, with /boot/config-KERNEL for its vermagic.
+    let running = std::fs::read_to_string(root.join("proc/sys/kernel/osrelease"))
+        .is_ok_and(|release| release.trim() == kernel);
+    let kallsyms = root.join("proc/kallsyms");
+    if running && kallsyms.is_file() {
+        let text = crate::bounded::read_file(&kallsyms, 256 << 20)
+            .map_err(|e| format!("{}: {e}", kallsyms.display()))?;
+        let symvers =
+            crate::kabi::Symvers::from_kallsyms("/proc/kallsyms", &String::from_utf8_lossy(&text))
+                .map_err(|e| e.to_string())?;
+        let config =
+            std::fs::read_to_string(boot.join(format!("config-{kernel}"))).map_err(|e| {
+                format!("/boot/config-{kernel} (for the vermagic beside /proc/kallsyms): {e}")
+            })?;
+        return Ok(crate::kabi::KernelAbi::new(kernel, &config, None, symvers));
+    }
     Err(format!(
-        "no symbol versions of {kernel} to check against (neither lib/modules/{kernel}/build/Module.symvers nor /boot/symvers-{kernel}.xz under {}); install its headers package",
+        "no symbol versions of {kernel} to check against (neither lib/modules/{kernel}/build/Module.symvers nor /boot/symvers-{kernel}.xz under {}, and it is not the running kernel, whose /proc/kallsyms would do); install its headers package",
         root.display()
     ))
 }
