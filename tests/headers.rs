@@ -33,6 +33,8 @@ struct Files {
     guarded: Vec<(String, String)>,
     /// The `Authorization` header of every request, by path.
     authorizations: Vec<(String, Option<String>)>,
+    /// Paths answered with a 302 to this URL.
+    redirects: HashMap<String, String>,
 }
 
 type Shared = Arc<Mutex<Files>>;
@@ -58,6 +60,9 @@ async fn serve(State(files): State<Shared>, request: Request) -> Response {
         });
         if refused {
             return StatusCode::UNAUTHORIZED.into_response();
+        }
+        if let Some(to) = f.redirects.get(&path) {
+            return (StatusCode::FOUND, [("location", to.clone())]).into_response();
         }
     }
     if files
@@ -3515,6 +3520,31 @@ fn rhel_headers_come_from_the_cdn_with_an_entitlement_certificate() {
         ),
         "{gets:?}"
     );
+
+    // A redirect to another host is not followed: the certificate is presented to the CDN only.
+    let elsewhere = fixture();
+    fx.files.lock().unwrap().redirects.insert(
+        "/cdn.redhat.com/content/dist/rhel9/9.5/x86_64/baseos/os/repodata/repomd.xml".into(),
+        format!("{}/repomd.xml", elsewhere.base),
+    );
+    let redirected = tempfile::tempdir().unwrap();
+    let got = kfleet(
+        &entitled,
+        &[
+            "headers",
+            "fetch",
+            "--out",
+            redirected.path().to_str().unwrap(),
+            "rhel/9.5/x86_64/5.14.0-503.11.1.el9_5.x86_64",
+        ],
+    );
+    assert!(!got.status.success());
+    assert!(
+        String::from_utf8_lossy(&got.stderr).contains("HTTP 302"),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(elsewhere.files.lock().unwrap().authorizations.is_empty());
 
     // A certificate the CDN's CA did not sign: the handshake fails, nothing is fetched.
     let elsewhere = tempfile::tempdir().unwrap();

@@ -197,15 +197,20 @@ pub(super) const HOURLY_BUDGET: u64 = 5000;
 /// Requests charged in the current hour (a new hour renews the budget, as GitHub's window
 /// does), and when the hour ends (seconds since the epoch).
 fn budget_used(state: &SandboxState) -> (u64, i64) {
-    let now = chrono::Utc::now().timestamp();
-    let hour = (now / 3600).max(0) as u64;
-    if state.charged_hour.swap(hour, Ordering::SeqCst) != hour {
+    let now = chrono::Utc::now().timestamp().max(1) as u64;
+    let start = state.window_start.load(Ordering::SeqCst);
+    // As GitHub's: the hour starts with the first request after the last hour ended (not at
+    // the top of the clock's hour, where a test near it would see the budget renew at once).
+    if (start == 0 || now >= start + 3600)
+        && state
+            .window_start
+            .compare_exchange(start, now, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    {
         state.charged.store(0, Ordering::SeqCst);
     }
-    (
-        state.charged.load(Ordering::SeqCst),
-        (now / 3600 + 1) * 3600,
-    )
+    let start = state.window_start.load(Ordering::SeqCst);
+    (state.charged.load(Ordering::SeqCst), (start + 3600) as i64)
 }
 
 /// `x-ratelimit-*` as GitHub sends them: a 304 is not charged, nor is `/rate_limit`.

@@ -152,9 +152,10 @@ struct SandboxState {
     faults: Mutex<Faults>,
     requests: AtomicU64,
     /// Requests GitHub would charge (everything but 304s) in the current hour, for the
-    /// `x-ratelimit-*` headers, and which hour that is (hours since the epoch).
+    /// `x-ratelimit-*` headers, and when that hour started (seconds since the epoch; 0 before
+    /// the first request).
     charged: AtomicU64,
-    charged_hour: AtomicU64,
+    window_start: AtomicU64,
     /// Every charged request since the sandbox started, across hours.
     charged_total: AtomicU64,
     rng: Mutex<fastrand::Rng>,
@@ -272,7 +273,7 @@ impl Sandbox {
             faults: Mutex::new(options.faults),
             requests: AtomicU64::new(0),
             charged: AtomicU64::new(0),
-            charged_hour: AtomicU64::new(0),
+            window_start: AtomicU64::new(0),
             charged_total: AtomicU64::new(0),
             rng: Mutex::new(fastrand::Rng::with_seed(addr.port() as u64)),
             simulation: options.simulation,
