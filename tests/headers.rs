@@ -3903,6 +3903,34 @@ fn tumbleweed_from_the_history_of_its_snapshot() {
         err.starts_with("tumbleweed/*/x86_64 kernel-default: a rolling release"),
         "{err}"
     );
+    // `upcoming` on a fleet of Tumbleweed nodes of two snapshots: one line, a note, exit 0 (a
+    // rolling line is read, not unreadable).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fleet.csv"),
+        "hostname,os,version,arch,kernel\nn1,opensuse-tumbleweed,20250727,x86_64,6.15.8-1-default\nn2,opensuse-tumbleweed,20250801,x86_64,6.15.8-1-default\n",
+    )
+    .unwrap();
+    let out = Command::cargo_bin("kfleet")
+        .unwrap()
+        .current_dir(dir.path())
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("KFLEET_STATE_DIR", dir.path().join("state"))
+        .args(["upcoming", "-i", "fleet.csv", "--format", "json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["lines"], 1, "{report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert!(
+        report["notes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("tumbleweed/*/x86_64 kernel-default: a rolling release"),
+        "{report}"
+    );
 }
 
 /// Fetches `id`'s headers into `out`, which `source` must have resolved.

@@ -129,6 +129,11 @@ pub async fn find(
                 report.notes.push(format!("{}: {e}", line.line));
                 continue;
             }
+            // A rolling release's line is read, not unreadable: its message names the line.
+            Err(e @ crate::headers::HeaderError::Rolling(_)) => {
+                report.notes.push(e.to_string());
+                continue;
+            }
             Err(e) => {
                 report.errors.push(UnreadLine {
                     line: line.line.clone(),
