@@ -44,11 +44,14 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 /// The user agent of every request kfleet sends.
 pub const USER_AGENT: &str = concat!("kfleet/", env!("CARGO_PKG_VERSION"));
 
-/// Redirects a client follows: none where a redirect would carry a token elsewhere.
+/// Redirects a client follows: none where a redirect would carry a token elsewhere; only within
+/// the host first asked where the client presents a certificate in the TLS handshake (it goes to
+/// every server that asks for one).
 #[derive(Clone, Copy, Debug)]
 pub enum Redirects {
     None,
     Limited(usize),
+    SameHost(usize),
 }
 
 /// The one way kfleet builds an HTTP client: its user agent, a connect timeout of at most 10 s,
@@ -79,6 +82,23 @@ pub fn client_builder(
         .redirect(match redirects {
             Redirects::None => reqwest::redirect::Policy::none(),
             Redirects::Limited(n) => reqwest::redirect::Policy::limited(n),
+            Redirects::SameHost(n) => reqwest::redirect::Policy::custom(move |attempt| {
+                let origin = |u: &reqwest::Url| {
+                    (
+                        u.host_str().map(str::to_ascii_lowercase),
+                        u.port_or_known_default(),
+                    )
+                };
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| origin(first) == origin(attempt.url()));
+                if same && attempt.previous().len() <= n {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }),
         })
 }
 

@@ -1687,37 +1687,51 @@ fn ensure_installs_a_real_package_served_by_the_sandbox() {
     drop(sandbox);
 }
 
-/// Kernels before 5.8 name their compiler only as CONFIG_GCC_VERSION (90400 is gcc 9.4): the
-/// build reads the gcc major from it as it reads CONFIG_CC_VERSION_TEXT from newer ones.
-#[test]
-fn a_kernel_that_names_only_its_gcc_version_is_built_knowing_it() {
+/// A copy of the unpacked kernel root (hard links: Debian's headers link into -common beside
+/// them and into linux-kbuild under usr/lib) whose tree's `files` lose their lines that start
+/// with any of `dropped` and end with `appended`. Each edited file is a new file, not the hard
+/// link's shared one, written in the order given (auto.conf last stays the newer). `None` where
+/// KFLEET_KERNEL_DIR names a tree of the machine's own, which has no unpacked root to copy.
+fn edited_tree(
+    files: &[&str],
+    dropped: &[&str],
+    appended: &str,
+) -> Option<(tempfile::TempDir, PathBuf, KernelIdentity)> {
     if std::env::var_os("KFLEET_KERNEL_DIR").is_some() {
-        // The tree is copied with its unpacked root, which a tree of the machine's own lacks.
         eprintln!("skipped: KFLEET_KERNEL_DIR names a tree this test must not copy");
-        return;
+        return None;
     }
     let (kdir, id) = kernel_tree();
-    // Hard links of the whole unpacked root: Debian's headers link into -common beside them and
-    // into linux-kbuild under usr/lib.
     let copy = tempfile::tempdir().unwrap();
     let unpacked = kdir.ancestors().nth(3).unwrap();
     let root_copy = copy.path().join("root");
     stdout(Command::new("cp").arg("-al").arg(unpacked).arg(&root_copy));
     let tree = root_copy.join(kdir.strip_prefix(unpacked).unwrap());
-    for file in [".config", "include/config/auto.conf"] {
+    for file in files {
         let path = tree.join(file);
         let text = std::fs::read_to_string(&path).unwrap();
         let kept: String = text
             .lines()
-            .filter(|l| {
-                !l.starts_with("CONFIG_CC_VERSION_TEXT=") && !l.starts_with("CONFIG_GCC_VERSION=")
-            })
+            .filter(|l| !dropped.iter().any(|d| l.starts_with(d)))
             .map(|l| format!("{l}\n"))
             .collect();
-        // A new file, not the hard link's shared one; auto.conf last, so it stays the newer.
         std::fs::remove_file(&path).unwrap();
-        std::fs::write(&path, format!("{kept}CONFIG_GCC_VERSION=120200\n")).unwrap();
+        std::fs::write(&path, format!("{kept}{appended}")).unwrap();
     }
+    Some((copy, tree, id))
+}
+
+/// Kernels before 5.8 name their compiler only as CONFIG_GCC_VERSION (90400 is gcc 9.4): the
+/// build reads the gcc major from it as it reads CONFIG_CC_VERSION_TEXT from newer ones.
+#[test]
+fn a_kernel_that_names_only_its_gcc_version_is_built_knowing_it() {
+    let Some((_copy, tree, id)) = edited_tree(
+        &[".config", "include/config/auto.conf"],
+        &["CONFIG_CC_VERSION_TEXT=", "CONFIG_GCC_VERSION="],
+        "CONFIG_GCC_VERSION=120200\n",
+    ) else {
+        return;
+    };
     let out = tempfile::tempdir().unwrap();
     let result = run(&mut build_command(
         Headers::Tree(&tree),
@@ -1738,29 +1752,13 @@ fn a_kernel_that_names_only_its_gcc_version_is_built_knowing_it() {
 /// install, and nothing is written.
 #[test]
 fn a_tree_whose_modules_get_btf_needs_pahole_and_says_so_first() {
-    if std::env::var_os("KFLEET_KERNEL_DIR").is_some() {
-        eprintln!("skipped: KFLEET_KERNEL_DIR names a tree this test must not copy");
+    let Some((_copy, tree, id)) = edited_tree(
+        &["include/config/auto.conf"],
+        &["CONFIG_DEBUG_INFO_BTF_MODULES="],
+        "CONFIG_DEBUG_INFO_BTF_MODULES=y\n",
+    ) else {
         return;
-    }
-    let (kdir, id) = kernel_tree();
-    let copy = tempfile::tempdir().unwrap();
-    let unpacked = kdir.ancestors().nth(3).unwrap();
-    let root_copy = copy.path().join("root");
-    stdout(Command::new("cp").arg("-al").arg(unpacked).arg(&root_copy));
-    let tree = root_copy.join(kdir.strip_prefix(unpacked).unwrap());
-    let auto_conf = tree.join("include/config/auto.conf");
-    let text = std::fs::read_to_string(&auto_conf).unwrap();
-    let kept: String = text
-        .lines()
-        .filter(|l| !l.starts_with("CONFIG_DEBUG_INFO_BTF_MODULES="))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::remove_file(&auto_conf).unwrap();
-    std::fs::write(
-        &auto_conf,
-        format!("{kept}CONFIG_DEBUG_INFO_BTF_MODULES=y\n"),
-    )
-    .unwrap();
+    };
     std::fs::write(tree.join("vmlinux"), b"\x7fELF").unwrap();
     let out = tempfile::tempdir().unwrap();
     let result = run(

@@ -1690,9 +1690,43 @@ fn codenames_come_from_the_data_file_and_a_missing_one_says_where_to_add_it() {
 /// The built-in chain with every `https://HOST/` moved to `{fixture}/HOST/`: the real sources,
 /// layouts, filters and order, served from 127.0.0.1.
 fn builtin_chain_at(fx: &Fixture) -> Chain {
-    let text =
-        kfleet::headers::chain::BUILTIN_SOURCES.replace("https://", &format!("{}/", fx.base));
-    Chain::parse("built-in, re-hosted", &text).unwrap()
+    Chain::parse("built-in, re-hosted", &builtin_sources_text(fx)).unwrap()
+}
+
+fn builtin_sources_text(fx: &Fixture) -> String {
+    kfleet::headers::chain::BUILTIN_SOURCES.replace("https://", &format!("{}/", fx.base))
+}
+
+/// The built-in chain re-hosted on `fx` as a sources file in `dir`, and the binary run on it:
+/// its state in `dir`, none of the header chain's credentials of the environment it runs in,
+/// and `env` besides.
+fn kfleet_on_builtin_chain<V: AsRef<std::ffi::OsStr>>(
+    fx: &Fixture,
+    dir: &std::path::Path,
+) -> impl Fn(&[(&str, V)], &[&str]) -> std::process::Output {
+    let sources = dir.join("sources.toml");
+    std::fs::write(&sources, builtin_sources_text(fx)).unwrap();
+    let state = dir.join("state");
+    move |env, args| {
+        let mut cmd = Command::cargo_bin("kfleet").unwrap();
+        cmd.env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("KFLEET_STATE_DIR", &state)
+            .env("KFLEET_HEADER_SOURCES", &sources)
+            .args(args);
+        for credential in [
+            "KFLEET_UBUNTU_PRO_TOKEN",
+            "KFLEET_UBUNTU_PRO_TOKEN_FILE",
+            "KFLEET_RHEL_ENTITLEMENT_CERT",
+            "KFLEET_RHEL_ENTITLEMENT_KEY",
+            "KFLEET_RHEL_CDN_CA",
+        ] {
+            cmd.env_remove(credential);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
 }
 
 fn attempted(r: &kfleet::headers::Resolution) -> String {
@@ -3119,25 +3153,9 @@ fn ubuntu_pro_kernels_resolve_through_the_pro_archive_with_a_token() {
         .guarded
         .push(("/esm.ubuntu.com/".into(), basic.clone()));
     let dir = tempfile::tempdir().unwrap();
-    let sources = dir.path().join("sources.toml");
-    std::fs::write(
-        &sources,
-        kfleet::headers::chain::BUILTIN_SOURCES.replace("https://", &format!("{}/", fx.base)),
-    )
-    .unwrap();
-    let kfleet = |env: &[(&str, &str)], args: &[&str]| {
-        let mut cmd = Command::cargo_bin("kfleet").unwrap();
-        cmd.env("XDG_CONFIG_HOME", "/nonexistent")
-            .env_remove("KFLEET_UBUNTU_PRO_TOKEN")
-            .env_remove("KFLEET_UBUNTU_PRO_TOKEN_FILE")
-            .env("KFLEET_STATE_DIR", dir.path().join("state"))
-            .env("KFLEET_HEADER_SOURCES", &sources)
-            .args(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    };
+    // Declared before the runner, which borrows what it is given for as long as it lives.
+    let conf = dir.path().join("90ubuntu-advantage");
+    let kfleet = kfleet_on_builtin_chain::<&str>(&fx, dir.path());
     let identity = [
         "--distribution",
         "ubuntu",
@@ -3220,7 +3238,6 @@ fn ubuntu_pro_kernels_resolve_through_the_pro_archive_with_a_token() {
         &identity,
     );
     // apt's auth.conf of an attached machine, from a file: the entry for the service is used.
-    let conf = dir.path().join("90ubuntu-advantage");
     let host = fx.base.trim_start_matches("http://");
     std::fs::write(
         &conf,
@@ -3427,26 +3444,9 @@ fn rhel_headers_come_from_the_cdn_with_an_entitlement_certificate() {
         false,
     );
     let dir = tempfile::tempdir().unwrap();
-    let sources = dir.path().join("sources.toml");
-    std::fs::write(
-        &sources,
-        kfleet::headers::chain::BUILTIN_SOURCES.replace("https://", &format!("{}/", fx.base)),
-    )
-    .unwrap();
-    let kfleet = |env: &[(&str, &std::path::Path)], args: &[&str]| {
-        let mut cmd = Command::cargo_bin("kfleet").unwrap();
-        cmd.env("XDG_CONFIG_HOME", "/nonexistent")
-            .env_remove("KFLEET_RHEL_ENTITLEMENT_CERT")
-            .env_remove("KFLEET_RHEL_ENTITLEMENT_KEY")
-            .env_remove("KFLEET_RHEL_CDN_CA")
-            .env("KFLEET_STATE_DIR", dir.path().join("state"))
-            .env("KFLEET_HEADER_SOURCES", &sources)
-            .args(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    };
+    // Declared before the runner, which borrows what it is given for as long as it lives.
+    let (ca, bad) = (pki.path().join("ca.crt"), dir.path().join("bad.key"));
+    let kfleet = kfleet_on_builtin_chain::<&std::path::Path>(&fx, dir.path());
     let key_name = "rhel/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64";
     let out = tempfile::tempdir().unwrap();
     let fetch = [
@@ -3478,7 +3478,6 @@ fn rhel_headers_come_from_the_cdn_with_an_entitlement_certificate() {
     );
     assert!(!kfleet(&[], &fetch).status.success());
 
-    let ca = pki.path().join("ca.crt");
     let entitled = [
         ("KFLEET_RHEL_ENTITLEMENT_CERT", cert.as_path()),
         ("KFLEET_RHEL_ENTITLEMENT_KEY", key.as_path()),
@@ -3566,7 +3565,6 @@ fn rhel_headers_come_from_the_cdn_with_an_entitlement_certificate() {
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
 
     // A key that is not one: refused before any request, without quoting the file.
-    let bad = dir.path().join("bad.key");
     std::fs::write(&bad, "not-a-key-secret-words").unwrap();
     let broken = kfleet(
         &[

@@ -179,6 +179,11 @@ impl Credentials {
         self.certificates.contains_key(name)
     }
 
+    /// The credentials that are client certificates.
+    pub fn certificate_names(&self) -> impl Iterator<Item = &str> {
+        self.certificates.keys().map(String::as_str)
+    }
+
     /// `builder` presenting the client certificate `name` (and trusting its CA), if it is one.
     pub(crate) fn with_certificate(
         &self,

@@ -170,29 +170,19 @@ impl Trees {
     }
 
     /// The tree that holds `Module.symvers`, `.config` and `utsrelease.h`, if one does.
-    fn built(mut self) -> Result<Option<TreeFiles>, String> {
-        let Some(mut files) = self.0.drain().map(|(_, f)| f).find(|f| {
-            [
-                "Module.symvers",
-                ".config",
-                "include/generated/utsrelease.h",
-            ]
-            .iter()
-            .all(|w| f.contains_key(w))
+    fn built(self) -> Result<Option<TreeFiles>, String> {
+        let Some((symvers, config, uts, mut rest)) = self.0.into_values().find_map(|mut f| {
+            let symvers = f.remove("Module.symvers")?;
+            let config = f.remove(".config")?;
+            let uts = f.remove("include/generated/utsrelease.h")?;
+            Some((symvers, config, uts, f))
         }) else {
-            return Ok(None);
-        };
-        let (Some(symvers), Some(config), Some(uts)) = (
-            files.remove("Module.symvers"),
-            files.remove(".config"),
-            files.remove("include/generated/utsrelease.h"),
-        ) else {
             return Ok(None);
         };
         let Some(release) = crate::kabi::define(&uts, "UTS_RELEASE") else {
             return Err("include/generated/utsrelease.h defines no UTS_RELEASE".into());
         };
-        let randstruct_seed = files
+        let randstruct_seed = rest
             .remove("include/generated/randstruct_hash.h")
             .and_then(|h| crate::kabi::define(&h, "RANDSTRUCT_HASHED_SEED"));
         Ok(Some(TreeFiles {

@@ -155,31 +155,17 @@ impl Resolver {
         )
         .map_err(HeaderError::Setup)?;
         let mut presenting = std::collections::BTreeMap::new();
-        for name in options.credentials.names() {
-            if options.credentials.is_certificate(name) {
-                // A client certificate goes to every server that asks for one in the handshake:
-                // redirects are followed only within the host that was asked.
-                let builder =
-                    crate::net::client_builder(options.source_timeout, crate::net::Redirects::None)
-                        .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                            let same_host = attempt.previous().first().is_some_and(|first| {
-                                first.host_str() == attempt.url().host_str()
-                                    && first.port_or_known_default()
-                                        == attempt.url().port_or_known_default()
-                            });
-                            if same_host && attempt.previous().len() <= 10 {
-                                attempt.follow()
-                            } else {
-                                attempt.stop()
-                            }
-                        }));
-                let client = options
-                    .credentials
-                    .with_certificate(name, builder)
-                    .and_then(|b| b.build().map_err(|e| crate::text::error_chain(&e)))
-                    .map_err(HeaderError::Setup)?;
-                presenting.insert(name.to_string(), client);
-            }
+        for name in options.credentials.certificate_names() {
+            let builder = crate::net::client_builder(
+                options.source_timeout,
+                crate::net::Redirects::SameHost(10),
+            );
+            let client = options
+                .credentials
+                .with_certificate(name, builder)
+                .and_then(|b| b.build().map_err(|e| crate::text::error_chain(&e)))
+                .map_err(HeaderError::Setup)?;
+            presenting.insert(name.to_string(), client);
         }
         Ok(Self {
             chain,

@@ -133,7 +133,7 @@ impl KernelParts {
                     .unwrap_or_default();
                 (version, release, flavour, abi)
             }
-            Distribution::Leap | Distribution::Tumbleweed | Distribution::Sles => {
+            d if d.suse() => {
                 // 6.4.0-150600.23.25-default
                 let (head, flavour) = kernel.rsplit_once('-').unwrap_or((&kernel, ""));
                 let (v, r) = head.split_once('-').unwrap_or((head, ""));
@@ -166,10 +166,7 @@ impl KernelParts {
         let rt_in_release = release.contains(".rt");
         // Oracle's UEK (`…el9uek`) is its own source package with its own repositories.
         let uek = id.distribution == Distribution::Oraclelinux && release.ends_with("uek");
-        let suse = matches!(
-            id.distribution,
-            Distribution::Leap | Distribution::Tumbleweed | Distribution::Sles
-        );
+        let suse = id.distribution.suse();
         let variant = match id.distribution {
             Distribution::Ubuntu | Distribution::Debian => String::new(),
             _ if suse => flavour.clone(),

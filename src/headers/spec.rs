@@ -179,24 +179,12 @@ impl SourceSpec {
 /// source tree of their own).
 fn package_pattern(pattern: &str) -> bool {
     pattern.split('|').all(|name| {
-        let mut rest = name;
-        let mut plain = String::new();
-        while let Some(open) = rest.find('{') {
-            plain.push_str(&rest[..open]);
-            let Some(close) = rest[open..].find('}') else {
-                return false;
-            };
-            if !PLACEHOLDERS.contains(&&rest[open + 1..open + close]) {
-                return false;
-            }
-            plain.push('x');
-            rest = &rest[open + close + 1..];
-        }
-        plain.push_str(rest);
-        !plain.is_empty()
-            && plain
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
+        !name.is_empty()
+            && check_placeholders(name, false).is_ok()
+            && name.matches('{').count() == name.matches('}').count()
+            && name.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '{' | '}')
+            })
     })
 }
 

@@ -100,15 +100,22 @@ impl Distribution {
         Some(found)
     }
 
+    /// SUSE's families (Leap, Tumbleweed, SLES): `VERSION-RELEASE-FLAVOUR` kernels packaged per
+    /// flavour, with a rebuild counter on the package's release.
+    pub fn suse(self) -> bool {
+        matches!(self, Self::Leap | Self::Tumbleweed | Self::Sles)
+    }
+
     /// The directory under `/lib/modules/KERNEL` an out-of-tree module goes to: Debian's and
     /// Ubuntu's depmod configuration searches `updates/` before the kernel's own modules and
     /// `extra/` after them, so only `updates/` wins over an in-tree module of the same name;
     /// the EL family's weak-modules and kmods use `extra/`.
     pub fn module_dir(self) -> &'static str {
-        match self {
-            // SUSE's depmod configuration ranks `updates/` first too; its KMPs install there.
-            Self::Ubuntu | Self::Debian | Self::Leap | Self::Tumbleweed | Self::Sles => "updates",
-            _ => "extra",
+        // SUSE's depmod configuration ranks `updates/` first too; its KMPs install there.
+        if self.suse() || matches!(self, Self::Ubuntu | Self::Debian) {
+            "updates"
+        } else {
+            "extra"
         }
     }
 }

@@ -18,83 +18,21 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// Writes `ca.crt` and `ca.key` into `dir` and the server's `key` and `cert` where asked;
-/// returns the CA certificate's path.
-pub fn issue(dir: &Path, key: &str, cert: &str) -> PathBuf {
-    let openssl = |args: &[&str]| openssl(dir, args);
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=kfleet test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        key,
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        cert,
-    ]);
-    dir.join("ca.crt")
-}
-
-/// Writes a client certificate `NAME.crt` and its key `NAME.key` into `dir`: signed by the CA
-/// `issue` wrote there when `trusted`, else self-signed (a client no server of the test trusts).
-pub fn issue_client(dir: &Path, name: &str, trusted: bool) -> (PathBuf, PathBuf) {
-    let openssl = |args: &[&str]| openssl(dir, args);
-    let (key, cert, csr) = (
-        format!("{name}.key"),
-        format!("{name}.crt"),
-        format!("{name}.csr"),
+/// Writes a key `key` and a certificate `cert` for `subject` into `dir`, signed by the CA in
+/// `ca.crt`/`ca.key` there with the extensions `ext`.
+fn signed(dir: &Path, subject: &str, key: &str, cert: &str, ext: &str) {
+    let csr = format!("{cert}.csr");
+    let ext_file = format!("{cert}.ext");
+    std::fs::write(dir.join(&ext_file), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", key, "-out", &csr,
+        ],
     );
-    let subject = format!("/CN={name}");
-    if trusted {
-        openssl(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &key, "-out",
-            &csr,
-        ]);
-        std::fs::write(
-            dir.join("client.ext"),
-            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-        )
-        .unwrap();
-        openssl(&[
+    openssl(
+        dir,
+        &[
             "x509",
             "-req",
             "-in",
@@ -107,15 +45,65 @@ pub fn issue_client(dir: &Path, name: &str, trusted: bool) -> (PathBuf, PathBuf)
             "-days",
             "2",
             "-extfile",
-            "client.ext",
+            &ext_file,
             "-out",
+            cert,
+        ],
+    );
+}
+
+/// Writes `ca.crt` and `ca.key` into `dir` and the server's `key` and `cert` where asked;
+/// returns the CA certificate's path.
+pub fn issue(dir: &Path, key: &str, cert: &str) -> PathBuf {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kfleet test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    );
+    signed(
+        dir,
+        "/CN=127.0.0.1",
+        key,
+        cert,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
+    dir.join("ca.crt")
+}
+
+/// Writes a client certificate `NAME.crt` and its key `NAME.key` into `dir`: signed by the CA
+/// `issue` wrote there when `trusted`, else self-signed (a client no server of the test trusts).
+pub fn issue_client(dir: &Path, name: &str, trusted: bool) -> (PathBuf, PathBuf) {
+    let (key, cert) = (format!("{name}.key"), format!("{name}.crt"));
+    let subject = format!("/CN={name}");
+    if trusted {
+        signed(
+            dir,
+            &subject,
+            &key,
             &cert,
-        ]);
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        );
     } else {
-        openssl(&[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject,
-            "-keyout", &key, "-out", &cert,
-        ]);
+        openssl(
+            dir,
+            &[
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject,
+                "-keyout", &key, "-out", &cert,
+            ],
+        );
     }
     (dir.join(cert), dir.join(key))
 }
