@@ -1,0 +1,314 @@
+//! Signed provenance: Sigstore bundles checked before a node trusts an artifact. A real GitHub
+//! Actions attestation against Sigstore's real public trust root, then bundles the test signs
+//! itself with a trust root of its own (a CA, a transparency log's key and a timestamp
+//! authority, all made with `openssl`), each way a bundle can lie refused with its reason.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
+
+use base64::Engine as _;
+use kfleet::provenance::{Policy, TrustRoots, verify};
+use serde_json::{Value, json};
+
+const REAL: &str = include_str!("fixtures/provenance/conda-attestation.sigstore.json");
+/// The conda package the real attestation names.
+const REAL_DIGEST: &str = "54303491a8418fbed24344b513546182c29b43bf282ceb433af65e2299f9271f";
+
+fn real_policy() -> Policy {
+    Policy {
+        workflow: ".github/workflows/action.yaml".into(),
+        ..Policy::github("prefix-dev/sigstore-example", Some("refs/heads/main"))
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(text: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
+
+fn refused(bundle: &[u8], digest: &str, roots: &TrustRoots, policy: &Policy) -> String {
+    match verify("x.sigstore.json", bundle, digest, roots, policy) {
+        Ok(v) => panic!("accepted: {v:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_real_github_actions_attestation_verifies_against_sigstores_public_root() {
+    let roots = TrustRoots::public_good();
+    let verified = verify(
+        "conda.sigstore.json",
+        REAL.as_bytes(),
+        REAL_DIGEST,
+        &roots,
+        &real_policy(),
+    )
+    .unwrap();
+    assert_eq!(
+        verified.signer,
+        "https://github.com/prefix-dev/sigstore-example/.github/workflows/action.yaml@refs/heads/main"
+    );
+    assert_eq!(
+        verified.identity.source_repository.as_deref(),
+        Some("https://github.com/prefix-dev/sigstore-example")
+    );
+    assert!(
+        verified.witnesses[0].contains("rekor.sigstore.dev at 2025-09-01"),
+        "{:?}",
+        verified.witnesses
+    );
+}
+
+#[test]
+fn the_real_attestation_is_refused_for_anything_it_does_not_vouch_for() {
+    let roots = TrustRoots::public_good();
+    let bundle = REAL.as_bytes();
+    let other = "0".repeat(64);
+    let e = refused(bundle, &other, &roots, &real_policy());
+    assert!(
+        e.contains("vouches for signed-package-2.1.0-hb0f4dca_0.conda"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("not for this artifact (sha256 {other})")),
+        "{e}"
+    );
+
+    let e = refused(
+        bundle,
+        REAL_DIGEST,
+        &roots,
+        &Policy::github("acme/kdriver", None),
+    );
+    assert!(
+        e.contains("a workflow of prefix-dev/sigstore-example, not of acme/kdriver"),
+        "{e}"
+    );
+    let e = refused(
+        bundle,
+        REAL_DIGEST,
+        &roots,
+        &Policy::github("prefix-dev/sigstore-example", None),
+    );
+    assert!(
+        e.contains(
+            "the workflow .github/workflows/action.yaml, not .github/workflows/build-driver.yml"
+        ),
+        "{e}"
+    );
+    let policy = Policy {
+        git_ref: Some("refs/tags/v1".into()),
+        ..real_policy()
+    };
+    let e = refused(bundle, REAL_DIGEST, &roots, &policy);
+    assert!(
+        e.contains("a run from refs/heads/main, not from refs/tags/v1"),
+        "{e}"
+    );
+    let policy = Policy {
+        issuer: "https://gitlab.com".into(),
+        ..real_policy()
+    };
+    let e = refused(bundle, REAL_DIGEST, &roots, &policy);
+    assert!(
+        e.contains(
+            "a token from https://token.actions.githubusercontent.com, not from https://gitlab.com"
+        ),
+        "{e}"
+    );
+}
+
+/// The real bundle with one JSON value changed by `edit`.
+fn edited(edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut value: Value = serde_json::from_str(REAL).unwrap();
+    edit(&mut value);
+    serde_json::to_vec(&value).unwrap()
+}
+
+#[test]
+fn a_real_attestation_changed_anywhere_is_refused() {
+    let roots = TrustRoots::public_good();
+    let policy = real_policy();
+    // Another statement in the envelope: the signature no longer holds.
+    let bundle = edited(|v| {
+        let payload = unb64(v["dsseEnvelope"]["payload"].as_str().unwrap());
+        let text = String::from_utf8(payload)
+            .unwrap()
+            .replace(REAL_DIGEST, &"1".repeat(64));
+        v["dsseEnvelope"]["payload"] = json!(b64(text.as_bytes()));
+    });
+    let e = refused(&bundle, &"1".repeat(64), &roots, &policy);
+    assert!(e.contains("its signature does not verify"), "{e}");
+
+    // The log's promise for another time.
+    let bundle = edited(|v| {
+        v["verificationMaterial"]["tlogEntries"][0]["integratedTime"] = json!("1756728840");
+    });
+    let e = refused(&bundle, REAL_DIGEST, &roots, &policy);
+    assert!(
+        e.contains("the signed entry timestamp does not verify"),
+        "{e}"
+    );
+
+    // An inclusion path that leads elsewhere.
+    let bundle = edited(|v| {
+        v["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]["hashes"][3] =
+            json!(b64(&[7u8; 32]));
+    });
+    let e = refused(&bundle, REAL_DIGEST, &roots, &policy);
+    assert!(
+        e.contains("the inclusion proof does not lead to the root hash"),
+        "{e}"
+    );
+
+    // No log entry and no timestamp: nothing dates the signature.
+    let bundle = edited(|v| {
+        v["verificationMaterial"]["tlogEntries"] = json!([]);
+    });
+    let e = refused(&bundle, REAL_DIGEST, &roots, &policy);
+    assert!(
+        e.contains("neither a transparency-log entry nor a timestamp"),
+        "{e}"
+    );
+}
+
+#[path = "support/sigstore.rs"]
+mod sigstore;
+use sigstore::{Dated, Signer, TestSigstore};
+
+const ARTIFACT: &[u8] = b"a driver package";
+
+fn artifact_digest() -> String {
+    kfleet::provenance::sha256_hex(ARTIFACT)
+}
+
+fn own(sigstore: &TestSigstore) -> TrustRoots {
+    TrustRoots::parse(&sigstore.trust_root).unwrap()
+}
+
+#[test]
+fn bundles_dated_by_a_log_or_by_a_timestamp_authority_verify_against_a_root_of_the_tests_own() {
+    let sigstore = TestSigstore::new();
+    let roots = own(&sigstore);
+    let policy = Policy::github("acme/kdriver", Some("refs/heads/main"));
+    let signer = Signer::build_driver("acme/kdriver");
+    for dated in [Dated::Log, Dated::Timestamp] {
+        let bundle = sigstore.bundle("pkg.tar.xz", &artifact_digest(), &signer, dated, false);
+        let verified = verify(
+            "pkg.tar.xz.sigstore.json",
+            &bundle,
+            &artifact_digest(),
+            &roots,
+            &policy,
+        )
+        .unwrap_or_else(|e| panic!("{dated:?}: {e}"));
+        let witness = match dated {
+            Dated::Log => "transparency log https://rekor.test at ",
+            Dated::Timestamp => "timestamp authority https://timestamp.test at ",
+        };
+        assert!(
+            verified.witnesses[0].starts_with(witness),
+            "{:?}",
+            verified.witnesses
+        );
+        // Sigstore's public root knows none of it.
+        let e = refused(
+            &bundle,
+            &artifact_digest(),
+            &TrustRoots::public_good(),
+            &policy,
+        );
+        let expected = match dated {
+            Dated::Log => "a log the trust root does not name",
+            Dated::Timestamp => {
+                "it does not chain to timestamp authority https://timestamp.sigstore.dev"
+            }
+        };
+        assert!(e.contains(expected), "{dated:?}: {e}");
+    }
+}
+
+#[test]
+fn each_way_a_bundle_of_the_tests_own_can_lie_is_refused_with_its_reason() {
+    let sigstore = TestSigstore::new();
+    let roots = own(&sigstore);
+    let policy = Policy::github("acme/kdriver", Some("refs/heads/main"));
+    let ours = Signer::build_driver("acme/kdriver");
+    let digest = artifact_digest();
+    let cases: Vec<(&str, Vec<u8>, String, &str)> = vec![
+        (
+            "a tampered artifact",
+            sigstore.bundle("pkg.tar.xz", &digest, &ours, Dated::Log, false),
+            kfleet::provenance::sha256_hex(b"a driver package with a backdoor"),
+            "not for this artifact",
+        ),
+        (
+            "a bundle for another digest",
+            sigstore.bundle(
+                "pkg.tar.xz",
+                &"ab".repeat(32),
+                &ours,
+                Dated::Timestamp,
+                false,
+            ),
+            digest.clone(),
+            "vouches for pkg.tar.xz (sha256 abab",
+        ),
+        (
+            "another repository",
+            sigstore.bundle(
+                "pkg.tar.xz",
+                &digest,
+                &Signer::build_driver("mallory/kdriver"),
+                Dated::Log,
+                false,
+            ),
+            digest.clone(),
+            "a workflow of mallory/kdriver, not of acme/kdriver",
+        ),
+        (
+            "another workflow",
+            sigstore.bundle(
+                "pkg.tar.xz",
+                &digest,
+                &Signer {
+                    workflow: ".github/workflows/pr.yml".into(),
+                    ..ours.clone()
+                },
+                Dated::Log,
+                false,
+            ),
+            digest.clone(),
+            "the workflow .github/workflows/pr.yml, not .github/workflows/build-driver.yml",
+        ),
+        (
+            "another ref",
+            sigstore.bundle(
+                "pkg.tar.xz",
+                &digest,
+                &Signer {
+                    git_ref: "refs/pull/7/merge".into(),
+                    ..ours.clone()
+                },
+                Dated::Timestamp,
+                false,
+            ),
+            digest.clone(),
+            "a run from refs/pull/7/merge, not from refs/heads/main",
+        ),
+        (
+            "an untrusted root",
+            sigstore.bundle("pkg.tar.xz", &digest, &ours, Dated::Timestamp, true),
+            digest.clone(),
+            "does not chain to certificate authority https://fulcio.test",
+        ),
+    ];
+    for (what, bundle, artifact, reason) in cases {
+        let e = refused(&bundle, &artifact, &roots, &policy);
+        assert!(e.contains(reason), "{what}: {e}");
+    }
+}
