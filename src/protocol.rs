@@ -61,6 +61,10 @@ pub struct BuildStatus {
     /// (GitHub's own digest of the stored asset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256_url: Option<String>,
+    /// The release's Sigstore bundle for the artifact (`NAME.sigstore.json`): a node that
+    /// requires provenance verifies it before it keeps anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -29,6 +29,7 @@ const LAYERS: &[&[&str]] = &[
         "identity",
         "kabi",
         "oci",
+        "provenance",
         "readiness",
     ],
     &["artifacts", "headers", "localrun", "state"],

@@ -156,7 +156,7 @@ fn what_the_runner_cannot_do_is_a_failed_job_that_says_so() {
     let cases = [
         (
             "jobs:\n  build:\n    steps:\n      - uses: docker/login-action@v3\n",
-            "run: steps and actions/checkout only, not docker/login-action@v3",
+            "(skipped) actions/attest-build-provenance only, not docker/login-action@v3",
         ),
         (
             "jobs:\n  build:\n    steps:\n      - run: echo ${{ fromJSON(inputs.x) }}\n        env:\n          X: ${{ toJSON(inputs) }}\n",

@@ -312,3 +312,207 @@ fn each_way_a_bundle_of_the_tests_own_can_lie_is_refused_with_its_reason() {
         assert!(e.contains(reason), "{what}: {e}");
     }
 }
+
+/// A build service on 127.0.0.1 that says the driver is available and serves `payload` with
+/// its sha256, and `bundle` as its Sigstore bundle when there is one.
+struct FakeService {
+    url: String,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn fake_service(payload: Vec<u8>, bundle: Option<Vec<u8>>) -> FakeService {
+    use axum::routing::{get, post};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let digest = kfleet::provenance::sha256_hex(&payload);
+    let base = url.clone();
+    let has_bundle = bundle.is_some();
+    let app = axum::Router::new()
+        .route(
+            "/build",
+            post(move || {
+                let mut body = json!({
+                    "status": "available",
+                    "download_url": format!("{base}/files/pkg.tar.xz"),
+                    "sha256": digest,
+                });
+                if has_bundle {
+                    body["provenance_url"] =
+                        json!(format!("{base}/files/pkg.tar.xz.sigstore.json"));
+                }
+                async move { axum::Json(body) }
+            }),
+        )
+        .route("/files/pkg.tar.xz", get(move || async move { payload }))
+        .route(
+            "/files/pkg.tar.xz.sigstore.json",
+            get(move || async move { bundle.unwrap_or_default() }),
+        );
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    FakeService { url, _rt: rt }
+}
+
+const KERNEL: &str = "6.1.66-91.160.amzn2023.x86_64";
+const NAME: &str = "kdriver-v1.1.0-amazonlinux-2023-x86_64-6.1.66-91.160.amzn2023.x86_64.tar.xz";
+
+fn ensure(
+    service: &str,
+    out: &std::path::Path,
+    trust_root: &std::path::Path,
+) -> std::process::Output {
+    assert_cmd::Command::cargo_bin("kfleet")
+        .unwrap()
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("KFLEET_CONFIG")
+        .env("KFLEET_SERVICE_TOKEN", "node-token-0123456789abcdef")
+        .args(["ensure", "--service", service, "--driver-version", "v1.1.0"])
+        .args(["--deadline", "20s", "--distribution", "amazonlinux"])
+        .args(["--distro-version", "2023", "--architecture", "x86_64"])
+        .args(["--kernel-version", KERNEL, "--require-provenance"])
+        .args(["--provenance-repo", "acme/kdriver", "--trust-root"])
+        .arg(trust_root)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn ensure_require_provenance_keeps_only_what_the_build_workflow_signed() {
+    let sigstore = TestSigstore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let root = sigstore.write_trust_root(&dir.path().join("trusted_root.json"));
+    let ours = Signer::build_driver("acme/kdriver");
+    let digest = artifact_digest();
+
+    // Signed by the build workflow and logged: kept, and the log says by whom.
+    let good = sigstore.bundle(NAME, &digest, &ours, Dated::Log, false);
+    let fake = fake_service(ARTIFACT.to_vec(), Some(good.clone()));
+    let out = tempfile::tempdir().unwrap();
+    let run = ensure(&fake.url, out.path(), &root);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert_eq!(files_in(out.path()), [NAME]);
+    assert!(
+        stderr.contains("provenance verified: built by https://github.com/acme/kdriver/.github/workflows/build-driver.yml@refs/heads/main"),
+        "{stderr}"
+    );
+
+    type Case = (&'static str, Vec<u8>, Option<Vec<u8>>, &'static str);
+    let refusals: Vec<Case> = vec![
+        (
+            "no bundle",
+            ARTIFACT.to_vec(),
+            None,
+            "has no signed provenance beside it",
+        ),
+        (
+            "a tampered artifact (its own sha256 published beside it)",
+            b"a driver package with a backdoor".to_vec(),
+            Some(good.clone()),
+            "not for this artifact",
+        ),
+        (
+            "another repository's workflow",
+            ARTIFACT.to_vec(),
+            Some(sigstore.bundle(
+                NAME,
+                &digest,
+                &Signer::build_driver("mallory/kdriver"),
+                Dated::Log,
+                false,
+            )),
+            "a workflow of mallory/kdriver, not of acme/kdriver",
+        ),
+        (
+            "a certificate from a CA no root names",
+            ARTIFACT.to_vec(),
+            Some(sigstore.bundle(NAME, &digest, &ours, Dated::Timestamp, true)),
+            "does not chain to certificate authority https://fulcio.test",
+        ),
+        (
+            "not a bundle",
+            ARTIFACT.to_vec(),
+            Some(b"<html>404</html>".to_vec()),
+            "not a Sigstore bundle",
+        ),
+    ];
+    for (what, payload, bundle, reason) in refusals {
+        let fake = fake_service(payload, bundle);
+        let out = tempfile::tempdir().unwrap();
+        let run = ensure(&fake.url, out.path(), &root);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{what}: accepted");
+        assert!(stderr.contains(reason), "{what}: {stderr}");
+        assert!(stderr.contains("nothing was written"), "{what}: {stderr}");
+        assert!(
+            files_in(out.path()).is_empty(),
+            "{what}: {:?}",
+            files_in(out.path())
+        );
+    }
+}
+
+#[test]
+fn install_require_provenance_refuses_a_package_its_bundle_does_not_vouch_for() {
+    let sigstore = TestSigstore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let root = sigstore.write_trust_root(&dir.path().join("trusted_root.json"));
+    let package = dir.path().join("pkg.tar.xz");
+    std::fs::write(&package, b"a driver package with a backdoor").unwrap();
+    let bundle = sigstore.bundle(
+        "pkg.tar.xz",
+        &artifact_digest(),
+        &Signer::build_driver("acme/kdriver"),
+        Dated::Log,
+        false,
+    );
+    std::fs::write(dir.path().join("pkg.tar.xz.sigstore.json"), bundle).unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let run = assert_cmd::Command::cargo_bin("kfleet")
+        .unwrap()
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .arg("install")
+        .arg(&package)
+        .args(["--kernel-version", KERNEL, "--root"])
+        .arg(target.path())
+        .args([
+            "--require-provenance",
+            "--provenance-repo",
+            "acme/kdriver",
+            "--trust-root",
+        ])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(stderr.contains("not for this artifact"), "{stderr}");
+    assert!(stderr.contains("nothing was installed"), "{stderr}");
+    assert!(files_in(target.path()).is_empty());
+
+    // Without --provenance-repo there is no policy to check against.
+    let run = assert_cmd::Command::cargo_bin("kfleet")
+        .unwrap()
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .arg("install")
+        .arg(&package)
+        .args(["--kernel-version", KERNEL, "--root"])
+        .arg(target.path())
+        .arg("--require-provenance")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&run.stderr).contains("pass --provenance-repo OWNER/NAME"));
+}

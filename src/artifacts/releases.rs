@@ -151,6 +151,10 @@ pub struct MatchedAsset {
     /// Where the release's `NAME.kabi.json` beside it is downloaded from, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kabi_url: Option<String>,
+    /// Where the release's `NAME.sigstore.json` beside it (the build's signed provenance) is
+    /// downloaded from, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance_url: Option<String>,
 }
 
 /// An asset of the release that is not an artifact for any valid identity, and why.
@@ -181,8 +185,9 @@ pub fn index_assets(release: &Release, template: &AssetTemplate) -> AssetIndex {
         ..AssetIndex::default()
     };
     let mut seen: HashMap<String, String> = HashMap::new();
-    // `NAME.sha256` and `NAME.kabi.json` beside an asset NAME are its checksum file and its
-    // symbol-version record (the build job uploads them with it), not artifacts of their own.
+    // `NAME.sha256`, `NAME.kabi.json` and `NAME.sigstore.json` beside an asset NAME are its
+    // checksum file, its symbol-version record and its signed provenance (the build job uploads
+    // them with it), not artifacts of their own.
     let names: std::collections::HashSet<&str> =
         release.assets.iter().map(|a| a.name.as_str()).collect();
     let companions = |suffix: &str| -> HashMap<&str, Option<&String>> {
@@ -197,16 +202,24 @@ pub fn index_assets(release: &Release, template: &AssetTemplate) -> AssetIndex {
             })
             .collect()
     };
-    let (checksums, kabi) = (companions(CHECKSUM_SUFFIX), companions(KABI_SUFFIX));
+    let (checksums, kabi, provenance) = (
+        companions(CHECKSUM_SUFFIX),
+        companions(KABI_SUFFIX),
+        companions(crate::provenance::BUNDLE_SUFFIX),
+    );
     for asset in &release.assets {
-        let companion = [(CHECKSUM_SUFFIX, &checksums), (KABI_SUFFIX, &kabi)]
-            .iter()
-            .any(|(suffix, of)| {
-                asset
-                    .name
-                    .strip_suffix(suffix)
-                    .is_some_and(|stem| of.contains_key(stem))
-            });
+        let companion = [
+            (CHECKSUM_SUFFIX, &checksums),
+            (KABI_SUFFIX, &kabi),
+            (crate::provenance::BUNDLE_SUFFIX, &provenance),
+        ]
+        .iter()
+        .any(|(suffix, of)| {
+            asset
+                .name
+                .strip_suffix(suffix)
+                .is_some_and(|stem| of.contains_key(stem))
+        });
         if companion {
             continue;
         }
@@ -264,6 +277,11 @@ pub fn index_assets(release: &Release, template: &AssetTemplate) -> AssetIndex {
                 .flatten()
                 .cloned(),
             kabi_url: kabi.get(asset.name.as_str()).copied().flatten().cloned(),
+            provenance_url: provenance
+                .get(asset.name.as_str())
+                .copied()
+                .flatten()
+                .cloned(),
         });
     }
     index

@@ -26,6 +26,8 @@ pub enum Decision {
         digest: Option<String>,
         /// The release's `.sha256` file for the asset, when it has one.
         checksum_url: Option<String>,
+        /// The release's Sigstore bundle for the asset, when it has one.
+        provenance_url: Option<String>,
     },
     /// A run for the identity is queued or in progress.
     Building {
@@ -90,7 +92,7 @@ impl Decision {
 
 /// Identity keys as a user or a file gave them: each one parsed once, into an identity to plan or
 /// the decision that it cannot be (`invalid`, `unsupported`).
-pub fn parse_keys(keys: &[String]) -> Vec<Result<KernelIdentity, (String, Decision)>> {
+pub fn parse_keys(keys: &[String]) -> Vec<Result<KernelIdentity, Box<(String, Decision)>>> {
     keys.iter()
         .map(|key| {
             KernelIdentity::from_key(key).map_err(|rejection| {
@@ -98,7 +100,7 @@ pub fn parse_keys(keys: &[String]) -> Vec<Result<KernelIdentity, (String, Decisi
                     Rejection::Invalid(reason) => Decision::Invalid { reason },
                     Rejection::Unsupported(reason) => Decision::Unsupported { reason },
                 };
-                (key.clone(), decision)
+                Box::new((key.clone(), decision))
             })
         })
         .collect()
@@ -107,7 +109,7 @@ pub fn parse_keys(keys: &[String]) -> Vec<Result<KernelIdentity, (String, Decisi
 /// Puts planned decisions (in the order of the valid keys) back among the rejected keys, in the
 /// order the keys were given.
 pub fn merge_decisions(
-    parsed: Vec<Result<KernelIdentity, (String, Decision)>>,
+    parsed: Vec<Result<KernelIdentity, Box<(String, Decision)>>>,
     planned: Vec<(KernelIdentity, Decision)>,
 ) -> Vec<(String, Decision)> {
     let mut planned = planned.into_iter();
@@ -115,7 +117,7 @@ pub fn merge_decisions(
         .into_iter()
         .filter_map(|p| match p {
             Ok(_) => planned.next().map(|(id, d)| (id.key(), d)),
-            Err(rejected) => Some(rejected),
+            Err(rejected) => Some(*rejected),
         })
         .collect()
 }

@@ -226,6 +226,7 @@ impl Planner {
                         url: a.url.clone(),
                         digest: a.digest.clone(),
                         checksum_url: a.checksum_url.clone(),
+                        provenance_url: a.provenance_url.clone(),
                     };
                     break 'decided decision;
                 }
@@ -517,6 +518,7 @@ impl Planner {
                 url: run.html_url.clone(),
                 digest: None,
                 checksum_url: None,
+                provenance_url: None,
             }));
         }
         let overdue = self

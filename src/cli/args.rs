@@ -184,6 +184,78 @@ pub struct EnsureArgs {
     pub kube_ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    pub provenance: ProvenanceArgs,
+}
+
+/// The signed provenance a node requires before it keeps or installs an artifact.
+#[derive(Clone, Debug, Args)]
+pub struct ProvenanceArgs {
+    /// Refuse an artifact without a Sigstore bundle (NAME.sigstore.json, made by the build job's
+    /// actions/attest-build-provenance) that verifies: signed by the repository's build
+    /// workflow, dated by a transparency log or timestamp authority, naming this artifact's
+    /// sha256. Checked before anything is written.
+    #[arg(long)]
+    pub require_provenance: bool,
+    /// The repository whose workflow must have signed [default: --repo].
+    #[arg(long, value_name = "OWNER/NAME", requires = "require_provenance")]
+    pub provenance_repo: Option<String>,
+    /// The ref that workflow must have run from; `any` takes every ref.
+    #[arg(
+        long,
+        value_name = "REF",
+        default_value = "refs/heads/main",
+        requires = "require_provenance"
+    )]
+    pub provenance_ref: String,
+    /// The workflow file that must have signed.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = crate::provenance::BUILD_WORKFLOW,
+        requires = "require_provenance"
+    )]
+    pub provenance_workflow: String,
+    /// Trust this Sigstore trust root (trusted_root.json, or the lines `gh attestation
+    /// trusted-root` prints) instead of Sigstore's public one built in. Attestations of
+    /// private repositories are signed by GitHub's own instance: pass its root.
+    #[arg(long, value_name = "FILE", requires = "require_provenance")]
+    pub trust_root: Option<PathBuf>,
+}
+
+impl ProvenanceArgs {
+    /// What the flags require; `None` without `--require-provenance`. `repo` is the
+    /// repository the command already names, if any.
+    pub fn requirement(
+        &self,
+        repo: Option<&str>,
+    ) -> Result<Option<std::sync::Arc<crate::provenance::Requirement>>> {
+        if !self.require_provenance {
+            return Ok(None);
+        }
+        let Some(repository) = self.provenance_repo.as_deref().or(repo) else {
+            anyhow::bail!(
+                "--require-provenance needs the repository whose build workflow signs: pass --provenance-repo OWNER/NAME"
+            );
+        };
+        repository
+            .parse::<crate::forge::RepoRef>()
+            .map_err(|e| anyhow::anyhow!("--provenance-repo: {e}"))?;
+        let roots = match &self.trust_root {
+            Some(path) => crate::provenance::TrustRoots::from_file(path)
+                .map_err(|e| anyhow::anyhow!("--trust-root: {e}"))?,
+            None => crate::provenance::TrustRoots::public_good(),
+        };
+        let git_ref = (self.provenance_ref != "any").then_some(self.provenance_ref.as_str());
+        let policy = crate::provenance::Policy {
+            workflow: self.provenance_workflow.clone(),
+            ..crate::provenance::Policy::github(repository, git_ref)
+        };
+        Ok(Some(std::sync::Arc::new(crate::provenance::Requirement {
+            roots,
+            policy,
+        })))
+    }
 }
 
 /// Where and how `install` (and `ensure --install`) puts a module on the node.
@@ -242,8 +314,13 @@ pub struct InstallArgs {
     /// The kernel to install for [default: the running kernel].
     #[arg(long)]
     pub kernel_version: Option<String>,
+    /// The package's Sigstore bundle, for --require-provenance [default: PACKAGE.sigstore.json].
+    #[arg(long, value_name = "FILE", requires = "require_provenance")]
+    pub bundle: Option<PathBuf>,
     #[command(flatten)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    pub provenance: ProvenanceArgs,
 }
 
 #[derive(Debug, Subcommand)]

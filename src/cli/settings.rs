@@ -635,6 +635,7 @@ impl EnsureSettings {
                 poll_min: ENSURE_POLL_MIN,
                 poll_max: ENSURE_POLL_MAX,
                 store: None,
+                provenance: args.provenance.requirement(args.repo.as_deref())?,
             },
             token,
         })

@@ -295,14 +295,61 @@ fn ensure_identity(
 
 /// `kfleet install PACKAGE`: a package already on the node.
 pub(crate) fn install_cmd(args: InstallArgs) -> Result<ExitCode> {
-    let kernel = match args.kernel_version {
+    let kernel = match args.kernel_version.clone() {
         Some(k) => k,
         None => {
             running_kernel().context("cannot read the running kernel; pass --kernel-version")?
         }
     };
     let distribution = root_distribution(&install_root(&args.node));
-    install_package(&args.package, None, &kernel, distribution, &args.node).map(ExitCode::from)
+    let verified = match args.provenance.requirement(None)? {
+        Some(required) => Some(verified_package(&args, &required)?),
+        None => None,
+    };
+    install_package(
+        &args.package,
+        verified.as_deref(),
+        &kernel,
+        distribution,
+        &args.node,
+    )
+    .map(ExitCode::from)
+}
+
+/// The package's bytes, once its Sigstore bundle verified them (the install uses these bytes,
+/// never a second read of the file).
+fn verified_package(
+    args: &InstallArgs,
+    required: &crate::provenance::Requirement,
+) -> Result<Vec<u8>> {
+    let package = std::fs::read(&args.package)
+        .with_context(|| format!("cannot read {}", args.package.display()))?;
+    let bundle_path = args.bundle.clone().unwrap_or_else(|| {
+        let mut name = args.package.clone().into_os_string();
+        name.push(crate::provenance::BUNDLE_SUFFIX);
+        PathBuf::from(name)
+    });
+    let bundle = crate::bounded::read_file(&bundle_path, crate::provenance::MAX_BUNDLE as u64)
+        .with_context(|| {
+            format!(
+                "provenance is required, but its bundle {} cannot be read; nothing was installed",
+                bundle_path.display()
+            )
+        })?;
+    let verified = required
+        .check(
+            &bundle_path.display().to_string(),
+            &bundle,
+            &crate::provenance::sha256_hex(&package),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}; nothing was installed"))?;
+    tracing::info!(
+        "{}: provenance verified: built by {}; dated by {}",
+        args.package.display(),
+        verified.signer,
+        verified.witnesses.join(", ")
+    );
+    Ok(package)
 }
 
 /// The root a package is installed under: `--host-root`, `--root`, or `/`.

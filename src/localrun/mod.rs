@@ -216,6 +216,9 @@ struct Step {
 enum Action {
     Run(String),
     Checkout,
+    /// `actions/attest-build-provenance`: signing needs GitHub's OIDC token, which a local run
+    /// has not; the step is skipped with a line in the log, and sets no outputs.
+    Attest,
     Uses(String),
 }
 
@@ -274,6 +277,8 @@ fn read_job(path: &Path) -> Result<Job, String> {
         } else if let Some(uses) = s["uses"].as_str() {
             if uses.starts_with("actions/checkout@") {
                 Action::Checkout
+            } else if uses.starts_with("actions/attest-build-provenance@") {
+                Action::Attest
             } else {
                 Action::Uses(uses.to_string())
             }
@@ -544,8 +549,15 @@ impl RunnerConfig {
                         Err(e) => Err(format!("actions/checkout: {e}")),
                     }
                 }
+                Action::Attest => {
+                    let _ = writeln!(
+                        logfile,
+                        "actions/attest-build-provenance: skipped (a local run has no GitHub OIDC token to sign with); this artifact has no provenance"
+                    );
+                    Ok(())
+                }
                 Action::Uses(uses) => Err(format!(
-                    "the local runner runs run: steps and actions/checkout only, not {uses}"
+                    "the local runner runs run: steps, actions/checkout and (skipped) actions/attest-build-provenance only, not {uses}"
                 )),
                 // GitHub substitutes expressions in scripts too (kfleet's workflows keep them out).
                 Action::Run(script) => match substitute(script, &ctx) {

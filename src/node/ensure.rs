@@ -33,6 +33,9 @@ pub struct EnsureOptions {
     /// The OCI store the driver is pulled from (the registry, or a mirror of it near the node),
     /// by the tag this node computes for its own identity.
     pub store: Option<std::sync::Arc<crate::forge::OciStore>>,
+    /// Signed provenance the artifact must carry (`--require-provenance`): its Sigstore bundle
+    /// is verified before anything is written.
+    pub provenance: Option<std::sync::Arc<crate::provenance::Requirement>>,
 }
 
 /// The HTTP client `ensure` talks through: the system's roots, and `ca_file` when given.
@@ -124,6 +127,16 @@ pub enum EnsureError {
     NeedsStore(String),
     #[error("{0}")]
     Store(#[from] crate::forge::StoreError),
+    #[error(
+        "{name} has no signed provenance beside it ({name}{suffix}) and provenance is required; nothing was written"
+    )]
+    NoProvenance { name: String, suffix: &'static str },
+    #[error("{0}; nothing was written")]
+    Provenance(#[from] crate::provenance::ProvenanceError),
+    #[error(
+        "provenance is required, but an OCI store's signed provenance (a referrer) is not read yet: pull from the release, or drop --require-provenance"
+    )]
+    ProvenanceFromStore,
 }
 
 impl EnsureError {
@@ -237,6 +250,9 @@ impl Client<'_> {
 
     async fn download(&self, status: &BuildStatus, key: &str) -> Result<Artifact, EnsureError> {
         if let Some(store) = &self.options.store {
+            if self.options.provenance.is_some() {
+                return Err(EnsureError::ProvenanceFromStore);
+            }
             // The store answers for this node's own identity, whatever the service named.
             return pull_from_store(store, key, self.options)
                 .await?
@@ -257,6 +273,7 @@ impl Client<'_> {
         let expected = Expected {
             digest: status.sha256.clone(),
             checksum_url: status.sha256_url.clone(),
+            provenance_url: status.provenance_url.clone(),
         };
         download_verified(&self.http, &url, &expected, self.options, self.deadline_at).await
     }
@@ -342,6 +359,8 @@ fn keep(
 pub struct Expected {
     pub digest: Option<String>,
     pub checksum_url: Option<String>,
+    /// The artifact's Sigstore bundle, checked when the node requires provenance.
+    pub provenance_url: Option<String>,
 }
 
 /// Largest `.sha256` file read (one line: 64 hex digits, two spaces, a file name).
@@ -443,31 +462,102 @@ async fn download_verified(
             Err(e) => Err(e),
         };
         match attempt {
-            Ok((expected, (tmp, actual, bytes))) => {
-                if actual != expected {
+            Ok((wanted, (tmp, actual, bytes))) => {
+                if actual != wanted {
                     return Err(EnsureError::ChecksumMismatch {
                         name: name.clone(),
-                        expected,
+                        expected: wanted,
                         actual,
                     });
+                }
+                if let Some(required) = &options.provenance {
+                    match check_provenance(http, expected, required, options, &actual).await {
+                        Ok(()) => {}
+                        Err(Attempt::Final(e)) => return Err(e),
+                        Err(Attempt::Retry(message)) => {
+                            retry_or_give_up(url, message, deadline_at, &mut pause, options)
+                                .await?;
+                            continue;
+                        }
+                    }
                 }
                 return keep(tmp, out, name, bytes);
             }
             Err(Attempt::Final(e)) => return Err(e),
             Err(Attempt::Retry(message)) => {
-                let left = deadline_at.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(EnsureError::Http {
-                        url: url.to_string(),
-                        source: format!("{message}; gave up at the deadline").into(),
-                    });
-                }
-                tracing::info!("waiting: {url}: {message}; retrying");
-                tokio::time::sleep(pause.min(left)).await;
-                pause = (pause * 2).min(options.poll_max.max(pause));
+                retry_or_give_up(url, message, deadline_at, &mut pause, options).await?;
             }
         }
     }
+}
+
+/// Waits `pause` (doubling it up to the longest poll) before another attempt, or gives up when
+/// the deadline has passed.
+async fn retry_or_give_up(
+    url: &str,
+    message: String,
+    deadline_at: Instant,
+    pause: &mut Duration,
+    options: &EnsureOptions,
+) -> Result<(), EnsureError> {
+    let left = deadline_at.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(EnsureError::Http {
+            url: url.to_string(),
+            source: format!("{message}; gave up at the deadline").into(),
+        });
+    }
+    tracing::info!("waiting: {url}: {message}; retrying");
+    tokio::time::sleep((*pause).min(left)).await;
+    *pause = (*pause * 2).min(options.poll_max.max(*pause));
+    Ok(())
+}
+
+/// Downloads the artifact's Sigstore bundle and verifies it for the artifact whose sha256 is
+/// `sha256`, before anything is kept.
+async fn check_provenance(
+    http: &reqwest::Client,
+    expected: &Expected,
+    required: &crate::provenance::Requirement,
+    options: &EnsureOptions,
+    sha256: &str,
+) -> Result<(), Attempt> {
+    let name = &options.asset_name;
+    let missing = || {
+        Attempt::Final(EnsureError::NoProvenance {
+            name: name.clone(),
+            suffix: crate::provenance::BUNDLE_SUFFIX,
+        })
+    };
+    let Some(url) = &expected.provenance_url else {
+        return Err(missing());
+    };
+    crate::net::check_transport(url, options.insecure_http)
+        .map_err(|e| Attempt::Final(EnsureError::Insecure(e)))?;
+    let response = match fetch(http, url).await {
+        Err(Attempt::Final(EnsureError::Gone { .. })) => return Err(missing()),
+        other => other?,
+    };
+    let bundle = match crate::net::read_capped(response, crate::provenance::MAX_BUNDLE).await {
+        Ok(body) => body,
+        Err(crate::net::BodyError::TooLarge(max)) => {
+            return Err(Attempt::Final(EnsureError::Http {
+                url: url.clone(),
+                source: format!("larger than {max} bytes, not a Sigstore bundle").into(),
+            }));
+        }
+        Err(crate::net::BodyError::Transport(e)) => return Err(Attempt::Retry(e)),
+    };
+    let bundle_name = format!("{name}{}", crate::provenance::BUNDLE_SUFFIX);
+    let verified = required
+        .check(&bundle_name, &bundle, sha256)
+        .map_err(|e| Attempt::Final(e.into()))?;
+    tracing::info!(
+        "{name}: provenance verified: built by {}; dated by {}",
+        verified.signer,
+        verified.witnesses.join(", ")
+    );
+    Ok(())
 }
 
 /// How one download attempt failed.
@@ -573,11 +663,13 @@ pub async fn ensure_direct(
             url: Some(url),
             digest,
             checksum_url,
+            provenance_url,
             ..
         } if digest.is_some() || checksum_url.is_some() => {
             let expected = Expected {
                 digest,
                 checksum_url,
+                provenance_url,
             };
             match download_verified(&http, &url, &expected, options, started + options.deadline)
                 .await
@@ -649,6 +741,7 @@ pub async fn ensure_direct(
             let expected = Expected {
                 digest: asset.digest,
                 checksum_url: asset.checksum_url,
+                provenance_url: asset.provenance_url,
             };
             match download_verified(&http, &url, &expected, options, started + options.deadline)
                 .await

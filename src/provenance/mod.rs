@@ -55,6 +55,25 @@ impl Policy {
     }
 }
 
+/// What a node requires of an artifact's provenance: whom it trusts and whose signature.
+#[derive(Clone, Debug)]
+pub struct Requirement {
+    pub roots: TrustRoots,
+    pub policy: Policy,
+}
+
+impl Requirement {
+    /// Verifies `bundle` (named `name`) for an artifact with sha256 `artifact_sha256`.
+    pub fn check(
+        &self,
+        name: &str,
+        bundle: &[u8],
+        artifact_sha256: &str,
+    ) -> Result<Verified, ProvenanceError> {
+        verify(name, bundle, artifact_sha256, &self.roots, &self.policy)
+    }
+}
+
 /// What a verified bundle vouched for.
 #[derive(Clone, Debug)]
 pub struct Verified {

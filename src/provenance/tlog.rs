@@ -311,10 +311,10 @@ mod tests {
                         Some(&root)
                     );
                 }
-                assert_ne!(
-                    root_from_path(m as u64, size as u64 + 1, leaves[m].clone(), &p).as_ref(),
-                    Some(&root),
-                    "size {size} leaf {m} with the wrong size"
+                assert_eq!(
+                    root_from_path(size as u64, size as u64, leaves[m].clone(), &p),
+                    None,
+                    "an index past the tree"
                 );
             }
         }

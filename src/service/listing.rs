@@ -157,6 +157,7 @@ impl ServiceState {
                 .digest
                 .map(|d| d.trim_start_matches("sha256:").to_string()),
             sha256_url: asset.checksum_url,
+            provenance_url: asset.provenance_url,
             run_url: None,
             reason: None,
         }
