@@ -616,3 +616,97 @@ fn a_registry_behind_bearer_tokens_is_pushed_and_pulled_with_scoped_tokens() {
         "ubuntu/22.04/x86_64/5.15.0-91-generic"
     );
 }
+
+#[path = "support/sigstore.rs"]
+#[allow(dead_code)] // this file signs with a log only
+mod sigstore;
+
+/// The build's Sigstore bundle beside a package is pushed with it as the manifest's second layer
+/// (skopeo sees it); `ensure --require-provenance` pulls it with the package and verifies it
+/// before writing, and refuses a driver pushed without one.
+#[test]
+fn provenance_travels_with_the_driver_in_the_registry() {
+    use sigstore::{Dated, Signer, TestSigstore};
+    let registry = Registry::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let signed = asset("ubuntu", "22.04", "5.15.0-91-generic");
+    let file = package(dir.path(), &signed, "5.15.0-91-generic SMP mod_unload ");
+    let digest = kfleet::fsio::hex(&Sha256::digest(std::fs::read(&file).unwrap()));
+    let sigstore = TestSigstore::new();
+    let bundle = sigstore.bundle(
+        &signed,
+        &digest,
+        &Signer::build_driver("acme/kdriver"),
+        Dated::Log,
+        false,
+    );
+    std::fs::write(dir.path().join(format!("{signed}.sigstore.json")), &bundle).unwrap();
+    let unsigned = asset("ubuntu", "22.04", "5.15.0-92-generic");
+    let other = package(dir.path(), &unsigned, "5.15.0-92-generic SMP mod_unload ");
+    let out = push(&registry, &[&file, &other], false);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!(
+            "docker://127.0.0.1:{}/{REPO}:{}",
+            registry.port,
+            signed.replace('_', "__")
+        ),
+    ]);
+    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{raw}");
+    assert_eq!(
+        layers[1]["mediaType"],
+        "application/vnd.dev.sigstore.bundle.v0.3+json"
+    );
+    assert_eq!(
+        layers[1]["digest"],
+        format!("sha256:{}", kfleet::fsio::hex(&Sha256::digest(&bundle)))
+    );
+
+    let root = sigstore.write_trust_root(&dir.path().join("trusted_root.json"));
+    let sandbox_dir = tempfile::tempdir().unwrap();
+    std::fs::write(sandbox_dir.path().join("releases.json"), "[]").unwrap();
+    let ensure = |kernel: &str, out_dir: &Path| {
+        let state = tempfile::tempdir().unwrap();
+        run(kfleet()
+            .env("GITHUB_TOKEN", "ghp_sandboxTOKEN0123456789")
+            .env("KFLEET_STATE_DIR", state.path())
+            .args(["ensure", "--repo", "acme/kdriver", "--api-url"])
+            .arg(sandbox_url(&sandbox_dir))
+            .args(["--store", &registry.store(REPO)])
+            .args(["--driver-version", "1.4.2", "--deadline", "20s"])
+            .args(["--distribution", "ubuntu", "--distro-version", "22.04"])
+            .args(["--architecture", "x86_64", "--kernel-version", kernel])
+            .args(["--require-provenance", "--trust-root"])
+            .arg(&root)
+            .arg("--out")
+            .arg(out_dir))
+    };
+    let out_dir = tempfile::tempdir().unwrap();
+    let pulled = ensure("5.15.0-91-generic", out_dir.path());
+    assert!(pulled.status.success(), "{}", text(&pulled));
+    assert!(
+        String::from_utf8_lossy(&pulled.stderr)
+            .contains("provenance verified: built by https://github.com/acme/kdriver/"),
+        "{}",
+        text(&pulled)
+    );
+    assert_eq!(
+        std::fs::read(out_dir.path().join(&signed)).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let refused = ensure("5.15.0-92-generic", empty.path());
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("has no signed provenance beside it"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
+}

@@ -11,6 +11,9 @@ pub const ARTIFACT_TYPE: &str = "application/vnd.kfleet.driver.v1";
 /// The media type of its one layer, the driver package.
 pub const LAYER_MEDIA_TYPE: &str = "application/vnd.kfleet.driver.v1.tar+xz";
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The media type of its optional second layer: the build's Sigstore bundle (signed
+/// provenance of the package).
+pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 /// The empty config an artifact manifest points at (`{}`).
 pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 pub const EMPTY_CONFIG: &[u8] = b"{}";
@@ -134,6 +137,16 @@ pub struct DriverManifest {
     pub vermagic: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// The second layer, when the build's Sigstore bundle was pushed with the package.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Blob>,
+}
+
+/// A blob a manifest points at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Blob {
+    pub digest: String,
+    pub size: u64,
 }
 
 impl DriverManifest {
@@ -184,7 +197,18 @@ pub fn driver_manifest(
             digest: driver.layer_digest.clone(),
             size: driver.size,
             annotations: BTreeMap::from([(ANNOTATION_TITLE.to_string(), driver.title.clone())]),
-        }],
+        }]
+        .into_iter()
+        .chain(driver.provenance.iter().map(|bundle| Descriptor {
+            media_type: BUNDLE_MEDIA_TYPE.into(),
+            digest: bundle.digest.clone(),
+            size: bundle.size,
+            annotations: BTreeMap::from([(
+                ANNOTATION_TITLE.to_string(),
+                format!("{}{}", driver.title, crate::provenance::BUNDLE_SUFFIX),
+            )]),
+        }))
+        .collect(),
         annotations,
     };
     serde_json::to_vec(&manifest)
@@ -204,11 +228,39 @@ pub fn read_driver_manifest(bytes: &[u8]) -> Result<DriverManifest, String> {
                 .unwrap_or_else(|| "missing".into())
         ));
     }
-    let [layer] = m.layers.as_slice() else {
-        return Err(format!(
-            "{} layers; a kfleet driver has exactly one",
-            m.layers.len()
-        ));
+    let (layer, bundle) = match m.layers.as_slice() {
+        [layer] => (layer, None),
+        [layer, bundle] => (layer, Some(bundle)),
+        layers => {
+            return Err(format!(
+                "{} layers; a kfleet driver has its package and, optionally, its Sigstore bundle",
+                layers.len()
+            ));
+        }
+    };
+    let provenance = match bundle {
+        None => None,
+        Some(b)
+            if b.media_type
+                .starts_with("application/vnd.dev.sigstore.bundle") =>
+        {
+            if !crate::oci::valid_digest(&b.digest) {
+                return Err(format!(
+                    "the bundle layer's digest {} is not sha256: and 64 hex digits",
+                    crate::text::clean(&b.digest)
+                ));
+            }
+            Some(Blob {
+                digest: b.digest.clone(),
+                size: b.size,
+            })
+        }
+        Some(b) => {
+            return Err(format!(
+                "the second layer is {}, not a Sigstore bundle",
+                crate::text::clean(&b.media_type)
+            ));
+        }
     };
     if layer.media_type != LAYER_MEDIA_TYPE {
         return Err(format!(
@@ -240,6 +292,7 @@ pub fn read_driver_manifest(bytes: &[u8]) -> Result<DriverManifest, String> {
         size: layer.size,
         vermagic: get(ANNOTATION_VERMAGIC),
         created: get(ANNOTATION_CREATED),
+        provenance,
     })
 }
 
@@ -301,9 +354,19 @@ mod tests {
             size: 3,
             vermagic: Some("5.15.0-91-generic SMP mod_unload modversions".into()),
             created: None,
+            provenance: None,
         };
         let bytes = driver_manifest(&driver, "sha256:44136fa3").unwrap();
         assert_eq!(read_driver_manifest(&bytes).unwrap(), driver);
+        let attested = DriverManifest {
+            provenance: Some(Blob {
+                digest: format!("sha256:{}", "ef".repeat(32)),
+                size: 9000,
+            }),
+            ..driver.clone()
+        };
+        let with_bundle = driver_manifest(&attested, "sha256:44136fa3").unwrap();
+        assert_eq!(read_driver_manifest(&with_bundle).unwrap(), attested);
         let mut m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         m["annotations"][ANNOTATION_SHA256] = "cd".repeat(32).into();
         let err = read_driver_manifest(&serde_json::to_vec(&m).unwrap()).unwrap_err();

@@ -343,12 +343,7 @@ fn verified_package(
             &crate::provenance::sha256_hex(&package),
         )
         .map_err(|e| anyhow::anyhow!("{e}; nothing was installed"))?;
-    tracing::info!(
-        "{}: provenance verified: built by {}; dated by {}",
-        args.package.display(),
-        verified.signer,
-        verified.witnesses.join(", ")
-    );
+    tracing::info!("{}: {}", args.package.display(), verified.describe());
     Ok(package)
 }
 

@@ -133,19 +133,35 @@ pub(crate) fn store_cmd(cmd: StoreCommand, config: &Config) -> Result<ExitCode> 
                         vermagics.join(" | ")
                     );
                 };
+                // The build's Sigstore bundle beside the package goes with it, as its second layer.
+                let mut bundle_path = path.clone().into_os_string();
+                bundle_path.push(crate::provenance::BUNDLE_SUFFIX);
+                let bundle_path = std::path::PathBuf::from(bundle_path);
+                let bundle = match std::fs::metadata(&bundle_path) {
+                    Ok(_) => Some(bytes::Bytes::from(
+                        crate::bounded::read_file(
+                            &bundle_path,
+                            crate::provenance::MAX_BUNDLE as u64,
+                        )
+                        .with_context(|| format!("cannot read {}", bundle_path.display()))?,
+                    )),
+                    Err(_) => None,
+                };
                 pushes.push((
                     identity.key(),
                     bytes::Bytes::from(bytes),
                     vermagic.to_string(),
+                    bundle,
                 ));
             }
             let mut pushed = Vec::new();
-            for (key, bytes, vermagic) in pushes {
+            for (key, bytes, vermagic, bundle) in pushes {
                 let done = runtime()?.block_on(store.push(
                     &key,
                     &driver_version,
                     bytes,
                     Some(vermagic),
+                    bundle,
                 ))?;
                 if !super::json_wanted() {
                     outln!(

@@ -197,6 +197,7 @@ impl OciStore {
         driver_version: &str,
         package: bytes::Bytes,
         vermagic: Option<String>,
+        bundle: Option<bytes::Bytes>,
     ) -> Result<Pushed, StoreError> {
         let (tag, name) = self.tag(key, driver_version)?;
         let layer_digest = crate::oci::sha256_digest(&package);
@@ -208,6 +209,10 @@ impl OciStore {
             size: package.len() as u64,
             vermagic,
             created: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            provenance: bundle.as_ref().map(|b| layout::Blob {
+                digest: crate::oci::sha256_digest(b),
+                size: b.len() as u64,
+            }),
         };
         if let Some((digest, bytes)) = self.client.manifest(&tag).await? {
             let existing = layout::read_driver_manifest(&bytes).ok();
@@ -237,6 +242,18 @@ impl OciStore {
                     "the layer was stored as {pushed}, not {layer_digest}"
                 )),
             });
+        }
+        if let (Some(bundle), Some(blob)) = (bundle, &driver.provenance) {
+            let stored = self.client.push_blob(bundle).await?;
+            if stored != blob.digest {
+                return Err(StoreError::Refused {
+                    store: self.label(),
+                    source: Cause::from(format!(
+                        "the provenance bundle was stored as {stored}, not {}",
+                        blob.digest
+                    )),
+                });
+            }
         }
         let config = self
             .client
@@ -315,6 +332,22 @@ impl OciStore {
         }
         let package = self.client.blob(&driver.layer_digest, max).await?;
         Ok(Some((driver, package)))
+    }
+
+    /// The Sigstore bundle a driver's manifest points at, checked against its digest; `None`
+    /// when the driver was pushed without one.
+    pub async fn pull_bundle(
+        &self,
+        driver: &DriverManifest,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        let Some(blob) = &driver.provenance else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.client
+                .blob(&blob.digest, crate::provenance::MAX_BUNDLE as u64)
+                .await?,
+        ))
     }
 }
 

@@ -133,10 +133,6 @@ pub enum EnsureError {
     NoProvenance { name: String, suffix: &'static str },
     #[error("{0}; nothing was written")]
     Provenance(#[from] crate::provenance::ProvenanceError),
-    #[error(
-        "provenance is required, but an OCI store's signed provenance (a referrer) is not read yet: pull from the release, or drop --require-provenance"
-    )]
-    ProvenanceFromStore,
 }
 
 impl EnsureError {
@@ -250,9 +246,6 @@ impl Client<'_> {
 
     async fn download(&self, status: &BuildStatus, key: &str) -> Result<Artifact, EnsureError> {
         if let Some(store) = &self.options.store {
-            if self.options.provenance.is_some() {
-                return Err(EnsureError::ProvenanceFromStore);
-            }
             // The store answers for this node's own identity, whatever the service named.
             return pull_from_store(store, key, self.options)
                 .await?
@@ -300,6 +293,20 @@ async fn pull_from_store(
     let Some((driver, package)) = pulled else {
         return Ok(None);
     };
+    if let Some(required) = &options.provenance {
+        let Some(bundle) = store.pull_bundle(&driver).await? else {
+            return Err(EnsureError::NoProvenance {
+                name: options.asset_name.clone(),
+                suffix: crate::provenance::BUNDLE_SUFFIX,
+            });
+        };
+        let verified = required.check(
+            &format!("{}{}", options.asset_name, crate::provenance::BUNDLE_SUFFIX),
+            &bundle,
+            &crate::provenance::sha256_hex(&package),
+        )?;
+        tracing::info!("{}: {}", options.asset_name, verified.describe());
+    }
     tracing::info!(
         "pulled {key} {} from {} (layer {})",
         options.driver_version,
@@ -552,11 +559,7 @@ async fn check_provenance(
     let verified = required
         .check(&bundle_name, &bundle, sha256)
         .map_err(|e| Attempt::Final(e.into()))?;
-    tracing::info!(
-        "{name}: provenance verified: built by {}; dated by {}",
-        verified.signer,
-        verified.witnesses.join(", ")
-    );
+    tracing::info!("{name}: {}", verified.describe());
     Ok(())
 }
 

@@ -84,6 +84,17 @@ pub struct Verified {
     pub witnesses: Vec<String>,
 }
 
+impl Verified {
+    /// Who built it and what dated the signature, for the log.
+    pub fn describe(&self) -> String {
+        format!(
+            "provenance verified: built by {}; dated by {}",
+            self.signer,
+            self.witnesses.join(", ")
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("the provenance bundle {source_name}: {reason}")]
 pub struct ProvenanceError {
