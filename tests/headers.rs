@@ -3272,7 +3272,8 @@ fn ubuntu_pro_kernels_resolve_through_the_pro_archive_with_a_token() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("stale-token-0000"));
 
-    // The Pro index names a package on another host: resolved, but not fetched with the login.
+    // The Pro index names a package on another host: refused; nothing goes there, the login
+    // least of all.
     let mut other = identity;
     other[7] = "5.4.0-219-generic";
     let out = kfleet(
@@ -3285,7 +3286,11 @@ fn ubuntu_pro_kernels_resolve_through_the_pro_archive_with_a_token() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("not sending the ubuntu-pro credential") && !stderr.contains(TOKEN),
+        stderr.contains(&format!(
+            "the repository's metadata names {}/x.deb, outside",
+            elsewhere.base
+        )) && stderr.contains("refused")
+            && !stderr.contains(TOKEN),
         "{stderr}"
     );
     assert!(elsewhere.files.lock().unwrap().authorizations.is_empty());

@@ -1,7 +1,7 @@
 //! `apt-repo`: APT repositories. `dists/{suite}/{component}/binary-{arch}/Packages.xz` (or
 //! `.gz`) gives `linux-headers-{kernel}` and the header and kbuild packages it depends on.
 
-use super::{Ctx, decompress, expanded, join};
+use super::{Ctx, decompress, expanded, join, on_base_host};
 use crate::headers::parts::KernelParts;
 use crate::headers::spec::{Protocol, SourceSpec};
 use crate::headers::{Checksum, HeaderPackage};
@@ -270,6 +270,13 @@ pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
         let index = read_suite(ctx, &suite).await;
         let name = &suite.suite;
         if let Some(found) = resolve_in_index(&index, &root, &suite.base) {
+            if let Some(e) = found
+                .iter()
+                .find_map(|p| on_base_host(&suite.base, &p.url).err())
+            {
+                ctx.outcome(e);
+                continue;
+            }
             ctx.outcome(format!("found {root} in {name}"));
             return Some(found);
         }

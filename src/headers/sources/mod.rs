@@ -400,6 +400,29 @@ fn api_bases(spec: &SourceSpec, parts: &KernelParts) -> Vec<String> {
 
 /// `path` resolved against the directory `base`, as a client would: repositories give relative
 /// locations, Amazon Linux 2's with `../` up to a shared blob store.
+/// Refuses a URL that repository metadata named (a package's `Filename`, a `location href`)
+/// when it leaves the repository's scheme, host and port: metadata may name paths within the
+/// repository, never another server, and never plain `http://` under an `https://` source.
+fn on_base_host(base: &str, url: &str) -> Result<(), String> {
+    let origin = |u: &str| {
+        reqwest::Url::parse(u).ok().map(|u| {
+            (
+                u.scheme().to_string(),
+                u.host_str().map(str::to_string),
+                u.port_or_known_default(),
+            )
+        })
+    };
+    match (origin(base), origin(url)) {
+        (Some(b), Some(u)) if b == u => Ok(()),
+        _ => Err(format!(
+            "the repository's metadata names {}, outside {}; refused",
+            crate::text::clean(url),
+            crate::text::clean(base)
+        )),
+    }
+}
+
 fn join(base: &str, path: &str) -> String {
     let dir = if base.ends_with('/') {
         base.to_string()
@@ -409,4 +432,33 @@ fn join(base: &str, path: &str) -> String {
     reqwest::Url::parse(&dir)
         .and_then(|d| d.join(path))
         .map_or_else(|_| format!("{dir}{path}"), String::from)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metadata_may_name_paths_in_its_repository_only() {
+        let base = "https://archive.example/debian/";
+        for path in [
+            "pool/main/l/linux/x.deb",
+            "../pool/x.deb",
+            "/debian/pool/x.deb",
+        ] {
+            let url = super::join(base, path);
+            assert!(super::on_base_host(base, &url).is_ok(), "{path}: {url}");
+        }
+        for path in [
+            "http://archive.example/debian/pool/x.deb",
+            "https://evil.example/x.deb",
+            "//evil.example/x.deb",
+            "https://archive.example:8443/x.deb",
+        ] {
+            let url = super::join(base, path);
+            let e = super::on_base_host(base, &url).unwrap_err();
+            assert!(
+                e.contains("outside https://archive.example/debian/"),
+                "{path}: {e}"
+            );
+        }
+    }
 }

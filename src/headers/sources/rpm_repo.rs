@@ -1,7 +1,7 @@
 //! `rpm-repo`: DNF repositories. `repodata/repomd.xml` names the `primary` metadata (XML) or
 //! `primary_db` (SQLite); either gives each package's location and checksum.
 
-use super::{Ctx, Outcome, decompress, expanded, join};
+use super::{Ctx, Outcome, decompress, expanded, join, on_base_host};
 use crate::headers::parts::KernelParts;
 use crate::headers::spec::{Protocol, SourceSpec};
 use crate::headers::{Checksum, HeaderPackage};
@@ -272,9 +272,14 @@ pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
         };
         for (i, hit) in missing.into_iter().zip(hits) {
             if let Some(hit) = hit {
+                let url = join(&base, &hit.location);
+                if let Err(e) = on_base_host(&base, &url) {
+                    ctx.outcome(e);
+                    continue;
+                }
                 found[i] = Some(HeaderPackage {
                     name: format!("{}.rpm", hit.stem),
-                    url: join(&base, &hit.location),
+                    url,
                     checksum: hit.checksum,
                 });
             }
@@ -544,7 +549,12 @@ async fn scan_metadata<T: Send + 'static>(
         return None;
     }
     for (kind, href) in locations {
-        let Ok(body) = ctx.get(&join(base, &href)).await else {
+        let url = join(base, &href);
+        if let Err(e) = on_base_host(base, &url) {
+            ctx.outcome(e);
+            continue;
+        }
+        let Ok(body) = ctx.get(&url).await else {
             continue;
         };
         let scan = scan.clone();
