@@ -340,3 +340,87 @@ fn check_identity(identity: &Identity, policy: &Policy) -> Result<String, String
 pub fn sha256_hex(bytes: &[u8]) -> String {
     crate::fsio::hex(&sha2::Sha256::digest(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pieces against real data from Sigstore's staging instance: a Rekor v2 entry (an
+    //! Ed25519-signed checkpoint, no signed entry timestamp) and its timestamp authority's RFC
+    //! 3161 token over the signature.
+
+    use super::*;
+
+    const BUNDLE: &str =
+        include_str!("../../tests/fixtures/provenance/sigstage-rekor-v2-tsa.sigstore.json");
+    const ROOT: &str = include_str!("../../tests/fixtures/provenance/sigstage-trusted-root.json");
+
+    fn material() -> (serde_json::Value, TrustRoots) {
+        (
+            serde_json::from_str(BUNDLE).unwrap(),
+            TrustRoots::parse(ROOT).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_real_rekor_v2_inclusion_proof_and_ed25519_checkpoint_verify() {
+        let (bundle, roots) = material();
+        let entry: bundle::TlogEntry =
+            serde_json::from_value(bundle["verificationMaterial"]["tlogEntries"][0].clone())
+                .unwrap();
+        let key_id = trust_root::base64("", &entry.log_id.key_id).unwrap();
+        let log = roots.logs.iter().find(|l| l.key_id == key_id).unwrap();
+        let body = trust_root::base64("", &entry.canonicalized_body).unwrap();
+        let proof = entry.inclusion_proof.as_ref().unwrap();
+        tlog::verify_inclusion(proof, &body, log).unwrap();
+
+        let mut changed = body.clone();
+        changed[10] ^= 1;
+        let e = tlog::verify_inclusion(proof, &changed, log).unwrap_err();
+        assert!(e.contains("does not lead to the root hash"), "{e}");
+        // The other log's key did not sign this checkpoint.
+        let other = roots.logs.iter().find(|l| l.key_id != key_id).unwrap();
+        let e = tlog::verify_inclusion(proof, &body, other).unwrap_err();
+        assert!(e.contains("not signed by the log's key"), "{e}");
+    }
+
+    #[test]
+    fn a_real_rfc3161_token_from_sigstores_timestamp_authority_verifies() {
+        let (bundle, roots) = material();
+        let signature = trust_root::base64(
+            "",
+            bundle["messageSignature"]["signature"].as_str().unwrap(),
+        )
+        .unwrap();
+        let token =
+            trust_root::base64(
+                "",
+                bundle["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]
+                    ["signedTimestamp"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        let stamped = timestamp::verify(&token, &signature, &roots).unwrap();
+        assert_eq!(
+            stamped.authority,
+            "timestamp authority https://timestamp.sigstage.dev/api/v1/timestamp"
+        );
+        assert!(
+            certificate::moment(stamped.time).starts_with("2025-"),
+            "{}",
+            stamped.time
+        );
+
+        let e = timestamp::verify(&token, b"another signature", &roots).unwrap_err();
+        assert!(e.contains("for another signature"), "{e}");
+        let e = timestamp::verify(&token, &signature, &TrustRoots::public_good()).unwrap_err();
+        assert!(e.contains("timestamp authority"), "{e}");
+    }
+
+    #[test]
+    fn the_built_in_trust_root_parses() {
+        let roots = TrustRoots::public_good();
+        assert!(roots.authorities.len() >= 2);
+        assert!(roots.logs.len() >= 2, "Rekor v1 and v2");
+        assert!(!roots.timestamp_authorities.is_empty());
+    }
+}

@@ -203,7 +203,7 @@ fn root_from_path(index: u64, size: u64, leaf: Vec<u8>, path: &[Vec<u8>]) -> Opt
     (s == 0).then_some(r)
 }
 
-fn verify_inclusion(proof: &Proof, body: &[u8], log: &Log) -> Result<(), String> {
+pub(super) fn verify_inclusion(proof: &Proof, body: &[u8], log: &Log) -> Result<(), String> {
     let index = u64::try_from(proof.log_index.value("the proof's log index")?)
         .map_err(|_| "a negative log index in the inclusion proof")?;
     let size = u64::try_from(proof.tree_size.value("the proof's tree size")?)
