@@ -516,3 +516,55 @@ fn install_require_provenance_refuses_a_package_its_bundle_does_not_vouch_for() 
         .unwrap();
     assert!(String::from_utf8_lossy(&run.stderr).contains("pass --provenance-repo OWNER/NAME"));
 }
+
+/// Where the real bundle's signed or signing values are: every base64 string whose change
+/// must be refused (the statement, the signature, the certificate, the log entry, the log's
+/// promise).
+fn signed_spans() -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    for key in [
+        "\"payload\"",
+        "\"sig\"",
+        "\"rawBytes\"",
+        "\"canonicalizedBody\"",
+        "\"signedEntryTimestamp\"",
+    ] {
+        let mut from = 0;
+        while let Some(at) = REAL[from..].find(key) {
+            let open = from + at + key.len() + REAL[from + at + key.len()..].find('"').unwrap() + 1;
+            let close = open + REAL[open..].find('"').unwrap();
+            spans.push((open, close));
+            from = close;
+        }
+    }
+    assert_eq!(spans.len(), 5, "{spans:?}");
+    spans
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Any one byte of the real bundle changed: never a panic, whatever it does to the JSON.
+    #[test]
+    fn a_bundle_changed_anywhere_never_panics(at in 0usize..REAL.len(), byte in 0u8..=255) {
+        let mut bytes = REAL.as_bytes().to_vec();
+        bytes[at] = byte;
+        let _ = verify("x", &bytes, REAL_DIGEST, &TrustRoots::public_good(), &real_policy());
+    }
+
+    /// Any one character of a signed or signing value changed to another base64 character: refused.
+    #[test]
+    fn a_bundle_with_any_signed_value_changed_is_refused(
+        span in proptest::sample::select(signed_spans()),
+        offset in 0usize..100_000,
+        replacement in proptest::sample::select(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".to_vec()),
+    ) {
+        let (open, close) = span;
+        let at = open + offset % (close - open);
+        let mut bytes = REAL.as_bytes().to_vec();
+        proptest::prop_assume!(bytes[at] != replacement && bytes[at] != b'=');
+        bytes[at] = replacement;
+        let refused = verify("x", &bytes, REAL_DIGEST, &TrustRoots::public_good(), &real_policy());
+        proptest::prop_assert!(refused.is_err(), "byte {at} changed to {} was accepted", replacement as char);
+    }
+}

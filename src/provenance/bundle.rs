@@ -5,6 +5,14 @@
 use super::trust_root::{RawBytes, base64};
 use serde::Deserialize;
 
+/// The bundle formats kfleet reads: v0.1 to v0.3.
+const MEDIA_TYPES: &[&str] = &[
+    "application/vnd.dev.sigstore.bundle+json;version=0.1",
+    "application/vnd.dev.sigstore.bundle+json;version=0.2",
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    "application/vnd.dev.sigstore.bundle.v0.3+json",
+];
+
 /// Largest bundle read (GitHub's are about 10 KiB).
 pub const MAX_BUNDLE: usize = 1 << 20;
 
@@ -129,12 +137,9 @@ impl Bundle {
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
         let bundle: Self =
             serde_json::from_slice(bytes).map_err(|e| format!("not a Sigstore bundle: {e}"))?;
-        if !bundle
-            .media_type
-            .starts_with("application/vnd.dev.sigstore.bundle")
-        {
+        if !MEDIA_TYPES.contains(&bundle.media_type.as_str()) {
             return Err(format!(
-                "media type '{}' is not a Sigstore bundle's",
+                "media type '{}' is not a Sigstore bundle format kfleet reads (v0.1 to v0.3)",
                 crate::text::clean(&bundle.media_type)
             ));
         }

@@ -235,7 +235,12 @@ fn verify_checkpoint(note: &str, size: u64, root: &[u8], log: &Log) -> Result<()
     };
     let (text, signatures) = (&note[..=split], &note[split + 2..]);
     let mut lines = text.lines();
-    let (_origin, stated_size, stated_root) = (lines.next(), lines.next(), lines.next());
+    let (origin, stated_size, stated_root) = (lines.next(), lines.next(), lines.next());
+    // The signer's name is the log's origin (`rekor.sigstore.dev - 1193050959916656506`'s first
+    // word).
+    let signer = origin
+        .and_then(|o| o.split_whitespace().next())
+        .unwrap_or_default();
     if stated_size.and_then(|s| s.parse::<u64>().ok()) != Some(size)
         || stated_root.and_then(|r| base64("", r).ok()).as_deref() != Some(root)
     {
@@ -245,9 +250,12 @@ fn verify_checkpoint(note: &str, size: u64, root: &[u8], log: &Log) -> Result<()
         let Some(rest) = line.strip_prefix("\u{2014} ") else {
             return false;
         };
-        let Some(encoded) = rest.rsplit(' ').next() else {
+        let Some((name, encoded)) = rest.split_once(' ') else {
             return false;
         };
+        if name != signer {
+            return false;
+        }
         base64("", encoded)
             .ok()
             .filter(|b| b.len() > 4)
