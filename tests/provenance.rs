@@ -369,7 +369,7 @@ fn ensure(
         .env_remove("KFLEET_CONFIG")
         .env("KFLEET_SERVICE_TOKEN", "node-token-0123456789abcdef")
         .args(["ensure", "--service", service, "--driver-version", "v1.1.0"])
-        .args(["--deadline", "20s", "--distribution", "amazonlinux"])
+        .args(["--deadline", "4s", "--distribution", "amazonlinux"])
         .args(["--distro-version", "2023", "--architecture", "x86_64"])
         .args(["--kernel-version", KERNEL, "--require-provenance"])
         .args(["--provenance-repo", "acme/kdriver", "--trust-root"])
@@ -413,6 +413,7 @@ fn ensure_require_provenance_keeps_only_what_the_build_workflow_signed() {
     type Case = (&'static str, Vec<u8>, Option<Vec<u8>>, &'static str);
     let refusals: Vec<Case> = vec![
         (
+            // Asked again until the deadline (the bundle may still be uploading), then named.
             "no bundle",
             ARTIFACT.to_vec(),
             None,

@@ -679,7 +679,7 @@ fn provenance_travels_with_the_driver_in_the_registry() {
             .args(["ensure", "--repo", "acme/kdriver", "--api-url"])
             .arg(sandbox_url(&sandbox_dir))
             .args(["--store", &registry.store(REPO)])
-            .args(["--driver-version", "1.4.2", "--deadline", "20s"])
+            .args(["--driver-version", "1.4.2", "--deadline", "4s"])
             .args(["--distribution", "ubuntu", "--distro-version", "22.04"])
             .args(["--architecture", "x86_64", "--kernel-version", kernel])
             .args(["--require-provenance", "--trust-root"])

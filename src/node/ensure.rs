@@ -137,11 +137,15 @@ pub enum EnsureError {
 
 impl EnsureError {
     /// What an asset being replaced looks like for a moment (a 404 or a digest that no longer
-    /// matches): worth asking again until the deadline.
+    /// matches), or one whose companions are still being uploaded (the bundle follows the
+    /// package): worth asking again until the deadline, which then names it.
     fn passing(&self) -> bool {
         matches!(
             self,
-            Self::Gone { .. } | Self::ChecksumMismatch { .. } | Self::ChecksumsDisagree { .. }
+            Self::Gone { .. }
+                | Self::ChecksumMismatch { .. }
+                | Self::ChecksumsDisagree { .. }
+                | Self::NoProvenance { .. }
         )
     }
 }
