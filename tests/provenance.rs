@@ -569,3 +569,30 @@ proptest::proptest! {
         proptest::prop_assert!(refused.is_err(), "byte {at} changed to {} was accepted", replacement as char);
     }
 }
+
+/// A release's `NAME.sigstore.json` is its package's bundle, not an asset of its own: the
+/// listing pairs them, and a bundle without its package is an unrecognised asset.
+#[test]
+fn a_releases_bundles_are_paired_with_their_packages() {
+    use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE, Release};
+    let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, "kdriver").unwrap();
+    let asset = |name: &str| json!({"name": name, "browser_download_url": format!("https://example.test/{name}")});
+    let release: Release = serde_json::from_value(json!({
+        "tag_name": "v1.1.0",
+        "assets": [
+            asset(NAME),
+            asset(&format!("{NAME}.sha256")),
+            asset(&format!("{NAME}.sigstore.json")),
+            asset("kdriver-v1.1.0-gone.tar.xz.sigstore.json"),
+        ],
+    }))
+    .unwrap();
+    let index = kfleet::artifacts::index_assets(&release, &template);
+    assert_eq!(index.matched.len(), 1);
+    assert_eq!(
+        index.matched[0].provenance_url.as_deref(),
+        Some(format!("https://example.test/{NAME}.sigstore.json").as_str())
+    );
+    let unrecognised: Vec<&str> = index.unrecognised.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(unrecognised, ["kdriver-v1.1.0-gone.tar.xz.sigstore.json"]);
+}
