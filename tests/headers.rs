@@ -1693,6 +1693,13 @@ fn builtin_chain_at(fx: &Fixture) -> Chain {
     Chain::parse("built-in, re-hosted", &builtin_sources_text(fx)).unwrap()
 }
 
+/// `key` resolved through the built-in chain re-hosted on the fixture.
+fn resolve_builtin(fx: &Fixture, key: &str) -> kfleet::headers::Resolution {
+    fx._rt
+        .block_on(resolver(builtin_chain_at(fx), 2000).resolve(&id(key)))
+        .unwrap()
+}
+
 fn builtin_sources_text(fx: &Fixture) -> String {
     kfleet::headers::chain::BUILTIN_SOURCES.replace("https://", &format!("{}/", fx.base))
 }
@@ -1980,13 +1987,7 @@ fn an_end_of_life_ubuntu_kernel_is_found_on_old_releases() {
         &format!("{root}dists/mantic-security/main/binary-arm64/Packages.xz"),
         xz(index.as_bytes()),
     );
-    let r = fx
-        ._rt
-        .block_on(
-            resolver(builtin_chain_at(&fx), 2000)
-                .resolve(&id("ubuntu/23.10/aarch64/6.5.0-44-generic")),
-        )
-        .unwrap();
+    let r = resolve_builtin(&fx, "ubuntu/23.10/aarch64/6.5.0-44-generic");
     assert_eq!(
         r.resolved_by.as_deref(),
         Some("ubuntu-old-releases"),
@@ -2100,13 +2101,7 @@ fn amazon_linux_2_extras_kernel_is_read_from_its_series_repository() {
         false,
         false,
     );
-    let res = fx
-        ._rt
-        .block_on(
-            resolver(builtin_chain_at(&fx), 2000)
-                .resolve(&id("amazonlinux/2/aarch64/5.10.228-219.884.amzn2.aarch64")),
-        )
-        .unwrap();
+    let res = resolve_builtin(&fx, "amazonlinux/2/aarch64/5.10.228-219.884.amzn2.aarch64");
     assert_eq!(
         res.resolved_by.as_deref(),
         Some("al2-kernel-extras"),
@@ -2130,12 +2125,10 @@ fn an_el8_real_time_kernel_is_found_in_the_rt_repository() {
         false,
         false,
     );
-    let res = fx
-        ._rt
-        .block_on(resolver(builtin_chain_at(&fx), 2000).resolve(&id(
-            "almalinux/8.10/x86_64/4.18.0-553.16.1.rt7.357.el8_10.x86_64",
-        )))
-        .unwrap();
+    let res = resolve_builtin(
+        &fx,
+        "almalinux/8.10/x86_64/4.18.0-553.16.1.rt7.357.el8_10.x86_64",
+    );
     assert_eq!(
         res.resolved_by.as_deref(),
         Some("almalinux-rt"),
@@ -2167,13 +2160,7 @@ fn a_stream_8_real_time_kernel_comes_from_its_kernel_rt_koji_build() {
             ],
         ),
     );
-    let res = fx
-        ._rt
-        .block_on(
-            resolver(builtin_chain_at(&fx), 2000)
-                .resolve(&id("centos/8/x86_64/4.18.0-513.5.1.rt7.307.el8.x86_64")),
-        )
-        .unwrap();
+    let res = resolve_builtin(&fx, "centos/8/x86_64/4.18.0-513.5.1.rt7.307.el8.x86_64");
     assert_eq!(
         res.resolved_by.as_deref(),
         Some("centos-stream-koji"),
@@ -2203,13 +2190,7 @@ fn fedora_probes_kojipkgs_before_downloading_primaries() {
         false,
         false,
     );
-    let res = fx
-        ._rt
-        .block_on(
-            resolver(builtin_chain_at(&fx), 2000)
-                .resolve(&id("fedora/41/x86_64/6.11.4-301.fc41.x86_64")),
-        )
-        .unwrap();
+    let res = resolve_builtin(&fx, "fedora/41/x86_64/6.11.4-301.fc41.x86_64");
     assert_eq!(res.resolved_by.as_deref(), Some("fedora-kojipkgs"));
     assert_eq!(res.attempts.len(), 1, "{}", attempted(&res));
     assert_eq!(res.attempts[0].url, format!("{}{path}", fx.base));
@@ -2795,13 +2776,7 @@ fn a_release_found_only_among_old_releases_is_learned_as_end_of_life() {
         &format!("{old}dists/wobbly-updates/main/binary-amd64/Packages.xz"),
         xz(index.as_bytes()),
     );
-    let r = fx
-        ._rt
-        .block_on(
-            resolver(builtin_chain_at(&fx), 2000)
-                .resolve(&id("ubuntu/30.04/x86_64/9.0.0-3-generic")),
-        )
-        .unwrap();
+    let r = resolve_builtin(&fx, "ubuntu/30.04/x86_64/9.0.0-3-generic");
     assert_eq!(
         r.resolved_by.as_deref(),
         Some("ubuntu-old-releases"),
@@ -2858,13 +2833,7 @@ fn a_release_missing_from_the_facts_is_read_from_the_archives_release_files() {
         &format!("{archive}dists/zesty-updates/main/binary-amd64/Packages.xz"),
         xz(index.as_bytes()),
     );
-    let r = fx
-        ._rt
-        .block_on(
-            resolver(builtin_chain_at(&fx), 2000)
-                .resolve(&id("ubuntu/26.10/x86_64/7.1.0-9-generic")),
-        )
-        .unwrap();
+    let r = resolve_builtin(&fx, "ubuntu/26.10/x86_64/7.1.0-9-generic");
     assert_eq!(
         r.resolved_by.as_deref(),
         Some("ubuntu-archive"),
@@ -2885,13 +2854,7 @@ fn a_release_missing_from_the_facts_is_read_from_the_archives_release_files() {
         None,
         "a suite kfleet knows is not read"
     );
-    let r = fx
-        ._rt
-        .block_on(
-            resolver(builtin_chain_at(&fx), 2000)
-                .resolve(&id("ubuntu/27.10/x86_64/7.3.0-2-generic")),
-        )
-        .unwrap();
+    let r = resolve_builtin(&fx, "ubuntu/27.10/x86_64/7.3.0-2-generic");
     assert!(r.resolved_by.is_none());
     assert!(
         attempted(&r).contains("no codename for ubuntu 27.10"),

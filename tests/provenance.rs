@@ -78,48 +78,34 @@ fn the_real_attestation_is_refused_for_anything_it_does_not_vouch_for() {
         "{e}"
     );
 
-    let e = refused(
-        bundle,
-        REAL_DIGEST,
-        &roots,
-        &Policy::github("acme/kdriver", None),
-    );
-    assert!(
-        e.contains("a workflow of prefix-dev/sigstore-example, not of acme/kdriver"),
-        "{e}"
-    );
-    let e = refused(
-        bundle,
-        REAL_DIGEST,
-        &roots,
-        &Policy::github("prefix-dev/sigstore-example", None),
-    );
-    assert!(
-        e.contains(
-            "the workflow .github/workflows/action.yaml, not .github/workflows/build-driver.yml"
+    let cases = [
+        (
+            Policy::github("acme/kdriver", None),
+            "a workflow of prefix-dev/sigstore-example, not of acme/kdriver",
         ),
-        "{e}"
-    );
-    let policy = Policy {
-        git_ref: Some("refs/tags/v1".into()),
-        ..real_policy()
-    };
-    let e = refused(bundle, REAL_DIGEST, &roots, &policy);
-    assert!(
-        e.contains("a run from refs/heads/main, not from refs/tags/v1"),
-        "{e}"
-    );
-    let policy = Policy {
-        issuer: "https://gitlab.com".into(),
-        ..real_policy()
-    };
-    let e = refused(bundle, REAL_DIGEST, &roots, &policy);
-    assert!(
-        e.contains(
-            "a token from https://token.actions.githubusercontent.com, not from https://gitlab.com"
+        (
+            Policy::github("prefix-dev/sigstore-example", None),
+            "the workflow .github/workflows/action.yaml, not .github/workflows/build-driver.yml",
         ),
-        "{e}"
-    );
+        (
+            Policy {
+                git_ref: Some("refs/tags/v1".into()),
+                ..real_policy()
+            },
+            "a run from refs/heads/main, not from refs/tags/v1",
+        ),
+        (
+            Policy {
+                issuer: "https://gitlab.com".into(),
+                ..real_policy()
+            },
+            "a token from https://token.actions.githubusercontent.com, not from https://gitlab.com",
+        ),
+    ];
+    for (policy, reason) in cases {
+        let e = refused(bundle, REAL_DIGEST, &roots, &policy);
+        assert!(e.contains(reason), "{e}");
+    }
 }
 
 /// The real bundle with one JSON value changed by `edit`.

@@ -304,12 +304,12 @@ async fn pull_from_store(
                 suffix: crate::provenance::BUNDLE_SUFFIX,
             });
         };
-        let verified = required.check(
-            &format!("{}{}", options.asset_name, crate::provenance::BUNDLE_SUFFIX),
+        check_bundle(
+            required,
+            &options.asset_name,
             &bundle,
             &crate::provenance::sha256_hex(&package),
         )?;
-        tracing::info!("{}: {}", options.asset_name, verified.describe());
     }
     tracing::info!(
         "pulled {key} {} from {} (layer {})",
@@ -559,10 +559,18 @@ async fn check_provenance(
         }
         Err(crate::net::BodyError::Transport(e)) => return Err(Attempt::Retry(e)),
     };
+    check_bundle(required, name, &bundle, sha256).map_err(|e| Attempt::Final(e.into()))
+}
+
+/// Verifies the bundle of the artifact `name` (sha256 `sha256`) and says who built it.
+fn check_bundle(
+    required: &crate::provenance::Requirement,
+    name: &str,
+    bundle: &[u8],
+    sha256: &str,
+) -> Result<(), crate::provenance::ProvenanceError> {
     let bundle_name = format!("{name}{}", crate::provenance::BUNDLE_SUFFIX);
-    let verified = required
-        .check(&bundle_name, &bundle, sha256)
-        .map_err(|e| Attempt::Final(e.into()))?;
+    let verified = required.check(&bundle_name, bundle, sha256)?;
     tracing::info!("{name}: {}", verified.describe());
     Ok(())
 }

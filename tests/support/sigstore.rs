@@ -27,6 +27,14 @@ fn run_openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A new elliptic-curve key on `curve`, written to `out` in `dir`.
+fn ec_key(dir: &Path, curve: &str, out: &str) {
+    run_openssl(
+        dir,
+        &["ecparam", "-name", curve, "-genkey", "-noout", "-out", out],
+    );
+}
+
 fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap()
 }
@@ -79,18 +87,7 @@ impl TestSigstore {
             ("rogue", "/O=rogue/CN=rogue fulcio"),
             ("tsa-ca", "/O=kfleet test/CN=test tsa root"),
         ] {
-            run_openssl(
-                d,
-                &[
-                    "ecparam",
-                    "-name",
-                    "secp384r1",
-                    "-genkey",
-                    "-noout",
-                    "-out",
-                    &format!("{name}.key"),
-                ],
-            );
+            ec_key(d, "secp384r1", &format!("{name}.key"));
             run_openssl(
                 d,
                 &[
@@ -116,18 +113,7 @@ impl TestSigstore {
             );
         }
         // The timestamp authority's own certificate, signed by its root.
-        run_openssl(
-            d,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "tsa.key",
-            ],
-        );
+        ec_key(d, "prime256v1", "tsa.key");
         run_openssl(
             d,
             &[
@@ -194,18 +180,7 @@ impl TestSigstore {
         .unwrap();
         std::fs::write(d.join("tsaserial"), "01\n").unwrap();
         // The transparency log's key.
-        run_openssl(
-            d,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "log.key",
-            ],
-        );
+        ec_key(d, "prime256v1", "log.key");
         run_openssl(
             d,
             &[
@@ -262,18 +237,7 @@ impl TestSigstore {
     ) -> Vec<u8> {
         let d = self.dir.path();
         let ca = if rogue { "rogue" } else { "ca" };
-        run_openssl(
-            d,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "leaf.key",
-            ],
-        );
+        ec_key(d, "prime256v1", "leaf.key");
         run_openssl(
             d,
             &[
