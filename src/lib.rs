@@ -31,6 +31,7 @@ pub mod node;
 pub mod notice;
 pub mod oci;
 pub mod protocol;
+pub mod openpgp;
 pub mod provenance;
 pub mod readiness;
 pub mod report;

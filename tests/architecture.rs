@@ -29,6 +29,7 @@ const LAYERS: &[&[&str]] = &[
         "identity",
         "kabi",
         "oci",
+        "openpgp",
         "provenance",
         "readiness",
     ],

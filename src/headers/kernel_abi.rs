@@ -51,7 +51,8 @@ impl Resolver {
             path: std::env::temp_dir().display().to_string(),
             source,
         })?;
-        let resolution = self.resolved(id).await?;
+        let resolution = self.resolved(id, &[]).await?;
+        let parts = super::KernelParts::of(id);
         let mut packages: Vec<&super::HeaderPackage> = resolution.packages.iter().collect();
         packages.sort_by_key(|p| p.name.contains("-common"));
         let unread = |message: String| HeaderError::Download {
@@ -60,7 +61,7 @@ impl Resolver {
         };
         let mut found = None;
         for package in &packages {
-            let path = self.download(&resolution, package, work.path()).await?;
+            let path = self.download(&resolution, package, &parts, work.path()).await?;
             let tree = crate::fsio::off_runtime(move || Ok(tree_files(&path)))
                 .await
                 .map_err(|e| HeaderError::Download {

@@ -10,6 +10,7 @@ mod releases;
 mod rpm_payload;
 mod sources;
 pub mod spec;
+pub mod trust;
 pub mod upcoming;
 
 pub use chain::{Chain, ChainError, PlannedSource, plan};
@@ -19,6 +20,7 @@ pub use spec::{Protocol, SourceKind, SourceSpec};
 pub use upcoming::{FleetLine, ListingPass, Upcoming, compare_kernels, fleet_lines, line_of};
 
 use crate::identity::KernelIdentity;
+use trust::Vouch;
 use crate::text::Cause;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -38,6 +40,9 @@ pub struct HeaderPackage {
     pub name: String,
     pub url: String,
     pub checksum: Option<Checksum>,
+    /// What vouches for it; a cached resolution without one is resolved again.
+    #[serde(default)]
+    pub vouch: Option<trust::Vouch>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +88,14 @@ pub enum HeaderError {
         algorithm: String,
         expected: String,
         actual: String,
+    },
+    /// A package whose own signature does not vouch for it (unsigned, another key, altered):
+    /// the chain moves on to the next source.
+    #[error("{name} from source {from}: {reason}; nothing was kept")]
+    Unvouched {
+        name: String,
+        from: String,
+        reason: String,
     },
     #[error("cannot write {path}: {source}")]
     Write {
@@ -221,6 +234,7 @@ impl Resolver {
                 .cache
                 .as_ref()
                 .map(|(dir, _)| dir.join("metadata")),
+            keyring: None,
         }
     }
 
@@ -237,10 +251,21 @@ impl Resolver {
     /// Tries the chain for `id` until a source holds its headers. An exhausted chain is a
     /// resolution without packages, with every attempt.
     pub async fn resolve(&self, id: &KernelIdentity) -> Result<Resolution, HeaderError> {
+        self.resolve_except(id, &[]).await
+    }
+
+    /// [`Self::resolve`] without the sources named in `excluded` (whose packages did not verify).
+    async fn resolve_except(
+        &self,
+        id: &KernelIdentity,
+        excluded: &[String],
+    ) -> Result<Resolution, HeaderError> {
         if let Some((path, ttl)) = self.cache_path(id)
+            && excluded.is_empty()
             && let Ok(text) = std::fs::read(&path)
             && let Ok(cached) = serde_json::from_slice::<Resolution>(&text)
             && cached.resolved_by.is_some()
+            && cached.packages.iter().all(|p| p.vouch.is_some())
             && chrono::Utc::now()
                 .signed_duration_since(cached.resolved_at)
                 .to_std()
@@ -255,6 +280,10 @@ impl Resolver {
         }
         let parts = KernelParts::of(id);
         let mut attempts = Vec::new();
+        let specs: Vec<&SourceSpec> = specs
+            .into_iter()
+            .filter(|s| !excluded.contains(&s.name))
+            .collect();
         let mut found = None;
         for spec in specs {
             let started = Instant::now();
@@ -326,21 +355,68 @@ impl Resolver {
         id: &KernelIdentity,
         out: &Path,
     ) -> Result<(Resolution, Vec<PathBuf>), HeaderError> {
-        let resolution = self.resolved(id).await?;
         crate::fsio::create_private_dir(out).map_err(|source| HeaderError::Write {
             path: out.display().to_string(),
             source,
         })?;
-        let mut written = Vec::new();
-        for package in &resolution.packages {
-            written.push(self.download(&resolution, package, out).await?);
+        let parts = KernelParts::of(id);
+        // Sources whose packages did not verify, with why: the chain goes on without them.
+        let mut excluded: Vec<String> = Vec::new();
+        let mut refusals: Vec<Attempt> = Vec::new();
+        'resolving: loop {
+            let mut resolution = match self.resolved(id, &excluded).await {
+                Ok(r) => r,
+                Err(HeaderError::Unresolvable { key, attempts }) if !refusals.is_empty() => {
+                    return Err(HeaderError::Unresolvable {
+                        key,
+                        attempts: format!("{}\n{attempts}", format_attempts(&refusals)),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            let mut written = Vec::new();
+            for package in &resolution.packages {
+                match self.download(&resolution, package, &parts, out).await {
+                    Ok(path) => written.push(path),
+                    Err(HeaderError::Unvouched {
+                        name,
+                        from: source,
+                        reason,
+                    }) => {
+                        for path in written {
+                            let _ = std::fs::remove_file(path);
+                        }
+                        refusals.push(Attempt {
+                            kind: self
+                                .chain
+                                .sources
+                                .iter()
+                                .find(|s| s.name == source)
+                                .map_or(SourceKind::Url, SourceSpec::kind),
+                            source: source.clone(),
+                            url: package.url.clone(),
+                            outcome: format!("{name} refused: {reason}"),
+                            millis: 0,
+                        });
+                        excluded.push(source);
+                        continue 'resolving;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            refusals.append(&mut resolution.attempts);
+            resolution.attempts = refusals;
+            return Ok((resolution, written));
         }
-        Ok((resolution, written))
     }
 
-    /// The resolution of `id`, or why the chain is exhausted.
-    async fn resolved(&self, id: &KernelIdentity) -> Result<Resolution, HeaderError> {
-        let resolution = self.resolve(id).await?;
+    /// The resolution of `id` without the `excluded` sources, or why the chain is exhausted.
+    async fn resolved(
+        &self,
+        id: &KernelIdentity,
+        excluded: &[String],
+    ) -> Result<Resolution, HeaderError> {
+        let resolution = self.resolve_except(id, excluded).await?;
         if resolution.resolved_by.is_none() {
             return Err(HeaderError::Unresolvable {
                 key: resolution.key.clone(),
@@ -356,6 +432,7 @@ impl Resolver {
         &self,
         resolution: &Resolution,
         package: &HeaderPackage,
+        parts: &KernelParts,
         out: &Path,
     ) -> Result<PathBuf, HeaderError> {
         let err = |message: String| HeaderError::Download {
@@ -418,6 +495,7 @@ impl Resolver {
                 });
             }
         }
+        self.vouched(resolution, package, found_by, parts, &body)?;
         let path = out.join(&package.name);
         let target = path.clone();
         crate::fsio::off_runtime(move || crate::fsio::write_private(&target, &body))
@@ -427,6 +505,48 @@ impl Resolver {
                 source,
             })?;
         Ok(path)
+    }
+}
+
+impl Resolver {
+    /// Whether what vouches for `package` holds for the bytes downloaded (the checksum, already
+    /// compared, or the package's own signature); warns for a source used unverified.
+    fn vouched(
+        &self,
+        resolution: &Resolution,
+        package: &HeaderPackage,
+        found_by: Option<&SourceSpec>,
+        parts: &KernelParts,
+        body: &[u8],
+    ) -> Result<(), HeaderError> {
+        let source = resolution.resolved_by.clone().unwrap_or_default();
+        let refuse = |reason: String| HeaderError::Unvouched {
+            name: package.name.clone(),
+            from: source.clone(),
+            reason,
+        };
+        match &package.vouch {
+            None => Err(refuse("nothing vouches for it".into())),
+            Some(Vouch::Unverified) => {
+                tracing::warn!(
+                    source = source.as_str(),
+                    "{} is NOT VERIFIED: source {source} has unverified = true",
+                    package.name
+                );
+                Ok(())
+            }
+            Some(Vouch::SignedIndex(_) | Vouch::DistributionApi(_)) if package.checksum.is_none() => {
+                Err(refuse("no checksum to check it against".into()))
+            }
+            Some(Vouch::SignedIndex(_) | Vouch::DistributionApi(_)) => Ok(()),
+            Some(Vouch::OwnSignature(_)) => {
+                let spec = found_by.ok_or_else(|| refuse("its source is no longer in the chain".into()))?;
+                let keyring = trust::keyring_for(spec, parts).map_err(&refuse)?;
+                trust::verify_rpm(body, &keyring)
+                    .map(|_| ())
+                    .map_err(|e| refuse(format!("its signature does not vouch for it: {e}")))
+            }
+        }
     }
 }
 

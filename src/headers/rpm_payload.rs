@@ -40,13 +40,111 @@ fn header_end(bytes: &[u8], at: usize, what: &str) -> Result<usize, String> {
 
 /// The compressed payload of the RPM `bytes`.
 fn payload(bytes: &[u8]) -> Result<&[u8], String> {
-    if !bytes.starts_with(&LEAD_MAGIC) || bytes.len() < LEAD_LEN {
-        return Err("not an RPM package".into());
+    Ok(Parts::of(bytes)?.payload)
+}
+
+/// An RPM cut into its signature header, header (with its magic, as signed) and payload.
+pub struct Parts<'a> {
+    pub signature: &'a [u8],
+    pub header: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+// rpm's tags: signature header (rpmtag.h's RPMSIGTAG_*) and header (RPMTAG_*).
+const SIG_DSAHEADER: u32 = 267;
+const SIG_RSAHEADER: u32 = 268;
+const SIG_OPENPGP: u32 = 278;
+const SIG_PGP: u32 = 1002;
+const SIG_GPG: u32 = 1005;
+const TAG_PAYLOADDIGEST: u32 = 5092;
+const TAG_PAYLOADDIGESTALGO: u32 = 5093;
+const TYPE_INT32: u32 = 4;
+const TYPE_STRING_ARRAY: u32 = 8;
+const TYPE_BIN: u32 = 7;
+
+impl<'a> Parts<'a> {
+    pub fn of(bytes: &'a [u8]) -> Result<Parts<'a>, String> {
+        if !bytes.starts_with(&LEAD_MAGIC) || bytes.len() < LEAD_LEN {
+            return Err("not an RPM package".into());
+        }
+        let signature_end = header_end(bytes, LEAD_LEN, "signature header")?;
+        let header_start = signature_end.next_multiple_of(8);
+        let end = header_end(bytes, header_start, "header")?;
+        Ok(Parts {
+            signature: &bytes[LEAD_LEN..signature_end],
+            header: &bytes[header_start..end],
+            payload: &bytes[end..],
+        })
     }
-    let signature_end = header_end(bytes, LEAD_LEN, "signature header")?;
-    let header_start = signature_end.next_multiple_of(8);
-    let header_end = header_end(bytes, header_start, "header")?;
-    Ok(&bytes[header_end..])
+
+    /// The OpenPGP signature of the header alone, as bytes.
+    pub fn header_signature(&self) -> Option<Vec<u8>> {
+        [SIG_OPENPGP, SIG_RSAHEADER, SIG_DSAHEADER]
+            .into_iter()
+            .find_map(|tag| binary(self.signature, tag))
+    }
+
+    /// The legacy OpenPGP signature of header and payload together.
+    pub fn whole_signature(&self) -> Option<Vec<u8>> {
+        [SIG_PGP, SIG_GPG]
+            .into_iter()
+            .find_map(|tag| binary(self.signature, tag))
+    }
+
+    /// Compares the payload with the digest its (signed) header carries.
+    pub fn check_payload_digest(&self) -> Result<(), String> {
+        use sha2::Digest;
+        let expected = entry(self.header, TAG_PAYLOADDIGEST)
+            .filter(|(kind, _, _)| *kind == TYPE_STRING_ARRAY)
+            .and_then(|(_, data, _)| data.split(|&b| b == 0).next())
+            .map(|hex| String::from_utf8_lossy(hex).to_ascii_lowercase())
+            .ok_or("its signed header carries no payload digest")?;
+        let algorithm = entry(self.header, TAG_PAYLOADDIGESTALGO)
+            .filter(|(kind, _, _)| *kind == TYPE_INT32)
+            .and_then(|(_, data, _)| data.get(..4))
+            .map_or(8, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let actual = match algorithm {
+            8 => crate::fsio::hex(&sha2::Sha256::digest(self.payload)),
+            10 => crate::fsio::hex(&sha2::Sha512::digest(self.payload)),
+            other => return Err(format!("its payload digest uses algorithm {other}, which kfleet does not check")),
+        };
+        if actual != expected {
+            return Err("its payload is not the one its signed header names (payload digest mismatch)".into());
+        }
+        Ok(())
+    }
+}
+
+/// The (type, data from the entry's offset on, count) of `tag` in a header blob (with magic).
+fn entry(blob: &[u8], tag: u32) -> Option<(u32, &[u8], usize)> {
+    let word = |at: usize| {
+        blob.get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let entries = word(8)? as usize;
+    let store = 16usize.checked_add(entries.checked_mul(16)?)?;
+    (0..entries).find_map(|i| {
+        let at = 16 + 16 * i;
+        (word(at)? == tag).then_some(())?;
+        let (kind, offset, count) = (word(at + 4)?, word(at + 8)? as usize, word(at + 12)? as usize);
+        let data = blob.get(store.checked_add(offset)?..)?;
+        Some((kind, data, count))
+    })
+}
+
+/// A binary entry's bytes, or the first of a string array's, base64-decoded (rpm 6's
+/// `OPENPGP`).
+fn binary(blob: &[u8], tag: u32) -> Option<Vec<u8>> {
+    let (kind, data, count) = entry(blob, tag)?;
+    match kind {
+        TYPE_BIN => data.get(..count).map(<[u8]>::to_vec),
+        TYPE_STRING_ARRAY => {
+            use base64::Engine;
+            let first = data.split(|&b| b == 0).next()?;
+            base64::engine::general_purpose::STANDARD.decode(first).ok()
+        }
+        _ => None,
+    }
 }
 
 /// The payload's decompressor, told by its first bytes.

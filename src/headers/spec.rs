@@ -122,6 +122,12 @@ pub struct SourceSpec {
     /// The credential its requests carry (`ubuntu-pro`): without one configured the source is
     /// not tried.
     pub credential: Option<String>,
+    /// The keyrings that vouch for what it serves: built-in names (`RPM-GPG-KEY-Rocky-{major}`)
+    /// or absolute paths, with placeholders; every one found counts.
+    pub signed_by: Vec<String>,
+    /// The operator's explicit opt-out: what it serves is used unchecked, with a warning each
+    /// time.
+    pub unverified: bool,
 }
 
 const DEFAULT_RPM_PACKAGES: &[&str] = &["kernel-devel"];
@@ -233,6 +239,10 @@ struct RawSource {
     proposed: bool,
     /// The credential its requests carry (see `headers::credentials`).
     credential: Option<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    signed_by: Option<Vec<String>>,
+    #[serde(default)]
+    unverified: bool,
 }
 
 /// A string or a list of strings.
@@ -273,12 +283,17 @@ impl TryFrom<RawSource> for SourceSpec {
         }
         // Fields of other kinds: say which kinds take them.
         use SourceKind::{AptRepo, Koji, RpmRepo, Url};
-        let takes: [(&str, bool, &[SourceKind]); 5] = [
+        let takes: [(&str, bool, &[SourceKind]); 6] = [
             ("mirrorlist", raw.mirrorlist.is_some(), &[RpmRepo]),
             ("files", raw.files.is_some(), &[Koji]),
             ("suites", raw.suites.is_some(), &[AptRepo]),
             ("components", raw.components.is_some(), &[AptRepo]),
             ("packages", raw.packages.is_some(), &[RpmRepo, Url, Koji]),
+            (
+                "signed_by",
+                raw.signed_by.is_some(),
+                &[AptRepo, RpmRepo, Url, Koji],
+            ),
         ];
         for (field, present, kinds) in takes {
             if present && !kinds.contains(&kind) {
@@ -350,7 +365,18 @@ impl TryFrom<RawSource> for SourceSpec {
             protocol,
             proposed: raw.proposed,
             credential: raw.credential,
+            signed_by: raw.signed_by.unwrap_or_default(),
+            unverified: raw.unverified,
         };
+        for entry in &spec.signed_by {
+            if !(entry.starts_with('/') || !entry.contains('/')) {
+                return Err(fail(format!(
+                    "signed_by '{}' is neither a built-in keyring's name nor an absolute path",
+                    crate::text::clean(entry)
+                )));
+            }
+            check_placeholders(entry, false).map_err(&fail)?;
+        }
         let url_kind = kind == SourceKind::Url;
         for template in spec.templates() {
             let package = url_kind && spec.urls.contains(template);

@@ -4,6 +4,7 @@
 use super::{Ctx, decompress, expanded, join, on_base_host};
 use crate::headers::parts::KernelParts;
 use crate::headers::spec::{Protocol, SourceSpec};
+use crate::headers::trust::Vouch;
 use crate::headers::{Checksum, HeaderPackage};
 use crate::locks::Lock;
 use std::collections::HashMap;
@@ -58,6 +59,7 @@ fn resolve_in_index(
     index: &HashMap<String, Stanza>,
     root: &str,
     base: &str,
+    vouch: Option<&Vouch>,
 ) -> Option<Vec<HeaderPackage>> {
     let mut out = Vec::new();
     let mut queue = vec![root.to_string()];
@@ -84,6 +86,7 @@ fn resolve_in_index(
                 algorithm: "sha256".into(),
                 hex,
             }),
+            vouch: vouch.cloned(),
         });
         queue.extend(s.depends.iter().filter(|d| header_dependency(d)).cloned());
     }
@@ -210,7 +213,7 @@ async fn read_suite_once(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> std::sync::
     }
     let before = ctx.attempts.len();
     let mut listing = SuiteListing::default();
-    for (name, stanza) in read_suite(ctx, suite).await {
+    for (name, stanza) in read_suite(ctx, suite).await.0 {
         let Some(kernel) = name.strip_prefix("linux-headers-") else {
             continue;
         };
@@ -235,16 +238,134 @@ async fn read_suite_once(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> std::sync::
     names
 }
 
+/// A suite's `Release` as its signature vouches for it: the SHA256 of each index file it lists
+/// (by path under `dists/{suite}/`), and what signed it.
+struct SignedRelease {
+    sha256: HashMap<String, String>,
+    vouch: Vouch,
+}
+
+/// The suite's `InRelease` (or `Release` and `Release.gpg`) checked against the source's
+/// keyring, then its `Valid-Until`. `Ok(None)`: the source is used unverified; `Err`: the suite
+/// cannot be trusted and is not read (the attempt says why).
+async fn signed_release(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> Result<Option<SignedRelease>, ()> {
+    let Some(keyring) = ctx.keyring.clone() else {
+        return Ok(None);
+    };
+    let dir = join(&suite.base, &format!("dists/{}/", suite.suite));
+    let now = std::time::SystemTime::now();
+    let (text, signer, file) = match ctx.get(&format!("{dir}InRelease")).await {
+        Ok(body) => match keyring.verify_cleartext(&body, now) {
+            Ok((text, signer)) => (text, signer, "InRelease"),
+            Err(e) => {
+                ctx.outcome(format!("InRelease refused: {e}"));
+                return Err(());
+            }
+        },
+        Err(e) if e == "HTTP 404" => {
+            let release = ctx.get(&format!("{dir}Release")).await.map_err(|_| ())?;
+            let signature = ctx.get(&format!("{dir}Release.gpg")).await.map_err(|_| ())?;
+            match keyring.verify_detached(&release, &signature, now) {
+                Ok(signer) => (
+                    String::from_utf8_lossy(&release).into_owned(),
+                    signer,
+                    "Release",
+                ),
+                Err(e) => {
+                    ctx.outcome(format!("Release.gpg refused: {e}"));
+                    return Err(());
+                }
+            }
+        }
+        Err(_) => return Err(()),
+    };
+    let fields = parse_release(&text);
+    if let Some(until) = &fields.valid_until {
+        match chrono::DateTime::parse_from_rfc2822(&until.replace("UTC", "+0000")) {
+            Ok(t) if t < chrono::Utc::now() => {
+                ctx.outcome(format!(
+                    "{file} refused: it was valid until {until}; a mirror that serves it is stale \
+                     (or replays old metadata)"
+                ));
+                return Err(());
+            }
+            Ok(_) => {}
+            Err(_) => {
+                ctx.outcome(format!("{file} refused: its Valid-Until '{}' is not a date", crate::text::clean(until)));
+                return Err(());
+            }
+        }
+    }
+    ctx.outcome(format!("ok, signed by {signer}"));
+    Ok(Some(SignedRelease {
+        sha256: fields.sha256,
+        vouch: Vouch::SignedIndex(format!("{}'s {file}, signed by {signer}", suite.suite)),
+    }))
+}
+
+/// The fields of a `Release` that kfleet reads.
+#[derive(Default)]
+struct ReleaseFields {
+    valid_until: Option<String>,
+    sha256: HashMap<String, String>,
+}
+
+fn parse_release(text: &str) -> ReleaseFields {
+    let mut out = ReleaseFields::default();
+    let mut in_sha256 = false;
+    for line in text.lines() {
+        if let Some(entry) = line.strip_prefix(' ') {
+            if in_sha256
+                && let [hash, _size, path] = entry.split_whitespace().collect::<Vec<_>>()[..]
+            {
+                out.sha256.insert(path.to_string(), hash.to_ascii_lowercase());
+            }
+            continue;
+        }
+        in_sha256 = line.trim_end() == "SHA256:";
+        if let Some(v) = line.strip_prefix("Valid-Until:") {
+            out.valid_until = Some(v.trim().to_string());
+        }
+    }
+    out
+}
+
 /// Every component's index of one suite, merged (dependencies may live in another component):
 /// per component the first index file that reads (`Packages.xz`, then `.gz`), decompressed off
-/// the async workers.
-async fn read_suite(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> HashMap<String, Stanza> {
+/// the async workers. Where the source is checked, only index files the suite's signed
+/// `Release` lists, with the SHA256 it lists, are read; the packages then carry what vouches
+/// for them.
+async fn read_suite(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> (HashMap<String, Stanza>, Option<Vouch>) {
     let mut index = HashMap::new();
+    let Ok(release) = signed_release(ctx, suite).await else {
+        return (index, None);
+    };
+    let dir = join(&suite.base, &format!("dists/{}/", suite.suite));
     for (_, urls) in &suite.components {
         for url in urls {
+            let listed = match &release {
+                None => None,
+                Some(r) => {
+                    let path = url.strip_prefix(&dir).unwrap_or(url);
+                    match r.sha256.get(path) {
+                        Some(hash) => Some(hash.clone()),
+                        // Not listed: not published (Packages.gz next to a Packages.xz).
+                        None => continue,
+                    }
+                }
+            };
             let Ok(body) = ctx.get(url).await else {
                 continue;
             };
+            if let Some(expected) = listed {
+                use sha2::Digest;
+                if crate::fsio::hex(&sha2::Sha256::digest(&body)) != expected {
+                    ctx.outcome(
+                        "refused: its SHA256 is not the one the signed Release lists".into(),
+                    );
+                    continue;
+                }
+            }
             let name = url.clone();
             let text = tokio::task::spawn_blocking(move || decompress(&name, &body))
                 .await
@@ -258,7 +379,7 @@ async fn read_suite(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> HashMap<String, 
             }
         }
     }
-    index
+    (index, release.map(|r| r.vouch))
 }
 
 /// The index files of a component, best first (either one is enough).
@@ -267,9 +388,9 @@ const INDEX_FILES: [&str; 2] = ["Packages.xz", "Packages.gz"];
 pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
     let root = format!("linux-headers-{}", ctx.parts.kernel);
     for suite in indexes(ctx.source, ctx.parts) {
-        let index = read_suite(ctx, &suite).await;
+        let (index, vouch) = read_suite(ctx, &suite).await;
         let name = &suite.suite;
-        if let Some(found) = resolve_in_index(&index, &root, &suite.base) {
+        if let Some(found) = resolve_in_index(&index, &root, &suite.base, vouch.as_ref()) {
             if let Some(e) = found
                 .iter()
                 .find_map(|p| on_base_host(&suite.base, &p.url).err())

@@ -120,6 +120,7 @@ pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
                         url: format!("{dir}/{file}"),
                         name: file,
                         checksum: None,
+                        vouch: None,
                     }
                 })
                 .collect(),

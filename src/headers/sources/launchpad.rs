@@ -66,6 +66,7 @@ async fn launchpad_binary(
                 algorithm: "sha256".into(),
                 hex,
             }),
+            vouch: None,
         },
         source,
     ))

@@ -13,6 +13,7 @@ mod xmlrpc;
 
 use super::parts::KernelParts;
 use super::spec::{Protocol, SourceSpec};
+use super::trust::Vouch;
 use super::{Attempt, HeaderPackage};
 use std::time::Instant;
 
@@ -33,6 +34,9 @@ pub(super) struct Ctx<'a> {
     /// When this source's time is up: work on blocking threads (reading a SQLite index) stops
     /// there too.
     pub deadline: std::time::Instant,
+    /// The keys that vouch for what the source serves (`signed_by`), once loaded; `None` for a
+    /// source used unverified, or of a kind vouched for otherwise.
+    pub keyring: Option<std::sync::Arc<crate::openpgp::Keyring>>,
 }
 
 /// What each APT suite read so far lists, by the suite's index URLs.
@@ -40,6 +44,50 @@ pub(crate) type ListingMemo =
     std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<apt_repo::SuiteListing>>>;
 
 impl Ctx<'_> {
+    /// Loads the keyring that checks the source (apt-repo, rpm-repo, url, koji), or warns once
+    /// per use where the operator opted out; `Err`: the source cannot be checked and is not
+    /// tried.
+    fn prepare_trust(&mut self) -> Result<(), String> {
+        if !matches!(
+            self.source.protocol,
+            Protocol::AptRepo { .. }
+                | Protocol::RpmRepo { .. }
+                | Protocol::Url { .. }
+                | Protocol::Koji { .. }
+        ) {
+            return Ok(());
+        }
+        if self.source.unverified {
+            tracing::warn!(
+                source = self.source.name.as_str(),
+                "source {} is used UNVERIFIED (unverified = true): no signature checks what it serves",
+                self.source.name
+            );
+            return Ok(());
+        }
+        let keyring = super::trust::keyring_for(self.source, self.parts)
+            .map_err(|e| format!("not tried: {e}"))?;
+        self.keyring = Some(std::sync::Arc::new(keyring));
+        Ok(())
+    }
+
+    /// What vouches for a package of this source that its index does not vouch for: its own
+    /// signature (RPMs), the distribution's API, or nothing where the operator opted out.
+    fn default_vouch(&self, url: &str) -> Vouch {
+        match (&self.source.protocol, &self.keyring) {
+            (Protocol::Snapshot | Protocol::Launchpad, _) => Vouch::DistributionApi(
+                reqwest::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .unwrap_or_default(),
+            ),
+            (_, Some(keyring)) if !self.source.unverified => {
+                Vouch::OwnSignature(keyring.origin.clone())
+            }
+            _ => Vouch::Unverified,
+        }
+    }
+
     /// Why this source is not tried: it names a credential none is configured for.
     fn without_credential(&self) -> Option<String> {
         let name = self.source.credential.as_deref()?;
@@ -279,6 +327,10 @@ pub(super) async fn list_kernels(ctx: &mut Ctx<'_>) -> Vec<ListedKernel> {
     if ctx.source.missing_codename(ctx.parts).is_some() || ctx.without_credential().is_some() {
         return Vec::new();
     }
+    if let Err(problem) = ctx.prepare_trust() {
+        ctx.record("", Instant::now(), &problem);
+        return Vec::new();
+    }
     match &ctx.source.protocol {
         Protocol::AptRepo { .. } => apt_repo::list(ctx)
             .await
@@ -315,14 +367,24 @@ pub(super) async fn try_source(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> 
         ctx.record("", Instant::now(), &problem);
         return None;
     }
-    match &ctx.source.protocol {
+    if let Err(problem) = ctx.prepare_trust() {
+        ctx.record("", Instant::now(), &problem);
+        return None;
+    }
+    let mut found = match &ctx.source.protocol {
         Protocol::RpmRepo { .. } => rpm_repo::resolve(ctx).await,
         Protocol::AptRepo { .. } => apt_repo::resolve(ctx).await,
         Protocol::Url { .. } => url::resolve(ctx).await,
         Protocol::Koji { .. } => koji::resolve(ctx).await,
         Protocol::Snapshot => snapshot::resolve(ctx).await,
         Protocol::Launchpad => launchpad::resolve(ctx).await,
+    }?;
+    for package in &mut found {
+        if package.vouch.is_none() || ctx.source.unverified {
+            package.vouch = Some(ctx.default_vouch(&package.url));
+        }
     }
+    Some(found)
 }
 
 /// The requests a source makes before any answer, as the offline plan shows them.

@@ -4,6 +4,7 @@
 use super::{Ctx, Outcome, decompress, expanded, join, on_base_host};
 use crate::headers::parts::KernelParts;
 use crate::headers::spec::{Protocol, SourceSpec};
+use crate::headers::trust::Vouch;
 use crate::headers::{Checksum, HeaderPackage};
 use quick_xml::events::Event;
 
@@ -127,7 +128,7 @@ pub(super) async fn list(ctx: &mut Ctx<'_>) -> Vec<Listed> {
             }
         })
         .await;
-        out.extend(listed.into_iter().flatten());
+        out.extend(listed.into_iter().flat_map(|(l, _)| l));
     }
     out
 }
@@ -267,7 +268,7 @@ pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
         };
         let missing: Vec<usize> = (0..wanted.len()).filter(|&i| found[i].is_none()).collect();
         let names: Vec<&str> = missing.iter().map(|&i| wanted[i].as_str()).collect();
-        let Some(hits) = rpm_repo_base(ctx, &base, &names).await else {
+        let Some((hits, vouch)) = rpm_repo_base(ctx, &base, &names).await else {
             continue;
         };
         for (i, hit) in missing.into_iter().zip(hits) {
@@ -281,6 +282,7 @@ pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
                     name: format!("{}.rpm", hit.stem),
                     url,
                     checksum: hit.checksum,
+                    vouch: vouch.clone(),
                 });
             }
         }
@@ -292,39 +294,63 @@ pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
 }
 
 /// The metadata of a repomd.xml that list packages, best first: `primary` (XML), then
-/// `primary_db` (SQLite), as (type, location href).
-fn primary_locations(repomd: &[u8]) -> Vec<(String, String)> {
+/// `primary_db` (SQLite), as (type, location href, checksum of the file).
+fn primary_locations(repomd: &[u8]) -> Vec<(String, String, Option<Checksum>)> {
     let mut reader = quick_xml::Reader::from_reader(repomd);
-    let mut data_type: Option<String> = None;
+    // The <data> being read: its type, location and checksum.
+    let mut data: Option<(String, Option<String>, Option<Checksum>)> = None;
+    let mut checksum_type: Option<String> = None;
     let mut out = Vec::new();
     let mut buf = Vec::new();
     loop {
         match reader.read_event_into(&mut buf) {
             Ok(Event::Start(e) | Event::Empty(e)) => match e.local_name().as_ref() {
                 b"data" => {
-                    data_type = e
+                    data = e
                         .try_get_attribute("type")
                         .ok()
                         .flatten()
                         .map(|a| String::from_utf8_lossy(&a.value).into_owned())
-                        .filter(|t| t == "primary" || t == "primary_db");
+                        .filter(|t| t == "primary" || t == "primary_db")
+                        .map(|t| (t, None, None));
                 }
                 b"location" => {
-                    if let (Some(t), Some(href)) =
-                        (data_type.take(), e.try_get_attribute("href").ok().flatten())
+                    if let (Some(d), Some(href)) =
+                        (data.as_mut(), e.try_get_attribute("href").ok().flatten())
                     {
-                        out.push((t, String::from_utf8_lossy(&href.value).into_owned()));
+                        d.1 = Some(String::from_utf8_lossy(&href.value).into_owned());
                     }
+                }
+                b"checksum" => {
+                    checksum_type = e
+                        .try_get_attribute("type")
+                        .ok()
+                        .flatten()
+                        .map(|a| String::from_utf8_lossy(&a.value).into_owned());
                 }
                 _ => {}
             },
-            Ok(Event::End(e)) if e.local_name().as_ref() == b"data" => data_type = None,
+            Ok(Event::Text(t)) => {
+                if let (Some(kind), Some(d)) = (checksum_type.take(), data.as_mut()) {
+                    let hex = String::from_utf8_lossy(t.as_ref()).trim().to_string();
+                    d.2 = rpm_checksum(&kind, &hex);
+                }
+            }
+            Ok(Event::End(e)) => match e.local_name().as_ref() {
+                b"data" => {
+                    if let Some((t, Some(href), checksum)) = data.take() {
+                        out.push((t, href, checksum));
+                    }
+                }
+                b"checksum" => checksum_type = None,
+                _ => {}
+            },
             Ok(Event::Eof) | Err(_) => break,
             _ => {}
         }
         buf.clear();
     }
-    out.sort_by_key(|(t, _)| t != "primary");
+    out.sort_by_key(|(t, _, _)| t != "primary");
     out
 }
 
@@ -495,12 +521,16 @@ fn read_version(e: &quick_xml::events::BytesStart<'_>, target: Option<(&mut Stri
 }
 
 /// Reads one repository's metadata for `names`: `None` when the metadata could not be read.
-async fn rpm_repo_base(ctx: &mut Ctx<'_>, base: &str, names: &[&str]) -> Option<Found> {
+async fn rpm_repo_base(
+    ctx: &mut Ctx<'_>,
+    base: &str,
+    names: &[&str],
+) -> Option<(Found, Option<Vouch>)> {
     let p = ctx.parts.clone();
     let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let deadline = ctx.deadline;
     let scanned = p.clone();
-    let hits = scan_metadata(ctx, base, move |kind, raw| {
+    let (hits, vouch) = scan_metadata(ctx, base, move |kind, raw| {
         let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
         if kind == "primary" {
             find_in_primary(raw, &names, &scanned)
@@ -531,24 +561,64 @@ async fn rpm_repo_base(ctx: &mut Ctx<'_>, base: &str, names: &[&str]) -> Option<
         ),
     };
     ctx.outcome(outcome);
-    Some(hits)
+    Some((hits, vouch))
+}
+
+/// Whether the repository signs its metadata: `repomd.xml.asc` checked against the source's
+/// keyring. `Ok(Some)`: signed, and what signed it; `Ok(None)`: unsigned (or the source is used
+/// unverified), so each package's own signature is checked when it is downloaded; `Err`: a
+/// signature that does not verify, and the repository is not read.
+async fn repomd_signature(
+    ctx: &mut Ctx<'_>,
+    base: &str,
+    repomd: &[u8],
+) -> Result<Option<Vouch>, ()> {
+    let Some(keyring) = ctx.keyring.clone() else {
+        return Ok(None);
+    };
+    let url = join(base, "repodata/repomd.xml.asc");
+    match ctx.get(&url).await {
+        Ok(signature) => {
+            match keyring.verify_detached(repomd, &signature, std::time::SystemTime::now()) {
+                Ok(signer) => {
+                    ctx.outcome(format!("ok, signed by {signer}"));
+                    Ok(Some(Vouch::SignedIndex(format!(
+                        "{} repomd.xml, signed by {signer}",
+                        crate::text::clean(base)
+                    ))))
+                }
+                Err(e) => {
+                    ctx.outcome(format!("repomd.xml.asc refused: {e}"));
+                    Err(())
+                }
+            }
+        }
+        Err(e) if e == "HTTP 404" => {
+            ctx.outcome("none: each package's own signature is checked".into());
+            Ok(None)
+        }
+        Err(_) => Err(()),
+    }
 }
 
 /// Reads one repository's repomd.xml and its package list (`primary`, else `primary_db`) and
 /// hands the decompressed metadata to `scan`, off the async workers (decompressing and scanning
-/// is CPU work). The first metadata `scan` reads wins; `None` when none could be read.
+/// is CPU work). The first metadata `scan` reads wins; `None` when none could be read. Where
+/// the repository signs repomd.xml, the package list must have the checksum it names, and the
+/// signature vouches for the packages.
 async fn scan_metadata<T: Send + 'static>(
     ctx: &mut Ctx<'_>,
     base: &str,
     scan: impl Fn(&str, &[u8]) -> Outcome<T> + Clone + Send + 'static,
-) -> Option<T> {
+) -> Option<(T, Option<Vouch>)> {
     let repomd = ctx.get(&join(base, "repodata/repomd.xml")).await.ok()?;
     let locations = primary_locations(&repomd);
     if locations.is_empty() {
         ctx.outcome("repomd.xml names no primary or primary_db metadata".into());
         return None;
     }
-    for (kind, href) in locations {
+    let vouch = repomd_signature(ctx, base, &repomd).await.ok()?;
+    for (kind, href, checksum) in locations {
         let url = join(base, &href);
         if let Err(e) = on_base_host(base, &url) {
             ctx.outcome(e);
@@ -557,6 +627,12 @@ async fn scan_metadata<T: Send + 'static>(
         let Ok(body) = ctx.get(&url).await else {
             continue;
         };
+        if vouch.is_some()
+            && let Err(e) = matches_checksum(&body, checksum.as_ref())
+        {
+            ctx.outcome(format!("refused: {e}"));
+            continue;
+        }
         let scan = scan.clone();
         let scanned = tokio::task::spawn_blocking(move || {
             decompress(&href, &body).and_then(|raw| scan(&kind, &raw))
@@ -564,9 +640,24 @@ async fn scan_metadata<T: Send + 'static>(
         .await
         .unwrap_or_else(|e| Err(format!("reading the metadata failed: {e}")));
         match scanned {
-            Ok(found) => return Some(found),
+            Ok(found) => return Some((found, vouch)),
             Err(e) => ctx.outcome(e),
         }
     }
     None
+}
+
+/// Whether `body` has the checksum signed metadata names for it.
+fn matches_checksum(body: &[u8], checksum: Option<&Checksum>) -> Result<(), String> {
+    use sha2::Digest;
+    let checksum = checksum.ok_or("the signed repomd.xml names no checksum for it")?;
+    let actual = match checksum.algorithm.as_str() {
+        "sha256" => crate::fsio::hex(&sha2::Sha256::digest(body)),
+        "sha512" => crate::fsio::hex(&sha2::Sha512::digest(body)),
+        other => return Err(format!("the signed repomd.xml names a {other} checksum, which kfleet does not check")),
+    };
+    if actual != checksum.hex {
+        return Err("its checksum is not the one the signed repomd.xml names".into());
+    }
+    Ok(())
 }

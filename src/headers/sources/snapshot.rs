@@ -57,6 +57,7 @@ async fn snapshot_binary(ctx: &mut Ctx<'_>, base: &str, package: &str) -> Option
             algorithm: "sha1".into(),
             hex: hash,
         }),
+        vouch: None,
     })
 }
 

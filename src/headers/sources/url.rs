@@ -36,6 +36,7 @@ pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
             name: url.rsplit('/').next().unwrap_or(&url).to_string(),
             url,
             checksum: None,
+            vouch: None,
         });
     }
     Some(out)
