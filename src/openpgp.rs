@@ -40,7 +40,8 @@ fn self_certified(key: SignedPublicKey) -> Option<TrustedKey> {
     let mut best: Option<(&pgp::types::SignedUser, &Signature)> = None;
     for user in &key.details.users {
         for s in user.signatures.iter().filter(|s| s.is_certification()) {
-            if s.verify_certification(primary, pgp::types::Tag::UserId, &user.id).is_ok()
+            if s.verify_certification(primary, pgp::types::Tag::UserId, &user.id)
+                .is_ok()
                 && best.is_none_or(|(_, b)| s.created() > b.created())
             {
                 best = Some((user, s));
@@ -140,12 +141,18 @@ impl Keyring {
 
     /// Verifies a clear-signed message (`InRelease`) and returns the text it signs, as signed:
     /// the only text a caller may read from it.
-    pub fn verify_cleartext(&self, message: &[u8], now: SystemTime) -> Result<(String, Signer), String> {
+    pub fn verify_cleartext(
+        &self,
+        message: &[u8],
+        now: SystemTime,
+    ) -> Result<(String, Signer), String> {
         let text = std::str::from_utf8(message)
             .map_err(|_| "the clear-signed file is not UTF-8 text".to_string())?;
         // Anything before the armour header would be unsigned text a reader might take as signed.
         if !text.starts_with("-----BEGIN PGP SIGNED MESSAGE-----") {
-            return Err("not a clear-signed message (no BEGIN PGP SIGNED MESSAGE at its start)".into());
+            return Err(
+                "not a clear-signed message (no BEGIN PGP SIGNED MESSAGE at its start)".into(),
+            );
         }
         let (message, _) = CleartextSignedMessage::from_string(text)
             .map_err(|e| format!("not a well-formed clear-signed message: {e}"))?;
@@ -157,24 +164,42 @@ impl Keyring {
 
     /// Verifies a detached signature (`Release.gpg`, `repomd.xml.asc`, armoured or binary) over
     /// `data`.
-    pub fn verify_detached(&self, data: &[u8], signature: &[u8], now: SystemTime) -> Result<Signer, String> {
+    pub fn verify_detached(
+        &self,
+        data: &[u8],
+        signature: &[u8],
+        now: SystemTime,
+    ) -> Result<Signer, String> {
         let (parsed, _) = DetachedSignature::from_reader_many(signature)
             .map_err(|e| format!("not an OpenPGP signature: {e}"))?;
         let mut signatures = Vec::new();
         for s in parsed {
-            signatures.push(s.map_err(|e| format!("not an OpenPGP signature: {e}"))?.signature);
+            signatures.push(
+                s.map_err(|e| format!("not an OpenPGP signature: {e}"))?
+                    .signature,
+            );
         }
         self.verify_any(&signatures, data, now)
     }
 
     /// Verifies a signature packet already parsed (an RPM header's), over `data`.
-    pub fn verify_packet(&self, signature: &Signature, data: &[u8], now: SystemTime) -> Result<Signer, String> {
+    pub fn verify_packet(
+        &self,
+        signature: &Signature,
+        data: &[u8],
+        now: SystemTime,
+    ) -> Result<Signer, String> {
         self.verify_any(std::slice::from_ref(signature), data, now)
     }
 
     /// The first of `signatures` that verifies with a usable key of the keyring; otherwise why
     /// none did, naming the keys the signatures were made with.
-    fn verify_any(&self, signatures: &[Signature], data: &[u8], now: SystemTime) -> Result<Signer, String> {
+    fn verify_any(
+        &self,
+        signatures: &[Signature],
+        data: &[u8],
+        now: SystemTime,
+    ) -> Result<Signer, String> {
         if signatures.is_empty() {
             return Err("it carries no signature".into());
         }
@@ -189,7 +214,12 @@ impl Keyring {
         Err(problems.join("; "))
     }
 
-    fn verify_one(&self, signature: &Signature, data: &[u8], now: SystemTime) -> Result<Signer, String> {
+    fn verify_one(
+        &self,
+        signature: &Signature,
+        data: &[u8],
+        now: SystemTime,
+    ) -> Result<Signer, String> {
         let issuers: Vec<String> = signature
             .issuer_fingerprint()
             .iter()
@@ -225,10 +255,13 @@ impl Keyring {
                     Some(s) => signature.verify(&s.key, data),
                 };
                 if let Err(e) = checked {
-                    failure = Some(format!("the signature by {fingerprint} does not verify: {e}"));
+                    failure = Some(format!(
+                        "the signature by {fingerprint} does not verify: {e}"
+                    ));
                     continue;
                 }
-                usable(trusted, subkey, now).map_err(|e| format!("signed by {user} ({fingerprint}), but {e}"))?;
+                usable(trusted, subkey, now)
+                    .map_err(|e| format!("signed by {user} ({fingerprint}), but {e}"))?;
                 return Ok(Signer {
                     fingerprint,
                     user,
@@ -283,12 +316,22 @@ fn usable(
         if flagged && !flags.sign() {
             return Err("that subkey is not for signing".into());
         }
-        expires(SystemTime::from(sub.key.created_at()), Some(binding), now, "the subkey")?;
+        expires(
+            SystemTime::from(sub.key.created_at()),
+            Some(binding),
+            now,
+            "the subkey",
+        )?;
     }
     Ok(())
 }
 
-fn expires(created: SystemTime, by: Option<&Signature>, now: SystemTime, what: &str) -> Result<(), String> {
+fn expires(
+    created: SystemTime,
+    by: Option<&Signature>,
+    now: SystemTime,
+    what: &str,
+) -> Result<(), String> {
     let Some(valid_for) = by.and_then(Signature::key_expiration_time) else {
         return Ok(());
     };

@@ -9,6 +9,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
 
+#[path = "support/archive_signing.rs"]
+#[allow(dead_code)]
+mod archive_signing;
+
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::identity::KernelIdentity;
 use sha2::{Digest, Sha256};
@@ -485,10 +489,16 @@ fn debian_mirror_with(extra: &[PathBuf], files_too: Vec<(String, Vec<u8>)>) -> M
     let mut xz = Vec::new();
     lzma_rs::xz_compress(&mut std::io::Cursor::new(index.as_bytes()), &mut xz).unwrap();
     let codename = kfleet::headers::KernelParts::of(&id).codename;
+    let index_path = format!("main/binary-{deb_arch}/Packages.xz");
+    // Signed as the archive signs its suites, with the tests' archive key.
     files.insert(
-        format!("/debian/dists/{codename}/main/binary-{deb_arch}/Packages.xz"),
-        xz,
+        format!("/debian/dists/{codename}/InRelease"),
+        archive_signing::clearsign(&archive_signing::release(&[(
+            index_path.clone(),
+            xz.clone(),
+        )])),
     );
+    files.insert(format!("/debian/dists/{codename}/{index_path}"), xz);
     files.extend(files_too);
     let files = std::sync::Arc::new(files);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -510,7 +520,8 @@ fn debian_mirror_with(extra: &[PathBuf], files_too: Vec<(String, Vec<u8>)>) -> M
     let mut sources = tempfile::NamedTempFile::new().unwrap();
     write!(
         sources,
-        "[[sources]]\nfamily = \"debian\"\nname = \"local-mirror\"\nkind = \"apt-repo\"\nurls = [\"{base}/debian/\"]\nsuites = [\"{{codename}}\"]\ncomponents = [\"main\"]\n"
+        "[[sources]]\nfamily = \"debian\"\nname = \"local-mirror\"\nkind = \"apt-repo\"\nsigned_by = \"{}\"\nurls = [\"{base}/debian/\"]\nsuites = [\"{{codename}}\"]\ncomponents = [\"main\"]\n",
+        archive_signing::keyring_path().display()
     )
     .unwrap();
     Mirror {

@@ -35,6 +35,9 @@ struct Files {
     authorizations: Vec<(String, Option<String>)>,
     /// Paths answered with a 302 to this URL.
     redirects: HashMap<String, String>,
+    /// Signatures made, by the SHA256 of what they sign: the same metadata keeps one signature
+    /// (and its ETag), as an archive's does.
+    signatures: HashMap<String, Vec<u8>>,
 }
 
 type Shared = Arc<Mutex<Files>>;
@@ -85,8 +88,15 @@ async fn serve(State(files): State<Shared>, request: Request) -> Response {
     }
     let key = format!("{path}{query}");
     let found = {
-        let f = files.lock().unwrap();
-        f.files.get(&key).or_else(|| f.files.get(&path)).cloned()
+        let mut f = files.lock().unwrap();
+        let Files {
+            files, signatures, ..
+        } = &mut *f;
+        files
+            .get(&key)
+            .or_else(|| files.get(&path))
+            .cloned()
+            .or_else(|| signed_metadata(files, signatures, &path))
     };
     // Every file has an ETag (its sha256) and answers a matching If-None-Match with a 304.
     let etag = found.as_ref().map(|b| format!("\"{}\"", sha256(b)));
@@ -107,6 +117,45 @@ async fn serve(State(files): State<Shared>, request: Request) -> Response {
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
+
+/// What an archive signs, made on request from the files served: a suite's `InRelease` listing
+/// every file put under `dists/{suite}/`, and `repomd.xml.asc` over a repository's repomd.xml.
+fn signed_metadata(
+    files: &HashMap<String, Vec<u8>>,
+    signatures: &mut HashMap<String, Vec<u8>>,
+    path: &str,
+) -> Option<Vec<u8>> {
+    // A suite that publishes Release and Release.gpg instead.
+    if let Some(dir) = path.strip_suffix("InRelease")
+        && !files.contains_key(&format!("{dir}Release"))
+    {
+        let mut listed: Vec<(String, Vec<u8>)> = files
+            .iter()
+            .filter_map(|(p, body)| Some((p.strip_prefix(dir)?.to_string(), body.clone())))
+            .collect();
+        if listed.is_empty() {
+            return None;
+        }
+        listed.sort();
+        let release = archive_signing::release(&listed);
+        let signed = signatures
+            .entry(sha256(release.as_bytes()))
+            .or_insert_with(|| archive_signing::clearsign(&release));
+        return Some(signed.clone());
+    }
+    let repomd = path
+        .strip_suffix(".asc")
+        .filter(|p| p.ends_with("/repomd.xml"))?;
+    let repomd = files.get(repomd)?;
+    let signed = signatures
+        .entry(sha256(repomd))
+        .or_insert_with(|| archive_signing::detach_sign(repomd));
+    Some(signed.clone())
+}
+
+#[path = "support/archive_signing.rs"]
+#[allow(dead_code)]
+mod archive_signing;
 
 fn koji(files: &Shared, body: &Bytes) -> Response {
     let text = String::from_utf8_lossy(body);
@@ -362,11 +411,12 @@ fn rpm_repo_with(
                 Some(bzip2_bytes(&primary_db(&rows))),
             ),
         };
+        let checksum = bytes.as_deref().map_or_else(|| "ff".into(), sha256);
         if let Some(bytes) = bytes {
             fx.put(&format!("{dir}{href}"), bytes);
         }
         data.push_str(&format!(
-            "  <data type=\"{kind}\">\n    <checksum type=\"sha256\">ff</checksum>\n    <location href=\"{href}\"/>\n{}  </data>\n",
+            "  <data type=\"{kind}\">\n    <checksum type=\"sha256\">{checksum}</checksum>\n    <open-checksum type=\"sha256\">ee</open-checksum>\n    <location href=\"{href}\"/>\n{}  </data>\n",
             if kind == "primary_db" {
                 "    <database_version>10</database_version>\n"
             } else {
@@ -383,6 +433,37 @@ fn rpm_repo_with(
 }
 
 /// A primary_db with createrepo's schema holding `rows` (name, arch, ver, rel, sha256, href).
+/// repomd.xml of the repository at `dir` rewritten with the checksums of the metadata now
+/// served: a hostile repository whose signed metadata names its own hostile files.
+fn rechecksum(fx: &Fixture, dir: &str) {
+    let path = format!("{dir}repodata/repomd.xml");
+    let repomd = String::from_utf8(fx.files.lock().unwrap().files[&path].clone()).unwrap();
+    let mut out = String::new();
+    for data in repomd.split_inclusive("</data>") {
+        let href = data
+            .split("<location href=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
+        let current = href.and_then(|h| {
+            fx.files
+                .lock()
+                .unwrap()
+                .files
+                .get(&format!("{dir}{h}"))
+                .map(|b| sha256(b))
+        });
+        match (current, data.find("<checksum type=\"sha256\">")) {
+            (Some(sum), Some(at)) => {
+                let start = at + "<checksum type=\"sha256\">".len();
+                let end = start + data[start..].find('<').unwrap();
+                out.push_str(&format!("{}{sum}{}", &data[..start], &data[end..]));
+            }
+            _ => out.push_str(data),
+        }
+    }
+    fx.put(&path, out);
+}
+
 fn primary_db(rows: &[(String, String, String, String, String, String)]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("primary.sqlite");
@@ -425,6 +506,38 @@ fn chain(fx: &Fixture, extra: &str) -> Chain {
 
 /// The test chain's sources file.
 fn chain_text(fx: &Fixture, extra: &str) -> String {
+    signed(&unsigned_chain_text(fx, extra))
+}
+
+/// `text` with every apt-repo, rpm-repo, url and koji source that names no keyring trusting the
+/// tests' archive key, as the fixture signs its metadata.
+fn signed(text: &str) -> String {
+    let line = format!(
+        "signed_by = \"{}\"\n",
+        archive_signing::keyring_path().display()
+    );
+    text.split("[[sources]]")
+        .map(|block| {
+            if block.contains("signed_by") || block.contains("unverified") {
+                return block.to_string();
+            }
+            let mut out = String::new();
+            for l in block.split_inclusive('\n') {
+                out.push_str(l);
+                if ["apt-repo", "rpm-repo", "url", "koji"]
+                    .iter()
+                    .any(|k| l.trim() == format!("kind = \"{k}\""))
+                {
+                    out.push_str(&line);
+                }
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join("[[sources]]")
+}
+
+fn unsigned_chain_text(fx: &Fixture, extra: &str) -> String {
     let b = &fx.base;
     format!(
         r#"
@@ -510,6 +623,9 @@ fn id(key: &str) -> KernelIdentity {
 
 const FEDORA: &str = "fedora/40/x86_64/6.8.9-300.fc40.x86_64";
 
+/// The outcome of reading a signature the tests' archive key made.
+const SIGNED: &str = "ok, signed by kfleet test archive <archive@kfleet.test> (179F15D00B276F8CDABC94001CDAD09CEF527078)";
+
 #[test]
 fn found_in_the_first_source() {
     let fx = fixture();
@@ -539,11 +655,25 @@ fn found_in_the_first_source() {
     );
     assert_eq!(
         r.attempts.len(),
-        2,
-        "repomd.xml, then primary: {:?}",
+        3,
+        "repomd.xml, its signature, then primary: {:?}",
         r.attempts
     );
-    assert_eq!(r.attempts[1].outcome, "found kernel-devel");
+    assert_eq!(r.attempts[1].outcome, SIGNED);
+    assert_eq!(r.attempts[2].outcome, "found kernel-devel");
+    let by = signed_index(&r.packages[0]);
+    assert!(
+        by.ends_with(&format!("/updates/40/x86_64/ repomd.xml, {}", &SIGNED[4..])),
+        "{by}"
+    );
+}
+
+/// Which signed index vouches for `package` (it must be one).
+fn signed_index(package: &kfleet::headers::HeaderPackage) -> &str {
+    match &package.vouch {
+        Some(kfleet::headers::trust::Vouch::SignedIndex(by)) => by,
+        other => panic!("not vouched for by a signed index: {other:?}"),
+    }
 }
 
 #[test]
@@ -568,7 +698,7 @@ fn rolled_off_the_first_repo_found_in_the_second_then_fetched_and_verified() {
     let (res, files) = fx._rt.block_on(r.fetch(&id(FEDORA), out.path())).unwrap();
     assert_eq!(res.resolved_by.as_deref(), Some("fedora-releases"));
     assert_eq!(
-        res.attempts[1].outcome,
+        res.attempts[2].outcome,
         "no kernel-devel-6.8.9-300.fc40.x86_64 in the metadata"
     );
     assert_eq!(files.len(), 1);
@@ -1027,8 +1157,8 @@ fn unchanged_repository_metadata_costs_a_304() {
     );
     assert_eq!(
         fx.files.lock().unwrap().not_modified,
-        2,
-        "repomd.xml and primary: {:?}",
+        3,
+        "repomd.xml, its signature and primary: {:?}",
         again.attempts
     );
 
@@ -1045,7 +1175,7 @@ fn unchanged_repository_metadata_costs_a_304() {
     );
     let changed = fx._rt.block_on(resolver().resolve(&id(FEDORA))).unwrap();
     assert_eq!(changed.packages, first.packages);
-    // The fixture's repomd.xml stays the same bytes (a 304); the changed primary is read in full.
+    // repomd.xml names the new primary's checksum: all three are read in full.
     assert_eq!(
         fx.files.lock().unwrap().not_modified,
         3,
@@ -1105,8 +1235,10 @@ fn stream_kernel_devel_and_kernel_headers_found_across_the_sources_repositories(
         outcomes,
         [
             "ok",
+            SIGNED,
             "found kernel-devel; no kernel-headers-5.14.0-404.el9.x86_64 in the metadata",
             "ok",
+            SIGNED,
             "found kernel-headers"
         ]
     );
@@ -1310,6 +1442,7 @@ fn a_primary_that_cannot_be_read_falls_back_to_primary_db() {
         [
             ("mirror.list", "ok"),
             ("repomd.xml", "ok"),
+            ("repomd.xml.asc", SIGNED),
             ("gone-primary.xml.gz", "HTTP 404"),
             (
                 "def456-primary.sqlite.bz2",
@@ -1332,6 +1465,7 @@ fn a_corrupt_primary_db_is_reported_not_fatal() {
         &format!("{repo}repodata/def456-primary.sqlite.bz2"),
         bzip2_bytes(b"this is not a database"),
     );
+    rechecksum(&fx, repo);
     let res = fx
         ._rt
         .block_on(resolver(chain(&fx, &al2_source(&fx)), 2000).resolve(&id(AL2)))
@@ -1367,6 +1501,7 @@ fn a_primary_db_whose_packages_is_an_endless_view_is_refused() {
         &format!("{repo}repodata/def456-primary.sqlite.bz2"),
         bzip2_bytes(&std::fs::read(&path).unwrap()),
     );
+    rechecksum(&fx, repo);
     let started = std::time::Instant::now();
     let res = fx
         ._rt
@@ -1456,6 +1591,7 @@ fn a_metadata_bomb_is_a_failed_attempt_and_the_chain_moves_on() {
     let bomb = bomb.finish().unwrap();
     assert!(bomb.len() < 1 << 20, "{}", bomb.len());
     fx.put("/updates/40/x86_64/repodata/abc123-primary.xml.gz", bomb);
+    rechecksum(&fx, "/updates/40/x86_64/");
     let started = std::time::Instant::now();
     let r = fx
         ._rt
@@ -1490,6 +1626,7 @@ fn a_metadata_bomb_is_a_failed_attempt_and_the_chain_moves_on() {
         "/updates/40/x86_64/repodata/abc123-primary.xml.zst",
         zstd::encode_all(spaces.as_slice(), 3).unwrap(),
     );
+    rechecksum(&fx, "/updates/40/x86_64/");
     let r = fx
         ._rt
         .block_on(resolver(chain(&fx, ""), 20_000).resolve(&id(FEDORA)))
@@ -1700,8 +1837,25 @@ fn resolve_builtin(fx: &Fixture, key: &str) -> kfleet::headers::Resolution {
         .unwrap()
 }
 
+/// The built-in chain with every host moved to the fixture, and every source's keyring the
+/// tests' own archive key.
 fn builtin_sources_text(fx: &Fixture) -> String {
-    kfleet::headers::chain::BUILTIN_SOURCES.replace("https://", &format!("{}/", fx.base))
+    let keyring = format!(
+        "signed_by = [\"{}\"]",
+        archive_signing::keyring_path().display()
+    );
+    kfleet::headers::chain::BUILTIN_SOURCES
+        .replace("https://", &format!("{}/", fx.base))
+        .lines()
+        .map(|l| {
+            if l.starts_with("signed_by = ") {
+                keyring.as_str()
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The built-in chain re-hosted on `fx` as a sources file in `dir`, and the binary run on it:
@@ -1754,28 +1908,28 @@ fn offline_plans_name_the_archive_and_the_package_for_real_edge_kernels() {
         (
             "debian/10/x86_64/4.19.0-27-amd64",
             "debian-archive",
-            "https://archive.debian.org/debian/dists/buster/main/binary-amd64/Packages.xz",
+            "https://archive.debian.org/debian/dists/buster/InRelease",
             &["linux-headers-4.19.0-27-amd64"],
             &["debian-mirror", "debian-security"],
         ),
         (
             "debian/12/aarch64/6.1.0-26-cloud-arm64",
             "debian-mirror",
-            "https://deb.debian.org/debian/dists/bookworm/main/binary-arm64/Packages.xz",
+            "https://deb.debian.org/debian/dists/bookworm/InRelease",
             &["linux-headers-6.1.0-26-cloud-arm64"],
             &["debian-archive", "debian-archive-security"],
         ),
         (
             "ubuntu/23.10/aarch64/6.5.0-44-generic",
             "ubuntu-old-releases",
-            "https://old-releases.ubuntu.com/ubuntu/dists/mantic-updates/main/binary-arm64/Packages.xz",
+            "https://old-releases.ubuntu.com/ubuntu/dists/mantic-updates/InRelease",
             &["linux-headers-6.5.0-44-generic"],
             &["ubuntu-ports", "ubuntu-archive"],
         ),
         (
             "ubuntu/26.04/x86_64/7.0.0-14-generic",
             "ubuntu-archive",
-            "https://archive.ubuntu.com/ubuntu/dists/resolute-updates/main/binary-amd64/Packages.xz",
+            "https://archive.ubuntu.com/ubuntu/dists/resolute-updates/InRelease",
             &["linux-headers-7.0.0-14-generic"],
             &["ubuntu-old-releases"],
         ),
@@ -3972,5 +4126,335 @@ fn debian_past_lts_resolves_from_the_extended_lts_archive() {
         files
             .iter()
             .any(|f| std::fs::read(f).unwrap() == b"ELTS-KBUILD")
+    );
+}
+
+/// A fixture Debian suite `bookworm-updates` holding `linux-headers-6.1.0-18-amd64` (with its
+/// Packages.xz), signed as the archive would be unless a test puts its own `InRelease`.
+fn debian_suite(fx: &Fixture) -> Vec<u8> {
+    let deb = b"DEB-HEADERS".to_vec();
+    fx.put(
+        "/debian/pool/main/l/linux/linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb",
+        deb.clone(),
+    );
+    let packages = stanza(
+        "linux-headers-6.1.0-18-amd64",
+        "pool/main/l/linux/linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb",
+        &deb,
+        "",
+    );
+    let index = xz(packages.as_bytes());
+    fx.put(
+        "/debian/dists/bookworm-updates/main/binary-amd64/Packages.xz",
+        index.clone(),
+    );
+    index
+}
+
+const BOOKWORM: &str = "debian/12/x86_64/6.1.0-18-amd64";
+
+fn resolve_debian(fx: &Fixture) -> kfleet::headers::Resolution {
+    fx._rt
+        .block_on(resolver(chain(fx, ""), 2000).resolve(&id(BOOKWORM)))
+        .unwrap()
+}
+
+/// The fixture suite resolved, which must be by the Debian mirror, and what was tried.
+fn resolved_by_the_mirror(fx: &Fixture) -> (kfleet::headers::Resolution, String) {
+    let r = resolve_debian(fx);
+    let tried = attempted(&r);
+    assert_eq!(r.resolved_by.as_deref(), Some("debian-mirror"), "{tried}");
+    (r, tried)
+}
+
+#[test]
+fn an_apt_suite_is_read_through_its_signed_inrelease() {
+    let fx = fixture();
+    debian_suite(&fx);
+    let (r, tried) = resolved_by_the_mirror(&fx);
+    assert!(
+        tried.contains("dists/bookworm-updates/InRelease -> ok, signed by kfleet test archive"),
+        "{tried}"
+    );
+    let by = signed_index(&r.packages[0]);
+    assert!(
+        by.starts_with("bookworm-updates's InRelease, signed by kfleet test archive"),
+        "{by}"
+    );
+}
+
+/// The fixture suite with `in_release` served: nothing resolves; what was tried.
+fn refused_with(fx: &Fixture, in_release: Vec<u8>) -> String {
+    fx.put("/debian/dists/bookworm-updates/InRelease", in_release);
+    let r = resolve_debian(fx);
+    let tried = attempted(&r);
+    assert_eq!(r.resolved_by, None, "{tried}");
+    tried
+}
+
+#[test]
+fn an_inrelease_signed_by_another_key_is_refused_and_names_the_key() {
+    let fx = fixture();
+    let index = debian_suite(&fx);
+    let release = archive_signing::release(&[("main/binary-amd64/Packages.xz".into(), index)]);
+    let tried = refused_with(
+        &fx,
+        archive_signing::clearsign_with("other-archive.sec.asc", &release),
+    );
+    assert!(
+        tried.contains("InRelease refused: signed by key 07D27B5B5337D0F4FCBF6F340C5FA0279DEDF0A5, which is not in keyring"),
+        "{tried}"
+    );
+    assert!(
+        !tried.contains("Packages.xz"),
+        "no index of an untrusted suite is read: {tried}"
+    );
+}
+
+#[test]
+fn an_index_that_is_not_the_one_the_release_lists_is_refused() {
+    let fx = fixture();
+    debian_suite(&fx);
+    let release =
+        archive_signing::release(&[("main/binary-amd64/Packages.xz".into(), b"other".to_vec())]);
+    let tried = refused_with(&fx, archive_signing::clearsign(&release));
+    assert!(
+        tried
+            .contains("Packages.xz -> refused: its SHA256 is not the one the signed Release lists"),
+        "{tried}"
+    );
+}
+
+#[test]
+fn a_release_past_its_valid_until_is_refused_as_stale() {
+    let fx = fixture();
+    let index = debian_suite(&fx);
+    let release = archive_signing::release(&[("main/binary-amd64/Packages.xz".into(), index)])
+        .replace(
+            "Valid-Until: Fri, 31 Dec 2100 00:00:00 UTC",
+            "Valid-Until: Sat, 01 Aug 2026 00:00:00 UTC",
+        );
+    let tried = refused_with(&fx, archive_signing::clearsign(&release));
+    assert!(
+        tried.contains("InRelease refused: it was valid until Sat, 01 Aug 2026 00:00:00 UTC"),
+        "{tried}"
+    );
+}
+
+#[test]
+fn a_suite_with_release_and_release_gpg_is_read_too() {
+    let fx = fixture();
+    let index = debian_suite(&fx);
+    let release = archive_signing::release(&[("main/binary-amd64/Packages.xz".into(), index)]);
+    fx.put("/debian/dists/bookworm-updates/Release", release.clone());
+    fx.put(
+        "/debian/dists/bookworm-updates/Release.gpg",
+        archive_signing::detach_sign(release.as_bytes()),
+    );
+    let (_, tried) = resolved_by_the_mirror(&fx);
+    assert!(
+        tried.contains("bookworm-updates/InRelease -> HTTP 404"),
+        "{tried}"
+    );
+    assert!(
+        tried.contains("bookworm-updates/Release.gpg -> ok, signed by kfleet test archive"),
+        "{tried}"
+    );
+
+    // Release altered after signing: refused.
+    fx.put(
+        "/debian/dists/bookworm-updates/Release",
+        format!("{release} 00 1 main/x\n"),
+    );
+    let r = resolve_debian(&fx);
+    assert_eq!(r.resolved_by, None);
+    assert!(
+        attempted(&r).contains("Release.gpg refused: "),
+        "{}",
+        attempted(&r)
+    );
+}
+
+#[test]
+fn a_source_without_its_keyring_is_not_tried_and_one_opted_out_is_marked_unverified() {
+    let fx = fixture();
+    debian_suite(&fx);
+    let text = chain_text(&fx, "").replace(
+        &archive_signing::keyring_path().display().to_string(),
+        "/nonexistent/debian-archive-keyring.gpg",
+    );
+    let r = fx
+        ._rt
+        .block_on(resolver(Chain::parse("t", &text).unwrap(), 2000).resolve(&id(BOOKWORM)))
+        .unwrap();
+    assert_eq!(r.resolved_by, None);
+    let tried = attempted(&r);
+    assert!(
+        tried.contains("debian-mirror  -> not tried: no keyring to check source debian-mirror with: /nonexistent/debian-archive-keyring.gpg (no such file)"),
+        "{tried}"
+    );
+
+    let text = unsigned_chain_text(&fx, "").replace(
+        "name = \"debian-mirror\"\nkind = \"apt-repo\"\n",
+        "name = \"debian-mirror\"\nkind = \"apt-repo\"\nunverified = true\n",
+    );
+    let r = fx
+        ._rt
+        .block_on(resolver(Chain::parse("t", &text).unwrap(), 2000).resolve(&id(BOOKWORM)))
+        .unwrap();
+    assert_eq!(r.resolved_by.as_deref(), Some("debian-mirror"));
+    assert_eq!(
+        r.packages[0].vouch,
+        Some(kfleet::headers::trust::Vouch::Unverified)
+    );
+    assert!(!attempted(&r).contains("InRelease"), "{}", attempted(&r));
+}
+
+fn fixture_rpm(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/openpgp")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// kojipkgs serves Koji's unsigned build (or one signed by a key the source does not trust);
+/// the chain refuses it when it is downloaded, nothing is kept, and Koji's hub then gives the
+/// signed package, whose signature and payload digest verify.
+#[test]
+fn an_rpm_its_signature_does_not_vouch_for_is_refused_and_the_chain_moves_on() {
+    for (served, reason) in [
+        ("kernel-devel-unsigned.rpm", "carries no OpenPGP signature"),
+        ("kernel-devel-other.rpm", "not in keyring"),
+    ] {
+        let fx = fixture();
+        rpm_repo(&fx, "/updates/40/x86_64/", &[], false, false);
+        rpm_repo(&fx, "/releases/40/x86_64/os/", &[], false, false);
+        fx.put(
+            "/packages/kernel/6.8.9/300.fc40/x86_64/kernel-devel-6.8.9-300.fc40.x86_64.rpm",
+            fixture_rpm(served),
+        );
+        fx.files.lock().unwrap().koji.insert(
+            "kernel-6.8.9-300.fc40".into(),
+            (2451234, vec![("kernel-devel".into(), "x86_64".into())]),
+        );
+        fx.put(
+            "/kojifiles/packages/kernel/6.8.9/300.fc40/x86_64/kernel-devel-6.8.9-300.fc40.x86_64.rpm",
+            fixture_rpm("kernel-devel-signed.rpm"),
+        );
+        let out = tempfile::tempdir().unwrap();
+        let (res, files) = fx
+            ._rt
+            .block_on(resolver(chain(&fx, ""), 2000).fetch(&id(FEDORA), out.path()))
+            .unwrap();
+        assert_eq!(
+            res.resolved_by.as_deref(),
+            Some("fedora-koji"),
+            "{}",
+            attempted(&res)
+        );
+        let tried = attempted(&res);
+        assert!(
+            tried.contains("fedora-kojipkgs") && tried.contains("kernel-devel-6.8.9-300.fc40.x86_64.rpm refused: its signature does not vouch for it") && tried.contains(reason),
+            "{tried}"
+        );
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            std::fs::read(&files[0]).unwrap(),
+            fixture_rpm("kernel-devel-signed.rpm")
+        );
+        assert_eq!(
+            std::fs::read_dir(out.path()).unwrap().count(),
+            1,
+            "nothing else kept"
+        );
+    }
+
+    // Nowhere else to go: the fetch fails and says why.
+    let fx = fixture();
+    fx.put(
+        "/packages/kernel/6.8.9/300.fc40/x86_64/kernel-devel-6.8.9-300.fc40.x86_64.rpm",
+        fixture_rpm("kernel-devel-unsigned.rpm"),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let e = fx
+        ._rt
+        .block_on(resolver(chain(&fx, ""), 2000).fetch(&id(FEDORA), out.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unresolvable") && e.contains("carries no OpenPGP signature"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
+/// Through the binary: `headers resolve` says what vouches for each package, and `headers fetch`
+/// from a source the operator opted out warns that nothing checked it.
+#[test]
+fn the_binary_names_what_vouches_for_each_package_and_warns_when_nothing_does() {
+    let fx = fixture();
+    debian_suite(&fx);
+    let dir = tempfile::tempdir().unwrap();
+    let sources = dir.path().join("sources.toml");
+    std::fs::write(&sources, chain_text(&fx, "")).unwrap();
+    let run = |sources: &std::path::Path, args: &[&str]| {
+        Command::cargo_bin("kfleet")
+            .unwrap()
+            .env("KFLEET_STATE_DIR", dir.path().join("state"))
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .args(args)
+            .arg("--sources")
+            .arg(sources)
+            .args(["--cache-ttl", "0s"])
+            .output()
+            .unwrap()
+    };
+    let out = run(&sources, &["headers", "resolve", BOOKWORM]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "vouched for by: checksum in bookworm-updates's InRelease, signed by kfleet test archive <archive@kfleet.test> (179F15D00B276F8CDABC94001CDAD09CEF527078)"
+        ),
+        "{stdout}"
+    );
+
+    let unverified = dir.path().join("unverified.toml");
+    std::fs::write(
+        &unverified,
+        unsigned_chain_text(&fx, "").replace(
+            "name = \"debian-mirror\"\nkind = \"apt-repo\"\n",
+            "name = \"debian-mirror\"\nkind = \"apt-repo\"\nunverified = true\n",
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("headers");
+    let out = run(
+        &unverified,
+        &[
+            "headers",
+            "fetch",
+            BOOKWORM,
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("source debian-mirror is used UNVERIFIED (unverified = true)")
+            && stderr.contains("linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb is NOT VERIFIED"),
+        "{stderr}"
+    );
+    assert!(
+        out_dir
+            .join("linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb")
+            .exists()
     );
 }

@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark stops at the first surprise
 
+#[path = "support/archive_signing.rs"]
+#[allow(dead_code)]
+mod archive_signing;
+
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::builds::Decision;
@@ -873,20 +877,33 @@ mod with_the_sandbox {
         }
         let mut xz = Vec::new();
         lzma_rs::xz_compress(&mut std::io::Cursor::new(index.as_bytes()), &mut xz).unwrap();
-        let app = axum::Router::new().route(
-            "/ubuntu/dists/jammy-updates/main/binary-amd64/Packages.xz",
-            axum::routing::get(move || {
-                let xz = xz.clone();
-                async move { xz }
-            }),
-        );
+        let in_release = crate::archive_signing::clearsign(&crate::archive_signing::release(&[(
+            "main/binary-amd64/Packages.xz".into(),
+            xz.clone(),
+        )]));
+        let app = axum::Router::new()
+            .route(
+                "/ubuntu/dists/jammy-updates/main/binary-amd64/Packages.xz",
+                axum::routing::get(move || {
+                    let xz = xz.clone();
+                    async move { xz }
+                }),
+            )
+            .route(
+                "/ubuntu/dists/jammy-updates/InRelease",
+                axum::routing::get(move || {
+                    let signed = in_release.clone();
+                    async move { signed }
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         kfleet::headers::Chain::parse(
             "test chain",
             &format!(
-                "[[sources]]\nfamily = \"ubuntu\"\nname = \"ubuntu-archive\"\nkind = \"apt-repo\"\nurls = [\"{base}/ubuntu/\"]\nsuites = [\"{{codename}}-updates\"]\ncomponents = [\"main\"]\n"
+                "[[sources]]\nfamily = \"ubuntu\"\nname = \"ubuntu-archive\"\nkind = \"apt-repo\"\nsigned_by = \"{}\"\nurls = [\"{base}/ubuntu/\"]\nsuites = [\"{{codename}}-updates\"]\ncomponents = [\"main\"]\n",
+                crate::archive_signing::keyring_path().display()
             ),
         )
         .unwrap()

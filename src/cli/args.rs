@@ -581,7 +581,8 @@ pub enum HeadersCommand {
         #[command(flatten)]
         chain: HeaderChainArgs,
     },
-    /// Download the header packages into DIR, verifying their checksums (what the build job runs).
+    /// Download the header packages into DIR, verifying their checksums and what vouches for them
+    /// (signed indexes, RPM signatures): what the build job runs.
     Fetch {
         #[command(flatten)]
         identity: IdentityArgs,

@@ -61,7 +61,9 @@ impl Resolver {
         };
         let mut found = None;
         for package in &packages {
-            let path = self.download(&resolution, package, &parts, work.path()).await?;
+            let path = self
+                .download(&resolution, package, &parts, work.path())
+                .await?;
             let tree = crate::fsio::off_runtime(move || Ok(tree_files(&path)))
                 .await
                 .map_err(|e| HeaderError::Download {

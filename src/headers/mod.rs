@@ -20,12 +20,12 @@ pub use spec::{Protocol, SourceKind, SourceSpec};
 pub use upcoming::{FleetLine, ListingPass, Upcoming, compare_kernels, fleet_lines, line_of};
 
 use crate::identity::KernelIdentity;
-use trust::Vouch;
 use crate::text::Cause;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use trust::Vouch;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checksum {
@@ -535,12 +535,15 @@ impl Resolver {
                 );
                 Ok(())
             }
-            Some(Vouch::SignedIndex(_) | Vouch::DistributionApi(_)) if package.checksum.is_none() => {
+            Some(Vouch::SignedIndex(_) | Vouch::DistributionApi(_))
+                if package.checksum.is_none() =>
+            {
                 Err(refuse("no checksum to check it against".into()))
             }
             Some(Vouch::SignedIndex(_) | Vouch::DistributionApi(_)) => Ok(()),
             Some(Vouch::OwnSignature(_)) => {
-                let spec = found_by.ok_or_else(|| refuse("its source is no longer in the chain".into()))?;
+                let spec = found_by
+                    .ok_or_else(|| refuse("its source is no longer in the chain".into()))?;
                 let keyring = trust::keyring_for(spec, parts).map_err(&refuse)?;
                 trust::verify_rpm(body, &keyring)
                     .map(|_| ())

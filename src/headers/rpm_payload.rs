@@ -106,10 +106,17 @@ impl<'a> Parts<'a> {
         let actual = match algorithm {
             8 => crate::fsio::hex(&sha2::Sha256::digest(self.payload)),
             10 => crate::fsio::hex(&sha2::Sha512::digest(self.payload)),
-            other => return Err(format!("its payload digest uses algorithm {other}, which kfleet does not check")),
+            other => {
+                return Err(format!(
+                    "its payload digest uses algorithm {other}, which kfleet does not check"
+                ));
+            }
         };
         if actual != expected {
-            return Err("its payload is not the one its signed header names (payload digest mismatch)".into());
+            return Err(
+                "its payload is not the one its signed header names (payload digest mismatch)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -126,7 +133,11 @@ fn entry(blob: &[u8], tag: u32) -> Option<(u32, &[u8], usize)> {
     (0..entries).find_map(|i| {
         let at = 16 + 16 * i;
         (word(at)? == tag).then_some(())?;
-        let (kind, offset, count) = (word(at + 4)?, word(at + 8)? as usize, word(at + 12)? as usize);
+        let (kind, offset, count) = (
+            word(at + 4)?,
+            word(at + 8)? as usize,
+            word(at + 12)? as usize,
+        );
         let data = blob.get(store.checked_add(offset)?..)?;
         Some((kind, data, count))
     })

@@ -369,7 +369,7 @@ impl TryFrom<RawSource> for SourceSpec {
             unverified: raw.unverified,
         };
         for entry in &spec.signed_by {
-            if !(entry.starts_with('/') || !entry.contains('/')) {
+            if !entry.starts_with('/') && entry.contains('/') {
                 return Err(fail(format!(
                     "signed_by '{}' is neither a built-in keyring's name nor an absolute path",
                     crate::text::clean(entry)

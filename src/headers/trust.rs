@@ -30,7 +30,9 @@ impl std::fmt::Display for Vouch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::SignedIndex(by) => write!(f, "checksum in {by}"),
-            Self::OwnSignature(keyring) => write!(f, "its own signature, checked against {keyring}"),
+            Self::OwnSignature(keyring) => {
+                write!(f, "its own signature, checked against {keyring}")
+            }
             Self::DistributionApi(host) => write!(f, "checksum from {host} over https"),
             Self::Unverified => write!(f, "NOT VERIFIED: its source has unverified = true"),
         }
@@ -41,7 +43,12 @@ macro_rules! builtin {
     ($file:literal) => {
         (
             $file,
-            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/keyrings/", $file)).as_slice(),
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/assets/keyrings/",
+                $file
+            ))
+            .as_slice(),
         )
     };
 }
@@ -52,27 +59,37 @@ const BUILTIN: &[(&str, &[u8])] = &[
     builtin!("debian-archive-keyring.gpg"),
     builtin!("rpm/MICROSOFT-METADATA-GPG-KEY"),
     builtin!("rpm/MICROSOFT-RPM-GPG-KEY"),
+    builtin!("rpm/RPM-GPG-KEY-AlmaLinux-10"),
     builtin!("rpm/RPM-GPG-KEY-AlmaLinux-8"),
     builtin!("rpm/RPM-GPG-KEY-AlmaLinux-9"),
+    builtin!("rpm/RPM-GPG-KEY-CentOS-10"),
     builtin!("rpm/RPM-GPG-KEY-CentOS-7"),
     builtin!("rpm/RPM-GPG-KEY-CentOS-Official-SHA256"),
+    builtin!("rpm/RPM-GPG-KEY-Rocky-10"),
     builtin!("rpm/RPM-GPG-KEY-Rocky-8"),
     builtin!("rpm/RPM-GPG-KEY-Rocky-9"),
     builtin!("rpm/RPM-GPG-KEY-SuSE-SLE-15"),
     builtin!("rpm/RPM-GPG-KEY-SuSE-SLE-Main-2023"),
     builtin!("rpm/RPM-GPG-KEY-amazon-linux-2"),
     builtin!("rpm/RPM-GPG-KEY-amazon-linux-2023"),
-    builtin!("rpm/RPM-GPG-KEY-fedora-39-primary"),
     builtin!("rpm/RPM-GPG-KEY-fedora-40-primary"),
     builtin!("rpm/RPM-GPG-KEY-fedora-41-primary"),
     builtin!("rpm/RPM-GPG-KEY-fedora-42-primary"),
+    builtin!("rpm/RPM-GPG-KEY-fedora-43-primary"),
+    builtin!("rpm/RPM-GPG-KEY-fedora-44-primary"),
+    builtin!("rpm/RPM-GPG-KEY-fedora-45-primary"),
+    builtin!("rpm/RPM-GPG-KEY-fedora-46-primary"),
     builtin!("rpm/RPM-GPG-KEY-openSUSE"),
+    builtin!("rpm/RPM-GPG-KEY-openSUSE-16-Backports"),
     builtin!("rpm/RPM-GPG-KEY-openSUSE-2022"),
     builtin!("rpm/RPM-GPG-KEY-openSUSE-Backports-2023"),
+    builtin!("rpm/RPM-GPG-KEY-openSUSE-Leap-SLE"),
     builtin!("rpm/RPM-GPG-KEY-openSUSE-Tumbleweed"),
+    builtin!("rpm/RPM-GPG-KEY-oracle-ol10"),
     builtin!("rpm/RPM-GPG-KEY-oracle-ol7"),
     builtin!("rpm/RPM-GPG-KEY-oracle-ol8"),
     builtin!("rpm/RPM-GPG-KEY-oracle-ol9"),
+    builtin!("rpm/RPM-GPG-KEY-redhat10-release"),
     builtin!("rpm/RPM-GPG-KEY-redhat8-release"),
     builtin!("rpm/RPM-GPG-KEY-redhat9-release"),
 ];
@@ -130,9 +147,8 @@ pub(crate) fn keyring_for(spec: &SourceSpec, parts: &KernelParts) -> Result<Keyr
 /// header-and-payload signature (`PGP`, `GPG`). The key must have been valid when it signed.
 pub fn verify_rpm(bytes: &[u8], keyring: &Keyring) -> Result<Signer, String> {
     let rpm = super::rpm_payload::Parts::of(bytes)?;
-    let signed_at = |s: &pgp::packet::Signature| {
-        s.created().map_or_else(SystemTime::now, SystemTime::from)
-    };
+    let signed_at =
+        |s: &pgp::packet::Signature| s.created().map_or_else(SystemTime::now, SystemTime::from);
     if let Some(raw) = rpm.header_signature() {
         let signature = parse_signature(&raw)?;
         let signer = keyring.verify_packet(&signature, rpm.header, signed_at(&signature))?;
@@ -152,4 +168,19 @@ fn parse_signature(raw: &[u8]) -> Result<pgp::packet::Signature, String> {
     pgp::composed::DetachedSignature::from_bytes(raw)
         .map(|d| d.signature)
         .map_err(|e| format!("the package's signature is not OpenPGP: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_built_in_keyring_holds_a_key_and_is_found_by_its_name() {
+        for (file, bytes) in super::BUILTIN {
+            let keyring = crate::openpgp::Keyring::parse(file, bytes)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(!keyring.fingerprints().is_empty(), "{file}");
+            let name = file.rsplit('/').next().unwrap_or(file);
+            assert!(super::builtin(name).is_some(), "{name}");
+        }
+        assert!(super::builtin("RPM-GPG-KEY-nonexistent").is_none());
+    }
 }

@@ -141,6 +141,12 @@ pub fn header_resolution(resolution: &Resolution, format: ListFormat) -> String 
                     .map(|c| format!(" {}:{}", c.algorithm, c.hex))
                     .unwrap_or_default();
                 out.push_str(&format!("  {}{}\n", clean(&p.url), clean(&sum)));
+                if let Some(vouch) = &p.vouch {
+                    out.push_str(&format!(
+                        "    vouched for by: {}\n",
+                        clean(&vouch.to_string())
+                    ));
+                }
             }
         }
         None => out.push_str("\nunresolvable: every source was tried\n"),

@@ -248,7 +248,10 @@ struct SignedRelease {
 /// The suite's `InRelease` (or `Release` and `Release.gpg`) checked against the source's
 /// keyring, then its `Valid-Until`. `Ok(None)`: the source is used unverified; `Err`: the suite
 /// cannot be trusted and is not read (the attempt says why).
-async fn signed_release(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> Result<Option<SignedRelease>, ()> {
+async fn signed_release(
+    ctx: &mut Ctx<'_>,
+    suite: &SuiteIndexes,
+) -> Result<Option<SignedRelease>, ()> {
     let Some(keyring) = ctx.keyring.clone() else {
         return Ok(None);
     };
@@ -264,7 +267,10 @@ async fn signed_release(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> Result<Optio
         },
         Err(e) if e == "HTTP 404" => {
             let release = ctx.get(&format!("{dir}Release")).await.map_err(|_| ())?;
-            let signature = ctx.get(&format!("{dir}Release.gpg")).await.map_err(|_| ())?;
+            let signature = ctx
+                .get(&format!("{dir}Release.gpg"))
+                .await
+                .map_err(|_| ())?;
             match keyring.verify_detached(&release, &signature, now) {
                 Ok(signer) => (
                     String::from_utf8_lossy(&release).into_owned(),
@@ -291,7 +297,10 @@ async fn signed_release(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> Result<Optio
             }
             Ok(_) => {}
             Err(_) => {
-                ctx.outcome(format!("{file} refused: its Valid-Until '{}' is not a date", crate::text::clean(until)));
+                ctx.outcome(format!(
+                    "{file} refused: its Valid-Until '{}' is not a date",
+                    crate::text::clean(until)
+                ));
                 return Err(());
             }
         }
@@ -318,7 +327,8 @@ fn parse_release(text: &str) -> ReleaseFields {
             if in_sha256
                 && let [hash, _size, path] = entry.split_whitespace().collect::<Vec<_>>()[..]
             {
-                out.sha256.insert(path.to_string(), hash.to_ascii_lowercase());
+                out.sha256
+                    .insert(path.to_string(), hash.to_ascii_lowercase());
             }
             continue;
         }
@@ -335,7 +345,10 @@ fn parse_release(text: &str) -> ReleaseFields {
 /// the async workers. Where the source is checked, only index files the suite's signed
 /// `Release` lists, with the SHA256 it lists, are read; the packages then carry what vouches
 /// for them.
-async fn read_suite(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> (HashMap<String, Stanza>, Option<Vouch>) {
+async fn read_suite(
+    ctx: &mut Ctx<'_>,
+    suite: &SuiteIndexes,
+) -> (HashMap<String, Stanza>, Option<Vouch>) {
     let mut index = HashMap::new();
     let Ok(release) = signed_release(ctx, suite).await else {
         return (index, None);

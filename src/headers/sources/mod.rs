@@ -394,6 +394,14 @@ pub(super) fn first_requests(spec: &SourceSpec, parts: &KernelParts) -> Vec<Stri
             .into_iter()
             .map(|r| r.first_request())
             .collect(),
+        // A checked suite is read from its signed Release (InRelease, else Release).
+        Protocol::AptRepo { .. } if !spec.unverified => apt_repo::indexes(spec, parts)
+            .into_iter()
+            .flat_map(|i| {
+                let dir = join(&i.base, &format!("dists/{}/", i.suite));
+                [format!("{dir}InRelease"), format!("{dir}Release")]
+            })
+            .collect(),
         Protocol::AptRepo { .. } => apt_repo::indexes(spec, parts)
             .into_iter()
             .flat_map(|i| i.components.into_iter().flat_map(|(_, urls)| urls))

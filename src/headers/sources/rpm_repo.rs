@@ -654,7 +654,11 @@ fn matches_checksum(body: &[u8], checksum: Option<&Checksum>) -> Result<(), Stri
     let actual = match checksum.algorithm.as_str() {
         "sha256" => crate::fsio::hex(&sha2::Sha256::digest(body)),
         "sha512" => crate::fsio::hex(&sha2::Sha512::digest(body)),
-        other => return Err(format!("the signed repomd.xml names a {other} checksum, which kfleet does not check")),
+        other => {
+            return Err(format!(
+                "the signed repomd.xml names a {other} checksum, which kfleet does not check"
+            ));
+        }
     };
     if actual != checksum.hex {
         return Err("its checksum is not the one the signed repomd.xml names".into());
