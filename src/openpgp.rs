@@ -139,6 +139,26 @@ impl Keyring {
             .collect()
     }
 
+    /// Every key's short id (the last 8 hex digits of its fingerprint, lower case, as Koji names
+    /// the signed copies of a build's RPMs): primary keys, then their subkeys.
+    pub fn short_ids(&self) -> Vec<String> {
+        let short = |f: &pgp::types::Fingerprint| {
+            let hex = crate::fsio::hex(f.as_bytes());
+            hex[hex.len().saturating_sub(8)..].to_string()
+        };
+        let primaries = self
+            .keys
+            .iter()
+            .map(|k| short(&k.key.primary_key.fingerprint()));
+        let subkeys = self.keys.iter().flat_map(|k| {
+            k.key
+                .public_subkeys
+                .iter()
+                .map(|s| short(&s.key.fingerprint()))
+        });
+        primaries.chain(subkeys).collect()
+    }
+
     /// Verifies a clear-signed message (`InRelease`) and returns the text it signs, as signed:
     /// the only text a caller may read from it.
     pub fn verify_cleartext(

@@ -1037,7 +1037,7 @@ fn offline_plan(key: &str) -> serde_json::Value {
 #[test]
 fn offline_plans_for_real_fedora_kernels_name_the_kojipkgs_url() {
     let text = include_str!("fixtures/real-kernels.csv");
-    let mut checked = 0;
+    let (mut checked, mut signed) = (0, 0);
     for line in text.lines().skip(1).filter(|l| l.starts_with("fedora,")) {
         let f: Vec<&str> = line.split(',').collect();
         let key = format!("{}/{}/{}/{}", f[0], f[1], f[2], f[3]);
@@ -1054,15 +1054,24 @@ fn offline_plans_for_real_fedora_kernels_name_the_kojipkgs_url() {
             .trim_end_matches(&format!(".{arch}"))
             .split_once('-')
             .unwrap();
-        assert_eq!(
-            koji["urls"][0],
-            format!(
-                "https://kojipkgs.fedoraproject.org/packages/kernel/{ver}/{rel}/{arch}/kernel-devel-{ver}-{rel}.{arch}.rpm"
-            )
-        );
+        // Koji's copy signed with the release's key (its short id), where that key is built in;
+        // none for the releases whose keys are not (their keyring is looked for on the machine).
+        match f[1] {
+            "40" | "41" => {
+                let sigkey = if f[1] == "40" { "a15b79cc" } else { "e99d6ad1" };
+                assert_eq!(
+                    koji["urls"][0],
+                    format!(
+                        "https://kojipkgs.fedoraproject.org/packages/kernel/{ver}/{rel}/data/signed/{sigkey}/{arch}/kernel-devel-{ver}-{rel}.{arch}.rpm"
+                    )
+                );
+                signed += 1;
+            }
+            _ => assert_eq!(koji["urls"], serde_json::json!([]), "{key}"),
+        }
         checked += 1;
     }
-    assert_eq!(checked, 19);
+    assert_eq!((checked, signed), (19, 2));
 }
 
 /// A fixture with Fedora's updates repository holding one kernel-devel, and a state directory.
@@ -1287,9 +1296,22 @@ fn without_kernel_headers_the_repo_misses_and_koji_gives_both() {
         "{:?}",
         res.attempts
     );
-    assert_eq!(
-        res.attempts.last().unwrap().outcome,
-        "found kernel-devel, kernel-headers"
+    assert!(
+        res.attempts
+            .iter()
+            .any(|a| a.outcome == "found kernel-devel, kernel-headers"),
+        "{:?}",
+        res.attempts
+    );
+    // No copy signed with the source's key: the build as built (refused when downloaded).
+    assert!(
+        res.attempts
+            .last()
+            .unwrap()
+            .outcome
+            .starts_with("no copy signed with "),
+        "{:?}",
+        res.attempts
     );
     let urls: Vec<String> = res.packages.iter().map(|p| p.url.clone()).collect();
     assert_eq!(
@@ -2037,7 +2059,7 @@ fn offline_plans_name_the_archive_and_the_package_for_real_edge_kernels() {
         (
             "fedora/41/aarch64/6.11.4-301.fc41.aarch64+16k",
             "fedora-kojipkgs",
-            "https://kojipkgs.fedoraproject.org/packages/kernel/6.11.4/301.fc41/aarch64/kernel-16k-devel-6.11.4-301.fc41.aarch64.rpm",
+            "https://kojipkgs.fedoraproject.org/packages/kernel/6.11.4/301.fc41/data/signed/e99d6ad1/aarch64/kernel-16k-devel-6.11.4-301.fc41.aarch64.rpm",
             &["kernel-16k-devel-6.11.4-301.fc41.aarch64"],
             &[],
         ),
@@ -2335,7 +2357,8 @@ fn a_stream_8_real_time_kernel_comes_from_its_kernel_rt_koji_build() {
 #[test]
 fn fedora_probes_kojipkgs_before_downloading_primaries() {
     let fx = fixture();
-    let path = "/kojipkgs.fedoraproject.org/packages/kernel/6.11.4/301.fc41/x86_64/kernel-devel-6.11.4-301.fc41.x86_64.rpm";
+    // The copy signed with the archive key (the re-hosted chain's keyring: the tests' key).
+    let path = "/kojipkgs.fedoraproject.org/packages/kernel/6.11.4/301.fc41/data/signed/c8d69559/x86_64/kernel-devel-6.11.4-301.fc41.x86_64.rpm";
     fx.put(path, b"RPM".to_vec());
     rpm_repo(
         &fx,
@@ -4339,8 +4362,13 @@ fn an_rpm_its_signature_does_not_vouch_for_is_refused_and_the_chain_moves_on() {
             "kernel-6.8.9-300.fc40".into(),
             (2451234, vec![("kernel-devel".into(), "x86_64".into())]),
         );
+        // Koji keeps the build as built, unsigned, and a copy per key it was signed with.
         fx.put(
             "/kojifiles/packages/kernel/6.8.9/300.fc40/x86_64/kernel-devel-6.8.9-300.fc40.x86_64.rpm",
+            fixture_rpm("kernel-devel-unsigned.rpm"),
+        );
+        fx.put(
+            "/kojifiles/packages/kernel/6.8.9/300.fc40/data/signed/ef527078/x86_64/kernel-devel-6.8.9-300.fc40.x86_64.rpm",
             fixture_rpm("kernel-devel-signed.rpm"),
         );
         let out = tempfile::tempdir().unwrap();
@@ -4357,6 +4385,12 @@ fn an_rpm_its_signature_does_not_vouch_for_is_refused_and_the_chain_moves_on() {
         let tried = attempted(&res);
         assert!(
             tried.contains("fedora-kojipkgs") && tried.contains("kernel-devel-6.8.9-300.fc40.x86_64.rpm refused: its signature does not vouch for it") && tried.contains(reason),
+            "{tried}"
+        );
+        assert!(
+            res.packages[0]
+                .url
+                .ends_with("/data/signed/ef527078/x86_64/kernel-devel-6.8.9-300.fc40.x86_64.rpm"),
             "{tried}"
         );
         assert_eq!(files.len(), 1);

@@ -394,11 +394,11 @@ fn check_placeholders(template: &str, package: bool) -> Result<(), String> {
             return Err(format!("{{ without a closing }} in {template}"));
         };
         let name = &rest[open + 1..open + close];
-        if !(PLACEHOLDERS.contains(&name) || (package && name == "package")) {
+        if !(PLACEHOLDERS.contains(&name) || (package && (name == "package" || name == "sigkey"))) {
             return Err(format!(
                 "unknown placeholder {{{name}}} in {template}; known: {}{}",
                 PLACEHOLDERS.join(" "),
-                if package { " package" } else { "" }
+                if package { " package sigkey" } else { "" }
             ));
         }
         rest = &rest[open + close + 1..];

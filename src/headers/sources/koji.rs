@@ -101,30 +101,46 @@ pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
             continue;
         }
         ctx.outcome(format!("found {}", wanted.join(", ")));
-        // Koji's file layout: packages/NAME/VERSION/RELEASE/ARCH/; the name is the one asked
-        // for, never one read from the answer.
-        let dir = format!(
-            "{}/packages/{}/{}/{}/{}",
+        // Koji's file layout: packages/NAME/VERSION/RELEASE/ARCH/ holds the build as built
+        // (unsigned); packages/NAME/VERSION/RELEASE/data/signed/KEYID/ARCH/ the copies signed
+        // with a key. The name is the one asked for, never one read from the answer.
+        let build = format!(
+            "{}/packages/{}/{}/{}",
             files.trim_end_matches('/'),
             p.srpm,
             p.version,
-            p.release,
-            p.arch
+            p.release
         );
-        return Some(
-            wanted
-                .iter()
-                .map(|w| {
-                    let file = format!("{}.rpm", p.rpm_file_stem(w));
-                    HeaderPackage {
-                        url: format!("{dir}/{file}"),
-                        name: file,
-                        checksum: None,
-                        vouch: None,
-                    }
-                })
-                .collect(),
-        );
+        let mut out = Vec::new();
+        for w in &wanted {
+            let file = format!("{}.rpm", p.rpm_file_stem(w));
+            let url = match signed_copy(ctx, &build, &file).await {
+                Some(url) => url,
+                None => format!("{build}/{}/{file}", p.arch),
+            };
+            out.push(HeaderPackage {
+                url,
+                name: file,
+                checksum: None,
+                vouch: None,
+            });
+        }
+        return Some(out);
+    }
+    None
+}
+
+/// The copy of `file` signed with a key of the source's keyring, where the hub's file root has
+/// one (probed per key, primary keys first); `None` without a keyring or a signed copy.
+async fn signed_copy(ctx: &mut Ctx<'_>, build: &str, file: &str) -> Option<String> {
+    let ids = ctx.keyring.as_ref()?.short_ids();
+    let arch = ctx.parts.arch.clone();
+    for id in ids {
+        let url = format!("{build}/data/signed/{id}/{arch}/{file}");
+        if ctx.probe(&url).await.is_ok() {
+            return Some(url);
+        }
+        ctx.outcome(format!("no copy signed with {id}"));
     }
     None
 }

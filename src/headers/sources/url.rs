@@ -5,15 +5,32 @@ use crate::headers::HeaderPackage;
 use crate::headers::parts::KernelParts;
 use crate::headers::spec::SourceSpec;
 
-/// Per wanted package, the URLs that may hold it, in order.
+/// Per wanted package, the URLs that may hold it, in order. A template naming `{sigkey}` (Koji's
+/// signed copies, `data/signed/{sigkey}/`) stands for one URL per key of the source's keyring,
+/// and for none where the source has no keyring.
 pub(super) fn candidates(spec: &SourceSpec, parts: &KernelParts) -> Vec<(String, Vec<String>)> {
+    let sigkeys: Vec<String> =
+        if spec.urls.iter().any(|u| u.contains("{sigkey}")) && !spec.unverified {
+            crate::headers::trust::keyring_for(spec, parts)
+                .map(|k| k.short_ids())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
     spec.rpm_packages_for(parts)
         .into_iter()
         .enumerate()
         .map(|(i, package)| {
             let urls = url_templates_for(spec, &package, i == 0)
                 .iter()
-                .map(|t| parts.expand(t))
+                .flat_map(|t| {
+                    let t = parts.expand(t);
+                    if t.contains("{sigkey}") {
+                        sigkeys.iter().map(|k| t.replace("{sigkey}", k)).collect()
+                    } else {
+                        vec![t]
+                    }
+                })
                 .collect();
             (package, urls)
         })
