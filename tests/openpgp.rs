@@ -214,3 +214,35 @@ fn an_rpm_signed_by_rpmsign_verifies_and_altered_ones_do_not() {
             .contains("not an RPM")
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Hostile bytes where a signed index, a signature or an RPM should be: an error, never a
+    /// panic, and never a verified signer.
+    #[test]
+    fn hostile_bytes_never_verify(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048), at in 0usize..6329) {
+        let ring = keyring("test-archive.pub.asc");
+        let now = SystemTime::now();
+        proptest::prop_assert!(ring.verify_cleartext(&bytes, now).is_err());
+        proptest::prop_assert!(ring.verify_detached(b"data", &bytes, now).is_err());
+        proptest::prop_assert!(kfleet::headers::trust::verify_rpm(&bytes, &ring).is_err());
+        // One flipped byte anywhere in a signed RPM: refused, or the very same bytes verified
+        // (a flip inside the lead, which nothing signs, changes nothing rpm reads).
+        let mut rpm = fixture("kernel-devel-signed.rpm");
+        let at = at % rpm.len();
+        rpm[at] ^= 0x5a;
+        if kfleet::headers::trust::verify_rpm(&rpm, &ring).is_ok() {
+            proptest::prop_assert!(at < 96 || (96..rpm_signature_end()).contains(&at), "byte {} flipped and still verified", at);
+        }
+    }
+}
+
+/// Where the signature header of the signed fixture RPM ends (lead, then the signature header
+/// and its padding): bytes there are not covered by the header signature.
+fn rpm_signature_end() -> usize {
+    let rpm = fixture("kernel-devel-signed.rpm");
+    let word = |i: usize| u32::from_be_bytes([rpm[i], rpm[i + 1], rpm[i + 2], rpm[i + 3]]) as usize;
+    let (entries, data) = (word(96 + 8), word(96 + 12));
+    (96 + 16 + 16 * entries + data).next_multiple_of(8)
+}

@@ -91,6 +91,11 @@ impl<'a> Parts<'a> {
             .find_map(|tag| binary(self.signature, tag))
     }
 
+    /// Whether the header carries the payload's digest (rpm 4.14 and later).
+    pub fn has_payload_digest(&self) -> bool {
+        entry(self.header, TAG_PAYLOADDIGEST).is_some()
+    }
+
     /// Compares the payload with the digest its (signed) header carries.
     pub fn check_payload_digest(&self) -> Result<(), String> {
         use sha2::Digest;

@@ -149,18 +149,27 @@ pub fn verify_rpm(bytes: &[u8], keyring: &Keyring) -> Result<Signer, String> {
     let rpm = super::rpm_payload::Parts::of(bytes)?;
     let signed_at =
         |s: &pgp::packet::Signature| s.created().map_or_else(SystemTime::now, SystemTime::from);
-    if let Some(raw) = rpm.header_signature() {
-        let signature = parse_signature(&raw)?;
+    let header_signed = rpm.header_signature();
+    if let Some(raw) = &header_signed {
+        let signature = parse_signature(raw)?;
         let signer = keyring.verify_packet(&signature, rpm.header, signed_at(&signature))?;
-        rpm.check_payload_digest()?;
-        return Ok(signer);
+        if rpm.has_payload_digest() {
+            rpm.check_payload_digest()?;
+            return Ok(signer);
+        }
     }
     if let Some(raw) = rpm.whole_signature() {
         let signature = parse_signature(&raw)?;
         let signed: Vec<u8> = [rpm.header, rpm.payload].concat();
         return keyring.verify_packet(&signature, &signed, signed_at(&signature));
     }
-    Err("the package carries no OpenPGP signature (an unsigned build)".into())
+    Err(if header_signed.is_some() {
+        "its header is signed, but nothing vouches for its payload (no payload digest in the \
+         header, no header-and-payload signature)"
+            .into()
+    } else {
+        "the package carries no OpenPGP signature (an unsigned build)".into()
+    })
 }
 
 fn parse_signature(raw: &[u8]) -> Result<pgp::packet::Signature, String> {
