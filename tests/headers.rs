@@ -4492,3 +4492,111 @@ fn the_binary_names_what_vouches_for_each_package_and_warns_when_nothing_does() 
             .exists()
     );
 }
+
+/// Debian's real bookworm-security suite as this machine's apt fetched it on 2026-05-20: its
+/// signed InRelease and the exact `Packages` it lists, served on 127.0.0.1.
+fn real_debian_security(fx: &Fixture) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openpgp");
+    let in_release = std::fs::read(dir.join("debian-bookworm-security.InRelease")).unwrap();
+    let mut packages = Vec::new();
+    lzma_rs::xz_decompress(
+        &mut std::io::Cursor::new(
+            std::fs::read(dir.join("debian-bookworm-security.Packages.xz")).unwrap(),
+        ),
+        &mut packages,
+    )
+    .unwrap();
+    fx.put(
+        "/debian-security/dists/bookworm-security/InRelease",
+        in_release,
+    );
+    fx.put(
+        "/debian-security/dists/bookworm-security/main/binary-amd64/Packages",
+        packages,
+    );
+}
+
+fn real_security_chain(fx: &Fixture) -> Chain {
+    let text = format!(
+        "[[sources]]\nfamily = \"debian\"\nname = \"debian-security\"\nkind = \"apt-repo\"\nsigned_by = \"debian-archive-keyring.gpg\"\nurls = [\"{}/debian-security/\"]\nsuites = [\"{{codename}}-security\"]\ncomponents = [\"main\"]\n",
+        fx.base
+    );
+    Chain::parse("real debian-security", &text).unwrap()
+}
+
+/// The whole APT chain on real data: Debian's signature on the real InRelease (checked against
+/// the built-in Debian keyring on the day it was valid), the SHA256 it lists for the real
+/// `Packages`, and the headers package with its common and kbuild packages and their SHA256 from
+/// that index. On today's date the same metadata is refused as stale.
+#[test]
+fn a_real_debian_security_suite_resolves_through_its_signature_and_hash_chain() {
+    let fx = fixture();
+    real_debian_security(&fx);
+    let may_21 = std::time::UNIX_EPOCH + Duration::from_secs(1_779_321_600);
+    let resolver = |at: Option<std::time::SystemTime>| {
+        Resolver::new(
+            real_security_chain(&fx),
+            ResolverOptions {
+                source_timeout: Duration::from_secs(5),
+                verify_at: at,
+                ..ResolverOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let key = id("debian/12/x86_64/6.1.0-48-amd64");
+    let r = fx
+        ._rt
+        .block_on(resolver(Some(may_21)).resolve(&key))
+        .unwrap();
+    let tried = attempted(&r);
+    assert_eq!(r.resolved_by.as_deref(), Some("debian-security"), "{tried}");
+    assert!(
+        // The first of its signatures that verifies: bullseye's security key, still valid.
+        tried.contains("bookworm-security/InRelease -> ok, signed by Debian Security Archive Automatic Signing Key (11/bullseye) <ftpmaster@debian.org> (ED541312A33F1128F10B1C6C54404762BBB6E853)"),
+        "{tried}"
+    );
+    let mut names: Vec<&str> = r.packages.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "linux-headers-6.1.0-48-amd64_6.1.172-1_amd64.deb",
+            "linux-headers-6.1.0-48-common_6.1.172-1_all.deb",
+            "linux-kbuild-6.1_6.1.172-1_amd64.deb",
+        ]
+    );
+    let headers = r
+        .packages
+        .iter()
+        .find(|p| p.name.starts_with("linux-headers-6.1.0-48-amd64"))
+        .unwrap();
+    assert_eq!(
+        headers.url,
+        format!(
+            "{}/debian-security/pool/updates/main/l/linux/linux-headers-6.1.0-48-amd64_6.1.172-1_amd64.deb",
+            fx.base
+        )
+    );
+    assert_eq!(
+        headers.checksum.as_ref().unwrap().hex,
+        "1f0a29646568d71a40063864a69f5a81f78f8e29b901a25ff8f32e39a1633d68"
+    );
+    assert!(
+        signed_index(headers).starts_with(
+            "bookworm-security's InRelease, signed by Debian Security Archive Automatic Signing Key"
+        ),
+        "{:?}",
+        headers.vouch
+    );
+
+    // Today: past its Valid-Until (2026-05-27), the same signed metadata is a replay.
+    let r = fx._rt.block_on(resolver(None).resolve(&key)).unwrap();
+    assert_eq!(r.resolved_by, None);
+    assert!(
+        attempted(&r)
+            .contains("InRelease refused: it was valid until Wed, 27 May 2026 16:28:12 UTC"),
+        "{}",
+        attempted(&r)
+    );
+}

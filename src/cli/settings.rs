@@ -146,6 +146,7 @@ fn header_resolver_options(
         cache: (!ttl.is_zero()).then(|| (state_root.join("headers"), ttl)),
         proposed: false,
         credentials: header_credentials()?,
+        verify_at: None,
     })
 }
 

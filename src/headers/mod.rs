@@ -120,6 +120,9 @@ pub struct ResolverOptions {
     pub proposed: bool,
     /// Logins for the sources that name a credential (Ubuntu Pro's archives).
     pub credentials: Credentials,
+    /// When signatures, keys and `Valid-Until` are judged; `None`: now. A replay of metadata
+    /// recorded on a past day (an archive's signed index, kept) sets that day.
+    pub verify_at: Option<std::time::SystemTime>,
 }
 
 impl Default for ResolverOptions {
@@ -129,6 +132,7 @@ impl Default for ResolverOptions {
             cache: None,
             proposed: false,
             credentials: Credentials::default(),
+            verify_at: None,
         }
     }
 }
@@ -235,6 +239,10 @@ impl Resolver {
                 .as_ref()
                 .map(|(dir, _)| dir.join("metadata")),
             keyring: None,
+            verify_at: self
+                .options
+                .verify_at
+                .unwrap_or_else(std::time::SystemTime::now),
         }
     }
 

@@ -256,7 +256,7 @@ async fn signed_release(
         return Ok(None);
     };
     let dir = join(&suite.base, &format!("dists/{}/", suite.suite));
-    let now = std::time::SystemTime::now();
+    let now = ctx.verify_at;
     let (text, signer, file) = match ctx.get(&format!("{dir}InRelease")).await {
         Ok(body) => match keyring.verify_cleartext(&body, now) {
             Ok((text, signer)) => (text, signer, "InRelease"),
@@ -288,7 +288,7 @@ async fn signed_release(
     let fields = parse_release(&text);
     if let Some(until) = &fields.valid_until {
         match chrono::DateTime::parse_from_rfc2822(&until.replace("UTC", "+0000")) {
-            Ok(t) if t < chrono::Utc::now() => {
+            Ok(t) if std::time::SystemTime::from(t) < now => {
                 ctx.outcome(format!(
                     "{file} refused: it was valid until {until}; a mirror that serves it is stale \
                      (or replays old metadata)"
@@ -395,8 +395,8 @@ async fn read_suite(
     (index, release.map(|r| r.vouch))
 }
 
-/// The index files of a component, best first (either one is enough).
-const INDEX_FILES: [&str; 2] = ["Packages.xz", "Packages.gz"];
+/// The index files of a component, best first (any one is enough; the uncompressed one last).
+const INDEX_FILES: [&str; 3] = ["Packages.xz", "Packages.gz", "Packages"];
 
 pub(super) async fn resolve(ctx: &mut Ctx<'_>) -> Option<Vec<HeaderPackage>> {
     let root = format!("linux-headers-{}", ctx.parts.kernel);

@@ -37,6 +37,8 @@ pub(super) struct Ctx<'a> {
     /// The keys that vouch for what the source serves (`signed_by`), once loaded; `None` for a
     /// source used unverified, or of a kind vouched for otherwise.
     pub keyring: Option<std::sync::Arc<crate::openpgp::Keyring>>,
+    /// When signatures, keys and `Valid-Until` are judged.
+    pub verify_at: std::time::SystemTime,
 }
 
 /// What each APT suite read so far lists, by the suite's index URLs.

@@ -578,21 +578,19 @@ async fn repomd_signature(
     };
     let url = join(base, "repodata/repomd.xml.asc");
     match ctx.get(&url).await {
-        Ok(signature) => {
-            match keyring.verify_detached(repomd, &signature, std::time::SystemTime::now()) {
-                Ok(signer) => {
-                    ctx.outcome(format!("ok, signed by {signer}"));
-                    Ok(Some(Vouch::SignedIndex(format!(
-                        "{} repomd.xml, signed by {signer}",
-                        crate::text::clean(base)
-                    ))))
-                }
-                Err(e) => {
-                    ctx.outcome(format!("repomd.xml.asc refused: {e}"));
-                    Err(())
-                }
+        Ok(signature) => match keyring.verify_detached(repomd, &signature, ctx.verify_at) {
+            Ok(signer) => {
+                ctx.outcome(format!("ok, signed by {signer}"));
+                Ok(Some(Vouch::SignedIndex(format!(
+                    "{} repomd.xml, signed by {signer}",
+                    crate::text::clean(base)
+                ))))
             }
-        }
+            Err(e) => {
+                ctx.outcome(format!("repomd.xml.asc refused: {e}"));
+                Err(())
+            }
+        },
         Err(e) if e == "HTTP 404" => {
             ctx.outcome("none: each package's own signature is checked".into());
             Ok(None)
