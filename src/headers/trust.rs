@@ -57,6 +57,7 @@ macro_rules! builtin {
 /// came from).
 const BUILTIN: &[(&str, &[u8])] = &[
     builtin!("debian-archive-keyring.gpg"),
+    builtin!("debian-archive-removed-keys.gpg"),
     builtin!("rpm/MICROSOFT-METADATA-GPG-KEY"),
     builtin!("rpm/MICROSOFT-RPM-GPG-KEY"),
     builtin!("rpm/RPM-GPG-KEY-AlmaLinux-10"),
