@@ -246,3 +246,25 @@ fn rpm_signature_end() -> usize {
     let (entries, data) = (word(96 + 8), word(96 + 12));
     (96 + 16 + 16 * entries + data).next_multiple_of(8)
 }
+
+#[test]
+fn the_built_in_archive_keyrings_are_the_distributions_keys() {
+    let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/keyrings");
+    let ubuntu = Keyring::read(&assets.join("ubuntu-archive-2018.asc")).unwrap();
+    assert_eq!(
+        ubuntu.fingerprints(),
+        ["F6ECB3762474EDA9D21B7022871920D1991BC93C"]
+    );
+    let debian = debian().fingerprints();
+    for fingerprint in [
+        // Archive keys of Debian 12 and 13, and bookworm's security key.
+        "B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8",
+        "05AB90340C0C5E797F44A8C8254CF3B5AEC0A8F0",
+        "04B54C3CDCA79751B16BC6B5225629DF75B188BD",
+    ] {
+        assert!(
+            debian.iter().any(|f| f == fingerprint),
+            "{fingerprint}: {debian:?}"
+        );
+    }
+}

@@ -58,6 +58,7 @@ macro_rules! builtin {
 const BUILTIN: &[(&str, &[u8])] = &[
     builtin!("debian-archive-keyring.gpg"),
     builtin!("debian-archive-removed-keys.gpg"),
+    builtin!("ubuntu-archive-2018.asc"),
     builtin!("rpm/MICROSOFT-METADATA-GPG-KEY"),
     builtin!("rpm/MICROSOFT-RPM-GPG-KEY"),
     builtin!("rpm/RPM-GPG-KEY-AlmaLinux-10"),
