@@ -4459,6 +4459,32 @@ fn the_binary_names_what_vouches_for_each_package_and_warns_when_nothing_does() 
         "{stdout}"
     );
 
+    // The offline plan says what will check each source, before anything is fetched.
+    let out = run(&sources, &["headers", "resolve", BOOKWORM, "--offline"]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains(&format!(
+            "checked by: {}",
+            archive_signing::keyring_path().display()
+        )) && plan.contains("dists/bookworm-updates/InRelease"),
+        "{plan}"
+    );
+    let missing = dir.path().join("missing.toml");
+    std::fs::write(
+        &missing,
+        chain_text(&fx, "").replace(
+            &archive_signing::keyring_path().display().to_string(),
+            "/nonexistent/keyring.gpg",
+        ),
+    )
+    .unwrap();
+    let out = run(&missing, &["headers", "resolve", BOOKWORM, "--offline"]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("cannot be tried: no keyring to check source debian-mirror with: /nonexistent/keyring.gpg (no such file)"),
+        "{plan}"
+    );
+
     let unverified = dir.path().join("unverified.toml");
     std::fs::write(
         &unverified,
@@ -4490,6 +4516,12 @@ fn the_binary_names_what_vouches_for_each_package_and_warns_when_nothing_does() 
         out_dir
             .join("linux-headers-6.1.0-18-amd64_6.1.76-1_amd64.deb")
             .exists()
+    );
+    let out = run(&unverified, &["headers", "resolve", BOOKWORM, "--offline"]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("checked by: NOTHING: unverified = true"),
+        "{plan}"
     );
 }
 

@@ -2,7 +2,7 @@
 //! one identity, and the plan of what each would fetch.
 
 use super::parts::KernelParts;
-use super::spec::{SourceKind, SourceSpec};
+use super::spec::{Protocol, SourceKind, SourceSpec};
 use crate::identity::{Distribution, KernelIdentity};
 use crate::text::Cause;
 use serde::{Deserialize, Serialize};
@@ -100,6 +100,10 @@ pub struct PlannedSource {
     /// The packages it looks for: the RPMs for rpm-repo, url and koji; the headers package (and
     /// its dependencies) for apt-repo, snapshot and launchpad.
     pub packages: Vec<String>,
+    /// What will check what it serves: the keyrings its `signed_by` finds on this machine, the
+    /// distribution's API, or that nothing will (`unverified = true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked_by: Option<String>,
 }
 
 /// The chain for `id` without touching the network: each source with the requests it would
@@ -110,7 +114,20 @@ pub fn plan(chain: &Chain, id: &KernelIdentity) -> Vec<PlannedSource> {
         .for_identity(id)
         .into_iter()
         .map(|s| {
-            let problem = s.missing_codename(&parts);
+            let mut problem = s.missing_codename(&parts);
+            let checked_by = match &s.protocol {
+                Protocol::Snapshot | Protocol::Launchpad => {
+                    Some("checksums from the distribution's API over https".to_string())
+                }
+                _ if s.unverified => Some("NOTHING: unverified = true".to_string()),
+                _ => match super::trust::keyring_for(s, &parts) {
+                    Ok(keyring) => Some(keyring.origin),
+                    Err(e) => {
+                        problem.get_or_insert(e);
+                        None
+                    }
+                },
+            };
             PlannedSource {
                 name: s.name.clone(),
                 kind: s.kind(),
@@ -122,6 +139,7 @@ pub fn plan(chain: &Chain, id: &KernelIdentity) -> Vec<PlannedSource> {
                 problem,
                 credential: s.credential.clone(),
                 packages: super::sources::wanted(s, &parts),
+                checked_by,
             }
         })
         .collect()

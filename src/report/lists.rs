@@ -105,6 +105,9 @@ pub fn header_plan(key: &str, plan: &[PlannedSource], format: ListFormat) -> Str
         if let Some(problem) = &s.problem {
             out.push_str(&format!("   cannot be tried: {}\n", clean(problem)));
         }
+        if let Some(checked_by) = &s.checked_by {
+            out.push_str(&format!("   checked by: {}\n", clean(checked_by)));
+        }
         for url in &s.urls {
             out.push_str(&format!("   {}\n", clean(url)));
         }
