@@ -1387,7 +1387,15 @@ fn the_headers_view_plans_from_the_chain_that_resolves() {
 family = "amazonlinux"
 name = "corp-mirror"
 kind = "url"
+signed_by = "RPM-GPG-KEY-amazon-linux-{distro_version}"
 urls = ["https://mirror.corp.example/{package}-{version}-{release}.{arch}.rpm"]
+
+[[sources]]
+family = "amazonlinux"
+name = "unkeyed-mirror"
+kind = "url"
+signed_by = "/nonexistent/RPM-GPG-KEY"
+urls = ["https://unkeyed.corp.example/{package}-{version}-{release}.{arch}.rpm"]
 "#,
     )
     .unwrap();
@@ -1399,6 +1407,12 @@ urls = ["https://mirror.corp.example/{package}-{version}-{release}.{arch}.rpm"]
     assert!(text.contains("1. corp-mirror (url)"), "{text}");
     assert!(text.contains("https://mirror.corp.example/"), "{text}");
     assert!(!text.contains("al2023-core"), "{text}");
+    // A source nothing here can check says so, and lists no request.
+    assert!(
+        text.contains("cannot be tried: no keyring to check source unkeyed-mirror with: /nonexistent/RPM-GPG-KEY (no such file)"),
+        "{text}"
+    );
+    assert!(!text.contains("https://unkeyed.corp.example/"), "{text}");
 }
 
 /// The filter line has a cursor: Left, Right, Home and End (Ctrl-A, Ctrl-E) move it, typing

@@ -104,6 +104,9 @@ pub struct PlannedSource {
     /// distribution's API, or that nothing will (`unverified = true`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checked_by: Option<String>,
+    /// Why nothing on this machine can check it (no keyring found): then it is not tried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unchecked: Option<String>,
 }
 
 /// The chain for `id` without touching the network: each source with the requests it would
@@ -114,24 +117,22 @@ pub fn plan(chain: &Chain, id: &KernelIdentity) -> Vec<PlannedSource> {
         .for_identity(id)
         .into_iter()
         .map(|s| {
-            let mut problem = s.missing_codename(&parts);
-            let checked_by = match &s.protocol {
-                Protocol::Snapshot | Protocol::Launchpad => {
-                    Some("checksums from the distribution's API over https".to_string())
-                }
-                _ if s.unverified => Some("NOTHING: unverified = true".to_string()),
+            let problem = s.missing_codename(&parts);
+            let (checked_by, unchecked) = match &s.protocol {
+                Protocol::Snapshot | Protocol::Launchpad => (
+                    Some("checksums from the distribution's API over https".to_string()),
+                    None,
+                ),
+                _ if s.unverified => (Some("NOTHING: unverified = true".to_string()), None),
                 _ => match super::trust::keyring_for(s, &parts) {
-                    Ok(keyring) => Some(keyring.origin),
-                    Err(e) => {
-                        problem.get_or_insert(e);
-                        None
-                    }
+                    Ok(keyring) => (Some(keyring.origin), None),
+                    Err(e) => (None, Some(e)),
                 },
             };
             PlannedSource {
                 name: s.name.clone(),
                 kind: s.kind(),
-                urls: if problem.is_some() {
+                urls: if problem.is_some() || unchecked.is_some() {
                     Vec::new()
                 } else {
                     super::sources::first_requests(s, &parts)
@@ -140,6 +141,7 @@ pub fn plan(chain: &Chain, id: &KernelIdentity) -> Vec<PlannedSource> {
                 credential: s.credential.clone(),
                 packages: super::sources::wanted(s, &parts),
                 checked_by,
+                unchecked,
             }
         })
         .collect()

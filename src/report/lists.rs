@@ -102,7 +102,7 @@ pub fn header_plan(key: &str, plan: &[PlannedSource], format: ListFormat) -> Str
             s.kind.as_str(),
             clean(&s.packages.join(", "))
         ));
-        if let Some(problem) = &s.problem {
+        if let Some(problem) = s.problem.as_ref().or(s.unchecked.as_ref()) {
             out.push_str(&format!("   cannot be tried: {}\n", clean(problem)));
         }
         if let Some(checked_by) = &s.checked_by {

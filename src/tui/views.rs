@@ -792,6 +792,9 @@ fn headers(app: &App, frame: &mut Frame, area: Rect) {
                     source.kind.as_str(),
                     source.packages.join(", ")
                 )));
+                if let Some(problem) = source.problem.as_ref().or(source.unchecked.as_ref()) {
+                    lines.push(Line::raw(format!("     cannot be tried: {problem}")));
+                }
                 for url in &source.urls {
                     lines.push(Line::raw(format!("     {url}")));
                 }
