@@ -162,6 +162,9 @@ fn a_real_attestation_changed_anywhere_is_refused() {
     );
 }
 
+#[path = "support/certs.rs"]
+#[allow(dead_code)] // its openssl runner signs the test Sigstore
+mod certs;
 #[path = "support/sigstore.rs"]
 mod sigstore;
 use sigstore::{Dated, Signer, TestSigstore};
@@ -452,6 +455,17 @@ fn ensure_require_provenance_keeps_only_what_the_build_workflow_signed() {
     }
 }
 
+/// `kfleet install PACKAGE` for the test kernel into `root`.
+fn install(package: &std::path::Path, root: &std::path::Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("kfleet").unwrap();
+    cmd.env("XDG_CONFIG_HOME", "/nonexistent")
+        .arg("install")
+        .arg(package)
+        .args(["--kernel-version", KERNEL, "--root"])
+        .arg(root);
+    cmd
+}
+
 #[test]
 fn install_require_provenance_refuses_a_package_its_bundle_does_not_vouch_for() {
     let sigstore = TestSigstore::new();
@@ -468,13 +482,7 @@ fn install_require_provenance_refuses_a_package_its_bundle_does_not_vouch_for() 
     );
     std::fs::write(dir.path().join("pkg.tar.xz.sigstore.json"), bundle).unwrap();
     let target = tempfile::tempdir().unwrap();
-    let run = assert_cmd::Command::cargo_bin("kfleet")
-        .unwrap()
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .arg("install")
-        .arg(&package)
-        .args(["--kernel-version", KERNEL, "--root"])
-        .arg(target.path())
+    let run = install(&package, target.path())
         .args([
             "--require-provenance",
             "--provenance-repo",
@@ -491,13 +499,7 @@ fn install_require_provenance_refuses_a_package_its_bundle_does_not_vouch_for() 
     assert!(files_in(target.path()).is_empty());
 
     // Without --provenance-repo there is no policy to check against.
-    let run = assert_cmd::Command::cargo_bin("kfleet")
-        .unwrap()
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .arg("install")
-        .arg(&package)
-        .args(["--kernel-version", KERNEL, "--root"])
-        .arg(target.path())
+    let run = install(&package, target.path())
         .arg("--require-provenance")
         .output()
         .unwrap();

@@ -617,6 +617,9 @@ fn a_registry_behind_bearer_tokens_is_pushed_and_pulled_with_scoped_tokens() {
     );
 }
 
+#[path = "support/certs.rs"]
+#[allow(dead_code)] // its openssl runner signs the test Sigstore
+mod certs;
 #[path = "support/sigstore.rs"]
 #[allow(dead_code)] // this file signs with a log only
 mod sigstore;

@@ -34,6 +34,19 @@ pub struct Checksum {
     pub hex: String,
 }
 
+impl Checksum {
+    /// `body`'s digest by this checksum's algorithm, as lower-case hex; `None` for an algorithm
+    /// kfleet does not compute.
+    pub(crate) fn of(&self, body: &[u8]) -> Option<String> {
+        Some(match self.algorithm.as_str() {
+            "sha256" => crate::fsio::hex(&sha2::Sha256::digest(body)),
+            "sha512" => crate::fsio::hex(&sha2::Sha512::digest(body)),
+            "sha1" => crate::fsio::hex(&sha1_digest(body)),
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeaderPackage {
     /// File name to save it as.
@@ -488,12 +501,9 @@ impl Resolver {
             body.extend_from_slice(&chunk);
         }
         if let Some(expected) = &package.checksum {
-            let actual = match expected.algorithm.as_str() {
-                "sha256" => crate::fsio::hex(&sha2::Sha256::digest(&body)),
-                "sha512" => crate::fsio::hex(&sha2::Sha512::digest(&body)),
-                "sha1" => crate::fsio::hex(&sha1_digest(&body)),
-                other => return Err(err(format!("unknown checksum algorithm {other}"))),
-            };
+            let actual = expected
+                .of(&body)
+                .ok_or_else(|| err(format!("unknown checksum algorithm {}", expected.algorithm)))?;
             if actual != expected.hex {
                 return Err(HeaderError::ChecksumMismatch {
                     name: package.name.clone(),

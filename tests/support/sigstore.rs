@@ -8,24 +8,12 @@ use base64::Engine as _;
 use serde_json::json;
 use sha2::Digest as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn run_openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::certs::openssl as run_openssl;
 
 /// A new elliptic-curve key on `curve`, written to `out` in `dir`.
 fn ec_key(dir: &Path, curve: &str, out: &str) {

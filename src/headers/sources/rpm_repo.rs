@@ -647,17 +647,17 @@ async fn scan_metadata<T: Send + 'static>(
 
 /// Whether `body` has the checksum signed metadata names for it.
 fn matches_checksum(body: &[u8], checksum: Option<&Checksum>) -> Result<(), String> {
-    use sha2::Digest;
     let checksum = checksum.ok_or("the signed repomd.xml names no checksum for it")?;
-    let actual = match checksum.algorithm.as_str() {
-        "sha256" => crate::fsio::hex(&sha2::Sha256::digest(body)),
-        "sha512" => crate::fsio::hex(&sha2::Sha512::digest(body)),
-        other => {
-            return Err(format!(
-                "the signed repomd.xml names a {other} checksum, which kfleet does not check"
-            ));
-        }
-    };
+    // SHA-1 is too weak to carry a signature's word over to the metadata it names.
+    let actual = Some(checksum)
+        .filter(|c| c.algorithm != "sha1")
+        .and_then(|c| c.of(body))
+        .ok_or_else(|| {
+            format!(
+                "the signed repomd.xml names a {} checksum, which kfleet does not check",
+                checksum.algorithm
+            )
+        })?;
     if actual != checksum.hex {
         return Err("its checksum is not the one the signed repomd.xml names".into());
     }
