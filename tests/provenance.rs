@@ -108,6 +108,65 @@ fn the_real_attestation_is_refused_for_anything_it_does_not_vouch_for() {
     }
 }
 
+/// A release attestation GitHub's own Sigstore instance made for `jdx/communique` v0.1.9: its
+/// certificate authority signed, its timestamp authority dated, no public log. Private
+/// repositories' workflow attestations come from the same instance.
+const GITHUB_REAL: &str =
+    include_str!("fixtures/provenance/github-release-attestation.sigstore.json");
+/// `communique-x86_64-unknown-linux-gnu.tar.gz`, one of the six files it names.
+const GITHUB_REAL_DIGEST: &str = "b958c6046bab52febf958c94974e1ffcc450bff78c28d7233e179bfd73828912";
+
+#[test]
+fn the_built_in_roots_date_and_chain_a_real_attestation_from_githubs_own_instance() {
+    let builtin = TrustRoots::builtin();
+    assert!(
+        builtin
+            .authorities
+            .iter()
+            .any(|a| a.name.contains("fulcio.githubapp.com"))
+    );
+    assert!(
+        builtin
+            .timestamp_authorities
+            .iter()
+            .any(|a| a.name.contains("timestamp.githubapp.com"))
+    );
+    assert_eq!(
+        TrustRoots::github().authorities.len() + TrustRoots::public_good().authorities.len(),
+        builtin.authorities.len()
+    );
+    let bundle = GITHUB_REAL.as_bytes();
+    let policy = Policy::github("jdx/communique", None);
+    // Signature, GitHub's timestamp, GitHub's chain and the subject all hold with the built-in
+    // roots: what refuses it is the policy, since GitHub itself signed it, not a workflow.
+    let e = refused(bundle, GITHUB_REAL_DIGEST, &builtin, &policy);
+    assert!(
+        e.contains("was signed with a token from no issuer, not from https://token.actions.githubusercontent.com"),
+        "{e}"
+    );
+    // Another file: the subject check names what it does vouch for.
+    let e = refused(bundle, &"0".repeat(64), &builtin, &policy);
+    assert!(
+        e.contains("vouches for communique-aarch64-apple-darwin.tar.gz (sha256 76f1fe85")
+            && e.contains("and 4 other files, not for this artifact"),
+        "{e}"
+    );
+    // Sigstore's public root alone does not know GitHub's timestamp authority.
+    let e = refused(
+        bundle,
+        GITHUB_REAL_DIGEST,
+        &TrustRoots::public_good(),
+        &policy,
+    );
+    assert!(
+        e.contains("no timestamp authority of the trust root signed it"),
+        "{e}"
+    );
+    // GitHub's root alone dates and chains it too.
+    let e = refused(bundle, GITHUB_REAL_DIGEST, &TrustRoots::github(), &policy);
+    assert!(e.contains("a token from no issuer"), "{e}");
+}
+
 /// The real bundle with one JSON value changed by `edit`.
 fn edited(edit: impl FnOnce(&mut Value)) -> Vec<u8> {
     let mut value: Value = serde_json::from_str(REAL).unwrap();

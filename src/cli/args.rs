@@ -217,8 +217,8 @@ pub struct ProvenanceArgs {
     )]
     pub provenance_workflow: String,
     /// Trust this Sigstore trust root (trusted_root.json, or the lines `gh attestation
-    /// trusted-root` prints) instead of Sigstore's public one built in. Attestations of
-    /// private repositories are signed by GitHub's own instance: pass its root.
+    /// trusted-root` prints) instead of the built-in ones: Sigstore's public instance (public
+    /// repositories) and GitHub's (private and internal repositories).
     #[arg(long, value_name = "FILE", requires = "require_provenance")]
     pub trust_root: Option<PathBuf>,
 }
@@ -244,7 +244,7 @@ impl ProvenanceArgs {
         let roots = match &self.trust_root {
             Some(path) => crate::provenance::TrustRoots::from_file(path)
                 .map_err(|e| anyhow::anyhow!("--trust-root: {e}"))?,
-            None => crate::provenance::TrustRoots::public_good(),
+            None => crate::provenance::TrustRoots::builtin(),
         };
         let git_ref = (self.provenance_ref != "any").then_some(self.provenance_ref.as_str());
         let policy = crate::provenance::Policy {

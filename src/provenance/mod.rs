@@ -253,18 +253,24 @@ fn verify_inner(
             .is_some_and(|d| d.eq_ignore_ascii_case(&wanted))
     });
     if !named {
-        let first = subjects
-            .first()
-            .map(|s| {
-                format!(
+        let files: Vec<String> = subjects
+            .iter()
+            .filter_map(|s| {
+                let digest = s["digest"]["sha256"].as_str()?;
+                Some(format!(
                     "{} (sha256 {})",
-                    crate::text::clean(s["name"].as_str().unwrap_or("?")),
-                    crate::text::clean(s["digest"]["sha256"].as_str().unwrap_or("?"))
-                )
+                    crate::text::clean(s["name"].as_str().unwrap_or("a file without a name")),
+                    crate::text::clean(digest)
+                ))
             })
-            .unwrap_or_else(|| "nothing".into());
+            .collect();
+        let what = match files.as_slice() {
+            [] => "no file by its sha256".to_string(),
+            [one] => one.clone(),
+            [first, rest @ ..] => format!("{first} and {} other files", rest.len()),
+        };
         return Err(format!(
-            "vouches for {first}, not for this artifact (sha256 {wanted})"
+            "vouches for {what}, not for this artifact (sha256 {wanted})"
         ));
     }
 

@@ -1,7 +1,8 @@
 //! Sigstore trust roots (`trusted_root.json`, as `gh attestation trusted-root` prints them, one
 //! per line): the certificate authorities that issue signing certificates, the transparency
 //! logs' keys and the timestamp authorities, each with the time it was valid for. Sigstore's
-//! public instance is built in; an operator may replace it.
+//! public instance and GitHub's own (which signs private repositories' attestations) are built
+//! in; an operator may replace them.
 
 use super::keys::PublicKey;
 use base64::Engine as _;
@@ -9,6 +10,8 @@ use serde::Deserialize;
 
 /// Sigstore's public instance (Fulcio, Rekor v1 and v2, its timestamp authority).
 const PUBLIC_GOOD: &str = include_str!("../../assets/sigstore/public-good-trusted-root.json");
+/// GitHub's Sigstore instance: its certificate authority and timestamp authority, no public log.
+const GITHUB: &str = include_str!("../../assets/sigstore/github-trusted-root.json");
 
 /// Largest trust-root file read.
 pub const MAX_TRUST_ROOT: u64 = 4 << 20;
@@ -173,6 +176,32 @@ impl TrustRoots {
     )]
     pub fn public_good() -> Self {
         Self::parse(PUBLIC_GOOD).expect("the built-in trust root is checked by a test")
+    }
+
+    /// GitHub's own instance, built in: private and internal repositories' attestations are
+    /// signed by its certificate authority and dated by its timestamp authority.
+    #[expect(
+        clippy::expect_used,
+        reason = "embedded at build time and parsed by a test (tests/provenance.rs)"
+    )]
+    pub fn github() -> Self {
+        Self::parse(GITHUB).expect("the built-in trust root is checked by a test")
+    }
+
+    /// What a node trusts unless told otherwise: Sigstore's public instance and GitHub's, as
+    /// `gh attestation trusted-root` lists them.
+    pub fn builtin() -> Self {
+        let mut roots = Self::public_good();
+        roots.merge(Self::github());
+        roots
+    }
+
+    /// Trusts what `other` trusts as well.
+    pub fn merge(&mut self, other: Self) {
+        self.authorities.extend(other.authorities);
+        self.logs.extend(other.logs);
+        self.timestamp_authorities
+            .extend(other.timestamp_authorities);
     }
 
     /// One `trusted_root.json`, or several, one per line (`gh attestation trusted-root`).
