@@ -12,6 +12,9 @@
 #[path = "support/archive_signing.rs"]
 #[allow(dead_code)]
 mod archive_signing;
+#[path = "support/registry.rs"]
+#[allow(dead_code)]
+mod registry;
 
 use kfleet::artifacts::{AssetTemplate, DEFAULT_ASSET_TEMPLATE};
 use kfleet::identity::KernelIdentity;
@@ -2398,11 +2401,7 @@ fn headers_deb_like(dir: &Path, release: &str, tree: &Path) -> PathBuf {
 #[test]
 fn kabi_check_reads_the_kernel_from_its_headers_package_through_the_chain() {
     let (_, package, id) = built_package();
-    let (kdir, _) = kernel_tree();
-    let debs = tempfile::tempdir().unwrap();
-    let twin = headers_deb_like(debs.path(), "6.1.0-99-amd64", &kdir);
-    let other = headers_deb_like(debs.path(), "6.1.0-98-amd64", &other_abi_tree());
-    let mirror = debian_mirror_with(&[twin, other], Vec::new());
+    let (_debs, mirror) = twin_and_other_mirror();
     let state = tempfile::tempdir().unwrap();
     let check = |kernel: &str| {
         run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
@@ -2499,21 +2498,16 @@ fn report_kabi_counts_kernels_another_artifact_loads_into() {
         vec![(format!("/records/{name}.kabi.json"), record)],
     );
     write_kabi_release(work.path(), &mirror, &name);
-    let mut fleet = String::from("distribution,distro_version,architecture,kernel_version\n");
-    for (kernel, nodes) in [
-        (id.kernel_version.as_str(), 10),
-        ("6.1.0-99-amd64", 3),
-        ("6.1.0-98-amd64", 2),
-        ("6.1.0-96-amd64", 1),
-    ] {
-        for _ in 0..nodes {
-            fleet.push_str(&format!(
-                "debian,12,{},{kernel}\n",
-                id.architecture.as_str()
-            ));
-        }
-    }
-    std::fs::write(work.path().join("fleet.csv"), fleet).unwrap();
+    write_debian_fleet(
+        &work.path().join("fleet.csv"),
+        id,
+        &[
+            (id.kernel_version.as_str(), 10),
+            ("6.1.0-99-amd64", 3),
+            ("6.1.0-98-amd64", 2),
+            ("6.1.0-96-amd64", 1),
+        ],
+    );
     let report = |extra: &[&str]| -> serde_json::Value {
         let mut args = vec![
             "report",
@@ -2753,6 +2747,152 @@ fn upcoming_kabi_marks_published_kernels_an_artifact_already_serves() {
             ),
         ]
     );
+}
+
+/// In an OCI store the record is a layer of the driver's manifest: `store push` reads it off
+/// the package (what `kabi imports --json` writes), skopeo sees the layer, and `report --kabi`
+/// against the store (no release, no listing file) finds the kernel with the same CRCs
+/// compatible and keeps the one with others uncovered.
+#[test]
+fn an_oci_store_carries_the_kabi_record_and_report_kabi_reads_it() {
+    let (_, package, id) = built_package();
+    let (_debs, mirror) = twin_and_other_mirror();
+    let registry = registry::Registry::start(false);
+    let store = registry.store("fleet/kdriver");
+    let work = tempfile::tempdir().unwrap();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("KFLEET_REGISTRY_USERNAME")
+        .env_remove("KFLEET_REGISTRY_PASSWORD")
+        .args([
+            "store",
+            "push",
+            "--store",
+            &store,
+            "--driver-version",
+            "1.4.2",
+        ])
+        .args(["--module", MODULE])
+        .arg(package));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The layer, as a client kfleet did not write reads it.
+    let name = package.file_name().unwrap().to_string_lossy().into_owned();
+    let tag = name.replace('_', "__").replace('+', "_p");
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &registry.docker("fleet/kdriver", &tag),
+    ]));
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let record = layers
+        .iter()
+        .find(|l| l["mediaType"] == "application/vnd.kfleet.kabi.v1+json")
+        .unwrap_or_else(|| panic!("no kABI layer: {manifest}"));
+    let expected = kabi_record(package);
+    let expected: serde_json::Value = serde_json::from_slice(&expected).unwrap();
+    let blob = tempfile::tempdir().unwrap();
+    let copied = run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(registry.docker("fleet/kdriver", &tag))
+        .arg(format!("dir:{}", blob.path().display())));
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let digest = record["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let bytes = std::fs::read(blob.path().join(digest)).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+        expected,
+        "the layer is the package's record"
+    );
+    assert!(
+        record["annotations"]["org.opencontainers.image.title"]
+            .as_str()
+            .unwrap()
+            .ends_with(".kabi.json")
+    );
+
+    write_debian_fleet(
+        &work.path().join("fleet.csv"),
+        id,
+        &[
+            (id.kernel_version.as_str(), 10),
+            ("6.1.0-99-amd64", 3),
+            ("6.1.0-98-amd64", 2),
+        ],
+    );
+    let report = kfleet_json_in(
+        work.path(),
+        &mirror,
+        &[
+            "report",
+            "-i",
+            "fleet.csv",
+            "--store",
+            &store,
+            "--kabi",
+            "--format",
+            "json",
+        ],
+    );
+    let status = |kernel: &str| {
+        report["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["kernel_version"] == kernel)
+            .map(|row| (row["status"].clone(), row["asset"].clone()))
+            .unwrap()
+    };
+    assert_eq!(
+        status("6.1.0-99-amd64"),
+        ("compatible".into(), serde_json::Value::from(name.clone())),
+        "{report}"
+    );
+    let (other, _) = status("6.1.0-98-amd64");
+    assert!(other == "missing" || other == "long-tail", "{other}");
+    assert_eq!(report["summary"]["covered_nodes"], 13);
+}
+
+/// A fleet of Debian 12 nodes on `id`'s architecture: `nodes` of each kernel.
+fn write_debian_fleet(path: &Path, id: &KernelIdentity, kernels: &[(&str, usize)]) {
+    let mut fleet = String::from("distribution,distro_version,architecture,kernel_version\n");
+    for (kernel, nodes) in kernels {
+        for _ in 0..*nodes {
+            fleet.push_str(&format!(
+                "debian,12,{},{kernel}\n",
+                id.architecture.as_str()
+            ));
+        }
+    }
+    std::fs::write(path, fleet).unwrap();
+}
+
+/// A mirror of two Debian headers packages like the built module's kernel's: 6.1.0-99 with its
+/// CRCs, 6.1.0-98 with the other real Debian ABI's. The directory holds the packages.
+fn twin_and_other_mirror() -> (tempfile::TempDir, Mirror) {
+    let (kdir, _) = kernel_tree();
+    let debs = tempfile::tempdir().unwrap();
+    let twin = headers_deb_like(debs.path(), "6.1.0-99-amd64", &kdir);
+    let other = headers_deb_like(debs.path(), "6.1.0-98-amd64", &other_abi_tree());
+    let mirror = debian_mirror_with(&[twin, other], Vec::new());
+    (debs, mirror)
 }
 
 /// A release whose one artifact is `name`, with its kABI record, both served by `mirror`.

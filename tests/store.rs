@@ -170,10 +170,15 @@ fn pushed_drivers_are_oci_artifacts_that_skopeo_reads() {
         "application/vnd.oci.empty.v1+json"
     );
     let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 1, "{raw}");
+    assert_eq!(layers.len(), 2, "{raw}");
     assert_eq!(
         layers[0]["mediaType"],
         "application/vnd.kfleet.driver.v1.tar+xz"
+    );
+    // The package's kABI record (`kabi imports --json`): this module imports nothing.
+    assert_eq!(
+        layers[1]["mediaType"],
+        "application/vnd.kfleet.kabi.v1+json"
     );
     assert_eq!(layers[0]["digest"], format!("sha256:{sha256}"));
     assert_eq!(layers[0]["size"], bytes.len() as u64);
@@ -206,6 +211,21 @@ fn pushed_drivers_are_oci_artifacts_that_skopeo_reads() {
         std::fs::read(copy.path().join("out").join(&sha256)).unwrap(),
         bytes,
         "the layer skopeo copied is the package"
+    );
+    let record_digest = layers[1]["digest"].as_str().unwrap();
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            copy.path()
+                .join("out")
+                .join(record_digest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record["modules"][0]["vermagic"],
+        "6.12.115+deb13.1-amd64 SMP preempt mod_unload modversions ",
+        "{record}"
     );
 
     let again = push(&registry, &[&debian], false);
@@ -661,10 +681,14 @@ fn provenance_travels_with_the_driver_in_the_registry() {
     ]);
     let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
     let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 2, "{raw}");
+    assert_eq!(layers.len(), 3, "{raw}");
     assert_eq!(
         layers[1]["mediaType"],
         "application/vnd.dev.sigstore.bundle.v0.3+json"
+    );
+    assert_eq!(
+        layers[2]["mediaType"],
+        "application/vnd.kfleet.kabi.v1+json"
     );
     assert_eq!(
         layers[1]["digest"],

@@ -1,12 +1,14 @@
 //! Kernels another artifact serves. For each kernel without an artifact of its own, the
 //! artifacts of its line (same distribution, release, architecture and flavour) whose recorded
-//! imports (`NAME.kabi.json`, written by the build job) it exports with the same CRCs, and whose
-//! vermagic matches apart from the release (`kabi::check`, the kernel's own rule). The kernel's
-//! ABI comes from its headers package through the chain; records are downloaded once. Both are
-//! kept under the cache directory.
+//! imports (`NAME.kabi.json` beside it in a release, or its manifest's kABI layer in an OCI
+//! store, written by the build job) it exports with the same CRCs, and whose vermagic matches
+//! apart from the release (`kabi::check`, the kernel's own rule). The kernel's ABI comes from its
+//! headers package through the chain; records are downloaded once. Both are kept under the cache
+//! directory.
 
 use crate::artifacts::AssetIndex;
 use crate::coverage::{CoverageReport, CoverageStatus};
+use crate::forge::OciStore;
 use crate::headers::{Resolver, compare_kernels, line_of};
 use crate::identity::KernelIdentity;
 use crate::kabi::PackageAbi;
@@ -27,18 +29,45 @@ pub struct Compatible {
     pub notes: Vec<String>,
 }
 
+/// What the check reads: the header chain (each kernel's exports), where to keep what it read,
+/// and the OCI store when the artifacts are there (their records are layers of their manifests).
+#[derive(Clone, Copy)]
+pub struct KabiCheck<'a> {
+    pub resolver: &'a Resolver,
+    pub cache: &'a Path,
+    pub store: Option<&'a OciStore>,
+}
+
+/// Where an artifact's record is.
+#[derive(Clone, Copy)]
+enum Locator<'a> {
+    /// `NAME.kabi.json` beside it in its release.
+    Url(&'a str),
+    /// The kABI layer of its manifest in the store: (asset name, identity key).
+    Store(&'a str, &'a str),
+}
+
+impl Locator<'_> {
+    /// What the record is kept under: the URL, or the store and asset name (a pushed tag is
+    /// never replaced).
+    fn id(&self, store: Option<&OciStore>) -> String {
+        match self {
+            Locator::Url(url) => url.to_string(),
+            Locator::Store(name, _) => format!(
+                "oci://{}/{name}",
+                store.map(OciStore::label).unwrap_or_default()
+            ),
+        }
+    }
+}
+
 /// What makes kernels of one line interchangeable for the driver: the vermagic apart from the
 /// release, and the CRC (or none) of each symbol it imports.
 type ClassKey = (String, String, Vec<(String, Option<u32>)>);
 
 /// The kernels of `report` without an artifact (missing, long tail, failed or timed out) that an
 /// artifact of `index` on their line loads into; the newest such artifact serves each.
-pub async fn find(
-    report: &CoverageReport,
-    index: &AssetIndex,
-    resolver: &Resolver,
-    cache: &Path,
-) -> Compatible {
+pub async fn find(report: &CoverageReport, index: &AssetIndex, check: KabiCheck<'_>) -> Compatible {
     let keys: Vec<&str> = report
         .identities
         .iter()
@@ -53,28 +82,37 @@ pub async fn find(
         })
         .map(|row| row.key.as_str())
         .collect();
-    find_for(&keys, index, resolver, cache).await
+    find_for(&keys, index, check).await
 }
 
 /// Of the kernels `keys` names (none with an artifact of its own), those an artifact of `index`
 /// on their line loads into, and the classes of the others.
-pub async fn find_for(
-    keys: &[&str],
-    index: &AssetIndex,
-    resolver: &Resolver,
-    cache: &Path,
-) -> Compatible {
+pub async fn find_for(keys: &[&str], index: &AssetIndex, check: KabiCheck<'_>) -> Compatible {
+    let KabiCheck {
+        resolver,
+        cache,
+        store,
+    } = check;
     let mut found = Compatible::default();
-    // The artifacts with a record, per line, newest kernel first.
-    let mut lines: BTreeMap<String, Vec<(KernelIdentity, &str, &str)>> = BTreeMap::new();
+    // The artifacts with a record (in a store: that may have one), per line, newest kernel
+    // first.
+    let mut lines: BTreeMap<String, Vec<(KernelIdentity, &str, String, Locator<'_>)>> =
+        BTreeMap::new();
     for asset in &index.matched {
-        let (Some(url), Ok(id)) = (&asset.kabi_url, KernelIdentity::from_key(&asset.key)) else {
+        let Ok(id) = KernelIdentity::from_key(&asset.key) else {
             continue;
         };
-        lines
-            .entry(line_of(&id))
-            .or_default()
-            .push((id, asset.name.as_str(), url.as_str()));
+        let locator = match (&asset.kabi_url, store) {
+            (Some(url), _) => Locator::Url(url),
+            (None, Some(_)) => Locator::Store(&asset.name, &asset.key),
+            (None, None) => continue,
+        };
+        lines.entry(line_of(&id)).or_default().push((
+            id,
+            asset.name.as_str(),
+            locator.id(store),
+            locator,
+        ));
     }
     for artifacts in lines.values_mut() {
         artifacts.sort_by(|a, b| compare_kernels(&b.0.kernel_version, &a.0.kernel_version));
@@ -109,18 +147,26 @@ pub async fn find_for(
             }
         };
         let mut served = false;
-        for (_, name, url) in artifacts {
-            if !records.contains_key(*url) {
-                let record = match record(&http, url, &cache.join("records")).await {
-                    Ok(record) => Some(record),
+        for (_, name, id, locator) in artifacts {
+            if !records.contains_key(id) {
+                let dir = cache.join("records");
+                let read = match (locator, store) {
+                    (Locator::Url(url), _) => record(&http, url, &dir).await.map(Some),
+                    (Locator::Store(name, key), Some(store)) => {
+                        stored_record(store, name, key, id, &dir).await
+                    }
+                    (Locator::Store(..), None) => Ok(None),
+                };
+                let record = match read {
+                    Ok(record) => record,
                     Err(e) => {
                         found.notes.push(format!("{name}: {e}"));
                         None
                     }
                 };
-                records.insert(url.to_string(), record);
+                records.insert(id.clone(), record);
             }
-            let Some(Some(record)) = records.get(*url) else {
+            let Some(Some(record)) = records.get(id) else {
                 continue;
             };
             let loads = !record.modules.is_empty()
@@ -137,7 +183,7 @@ pub async fn find_for(
         // Not served: its class, by what the line's newest readable record imports.
         let imports = artifacts
             .iter()
-            .find_map(|(_, _, url)| records.get(*url).and_then(Option::as_ref));
+            .find_map(|(_, _, id, _)| records.get(id).and_then(Option::as_ref));
         if let (false, Some(record)) = (served, imports) {
             let mut crcs: Vec<(String, Option<u32>)> = record
                 .modules
@@ -167,13 +213,12 @@ pub async fn find_for(
 pub async fn mark_upcoming(
     found: &mut crate::coverage::upcoming::UpcomingReport,
     index: &AssetIndex,
-    resolver: &Resolver,
-    cache: &Path,
+    check: KabiCheck<'_>,
 ) -> Compatible {
     use crate::coverage::upcoming::UpcomingStatus;
     let keys: Vec<String> = found.missing().map(|r| r.key()).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let compatible = find_for(&keys, index, resolver, cache).await;
+    let compatible = find_for(&keys, index, check).await;
     for row in &mut found.rows {
         let key = row.key();
         if let Some((_, artifact)) = compatible.served.iter().find(|(k, _)| *k == key) {
@@ -184,16 +229,59 @@ pub async fn mark_upcoming(
     compatible
 }
 
+/// Where the record known as `id` is kept under `dir`.
+fn kept_path(dir: &Path, id: &str) -> std::path::PathBuf {
+    dir.join(format!(
+        "{}.json",
+        &crate::fsio::hex(&<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes()))[..32]
+    ))
+}
+
+/// The record kept under `dir` as `id`, if one is.
+fn kept(dir: &Path, id: &str) -> Option<PackageAbi> {
+    let bytes = std::fs::read(kept_path(dir, id)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Keeps `body`, a record read as `id`; one that cannot be kept is only read again next time.
+async fn keep(dir: &Path, id: &str, body: bytes::Bytes) {
+    let (dir, kept) = (dir.to_path_buf(), kept_path(dir, id));
+    let _ = crate::fsio::off_runtime(move || {
+        crate::fsio::create_private_dir(&dir)?;
+        crate::fsio::write_private(&kept, &body)
+    })
+    .await;
+}
+
+/// The record of the store's driver `name` (identity `key`), kept under `dir` as `id`; `None`
+/// when it was pushed without one.
+async fn stored_record(
+    store: &OciStore,
+    name: &str,
+    key: &str,
+    id: &str,
+    dir: &Path,
+) -> Result<Option<PackageAbi>, String> {
+    if let Some(record) = kept(dir, id) {
+        return Ok(Some(record));
+    }
+    let Some(body) = store
+        .pull_kabi(name, key, MAX_RECORD as u64)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let record: PackageAbi = serde_json::from_slice(&body)
+        .map_err(|e| format!("{}: not a kABI record: {e}", store.label()))?;
+    keep(dir, id, body).await;
+    Ok(Some(record))
+}
+
 /// The record at `url`: kept under `dir` by the URL's digest (an uploaded asset does not change
 /// under its URL), else downloaded (https, or http to loopback) and kept.
 async fn record(http: &reqwest::Client, url: &str, dir: &Path) -> Result<PackageAbi, String> {
-    let kept = dir.join(format!(
-        "{}.json",
-        &crate::fsio::hex(&<sha2::Sha256 as sha2::Digest>::digest(url.as_bytes()))[..32]
-    ));
-    if let Ok(bytes) = std::fs::read(&kept)
-        && let Ok(record) = serde_json::from_slice(&bytes)
-    {
+    if let Some(record) = kept(dir, url) {
         return Ok(record);
     }
     crate::net::check_transport(url, false).map_err(|e| e.to_string())?;
@@ -216,12 +304,6 @@ async fn record(http: &reqwest::Client, url: &str, dir: &Path) -> Result<Package
         .map_err(|e| format!("{}: {e}", crate::text::clean(url)))?;
     let record: PackageAbi = serde_json::from_slice(&body)
         .map_err(|e| format!("{}: not a kABI record: {e}", crate::text::clean(url)))?;
-    let dir = dir.to_path_buf();
-    // A record that cannot be kept is only downloaded again next time.
-    let _ = crate::fsio::off_runtime(move || {
-        crate::fsio::create_private_dir(&dir)?;
-        crate::fsio::write_private(&kept, &body)
-    })
-    .await;
+    keep(dir, url, body.into()).await;
     Ok(record)
 }

@@ -105,8 +105,8 @@ impl Snapshot {
         Ok(report)
     }
 
-    /// [`Snapshot::coverage`]; with `kabi` (the header resolver, and where to keep what the check
-    /// reads) the kernels without an artifact are checked against their line's artifacts
+    /// [`Snapshot::coverage`]; with `kabi` (the header resolver, where to keep what the check
+    /// reads, and the OCI store the artifacts are in, if any) the kernels without an artifact are checked against their line's artifacts
     /// ([`super::compatible::find`]) and coverage computed once more with those another artifact
     /// serves and the kABI classes. What the check found comes back beside the report.
     pub async fn checked_coverage(
@@ -116,15 +116,15 @@ impl Snapshot {
         mut assets: AssetIndex,
         options: CoverageOptions,
         now: DateTime<Utc>,
-        kabi: Option<(&crate::headers::Resolver, &std::path::Path)>,
+        kabi: Option<super::compatible::KabiCheck<'_>>,
     ) -> Result<(CoverageReport, super::compatible::Compatible), SnapshotError> {
         let report = self
             .coverage(fleet.clone(), tag, assets.clone(), options, now)
             .await?;
-        let Some((resolver, cache)) = kabi else {
+        let Some(check) = kabi else {
             return Ok((report, Default::default()));
         };
-        let found = super::compatible::find(&report, &assets, resolver, cache).await;
+        let found = super::compatible::find(&report, &assets, check).await;
         if found.served.is_empty() && found.classes.is_empty() {
             return Ok((report, found));
         }

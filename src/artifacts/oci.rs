@@ -1,7 +1,7 @@
 //! A driver as an OCI artifact: its tag (the asset name, readable and reversible, or a digest
 //! of the identity where the name cannot be a tag), its manifest (kfleet's `artifactType`, the
-//! `.tar.xz` as its one layer, the identity in annotations), and the checks a reader makes
-//! before trusting one.
+//! `.tar.xz` as its first layer, the build's Sigstore bundle and kABI record as optional further
+//! layers, the identity in annotations), and the checks a reader makes before trusting one.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,6 +14,9 @@ pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+jso
 /// The media type of its optional second layer: the build's Sigstore bundle (signed
 /// provenance of the package).
 pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+/// The media type of its optional kABI record: what each module imports, with CRCs, and its
+/// vermagic (`NAME.kabi.json` in a release; [`crate::kabi::PackageAbi`]).
+pub const KABI_MEDIA_TYPE: &str = "application/vnd.kfleet.kabi.v1+json";
 /// The empty config an artifact manifest points at (`{}`).
 pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 pub const EMPTY_CONFIG: &[u8] = b"{}";
@@ -137,9 +140,12 @@ pub struct DriverManifest {
     pub vermagic: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
-    /// The second layer, when the build's Sigstore bundle was pushed with the package.
+    /// A further layer, when the build's Sigstore bundle was pushed with the package.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Blob>,
+    /// A further layer, when the package's kABI record was pushed with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kabi: Option<Blob>,
 }
 
 /// A blob a manifest points at.
@@ -208,14 +214,24 @@ pub fn driver_manifest(
                 format!("{}{}", driver.title, crate::provenance::BUNDLE_SUFFIX),
             )]),
         }))
+        .chain(driver.kabi.iter().map(|record| Descriptor {
+            media_type: KABI_MEDIA_TYPE.into(),
+            digest: record.digest.clone(),
+            size: record.size,
+            annotations: BTreeMap::from([(
+                ANNOTATION_TITLE.to_string(),
+                format!("{}{}", driver.title, super::KABI_SUFFIX),
+            )]),
+        }))
         .collect(),
         annotations,
     };
     serde_json::to_vec(&manifest)
 }
 
-/// Reads a driver's manifest: kfleet's artifact type, one layer of the package's media type
-/// whose digest the `io.kfleet.sha256` annotation repeats, and the identity annotations.
+/// Reads a driver's manifest: kfleet's artifact type, a first layer of the package's media type
+/// whose digest the `io.kfleet.sha256` annotation repeats, at most one Sigstore bundle and one
+/// kABI record after it, and the identity annotations.
 pub fn read_driver_manifest(bytes: &[u8]) -> Result<DriverManifest, String> {
     let m: Manifest =
         serde_json::from_slice(bytes).map_err(|e| format!("not an OCI image manifest: {e}"))?;
@@ -228,40 +244,39 @@ pub fn read_driver_manifest(bytes: &[u8]) -> Result<DriverManifest, String> {
                 .unwrap_or_else(|| "missing".into())
         ));
     }
-    let (layer, bundle) = match m.layers.as_slice() {
-        [layer] => (layer, None),
-        [layer, bundle] => (layer, Some(bundle)),
-        layers => {
-            return Err(format!(
-                "{} layers; a kfleet driver has its package and, optionally, its Sigstore bundle",
-                layers.len()
-            ));
-        }
+    let Some((layer, further)) = m.layers.split_first() else {
+        return Err("no layers; a kfleet driver's first layer is its package".into());
     };
-    let provenance = match bundle {
-        None => None,
-        Some(b)
-            if b.media_type
-                .starts_with("application/vnd.dev.sigstore.bundle") =>
+    let (mut provenance, mut kabi) = (None, None);
+    for (n, b) in further.iter().enumerate() {
+        let (slot, what) = if b
+            .media_type
+            .starts_with("application/vnd.dev.sigstore.bundle")
         {
-            if !crate::oci::valid_digest(&b.digest) {
-                return Err(format!(
-                    "the bundle layer's digest {} is not sha256: and 64 hex digits",
-                    crate::text::clean(&b.digest)
-                ));
-            }
-            Some(Blob {
-                digest: b.digest.clone(),
-                size: b.size,
-            })
-        }
-        Some(b) => {
+            (&mut provenance, "Sigstore bundle")
+        } else if b.media_type == KABI_MEDIA_TYPE {
+            (&mut kabi, "kABI record")
+        } else {
             return Err(format!(
-                "the second layer is {}, not a Sigstore bundle",
+                "layer {} is {}, neither a Sigstore bundle nor a kABI record",
+                n + 2,
                 crate::text::clean(&b.media_type)
             ));
+        };
+        if slot.is_some() {
+            return Err(format!("it has two layers of a {what}; a driver has one"));
         }
-    };
+        if !crate::oci::valid_digest(&b.digest) {
+            return Err(format!(
+                "the {what} layer's digest {} is not sha256: and 64 hex digits",
+                crate::text::clean(&b.digest)
+            ));
+        }
+        *slot = Some(Blob {
+            digest: b.digest.clone(),
+            size: b.size,
+        });
+    }
     if layer.media_type != LAYER_MEDIA_TYPE {
         return Err(format!(
             "the layer is {}, not {LAYER_MEDIA_TYPE}",
@@ -293,6 +308,7 @@ pub fn read_driver_manifest(bytes: &[u8]) -> Result<DriverManifest, String> {
         vermagic: get(ANNOTATION_VERMAGIC),
         created: get(ANNOTATION_CREATED),
         provenance,
+        kabi,
     })
 }
 
@@ -355,6 +371,7 @@ mod tests {
             vermagic: Some("5.15.0-91-generic SMP mod_unload modversions".into()),
             created: None,
             provenance: None,
+            kabi: None,
         };
         let bytes = driver_manifest(&driver, "sha256:44136fa3").unwrap();
         assert_eq!(read_driver_manifest(&bytes).unwrap(), driver);
@@ -367,6 +384,26 @@ mod tests {
         };
         let with_bundle = driver_manifest(&attested, "sha256:44136fa3").unwrap();
         assert_eq!(read_driver_manifest(&with_bundle).unwrap(), attested);
+        let recorded = DriverManifest {
+            kabi: Some(Blob {
+                digest: format!("sha256:{}", "12".repeat(32)),
+                size: 700,
+            }),
+            ..attested.clone()
+        };
+        let with_record = driver_manifest(&recorded, "sha256:44136fa3").unwrap();
+        assert_eq!(read_driver_manifest(&with_record).unwrap(), recorded);
+        let mut twice: serde_json::Value = serde_json::from_slice(&with_record).unwrap();
+        let layer = twice["layers"][2].clone();
+        twice["layers"].as_array_mut().unwrap().push(layer);
+        let err = read_driver_manifest(&serde_json::to_vec(&twice).unwrap()).unwrap_err();
+        assert!(err.contains("two layers of a kABI record"), "{err}");
+        twice["layers"][3]["mediaType"] = "application/octet-stream".into();
+        let err = read_driver_manifest(&serde_json::to_vec(&twice).unwrap()).unwrap_err();
+        assert!(
+            err.contains("layer 4 is application/octet-stream, neither"),
+            "{err}"
+        );
         let mut m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         m["annotations"][ANNOTATION_SHA256] = "cd".repeat(32).into();
         let err = read_driver_manifest(&serde_json::to_vec(&m).unwrap()).unwrap_err();

@@ -80,9 +80,16 @@ pub(crate) fn dispatch_cmd(args: DispatchArgs, config: &Config) -> Result<ExitCo
             // each class (the first, most nodes) builds for the class.
             let mut skip: std::collections::HashSet<String> = Default::default();
             if let Some(resolver) = settings.resolver.as_ref().filter(|_| args.kabi) {
-                let found =
-                    crate::app::compatible::find(&report, &assets, resolver, &settings.kabi_cache)
-                        .await;
+                let found = crate::app::compatible::find(
+                    &report,
+                    &assets,
+                    crate::app::compatible::KabiCheck {
+                        resolver,
+                        cache: &settings.kabi_cache,
+                        store: client.artifact_store(),
+                    },
+                )
+                .await;
                 for note in &found.notes {
                     tracing::warn!("kabi: {note}");
                 }

@@ -52,6 +52,24 @@ fn read_modules(path: &std::path::Path) -> Result<(bool, Vec<(String, ModuleAbi)
     Ok((true, modules))
 }
 
+/// The kABI record of a driver package's modules: each one's vermagic and imports with CRCs.
+pub(crate) fn package_record(
+    modules: &[crate::node::install::Module],
+) -> Result<crate::kabi::PackageAbi> {
+    Ok(crate::kabi::PackageAbi {
+        modules: modules
+            .iter()
+            .map(|m| {
+                let abi = ModuleAbi::read(&m.bytes).with_context(|| format!("{}.ko", m.file))?;
+                Ok(crate::kabi::NamedModuleAbi {
+                    module: m.name.clone(),
+                    abi,
+                })
+            })
+            .collect::<Result<_>>()?,
+    })
+}
+
 pub(crate) fn kabi_cmd(cmd: KabiCommand, config: &Config) -> Result<ExitCode> {
     match cmd {
         KabiCommand::Imports { module } => {

@@ -147,21 +147,33 @@ pub(crate) fn store_cmd(cmd: StoreCommand, config: &Config) -> Result<ExitCode> 
                     )),
                     Err(_) => None,
                 };
+                // What its modules import, with CRCs: the record `kabi imports --json` writes,
+                // another layer, so kernels with the same CRCs are found compatible.
+                let kabi = match super::kabi::package_record(&modules) {
+                    Ok(record) => Some(bytes::Bytes::from(serde_json::to_vec(&record)?)),
+                    Err(e) => {
+                        tracing::warn!(
+                            "{}: no kABI record pushed ({e:#}); no other kernel will be found compatible with it",
+                            path.display()
+                        );
+                        None
+                    }
+                };
                 pushes.push((
                     identity.key(),
                     bytes::Bytes::from(bytes),
                     vermagic.to_string(),
-                    bundle,
+                    crate::forge::Attached { bundle, kabi },
                 ));
             }
             let mut pushed = Vec::new();
-            for (key, bytes, vermagic, bundle) in pushes {
+            for (key, bytes, vermagic, attached) in pushes {
                 let done = runtime()?.block_on(store.push(
                     &key,
                     &driver_version,
                     bytes,
                     Some(vermagic),
-                    bundle,
+                    attached,
                 ))?;
                 if !super::json_wanted() {
                     outln!(

@@ -17,12 +17,8 @@ use std::sync::Arc;
 pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> {
     let settings = ReportSettings::resolve(&args, config)?;
     let coverage = &settings.coverage;
-    let snapshot = load_listing(
-        args.releases.as_ref(),
-        &args.build,
-        args.store.open(config, &coverage.template)?,
-        config,
-    )?;
+    let store = args.store.open(config, &coverage.template)?;
+    let snapshot = load_listing(args.releases.as_ref(), &args.build, store.clone(), config)?;
     let release = snapshot.release(coverage.driver_version.as_deref())?;
     let fleet = Arc::new(read_fleet(
         &settings.inventories,
@@ -41,7 +37,12 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
                 .resolver
                 .as_ref()
                 .filter(|_| settings.kabi)
-                .map(|r| (r, kabi_cache.as_path())),
+                .map(|resolver| crate::app::compatible::KabiCheck {
+                    resolver,
+                    cache: kabi_cache.as_path(),
+                    // A listing file names no store; its records are beside its assets.
+                    store: store.as_deref().filter(|_| args.releases.is_none()),
+                }),
         ),
     )?;
     for note in &found.notes {

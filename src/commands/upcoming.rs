@@ -20,7 +20,7 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
     let fleet = read_fleet(&args.inventory, false, false)?;
     // The release the statuses are computed against, when one is named.
     let store = args.store.open(config, template)?;
-    let releases = match (&args.releases, store) {
+    let releases = match (&args.releases, store.as_ref()) {
         (Some(path), _) => Some(read_release_file(path)?),
         (None, Some(store)) => Some(runtime()?.block_on(store.list())?.releases),
         (None, None) if settings.repo_named => {
@@ -45,8 +45,11 @@ pub(crate) fn upcoming_cmd(args: UpcomingArgs, config: &Config) -> Result<ExitCo
         let compatible = runtime()?.block_on(crate::app::compatible::mark_upcoming(
             &mut found,
             &index,
-            resolver,
-            &settings.kabi_cache,
+            crate::app::compatible::KabiCheck {
+                resolver,
+                cache: &settings.kabi_cache,
+                store: store.as_deref().filter(|_| args.releases.is_none()),
+            },
         ));
         for note in &compatible.notes {
             tracing::warn!("kabi: {note}");

@@ -21,7 +21,7 @@ pub use runs::{
     run_title,
 };
 pub use sandbox::{Faults, Sandbox, SandboxError, SandboxOptions, Simulation, load_releases};
-pub use store::{OciStore, Pushed, StoreError, StoreForge};
+pub use store::{Attached, OciStore, Pushed, StoreError, StoreForge};
 
 use crate::text::Cause;
 use std::future::Future;
@@ -78,6 +78,10 @@ pub trait Forge: Send + Sync {
     /// Request counters of the client behind the forge.
     fn stats(&self) -> &ClientStats;
     fn list_releases(&self) -> BoxFuture<'_, Result<Listing, ForgeError>>;
+    /// The OCI store its release listings come from, when artifacts are kept in one.
+    fn artifact_store(&self) -> Option<&OciStore> {
+        None
+    }
     /// Runs of `workflow`, newest first, optionally by status and created at or after `since`;
     /// every page.
     fn list_runs<'a>(

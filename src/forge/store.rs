@@ -32,6 +32,15 @@ pub enum StoreError {
     },
 }
 
+/// What is pushed with a driver package, each as a layer of its manifest.
+#[derive(Clone, Debug, Default)]
+pub struct Attached {
+    /// The build's Sigstore bundle (`NAME.sigstore.json`).
+    pub bundle: Option<bytes::Bytes>,
+    /// The package's kABI record (`NAME.kabi.json`, [`crate::kabi::PackageAbi`] as JSON).
+    pub kabi: Option<bytes::Bytes>,
+}
+
 /// What `push` stored.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Pushed {
@@ -188,17 +197,22 @@ impl OciStore {
         Ok((expected == tag).then_some((driver.driver_version, driver.identity)))
     }
 
-    /// Pushes a driver package for (identity key, driver version): the package as the layer,
-    /// the empty config, then the manifest under the driver's tag. A tag that holds another
-    /// artifact is never overwritten.
+    /// Pushes a driver package for (identity key, driver version): the package as the first
+    /// layer, the build's Sigstore bundle and the package's kABI record (when given) as further
+    /// layers, the empty config, then the manifest under the driver's tag. A tag that holds
+    /// another artifact is never overwritten.
     pub async fn push(
         &self,
         key: &str,
         driver_version: &str,
         package: bytes::Bytes,
         vermagic: Option<String>,
-        bundle: Option<bytes::Bytes>,
+        attached: Attached,
     ) -> Result<Pushed, StoreError> {
+        let blob = |b: &bytes::Bytes| layout::Blob {
+            digest: crate::oci::sha256_digest(b),
+            size: b.len() as u64,
+        };
         let (tag, name) = self.tag(key, driver_version)?;
         let layer_digest = crate::oci::sha256_digest(&package);
         let driver = DriverManifest {
@@ -209,10 +223,8 @@ impl OciStore {
             size: package.len() as u64,
             vermagic,
             created: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            provenance: bundle.as_ref().map(|b| layout::Blob {
-                digest: crate::oci::sha256_digest(b),
-                size: b.len() as u64,
-            }),
+            provenance: attached.bundle.as_ref().map(blob),
+            kabi: attached.kabi.as_ref().map(blob),
         };
         if let Some((digest, bytes)) = self.client.manifest(&tag).await? {
             let existing = layout::read_driver_manifest(&bytes).ok();
@@ -243,13 +255,19 @@ impl OciStore {
                 )),
             });
         }
-        if let (Some(bundle), Some(blob)) = (bundle, &driver.provenance) {
-            let stored = self.client.push_blob(bundle).await?;
+        for (what, bytes, blob) in [
+            ("the provenance bundle", attached.bundle, &driver.provenance),
+            ("the kABI record", attached.kabi, &driver.kabi),
+        ] {
+            let (Some(bytes), Some(blob)) = (bytes, blob) else {
+                continue;
+            };
+            let stored = self.client.push_blob(bytes).await?;
             if stored != blob.digest {
                 return Err(StoreError::Refused {
                     store: self.label(),
                     source: Cause::from(format!(
-                        "the provenance bundle was stored as {stored}, not {}",
+                        "{what} was stored as {stored}, not {}",
                         blob.digest
                     )),
                 });
@@ -334,6 +352,59 @@ impl OciStore {
         Ok(Some((driver, package)))
     }
 
+    /// The kABI record of the driver the store holds under `asset_name` (an asset name of the
+    /// store's template, for the identity `key`), checked against its digest and at most `max`
+    /// bytes; `None` when there is no such driver or it was pushed without a record.
+    pub async fn pull_kabi(
+        &self,
+        asset_name: &str,
+        key: &str,
+        max: u64,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        let Some(driver_version) = self
+            .template
+            .parse(asset_name)
+            .and_then(|parsed| parsed.driver_version)
+        else {
+            return Ok(None);
+        };
+        let (tag, _) = self.tag(key, &driver_version)?;
+        let Some((_, bytes)) = self.client.manifest(&tag).await? else {
+            return Ok(None);
+        };
+        let driver =
+            layout::read_driver_manifest(&bytes).map_err(|message| StoreError::Untrusted {
+                store: self.label(),
+                tag: tag.clone(),
+                source: Cause::from(message),
+            })?;
+        if !driver.is_for(key, &driver_version) {
+            return Err(StoreError::Untrusted {
+                store: self.label(),
+                tag,
+                source: Cause::from(format!(
+                    "its manifest names {} {}, not {key} {driver_version}",
+                    crate::text::clean(&driver.identity),
+                    crate::text::clean(&driver.driver_version)
+                )),
+            });
+        }
+        let Some(record) = driver.kabi else {
+            return Ok(None);
+        };
+        if record.size > max {
+            return Err(StoreError::Untrusted {
+                store: self.label(),
+                tag,
+                source: Cause::from(format!(
+                    "its kABI record is {} bytes, over the limit of {max}",
+                    record.size
+                )),
+            });
+        }
+        Ok(Some(self.client.blob(&record.digest, max).await?))
+    }
+
     /// The Sigstore bundle a driver's manifest points at, checked against its digest; `None`
     /// when the driver was pushed without one.
     pub async fn pull_bundle(
@@ -385,6 +456,9 @@ impl Forge for StoreForge {
                 .await
                 .map_err(|e| ForgeError::Store(Box::new(e)))
         })
+    }
+    fn artifact_store(&self) -> Option<&OciStore> {
+        Some(&self.store)
     }
     fn list_runs<'a>(
         &'a self,

@@ -76,7 +76,13 @@ impl Dashboard {
                 crate::artifacts::index_assets(release, &self.template),
                 self.options,
                 self.planner.clock().now(),
-                self.kabi.as_deref().map(|cache| (&self.resolver, cache)),
+                self.kabi
+                    .as_deref()
+                    .map(|cache| crate::app::compatible::KabiCheck {
+                        resolver: &self.resolver,
+                        cache,
+                        store: self.forge.artifact_store(),
+                    }),
             )
             .await?;
         for note in &found.notes {
