@@ -143,27 +143,39 @@ pub(super) fn json(
     view: &View,
     upcoming: Option<&UpcomingReport>,
 ) -> Result<String, ReportError> {
-    let mut doc = serde_json::json!({
-        "summary": report.summary,
-        "identities": view.rows(report),
-        "unused": report.unused,
-        "unrecognised_assets": report.unrecognised,
-        "bad_rows": report.bad_rows,
-    });
-    if let Some(found) = upcoming {
-        let counts = UpcomingCounts::of(report, found);
-        doc["upcoming"] = serde_json::json!({
-            "lines": found.lines,
-            "lines_with_upcoming": found.lines_with_upcoming,
-            "kernels": found.rows.len(),
-            "covered": counts.covered,
-            "missing": counts.missing,
-            "prebuilt_unused_artifacts": counts.prebuilt,
-            "rows": found.rows,
-            "notes": found.notes,
-            "errors": found.errors,
-        });
+    // Serialised from the report itself, not through a `serde_json::Value` tree: at 100M nodes
+    // (40,000 identities) that tree alone held tens of MiB.
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        summary: &'a crate::coverage::Summary,
+        identities: Vec<&'a crate::coverage::IdentityRow>,
+        unused: &'a [crate::artifacts::MatchedAsset],
+        unrecognised_assets: &'a [crate::artifacts::UnrecognisedAsset],
+        bad_rows: &'a [crate::inventory::BadRow],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        upcoming: Option<serde_json::Value>,
     }
+    let doc = Doc {
+        summary: &report.summary,
+        identities: view.rows(report),
+        unused: &report.unused,
+        unrecognised_assets: &report.unrecognised,
+        bad_rows: &report.bad_rows,
+        upcoming: upcoming.map(|found| {
+            let counts = UpcomingCounts::of(report, found);
+            serde_json::json!({
+                "lines": found.lines,
+                "lines_with_upcoming": found.lines_with_upcoming,
+                "kernels": found.rows.len(),
+                "covered": counts.covered,
+                "missing": counts.missing,
+                "prebuilt_unused_artifacts": counts.prebuilt,
+                "rows": found.rows,
+                "notes": found.notes,
+                "errors": found.errors,
+            })
+        }),
+    };
     serde_json::to_string_pretty(&doc)
         .map(|s| s + "\n")
         .map_err(|e| ReportError::Encode(Cause::of(e)))
