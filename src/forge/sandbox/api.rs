@@ -258,7 +258,7 @@ pub(super) fn repo_of<'a>(
 }
 
 /// A JSON value as a response body.
-pub(super) fn json_body(value: &serde_json::Value) -> serde_json::Result<String> {
+pub(super) fn json_body(value: &impl serde::Serialize) -> serde_json::Result<String> {
     serde_json::to_string(value)
 }
 
@@ -326,11 +326,12 @@ async fn list_releases(
     let (body, total) = {
         let releases = state.releases.locked();
         let shapes = repo_of(&state, &owner, &repo);
-        let slice: Vec<serde_json::Value> = releases
+        let user = shapes.user();
+        let slice: Vec<shapes::ReleaseShape<'_>> = releases
             .iter()
             .skip((page - 1) * per_page)
             .take(per_page)
-            .map(|r| shapes.release(r, state.started_at))
+            .map(|r| shapes.release(r, state.started_at, &user))
             .collect();
         (serde_json::to_string(&slice), releases.len())
     };

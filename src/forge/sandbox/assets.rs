@@ -76,7 +76,9 @@ fn one_release(
         let Some(release) = releases.iter().find(|r| pick(r)) else {
             return missing();
         };
-        json_body(&repo_of(state, owner, repo).release(release, state.started_at))
+        let shapes = repo_of(state, owner, repo);
+        let author = shapes.user();
+        json_body(&shapes.release(release, state.started_at, &author))
     };
     conditional_json(headers, body, None)
 }
@@ -99,13 +101,14 @@ async fn list_assets(
             return missing();
         };
         let shapes = repo_of(&state, &owner, &repo);
+        let uploader = shapes.user();
         let created = release.created_at.unwrap_or(state.started_at);
-        let slice: Vec<serde_json::Value> = release
+        let slice: Vec<shapes::AssetShape<'_>> = release
             .assets
             .iter()
             .skip((page - 1) * per_page)
             .take(per_page)
-            .map(|a| shapes.asset(a, created))
+            .map(|a| shapes.asset(a, created, &uploader))
             .collect();
         (serde_json::to_string(&slice), release.assets.len())
     };
@@ -167,10 +170,18 @@ async fn upload(
         updated_at: Some(state.clock.now()),
         name: name.clone(),
     };
-    let answer = repo_of(&state, &owner, &repo).asset(&asset, state.started_at);
     release.assets.push(asset);
     uploads.insert(name, body.to_vec());
-    (StatusCode::CREATED, Json(answer)).into_response()
+    let shapes = repo_of(&state, &owner, &repo);
+    let uploader = shapes.user();
+    match release.assets.last() {
+        Some(asset) => (
+            StatusCode::CREATED,
+            Json(shapes.asset(asset, state.started_at, &uploader)),
+        )
+            .into_response(),
+        None => missing(),
+    }
 }
 
 async fn delete_asset(

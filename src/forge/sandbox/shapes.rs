@@ -8,6 +8,50 @@ use crate::forge::Job;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
+/// `release-asset`, serialised as it stands (no `Value` tree: a listing holds thousands).
+#[derive(serde::Serialize)]
+pub(super) struct AssetShape<'a> {
+    url: String,
+    browser_download_url: Option<&'a str>,
+    id: u64,
+    node_id: String,
+    name: &'a str,
+    label: Option<&'a str>,
+    state: &'static str,
+    content_type: &'static str,
+    size: u64,
+    digest: Option<&'a str>,
+    download_count: u64,
+    created_at: String,
+    updated_at: String,
+    uploader: &'a Value,
+}
+
+/// `release`, its assets included.
+#[derive(serde::Serialize)]
+pub(super) struct ReleaseShape<'a> {
+    url: String,
+    html_url: String,
+    assets_url: String,
+    upload_url: String,
+    tarball_url: String,
+    zipball_url: String,
+    id: u64,
+    node_id: String,
+    tag_name: &'a str,
+    target_commitish: &'static str,
+    name: String,
+    body: Option<&'a str>,
+    draft: bool,
+    prerelease: bool,
+    immutable: bool,
+    created_at: String,
+    published_at: Option<String>,
+    updated_at: String,
+    author: &'a Value,
+    assets: Vec<AssetShape<'a>>,
+}
+
 /// The repository a response is about, and where the sandbox is.
 pub(super) struct Repo<'a> {
     pub(super) base: &'a str,
@@ -167,8 +211,14 @@ impl Repo<'_> {
         repo
     }
 
-    /// `release-asset`.
-    pub(super) fn asset(&self, asset: &ReleaseAsset, release_time: DateTime<Utc>) -> Value {
+    /// `release-asset`, uploaded by `uploader` ([`Repo::user`], built once per answer: a
+    /// listing holds thousands of assets).
+    pub(super) fn asset<'a>(
+        &self,
+        asset: &'a ReleaseAsset,
+        release_time: DateTime<Utc>,
+        uploader: &'a Value,
+    ) -> AssetShape<'a> {
         let id = asset.id.unwrap_or_default();
         let content_type = if asset.name.ends_with(".tar.xz") {
             "application/x-xz"
@@ -178,27 +228,32 @@ impl Repo<'_> {
             "application/octet-stream"
         };
         let updated = time(asset.updated_at.unwrap_or(release_time));
-        json!({
-            "url": format!("{}/releases/assets/{id}", self.api()),
-            "browser_download_url": asset.browser_download_url,
-            "id": id,
-            "node_id": node_id("RA", id),
-            "name": asset.name,
-            "label": null,
-            "state": "uploaded",
-            "content_type": content_type,
-            "size": asset.size.unwrap_or_default(),
-            "digest": asset.digest,
-            "download_count": 0,
-            "created_at": updated,
-            "updated_at": updated,
-            "uploader": self.user(),
-        })
+        AssetShape {
+            url: format!("{}/releases/assets/{id}", self.api()),
+            browser_download_url: asset.browser_download_url.as_deref(),
+            id,
+            node_id: node_id("RA", id),
+            name: &asset.name,
+            label: None,
+            state: "uploaded",
+            content_type,
+            size: asset.size.unwrap_or_default(),
+            digest: asset.digest.as_deref(),
+            download_count: 0,
+            created_at: updated.clone(),
+            updated_at: updated,
+            uploader,
+        }
     }
 
-    /// `release`, its assets included. `fallback_time` stands in for a listing file's release
-    /// that has no dates (GitHub's always has them).
-    pub(super) fn release(&self, release: &Release, fallback_time: DateTime<Utc>) -> Value {
+    /// `release`, its assets included, written by `author` ([`Repo::user`]). `fallback_time`
+    /// stands in for a listing file's release that has no dates (GitHub's always has them).
+    pub(super) fn release<'a>(
+        &self,
+        release: &'a Release,
+        fallback_time: DateTime<Utc>,
+        author: &'a Value,
+    ) -> ReleaseShape<'a> {
         let id = release.id.unwrap_or_default();
         let created = release
             .created_at
@@ -211,35 +266,35 @@ impl Repo<'_> {
         } else {
             Some(time(release.published_at.unwrap_or(created)))
         };
-        json!({
-            "url": url,
-            "html_url": release
+        ReleaseShape {
+            html_url: release
                 .html_url
                 .clone()
                 .unwrap_or_else(|| format!("{}/releases/tag/{tag}", self.html())),
-            "assets_url": format!("{url}/assets"),
-            "upload_url": format!("{url}/assets{{?name,label}}"),
-            "tarball_url": format!("{}/tarball/{tag}", self.api()),
-            "zipball_url": format!("{}/zipball/{tag}", self.api()),
-            "id": id,
-            "node_id": node_id("RE", id),
-            "tag_name": tag,
-            "target_commitish": "main",
-            "name": release.name.clone().unwrap_or_else(|| tag.clone()),
-            "body": null,
-            "draft": release.draft,
-            "prerelease": release.prerelease,
-            "immutable": release.immutable,
-            "created_at": time(created),
-            "published_at": published,
-            "updated_at": time(created),
-            "author": self.user(),
-            "assets": release
+            assets_url: format!("{url}/assets"),
+            upload_url: format!("{url}/assets{{?name,label}}"),
+            tarball_url: format!("{}/tarball/{tag}", self.api()),
+            zipball_url: format!("{}/zipball/{tag}", self.api()),
+            url,
+            id,
+            node_id: node_id("RE", id),
+            tag_name: tag,
+            target_commitish: "main",
+            name: release.name.clone().unwrap_or_else(|| tag.clone()),
+            body: None,
+            draft: release.draft,
+            prerelease: release.prerelease,
+            immutable: release.immutable,
+            created_at: time(created),
+            published_at: published,
+            updated_at: time(created),
+            author,
+            assets: release
                 .assets
                 .iter()
-                .map(|a| self.asset(a, created))
-                .collect::<Vec<_>>(),
-        })
+                .map(|a| self.asset(a, created, author))
+                .collect(),
+        }
     }
 
     /// `workflow`: one of the repository's workflow files.
