@@ -430,6 +430,38 @@ sha256:00000000000000000000000000000000000000000000000000000000000000ca\n"
 }
 
 /// `kfleet report` of the fixture fleet against the fixture releases in `format`.
+/// The JSON report is written as it is serialised, to standard output or to `-o FILE`
+/// (atomically): both are the same document, ending in a newline, and a file that cannot be
+/// written is named.
+#[test]
+fn the_json_report_streams_to_stdout_and_to_a_file_alike() {
+    let printed = fixture_report("json", &[]);
+    assert!(printed.ends_with("}\n"), "{printed}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("coverage.json");
+    let to_file = fixture_report("json", &["-o", out.to_str().unwrap()]);
+    assert_eq!(to_file, "");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), printed);
+    let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(leftovers, 1, "no temp files left");
+    let failed = kfleet()
+        .arg("report")
+        .arg("-i")
+        .arg(fixture("small-fleet.csv"))
+        .arg("-r")
+        .arg(fixture("small-releases.json"))
+        .args(["--format", "json", "-o", "/nonexistent/dir/coverage.json"])
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&failed.stderr)
+            .contains("cannot write /nonexistent/dir/coverage.json"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+}
+
 fn fixture_report(format: &str, extra: &[&str]) -> String {
     let out = stdout_of(
         kfleet()

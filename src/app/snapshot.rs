@@ -81,6 +81,19 @@ impl Snapshot {
         Ok(select_release(&self.releases, driver_version)?)
     }
 
+    /// [`Snapshot::release`], taken out; the other releases are dropped (a one-shot report
+    /// reads no other, and at 100M nodes the listing is a good part of what it holds).
+    pub fn take_release(&mut self, driver_version: Option<&str>) -> Result<Release, SnapshotError> {
+        let chosen: *const Release = self.release(driver_version)?;
+        let mut releases = std::mem::take(&mut self.releases);
+        // The chosen release is one of them (select_release found it there).
+        let at = releases
+            .iter()
+            .position(|r| std::ptr::eq(r, chosen))
+            .unwrap_or_default();
+        Ok(releases.swap_remove(at))
+    }
+
     /// `building`, `failed` and `timed-out` of the identities of `driver_version`, at `now`.
     pub fn build_states(&self, driver_version: &str, now: DateTime<Utc>) -> BuildStates {
         crate::builds::build_states(&self.runs, &self.open, driver_version, self.deadline, now)
@@ -118,12 +131,13 @@ impl Snapshot {
         now: DateTime<Utc>,
         kabi: Option<super::compatible::KabiCheck<'_>>,
     ) -> Result<(CoverageReport, super::compatible::Compatible), SnapshotError> {
+        let Some(check) = kabi else {
+            let report = self.coverage(fleet, tag, assets, options, now).await?;
+            return Ok((report, Default::default()));
+        };
         let report = self
             .coverage(fleet.clone(), tag, assets.clone(), options, now)
             .await?;
-        let Some(check) = kabi else {
-            return Ok((report, Default::default()));
-        };
         let found = super::compatible::find(&report, &assets, check).await;
         if found.served.is_empty() && found.classes.is_empty() {
             return Ok((report, found));

@@ -89,6 +89,21 @@ use std::process::ExitCode;
 #[cfg(feature = "fleet")]
 use std::sync::Arc;
 
+/// Makes every thread allocate from one glibc arena (glibc gives each thread its own): a
+/// command that reads a fleet on several threads, then reports through polars' pool, otherwise
+/// keeps an arena of freed memory per thread. At 100M Parquet rows the process held 170 MB for
+/// a 77 MB heap peak; with one arena, 135 MB at the same speed (the readers allocate little per
+/// row). Called before such a command starts any thread; not for the service, whose workers
+/// allocate per request and would contend for the one arena.
+#[cfg(feature = "fleet")]
+pub(crate) fn one_allocator_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a glibc tunable; M_ARENA_MAX with 1 is a documented value.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Writes to standard output and flushes, so a closed pipe or a full disk is seen here.
 pub(crate) fn stdout(args: std::fmt::Arguments<'_>) -> std::result::Result<(), StdoutError> {
     use std::io::Write as _;
@@ -276,6 +291,11 @@ pub fn on_error(err: &anyhow::Error) -> (ExitCode, Option<String>) {
 
 /// Runs the parsed command line; the exit code says how it went.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    // Before the runtime's threads exist: they would each make an arena of their own.
+    #[cfg(feature = "fleet")]
+    if matches!(cli.command, Some(Command::Report(_))) {
+        one_allocator_arena();
+    }
     let _runtime = runtime()?.enter();
     let (config, _) = Config::load(cli.config.as_deref())?;
     // Kernels only an entitled archive serves (Ubuntu Pro, Red Hat's CDN) are ordinary kernels

@@ -18,8 +18,8 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
     let settings = ReportSettings::resolve(&args, config)?;
     let coverage = &settings.coverage;
     let store = args.store.open(config, &coverage.template)?;
-    let snapshot = load_listing(args.releases.as_ref(), &args.build, store.clone(), config)?;
-    let release = snapshot.release(coverage.driver_version.as_deref())?;
+    let mut snapshot = load_listing(args.releases.as_ref(), &args.build, store.clone(), config)?;
+    let release = &snapshot.take_release(coverage.driver_version.as_deref())?;
     let fleet = Arc::new(read_fleet(
         &settings.inventories,
         settings.strict,
@@ -66,8 +66,11 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
             crate::artifacts::immutable_reason(&release.tag_name)
         );
     }
-    let text = if settings.unused {
-        report::render_unused(&report.unused, settings.format)?
+    if settings.unused {
+        emit(
+            settings.output.as_ref(),
+            &report::render_unused(&report.unused, settings.format)?,
+        )?;
     } else {
         let upcoming = match (settings.upcoming_lines, &settings.resolver) {
             (Some(lines), Some(resolver)) => {
@@ -88,9 +91,30 @@ pub(crate) fn report_cmd(args: ReportArgs, config: &Config) -> Result<ExitCode> 
             }
             _ => None,
         };
-        report::render(&report, settings.format, &settings.view, upcoming.as_ref())?
-    };
-    emit(settings.output.as_ref(), &text)?;
+        if settings.format == report::Format::Json {
+            // Written as it is serialised: no copy of the whole document in memory.
+            let write = |w: &mut dyn std::io::Write| {
+                report::render_json_to(&mut *w, &report, &settings.view, upcoming.as_ref())?;
+                w.flush()
+            };
+            match settings.output.as_ref() {
+                Some(path) => {
+                    report::write_atomic_with(path, |w| write(w))?;
+                    tracing::info!("wrote {}", path.display());
+                }
+                None => write(&mut std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    std::io::stdout().lock(),
+                ))
+                .map_err(super::StdoutError)?,
+            }
+        } else {
+            emit(
+                settings.output.as_ref(),
+                &report::render(&report, settings.format, &settings.view, upcoming.as_ref())?,
+            )?;
+        }
+    }
     if let Some(floor) = settings.fail_under
         && report.summary.node_coverage_pct < floor
     {

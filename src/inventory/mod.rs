@@ -292,6 +292,20 @@ pub fn read_inventory_exactly(
     read_with(paths, strict, CsvReader::Exact)
 }
 
+/// Gives the pages the readers freed back to the system. The parallel readers' threads each
+/// allocate in an allocator arena of their own (read windows, decompressed pages); glibc keeps
+/// those arenas' freed memory when the threads end, and the report that follows allocates
+/// elsewhere, so at 100M Parquet rows the process held twice its heap at its peak. One trim
+/// after reading costs milliseconds.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of glibc's own arenas; it has no
+    // preconditions and returns whether anything was released.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Which reader counts CSV rows.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum CsvReader {
@@ -315,6 +329,7 @@ fn read_with(
     if !clusters.is_empty() {
         kube::read_blocking(&clusters, &mut fleet)?;
     }
+    return_freed_memory();
     if strict && fleet.bad_row_count > 0 {
         return Err(InventoryError::Strict {
             count: fleet.bad_row_count,

@@ -184,6 +184,14 @@ impl Tally {
     /// table without lines (Parquet) by their row in the reason.
     pub(super) fn absorb(mut self, file: &str, fleet: &mut FleetGroups, at: Position) {
         self.fold_spans();
+        // Exactly, for the first file (the common case): growing by doubling left up to half
+        // the table unused; amortised for the files after it.
+        let adding = self.good.len() + self.next_boot.len();
+        if fleet.groups.is_empty() {
+            fleet.groups.reserve_exact(adding);
+        } else {
+            fleet.groups.reserve(adding);
+        }
         let running = self.good.into_iter().map(|(key, n)| (key, n, 0));
         let next_boot = self.next_boot.into_iter().map(|(key, n)| (key, 0, n));
         for (key, nodes, next_boot) in running.chain(next_boot) {

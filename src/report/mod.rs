@@ -137,6 +137,17 @@ fn finish_csv(w: ::csv::Writer<Vec<u8>>) -> Result<String, ReportError> {
     String::from_utf8(bytes).map_err(|e| ReportError::Encode(Cause::of(e)))
 }
 
+/// The JSON report ([`render`] with [`Format::Json`]) written to `out` as it is serialised.
+#[cfg(feature = "fleet")]
+pub fn render_json_to(
+    out: impl std::io::Write,
+    report: &crate::coverage::CoverageReport,
+    view: &View,
+    upcoming: Option<&crate::coverage::upcoming::UpcomingReport>,
+) -> std::io::Result<()> {
+    coverage::json_to(out, report, view, upcoming)
+}
+
 /// Renders a coverage report, with the upcoming kernels as a section of their own when given
 /// (counted apart: node coverage stays the coverage of running kernels; CSV stays the
 /// identities alone).
