@@ -444,13 +444,7 @@ fn the_json_report_streams_to_stdout_and_to_a_file_alike() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), printed);
     let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(leftovers, 1, "no temp files left");
-    let failed = kfleet()
-        .arg("report")
-        .arg("-i")
-        .arg(fixture("small-fleet.csv"))
-        .arg("-r")
-        .arg(fixture("small-releases.json"))
-        .args(["--format", "json", "-o", "/nonexistent/dir/coverage.json"])
+    let failed = fixture_report_cmd("json", &["-o", "/nonexistent/dir/coverage.json"])
         .output()
         .unwrap();
     assert_eq!(failed.status.code(), Some(1));
@@ -462,18 +456,21 @@ fn the_json_report_streams_to_stdout_and_to_a_file_alike() {
     );
 }
 
+/// `kfleet report` of the small fixture fleet and releases in `format`.
+fn fixture_report_cmd(format: &str, extra: &[&str]) -> Command {
+    let mut cmd = kfleet();
+    cmd.arg("report")
+        .arg("-i")
+        .arg(fixture("small-fleet.csv"))
+        .arg("-r")
+        .arg(fixture("small-releases.json"))
+        .args(["--format", format])
+        .args(extra);
+    cmd
+}
+
 fn fixture_report(format: &str, extra: &[&str]) -> String {
-    let out = stdout_of(
-        kfleet()
-            .arg("report")
-            .arg("-i")
-            .arg(fixture("small-fleet.csv"))
-            .arg("-r")
-            .arg(fixture("small-releases.json"))
-            .args(["--format", format])
-            .args(extra),
-    );
-    String::from_utf8(out).unwrap()
+    String::from_utf8(stdout_of(&mut fixture_report_cmd(format, extra))).unwrap()
 }
 
 #[test]

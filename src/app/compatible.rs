@@ -43,20 +43,17 @@ pub struct KabiCheck<'a> {
 enum Locator<'a> {
     /// `NAME.kabi.json` beside it in its release.
     Url(&'a str),
-    /// The kABI layer of its manifest in the store: (asset name, identity key).
-    Store(&'a str, &'a str),
+    /// The kABI layer of its manifest in the store: (store, asset name, identity key).
+    Store(&'a OciStore, &'a str, &'a str),
 }
 
 impl Locator<'_> {
     /// What the record is kept under: the URL, or the store and asset name (a pushed tag is
     /// never replaced).
-    fn id(&self, store: Option<&OciStore>) -> String {
+    fn id(&self) -> String {
         match self {
             Locator::Url(url) => url.to_string(),
-            Locator::Store(name, _) => format!(
-                "oci://{}/{name}",
-                store.map(OciStore::label).unwrap_or_default()
-            ),
+            Locator::Store(store, name, _) => format!("oci://{}/{name}", store.label()),
         }
     }
 }
@@ -104,13 +101,13 @@ pub async fn find_for(keys: &[&str], index: &AssetIndex, check: KabiCheck<'_>) -
         };
         let locator = match (&asset.kabi_url, store) {
             (Some(url), _) => Locator::Url(url),
-            (None, Some(_)) => Locator::Store(&asset.name, &asset.key),
+            (None, Some(store)) => Locator::Store(store, &asset.name, &asset.key),
             (None, None) => continue,
         };
         lines.entry(line_of(&id)).or_default().push((
             id,
             asset.name.as_str(),
-            locator.id(store),
+            locator.id(),
             locator,
         ));
     }
@@ -150,12 +147,11 @@ pub async fn find_for(keys: &[&str], index: &AssetIndex, check: KabiCheck<'_>) -
         for (_, name, id, locator) in artifacts {
             if !records.contains_key(id) {
                 let dir = cache.join("records");
-                let read = match (locator, store) {
-                    (Locator::Url(url), _) => record(&http, url, &dir).await.map(Some),
-                    (Locator::Store(name, key), Some(store)) => {
+                let read = match locator {
+                    Locator::Url(url) => record(&http, url, &dir).await.map(Some),
+                    Locator::Store(store, name, key) => {
                         stored_record(store, name, key, id, &dir).await
                     }
-                    (Locator::Store(..), None) => Ok(None),
                 };
                 let record = match read {
                     Ok(record) => record,

@@ -205,24 +205,28 @@ pub fn driver_manifest(
             annotations: BTreeMap::from([(ANNOTATION_TITLE.to_string(), driver.title.clone())]),
         }]
         .into_iter()
-        .chain(driver.provenance.iter().map(|bundle| Descriptor {
-            media_type: BUNDLE_MEDIA_TYPE.into(),
-            digest: bundle.digest.clone(),
-            size: bundle.size,
-            annotations: BTreeMap::from([(
-                ANNOTATION_TITLE.to_string(),
-                format!("{}{}", driver.title, crate::provenance::BUNDLE_SUFFIX),
-            )]),
-        }))
-        .chain(driver.kabi.iter().map(|record| Descriptor {
-            media_type: KABI_MEDIA_TYPE.into(),
-            digest: record.digest.clone(),
-            size: record.size,
-            annotations: BTreeMap::from([(
-                ANNOTATION_TITLE.to_string(),
-                format!("{}{}", driver.title, super::KABI_SUFFIX),
-            )]),
-        }))
+        .chain(
+            [
+                (
+                    &driver.provenance,
+                    BUNDLE_MEDIA_TYPE,
+                    crate::provenance::BUNDLE_SUFFIX,
+                ),
+                (&driver.kabi, KABI_MEDIA_TYPE, super::KABI_SUFFIX),
+            ]
+            .into_iter()
+            .filter_map(|(blob, media_type, suffix)| {
+                blob.as_ref().map(|blob| Descriptor {
+                    media_type: media_type.into(),
+                    digest: blob.digest.clone(),
+                    size: blob.size,
+                    annotations: BTreeMap::from([(
+                        ANNOTATION_TITLE.to_string(),
+                        format!("{}{suffix}", driver.title),
+                    )]),
+                })
+            }),
+        )
         .collect(),
         annotations,
     };

@@ -41,26 +41,30 @@ fn read_modules(path: &std::path::Path) -> Result<(bool, Vec<(String, ModuleAbi)
     }
     let compressed =
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let modules = crate::node::install::read_package_bytes(path, &compressed)?
-        .iter()
-        .map(|m| {
-            let abi = ModuleAbi::read(&m.bytes)
-                .with_context(|| format!("{}: {}.ko", path.display(), m.file))?;
-            Ok((m.name.clone(), abi))
-        })
-        .collect::<Result<_>>()?;
-    Ok((true, modules))
+    let modules = crate::node::install::read_package_bytes(path, &compressed)?;
+    let record = package_record(path, &modules)?;
+    Ok((
+        true,
+        record
+            .modules
+            .into_iter()
+            .map(|m| (m.module, m.abi))
+            .collect(),
+    ))
 }
 
-/// The kABI record of a driver package's modules: each one's vermagic and imports with CRCs.
+/// The kABI record of the modules of the driver package at `path`: each one's vermagic and
+/// imports with CRCs.
 pub(crate) fn package_record(
+    path: &std::path::Path,
     modules: &[crate::node::install::Module],
 ) -> Result<crate::kabi::PackageAbi> {
     Ok(crate::kabi::PackageAbi {
         modules: modules
             .iter()
             .map(|m| {
-                let abi = ModuleAbi::read(&m.bytes).with_context(|| format!("{}.ko", m.file))?;
+                let abi = ModuleAbi::read(&m.bytes)
+                    .with_context(|| format!("{}: {}.ko", path.display(), m.file))?;
                 Ok(crate::kabi::NamedModuleAbi {
                     module: m.name.clone(),
                     abi,

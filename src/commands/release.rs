@@ -149,11 +149,11 @@ pub(crate) fn store_cmd(cmd: StoreCommand, config: &Config) -> Result<ExitCode> 
                 };
                 // What its modules import, with CRCs: the record `kabi imports --json` writes,
                 // another layer, so kernels with the same CRCs are found compatible.
-                let kabi = match super::kabi::package_record(&modules) {
+                let kabi = match super::kabi::package_record(path, &modules) {
                     Ok(record) => Some(bytes::Bytes::from(serde_json::to_vec(&record)?)),
                     Err(e) => {
                         tracing::warn!(
-                            "{}: no kABI record pushed ({e:#}); no other kernel will be found compatible with it",
+                            "no kABI record pushed ({e:#}); no other kernel will be found compatible with {}",
                             path.display()
                         );
                         None

@@ -325,28 +325,17 @@ impl OciStore {
         driver_version: &str,
         max: u64,
     ) -> Result<Option<(DriverManifest, bytes::Bytes)>, StoreError> {
-        let (tag, _) = self.tag(key, driver_version)?;
-        let Some((_, bytes)) = self.client.manifest(&tag).await? else {
+        let Some((tag, driver)) = self.driver(key, driver_version).await? else {
             return Ok(None);
         };
-        let untrusted = |message: String| StoreError::Untrusted {
-            store: self.label(),
-            tag: tag.clone(),
-            source: Cause::from(message),
-        };
-        let driver = layout::read_driver_manifest(&bytes).map_err(untrusted)?;
-        if !driver.is_for(key, driver_version) {
-            return Err(untrusted(format!(
-                "its manifest names {} {}, not {key} {driver_version}",
-                crate::text::clean(&driver.identity),
-                crate::text::clean(&driver.driver_version)
-            )));
-        }
         if driver.size > max {
-            return Err(untrusted(format!(
-                "its package is {} bytes, over the limit of {max}",
-                driver.size
-            )));
+            return Err(self.untrusted(
+                &tag,
+                format!(
+                    "its package is {} bytes, over the limit of {max}",
+                    driver.size
+                ),
+            ));
         }
         let package = self.client.blob(&driver.layer_digest, max).await?;
         Ok(Some((driver, package)))
@@ -368,41 +357,56 @@ impl OciStore {
         else {
             return Ok(None);
         };
-        let (tag, _) = self.tag(key, &driver_version)?;
-        let Some((_, bytes)) = self.client.manifest(&tag).await? else {
+        let Some((tag, driver)) = self.driver(key, &driver_version).await? else {
             return Ok(None);
         };
-        let driver =
-            layout::read_driver_manifest(&bytes).map_err(|message| StoreError::Untrusted {
-                store: self.label(),
-                tag: tag.clone(),
-                source: Cause::from(message),
-            })?;
-        if !driver.is_for(key, &driver_version) {
-            return Err(StoreError::Untrusted {
-                store: self.label(),
-                tag,
-                source: Cause::from(format!(
-                    "its manifest names {} {}, not {key} {driver_version}",
-                    crate::text::clean(&driver.identity),
-                    crate::text::clean(&driver.driver_version)
-                )),
-            });
-        }
         let Some(record) = driver.kabi else {
             return Ok(None);
         };
         if record.size > max {
-            return Err(StoreError::Untrusted {
-                store: self.label(),
-                tag,
-                source: Cause::from(format!(
+            return Err(self.untrusted(
+                &tag,
+                format!(
                     "its kABI record is {} bytes, over the limit of {max}",
                     record.size
-                )),
-            });
+                ),
+            ));
         }
         Ok(Some(self.client.blob(&record.digest, max).await?))
+    }
+
+    /// The manifest under the tag of (identity key, driver version), with the tag, checked:
+    /// kfleet's artifact, naming this identity and driver version. `None`: no such tag.
+    async fn driver(
+        &self,
+        key: &str,
+        driver_version: &str,
+    ) -> Result<Option<(String, DriverManifest)>, StoreError> {
+        let (tag, _) = self.tag(key, driver_version)?;
+        let Some((_, bytes)) = self.client.manifest(&tag).await? else {
+            return Ok(None);
+        };
+        let driver = layout::read_driver_manifest(&bytes)
+            .map_err(|message| self.untrusted(&tag, message))?;
+        if !driver.is_for(key, driver_version) {
+            return Err(self.untrusted(
+                &tag,
+                format!(
+                    "its manifest names {} {}, not {key} {driver_version}",
+                    crate::text::clean(&driver.identity),
+                    crate::text::clean(&driver.driver_version)
+                ),
+            ));
+        }
+        Ok(Some((tag, driver)))
+    }
+
+    fn untrusted(&self, tag: &str, message: String) -> StoreError {
+        StoreError::Untrusted {
+            store: self.label(),
+            tag: tag.to_string(),
+            source: Cause::from(message),
+        }
     }
 
     /// The Sigstore bundle a driver's manifest points at, checked against its digest; `None`
