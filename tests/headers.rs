@@ -3727,6 +3727,136 @@ fn rhel_headers_come_from_the_cdn_with_an_entitlement_certificate() {
     );
 }
 
+/// RHEL's real-time kernels through the CDN with the entitlement: RHEL 9.3 and later name them
+/// `…x86_64+rt`, RHEL 8 `…rt7.307.el8_9…`; their `kernel-rt-devel` lives in the rt (or nfv)
+/// repository, here a 9.4 z-stream kept by E4S after the minor's own rt repository no longer has
+/// it, and BaseOS and AppStream are never asked for it.
+#[test]
+fn rhel_real_time_headers_come_from_the_cdn_rt_repositories() {
+    let pki = tempfile::tempdir().unwrap();
+    let fx = fixture_requiring_client_certificates(pki.path());
+    let (cert, key) = certs::issue_client(pki.path(), "entitlement", true);
+    rpm_repo(
+        &fx,
+        "/cdn.redhat.com/content/dist/rhel9/9.4/x86_64/rt/os/",
+        &[(
+            "kernel-rt-devel",
+            "5.14.0",
+            "427.13.1.el9_4",
+            "x86_64",
+            b"OLDER-Z-STREAM",
+        )],
+        false,
+        false,
+    );
+    rpm_repo(
+        &fx,
+        "/cdn.redhat.com/content/e4s/rhel9/9.4/x86_64/rt/os/",
+        &[(
+            "kernel-rt-devel",
+            "5.14.0",
+            "427.96.1.el9_4",
+            "x86_64",
+            b"RHEL-RT-DEVEL",
+        )],
+        false,
+        false,
+    );
+    rpm_repo(
+        &fx,
+        "/cdn.redhat.com/content/dist/rhel8/8.9/x86_64/rt/os/",
+        &[(
+            "kernel-rt-devel",
+            "4.18.0",
+            "513.5.1.rt7.307.el8_9",
+            "x86_64",
+            b"RHEL8-RT-DEVEL",
+        )],
+        false,
+        false,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.path().join("ca.crt");
+    let kfleet = kfleet_on_builtin_chain::<&std::path::Path>(&fx, dir.path());
+    let entitled = [
+        ("KFLEET_RHEL_ENTITLEMENT_CERT", cert.as_path()),
+        ("KFLEET_RHEL_ENTITLEMENT_KEY", key.as_path()),
+        ("KFLEET_RHEL_CDN_CA", ca.as_path()),
+    ];
+    let fetched = |key_name: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let got = kfleet(
+            &entitled,
+            &[
+                "headers",
+                "fetch",
+                "--out",
+                out.path().to_str().unwrap(),
+                key_name,
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&got.stderr).into_owned();
+        assert!(got.status.success(), "{key_name}: {stderr}");
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    };
+
+    assert_eq!(
+        fetched("rhel/9.4/x86_64/5.14.0-427.96.1.el9_4.x86_64+rt"),
+        [(
+            "kernel-rt-devel-5.14.0-427.96.1.el9_4.x86_64.rpm".to_string(),
+            b"RHEL-RT-DEVEL".to_vec()
+        )]
+    );
+    assert_eq!(
+        fetched("rhel/8.9/x86_64/4.18.0-513.5.1.rt7.307.el8_9.x86_64"),
+        [(
+            "kernel-rt-devel-4.18.0-513.5.1.rt7.307.el8_9.x86_64.rpm".to_string(),
+            b"RHEL8-RT-DEVEL".to_vec()
+        )]
+    );
+    let gets = fx.files.lock().unwrap().gets.clone();
+    assert!(
+        gets.contains_key(
+            "/cdn.redhat.com/content/dist/rhel9/9.4/x86_64/rt/os/repodata/repomd.xml"
+        ) && gets
+            .keys()
+            .all(|path| !path.contains("/baseos/") && !path.contains("/appstream/")),
+        "{gets:?}"
+    );
+
+    // Without the entitlement a real-time RHEL kernel is unsupported like any other.
+    let check = kfleet(
+        &[],
+        &[
+            "identity",
+            "check",
+            "--distribution",
+            "rhel",
+            "--distro-version",
+            "9.4",
+            "--architecture",
+            "x86_64",
+            "--kernel-version",
+            "5.14.0-427.96.1.el9_4.x86_64+rt",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&check.stderr)
+            .starts_with("unsupported: needs a Red Hat entitlement"),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 /// An RPM in the real layout (lead, signature header padded to 8 bytes, header, xz cpio `newc`
 /// payload) holding `files`, as `rpmbuild` lays one out; the headers hold no tags kfleet reads.
 fn rpm_package(files: &[(String, Vec<u8>)]) -> Vec<u8> {
