@@ -2837,20 +2837,27 @@ fn an_oci_store_carries_the_kabi_record_and_report_kabi_reads_it() {
             ("6.1.0-98-amd64", 2),
         ],
     );
-    let report = kfleet_json_in(
-        work.path(),
-        &mirror,
-        &[
-            "report",
-            "-i",
-            "fleet.csv",
-            "--store",
-            &store,
-            "--kabi",
-            "--format",
-            "json",
-        ],
-    );
+    let report_through = |store: &str| {
+        let out = kfleet_in(
+            work.path(),
+            &mirror,
+            &[
+                "report",
+                "-i",
+                "fleet.csv",
+                "--store",
+                store,
+                "--kabi",
+                "--format",
+                "json",
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (json, stderr)
+    };
+    let (report, _) = report_through(&store);
     let status = |kernel: &str| {
         report["identities"]
             .as_array()
@@ -2868,6 +2875,77 @@ fn an_oci_store_carries_the_kabi_record_and_report_kabi_reads_it() {
     let (other, _) = status("6.1.0-98-amd64");
     assert!(other == "missing" || other == "long-tail", "{other}");
     assert_eq!(report["summary"]["covered_nodes"], 13);
+
+    // `upcoming --kabi` reads the record from the store too: a fleet on the built kernel only,
+    // the archive publishing -98 and -99 on its line.
+    write_debian_fleet(
+        &work.path().join("head.csv"),
+        id,
+        &[(id.kernel_version.as_str(), 4)],
+    );
+    let upcoming = kfleet_json_in(
+        work.path(),
+        &mirror,
+        &[
+            "upcoming", "-i", "head.csv", "--store", &store, "--kabi", "--format", "json",
+        ],
+    );
+    let mut rows: Vec<(String, String, Option<String>)> = upcoming["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["identity"]["kernel_version"].as_str().unwrap().into(),
+                r["status"].as_str().unwrap().into(),
+                r["served_by"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            ("6.1.0-98-amd64".into(), "upcoming-missing".into(), None),
+            (
+                "6.1.0-99-amd64".into(),
+                "upcoming-compatible".into(),
+                Some(name.clone())
+            ),
+        ],
+        "{upcoming}"
+    );
+
+    // A registry that serves a record over the 4 MiB bound, whether its manifest says so or
+    // claims the real record's size: nothing is compatible through it, and the report says why.
+    let big = vec![b' '; (4 << 20) + 1];
+    for (repository, declared) in [("fleet/oversize", big.len()), ("fleet/liar", bytes.len())] {
+        for descriptor in std::iter::once(&manifest["config"]).chain(layers) {
+            let digest = descriptor["digest"].as_str().unwrap();
+            let bytes =
+                std::fs::read(blob.path().join(digest.trim_start_matches("sha256:"))).unwrap();
+            assert_eq!(registry.put_blob(repository, &bytes), digest);
+        }
+        let mut hostile = manifest.clone();
+        let kabi = hostile["layers"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|l| l["mediaType"] == "application/vnd.kfleet.kabi.v1+json")
+            .unwrap();
+        kabi["digest"] = registry.put_blob(repository, &big).into();
+        kabi["size"] = declared.into();
+        registry.put_manifest(repository, &tag, &hostile);
+        let (report, stderr) = report_through(&registry.store(repository));
+        assert_eq!(
+            report["summary"]["covered_nodes"], 10,
+            "{repository}: {report}"
+        );
+        assert!(
+            stderr.contains(&name) && stderr.contains("4194304"),
+            "{repository}: {stderr}"
+        );
+    }
 }
 
 /// A fleet of Debian 12 nodes on `id`'s architecture: `nodes` of each kernel.
@@ -2915,18 +2993,23 @@ fn write_kabi_release(dir: &Path, mirror: &Mirror, name: &str) {
 
 /// kfleet in `dir` with `mirror`'s header chain, its standard output read as JSON.
 fn kfleet_json_in(dir: &Path, mirror: &Mirror, args: &[&str]) -> serde_json::Value {
-    let out = run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .env("KFLEET_STATE_DIR", dir.join("state"))
-        .env("KFLEET_HEADER_SOURCES", mirror.sources.path())
-        .current_dir(dir)
-        .args(args));
+    let out = kfleet_in(dir, mirror, args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The binary run in `dir` on `mirror`'s header chain, with its state under `dir`.
+fn kfleet_in(dir: &Path, mirror: &Mirror, args: &[&str]) -> Output {
+    run(Command::new(env!("CARGO_BIN_EXE_kfleet"))
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("KFLEET_STATE_DIR", dir.join("state"))
+        .env("KFLEET_HEADER_SOURCES", mirror.sources.path())
+        .current_dir(dir)
+        .args(args))
 }
 
 /// The record the build job writes beside a package (`kfleet --json kabi imports PACKAGE`).

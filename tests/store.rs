@@ -258,38 +258,15 @@ fn pushed_drivers_are_oci_artifacts_that_skopeo_reads() {
     assert_eq!(still["layers"][0]["digest"], format!("sha256:{sha256}"));
 }
 
-/// Sends a request made with a plain HTTP client (not kfleet's): its status and body.
-fn send(request: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            (status, headers, response.text().await.unwrap())
-        })
-}
-
-/// Uploads one blob (monolithic) and returns its digest.
-fn put_blob(base: &str, bytes: &[u8]) -> String {
-    let digest = format!("sha256:{}", kfleet::fsio::hex(&Sha256::digest(bytes)));
-    let http = reqwest::Client::new();
-    let (status, headers, _) = send(http.post(format!("{base}/v2/{REPO}/blobs/uploads/")));
-    assert_eq!(status, 202);
-    let location = headers["location"].to_str().unwrap().to_string();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let (status, _, body) = send(
-        http.put(format!("{location}{sep}digest={digest}"))
-            .body(bytes.to_vec()),
-    );
-    assert_eq!(status, 201, "{body}");
-    digest
-}
-
 /// A driver manifest as kfleet writes one, stored under `tag` with a plain HTTP client.
-fn put_manifest(base: &str, tag: &str, identity: &str, layer: &str, size: usize, config: &str) {
+fn put_manifest(
+    registry: &Registry,
+    tag: &str,
+    identity: &str,
+    layer: &str,
+    size: usize,
+    config: &str,
+) {
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -302,13 +279,7 @@ fn put_manifest(base: &str, tag: &str, identity: &str, layer: &str, size: usize,
             "io.kfleet.sha256": layer.trim_start_matches("sha256:"),
         },
     });
-    let (status, _, body) = send(
-        reqwest::Client::new()
-            .put(format!("{base}/v2/{REPO}/manifests/{tag}"))
-            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-            .body(manifest.to_string()),
-    );
-    assert_eq!(status, 201, "{body}");
+    registry.put_manifest(REPO, tag, &manifest);
 }
 
 /// The registry's tag list comes in pages of at most 1000: with 1,100 drivers in the store,
@@ -317,18 +288,24 @@ fn put_manifest(base: &str, tag: &str, identity: &str, layer: &str, size: usize,
 #[test]
 fn report_reads_coverage_from_every_page_of_the_registry_tags() {
     let registry = Registry::start(false);
-    let base = format!("http://127.0.0.1:{}", registry.port);
     let dir = tempfile::tempdir().unwrap();
     let layer_file = package(dir.path(), "layer.tar.xz", "5.15.0-1-generic SMP ");
     let layer_bytes = std::fs::read(&layer_file).unwrap();
-    let layer = put_blob(&base, &layer_bytes);
-    let config = put_blob(&base, b"{}");
+    let layer = registry.put_blob(REPO, &layer_bytes);
+    let config = registry.put_blob(REPO, b"{}");
     let kernels: Vec<String> = (1..=1100).map(|n| format!("5.15.0-{n}-generic")).collect();
     for kernel in &kernels {
         let name = asset("ubuntu", "22.04", kernel);
         let tag = name.replace('_', "__");
         let identity = format!("ubuntu/22.04/x86_64/{kernel}");
-        put_manifest(&base, &tag, &identity, &layer, layer_bytes.len(), &config);
+        put_manifest(
+            &registry,
+            &tag,
+            &identity,
+            &layer,
+            layer_bytes.len(),
+            &config,
+        );
     }
     // The fleet runs kernel 1, kernel 999 (on the tag list's second page: tags sort as text,
     // so the second page holds kernels 909 to 999) and one kernel the store lacks.
@@ -452,7 +429,7 @@ fn ensure_pulls_from_an_authenticated_registry_and_refuses_a_manifest_for_anothe
             "io.kfleet.sha256": layer.trim_start_matches("sha256:"),
         },
     });
-    let (status, _, body) = send(
+    let (status, _, body) = registry::send(
         reqwest::Client::new()
             .put(format!("{base}/v2/{REPO}/manifests/{liar}"))
             .basic_auth(registry::USER, Some(registry::PASSWORD))

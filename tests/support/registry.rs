@@ -80,6 +80,55 @@ impl Registry {
     pub fn docker(&self, repository: &str, tag: &str) -> String {
         format!("docker://127.0.0.1:{}/{repository}:{tag}", self.port)
     }
+
+    /// `http://127.0.0.1:PORT`, for a plain HTTP client.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Uploads one blob to `repository` (monolithic, with a plain HTTP client, not kfleet's) and
+    /// returns its digest.
+    pub fn put_blob(&self, repository: &str, bytes: &[u8]) -> String {
+        use sha2::Digest;
+        let digest = format!("sha256:{}", kfleet::fsio::hex(&sha2::Sha256::digest(bytes)));
+        let http = reqwest::Client::new();
+        let (status, headers, _) =
+            send(http.post(format!("{}/v2/{repository}/blobs/uploads/", self.base())));
+        assert_eq!(status, 202);
+        let location = headers["location"].to_str().unwrap().to_string();
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let (status, _, body) = send(
+            http.put(format!("{location}{sep}digest={digest}"))
+                .body(bytes.to_vec()),
+        );
+        assert_eq!(status, 201, "{body}");
+        digest
+    }
+
+    /// Stores `manifest` (an OCI image manifest) under `repository:tag` with a plain HTTP client.
+    pub fn put_manifest(&self, repository: &str, tag: &str, manifest: &serde_json::Value) {
+        let (status, _, body) = send(
+            reqwest::Client::new()
+                .put(format!("{}/v2/{repository}/manifests/{tag}", self.base()))
+                .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                .body(manifest.to_string()),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+}
+
+/// Sends a request made with a plain HTTP client (not kfleet's): its status, headers and body.
+pub fn send(request: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            (status, headers, response.text().await.unwrap())
+        })
 }
 
 impl Drop for Registry {
