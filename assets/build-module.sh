@@ -199,7 +199,11 @@ elif [ -n "$extract" ]; then
       *) die "${link#"$root"/} points outside the unpacked packages ($(readlink "$link")); refusing them" ;;
     esac
   done < <(find "$root" -type l -print0)
-  [ ! -f "$kdir/Makefile" ] || sed -i "s|^include /usr/src/|include $root/usr/src/|" "$kdir/Makefile"
+  # Debian's headers Makefile names the common tree (and, from 7.x, its own output tree as
+  # KBUILD_OUTPUT) by absolute path: point both into the private root.
+  [ ! -f "$kdir/Makefile" ] \
+    || sed -i -e "s|^include /usr/src/|include $root/usr/src/|" \
+      -e "s|^KBUILD_OUTPUT=/usr/src/|KBUILD_OUTPUT=$root/usr/src/|" "$kdir/Makefile"
 else
   # In the container: the plan's repository setup, toolchain, then the fetched packages.
   if [ -n "${KFLEET_SETUP:-}" ]; then

@@ -584,6 +584,54 @@ fn fetched_real_debian_packages_build_the_module_without_a_container() {
     );
 }
 
+/// Debian's 7.x headers name their own tree by absolute path too (`KBUILD_OUTPUT=/usr/src/
+/// linux-headers-RELEASE` before the `include` of the common tree): `--extract` points both
+/// into its private root, or kbuild looks for (or makes) the tree under the host's /usr/src.
+/// The real packages, with the arch package's Makefile in that form.
+#[test]
+fn extract_builds_headers_whose_makefile_names_its_own_tree() {
+    let id = headers_identity();
+    let headers = tempfile::tempdir().unwrap();
+    let tree = format!("usr/src/linux-headers-{}", id.kernel_version);
+    for deb in header_debs() {
+        let target = headers.path().join(deb.file_name().unwrap());
+        if !control_field(deb, "Package").ends_with(&id.kernel_version) {
+            std::fs::copy(deb, &target).unwrap();
+            continue;
+        }
+        let raw = tempfile::tempdir().unwrap();
+        stdout(Command::new("dpkg-deb").arg("-R").arg(deb).arg(raw.path()));
+        let makefile = raw.path().join(&tree).join("Makefile");
+        let text = std::fs::read_to_string(&makefile).unwrap();
+        assert!(text.starts_with("include /usr/src/"), "{text}");
+        std::fs::write(&makefile, format!("KBUILD_OUTPUT=/{tree}\n{text}")).unwrap();
+        stdout(
+            Command::new("dpkg-deb")
+                .arg("-b")
+                .arg(raw.path())
+                .arg(&target),
+        );
+    }
+    let out = tempfile::tempdir().unwrap();
+    let result = run(&mut build_command(
+        Headers::Extract(headers.path()),
+        &id,
+        &id.kernel_version,
+        out.path(),
+    ));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let template = AssetTemplate::compile(DEFAULT_ASSET_TEMPLATE, MODULE).unwrap();
+    let vermagic = packaged_vermagic(&out.path().join(template.render(&id, "1.4.2")));
+    assert_eq!(
+        vermagic.split_whitespace().next(),
+        Some(id.kernel_version.as_str())
+    );
+}
+
 /// A child process whose stderr is collected, and the first stdout or stderr line that matters.
 struct Child {
     child: std::process::Child,
@@ -2747,6 +2795,102 @@ fn upcoming_kabi_marks_published_kernels_an_artifact_already_serves() {
             ),
         ]
     );
+}
+
+/// Debian's 7.x kernels are built without `CONFIG_MODVERSIONS` (their `Module.symvers` lists
+/// every CRC as 0): the kernel then checks the whole vermagic, release included, so no build
+/// serves two of them. `report --kabi` must neither call one compatible nor let one build stand
+/// for several in the batch plan, though their (zero) CRCs are all equal.
+#[test]
+fn report_kabi_never_shares_a_build_between_kernels_without_modversions() {
+    let (_, package, id) = built_package();
+    let (kdir, _) = kernel_tree();
+    let unversioned = unversioned_tree(&kdir);
+    let debs = tempfile::tempdir().unwrap();
+    let kernels = ["6.1.0-95-amd64", "6.1.0-94-amd64"];
+    let packages = kernels.map(|k| headers_deb_like(debs.path(), k, unversioned.path()));
+    let name = package.file_name().unwrap().to_string_lossy().into_owned();
+    let mirror = debian_mirror_with(
+        &packages,
+        vec![(format!("/records/{name}.kabi.json"), kabi_record(package))],
+    );
+    let work = tempfile::tempdir().unwrap();
+    write_kabi_release(work.path(), &mirror, &name);
+    write_debian_fleet(
+        &work.path().join("fleet.csv"),
+        id,
+        &[
+            (id.kernel_version.as_str(), 10),
+            (kernels[0], 3),
+            (kernels[1], 2),
+        ],
+    );
+    let report = kfleet_json_in(
+        work.path(),
+        &mirror,
+        &[
+            "report",
+            "-i",
+            "fleet.csv",
+            "-r",
+            "releases.json",
+            "--kabi",
+            "--target",
+            "100",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(report["summary"]["covered_nodes"], 10, "{report}");
+    let plan = &report["summary"]["batch_plan"];
+    assert_eq!(plan["builds"], 2, "one build per kernel: {plan}");
+    let mut planned: Vec<&str> = plan["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    planned.sort();
+    assert_eq!(
+        planned,
+        kernels
+            .map(|k| format!("debian/12/x86_64/{k}"))
+            .iter()
+            .rev()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A copy of `tree` as Debian builds its 7.x kernels: `CONFIG_MODVERSIONS` off and every CRC of
+/// `Module.symvers` 0.
+fn unversioned_tree(tree: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    let symvers = std::fs::read_to_string(tree.join("Module.symvers")).unwrap();
+    let zeroed: String = symvers
+        .lines()
+        .map(|l| format!("0x00000000{}\n", &l[10..]))
+        .collect();
+    std::fs::write(copy.path().join("Module.symvers"), zeroed).unwrap();
+    let config = std::fs::read_to_string(tree.join(".config")).unwrap();
+    assert!(config.contains("\nCONFIG_MODVERSIONS=y\n"));
+    std::fs::write(
+        copy.path().join(".config"),
+        config.replace(
+            "\nCONFIG_MODVERSIONS=y\n",
+            "\n# CONFIG_MODVERSIONS is not set\n",
+        ),
+    )
+    .unwrap();
+    if let Ok(seed) = std::fs::read(tree.join("include/generated/randstruct_hash.h")) {
+        std::fs::create_dir_all(copy.path().join("include/generated")).unwrap();
+        std::fs::write(
+            copy.path().join("include/generated/randstruct_hash.h"),
+            seed,
+        )
+        .unwrap();
+    }
+    copy
 }
 
 /// In an OCI store the record is a layer of the driver's manifest: `store push` reads it off

@@ -12,11 +12,14 @@ use crate::forge::OciStore;
 use crate::headers::{Resolver, compare_kernels, line_of};
 use crate::identity::KernelIdentity;
 use crate::kabi::PackageAbi;
+use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The largest record read (a module imports a few hundred symbols).
 const MAX_RECORD: usize = 4 << 20;
+/// How many kernels' symbol versions are read at once.
+const KERNELS_AT_ONCE: usize = 6;
 
 /// What [`find`] found: the kernels another artifact serves (identity key, artifact), the
 /// classes of the others that one build each serves, and what could not be checked.
@@ -59,8 +62,8 @@ impl Locator<'_> {
 }
 
 /// What makes kernels of one line interchangeable for the driver: the vermagic apart from the
-/// release, and the CRC (or none) of each symbol it imports.
-type ClassKey = (String, String, Vec<(String, Option<u32>)>);
+/// release, and the CRC each exports for every symbol the driver imports.
+type ClassKey = (String, String, Vec<(String, u32)>);
 
 /// The kernels of `report` without an artifact (missing, long tail, failed or timed out) that an
 /// artifact of `index` on their line loads into; the newest such artifact serves each.
@@ -127,14 +130,21 @@ pub async fn find_for(keys: &[&str], index: &AssetIndex, check: KabiCheck<'_>) -
     };
     let mut records: BTreeMap<String, Option<PackageAbi>> = BTreeMap::new();
     let mut classes: BTreeMap<ClassKey, Vec<String>> = BTreeMap::new();
+    // The kernels with an artifact on their line, their symbol versions read a few at a time
+    // (each is a headers package from the archive on a cold cache), in order.
+    let kernels_dir = cache.join("kernels");
+    let mut reads = Vec::new();
     for key in keys {
         let Ok(id) = KernelIdentity::from_key(key) else {
             continue;
         };
-        let Some(artifacts) = lines.get(&line_of(&id)) else {
-            continue;
-        };
-        let kernel = match resolver.kernel_abi(&id, &cache.join("kernels")).await {
+        if let Some(artifacts) = lines.get(&line_of(&id)) {
+            reads.push(kernel_abi(resolver, &kernels_dir, key, id, artifacts));
+        }
+    }
+    let mut abis = futures_util::stream::iter(reads).buffered(KERNELS_AT_ONCE);
+    while let Some((key, id, artifacts, abi)) = abis.next().await {
+        let kernel = match abi {
             Ok(kernel) => kernel,
             Err(e) => {
                 found
@@ -180,18 +190,9 @@ pub async fn find_for(keys: &[&str], index: &AssetIndex, check: KabiCheck<'_>) -
         let imports = artifacts
             .iter()
             .find_map(|(_, _, id, _)| records.get(id).and_then(Option::as_ref));
-        if let (false, Some(record)) = (served, imports) {
-            let mut crcs: Vec<(String, Option<u32>)> = record
-                .modules
-                .iter()
-                .flat_map(|m| &m.abi.imports)
-                .map(|i| {
-                    let crc = kernel.symvers.crcs().get(&i.symbol).copied();
-                    (i.symbol.clone(), crc)
-                })
-                .collect();
-            crcs.sort();
-            crcs.dedup();
+        if let (false, Some(record)) = (served, imports)
+            && let Some(crcs) = class_crcs(record, &kernel)
+        {
             let rest = crate::kabi::Vermagic::parse(&kernel.vermagic).rest;
             classes
                 .entry((line_of(&id), rest, crcs))
@@ -201,6 +202,51 @@ pub async fn find_for(keys: &[&str], index: &AssetIndex, check: KabiCheck<'_>) -
     }
     found.classes = classes.into_values().filter(|c| c.len() > 1).collect();
     found
+}
+
+/// The symbol versions of the kernel `id` (`key`), passed along with what the caller needs
+/// beside them once they are read.
+async fn kernel_abi<'a, T>(
+    resolver: &Resolver,
+    dir: &Path,
+    key: &'a str,
+    id: KernelIdentity,
+    artifacts: T,
+) -> (
+    &'a str,
+    KernelIdentity,
+    T,
+    Result<crate::kabi::KernelAbi, crate::headers::HeaderError>,
+) {
+    let abi = resolver.kernel_abi(&id, dir).await;
+    (key, id, artifacts, abi)
+}
+
+/// The CRCs `kernel` exports for every symbol `record` imports, sorted: what one build shares
+/// with the other kernels of its class. `None` when one build cannot serve another kernel: the
+/// kernel or the driver has no modversions (the whole vermagic, release included, must then
+/// match), the record names no imports, or the kernel lacks one of them.
+fn class_crcs(record: &PackageAbi, kernel: &crate::kabi::KernelAbi) -> Option<Vec<(String, u32)>> {
+    let versioned = |vermagic: &str| crate::kabi::Vermagic::parse(vermagic).modversions();
+    if !versioned(&kernel.vermagic)
+        || record.modules.is_empty()
+        || record
+            .modules
+            .iter()
+            .any(|m| !versioned(&m.abi.vermagic) || m.abi.imports.is_empty())
+    {
+        return None;
+    }
+    let exported = kernel.symvers.crcs();
+    let mut crcs = record
+        .modules
+        .iter()
+        .flat_map(|m| &m.abi.imports)
+        .map(|i| Some((i.symbol.clone(), *exported.get(&i.symbol)?)))
+        .collect::<Option<Vec<_>>>()?;
+    crcs.sort();
+    crcs.dedup();
+    Some(crcs)
 }
 
 /// `--kabi` for upcoming kernels: each `upcoming-missing` kernel an artifact of its line loads
