@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Replay kABI compatibility over every amd64 kernel Debian's archive serves today.
+"""Replay kABI compatibility over real kernels: every amd64 kernel Debian's archive serves, and
+the Ubuntu x86_64 kernels of assets/real-kernels.csv that Ubuntu's archive still serves.
 
 How many builds does `--kabi` save on real kernels, and is every `compatible` verdict right? This
-reads the archive's own package indexes (bookworm and trixie, their updates, backports and
-security suites) for each `linux-headers-RELEASE` of the amd64, cloud-amd64 and rt-amd64
-flavours, and makes a fleet of one node per kernel. Then, as a fleet that met each line first on
-its oldest kernel:
+reads the archives' own package indexes (Debian's bookworm and trixie with their updates,
+backports and security suites, each `linux-headers-RELEASE` of the amd64, cloud-amd64 and
+rt-amd64 flavours; Ubuntu's focal and jammy with their updates and security pockets) and makes a
+fleet of one node per kernel. Then, as a fleet that met each line first on its oldest kernel:
 
 1. builds the example driver (`assets/example-module`) once per kernel line, for the line's
    oldest kernel, with the workflow's own steps: `kfleet headers fetch` through the built-in
    chain, `kfleet build-plan --format env`, and `assets/build-module.sh --plan --extract` inside
-   a debootstrap of the kernel's own Debian release (its gcc and kbuild);
+   a debootstrap of the kernel's own release (its gcc and kbuild; Ubuntu's checked with kfleet's
+   built-in Ubuntu archive key);
 2. pushes those builds to an OCI registry (Debian's `docker-registry`) with `kfleet store push`,
    which attaches each package's kABI record;
 3. runs `kfleet report --target 100` against the store without and with `--kabi` (the kernels'
@@ -20,7 +22,7 @@ its oldest kernel:
    package) against `modprobe --dump-modversions` of its line's built module. A kernel kfleet
    calls `compatible` whose CRCs differ would be a false verdict; the run fails if there is one.
 
-Needs root (debootstrap, chroot, bind mounts), the network (deb.debian.org), a built kfleet
+Needs root (debootstrap, chroot, bind mounts), the network (deb.debian.org, archive.ubuntu.com), gpg, a built kfleet
 (default: target/release/kfleet, or --kfleet), and `docker-registry` installed. Everything it
 fetches and builds stays under --work (default ~/.cache/kfleet-kabi-replay), and a second run
 reuses the roots and packages. Writes WORK/kabi-replay.md and WORK/kabi-replay.json.
@@ -45,28 +47,54 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ARCHIVE = "https://deb.debian.org/debian"
-SECURITY = "https://deb.debian.org/debian-security"
-# (suite, Debian release, archive); a suite's `updates` is its security pocket's path.
-SUITES = [
-    ("bookworm", "12", ARCHIVE),
-    ("bookworm-updates", "12", ARCHIVE),
-    ("bookworm-backports", "12", ARCHIVE),
-    ("bookworm-security", "12", SECURITY),
-    ("trixie", "13", ARCHIVE),
-    ("trixie-updates", "13", ARCHIVE),
-    ("trixie-backports", "13", ARCHIVE),
-    ("trixie-security", "13", SECURITY),
-]
-RELEASE_SUITE = {"12": "bookworm", "13": "trixie"}
-# What build-module.sh runs besides the chroot's base: the plan's toolchain, by the release's names.
-TOOLS = {
-    "12": "gcc,make,libc6-dev,libelf1,binutils,kmod,xz-utils,file,dwarves",
-    "13": "gcc,make,libc6-dev,libelf1t64,binutils,kmod,xz-utils,file,dwarves",
+DEBIAN = "https://deb.debian.org/debian"
+UBUNTU = "https://archive.ubuntu.com/ubuntu"
+# Per distribution: the suites read (suite, release, index base), each release's suite for the
+# build root, the root's extra packages (build-module.sh's tools, by the release's names), which
+# headers packages are kernels, and whether only the real kernel list's kernels count.
+DISTROS = {
+    "debian": {
+        "suites": [
+            ("bookworm", "12", DEBIAN),
+            ("bookworm-updates", "12", DEBIAN),
+            ("bookworm-backports", "12", DEBIAN),
+            ("bookworm-security", "12", "https://deb.debian.org/debian-security"),
+            ("trixie", "13", DEBIAN),
+            ("trixie-updates", "13", DEBIAN),
+            ("trixie-backports", "13", DEBIAN),
+            ("trixie-security", "13", "https://deb.debian.org/debian-security"),
+        ],
+        "roots": {"12": "bookworm", "13": "trixie"},
+        "mirror": DEBIAN,
+        "components": "main",
+        "tools": {
+            "12": "gcc,make,libc6-dev,libelf1,binutils,kmod,xz-utils,file,dwarves",
+            "13": "gcc,make,libc6-dev,libelf1t64,binutils,kmod,xz-utils,file,dwarves",
+        },
+        "headers": re.compile(
+            r"^linux-headers-((?P<abi>\d+\.\d+\.\d+(?:-\d+|\+deb\d+(?:\.\d+)?))-(?P<flavour>amd64|cloud-amd64|rt-amd64))$"
+        ),
+        "only_real": False,
+    },
+    "ubuntu": {
+        "suites": [
+            (f"{codename}{pocket}", release, UBUNTU)
+            for codename, release in (("focal", "20.04"), ("jammy", "22.04"))
+            for pocket in ("", "-updates", "-security")
+        ],
+        "roots": {"20.04": "focal", "22.04": "jammy"},
+        # apt in the root over http (the archive's signatures vouch for it): the root's CA
+        # bundle is not the host's.
+        "mirror": "http://archive.ubuntu.com/ubuntu",
+        "components": "main,universe",
+        "tools": {
+            "20.04": "gcc,make,libc6-dev,libelf1,binutils,kmod,xz-utils,file,dwarves",
+            "22.04": "gcc,make,libc6-dev,libelf1,binutils,kmod,xz-utils,file,dwarves",
+        },
+        "headers": re.compile(r"^linux-headers-((?P<abi>\d+\.\d+\.\d+-\d+)-(?P<flavour>[a-z][a-z0-9-]*))$"),
+        "only_real": True,
+    },
 }
-HEADERS = re.compile(
-    r"^linux-headers-((?P<abi>\d+\.\d+\.\d+(?:-\d+|\+deb\d+(?:\.\d+)?))-(?P<flavour>amd64|cloud-amd64|rt-amd64))$"
-)
 DRIVER_VERSION = "1.0.0"
 MODULE = "kdriver"
 
@@ -105,34 +133,47 @@ def dpkg_cmp(a, b):
     return -1 if lt else 1
 
 
+def real_kernels(distro):
+    """The x86_64 kernels of `distro` in assets/real-kernels.csv."""
+    with open(ROOT / "assets" / "real-kernels.csv") as f:
+        return {
+            row[3]
+            for row in (line.rstrip("\n").split(",") for line in f)
+            if len(row) > 3 and row[0] == distro and row[2] == "x86_64"
+        }
+
+
 def archive_kernels():
-    """Every amd64 kernel of the suites: uname -r -> (Debian release, package version, .deb URL)."""
+    """The kernels of every distribution's suites: (distro, uname -r) -> (release, package
+    version, .deb URL)."""
     kernels = {}
-    for suite, release, base in SUITES:
-        url = f"{base}/dists/{suite}/main/binary-amd64/Packages.xz"
-        try:
-            text = lzma.decompress(fetch(url)).decode()
-        except Exception as e:  # noqa: BLE001 - say which index and go on
-            log(f"{url}: {e}")
-            continue
-        for p in stanzas(text):
-            m = HEADERS.match(p.get("Package", ""))
-            if not m:
+    for distro, facts in DISTROS.items():
+        wanted = real_kernels(distro) if facts["only_real"] else None
+        for suite, release, base in facts["suites"]:
+            url = f"{base}/dists/{suite}/main/binary-amd64/Packages.xz"
+            try:
+                text = lzma.decompress(fetch(url)).decode()
+            except Exception as e:  # noqa: BLE001 - say which index and go on
+                log(f"{url}: {e}")
                 continue
-            kernel = m.group(1)
-            seen = kernels.get(kernel)
-            if seen is None or dpkg_cmp(seen[1], p["Version"]) < 0:
-                kernels[kernel] = (release, p["Version"], f"{base}/{p['Filename']}")
+            for p in stanzas(text):
+                m = facts["headers"].match(p.get("Package", ""))
+                if not m or (wanted is not None and m.group(1) not in wanted):
+                    continue
+                key = (distro, m.group(1))
+                seen = kernels.get(key)
+                if seen is None or dpkg_cmp(seen[1], p["Version"]) < 0:
+                    kernels[key] = (release, p["Version"], f"{base}/{p['Filename']}")
     return kernels
 
 
-def line_of(release, kernel):
-    """kfleet's line for a Debian kernel (headers::line_of): the series for +debN ABIs, the
-    upstream version for the older N.N.0-NN ones, and the flavour."""
-    m = HEADERS.match(f"linux-headers-{kernel}")
+def line_of(distro, release, kernel):
+    """kfleet's line for a Debian or Ubuntu kernel (headers::line_of): the series for Debian's
+    +debN ABIs, the upstream version for N.N.0-NN ones, and the flavour."""
+    m = DISTROS[distro]["headers"].match(f"linux-headers-{kernel}")
     abi, flavour = m.group("abi"), m.group("flavour")
     stem = ".".join(abi.split(".")[:2]) if "+" in abi else abi.split("-")[0]
-    return f"debian/{release}/x86_64 {stem}-*-{flavour}"
+    return f"{distro}/{release}/x86_64 {stem}-*-{flavour}"
 
 
 class Mounted:
@@ -151,38 +192,57 @@ class Mounted:
         subprocess.run(["umount", str(self.root / "dev")])
 
 
-def chroot_for(work, release):
-    root = work / f"root-{RELEASE_SUITE[release]}"
+def chroot_for(work, distro, release):
+    facts = DISTROS[distro]
+    suite = facts["roots"][release]
+    root = work / f"root-{suite}"
     if not (root / ".kfleet-ready").exists():
         shutil.rmtree(root, ignore_errors=True)
-        log(f"debootstrap {RELEASE_SUITE[release]} into {root}")
-        run(["debootstrap", "--variant=minbase", f"--include={TOOLS[release]}",
-             RELEASE_SUITE[release], str(root), ARCHIVE])
+        log(f"debootstrap {suite} into {root}")
+        keyring = []
+        if distro == "ubuntu":
+            # kfleet's own built-in key of Ubuntu's archive (Debian does not package Ubuntu's).
+            armored = (ROOT / "assets" / "keyrings" / "ubuntu-archive-2018.asc").read_bytes()
+            key = work / "ubuntu-archive.gpg"
+            key.write_bytes(subprocess.run(["gpg", "--dearmor"], input=armored, capture_output=True,
+                                           check=True).stdout)
+            keyring = [f"--keyring={key}"]
+        run(["debootstrap", "--variant=minbase", f"--components={facts['components']}",
+             f"--include={facts['tools'][release]}", *keyring, suite, str(root), facts["mirror"]])
         (root / ".kfleet-ready").write_text("")
     return root
 
 
-def build(kfleet, work, env, release, kernel):
+def build(kfleet, work, env, distro, release, kernel):
     """The example driver built for `kernel` by the workflow's steps; the package's path."""
-    key = f"debian/{release}/x86_64/{kernel}"
+    key = f"{distro}/{release}/x86_64/{kernel}"
     out = work / "packages"
     out.mkdir(exist_ok=True)
-    name = f"{MODULE}-{DRIVER_VERSION}-debian-{release}-x86_64-{kernel}.tar.xz"
+    name = f"{MODULE}-{DRIVER_VERSION}-{distro}-{release}-x86_64-{kernel}.tar.xz"
     if (out / name).exists():
         return out / name
-    root = chroot_for(work, release)
+    root = chroot_for(work, distro, release)
     job = root / "replay" / kernel
     shutil.rmtree(job, ignore_errors=True)
     (job / "headers").mkdir(parents=True)
     run([kfleet, "headers", "fetch", "--out", str(job / "headers"), key], env=env)
     plan = run([kfleet, "build-plan", key, "--format", "env"], env=env).stdout
     (job / "plan.env").write_text(plan)
+    # The compilers the plan lists for the release (MAJOR=PACKAGE:COMMAND), as its container
+    # build would install them.
+    compilers = next((l.split("=", 1)[1] for l in plan.splitlines() if l.startswith("KFLEET_COMPILERS=")), "")
+    packages = [c.split("=", 1)[1].split(":")[0] for c in compilers.split() if "=" in c]
+    missing = [p for p in packages if not (root / "usr" / "bin" / p).exists()]
+    if missing:
+        with Mounted(root):
+            run(["chroot", str(root), "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install",
+                 "-y", "-qq", "--no-install-recommends", *missing])
     shutil.copytree(ROOT / "assets" / "example-module", job / "module")
     shutil.copy(ROOT / "assets" / "build-module.sh", job / "build-module.sh")
     inside = f"/replay/{kernel}"
     with Mounted(root):
         result = run(["chroot", str(root), "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                      "HOME=/root", "DISTRIBUTION=debian", f"DISTRO_VERSION={release}",
+                      "HOME=/root", f"DISTRIBUTION={distro}", f"DISTRO_VERSION={release}",
                       "ARCHITECTURE=x86_64", f"KERNEL_VERSION={kernel}",
                       f"DRIVER_VERSION={DRIVER_VERSION}", f"MODULE={MODULE}", "bash",
                       f"{inside}/build-module.sh", "--plan", f"{inside}/plan.env", "--headers",
@@ -202,16 +262,14 @@ def module_crcs(root, package):
         data = tar.extractfile(member).read()
     path = root / "replay" / "dump.ko"
     path.write_bytes(data)
-    result = subprocess.run(["chroot", str(root), "modprobe", "--dump-modversions", "/replay/dump.ko"],
-                            capture_output=True, text=True)
-    path.unlink()
-    if result.returncode != 0 and "No data available" in result.stderr:
+    vermagic = run(["chroot", str(root), "modinfo", "-F", "vermagic", "/replay/dump.ko"]).stdout
+    if "modversions" not in vermagic.split():
         # Built without CONFIG_MODVERSIONS: the kernel checks the whole vermagic, release
         # included, so no other kernel loads it.
+        path.unlink()
         return None
-    if result.returncode != 0:
-        sys.exit(f"modprobe --dump-modversions {package.name}: {result.stderr}")
-    dump = result.stdout
+    dump = run(["chroot", str(root), "modprobe", "--dump-modversions", "/replay/dump.ko"]).stdout
+    path.unlink()
     crcs = {}
     for line in dump.splitlines():
         crc, symbol = line.split()
@@ -293,21 +351,22 @@ def main():
 
     kernels = archive_kernels()
     lines = {}
-    for kernel, (release, version, _) in kernels.items():
-        lines.setdefault(line_of(release, kernel), []).append((version, kernel, release))
+    for (distro, kernel), (release, version, _) in kernels.items():
+        lines.setdefault(line_of(distro, release, kernel), []).append((version, kernel, release, distro))
     for members in lines.values():
         members.sort(key=functools.cmp_to_key(lambda a, b: dpkg_cmp(a[0], b[0])))
-    log(f"{len(kernels)} kernels on {len(lines)} lines in the archive")
+    log(f"{len(kernels)} kernels on {len(lines)} lines in the archives")
 
     fleet = work / "fleet.csv"
     fleet.write_text("distribution,distro_version,architecture,kernel_version\n" + "".join(
-        f"debian,{release},x86_64,{kernel}\n" for kernel, (release, _, _) in sorted(kernels.items())))
+        f"{distro},{release},x86_64,{kernel}\n"
+        for (distro, kernel), (release, _, _) in sorted(kernels.items())))
 
     built = {}
     for line, members in sorted(lines.items()):
-        _, kernel, release = members[0]
+        _, kernel, release, distro = members[0]
         log(f"build {line}: {kernel}")
-        built[line] = build(args.kfleet, work, env, release, kernel)
+        built[line] = build(args.kfleet, work, env, distro, release, kernel)
 
     registry, store = start_registry(work)
     try:
@@ -322,43 +381,45 @@ def main():
         registry.kill()
         registry.wait()
 
-    status = {row["kernel_version"]: row["status"] for row in kabi["identities"]}
-    planned = set(row.split("/")[-1] for row in kabi["summary"]["batch_plan"]["identities"])
+    status = {(row["distribution"], row["kernel_version"]): row["status"] for row in kabi["identities"]}
+    planned = set(tuple(row.split("/")[::3]) for row in kabi["summary"]["batch_plan"]["identities"])
     rows, false_compatible, missed, false_shared = [], [], [], []
     for line, members in sorted(lines.items()):
-        imports = module_crcs(chroot_for(work, members[0][2]), built[line])
+        distro = members[0][3]
+        imports = module_crcs(chroot_for(work, distro, members[0][2]), built[line])
         compatible = 0
 
         def crcs(kernel):
-            symvers = kernel_symvers(work, kernel, kernels[kernel][2])
+            symvers = kernel_symvers(work, kernel, kernels[(distro, kernel)][2])
             return {s: symvers.get(s) for s in imports}
 
-        for _, kernel, _ in members:
+        for _, kernel, _, _ in members:
             loads = imports is not None and crcs(kernel) == imports
-            verdict = status[kernel]
+            verdict = status[(distro, kernel)]
             if verdict == "compatible":
                 compatible += 1
                 if not loads:
                     false_compatible.append(kernel)
             elif verdict != "covered" and loads:
                 missed.append(kernel)
-            elif verdict != "covered" and kernel not in planned:
+            elif verdict != "covered" and (distro, kernel) not in planned:
                 # Left to another kernel's build (a kABI class): that build must carry this
                 # kernel's CRC for every import, so some planned kernel of the line must export
                 # the same ones, all of them, with modversions.
                 shared = imports is not None and None not in crcs(kernel).values() and any(
-                    crcs(other) == crcs(kernel) for _, other, _ in members if other in planned)
+                    crcs(other) == crcs(kernel) for _, other, _, _ in members if (distro, other) in planned)
                 if not shared:
                     false_shared.append(kernel)
-        builds = 1 + sum(1 for _, k, _ in members if k in planned)
+        builds = 1 + sum(1 for _, k, _, _ in members if (distro, k) in planned)
         rows.append((line, len(members), compatible, builds,
                      "no modversions" if imports is None else len(imports)))
 
     plain_builds = len(built) + plain["summary"]["batch_plan"]["builds"]
     kabi_builds = len(built) + kabi["summary"]["batch_plan"]["builds"]
     md = [
-        f"kABI replay over the {len(kernels)} amd64 kernels Debian serves on "
-        f"{time.strftime('%Y-%m-%d')}, on {len(lines)} lines, with the example driver:",
+        f"kABI replay over {len(kernels)} real x86_64 kernels the archives serve on "
+        f"{time.strftime('%Y-%m-%d')} (every one of Debian's; Ubuntu's of assets/real-kernels.csv), "
+        f"on {len(lines)} lines, with the example driver:",
         "",
         "| line | kernels | driver's imports | compatible with the line's first build | builds with --kabi |",
         "|---|---:|---:|---:|---:|",
