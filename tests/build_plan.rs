@@ -166,6 +166,47 @@ fn the_plan_names_the_archive_the_vault_and_the_kernels_compiler() {
     );
 }
 
+/// The gcc the plan expects for Ubuntu 22.04's HWE and cloud kernels is the one their own headers
+/// name: CONFIG_CC_VERSION_TEXT recorded from the real packages of archive.ubuntu.com.
+#[test]
+fn ubuntu_22_04_plans_expect_the_gcc_the_real_headers_name() {
+    let recorded = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/ubuntu-22.04-kernel-compilers.csv"),
+    )
+    .unwrap();
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for line in recorded.lines().filter(|l| !l.starts_with('#')) {
+        let (kernel, text) = line.split_once(',').unwrap();
+        let real = text
+            .split_once("-linux-gnu-gcc-")
+            .and_then(|(_, rest)| rest.split_once(' '))
+            .map(|(major, _)| major)
+            .unwrap_or_else(|| panic!("no gcc major in {text}"));
+        let out = kfleet()
+            .args([
+                "build-plan",
+                &format!("ubuntu/22.04/x86_64/{kernel}"),
+                "--format",
+                "env",
+            ])
+            .assert()
+            .success();
+        let env = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+        let expected = env
+            .lines()
+            .find_map(|l| l.strip_prefix("KFLEET_EXPECTED_GCC="))
+            .unwrap_or("");
+        if expected != real {
+            wrong.push(format!("{kernel}: plan {expected:?}, headers gcc-{real}"));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked} kernels recorded");
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 /// A registry on 127.0.0.1 speaking the distribution API as Docker Hub does: a 401 with a bearer
 /// challenge, a token service, then the manifest's digest for the token's scope.
 struct Registry {
