@@ -3112,6 +3112,53 @@ fn upcoming_follows_the_flavours_meta_package_into_its_next_series() {
     );
 }
 
+/// The same on the archive's own entries: `tests/fixtures/ubuntu-noble-updates-kernel-headers.Packages`
+/// holds stanzas of noble-updates' real `Packages` index (recorded 2026-12-07 from
+/// archive.ubuntu.com, trimmed to the fields apt reads), where `linux-headers-aws` depends on
+/// 7.0.0-1021-aws, `-generic` on 6.8.0-155 and `-generic-hwe-24.04` on 7.0.0-44.
+#[test]
+fn upcoming_follows_noble_updates_real_meta_packages() {
+    let fx = fixture();
+    let recorded = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/ubuntu-noble-updates-kernel-headers.Packages"),
+    )
+    .unwrap();
+    fx.put(
+        "/ubuntu/dists/noble-updates/main/binary-amd64/Packages.xz",
+        xz(&recorded),
+    );
+    let r = resolver(chain(&fx, ""), 2000);
+    let newer = |key: &str| -> Vec<(String, Option<String>)> {
+        let (found, _) = fx._rt.block_on(r.newer_on_line(&id(key))).unwrap();
+        found
+            .into_iter()
+            .map(|u| (u.identity.kernel_version, u.via))
+            .collect()
+    };
+    // 7.0.0-1018-aws is in neither the node's series nor where the meta points now.
+    assert_eq!(
+        newer("ubuntu/24.04/x86_64/6.8.0-1073-aws"),
+        [(
+            "7.0.0-1021-aws".to_string(),
+            Some("linux-headers-aws".to_string())
+        )]
+    );
+    assert_eq!(
+        newer("ubuntu/24.04/x86_64/6.8.0-151-generic"),
+        [
+            (
+                "6.8.0-155-generic".to_string(),
+                Some("linux-headers-generic".to_string())
+            ),
+            (
+                "7.0.0-44-generic".to_string(),
+                Some("linux-headers-generic-hwe-24.04".to_string())
+            ),
+        ]
+    );
+}
+
 /// AlmaLinux nodes on 9.6 move to 9.7's kernels by updating: their line is the major release's,
 /// read from its repositories (`/9/`, the current minor), not the node's minor.
 #[test]
