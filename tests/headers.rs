@@ -3048,6 +3048,19 @@ fn a_release_missing_from_the_facts_is_read_from_the_archives_release_files() {
     );
 }
 
+/// The built-in Ubuntu chain on `fx`: for a kernel key, the newer kernels on its line and the
+/// meta-package that leads to each.
+fn ubuntu_lines(fx: &Fixture) -> impl Fn(&str) -> Vec<(String, Option<String>)> + '_ {
+    let r = resolver(chain(fx, ""), 2000);
+    move |key| {
+        let (found, _) = fx._rt.block_on(r.newer_on_line(&id(key))).unwrap();
+        found
+            .into_iter()
+            .map(|u| (u.identity.kernel_version, u.via))
+            .collect()
+    }
+}
+
 /// A line is where its nodes move: besides the newer kernels of the series, the kernel the
 /// flavour's meta-package points at now, as noble's `linux-headers-aws` moved from 6.17 to 7.0
 /// (and `-hwe-24.04` for HWE nodes); a meta of another flavour or release leads nowhere.
@@ -3081,14 +3094,7 @@ fn upcoming_follows_the_flavours_meta_package_into_its_next_series() {
         "/ubuntu/dists/noble-updates/main/binary-amd64/Packages.xz",
         xz(index.as_bytes()),
     );
-    let r = resolver(chain(&fx, ""), 2000);
-    let newer = |key: &str| -> Vec<(String, Option<String>)> {
-        let (found, _) = fx._rt.block_on(r.newer_on_line(&id(key))).unwrap();
-        found
-            .into_iter()
-            .map(|u| (u.identity.kernel_version, u.via))
-            .collect()
-    };
+    let newer = ubuntu_lines(&fx);
     assert_eq!(
         newer("ubuntu/24.04/x86_64/6.17.0-19-aws"),
         [
@@ -3128,14 +3134,7 @@ fn upcoming_follows_noble_updates_real_meta_packages() {
         "/ubuntu/dists/noble-updates/main/binary-amd64/Packages.xz",
         xz(&recorded),
     );
-    let r = resolver(chain(&fx, ""), 2000);
-    let newer = |key: &str| -> Vec<(String, Option<String>)> {
-        let (found, _) = fx._rt.block_on(r.newer_on_line(&id(key))).unwrap();
-        found
-            .into_iter()
-            .map(|u| (u.identity.kernel_version, u.via))
-            .collect()
-    };
+    let newer = ubuntu_lines(&fx);
     // 7.0.0-1018-aws is in neither the node's series nor where the meta points now.
     assert_eq!(
         newer("ubuntu/24.04/x86_64/6.8.0-1073-aws"),
