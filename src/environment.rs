@@ -39,6 +39,13 @@ pub const KFLEET_UBUNTU_PRO_TOKEN_FILE: &str = "KFLEET_UBUNTU_PRO_TOKEN_FILE";
 pub const KFLEET_RHEL_ENTITLEMENT_CERT: &str = "KFLEET_RHEL_ENTITLEMENT_CERT";
 pub const KFLEET_RHEL_ENTITLEMENT_KEY: &str = "KFLEET_RHEL_ENTITLEMENT_KEY";
 pub const KFLEET_RHEL_CDN_CA: &str = "KFLEET_RHEL_CDN_CA";
+/// `kfleet rhel register`: the organisation and its activation key (or the file holding it),
+/// and Red Hat's subscription service with its CA where the system's roots lack it.
+pub const KFLEET_RHEL_ORG: &str = "KFLEET_RHEL_ORG";
+pub const KFLEET_RHEL_ACTIVATION_KEY: &str = "KFLEET_RHEL_ACTIVATION_KEY";
+pub const KFLEET_RHEL_ACTIVATION_KEY_FILE: &str = "KFLEET_RHEL_ACTIVATION_KEY_FILE";
+pub const KFLEET_RHSM_URL: &str = "KFLEET_RHSM_URL";
+pub const KFLEET_RHSM_CA: &str = "KFLEET_RHSM_CA";
 /// Image digest pins (`--image-digests`).
 pub const KFLEET_IMAGE_DIGESTS: &str = "KFLEET_IMAGE_DIGESTS";
 /// The state directory (`--state-dir`).

@@ -104,7 +104,7 @@ pub fn client_builder(
 
 /// `builder` trusting the PEM certificates of `path` besides the system's roots: a file that
 /// cannot be read, or holds no certificate, is an error saying which.
-fn trust_pem_file(
+pub fn trust_pem_file(
     builder: reqwest::ClientBuilder,
     path: &std::path::Path,
 ) -> Result<reqwest::ClientBuilder, String> {

@@ -232,7 +232,6 @@ mod certs;
 /// `pki` as `ca.crt`), accepting only clients that present a certificate that CA signed, as
 /// Red Hat's CDN accepts only entitled systems.
 fn fixture_requiring_client_certificates(pki: &std::path::Path) -> Fixture {
-    use rustls_pki_types::pem::PemObject;
     let ca = certs::issue(pki, "server.key", "server.crt");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let files: Shared = Arc::default();
@@ -240,13 +239,41 @@ fn fixture_requiring_client_certificates(pki: &std::path::Path) -> Fixture {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let base = format!("https://{}", listener.local_addr().unwrap());
+    // A client without a certificate the CA signed fails the handshake.
+    let acceptor = client_certificate_acceptor(pki, &ca, false);
+    let app = Router::new().fallback(serve).with_state(files.clone());
+    serve_tls(&rt, listener, acceptor, app);
+    Fixture {
+        base,
+        files,
+        _rt: rt,
+    }
+}
+
+/// Whether a connection's client presented a certificate its server's CA signed.
+#[derive(Clone, Copy)]
+struct ClientCert(bool);
+
+/// TLS for 127.0.0.1 with `pki`'s `server.crt`, checking client certificates against `ca`;
+/// `optional`: a client may present none (then [`ClientCert`] is false).
+fn client_certificate_acceptor(
+    pki: &std::path::Path,
+    ca: &std::path::Path,
+    optional: bool,
+) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(&ca).unwrap() {
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-        .build()
-        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots));
+    let verifier = if optional {
+        verifier.allow_unauthenticated()
+    } else {
+        verifier
+    }
+    .build()
+    .unwrap();
     let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(pki.join("server.crt"))
         .unwrap()
         .collect::<Result<_, _>>()
@@ -256,16 +283,26 @@ fn fixture_requiring_client_certificates(pki: &std::path::Path) -> Fixture {
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let app = Router::new().fallback(serve).with_state(files.clone());
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Serves `app` on `listener` through `acceptor`, each connection's requests carrying its
+/// [`ClientCert`].
+fn serve_tls(
+    rt: &tokio::runtime::Runtime,
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+) {
     rt.spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let (acceptor, app) = (acceptor.clone(), app.clone());
             tokio::spawn(async move {
-                // A client without a certificate the CA signed ends here.
                 let Ok(stream) = acceptor.accept(tcp).await else {
                     return;
                 };
+                let presented = stream.get_ref().1.peer_certificates().is_some();
+                let app = app.layer(axum::extract::Extension(ClientCert(presented)));
                 let service = hyper_util::service::TowerToHyperService::new(app);
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -273,11 +310,6 @@ fn fixture_requiring_client_certificates(pki: &std::path::Path) -> Fixture {
             });
         }
     });
-    Fixture {
-        base,
-        files,
-        _rt: rt,
-    }
 }
 
 impl Fixture {
@@ -3601,6 +3633,24 @@ fn azure_linux_kernel_devel_from_the_base_repository() {
     assert_eq!(std::fs::read(&files[0]).unwrap(), b"AZL-DEVEL");
 }
 
+/// A RHEL 9.4 kernel's `kernel-devel` and `kernel-headers`, as the CDN fixtures serve them.
+const RHEL_9_4_PACKAGES: [(&str, &str, &str, &str, &[u8]); 2] = [
+    (
+        "kernel-devel",
+        "5.14.0",
+        "427.13.1.el9_4",
+        "x86_64",
+        b"RHEL-DEVEL",
+    ),
+    (
+        "kernel-headers",
+        "5.14.0",
+        "427.13.1.el9_4",
+        "x86_64",
+        b"RHEL-HEADERS",
+    ),
+];
+
 /// RHEL through Red Hat's CDN with an entitlement certificate, served over TLS from 127.0.0.1 by a
 /// server that accepts only clients presenting a certificate its CA signed. Without the
 /// entitlement a RHEL kernel is `unsupported: needs a Red Hat entitlement`; with it, the kernel is
@@ -3615,22 +3665,7 @@ fn rhel_headers_come_from_the_cdn_with_an_entitlement_certificate() {
     rpm_repo(
         &fx,
         "/cdn.redhat.com/content/dist/rhel9/9.4/x86_64/appstream/os/",
-        &[
-            (
-                "kernel-devel",
-                "5.14.0",
-                "427.13.1.el9_4",
-                "x86_64",
-                b"RHEL-DEVEL",
-            ),
-            (
-                "kernel-headers",
-                "5.14.0",
-                "427.13.1.el9_4",
-                "x86_64",
-                b"RHEL-HEADERS",
-            ),
-        ],
+        &RHEL_9_4_PACKAGES,
         false,
         false,
     );
@@ -3901,6 +3936,282 @@ fn rhel_real_time_headers_come_from_the_cdn_rt_repositories() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+/// Red Hat Subscription Management on 127.0.0.1, as candlepin answers: registration with an
+/// activation key (no client certificate), then, only to a client presenting the consumer's
+/// identity certificate, its certificates and its unregistration. `content` is the content
+/// access certificate and key it hands out; activation key `broken` registers a system whose
+/// certificates cannot be read. Every request is logged as `METHOD PATH CLIENT-CERT?`.
+struct Rhsm {
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn rhsm_fixture(pki: &std::path::Path, content: (String, String)) -> Rhsm {
+    use axum::extract::{Extension, Path as UrlPath, Query};
+    use axum::routing::{delete, get, post};
+    let ca = certs::issue(pki, "server.key", "server.crt");
+    let (id_cert, id_key) = certs::issue_client(pki, "consumer", true);
+    let identity = (
+        std::fs::read_to_string(id_cert).unwrap(),
+        std::fs::read_to_string(id_key).unwrap(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("https://{}/subscription", listener.local_addr().unwrap());
+    let acceptor = client_certificate_acceptor(pki, &ca, true);
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let exception = |status: StatusCode, message: &str| {
+        (
+            status,
+            axum::Json(serde_json::json!({
+                "displayMessage": message,
+                "requestUuid": "c4347004-8792-41fe-a4d8-fccaa0d3898a",
+            })),
+        )
+            .into_response()
+    };
+    let register = move |Query(q): Query<HashMap<String, String>>,
+                         body: axum::Json<serde_json::Value>| {
+        let identity = identity.clone();
+        async move {
+            let uuid = match q.get("activation_keys").map(String::as_str) {
+                _ if q.get("owner").map(String::as_str) != Some("acme") => {
+                    return exception(
+                        StatusCode::NOT_FOUND,
+                        "Owner with this key could not be found.",
+                    );
+                }
+                _ if body["type"]["label"] != "system" => {
+                    return exception(StatusCode::BAD_REQUEST, "Consumer type must be specified.");
+                }
+                Some("ci-key-1") => "3ae36a11-e6b8-4f27-92a7-468358d0c4f7",
+                Some("broken") => "8c98ce41-9479-4453-bcc4-d52eb0d91af7",
+                _ => {
+                    return exception(
+                        StatusCode::BAD_REQUEST,
+                        "None of the activation keys specified exist for this org.",
+                    );
+                }
+            };
+            axum::Json(serde_json::json!({
+                "uuid": uuid,
+                "name": body["name"],
+                "type": {"label": "system", "manifest": false},
+                "contentAccessMode": "org_environment",
+                "idCert": {"key": identity.1, "cert": identity.0, "serial": {"id": 1, "serial": 1}},
+            }))
+            .into_response()
+        }
+    };
+    let certificates = move |Extension(ClientCert(presented)): Extension<ClientCert>,
+                             UrlPath(uuid): UrlPath<String>| {
+        let content = content.clone();
+        async move {
+            if !presented {
+                exception(StatusCode::UNAUTHORIZED, "Invalid credentials.")
+            } else if uuid.starts_with("8c98") {
+                exception(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Runtime Error could not build the content access payload",
+                )
+            } else {
+                axum::Json(serde_json::json!([{
+                    "id": "8a8d01f5", "key": content.1, "cert": content.0,
+                    "serial": {"id": 42, "serial": 42},
+                }]))
+                .into_response()
+            }
+        }
+    };
+    let unregister = |Extension(ClientCert(presented)): Extension<ClientCert>| async move {
+        if presented {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            StatusCode::UNAUTHORIZED.into_response()
+        }
+    };
+    let seen = log.clone();
+    let app = Router::new()
+        .route("/subscription/consumers", post(register))
+        .route(
+            "/subscription/consumers/{uuid}/certificates",
+            get(certificates),
+        )
+        .route("/subscription/consumers/{uuid}", delete(unregister))
+        .layer(axum::middleware::from_fn(
+            move |Extension(ClientCert(presented)): Extension<ClientCert>,
+                  req: Request,
+                  next: axum::middleware::Next| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(format!(
+                        "{} {} {presented}",
+                        req.method(),
+                        req.uri()
+                    ));
+                    next.run(req).await
+                }
+            },
+        ));
+    serve_tls(&rt, listener, acceptor, app);
+    Rhsm { base, log, _rt: rt }
+}
+
+/// A build job with an activation key instead of an entitlement certificate: `kfleet rhel
+/// register` registers a system, writes its content access certificate (which the CDN then
+/// accepts for the kernel's headers) and says only where; `unregister` removes the system with
+/// its own identity. A wrong key says what the service said and writes nothing; a system whose
+/// certificate cannot be read is unregistered again at once. The key is never printed.
+#[test]
+fn rhel_activation_key_registers_a_system_for_the_cdn_and_unregisters_it() {
+    let (cdn_pki, rhsm_pki) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let fx = fixture_requiring_client_certificates(cdn_pki.path());
+    let (cert, key) = certs::issue_client(cdn_pki.path(), "content-access", true);
+    let content = (
+        std::fs::read_to_string(cert).unwrap(),
+        std::fs::read_to_string(key).unwrap(),
+    );
+    let rhsm = rhsm_fixture(rhsm_pki.path(), content);
+    rpm_repo(
+        &fx,
+        "/cdn.redhat.com/content/dist/rhel9/9.4/x86_64/baseos/os/",
+        &RHEL_9_4_PACKAGES,
+        false,
+        false,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("rhel");
+    let (rhsm_ca, cdn_ca) = (
+        rhsm_pki.path().join("ca.crt"),
+        cdn_pki.path().join("ca.crt"),
+    );
+    let entitlement = certs_dir.join("entitlement.pem");
+    let key_file = certs_dir.join("entitlement-key.pem");
+    // Declared before the runner, which borrows what it is given for as long as it lives.
+    let kfleet = kfleet_on_builtin_chain::<&std::ffi::OsStr>(&fx, dir.path());
+    let service = [
+        ("KFLEET_RHEL_ORG", std::ffi::OsStr::new("acme")),
+        ("KFLEET_RHSM_URL", rhsm.base.as_ref()),
+        ("KFLEET_RHSM_CA", rhsm_ca.as_os_str()),
+    ];
+    let register = |activation_key: &'static str| {
+        let mut env = service.to_vec();
+        env.push(("KFLEET_RHEL_ACTIVATION_KEY", activation_key.as_ref()));
+        kfleet(
+            &env,
+            &["rhel", "register", "--out", certs_dir.to_str().unwrap()],
+        )
+    };
+
+    let refused = register("wrong-key");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("HTTP 400: None of the activation keys specified exist for this org."),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-key"), "{stderr}");
+    assert!(!certs_dir.join("entitlement.pem").exists());
+
+    let half = register("broken");
+    let stderr = String::from_utf8_lossy(&half.stderr);
+    assert!(!half.status.success());
+    assert!(
+        stderr.contains("HTTP 500") && stderr.contains("unregistered again"),
+        "{stderr}"
+    );
+    assert!(
+        rhsm.log.lock().unwrap().iter().any(
+            |l| l == "DELETE /subscription/consumers/8c98ce41-9479-4453-bcc4-d52eb0d91af7 true"
+        ),
+        "{:?}",
+        rhsm.log.lock().unwrap()
+    );
+    assert_eq!(std::fs::read_dir(&certs_dir).unwrap().count(), 0);
+
+    let registered = register("ci-key-1");
+    let stdout = String::from_utf8_lossy(&registered.stdout).into_owned();
+    assert!(
+        registered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "KFLEET_RHEL_ENTITLEMENT_CERT={}",
+            entitlement.display()
+        )) && !stdout.contains("PRIVATE KEY")
+            && !stdout.contains("ci-key-1"),
+        "{stdout}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["entitlement.pem", "entitlement-key.pem", "consumer.pem"] {
+        let mode = std::fs::metadata(certs_dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file} is private");
+    }
+    {
+        let log = rhsm.log.lock().unwrap();
+        assert!(
+            log.iter()
+                .any(|l| l.starts_with("POST /subscription/consumers?") && l.ends_with(" false"))
+        );
+        assert!(log.contains(
+            &"GET /subscription/consumers/3ae36a11-e6b8-4f27-92a7-468358d0c4f7/certificates true"
+                .to_string()
+        ));
+    }
+
+    // The CDN takes the written certificate.
+    let out = tempfile::tempdir().unwrap();
+    let got = kfleet(
+        &[
+            ("KFLEET_RHEL_ENTITLEMENT_CERT", entitlement.as_os_str()),
+            ("KFLEET_RHEL_ENTITLEMENT_KEY", key_file.as_os_str()),
+            ("KFLEET_RHEL_CDN_CA", cdn_ca.as_os_str()),
+        ],
+        &[
+            "headers",
+            "fetch",
+            "--out",
+            out.path().to_str().unwrap(),
+            "rhel/9.4/x86_64/5.14.0-427.13.1.el9_4.x86_64",
+        ],
+    );
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(
+        std::fs::read(
+            out.path()
+                .join("kernel-devel-5.14.0-427.13.1.el9_4.x86_64.rpm")
+        )
+        .unwrap(),
+        b"RHEL-DEVEL"
+    );
+
+    let gone = kfleet(
+        &[("KFLEET_RHSM_CA", rhsm_ca.as_os_str())],
+        &["rhel", "unregister", certs_dir.to_str().unwrap()],
+    );
+    assert!(
+        gone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    assert!(rhsm.log.lock().unwrap().contains(
+        &"DELETE /subscription/consumers/3ae36a11-e6b8-4f27-92a7-468358d0c4f7 true".to_string()
+    ));
+    assert_eq!(std::fs::read_dir(&certs_dir).unwrap().count(), 0);
 }
 
 /// An RPM in the real layout (lead, signature header padded to 8 bytes, header, xz cpio `newc`

@@ -125,6 +125,12 @@ jobs:
           echo never
       - name: After
         run: touch after
+      - name: Clean up
+        if: always()
+        run: touch cleaned
+      - name: Only on failure
+        if: ${{ failure() }}
+        run: echo "the build failed" > failure-noted
 "#,
     );
     let outcome = run(&config, &BTreeMap::new());
@@ -144,7 +150,12 @@ jobs:
         outcome.summary
     );
     assert!(!outcome.summary.contains("never"));
-    assert!(!config.work_dir.join("run-41/workspace/after").exists());
+    let workspace = config.work_dir.join("run-41/workspace");
+    assert!(!workspace.join("after").exists());
+    // As on GitHub: after a failure, the steps that ask with always() or failure() still run,
+    // and the job still failed at the first failure.
+    assert!(workspace.join("cleaned").exists());
+    assert!(workspace.join("failure-noted").exists());
     assert!(
         config.work_dir.join("run-41/workspace").is_dir(),
         "a failed run keeps its workspace to look at"

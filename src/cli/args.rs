@@ -437,6 +437,40 @@ pub enum KabiCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum RhelCommand {
+    /// Register this build as a system of the organisation with its activation key
+    /// (KFLEET_RHEL_ACTIVATION_KEY, or the file KFLEET_RHEL_ACTIVATION_KEY_FILE names) and write
+    /// its content access certificate to DIR/entitlement.pem and DIR/entitlement-key.pem (the
+    /// files KFLEET_RHEL_ENTITLEMENT_CERT and _KEY name), and the system's identity to
+    /// DIR/consumer.pem; `kfleet rhel unregister DIR` removes the system again.
+    Register {
+        /// Directory for the certificates (made private).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The organisation (its id, as `subscription-manager register --org` takes it).
+        #[arg(long, value_name = "ORG", env = environment::KFLEET_RHEL_ORG)]
+        org: String,
+        /// The system's name in the organisation's inventory.
+        #[arg(long, value_name = "NAME", default_value = "kfleet-build")]
+        name: String,
+        /// Red Hat's subscription service.
+        #[arg(long, value_name = "URL", env = environment::KFLEET_RHSM_URL, default_value = crate::headers::rhsm::DEFAULT_URL)]
+        rhsm_url: String,
+        /// The subscription service's CA, where the system's roots lack it.
+        #[arg(long, value_name = "FILE", env = environment::KFLEET_RHSM_CA)]
+        rhsm_ca: Option<PathBuf>,
+    },
+    /// Unregister the system `kfleet rhel register --out DIR` registered, and remove its files.
+    Unregister {
+        /// The directory `register` wrote.
+        dir: PathBuf,
+        /// The subscription service's CA, where the system's roots lack it.
+        #[arg(long, value_name = "FILE", env = environment::KFLEET_RHSM_CA)]
+        rhsm_ca: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Push driver packages to the OCI store as kfleet artifacts (what the build job runs): the
     /// identity is read from each file's name through the asset template; a tag that holds

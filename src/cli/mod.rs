@@ -120,6 +120,10 @@ pub enum Command {
     /// is a driver there, list.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// A build job without a Red Hat entitlement certificate: register with the organisation's
+    /// activation key and write the system's content access certificate; unregister after.
+    #[command(subcommand)]
+    Rhel(RhelCommand),
     /// Run the build service nodes ask for their driver (POST /build, GET /status/{id}).
     Serve(ServeArgs),
     /// Symbol versions (kABI): what a built module imports, and whether it loads into another

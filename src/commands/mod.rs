@@ -46,6 +46,7 @@ pub(crate) mod nodes;
 pub(crate) mod release;
 #[cfg(feature = "fleet")]
 pub(crate) mod report;
+pub(crate) mod rhel;
 pub(crate) mod runs;
 pub(crate) mod sandbox;
 pub(crate) mod serve;
@@ -357,6 +358,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Images(cmd) => build_plan::images_cmd(cmd),
         Command::Release(cmd) => release::release_cmd(cmd, &config),
         Command::Store(cmd) => release::store_cmd(cmd, &config),
+        Command::Rhel(cmd) => rhel::rhel_cmd(cmd),
         Command::Hook(cmd) => ensure::hook_cmd(cmd),
         Command::Preflight(mut args) => {
             args.format = list_format(args.format);

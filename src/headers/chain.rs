@@ -246,7 +246,17 @@ mod tests {
             .is_ok()
         );
         let builtin = Chain::builtin();
-        assert_eq!(builtin.sources.len(), 52);
+        assert_eq!(builtin.sources.len(), 53);
+        assert_eq!(
+            builtin
+                .sources
+                .iter()
+                .filter(|s| s.credential.as_deref()
+                    == Some(super::super::credentials::RHEL_ENTITLEMENT))
+                .count(),
+            2,
+            "RHEL's CDN: the stock kernels' repositories and the real-time ones"
+        );
         assert_eq!(
             builtin
                 .sources

@@ -7,6 +7,7 @@ pub mod credentials;
 mod kernel_abi;
 pub mod parts;
 mod releases;
+pub mod rhsm;
 mod rpm_payload;
 mod sources;
 pub mod spec;

@@ -1,7 +1,8 @@
 //! GitHub Actions expressions, as far as kfleet's workflows use them: literals, context paths
 //! (`inputs.x`, `vars.x`, `secrets.x`, `steps.id.outputs.k`, `github.token`, `matrix.x`),
 //! `!`, `==`, `!=`, `&&`, `||` and parentheses, with GitHub's truthiness and its
-//! case-insensitive string comparison. Anything else is an error that names it.
+//! case-insensitive string comparison, and the status functions `success()`, `failure()`,
+//! `always()` and `cancelled()`. Anything else is an error that names it.
 
 use std::collections::BTreeMap;
 
@@ -44,6 +45,8 @@ impl Value {
 #[derive(Clone, Debug, Default)]
 pub struct Contexts {
     values: BTreeMap<String, String>,
+    /// Whether a step of the job has failed (what `success()` and `failure()` answer).
+    failed: bool,
 }
 
 /// Contexts whose missing keys are null rather than an error.
@@ -54,6 +57,11 @@ const KNOWN: &[&str] = &[
 impl Contexts {
     pub fn set(&mut self, path: &str, value: impl Into<String>) {
         self.values.insert(path.to_string(), value.into());
+    }
+
+    /// A step of the job failed: from now on `success()` is false and `failure()` true.
+    pub fn set_failed(&mut self) {
+        self.failed = true;
     }
 
     fn lookup(&self, path: &str) -> Result<Value, String> {
@@ -214,6 +222,20 @@ impl Parser<'_> {
                 self.at += 1;
                 Ok(v)
             }
+            Token::Word(w)
+                if self.peek() == Some(&Token::Op("("))
+                    && self.tokens.get(self.at + 1) == Some(&Token::Op(")"))
+                    && STATUS_FUNCTIONS.contains(&w.as_str()) =>
+            {
+                self.at += 2;
+                Ok(Value::Bool(match w.as_str() {
+                    "success" => !self.contexts.failed,
+                    "failure" => self.contexts.failed,
+                    "always" => true,
+                    // A local job is stopped, not cancelled: no step runs after that.
+                    _ => false,
+                }))
+            }
             Token::Word(w) if self.peek() == Some(&Token::Op("(")) => Err(format!(
                 "the function {w}() is not supported by the local runner (in '{}')",
                 self.src
@@ -264,14 +286,40 @@ pub fn substitute(text: &str, contexts: &Contexts) -> Result<String, String> {
     Ok(out)
 }
 
-/// An `if:` condition: an expression with or without `${{ }}`.
-pub fn condition(text: &str, contexts: &Contexts) -> Result<bool, String> {
+/// GitHub's job status functions.
+const STATUS_FUNCTIONS: &[&str] = &["success", "failure", "always", "cancelled"];
+
+/// Whether a step with the `if:` condition `text` (none: `None`) runs: as on GitHub, a condition
+/// without a status function is `success() && (text)`, so after a failure only the steps that
+/// ask for `always()` or `failure()` run.
+pub fn step_runs(text: Option<&str>, contexts: &Contexts) -> Result<bool, String> {
+    let Some(text) = text else {
+        return Ok(!contexts.failed);
+    };
     let t = text.trim();
     let inner = t
         .strip_prefix("${{")
         .and_then(|s| s.strip_suffix("}}"))
-        .unwrap_or(t);
-    Ok(evaluate(inner.trim(), contexts)?.truthy())
+        .unwrap_or(t)
+        .trim();
+    let mut parser = Parser {
+        tokens: tokens(inner)?,
+        at: 0,
+        contexts,
+        src: inner,
+    };
+    let asks_status = parser.tokens.windows(2).any(|w| {
+        matches!(&w[0], Token::Word(f) if STATUS_FUNCTIONS.contains(&f.as_str()))
+            && w[1] == Token::Op("(")
+    });
+    if !asks_status && contexts.failed {
+        return Ok(false);
+    }
+    let value = parser.or()?;
+    if parser.at != parser.tokens.len() {
+        return Err(format!("unexpected text after the expression in '{inner}'"));
+    }
+    Ok(value.truthy())
 }
 
 #[cfg(test)]
@@ -301,11 +349,26 @@ mod tests {
             .unwrap(),
             "ubuntu-24.04-arm"
         );
-        assert!(!condition("steps.existing.outputs.exists != 'true'", &c).unwrap());
-        assert!(condition("${{ steps.other.outputs.exists != 'TRUE' }}", &c).unwrap());
+        assert!(!step_runs(Some("steps.existing.outputs.exists != 'true'"), &c).unwrap());
+        assert!(step_runs(Some("${{ steps.other.outputs.exists != 'TRUE' }}"), &c).unwrap());
         assert_eq!(substitute("a-${{ secrets.NONE }}-b", &c).unwrap(), "a--b");
         assert_eq!(substitute("'it''s'", &c).unwrap(), "'it''s'");
         assert_eq!(evaluate("'it''s'", &c).unwrap().render(), "it's");
+    }
+
+    #[test]
+    fn after_a_failure_only_steps_that_ask_run() {
+        let mut c = ctx();
+        assert!(step_runs(None, &c).unwrap());
+        assert!(step_runs(Some("always()"), &c).unwrap());
+        assert!(!step_runs(Some("failure()"), &c).unwrap());
+        c.set_failed();
+        assert!(!step_runs(None, &c).unwrap());
+        assert!(!step_runs(Some("inputs.architecture == 'aarch64'"), &c).unwrap());
+        assert!(step_runs(Some("${{ always() }}"), &c).unwrap());
+        assert!(step_runs(Some("failure() && inputs.architecture == 'aarch64'"), &c).unwrap());
+        assert!(!step_runs(Some("success()"), &c).unwrap());
+        assert!(!step_runs(Some("cancelled()"), &c).unwrap());
     }
 
     #[test]

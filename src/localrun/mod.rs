@@ -502,18 +502,22 @@ impl RunnerConfig {
                 .map(String::as_str),
         );
         let mut logfile = MaskedLog::new(logfile, mask);
+        // The first failure; the steps after it run only where their `if:` asks (`always()`).
+        let mut failed: Option<String> = None;
         for (n, step) in job.steps.iter().enumerate() {
             use std::io::Write as _;
-            if let Some(cond) = &step.condition {
-                match expr::condition(cond, &ctx) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        let _ = writeln!(logfile, "## {} (skipped: {cond})", step.name);
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err((format!("step '{}': if: {e}", step.name), done));
-                    }
+            match expr::step_runs(step.condition.as_deref(), &ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let why = step
+                        .condition
+                        .as_deref()
+                        .unwrap_or("an earlier step failed");
+                    let _ = writeln!(logfile, "## {} (skipped: {why})", step.name);
+                    continue;
+                }
+                Err(e) => {
+                    return Err((format!("step '{}': if: {e}", step.name), done));
                 }
             }
             let _ = writeln!(logfile, "## {}", step.name);
@@ -569,14 +573,16 @@ impl RunnerConfig {
             };
             done.push((step.name.clone(), started.elapsed()));
             if let Err(e) = status {
-                return Err((
-                    format!(
+                let _ = logfile.flush();
+                if failed.is_none() {
+                    failed = Some(format!(
                         "step '{}' failed: {e}; last output:\n{}",
                         step.name,
                         tail(log, 8)
-                    ),
-                    done,
-                ));
+                    ));
+                }
+                ctx.set_failed();
+                continue;
             }
             if let Some(id) = &step.id {
                 for (k, v) in read_key_values(&files[0]) {
@@ -595,7 +601,10 @@ impl RunnerConfig {
                 }
             }
         }
-        Ok(done)
+        match failed {
+            Some(message) => Err((message, done)),
+            None => Ok(done),
+        }
     }
 }
 

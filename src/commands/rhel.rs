@@ -1,0 +1,138 @@
+//! `kfleet rhel register` and `unregister`: a build job's system in Red Hat Subscription
+//! Management, for the CDN's content access certificate when the repository holds an activation
+//! key rather than an entitlement certificate.
+
+use crate::cli::{RhelCommand, runtime};
+use crate::headers::rhsm::{self, Consumer};
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::process::ExitCode;
+
+const CONSUMER: &str = "consumer.pem";
+/// The consumer's id and the service that issued it, for `unregister`.
+const CONSUMER_FACTS: &str = "consumer.json";
+const CERT: &str = "entitlement.pem";
+const KEY: &str = "entitlement-key.pem";
+
+pub(crate) fn rhel_cmd(cmd: RhelCommand) -> Result<ExitCode> {
+    match cmd {
+        RhelCommand::Register {
+            out,
+            org,
+            name,
+            rhsm_url,
+            rhsm_ca,
+        } => register(&out, &org, &name, &rhsm_url, rhsm_ca.as_deref()),
+        RhelCommand::Unregister { dir, rhsm_ca } => unregister(&dir, rhsm_ca.as_deref()),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn activation_key() -> Result<String> {
+    use crate::environment::{KFLEET_RHEL_ACTIVATION_KEY, KFLEET_RHEL_ACTIVATION_KEY_FILE};
+    let text = match (
+        crate::environment::var(KFLEET_RHEL_ACTIVATION_KEY),
+        crate::environment::path(KFLEET_RHEL_ACTIVATION_KEY_FILE),
+    ) {
+        (Some(key), _) => key,
+        (None, Some(file)) => std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "cannot read {KFLEET_RHEL_ACTIVATION_KEY_FILE} {}",
+                file.display()
+            )
+        })?,
+        (None, None) => bail!(
+            "no activation key: set {KFLEET_RHEL_ACTIVATION_KEY}, or {KFLEET_RHEL_ACTIVATION_KEY_FILE} to a file holding it"
+        ),
+    };
+    let key = text.trim();
+    // Activation keys are names: letters, digits, `-`, `_`, `.` (never quoted back).
+    if key.is_empty()
+        || key.len() > 255
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        bail!(
+            "{KFLEET_RHEL_ACTIVATION_KEY}: not an activation key name (letters, digits, -, _ and . only)"
+        );
+    }
+    Ok(key.to_string())
+}
+
+fn register(out: &Path, org: &str, name: &str, base: &str, ca: Option<&Path>) -> Result<()> {
+    let key = activation_key()?;
+    if out.join(CONSUMER_FACTS).exists() {
+        bail!(
+            "{} already holds a registered system: kfleet rhel unregister {} first",
+            out.display(),
+            out.display()
+        );
+    }
+    crate::fsio::create_private_dir(out)
+        .with_context(|| format!("cannot make {}", out.display()))?;
+    let rt = runtime()?;
+    let consumer = rt.block_on(rhsm::register(base, ca, org, &key, name))?;
+    // From here on a failure unregisters the system, so none is left behind.
+    let kept = keep_consumer(out, base, &consumer).and_then(|()| {
+        let (cert, key) = rt.block_on(rhsm::content_certificate(base, ca, &consumer))?;
+        crate::fsio::write_private(&out.join(CERT), cert.as_bytes())?;
+        crate::fsio::write_private(&out.join(KEY), key.as_bytes())?;
+        Ok(())
+    });
+    if let Err(e) = kept {
+        let undone = rt.block_on(rhsm::unregister(base, ca, &consumer));
+        for file in [CERT, KEY, CONSUMER, CONSUMER_FACTS] {
+            let _ = std::fs::remove_file(out.join(file));
+        }
+        return Err(match undone {
+            Ok(()) => e.context(format!("system {} unregistered again", consumer.uuid)),
+            Err(u) => e.context(format!(
+                "and system {} could not be unregistered ({u}): remove it in the Hybrid Cloud Console",
+                consumer.uuid
+            )),
+        });
+    }
+    outln!("registered system {} in organisation {org}", consumer.uuid);
+    outln!("KFLEET_RHEL_ENTITLEMENT_CERT={}", out.join(CERT).display());
+    outln!("KFLEET_RHEL_ENTITLEMENT_KEY={}", out.join(KEY).display());
+    Ok(())
+}
+
+fn keep_consumer(out: &Path, base: &str, consumer: &Consumer) -> Result<()> {
+    crate::fsio::write_private(&out.join(CONSUMER), &consumer.identity)?;
+    let facts = serde_json::json!({"uuid": consumer.uuid, "rhsm_url": base});
+    crate::fsio::write_private(&out.join(CONSUMER_FACTS), facts.to_string().as_bytes())?;
+    Ok(())
+}
+
+fn unregister(dir: &Path, ca: Option<&Path>) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Facts {
+        uuid: String,
+        rhsm_url: String,
+    }
+    let facts_file = dir.join(CONSUMER_FACTS);
+    let facts: Facts = serde_json::from_slice(
+        &std::fs::read(&facts_file)
+            .with_context(|| format!("cannot read {}", facts_file.display()))?,
+    )
+    .with_context(|| {
+        format!(
+            "{} is not what kfleet rhel register wrote",
+            facts_file.display()
+        )
+    })?;
+    let identity = std::fs::read(dir.join(CONSUMER))
+        .with_context(|| format!("cannot read {}", dir.join(CONSUMER).display()))?;
+    let consumer = Consumer {
+        uuid: facts.uuid,
+        identity,
+    };
+    runtime()?.block_on(rhsm::unregister(&facts.rhsm_url, ca, &consumer))?;
+    for file in [CERT, KEY, CONSUMER, CONSUMER_FACTS] {
+        let _ = std::fs::remove_file(dir.join(file));
+    }
+    outln!("unregistered system {}", consumer.uuid);
+    Ok(())
+}
