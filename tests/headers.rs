@@ -4108,6 +4108,26 @@ fn rhel_activation_key_registers_a_system_for_the_cdn_and_unregisters_it() {
         )
     };
 
+    // A service that cannot be reached: the error names it, never the key its URL carries.
+    let unreachable = {
+        let mut env = service.to_vec();
+        env[1] = (
+            "KFLEET_RHSM_URL",
+            "https://127.0.0.1:9/subscription".as_ref(),
+        );
+        env.push(("KFLEET_RHEL_ACTIVATION_KEY", "ci-key-1".as_ref()));
+        kfleet(
+            &env,
+            &["rhel", "register", "--out", certs_dir.to_str().unwrap()],
+        )
+    };
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(!unreachable.status.success());
+    assert!(
+        stderr.contains("127.0.0.1:9") && !stderr.contains("ci-key-1"),
+        "{stderr}"
+    );
+
     let refused = register("wrong-key");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
