@@ -82,9 +82,7 @@ fn register(out: &Path, org: &str, name: &str, base: &str, ca: Option<&Path>) ->
     });
     if let Err(e) = kept {
         let undone = rt.block_on(rhsm::unregister(base, ca, &consumer));
-        for file in [CERT, KEY, CONSUMER, CONSUMER_FACTS] {
-            let _ = std::fs::remove_file(out.join(file));
-        }
+        remove_files(out);
         return Err(match undone {
             Ok(()) => e.context(format!("system {} unregistered again", consumer.uuid)),
             Err(u) => e.context(format!(
@@ -125,14 +123,20 @@ fn unregister(dir: &Path, ca: Option<&Path>) -> Result<()> {
     })?;
     let identity = std::fs::read(dir.join(CONSUMER))
         .with_context(|| format!("cannot read {}", dir.join(CONSUMER).display()))?;
+    // The id names a URL path: the file is checked like the service's answer was.
     let consumer = Consumer {
-        uuid: facts.uuid,
+        uuid: rhsm::checked_uuid(&facts.rhsm_url, &facts.uuid)?,
         identity,
     };
     runtime()?.block_on(rhsm::unregister(&facts.rhsm_url, ca, &consumer))?;
+    remove_files(dir);
+    outln!("unregistered system {}", consumer.uuid);
+    Ok(())
+}
+
+/// Removes what `register` wrote into `dir` (what is not there is no error).
+fn remove_files(dir: &Path) {
     for file in [CERT, KEY, CONSUMER, CONSUMER_FACTS] {
         let _ = std::fs::remove_file(dir.join(file));
     }
-    outln!("unregistered system {}", consumer.uuid);
-    Ok(())
 }

@@ -156,7 +156,7 @@ pub async fn unregister(
 }
 
 /// A consumer id that may name a URL path and a file: what candlepin issues (a UUID).
-fn checked_uuid(base: &str, uuid: &str) -> Result<String, RhsmError> {
+pub fn checked_uuid(base: &str, uuid: &str) -> Result<String, RhsmError> {
     if !uuid.is_empty()
         && uuid.len() <= 64
         && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')

@@ -302,24 +302,14 @@ pub fn step_runs(text: Option<&str>, contexts: &Contexts) -> Result<bool, String
         .and_then(|s| s.strip_suffix("}}"))
         .unwrap_or(t)
         .trim();
-    let mut parser = Parser {
-        tokens: tokens(inner)?,
-        at: 0,
-        contexts,
-        src: inner,
-    };
-    let asks_status = parser.tokens.windows(2).any(|w| {
+    let asks_status = tokens(inner)?.windows(2).any(|w| {
         matches!(&w[0], Token::Word(f) if STATUS_FUNCTIONS.contains(&f.as_str()))
             && w[1] == Token::Op("(")
     });
     if !asks_status && contexts.failed {
         return Ok(false);
     }
-    let value = parser.or()?;
-    if parser.at != parser.tokens.len() {
-        return Err(format!("unexpected text after the expression in '{inner}'"));
-    }
-    Ok(value.truthy())
+    Ok(evaluate(inner, contexts)?.truthy())
 }
 
 #[cfg(test)]
