@@ -35,6 +35,10 @@ pub struct Config {
     /// refresh help quit cancel copy open, each one character (checked even where the dashboard is not
     /// built in).
     pub keys: Option<KeyMap>,
+    /// Credentials the build workflow holds as repository secrets (`ubuntu-pro`,
+    /// `rhel-entitlement`, `suse-registration`): the kernels only they serve are dispatched like
+    /// any other, though this machine holds none of them.
+    pub build_credentials: Option<Vec<String>>,
 }
 
 /// Single-character keys of the dashboard; `[keys]` in kfleet.toml overrides any of them.

@@ -35,6 +35,11 @@ pub struct DistroRelease {
     /// Its packages moved for good to the archive of old releases: the main archive is not asked.
     #[serde(default)]
     pub archived: bool,
+    /// SUSE: the products a registered system activates for the release's kernel headers
+    /// (SUSE Customer Center identifiers), the base product first (it takes the registration
+    /// code), then the free modules that hold `kernel-default-devel`.
+    #[serde(default)]
+    pub registration_products: Vec<String>,
 }
 
 /// Kernels only an entitled archive serves (Ubuntu Pro's ESM and FIPS pockets): which, and why.
@@ -220,6 +225,12 @@ pub fn kernel_source_package(distribution: &str, version: &str, series: &str) ->
         .map_or_else(|| "kernel".to_string(), |p| p.replace("{series}", series))
 }
 
+/// The products a registered system of this release activates for its kernel headers, base
+/// product first (`SLES`, `sle-module-basesystem`); empty where the facts name none.
+pub fn registration_products(distribution: &str, version: &str) -> &'static [String] {
+    release(distribution, version).map_or(&[], |r| r.registration_products.as_slice())
+}
+
 /// The release a codename names (`bookworm` -> `12`).
 pub fn version_of_codename(distribution: &str, codename: &str) -> Option<&'static str> {
     find(|r| r.distribution == distribution && !r.codename.is_empty() && r.codename == codename)
@@ -253,6 +264,11 @@ mod tests {
         assert_eq!(pro("22.04", "5.15.0-1060-aws"), None);
         let suse = |v: &str| entitlement("sles", v, "6.4.0-150700.53.3-default").is_some();
         assert!(suse("15.7") && !suse("15.6"));
+        assert_eq!(
+            registration_products("sles", "15.7"),
+            ["SLES", "sle-module-basesystem"]
+        );
+        assert_eq!(registration_products("sles", "16.0"), ["SLES"]);
         assert_eq!(codename("ubuntu", "25.10"), Some("questing"));
         assert_eq!(codename("debian", "12"), Some("bookworm"));
         assert_eq!(version_of_codename("debian", "trixie"), Some("13"));

@@ -46,6 +46,15 @@ pub const KFLEET_RHEL_ACTIVATION_KEY: &str = "KFLEET_RHEL_ACTIVATION_KEY";
 pub const KFLEET_RHEL_ACTIVATION_KEY_FILE: &str = "KFLEET_RHEL_ACTIVATION_KEY_FILE";
 pub const KFLEET_RHSM_URL: &str = "KFLEET_RHSM_URL";
 pub const KFLEET_RHSM_CA: &str = "KFLEET_RHSM_CA";
+/// Credentials the build workflow holds, comma-separated (config `build_credentials`).
+pub const KFLEET_BUILD_CREDENTIALS: &str = "KFLEET_BUILD_CREDENTIALS";
+/// SUSE's registered repositories for the header chain: the file `kfleet suse register` wrote.
+pub const KFLEET_SUSE_REGISTRATION: &str = "KFLEET_SUSE_REGISTRATION";
+/// `kfleet suse register`: the organisation's registration code (or the file holding it), and
+/// the registration service (SUSE Customer Center, or an RMT server).
+pub const KFLEET_SUSE_REGCODE: &str = "KFLEET_SUSE_REGCODE";
+pub const KFLEET_SUSE_REGCODE_FILE: &str = "KFLEET_SUSE_REGCODE_FILE";
+pub const KFLEET_SCC_URL: &str = "KFLEET_SCC_URL";
 /// Image digest pins (`--image-digests`).
 pub const KFLEET_IMAGE_DIGESTS: &str = "KFLEET_IMAGE_DIGESTS";
 /// The state directory (`--state-dir`).
@@ -92,6 +101,40 @@ pub fn path(name: &str) -> Option<std::path::PathBuf> {
     std::env::var_os(name)
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
+}
+
+/// A secret from the variable `var`, else from the file the variable `file_var` names; `None`
+/// when neither is set.
+pub fn secret(var: &str, file_var: &str) -> Result<Option<String>, String> {
+    if let Some(value) = self::var(var) {
+        return Ok(Some(value));
+    }
+    let Some(file) = path(file_var) else {
+        return Ok(None);
+    };
+    std::fs::read_to_string(&file)
+        .map(Some)
+        .map_err(|e| format!("cannot read {file_var} {}: {e}", file.display()))
+}
+
+/// A secret that is a name (an activation key, a registration code: letters, digits, `-`, `_`
+/// and `.`, at most 255) from `var` or the file `file_var` names; what is wrong is told
+/// without quoting it.
+pub fn secret_name(var: &str, file_var: &str, what: &str) -> Result<String, String> {
+    let text = secret(var, file_var)?
+        .ok_or_else(|| format!("no {what}: set {var}, or {file_var} to a file holding it"))?;
+    let name = text.trim();
+    if name.is_empty()
+        || name.len() > 255
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "{var}: not a valid {what} (letters, digits, -, _ and . only)"
+        ));
+    }
+    Ok(name.to_string())
 }
 
 /// Whether the variable is set to something (`NO_COLOR=1`).

@@ -150,6 +150,23 @@ pub enum BodyError {
     Transport(String),
 }
 
+/// Sends `request` and reads the answer's body up to `max` bytes. A failure is told without the
+/// request's URL, which may carry a key or a token.
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+    max: usize,
+) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| crate::text::error_chain(&e.without_url()))?;
+    let status = response.status();
+    let body = read_capped(response, max)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
 /// A response's body, refused as soon as it would pass `max` bytes: a `Content-Length` over it
 /// before anything is read, and the stream as it arrives (a server may send more than it said).
 pub async fn read_capped(
@@ -163,7 +180,7 @@ pub async fn read_capped(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| BodyError::Transport(crate::text::error_chain(&e)))?
+        .map_err(|e| BodyError::Transport(crate::text::error_chain(&e.without_url())))?
     {
         if body.len() + chunk.len() > max {
             return Err(BodyError::TooLarge(max));

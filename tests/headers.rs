@@ -35,6 +35,9 @@ struct Files {
     authorizations: Vec<(String, Option<String>)>,
     /// Paths answered with a 302 to this URL.
     redirects: HashMap<String, String>,
+    /// Paths under these prefixes answer 403 without this query (a token, as updates.suse.com
+    /// wants one).
+    tokens: Vec<(String, String)>,
     /// Signatures made, by the SHA256 of what they sign: the same metadata keeps one signature
     /// (and its ETag), as an archive's does.
     signatures: HashMap<String, Vec<u8>>,
@@ -63,6 +66,12 @@ async fn serve(State(files): State<Shared>, request: Request) -> Response {
         });
         if refused {
             return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let forbidden = f.tokens.iter().any(|(prefix, token)| {
+            path.starts_with(prefix.as_str()) && query != format!("?{token}")
+        });
+        if forbidden {
+            return StatusCode::FORBIDDEN.into_response();
         }
         if let Some(to) = f.redirects.get(&path) {
             return (StatusCode::FOUND, [("location", to.clone())]).into_response();
@@ -1934,6 +1943,11 @@ fn kfleet_on_builtin_chain<V: AsRef<std::ffi::OsStr>>(
             "KFLEET_RHEL_ENTITLEMENT_CERT",
             "KFLEET_RHEL_ENTITLEMENT_KEY",
             "KFLEET_RHEL_CDN_CA",
+            "KFLEET_SUSE_REGISTRATION",
+            "KFLEET_SUSE_REGCODE",
+            "KFLEET_SUSE_REGCODE_FILE",
+            "KFLEET_SCC_URL",
+            "KFLEET_BUILD_CREDENTIALS",
         ] {
             cmd.env_remove(credential);
         }
@@ -4232,6 +4246,445 @@ fn rhel_activation_key_registers_a_system_for_the_cdn_and_unregisters_it() {
         &"DELETE /subscription/consumers/3ae36a11-e6b8-4f27-92a7-468358d0c4f7 true".to_string()
     ));
     assert_eq!(std::fs::read_dir(&certs_dir).unwrap().count(), 0);
+}
+
+struct Scc {
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// SUSE Customer Center's registration API on 127.0.0.1, in the shapes SUSEConnect reads
+/// (`announce_success.json`, `activate_success.json`, a service's `repoindex`): `GOOD-CODE`
+/// registers system 4242, whose Basesystem service lists the two repositories of `fx` with
+/// their tokens; `HALF-CODE` registers system 4343, whose module activation fails. Every
+/// request is logged as `METHOD PATH AUTHORIZATION-KIND`.
+fn scc_fixture(fx: &Fixture) -> Scc {
+    use axum::extract::Path as UrlPath;
+    use axum::http::HeaderMap;
+    use axum::routing::{delete, get, post};
+    const LOGINS: [(&str, &str, u64); 2] = [
+        ("SCC_4242", "pw-secret-4242", 4242),
+        ("SCC_4343", "pw-secret-4343", 4343),
+    ];
+    let system_of = |headers: &HeaderMap| {
+        use base64::Engine;
+        let value = headers.get("authorization")?.to_str().ok()?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value.strip_prefix("Basic ")?)
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        LOGINS
+            .iter()
+            .find(|(login, password, _)| text == format!("{login}:{password}"))
+            .map(|l| l.2)
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let error = |status: StatusCode, message: &str| {
+        (
+            status,
+            axum::Json(
+                serde_json::json!({"type": "error", "error": message, "localized_error": message}),
+            ),
+        )
+            .into_response()
+    };
+    let announce = move |headers: HeaderMap, body: axum::Json<serde_json::Value>| async move {
+        let code = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let (login, password, id) = match code.as_str() {
+            _ if body["hostname"] != "kfleet-build" => {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "hostname missing");
+            }
+            "Token token=GOOD-CODE" => LOGINS[0],
+            "Token token=HALF-CODE" => LOGINS[1],
+            _ => return error(StatusCode::UNAUTHORIZED, "Unknown Registration Code."),
+        };
+        axum::Json(serde_json::json!({"id": id, "login": login, "password": password}))
+            .into_response()
+    };
+    let services = base.clone();
+    let activate = move |headers: HeaderMap, body: axum::Json<serde_json::Value>| {
+        let services = services.clone();
+        async move {
+            let Some(system) = system_of(&headers) else {
+                return error(StatusCode::UNAUTHORIZED, "Invalid system credentials");
+            };
+            let (service, name) = match (body["identifier"].as_str(), body["token"].as_str()) {
+                (Some("SLES"), Some("GOOD-CODE" | "HALF-CODE")) => {
+                    (1887, "SUSE_Linux_Enterprise_Server_15_SP7_x86_64")
+                }
+                (Some("sle-module-basesystem"), None) if system == 4242 => {
+                    (2502, "Basesystem_Module_15_SP7_x86_64")
+                }
+                (Some("sle-module-basesystem"), None) => {
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "The product you are attempting to activate (Basesystem Module 15 SP7 x86_64) is not available on your system's base product.",
+                    );
+                }
+                _ => {
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "No valid subscription found",
+                    );
+                }
+            };
+            if body["version"] != "15.7" || body["arch"] != "x86_64" {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "No product found");
+            }
+            axum::Json(serde_json::json!({
+                "id": service,
+                "name": name,
+                "url": format!("{services}/access/services/{service}?credentials={name}"),
+                "obsoleted_service_name": "",
+                "product": {"identifier": body["identifier"], "version": "15.7", "arch": "x86_64"},
+            }))
+            .into_response()
+        }
+    };
+    let repos = fx.base.clone();
+    let repoindex = move |headers: HeaderMap, UrlPath(service): UrlPath<u32>| {
+        let repos = repos.clone();
+        async move {
+            if system_of(&headers).is_none() {
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+            let body = match service {
+                2502 => format!(
+                    r#"<?xml version="1.0" encoding="UTF-8"?>
+<repoindex ttl="86400">
+<repo url="{repos}/updates.suse.com/SUSE/Updates/SLE-Module-Basesystem/15-SP7/x86_64/update?upd-T0KEN_a1&amp;exp=2030" alias="Basesystem_Module_15_SP7_x86_64:SLE-Module-Basesystem15-SP7-Updates" name="SLE-Module-Basesystem15-SP7-Updates" autorefresh="true" enabled="true" distro_target="sle-15-x86_64"/>
+<repo url="{repos}/updates.suse.com/SUSE/Products/SLE-Module-Basesystem/15-SP7/x86_64/product?pool-T0KEN_b2" alias="Basesystem_Module_15_SP7_x86_64:SLE-Module-Basesystem15-SP7-Pool" name="SLE-Module-Basesystem15-SP7-Pool" autorefresh="false" enabled="true" distro_target="sle-15-x86_64"/>
+</repoindex>"#
+                ),
+                _ => r#"<?xml version="1.0" encoding="UTF-8"?>
+<repoindex ttl="86400">
+<repo url="https://updates.suse.com/SUSE/Products/SLE-Product-SLES/15-SP7/x86_64/product?sles-T0KEN" alias="SLES15-SP7-Pool" name="SLES15-SP7-Pool" autorefresh="false" enabled="true"/>
+</repoindex>"#
+                    .to_string(),
+            };
+            (StatusCode::OK, [("content-type", "application/xml")], body).into_response()
+        }
+    };
+    let deregister = move |headers: HeaderMap| async move {
+        if system_of(&headers).is_some() {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            StatusCode::UNAUTHORIZED.into_response()
+        }
+    };
+    let seen = log.clone();
+    let app = Router::new()
+        .route("/connect/subscriptions/systems", post(announce))
+        .route("/connect/systems/products", post(activate))
+        .route("/access/services/{service}", get(repoindex))
+        .route("/connect/systems", delete(deregister))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                let seen = seen.clone();
+                async move {
+                    let kind = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.split(' ').next())
+                        .unwrap_or("none")
+                        .to_string();
+                    seen.lock().unwrap().push(format!(
+                        "{} {} {kind}",
+                        req.method(),
+                        req.uri().path()
+                    ));
+                    next.run(req).await
+                }
+            },
+        ));
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Scc { base, log, _rt: rt }
+}
+
+/// SLES 15 SP7 with a registration code: `kfleet suse register` announces a system at SUSE
+/// Customer Center, activates SLES and the Basesystem module, and writes the repositories the
+/// module's service lists with their tokens; the header chain then reads updates.suse.com's
+/// Basesystem repository with its token on every request (without it: 403), and a repository
+/// the registration lacks is not asked. A wrong code says what the service said and writes
+/// nothing; a system whose module cannot be activated is deregistered again at once. The code,
+/// the system's password and the tokens are never printed.
+#[test]
+fn suse_registration_code_opens_the_registered_repositories_for_sles_15_sp7() {
+    let fx = fixture();
+    let update = "/updates.suse.com/SUSE/Updates/SLE-Module-Basesystem/15-SP7/x86_64/update/";
+    rpm_repo(
+        &fx,
+        update,
+        &[
+            (
+                "kernel-default-devel",
+                "6.4.0",
+                "150700.53.3.1",
+                "x86_64",
+                b"SP7-DEFAULT-DEVEL",
+            ),
+            (
+                "kernel-devel",
+                "6.4.0",
+                "150700.53.3.1",
+                "noarch",
+                b"SP7-SOURCE-TREE",
+            ),
+        ],
+        false,
+        false,
+    );
+    fx.files.lock().unwrap().tokens = vec![
+        (update.into(), "upd-T0KEN_a1&exp=2030".into()),
+        (
+            "/updates.suse.com/SUSE/Products/SLE-Module-Basesystem/15-SP7/x86_64/product/".into(),
+            "pool-T0KEN_b2".into(),
+        ),
+    ];
+    let scc = scc_fixture(&fx);
+    let dir = tempfile::tempdir().unwrap();
+    let reg_dir = dir.path().join("suse");
+    let registration = reg_dir.join("registration.json");
+    let bad = dir.path().join("bad.json");
+    // Declared before the runner, which borrows what it is given for as long as it lives.
+    let kfleet = kfleet_on_builtin_chain::<&str>(&fx, dir.path());
+    let register = |code: &'static str| {
+        kfleet(
+            &[
+                ("KFLEET_SCC_URL", scc.base.as_str()),
+                ("KFLEET_SUSE_REGCODE", code),
+            ],
+            &[
+                "suse",
+                "register",
+                "--release",
+                "15.7",
+                "--out",
+                reg_dir.to_str().unwrap(),
+            ],
+        )
+    };
+    let secrets = ["GOOD-CODE", "HALF-CODE", "WRONG-CODE", "pw-secret", "T0KEN"];
+    let shown = |out: &std::process::Output| {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+        text
+    };
+    let key = "sles/15.7/x86_64/6.4.0-150700.53.3-default";
+    let out = tempfile::tempdir().unwrap();
+    let fetch = [
+        "headers",
+        "fetch",
+        "--out",
+        out.path().to_str().unwrap(),
+        key,
+    ];
+
+    let without = kfleet(&[], &fetch);
+    assert!(
+        shown(&without).contains("needs a SUSE registration"),
+        "{}",
+        shown(&without)
+    );
+    // A dispatcher whose build workflow holds the registration code takes the kernel as any
+    // other, though it cannot read the headers itself.
+    let check = [
+        "identity",
+        "check",
+        "--distribution",
+        "sles",
+        "--distro-version",
+        "15.7",
+        "--architecture",
+        "x86_64",
+        "--kernel-version",
+        "6.4.0-150700.53.3-default",
+    ];
+    assert!(!kfleet(&[], &check).status.success());
+    let declared = kfleet(&[("KFLEET_BUILD_CREDENTIALS", "suse-registration")], &check);
+    assert!(declared.status.success(), "{}", shown(&declared));
+    let unknown = kfleet(&[("KFLEET_BUILD_CREDENTIALS", "suse-registraton")], &check);
+    assert!(
+        shown(&unknown).contains("KFLEET_BUILD_CREDENTIALS: unknown credential 'suse-registraton'"),
+        "{}",
+        shown(&unknown)
+    );
+
+    // No code, or one that is not a code: said before any request, without quoting it.
+    let missing = kfleet(
+        &[("KFLEET_SCC_URL", scc.base.as_str())],
+        &[
+            "suse",
+            "register",
+            "--release",
+            "15.7",
+            "--out",
+            reg_dir.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        shown(&missing).contains("no registration code: set KFLEET_SUSE_REGCODE"),
+        "{}",
+        shown(&missing)
+    );
+    let mangled = register("WRONG-CODE with spaces");
+    assert!(
+        shown(&mangled).contains("KFLEET_SUSE_REGCODE: not a valid registration code"),
+        "{}",
+        shown(&mangled)
+    );
+    assert!(scc.log.lock().unwrap().is_empty());
+
+    let refused = register("WRONG-CODE");
+    assert!(!refused.status.success());
+    assert!(
+        shown(&refused).contains("HTTP 401: Unknown Registration Code."),
+        "{}",
+        shown(&refused)
+    );
+    assert!(!registration.exists());
+
+    let half = register("HALF-CODE");
+    let text = shown(&half);
+    assert!(!half.status.success());
+    assert!(
+        text.contains("HTTP 422: The product you are attempting to activate")
+            && text.contains("system 4343 deregistered again"),
+        "{text}"
+    );
+    assert!(
+        scc.log
+            .lock()
+            .unwrap()
+            .contains(&"DELETE /connect/systems Basic".to_string())
+    );
+    assert!(!registration.exists());
+    scc.log.lock().unwrap().clear();
+
+    let registered = register("GOOD-CODE");
+    let text = shown(&registered);
+    assert!(registered.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "KFLEET_SUSE_REGISTRATION={}",
+            registration.display()
+        )) && text.contains("SLES/15.7/x86_64, sle-module-basesystem/15.7/x86_64: 3 repositories"),
+        "{text}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&registration)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the registration is private");
+    assert_eq!(
+        *scc.log.lock().unwrap(),
+        [
+            "POST /connect/subscriptions/systems Token",
+            "POST /connect/systems/products Basic",
+            "GET /access/services/1887 Basic",
+            "POST /connect/systems/products Basic",
+            "GET /access/services/2502 Basic",
+        ]
+    );
+
+    let env = [("KFLEET_SUSE_REGISTRATION", registration.to_str().unwrap())];
+    let got = kfleet(&env, &fetch);
+    let text = shown(&got);
+    assert!(got.status.success(), "{text}");
+    let mut names: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "kernel-default-devel-6.4.0-150700.53.3.1.x86_64.rpm",
+            "kernel-devel-6.4.0-150700.53.3.1.noarch.rpm"
+        ]
+    );
+    assert_eq!(
+        std::fs::read(
+            out.path()
+                .join("kernel-devel-6.4.0-150700.53.3.1.noarch.rpm")
+        )
+        .unwrap(),
+        b"SP7-SOURCE-TREE"
+    );
+    {
+        let f = fx.files.lock().unwrap();
+        assert!(f.gets.contains_key(&format!("{update}repodata/repomd.xml")));
+        assert!(
+            f.gets.contains_key(&format!(
+                "{update}kernel-default-devel-6.4.0-150700.53.3.1.x86_64.rpm"
+            )) || f
+                .gets
+                .keys()
+                .any(|k| k.ends_with("kernel-default-devel-6.4.0-150700.53.3.1.x86_64.rpm"))
+        );
+        // No login goes to the repositories: the token opens them.
+        assert!(f.authorizations.iter().all(|(_, a)| a.is_none()));
+        // The LTSS repository the registration lacks is never asked.
+        assert!(!f.gets.keys().any(|k| k.contains("LTSS")), "{:?}", f.gets);
+    }
+    // A kernel the update repository does not have: the pool is asked with its own token, the
+    // LTSS repository the registration lacks is not.
+    let resolved = kfleet(
+        &env,
+        &[
+            "headers",
+            "resolve",
+            "sles/15.7/x86_64/6.4.0-150700.51.1-default",
+        ],
+    );
+    assert!(!resolved.status.success());
+    assert!(
+        fx.files.lock().unwrap().gets.keys().any(|k| k.starts_with(
+            "/updates.suse.com/SUSE/Products/SLE-Module-Basesystem/15-SP7/x86_64/product/repodata/repomd.xml"
+        ))
+    );
+    assert!(
+        shown(&resolved)
+            .contains("no repository of the suse-registration credential holds this URL"),
+        "{}",
+        shown(&resolved)
+    );
+    // A registration file that is not one: refused, without quoting it.
+    std::fs::write(&bad, "{\"system\": \"pw-secret-9\"}").unwrap();
+    let broken = kfleet(
+        &[("KFLEET_SUSE_REGISTRATION", bad.to_str().unwrap())],
+        &fetch,
+    );
+    assert!(!broken.status.success());
+    assert!(shown(&broken).contains("suse-registration credential is not usable"));
+
+    let gone = kfleet(&[], &["suse", "deregister", reg_dir.to_str().unwrap()]);
+    let text = shown(&gone);
+    assert!(gone.status.success(), "{text}");
+    assert!(text.contains("deregistered system 4242"), "{text}");
+    assert_eq!(
+        scc.log.lock().unwrap().last().map(String::as_str),
+        Some("DELETE /connect/systems Basic")
+    );
+    assert!(!registration.exists());
 }
 
 /// An RPM in the real layout (lead, signature header padded to 8 bytes, header, xz cpio `newc`

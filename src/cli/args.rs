@@ -437,6 +437,41 @@ pub enum KabiCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SuseCommand {
+    /// Register this build as a system with the organisation's registration code
+    /// (KFLEET_SUSE_REGCODE, or the file KFLEET_SUSE_REGCODE_FILE names), activate the products
+    /// that hold the release's kernel headers, and write the system and its repositories (with
+    /// their access tokens) to DIR/registration.json, the file KFLEET_SUSE_REGISTRATION names;
+    /// `kfleet suse deregister DIR` removes the system again.
+    Register {
+        /// Directory for the registration (made private).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The SLES release whose kernels are built (`15.7`, `16.0`).
+        #[arg(long, value_name = "VERSION")]
+        release: String,
+        /// The architecture (`x86_64`, `aarch64`).
+        #[arg(long, value_name = "ARCH", default_value = "x86_64")]
+        arch: String,
+        /// A further product to activate (`SLES-LTSS/15.6/x86_64`: an extension whose kernels
+        /// the fleet runs); repeatable. Paid extensions take the same registration code.
+        #[arg(long = "product", value_name = "IDENTIFIER/VERSION/ARCH")]
+        products: Vec<crate::headers::scc::Product>,
+        /// The system's host name at the registration service.
+        #[arg(long, value_name = "NAME", default_value = "kfleet-build")]
+        name: String,
+        /// The registration service: SUSE Customer Center, or an RMT server.
+        #[arg(long, value_name = "URL", env = environment::KFLEET_SCC_URL, default_value = crate::headers::scc::DEFAULT_URL)]
+        scc_url: String,
+    },
+    /// Deregister the system `kfleet suse register --out DIR` registered, and remove its file.
+    Deregister {
+        /// The directory `register` wrote.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RhelCommand {
     /// Register this build as a system of the organisation with its activation key
     /// (KFLEET_RHEL_ACTIVATION_KEY, or the file KFLEET_RHEL_ACTIVATION_KEY_FILE names) and write

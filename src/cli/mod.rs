@@ -124,6 +124,10 @@ pub enum Command {
     /// activation key and write the system's content access certificate; unregister after.
     #[command(subcommand)]
     Rhel(RhelCommand),
+    /// A build job for SLES kernels: register with the organisation's registration code and
+    /// write the repositories the system may read; deregister after.
+    #[command(subcommand)]
+    Suse(SuseCommand),
     /// Run the build service nodes ask for their driver (POST /build, GET /status/{id}).
     Serve(ServeArgs),
     /// Symbol versions (kABI): what a built module imports, and whether it loads into another

@@ -19,7 +19,7 @@ use crate::headers::Chain;
 use crate::headers::Credentials;
 use crate::headers::Resolver;
 use crate::headers::ResolverOptions;
-use crate::headers::credentials::{RHEL_ENTITLEMENT, UBUNTU_PRO};
+use crate::headers::credentials::{RHEL_ENTITLEMENT, SUSE_REGISTRATION, UBUNTU_PRO};
 use anyhow::Context;
 use anyhow::Result;
 use std::path::PathBuf;
@@ -72,28 +72,61 @@ pub(crate) fn header_credentials() -> Result<Credentials> {
 }
 
 fn read_header_credentials() -> Result<Credentials> {
-    use crate::environment::{KFLEET_UBUNTU_PRO_TOKEN, KFLEET_UBUNTU_PRO_TOKEN_FILE};
-    let mut credentials = Credentials::default();
-    let text = match (
-        crate::environment::var(KFLEET_UBUNTU_PRO_TOKEN),
-        crate::environment::path(KFLEET_UBUNTU_PRO_TOKEN_FILE),
-    ) {
-        (Some(token), _) => Some(token),
-        (None, Some(path)) => Some(std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read {KFLEET_UBUNTU_PRO_TOKEN_FILE} {}",
-                path.display()
-            )
-        })?),
-        (None, None) => None,
+    use crate::environment::{
+        KFLEET_SUSE_REGISTRATION, KFLEET_UBUNTU_PRO_TOKEN, KFLEET_UBUNTU_PRO_TOKEN_FILE,
     };
+    let mut credentials = Credentials::default();
+    let text = crate::environment::secret(KFLEET_UBUNTU_PRO_TOKEN, KFLEET_UBUNTU_PRO_TOKEN_FILE)
+        .map_err(anyhow::Error::msg)?;
     if let Some(text) = text {
         credentials.add(UBUNTU_PRO, &text).with_context(|| {
             format!("{KFLEET_UBUNTU_PRO_TOKEN} or {KFLEET_UBUNTU_PRO_TOKEN_FILE}")
         })?;
     }
     read_rhel_entitlement(&mut credentials)?;
+    if let Some(file) = crate::environment::path(KFLEET_SUSE_REGISTRATION) {
+        let text = std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "cannot read {KFLEET_SUSE_REGISTRATION} {}: kfleet suse register --out DIR writes DIR/registration.json",
+                file.display()
+            )
+        })?;
+        credentials
+            .add_registration(SUSE_REGISTRATION, &text)
+            .with_context(|| format!("{KFLEET_SUSE_REGISTRATION} {}", file.display()))?;
+    }
     Ok(credentials)
+}
+
+/// The credentials the build workflow holds (`KFLEET_BUILD_CREDENTIALS`, comma-separated, else
+/// the config's `build_credentials`): the kernels only they serve are buildable, though this
+/// process cannot read their headers. Each must be a credential a header source names.
+pub(crate) fn build_credentials(config: &crate::config::Config) -> Result<Vec<String>> {
+    use crate::environment::KFLEET_BUILD_CREDENTIALS;
+    use crate::headers::credentials::KNOWN;
+    let (names, origin) = match crate::environment::var(KFLEET_BUILD_CREDENTIALS) {
+        Some(list) => (
+            list.split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
+            KFLEET_BUILD_CREDENTIALS,
+        ),
+        None => (
+            config.build_credentials.clone().unwrap_or_default(),
+            "build_credentials in the config",
+        ),
+    };
+    for name in &names {
+        if !KNOWN.contains(&name.as_str()) {
+            anyhow::bail!(
+                "{origin}: unknown credential '{}'; kfleet knows {}",
+                crate::text::clean(name),
+                KNOWN.join(", ")
+            );
+        }
+    }
+    Ok(names)
 }
 
 /// Red Hat's entitlement certificate, key and CDN CA from the files the environment names: the

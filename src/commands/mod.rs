@@ -50,6 +50,7 @@ pub(crate) mod rhel;
 pub(crate) mod runs;
 pub(crate) mod sandbox;
 pub(crate) mod serve;
+pub(crate) mod suse;
 #[cfg(feature = "fleet")]
 pub(crate) mod tui;
 #[cfg(feature = "fleet")]
@@ -299,10 +300,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     let _runtime = runtime()?.enter();
     let (config, _) = Config::load(cli.config.as_deref())?;
-    // Kernels only an entitled archive serves (Ubuntu Pro, Red Hat's CDN) are ordinary kernels
-    // when the header chain can read it.
+    // Kernels only an entitled archive serves (Ubuntu Pro, Red Hat's CDN, SUSE's registered
+    // repositories) are ordinary kernels when the header chain can read it, or the build
+    // workflow holds the credential.
     for name in crate::cli::header_credentials()?.names() {
         crate::distros::grant(name);
+    }
+    for name in crate::cli::build_credentials(&config)? {
+        crate::distros::grant(&name);
     }
     #[cfg(feature = "fleet")]
     crate::inventory::kube::allow_insecure_tls(cli.kube_insecure_skip_tls_verify);
@@ -359,6 +364,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Release(cmd) => release::release_cmd(cmd, &config),
         Command::Store(cmd) => release::store_cmd(cmd, &config),
         Command::Rhel(cmd) => rhel::rhel_cmd(cmd),
+        Command::Suse(cmd) => suse::suse_cmd(cmd),
         Command::Hook(cmd) => ensure::hook_cmd(cmd),
         Command::Preflight(mut args) => {
             args.format = list_format(args.format);

@@ -30,34 +30,12 @@ pub(crate) fn rhel_cmd(cmd: RhelCommand) -> Result<ExitCode> {
 
 fn activation_key() -> Result<String> {
     use crate::environment::{KFLEET_RHEL_ACTIVATION_KEY, KFLEET_RHEL_ACTIVATION_KEY_FILE};
-    let text = match (
-        crate::environment::var(KFLEET_RHEL_ACTIVATION_KEY),
-        crate::environment::path(KFLEET_RHEL_ACTIVATION_KEY_FILE),
-    ) {
-        (Some(key), _) => key,
-        (None, Some(file)) => std::fs::read_to_string(&file).with_context(|| {
-            format!(
-                "cannot read {KFLEET_RHEL_ACTIVATION_KEY_FILE} {}",
-                file.display()
-            )
-        })?,
-        (None, None) => bail!(
-            "no activation key: set {KFLEET_RHEL_ACTIVATION_KEY}, or {KFLEET_RHEL_ACTIVATION_KEY_FILE} to a file holding it"
-        ),
-    };
-    let key = text.trim();
-    // Activation keys are names: letters, digits, `-`, `_`, `.` (never quoted back).
-    if key.is_empty()
-        || key.len() > 255
-        || !key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        bail!(
-            "{KFLEET_RHEL_ACTIVATION_KEY}: not an activation key name (letters, digits, -, _ and . only)"
-        );
-    }
-    Ok(key.to_string())
+    crate::environment::secret_name(
+        KFLEET_RHEL_ACTIVATION_KEY,
+        KFLEET_RHEL_ACTIVATION_KEY_FILE,
+        "activation key",
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 fn register(out: &Path, org: &str, name: &str, base: &str, ca: Option<&Path>) -> Result<()> {

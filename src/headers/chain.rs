@@ -246,7 +246,7 @@ mod tests {
             .is_ok()
         );
         let builtin = Chain::builtin();
-        assert_eq!(builtin.sources.len(), 53);
+        assert_eq!(builtin.sources.len(), 55);
         assert_eq!(
             builtin
                 .sources
@@ -265,6 +265,17 @@ mod tests {
                 .count(),
             3,
             "Ubuntu Pro's ESM infra, FIPS updates and real-time archives"
+        );
+        assert_eq!(
+            builtin
+                .sources
+                .iter()
+                .filter(|s| s.credential.as_deref()
+                    == Some(super::super::credentials::SUSE_REGISTRATION))
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["sles-scc", "sles16-scc"],
+            "SUSE's registered repositories of SLES 15 and 16"
         );
         assert_eq!(
             builtin.sources.iter().filter(|s| s.proposed).count(),

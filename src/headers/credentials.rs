@@ -10,6 +10,11 @@
 //!   entitlement certificate and key a subscribed system keeps in `/etc/pki/entitlement/` (what
 //!   dnf presents as `sslclientcert`/`sslclientkey`), with the CDN's CA where it is not a public
 //!   one (`/etc/rhsm/ca/redhat-uep.pem`).
+//! - SUSE's registered repositories (`credential = "suse-registration"`): what `kfleet suse
+//!   register` wrote (`headers::scc`). A repository's URL carries its access token as its query
+//!   (`…/update?TOKEN`), which zypper appends to every file of the repository; kfleet does the same
+//!   for a URL under a registered repository's. A repository opened by `?credentials=NAME` (RMT,
+//!   SUSE Manager) gets the system's login as HTTP Basic instead.
 //!
 //! Never sent in the clear to a host off this machine, never printed.
 
@@ -19,14 +24,17 @@ use std::collections::BTreeMap;
 pub const UBUNTU_PRO: &str = "ubuntu-pro";
 /// The credential Red Hat's CDN sources name.
 pub const RHEL_ENTITLEMENT: &str = "rhel-entitlement";
+/// The credential SUSE's registered repositories name.
+pub const SUSE_REGISTRATION: &str = "suse-registration";
 /// Every credential a source may name.
-pub const KNOWN: &[&str] = &[UBUNTU_PRO, RHEL_ENTITLEMENT];
+pub const KNOWN: &[&str] = &[UBUNTU_PRO, RHEL_ENTITLEMENT, SUSE_REGISTRATION];
 
 /// What a credential is, for messages that say one is missing.
 pub fn what(name: &str) -> &'static str {
     match name {
         UBUNTU_PRO => "an Ubuntu Pro token",
         RHEL_ENTITLEMENT => "a Red Hat entitlement certificate and key",
+        SUSE_REGISTRATION => "a SUSE registration: kfleet suse register",
         _ => "a login",
     }
 }
@@ -36,6 +44,24 @@ pub fn what(name: &str) -> &'static str {
 pub struct Credentials {
     by_name: BTreeMap<String, Vec<Machine>>,
     certificates: BTreeMap<String, ClientCertificate>,
+    repositories: BTreeMap<String, Vec<RegisteredRepository>>,
+}
+
+/// A repository of a registration: where it is, and how a request under it is let in.
+#[derive(Clone)]
+struct RegisteredRepository {
+    /// `HOST[:PORT]/PATH` without the scheme, the query or a trailing `/`.
+    prefix: String,
+    access: RepositoryAccess,
+}
+
+/// How a request to a registered repository is let in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RepositoryAccess {
+    /// The repository's token, appended as the query of every URL under it.
+    Token(String),
+    /// The system's login, as HTTP Basic.
+    Login { login: String, password: String },
 }
 
 /// A TLS client certificate with its key (PEM), and the CA the server's certificate chains to
@@ -58,7 +84,12 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Names only: a token or a key never reaches a log.
         f.debug_set()
-            .entries(self.by_name.keys().chain(self.certificates.keys()))
+            .entries(
+                self.by_name
+                    .keys()
+                    .chain(self.certificates.keys())
+                    .chain(self.repositories.keys()),
+            )
             .finish()
     }
 }
@@ -72,6 +103,8 @@ pub enum CredentialError {
         "the {name} credential is neither one token nor apt auth.conf entries (machine HOST/PATH login LOGIN password PASSWORD): {problem}"
     )]
     Malformed { name: String, problem: String },
+    #[error("the {name} credential is not usable: {problem}")]
+    Registration { name: String, problem: String },
     #[error("the {name} credential's {what} is not usable: {problem}")]
     Certificate {
         name: String,
@@ -159,10 +192,73 @@ impl Credentials {
         Ok(())
     }
 
+    /// Adds a SUSE registration (`kfleet suse register`'s file) for the credential `name`: its
+    /// repositories, each opened by its token or by the system's login.
+    pub fn add_registration(&mut self, name: &str, text: &str) -> Result<(), CredentialError> {
+        let registration = super::scc::Registration::parse(text).map_err(|problem| {
+            CredentialError::Registration {
+                name: name.to_string(),
+                problem,
+            }
+        })?;
+        if registration.repositories.is_empty() {
+            return Err(CredentialError::Registration {
+                name: name.to_string(),
+                problem: "it lists no repository".into(),
+            });
+        }
+        let system = &registration.system;
+        let entries = registration.repositories.iter().filter_map(|r| {
+            let url = super::scc::checked_repository_url(&r.url).ok()?;
+            let query = url.query().unwrap_or_default();
+            let access = if query.is_empty() || query.starts_with("credentials=") {
+                RepositoryAccess::Login {
+                    login: system.login.clone(),
+                    password: system.password.clone(),
+                }
+            } else {
+                RepositoryAccess::Token(query.to_string())
+            };
+            let prefix = format!(
+                "{}{}",
+                url_authority(&url),
+                url.path().trim_end_matches('/')
+            );
+            Some(RegisteredRepository { prefix, access })
+        });
+        self.repositories
+            .entry(name.to_string())
+            .or_default()
+            .extend(entries);
+        Ok(())
+    }
+
+    /// Whether `name` is a registration (its repositories let a request in by URL).
+    pub fn is_registration(&self, name: &str) -> bool {
+        self.repositories.contains_key(name)
+    }
+
+    /// How the registration `name` lets `url` in: the registered repository with the longest
+    /// prefix of it, matched at a `/` boundary (scheme and query left out).
+    pub fn repository_access(&self, name: &str, url: &str) -> Option<&RepositoryAccess> {
+        let url = reqwest::Url::parse(url).ok()?;
+        let bare = format!("{}{}", url_authority(&url), url.path());
+        self.repositories
+            .get(name)?
+            .iter()
+            .filter(|r| {
+                bare.strip_prefix(r.prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .max_by_key(|r| r.prefix.len())
+            .map(|r| &r.access)
+    }
+
     /// Whether any login is known for `name`.
     pub fn has(&self, name: &str) -> bool {
         self.by_name.get(name).is_some_and(|m| !m.is_empty())
             || self.certificates.contains_key(name)
+            || self.repositories.get(name).is_some_and(|r| !r.is_empty())
     }
 
     /// Every credential with a login.
@@ -172,6 +268,7 @@ impl Credentials {
             .filter(|(_, m)| !m.is_empty())
             .map(|(n, _)| n.as_str())
             .chain(self.certificates.keys().map(String::as_str))
+            .chain(self.repositories.keys().map(String::as_str))
     }
 
     /// Whether `name` is a client certificate (presented in the TLS handshake, not a header).
@@ -221,6 +318,15 @@ impl Credentials {
             .filter(|m| m.prefix.is_empty() || prefix_matches(bare, &m.prefix))
             .max_by_key(|m| m.prefix.len())
             .map(|m| (m.login.as_str(), m.password.as_str()))
+    }
+}
+
+/// `host[:port]`, lowercase, the port only where it is not the scheme's own.
+fn url_authority(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
     }
 }
 
@@ -338,6 +444,60 @@ mod tests {
             c.for_url(UBUNTU_PRO, "https://esm.ubuntu.com.evil/infra/ubuntu/"),
             None
         );
+    }
+
+    #[test]
+    fn registered_repositories_open_urls_under_them() {
+        let mut c = Credentials::default();
+        c.add_registration(
+            SUSE_REGISTRATION,
+            r#"{"scc_url":"https://scc.suse.com","system":{"id":7,"login":"SCC_a","password":"pw"},"repositories":[
+              {"name":"updates","url":"https://updates.suse.com/SUSE/Updates/SLE-Module-Basesystem/15-SP7/x86_64/update?T0K"},
+              {"name":"pool","url":"https://updates.suse.com/SUSE/Products/SLE-Module-Basesystem/15-SP7/x86_64/product/?P00L"},
+              {"name":"rmt","url":"https://rmt.example:8443/repo/SUSE/Updates/SLES/16.0/x86_64/update?credentials=SUSE_Linux"}]}"#,
+        )
+        .unwrap();
+        let access = |url: &str| c.repository_access(SUSE_REGISTRATION, url).cloned();
+        assert_eq!(
+            access(
+                "https://updates.suse.com/SUSE/Updates/SLE-Module-Basesystem/15-SP7/x86_64/update/repodata/repomd.xml"
+            ),
+            Some(RepositoryAccess::Token("T0K".into()))
+        );
+        assert_eq!(
+            access(
+                "https://UPDATES.suse.com:443/SUSE/Products/SLE-Module-Basesystem/15-SP7/x86_64/product/x.rpm"
+            ),
+            Some(RepositoryAccess::Token("P00L".into()))
+        );
+        assert_eq!(
+            access(
+                "https://rmt.example:8443/repo/SUSE/Updates/SLES/16.0/x86_64/update/repodata/repomd.xml"
+            ),
+            Some(RepositoryAccess::Login {
+                login: "SCC_a".into(),
+                password: "pw".into()
+            })
+        );
+        assert_eq!(
+            access(
+                "https://updates.suse.com/SUSE/Updates/SLE-Module-Basesystem/15-SP7/x86_64/update2/x"
+            ),
+            None
+        );
+        assert_eq!(
+            access("https://rmt.example/repo/SUSE/Updates/SLES/16.0/x86_64/update/x"),
+            None
+        );
+        assert!(c.has(SUSE_REGISTRATION) && c.is_registration(SUSE_REGISTRATION));
+        assert!(!format!("{c:?}").contains("T0K"));
+        let e = c
+            .add_registration(
+                SUSE_REGISTRATION,
+                r#"{"scc_url":"x","system":{"id":1,"login":"a","password":"b"},"repositories":[]}"#,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("no repository"), "{e}");
     }
 
     #[test]

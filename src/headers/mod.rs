@@ -9,6 +9,7 @@ pub mod parts;
 mod releases;
 pub mod rhsm;
 mod rpm_payload;
+pub mod scc;
 mod sources;
 pub mod spec;
 pub mod trust;
@@ -461,9 +462,11 @@ impl Resolver {
             url: package.url.clone(),
             source: Cause::from(message),
         };
+        // The request's URL may carry a registered repository's token: errors are told with
+        // the package's own URL.
         let failed = |e: reqwest::Error| HeaderError::Download {
             url: package.url.clone(),
-            source: Cause::of(e),
+            source: Cause::of(e.without_url()),
         };
         if package.name.contains('/') || package.name.contains("..") || package.name.is_empty() {
             return Err(err(format!(

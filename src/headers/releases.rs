@@ -133,6 +133,7 @@ impl Resolver {
                         series_package: None,
                         end_of_life: moved,
                         archived: moved,
+                        registration_products: Vec::new(),
                     });
                     return Some(codename);
                 }

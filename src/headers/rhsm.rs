@@ -217,14 +217,7 @@ async fn send(
 ) -> Result<Vec<u8>, RhsmError> {
     let shown = crate::text::clean(base);
     // The registration's URL carries the activation key: errors are told without it.
-    let response = request.send().await.map_err(|e| {
-        RhsmError(format!(
-            "{shown}: {what}: {}",
-            crate::text::error_chain(&e.without_url())
-        ))
-    })?;
-    let status = response.status();
-    let body = crate::net::read_capped(response, MAX_ANSWER)
+    let (status, body) = crate::net::exchange(request, MAX_ANSWER)
         .await
         .map_err(|e| RhsmError(format!("{shown}: {what}: {e}")))?;
     if status.is_success() {

@@ -35,11 +35,11 @@ async fn koji_call(
             .body(xmlrpc_call(method, params))
             .send()
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(describe)?;
         if !r.status().is_success() {
             return Err(format!("HTTP {}", r.status().as_u16()));
         }
-        let body = r.bytes().await.map_err(|e| describe(&e))?;
+        let body = r.bytes().await.map_err(describe)?;
         xmlrpc_response(&body)
     }
     .await;

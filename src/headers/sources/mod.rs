@@ -144,7 +144,7 @@ impl Ctx<'_> {
             for (name, value) in previous.iter().flat_map(|kept| kept.conditions()) {
                 request = request.header(name, value);
             }
-            let r = request.send().await.map_err(|e| describe(&e))?;
+            let r = request.send().await.map_err(describe)?;
             let status = r.status();
             if status == reqwest::StatusCode::NOT_MODIFIED
                 && let Some(kept) = &previous
@@ -161,7 +161,7 @@ impl Ctx<'_> {
             }
             let mut r = r;
             let mut body = Vec::new();
-            while let Some(chunk) = r.chunk().await.map_err(|e| describe(&e))? {
+            while let Some(chunk) = r.chunk().await.map_err(describe)? {
                 if body.len() as u64 + chunk.len() as u64 > MAX_DOWNLOAD {
                     return Err(format!("larger than {MAX_DOWNLOAD} bytes"));
                 }
@@ -190,7 +190,7 @@ impl Ctx<'_> {
                 .authorized(self.http.head(url), url)?
                 .send()
                 .await
-                .map_err(|e| describe(&e))?;
+                .map_err(describe)?;
             let status = head.status();
             if status.is_success() {
                 return Ok(());
@@ -201,7 +201,7 @@ impl Ctx<'_> {
                     .header(reqwest::header::RANGE, "bytes=0-0")
                     .send()
                     .await
-                    .map_err(|e| describe(&e))?;
+                    .map_err(describe)?;
                 if ranged.status().is_success() {
                     return Ok(());
                 }
@@ -265,17 +265,37 @@ pub(super) fn authorized(
         // Presented in the TLS handshake by the source's own client.
         return Ok(request);
     }
+    if credentials.is_registration(name) {
+        use super::credentials::RepositoryAccess;
+        let access = credentials.repository_access(name, url).ok_or_else(|| {
+            format!("no repository of the {name} credential holds this URL (is the product that has it activated?)")
+        })?;
+        return Ok(match access {
+            RepositoryAccess::Login { login, password } => {
+                request.basic_auth(login, Some(password))
+            }
+            RepositoryAccess::Token(token) => {
+                // zypper's way: the repository's query goes with every file under it.
+                let (client, built) = request.build_split();
+                let mut built = built.map_err(describe)?;
+                built.url_mut().set_query(Some(token));
+                reqwest::RequestBuilder::from_parts(client, built)
+            }
+        });
+    }
     let (login, password) = credentials
         .for_url(name, url)
         .ok_or_else(|| format!("no {name} login fits this URL"))?;
     Ok(request.basic_auth(login, Some(password)))
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// A request's failure, without its URL (the attempt records the URL; a registered
+/// repository's token may be in the request's).
+fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
     }
-    crate::text::error_chain(e)
+    crate::text::error_chain(&e.without_url())
 }
 
 /// Largest metadata file or package downloaded (compressed).

@@ -1,0 +1,154 @@
+//! `kfleet suse register` and `deregister`: a build job's system at SUSE Customer Center (or an
+//! RMT server), for the registered repositories that hold SLES kernels' headers.
+
+use crate::cli::{SuseCommand, runtime};
+use crate::headers::scc::{self, Product, Registration};
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The registration: the system's login and every repository with its token.
+const REGISTRATION: &str = "registration.json";
+
+pub(crate) fn suse_cmd(cmd: SuseCommand) -> Result<ExitCode> {
+    match cmd {
+        SuseCommand::Register {
+            out,
+            release,
+            arch,
+            products,
+            name,
+            scc_url,
+        } => register(&out, &release, &arch, &products, &name, &scc_url),
+        SuseCommand::Deregister { dir } => deregister(&dir),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn regcode() -> Result<String> {
+    use crate::environment::{KFLEET_SUSE_REGCODE, KFLEET_SUSE_REGCODE_FILE};
+    crate::environment::secret_name(
+        KFLEET_SUSE_REGCODE,
+        KFLEET_SUSE_REGCODE_FILE,
+        "registration code",
+    )
+    .map_err(anyhow::Error::msg)
+}
+
+/// The products to activate: the release's own (base product first), then `extra`.
+fn products_for(release: &str, arch: &str, extra: &[Product]) -> Result<Vec<Product>> {
+    let known = crate::distros::registration_products("sles", release);
+    if known.is_empty() && extra.is_empty() {
+        bail!(
+            "kfleet knows no products to register for SLES {}: add them to {} or name them with --product IDENTIFIER/VERSION/ARCH (base product first)",
+            crate::text::clean(release),
+            crate::distros::DATA_FILE
+        );
+    }
+    let mut products = Vec::new();
+    for identifier in known {
+        products.push(
+            format!("{identifier}/{release}/{arch}")
+                .parse::<Product>()
+                .map_err(|e| anyhow::anyhow!("--release or --arch: {e}"))?,
+        );
+    }
+    products.extend(extra.iter().cloned());
+    Ok(products)
+}
+
+fn register(
+    out: &Path,
+    release: &str,
+    arch: &str,
+    extra: &[Product],
+    name: &str,
+    base: &str,
+) -> Result<()> {
+    let products = products_for(release, arch, extra)?;
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+    {
+        bail!("--name: a host name (letters, digits, - and .) of at most 64 characters");
+    }
+    let code = regcode()?;
+    if out.join(REGISTRATION).exists() {
+        bail!(
+            "{} already holds a registered system: kfleet suse deregister {} first",
+            out.display(),
+            out.display()
+        );
+    }
+    crate::fsio::create_private_dir(out)
+        .with_context(|| format!("cannot make {}", out.display()))?;
+    let rt = runtime()?;
+    let system = rt.block_on(scc::announce(base, &code, name, arch))?;
+    // From here on a failure deregisters the system, so none is left behind.
+    let kept = rt.block_on(async {
+        let mut repositories = Vec::new();
+        for (i, product) in products.iter().enumerate() {
+            // The base product and paid extensions take the code; the release's modules are free.
+            let free = i > 0 && i < products.len() - extra.len();
+            let service =
+                scc::activate(base, &system, product, (!free).then_some(code.as_str())).await?;
+            repositories.extend(scc::service_repositories(base, &system, &service).await?);
+        }
+        Ok::<_, scc::SccError>(repositories)
+    });
+    let kept = kept.map_err(anyhow::Error::from).and_then(|repositories| {
+        let registration = Registration {
+            scc_url: base.to_string(),
+            system: system.clone(),
+            repositories,
+        };
+        let text = serde_json::to_string_pretty(&registration)?;
+        crate::fsio::write_private(&out.join(REGISTRATION), text.as_bytes())
+            .with_context(|| format!("cannot write {}", out.join(REGISTRATION).display()))?;
+        Ok(registration.repositories.len())
+    });
+    let count = match kept {
+        Ok(count) => count,
+        Err(e) => {
+            let undone = rt.block_on(scc::deregister(base, &system));
+            let _ = std::fs::remove_file(out.join(REGISTRATION));
+            return Err(match undone {
+                Ok(()) => e.context(format!("system {} deregistered again", system.id)),
+                Err(u) => e.context(format!(
+                    "and system {} could not be deregistered ({u}): remove it in SUSE Customer Center",
+                    system.id
+                )),
+            });
+        }
+    };
+    outln!(
+        "registered system {} at {} with {}: {count} repositories",
+        system.id,
+        crate::text::clean(base),
+        products
+            .iter()
+            .map(Product::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    outln!(
+        "{}={}",
+        crate::environment::KFLEET_SUSE_REGISTRATION,
+        out.join(REGISTRATION).display()
+    );
+    Ok(())
+}
+
+fn deregister(dir: &Path) -> Result<()> {
+    let file = dir.join(REGISTRATION);
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let registration = Registration::parse(&text)
+        .map_err(|problem| anyhow::anyhow!("{}: {problem}", file.display()))?;
+    runtime()?.block_on(scc::deregister(&registration.scc_url, &registration.system))?;
+    std::fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
+    outln!("deregistered system {}", registration.system.id);
+    Ok(())
+}
