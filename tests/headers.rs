@@ -4005,6 +4005,7 @@ fn rhsm_fixture(pki: &std::path::Path, content: (String, String)) -> Rhsm {
                 }
                 Some("ci-key-1") => "3ae36a11-e6b8-4f27-92a7-468358d0c4f7",
                 Some("broken") => "8c98ce41-9479-4453-bcc4-d52eb0d91af7",
+                Some("stuck") => "5d1c0a77-2f4e-4c1a-9d55-0e6b1c2a3f40",
                 _ => {
                     return exception(
                         StatusCode::BAD_REQUEST,
@@ -4028,7 +4029,7 @@ fn rhsm_fixture(pki: &std::path::Path, content: (String, String)) -> Rhsm {
         async move {
             if !presented {
                 exception(StatusCode::UNAUTHORIZED, "Invalid credentials.")
-            } else if uuid.starts_with("8c98") {
+            } else if uuid.starts_with("8c98") || uuid.starts_with("5d1c") {
                 exception(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Runtime Error could not build the content access payload",
@@ -4042,11 +4043,21 @@ fn rhsm_fixture(pki: &std::path::Path, content: (String, String)) -> Rhsm {
             }
         }
     };
-    let unregister = |Extension(ClientCert(presented)): Extension<ClientCert>| async move {
-        if presented {
-            StatusCode::NO_CONTENT.into_response()
-        } else {
+    // The stuck system's first unregistration fails; a second one goes through.
+    let refused_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let unregister = move |Extension(ClientCert(presented)): Extension<ClientCert>,
+                           UrlPath(uuid): UrlPath<String>| async move {
+        if !presented {
             StatusCode::UNAUTHORIZED.into_response()
+        } else if uuid.starts_with("5d1c")
+            && !refused_once.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            exception(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is down for maintenance.",
+            )
+        } else {
+            StatusCode::NO_CONTENT.into_response()
         }
     };
     let seen = log.clone();
@@ -4168,6 +4179,29 @@ fn rhel_activation_key_registers_a_system_for_the_cdn_and_unregisters_it() {
     );
     assert_eq!(std::fs::read_dir(&certs_dir).unwrap().count(), 0);
 
+    // The system cannot be unregistered either: the message names it and where to remove it.
+    let stuck = register("stuck");
+    let stderr = String::from_utf8_lossy(&stuck.stderr);
+    assert!(!stuck.status.success());
+    assert!(
+        stderr.contains("system 5d1c0a77-2f4e-4c1a-9d55-0e6b1c2a3f40 could not be unregistered")
+            && stderr.contains("HTTP 503: The service is down for maintenance.")
+            && stderr.contains("remove it in the Hybrid Cloud Console"),
+        "{stderr}"
+    );
+    // Its identity stays, so unregistering is tried again (the build job's last step does).
+    assert!(!entitlement.exists() && certs_dir.join("consumer.json").exists());
+    let retried = kfleet(
+        &[("KFLEET_RHSM_CA", rhsm_ca.as_os_str())],
+        &["rhel", "unregister", certs_dir.to_str().unwrap()],
+    );
+    assert!(
+        retried.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retried.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&certs_dir).unwrap().count(), 0);
+
     let registered = register("ci-key-1");
     let stdout = String::from_utf8_lossy(&registered.stdout).into_owned();
     assert!(
@@ -4257,15 +4291,17 @@ struct Scc {
 /// SUSE Customer Center's registration API on 127.0.0.1, in the shapes SUSEConnect reads
 /// (`announce_success.json`, `activate_success.json`, a service's `repoindex`): `GOOD-CODE`
 /// registers system 4242, whose Basesystem service lists the two repositories of `fx` with
-/// their tokens; `HALF-CODE` registers system 4343, whose module activation fails. Every
+/// their tokens; `HALF-CODE` registers system 4343, whose module activation fails;
+/// `STUCK-CODE` system 4444, whose activation fails and whose first deregistration fails too. Every
 /// request is logged as `METHOD PATH AUTHORIZATION-KIND`.
 fn scc_fixture(fx: &Fixture) -> Scc {
     use axum::extract::Path as UrlPath;
     use axum::http::HeaderMap;
     use axum::routing::{delete, get, post};
-    const LOGINS: [(&str, &str, u64); 2] = [
+    const LOGINS: [(&str, &str, u64); 3] = [
         ("SCC_4242", "pw-secret-4242", 4242),
         ("SCC_4343", "pw-secret-4343", 4343),
+        ("SCC_4444", "pw-secret-4444", 4444),
     ];
     let system_of = |headers: &HeaderMap| {
         use base64::Engine;
@@ -4306,6 +4342,7 @@ fn scc_fixture(fx: &Fixture) -> Scc {
             }
             "Token token=GOOD-CODE" => LOGINS[0],
             "Token token=HALF-CODE" => LOGINS[1],
+            "Token token=STUCK-CODE" => LOGINS[2],
             _ => return error(StatusCode::UNAUTHORIZED, "Unknown Registration Code."),
         };
         axum::Json(serde_json::json!({"id": id, "login": login, "password": password}))
@@ -4319,7 +4356,7 @@ fn scc_fixture(fx: &Fixture) -> Scc {
                 return error(StatusCode::UNAUTHORIZED, "Invalid system credentials");
             };
             let (service, name) = match (body["identifier"].as_str(), body["token"].as_str()) {
-                (Some("SLES"), Some("GOOD-CODE" | "HALF-CODE")) => {
+                (Some("SLES"), Some("GOOD-CODE" | "HALF-CODE" | "STUCK-CODE")) => {
                     (1887, "SUSE_Linux_Enterprise_Server_15_SP7_x86_64")
                 }
                 (Some("sle-module-basesystem"), None) if system == 4242 => {
@@ -4375,18 +4412,28 @@ fn scc_fixture(fx: &Fixture) -> Scc {
             (StatusCode::OK, [("content-type", "application/xml")], body).into_response()
         }
     };
-    let deregister = move |headers: HeaderMap| async move {
-        if system_of(&headers).is_some() {
-            StatusCode::NO_CONTENT.into_response()
-        } else {
-            StatusCode::UNAUTHORIZED.into_response()
+    // System 4444's first deregistration fails; a second one goes through.
+    let refused_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deregister = move |headers: HeaderMap| {
+        let refused_once = refused_once.clone();
+        async move {
+            match system_of(&headers) {
+                Some(4444) if !refused_once.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+                    error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                }
+                Some(_) => StatusCode::NO_CONTENT.into_response(),
+                None => StatusCode::UNAUTHORIZED.into_response(),
+            }
         }
     };
     let seen = log.clone();
     let app = Router::new()
         .route("/connect/subscriptions/systems", post(announce))
         .route("/connect/systems/products", post(activate))
-        .route("/access/services/{service}", get(repoindex))
+        .route(
+            "/access/services/{service}/repo/repoindex.xml",
+            get(repoindex),
+        )
         .route("/connect/systems", delete(deregister))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: axum::middleware::Next| {
@@ -4475,7 +4522,14 @@ fn suse_registration_code_opens_the_registered_repositories_for_sles_15_sp7() {
             ],
         )
     };
-    let secrets = ["GOOD-CODE", "HALF-CODE", "WRONG-CODE", "pw-secret", "T0KEN"];
+    let secrets = [
+        "GOOD-CODE",
+        "HALF-CODE",
+        "STUCK-CODE",
+        "WRONG-CODE",
+        "pw-secret",
+        "T0KEN",
+    ];
     let shown = |out: &std::process::Output| {
         let text = format!(
             "{}{}",
@@ -4576,6 +4630,25 @@ fn suse_registration_code_opens_the_registered_repositories_for_sles_15_sp7() {
             .contains(&"DELETE /connect/systems Basic".to_string())
     );
     assert!(!registration.exists());
+    // The system cannot be deregistered either: the message names it and where to remove it.
+    let stuck = register("STUCK-CODE");
+    let text = shown(&stuck);
+    assert!(!stuck.status.success());
+    assert!(
+        text.contains("system 4444 could not be deregistered")
+            && text.contains("HTTP 500: Internal Server Error")
+            && text.contains("remove it in SUSE Customer Center"),
+        "{text}"
+    );
+    // The system stays on file, so deregistering is tried again (the build job's last step).
+    assert!(registration.exists());
+    let retried = kfleet(&[], &["suse", "deregister", reg_dir.to_str().unwrap()]);
+    assert!(
+        shown(&retried).contains("deregistered system 4444"),
+        "{}",
+        shown(&retried)
+    );
+    assert!(!registration.exists());
     scc.log.lock().unwrap().clear();
 
     let registered = register("GOOD-CODE");
@@ -4599,9 +4672,9 @@ fn suse_registration_code_opens_the_registered_repositories_for_sles_15_sp7() {
         [
             "POST /connect/subscriptions/systems Token",
             "POST /connect/systems/products Basic",
-            "GET /access/services/1887 Basic",
+            "GET /access/services/1887/repo/repoindex.xml Basic",
             "POST /connect/systems/products Basic",
-            "GET /access/services/2502 Basic",
+            "GET /access/services/2502/repo/repoindex.xml Basic",
         ]
     );
 

@@ -60,13 +60,20 @@ fn register(out: &Path, org: &str, name: &str, base: &str, ca: Option<&Path>) ->
     });
     if let Err(e) = kept {
         let undone = rt.block_on(rhsm::unregister(base, ca, &consumer));
-        remove_files(out);
         return Err(match undone {
-            Ok(()) => e.context(format!("system {} unregistered again", consumer.uuid)),
-            Err(u) => e.context(format!(
-                "and system {} could not be unregistered ({u}): remove it in the Hybrid Cloud Console",
-                consumer.uuid
-            )),
+            Ok(()) => {
+                remove_files(out, &[CERT, KEY, CONSUMER, CONSUMER_FACTS]);
+                e.context(format!("system {} unregistered again", consumer.uuid))
+            }
+            Err(u) => {
+                // The system's identity stays, so unregistering can be tried again.
+                remove_files(out, &[CERT, KEY]);
+                e.context(format!(
+                    "and system {} could not be unregistered ({u}): `kfleet rhel unregister {}` tries again (the build job's last step does), or remove it in the Hybrid Cloud Console",
+                    consumer.uuid,
+                    out.display()
+                ))
+            }
         });
     }
     outln!("registered system {} in organisation {org}", consumer.uuid);
@@ -107,14 +114,14 @@ fn unregister(dir: &Path, ca: Option<&Path>) -> Result<()> {
         identity,
     };
     runtime()?.block_on(rhsm::unregister(&facts.rhsm_url, ca, &consumer))?;
-    remove_files(dir);
+    remove_files(dir, &[CERT, KEY, CONSUMER, CONSUMER_FACTS]);
     outln!("unregistered system {}", consumer.uuid);
     Ok(())
 }
 
-/// Removes what `register` wrote into `dir` (what is not there is no error).
-fn remove_files(dir: &Path) {
-    for file in [CERT, KEY, CONSUMER, CONSUMER_FACTS] {
+/// Removes `files` of what `register` wrote into `dir` (what is not there is no error).
+fn remove_files(dir: &Path, files: &[&str]) {
+    for file in files {
         let _ = std::fs::remove_file(dir.join(file));
     }
 }

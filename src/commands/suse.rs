@@ -86,19 +86,9 @@ fn register(
         .with_context(|| format!("cannot make {}", out.display()))?;
     let rt = runtime()?;
     let system = rt.block_on(scc::announce(base, &code, name, arch))?;
-    // From here on a failure deregisters the system, so none is left behind.
-    let kept = rt.block_on(async {
-        let mut repositories = Vec::new();
-        for (i, product) in products.iter().enumerate() {
-            // The base product and paid extensions take the code; the release's modules are free.
-            let free = i > 0 && i < products.len() - extra.len();
-            let service =
-                scc::activate(base, &system, product, (!free).then_some(code.as_str())).await?;
-            repositories.extend(scc::service_repositories(base, &system, &service).await?);
-        }
-        Ok::<_, scc::SccError>(repositories)
-    });
-    let kept = kept.map_err(anyhow::Error::from).and_then(|repositories| {
+    // From here on a failure deregisters the system, so none is left behind; the system is
+    // kept on file first, so a deregistration that fails can be tried again.
+    let keep = |repositories: Vec<scc::Repository>| -> Result<usize> {
         let registration = Registration {
             scc_url: base.to_string(),
             system: system.clone(),
@@ -108,17 +98,25 @@ fn register(
         crate::fsio::write_private(&out.join(REGISTRATION), text.as_bytes())
             .with_context(|| format!("cannot write {}", out.join(REGISTRATION).display()))?;
         Ok(registration.repositories.len())
+    };
+    let kept = keep(Vec::new()).and_then(|_| {
+        let extras_from = products.len() - extra.len();
+        let repositories = rt.block_on(activate(base, &system, &products, extras_from, &code))?;
+        keep(repositories)
     });
     let count = match kept {
         Ok(count) => count,
         Err(e) => {
             let undone = rt.block_on(scc::deregister(base, &system));
-            let _ = std::fs::remove_file(out.join(REGISTRATION));
             return Err(match undone {
-                Ok(()) => e.context(format!("system {} deregistered again", system.id)),
+                Ok(()) => {
+                    let _ = std::fs::remove_file(out.join(REGISTRATION));
+                    e.context(format!("system {} deregistered again", system.id))
+                }
                 Err(u) => e.context(format!(
-                    "and system {} could not be deregistered ({u}): remove it in SUSE Customer Center",
-                    system.id
+                    "and system {} could not be deregistered ({u}): `kfleet suse deregister {}` tries again (the build job's last step does), or remove it in SUSE Customer Center",
+                    system.id,
+                    out.display()
                 )),
             });
         }
@@ -139,6 +137,25 @@ fn register(
         out.join(REGISTRATION).display()
     );
     Ok(())
+}
+
+/// Activates `products` on the system and answers the repositories their services list. The
+/// base product (the first) and the extensions from `extras_from` on take the code; the
+/// release's modules between them are free.
+async fn activate(
+    base: &str,
+    system: &scc::System,
+    products: &[Product],
+    extras_from: usize,
+    code: &str,
+) -> Result<Vec<scc::Repository>, scc::SccError> {
+    let mut repositories = Vec::new();
+    for (i, product) in products.iter().enumerate() {
+        let paid = i == 0 || i >= extras_from;
+        let service = scc::activate(base, system, product, paid.then_some(code)).await?;
+        repositories.extend(scc::service_repositories(base, system, &service).await?);
+    }
+    Ok(repositories)
 }
 
 fn deregister(dir: &Path) -> Result<()> {

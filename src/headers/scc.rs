@@ -250,20 +250,41 @@ pub async fn activate(
     Ok(service.url)
 }
 
-/// The repositories a service lists (its `repoindex`), read with the system's login.
+/// The repositories a service lists, read with the system's login where zypper reads them:
+/// `repo/repoindex.xml` under the service's URL, its query kept (`?credentials=NAME`). The
+/// service must be on the registration service's own host: the login goes nowhere else.
 pub async fn service_repositories(
     base: &str,
     system: &System,
     service_url: &str,
 ) -> Result<Vec<Repository>, SccError> {
     let shown = format!("{}: a service", crate::text::clean(base));
-    let url = checked_repository_url(service_url)
+    let service = checked_repository_url(service_url)
         .map_err(|problem| SccError(format!("{shown}: {problem}")))?;
+    let origin = |u: &reqwest::Url| {
+        (
+            u.scheme().to_string(),
+            u.host_str().map(str::to_ascii_lowercase),
+            u.port_or_known_default(),
+        )
+    };
+    let registration = reqwest::Url::parse(base).map_err(|e| SccError(format!("{shown}: {e}")))?;
+    if origin(&service) != origin(&registration) {
+        return Err(SccError(format!(
+            "{shown} is on another host ({}): the system's login is sent to the registration service only",
+            service.host_str().unwrap_or_default()
+        )));
+    }
+    let mut url = service.clone();
+    url.set_path(&format!(
+        "{}/repo/repoindex.xml",
+        service.path().trim_end_matches('/')
+    ));
     let request = client(base)?
-        .get(url.clone())
+        .get(url)
         .basic_auth(&system.login, Some(&system.password));
     let answer = send(base, "a service's repository index", request).await?;
-    parse_repoindex(&answer, &url).map_err(|problem| SccError(format!("{shown}: {problem}")))
+    parse_repoindex(&answer, &service).map_err(|problem| SccError(format!("{shown}: {problem}")))
 }
 
 /// libzypp's repository index: `<repoindex><repo url="…" alias="…" name="…"/>…</repoindex>`; a
@@ -441,6 +462,27 @@ mod tests {
                 .unwrap_err()
                 .contains("login")
         );
+    }
+
+    #[test]
+    fn a_service_on_another_host_never_gets_the_login() {
+        let system = System {
+            id: 1,
+            login: "SCC_x".into(),
+            password: "pw".into(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = rt
+            .block_on(service_repositories(
+                "https://scc.suse.com",
+                &system,
+                "https://scc.suse.com.evil.example/access/services/1?credentials=x",
+            ))
+            .unwrap_err();
+        assert!(e.to_string().contains("another host"), "{e}");
     }
 
     #[test]
