@@ -273,7 +273,8 @@ mod tests {
         assert_eq!(codename("debian", "12"), Some("bookworm"));
         assert_eq!(version_of_codename("debian", "trixie"), Some("13"));
         assert_eq!(debian_kernel_series("12"), Some((6, 1)));
-        assert_eq!(codename("ubuntu", "26.10"), None);
+        assert_eq!(codename("ubuntu", "26.10"), Some("stonking"));
+        assert_eq!(codename("ubuntu", "27.10"), None);
         assert_eq!(codename("amazonlinux", "2023"), None);
         assert!(end_of_life("debian", "10") && !end_of_life("debian", "12"));
         assert_eq!(

@@ -423,3 +423,47 @@ fn a_token_service_that_sends_without_end_is_cut_off() {
         assert!(stderr.contains("is over 64 KiB"), "{stderr}");
     }
 }
+
+/// Debian's and Ubuntu's kernels as their archives listed them in December 2026
+/// (`tests/fixtures/archive-kernels.csv`, recorded by `record_archive_kernels.py` beside it: the
+/// oldest and newest kernel of every release, suite, architecture and flavour, backports and
+/// security included): each is a valid identity, has a build plan that fetches its own
+/// `linux-headers-KERNEL`, and the header chain asks the suite it was listed in. A release the
+/// main archive still serves is never sent only to old-releases.
+#[test]
+fn the_archives_kernels_of_late_2026_are_valid_planned_and_asked_where_they_are() {
+    let chain = Chain::builtin();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/archive-kernels.csv");
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let mut checked = 0;
+    for row in reader.records() {
+        let row = row.unwrap();
+        let (distribution, version, arch, kernel, suite) =
+            (&row[0], &row[1], &row[2], &row[3], &row[4]);
+        let id = KernelIdentity::parse(distribution, version, arch, kernel)
+            .unwrap_or_else(|e| panic!("{distribution}/{version}/{arch}/{kernel}: {e}"));
+        let Planned::Plan(p) = plan(&id, &chain, &Digests::default()) else {
+            panic!("{id}: no plan");
+        };
+        assert_eq!(
+            p.header_packages,
+            [format!("linux-headers-{kernel}")],
+            "{id}"
+        );
+        let asks = kfleet::headers::plan(&chain, &id)
+            .iter()
+            .filter(|s| s.problem.is_none())
+            .flat_map(|s| s.urls.clone())
+            .any(|u| u.contains(&format!("/dists/{suite}/")));
+        assert!(asks, "{id}: no source asks dists/{suite}/");
+        assert!(
+            !p.setup
+                .iter()
+                .chain([&p.install_toolchain])
+                .any(|c| c.starts_with("for f in") && c.contains("old-releases")),
+            "{id}: sent to old-releases though {suite} is on the main archive: {p:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 250, "{checked}");
+}

@@ -1874,12 +1874,12 @@ fn codenames_come_from_the_data_file_and_a_missing_one_says_where_to_add_it() {
     assert!(urls.contains("/dists/resolute-updates/"), "{urls}");
     assert!(!urls.contains("dists/-"), "{urls}");
 
-    let plan = offline_plan("ubuntu/26.10/x86_64/6.20.0-5-generic");
+    let plan = offline_plan("ubuntu/27.10/x86_64/6.20.0-5-generic");
     for source in plan.as_array().unwrap() {
         if source["kind"] == "apt-repo" || source["kind"] == "launchpad" {
             assert_eq!(
                 source["problem"],
-                "no codename for ubuntu 26.10: add the release to assets/distro-releases.toml",
+                "no codename for ubuntu 27.10: add the release to assets/distro-releases.toml",
                 "{source}"
             );
             assert_eq!(source["urls"], serde_json::json!([]));
@@ -3019,8 +3019,8 @@ fn a_release_found_only_among_old_releases_is_learned_as_end_of_life() {
 
 /// A release kfleet's own facts do not list (an Ubuntu release published after this kfleet was
 /// built) gets its codename from the archive: the suites its `dists/` index lists, and the
-/// `Version:` and `Codename:` of each one's `Release` file. The codename here is the fixture's
-/// own; the shapes are the archive's.
+/// `Version:` and `Codename:` of each one's `Release` file: here 27.04, Ubuntu's development
+/// release in December 2026, with the archive's real `Release` (`devel` is the same suite).
 #[test]
 fn a_release_missing_from_the_facts_is_read_from_the_archives_release_files() {
     let fx = fixture();
@@ -3034,17 +3034,18 @@ fn a_release_missing_from_the_facts_is_read_from_the_archives_release_files() {
 <a href="noble/">noble/</a>                  2024-04-25 15:19    -
 <a href="noble-updates/">noble-updates/</a>          2026-12-06 09:02    -
 <a href="resolute/">resolute/</a>               2026-04-23 15:10    -
-<a href="zesty/">zesty/</a>                   2026-10-16 11:10    -
-<a href="zesty-updates/">zesty-updates/</a>   2026-12-06 09:02    -
+<a href="stonking/">stonking/</a>               2026-10-15 12:18    -
+<a href="tenacious/">tenacious/</a>             2026-10-30 14:43    -
+<a href="tenacious-updates/">tenacious-updates/</a>   2026-12-06 09:02    -
 </pre></body></html>"#,
     );
     fx.put(
         &format!("{archive}dists/devel/Release"),
-        "Origin: Ubuntu\nLabel: Ubuntu\nSuite: devel\nVersion: 27.04\nCodename: yodel\nDate: Thu, 16 Oct 2026 11:10:00 UTC\n",
+        "Origin: Ubuntu\nLabel: Ubuntu\nSuite: tenacious\nVersion: 27.04\nCodename: tenacious\nDate: Fri, 30 Oct 2026 14:43:55 UTC\n",
     );
     fx.put(
-        &format!("{archive}dists/zesty/Release"),
-        "Origin: Ubuntu\nLabel: Ubuntu\nSuite: zesty\nVersion: 26.10\nCodename: zesty\nDate: Thu, 15 Oct 2026 14:05:11 UTC\nArchitectures: amd64 arm64 armhf i386 ppc64el riscv64 s390x\nComponents: main restricted universe multiverse\nDescription: Ubuntu 26.10\nSHA256:\n 0123 1234 main/binary-amd64/Packages.xz\n",
+        &format!("{archive}dists/tenacious/Release"),
+        "Origin: Ubuntu\nLabel: Ubuntu\nSuite: tenacious\nVersion: 27.04\nCodename: tenacious\nDate: Fri, 30 Oct 2026 14:43:55 UTC\nArchitectures: amd64 amd64v3 arm64 armhf i386 ppc64el riscv64 s390x\nComponents: main restricted universe multiverse\nDescription: Ubuntu Tenacious Tarsier 27.04\nSHA256:\n 0123 1234 main/binary-amd64/Packages.xz\n",
     );
     let index = ubuntu_headers(
         &fx,
@@ -3053,10 +3054,10 @@ fn a_release_missing_from_the_facts_is_read_from_the_archives_release_files() {
         "linux-headers-7.1.0-9-generic_7.1.0-9.9_amd64.deb",
     );
     fx.put(
-        &format!("{archive}dists/zesty-updates/main/binary-amd64/Packages.xz"),
+        &format!("{archive}dists/tenacious-updates/main/binary-amd64/Packages.xz"),
         xz(index.as_bytes()),
     );
-    let r = resolve_builtin(&fx, "ubuntu/26.10/x86_64/7.1.0-9-generic");
+    let r = resolve_builtin(&fx, "ubuntu/27.04/x86_64/7.1.0-9-generic");
     assert_eq!(
         r.resolved_by.as_deref(),
         Some("ubuntu-archive"),
@@ -3070,7 +3071,10 @@ fn a_release_missing_from_the_facts_is_read_from_the_archives_release_files() {
             fx.base
         )
     );
-    assert_eq!(kfleet::distros::codename("ubuntu", "26.10"), Some("zesty"));
+    assert_eq!(
+        kfleet::distros::codename("ubuntu", "27.04"),
+        Some("tenacious")
+    );
     let gets = fx.files.lock().unwrap().gets.clone();
     assert_eq!(
         gets.get(&format!("{archive}dists/noble/Release")),
@@ -3088,7 +3092,7 @@ fn a_release_missing_from_the_facts_is_read_from_the_archives_release_files() {
     let gets = fx.files.lock().unwrap().gets.clone();
     assert_eq!(gets.get(&format!("{archive}dists/")), Some(&1), "{gets:?}");
     assert_eq!(
-        gets.get(&format!("{archive}dists/zesty/Release")),
+        gets.get(&format!("{archive}dists/tenacious/Release")),
         Some(&1),
         "{gets:?}"
     );

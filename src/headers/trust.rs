@@ -105,6 +105,57 @@ fn builtin(name: &str) -> Option<&'static [u8]> {
         .map(|(_, bytes)| *bytes)
 }
 
+/// Keyrings parsed in this process, by what they were read from: checking every key's
+/// self-signatures is most of a plan's time, and a plan over hundreds of kernels asks for the
+/// same few keyrings each time.
+static PARSED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Keyring>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The keyring kept under `key`, else `parse`d and kept (an error is not kept).
+fn parsed_once(
+    key: String,
+    parse: impl FnOnce() -> Result<Keyring, String>,
+) -> Result<Keyring, String> {
+    let kept = PARSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .cloned();
+    if let Some(keyring) = kept {
+        return Ok(keyring);
+    }
+    let keyring = parse()?;
+    PARSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, keyring.clone());
+    Ok(keyring)
+}
+
+/// A built-in keyring: embedded, so parsing it again gives the same keys.
+fn parsed_builtin(entry: &str, bytes: &'static [u8]) -> Result<Keyring, String> {
+    parsed_once(format!("builtin:{entry}"), || {
+        Keyring::parse(&format!("{entry} (built in)"), bytes)
+    })
+}
+
+/// A keyring file, read again when its size or modification time changed (a keyring package
+/// updated while `serve` runs).
+fn read_keyring(path: &std::path::Path) -> Result<Keyring, String> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Keyring::read(path);
+    };
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    parsed_once(
+        format!("file:{}:{}:{modified}", path.display(), meta.len()),
+        || Keyring::read(path),
+    )
+}
+
 /// Every key `spec.signed_by` names for this kernel, together: entries that name nothing (a
 /// built-in name not built in, a file that is not there) are passed over, as long as one
 /// entry gives keys; a file that is there but unreadable or not keys is an error.
@@ -126,9 +177,9 @@ pub(crate) fn keyring_for(spec: &SourceSpec, parts: &KernelParts) -> Result<Keyr
                 tried.push(format!("{entry} (no such file)"));
                 continue;
             }
-            keyrings.push(Keyring::read(path)?);
+            keyrings.push(read_keyring(path)?);
         } else if let Some(bytes) = builtin(&entry) {
-            keyrings.push(Keyring::parse(&format!("{entry} (built in)"), bytes)?);
+            keyrings.push(parsed_builtin(&entry, bytes)?);
         } else {
             tried.push(format!("{entry} (not built in)"));
         }
