@@ -3168,6 +3168,84 @@ fn upcoming_follows_the_flavours_meta_package_into_its_next_series() {
     );
 }
 
+/// Ubuntu 26.10's archive as it is: since 26.10 its `Release` files and `Packages` stanzas carry
+/// only SHA512. `tests/fixtures/ubuntu-stonking-updates/` holds the real `stonking-updates`
+/// InRelease (recorded 2026-12-07 from archive.ubuntu.com, signed with Ubuntu's archive key,
+/// which is built in) and its real main index: the kernel is found with the SHA512 its stanza
+/// lists, vouched for by the real signature, and a package whose bytes do not match it is
+/// refused. Reading SHA256 alone found nothing in any 26.10 suite.
+#[test]
+fn ubuntu_26_10_indexes_list_sha512_only_and_are_read_and_checked() {
+    let fx = fixture();
+    let recorded = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ubuntu-stonking-updates");
+    let dists = "/archive.ubuntu.com/ubuntu/dists/stonking-updates/";
+    fx.put(
+        &format!("{dists}InRelease"),
+        std::fs::read(recorded.join("InRelease")).unwrap(),
+    );
+    fx.put(
+        &format!("{dists}main/binary-amd64/Packages.xz"),
+        std::fs::read(recorded.join("main-binary-amd64-Packages.xz")).unwrap(),
+    );
+    let text = format!(
+        "[[sources]]\nfamily = \"ubuntu\"\nname = \"ubuntu-archive\"\nkind = \"apt-repo\"\nsigned_by = \"ubuntu-archive-2018.asc\"\nurls = [\"{}/archive.ubuntu.com/ubuntu/\"]\nsuites = [\"{{codename}}-updates\"]\ncomponents = [\"main\"]\n",
+        fx.base
+    );
+    let r = resolver(Chain::parse("stonking.toml", &text).unwrap(), 10_000);
+    let kernel = id("ubuntu/26.10/x86_64/7.3.0-10-generic");
+    let res = fx._rt.block_on(r.resolve(&kernel)).unwrap();
+    assert_eq!(
+        res.resolved_by.as_deref(),
+        Some("ubuntu-archive"),
+        "{}",
+        attempted(&res)
+    );
+    assert!(
+        attempted(&res).contains(
+            "ok, signed by Ubuntu Archive Automatic Signing Key (2018) <ftpmaster@ubuntu.com>"
+        ),
+        "{}",
+        attempted(&res)
+    );
+    let pool = format!("{}/archive.ubuntu.com/ubuntu/pool/main/l/linux/", fx.base);
+    let urls: Vec<(&str, &str, &str)> = res
+        .packages
+        .iter()
+        .map(|p| {
+            let c = p.checksum.as_ref().unwrap();
+            (p.url.as_str(), c.algorithm.as_str(), &c.hex[..16])
+        })
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            (
+                format!("{pool}linux-headers-7.3.0-10-generic_7.3.0-10.10_amd64.deb").as_str(),
+                "sha512",
+                "75882e3461d379cf"
+            ),
+            (
+                format!("{pool}linux-headers-7.3.0-10_7.3.0-10.10_all.deb").as_str(),
+                "sha512",
+                "83b42050646bfd7f"
+            ),
+        ]
+    );
+    // A mirror that serves other bytes under the package's name: the SHA512 refuses them.
+    fx.put(
+        "/archive.ubuntu.com/ubuntu/pool/main/l/linux/linux-headers-7.3.0-10-generic_7.3.0-10.10_amd64.deb",
+        b"not the package".to_vec(),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let err = fx._rt.block_on(r.fetch(&kernel, out.path())).unwrap_err();
+    assert!(
+        err.to_string().contains("sha512 is") && err.to_string().contains("nothing was kept"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
 /// The same on the archive's own entries: `tests/fixtures/ubuntu-noble-updates-kernel-headers.Packages`
 /// holds stanzas of noble-updates' real `Packages` index (recorded 2026-12-07 from
 /// archive.ubuntu.com, trimmed to the fields apt reads), where `linux-headers-aws` depends on

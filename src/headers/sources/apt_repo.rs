@@ -14,7 +14,9 @@ use std::collections::HashMap;
 struct Stanza {
     pub package: String,
     pub filename: String,
-    pub sha256: Option<String>,
+    /// The package's checksum: its `SHA256`, else its `SHA512` (Ubuntu's indexes since 26.10
+    /// carry only SHA512).
+    pub checksum: Option<Checksum>,
     pub depends: Vec<String>,
 }
 
@@ -22,6 +24,7 @@ fn parse_packages(text: &str) -> HashMap<String, Stanza> {
     let mut out = HashMap::new();
     for block in text.split("\n\n") {
         let mut s = Stanza::default();
+        let mut sha512 = None;
         for line in block.lines() {
             let Some((k, v)) = line.split_once(':') else {
                 continue;
@@ -30,7 +33,13 @@ fn parse_packages(text: &str) -> HashMap<String, Stanza> {
             match k {
                 "Package" => s.package = v.to_string(),
                 "Filename" => s.filename = v.to_string(),
-                "SHA256" => s.sha256 = Some(v.to_ascii_lowercase()),
+                "SHA256" => {
+                    s.checksum = Some(Checksum {
+                        algorithm: "sha256".into(),
+                        hex: v.to_ascii_lowercase(),
+                    })
+                }
+                "SHA512" => sha512 = Some(v.to_ascii_lowercase()),
                 "Depends" => {
                     s.depends = v
                         .split(',')
@@ -41,6 +50,12 @@ fn parse_packages(text: &str) -> HashMap<String, Stanza> {
                 }
                 _ => {}
             }
+        }
+        if s.checksum.is_none() {
+            s.checksum = sha512.map(|hex| Checksum {
+                algorithm: "sha512".into(),
+                hex,
+            });
         }
         if !s.package.is_empty() {
             out.insert(s.package.clone(), s);
@@ -82,10 +97,7 @@ fn resolve_in_index(
                 .unwrap_or(&s.filename)
                 .to_string(),
             url: join(base, &s.filename),
-            checksum: s.sha256.clone().map(|hex| Checksum {
-                algorithm: "sha256".into(),
-                hex,
-            }),
+            checksum: s.checksum.clone(),
             vouch: vouch.cloned(),
         });
         queue.extend(s.depends.iter().filter(|d| header_dependency(d)).cloned());
@@ -238,10 +250,10 @@ async fn read_suite_once(ctx: &mut Ctx<'_>, suite: &SuiteIndexes) -> std::sync::
     names
 }
 
-/// A suite's `Release` as its signature vouches for it: the SHA256 of each index file it lists
-/// (by path under `dists/{suite}/`), and what signed it.
+/// A suite's `Release` as its signature vouches for it: the checksum of each index file it
+/// lists (by path under `dists/{suite}/`), and what signed it.
 struct SignedRelease {
-    sha256: HashMap<String, String>,
+    checksums: HashMap<String, Checksum>,
     vouch: Vouch,
 }
 
@@ -307,7 +319,7 @@ async fn signed_release(
     }
     ctx.outcome(format!("ok, signed by {signer}"));
     Ok(Some(SignedRelease {
-        sha256: fields.sha256,
+        checksums: fields.checksums,
         vouch: Vouch::SignedIndex(format!("{}'s {file}, signed by {signer}", suite.suite)),
     }))
 }
@@ -316,23 +328,37 @@ async fn signed_release(
 #[derive(Default)]
 struct ReleaseFields {
     valid_until: Option<String>,
-    sha256: HashMap<String, String>,
+    /// Each index file's `SHA256`, else its `SHA512` (Ubuntu's `Release` files since 26.10 list
+    /// only SHA512; MD5Sum and SHA1 are not trusted).
+    checksums: HashMap<String, Checksum>,
 }
 
 fn parse_release(text: &str) -> ReleaseFields {
     let mut out = ReleaseFields::default();
-    let mut in_sha256 = false;
+    let mut section: Option<&'static str> = None;
     for line in text.lines() {
         if let Some(entry) = line.strip_prefix(' ') {
-            if in_sha256
+            if let Some(algorithm) = section
                 && let [hash, _size, path] = entry.split_whitespace().collect::<Vec<_>>()[..]
             {
-                out.sha256
-                    .insert(path.to_string(), hash.to_ascii_lowercase());
+                let listed = out.checksums.get(path).map(|c| c.algorithm.as_str());
+                if listed != Some("sha256") {
+                    out.checksums.insert(
+                        path.to_string(),
+                        Checksum {
+                            algorithm: algorithm.into(),
+                            hex: hash.to_ascii_lowercase(),
+                        },
+                    );
+                }
             }
             continue;
         }
-        in_sha256 = line.trim_end() == "SHA256:";
+        section = match line.trim_end() {
+            "SHA256:" => Some("sha256"),
+            "SHA512:" => Some("sha512"),
+            _ => None,
+        };
         if let Some(v) = line.strip_prefix("Valid-Until:") {
             out.valid_until = Some(v.trim().to_string());
         }
@@ -360,7 +386,7 @@ async fn read_suite(
                 None => None,
                 Some(r) => {
                     let path = url.strip_prefix(&dir).unwrap_or(url);
-                    match r.sha256.get(path) {
+                    match r.checksums.get(path) {
                         Some(hash) => Some(hash.clone()),
                         // Not listed: not published (Packages.gz next to a Packages.xz).
                         None => continue,
@@ -370,14 +396,14 @@ async fn read_suite(
             let Ok(body) = ctx.get(url).await else {
                 continue;
             };
-            if let Some(expected) = listed {
-                use sha2::Digest;
-                if crate::fsio::hex(&sha2::Sha256::digest(&body)) != expected {
-                    ctx.outcome(
-                        "refused: its SHA256 is not the one the signed Release lists".into(),
-                    );
-                    continue;
-                }
+            if let Some(expected) = listed
+                && expected.of(&body).as_deref() != Some(expected.hex.as_str())
+            {
+                ctx.outcome(format!(
+                    "refused: its {} is not the one the signed Release lists",
+                    expected.algorithm.to_ascii_uppercase()
+                ));
+                continue;
             }
             let name = url.clone();
             let text = tokio::task::spawn_blocking(move || decompress(&name, &body))
