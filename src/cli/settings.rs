@@ -85,12 +85,13 @@ fn read_header_credentials() -> Result<Credentials> {
     }
     read_rhel_entitlement(&mut credentials)?;
     if let Some(file) = crate::environment::path(KFLEET_SUSE_REGISTRATION) {
-        let text = std::fs::read_to_string(&file).with_context(|| {
-            format!(
-                "cannot read {KFLEET_SUSE_REGISTRATION} {}: kfleet suse register --out DIR writes DIR/registration.json",
-                file.display()
-            )
-        })?;
+        let text = crate::headers::scc::Registration::read_text(&file)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| {
+                format!(
+                    "{KFLEET_SUSE_REGISTRATION}: kfleet suse register --out DIR writes DIR/registration.json"
+                )
+            })?;
         credentials
             .add_registration(SUSE_REGISTRATION, &text)
             .with_context(|| format!("{KFLEET_SUSE_REGISTRATION} {}", file.display()))?;

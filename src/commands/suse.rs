@@ -160,8 +160,7 @@ async fn activate(
 
 fn deregister(dir: &Path) -> Result<()> {
     let file = dir.join(REGISTRATION);
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text = Registration::read_text(&file).map_err(anyhow::Error::msg)?;
     let registration = Registration::parse(&text)
         .map_err(|problem| anyhow::anyhow!("{}: {problem}", file.display()))?;
     runtime()?.block_on(scc::deregister(&registration.scc_url, &registration.system))?;

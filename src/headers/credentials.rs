@@ -56,12 +56,22 @@ struct RegisteredRepository {
 }
 
 /// How a request to a registered repository is let in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum RepositoryAccess {
     /// The repository's token, appended as the query of every URL under it.
     Token(String),
     /// The system's login, as HTTP Basic.
     Login { login: String, password: String },
+}
+
+impl std::fmt::Debug for RepositoryAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The kind only: a token or a password never reaches a log.
+        f.write_str(match self {
+            Self::Token(_) => "Token(..)",
+            Self::Login { .. } => "Login(..)",
+        })
+    }
 }
 
 /// A TLS client certificate with its key (PEM), and the CA the server's certificate chains to

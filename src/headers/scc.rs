@@ -87,7 +87,18 @@ impl std::fmt::Debug for Registration {
     }
 }
 
+/// The largest registration file read (two thousand repositories with their tokens fit in one
+/// MiB).
+const MAX_REGISTRATION: u64 = 4 << 20;
+
 impl Registration {
+    /// The text of the registration file at `path`, bounded in size.
+    pub fn read_text(path: &std::path::Path) -> Result<String, String> {
+        let bytes = crate::bounded::read_file(path, MAX_REGISTRATION)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
+    }
+
     /// Reads what `kfleet suse register` wrote; an error says what is wrong without quoting it.
     pub fn parse(text: &str) -> Result<Self, String> {
         let registration: Self = serde_json::from_str(text).map_err(|e| {
