@@ -52,7 +52,7 @@ fn every_real_kernel_in_the_shared_data_is_valid() {
         );
         assert_eq!(c.key(), format!("{}/{}/{}/{}", f[0], f[1], f[2], f[3]));
     }
-    assert_eq!(n, 458);
+    assert_eq!(n, 647);
 }
 
 #[test]
