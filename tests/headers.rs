@@ -4374,16 +4374,18 @@ struct Scc {
 /// (`announce_success.json`, `activate_success.json`, a service's `repoindex`): `GOOD-CODE`
 /// registers system 4242, whose Basesystem service lists the two repositories of `fx` with
 /// their tokens; `HALF-CODE` registers system 4343, whose module activation fails;
-/// `STUCK-CODE` system 4444, whose activation fails and whose first deregistration fails too. Every
+/// `STUCK-CODE` system 4444, whose activation fails and whose first deregistration fails too;
+/// `EMPTY-CODE` system 4545, whose services list no repository. Every
 /// request is logged as `METHOD PATH AUTHORIZATION-KIND`.
 fn scc_fixture(fx: &Fixture) -> Scc {
     use axum::extract::Path as UrlPath;
     use axum::http::HeaderMap;
     use axum::routing::{delete, get, post};
-    const LOGINS: [(&str, &str, u64); 3] = [
+    const LOGINS: [(&str, &str, u64); 4] = [
         ("SCC_4242", "pw-secret-4242", 4242),
         ("SCC_4343", "pw-secret-4343", 4343),
         ("SCC_4444", "pw-secret-4444", 4444),
+        ("SCC_4545", "pw-secret-4545", 4545),
     ];
     let system_of = |headers: &HeaderMap| {
         use base64::Engine;
@@ -4425,6 +4427,7 @@ fn scc_fixture(fx: &Fixture) -> Scc {
             "Token token=GOOD-CODE" => LOGINS[0],
             "Token token=HALF-CODE" => LOGINS[1],
             "Token token=STUCK-CODE" => LOGINS[2],
+            "Token token=EMPTY-CODE" => LOGINS[3],
             _ => return error(StatusCode::UNAUTHORIZED, "Unknown Registration Code."),
         };
         axum::Json(serde_json::json!({"id": id, "login": login, "password": password}))
@@ -4441,6 +4444,8 @@ fn scc_fixture(fx: &Fixture) -> Scc {
                 (Some("SLES"), Some("GOOD-CODE" | "HALF-CODE" | "STUCK-CODE")) => {
                     (1887, "SUSE_Linux_Enterprise_Server_15_SP7_x86_64")
                 }
+                // A subscription whose services list nothing for this release.
+                (_, _) if system == 4545 => (1999, "Empty_Service"),
                 (Some("sle-module-basesystem"), None) if system == 4242 => {
                     (2502, "Basesystem_Module_15_SP7_x86_64")
                 }
@@ -4478,6 +4483,7 @@ fn scc_fixture(fx: &Fixture) -> Scc {
                 return StatusCode::UNAUTHORIZED.into_response();
             }
             let body = match service {
+                1999 => r#"<?xml version="1.0" encoding="UTF-8"?><repoindex ttl="86400"/>"#.to_string(),
                 2502 => format!(
                     r#"<?xml version="1.0" encoding="UTF-8"?>
 <repoindex ttl="86400">
@@ -4608,6 +4614,7 @@ fn suse_registration_code_opens_the_registered_repositories_for_sles_15_sp7() {
         "GOOD-CODE",
         "HALF-CODE",
         "STUCK-CODE",
+        "EMPTY-CODE",
         "WRONG-CODE",
         "pw-secret",
         "T0KEN",
@@ -4710,6 +4717,15 @@ fn suse_registration_code_opens_the_registered_repositories_for_sles_15_sp7() {
             .lock()
             .unwrap()
             .contains(&"DELETE /connect/systems Basic".to_string())
+    );
+    assert!(!registration.exists());
+    // Services that list no repository: said, and the system deregistered again.
+    let empty = register("EMPTY-CODE");
+    let text = shown(&empty);
+    assert!(!empty.status.success());
+    assert!(
+        text.contains("list no repository") && text.contains("system 4545 deregistered again"),
+        "{text}"
     );
     assert!(!registration.exists());
     // The system cannot be deregistered either: the message names it and where to remove it.

@@ -102,6 +102,11 @@ fn register(
     let kept = keep(Vec::new()).and_then(|_| {
         let extras_from = products.len() - extra.len();
         let repositories = rt.block_on(activate(base, &system, &products, extras_from, &code))?;
+        if repositories.is_empty() {
+            bail!(
+                "the activated products' services list no repository: are the release and the architecture the ones the registration code covers?"
+            );
+        }
         keep(repositories)
     });
     let count = match kept {
