@@ -54,6 +54,23 @@ pub enum Redirects {
     SameHost(usize),
 }
 
+/// A URL's origin: scheme, host (lowercase) and port (the scheme's own where none is written).
+pub fn origin(url: &reqwest::Url) -> (String, Option<String>, Option<u16>) {
+    (
+        url.scheme().to_string(),
+        url.host_str().map(str::to_ascii_lowercase),
+        url.port_or_known_default(),
+    )
+}
+
+/// Whether two URLs parse and share an [`origin`].
+pub fn same_origin(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => origin(&a) == origin(&b),
+        _ => false,
+    }
+}
+
 /// The one way kfleet builds an HTTP client: its user agent, a connect timeout of at most 10 s,
 /// `timeout` for a whole request, `redirects`, and the PEM certificates of `ca_file` trusted
 /// besides the system's roots.
@@ -83,12 +100,6 @@ pub fn client_builder(
             Redirects::None => reqwest::redirect::Policy::none(),
             Redirects::Limited(n) => reqwest::redirect::Policy::limited(n),
             Redirects::SameHost(n) => reqwest::redirect::Policy::custom(move |attempt| {
-                let origin = |u: &reqwest::Url| {
-                    (
-                        u.host_str().map(str::to_ascii_lowercase),
-                        u.port_or_known_default(),
-                    )
-                };
                 let same = attempt
                     .previous()
                     .first()

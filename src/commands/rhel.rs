@@ -95,19 +95,20 @@ fn unregister(dir: &Path, ca: Option<&Path>) -> Result<()> {
         uuid: String,
         rhsm_url: String,
     }
+    // What register wrote: small files, read bounded all the same.
+    let read = |file: &str| {
+        let path = dir.join(file);
+        crate::bounded::read_file(&path, 1 << 20)
+            .with_context(|| format!("cannot read {}", path.display()))
+    };
     let facts_file = dir.join(CONSUMER_FACTS);
-    let facts: Facts = serde_json::from_slice(
-        &std::fs::read(&facts_file)
-            .with_context(|| format!("cannot read {}", facts_file.display()))?,
-    )
-    .with_context(|| {
+    let facts: Facts = serde_json::from_slice(&read(CONSUMER_FACTS)?).with_context(|| {
         format!(
             "{} is not what kfleet rhel register wrote",
             facts_file.display()
         )
     })?;
-    let identity = std::fs::read(dir.join(CONSUMER))
-        .with_context(|| format!("cannot read {}", dir.join(CONSUMER).display()))?;
+    let identity = read(CONSUMER)?;
     // The id names a URL path: the file is checked like the service's answer was.
     let consumer = Consumer {
         uuid: rhsm::checked_uuid(&facts.rhsm_url, &facts.uuid)?,

@@ -272,15 +272,7 @@ pub async fn service_repositories(
     let shown = format!("{}: a service", crate::text::clean(base));
     let service = checked_repository_url(service_url)
         .map_err(|problem| SccError(format!("{shown}: {problem}")))?;
-    let origin = |u: &reqwest::Url| {
-        (
-            u.scheme().to_string(),
-            u.host_str().map(str::to_ascii_lowercase),
-            u.port_or_known_default(),
-        )
-    };
-    let registration = reqwest::Url::parse(base).map_err(|e| SccError(format!("{shown}: {e}")))?;
-    if origin(&service) != origin(&registration) {
+    if !crate::net::same_origin(service.as_str(), base) {
         return Err(SccError(format!(
             "{shown} is on another host ({}): the system's login is sent to the registration service only",
             service.host_str().unwrap_or_default()
@@ -389,9 +381,7 @@ fn trimmed(base: &str) -> &str {
 /// carried to another host.
 fn client(base: &str) -> Result<reqwest::Client, SccError> {
     crate::net::check_transport(base, false).map_err(|e| SccError(e.to_string()))?;
-    crate::net::client_builder(TIMEOUT, Redirects::None)
-        .build()
-        .map_err(|e| SccError(crate::text::error_chain(&e)))
+    crate::net::http_client(TIMEOUT, Redirects::None, None).map_err(SccError)
 }
 
 /// The body of a successful answer, at most [`MAX_ANSWER`] bytes; a failure says the status

@@ -245,16 +245,7 @@ pub(super) fn authorized(
     };
     crate::net::check_transport(url, false)
         .map_err(|_| format!("the {name} credential is only sent over https"))?;
-    let origin = |u: &str| {
-        reqwest::Url::parse(u).ok().map(|u| {
-            (
-                u.host_str().map(str::to_ascii_lowercase),
-                u.port_or_known_default(),
-            )
-        })
-    };
-    let target = origin(url);
-    if target.is_none() || !source.urls.iter().any(|u| origin(u) == target) {
+    if !source.urls.iter().any(|u| crate::net::same_origin(u, url)) {
         return Err(format!(
             "not sending the {name} credential to {}: not a host of source {}",
             crate::text::clean(url),
@@ -496,23 +487,14 @@ fn api_bases(spec: &SourceSpec, parts: &KernelParts) -> Vec<String> {
 /// when it leaves the repository's scheme, host and port: metadata may name paths within the
 /// repository, never another server, and never plain `http://` under an `https://` source.
 fn on_base_host(base: &str, url: &str) -> Result<(), String> {
-    let origin = |u: &str| {
-        reqwest::Url::parse(u).ok().map(|u| {
-            (
-                u.scheme().to_string(),
-                u.host_str().map(str::to_string),
-                u.port_or_known_default(),
-            )
-        })
-    };
-    match (origin(base), origin(url)) {
-        (Some(b), Some(u)) if b == u => Ok(()),
-        _ => Err(format!(
-            "the repository's metadata names {}, outside {}; refused",
-            crate::text::clean(url),
-            crate::text::clean(base)
-        )),
+    if crate::net::same_origin(base, url) {
+        return Ok(());
     }
+    Err(format!(
+        "the repository's metadata names {}, outside {}; refused",
+        crate::text::clean(url),
+        crate::text::clean(base)
+    ))
 }
 
 fn join(base: &str, path: &str) -> String {
